@@ -1,0 +1,34 @@
+# The two commands of the README are `make run` and `make test`; both create .venv on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: run test check unit integration lint typecheck clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/imactor supervise --config conf/imactor.toml
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check imactor supervisors tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+check: $(BIN)/.installed
+	$(BIN)/ruff check imactor supervisors tests
+	$(BIN)/mypy
+	$(BIN)/pytest tests/unit
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit
+
+integration: $(BIN)/.installed
+	$(BIN)/pytest tests/integration
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

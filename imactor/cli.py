@@ -1,0 +1,268 @@
+"""The ``imactor`` command: run the server, check a config file, manage accounts.
+
+    imactor supervise --config FILE        run the master and its workers
+    imactor check-config --config FILE     validate a config file
+    imactor user add USER [--password P]   create an account (password from stdin or a prompt)
+    imactor user add --file FILE           create accounts in bulk: "user:password" lines
+    imactor user passwd USER               change a password
+    imactor user del USER                  delete an account and all its data
+    imactor user list                      list usernames
+
+``--config`` defaults to ``conf/imactor.toml`` and may be given before or after the command.
+Expected failures (invalid config, bad username, existing or missing account, unreadable file)
+print one line on stderr and exit with status 1, never a traceback. User commands open the
+database directly, so they work whether or not the server runs (SQLite lets both write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from imactor.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from imactor.storage import Storage
+
+DEFAULT_CONFIG = Path("conf/imactor.toml")
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """An expected failure of a command, reported as one line on stderr."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace, Path], int] = args.handler
+    config_path = Path(getattr(args, "config", None) or DEFAULT_CONFIG)
+    try:
+        return handler(args, config_path)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = _describe(exc)
+        if message is None:
+            raise
+        print(f"imactor: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: Exception) -> str | None:
+    """The one-line message for an expected failure, or None for a bug (keep the traceback)."""
+    if isinstance(exc, CommandError | ConfigError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    if "imactor.storage" not in sys.modules:  # not loaded: cannot be one of its errors
+        return None
+    from imactor.storage import AccountExists, AccountNotFound, StorageError
+
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, AccountExists):
+        return f"account {exc} already exists"
+    if isinstance(exc, AccountNotFound):
+        return f"no account {exc}"
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --config on the top parser and on each command: SUPPRESS keeps a command's unset option from
+    # overwriting a value given before the command.
+    parser = argparse.ArgumentParser(prog="imactor", description="imactor XMPP server")
+    parser.add_argument("--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG})")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("supervise", parents=[common], help="run the server")
+    run.set_defaults(handler=_supervise)
+    check = commands.add_parser("check-config", parents=[common], help="validate a config file")
+    check.set_defaults(handler=_check_config)
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(
+        title="user commands", required=True, metavar="ACTION"
+    )
+    add = user.add_parser("add", parents=[common], help="create one account, or many with --file")
+    add.add_argument("username", nargs="?")
+    add.add_argument("--password", help="the password (default: read from stdin or prompt)")
+    add.add_argument(
+        "--file", type=Path, help='bulk: "user:password" or "user<TAB>password" lines; - for stdin'
+    )
+    add.set_defaults(handler=_user_add)
+    passwd = user.add_parser("passwd", parents=[common], help="change a password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password", help="the new password (default: read from stdin or prompt)")
+    passwd.set_defaults(handler=_user_passwd)
+    delete = user.add_parser("del", parents=[common], help="delete an account and all its data")
+    delete.add_argument("username")
+    delete.set_defaults(handler=_user_del)
+    listing = user.add_parser("list", parents=[common], help="list usernames")
+    listing.set_defaults(handler=_user_list)
+    return parser
+
+
+def _supervise(args: argparse.Namespace, config_path: Path) -> int:
+    config = load_config(config_path)
+    # Imported here: the master pulls in the whole server, which the other commands never need.
+    from imactor.node.master import supervise
+
+    return supervise(config)
+
+
+def _check_config(args: argparse.Namespace, config_path: Path) -> int:
+    load_config(config_path)
+    print(f"ok: {config_path}")
+    return 0
+
+
+def _user_add(args: argparse.Namespace, config_path: Path) -> int:
+    if args.file is not None:
+        if args.username is not None or args.password is not None:
+            raise CommandError("user add: give either USER or --file, not both")
+        return _user_add_file(args.file, config_path)
+    if args.username is None:
+        raise CommandError("user add: give a USER or --file FILE")
+    username = _username(args.username)
+    password = _password(args.password)
+    config = load_config(config_path)
+
+    async def add(storage: Storage) -> None:
+        await storage.accounts.create(username, password, iterations=config.auth.scram_iterations)
+
+    _with_storage(config, add)
+    print(f"created {username}@{config.server.domain}")
+    return 0
+
+
+def _user_add_file(path: Path, config_path: Path) -> int:
+    config = load_config(config_path)
+    if str(path) == "-":
+        accounts = parse_accounts(sys.stdin, "<stdin>")
+    else:
+        with open(path, encoding="utf-8") as f:
+            accounts = parse_accounts(f, str(path))
+    unique = len({name for name, _ in accounts})
+
+    async def add(storage: Storage) -> int:
+        return await storage.accounts.create_many(accounts, iterations=config.auth.scram_iterations)
+
+    created = _with_storage(config, add)
+    print(f"created {created} accounts, skipped {unique - created} that already exist")
+    return 0
+
+
+def parse_accounts(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
+    """Parse bulk account lines into prepared ``(username, password)`` pairs.
+
+    Each line is ``username:password`` or ``username<TAB>password``, split at the first colon or
+    tab (a username cannot contain either); the password is everything after it, spaces
+    included. Blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        CommandError: A line is malformed, naming the source and the line number.
+    """
+    accounts = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cuts = [i for i in (line.find(":"), line.find("\t")) if i >= 0]
+        if not cuts:
+            raise CommandError(f"{source}:{number}: expected username:password or username<TAB>password")
+        user, password = line[: min(cuts)].strip(), line[min(cuts) + 1 :]
+        try:
+            accounts.append((_username(user), _check_password(password)))
+        except CommandError as exc:
+            raise CommandError(f"{source}:{number}: {exc}") from None
+    return accounts
+
+
+def _user_passwd(args: argparse.Namespace, config_path: Path) -> int:
+    username = _username(args.username)
+    password = _password(args.password)
+    config = load_config(config_path)
+
+    async def change(storage: Storage) -> None:
+        await storage.accounts.set_password(username, password, iterations=config.auth.scram_iterations)
+
+    _with_storage(config, change)
+    print(f"changed the password of {username}@{config.server.domain}")
+    return 0
+
+
+def _user_del(args: argparse.Namespace, config_path: Path) -> int:
+    username = _username(args.username)
+    config = load_config(config_path)
+
+    async def delete(storage: Storage) -> None:
+        await storage.accounts.delete(username)
+
+    _with_storage(config, delete)
+    print(f"deleted {username}@{config.server.domain}")
+    return 0
+
+
+def _user_list(args: argparse.Namespace, config_path: Path) -> int:
+    config = load_config(config_path)
+
+    async def names(storage: Storage) -> list[str]:
+        return await storage.accounts.list_usernames()
+
+    for name in _with_storage(config, names):
+        print(name)
+    return 0
+
+
+def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:
+    """Open the configured database, run ``await fn(storage)`` under Trio, close it."""
+    import trio
+
+    from imactor.storage import Storage
+
+    async def run() -> T:
+        async with await Storage.open(config.storage_url) as storage:
+            return await fn(storage)
+
+    return trio.run(run)
+
+
+def _username(raw: str) -> str:
+    from imactor.xmpp.jid import prep_localpart
+
+    try:
+        return prep_localpart(raw)
+    except ValueError as exc:
+        raise CommandError(f"invalid username {raw!r}: {exc}") from None
+
+
+def _check_password(raw: str) -> str:
+    from imactor.xmpp.jid import prep_password
+
+    if not raw:
+        raise CommandError("empty password")
+    try:
+        return prep_password(raw)
+    except ValueError as exc:
+        raise CommandError(f"invalid password: {exc}") from None
+
+
+def _password(given: str | None) -> str:
+    """The password from --password, else a prompt (twice) on a terminal, else a line of stdin."""
+    if given is not None:
+        return _check_password(given)
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise CommandError("the passwords do not match")
+        return _check_password(password)
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("no password: give --password, or one line on standard input")
+    return _check_password(line.rstrip("\r\n"))

@@ -1,0 +1,319 @@
+"""The server configuration: one TOML file → frozen, typed config objects.
+
+Every key is optional and has a default (``conf/imactor.toml`` lists them all). Unknown keys and
+wrong types are `ConfigError`s naming the file, the dotted key and what is wrong, so a typo never
+silently falls back to a default. Relative paths are relative to the config file's directory,
+except ``status.socket`` (relative to ``server.data_dir``). ``[modules.<name>]`` tables stay raw:
+each module validates its own options. Each field declares its default and check in one line
+(`_opt`) and `parse_config` walks the dataclasses, so adding a key is adding a line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+# ruff: noqa: RUF009  # `_opt` / `_table` return dataclass fields that carry each key's check.
+
+TLSVersion = Literal["1.2", "1.3"]
+Conflict = Literal["kick_old", "refuse", "random"]  # what a second login with a bound resource does
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
+
+DEFAULT_MODULES: tuple[str, ...] = (
+    "disco", "caps", "ping", "version", "entity_time", "last", "vcard", "private", "blocking",
+    "register", "roster", "presence", "offline", "keepalive",
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be read or is invalid; the message says where and why."""
+
+
+class _Invalid(Exception):
+    """A check failed: ``(message, *subkeys)``; turned into a `ConfigError` naming the key."""
+
+
+_Check = Callable[[Any], object]
+
+
+def _show(value: object) -> str:
+    """A value about as TOML writes it (JSON is close enough: "text", true, [1, 2]), for messages."""
+    return "a table" if isinstance(value, dict) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _opt(default: object, check: _Check) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+def _table(cls: type[object]) -> Any:
+    return field(default_factory=cls, metadata={"table": cls})
+
+
+def _check(ok: Callable[[Any], object], expected: str, convert: _Check = lambda v: v) -> _Check:
+    def check(value: object) -> object:
+        if not ok(value):
+            raise _Invalid(f"expected {expected}, got {_show(value)}")
+        return convert(value)
+
+    return check
+
+
+def _int(low: int = 1, high: int | None = None) -> _Check:
+    expected = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer >= {low}")
+    if high is not None:
+        expected = f"an integer from {low} to {high}"
+    # `type(v) is int`: bool is an int subclass in Python, but `true` is not a number in TOML.
+    return _check(lambda v: type(v) is int and low <= v <= (v if high is None else high), expected)
+
+
+def _str(pattern: str, what: str, convert: _Check = lambda v: v) -> _Check:
+    return _check(lambda v: isinstance(v, str) and re.fullmatch(pattern, v), what, convert)
+
+
+def _choice(*options: str) -> _Check:
+    return _check(lambda v: v in options, "one of " + ", ".join(map(_show, options)))
+
+
+def _strings(pattern: str = r".+", what: str = "non-empty strings") -> _Check:
+    def unique(value: list[str]) -> tuple[str, ...]:
+        if twice := [v for i, v in enumerate(value) if v in value[:i]]:
+            raise _Invalid(f"{_show(twice[0])} is listed twice")
+        return tuple(value)
+
+    def ok(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) and re.fullmatch(pattern, x) for x in v)
+
+    return _check(ok, f"a list of {what}", unique)
+
+
+_bool = _check(lambda v: isinstance(v, bool), "true or false")
+_number = _check(lambda v: type(v) in (int, float) and 0 < v < float("inf"), "a positive number", float)
+_workers = _check(lambda v: v == "auto" or (type(v) is int and v >= 1), '"auto" or a positive integer')
+_path = _str(r".*", "a path", lambda v: Path(v).expanduser() if v else None)  # "": default location
+_required_path = _str(r".+", "a non-empty path", lambda v: Path(v).expanduser())
+_HOST = _str(r"\S+", "a host name or address")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    domain: str = _opt("localhost", _str(r"[^\s@/:]+", "a domain name", str.lower))
+    data_dir: Path = _opt(Path("data"), _required_path)  # absolute after load_config
+    workers: int | Literal["auto"] = _opt(1, _workers)
+    modules: tuple[str, ...] = _opt(DEFAULT_MODULES, _strings())
+    admins: tuple[str, ...] = _opt((), _strings(r"[^\s@/]+@[^\s@/]+", "bare JIDs (user@domain)"))
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` with "auto" resolved to the number of CPUs."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
+
+
+@dataclass(frozen=True, slots=True)
+class C2SListenerConfig:
+    host: str = _opt("127.0.0.1", _HOST)
+    port: int = _opt(5222, _int(0, 65535))  # 0 = any free port (tests)
+    starttls_required: bool = _opt(True, _bool)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectTLSListenerConfig:  # XEP-0368: TLS from the first byte
+    host: str = _opt("127.0.0.1", _HOST)
+    port: int = _opt(5223, _int(0, 65535))
+    enabled: bool = _opt(True, _bool)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    c2s: C2SListenerConfig = _table(C2SListenerConfig)
+    c2s_tls: DirectTLSListenerConfig = _table(DirectTLSListenerConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    certificate: Path | None = _opt(None, _path)  # None: self-signed, generated into data_dir
+    key: Path | None = _opt(None, _path)
+    min_version: TLSVersion = _opt("1.2", _choice(*get_args(TLSVersion)))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    url: str = _opt("", _str(r"|\S+://.*", 'a database URL such as "sqlite:////path/db"'))  # "": in data_dir
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_stanza_size: int = _opt(262144, _int())  # bytes
+    handshake_timeout: float = _opt(30.0, _number)  # seconds to authenticate and bind
+    idle_timeout: float = _opt(300.0, _number)  # silence before the server pings
+    ping_timeout: float = _opt(60.0, _number)
+    stanzas_per_second: float = _opt(200.0, _number)  # per-connection token bucket rate…
+    stanza_burst: int = _opt(400, _int())  # …and depth
+    max_offline_messages: int = _opt(1000, _int())
+    login_failures: int = _opt(5, _int())  # per account and per address…
+    login_failure_window: float = _opt(300.0, _number)  # …within this many seconds
+    registrations_per_address: int = _opt(5, _int())
+    registration_window: float = _opt(3600.0, _number)
+    max_sessions_per_user: int = _opt(64, _int())
+    mailbox_size: int = _opt(1024, _int())
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    scram_iterations: int = _opt(4096, _int(4096))  # RFC 7677 §4: at least 4096
+    allow_plain: bool = _opt(True, _bool)  # offered only over TLS
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationConfig:
+    enabled: bool = _opt(False, _bool)  # XEP-0077 in-band registration
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesConfig:
+    conflict: Conflict = _opt("kick_old", _choice(*get_args(Conflict)))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusConfig:
+    socket: Path = _opt(Path("imactor.sock"), _required_path)  # relative to data_dir
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionConfig:
+    intensity: int = _opt(5, _int(0))  # restarts allowed…
+    period: float = _opt(30.0, _number)  # …within this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: LogLevel = _opt("info", _choice(*get_args(LogLevel)))
+    format: LogFormat = _opt("text", _choice(*get_args(LogFormat)))
+
+
+def _module_tables(value: object) -> Mapping[str, Mapping[str, object]]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a table, got {_show(value)}")
+    for name, options in value.items():
+        if not isinstance(options, dict):
+            raise _Invalid(f"expected a table, got {_show(options)}", name)
+    return MappingProxyType({name: MappingProxyType(options) for name, options in value.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. Build it with `load_config` (or `parse_config` in tests)."""
+
+    source: Path = Path("<defaults>")  # the file it was loaded from
+    server: ServerConfig = _table(ServerConfig)
+    listen: ListenConfig = _table(ListenConfig)
+    tls: TLSConfig = _table(TLSConfig)
+    storage: StorageConfig = _table(StorageConfig)
+    limits: LimitsConfig = _table(LimitsConfig)
+    auth: AuthConfig = _table(AuthConfig)
+    registration: RegistrationConfig = _table(RegistrationConfig)
+    resources: ResourcesConfig = _table(ResourcesConfig)
+    status: StatusConfig = _table(StatusConfig)
+    supervision: SupervisionConfig = _table(SupervisionConfig)
+    log: LogConfig = _table(LogConfig)
+    modules: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
+    )
+
+    @property
+    def storage_url(self) -> str:
+        """The database URL: ``storage.url``, or a SQLite file in the data directory."""
+        return self.storage.url or f"sqlite:///{self.server.data_dir / 'imactor.sqlite3'}"
+
+    @property
+    def tls_certificate(self) -> Path:
+        """The certificate file; under ``data_dir/tls`` when it is generated."""
+        return self.tls.certificate or self.server.data_dir / "tls" / f"{self.server.domain}.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        """The private key file; under ``data_dir/tls`` when it is generated."""
+        return self.tls.key or self.server.data_dir / "tls" / f"{self.server.domain}.key"
+
+    @property
+    def status_socket(self) -> Path:
+        """The status socket (``status.socket`` under the data directory unless absolute)."""
+        return self.server.data_dir / self.status.socket
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file.
+
+    Raises:
+        ConfigError: Unreadable, not TOML, or invalid, e.g.
+            ``conf/imactor.toml: limits.mailbox_size: expected a positive integer, got "x"``.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return parse_config(raw, source=path, base_dir=path.absolute().parent)
+
+
+def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> Config:
+    """Validate an already-parsed TOML document; relative paths are resolved against `base_dir`."""
+    config: Config = _build(Config, dict(raw), str(source), "")
+    tls = config.tls
+    if (tls.certificate is None) != (tls.key is None):
+        missing = "tls.key" if tls.key is None else "tls.certificate"
+        raise ConfigError(f"{source}: {missing}: certificate and key must be set together")
+    cert, key = (p and _resolve(base_dir, p) for p in (tls.certificate, tls.key))
+    return dataclasses.replace(
+        config,
+        source=source,
+        server=dataclasses.replace(config.server, data_dir=_resolve(base_dir, config.server.data_dir)),
+        tls=dataclasses.replace(tls, certificate=cert, key=key),
+        storage=StorageConfig(_resolve_sqlite_url(base_dir, config.storage.url)),
+    )
+
+
+def _build(cls: type[Any], raw: object, source: str, prefix: str) -> Any:
+    """One dataclass from one TOML table: check each present key, recurse into sub-tables."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix}: expected a table, got {_show(raw)}")
+    known = {f.name: f for f in dataclasses.fields(cls) if f.metadata}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: {prefix + '.' if prefix else ''}{key}: unknown key")
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        meta = known[key].metadata
+        if "table" in meta:
+            values[key] = _build(meta["table"], value, source, dotted)
+            continue
+        try:
+            values[key] = meta["check"](value)
+        except _Invalid as exc:
+            where = ".".join((dotted, *exc.args[1:]))
+            raise ConfigError(f"{source}: {where}: {exc.args[0]}") from None
+    return cls(**values)
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    # normpath turns "conf/../data" into "data", so logs and errors show the real place.
+    return Path(os.path.normpath(base / path))
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    """Make a relative SQLite file path absolute (relative to the config file), like other paths."""
+    match = re.fullmatch(r"(sqlite(?:\+\w+)?:///)([^/?][^?]*)(\?.*)?", url)
+    if match is None or match.group(2) == ":memory:":
+        return url
+    return f"{match.group(1)}{_resolve(base, Path(match.group(2)))}{match.group(3) or ''}"

@@ -1,0 +1,1 @@
+"""One XMPP feature per module; each file defines `module = Module(...)` (see server/modules.py)."""

@@ -1,0 +1,81 @@
+"""XEP-0030: Service Discovery.
+
+The server answers disco#info with its identity (server/im) and the features of every enabled
+module, and disco#items with its services (none until MUC and upload exist). An account's bare
+JID answers disco#info for the account (identity account/registered) to its owner and to
+contacts with a presence subscription. Option `extra_items`: list of JIDs to add to disco#items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imactor.server.modules import IqContext, Module, Scope, Xep
+from imactor.xmpp import stanza as st
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
+
+
+@dataclass(frozen=True)
+class Options:
+    extra_items: tuple[str, ...] = ()  #: JIDs listed in the server's disco#items
+
+
+module = Module(
+    name="disco", summary="Service Discovery", xeps=(Xep("0030", "2.5rc3", "complete"),),
+    features=(NS_DISCO_INFO, NS_DISCO_ITEMS), options=Options,
+)  # fmt: skip
+
+
+@module.iq("get", NS_DISCO_INFO, "query")
+async def server_info(ctx: IqContext) -> st.Element:
+    node = ctx.payload.get("node")
+    if node and node not in ctx.server.caps_nodes():
+        raise StanzaError("item-not-found")
+    reply = st.iq_result(ctx.stanza)
+    query = st.child(reply, NS_DISCO_INFO, "query")
+    if node:
+        query.set("node", node)
+    for category, kind, name in ctx.server.identities():
+        identity = st.child(query, NS_DISCO_INFO, "identity")
+        identity.set("category", category)
+        identity.set("type", kind)
+        identity.set("name", name)
+    for feature in sorted(set(ctx.server.features())):
+        st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
+    return reply
+
+
+@module.iq("get", NS_DISCO_ITEMS, "query")
+async def server_items(ctx: IqContext) -> st.Element:
+    if ctx.payload.get("node"):
+        raise StanzaError("item-not-found")
+    reply = st.iq_result(ctx.stanza)
+    query = st.child(reply, NS_DISCO_ITEMS, "query")
+    for jid in ctx.options.extra_items:
+        st.child(query, NS_DISCO_ITEMS, "item").set("jid", jid)
+    return reply
+
+
+@module.iq("get", NS_DISCO_INFO, "query", scope=Scope.ACCOUNT)
+async def account_info(ctx: IqContext) -> st.Element:
+    assert ctx.account is not None
+    item = ctx.account.roster_items().get(str(ctx.from_jid.bare))
+    if not ctx.is_self and (item is None or item.subscription not in ("from", "both")):
+        raise StanzaError("service-unavailable")
+    reply = st.iq_result(ctx.stanza)
+    query = st.child(reply, NS_DISCO_INFO, "query")
+    identity = st.child(query, NS_DISCO_INFO, "identity")
+    identity.set("category", "account")
+    identity.set("type", "registered")
+    st.child(query, NS_DISCO_INFO, "feature").set("var", NS_DISCO_INFO)
+    return reply
+
+
+@module.iq("get", NS_DISCO_ITEMS, "query", scope=Scope.ACCOUNT)
+async def account_items(ctx: IqContext) -> st.Element:
+    if not ctx.is_self:
+        raise StanzaError("service-unavailable")
+    reply = st.iq_result(ctx.stanza)
+    st.child(reply, NS_DISCO_ITEMS, "query")
+    return reply

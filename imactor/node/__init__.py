@@ -1,0 +1,1 @@
+"""Processes: the node supervisor (master) and the workers it runs."""

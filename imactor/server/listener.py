@@ -1,0 +1,65 @@
+"""Accept loops: one per client port; each connection becomes a TEMPORARY SessionActor."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import trio
+
+from supervisors import ChildSpec, Restart
+
+if TYPE_CHECKING:
+    from imactor.server.worker_services import Services
+
+log = logging.getLogger("imactor.listener")
+
+
+async def open_listener(host: str, port: int) -> trio.SocketListener:
+    """Bind with SO_REUSEPORT where available so that several workers can share one port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    await sock.bind((host, port))
+    sock.listen(1024)
+    return trio.SocketListener(sock)
+
+
+async def serve_c2s(
+    services: Services,
+    listener: trio.SocketListener,
+    *,
+    direct_tls: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept client connections forever; STARTTLS streams or, with `direct_tls`, XEP-0368 TLS."""
+    from imactor.server.session import SessionActor
+
+    supervisor = services.session_supervisor
+    assert supervisor is not None
+    task_status.started()
+    async with listener:
+        while True:
+            try:
+                stream: trio.abc.Stream = await listener.accept()
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            sock_stream = stream
+            assert isinstance(sock_stream, trio.SocketStream)
+            try:
+                remote = sock_stream.socket.getpeername()[0]
+                sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                await stream.aclose()
+                continue
+            if direct_tls:
+                stream = trio.SSLStream(stream, services.ssl_context, server_side=True)
+            session = SessionActor(services, stream, remote, direct_tls=direct_tls)
+            await supervisor.start_child(
+                ChildSpec(id=str(session.address), start=session.run, restart=Restart.TEMPORARY)
+            )

@@ -1,0 +1,218 @@
+"""The module contract: one XMPP feature per file, declared as data (ejabberd gen_mod, Prosody).
+
+A module file builds one `Module` with its XEP metadata, its `Options` class and its IQ handlers,
+registered by decorator. Nothing is registered at import time in any global: the `ModuleHost`
+collects the enabled modules' declarations when the worker starts.
+
+Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
+- `HOST`: IQs to the server itself; they run in the sender's session, statelessly.
+- `ACCOUNT`: IQs to a bare JID (or with no `to`) that the server answers for the account; they run
+  in that account's `UserActor`, which serializes every change to the account.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lxml import etree
+
+from imactor.xmpp.jid import JID
+from imactor.xmpp.stanza import Element
+
+if TYPE_CHECKING:
+    from imactor.config import Config
+    from imactor.storage import Storage
+
+
+class Scope(enum.Enum):
+    HOST = "host"
+    ACCOUNT = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class Xep:
+    number: str  #: "0199"
+    version: str  #: the version of the XEP implemented
+    status: str  #: "complete" or "partial: ..."
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For modules without options."""
+
+
+class AccountApi(Protocol):
+    """What an ACCOUNT-scope handler may do with the account it runs for (its UserActor)."""
+
+    username: str
+    jid: JID
+    roster_version: int
+
+    def roster_items(self) -> Mapping[str, Any]: ...
+
+    async def set_roster_item(self, item: Any, jid: str) -> None: ...
+
+    async def push_to_resources(self, element: Element, *, interested_only: bool = False) -> None: ...
+
+    async def route(self, element: Element) -> None: ...
+
+    def set_blocklist(self, jids: frozenset[str]) -> None: ...
+
+    def blocklist(self) -> frozenset[str]: ...
+
+    def available_resources(self) -> Sequence[str]: ...
+
+
+@dataclass
+class IqContext:
+    """Everything a handler gets: the request, who sent it, options, storage and the server's verbs."""
+
+    stanza: Element
+    from_jid: JID
+    to_jid: JID | None
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+    account: AccountApi | None = None  #: set for ACCOUNT-scope handlers
+    remote_address: str | None = None  #: the client's IP address, for HOST-scope handlers
+
+    @property
+    def payload(self) -> Element:
+        return self.stanza[0]
+
+    @property
+    def is_self(self) -> bool:
+        """The account's own resource asked (as opposed to another entity asking about it)."""
+        return self.account is not None and self.from_jid.bare == self.account.jid
+
+
+IqHandler = Callable[[IqContext], Awaitable[Element | None]]
+
+
+class ServerApi(Protocol):
+    """Server-wide verbs handed to handlers (implemented in the worker)."""
+
+    domain: str
+    started_at: float
+
+    async def route(self, element: Element) -> None: ...
+
+    def features(self) -> Sequence[str]: ...
+
+    def identities(self) -> Sequence[tuple[str, str, str]]: ...
+
+    def modules(self) -> Sequence[Module]: ...
+
+    def registration_allowed(self, address: str) -> bool: ...
+
+    def caps_nodes(self) -> Sequence[str]: ...
+
+    async def account_removed(self, username: str) -> None: ...
+
+
+@dataclass
+class Module:
+    name: str
+    summary: str
+    xeps: tuple[Xep, ...] = ()
+    features: tuple[str, ...] = ()
+    options: type = NoOptions
+    depends: tuple[str, ...] = ()
+    iq_handlers: dict[tuple[str, str, str, Scope], IqHandler] = field(default_factory=dict)
+
+    def iq(
+        self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
+    ) -> Callable[[IqHandler], IqHandler]:
+        """Register `handler` for `<iq type=iq_type><tag xmlns=namespace/></iq>` in `scope`."""
+
+        def register(handler: IqHandler) -> IqHandler:
+            self.iq_handlers[(iq_type, namespace, tag, scope)] = handler
+            return handler
+
+        return register
+
+
+class ModuleConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    module: Module
+    options: Any
+
+
+class ModuleHost:
+    """The enabled modules of a worker, their validated options and the IQ dispatch table."""
+
+    def __init__(
+        self, names: Sequence[str], raw_options: Mapping[str, Mapping[str, object]], source: str
+    ) -> None:
+        self.started_at = time.time()
+        self.loaded: dict[str, LoadedModule] = {}
+        for name in names:
+            self._load(name, raw_options.get(name, {}), source)
+        for name in raw_options:
+            if name not in self.loaded:
+                raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
+        self._iq: dict[tuple[str, str, str, Scope], tuple[IqHandler, Any]] = {}
+        for loaded in self.loaded.values():
+            for dep in loaded.module.depends:
+                if dep not in self.loaded:
+                    raise ModuleConfigError(f"{source}: server.modules: {loaded.module.name} needs {dep!r}")
+            for key, handler in loaded.module.iq_handlers.items():
+                self._iq[key] = (handler, loaded.options)
+
+    def _load(self, name: str, raw: Mapping[str, object], source: str) -> None:
+        try:
+            python_module = importlib.import_module(f"imactor.modules.{name}")
+        except ModuleNotFoundError as exc:
+            raise ModuleConfigError(f"{source}: server.modules: no module named {name!r}") from exc
+        module: Module = python_module.module
+        self.loaded[name] = LoadedModule(module, _build_options(module, raw, source))
+
+    def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
+        qn = etree.QName(payload)
+        return self._iq.get((iq_type, qn.namespace or "", qn.localname, scope))
+
+    def options(self, name: str) -> Any:
+        loaded = self.loaded.get(name)
+        return None if loaded is None else loaded.options
+
+    def features(self) -> list[str]:
+        found: list[str] = []
+        for loaded in self.loaded.values():
+            found.extend(f for f in loaded.module.features if f not in found)
+        return found
+
+
+def _build_options(module: Module, raw: Mapping[str, object], source: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(module.options)}
+    for key, value in raw.items():
+        spec = fields.get(key)
+        if spec is None:
+            raise ModuleConfigError(f"{source}: modules.{module.name}.{key}: unknown key")
+        expected = spec.type if isinstance(spec.type, type) else _TYPE_NAMES.get(str(spec.type))
+        if expected is not None and not _type_ok(value, expected):
+            raise ModuleConfigError(
+                f"{source}: modules.{module.name}.{key}: expected {expected.__name__}, got {value!r}"
+            )
+    return module.options(**raw)
+
+
+_TYPE_NAMES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _type_ok(value: object, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)

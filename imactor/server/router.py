@@ -1,0 +1,99 @@
+"""The router: to-JID → the actor that owns it. A service, not an actor, on purpose.
+
+Routing is a pure decision plus a registry lookup; putting it behind one mailbox would make every
+stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md):
+
+| `to`                     | goes to                                                     |
+|--------------------------|-------------------------------------------------------------|
+| local user (bare/full)   | that user's `UserActor` (activated on demand)               |
+| the server's domain      | handled in the sender's session (host scope); never routed  |
+| any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from imactor.actors import ActorGone, ActorRef, Registry
+from imactor.server import messages as m
+from imactor.xmpp import stanza as st
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.stanza import Stanza
+
+log = logging.getLogger("imactor.router")
+
+
+class Router:
+    def __init__(
+        self,
+        domain: str,
+        registry: Registry,
+        start_user: Callable[[str], Awaitable[ActorRef[m.UserMessage]]],
+    ) -> None:
+        self.domain = domain
+        self._registry = registry
+        self._start_user = start_user
+        self.routed_total = 0
+        self.bounced_total = 0
+
+    async def user(self, username: str) -> ActorRef[m.UserMessage]:
+        async def start() -> ActorRef[Any]:
+            return await self._start_user(username)
+
+        return await self._registry.get_or_start("user", username, start)
+
+    async def route(self, stanza: Stanza, *, wait: bool = True) -> None:
+        """Deliver `stanza` to the actor owning its `to`.
+
+        Args:
+            wait: True from sessions (a full mailbox slows the sender: back-pressure). False from
+                actors, which must never wait on each other (two full mailboxes would deadlock):
+                a full mailbox then bounces the stanza with `resource-constraint`.
+        """
+        to = stanza.to_jid
+        if to.domainpart != self.domain:
+            await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
+            return
+        if to.localpart is None:
+            if stanza.kind == "iq" and stanza.type in ("get", "set"):
+                await self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        await self.to_user(to.localpart, m.Route(stanza), stanza, wait=wait)
+
+    async def to_user(
+        self, username: str, message: m.UserMessage, stanza: Stanza | None, *, wait: bool
+    ) -> None:
+        for _attempt in range(3):
+            ref = await self.user(username)
+            try:
+                if wait:
+                    await ref.send(message)
+                else:
+                    ref.send_nowait(message)
+            except ActorGone:
+                continue  # stopped between lookup and send: the next lookup starts its successor
+            except trio.WouldBlock:
+                if stanza is not None:
+                    await self.bounce(stanza, StanzaError("resource-constraint", "recipient is overloaded"))
+                return
+            self.routed_total += 1
+            return
+        log.error("could not reach user actor %s", username)
+        if stanza is not None:
+            await self.bounce(stanza, StanzaError("internal-server-error"))
+
+    async def bounce(self, stanza: Stanza, error: StanzaError) -> None:
+        """Send an error back to the sender, unless the stanza is itself an error or result."""
+        if stanza.type in ("error", "result"):
+            return
+        self.bounced_total += 1
+        reply = st.error_reply(stanza.element(), error)
+        if reply.get("from") is None:
+            reply.set("from", self.domain)
+        back = Stanza.from_element(reply)
+        if back.to_jid.localpart is not None and back.to_jid.domainpart == self.domain:
+            await self.to_user(back.to_jid.localpart, m.Route(back), None, wait=False)

@@ -1,0 +1,573 @@
+"""UserActor: one per bare JID that is online or addressed (RFC 6121 delivery, presence, roster).
+
+It owns the account's online resources with their presence and priority, the roster (loaded from
+storage when the actor starts), the block list, and the directed-presence bookkeeping. Every
+change to the account is serialized through its mailbox, so nothing here takes a lock.
+
+Delivery to sessions uses `send_nowait`: a session whose mailbox is full has a client that stopped
+reading, and it is kicked rather than allowed to slow the account (or its senders) down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, assert_never
+
+import trio
+
+from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
+from imactor.server import messages as m
+from imactor.server.modules import IqContext, Scope
+from imactor.storage import RosterItem
+from imactor.xmpp import stanza as st
+from imactor.xmpp import subscription as subs
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID
+from imactor.xmpp.namespaces import NS_DELAY, NS_ROSTER, qname
+from imactor.xmpp.stanza import Element, Stanza
+
+if TYPE_CHECKING:
+    from imactor.server.worker_services import Services
+
+log = logging.getLogger("imactor.user")
+
+SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+
+
+@dataclass
+class Resource:
+    """One bound session of the account."""
+
+    session: ActorRef[m.SessionMessage]
+    available: bool = False
+    priority: int = 0
+    presence: Stanza | None = None  #: last broadcast presence
+    interested: bool = False  #: requested the roster: gets roster pushes (RFC 6121 §2.1.6)
+    directed: set[JID] = field(default_factory=set)  #: got directed presence (§4.6)
+
+
+class UserActor(Actor[m.UserMessage]):
+    idle_timeout = 60.0
+
+    def __init__(self, username: str, services: Services) -> None:
+        super().__init__(ActorAddress("user", username), services.config.limits.mailbox_size)
+        self.username = username
+        self.services = services
+        self.jid = JID.make(username, services.domain)
+        self.exists = False
+        self.resources: dict[str, Resource] = {}
+        self.roster: dict[str, RosterItem] = {}
+        self.roster_version = 0
+        self._blocklist: frozenset[str] = frozenset()
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        storage = self.services.storage
+        self.exists = await storage.accounts.exists(self.username)
+        if self.exists:
+            self.roster_version, items = await storage.roster.get(self.username)
+            self.roster = {item.jid: item for item in items}
+            self._blocklist = frozenset(await storage.blocking.get(self.username))
+
+    def before_stop(self) -> None:
+        self.services.registry.unregister("user", self.username, self.ref)
+
+    def is_idle(self) -> bool:
+        return not self.resources
+
+    # ---- AccountApi (for ACCOUNT-scope module handlers) -------------------------------------
+
+    def roster_items(self) -> Mapping[str, RosterItem]:
+        return self.roster
+
+    def blocklist(self) -> frozenset[str]:
+        return self._blocklist
+
+    def set_blocklist(self, jids: frozenset[str]) -> None:
+        self._blocklist = jids
+        for resource in self.resources.values():
+            self._send_to_session(resource, m.BlocklistChanged(jids))
+
+    def available_resources(self) -> Sequence[str]:
+        return [name for name, r in self.resources.items() if r.available]
+
+    async def push_to_resources(self, element: Element, *, interested_only: bool = False) -> None:
+        for name, resource in list(self.resources.items()):
+            if interested_only and not resource.interested:
+                continue
+            push = st.parse(st.serialize(element))
+            push.set("to", str(self.jid.with_resource(name)))
+            self._deliver_to(resource, Stanza.from_element(push))
+
+    async def route(self, element: Element) -> None:
+        await self.services.router.route(Stanza.from_element(element))
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    async def handle(self, message: m.UserMessage) -> None:
+        match message:
+            case m.Bind():
+                await self._bind(message)
+            case m.Unbind():
+                await self._unbind(message)
+            case m.Route():
+                await self._inbound(message.stanza)
+            case m.FromResource():
+                await self._from_resource(message.stanza)
+            case m.AccountRemoved():
+                self.exists = False
+                self.roster.clear()
+                self._blocklist = frozenset()
+                for resource in self.resources.values():
+                    self._send_to_session(resource, m.Kick("not-authorized", "account removed"))
+                self.resources.clear()
+                self.stop()
+            case _:
+                assert_never(message)
+
+    async def _bind(self, request: m.Bind) -> None:
+        limits = self.services.config.limits
+        resource = request.resource or self.services.new_resource()
+        existing = self.resources.get(resource)
+        if existing is not None and existing.session is not request.session:
+            policy = self.services.config.resources.conflict
+            if policy == "refuse":
+                request.reply.fail(StanzaError("conflict", "resource in use"))
+                return
+            if policy == "random":
+                resource = self.services.new_resource()
+            else:  # kick_old: RFC 6120 §7.7.2.2, the old session ends with <conflict/>
+                self._send_to_session(existing, m.Kick("conflict", "replaced by a new session"))
+                await self._resource_gone(resource, existing)
+        elif len(self.resources) >= limits.max_sessions_per_user:
+            request.reply.fail(StanzaError("resource-constraint", "too many sessions"))
+            return
+        self.resources[resource] = Resource(session=request.session)
+        request.reply.send(m.Bound(self.jid.with_resource(resource), self._blocklist))
+
+    async def _unbind(self, message: m.Unbind) -> None:
+        resource = self.resources.get(message.resource)
+        if resource is None or resource.session is not message.session:
+            return  # already replaced (conflict) or never bound
+        del self.resources[message.resource]
+        await self._resource_gone(message.resource, resource)
+
+    async def _resource_gone(self, name: str, resource: Resource) -> None:
+        """RFC 6121 §4.5.2 / §4.6.3: an available resource that vanishes goes unavailable."""
+        if not resource.available:
+            return
+        self.resources.pop(name, None) if self.resources.get(name) is resource else None
+        resource.available = False
+        unavailable = st.make("presence", from_=self.jid.with_resource(name), type_="unavailable")
+        await self._broadcast_presence(name, resource, Stanza.from_element(_addressed(unavailable, self.jid)))
+        if not self.available_resources():
+            await self.services.storage.last_activity.set(self.username, time.time(), "")
+
+    # ---- stanzas from the account's own resources ----------------------------------------
+
+    async def _from_resource(self, stanza: Stanza) -> None:
+        if stanza.kind == "presence":
+            await self._outbound_presence(stanza)
+        elif stanza.kind == "iq":
+            await self._account_iq(stanza, own=True)
+
+    async def _outbound_presence(self, stanza: Stanza) -> None:
+        resource_name = stanza.from_jid.resourcepart or ""
+        resource = self.resources.get(resource_name)
+        if resource is None:
+            return
+        if stanza.type in SUBSCRIPTION_TYPES:
+            await self._outbound_subscription(stanza)
+            return
+        if stanza.type not in ("", "unavailable"):
+            return  # probes and errors from clients are not ours to send (RFC 6121 §4.3)
+        if stanza.to_jid != self.jid:
+            # Directed presence (§4.6): recorded so that unavailable follows at logout.
+            if stanza.type == "" and not self._subscribed_from(stanza.to_jid):
+                resource.directed.add(stanza.to_jid)
+            elif stanza.type == "unavailable":
+                resource.directed.discard(stanza.to_jid)
+            await self.services.router.route(stanza)
+            return
+        if stanza.type == "unavailable":
+            if resource.available:
+                resource.available = False
+                await self._broadcast_presence(resource_name, resource, stanza)
+            return
+        initial = not resource.available
+        resource.available = True
+        resource.priority = _priority(stanza)
+        resource.presence = stanza
+        await self._broadcast_presence(resource_name, resource, stanza)
+        if initial:
+            await self._on_initial_presence(resource_name, resource)
+
+    async def _broadcast_presence(self, name: str, resource: Resource, stanza: Stanza) -> None:
+        """§4.2.2 / §4.4.2: to contacts with a from/both subscription, and to own resources."""
+        for contact, item in self.roster.items():
+            if item.subscription in ("from", "both"):
+                await self._route_quietly(stanza.readdressed(JID.parse(contact)))
+        for other in self.resources.values():
+            if other.available or other is resource:
+                self._deliver_to(other, stanza.readdressed(self.jid))
+        if stanza.type == "unavailable":
+            for target in resource.directed:
+                await self._route_quietly(stanza.readdressed(target))
+            resource.directed.clear()
+        self.services.presence_changed(self.jid, name, stanza.type != "unavailable")
+
+    async def _on_initial_presence(self, name: str, resource: Resource) -> None:
+        full = self.jid.with_resource(name)
+        for contact, item in self.roster.items():
+            if item.subscription in ("to", "both"):
+                probe = st.make("presence", from_=self.jid, to=contact, type_="probe")
+                await self._route_quietly(Stanza.from_element(probe))
+        for other_name, other in self.resources.items():
+            if other is not resource and other.available and other.presence is not None:
+                self._deliver_to(resource, other.presence.readdressed(full))
+        for contact, item in self.roster.items():
+            if item.pending_in:  # §3.1.3: pending requests are delivered again at each login
+                request = st.make("presence", from_=contact, to=self.jid, type_="subscribe")
+                self._deliver_to(resource, Stanza.from_element(request))
+        if resource.priority >= 0:
+            await self._flush_offline(resource)
+
+    async def _flush_offline(self, resource: Resource) -> None:
+        """XEP-0160: offline messages go to the first resource with non-negative priority."""
+        offline = self.services.storage.offline
+        stored = await offline.fetch(self.username)
+        if not stored:
+            return
+        for _, data in stored:
+            self._deliver_to(resource, _stanza_from_bytes(data))
+        await offline.delete(self.username, [stored_id for stored_id, _ in stored])
+
+    async def _outbound_subscription(self, stanza: Stanza) -> None:
+        contact = stanza.to_jid.bare
+        key = str(contact)
+        item = self.roster.get(key)
+        outcome = subs.outbound(_state(item), stanza.type)
+        if outcome.changed:
+            await self._save_item(key, item, outcome.state)
+        if outcome.route:
+            # §3.1.2: the server stamps the bare JID as the sender of subscription stanzas.
+            el = stanza.element()
+            el.set("from", str(self.jid))
+            el.set("to", key)
+            await self._route_quietly(Stanza.from_element(el))
+            if stanza.type == "subscribed":
+                for name, resource in self.resources.items():
+                    if resource.available and resource.presence is not None:
+                        await self._route_quietly(resource.presence.readdressed(contact))
+            elif stanza.type == "unsubscribed":
+                for name, resource in self.resources.items():
+                    if resource.available:
+                        gone = st.make("presence", from_=self.jid.with_resource(name), to=contact,
+                                       type_="unavailable")  # fmt: skip
+                        await self._route_quietly(Stanza.from_element(gone))
+
+    # ---- stanzas addressed to the account -----------------------------------------------
+
+    async def _inbound(self, stanza: Stanza) -> None:
+        if not self.exists:
+            await self._no_such_account(stanza)
+            return
+        if self._is_blocked(stanza.from_jid) and stanza.from_jid.bare != self.jid:
+            # XEP-0191 §3.5: presence is dropped; message and IQ get service-unavailable.
+            if stanza.kind != "presence":
+                await self._bounce(stanza, StanzaError("service-unavailable"))
+            return
+        if stanza.kind == "message":
+            await self._inbound_message(stanza)
+        elif stanza.kind == "presence":
+            await self._inbound_presence(stanza)
+        else:
+            await self._inbound_iq(stanza)
+
+    async def _no_such_account(self, stanza: Stanza) -> None:
+        """RFC 6121 §8.5.1: no such user."""
+        if stanza.kind == "presence":
+            if stanza.type == "subscribe" or stanza.type == "probe":
+                reply = st.make("presence", from_=self.jid, to=stanza.from_jid.bare, type_="unsubscribed")
+                await self._route_quietly(Stanza.from_element(reply))
+            return
+        if stanza.kind == "message" and stanza.type in ("headline", "groupchat"):
+            return
+        await self._bounce(stanza, StanzaError("service-unavailable"))
+
+    async def _inbound_message(self, stanza: Stanza) -> None:
+        resource_name = stanza.to_jid.resourcepart
+        if resource_name is not None:
+            resource = self.resources.get(resource_name)
+            if resource is not None:
+                self._deliver_to(resource, stanza)
+                return
+            # §8.5.3.2.1: a full JID with no such resource.
+            if stanza.type == "groupchat":
+                await self._bounce(stanza, StanzaError("service-unavailable"))
+                return
+            if stanza.type in ("error", "headline"):
+                return
+        if stanza.type == "groupchat":
+            await self._bounce(stanza, StanzaError("service-unavailable"))
+            return
+        candidates = [r for r in self.resources.values() if r.available and r.priority >= 0]
+        if stanza.type == "headline" or stanza.type == "error":
+            for resource in candidates:
+                self._deliver_to(resource, stanza)
+            return
+        if candidates:
+            # §8.5.2.1.1: the highest-priority resources get normal and chat messages.
+            top = max(r.priority for r in candidates)
+            for resource in candidates:
+                if resource.priority == top:
+                    self._deliver_to(resource, stanza)
+            return
+        await self._store_offline(stanza)
+
+    async def _store_offline(self, stanza: Stanza) -> None:
+        offline = self.services.storage.offline
+        if await offline.count(self.username) >= self.services.config.limits.max_offline_messages:
+            await self._bounce(stanza, StanzaError("service-unavailable", "offline storage is full"))
+            return
+        el = stanza.element()
+        delay = st.child(el, NS_DELAY, "delay")
+        delay.set("from", self.services.domain)
+        delay.set("stamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        delay.text = "Offline Storage"
+        await offline.store(self.username, st.serialize(el))
+
+    async def _inbound_presence(self, stanza: Stanza) -> None:
+        if stanza.type in SUBSCRIPTION_TYPES:
+            await self._inbound_subscription(stanza)
+            return
+        if stanza.type == "probe":
+            # §4.3.2: only a contact with a from/both subscription learns our presence.
+            if self._subscribed_from(stanza.from_jid) or stanza.from_jid.bare == self.jid:
+                for online in self.resources.values():
+                    if online.available and online.presence is not None:
+                        await self._route_quietly(online.presence.readdressed(stanza.from_jid))
+            return
+        resource_name = stanza.to_jid.resourcepart
+        if resource_name is not None:
+            resource = self.resources.get(resource_name)
+            if resource is not None:
+                self._deliver_to(resource, stanza)
+            return
+        for available in self.resources.values():
+            if available.available:
+                self._deliver_to(available, stanza)
+
+    async def _inbound_subscription(self, stanza: Stanza) -> None:
+        contact = stanza.from_jid.bare
+        key = str(contact)
+        item = self.roster.get(key)
+        outcome = subs.inbound(_state(item), stanza.type)
+        if outcome.changed:
+            await self._save_item(key, item, outcome.state, hidden_ok=True)
+        if outcome.deliver:
+            el = stanza.element()
+            el.set("from", key)
+            el.set("to", str(self.jid))
+            clean = Stanza.from_element(el)
+            for resource in self.resources.values():
+                if resource.available:
+                    self._deliver_to(resource, clean)
+        if outcome.auto_reply is not None:
+            reply = st.make("presence", from_=self.jid, to=contact, type_=outcome.auto_reply)
+            await self._route_quietly(Stanza.from_element(reply))
+            if outcome.auto_reply == "subscribed":
+                for resource in self.resources.values():
+                    if resource.available and resource.presence is not None:
+                        await self._route_quietly(resource.presence.readdressed(contact))
+
+    async def _inbound_iq(self, stanza: Stanza) -> None:
+        resource_name = stanza.to_jid.resourcepart
+        if resource_name is not None:
+            resource = self.resources.get(resource_name)
+            if resource is not None:
+                self._deliver_to(resource, stanza)
+            elif stanza.type in ("get", "set"):
+                await self._bounce(stanza, StanzaError("service-unavailable"))
+            return
+        if stanza.type in ("get", "set"):
+            await self._account_iq(stanza, own=stanza.from_jid.bare == self.jid)
+
+    async def _account_iq(self, stanza: Stanza, *, own: bool) -> None:
+        """IQs to the bare JID are answered by the server on the account's behalf (§8.5.2.1.3)."""
+        element = stanza.element()
+        if len(element) != 1:
+            await self._reply(element, StanzaError("bad-request", "an IQ get/set has exactly one payload"))
+            return
+        found = self.services.modules.iq_handler(stanza.type, element[0], Scope.ACCOUNT)
+        if found is None:
+            await self._reply(element, StanzaError("service-unavailable"))
+            return
+        handler, options = found
+        if own and etree_ns(element[0]) == NS_ROSTER:
+            self._mark_interested(stanza.from_jid)
+        ctx = IqContext(
+            stanza=element, from_jid=stanza.from_jid, to_jid=stanza.to_jid, options=options,
+            storage=self.services.storage, config=self.services.config, server=self.services.server,
+            account=self,
+        )  # fmt: skip
+        try:
+            result = await handler(ctx)
+        except StanzaError as error:
+            await self._reply(element, error)
+            return
+        if result is not None:
+            await self._send_back(result)
+
+    # ---- roster ------------------------------------------------------------------------------
+
+    async def set_roster_item(self, item: RosterItem | None, jid: str) -> None:
+        """Store an item (None: remove it) and push it to interested resources (RFC 6121 §2.1.6)."""
+        roster = self.services.storage.roster
+        if item is None:
+            self.roster.pop(jid, None)
+            self.roster_version = await roster.remove(self.username, jid)
+            pushed = RosterItem(jid=jid, subscription="remove")
+        else:
+            self.roster[jid] = item
+            self.roster_version = await roster.put(self.username, item)
+            pushed = item
+        if item is not None and _is_hidden(item):
+            return
+        push = st.make("iq", type_="set", id_=self.services.new_id())
+        query = st.child(push, NS_ROSTER, "query")
+        query.set("ver", str(self.roster_version))
+        query.append(roster_item_element(pushed))
+        await self.push_to_resources(push, interested_only=True)
+
+    async def _save_item(
+        self, key: str, item: RosterItem | None, state: subs.SubState, hidden_ok: bool = False
+    ) -> None:
+        base = item or RosterItem(jid=key, name=None)
+        new = replace(base, subscription=state.subscription, ask=state.pending_out,
+                      pending_in=state.pending_in, approved=state.approved)  # fmt: skip
+        if item is None and not hidden_ok and not state.pending_out and not state.approved:
+            return
+        await self.set_roster_item(new, key)
+
+    def _mark_interested(self, full: JID) -> None:
+        resource = self.resources.get(full.resourcepart or "")
+        if resource is not None:
+            resource.interested = True
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _subscribed_from(self, jid: JID) -> bool:
+        item = self.roster.get(str(jid.bare))
+        return item is not None and item.subscription in ("from", "both")
+
+    def _is_blocked(self, jid: JID) -> bool:
+        if not self._blocklist:
+            return False
+        return (
+            str(jid) in self._blocklist
+            or str(jid.bare) in self._blocklist
+            or jid.domainpart in self._blocklist
+        )
+
+    def _deliver_to(self, resource: Resource, stanza: Stanza) -> None:
+        self._send_to_session(resource, m.Deliver(stanza))
+
+    def _send_to_session(self, resource: Resource, message: m.SessionMessage) -> None:
+        try:
+            resource.session.send_nowait(message)
+        except trio.WouldBlock:
+            # The client stopped reading; its session ends rather than stall this account.
+            log.warning("%s: session mailbox full, disconnecting %s", self.address, resource.session.address)
+            try:
+                resource.session.send_nowait(m.Kick("policy-violation", "not reading"))
+            except (trio.WouldBlock, ActorGone):
+                pass
+            self.services.kill_session(resource.session)
+        except ActorGone:
+            pass
+
+    async def _route_quietly(self, stanza: Stanza) -> None:
+        await self.services.router.route(stanza, wait=False)
+
+    async def _bounce(self, stanza: Stanza, error: StanzaError) -> None:
+        if stanza.type in ("error", "result"):
+            return
+        await self._send_back(st.error_reply(stanza.element(), error))
+
+    async def _reply(self, request: Element, error: StanzaError) -> None:
+        if request.get("type") in ("error", "result"):
+            return
+        await self._send_back(st.error_reply(request, error))
+
+    async def _send_back(self, element: Element) -> None:
+        if element.get("from") is None:
+            element.set("from", str(self.jid))
+        await self.services.router.route(Stanza.from_element(element), wait=False)
+
+
+def roster_item_element(item: RosterItem) -> Element:
+    el = st.make("iq")  # scratch parent to get the namespace right
+    query = st.child(el, NS_ROSTER, "query")
+    entry = st.child(query, NS_ROSTER, "item")
+    entry.set("jid", item.jid)
+    if item.name:
+        entry.set("name", item.name)
+    entry.set("subscription", item.subscription)
+    if item.ask:
+        entry.set("ask", "subscribe")
+    if item.approved:
+        entry.set("approved", "true")
+    for group in item.groups:
+        st.child(entry, NS_ROSTER, "group", group)
+    query.remove(entry)
+    return entry
+
+
+def _is_hidden(item: RosterItem) -> bool:
+    """An item that only holds an unanswered inbound request is not shown (RFC 6121 §3.1.3)."""
+    return (
+        item.subscription == "none" and not item.ask and not item.approved and item.pending_in
+        and item.name is None and not item.groups
+    )  # fmt: skip
+
+
+def is_visible(item: RosterItem) -> bool:
+    return not _is_hidden(item)
+
+
+def _state(item: RosterItem | None) -> subs.SubState:
+    if item is None:
+        return subs.SubState()
+    return subs.SubState(item.subscription, item.ask, item.pending_in, item.approved)  # type: ignore[arg-type]
+
+
+def _priority(stanza: Stanza) -> int:
+    el = stanza.element()
+    text = el.findtext(qname("jabber:client", "priority"))
+    try:
+        return max(-128, min(127, int(text))) if text else 0
+    except ValueError:
+        return 0
+
+
+def _addressed(element: Element, to: JID) -> Element:
+    element.set("to", str(to))
+    return element
+
+
+def _stanza_from_bytes(data: bytes) -> Stanza:
+    return Stanza.from_element(st.parse(data))
+
+
+def etree_ns(element: Element) -> str:
+    from lxml import etree
+
+    return etree.QName(element).namespace or ""
+
+
+_ = Any

@@ -1,0 +1,209 @@
+"""What the actors of one worker share: config, storage, registry, router, modules, TLS, throttles.
+
+Built once per worker by `imactor.server.tree`; handed to actors by reference. It holds no
+per-account state (that lives in user actors) and nothing that needs a lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from imactor.actors import ActorGone, ActorRef, LocalRef, Registry
+from imactor.server import messages as m
+from imactor.server.modules import Module, ModuleHost
+from imactor.server.router import Router
+from imactor.xmpp.jid import JID
+from imactor.xmpp.stanza import Element, Stanza
+
+if TYPE_CHECKING:
+    from supervisors import DynamicSupervisor
+
+    from imactor.config import Config
+    from imactor.server.session import SessionActor
+    from imactor.storage import Storage
+
+
+class FailureThrottle:
+    """Counts failures per key in a sliding window (failed logins, registrations per address)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        stamps = self._failures.setdefault(key, deque())
+        while stamps and stamps[0] <= now - self.window:
+            stamps.popleft()
+        if not stamps:
+            self._failures.pop(key, None)
+        return stamps
+
+    def is_blocked(self, key: str, now: float | None = None) -> bool:
+        now = trio.current_time() if now is None else now
+        return len(self._recent(key, now)) >= self.limit
+
+    def record(self, key: str, now: float | None = None) -> None:
+        now = trio.current_time() if now is None else now
+        self._recent(key, now)
+        self._failures.setdefault(key, deque()).append(now)
+
+
+@dataclass
+class LoginThrottle:
+    """RFC 6120 §13.7.1 advice: throttle repeated failed logins, per account and per address."""
+
+    per_account: FailureThrottle
+    per_address: FailureThrottle
+
+    def is_blocked(self, username: str, address: str) -> bool:
+        return self.per_account.is_blocked("u:" + username) or self.per_address.is_blocked("a:" + address)
+
+    def record_failure(self, username: str | None, address: str) -> None:
+        if username is not None:
+            self.per_account.record("u:" + username)
+        self.per_address.record("a:" + address)
+
+
+@dataclass
+class Services:
+    config: Config
+    storage: Storage
+    modules: ModuleHost
+    ssl_context: ssl.SSLContext
+    endpoint_binding: bytes
+    worker_index: int = 0
+    registry: Registry = field(default_factory=Registry)
+    sessions: set[SessionActor] = field(default_factory=set)
+    user_supervisor: DynamicSupervisor | None = None
+    session_supervisor: DynamicSupervisor | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        limits = self.config.limits
+        self.domain = self.config.server.domain
+        self.router = Router(self.domain, self.registry, self._start_user)
+        self.login_throttle = LoginThrottle(
+            FailureThrottle(limits.login_failures, limits.login_failure_window),
+            FailureThrottle(limits.login_failures * 4, limits.login_failure_window),
+        )
+        self.registration_throttle = FailureThrottle(
+            limits.registrations_per_address, limits.registration_window
+        )
+        self.server = ServerFacade(self)
+        self.bound_features = self.server.stream_features()
+        self.online: dict[str, int] = {}
+
+    async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:
+        from supervisors import ChildSpec, Restart
+
+        from imactor.server.user import UserActor
+
+        assert self.user_supervisor is not None
+        actor = UserActor(username, self)
+        ref = await self.user_supervisor.start_child(
+            ChildSpec(id=str(actor.address), start=actor.run, restart=Restart.TEMPORARY)
+        )
+        return ref  # type: ignore[return-value]
+
+    def new_id(self) -> str:
+        return secrets.token_hex(8)
+
+    def new_resource(self) -> str:
+        return "imactor-" + secrets.token_hex(6)
+
+    def channel_bindings(self, tls: trio.SSLStream[Any]) -> dict[str, bytes]:
+        """RFC 5929 bindings this TLS session supports (tls-unique is undefined for TLS 1.3)."""
+        bindings = {"tls-server-end-point": self.endpoint_binding}
+        ssl_object = tls._ssl_object  # noqa: SLF001 - trio exposes no public accessor
+        if ssl_object.version() == "TLSv1.2":
+            unique = ssl_object.get_channel_binding("tls-unique")
+            if unique:
+                bindings["tls-unique"] = unique
+        return bindings
+
+    def sessions_open(self, session: SessionActor) -> None:
+        self.sessions.add(session)
+
+    def sessions_closed(self, session: SessionActor) -> None:
+        self.sessions.discard(session)
+
+    def kill_session(self, ref: ActorRef[m.SessionMessage]) -> None:
+        for session in self.sessions:
+            if session.ref is ref:
+                session.kick("policy-violation", "not reading")
+
+    def presence_changed(self, jid: JID, resource: str, available: bool) -> None:
+        """Hook for statistics; per-resource availability is owned by the user actor."""
+
+    def kick_all(self, condition: str, text: str = "") -> None:
+        for session in list(self.sessions):
+            session.kick(condition, text)
+
+
+class ServerFacade:
+    """The `ServerApi` handed to module handlers."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self.domain = services.domain
+        self.started_at = services.started_at
+
+    async def route(self, element: Element) -> None:
+        await self._services.router.route(Stanza.from_element(element), wait=False)
+
+    def features(self) -> Sequence[str]:
+        return self._services.modules.features()
+
+    def identities(self) -> Sequence[tuple[str, str, str]]:
+        return [("server", "im", "imactor")]
+
+    def modules(self) -> Sequence[Module]:
+        return [loaded.module for loaded in self._services.modules.loaded.values()]
+
+    def caps_nodes(self) -> Sequence[str]:
+        """`node#ver` of the server's XEP-0115 caps, if the caps module is enabled."""
+        if "caps" not in self._services.modules.loaded:
+            return []
+        from imactor.modules import caps
+
+        return [f"{caps.NODE}#{caps.ver(self.identities(), self.features())}"]
+
+    def stream_features(self) -> tuple[bytes, ...]:
+        """Extra stream features offered to clients (XEP-0115 §6.3)."""
+        if "caps" not in self._services.modules.loaded:
+            return ()
+        from imactor.modules import caps
+
+        return (caps.caps_feature(self.identities(), self.features()),)
+
+    def registration_allowed(self, address: str) -> bool:
+        """Counts this attempt; False once the address used up its registrations in the window."""
+        throttle = self._services.registration_throttle
+        if throttle.is_blocked(address):
+            return False
+        throttle.record(address)
+        return True
+
+    async def account_removed(self, username: str) -> None:
+        """XEP-0077 §3.2: the account's sessions end once the reply has been sent.
+
+        `send_nowait` has no checkpoint, so the session that asked queues its IQ result before
+        its user actor can run and kick it. No user actor means no bound session.
+        """
+        ref = self._services.registry.lookup("user", username)
+        if ref is not None:
+            try:
+                ref.send_nowait(m.AccountRemoved())
+            except (trio.WouldBlock, ActorGone):
+                pass
+
+
+_ = LocalRef

@@ -1,0 +1,39 @@
+"""Persistent storage: the only package that imports sqlmodel / SQLAlchemy (STYLE §12 rule 2).
+
+SQLite (WAL) by default, any SQLAlchemy URL later (PostgreSQL for clusters). Every call is a
+coroutine that runs its SQL in a worker thread; writes are group-committed by one writer. See
+`imactor.storage.db` for the concurrency model and `imactor.storage.schema` for versioning.
+"""
+
+from __future__ import annotations
+
+from imactor.storage.accounts import HASH_NAMES, AccountStore
+from imactor.storage.core import Storage
+from imactor.storage.db import StorageStatistics
+from imactor.storage.errors import AccountExists, AccountNotFound, StorageError
+from imactor.storage.roster import SUBSCRIPTIONS, RosterItem, RosterStore
+from imactor.storage.stores import (
+    BlockingStore,
+    LastActivityStore,
+    OfflineStore,
+    PrivateStore,
+    VCardStore,
+)
+
+__all__ = [
+    "HASH_NAMES",
+    "SUBSCRIPTIONS",
+    "AccountExists",
+    "AccountNotFound",
+    "AccountStore",
+    "BlockingStore",
+    "LastActivityStore",
+    "OfflineStore",
+    "PrivateStore",
+    "RosterItem",
+    "RosterStore",
+    "Storage",
+    "StorageError",
+    "StorageStatistics",
+    "VCardStore",
+]

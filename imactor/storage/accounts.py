@@ -1,0 +1,234 @@
+"""Accounts and their SCRAM verifiers.
+
+Usernames are PRECIS-prepared localparts (RFC 7622 §3.3) and passwords are prepared with the
+OpaqueString profile (RFC 8265 §4.2) before deriving, so "Alice" and "alice" are one account and a
+password typed with a different Unicode normalisation still matches. Only the salted SCRAM
+verifiers of `HASH_NAMES` are stored, never the password.
+
+Key derivation (PBKDF2, thousands of HMAC rounds) runs outside the writer: in a worker thread for
+one account, and in a process pool over all cores for bulk creation, so a slow derivation never
+holds the database's single write lock.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+
+import trio
+from sqlmodel import Session, col, select
+
+from imactor.storage.db import Database
+from imactor.storage.errors import AccountExists, AccountNotFound
+from imactor.storage.models import Account, Credential
+from imactor.xmpp.jid import prep_localpart, prep_password
+from imactor.xmpp.scram import DEFAULT_ITERATIONS, ScramCredentials, derive_credentials
+
+#: The SCRAM hash functions every account has a verifier for.
+HASH_NAMES: tuple[str, ...] = ("SHA-1", "SHA-256")
+
+#: Below this many accounts, starting worker processes costs more than it saves.
+_POOL_THRESHOLD = 16
+#: Names per ``IN (...)`` query; well under SQLite's bound-parameter limit.
+_IN_CHUNK = 500
+
+
+class AccountStore:
+    """Create, authenticate, change and delete accounts."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get_credentials(self, username: str) -> dict[str, ScramCredentials] | None:
+        """The account's verifiers keyed by SCRAM hash name, or None if there is no such account.
+
+        A username that fails PRECIS preparation cannot have an account, so it gives None too.
+        """
+        name = _prep_or_none(username)
+        if name is None:
+            return None
+
+        def query(session: Session) -> dict[str, ScramCredentials] | None:
+            rows = session.exec(select(Credential).where(col(Credential.username) == name)).all()
+            if not rows:
+                return None
+            return {row.hash_name: _to_credentials(row) for row in rows}
+
+        return await self._db.read(query)
+
+    async def exists(self, username: str) -> bool:
+        """Whether an account with this username exists."""
+        name = _prep_or_none(username)
+        if name is None:
+            return False
+        return await self._db.read(lambda session: session.get(Account, name) is not None)
+
+    async def create(self, username: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> None:
+        """Create an account.
+
+        Raises:
+            AccountExists: The username is taken.
+            ValueError: The username or password fails PRECIS preparation (`InvalidJID` for the
+                username).
+        """
+        name = prep_localpart(username)
+        credentials = await trio.to_thread.run_sync(_derive_all, prep_password(password), iterations)
+
+        def insert(session: Session) -> None:
+            if session.get(Account, name) is not None:
+                raise AccountExists(name)
+            session.add(Account(username=name, created_at=time.time()))
+            session.add_all(_to_rows(name, credentials))
+
+        await self._db.write(insert)
+
+    async def set_password(
+        self, username: str, password: str, *, iterations: int = DEFAULT_ITERATIONS
+    ) -> None:
+        """Replace the account's verifiers with ones derived from a new password (fresh salt).
+
+        Raises:
+            AccountNotFound: No such account.
+            ValueError: The username or password fails PRECIS preparation.
+        """
+        name = prep_localpart(username)
+        credentials = await trio.to_thread.run_sync(_derive_all, prep_password(password), iterations)
+
+        def replace(session: Session) -> None:
+            if session.get(Account, name) is None:
+                raise AccountNotFound(name)
+            for row in session.exec(select(Credential).where(col(Credential.username) == name)):
+                session.delete(row)
+            session.flush()
+            session.add_all(_to_rows(name, credentials))
+
+        await self._db.write(replace)
+
+    async def delete(self, username: str) -> None:
+        """Delete the account and, in the same transaction, all of its data.
+
+        Raises:
+            AccountNotFound: No such account (including names that fail PRECIS preparation).
+        """
+        name = _prep_or_none(username)
+
+        def remove(session: Session) -> None:
+            account = session.get(Account, name) if name is not None else None
+            if account is None:
+                raise AccountNotFound(username)
+            # Every per-account table references account.username ON DELETE CASCADE.
+            session.delete(account)
+
+        await self._db.write(remove)
+
+    async def list_usernames(self) -> list[str]:
+        """All usernames, sorted."""
+        return await self._db.read(
+            lambda session: list(session.exec(select(Account.username).order_by(col(Account.username))))
+        )
+
+    async def create_many(
+        self, accounts: Sequence[tuple[str, str]], *, iterations: int = DEFAULT_ITERATIONS
+    ) -> int:
+        """Create many accounts in one transaction, skipping usernames that already exist.
+
+        Verifiers are derived in a process pool over all cores (started with "spawn", so, as with
+        any such pool, the program's main module must be import-safe: ``if __name__ ==
+        "__main__":``). Within `accounts`, the first occurrence of a username wins.
+
+        Returns:
+            The number of accounts created.
+
+        Raises:
+            ValueError: A username or password fails PRECIS preparation; nothing is created.
+        """
+        wanted: dict[str, str] = {}
+        for username, password in accounts:
+            wanted.setdefault(prep_localpart(username), prep_password(password))
+        existing = await self._db.read(lambda session: _existing(session, list(wanted)))
+        todo = [(name, password) for name, password in wanted.items() if name not in existing]
+        if not todo:
+            return 0
+        derived = await trio.to_thread.run_sync(_derive_bulk, [p for _, p in todo], iterations)
+
+        def insert(session: Session) -> int:
+            # Re-check inside the transaction: another writer may have created some meanwhile.
+            taken = _existing(session, [name for name, _ in todo])
+            now = time.time()
+            created = 0
+            for (name, _), credentials in zip(todo, derived, strict=True):
+                if name in taken:
+                    continue
+                session.add(Account(username=name, created_at=now))
+                session.add_all(_to_rows(name, credentials))
+                created += 1
+            return created
+
+        return await self._db.write(insert)
+
+
+def _prep_or_none(username: str) -> str | None:
+    try:
+        return prep_localpart(username)
+    except ValueError:
+        return None
+
+
+def _existing(session: Session, names: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(names), _IN_CHUNK):
+        chunk = names[start : start + _IN_CHUNK]
+        found.update(session.exec(select(Account.username).where(col(Account.username).in_(chunk))))
+    return found
+
+
+def _derive_all(password: str, iterations: int) -> list[ScramCredentials]:
+    return [derive_credentials(h, password, iterations=iterations) for h in HASH_NAMES]
+
+
+def _derive_bulk(passwords: list[str], iterations: int) -> list[list[ScramCredentials]]:
+    """Derive every verifier of every password, in worker processes when there are many."""
+    hash_names = [h for _ in passwords for h in HASH_NAMES]
+    expanded = [p for p in passwords for _ in HASH_NAMES]
+    # A partial of the scram function, not a local helper: the workers then import only the small
+    # sans-IO module, not this package and SQLAlchemy.
+    derive = functools.partial(derive_credentials, iterations=iterations)
+    if len(passwords) < _POOL_THRESHOLD:
+        flat = list(map(derive, hash_names, expanded))
+    else:
+        workers = min(os.cpu_count() or 1, len(expanded))
+        # "spawn": forking a process that runs threads (Trio's, SQLite's) is unsafe.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            chunk = max(1, len(expanded) // (workers * 8))
+            flat = list(pool.map(derive, hash_names, expanded, chunksize=chunk))
+    n = len(HASH_NAMES)
+    return [flat[i : i + n] for i in range(0, len(flat), n)]
+
+
+def _to_rows(username: str, credentials: list[ScramCredentials]) -> list[Credential]:
+    return [
+        Credential(
+            username=username,
+            hash_name=c.hash_name,
+            salt=c.salt,
+            iterations=c.iterations,
+            stored_key=c.stored_key,
+            server_key=c.server_key,
+        )
+        for c in credentials
+    ]
+
+
+def _to_credentials(row: Credential) -> ScramCredentials:
+    return ScramCredentials(
+        hash_name=row.hash_name,
+        salt=row.salt,
+        iterations=row.iterations,
+        stored_key=row.stored_key,
+        server_key=row.server_key,
+    )

@@ -1,0 +1,272 @@
+"""Engines, SQLite pragmas and the thread offload of every database call.
+
+No database call runs on the Trio loop: `Database.read` and `Database.write` run a plain function
+of a `Session` in a worker thread.
+
+- **Reads** run concurrently, up to `READERS` at a time, each in its own short transaction. Reader
+  connections are ``query_only``, so a read function cannot write by mistake.
+- **Writes** go through one writer connection, one at a time, because SQLite has a single writer
+  anyway and a second one would only wait on the lock. Writes are *group-committed*: the tasks
+  that ask to write while a transaction is running are batched into the next transaction, each
+  under its own SAVEPOINT, so one failing write does not undo the others and a burst of offline
+  messages costs one commit rather than one each (DESIGN.md "Storage").
+
+SQLite runs in WAL mode (readers never block the writer), ``synchronous=NORMAL`` (durable at
+checkpoints; a power cut may lose the last commits but never corrupts), with a busy timeout for the
+other processes of a node, and foreign keys on so that account deletion cascades.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import trio
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlmodel import Session
+
+from imactor.storage.errors import StorageError
+from imactor.storage.schema import ensure_schema
+
+T = TypeVar("T")
+
+#: Concurrent read transactions (threads and pooled connections).
+READERS = 4
+#: Most writes committed in one transaction; bounds the time a batch holds the write lock.
+MAX_BATCH = 256
+#: How long a connection waits for another process's write lock before failing, in milliseconds.
+BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatistics:
+    """A snapshot of the database offload, for the status socket."""
+
+    pending_writes: int  #: writes queued for the next transaction
+    transactions: int  #: write transactions committed (or failed) so far
+    writes: int  #: writes run in those transactions
+    largest_batch: int  #: most writes group-committed in one transaction
+    reads_in_flight: int  #: read transactions running in threads now
+
+
+class _Job(Generic[T]):
+    """One queued write and, once the writer ran it, its outcome."""
+
+    __slots__ = ("error", "fn", "ran", "taken", "value")
+
+    def __init__(self, fn: Callable[[Session], T]) -> None:
+        self.fn = fn
+        self.taken = False  # handed to a writer batch: it will run even if its caller is cancelled
+        self.ran = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        assert self.ran
+        return self.value  # type: ignore[return-value]  # T may itself include None
+
+
+class Database:
+    """The two engines of one database URL and the offload of calls to threads.
+
+    Create it with `Database.open`. Store code passes plain functions of a `Session` to
+    `read` / `write`; those functions must return plain values, never ORM rows.
+    """
+
+    def __init__(self, url: str, write_engine: Engine, read_engine: Engine) -> None:
+        self.url = url
+        self._write_engine = write_engine
+        self._read_engine = read_engine
+        self._pending: list[_Job[Any]] = []
+        self._write_lock = trio.Lock()
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(READERS)
+        self._closed = False
+        self._transactions = 0
+        self._writes = 0
+        self._largest_batch = 0
+
+    def statistics(self) -> StorageStatistics:
+        """Counters of the write batching and the readers (Trio's ``statistics()`` convention)."""
+        return StorageStatistics(
+            pending_writes=len(self._pending),
+            transactions=self._transactions,
+            writes=self._writes,
+            largest_batch=self._largest_batch,
+            reads_in_flight=self._read_limiter.borrowed_tokens,
+        )
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Connect to `url`, creating the SQLite file's directory and the schema as needed.
+
+        Raises:
+            StorageError: Bad URL, unreachable database, or a schema newer than this code.
+        """
+        write_engine, read_engine = await trio.to_thread.run_sync(_make_engines, url)
+        db = cls(url, write_engine, read_engine)
+        try:
+            await trio.to_thread.run_sync(db._create_schema, limiter=db._write_limiter)
+        except StorageError as exc:
+            with trio.CancelScope(shield=True):
+                await db.aclose()
+            # Name the database (without its password) so the operator knows which one.
+            raise StorageError(f"{make_url(url).render_as_string(hide_password=True)}: {exc}") from exc
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await db.aclose()
+            raise
+        return db
+
+    def _create_schema(self) -> None:
+        try:
+            with self._write_engine.begin() as conn:
+                ensure_schema(conn)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot initialise the database schema: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Wait for queued writes, then close every connection. Idempotent."""
+        if self._closed:
+            return
+        async with self._write_lock:
+            self._closed = True
+        await trio.to_thread.run_sync(self._dispose)
+
+    def _dispose(self) -> None:
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in a read-only transaction in a worker thread and return its result.
+
+        Raises:
+            StorageError: The database failed; whatever `fn` raises otherwise.
+        """
+        self._check_open()
+        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+
+    def _run_read(self, fn: Callable[[Session], T]) -> T:
+        try:
+            with Session(self._read_engine) as session:
+                return fn(session)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database read failed: {exc}") from exc
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in the writer's next transaction and return its result once committed.
+
+        `fn` runs under a SAVEPOINT: if it raises, only its own changes are rolled back and the
+        exception is re-raised here. If the caller is cancelled after the write was handed to the
+        writer, the write still commits.
+
+        Raises:
+            StorageError: The database failed or the commit did not happen.
+        """
+        self._check_open()
+        job = _Job(fn)
+        self._pending.append(job)
+        try:
+            # The lock holder drains the queue; tasks that queued meanwhile usually find their
+            # job already done when they get the lock (leader/follower group commit).
+            async with self._write_lock:
+                if self._closed and not job.taken:
+                    raise StorageError("storage is closed")
+                while not job.taken:
+                    batch = self._pending[:MAX_BATCH]
+                    del self._pending[:MAX_BATCH]
+                    for queued in batch:
+                        queued.taken = True
+                    self._transactions += 1
+                    self._writes += len(batch)
+                    self._largest_batch = max(self._largest_batch, len(batch))
+                    await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._write_limiter)
+        except BaseException:
+            if not job.taken:
+                self._pending.remove(job)
+            raise
+        return job.unwrap()
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        try:
+            with Session(self._write_engine) as session:
+                for job in batch:
+                    try:
+                        with session.begin_nested():
+                            job.value = job.fn(session)
+                        job.ran = True
+                    except SQLAlchemyError as exc:
+                        job.error = StorageError(f"database write failed: {exc}")
+                        job.error.__cause__ = exc
+                    except Exception as exc:
+                        job.error = exc
+                    finally:
+                        # Each job must see the database, not ORM rows cached by an earlier job of
+                        # the batch (a cascade in SQL does not update the identity map).
+                        session.expunge_all()
+                session.commit()
+        except Exception as exc:
+            # Nothing of this batch is durable: every job fails, including those that "succeeded".
+            for job in batch:
+                job.error = StorageError(f"database commit failed: {exc}")
+                job.error.__cause__ = exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("storage is closed")
+
+
+def _make_engines(url: str) -> tuple[Engine, Engine]:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() != "sqlite":
+        # PostgreSQL and friends: same code path, without the SQLite-specific tuning.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        return (
+            create_engine(url, pool_size=1, max_overflow=0, **kwargs),
+            create_engine(url, pool_size=READERS, max_overflow=0, **kwargs),
+        )
+    database = parsed.database
+    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+        raise StorageError(f"{url}: an in-memory SQLite database is not supported; use a file")
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    write_engine = create_engine(url, pool_size=1, max_overflow=0)
+    read_engine = create_engine(url, pool_size=READERS, max_overflow=0)
+    _tune_sqlite(write_engine, begin="BEGIN IMMEDIATE", query_only=False)
+    _tune_sqlite(read_engine, begin="BEGIN", query_only=True)
+    return write_engine, read_engine
+
+
+def _tune_sqlite(engine: Engine, *, begin: str, query_only: bool) -> None:
+    """Install the pragmas and take over BEGIN from the sqlite3 module.
+
+    The sqlite3 module's legacy transaction handling skips BEGIN before SELECT and SAVEPOINT,
+    which breaks savepoints; SQLAlchemy documents emitting BEGIN ourselves instead. The writer
+    uses BEGIN IMMEDIATE so it takes the write lock up front (waiting up to the busy timeout)
+    instead of failing with "database is locked" when a read transaction upgrades to a write.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if query_only:
+                cursor.execute("PRAGMA query_only = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)

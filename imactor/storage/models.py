@@ -1,0 +1,152 @@
+"""SQLModel tables of the server's own data.
+
+Every per-account table references `account.username` with ``ON DELETE CASCADE``, so deleting an
+account row removes all of its data in the same transaction. Per-account tables have `username` as
+the first primary-key column, which gives them their username index; tables with a surrogate key
+declare one explicitly.
+
+These tables are plain storage rows: the store classes convert them into frozen values before they
+leave the writer or reader thread, so no ORM object ever reaches Trio code.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Table
+from sqlmodel import Field, Session, SQLModel
+
+from imactor.storage.errors import AccountNotFound
+
+
+class SchemaVersion(SQLModel, table=True):
+    """The single row that records which schema version the database holds."""
+
+    __tablename__ = "schema_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+
+
+class Account(SQLModel, table=True):
+    """One local account; the parent of every other per-account row."""
+
+    __tablename__ = "account"
+
+    username: str = Field(primary_key=True)  # PRECIS-prepared localpart
+    created_at: float
+    roster_version: int = 0  # RFC 6121 §2.6: bumped on every roster change
+
+
+class Credential(SQLModel, table=True):
+    """The SCRAM verifier of one account for one hash function; never the password itself."""
+
+    __tablename__ = "scram_credential"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    hash_name: str = Field(primary_key=True)  # "SHA-1" or "SHA-256"
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+class RosterEntry(SQLModel, table=True):
+    """One contact in an account's roster (RFC 6121 §2.1)."""
+
+    __tablename__ = "roster_item"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    jid: str = Field(primary_key=True)
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False
+    pending_in: bool = False
+    approved: bool = False
+    # Groups are only ever read together with their item, so a JSON list beats a join table.
+    groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class OfflineMessage(SQLModel, table=True):
+    """A serialized stanza waiting for its recipient to come online."""
+
+    __tablename__ = "offline_message"
+    # AUTOINCREMENT keeps ids strictly increasing even after the newest row is deleted, so
+    # "oldest first" is simply "ordered by id".
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(foreign_key="account.username", ondelete="CASCADE", index=True)
+    stanza: bytes
+    stored_at: float
+
+
+class PrivateData(SQLModel, table=True):
+    """XEP-0049 private XML, one serialized element per (account, key)."""
+
+    __tablename__ = "private_data"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    key: str = Field(primary_key=True)  # "{namespace}element" of the stored child
+    data: bytes
+
+
+class VCard(SQLModel, table=True):
+    """XEP-0054 vCard of an account, stored as serialized XML."""
+
+    __tablename__ = "vcard"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    data: bytes
+
+
+class BlockedJid(SQLModel, table=True):
+    """XEP-0191 blocklist entry."""
+
+    __tablename__ = "blocked_jid"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    jid: str = Field(primary_key=True)
+
+
+class LastActivity(SQLModel, table=True):
+    """XEP-0012: when the account's last session ended, and its last status text."""
+
+    __tablename__ = "last_activity"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    timestamp: float
+    status: str = ""
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = getattr(model, "__table__", None)
+    assert isinstance(table, Table), model
+    return table
+
+
+#: The tables of schema version 1, in creation order (parents before children).
+TABLES: tuple[Table, ...] = tuple(
+    _table(m)
+    for m in (
+        SchemaVersion,
+        Account,
+        Credential,
+        RosterEntry,
+        OfflineMessage,
+        PrivateData,
+        VCard,
+        BlockedJid,
+        LastActivity,
+    )
+)
+
+
+def require_account(session: Session, username: str) -> Account:
+    """The account row, for writes that must not create data of a nonexistent account.
+
+    Raises:
+        AccountNotFound: No such account.
+    """
+    account = session.get(Account, username)
+    if account is None:
+        raise AccountNotFound(username)
+    return account

@@ -1,0 +1,219 @@
+"""The small per-account stores: offline messages, private XML, vCards, blocklists, last activity.
+
+Usernames are prepared localparts, as found in a parsed JID. Reads of an unknown account return
+the empty value; writes that would create data for one raise `AccountNotFound`, because the
+caller (a module answering a stanza) must have checked the account exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, delete, func, select
+
+from imactor.storage.db import Database
+from imactor.storage.models import (
+    BlockedJid,
+    LastActivity,
+    OfflineMessage,
+    PrivateData,
+    VCard,
+    require_account,
+)
+
+#: Values per ``IN (...)`` clause; well under SQLite's bound-parameter limit.
+_IN_CHUNK = 500
+
+
+class OfflineStore:
+    """Messages kept for an account while it has no available session."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def store(self, username: str, stanza: bytes) -> None:
+        """Append a serialized stanza. Raises `AccountNotFound`."""
+
+        def insert(session: Session) -> None:
+            require_account(session, username)
+            session.add(OfflineMessage(username=username, stanza=stanza, stored_at=time.time()))
+
+        await self._db.write(insert)
+
+    async def fetch(self, username: str) -> list[tuple[int, bytes]]:
+        """All stored messages as ``(id, stanza)``, oldest first; pass the ids to `delete`."""
+
+        def query(session: Session) -> list[tuple[int, bytes]]:
+            rows = session.exec(
+                select(OfflineMessage.id, OfflineMessage.stanza)
+                .where(col(OfflineMessage.username) == username)
+                .order_by(col(OfflineMessage.id))
+            )
+            return [(row_id, stanza) for row_id, stanza in rows if row_id is not None]
+
+        return await self._db.read(query)
+
+    async def delete(self, username: str, ids: Sequence[int]) -> None:
+        """Delete the given messages of this account; unknown ids are ignored."""
+        wanted = list(ids)
+        if not wanted:
+            return
+
+        def remove(session: Session) -> None:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                session.exec(
+                    delete(OfflineMessage).where(
+                        col(OfflineMessage.username) == username,
+                        col(OfflineMessage.id).in_(wanted[start : start + _IN_CHUNK]),
+                    )
+                )
+
+        await self._db.write(remove)
+
+    async def count(self, username: str) -> int:
+        """How many messages are stored for this account."""
+
+        def query(session: Session) -> int:
+            statement = select(func.count()).where(col(OfflineMessage.username) == username)
+            return session.exec(statement).one()
+
+        return await self._db.read(query)
+
+
+class PrivateStore:
+    """XEP-0049 private XML storage: one serialized element per key."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, username: str, key: str) -> bytes | None:
+        """The stored data for `key`, or None."""
+
+        def query(session: Session) -> bytes | None:
+            row = session.get(PrivateData, (username, key))
+            return None if row is None else row.data
+
+        return await self._db.read(query)
+
+    async def set(self, username: str, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any previous value. Raises `AccountNotFound`."""
+
+        def upsert(session: Session) -> None:
+            require_account(session, username)
+            row = session.get(PrivateData, (username, key))
+            if row is None:
+                session.add(PrivateData(username=username, key=key, data=data))
+            else:
+                row.data = data
+
+        await self._db.write(upsert)
+
+
+class VCardStore:
+    """XEP-0054 vCards, stored as serialized XML."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, username: str) -> bytes | None:
+        """The stored vCard, or None."""
+
+        def query(session: Session) -> bytes | None:
+            row = session.get(VCard, username)
+            return None if row is None else row.data
+
+        return await self._db.read(query)
+
+    async def set(self, username: str, data: bytes | None) -> None:
+        """Store the vCard, or delete it when `data` is None. Raises `AccountNotFound`."""
+
+        def upsert(session: Session) -> None:
+            require_account(session, username)
+            row = session.get(VCard, username)
+            if data is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(VCard(username=username, data=data))
+            else:
+                row.data = data
+
+        await self._db.write(upsert)
+
+
+class BlockingStore:
+    """XEP-0191 blocklists."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, username: str) -> list[str]:
+        """The blocked JIDs, sorted."""
+
+        def query(session: Session) -> list[str]:
+            statement = (
+                select(BlockedJid.jid)
+                .where(col(BlockedJid.username) == username)
+                .order_by(col(BlockedJid.jid))
+            )
+            return list(session.exec(statement))
+
+        return await self._db.read(query)
+
+    async def add(self, username: str, jids: Sequence[str]) -> None:
+        """Block `jids`; JIDs already blocked are left alone. Raises `AccountNotFound`."""
+        wanted = list(dict.fromkeys(jids))
+
+        def insert(session: Session) -> None:
+            require_account(session, username)
+            for jid in wanted:
+                if session.get(BlockedJid, (username, jid)) is None:
+                    session.add(BlockedJid(username=username, jid=jid))
+
+        await self._db.write(insert)
+
+    async def remove(self, username: str, jids: Sequence[str] | None) -> None:
+        """Unblock `jids`, or every JID when `jids` is None."""
+        wanted = None if jids is None else list(jids)
+
+        def remove(session: Session) -> None:
+            condition = col(BlockedJid.username) == username
+            if wanted is None:
+                session.exec(delete(BlockedJid).where(condition))
+                return
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                session.exec(delete(BlockedJid).where(condition, col(BlockedJid.jid).in_(chunk)))
+
+        await self._db.write(remove)
+
+
+class LastActivityStore:
+    """XEP-0012: when each account was last seen, with its last status text."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, username: str) -> tuple[float, str] | None:
+        """``(unix timestamp, status)`` of the last logout, or None if never recorded."""
+
+        def query(session: Session) -> tuple[float, str] | None:
+            row = session.get(LastActivity, username)
+            return None if row is None else (row.timestamp, row.status)
+
+        return await self._db.read(query)
+
+    async def set(self, username: str, timestamp: float, status: str) -> None:
+        """Record the last activity, replacing the previous one. Raises `AccountNotFound`."""
+
+        def upsert(session: Session) -> None:
+            require_account(session, username)
+            row = session.get(LastActivity, username)
+            if row is None:
+                session.add(LastActivity(username=username, timestamp=timestamp, status=status))
+            else:
+                row.timestamp = timestamp
+                row.status = status
+
+        await self._db.write(upsert)

@@ -1,0 +1,558 @@
+"""Incremental XML stream parser for RFC 6120 streams: bytes in, events out.
+
+`XMLStreamParser.feed` takes raw bytes as they come off the socket and returns a list of events:
+
+- `StreamOpened` when the stream header (the depth-0 start tag) is complete;
+- `ElementReceived` for each complete depth-1 element (a stanza or a stream-level element such as
+  `<starttls/>` or `<auth/>`), as a standalone lxml element: its own document, no parent, and only the
+  namespace declarations it needs (no inherited `xmlns:stream`);
+- `StreamClosed` on `</stream:stream>`.
+
+Whitespace between depth-1 elements (keepalives) produces no events. Every violation raises
+`RemoteProtocolError` with the RFC 6120 stream error condition to send:
+
+=============================================  ========================  ===============================
+Input                                          Condition                 Why
+=============================================  ========================  ===============================
+DOCTYPE, comment, processing instruction       ``restricted-xml``        RFC 6120 §11.1 (§4.9.3.18)
+reference to an entity other than the five     ``restricted-xml``        §11.1: the reference itself is
+predefined ones (``&foo;``)                                              what the RFC forbids, even though
+                                                                         XML also calls it not well-formed
+XML declaration naming an encoding other       ``unsupported-encoding``  §11.6 (§4.9.3.22)
+than UTF-8; a UTF-16/32 byte order mark
+or NUL byte signature at the stream start
+bytes that are not valid UTF-8                 ``not-well-formed``       XML 1.0 §4.3.3 makes an encoding
+                                                                         error a fatal well-formedness
+                                                                         error: the peer claimed UTF-8 and
+                                                                         broke it (§4.9.3.13)
+a UTF-8 byte order mark                        ``not-well-formed``       §11.6: U+FEFF must be read as a
+                                                                         character, and character data
+                                                                         before the root is not allowed
+any other XML or XML-Names error (unbound      ``not-well-formed``       §4.9.3.13
+prefix, tag mismatch, bad character, …)
+character data between depth-1 elements        ``bad-format``            well-formed XML that the stream
+(other than whitespace)                                                  cannot carry (§4.9.3.1)
+depth-1 element over ``max_stanza_size``       ``policy-violation``      local limit (§4.9.3.14)
+bytes; header over ``max_header_size``;
+elements nested deeper than `MAX_DEPTH`
+=============================================  ========================  ===============================
+
+How lxml behaves (pinned down in ``tests/unit/xmpp/test_parser.py``), and so why this module works the
+way it does:
+
+- A DOCTYPE produces no pull event and no error: lxml accepts it silently (even with an internal subset
+  declaring entities) and only ``docinfo`` shows it. So the parser rejects ``<!`` in the prolog at the byte
+  level, before libxml2 sees it; no DTD, and so no entity declaration, ever reaches libxml2.
+- With ``resolve_entities=False``, a reference to an undeclared entity does not raise: lxml ignores that
+  libxml2 error on purpose, the element containing the reference loses its end event, the document
+  silently ends and the next feed starts a new one (whose elements have lost the stream's namespaces).
+  The error shows only in the ``feed_error_log`` of that very feed, so the log is checked after every
+  feed. The same log carries the XML-Names errors (unbound prefixes, duplicate expanded
+  attribute names) that lxml reports only at ``close()``.
+- A declared encoding other than UTF-8 is obeyed silently, so the XML declaration is checked here first.
+- ``root.remove(child)`` makes lxml re-declare the default namespace under generated ``ns0:`` prefixes,
+  and serializing a child still attached to the root copies every namespace declared on the stream
+  header. ``copy.copy(child)`` (libxml2's ``xmlDocCopyNode``) declares only the namespaces the copy uses,
+  with their original prefixes; the original child is then deleted from the root.
+- The push parser keeps every warning in ``feed_error_log`` for the life of the document (libxml2 warns on
+  each relative namespace URI such as ``vcard-temp``). To keep memory and the per-feed check flat, the
+  lxml parser is replaced after `_LOG_ROLLOVER` warnings by a fresh one primed with the saved stream
+  header.
+
+Size accounting: every byte is fed to lxml in segments chosen so that a depth-1 element can only end at
+the end of a segment (the first ``>`` after ``</`` + the element's own qualified name). So the element's
+size is exact: from its ``<`` to its final ``>``; whitespace before it is not counted. The limit is checked
+before each segment is fed, so an endless element is cut off as soon as it passes the limit, and the
+buffered input never exceeds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
+
+from lxml import etree
+
+from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from imactor.xmpp.namespaces import NS_STREAMS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    # What XMLPullParser.read_events() yields with the events this module asks for.
+    _Events: TypeAlias = Iterator[tuple[str, etree._Element]]
+
+#: Deepest element nesting accepted, counting the stream root as depth 1 and a stanza as depth 2.
+#: libxml2 stops at 256 on its own; real stanzas (MAM results wrapping forwarded messages) stay below 20.
+MAX_DEPTH: Final = 64
+
+#: Accumulated lxml warnings after which the lxml parser is replaced (see the module docstring).
+_LOG_ROLLOVER: Final = 64
+
+_NON_WHITESPACE: Final = re.compile(rb"[^ \t\r\n]")
+# A complete start tag: "<", its qualified name (group 1), then attributes with quoted values that may
+# hold ">", up to the closing ">". Possessive quantifiers keep the match linear. The name may not start
+# with "!", "?" or "/" so comments, CDATA, PIs and end tags never match.
+_START_TAG: Final = re.compile(rb"""<([^\s/>!?][^\s/>]*)(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""")
+# An "&" followed by enough input to tell that it starts no entity or character reference. In character
+# data libxml2 does not fail on these: it waits for a ";", so the element would stall until the size limit.
+_BAD_REFERENCE: Final = re.compile(
+    rb"&(?:[^#A-Za-z_:\x80-\xff]"
+    rb"|[A-Za-z_:\x80-\xff][-.\w:\x80-\xff]*+[^-.\w:\x80-\xff;]"
+    rb"|#(?:x[0-9A-Fa-f]*+[^0-9A-Fa-f;]|[0-9]*+[^0-9x;]|[0-9]++x))"
+)
+_QUOTE_OR_GT: Final = re.compile(rb"""["'>]""")
+_XML_DECL_ENCODING: Final = re.compile(rb"""\sencoding\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+# Bytes that never start a UTF-8 XML document but do start UTF-16/UTF-32 ones (BOMs, NUL padding).
+_NON_UTF8_SIGNATURE_BYTES: Final = frozenset((0x00, 0xFE, 0xFF))
+
+_ERROR_LEVEL: Final[int] = etree.ErrorLevels.ERROR
+# libxml2 files an invalid namespace URI (e.g. one with a space) as an error, but XML-Names only says
+# namespace names SHOULD be URI references: it is not a well-formedness violation, so let it through.
+_IGNORED_ERROR_TYPES: Final = frozenset((etree.ErrorTypes.WAR_NS_URI,))
+_ENTITY_ERROR_TYPES: Final = frozenset(
+    (etree.ErrorTypes.ERR_UNDECLARED_ENTITY, etree.ErrorTypes.WAR_UNDECLARED_ENTITY)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The stream header (depth-0 start tag) is complete."""
+
+    #: Clark notation, e.g. ``{http://etherx.jabber.org/streams}stream``.
+    tag: str
+    #: Header attributes; namespaced ones in Clark notation (``{http://www.w3.org/XML/1998/namespace}lang``).
+    attributes: Mapping[str, str]
+    #: The header's default namespace (``jabber:client`` expected), or None.
+    default_namespace: str | None
+    #: The prefix bound to the streams namespace (usually ``stream``), or None.
+    stream_prefix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ElementReceived:
+    """A complete depth-1 element."""
+
+    #: The element, detached: its own document, no parent, only the namespace declarations it uses.
+    element: etree._Element
+    #: Exact bytes of raw input from the element's ``<`` to its final ``>``.
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The peer closed the stream (``</stream:stream>``)."""
+
+
+ParserEvent: TypeAlias = StreamOpened | ElementReceived | StreamClosed
+
+
+class _State(enum.Enum):
+    #: Before the stream header is complete.
+    HEADER = enum.auto()
+    #: Stream open, between depth-1 elements: only whitespace is skipped here.
+    BETWEEN = enum.auto()
+    #: A ``<`` arrived at depth 1, but no depth-1 start tag is complete yet.
+    ELEMENT_START = enum.auto()
+    #: Inside a depth-1 element whose end-tag prefix is known.
+    ELEMENT_BODY = enum.auto()
+    #: The peer closed the stream; only whitespace may follow.
+    STREAM_CLOSED = enum.auto()
+    #: A RemoteProtocolError was raised; only reset() helps.
+    FAILED = enum.auto()
+    #: close() was called.
+    CLOSED = enum.auto()
+
+
+class XMLStreamParser:
+    """Incremental parser for one XML stream, restricted per RFC 6120 §11.
+
+    Args:
+        max_stanza_size: Most bytes a depth-1 element may span, from its ``<`` to its final ``>``.
+        max_header_size: Most bytes before the end of the stream header (XML declaration included).
+
+    Error handling:
+        `feed` raises `RemoteProtocolError` carrying the stream error condition (see the module
+        docstring). The events of that `feed` call are lost with it, and the parser stays failed:
+        further `feed` calls raise `LocalProtocolError` until `reset`.
+    """
+
+    def __init__(self, *, max_stanza_size: int = 262144, max_header_size: int = 8192) -> None:
+        if max_stanza_size < 1 or max_header_size < 1:
+            raise ValueError("size limits must be positive")
+        self._max_stanza_size = max_stanza_size
+        self._max_header_size = max_header_size
+        self._start()
+
+    def _start(self) -> None:
+        self._parser = _new_lxml_parser()
+        self._state = _State.HEADER
+        self._root: etree._Element | None = None
+        self._depth = 0
+        # The stream header as received, kept to prime a replacement lxml parser (_rollover).
+        self._header = bytearray()
+        self._header_fed = 0
+        # The quote character of the attribute value a start tag was cut in, if any (_tag_stop).
+        self._quote = b""
+        # Bytes of the current depth-1 element already fed to lxml.
+        self._element_bytes = 0
+        # The current depth-1 element may contain a CDATA section, where "&" is a plain character.
+        self._maybe_cdata = False
+        # "</" + qualified name of the open depth-1 element: its end tag starts with this.
+        self._end_prefix = b""
+        # How many bytes of _end_prefix the input fed so far ends with (split across feeds).
+        self._end_matched = 0
+        # _end_prefix was fed but not the ">" after it.
+        self._in_end_tag = False
+        # Entries of the lxml feed_error_log already checked, and how many of them the header caused.
+        self._log_seen = 0
+        self._log_base = 0
+
+    def feed(self, data: bytes) -> list[ParserEvent]:
+        """Parse more input.
+
+        Args:
+            data: The next bytes of the stream, split anywhere.
+
+        Returns:
+            The events completed by this input, in order. Splitting the input differently yields the
+            same events.
+
+        Raises:
+            RemoteProtocolError: The input breaks XML, RFC 6120 §11 or a size limit.
+            LocalProtocolError: The parser has failed or was closed.
+        """
+        state = self._state
+        if state is _State.FAILED:
+            raise LocalProtocolError("the parser failed; reset() it before feeding more data")
+        if state is _State.CLOSED:
+            raise LocalProtocolError("the parser is closed")
+        events: list[ParserEvent] = []
+        try:
+            self._consume(data, events)
+        except RemoteProtocolError:
+            self._state = _State.FAILED
+            raise
+        return events
+
+    def reset(self) -> None:
+        """Start over with a fresh parser, for a stream restart (after STARTTLS or SASL success).
+
+        Any input received but not yet turned into events is discarded, as RFC 6120 §5.4.3.3 requires
+        after STARTTLS: nothing received before TLS took effect may count in the new stream.
+        """
+        self._discard()
+        self._start()
+
+    def close(self) -> None:
+        """Release the underlying lxml parser; `feed` raises `LocalProtocolError` afterwards."""
+        self._discard()
+        self._state = _State.CLOSED
+
+    def _discard(self) -> None:
+        _close_quietly(self._parser)
+        self._root = None
+
+    def _consume(self, buf: bytes, events: list[ParserEvent]) -> None:
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            state = self._state
+            if state is _State.ELEMENT_BODY:
+                stop = self._next_element_stop(buf, pos)
+            elif state is _State.BETWEEN:
+                if buf[pos] != 0x3C:  # "<"
+                    match = _NON_WHITESPACE.search(buf, pos)
+                    if match is None:
+                        return  # whitespace keepalive: never fed to lxml, never buffered
+                    pos = match.start()
+                    if buf[pos] != 0x3C:
+                        raise RemoteProtocolError("bad-format", "character data at stream level")
+                if self._log_seen - self._log_base > _LOG_ROLLOVER:
+                    self._rollover()
+                self._element_bytes = 0
+                self._maybe_cdata = False
+                tag = _START_TAG.match(buf, pos)
+                if tag is None or buf[tag.end() - 2] == 0x2F:  # incomplete, or ends with "/>"
+                    # Learn the element's name from lxml once its start tag is complete.
+                    self._state = _State.ELEMENT_START
+                    self._quote = b""
+                else:
+                    # Common case, one lxml feed per element: the start tag is all here, so its raw
+                    # qualified name, which the end tag must repeat, is known without asking lxml.
+                    self._set_end_prefix(tag.group(1))
+                continue
+            elif state is _State.ELEMENT_START:
+                stop = self._tag_stop(buf, pos)
+            elif state is _State.HEADER:
+                pos = self._feed_header(buf, pos, events)
+                continue
+            else:  # STREAM_CLOSED
+                if _NON_WHITESPACE.search(buf, pos) is not None:
+                    raise RemoteProtocolError("not-well-formed", "data after the end of the stream")
+                return
+            if self._element_bytes + stop - pos > self._max_stanza_size:
+                raise RemoteProtocolError(
+                    "policy-violation", f"element larger than {self._max_stanza_size} bytes"
+                )
+            chunk = buf if stop - pos == end else buf[pos:stop]
+            self._feed_lxml(chunk, events)
+            if not self._maybe_cdata:
+                if b"<!" in chunk or chunk[-1] == 0x3C:  # "<" could start "<![CDATA[" in the next chunk
+                    self._maybe_cdata = True
+                elif b"&" in chunk and _BAD_REFERENCE.search(chunk) is not None:
+                    # libxml2 would wait for a ";" that may never come instead of failing.
+                    raise RemoteProtocolError("not-well-formed", "'&' that does not start a reference")
+            pos = stop
+
+    def _tag_stop(self, buf: bytes, pos: int) -> int:
+        """Index just after the next ``>`` outside a quoted attribute value, or the end of the input.
+
+        Stopping there, rather than at every ``>``, keeps a start tag whose attribute values are full of
+        ``>`` from costing one lxml feed per byte. The quote state carries over to the next input.
+        """
+        quote = self._quote
+        while True:
+            if quote:
+                close = buf.find(quote, pos)
+                if close < 0:
+                    self._quote = quote
+                    return len(buf)
+                pos = close + 1
+            match = _QUOTE_OR_GT.search(buf, pos)
+            if match is None:
+                self._quote = b""
+                return len(buf)
+            pos = match.end()
+            if buf[pos - 1] == 0x3E:  # ">"
+                self._quote = b""
+                return pos
+            quote = buf[pos - 1 : pos]
+
+    def _feed_header(self, buf: bytes, pos: int, events: list[ParserEvent]) -> int:
+        stop = self._tag_stop(buf, pos)
+        complete = not self._quote and buf[stop - 1] == 0x3E
+        header = self._header
+        checked = len(header)
+        if checked + stop - pos > self._max_header_size:
+            raise RemoteProtocolError("policy-violation", "stream header too large")
+        header += buf[pos:stop]
+        if header.find(b"<!", max(checked - 1, 0)) >= 0:
+            # A DOCTYPE (or a comment) in the prolog. lxml would accept a DOCTYPE silently.
+            raise RemoteProtocolError("restricted-xml", "DOCTYPE or comment in the stream prolog")
+        if not complete:
+            # Header bytes go to lxml a whole tag at a time, and the XML declaration is checked first.
+            return stop
+        if self._header_fed == 0:
+            _check_prolog(header)
+        chunk = bytes(header[self._header_fed :])
+        self._header_fed = len(header)
+        self._feed_lxml(chunk, events)
+        return stop
+
+    def _next_element_stop(self, buf: bytes, pos: int) -> int:
+        """Where to stop feeding input of the open depth-1 element: right after its next candidate end tag.
+
+        The element can only end with ``</`` + its own qualified name + optional whitespace + ``>``, so no
+        stop is needed before the first ``>`` that follows that prefix. A candidate that turns out to close
+        a nested element of the same name (or sits in a CDATA section) only costs one more feed.
+        """
+        end = len(buf)
+        prefix = self._end_prefix
+        if self._in_end_tag:
+            # The prefix was fed already; the end tag's ">" is the next one.
+            gt = buf.find(b">", pos)
+            if gt < 0:
+                return end
+            self._in_end_tag = False
+            return gt + 1
+        if self._end_matched:
+            # The input fed so far ends with the first _end_matched bytes of the prefix.
+            rest = prefix[self._end_matched :]
+            if buf.startswith(rest, pos):
+                self._end_matched = 0
+                gt = buf.find(b">", pos + len(rest))
+                if gt < 0:
+                    self._in_end_tag = True
+                    return end
+                return gt + 1
+            if end - pos < len(rest) and rest.startswith(buf[pos:]):
+                self._end_matched += end - pos
+                return end
+            self._end_matched = 0
+        found = buf.find(prefix, pos)
+        if found < 0:
+            # Remember a partial prefix at the end of the input; it can only start at the last "<".
+            lt = buf.rfind(b"<", max(pos, end - len(prefix) + 1))
+            if lt >= 0 and prefix.startswith(buf[lt:]):
+                self._end_matched = end - lt
+            return end
+        gt = buf.find(b">", found + len(prefix))
+        if gt < 0:
+            self._in_end_tag = True
+            return end
+        return gt + 1
+
+    def _feed_lxml(self, chunk: bytes, events: list[ParserEvent]) -> None:
+        parser = self._parser
+        try:
+            parser.feed(chunk)
+        except etree.XMLSyntaxError as exc:
+            raise _syntax_error(exc) from None
+        log = parser.feed_error_log
+        if len(log) != self._log_seen:
+            self._check_log(log)
+        length = len(chunk)
+        completed = 0
+        depth = self._depth
+        node: etree._Element | None = None
+        for action, node in cast("_Events", parser.read_events()):
+            if action == "start":
+                depth += 1
+                if depth > 2:
+                    if depth > MAX_DEPTH:
+                        raise RemoteProtocolError(
+                            "policy-violation", f"elements nested deeper than {MAX_DEPTH}"
+                        )
+                elif depth == 2:
+                    if self._state is _State.ELEMENT_START:
+                        self._open_element(node)
+                else:
+                    self._root = node
+                    self._log_base = self._log_seen
+                    self._state = _State.BETWEEN
+                    events.append(_stream_opened(node))
+            elif action == "end":
+                depth -= 1
+                if depth == 1:
+                    # Segments end right after a candidate end tag, so a depth-1 element ends at the end
+                    # of this segment and its size is exact. Should lxml ever report two in one segment,
+                    # the later ones are charged the whole segment: never less than their true size.
+                    # copy.copy gives the copy a document of its own and declares on it only the
+                    # namespaces it uses, with their original prefixes (see the module docstring).
+                    size = length if completed else self._element_bytes + length
+                    events.append(ElementReceived(copy.copy(node), size))
+                    completed += 1
+                    self._state = _State.BETWEEN
+                elif depth == 0:
+                    self._state = _State.STREAM_CLOSED
+                    events.append(StreamClosed())
+            else:  # "comment" or "pi"
+                raise RemoteProtocolError("restricted-xml", f"{action} not allowed in an XML stream")
+        self._depth = depth
+        node = None  # drop the last proxy, so the originals are freed instead of re-homed by lxml
+        if completed:
+            root = self._root
+            assert root is not None
+            if root.text is not None:
+                # A CDATA section at depth 1 (plain text is caught earlier, in the BETWEEN state).
+                raise RemoteProtocolError("bad-format", "character data at stream level")
+            del root[:completed]
+            self._element_bytes = length if self._state is _State.ELEMENT_BODY else 0
+        else:
+            self._element_bytes += length
+
+    def _open_element(self, node: etree._Element) -> None:
+        tag: str = node.tag
+        local = tag[tag.rfind("}") + 1 :]
+        prefix: str | None = node.prefix
+        self._set_end_prefix((f"{prefix}:{local}" if prefix else local).encode())
+
+    def _set_end_prefix(self, qname: bytes) -> None:
+        self._end_prefix = b"</" + qname
+        self._end_matched = 0
+        self._in_end_tag = False
+        self._state = _State.ELEMENT_BODY
+
+    def _check_log(self, log: etree._ListErrorLog) -> None:
+        entries = list(log)
+        for entry in entries[self._log_seen :]:
+            if entry.level < _ERROR_LEVEL or entry.type in _IGNORED_ERROR_TYPES:
+                continue
+            if entry.type in _ENTITY_ERROR_TYPES:
+                raise RemoteProtocolError("restricted-xml", "reference to a non-predefined entity")
+            raise RemoteProtocolError("not-well-formed", _one_line(entry.message))
+        self._log_seen = len(entries)
+
+    def _rollover(self) -> None:
+        """Replace the lxml parser, whose warning log only grows, by one primed with the header."""
+        old = self._parser
+        parser = self._parser = _new_lxml_parser()
+        parser.feed(bytes(self._header))
+        for action, node in cast("_Events", parser.read_events()):
+            if action == "start":
+                self._root = node
+        self._log_seen = self._log_base = len(parser.feed_error_log)
+        _close_quietly(old)
+
+
+def _new_lxml_parser() -> etree.XMLPullParser:
+    return etree.XMLPullParser(
+        events=("start", "end", "comment", "pi"),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        attribute_defaults=False,
+        huge_tree=False,
+        collect_ids=False,  # xml:id values would pile up in the long-lived document's ID table
+        recover=False,
+    )
+
+
+def _close_quietly(parser: etree.XMLPullParser) -> None:
+    # close() frees libxml2's state; on an unfinished document it also raises, which is expected here.
+    with contextlib.suppress(etree.XMLSyntaxError):
+        parser.close()
+
+
+def _check_prolog(header: bytearray) -> None:
+    """Check the encoding signals of the stream start: byte order marks and the XML declaration."""
+    if header.startswith(_UTF8_BOM):
+        raise RemoteProtocolError("not-well-formed", "byte order mark (U+FEFF) before the stream header")
+    if not _NON_UTF8_SIGNATURE_BYTES.isdisjoint(header[:4]):
+        raise RemoteProtocolError("unsupported-encoding", "the stream is not UTF-8")
+    if header.startswith(b"<?xml"):
+        declaration = header[: header.find(b">") + 1]
+        match = _XML_DECL_ENCODING.search(declaration)
+        if match is not None:
+            encoding = (match.group(1) or match.group(2) or b"").decode("ascii", "replace")
+            if encoding.lower() != "utf-8":
+                raise RemoteProtocolError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+
+def _stream_opened(root: etree._Element) -> StreamOpened:
+    nsmap: dict[str | None, str] = root.nsmap
+    if root.tag.startswith("{" + NS_STREAMS + "}"):
+        stream_prefix: str | None = root.prefix
+    else:
+        stream_prefix = next((p for p, uri in nsmap.items() if uri == NS_STREAMS and p is not None), None)
+    return StreamOpened(
+        tag=root.tag,
+        attributes=MappingProxyType(dict(cast("Mapping[str, str]", root.attrib))),
+        default_namespace=nsmap.get(None),
+        stream_prefix=stream_prefix,
+    )
+
+
+def _syntax_error(exc: etree.XMLSyntaxError) -> RemoteProtocolError:
+    message = _one_line(str(exc.msg))
+    if getattr(exc, "code", None) in _ENTITY_ERROR_TYPES:
+        return RemoteProtocolError("restricted-xml", "reference to a non-predefined entity")
+    if message.startswith("Excessive depth"):
+        # libxml2's own nesting limit (256), hit when a deep chunk arrives in one piece: the same
+        # local limit as MAX_DEPTH, which the event loop only sees once lxml has built the elements.
+        return RemoteProtocolError("policy-violation", f"elements nested deeper than {MAX_DEPTH}")
+    return RemoteProtocolError("not-well-formed", message)
+
+
+def _one_line(message: str) -> str:
+    # libxml2 messages carry newlines; the text may end up in a <text/> of a stream error.
+    return " ".join(message.split())

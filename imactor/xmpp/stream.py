@@ -1,0 +1,533 @@
+"""The server side of an RFC 6120 client stream, sans-IO (h11 shape).
+
+Bytes go in with `receive_data`; `next_event()` returns the next `Event` or `NEED_DATA`; bytes
+to write come out of `data_to_send()`. Decisions that need I/O are the shell's: it answers
+`StartTLSRequested` with `tls_established()`, `CredentialsNeeded` with `provide_credentials()`,
+`BindRequested` with `bind_succeeded()` / `bind_failed()`. No clock, no randomness: stream ids come
+from an injected factory.
+
+Every transition is in `TRANSITIONS` below: (state, top-level element) → handler. An element that
+has no entry for the current state is a protocol violation with the stream error named in
+`UNEXPECTED`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from lxml import etree
+
+from imactor.xmpp import events as ev
+from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from imactor.xmpp.jid import JID, InvalidJID, prep_resource
+from imactor.xmpp.namespaces import (
+    NS_BIND,
+    NS_CLIENT,
+    NS_PRE_APPROVAL,
+    NS_REGISTER,
+    NS_REGISTER_FEATURE,
+    NS_ROSTER_VER,
+    NS_SASL,
+    NS_SASL_CB,
+    NS_SESSION,
+    NS_STANZA_ERRORS,
+    NS_STANZA_LIMITS,
+    NS_STREAM_ERRORS,
+    NS_STREAMS,
+    NS_TLS,
+    qname,
+)  # fmt: skip
+from imactor.xmpp.parser import ElementReceived, StreamOpened, XMLStreamParser
+from imactor.xmpp.parser import StreamClosed as ParserStreamClosed
+from imactor.xmpp.sasl import (
+    SaslChallenge,
+    SaslFailure,
+    SaslNeedCredentials,
+    SaslServer,
+    SaslStep,
+    SaslSuccess,
+)
+from imactor.xmpp.scram import ScramCredentials
+from imactor.xmpp.stanza import default_ns
+
+
+class State(enum.Enum):
+    #: Waiting for the client's stream header.
+    WAIT_FOR_STREAM = "wait-for-stream"
+    #: Features sent; TLS is required and not yet negotiated.
+    WAIT_FOR_STARTTLS = "wait-for-starttls"
+    #: Waiting for <auth/> (or for the next SASL step while `sasl_in_progress`).
+    WAIT_FOR_SASL = "wait-for-sasl"
+    #: Authenticated, restarted; waiting for resource binding.
+    WAIT_FOR_BIND = "wait-for-bind"
+    #: Bound: stanzas flow.
+    ESTABLISHED = "established"
+    #: Closed by either side; nothing more is read or written.
+    CLOSED = "closed"
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+AUTH = qname(NS_SASL, "auth")
+RESPONSE = qname(NS_SASL, "response")
+ABORT = qname(NS_SASL, "abort")
+STARTTLS = qname(NS_TLS, "starttls")
+IQ = qname(NS_CLIENT, "iq")
+STANZAS = frozenset({qname(NS_CLIENT, "message"), qname(NS_CLIENT, "presence"), IQ})
+STREAM_ERROR = qname(NS_STREAMS, "error")
+ANY_STANZA = "*stanza"
+
+STREAM_HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{domain}' version='1.0' xml:lang='en'>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """What the shell decides once per listener; the stream reads it and never changes it."""
+
+    domain: str
+    tls_available: bool = True
+    tls_required: bool = True
+    max_stanza_size: int = 262144
+    idle_seconds: int = 300
+    registration_enabled: bool = False
+    allow_plain: bool = True
+    #: Nonzas an extension accepts once bound (e.g. XEP-0198 elements), by Clark tag.
+    nonzas: frozenset[str] = frozenset()
+    #: Extra stream features offered once bound, as serialized elements.
+    bound_features: tuple[bytes, ...] = ()
+
+
+class ServerStream:
+    """One client stream, from header to close, for the shell in `imactor.server.session`."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        *,
+        stream_id_factory: Callable[[], str],
+        tls_active: bool = False,
+        nonce_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.state = State.WAIT_FOR_STREAM
+        self.tls_active = tls_active
+        self.username: str | None = None
+        self.jid: JID | None = None
+        self.stream_id: str | None = None
+        self._stream_id_factory = stream_id_factory
+        self._nonce_factory = nonce_factory
+        self._channel_bindings: Mapping[str, bytes] = {}
+        self._parser = XMLStreamParser(max_stanza_size=config.max_stanza_size)
+        self._out: list[bytes] = []
+        self._events: deque[ev.Event] = deque()
+        self._pending: deque[bytes] = deque()
+        # Parsed but not yet acted on: a shell decision (credentials, TLS) may be pending.
+        self._parsed: deque[object] = deque()
+        self._sasl: SaslServer | None = None
+        self._sasl_in_progress = False
+        self._sasl_username: str | None = None
+        self._awaiting_shell = False
+        self._pending_bind_id: str | None = None
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Queue bytes from the peer. `b""` means the peer closed its side."""
+        if self.state is State.CLOSED:
+            return
+        if not data:
+            self._close_quietly()
+            return
+        self._pending.append(data)
+
+    def next_event(self) -> ev.Event | _NeedData:
+        """The next event, or `NEED_DATA` when more bytes (or a shell decision) are needed."""
+        while not self._events:
+            if self.state is State.CLOSED or self._awaiting_shell:
+                return NEED_DATA
+            try:
+                if self._parsed:
+                    self._on_parsed(self._parsed.popleft())
+                elif self._pending:
+                    self._parsed.extend(self._parser.feed(self._pending.popleft()))
+                else:
+                    return NEED_DATA
+            except RemoteProtocolError as exc:
+                self.close(exc.stream_condition, exc.text)
+        return self._events.popleft()
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    # ---- shell decisions --------------------------------------------------------------------
+
+    def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
+        self._expect_waiting(State.WAIT_FOR_STARTTLS)
+        self.tls_active = True
+        self._channel_bindings = dict(channel_bindings)
+        self._restart()
+
+    def provide_credentials(self, credentials: Mapping[str, ScramCredentials] | None) -> None:
+        if self._sasl is None or not self._awaiting_shell:
+            raise LocalProtocolError("no SASL exchange is waiting for credentials")
+        self._awaiting_shell = False
+        self._on_sasl_step(self._sasl.provide_credentials(credentials))
+
+    def refuse_auth(self, condition: str, text: str = "") -> None:
+        """Fail the current SASL exchange without checking credentials (throttling)."""
+        if self._sasl is None:
+            raise LocalProtocolError("no SASL exchange in progress")
+        self._awaiting_shell = False
+        self._on_sasl_step(SaslFailure(condition, text))
+
+    def bind_succeeded(self, full_jid: JID) -> None:
+        iq_id = self._take_bind()
+        self.jid = full_jid
+        self.state = State.ESTABLISHED
+        bind = _el(NS_BIND, "bind")
+        _sub(bind, NS_BIND, "jid").text = str(full_jid)
+        self._write_iq_result(iq_id, bind)
+
+    def bind_failed(self, condition: str, error_type: str = "cancel") -> None:
+        iq_id = self._take_bind()
+        iq = _iq("error", iq_id)
+        error = etree.SubElement(iq, qname(NS_CLIENT, "error"), type=error_type)
+        etree.SubElement(error, qname(NS_STANZA_ERRORS, condition), nsmap=default_ns(NS_STANZA_ERRORS))
+        self._out.append(etree.tostring(iq))
+
+    # ---- output ------------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue serialized stanza bytes (only once bound, or a pre-auth IQ reply)."""
+        if self.state is State.CLOSED:
+            return
+        self._out.append(data)
+
+    def close(self, condition: str | None = None, text: str = "") -> None:
+        """Send the stream error `condition` (if any) and the closing tag; the stream is over."""
+        if self.state is State.CLOSED:
+            return
+        if self.stream_id is None:
+            # §4.9.1.2: an error before the header is answered by a header first.
+            self._open_stream()
+        if condition is not None:
+            error = etree.Element(qname(NS_STREAMS, "error"), nsmap={"stream": NS_STREAMS})
+            etree.SubElement(error, qname(NS_STREAM_ERRORS, condition), nsmap=default_ns(NS_STREAM_ERRORS))
+            if text:
+                ns = default_ns(NS_STREAM_ERRORS)
+                etree.SubElement(error, qname(NS_STREAM_ERRORS, "text"), nsmap=ns).text = text
+            self._out.append(etree.tostring(error))
+        self._out.append(b"</stream:stream>")
+        self.state = State.CLOSED
+        self._events.append(ev.StreamClosed(condition))
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _on_parsed(self, parsed: object) -> None:
+        if isinstance(parsed, StreamOpened):
+            self._on_stream_opened(parsed)
+        elif isinstance(parsed, ParserStreamClosed):
+            self._close_quietly()
+        elif isinstance(parsed, ElementReceived):
+            self._on_element(parsed.element)
+
+    def _on_stream_opened(self, opened: StreamOpened) -> None:
+        if self.state is not State.WAIT_FOR_STREAM:
+            raise RemoteProtocolError("not-well-formed", "a second stream header")
+        self._open_stream()
+        if opened.tag != qname(NS_STREAMS, "stream"):
+            raise RemoteProtocolError("invalid-namespace", "the root must be <stream:stream/>")
+        if opened.default_namespace != NS_CLIENT:
+            raise RemoteProtocolError("invalid-namespace", "the content namespace must be jabber:client")
+        if opened.stream_prefix not in (None, "stream"):
+            raise RemoteProtocolError("bad-namespace-prefix")
+        version = opened.attributes.get("version", "0.9")
+        major = version.split(".", 1)[0]
+        if not major.isdigit() or int(major) != 1:
+            raise RemoteProtocolError("unsupported-version", "imactor speaks version 1.0")
+        to = opened.attributes.get("to")
+        if to is not None and to.lower().rstrip(".") != self.config.domain:
+            raise RemoteProtocolError("host-unknown", f"this server does not serve {to!r}")
+        self._out.append(self._features())
+        if self.state is State.WAIT_FOR_STREAM:
+            if self.username is not None:
+                self.state = State.WAIT_FOR_BIND
+            elif self.config.tls_required and not self.tls_active:
+                self.state = State.WAIT_FOR_STARTTLS
+            else:
+                self.state = State.WAIT_FOR_SASL
+
+    def _open_stream(self) -> None:
+        self.stream_id = self._stream_id_factory()
+        self._out.append(STREAM_HEADER.format(id=self.stream_id, domain=self.config.domain).encode())
+
+    def _on_element(self, element: etree._Element) -> None:
+        tag = element.tag
+        key = ANY_STANZA if tag in STANZAS else tag
+        handler = TRANSITIONS.get((self.state, key))
+        if handler is not None:
+            handler(self, element)
+        elif tag == STREAM_ERROR:
+            self._close_quietly()
+        elif self.state is State.ESTABLISHED and tag in self.config.nonzas:
+            self._events.append(ev.NonzaReceived(element))
+        else:
+            condition, text = UNEXPECTED.get(self.state, ("not-authorized", ""))
+            if self.state is State.ESTABLISHED:
+                condition, text = "unsupported-stanza-type", f"unexpected element {tag}"
+            raise RemoteProtocolError(condition, text)
+
+    def _features(self) -> bytes:
+        features = etree.Element(qname(NS_STREAMS, "features"), nsmap={"stream": NS_STREAMS})
+        if self.username is not None:
+            _sub(features, NS_BIND, "bind")
+            _sub(_sub(features, NS_SESSION, "session"), NS_SESSION, "optional")
+            _sub(features, NS_ROSTER_VER, "ver")
+            _sub(features, NS_PRE_APPROVAL, "sub")
+            self._limits(features)
+            for extra in self.config.bound_features:
+                features.append(etree.fromstring(extra))
+            return etree.tostring(features)
+        if self.config.tls_available and not self.tls_active:
+            starttls = _sub(features, NS_TLS, "starttls")
+            if self.config.tls_required:
+                _sub(starttls, NS_TLS, "required")
+                return etree.tostring(features)
+        self._sasl = SaslServer(
+            tls_active=self.tls_active,
+            channel_bindings=self._channel_bindings,
+            allow_plain=self.config.allow_plain,
+            nonce_factory=self._nonce_factory,
+        )
+        mechanisms = _sub(features, NS_SASL, "mechanisms")
+        for name in self._sasl.mechanisms():
+            _sub(mechanisms, NS_SASL, "mechanism").text = name
+        cb_types = self._sasl.channel_binding_types()
+        if cb_types:
+            cb = _sub(features, NS_SASL_CB, "sasl-channel-binding")
+            for cb_type in cb_types:
+                _sub(cb, NS_SASL_CB, "channel-binding").set("type", cb_type)
+        if self.config.registration_enabled:
+            _sub(features, NS_REGISTER_FEATURE, "register")
+        self._limits(features)
+        return etree.tostring(features)
+
+    def _limits(self, features: etree._Element) -> None:
+        limits = _sub(features, NS_STANZA_LIMITS, "limits")
+        _sub(limits, NS_STANZA_LIMITS, "max-bytes").text = str(self.config.max_stanza_size)
+        _sub(limits, NS_STANZA_LIMITS, "idle-seconds").text = str(self.config.idle_seconds)
+
+    def _restart(self) -> None:
+        """Stream restart (RFC 6120 §5.4.3.3, §6.4.6): fresh parser, wait for a new header.
+
+        The state after the next header follows from what is settled: TLS, then authentication.
+        """
+        self._parser.reset()
+        # Events the old parser produced after the restart point belong to no stream: a client
+        # must wait for <success/> or <proceed/> before it sends the new header (RFC 6120 §6.4.6).
+        self._parsed.clear()
+        self.stream_id = None
+        self.state = State.WAIT_FOR_STREAM
+
+    def _close_quietly(self) -> None:
+        if self.state is not State.CLOSED:
+            self._out.append(b"</stream:stream>")
+            self.state = State.CLOSED
+            self._events.append(ev.StreamClosed(None))
+
+    def _expect_waiting(self, state: State) -> None:
+        if not self._awaiting_shell:
+            raise LocalProtocolError(f"not waiting for the shell in {state}")
+        self._awaiting_shell = False
+
+    # ---- element handlers (the table's values) ---------------------------------------------
+
+    def _on_starttls(self, element: etree._Element) -> None:
+        if not self.config.tls_available or self.tls_active:
+            raise RemoteProtocolError("policy-violation", "STARTTLS is not available here")
+        self._out.append(etree.tostring(_el(NS_TLS, "proceed")))
+        self._awaiting_shell = True
+        # Bytes already queued after <starttls/> would be cleartext injection (CVE-2011-0411 class).
+        self._pending.clear()
+        self._parsed.clear()
+        self._events.append(ev.StartTLSRequested())
+
+    def _on_auth(self, element: etree._Element) -> None:
+        if self._sasl is None or self._sasl_in_progress:
+            raise RemoteProtocolError("policy-violation", "a SASL exchange is already in progress")
+        mechanism = element.get("mechanism", "")
+        self._sasl_in_progress = True
+        data = _b64(element.text)
+        if isinstance(data, SaslFailure):
+            self._on_sasl_step(data)
+        else:
+            self._on_sasl_step(self._sasl.start(mechanism, data))
+
+    def _on_response(self, element: etree._Element) -> None:
+        if self._sasl is None or not self._sasl_in_progress:
+            raise RemoteProtocolError("policy-violation", "<response/> outside a SASL exchange")
+        data = _b64(element.text)
+        self._on_sasl_step(data if isinstance(data, SaslFailure) else self._sasl.respond(data or b""))
+
+    def _on_abort(self, element: etree._Element) -> None:
+        if self._sasl is None or not self._sasl_in_progress:
+            raise RemoteProtocolError("policy-violation", "<abort/> outside a SASL exchange")
+        self._on_sasl_step(self._sasl.abort())
+
+    def _on_sasl_step(self, step: SaslStep) -> None:
+        if isinstance(step, SaslNeedCredentials):
+            self._awaiting_shell = True
+            self._sasl_username = step.username
+            self._events.append(ev.CredentialsNeeded(step.username))
+        elif isinstance(step, SaslChallenge):
+            self._out.append(_sasl_el("challenge", step.data))
+        elif isinstance(step, SaslSuccess):
+            self._sasl_in_progress = False
+            self.username = step.username
+            self._out.append(_sasl_el("success", step.data))
+            self._events.append(ev.Authenticated(step.username))
+            self._restart()
+        else:
+            self._sasl_in_progress = False
+            self._write_sasl_failure(step)
+            self._events.append(ev.AuthFailed(self._sasl_username, step.condition))
+            self._sasl_username = None
+            # A fresh exchange may be tried; the shell throttles repeated failures.
+            self._sasl = SaslServer(
+                tls_active=self.tls_active,
+                channel_bindings=self._channel_bindings,
+                allow_plain=self.config.allow_plain,
+                nonce_factory=self._nonce_factory,
+            )
+
+    def _write_sasl_failure(self, failure: SaslFailure) -> None:
+        element = _el(NS_SASL, "failure")
+        _sub(element, NS_SASL, failure.condition)
+        if failure.text:
+            _sub(element, NS_SASL, "text").text = failure.text
+        self._out.append(etree.tostring(element))
+
+    def _on_preauth_iq(self, element: etree._Element) -> None:
+        if self.config.registration_enabled and element.find(qname(NS_REGISTER, "query")) is not None:
+            self._events.append(ev.PreAuthIqReceived(element))
+            return
+        raise RemoteProtocolError("not-authorized", "authenticate first")
+
+    def _on_bind_iq(self, element: etree._Element) -> None:
+        bind = element.find(qname(NS_BIND, "bind"))
+        if element.tag != IQ or element.get("type") != "set" or bind is None:
+            raise RemoteProtocolError("not-authorized", "bind a resource first")
+        if self._pending_bind_id is not None:
+            raise RemoteProtocolError("policy-violation", "one bind at a time")
+        iq_id = element.get("id") or ""
+        self._pending_bind_id = iq_id
+        resource_el = bind.find(qname(NS_BIND, "resource"))
+        resource: str | None = None
+        if resource_el is not None and resource_el.text:
+            try:
+                resource = prep_resource(resource_el.text)
+            except InvalidJID:
+                self.bind_failed("bad-request", "modify")
+                return
+        self._events.append(ev.BindRequested(iq_id, resource))
+
+    def _on_stanza(self, element: etree._Element) -> None:
+        if (
+            element.tag == IQ
+            and element.get("type") == "set"
+            and element.find(qname(NS_SESSION, "session")) is not None
+        ):
+            # RFC 3921 session establishment: a no-op kept for old clients (RFC 6121 Appendix E).
+            self._write_iq_result(element.get("id") or "", None, to=str(self.jid))
+            return
+        self._events.append(ev.StanzaReceived(element))
+
+    def _take_bind(self) -> str:
+        if self._pending_bind_id is None or self.username is None:
+            raise LocalProtocolError("no bind request is pending")
+        iq_id, self._pending_bind_id = self._pending_bind_id, None
+        return iq_id
+
+    def _write_iq_result(self, iq_id: str, payload: etree._Element | None, to: str | None = None) -> None:
+        iq = _iq("result", iq_id)
+        if to is not None:
+            iq.set("to", to)
+        if payload is not None:
+            iq.append(payload)
+        self._out.append(etree.tostring(iq))
+
+
+_Handler = Callable[[ServerStream, etree._Element], None]
+
+#: (state, element) → handler: the whole transition table of a client stream.
+TRANSITIONS: dict[tuple[State, str], _Handler] = {
+    (State.WAIT_FOR_STARTTLS, STARTTLS): ServerStream._on_starttls,
+    (State.WAIT_FOR_SASL, STARTTLS): ServerStream._on_starttls,
+    (State.WAIT_FOR_SASL, AUTH): ServerStream._on_auth,
+    (State.WAIT_FOR_SASL, RESPONSE): ServerStream._on_response,
+    (State.WAIT_FOR_SASL, ABORT): ServerStream._on_abort,
+    (State.WAIT_FOR_SASL, ANY_STANZA): ServerStream._on_preauth_iq,
+    (State.WAIT_FOR_STARTTLS, ANY_STANZA): ServerStream._on_preauth_iq,
+    (State.WAIT_FOR_BIND, ANY_STANZA): ServerStream._on_bind_iq,
+    (State.ESTABLISHED, ANY_STANZA): ServerStream._on_stanza,
+}
+
+#: The stream error for an element that has no transition, by state.
+UNEXPECTED: dict[State, tuple[str, str]] = {
+    State.WAIT_FOR_STARTTLS: ("policy-violation", "STARTTLS is required"),
+    State.WAIT_FOR_SASL: ("not-authorized", "authenticate first"),
+    State.WAIT_FOR_BIND: ("not-authorized", "bind a resource first"),
+}
+
+
+def _el(namespace: str, tag: str) -> etree._Element:
+    return etree.Element(qname(namespace, tag), nsmap=default_ns(namespace))
+
+
+def _sub(parent: etree._Element, namespace: str, tag: str) -> etree._Element:
+    same = etree.QName(parent).namespace == namespace
+    return etree.SubElement(parent, qname(namespace, tag), nsmap=None if same else default_ns(namespace))
+
+
+def _iq(type_: str, iq_id: str) -> etree._Element:
+    iq = etree.Element(IQ, nsmap=default_ns(NS_CLIENT))
+    iq.set("type", type_)
+    iq.set("id", iq_id)
+    return iq
+
+
+def _sasl_el(tag: str, data: bytes | None) -> bytes:
+    element = _el(NS_SASL, tag)
+    if data:
+        element.text = base64.b64encode(data).decode("ascii")
+    elif data is not None and tag == "challenge":
+        element.text = "="
+    return etree.tostring(element)
+
+
+def _b64(text: str | None) -> bytes | SaslFailure | None:
+    """SASL payload: None when absent, b"" for "=", else base64-decoded (RFC 6120 §6.4.2)."""
+    if text is None or not text.strip():
+        return None
+    if text.strip() == "=":
+        return b""
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return SaslFailure("incorrect-encoding")

@@ -1,0 +1,107 @@
+"""Declarative child specifications, in OTP vocabulary.
+
+A supervisor is configured with data, not code: an ordered list of
+`ChildSpec` records plus a `Strategy`. This mirrors OTP's child
+specification (``#{id, start, restart, shutdown}``) so that the supervision
+docs can be shared with Erlang/OTP material.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+__all__ = ["ChildSpec", "Restart", "Strategy"]
+
+
+class Restart(enum.Enum):
+    """When a child that has exited is started again.
+
+    Attributes:
+        PERMANENT: Always restarted, whether it returned or raised.
+        TRANSIENT: Restarted only after an abnormal exit (it raised).
+        TEMPORARY: Never restarted; its exit is only recorded.
+    """
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+    def wants_restart(self, *, failed: bool) -> bool:
+        """Whether a child with this restart type is restarted after an exit.
+
+        Args:
+            failed: True when the child raised, False when it returned.
+
+        Returns:
+            True if the supervisor should start the child again.
+        """
+        if self is Restart.PERMANENT:
+            return True
+        if self is Restart.TRANSIENT:
+            return failed
+        return False
+
+
+class Strategy(enum.Enum):
+    """Which children are restarted when one of them must be restarted.
+
+    Attributes:
+        ONE_FOR_ONE: Only the child that exited.
+        ONE_FOR_ALL: Every child: the others are stopped in reverse start
+            order, then all are started again in order.
+        REST_FOR_ONE: The child that exited and every child started after
+            it (those depend on it), stopped in reverse and restarted in order.
+    """
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How to start, restart and stop one child.
+
+    Attributes:
+        id: Name of the child, unique within its supervisor. Used in logs,
+            statistics, `lookup` and escalation errors.
+        start: Async function called as ``await start(task_status=status)``
+            (Trio's ``nursery.start`` idiom). It calls
+            ``status.started(value)`` once it is ready; ``value`` (typically a
+            reference to the child) is what ``lookup`` returns. Returning
+            normally is a normal exit; raising an ``Exception`` is an
+            abnormal exit. Bind extra arguments with ``functools.partial``.
+        restart: When the child is restarted after it exits.
+        shutdown: Seconds the supervisor waits for the child to finish after
+            cancelling it. Trio cancellation is delivered at the child's next
+            checkpoint, so this only matters for a child that shields its
+            cleanup. When the deadline passes the supervisor logs a warning
+            and stops *waiting* (it moves on to the next child); the child is
+            never abandoned, because the supervisor's nursery still waits for
+            it before ``run()`` returns. ``math.inf`` waits forever (OTP's
+            ``infinity``, the usual choice for a nested supervisor).
+
+    Raises:
+        ValueError: If ``id`` is empty or ``shutdown`` is negative or NaN.
+        TypeError: If ``start`` is not callable or ``restart`` is not a
+            `Restart`.
+    """
+
+    id: str
+    start: Callable[..., Awaitable[object]]
+    restart: Restart = Restart.PERMANENT
+    shutdown: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ValueError("ChildSpec.id must be a non-empty string")
+        if not callable(self.start):
+            raise TypeError(f"ChildSpec {self.id!r}: start must be an async callable, got {self.start!r}")
+        if not isinstance(self.restart, Restart):
+            raise TypeError(f"ChildSpec {self.id!r}: restart must be a Restart, got {self.restart!r}")
+        # NaN compares false with everything, so test it explicitly.
+        if math.isnan(self.shutdown) or self.shutdown < 0:
+            raise ValueError(f"ChildSpec {self.id!r}: shutdown must be >= 0 seconds, got {self.shutdown!r}")

@@ -1,0 +1,143 @@
+"""A raw XMPP client over trio sockets, for tests about bytes on the wire.
+
+It parses what the server sends with its own lxml pull parser (not the server's), so a test sees
+exactly the elements on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Callable
+
+import trio
+from lxml import etree
+
+STREAM_NS = "http://etherx.jabber.org/streams"
+HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+    " to='{domain}' version='1.0'>"
+)
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
+    return context
+
+
+class RawClient:
+    def __init__(self, stream: trio.abc.Stream, domain: str) -> None:
+        self.stream = stream
+        self.domain = domain
+        self._new_parser()
+        self.closed = False
+
+    def _new_parser(self) -> None:
+        self.parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True)
+        self.depth = 0
+        self.elements: list[etree._Element] = []
+        self.header: etree._Element | None = None
+
+    @classmethod
+    async def connect(cls, port: int, domain: str = "localhost", *, direct_tls: bool = False) -> RawClient:
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+        if direct_tls:
+            stream = trio.SSLStream(stream, client_context(), server_hostname=domain)
+            await stream.do_handshake()  # type: ignore[attr-defined]
+        return cls(stream, domain)
+
+    async def send(self, data: str | bytes) -> None:
+        await self.stream.send_all(data.encode() if isinstance(data, str) else data)
+
+    async def open_stream(self) -> etree._Element:
+        """Send a header; return the <stream:features/>."""
+        self._new_parser()
+        await self.send(HEADER.format(domain=self.domain))
+        return await self.expect(f"{{{STREAM_NS}}}features")
+
+    async def _read(self) -> bool:
+        try:
+            data = await self.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.parser.feed(data)
+        for event, element in self.parser.read_events():
+            if event == "start":
+                self.depth += 1
+                if self.depth == 1:
+                    self.header = element
+            else:
+                self.depth -= 1
+                if self.depth == 1:
+                    self.elements.append(element)
+                elif self.depth == 0:
+                    self.closed = True
+        return True
+
+    async def next_element(self, match: Callable[[etree._Element], bool] | None = None) -> etree._Element:
+        """The next top-level element (that satisfies `match`); raises EOFError if the stream ends."""
+        while True:
+            for index, element in enumerate(self.elements):
+                if match is None or match(element):
+                    del self.elements[: index + 1]
+                    return element
+            if self.closed or not await self._read():
+                raise EOFError("stream closed")
+
+    async def expect(self, tag: str) -> etree._Element:
+        return await self.next_element(lambda e: e.tag == tag)
+
+    async def stream_error(self) -> str:
+        """Wait for a stream error and the close; return the condition's local name."""
+        error = await self.expect(f"{{{STREAM_NS}}}error")
+        condition = next(etree.QName(child).localname for child in error
+                         if etree.QName(child).namespace == "urn:ietf:params:xml:ns:xmpp-streams"
+                         and etree.QName(child).localname != "text")  # fmt: skip
+        return condition
+
+    async def wait_closed(self) -> None:
+        while not self.closed:
+            if not await self._read():
+                break
+
+    async def starttls(self) -> etree._Element:
+        await self.open_stream()
+        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        await self.expect("{urn:ietf:params:xml:ns:xmpp-tls}proceed")
+        tls = trio.SSLStream(self.stream, client_context(), server_hostname=self.domain)
+        await tls.do_handshake()
+        self.stream = tls
+        return await self.open_stream()
+
+    async def login(self, username: str, password: str, resource: str = "raw") -> str:
+        """STARTTLS (unless already TLS), SASL PLAIN, bind; returns the bound full JID."""
+        if isinstance(self.stream, trio.SSLStream):
+            await self.open_stream()
+        else:
+            await self.starttls()
+        token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+        await self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        result = await self.next_element()
+        if result.tag != "{urn:ietf:params:xml:ns:xmpp-sasl}success":
+            raise PermissionError(etree.tostring(result).decode())
+        await self.open_stream()
+        await self.send(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            f"<resource>{resource}</resource></bind></iq>"
+        )
+        bound = await self.next_element(lambda e: e.get("id") == "bind1")
+        jid = bound.findtext(".//{urn:ietf:params:xml:ns:xmpp-bind}jid")
+        assert jid, etree.tostring(bound)
+        return jid
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(2):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                pass

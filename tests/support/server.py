@@ -1,0 +1,138 @@
+"""Start the real server with its supervisor command on OS-chosen ports, and stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+START_TIMEOUT = 30.0
+
+BASE_CONFIG = """
+[server]
+domain = "{domain}"
+data_dir = "{data_dir}"
+
+[listen.c2s]
+host = "127.0.0.1"
+port = 0
+
+[listen.c2s_tls]
+host = "127.0.0.1"
+port = 0
+
+[registration]
+enabled = {registration}
+
+[log]
+level = "{log_level}"
+"""
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    config_path: Path
+    data_dir: Path
+    domain: str
+    ports: dict[str, int]
+
+    @property
+    def c2s_port(self) -> int:
+        return self.ports["c2s"]
+
+    @property
+    def c2s_tls_port(self) -> int:
+        return self.ports["c2s_tls"]
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def imactor_cli(config: Path, *args: str, stdin: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imactor", *args, "--config", str(config)],
+        input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def write_config(directory: Path, *, domain: str = "localhost", registration: bool = False,
+                 extra: str = "", log_level: str = "warning") -> Path:  # fmt: skip
+    data_dir = directory / "data"
+    config = directory / "imactor.toml"
+    text = BASE_CONFIG.format(domain=domain, data_dir=data_dir, registration=str(registration).lower(),
+                              log_level=log_level)  # fmt: skip
+    config.write_text(text + extra)
+    return config
+
+
+def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
+    if not users:
+        return
+    listing = config.parent / "users.txt"
+    listing.write_text("".join(f"{name}:{password}\n" for name, password in users))
+    result = imactor_cli(config, "user", "add", "--file", str(listing))
+    if result.returncode != 0:
+        raise RuntimeError(f"user add failed: {result.stderr}")
+
+
+@contextmanager
+def running_server(directory: Path, *, users: Sequence[tuple[str, str]] = (), domain: str = "localhost",
+                   registration: bool = False, extra: str = "") -> Iterator[ServerProcess]:  # fmt: skip
+    """Run `imactor supervise` until the block ends; stderr goes to `directory/server.log`."""
+    config = write_config(directory, domain=domain, registration=registration, extra=extra)
+    add_users(config, users)
+    log = (directory / "server.log").open("wb")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imactor", "supervise", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=log, env=env,
+    )  # fmt: skip
+    server = None
+    try:
+        ports = _wait_for_ports(proc, directory / "server.log")
+        server = ServerProcess(proc, config, directory / "data", domain, ports)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        elif proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def _wait_for_ports(proc: subprocess.Popen[bytes], log_path: Path) -> dict[str, int]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.splitlines():
+                if line.startswith(b"{"):
+                    event = json.loads(line)
+                    if event.get("event") == "listening":
+                        return {k: v for k, v in event.items() if k != "event"}
+        elif proc.poll() is not None:
+            break
+    raise RuntimeError(f"server did not start; log:\n{log_path.read_text(errors='replace')}")

@@ -1,0 +1,138 @@
+"""The actor runtime: mailboxes, refs, ask, idle stop, registry activation. Deterministic (autojump)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import trio
+import trio.testing
+
+from imactor.actors import Actor, ActorAddress, ActorGone, AskTimeout, LocalRef, Registry, Reply, ask
+
+
+@dataclass(frozen=True)
+class Add:
+    n: int
+
+
+@dataclass(frozen=True)
+class Get:
+    reply: Reply[int]
+
+
+@dataclass(frozen=True)
+class Boom:
+    reply: Reply[int]
+
+
+Msg = Add | Get | Boom
+
+
+class Counter(Actor[Msg]):
+    def __init__(self, capacity: int = 4, idle: float = float("inf")) -> None:
+        super().__init__(ActorAddress("counter", "c1"), capacity)
+        self.total = 0
+        self.idle_timeout = idle
+        self.stopped = False
+
+    async def handle(self, message: Msg) -> None:
+        match message:
+            case Add(n=n):
+                self.total += n
+            case Get(reply=reply):
+                reply.send(self.total)
+            case Boom(reply=reply):
+                reply.fail(ValueError("no"))
+
+    async def on_stop(self) -> None:
+        self.stopped = True
+
+
+async def test_send_and_ask(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        actor = Counter()
+        ref: LocalRef[Msg] = await nursery.start(actor.run)
+        await ref.send(Add(2))
+        ref.send_nowait(Add(3))
+        assert await ask(ref, Get) == 5
+        with pytest.raises(ValueError, match="no"):
+            await ask(ref, Boom)
+        assert actor.statistics().handled_total == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_nowait_full_mailbox_raises_wouldblock() -> None:
+    actor = Counter(capacity=2)
+    # Not started: nothing drains the mailbox.
+    actor.ref.send_nowait(Add(1))
+    actor.ref.send_nowait(Add(1))
+    with pytest.raises(trio.WouldBlock):
+        actor.ref.send_nowait(Add(1))
+    assert actor.statistics().mailbox.size == 2
+
+
+async def test_ask_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Counter(capacity=2)  # never started: the ask cannot be answered
+    with pytest.raises(AskTimeout):
+        await ask(actor.ref, Get, timeout=5)
+
+
+async def test_idle_actor_stops_and_refs_report_gone(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Counter(idle=10)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        await ref.send(Add(1))
+    # The nursery exits only because the actor stopped by itself once idle.
+    assert actor.stopped
+    with pytest.raises(ActorGone):
+        await ref.send(Add(1))
+    assert trio.current_time() >= 10
+
+
+async def test_queued_messages_are_handled_before_stop(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Counter(capacity=8)
+    for _ in range(5):
+        actor.ref.send_nowait(Add(1))
+    actor.stop()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run)
+    assert actor.total == 5
+
+
+async def test_registry_starts_once_for_concurrent_callers(autojump_clock: trio.testing.MockClock) -> None:
+    registry = Registry()
+    starts = 0
+    async with trio.open_nursery() as nursery:
+
+        async def start() -> LocalRef[Msg]:
+            nonlocal starts
+            starts += 1
+            await trio.sleep(1)  # loading from storage takes a while
+            return await nursery.start(Counter().run)
+
+        refs: list[object] = []
+
+        async def caller() -> None:
+            refs.append(await registry.get_or_start("counter", "c1", start))
+
+        async with trio.open_nursery() as callers:
+            for _ in range(10):
+                callers.start_soon(caller)
+        assert starts == 1
+        assert len({id(r) for r in refs}) == 1
+        assert registry.statistics().actors_by_kind == {"counter": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_registry_failed_start_releases_waiters(autojump_clock: trio.testing.MockClock) -> None:
+    registry = Registry()
+
+    async def failing() -> LocalRef[Msg]:
+        await trio.sleep(1)
+        raise RuntimeError("storage down")
+
+    with pytest.raises(RuntimeError):
+        await registry.get_or_start("counter", "x", failing)
+    assert registry.lookup("counter", "x") is None
+    assert str(ActorAddress("user", "a@b", 2)) == "user:a@b@w2"

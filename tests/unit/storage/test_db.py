@@ -1,0 +1,205 @@
+"""The database layer: schema versioning, reopening, concurrency, pragmas, URLs, closing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from imactor.storage import AccountExists, RosterItem, Storage, StorageError, schema
+from imactor.storage.schema import Migration
+
+from .conftest import FAST_ITERATIONS
+
+
+def _path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _query(url: str, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(_path(url)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_open_creates_directory_schema_and_wal(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'imactor.sqlite3'}"
+    async with await Storage.open(url) as storage:
+        assert storage.url == url
+    assert _path(url).is_file()
+    assert _query(url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
+    assert _query(url, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_reopening_keeps_data(db_url: str) -> None:
+    async with await Storage.open(db_url) as storage:
+        await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+        await storage.roster.put("alice", RosterItem("bob@localhost", name="Bob"))
+        await storage.offline.store("alice", b"<message/>")
+    async with await Storage.open(db_url) as storage:
+        assert await storage.accounts.list_usernames() == ["alice"]
+        assert await storage.roster.get("alice") == (1, [RosterItem("bob@localhost", name="Bob")])
+        assert [s for _, s in await storage.offline.fetch("alice")] == [b"<message/>"]
+    assert _query(db_url, "SELECT count(*) FROM schema_version") == [(1,)]
+
+
+async def test_newer_schema_is_refused(db_url: str) -> None:
+    await (await Storage.open(db_url)).aclose()
+    with sqlite3.connect(_path(db_url)) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StorageError, match=r"schema version 99 is newer than this imactor supports \(1\)"):
+        await Storage.open(db_url)
+    assert _query(db_url, "SELECT version FROM schema_version") == [(99,)]  # left untouched
+
+
+async def test_migrations_run_in_order_on_an_older_database(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await Storage.open(db_url) as storage:
+        await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+    steps = (
+        Migration(2, "add a table", lambda conn: conn.exec_driver_sql("CREATE TABLE extra (x INTEGER)")),
+        Migration(3, "fill it", lambda conn: conn.exec_driver_sql("INSERT INTO extra VALUES (42)")),
+    )
+    monkeypatch.setattr(schema, "MIGRATIONS", steps)
+    async with await Storage.open(db_url) as storage:
+        assert await storage.accounts.list_usernames() == ["alice"]
+    assert _query(db_url, "SELECT version FROM schema_version") == [(3,)]
+    assert _query(db_url, "SELECT x FROM extra") == [(42,)]
+
+
+async def test_failed_migration_leaves_the_old_schema(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    await (await Storage.open(db_url)).aclose()
+
+    def broken(conn: object) -> None:
+        raise RuntimeError("step failed")
+
+    steps = (
+        Migration(2, "add a table", lambda conn: conn.exec_driver_sql("CREATE TABLE extra (x INTEGER)")),
+        Migration(3, "broken", broken),
+    )
+    monkeypatch.setattr(schema, "MIGRATIONS", steps)
+    with pytest.raises(StorageError, match=r"migration to schema version 3 \(broken\) failed: step failed"):
+        await Storage.open(db_url)
+    assert _query(db_url, "SELECT version FROM schema_version") == [(1,)]
+    assert _query(db_url, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
+
+
+async def test_tables_without_version_are_refused(db_url: str) -> None:
+    _path(db_url).parent.mkdir(parents=True)
+    with sqlite3.connect(_path(db_url)) as conn:
+        conn.execute("CREATE TABLE account (username TEXT)")
+    with pytest.raises(StorageError, match="no schema_version"):
+        await Storage.open(db_url)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "not a url"])
+async def test_unusable_urls(url: str) -> None:
+    with pytest.raises(StorageError, match=r"."):
+        await Storage.open(url)
+
+
+async def test_concurrent_writers_never_hit_database_is_locked(db_url: str) -> None:
+    # Two Storage objects on one file behave like two worker processes: two writer connections.
+    first, second = await Storage.open(db_url), await Storage.open(db_url)
+    try:
+        await first.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+
+        async def write(storage: Storage, i: int) -> None:
+            await storage.offline.store("alice", b"<m%d/>" % i)
+            await storage.roster.put("alice", RosterItem(f"contact{i}@localhost"))
+            await storage.blocking.add("alice", [f"spam{i}@x"])
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(150):
+                    nursery.start_soon(write, first if i % 2 else second, i)
+        assert await first.offline.count("alice") == 150
+        version, items = await second.roster.get("alice")
+        assert version == 150
+        assert len(items) == 150
+        assert len(await first.blocking.get("alice")) == 150
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_concurrent_writes_are_group_committed(storage: Storage, alice: str) -> None:
+    before = storage.statistics()
+    assert (before.transactions, before.writes, before.pending_writes) == (1, 1, 0)  # alice
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(storage.offline.store, alice, b"<m%d/>" % i)
+    after = storage.statistics()
+    # The first writer yields once before taking the queue, by which time all 20 have queued.
+    assert (after.transactions, after.writes, after.largest_batch) == (2, 21, 20)
+    assert after.pending_writes == 0
+    assert await storage.offline.count(alice) == 20
+
+
+async def test_a_failing_write_does_not_undo_its_batch(storage: Storage) -> None:
+    # Concurrent writes are group-committed; each runs under its own savepoint.
+    outcomes: list[str] = []
+
+    async def create(name: str) -> None:
+        try:
+            await storage.accounts.create(name, "pw", iterations=FAST_ITERATIONS)
+        except AccountExists:
+            outcomes.append("exists")
+        else:
+            outcomes.append("created")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(create, "dup" if i % 2 else f"user{i}")
+    assert outcomes.count("created") == 21
+    assert outcomes.count("exists") == 19
+    assert len(await storage.accounts.list_usernames()) == 21
+
+
+async def test_reads_run_while_a_write_is_pending(storage: Storage, alice: str) -> None:
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(storage.offline.store, alice, b"<m%d/>" % i)
+        counts = [await storage.offline.count(alice) for _ in range(5)]
+    assert counts == sorted(counts)  # reads see committed prefixes, never going backwards
+    assert await storage.offline.count(alice) == 20
+
+
+async def test_closed_storage_refuses_calls(db_url: str) -> None:
+    storage = await Storage.open(db_url)
+    await storage.aclose()
+    await storage.aclose()  # idempotent
+    with pytest.raises(StorageError, match="closed"):
+        await storage.accounts.exists("alice")
+    with pytest.raises(StorageError, match="closed"):
+        await storage.offline.store("alice", b"<m/>")
+
+
+async def test_writes_queued_behind_close_are_refused(db_url: str) -> None:
+    storage = await Storage.open(db_url)
+    await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+    results: list[str] = []
+
+    async def store(i: int) -> None:
+        try:
+            await storage.offline.store("alice", b"<m%d/>" % i)
+        except StorageError:
+            results.append("refused")
+        else:
+            results.append("stored")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(store, i)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(storage.aclose)
+    # Every write either committed before the close or was refused; none was lost silently.
+    reopened = await Storage.open(db_url)
+    try:
+        assert await reopened.offline.count("alice") == results.count("stored")
+    finally:
+        await reopened.aclose()
+    assert len(results) == 10

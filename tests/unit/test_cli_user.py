@@ -1,0 +1,159 @@
+"""The ``imactor`` command line, run for real in a subprocess against a temporary config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from imactor.storage import Storage
+from imactor.xmpp.scram import verify_password
+
+# Short commands: each subprocess gets this long at most.
+TIMEOUT = 120
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "conf" / "imactor.toml"
+    path.parent.mkdir()
+    path.write_text('[server]\ndomain = "example.org"\ndata_dir = "../data"\n', encoding="utf-8")
+    return path
+
+
+def imactor(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imactor", *args],
+        input=stdin, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("imactor: error: ")
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def check_password(config: Path, username: str, password: str) -> bool:
+    url = f"sqlite:///{config.parent.parent / 'data' / 'imactor.sqlite3'}"
+    async with await Storage.open(url) as storage:
+        creds = await storage.accounts.get_credentials(username)
+    assert creds is not None
+    return await trio.to_thread.run_sync(
+        lambda: verify_password(password, creds["SHA-256"]) and verify_password(password, creds["SHA-1"])
+    )
+
+
+async def test_add_list_passwd_del(config: Path) -> None:
+    c = str(config)
+    added = imactor("user", "add", "Alice", "--password", "s3cret", "--config", c)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "created alice@example.org\n"
+    assert (config.parent.parent / "data" / "imactor.sqlite3").is_file()  # data_dir relative to conf
+    assert await check_password(config, "alice", "s3cret")
+
+    # Password from standard input (not a terminal), config given before the command.
+    assert imactor("--config", c, "user", "add", "bob", stdin="from stdin\n").returncode == 0
+    assert await check_password(config, "bob", "from stdin")
+
+    listed = imactor("user", "list", "--config", c)
+    assert listed.returncode == 0
+    assert listed.stdout == "alice\nbob\n"
+
+    changed = imactor("user", "passwd", "alice", "--config", c, stdin="n3w pass\n")
+    assert changed.returncode == 0, changed.stderr
+    assert await check_password(config, "alice", "n3w pass")
+    assert not await check_password(config, "alice", "s3cret")
+
+    deleted = imactor("user", "del", "alice", "--config", c)
+    assert deleted.returncode == 0
+    assert deleted.stdout == "deleted alice@example.org\n"
+    assert imactor("user", "list", "--config", c).stdout == "bob\n"
+
+
+def test_errors_are_one_line_with_status_1(config: Path) -> None:
+    c = str(config)
+    assert imactor("user", "add", "alice", "--password", "pw", "--config", c).returncode == 0
+    assert_one_line_error(
+        imactor("user", "add", "alice", "--password", "x", "--config", c), "alice already exists"
+    )
+    assert_one_line_error(
+        imactor("user", "add", "bad@name", "--password", "x", "--config", c), "invalid username"
+    )
+    assert_one_line_error(imactor("user", "del", "nobody", "--config", c), "no account nobody")
+    assert_one_line_error(imactor("user", "passwd", "nobody", "--password", "x", "--config", c), "no account")
+    assert_one_line_error(imactor("user", "add", "carol", "--config", c), "no password")  # empty stdin
+    assert_one_line_error(imactor("user", "add", "--config", c), "give a USER or --file")
+
+
+def test_bad_or_missing_config(tmp_path: Path, config: Path) -> None:
+    config.write_text('[limits]\nmax_stanza_size = "big"\n', encoding="utf-8")
+    assert_one_line_error(
+        imactor("user", "list", "--config", str(config)),
+        f'{config}: limits.max_stanza_size: expected a positive integer, got "big"',
+    )
+    missing = tmp_path / "missing.toml"
+    assert_one_line_error(imactor("user", "list", "--config", str(missing)), f"{missing}: cannot read")
+
+
+def test_check_config(config: Path) -> None:
+    ok = imactor("check-config", "--config", str(config))
+    assert (ok.returncode, ok.stdout) == (0, f"ok: {config}\n")
+    config.write_text("[server]\nnope = 1\n", encoding="utf-8")
+    assert_one_line_error(imactor("check-config", "--config", str(config)), "server.nope: unknown key")
+
+
+def test_config_defaults_to_conf_imactor_toml(config: Path) -> None:
+    result = imactor("check-config", cwd=config.parent.parent)
+    assert (result.returncode, result.stdout) == (0, "ok: conf/imactor.toml\n")
+
+
+async def test_bulk_add_from_file(tmp_path: Path, config: Path) -> None:
+    c = str(config)
+    assert imactor("user", "add", "user0001", "--password", "old", "--config", c).returncode == 0
+    lines = ["# generated accounts", ""]
+    lines += [f"user{i:04d}:pass:{i}" if i % 2 else f"user{i:04d}\tpass {i}" for i in range(300)]
+    lines.append("   ")
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    result = imactor("user", "add", "--file", str(accounts), "--config", c)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "created 299 accounts, skipped 1 that already exist\n"
+    listed = imactor("user", "list", "--config", c).stdout.split()
+    assert listed == [f"user{i:04d}" for i in range(300)]
+    assert await check_password(config, "user0003", "pass:3")  # split at the first colon only
+    assert await check_password(config, "user0004", "pass 4")  # tab-separated, spaces kept
+    assert await check_password(config, "user0001", "old")  # existing account untouched
+
+    again = imactor("user", "add", "--file", "-", "--config", c, stdin="user0002:x\nnewone:y\n")
+    assert again.stdout == "created 1 accounts, skipped 1 that already exist\n"
+
+
+def test_bulk_add_reports_the_bad_line_and_creates_nothing(tmp_path: Path, config: Path) -> None:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("good:pw\n# comment\nno separator here\n", encoding="utf-8")
+    assert_one_line_error(
+        imactor("user", "add", "--file", str(accounts), "--config", str(config)),
+        f"{accounts}:3: expected username:password",
+    )
+    accounts.write_text("good:pw\nbad user:pw\n", encoding="utf-8")
+    assert_one_line_error(
+        imactor("user", "add", "--file", str(accounts), "--config", str(config)),
+        f"{accounts}:2: invalid username 'bad user'",
+    )
+    assert imactor("user", "list", "--config", str(config)).stdout == ""
+    assert_one_line_error(
+        imactor("user", "add", "--file", str(tmp_path / "none.txt"), "--config", str(config)), "none.txt"
+    )
+
+
+def test_usage_errors_exit_2() -> None:
+    result = imactor("user", "frobnicate")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr

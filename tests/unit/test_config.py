@@ -1,0 +1,295 @@
+"""imactor.config: defaults, every validation error (file + dotted key), paths, the shipped file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from imactor.config import DEFAULT_MODULES, Config, ConfigError, LimitsConfig, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "imactor.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_empty_file_gives_every_default(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    config = load_config(path)
+    conf_dir = tmp_path / "conf"
+    assert config.source == path
+    assert config.server.domain == "localhost"
+    assert config.server.data_dir == conf_dir / "data"
+    assert config.server.workers == 1
+    assert config.server.worker_count == 1
+    assert config.server.modules == DEFAULT_MODULES
+    assert "roster" in config.server.modules
+    assert config.server.admins == ()
+    assert (config.listen.c2s.host, config.listen.c2s.port, config.listen.c2s.starttls_required) == (
+        "127.0.0.1", 5222, True,
+    )  # fmt: skip
+    assert (config.listen.c2s_tls.port, config.listen.c2s_tls.enabled) == (5223, True)
+    assert (config.tls.certificate, config.tls.key, config.tls.min_version) == (None, None, "1.2")
+    assert config.tls_certificate == conf_dir / "data" / "tls" / "localhost.crt"
+    assert config.tls_key == conf_dir / "data" / "tls" / "localhost.key"
+    assert config.storage_url == f"sqlite:///{conf_dir / 'data' / 'imactor.sqlite3'}"
+    assert config.storage_url.startswith("sqlite:////")  # absolute
+    assert config.limits == LimitsConfig()
+    assert config.limits.max_stanza_size == 262144
+    assert config.limits.handshake_timeout == 30.0
+    assert config.limits.stanza_burst == 400
+    assert (config.auth.scram_iterations, config.auth.allow_plain) == (4096, True)
+    assert config.registration.enabled is False
+    assert config.resources.conflict == "kick_old"
+    assert config.status_socket == conf_dir / "data" / "imactor.sock"
+    assert (config.supervision.intensity, config.supervision.period) == (5, 30.0)
+    assert (config.log.level, config.log.format) == ("info", "text")
+    assert dict(config.modules) == {}
+
+
+def test_values_are_read_and_typed(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        [server]
+        domain = "Example.ORG"
+        workers = "auto"
+        modules = ["ping"]
+        admins = ["admin@example.org"]
+        [listen.c2s]
+        port = 0
+        [listen.c2s_tls]
+        enabled = false
+        [tls]
+        min_version = "1.3"
+        [limits]
+        idle_timeout = 10       # an integer is accepted where seconds are expected
+        stanzas_per_second = 2.5
+        [auth]
+        scram_iterations = 10000
+        [resources]
+        conflict = "refuse"
+        [supervision]
+        intensity = 0
+        [log]
+        level = "debug"
+        format = "json"
+        [modules.ping]
+        interval = 5
+        [modules.muc]
+        """,
+    )
+    config = load_config(path)
+    assert config.server.domain == "example.org"
+    assert config.server.workers == "auto"
+    assert config.server.worker_count >= 1
+    assert config.server.modules == ("ping",)
+    assert config.server.admins == ("admin@example.org",)
+    assert config.listen.c2s.port == 0
+    assert config.listen.c2s_tls.enabled is False
+    assert config.tls.min_version == "1.3"
+    assert config.limits.idle_timeout == 10.0
+    assert isinstance(config.limits.idle_timeout, float)
+    assert config.limits.stanzas_per_second == 2.5
+    assert config.auth.scram_iterations == 10000
+    assert config.resources.conflict == "refuse"
+    assert config.supervision.intensity == 0
+    assert (config.log.level, config.log.format) == ("debug", "json")
+    assert config.modules == {"ping": {"interval": 5}, "muc": {}}
+    assert config.tls_certificate.name == "example.org.crt"
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, ""))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.domain = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.modules["x"] = {}  # type: ignore[index]
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        [server]
+        data_dir = "../var/imactor"
+        [tls]
+        certificate = "certs/server.pem"
+        key = "/etc/keys/server.key"
+        [storage]
+        url = "sqlite:///db/x.sqlite3?timeout=5"
+        [status]
+        socket = "run/status.sock"
+        """,
+    )
+    config = load_config(path)
+    assert config.server.data_dir == tmp_path / "var" / "imactor"
+    assert config.tls_certificate == tmp_path / "conf" / "certs" / "server.pem"
+    assert config.tls_key == Path("/etc/keys/server.key")
+    assert config.storage_url == f"sqlite:///{tmp_path / 'conf' / 'db' / 'x.sqlite3'}?timeout=5"
+    assert config.status_socket == tmp_path / "var" / "imactor" / "run" / "status.sock"
+
+
+def test_absolute_and_non_sqlite_urls_are_kept(tmp_path: Path) -> None:
+    for url in ("sqlite:////srv/imactor.sqlite3", "postgresql+psycopg://u:p@db/imactor"):
+        assert load_config(_write(tmp_path, f'[storage]\nurl = "{url}"\n')).storage_url == url
+
+
+def test_relative_config_path_still_gives_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, "")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("conf/imactor.toml"))
+    assert config.server.data_dir == tmp_path / "conf" / "data"
+    assert config.source == Path("conf/imactor.toml")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[limits]\nmax_stanza_size = "big"',
+            'limits.max_stanza_size: expected a positive integer, got "big"',
+        ),
+        ("[limits]\nmax_stanza_size = 0", "limits.max_stanza_size: expected a positive integer, got 0"),
+        ("[limits]\nstanza_burst = 1.5", "limits.stanza_burst: expected a positive integer, got 1.5"),
+        ("[limits]\nmailbox_size = true", "limits.mailbox_size: expected a positive integer, got true"),
+        ("[limits]\nidle_timeout = -1", "limits.idle_timeout: expected a positive number, got -1"),
+        ("[limits]\nping_timeout = false", "limits.ping_timeout: expected a positive number, got false"),
+        (
+            "[limits]\nhandshake_timeout = inf",
+            "limits.handshake_timeout: expected a positive number, got Infinity",
+        ),
+        ("[server]\ndomain = 42", "server.domain: expected a domain name, got 42"),
+        ('[server]\ndomain = "a b"', 'server.domain: expected a domain name, got "a b"'),
+        ('[server]\ndomain = "user@host"', 'server.domain: expected a domain name, got "user@host"'),
+        ('[server]\ndata_dir = ""', 'server.data_dir: expected a non-empty path, got ""'),
+        ("[server]\nworkers = 0", 'server.workers: expected "auto" or a positive integer, got 0'),
+        ('[server]\nworkers = "many"', 'server.workers: expected "auto" or a positive integer, got "many"'),
+        ('[server]\nmodules = "ping"', 'server.modules: expected a list of non-empty strings, got "ping"'),
+        (
+            '[server]\nmodules = ["ping", 3]',
+            'server.modules: expected a list of non-empty strings, got ["ping", 3]',
+        ),
+        ('[server]\nmodules = ["ping", "ping"]', 'server.modules: "ping" is listed twice'),
+        ('[server]\nadmins = ["example.org"]', "server.admins: expected a list of bare JIDs (user@domain)"),
+        ('[server]\nadmins = ["a@b/res"]', "server.admins: expected a list of bare JIDs (user@domain)"),
+        ("[listen.c2s]\nport = 65536", "listen.c2s.port: expected an integer from 0 to 65535, got 65536"),
+        ("[listen.c2s_tls]\nport = -1", "listen.c2s_tls.port: expected an integer from 0 to 65535, got -1"),
+        ('[listen.c2s]\nhost = ""', 'listen.c2s.host: expected a host name or address, got ""'),
+        (
+            '[listen.c2s]\nstarttls_required = "yes"',
+            'listen.c2s.starttls_required: expected true or false, got "yes"',
+        ),
+        ("[listen.c2s_tls]\nenabled = 1", "listen.c2s_tls.enabled: expected true or false, got 1"),
+        ("listen = 3", "listen: expected a table, got 3"),
+        ("[listen]\nc2s = 3", "listen.c2s: expected a table, got 3"),
+        ("[tls]\nmin_version = 1.2", 'tls.min_version: expected one of "1.2", "1.3", got 1.2'),
+        ('[tls]\ncertificate = "c.pem"', "tls.key: certificate and key must be set together"),
+        ('[tls]\nkey = "k.pem"', "tls.certificate: certificate and key must be set together"),
+        (
+            '[storage]\nurl = "imactor.sqlite3"',
+            'storage.url: expected a database URL such as "sqlite:////path/db"',
+        ),
+        ("[auth]\nscram_iterations = 4095", "auth.scram_iterations: expected an integer >= 4096, got 4095"),
+        ('[auth]\nallow_plain = "no"', 'auth.allow_plain: expected true or false, got "no"'),
+        ('[registration]\nenabled = "true"', 'registration.enabled: expected true or false, got "true"'),
+        (
+            '[resources]\nconflict = "kick"',
+            'resources.conflict: expected one of "kick_old", "refuse", "random"',
+        ),
+        ('[status]\nsocket = ""', 'status.socket: expected a non-empty path, got ""'),
+        ("[supervision]\nintensity = -1", "supervision.intensity: expected a non-negative integer, got -1"),
+        ("[supervision]\nperiod = 0", "supervision.period: expected a positive number, got 0"),
+        (
+            '[log]\nlevel = "verbose"',
+            'log.level: expected one of "debug", "info", "warning", "error", "critical"',
+        ),
+        ('[log]\nformat = "xml"', 'log.format: expected one of "text", "json", got "xml"'),
+        ("modules = 1", "modules: expected a table, got 1"),
+        ("[modules]\nping = 1", "modules.ping: expected a table, got 1"),
+    ],
+)
+def test_validation_errors_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("colour = 1", "colour"),
+        ("[serverr]\ndomain = 'x'", "serverr"),
+        ("[server]\ndomian = 'x'", "server.domian"),
+        ("[listen.s2s]\nport = 5269", "listen.s2s"),
+        ("[listen.c2s]\nprot = 5222", "listen.c2s.prot"),
+        ("[limits]\nmax_stanza = 1", "limits.max_stanza"),
+        ("source = 'x'", "source"),  # a field of Config, but not a key of the file
+    ],
+)
+def test_unknown_keys_are_errors(tmp_path: Path, toml: str, key: str) -> None:
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError, match=r".") as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {key}: unknown key"
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=rf"^{missing}: cannot read: No such file or directory$"):
+        load_config(missing)
+    broken = _write(tmp_path, "[server\n")
+    with pytest.raises(ConfigError, match=rf"^{broken}: invalid TOML: "):
+        load_config(broken)
+
+
+def test_parse_config_for_tests(tmp_path: Path) -> None:
+    config = parse_config({"server": {"data_dir": "d"}}, source=Path("<test>"), base_dir=tmp_path)
+    assert config.server.data_dir == tmp_path / "d"
+    with pytest.raises(ConfigError, match=r"^<test>: server.workers: "):
+        parse_config({"server": {"workers": -1}}, source=Path("<test>"), base_dir=tmp_path)
+    assert Config().storage_url == "sqlite:///data/imactor.sqlite3"
+
+
+def test_shipped_config_loads_with_every_key(tmp_path: Path) -> None:
+    path = REPO / "conf" / "imactor.toml"
+    config = load_config(path)
+    assert config.server.domain == "localhost"
+    assert config.server.data_dir == REPO / "data"  # gitignored (/data/)
+    assert config.registration.enabled is True
+    assert (config.listen.c2s.port, config.listen.c2s_tls.port) == (5222, 5223)
+    assert config.storage_url == f"sqlite:///{REPO / 'data' / 'imactor.sqlite3'}"
+    # Apart from the documented development choices, the shipped values are the defaults.
+    defaults = parse_config({}, source=path, base_dir=REPO / "conf")
+    assert (
+        dataclasses.replace(
+            config,
+            server=dataclasses.replace(config.server, data_dir=defaults.server.data_dir),
+            registration=defaults.registration,
+        )
+        == defaults
+    )
+    # Every key of every table is present in the file (so it documents them all).
+    text = path.read_text(encoding="utf-8")
+    for table in dataclasses.fields(Config):
+        if table.name in ("source", "modules"):
+            continue
+        section = getattr(config, table.name)
+        for sub in dataclasses.fields(section):
+            value = getattr(section, sub.name)
+            if dataclasses.is_dataclass(value):
+                assert f"[{table.name}.{sub.name}]" in text
+                for leaf in dataclasses.fields(value):
+                    assert f"\n{leaf.name} = " in text, f"{table.name}.{sub.name}.{leaf.name}"
+            else:
+                assert f"[{table.name}]" in text
+                assert f"\n{sub.name} = " in text, f"{table.name}.{sub.name}"

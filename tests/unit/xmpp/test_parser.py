@@ -1,0 +1,624 @@
+"""The XML stream parser: bytes in, events out. No trio, no sockets."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, cast
+
+import pytest
+from lxml import etree
+
+from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from imactor.xmpp.namespaces import NS_CLIENT, NS_STREAMS, NS_XML
+from imactor.xmpp.parser import (
+    MAX_DEPTH,
+    ElementReceived,
+    ParserEvent,
+    StreamClosed,
+    StreamOpened,
+    XMLStreamParser,
+    _new_lxml_parser,
+)
+
+HEADER = (
+    b"<?xml version='1.0'?>"
+    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+    b" to='example.com' version='1.0' xml:lang='en'>"
+)
+BARE_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+
+# Depth-1 elements chosen to hit every path of the segmenting logic: ">" and "/>" inside attribute
+# values, nested elements sharing the stanza's name (or its prefix), an end tag inside CDATA, spaces
+# in an end tag, prefixed elements, entities, multi-byte UTF-8.
+STANZAS = [
+    b"<presence/>",
+    b"<presence a='/>' b=\"x>y\"/>",
+    b"<message to='romeo@example.net' id='a>b'><body>Art thou not Romeo?</body></message>",
+    b"<message><forwarded xmlns='urn:xmpp:forward:0'><message><body>inner</body></message>"
+    b"</forwarded><messages>1</messages><x:message xmlns:x='urn:x'/></message  >",
+    b"<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>",
+    b"<message><body><![CDATA[</message> & <b>]]></body></message>",
+    b"<message xml:lang='fr'><body>caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"
+    b" &amp;&lt;&gt;&apos;&quot;&#65;&#x42;</body></message>",
+    b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>",
+]
+SESSION = HEADER + b"\n  " + b" \n".join(STANZAS) + b"\t\r\n</stream:stream>\n"
+
+
+def describe(events: list[Any]) -> list[tuple[Any, ...]]:
+    """A comparable summary of parser events."""
+    summary: list[tuple[Any, ...]] = []
+    for event in events:
+        if isinstance(event, ElementReceived):
+            summary.append(("element", etree.tostring(event.element), event.size))
+        elif isinstance(event, StreamOpened):
+            summary.append(
+                ("opened", event.tag, dict(event.attributes), event.default_namespace, event.stream_prefix)
+            )
+        else:
+            summary.append(("closed",))
+    return summary
+
+
+def one_element(events: list[ParserEvent]) -> ElementReceived:
+    [event] = events
+    assert isinstance(event, ElementReceived)
+    return event
+
+
+def feed_all(chunks: list[bytes], parser: XMLStreamParser | None = None) -> list[Any]:
+    parser = parser or XMLStreamParser()
+    events: list[Any] = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    return events
+
+
+def opened(parser: XMLStreamParser | None = None, header: bytes = BARE_HEADER) -> XMLStreamParser:
+    parser = parser or XMLStreamParser()
+    [event] = parser.feed(header)
+    assert isinstance(event, StreamOpened)
+    return parser
+
+
+def condition_of(data: bytes, parser: XMLStreamParser | None = None) -> str:
+    parser = parser or XMLStreamParser()
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.feed(data)
+    return info.value.stream_condition
+
+
+# --- How lxml behaves: the facts the parser's design rests on ------------------------------------
+
+
+def lxml_parser() -> Any:
+    """An lxml pull parser set up exactly as XMLStreamParser sets up its own."""
+    return _new_lxml_parser()
+
+
+def lxml_feed(parser: Any, data: bytes) -> list[tuple[str, Any]]:
+    parser.feed(data)
+    return [(action, getattr(node, "tag", node)) for action, node in parser.read_events()]
+
+
+def test_lxml_reports_a_doctype_only_in_docinfo() -> None:
+    # No pull event, no error, even with an internal subset: lxml accepts a DOCTYPE silently. This is
+    # why the parser rejects "<!" in the prolog before lxml sees it.
+    parser = lxml_parser()
+    events = lxml_feed(parser, b"<!DOCTYPE stream:stream [<!ENTITY x 'y'>]>" + BARE_HEADER)
+    assert events == [("start", f"{{{NS_STREAMS}}}stream")]
+    assert len(parser.feed_error_log) == 0
+    parser.feed(b"<a/>")
+    root = next(node for action, node in parser.read_events()).getparent()
+    assert root.getroottree().docinfo.doctype.startswith("<!DOCTYPE")
+    assert root.getroottree().docinfo.internalDTD is not None
+
+
+def test_lxml_keeps_a_declared_entity_reference_unexpanded() -> None:
+    parser = lxml_parser()
+    parser.feed(b"<!DOCTYPE r [<!ENTITY x 'expanded'>]><r><a>&x;</a></r>")
+    events = [(action, node.tag) for action, node in parser.read_events()]
+    assert events == [("start", "r"), ("start", "a"), ("end", "a"), ("end", "r")]  # none for "&x;"
+    root = parser.close()
+    [entity] = list(root[0])
+    assert isinstance(entity, etree._Entity)
+    assert entity.text == "&x;"
+    assert root[0].text is None  # nothing expanded
+
+
+def test_lxml_swallows_an_undeclared_entity_reference() -> None:
+    # No exception: lxml ignores this libxml2 error on purpose when entities are not resolved. The
+    # containing element loses its end event, the document silently ends, and the next feed starts a
+    # new document, so the next element is a root with no namespace. Only the feed_error_log of the
+    # very feed that held the reference tells; the parser checks it after every feed.
+    parser = lxml_parser()
+    lxml_feed(parser, BARE_HEADER)
+    assert lxml_feed(parser, b"<message>&foo;</message>") == [("start", f"{{{NS_CLIENT}}}message")]
+    [entry] = list(parser.feed_error_log)
+    assert entry.type == etree.ErrorTypes.ERR_UNDECLARED_ENTITY
+    parser.feed(b"<iq/>")
+    [(_, iq), _] = list(parser.read_events())
+    assert iq.tag == "iq"
+    assert iq.getparent() is None
+    assert len(parser.feed_error_log) == 0  # the new document's log no longer shows it
+
+
+def test_lxml_swallows_xml_names_errors_until_close() -> None:
+    parser = lxml_parser()
+    lxml_feed(parser, BARE_HEADER)
+    assert lxml_feed(parser, b"<foo:m/>") == [("start", "foo:m"), ("end", "foo:m")]
+    [entry] = list(parser.feed_error_log)
+    assert entry.type == etree.ErrorTypes.NS_ERR_UNDEFINED_NAMESPACE
+
+
+def test_lxml_obeys_a_declared_latin1_encoding() -> None:
+    parser = lxml_parser()
+    lxml_feed(parser, b"<?xml version='1.0' encoding='ISO-8859-1'?><r>")
+    parser.feed(b"<a>\xe9</a>")
+    [_, (_, element)] = list(parser.read_events())
+    assert element.text == "\u00e9"  # decoded as Latin-1, no complaint
+
+
+def test_lxml_remove_renames_the_default_namespace_and_copy_does_not() -> None:
+    parser = lxml_parser()
+    parser.feed(BARE_HEADER + b"<message><body/></message>")
+    events: list[Any] = list(parser.read_events())
+    root, message = events[0][1], events[-1][1]
+    assert b"xmlns:stream" in etree.tostring(message)  # attached: every header namespace is copied
+    clean = etree.tostring(message.__copy__())
+    assert clean == b'<message xmlns="jabber:client"><body/></message>'
+    root.remove(message)
+    assert etree.tostring(message).startswith(b"<ns0:message xmlns:ns0=")
+
+
+def test_lxml_keeps_every_warning_of_a_document() -> None:
+    parser = lxml_parser()
+    parser.feed(BARE_HEADER)
+    for _ in range(3):
+        parser.feed(b"<vCard xmlns='vcard-temp'/>")
+    assert len(parser.feed_error_log) == 3  # WAR_NS_URI_RELATIVE, one per declaration, forever
+
+
+# --- Events ---------------------------------------------------------------------------------------
+
+
+def test_stream_opened() -> None:
+    [event] = XMLStreamParser().feed(HEADER)
+    assert event == StreamOpened(
+        tag=f"{{{NS_STREAMS}}}stream",
+        attributes={"to": "example.com", "version": "1.0", f"{{{NS_XML}}}lang": "en"},
+        default_namespace=NS_CLIENT,
+        stream_prefix="stream",
+    )
+    with pytest.raises(TypeError):
+        event.attributes["to"] = "evil.example"  # type: ignore[index]
+
+
+def test_stream_opened_with_streams_as_default_namespace() -> None:
+    [event] = XMLStreamParser().feed(b"<stream xmlns='http://etherx.jabber.org/streams'>")
+    assert isinstance(event, StreamOpened)
+    assert event.tag == f"{{{NS_STREAMS}}}stream"
+    assert event.default_namespace == NS_STREAMS
+    assert event.stream_prefix is None
+
+
+def test_stream_opened_reports_other_namespaces_as_they_are() -> None:
+    # Checking the header's namespace is the stream state machine's job.
+    [event] = XMLStreamParser().feed(
+        b"<s:stream xmlns:s='urn:other' xmlns:stream='" + NS_STREAMS.encode() + b"'>"
+    )
+    assert isinstance(event, StreamOpened)
+    assert event.tag == "{urn:other}stream"
+    assert event.stream_prefix == "stream"
+    assert event.default_namespace is None
+
+
+def test_a_session() -> None:
+    events = feed_all([SESSION])
+    assert isinstance(events[0], StreamOpened)
+    assert isinstance(events[-1], StreamClosed)
+    received = events[1:-1]
+    assert [type(e) for e in received] == [ElementReceived] * len(STANZAS)
+    for raw, event in zip(STANZAS, received, strict=True):
+        assert event.size == len(raw)  # exact: from "<" to the final ">", whitespace excluded
+        reparsed = etree.fromstring(BARE_HEADER + raw + b"</stream:stream>")[0]
+        assert etree.tostring(event.element, method="c14n", exclusive=True) == etree.tostring(
+            reparsed, method="c14n", exclusive=True
+        )
+
+
+def test_element_is_detached_and_has_clean_namespaces() -> None:
+    parser = opened()
+    event = one_element(parser.feed(b"<message to='a@b'><body>hi</body></message>"))
+    element = event.element
+    assert element.getparent() is None
+    assert element.getroottree().getroot() is element
+    assert etree.tostring(element) == b'<message xmlns="jabber:client" to="a@b"><body>hi</body></message>'
+    assert element.nsmap == {None: NS_CLIENT}
+    assert element.tag == f"{{{NS_CLIENT}}}message"
+
+
+def test_element_keeps_the_namespace_declarations_it_uses() -> None:
+    parser = opened()
+    event = one_element(
+        parser.feed(b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>")
+    )
+    assert etree.tostring(event.element) == (
+        b'<stream:features xmlns:stream="http://etherx.jabber.org/streams">'
+        b'<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/></stream:features>'
+    )
+    event = one_element(parser.feed(b"<iq xmlns:unused='urn:x'><x:q xmlns:x='urn:q'/></iq>"))
+    assert etree.tostring(event.element) == (
+        b'<iq xmlns:unused="urn:x" xmlns="jabber:client"><x:q xmlns:x="urn:q"/></iq>'
+    )
+
+
+def test_whitespace_keepalives_produce_no_events() -> None:
+    parser = opened()
+    for keepalive in (b" ", b"\n", b"\r\n", b"\t \n  ", b" " * 100_000):
+        assert parser.feed(keepalive) == []
+    event = one_element(parser.feed(b"  <presence/>  "))
+    assert event.size == len(b"<presence/>")
+
+
+def test_stream_closed() -> None:
+    parser = opened()
+    assert parser.feed(b"</stream:stream>") == [StreamClosed()]
+    assert parser.feed(b" \r\n") == []
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.feed(b"<presence/>")
+    assert info.value.stream_condition == "not-well-formed"
+
+
+def test_self_closing_stream() -> None:
+    events = XMLStreamParser().feed(b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"'/>")
+    assert [type(e) for e in events] == [StreamOpened, StreamClosed]
+
+
+def test_empty_feed() -> None:
+    assert XMLStreamParser().feed(b"") == []
+    assert opened().feed(b"") == []
+
+
+# --- Chunking ------------------------------------------------------------------------------------
+
+
+def test_byte_by_byte_equals_one_chunk() -> None:
+    expected = describe(feed_all([SESSION]))
+    assert describe(feed_all([SESSION[i : i + 1] for i in range(len(SESSION))])) == expected
+
+
+def test_every_split_point_equals_one_chunk() -> None:
+    expected = describe(feed_all([SESSION]))
+    for split in range(1, len(SESSION)):
+        assert describe(feed_all([SESSION[:split], SESSION[split:]])) == expected, split
+
+
+def test_random_chunkings_equal_one_chunk() -> None:
+    expected = describe(feed_all([SESSION]))
+    rng = random.Random(6120)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(SESSION)), rng.randint(2, 40)))
+        chunks = [SESSION[a:b] for a, b in zip([0, *cuts], [*cuts, len(SESSION)], strict=True)]
+        assert describe(feed_all(chunks)) == expected, cuts
+
+
+def test_many_stanzas_in_one_chunk_have_exact_sizes() -> None:
+    stanzas = [b"<message id='%d'><body>%s</body></message>" % (i, b"x" * i) for i in range(200)]
+    events = opened().feed(b"".join(stanzas))
+    assert [one_element([e]).size for e in events] == [len(s) for s in stanzas]
+
+
+class CountingFeeds:
+    """Wraps the lxml parser inside an XMLStreamParser to count how often it is fed."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+        self.feeds = 0
+
+    def feed(self, data: bytes) -> None:
+        self.feeds += 1
+        self.parser.feed(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+
+def count_feeds(parser: XMLStreamParser) -> CountingFeeds:
+    counter = CountingFeeds(parser._parser)
+    parser._parser = cast("Any", counter)  # white box
+    return counter
+
+
+def test_gt_in_attribute_values_costs_no_extra_feeds() -> None:
+    # Stopping at every ">" would cost one lxml feed per byte of such a start tag.
+    parser = opened()
+    counter = count_feeds(parser)
+    value = b">" * 50_000
+    stanza = b"<message a='" + value + b"' b=\"'" + value + b'"><body>x</body></message>'
+    chunks = [stanza[i : i + 4096] for i in range(0, len(stanza), 4096)]
+    assert one_element(feed_all(chunks, parser)).size == len(stanza)
+    assert counter.feeds <= len(chunks) + 1
+    header = b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' a='" + b">" * 4000 + b"'>"
+    parser = XMLStreamParser()
+    counter = count_feeds(parser)
+    assert isinstance(
+        feed_all([header[i : i + 100] for i in range(0, len(header), 100)], parser)[0], StreamOpened
+    )
+    assert counter.feeds == 1
+
+
+# --- Restricted XML (RFC 6120 §11.1) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<!DOCTYPE stream:stream>" + BARE_HEADER,
+        b"<?xml version='1.0'?><!DOCTYPE stream:stream [<!ENTITY x 'y'>]>" + BARE_HEADER,
+        b"<!DOCTYPE stream:stream SYSTEM 'http://example.com/evil.dtd'>" + BARE_HEADER,
+        b"<!-- hello -->" + BARE_HEADER,
+        b"<?xml-stylesheet href='a.xsl'?>" + BARE_HEADER,
+        BARE_HEADER + b"<!-- hello -->",
+        BARE_HEADER + b"<message><!-- hello --></message>",
+        BARE_HEADER + b"<?pi?>",
+        BARE_HEADER + b"<message><body><?pi data?></body></message>",
+        BARE_HEADER + b"<message>&foo;</message>",
+        BARE_HEADER + b"<message><body>a &lol9; b</body></message>",
+        BARE_HEADER + b"<message to='&foo;'/>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='&foo;'>",
+    ],
+)
+def test_restricted_xml(data: bytes) -> None:
+    assert condition_of(data) == "restricted-xml"
+
+
+def test_restricted_xml_split_across_chunks() -> None:
+    for data in (b"<!DOCTYPE x>" + BARE_HEADER, BARE_HEADER + b"<message>&foo;</message>"):
+        for split in range(1, len(data)):
+            with pytest.raises(RemoteProtocolError) as info:
+                feed_all([data[:split], data[split:]])
+            assert info.value.stream_condition == "restricted-xml", split
+
+
+def test_predefined_entities_and_character_references_are_allowed() -> None:
+    stanza = b"<message a='&lt;&#x26;'><body>&amp;&lt;&gt;&apos;&quot;&#65;&#x42;</body></message>"
+    event = one_element(opened().feed(stanza))
+    assert event.element.get("a") == "<&"
+    assert event.element[0].text == "&<>'\"AB"
+
+
+def test_billion_laughs_never_expands() -> None:
+    lol = (
+        b"<!DOCTYPE lolz [<!ENTITY lol 'lol'>"
+        + b"".join(
+            b"<!ENTITY lol%d '%s'>" % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+            for i in range(1, 10)
+        )
+        + b"]>"
+    )
+    started = time.perf_counter()
+    for data in (
+        lol + BARE_HEADER + b"<message>&lol9;</message>",  # in the prolog
+        BARE_HEADER + lol + b"<message>&lol9;</message>",  # after the header
+        BARE_HEADER + b"<message>" + lol + b"&lol9;</message>",  # inside a stanza
+        BARE_HEADER + b"<message>&lol9;</message>",  # references without the declarations
+    ):
+        with pytest.raises(RemoteProtocolError) as info:
+            feed_all([data])
+        assert info.value.stream_condition in {"restricted-xml", "not-well-formed"}
+    assert time.perf_counter() - started < 1.0
+
+
+def test_quadratic_blowup_never_expands() -> None:
+    data = b"<!DOCTYPE r [<!ENTITY a '" + b"a" * 50_000 + b"'>]>" + BARE_HEADER
+    started = time.perf_counter()
+    assert condition_of(data, XMLStreamParser(max_header_size=100_000)) == "restricted-xml"
+    assert time.perf_counter() - started < 1.0
+
+
+# --- Malformed XML and encodings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<message><body></message>",  # tag mismatch
+        b"<message a='1' a='2'/>",  # duplicate attribute
+        b"<foo:message/>",  # unbound element prefix (XML-Names)
+        b"<message foo:a='1'/>",  # unbound attribute prefix
+        b"<message xmlns:x='urn:a' xmlns:y='urn:a' x:a='1' y:a='2'/>",  # duplicate expanded name
+        b"<message xmlns:x=''/>",  # empty prefixed namespace (XML-Names 1.0)
+        b"<message>\x00</message>",  # NUL
+        b"<message>\x01</message>",  # C0 control
+        b"<message>&#0;</message>",  # reference to a non-character
+        b"<message>]]></message>",
+        b"<message>& </message>",  # "&" that starts no reference: libxml2 alone would wait for ";"
+        b"<message>AT&T rocks</message>",
+        b"<message>&#12a;</message>",
+        b"<?xml version='1.0'?>",  # XML declaration after the start
+        b"<!DOCTYPE x>",  # DOCTYPE after the root started
+        b"</message>",
+        b"<message>\xff</message>",  # bytes that are not UTF-8
+        b"<message>\xc3(</message>",  # truncated sequence
+        b"<message>\xed\xa0\x80</message>",  # UTF-8 encoded surrogate
+    ],
+)
+def test_not_well_formed(data: bytes) -> None:
+    assert condition_of(data, opened()) == "not-well-formed"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<stream:stream xmlns='jabber:client'>",  # unbound stream prefix
+        b"x" + BARE_HEADER,
+        b"  <?xml version='1.0'?>" + BARE_HEADER,  # declaration not at the start
+        b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' a='1' a='2'>",
+        b"\xef\xbb\xbf" + BARE_HEADER,  # RFC 6120 §11.6: U+FEFF is a character, not a BOM
+    ],
+)
+def test_not_well_formed_header(data: bytes) -> None:
+    assert condition_of(data) == "not-well-formed"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<?xml version='1.0' encoding='ISO-8859-1'?>" + BARE_HEADER,
+        b'<?xml version="1.0" encoding="UTF-16"?>' + BARE_HEADER,
+        b"<?xml version='1.0' encoding='us-ascii'?>" + BARE_HEADER,
+        BARE_HEADER.decode().encode("utf-16"),  # with a byte order mark
+        BARE_HEADER.decode().encode("utf-16-le"),
+        BARE_HEADER.decode().encode("utf-16-be"),
+        BARE_HEADER.decode().encode("utf-32"),
+    ],
+)
+def test_unsupported_encoding(data: bytes) -> None:
+    assert condition_of(data) == "unsupported-encoding"
+
+
+def test_utf8_declarations_are_accepted() -> None:
+    for declaration in (
+        b"<?xml version='1.0' encoding='UTF-8'?>",
+        b'<?xml version="1.0" encoding="utf-8" ?>',
+    ):
+        [event] = XMLStreamParser().feed(declaration + BARE_HEADER)
+        assert isinstance(event, StreamOpened)
+
+
+def test_character_data_at_stream_level_is_bad_format() -> None:
+    for data in (b"hello", b"&amp;<presence/>", b"<![CDATA[x]]><presence/>", b"<presence/>x<presence/>"):
+        assert condition_of(data, opened()) == "bad-format", data
+
+
+# --- Limits ----------------------------------------------------------------------------------------
+
+
+def test_stanza_at_the_limit_passes_and_one_byte_more_fails() -> None:
+    stanza = b"<message><body>" + b"x" * 100 + b"</body></message>"
+    event = one_element(opened(XMLStreamParser(max_stanza_size=len(stanza))).feed(stanza))
+    assert event.size == len(stanza)
+    parser = opened(XMLStreamParser(max_stanza_size=len(stanza) - 1))
+    assert condition_of(stanza, parser) == "policy-violation"
+
+
+def test_limit_applies_per_stanza() -> None:
+    stanza = b"<message><body>" + b"x" * 100 + b"</body></message>"
+    parser = opened(XMLStreamParser(max_stanza_size=len(stanza)))
+    events = parser.feed(stanza * 50 + b" " * 10_000 + stanza)
+    assert len(events) == 51
+
+
+@pytest.mark.parametrize(
+    ("opening", "filler"),
+    [
+        (b"<message><body>", b"x" * 1024),  # endless text
+        (b"<message>", b"<b>x</b>" * 128),  # endless children
+        (b"<message to='", b"x" * 1024),  # endless start tag
+        (b"<message></message", b" " * 1024),  # endless end tag
+        (b"<![CDATA[", b"x" * 1024),  # endless character data at stream level
+    ],
+)
+def test_endless_element_is_cut_off_as_it_streams_in(opening: bytes, filler: bytes) -> None:
+    limit = 64 * 1024
+    parser = opened(XMLStreamParser(max_stanza_size=limit))
+    parser.feed(opening)
+    fed = len(opening)
+    while fed + len(filler) <= limit:
+        assert parser.feed(filler) == []
+        fed += len(filler)
+    # The first chunk that crosses the limit is refused, before it reaches lxml.
+    assert condition_of(filler, parser) == "policy-violation"
+
+
+def test_header_limit() -> None:
+    header = b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' to='" + b"x" * 100 + b"'>"
+    [event] = XMLStreamParser(max_header_size=len(header)).feed(header)
+    assert isinstance(event, StreamOpened)
+    assert condition_of(header, XMLStreamParser(max_header_size=len(header) - 1)) == "policy-violation"
+
+
+def test_endless_header_is_cut_off() -> None:
+    parser = XMLStreamParser(max_header_size=8192)
+    parser.feed(b"<stream:stream to='")
+    for _ in range(7):
+        assert parser.feed(b"x" * 1024) == []
+    assert condition_of(b"x" * 1024, parser) == "policy-violation"
+
+
+def test_nesting_limit() -> None:
+    depth_ok = MAX_DEPTH - 1  # the stream root is the first level
+    nested = b"<a>" * depth_ok + b"</a>" * depth_ok
+    event = one_element(opened().feed(nested))
+    assert event.size == len(nested)
+    too_deep = b"<a>" * (depth_ok + 1)
+    assert condition_of(too_deep, opened()) == "policy-violation"
+
+
+def test_nesting_bomb_fails_fast() -> None:
+    started = time.perf_counter()
+    bomb = b"<a>" * 80_000  # under max_stanza_size, so the depth limit is what stops it
+    assert condition_of(bomb, opened()) == "policy-violation"
+    assert time.perf_counter() - started < 1.0
+
+
+def test_size_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        XMLStreamParser(max_stanza_size=0)
+    with pytest.raises(ValueError, match="positive"):
+        XMLStreamParser(max_header_size=0)
+
+
+# --- Lifecycle -------------------------------------------------------------------------------------
+
+
+def test_failed_parser_refuses_input_until_reset() -> None:
+    parser = opened()
+    with pytest.raises(RemoteProtocolError):
+        parser.feed(b"<a></b>")
+    with pytest.raises(LocalProtocolError):
+        parser.feed(b"<presence/>")
+    parser.reset()
+    assert [type(e) for e in parser.feed(BARE_HEADER + b"<presence/>")] == [StreamOpened, ElementReceived]
+
+
+def test_reset_starts_a_new_stream_and_drops_buffered_input() -> None:
+    parser = opened()
+    assert parser.feed(b"<message><body>sent before TLS") == []
+    parser.reset()
+    events = parser.feed(HEADER + b"<presence/>")
+    assert [type(e) for e in events] == [StreamOpened, ElementReceived]
+    assert etree.tostring(one_element(events[1:]).element) == b'<presence xmlns="jabber:client"/>'
+
+
+def test_close() -> None:
+    parser = opened()
+    parser.feed(b"<message>")
+    parser.close()
+    parser.close()  # idempotent
+    with pytest.raises(LocalProtocolError):
+        parser.feed(b"</message>")
+
+
+def test_memory_stays_flat_over_a_long_stream() -> None:
+    parser = opened()
+    for i in range(2000):
+        event = one_element(parser.feed(b"<message id='%d'><body>x</body></message>\n" % i))
+        assert event.element.getparent() is None
+    root = parser._root  # white box: the live lxml tree must not keep stanzas or whitespace
+    assert root is not None
+    assert len(root) == 0
+    assert root.text is None
+
+
+def test_warnings_do_not_pile_up() -> None:
+    # libxml2 warns about the relative namespace URI "vcard-temp" on every declaration; the parser
+    # swaps in a fresh lxml parser before the warning log grows past a bound.
+    parser = opened(header=HEADER)
+    for i in range(1000):
+        event = one_element(parser.feed(b"<iq id='%d' type='get'><vCard xmlns='vcard-temp'/></iq>" % i))
+        assert event.element[0].tag == "{vcard-temp}vCard"
+        assert len(parser._parser.feed_error_log) <= 100  # white box
+    assert parser.feed(b"</stream:stream>") == [StreamClosed()]
