@@ -129,9 +129,9 @@ def _user_add(args: argparse.Namespace, config_path: Path) -> int:
         return _user_add_file(args.file, config_path)
     if args.username is None:
         raise CommandError("user add: give a USER or --file FILE")
+    config = load_config(config_path)  # first: do not ask for a password only to fail on the config
     username = _username(args.username)
     password = _password(args.password)
-    config = load_config(config_path)
 
     async def add(storage: Storage) -> None:
         await storage.accounts.create(username, password, iterations=config.auth.scram_iterations)
@@ -185,9 +185,9 @@ def parse_accounts(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
 
 
 def _user_passwd(args: argparse.Namespace, config_path: Path) -> int:
+    config = load_config(config_path)
     username = _username(args.username)
     password = _password(args.password)
-    config = load_config(config_path)
 
     async def change(storage: Storage) -> None:
         await storage.accounts.set_password(username, password, iterations=config.auth.scram_iterations)

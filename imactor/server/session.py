@@ -86,6 +86,7 @@ class SessionActor:
                 registration_enabled=config.registration.enabled,
                 allow_plain=config.auth.allow_plain,
                 bound_features=services.bound_features,
+                fake_salt_secret=services.fake_salt_secret,
             ),
             stream_id_factory=services.new_id,
             tls_active=direct_tls,

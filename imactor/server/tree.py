@@ -14,6 +14,7 @@ restarts the worker.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import signal
 import sys
@@ -46,7 +47,8 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
     try:
         services = Services(
             config=config, storage=storage, modules=modules, ssl_context=ssl_context,
-            endpoint_binding=tls.server_end_point_binding(cert), worker_index=worker_index,
+            endpoint_binding=tls.server_end_point_binding(cert), tls_key_bytes=key.read_bytes(),
+            worker_index=worker_index,
         )  # fmt: skip
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         services.user_supervisor = DynamicSupervisor("users", budget)
@@ -54,9 +56,11 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
         listeners = {"c2s": await open_listener(config.listen.c2s.host, config.listen.c2s.port)}
         if config.listen.c2s_tls.enabled:
             listeners["c2s_tls"] = await open_listener(config.listen.c2s_tls.host, config.listen.c2s_tls.port)
+        # A supervisor child gets all the time it needs to stop its own children (OTP: infinity);
+        # sessions and users bound their own clean-up.
         children = [
-            ChildSpec("users", services.user_supervisor.run),
-            ChildSpec("sessions", services.session_supervisor.run),
+            ChildSpec("users", services.user_supervisor.run, shutdown=math.inf),
+            ChildSpec("sessions", services.session_supervisor.run, shutdown=math.inf),
         ]
         for name, listener in listeners.items():
             children.append(

@@ -6,6 +6,7 @@ per-account state (that lives in user actors) and nothing that needs a lock.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import ssl
 import time
@@ -79,6 +80,7 @@ class Services:
     modules: ModuleHost
     ssl_context: ssl.SSLContext
     endpoint_binding: bytes
+    tls_key_bytes: bytes
     worker_index: int = 0
     registry: Registry = field(default_factory=Registry)
     sessions: set[SessionActor] = field(default_factory=set)
@@ -99,6 +101,8 @@ class Services:
         )
         self.server = ServerFacade(self)
         self.bound_features = self.server.stream_features()
+        # Derived from the TLS key: stable across restarts and identical in every worker.
+        self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
         self.online: dict[str, int] = {}
 
     async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:

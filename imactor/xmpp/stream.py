@@ -50,6 +50,7 @@ from imactor.xmpp.sasl import (
     SaslFailure,
     SaslNeedCredentials,
     SaslServer,
+    SaslState,
     SaslStep,
     SaslSuccess,
 )
@@ -109,6 +110,9 @@ class StreamConfig:
     nonzas: frozenset[str] = frozenset()
     #: Extra stream features offered once bound, as serialized elements.
     bound_features: tuple[bytes, ...] = ()
+    #: Keys the fake SCRAM salts of unknown users: stable across restarts and workers, so that a
+    #: missing account looks like any other (see `SaslServer`).
+    fake_salt_secret: bytes = b""
 
 
 class ServerStream:
@@ -309,12 +313,7 @@ class ServerStream:
             if self.config.tls_required:
                 _sub(starttls, NS_TLS, "required")
                 return etree.tostring(features)
-        self._sasl = SaslServer(
-            tls_active=self.tls_active,
-            channel_bindings=self._channel_bindings,
-            allow_plain=self.config.allow_plain,
-            nonce_factory=self._nonce_factory,
-        )
+        self._sasl = self._new_sasl()
         mechanisms = _sub(features, NS_SASL, "mechanisms")
         for name in self._sasl.mechanisms():
             _sub(mechanisms, NS_SASL, "mechanism").text = name
@@ -380,7 +379,7 @@ class ServerStream:
             self._on_sasl_step(self._sasl.start(mechanism, data))
 
     def _on_response(self, element: etree._Element) -> None:
-        if self._sasl is None or not self._sasl_in_progress:
+        if self._sasl is None or self._sasl.state is not SaslState.AWAITING_RESPONSE:
             raise RemoteProtocolError("policy-violation", "<response/> outside a SASL exchange")
         data = _b64(element.text)
         self._on_sasl_step(data if isinstance(data, SaslFailure) else self._sasl.respond(data or b""))
@@ -409,12 +408,17 @@ class ServerStream:
             self._events.append(ev.AuthFailed(self._sasl_username, step.condition))
             self._sasl_username = None
             # A fresh exchange may be tried; the shell throttles repeated failures.
-            self._sasl = SaslServer(
-                tls_active=self.tls_active,
-                channel_bindings=self._channel_bindings,
-                allow_plain=self.config.allow_plain,
-                nonce_factory=self._nonce_factory,
-            )
+            self._sasl = self._new_sasl()
+
+    def _new_sasl(self) -> SaslServer:
+        return SaslServer(
+            tls_active=self.tls_active,
+            channel_bindings=self._channel_bindings,
+            allow_plain=self.config.allow_plain,
+            nonce_factory=self._nonce_factory,
+            fake_salt_secret=self.config.fake_salt_secret,
+            domain=self.config.domain,
+        )
 
     def _write_sasl_failure(self, failure: SaslFailure) -> None:
         element = _el(NS_SASL, "failure")
