@@ -117,7 +117,14 @@ def _supervise(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def _check_config(args: argparse.Namespace, config_path: Path) -> int:
-    load_config(config_path)
+    config = load_config(config_path)
+    # Module names and [modules.*] options are checked by the loader the server itself uses.
+    from imactor.server.modules import ModuleConfigError, ModuleHost
+
+    try:
+        ModuleHost(config.server.modules, config.modules, str(config.source))
+    except ModuleConfigError as exc:
+        raise CommandError(str(exc)) from exc
     print(f"ok: {config_path}")
     return 0
 

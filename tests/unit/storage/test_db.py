@@ -12,7 +12,8 @@ import trio.testing
 from imactor.storage import AccountExists, RosterItem, Storage, StorageError, schema
 from imactor.storage.schema import Migration
 
-from .conftest import FAST_ITERATIONS
+#: Fewer PBKDF2 rounds than production keep these tests fast (the value is still checked).
+FAST_ITERATIONS = 512
 
 
 def _path(url: str) -> Path:

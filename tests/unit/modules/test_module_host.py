@@ -1,0 +1,53 @@
+"""The module loader: names, options and dependencies are checked with errors naming file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from imactor.server.modules import ModuleConfigError, ModuleHost, Scope
+from imactor.xmpp.namespaces import NS_PING, NS_ROSTER, NS_VERSION
+
+
+def test_default_modules_load_and_dispatch() -> None:
+    host = ModuleHost(["disco", "ping", "version", "presence", "roster"], {"version": {"show_os": True}}, "f.toml")
+    assert host.options("version").show_os is True
+    ping = etree.Element(f"{{{NS_PING}}}ping")
+    assert host.iq_handler("get", ping, Scope.HOST) is not None
+    assert host.iq_handler("set", ping, Scope.HOST) is None
+    roster = etree.Element(f"{{{NS_ROSTER}}}query")
+    assert host.iq_handler("get", roster, Scope.ACCOUNT) is not None
+    assert host.iq_handler("get", roster, Scope.HOST) is None
+    assert NS_VERSION in host.features() and len(host.features()) == len(set(host.features()))
+
+
+@pytest.mark.parametrize(
+    ("names", "options", "message"),
+    [
+        (["nosuch"], {}, "f.toml: server.modules: no module named 'nosuch'"),
+        (["version"], {"version": {"colour": 1}}, "f.toml: modules.version.colour: unknown key"),
+        (["version"], {"version": {"show_os": "yes"}}, "f.toml: modules.version.show_os: expected bool"),
+        (["ping"], {"version": {}}, "f.toml: modules.version: module is not enabled"),
+        (["roster"], {}, "f.toml: server.modules: roster needs 'presence'"),
+    ],
+)
+def test_config_errors_name_file_and_key(names: list[str], options: dict[str, dict[str, object]], message: str) -> None:
+    with pytest.raises(ModuleConfigError) as caught:
+        ModuleHost(names, options, "f.toml")
+    assert str(caught.value).startswith(message)
+
+
+def test_check_config_reports_module_errors(tmp_path: Path) -> None:
+    config = tmp_path / "imactor.toml"
+    config.write_text('[server]\nmodules = ["ping"]\n\n[modules.ping]\nfast = true\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "imactor", "check-config", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "modules.ping.fast: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr

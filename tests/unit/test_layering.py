@@ -1,0 +1,338 @@
+"""The package boundaries of STYLE §12 rule 2 and ARCHITECTURE.md, enforced on the import graph.
+
+Every ``.py`` file of the product packages (``imactor/``, ``supervisors/``) is parsed with `ast`;
+every import counts wherever it sits (module level, inside a function, under ``TYPE_CHECKING``),
+relative imports are resolved, and ``importlib.import_module("...")`` / ``__import__("...")`` with a
+literal name count too. The rules:
+
+1. ``imactor/xmpp/**`` is the pure protocol core: no I/O, no event loop, no clock, no randomness.
+   It imports none of `CORE_FORBIDDEN`, and no ``imactor`` package but ``imactor.xmpp``.
+   Randomness comes from injected factories; the two defaults are the only exceptions
+   (`CORE_EXCEPTIONS`), each limited to the exact attributes it uses:
+   ``sasl.py`` uses ``secrets.token_urlsafe`` (default SCRAM nonce factory) and
+   ``secrets.token_bytes`` (per-process fallback for the fake-salt secret), and ``scram.py`` uses
+   ``os.urandom`` (default salt of `derive_credentials`, called by the account store).
+2. Only ``imactor/storage/**`` imports sqlmodel or sqlalchemy.
+3. Only ``imactor/cluster/zmq_link.py`` imports zmq (so, while it does not exist, nothing does).
+4. ``supervisors/**`` never imports ``imactor``.
+5. ``imactor/actors/**`` never imports ``imactor.server``, ``imactor.modules`` or ``imactor.xmpp``.
+
+Tests, benchmarks and scripts are not product code and are not checked.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT_PACKAGES = ("imactor", "supervisors")
+
+#: Top-level modules the pure core must not import: event loops and sockets (I/O), databases,
+#: message queues, processes and threads, the clock, and randomness.
+CORE_FORBIDDEN = frozenset(
+    {
+        "trio", "anyio", "asyncio", "socket", "ssl", "select", "selectors", "subprocess",
+        "threading", "multiprocessing", "zmq", "sqlmodel", "sqlalchemy",
+        "time", "random", "secrets", "os", "uuid",
+    }
+)  # fmt: skip
+
+#: (file, module) → the only attributes that file may use of that forbidden module.
+CORE_EXCEPTIONS: dict[tuple[str, str], frozenset[str]] = {
+    # Default nonce factory and fallback fake-salt secret; shells inject their own.
+    ("imactor/xmpp/sasl.py", "secrets"): frozenset({"token_urlsafe", "token_bytes"}),
+    # Default salt when the account store derives new SCRAM credentials.
+    ("imactor/xmpp/scram.py", "os"): frozenset({"urandom"}),
+}
+
+STORAGE_ONLY = frozenset({"sqlmodel", "sqlalchemy"})
+ZMQ_LINK = "imactor/cluster/zmq_link.py"
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """One imported module, by its absolute dotted name, and where."""
+
+    module: str
+    line: int
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".", 1)[0]
+
+
+def module_name(relpath: str) -> str:
+    """``imactor/xmpp/stream.py`` → ``imactor.xmpp.stream``; a package's ``__init__`` → the package."""
+    parts = relpath.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(source: str, relpath: str) -> list[Import]:
+    """Every module `source` imports, absolute. ``from a import b`` counts as ``a`` and ``a.b``."""
+    tree = ast.parse(source, filename=relpath)
+    is_package = relpath.endswith("__init__.py")
+    package = module_name(relpath) if is_package else module_name(relpath).rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(Import(alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    raise AssertionError(f"{relpath}:{node.lineno}: relative import beyond the top package")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                assert node.module is not None
+                target = node.module
+            found.append(Import(target, node.lineno))
+            found.extend(
+                Import(f"{target}.{alias.name}", node.lineno) for alias in node.names if alias.name != "*"
+            )
+        elif (
+            isinstance(node, ast.Call)
+            and _called_name(node.func) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append(Import(node.args[0].value, node.lineno))
+    return found
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def attribute_uses(source: str, module: str) -> tuple[set[str], list[int]]:
+    """Attributes used on `module` (``import module`` only), and lines where it is used otherwise.
+
+    A bare use (passing the module around, ``getattr``) or ``from module import name`` could reach
+    anything, so those are reported as lines for the caller to reject.
+    """
+    tree = ast.parse(source)
+    aliases = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == module
+    }
+    used: set[str] = set()
+    attribute_values: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            used.add(node.attr)
+            attribute_values.add(id(node.value))
+    other: list[int] = [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Name) and node.id in aliases and id(node) not in attribute_values)
+        or (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == module)
+    ]
+    return used, other
+
+
+def product_files(root: Path = ROOT) -> dict[str, str]:
+    """relative path → source of every .py file of the product packages."""
+    files: dict[str, str] = {}
+    for package in PRODUCT_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            files[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
+    return files
+
+
+def _under(relpath: str, folder: str) -> bool:
+    return relpath.startswith(folder.rstrip("/") + "/")
+
+
+def _is(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def violations(files: Mapping[str, str]) -> list[str]:
+    """Every broken rule in `files` (relative path → source), as readable lines."""
+    found: list[str] = []
+    for relpath, source in files.items():
+        imports = imports_of(source, relpath)
+        found.extend(_check_file(relpath, source, imports))
+    return found
+
+
+def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[str]:
+    found: dict[tuple[int, str], str] = {}  # one report per line and rule: "from a import b" is a and a.b
+
+    def report(imp: Import, reason: str) -> None:
+        found.setdefault((imp.line, reason), f"{relpath}:{imp.line} imports {imp.module}: {reason}")
+
+    in_core = _under(relpath, "imactor/xmpp")
+    excepted: set[str] = set()
+    for imp in imports:
+        if in_core and imp.top in CORE_FORBIDDEN:
+            if (relpath, imp.top) in CORE_EXCEPTIONS:
+                excepted.add(imp.top)
+            else:
+                report(imp, "the protocol core does no I/O, reads no clock, draws no random")
+        if in_core and imp.top == "imactor" and not _is(imp.module, "imactor.xmpp"):
+            report(imp, "the protocol core imports only imactor.xmpp")
+        if imp.top in STORAGE_ONLY and not _under(relpath, "imactor/storage"):
+            report(imp, "only imactor/storage imports sqlmodel/sqlalchemy")
+        if imp.top == "zmq" and relpath != ZMQ_LINK:
+            report(imp, f"only {ZMQ_LINK} imports zmq")
+        if _under(relpath, "supervisors") and imp.top == "imactor":
+            report(imp, "supervisors never import imactor")
+        if _under(relpath, "imactor/actors") and any(
+            _is(imp.module, banned) for banned in ("imactor.server", "imactor.modules", "imactor.xmpp")
+        ):
+            report(imp, "the actor runtime knows nothing of server, modules or xmpp")
+    problems = list(found.values())
+    for module in sorted(excepted):
+        allowed = CORE_EXCEPTIONS[(relpath, module)]
+        used, other = attribute_uses(source, module)
+        problems.extend(
+            f"{relpath}: uses {module}.{attr}, allowed only {sorted(allowed)}"
+            for attr in sorted(used - allowed)
+        )
+        problems.extend(f"{relpath}:{line}: {module} used other than as {sorted(allowed)}" for line in other)
+    return problems
+
+
+# ---- the real tree -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, str]:
+    return product_files()
+
+
+def test_the_product_packages_keep_their_boundaries(files: dict[str, str]) -> None:
+    assert violations(files) == []
+
+
+def test_the_core_exceptions_are_still_needed(files: dict[str, str]) -> None:
+    """An exception that is no longer used must go, so it cannot cover a later regression."""
+    for (relpath, module), allowed in CORE_EXCEPTIONS.items():
+        assert relpath in files, f"{relpath} is gone: drop its exception"
+        assert module in {imp.top for imp in imports_of(files[relpath], relpath)}, (relpath, module)
+        used, _ = attribute_uses(files[relpath], module)
+        assert used == allowed, (relpath, module, used)
+
+
+# ---- the walker is not vacuous -----------------------------------------------------------------
+
+
+def test_the_walker_finds_the_files_and_their_imports(files: dict[str, str]) -> None:
+    core = [path for path in files if _under(path, "imactor/xmpp")]
+    assert {"imactor/xmpp/stream.py", "imactor/xmpp/parser.py", "imactor/xmpp/sasl.py"} <= set(core)
+    assert len(core) >= 10
+    assert any(_under(path, "imactor/storage") for path in files)
+    assert any(_under(path, "imactor/actors") for path in files)
+    assert any(_under(path, "supervisors") for path in files)
+
+    graph = {path: {imp.module for imp in imports_of(source, path)} for path, source in files.items()}
+    assert {"lxml", "lxml.etree", "imactor.xmpp.parser", "imactor.xmpp.events"} <= graph[
+        "imactor/xmpp/stream.py"
+    ]
+    assert "secrets" in graph["imactor/xmpp/sasl.py"]
+    assert any("trio" in modules for path, modules in graph.items() if _under(path, "imactor/actors"))
+    assert any("trio" in modules for path, modules in graph.items() if _under(path, "supervisors"))
+    assert any(
+        "sqlmodel" in modules or "sqlalchemy" in modules
+        for path, modules in graph.items()
+        if _under(path, "imactor/storage")
+    )
+    # The server really is wired to everything: the walker sees cross-package imports.
+    server = set().union(*(modules for path, modules in graph.items() if _under(path, "imactor/server")))
+    assert any(_is(module, "imactor.xmpp") for module in server)
+    assert any(_is(module, "imactor.actors") for module in server)
+
+
+def test_imports_of_resolves_every_form() -> None:
+    source = (
+        "import trio, os.path as p\n"
+        "from . import events\n"
+        "from .parser import XMLStreamParser\n"
+        "from .. import storage\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from zmq import Socket\n"
+        "def f():\n"
+        "    import sqlmodel\n"
+        "    importlib.import_module('imactor.server.session')\n"
+        "    __import__('random')\n"
+    )
+    modules = {imp.module for imp in imports_of(source, "imactor/xmpp/stream.py")}
+    assert {
+        "trio", "os.path", "imactor.xmpp", "imactor.xmpp.events", "imactor.xmpp.parser",
+        "imactor.xmpp.parser.XMLStreamParser", "imactor", "imactor.storage", "typing", "zmq",
+        "zmq.Socket", "sqlmodel", "imactor.server.session", "random",
+    } <= modules  # fmt: skip
+    # In a package's __init__, "." is the package itself.
+    init = {imp.module for imp in imports_of("from .jid import JID\n", "imactor/xmpp/__init__.py")}
+    assert "imactor.xmpp.jid" in init
+
+
+@pytest.mark.parametrize(
+    ("relpath", "source", "expected"),
+    [
+        ("imactor/xmpp/stream.py", "import trio\n", "no I/O"),
+        ("imactor/xmpp/stream.py", "from time import monotonic\n", "no clock"),
+        ("imactor/xmpp/stream.py", "import random\n", "no random"),
+        ("imactor/xmpp/jid.py", "import secrets\n", "no random"),
+        ("imactor/xmpp/stream.py", "import socket\n", "no I/O"),
+        ("imactor/xmpp/stream.py", "import ssl\n", "no I/O"),
+        ("imactor/xmpp/stanza.py", "from imactor.server import router\n", "imports only imactor.xmpp"),
+        ("imactor/xmpp/stanza.py", "from .. import config\n", "imports only imactor.xmpp"),
+        ("imactor/xmpp/stanza.py", "import imactor\n", "imports only imactor.xmpp"),
+        ("imactor/server/user.py", "from sqlalchemy import select\n", "only imactor/storage"),
+        ("imactor/modules/roster.py", "import sqlmodel\n", "only imactor/storage"),
+        ("imactor/server/tree.py", "import zmq\n", "imports zmq"),
+        ("imactor/cluster/other.py", "import zmq.asyncio\n", "imports zmq"),
+        ("supervisors/dynamic.py", "from imactor.actors import Mailbox\n", "never import imactor"),
+        ("imactor/actors/actor.py", "from imactor.xmpp.jid import JID\n", "knows nothing"),
+        ("imactor/actors/registry.py", "import imactor.server.router\n", "knows nothing"),
+        ("imactor/actors/ref.py", "from ..modules import roster\n", "knows nothing"),
+        # The exceptions are exact: another attribute, a bare use or a from-import is refused.
+        ("imactor/xmpp/sasl.py", "import secrets\nsecrets.randbelow(3)\n", "allowed only"),
+        ("imactor/xmpp/sasl.py", "import secrets\nrng = secrets\n", "used other than"),
+        ("imactor/xmpp/sasl.py", "import secrets\nfrom secrets import choice\n", "used other than"),
+        ("imactor/xmpp/scram.py", "import os\nos.getenv('X')\n", "allowed only"),
+        ("imactor/xmpp/scram.py", "import random\n", "no random"),
+    ],
+)
+def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str) -> None:
+    (found,) = violations({relpath: source})
+    assert expected in found
+    assert found.startswith(relpath)
+
+
+@pytest.mark.parametrize(
+    ("relpath", "source"),
+    [
+        ("imactor/xmpp/stream.py", "from lxml import etree\nfrom imactor.xmpp import events\n"),
+        ("imactor/xmpp/sasl.py", "import secrets\nsecrets.token_urlsafe(18)\nsecrets.token_bytes(32)\n"),
+        ("imactor/xmpp/scram.py", "import os\nos.urandom(16)\n"),
+        ("imactor/storage/db.py", "from sqlalchemy import create_engine\nimport sqlmodel\n"),
+        (ZMQ_LINK, "import zmq\n"),
+        (
+            "imactor/server/session.py",
+            "import trio\nimport ssl\nfrom imactor.xmpp.stream import ServerStream\n",
+        ),
+        ("imactor/actors/actor.py", "import trio\nfrom imactor.actors.mailbox import Mailbox\n"),
+        ("supervisors/tasks.py", "import trio\nfrom supervisors.spec import ChildSpec\n"),
+    ],
+)
+def test_allowed_imports_pass(relpath: str, source: str) -> None:
+    assert violations({relpath: source}) == []
