@@ -98,11 +98,18 @@ async def _push(ctx: IqContext, tag: str, jids: list[str]) -> None:
 
 
 async def _send_unavailable(ctx: IqContext, blocked: str) -> None:
-    """§3.3: a blocked contact stops seeing the user's presence, so it gets unavailable now."""
+    """§3.3: a blocked contact stops seeing the user's presence, so it gets unavailable now.
+
+    Only a contact allowed to see the presence (a from/both subscription): anyone else would
+    learn from it that the user is online.
+    """
     assert ctx.account is not None
     target = JID.parse(blocked)
     if target.localpart is None:
         return  # a whole domain: no single contact to notify
+    item = ctx.account.roster_items().get(str(target.bare))
+    if item is None or item.subscription not in ("from", "both"):
+        return
     for resource in ctx.account.available_resources():
         gone = st.make(
             "presence", from_=ctx.account.jid.with_resource(resource), to=target, type_="unavailable"

@@ -110,3 +110,8 @@ async def _cancel_subscriptions(ctx: IqContext, item: RosterItem, contact: JID) 
         await ctx.account.route(st.make("presence", from_=own, to=contact, type_="unsubscribe"))
     if item.subscription in ("from", "both") or item.pending_in:
         await ctx.account.route(st.make("presence", from_=own, to=contact, type_="unsubscribed"))
+    if item.subscription in ("from", "both"):
+        # §3.2.2: the contact loses our presence, so it learns that we are unavailable.
+        for resource in ctx.account.available_resources():
+            gone = st.make("presence", from_=own.with_resource(resource), to=contact, type_="unavailable")
+            await ctx.account.route(gone)

@@ -75,7 +75,10 @@ class Router:
                 else:
                     ref.send_nowait(message)
             except ActorGone:
-                continue  # stopped between lookup and send: the next lookup starts its successor
+                # Stopped between lookup and send, or crashed (a crash skips its own unregister):
+                # forget it so that the next lookup starts its successor.
+                self._registry.unregister("user", username, ref)
+                continue
             except trio.WouldBlock:
                 if stanza is not None:
                     await self.bounce(stanza, StanzaError("resource-constraint", "recipient is overloaded"))

@@ -101,6 +101,7 @@ class SessionActor:
         self._stanzas_in = 0
         self._stanzas_out = 0
         self._closing = False
+        self._scope: trio.CancelScope | None = None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -111,11 +112,13 @@ class SessionActor:
         self.services.sessions_open(self)
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 nursery.start_soon(self._mailbox_task, nursery.cancel_scope)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
-            log.debug("%s: transport lost: %r", self.address, exc)
+        # except*: the nursery wraps even a lone transport error in an ExceptionGroup.
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as group:
+            log.debug("%s: transport lost: %r", self.address, group.exceptions)
         finally:
             self._mailbox.close()
             self.services.sessions_closed(self)
@@ -151,7 +154,8 @@ class SessionActor:
                 await self.transport.do_handshake()  # type: ignore[attr-defined]
             if scope.cancelled_caught:
                 return
-            self.stream.tls_active = True
+            assert isinstance(self.transport, trio.SSLStream)
+            self.stream.direct_tls_established(self.services.channel_bindings(self.transport))
         pinged = False
         while True:
             if await self._drain_events():
@@ -423,7 +427,13 @@ class SessionActor:
     def kick(self, condition: str, text: str = "") -> None:
         try:
             self.ref.send_nowait(m.Kick(condition, text))
-        except (trio.WouldBlock, ActorGone):
+        except trio.WouldBlock:
+            # A full mailbox: the client stopped reading, so a queued Kick would never be seen.
+            # End the session now; its writes are stuck and the stream error goes out if it can.
+            self.stream.close(condition, text)
+            if self._scope is not None:
+                self._scope.cancel()
+        except ActorGone:
             pass
 
     def statistics(self) -> SessionStatistics:

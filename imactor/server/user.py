@@ -101,10 +101,12 @@ class UserActor(Actor[m.UserMessage]):
                 continue
             push = st.parse(st.serialize(element))
             push.set("to", str(self.jid.with_resource(name)))
+            if push.get("from") is None:
+                push.set("from", str(self.jid))  # RFC 6121 §2.1.6: a push comes from the account
             self._deliver_to(resource, Stanza.from_element(push))
 
     async def route(self, element: Element) -> None:
-        await self.services.router.route(Stanza.from_element(element))
+        await self._route_quietly(Stanza.from_element(element))  # actor → actor: never wait
 
     # ---- messages ----------------------------------------------------------------------------
 
@@ -130,6 +132,10 @@ class UserActor(Actor[m.UserMessage]):
                 assert_never(message)
 
     async def _bind(self, request: m.Bind) -> None:
+        if not self.exists:
+            # Started while the account did not exist (a stanza to a deleted account); it has
+            # just authenticated, so it was created since: load it now.
+            await self.on_start()
         limits = self.services.config.limits
         resource = request.resource or self.services.new_resource()
         existing = self.resources.get(resource)
@@ -191,7 +197,7 @@ class UserActor(Actor[m.UserMessage]):
                 resource.directed.add(stanza.to_jid)
             elif stanza.type == "unavailable":
                 resource.directed.discard(stanza.to_jid)
-            await self.services.router.route(stanza)
+            await self._route_quietly(stanza)
             return
         if stanza.type == "unavailable":
             if resource.available:
@@ -199,12 +205,15 @@ class UserActor(Actor[m.UserMessage]):
                 await self._broadcast_presence(resource_name, resource, stanza)
             return
         initial = not resource.available
+        was_negative = resource.priority < 0
         resource.available = True
         resource.priority = _priority(stanza)
         resource.presence = stanza
         await self._broadcast_presence(resource_name, resource, stanza)
         if initial:
             await self._on_initial_presence(resource_name, resource)
+        elif was_negative and resource.priority >= 0:
+            await self._flush_offline(resource)  # XEP-0160 §2: now it may receive them
 
     async def _broadcast_presence(self, name: str, resource: Resource, stanza: Stanza) -> None:
         """§4.2.2 / §4.4.2: to contacts with a from/both subscription, and to own resources."""
@@ -264,11 +273,14 @@ class UserActor(Actor[m.UserMessage]):
                     if resource.available and resource.presence is not None:
                         await self._route_quietly(resource.presence.readdressed(contact))
             elif stanza.type == "unsubscribed":
-                for name, resource in self.resources.items():
-                    if resource.available:
-                        gone = st.make("presence", from_=self.jid.with_resource(name), to=contact,
-                                       type_="unavailable")  # fmt: skip
-                        await self._route_quietly(Stanza.from_element(gone))
+                await self._send_unavailable_to(contact)  # §3.2.2
+
+    async def _send_unavailable_to(self, contact: JID) -> None:
+        """Unavailable presence from every available resource to a contact who lost our presence."""
+        for name, resource in self.resources.items():
+            if resource.available:
+                gone = st.make("presence", from_=self.jid.with_resource(name), to=contact, type_="unavailable")
+                await self._route_quietly(Stanza.from_element(gone))
 
     # ---- stanzas addressed to the account -----------------------------------------------
 
@@ -306,17 +318,21 @@ class UserActor(Actor[m.UserMessage]):
             if resource is not None:
                 self._deliver_to(resource, stanza)
                 return
-            # §8.5.3.2.1: a full JID with no such resource.
-            if stanza.type == "groupchat":
-                await self._bounce(stanza, StanzaError("service-unavailable"))
-                return
+            # §8.5.3.2.1: a full JID with no such resource. Only a chat message is handled as
+            # if sent to the bare JID; normal and groupchat get an error, headline and error
+            # are dropped.
             if stanza.type in ("error", "headline"):
+                return
+            if stanza.type != "chat":
+                await self._bounce(stanza, StanzaError("service-unavailable"))
                 return
         if stanza.type == "groupchat":
             await self._bounce(stanza, StanzaError("service-unavailable"))
             return
+        if stanza.type == "error":
+            return  # §8.5.2.1.1 / §8.5.2.2.1: an error to the bare JID is silently ignored
         candidates = [r for r in self.resources.values() if r.available and r.priority >= 0]
-        if stanza.type == "headline" or stanza.type == "error":
+        if stanza.type == "headline":
             for resource in candidates:
                 self._deliver_to(resource, stanza)
             return
@@ -377,6 +393,9 @@ class UserActor(Actor[m.UserMessage]):
             for resource in self.resources.values():
                 if resource.available:
                     self._deliver_to(resource, clean)
+        if stanza.type == "unsubscribe" and _state(item).subscription in ("from", "both"):
+            # §3.3.3: the contact no longer receives our presence: tell it we are gone.
+            await self._send_unavailable_to(contact)
         if outcome.auto_reply is not None:
             reply = st.make("presence", from_=self.jid, to=contact, type_=outcome.auto_reply)
             await self._route_quietly(Stanza.from_element(reply))
@@ -450,6 +469,13 @@ class UserActor(Actor[m.UserMessage]):
         base = item or RosterItem(jid=key, name=None)
         new = replace(base, subscription=state.subscription, ask=state.pending_out,
                       pending_in=state.pending_in, approved=state.approved)  # fmt: skip
+        if (item is None or _is_hidden(item)) and state == subs.SubState():
+            # An item the user never saw (it only held an inbound request) that is now empty:
+            # a refused or withdrawn request leaves no trace in the roster (RFC 6121 §3.1.3).
+            if item is not None:
+                self.roster.pop(key, None)
+                self.roster_version = await self.services.storage.roster.remove(self.username, key)
+            return
         if item is None and not hidden_ok and not state.pending_out and not state.approved:
             return
         await self.set_roster_item(new, key)

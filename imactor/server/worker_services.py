@@ -32,12 +32,18 @@ if TYPE_CHECKING:
     from imactor.storage import Storage
 
 
+#: FailureThrottle sweeps expired keys once it holds more than this many (and then twice as many
+#: as survived the last sweep).
+_SWEEP_MIN = 1024
+
+
 class FailureThrottle:
     """Counts failures per key in a sliding window (failed logins, registrations per address)."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
         self._failures: dict[str, deque[float]] = {}
+        self._sweep_at = _SWEEP_MIN
 
     def _recent(self, key: str, now: float) -> deque[float]:
         stamps = self._failures.setdefault(key, deque())
@@ -54,7 +60,18 @@ class FailureThrottle:
     def record(self, key: str, now: float | None = None) -> None:
         now = trio.current_time() if now is None else now
         self._recent(key, now)
-        self._failures.setdefault(key, deque()).append(now)
+        stamps = self._failures.setdefault(key, deque())
+        stamps.append(now)
+        # Only the newest `limit` stamps decide a block: a client hammering away while blocked
+        # must not grow the memory kept for its key.
+        while len(stamps) > self.limit:
+            stamps.popleft()
+        if len(self._failures) > self._sweep_at:
+            # Keys are pruned when looked up again, and a made-up username never is: drop the
+            # expired ones now and then (amortized O(1) per record), or memory grows forever.
+            for stale in list(self._failures):
+                self._recent(stale, now)
+            self._sweep_at = max(_SWEEP_MIN, 2 * len(self._failures))
 
 
 @dataclass

@@ -150,11 +150,8 @@ class ServerStream:
     # ---- input -------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Queue bytes from the peer. `b""` means the peer closed its side."""
+        """Queue bytes from the peer. `b""` means the peer closed its side, after what it sent before."""
         if self.state is State.CLOSED:
-            return
-        if not data:
-            self._close_quietly()
             return
         self._pending.append(data)
 
@@ -167,7 +164,11 @@ class ServerStream:
                 if self._parsed:
                     self._on_parsed(self._parsed.popleft())
                 elif self._pending:
-                    self._parsed.extend(self._parser.feed(self._pending.popleft()))
+                    data = self._pending.popleft()
+                    if not data:
+                        self._close_quietly()  # EOF
+                    else:
+                        self._parsed.extend(self._parser.feed(data))
                 else:
                     return NEED_DATA
             except RemoteProtocolError as exc:
@@ -182,25 +183,42 @@ class ServerStream:
     # ---- shell decisions --------------------------------------------------------------------
 
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
+        if self.state is State.CLOSED:
+            return  # closed meanwhile (e.g. by another task of the shell): nothing more happens
         self._expect_waiting(State.WAIT_FOR_STARTTLS)
+        # Whatever arrived before TLS took effect was cleartext (RFC 6120 §5.4.3.3).
+        self._pending.clear()
         self.tls_active = True
         self._channel_bindings = dict(channel_bindings)
         self._restart()
 
+    def direct_tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
+        """Direct TLS (XEP-0368): the handshake ended before the first header; -PLUS can bind to it."""
+        if self.state is not State.WAIT_FOR_STREAM or self.stream_id is not None or self.username is not None:
+            raise LocalProtocolError("direct TLS is established before the stream starts")
+        self.tls_active = True
+        self._channel_bindings = dict(channel_bindings)
+
     def provide_credentials(self, credentials: Mapping[str, ScramCredentials] | None) -> None:
-        if self._sasl is None or not self._awaiting_shell:
+        if self.state is State.CLOSED:
+            return
+        if self._sasl is None or self._sasl.state is not SaslState.AWAITING_CREDENTIALS:
             raise LocalProtocolError("no SASL exchange is waiting for credentials")
         self._awaiting_shell = False
         self._on_sasl_step(self._sasl.provide_credentials(credentials))
 
     def refuse_auth(self, condition: str, text: str = "") -> None:
         """Fail the current SASL exchange without checking credentials (throttling)."""
-        if self._sasl is None:
+        if self.state is State.CLOSED:
+            return
+        if self._sasl is None or not self._sasl_in_progress:
             raise LocalProtocolError("no SASL exchange in progress")
         self._awaiting_shell = False
         self._on_sasl_step(SaslFailure(condition, text))
 
     def bind_succeeded(self, full_jid: JID) -> None:
+        if self.state is State.CLOSED:
+            return  # closed while the shell was binding: no result after </stream:stream>
         iq_id = self._take_bind()
         self.jid = full_jid
         self.state = State.ESTABLISHED
@@ -209,6 +227,8 @@ class ServerStream:
         self._write_iq_result(iq_id, bind)
 
     def bind_failed(self, condition: str, error_type: str = "cancel") -> None:
+        if self.state is State.CLOSED:
+            return
         iq_id = self._take_bind()
         iq = _iq("error", iq_id)
         error = etree.SubElement(iq, qname(NS_CLIENT, "error"), type=error_type)
@@ -351,7 +371,8 @@ class ServerStream:
             self._events.append(ev.StreamClosed(None))
 
     def _expect_waiting(self, state: State) -> None:
-        if not self._awaiting_shell:
+        # Waiting inside a SASL exchange means waiting for credentials, not for TLS.
+        if not self._awaiting_shell or self._sasl_in_progress:
             raise LocalProtocolError(f"not waiting for the shell in {state}")
         self._awaiting_shell = False
 
@@ -360,6 +381,8 @@ class ServerStream:
     def _on_starttls(self, element: etree._Element) -> None:
         if not self.config.tls_available or self.tls_active:
             raise RemoteProtocolError("policy-violation", "STARTTLS is not available here")
+        if self._sasl_in_progress:
+            raise RemoteProtocolError("policy-violation", "STARTTLS in the middle of a SASL exchange")
         self._out.append(etree.tostring(_el(NS_TLS, "proceed")))
         self._awaiting_shell = True
         # Bytes already queued after <starttls/> would be cleartext injection (CVE-2011-0411 class).
@@ -428,10 +451,18 @@ class ServerStream:
         self._out.append(etree.tostring(element))
 
     def _on_preauth_iq(self, element: etree._Element) -> None:
-        if self.config.registration_enabled and element.find(qname(NS_REGISTER, "query")) is not None:
+        if (
+            self.config.registration_enabled
+            and element.tag == IQ
+            and element.find(qname(NS_REGISTER, "query")) is not None
+        ):
             self._events.append(ev.PreAuthIqReceived(element))
             return
         raise RemoteProtocolError("not-authorized", "authenticate first")
+
+    def _on_stanza_before_tls(self, element: etree._Element) -> None:
+        # Not even a register IQ: its password would travel in clear while TLS is required.
+        raise RemoteProtocolError("not-authorized", "negotiate TLS and authenticate first")
 
     def _on_bind_iq(self, element: etree._Element) -> None:
         bind = element.find(qname(NS_BIND, "bind"))
@@ -487,7 +518,7 @@ TRANSITIONS: dict[tuple[State, str], _Handler] = {
     (State.WAIT_FOR_SASL, RESPONSE): ServerStream._on_response,
     (State.WAIT_FOR_SASL, ABORT): ServerStream._on_abort,
     (State.WAIT_FOR_SASL, ANY_STANZA): ServerStream._on_preauth_iq,
-    (State.WAIT_FOR_STARTTLS, ANY_STANZA): ServerStream._on_preauth_iq,
+    (State.WAIT_FOR_STARTTLS, ANY_STANZA): ServerStream._on_stanza_before_tls,
     (State.WAIT_FOR_BIND, ANY_STANZA): ServerStream._on_bind_iq,
     (State.ESTABLISHED, ANY_STANZA): ServerStream._on_stanza,
 }

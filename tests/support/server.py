@@ -24,7 +24,7 @@ data_dir = "{data_dir}"
 [listen.c2s]
 host = "127.0.0.1"
 port = 0
-
+{c2s_options}
 [listen.c2s_tls]
 host = "127.0.0.1"
 port = 0
@@ -72,11 +72,12 @@ def imactor_cli(config: Path, *args: str, stdin: str | None = None, timeout: flo
 
 
 def write_config(directory: Path, *, domain: str = "localhost", registration: bool = False,
-                 extra: str = "", log_level: str = "warning") -> Path:  # fmt: skip
+                 extra: str = "", log_level: str = "warning", c2s_options: str = "") -> Path:  # fmt: skip
+    """`extra` is appended (new tables only); `c2s_options` are lines inside [listen.c2s]."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
     text = BASE_CONFIG.format(domain=domain, data_dir=data_dir, registration=str(registration).lower(),
-                              log_level=log_level)  # fmt: skip
+                              log_level=log_level, c2s_options=c2s_options)  # fmt: skip
     config.write_text(text + extra)
     return config
 
@@ -93,9 +94,11 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
 
 @contextmanager
 def running_server(directory: Path, *, users: Sequence[tuple[str, str]] = (), domain: str = "localhost",
-                   registration: bool = False, extra: str = "") -> Iterator[ServerProcess]:  # fmt: skip
+                   registration: bool = False, extra: str = "", c2s_options: str = "",
+                   ) -> Iterator[ServerProcess]:  # fmt: skip
     """Run `imactor supervise` until the block ends; stderr goes to `directory/server.log`."""
-    config = write_config(directory, domain=domain, registration=registration, extra=extra)
+    config = write_config(directory, domain=domain, registration=registration, extra=extra,
+                          c2s_options=c2s_options)  # fmt: skip
     add_users(config, users)
     log = (directory / "server.log").open("wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

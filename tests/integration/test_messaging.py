@@ -1,0 +1,444 @@
+"""RFC 6121 §8.5 delivery rules, offline storage (XEP-0160/0203) and IQ routing, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from collections.abc import Callable
+
+import aioxmpp
+import aioxmpp.dispatcher
+import aioxmpp.misc  # noqa: F401  (registers Message.xep0203_delay)
+import trio
+
+from tests.integration.conftest import PASSWORD
+from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.peer import (
+    C,
+    Peer,
+    error_condition,
+    kind,
+    marker,
+    message,
+    new_id,
+    show,
+)
+from tests.support.server import ServerProcess
+
+Accounts = Callable[..., list[str]]
+TIMEOUT = 20
+NS_DELAY = "urn:xmpp:delay"
+
+
+def bare(username: str) -> str:
+    return f"{username}@localhost"
+
+
+def messages(elements: list[object]) -> list[str]:
+    return [show(e) for e in elements if kind(e) == "message"]  # type: ignore[arg-type]
+
+
+async def send_message(sender: Peer, to: str, type_: str | None = "chat", body: str = "hello") -> str:
+    message_id = new_id("m")
+    type_attr = "" if type_ is None else f" type='{type_}'"
+    await sender.send(f"<message to='{to}' id='{message_id}'{type_attr}><body>{body}</body></message>")
+    return message_id
+
+
+async def with_priority(port: int, username: str, resource: str, priority: int) -> Peer:
+    peer = await Peer.login(port, username, PASSWORD, resource)
+    await peer.available(f"<priority>{priority}</priority>")
+    return peer
+
+
+async def nothing_before_marker(sender: Peer, recipient: Peer) -> None:
+    earlier = await marker(sender, recipient)
+    assert messages(earlier) == [], earlier
+
+
+async def test_bare_jid_goes_to_the_highest_priority(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        high = await with_priority(server.c2s_port, bob, "high", 5)
+        low = await with_priority(server.c2s_port, bob, "low", 1)
+        for type_ in ("chat", None):  # chat and normal (§8.5.2.1.1)
+            message_id = await send_message(a, bare(bob), type_)
+            got = await high.expect(message(id_=message_id))
+            assert got.get("from") == a.jid, show(got)
+            assert got.get("to") == bare(bob), show(got)
+            await nothing_before_marker(a, low)
+
+        # The priorities change: so does the target.
+        await low.send("<presence><priority>10</priority></presence>")
+        await low.expect(lambda e: kind(e) == "presence" and e.get("from") == low.jid)  # processed
+        message_id = await send_message(a, bare(bob))
+        await low.expect(message(id_=message_id))
+        await nothing_before_marker(a, high)
+        for peer in (a, high, low):
+            await peer.aclose()
+
+
+async def test_equal_priorities_all_get_it(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        one = await with_priority(server.c2s_port, bob, "one", 3)
+        two = await with_priority(server.c2s_port, bob, "two", 3)
+        message_id = await send_message(a, bare(bob))
+        await one.expect(message(id_=message_id))
+        await two.expect(message(id_=message_id))
+        for peer in (a, one, two):
+            await peer.aclose()
+
+
+async def test_negative_priority_gets_no_bare_jid_messages(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        shy = await with_priority(server.c2s_port, bob, "shy", -1)
+        normal = await with_priority(server.c2s_port, bob, "normal", 0)
+        for type_ in ("chat", None, "headline"):
+            message_id = await send_message(a, bare(bob), type_)
+            await normal.expect(message(id_=message_id))
+        await nothing_before_marker(a, shy)
+        # Addressed to its full JID, it gets the message.
+        message_id = await send_message(a, shy.jid)
+        await shy.expect(message(id_=message_id))
+
+        # With only the negative resource online, a chat message is stored, not given to it.
+        await normal.aclose()
+        await shy.expect(lambda e: kind(e) == "presence" and e.get("type") == "unavailable")
+        stored_id = await send_message(a, bare(bob), body="for later")
+        await nothing_before_marker(a, shy)
+        later = await Peer.login(server.c2s_port, bob, PASSWORD, "later")
+        await later.available()
+        got = await later.expect(message(id_=stored_id))
+        assert got.find(f"{{{NS_DELAY}}}delay") is not None, show(got)
+        for peer in (a, shy, later):
+            await peer.aclose()
+
+
+async def test_full_jid(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        high = await with_priority(server.c2s_port, bob, "high", 5)
+        low = await with_priority(server.c2s_port, bob, "low", 1)
+        # §8.5.3.1: a full JID goes to that resource, whatever its priority.
+        message_id = await send_message(a, low.jid)
+        got = await low.expect(message(id_=message_id))
+        assert got.get("to") == low.jid, show(got)
+        await nothing_before_marker(a, high)
+
+        # §8.5.3.2.1: a full JID with no such resource. A chat message is handled as if sent to
+        # the bare JID...
+        message_id = await send_message(a, f"{bare(bob)}/gone", "chat")
+        got = await high.expect(message(id_=message_id))
+        assert got.get("to") == f"{bare(bob)}/gone", show(got)
+        await nothing_before_marker(a, low)
+        # ...normal and groupchat messages are refused...
+        for type_ in (None, "groupchat"):
+            message_id = await send_message(a, f"{bare(bob)}/gone", type_)
+            error = await a.expect(message(id_=message_id))
+            assert error_condition(error) == "service-unavailable", show(error)
+            assert error.get("from") == f"{bare(bob)}/gone"
+        # ...and headline and error messages are dropped.
+        await send_message(a, f"{bare(bob)}/gone", "headline")
+        await a.send(
+            f"<message to='{bare(bob)}/gone' type='error' id='e1'>"
+            "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        )
+        await nothing_before_marker(a, high)
+        await nothing_before_marker(a, low)
+        # An error message is not routed by priority either (§8.5.2.1.1): only a full JID gets it.
+        await a.send(
+            f"<message to='{bare(bob)}' type='error' id='e2'>"
+            "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        )
+        await nothing_before_marker(a, high)
+        await nothing_before_marker(a, low)
+        await a.send(
+            f"<message to='{low.jid}' type='error' id='e3'>"
+            "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+        )
+        await low.expect(message(id_="e3"))
+        # Nobody sent an error back for the dropped ones.
+        reply = await a.iq("<ping xmlns='urn:xmpp:ping'/>")
+        assert reply.get("type") == "result"
+        assert messages(a.inbox) == [], a.inbox
+        for peer in (a, high, low):
+            await peer.aclose()
+
+
+async def test_headline_goes_to_all_non_negative(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        high = await with_priority(server.c2s_port, bob, "high", 5)
+        low = await with_priority(server.c2s_port, bob, "low", 0)
+        negative = await with_priority(server.c2s_port, bob, "negative", -5)
+        message_id = await send_message(a, bare(bob), "headline")
+        await high.expect(message(id_=message_id))
+        await low.expect(message(id_=message_id))
+        await nothing_before_marker(a, negative)
+        # Nobody available: a headline is not stored.
+        for peer in (high, low, negative):
+            await peer.aclose()
+        await send_message(a, bare(bob), "headline", body="news")
+        later = await Peer.login(server.c2s_port, bob, PASSWORD, "later")
+        await later.available()
+        await nothing_before_marker(a, later)
+        await a.aclose()
+        await later.aclose()
+
+
+async def test_groupchat_to_a_user_is_refused(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        b = await with_priority(server.c2s_port, bob, "r", 1)
+        message_id = await send_message(a, bare(bob), "groupchat")
+        error = await a.expect(message(id_=message_id))
+        assert error_condition(error) == "service-unavailable", show(error)
+        assert error.get("from") == bare(bob)
+        assert error.get("to") == a.jid
+        await nothing_before_marker(a, b)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_offline_storage(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        sent = []
+        before = time.time()
+        for index, type_ in enumerate(("chat", None, "chat")):
+            sent.append(await send_message(a, bare(bob), type_, body=f"number {index}"))
+        await send_message(a, bare(bob), "headline", body="not stored")
+        # The messages are stored by Bob's user actor as it gets them; a round trip through it
+        # (a vCard get it answers) makes sure they all are before he logs in.
+        reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
+        assert reply.get("type") == "result", show(reply)
+
+        b = await Peer.login(server.c2s_port, bob, PASSWORD, "first")
+        # Not before initial presence (XEP-0160 §2).
+        await b.sync()
+        assert messages(b.inbox) == [], b.inbox
+        await b.send("<presence/>")
+        got = [await b.expect(lambda e: kind(e) == "message") for _ in sent]
+        assert [m.get("id") for m in got] == sent, "in the order they were sent"
+        assert [m.findtext(f"{C}body") for m in got] == ["number 0", "number 1", "number 2"]
+        for stored in got:
+            assert stored.get("from") == a.jid, show(stored)
+            assert stored.get("to") == bare(bob), show(stored)
+            delay = stored.find(f"{{{NS_DELAY}}}delay")
+            assert delay is not None, show(stored)
+            assert delay.get("from") == "localhost"
+            stamp = calendar.timegm(time.strptime(delay.get("stamp", ""), "%Y-%m-%dT%H:%M:%SZ"))
+            assert before - 2 <= stamp <= time.time() + 2, delay.get("stamp")
+        await nothing_before_marker(a, b)  # and the headline was not stored
+        await b.aclose()
+
+        # Delivered means gone from storage: the next login gets nothing.
+        again = await Peer.login(server.c2s_port, bob, PASSWORD, "second")
+        await again.available()
+        await nothing_before_marker(a, again)
+        await again.aclose()
+        await a.aclose()
+
+
+async def test_offline_messages_wait_for_a_non_negative_priority(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        stored_id = await send_message(a, bare(bob), body="stored")
+        await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))  # (stored by now)
+        b = await with_priority(server.c2s_port, bob, "r", -1)
+        await nothing_before_marker(a, b)
+        # XEP-0160 §2: delivered once the resource has a non-negative priority.
+        await b.send("<presence><priority>1</priority></presence>")
+        got = await b.expect(message(id_=stored_id))
+        assert got.find(f"{{{NS_DELAY}}}delay") is not None, show(got)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_errors_for_unknown_and_remote_addressees(server: ServerProcess, accounts: Accounts) -> None:
+    (alice,) = accounts(1)
+    ghost = bare("nobody-" + new_id())
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        for to in (ghost, f"{ghost}/res"):
+            message_id = await send_message(a, to)
+            error = await a.expect(message(id_=message_id))
+            assert error_condition(error) == "service-unavailable", show(error)  # §8.5.1
+            assert error.get("from") == to
+            assert error.findtext(f"{C}body") is None or True  # the payload may be echoed
+        # A headline to nobody is dropped silently.
+        await send_message(a, ghost, "headline")
+        reply = await a.iq("<query xmlns='jabber:iq:version'/>", to=ghost)
+        assert error_condition(reply) == "service-unavailable", show(reply)
+
+        for to in ("bob@elsewhere.example", "elsewhere.example"):
+            message_id = await send_message(a, to)
+            error = await a.expect(message(id_=message_id))
+            assert error_condition(error) == "remote-server-not-found", show(error)
+            assert error.get("from") == to
+        reply = await a.iq("<ping xmlns='urn:xmpp:ping'/>", to="bob@elsewhere.example/x")
+        assert error_condition(reply) == "remote-server-not-found", show(reply)
+        # The headline produced no error: the next stanza is the answer to a ping.
+        reply = await a.iq("<ping xmlns='urn:xmpp:ping'/>")
+        assert reply.get("type") == "result"
+        assert [show(e) for e in a.inbox if kind(e) == "message"] == []
+        await a.aclose()
+
+
+async def test_iq_routing(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        b = await with_priority(server.c2s_port, bob, "desk", 1)
+        # Bob has a vCard.
+        reply = await b.iq("<vCard xmlns='vcard-temp'><FN>Bob Builder</FN></vCard>", type_="set")
+        assert reply.get("type") == "result", show(reply)
+
+        # §8.5.3.1: an IQ to a full JID goes to that resource, which answers it.
+        iq_id = new_id("iq")
+        await a.send(f"<iq type='get' id='{iq_id}' to='{b.jid}'><query xmlns='jabber:iq:version'/></iq>")
+        request = await b.expect(lambda e: kind(e) == "iq" and e.get("id") == iq_id)
+        assert request.get("from") == a.jid
+        await b.send(
+            f"<iq type='result' id='{iq_id}' to='{a.jid}'><query xmlns='jabber:iq:version'>"
+            "<name>raw</name><version>1</version></query></iq>"
+        )
+        answer = await a.expect(lambda e: kind(e) == "iq" and e.get("id") == iq_id)
+        assert answer.get("type") == "result"
+        assert answer.get("from") == b.jid
+        assert answer.findtext("{jabber:iq:version}query/{jabber:iq:version}name") == "raw"
+
+        # §8.5.3.2.1: an IQ to an unavailable full JID is answered with service-unavailable.
+        reply = await a.iq("<query xmlns='jabber:iq:version'/>", to=f"{bare(bob)}/gone")
+        assert error_condition(reply) == "service-unavailable", show(reply)
+        assert reply.get("from") == f"{bare(bob)}/gone"
+
+        # §8.5.2.1.3: an IQ to the bare JID is answered by the server for the account...
+        reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
+        assert reply.get("type") == "result", show(reply)
+        assert reply.get("from") == bare(bob)
+        assert reply.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Bob Builder"
+        # ...and an unknown namespace gets service-unavailable.
+        reply = await a.iq("<query xmlns='urn:example:unknown'/>", to=bare(bob))
+        assert error_condition(reply) == "service-unavailable", show(reply)
+        # Bob's client saw none of the IQs to his bare JID.
+        earlier = await marker(a, b)
+        assert [show(e) for e in earlier if kind(e) == "iq"] == [], earlier
+
+        # The account answers even when nobody is online.
+        await b.aclose()
+        reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
+        assert reply.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Bob Builder", show(reply)
+        await a.aclose()
+
+
+async def test_message_without_to_goes_to_own_bare_jid(server: ServerProcess, accounts: Accounts) -> None:
+    (alice,) = accounts(1)
+    with trio.fail_after(TIMEOUT):
+        pc = await with_priority(server.c2s_port, alice, "pc", 5)
+        phone = await with_priority(server.c2s_port, alice, "phone", 1)
+        await phone.send("<message id='note1' type='chat'><body>remember the milk</body></message>")
+        got = await pc.expect(message(id_="note1"))
+        assert got.get("from") == phone.jid, show(got)
+        assert got.get("to") == pc.bare, show(got)
+        assert got.findtext(f"{C}body") == "remember the milk"
+        await nothing_before_marker(pc, phone)
+        await pc.aclose()
+        await phone.aclose()
+
+
+# ---- real client libraries ----------------------------------------------------------------------
+
+
+def test_slixmpp_chat_follows_priority(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+
+    async def scenario() -> None:
+        async with (
+            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as a,
+            slixmpp_client(f"{bob}@localhost/high", PASSWORD, server.c2s_port) as high,
+            slixmpp_client(f"{bob}@localhost/low", PASSWORD, server.c2s_port) as low,
+        ):
+            high_messages = event_queue(high, "message")
+            low_messages = event_queue(low, "message")
+            own = event_queue(high, "presence_available")
+            high.send_presence(ppriority=5)
+            low.send_presence(ppriority=1)
+            while True:  # both of Bob's resources are available (high sees low's presence)
+                got = await asyncio.wait_for(own.get(), 10)
+                if str(got["from"]) == f"{bob}@localhost/low":
+                    break
+            a.send_message(mto=f"{bob}@localhost", mbody="to the bare JID", mtype="chat")
+            a.send_message(mto=f"{bob}@localhost/low", mbody="to low", mtype="chat")
+            first = await asyncio.wait_for(high_messages.get(), 10)
+            assert first["body"] == "to the bare JID"
+            assert str(first["from"]) == f"{alice}@localhost/sx"
+            # Low gets only the message addressed to it (it was sent second).
+            second = await asyncio.wait_for(low_messages.get(), 10)
+            assert second["body"] == "to low"
+
+    run(scenario())
+
+
+def test_slixmpp_offline_message_has_delay(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+
+    async def scenario() -> None:
+        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port, plugins=("xep_0054",)) as a:
+            a.send_message(mto=f"{bob}@localhost", mbody="while you were out", mtype="chat")
+            await a.plugin["xep_0054"].get_vcard(f"{bob}@localhost")  # a round trip through Bob's actor
+        async with slixmpp_client(
+            f"{bob}@localhost/sx", PASSWORD, server.c2s_port, plugins=("xep_0203",)
+        ) as b:
+            received = event_queue(b, "message")
+            b.send_presence()
+            got = await asyncio.wait_for(received.get(), 10)
+            assert got["body"] == "while you were out"
+            assert str(got["from"]) == f"{alice}@localhost/sx"
+            stamp = got["delay"]["stamp"]
+            assert stamp is not None
+            assert abs(stamp.timestamp() - time.time()) < 60
+
+    run(scenario())
+
+
+def test_aioxmpp_offline_message_and_full_jid(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+
+    async def scenario() -> None:
+        async with aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a:
+            note = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr(f"{bob}@localhost"))
+            note.body[None] = "stored for you"
+            await a.send(note)
+            async with aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b:
+                inbox: asyncio.Queue[aioxmpp.Message] = asyncio.Queue()
+                b.summon(aioxmpp.dispatcher.SimpleMessageDispatcher).register_callback(
+                    aioxmpp.MessageType.CHAT, None, inbox.put_nowait
+                )
+                b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+                stored = await asyncio.wait_for(inbox.get(), 10)
+                assert stored.body.any() == "stored for you"
+                assert stored.xep0203_delay, "offline messages carry a delay stamp"
+                # A live message to his full JID has none.
+                live = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=b.local_jid)
+                live.body[None] = "now"
+                await a.send(live)
+                got = await asyncio.wait_for(inbox.get(), 10)
+                assert got.body.any() == "now"
+                assert got.from_ == a.local_jid
+                assert not got.xep0203_delay
+
+    run(scenario())

@@ -1,0 +1,339 @@
+"""RFC 6121 §4: presence broadcast, probes, own resources, unavailable, directed presence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aioxmpp
+import trio
+
+from tests.integration.conftest import PASSWORD
+from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.peer import (
+    C,
+    Peer,
+    any_presence,
+    befriend,
+    marker,
+    presence,
+    show,
+    subscribe,
+)
+from tests.support.server import ServerProcess
+
+Accounts = Callable[..., list[str]]
+TIMEOUT = 20
+
+
+def bare(username: str) -> str:
+    return f"{username}@localhost"
+
+
+def presences_from(elements: list[object], jid_prefix: str) -> list[str]:
+    """The presence stanzas among `elements` whose 'from' starts with `jid_prefix`, as text."""
+    return [
+        show(e)  # type: ignore[arg-type]
+        for e in elements
+        if any_presence(e) and (e.get("from") or "").startswith(jid_prefix)  # type: ignore[arg-type, attr-defined]
+    ]
+
+
+async def test_initial_presence_goes_to_from_and_both_contacts_only(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    alice, bob, carol, dave, eve = accounts(5)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        c = await Peer.online(server.c2s_port, carol, PASSWORD)
+        d = await Peer.online(server.c2s_port, dave, PASSWORD)
+        e = await Peer.online(server.c2s_port, eve, PASSWORD)
+        await subscribe(b, a)  # Bob: To Alice (Alice: From Bob)
+        await subscribe(a, b)  # now Both
+        await subscribe(c, a)  # Carol: To Alice (Alice: From Carol)
+        await subscribe(a, d)  # Alice: To Dave (Dave gets no presence from Alice)
+        await a.roster_set(f"<item jid='{bare(eve)}' name='Eve'/>")  # Eve: None
+        await a.aclose()
+        for peer in (b, c):
+            await peer.expect(presence(from_=a.jid, type_="unavailable"))
+        for peer in (b, c, d, e):
+            peer.inbox.clear()
+
+        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        await pc.send("<presence><show>away</show><status>lunch</status><priority>3</priority></presence>")
+        await pc.expect(presence(from_=pc.jid))
+        for peer in (b, c):
+            got = await peer.expect(presence(from_=pc.jid))
+            assert got.get("to") == peer.bare, show(got)
+            assert got.findtext(f"{C}show") == "away"
+            assert got.findtext(f"{C}status") == "lunch"
+            assert got.findtext(f"{C}priority") == "3"
+        await pc.sync()  # the broadcast was handed to every recipient's actor
+        for peer in (d, e):
+            earlier = await marker(b, peer)
+            assert presences_from(earlier, bare(alice)) == [], earlier
+        for peer in (pc, b, c, d, e):
+            await peer.aclose()
+
+
+async def test_probes_at_login_bring_contacts_presence(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob, carol = accounts(3)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD, "desk")
+        c = await Peer.online(server.c2s_port, carol, PASSWORD, "desk")
+        await subscribe(a, b)
+        await subscribe(b, a)  # Both
+        await subscribe(a, c)  # Alice: To Carol
+        await a.aclose()
+        await b.send("<presence><show>dnd</show><status>busy</status></presence>")
+        await b.expect(presence(from_=b.jid))
+        b2 = await Peer.login(server.c2s_port, bob, PASSWORD, "phone")
+        await b2.available("<show>xa</show>")
+
+        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        await pc.send("<presence/>")
+        # §4.2.3 / §4.3.2: the probes bring the current presence of every available resource.
+        desk = await pc.expect(presence(from_=b.jid))
+        assert desk.findtext(f"{C}show") == "dnd", show(desk)
+        assert desk.findtext(f"{C}status") == "busy", show(desk)
+        phone = await pc.expect(presence(from_=b2.jid))
+        assert phone.findtext(f"{C}show") == "xa", show(phone)
+        await pc.expect(presence(from_=c.jid))
+        for peer in (pc, b, b2, c):
+            await peer.aclose()
+
+
+async def test_probe_is_not_answered_for_non_subscribers(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob, carol = accounts(3)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        c = await Peer.online(server.c2s_port, carol, PASSWORD)
+        await subscribe(b, a)  # Bob may see Alice: Alice has From Bob
+        await a.aclose()
+        # Carol (no subscription) is in Alice's roster as a plain item; Bob is To Alice.
+        await b.roster_set(f"<item jid='{bare(carol)}'/>")
+        # Alice logs in again; she is To nobody, so she probes nobody and gets nothing.
+        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        await pc.roster_set(f"<item jid='{bare(carol)}' name='Carol'/>")
+        await pc.available()
+        await pc.sync()
+        # Bob's presence must not reach Alice: she has no subscription to it.
+        await b.send("<presence><show>away</show></presence>")
+        await b.expect(presence(from_=b.jid))
+        await b.sync()
+        earlier = await marker(c, pc)
+        assert presences_from(earlier, bare(bob)) == [], earlier
+        assert presences_from(earlier, bare(carol)) == [], earlier
+        # A probe sent by a client is not the server's to send (§4.3): nothing comes back.
+        await c.send(f"<presence type='probe' to='{bare(alice)}'/>")
+        await c.sync()
+        earlier = await marker(pc, c)
+        assert presences_from(earlier, bare(alice)) == [], earlier
+        for peer in (pc, b, c):
+            await peer.aclose()
+
+
+async def test_own_resources_see_each_other(server: ServerProcess, accounts: Accounts) -> None:
+    (alice,) = accounts(1)
+    with trio.fail_after(TIMEOUT):
+        pc = await Peer.online(server.c2s_port, alice, PASSWORD, "pc", "<status>at the desk</status>")
+        phone = await Peer.login(server.c2s_port, alice, PASSWORD, "phone")
+        await phone.send("<presence><priority>-1</priority></presence>")
+        # §4.2.2: the new resource learns the presence of the others...
+        other = await phone.expect(presence(from_=pc.jid))
+        assert other.findtext(f"{C}status") == "at the desk", show(other)
+        assert other.get("to") in (phone.jid, phone.bare), show(other)
+        await phone.expect(presence(from_=phone.jid))
+        # ...and the others learn its presence, negative priority included.
+        mine = await pc.expect(presence(from_=phone.jid))
+        assert mine.findtext(f"{C}priority") == "-1", show(mine)
+
+        await pc.send("<presence><show>away</show></presence>")
+        update = await phone.expect(presence(from_=pc.jid))
+        assert update.findtext(f"{C}show") == "away", show(update)
+        await phone.send("<presence type='unavailable'/>")
+        await pc.expect(presence(from_=phone.jid, type_="unavailable"))
+        await pc.aclose()
+        await phone.aclose()
+
+
+async def test_unavailable_is_broadcast(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
+        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(b, a)
+        phone.inbox.clear()
+
+        await a.send("<presence type='unavailable'><status>gone fishing</status></presence>")
+        for peer in (b, phone):
+            gone = await peer.expect(presence(from_=a.jid, type_="unavailable"))
+            assert gone.findtext(f"{C}status") == "gone fishing", show(gone)
+        # A second unavailable is not broadcast again; available presence is initial presence again.
+        await a.send("<presence type='unavailable'/>")
+        await a.send("<presence><show>chat</show></presence>")
+        back = await b.expect(lambda e: any_presence(e) and e.get("from") == a.jid)
+        assert back.get("type") is None, show(back)
+        assert back.findtext(f"{C}show") == "chat"
+        for peer in (a, phone, b):
+            await peer.aclose()
+
+
+async def test_unavailable_is_broadcast_when_the_connection_drops(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
+        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(b, a)
+        phone.inbox.clear()
+        await a.drop()  # no </stream:stream>, no TLS close_notify: the TCP connection just ends
+        for peer in (b, phone):
+            gone = await peer.expect(presence(from_=a.jid, type_="unavailable"))
+            assert gone.get("to") == peer.bare, show(gone)
+        # A clean close is announced the same way.
+        await phone.aclose()
+        await b.expect(presence(from_=phone.jid, type_="unavailable"))
+        await b.aclose()
+
+
+async def test_directed_presence_to_a_non_contact(server: ServerProcess, accounts: Accounts) -> None:
+    alice, carol, dave = accounts(3)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
+        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
+        c = await Peer.online(server.c2s_port, carol, PASSWORD)
+        d = await Peer.online(server.c2s_port, dave, PASSWORD)
+        await phone.sync()
+        phone.inbox.clear()
+
+        # §4.6: directed presence goes to the addressee only.
+        await a.send(f"<presence to='{c.jid}'><status>psst</status></presence>")
+        got = await c.expect(presence(from_=a.jid))
+        assert got.findtext(f"{C}status") == "psst", show(got)
+        assert got.get("to") == c.jid
+        await a.send(f"<presence to='{bare(dave)}'/>")
+        await d.expect(presence(from_=a.jid))
+        # Directed unavailable to Dave before leaving: he is not told twice.
+        await a.send(f"<presence to='{bare(dave)}' type='unavailable'/>")
+        await d.expect(presence(from_=a.jid, type_="unavailable"))
+        # The directed presence was not broadcast to Alice's own other resource.
+        await a.sync()
+        earlier = await marker(a, phone)
+        assert presences_from(earlier, a.jid) == [], earlier
+
+        # §4.6.3: when the resource goes away, the addressee learns it.
+        await a.drop()
+        gone = await c.expect(presence(from_=a.jid, type_="unavailable"))
+        assert gone.get("to") == c.jid, show(gone)
+        await phone.expect(presence(from_=a.jid, type_="unavailable"))
+        await phone.sync()  # the user actor finished with the dropped resource
+        earlier = await marker(phone, d)
+        assert presences_from(earlier, bare(alice)) == [], earlier
+        for peer in (phone, c, d):
+            await peer.aclose()
+
+
+async def test_no_presence_leaks(server: ServerProcess, accounts: Accounts) -> None:
+    """Contacts that are To, None, pending in or pending out, and strangers, get nothing."""
+    alice, bob, to_contact, pending_in, pending_out, stranger = accounts(6)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        t = await Peer.online(server.c2s_port, to_contact, PASSWORD)
+        pi = await Peer.online(server.c2s_port, pending_in, PASSWORD)
+        po = await Peer.online(server.c2s_port, pending_out, PASSWORD)
+        s = await Peer.online(server.c2s_port, stranger, PASSWORD)
+        await subscribe(b, a)  # the one who may see Alice
+        await subscribe(a, t)  # Alice: To t
+        await pi.send(f"<presence to='{bare(alice)}' type='subscribe'/>")  # unanswered
+        await a.expect(presence(from_=pi.bare, type_="subscribe"))
+        await a.send(f"<presence to='{bare(pending_out)}' type='subscribe'/>")  # unanswered
+        await po.expect(presence(from_=a.bare, type_="subscribe"))
+        await a.roster_set(f"<item jid='{bare(stranger)}'/>")
+
+        await a.send("<presence><show>away</show></presence>")
+        await b.expect(presence(from_=a.jid))
+        await a.send("<presence type='unavailable'/>")
+        await b.expect(presence(from_=a.jid, type_="unavailable"))
+        await a.sync()
+        for peer in (t, pi, po, s):
+            earlier = await marker(b, peer)
+            assert presences_from(earlier, bare(alice)) == [], (peer.bare, earlier)
+        for peer in (a, b, t, pi, po, s):
+            await peer.aclose()
+
+
+# ---- real client libraries ----------------------------------------------------------------------
+
+
+def test_slixmpp_sees_contact_come_and_go(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    befriend(server.c2s_port, [(alice, bob, "both")], PASSWORD)
+
+    async def scenario() -> None:
+        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as a:
+            await a.get_roster()
+            online = event_queue(a, "got_online")
+            offline = event_queue(a, "got_offline")
+            changed = event_queue(a, "changed_status")
+            a.send_presence()
+            async with slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port) as b:
+                await b.get_roster()
+                b.send_presence(pshow="away", pstatus="coffee", ppriority=2)
+                got = await asyncio.wait_for(online.get(), 10)
+                while got["from"] != f"{bob}@localhost/sx":
+                    got = await asyncio.wait_for(online.get(), 10)
+                assert got["show"] == "away"
+                assert got["status"] == "coffee"
+                assert got["priority"] == 2
+                b.send_presence(pshow="dnd")
+                while True:
+                    update = await asyncio.wait_for(changed.get(), 10)
+                    if update["from"] == f"{bob}@localhost/sx" and update["show"] == "dnd":
+                        break
+            # Bob's client closed its stream: his unavailable presence reaches Alice.
+            gone = await asyncio.wait_for(offline.get(), 10)
+            assert gone["from"] == f"{bob}@localhost/sx"
+
+    run(scenario())
+
+
+def test_aioxmpp_presence_client(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    befriend(server.c2s_port, [(alice, bob, "both")], PASSWORD)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b:
+            bob_watcher = b.summon(aioxmpp.PresenceClient)  # (tracks Alice from her first presence on)
+            gone: asyncio.Future[aioxmpp.JID] = loop.create_future()
+            bob_watcher.on_unavailable.connect(lambda jid, stanza: gone.done() or gone.set_result(jid))
+            b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True, aioxmpp.PresenceShow.AWAY))
+            async with aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a:
+                watcher = a.summon(aioxmpp.PresenceClient)
+                available: asyncio.Future[aioxmpp.JID] = loop.create_future()
+
+                def on_available(jid: aioxmpp.JID, stanza: aioxmpp.Presence) -> None:
+                    # (aioxmpp disconnects a callback that returns a true value: return None.)
+                    if jid.localpart == bob and not available.done():
+                        available.set_result(jid)
+
+                watcher.on_available.connect(on_available)
+                a.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+                # Her initial presence probes Bob; his current presence comes back.
+                jid = await asyncio.wait_for(available, 10)
+                assert jid == aioxmpp.JID.fromstr(f"{bob}@localhost/ax")
+                state = watcher.get_most_available_stanza(jid.bare())
+                assert state is not None
+                assert state.show == aioxmpp.PresenceShow.AWAY
+
+            assert await asyncio.wait_for(gone, 10) == aioxmpp.JID.fromstr(f"{alice}@localhost/ax")
+
+    run(scenario())

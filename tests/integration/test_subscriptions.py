@@ -1,0 +1,396 @@
+"""RFC 6121 §3 and Appendix A: presence subscriptions end to end, as both parties see them.
+
+Each test logs its accounts in over real sockets and follows the stanzas and roster pushes both
+sides receive. "Never delivered" is shown with a marker message that reaches the recipient
+through the same user actor afterwards: what arrived before the marker is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aioxmpp
+import aioxmpp.roster
+import trio
+
+from tests.integration.conftest import PASSWORD
+from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.peer import (
+    Peer,
+    any_presence,
+    item_state,
+    marker,
+    new_id,
+    presence,
+    push_until,
+    show,
+    subscribe,
+)
+from tests.support.server import ServerProcess, add_users
+
+Accounts = Callable[..., list[str]]
+TIMEOUT = 20
+
+
+def bare(username: str) -> str:
+    return f"{username}@localhost"
+
+
+async def roster_state(peer: Peer, jid: str) -> tuple[str, str | None] | None:
+    return item_state((await peer.roster_items()).get(jid))
+
+
+async def test_request_then_approval(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
+        b = await Peer.online(server.c2s_port, bob, PASSWORD, "pc")
+
+        # A.2.1 outbound subscribe from None: None + Pending Out, pushed with ask='subscribe'.
+        await a.send(f"<presence to='{bare(bob)}/pc' type='subscribe' id='sub1'/>")
+        assert item_state(await a.push_for(bare(bob))) == ("none", "subscribe")
+        # §3.1.3: delivered to the contact from the user's bare JID, to the contact's bare JID.
+        request = await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        assert request.get("to") == bare(bob), show(request)
+        assert request.get("id") == "sub1"
+        # The request alone does not put the user into the contact's roster.
+        assert bare(alice) not in await b.roster_items()
+        assert await roster_state(a, bare(bob)) == ("none", "subscribe")
+
+        # §3.1.5 / A.2.3 outbound subscribed from None + Pending In: From.
+        await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
+        assert item_state(await b.push_for(bare(alice))) == ("from", None)
+        # §3.1.6 / A.3.3 inbound subscribed at None + Pending Out: To.
+        approval = await a.expect(presence(from_=bare(bob), type_="subscribed"))
+        assert approval.get("to") == bare(alice), show(approval)
+        assert item_state(await a.push_for(bare(bob))) == ("to", None)
+        # The contact's server then sends the contact's current presence to the user.
+        await a.expect(presence(from_=b.jid))
+        assert await roster_state(a, bare(bob)) == ("to", None)
+        assert await roster_state(b, bare(alice)) == ("from", None)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_mutual_subscription_is_both(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(a, b)
+        # A.2.1 from From: From + Pending Out; A.3.3: To + From = Both.
+        await b.send(f"<presence to='{bare(alice)}' type='subscribe'/>")
+        assert item_state(await b.push_for(bare(alice))) == ("from", "subscribe")
+        await a.expect(presence(from_=bare(bob), type_="subscribe"))
+        await a.send(f"<presence to='{bare(bob)}' type='subscribed'/>")
+        await push_until(a, bare(bob), ("both", None))
+        await b.expect(presence(from_=bare(alice), type_="subscribed"))
+        assert item_state(await b.push_for(bare(alice))) == ("both", None)
+        await b.expect(presence(from_=a.jid))
+        assert await roster_state(a, bare(bob)) == ("both", None)
+        assert await roster_state(b, bare(alice)) == ("both", None)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_unsubscribe(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(a, b)
+        await subscribe(b, a)
+        # §3.3: Alice unsubscribes from Bob's presence. Both → From on her side.
+        await a.send(f"<presence to='{bare(bob)}' type='unsubscribe'/>")
+        assert item_state(await a.push_for(bare(bob))) == ("from", None)
+        # §3.3.3 / A.3.2: Both → To on his side, the unsubscribe is delivered...
+        await b.expect(presence(from_=bare(alice), type_="unsubscribe"))
+        assert item_state(await b.push_for(bare(alice))) == ("to", None)
+        # ...and his server tells her that his resources are unavailable to her now.
+        await a.expect(presence(from_=b.jid, type_="unavailable"))
+        assert await roster_state(a, bare(bob)) == ("from", None)
+        assert await roster_state(b, bare(alice)) == ("to", None)
+
+        # She no longer gets his presence; he still gets hers.
+        await b.send("<presence><show>away</show></presence>")
+        await b.expect(presence(from_=b.jid))
+        earlier = await marker(b, a)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.send("<presence><show>dnd</show></presence>")
+        await b.expect(presence(from_=a.jid))
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_unsubscribed_cancels_a_subscription(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(a, b)
+        # §3.2: Bob cancels Alice's subscription to his presence.
+        await b.send(f"<presence to='{bare(alice)}' type='unsubscribed'/>")
+        assert item_state(await b.push_for(bare(alice))) == ("none", None)
+        await a.expect(presence(from_=bare(bob), type_="unsubscribed"))
+        assert item_state(await a.push_for(bare(bob))) == ("none", None)
+        # §3.2.2: his server sends his unavailable presence to her.
+        await a.expect(presence(from_=b.jid, type_="unavailable"))
+        await b.send("<presence><show>chat</show></presence>")
+        await b.expect(presence(from_=b.jid))
+        earlier = await marker(b, a)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_unsubscribed_denies_a_request(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await a.push_for(bare(bob))
+        await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        await b.send(f"<presence to='{bare(alice)}' type='unsubscribed'/>")
+        await a.expect(presence(from_=bare(bob), type_="unsubscribed"))
+        assert item_state(await a.push_for(bare(bob))) == ("none", None)
+        # The refused request leaves no trace in Bob's roster (it was never an item there).
+        assert bare(alice) not in await b.roster_items()
+        # A request made again is delivered again.
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_pre_approval(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        # §3.4: Bob approves before any request: an item with approved='true', nothing is sent.
+        await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
+        pushed = await b.push_for(bare(alice))
+        assert item_state(pushed) == ("none", None)
+        assert pushed.get("approved") == "true", show(pushed)
+        earlier = await marker(b, a)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+
+        # Alice's later request is approved by Bob's server at once.
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await a.expect(presence(from_=bare(bob), type_="subscribed"))
+        pushed = await a.push_for(bare(bob))
+        while pushed.get("subscription") != "to":
+            pushed = await a.push_for(bare(bob))
+        await a.expect(presence(from_=b.jid))  # and his presence follows
+        pushed = await b.push_for(bare(alice))
+        assert item_state(pushed) == ("from", None)
+        assert pushed.get("approved") is None, "the approval is used up"
+        # Bob never saw the request.
+        earlier = await marker(a, b)
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_subscribe_when_already_subscribed_is_answered_by_server(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    """§3.1.3: a request from a user who already has a subscription gets an automatic 'subscribed'.
+
+    The user's side lost the subscription (the account was deleted and registered again), the
+    contact's side still says From; the new request is answered without bothering the contact.
+    """
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(a, b)
+        reply = await a.iq("<query xmlns='jabber:iq:register'><remove/></query>", type_="set")
+        assert reply.get("type") == "result", show(reply)
+        await a.raw.wait_closed()
+        await trio.to_thread.run_sync(add_users, server.config_path, [(alice, PASSWORD)])
+        if await roster_state(b, bare(alice)) != ("from", None):
+            raise AssertionError("precondition: the contact still holds the old subscription")
+
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        assert await a.roster_items() == {}
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await a.expect(presence(from_=bare(bob), type_="subscribed"))
+        pushed = await a.push_for(bare(bob))
+        while pushed.get("subscription") != "to":
+            pushed = await a.push_for(bare(bob))
+        earlier = await marker(a, b)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_pending_request_is_delivered_at_each_login(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'><status>hi, it is Alice</status></presence>")
+        assert item_state(await a.push_for(bare(bob))) == ("none", "subscribe")
+
+        # Bob was offline; the request waits for his next available resource (§3.1.3).
+        for resource in ("first", "second"):
+            b = await Peer.login(server.c2s_port, bob, PASSWORD, resource)
+            assert bare(alice) not in await b.roster_items()
+            await b.send("<presence/>")
+            request = await b.expect(presence(from_=bare(alice), type_="subscribe"))
+            assert request.get("to") == bare(bob), show(request)
+            await b.drop()
+
+        b = await Peer.online(server.c2s_port, bob, PASSWORD, "third")
+        await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
+        await a.expect(presence(from_=bare(bob), type_="subscribed"))
+        assert item_state(await a.push_for(bare(bob))) == ("to", None)
+        await b.aclose()
+
+        # Answered: not delivered any more.
+        b = await Peer.login(server.c2s_port, bob, PASSWORD, "fourth")
+        await b.available()
+        earlier = await marker(a, b)
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_subscribe_to_nonexistent_user(server: ServerProcess, accounts: Accounts) -> None:
+    (alice,) = accounts(1)
+    ghost = bare("nobody-" + new_id())
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        await a.send(f"<presence to='{ghost}' type='subscribe'/>")
+        assert item_state(await a.push_for(ghost)) == ("none", "subscribe")
+        # §8.5.1 / §3.1.3: the server answers for the missing account.
+        refusal = await a.expect(presence(from_=ghost, type_="unsubscribed"))
+        assert refusal.get("to") == bare(alice), show(refusal)
+        assert item_state(await a.push_for(ghost)) == ("none", None)
+        await a.aclose()
+
+
+async def test_roster_removal_cancels_both_directions(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await subscribe(a, b)
+        await subscribe(b, a)
+        # §2.5.2: removing a Both item sends unsubscribe and unsubscribed.
+        reply = await a.roster_set(f"<item jid='{bare(bob)}' subscription='remove'/>")
+        assert reply.get("type") == "result", show(reply)
+        assert (await a.push_for(bare(bob))).get("subscription") == "remove"
+        await b.expect(presence(from_=bare(alice), type_="unsubscribe"))
+        await b.expect(presence(from_=bare(alice), type_="unsubscribed"))
+        # She no longer sees him and he no longer sees her.
+        await b.expect(presence(from_=a.jid, type_="unavailable"))
+        await a.expect(presence(from_=b.jid, type_="unavailable"))
+        pushed = await b.push_for(bare(alice))
+        while item_state(pushed) != ("none", None):
+            pushed = await b.push_for(bare(alice))
+        assert bare(bob) not in await a.roster_items()
+        assert await roster_state(b, bare(alice)) == ("none", None)
+
+        # Presence stops in both directions.
+        await a.send("<presence><show>away</show></presence>")
+        await a.expect(presence(from_=a.jid))
+        await b.send("<presence><show>away</show></presence>")
+        await b.expect(presence(from_=b.jid))
+        earlier = await marker(a, b)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        earlier = await marker(b, a)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_removing_a_pending_item_withdraws_the_request(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await a.push_for(bare(bob))
+        await a.roster_set(f"<item jid='{bare(bob)}' subscription='remove'/>")
+        assert (await a.push_for(bare(bob))).get("subscription") == "remove"
+        # Bob logs in later: the withdrawn request is not delivered (A.3.2: unsubscribe cancels it).
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        earlier = await marker(a, b)
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert bare(alice) not in await b.roster_items()
+        await a.aclose()
+        await b.aclose()
+
+
+# ---- real client libraries ----------------------------------------------------------------------
+
+
+def test_slixmpp_mutual_subscription(server: ServerProcess, accounts: Accounts) -> None:
+    """slixmpp approves requests and subscribes back on its own (auto_authorize, auto_subscribe)."""
+    alice, bob = accounts(2)
+
+    async def wait_subscription(xmpp: object, queue: asyncio.Queue[object], jid: str, wanted: str) -> None:
+        roster = xmpp.client_roster  # type: ignore[attr-defined]
+        while jid not in roster or roster[jid]["subscription"] != wanted:
+            await asyncio.wait_for(queue.get(), 10)
+
+    async def scenario() -> None:
+        async with (
+            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as a,
+            slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port) as b,
+        ):
+            for xmpp in (a, b):
+                xmpp.auto_authorize = True
+                xmpp.auto_subscribe = True
+                await xmpp.get_roster()
+                xmpp.send_presence()
+            a_updates = event_queue(a, "roster_update")
+            b_updates = event_queue(b, "roster_update")
+            available = event_queue(a, "got_online")
+            a.send_presence_subscription(pto=bare(bob))
+            await wait_subscription(a, a_updates, bare(bob), "both")
+            await wait_subscription(b, b_updates, bare(alice), "both")
+            while True:  # Bob's presence reaches Alice once she is subscribed to it
+                online = await asyncio.wait_for(available.get(), 10)
+                if online["from"].bare == bare(bob):
+                    break
+
+    run(scenario())
+
+
+def test_aioxmpp_subscribe_and_approve(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a,
+            aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b,
+        ):
+            roster_a = a.summon(aioxmpp.roster.RosterClient)
+            roster_b = b.summon(aioxmpp.roster.RosterClient)
+            await roster_a._request_initial_roster()
+            await roster_b._request_initial_roster()
+            b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True), "here")  # the request needs an available resource
+            requested: asyncio.Future[aioxmpp.Presence] = loop.create_future()
+            roster_b.on_subscribe.connect(lambda stanza: requested.done() or requested.set_result(stanza))
+            changed: asyncio.Queue[aioxmpp.roster.Item] = asyncio.Queue()
+            roster_a.on_entry_subscription_state_changed.connect(changed.put_nowait)
+
+            bob_jid = aioxmpp.JID.fromstr(bare(bob))
+            roster_a.subscribe(bob_jid)
+            stanza = await asyncio.wait_for(requested, 10)
+            assert stanza.from_ == aioxmpp.JID.fromstr(bare(alice))
+            roster_b.approve(stanza.from_)
+            while True:
+                item = await asyncio.wait_for(changed.get(), 10)
+                if item.jid == bob_jid and item.subscription == "to":
+                    break
+            assert roster_a.items[bob_jid].ask is None
+            alice_item = roster_b.items[aioxmpp.JID.fromstr(bare(alice))]
+            assert alice_item.subscription == "from"
+
+    run(scenario())
