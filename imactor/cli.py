@@ -2,6 +2,7 @@
 
     imactor supervise --config FILE        run the master and its workers
     imactor check-config --config FILE     validate a config file
+    imactor status [--json]                show the running server's status (exit 1: unreachable)
     imactor user add USER [--password P]   create an account (password from stdin or a prompt)
     imactor user add --file FILE           create accounts in bulk: "user:password" lines
     imactor user passwd USER               change a password
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_supervise)
     check = commands.add_parser("check-config", parents=[common], help="validate a config file")
     check.set_defaults(handler=_check_config)
+    status = commands.add_parser("status", parents=[common], help="show the running server's status")
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.set_defaults(handler=_status)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         title="user commands", required=True, metavar="ACTION"
@@ -126,6 +131,18 @@ def _check_config(args: argparse.Namespace, config_path: Path) -> int:
     except ModuleConfigError as exc:
         raise CommandError(str(exc)) from exc
     print(f"ok: {config_path}")
+    return 0
+
+
+def _status(args: argparse.Namespace, config_path: Path) -> int:
+    config = load_config(config_path)
+    from imactor.node.status import StatusUnavailable, format_status, request_status
+
+    try:
+        document = request_status(config.status_socket)
+    except StatusUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(document, indent=2) if args.json else format_status(document))
     return 0
 
 

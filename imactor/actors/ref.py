@@ -8,6 +8,7 @@ three verbs (Trio's naming): `send` (may wait: back-pressure), `send_nowait` (ra
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -101,10 +102,8 @@ class Reply(Generic[R]):
             return
         self._done = True
         # The asker may have timed out and gone; a late reply is simply dropped.
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
             self._channel.send_nowait(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-            pass
 
 
 async def ask(ref: ActorRef[M], make_request: Callable[[Reply[R]], M], timeout: float = 10.0) -> R:

@@ -31,7 +31,7 @@ def verification_string(identities: Iterable[tuple[str, str, str]], features: It
 
 
 def ver(identities: Iterable[tuple[str, str, str]], features: Iterable[str]) -> str:
-    digest = hashlib.sha1(verification_string(identities, features).encode("utf-8")).digest()  # noqa: S324 - XEP-0115 mandates SHA-1 here
+    digest = hashlib.sha1(verification_string(identities, features).encode("utf-8")).digest()
     return base64.b64encode(digest).decode("ascii")
 
 

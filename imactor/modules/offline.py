@@ -1,7 +1,8 @@
 """XEP-0160: Best Practices for Handling Offline Messages.
 
 Chat and normal messages to an account with no available resource are stored (with a XEP-0203
-delay stamp) and delivered when a resource sends initial presence with a non-negative priority.
+delay stamp) and delivered, oldest first, when a resource sends initial presence with a
+non-negative priority or raises a negative priority to a non-negative one.
 The limit per account is `[limits] max_offline_messages`; past it the sender gets
 `service-unavailable`. The logic lives in the `UserActor`.
 """

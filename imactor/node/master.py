@@ -25,9 +25,8 @@ def supervise(config: Config) -> int:
         setproctitle.setproctitle("imactor-supervisor")
     except ImportError:  # pragma: no cover - setproctitle is a dependency; titles are cosmetic
         pass
-    from imactor.server.tree import run_worker
-
     from imactor.server.modules import ModuleConfigError
+    from imactor.server.tree import run_worker
 
     try:
         trio.run(run_worker, config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -25,6 +26,12 @@ from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
 
 log = logging.getLogger("imactor.router")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    routed_total: int  #: stanzas handed to a user actor
+    bounced_total: int  #: error replies sent back instead
 
 
 class Router:
@@ -39,6 +46,9 @@ class Router:
         self._start_user = start_user
         self.routed_total = 0
         self.bounced_total = 0
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
 
     async def user(self, username: str) -> ActorRef[m.UserMessage]:
         async def start() -> ActorRef[Any]:

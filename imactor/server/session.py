@@ -7,6 +7,7 @@ deliver. The session is TEMPORARY: a broken connection is not restarted, the cli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
@@ -23,7 +24,7 @@ from imactor.server.modules import IqContext, Scope
 from imactor.xmpp import events as ev
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
-from imactor.xmpp.jid import InvalidJID, JID
+from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.namespaces import NS_BLOCKING_ERRORS, NS_PING
 from imactor.xmpp.stanza import Element, Stanza
 from imactor.xmpp.stream import NEED_DATA, ServerStream, StreamConfig
@@ -35,6 +36,8 @@ log = logging.getLogger("imactor.session")
 
 READ_SIZE = 65536
 WRITE_TIMEOUT = 30.0
+#: What a dead or misbehaving peer makes socket calls raise.
+TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 
@@ -117,7 +120,7 @@ class SessionActor:
                 await self._reader()
                 nursery.cancel_scope.cancel()
         # except*: the nursery wraps even a lone transport error in an ExceptionGroup.
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as group:
+        except* TRANSPORT_GONE as group:
             log.debug("%s: transport lost: %r", self.address, group.exceptions)
         finally:
             self._mailbox.close()
@@ -134,15 +137,11 @@ class SessionActor:
 
     async def _close_transport(self) -> None:
         with trio.move_on_after(2):
-            try:
+            with contextlib.suppress(*TRANSPORT_GONE):
                 await self._flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-                pass
         with trio.move_on_after(1):
-            try:
+            with contextlib.suppress(*TRANSPORT_GONE):
                 await self.transport.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-                pass
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -274,16 +273,15 @@ class SessionActor:
                 await self._error(element, StanzaError("jid-malformed", "invalid 'to' address"))
                 return
             element.set("to", str(to))
-        if kind == "iq":
-            if not await self._valid_iq(element):
-                return
+        if kind == "iq" and not await self._valid_iq(element):
+            return
         if to is not None and self._blocked(to):
-            if kind != "presence" or element.get("type") in (None, "unavailable"):
-                err = StanzaError("not-acceptable", "you have blocked this contact",
-                                  app_condition=(NS_BLOCKING_ERRORS, "blocked"))  # fmt: skip
-                if kind != "presence":
-                    await self._error(element, err)
-                return
+            # XEP-0191 §3.6: nothing goes to a blocked JID; presence is dropped silently.
+            if kind != "presence":
+                blocked = (NS_BLOCKING_ERRORS, "blocked")
+                await self._error(element, StanzaError("not-acceptable", "you blocked this contact",
+                                                       app_condition=blocked))  # fmt: skip
+            return
         await self._dispatch(kind, element, to)
 
     async def _dispatch(self, kind: str, element: Element, to: JID | None) -> None:
@@ -357,7 +355,8 @@ class SessionActor:
             await self._write_element(reply)
 
     async def _to_own_user(self, message: m.UserMessage) -> None:
-        assert self.jid is not None and self.jid.localpart is not None
+        assert self.jid is not None
+        assert self.jid.localpart is not None
         await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
 
     async def _error(self, element: Element, error: StanzaError) -> None:

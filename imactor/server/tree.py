@@ -4,7 +4,8 @@
     ├── users      DynamicSupervisor, TEMPORARY UserActors (re-activated from storage on demand)
     ├── sessions   DynamicSupervisor, TEMPORARY SessionActors (a lost TCP stream is not restarted)
     ├── c2s        accept loop, STARTTLS port
-    └── c2s_tls    accept loop, direct TLS port (XEP-0368)
+    ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
+    └── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
 
 Storage, the registry, the router and the module host are plain objects built before the tree
 (they have no task of their own); if one of them fails the worker fails and its supervisor
@@ -25,9 +26,11 @@ import trio
 from supervisors import ChildSpec, DynamicSupervisor, RestartBudget, Strategy, TaskSupervisor
 
 from imactor import tls
+from imactor.node.status import StatusServer
 from imactor.server.listener import open_listener, serve_c2s
 from imactor.server.modules import ModuleHost
 from imactor.server.worker_services import Services
+from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
 
 if TYPE_CHECKING:
@@ -66,7 +69,12 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
             children.append(
                 ChildSpec(name, _listener_start(services, listener, direct_tls=name == "c2s_tls"))
             )
+        # Bound here, like the listeners, so that a bad socket path fails the start cleanly.
+        status = StatusServer(config.status_socket, [WorkerStatusSource(services)], domain=services.domain)
+        await status.bind()
+        children.append(ChildSpec("status", status.run))
         tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
+        services.worker_supervisor = tree
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(tree.run)

@@ -10,6 +10,7 @@ reading, and it is kicked rather than allowed to slow the account (or its sender
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -203,6 +204,9 @@ class UserActor(Actor[m.UserMessage]):
             if resource.available:
                 resource.available = False
                 await self._broadcast_presence(resource_name, resource, stanza)
+                if not self.available_resources():  # XEP-0012 §4: when and why it went away
+                    status = stanza.element().findtext(qname("jabber:client", "status")) or ""
+                    await self.services.storage.last_activity.set(self.username, time.time(), status)
             return
         initial = not resource.available
         was_negative = resource.priority < 0
@@ -219,7 +223,9 @@ class UserActor(Actor[m.UserMessage]):
         """§4.2.2 / §4.4.2: to contacts with a from/both subscription, and to own resources."""
         for contact, item in self.roster.items():
             if item.subscription in ("from", "both"):
-                await self._route_quietly(stanza.readdressed(JID.parse(contact)))
+                target = JID.parse(contact)
+                if not self._is_blocked(target):  # XEP-0191 §3.3: blocked contacts see nothing
+                    await self._route_quietly(stanza.readdressed(target))
         for other in self.resources.values():
             if other.available or other is resource:
                 self._deliver_to(other, stanza.readdressed(self.jid))
@@ -235,7 +241,7 @@ class UserActor(Actor[m.UserMessage]):
             if item.subscription in ("to", "both"):
                 probe = st.make("presence", from_=self.jid, to=contact, type_="probe")
                 await self._route_quietly(Stanza.from_element(probe))
-        for other_name, other in self.resources.items():
+        for other in self.resources.values():
             if other is not resource and other.available and other.presence is not None:
                 self._deliver_to(resource, other.presence.readdressed(full))
         for contact, item in self.roster.items():
@@ -269,7 +275,7 @@ class UserActor(Actor[m.UserMessage]):
             el.set("to", key)
             await self._route_quietly(Stanza.from_element(el))
             if stanza.type == "subscribed":
-                for name, resource in self.resources.items():
+                for resource in self.resources.values():
                     if resource.available and resource.presence is not None:
                         await self._route_quietly(resource.presence.readdressed(contact))
             elif stanza.type == "unsubscribed":
@@ -279,7 +285,8 @@ class UserActor(Actor[m.UserMessage]):
         """Unavailable presence from every available resource to a contact who lost our presence."""
         for name, resource in self.resources.items():
             if resource.available:
-                gone = st.make("presence", from_=self.jid.with_resource(name), to=contact, type_="unavailable")
+                full = self.jid.with_resource(name)
+                gone = st.make("presence", from_=full, to=contact, type_="unavailable")
                 await self._route_quietly(Stanza.from_element(gone))
 
     # ---- stanzas addressed to the account -----------------------------------------------
@@ -509,10 +516,8 @@ class UserActor(Actor[m.UserMessage]):
         except trio.WouldBlock:
             # The client stopped reading; its session ends rather than stall this account.
             log.warning("%s: session mailbox full, disconnecting %s", self.address, resource.session.address)
-            try:
+            with contextlib.suppress(trio.WouldBlock, ActorGone):
                 resource.session.send_nowait(m.Kick("policy-violation", "not reading"))
-            except (trio.WouldBlock, ActorGone):
-                pass
             self.services.kill_session(resource.session)
         except ActorGone:
             pass

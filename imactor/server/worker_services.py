@@ -25,7 +25,7 @@ from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
-    from supervisors import DynamicSupervisor
+    from supervisors import DynamicSupervisor, TaskSupervisor
 
     from imactor.config import Config
     from imactor.server.session import SessionActor
@@ -103,6 +103,7 @@ class Services:
     sessions: set[SessionActor] = field(default_factory=set)
     user_supervisor: DynamicSupervisor | None = None
     session_supervisor: DynamicSupervisor | None = None
+    worker_supervisor: TaskSupervisor | None = None
     started_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -121,6 +122,8 @@ class Services:
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
         self.online: dict[str, int] = {}
+        # Stanzas of sessions already closed; the live ones count their own (status socket).
+        self.closed_stanzas_in = self.closed_stanzas_out = 0
 
     async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:
         from supervisors import ChildSpec, Restart
@@ -154,7 +157,11 @@ class Services:
         self.sessions.add(session)
 
     def sessions_closed(self, session: SessionActor) -> None:
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            stats = session.statistics()
+            self.closed_stanzas_in += stats.stanzas_in
+            self.closed_stanzas_out += stats.stanzas_out
 
     def kill_session(self, ref: ActorRef[m.SessionMessage]) -> None:
         for session in self.sessions:

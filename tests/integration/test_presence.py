@@ -12,6 +12,7 @@ from tests.integration.conftest import PASSWORD
 from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.peer import (
     C,
+    Element,
     Peer,
     any_presence,
     befriend,
@@ -30,13 +31,9 @@ def bare(username: str) -> str:
     return f"{username}@localhost"
 
 
-def presences_from(elements: list[object], jid_prefix: str) -> list[str]:
+def presences_from(elements: list[Element], jid_prefix: str) -> list[str]:
     """The presence stanzas among `elements` whose 'from' starts with `jid_prefix`, as text."""
-    return [
-        show(e)  # type: ignore[arg-type]
-        for e in elements
-        if any_presence(e) and (e.get("from") or "").startswith(jid_prefix)  # type: ignore[arg-type, attr-defined]
-    ]
+    return [show(e) for e in elements if any_presence(e) and (e.get("from") or "").startswith(jid_prefix)]
 
 
 async def test_initial_presence_goes_to_from_and_both_contacts_only(
@@ -315,7 +312,9 @@ def test_aioxmpp_presence_client(server: ServerProcess, accounts: Accounts) -> N
             bob_watcher = b.summon(aioxmpp.PresenceClient)  # (tracks Alice from her first presence on)
             gone: asyncio.Future[aioxmpp.JID] = loop.create_future()
             bob_watcher.on_unavailable.connect(lambda jid, stanza: gone.done() or gone.set_result(jid))
-            b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True, aioxmpp.PresenceShow.AWAY))
+            b.summon(aioxmpp.PresenceServer).set_presence(
+                aioxmpp.PresenceState(True, aioxmpp.PresenceShow.AWAY)
+            )
             async with aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a:
                 watcher = a.summon(aioxmpp.PresenceClient)
                 available: asyncio.Future[aioxmpp.JID] = loop.create_future()

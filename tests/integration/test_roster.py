@@ -98,7 +98,8 @@ async def test_push_reaches_every_interested_resource(server: ServerProcess, acc
             assert push.get("from") in (None, resource.bare), "a push comes from the account (§2.1.6)"
             assert push.get("id"), show(push)
             query = push.find(f"{{{NS_ROSTER}}}query")
-            assert query is not None and query.get("ver"), show(push)
+            assert query is not None, show(push)
+            assert query.get("ver"), show(push)
             item = pushed_item(push)
             assert (item.get("jid"), item.get("name"), item.get("subscription")) == (
                 f"{bob}@localhost", "Bob", "none",
@@ -158,14 +159,16 @@ async def test_versioning(server: ServerProcess, accounts: Accounts) -> None:
         got = await a.roster(ver="")  # §2.6.2: empty ver: "I have no cached roster"
         assert got is not None
         v1, items = got
-        assert v1 and sorted(items) == [f"{bob}@localhost"]
+        assert v1
+        assert sorted(items) == [f"{bob}@localhost"]
 
         assert await a.roster(ver=v1) is None, "unchanged version: empty result (§2.6.3)"
 
         await a.roster_set(f"<item jid='{carol}@localhost' name='Carol'/>")
         push = await a.expect(lambda e: roster_push(e) and pushed_item(e).get("jid") == f"{carol}@localhost")
         v2 = push.find(f"{{{NS_ROSTER}}}query").get("ver")  # type: ignore[union-attr]
-        assert v2 and v2 != v1
+        assert v2
+        assert v2 != v1
 
         got = await a.roster(ver=v1)
         assert got is not None, "an old version gets the full roster"
@@ -175,7 +178,8 @@ async def test_versioning(server: ServerProcess, accounts: Accounts) -> None:
         assert await a.roster(ver=v2) is None
         # A version the server never issued is treated as stale.
         got = await a.roster(ver="no-such-version")
-        assert got is not None and got[0] == v2
+        assert got is not None
+        assert got[0] == v2
         await a.aclose()
 
         # The version survives a new session (it is stored with the roster).
@@ -213,7 +217,9 @@ async def test_someone_elses_roster_is_forbidden(server: ServerProcess, accounts
         assert b"Secret" not in show(reply).encode()
 
         reply = await a.iq(
-            f"<query xmlns='{NS_ROSTER}'><item jid='{alice}@localhost'/></query>", type_="set", to=f"{bob}@localhost"
+            f"<query xmlns='{NS_ROSTER}'><item jid='{alice}@localhost'/></query>",
+            type_="set",
+            to=f"{bob}@localhost",
         )
         assert error_condition(reply) == "forbidden", show(reply)
         assert sorted(await b.roster_items()) == [f"{carol}@localhost"]

@@ -476,12 +476,6 @@ async def test_last_activity_of_a_contact(server: ServerProcess, accounts: Accou
         await stranger.aclose()
 
 
-@pytest.mark.xfail(
-    reason="server bug (imactor/server/user.py, not this suite's to fix): last activity is recorded only "
-    "when a session ends while available, so a client that sends unavailable presence before logging "
-    "out (the usual clean logout) leaves none (service-unavailable), and the status text is never kept",
-    strict=True,
-)
 async def test_last_activity_after_explicit_unavailable_keeps_its_status(
     server: ServerProcess, accounts: Accounts
 ) -> None:
@@ -779,12 +773,6 @@ async def test_blocking_and_presence(server: ServerProcess, accounts: Accounts) 
             await client.aclose()
 
 
-@pytest.mark.xfail(
-    reason="server bug (imactor/server/user.py, not this suite's to fix): presence broadcasts go to "
-    "every from/both contact without checking the block list, so a blocked subscriber still sees "
-    "the user's presence changes",
-    strict=True,
-)
 async def test_blocked_subscriber_gets_no_presence_updates(server: ServerProcess, accounts: Accounts) -> None:
     """§3.3: while blocked, a subscriber gets none of the user's presence broadcasts."""
     alice, subscriber, carol = accounts(3)

@@ -116,7 +116,7 @@ async def test_unsubscribe(server: ServerProcess, accounts: Accounts) -> None:
         await b.send("<presence><show>away</show></presence>")
         await b.expect(presence(from_=b.jid))
         earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
         await a.send("<presence><show>dnd</show></presence>")
         await b.expect(presence(from_=a.jid))
         await a.aclose()
@@ -139,7 +139,7 @@ async def test_unsubscribed_cancels_a_subscription(server: ServerProcess, accoun
         await b.send("<presence><show>chat</show></presence>")
         await b.expect(presence(from_=b.jid))
         earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
         await a.aclose()
         await b.aclose()
 
@@ -175,7 +175,7 @@ async def test_pre_approval(server: ServerProcess, accounts: Accounts) -> None:
         assert item_state(pushed) == ("none", None)
         assert pushed.get("approved") == "true", show(pushed)
         earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
 
         # Alice's later request is approved by Bob's server at once.
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
@@ -189,7 +189,60 @@ async def test_pre_approval(server: ServerProcess, accounts: Accounts) -> None:
         assert pushed.get("approved") is None, "the approval is used up"
         # Bob never saw the request.
         earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_pre_approval_can_be_withdrawn(server: ServerProcess, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
+        assert (await b.push_for(bare(alice))).get("approved") == "true"
+        # A.2.4: unsubscribed cancels the pre-approval (nothing is sent to Alice).
+        await b.send(f"<presence to='{bare(alice)}' type='unsubscribed'/>")
+        pushed = await b.push_for(bare(alice))
+        assert pushed.get("approved") is None, show(pushed)
+        await b.sync()
+        earlier = await marker(b, a)
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
+        # Alice's request now goes to Bob like any other.
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        assert await roster_state(a, bare(bob)) == ("none", "subscribe")
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_simultaneous_requests(server: ServerProcess, accounts: Accounts) -> None:
+    """Both ask before either answers: A.3.1 None + Pending Out + Pending In, then Both."""
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
+        await b.expect(presence(from_=bare(alice), type_="subscribe"))
+        await b.send(f"<presence to='{bare(alice)}' type='subscribe'/>")
+        assert item_state(await b.push_for(bare(alice))) == ("none", "subscribe")
+        await a.expect(presence(from_=bare(bob), type_="subscribe"))
+        assert await roster_state(a, bare(bob)) == ("none", "subscribe")
+
+        # Alice approves: From + Pending Out for her, To + Pending In for him.
+        await a.send(f"<presence to='{bare(bob)}' type='subscribed'/>")
+        await push_until(a, bare(bob), ("from", "subscribe"))
+        await b.expect(presence(from_=bare(alice), type_="subscribed"))
+        await push_until(b, bare(alice), ("to", None))
+        # Bob approves: Both on each side.
+        await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
+        await push_until(b, bare(alice), ("both", None))
+        await a.expect(presence(from_=bare(bob), type_="subscribed"))
+        await push_until(a, bare(bob), ("both", None))
+        await a.expect(presence(from_=b.jid))
+        await b.expect(presence(from_=a.jid))
+        assert await roster_state(a, bare(bob)) == ("both", None)
+        assert await roster_state(b, bare(alice)) == ("both", None)
         await a.aclose()
         await b.aclose()
 
@@ -222,7 +275,7 @@ async def test_subscribe_when_already_subscribed_is_answered_by_server(
         while pushed.get("subscription") != "to":
             pushed = await a.push_for(bare(bob))
         earlier = await marker(a, b)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
         await a.aclose()
         await b.aclose()
 
@@ -231,7 +284,9 @@ async def test_pending_request_is_delivered_at_each_login(server: ServerProcess,
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
         a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        await a.send(f"<presence to='{bare(bob)}' type='subscribe'><status>hi, it is Alice</status></presence>")
+        await a.send(
+            f"<presence to='{bare(bob)}' type='subscribe'><status>hi, it is Alice</status></presence>"
+        )
         assert item_state(await a.push_for(bare(bob))) == ("none", "subscribe")
 
         # Bob was offline; the request waits for his next available resource (§3.1.3).
@@ -254,7 +309,7 @@ async def test_pending_request_is_delivered_at_each_login(server: ServerProcess,
         b = await Peer.login(server.c2s_port, bob, PASSWORD, "fourth")
         await b.available()
         earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
         await a.aclose()
         await b.aclose()
 
@@ -301,14 +356,16 @@ async def test_roster_removal_cancels_both_directions(server: ServerProcess, acc
         await b.send("<presence><show>away</show></presence>")
         await b.expect(presence(from_=b.jid))
         earlier = await marker(a, b)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
         earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
         await a.aclose()
         await b.aclose()
 
 
-async def test_removing_a_pending_item_withdraws_the_request(server: ServerProcess, accounts: Accounts) -> None:
+async def test_removing_a_pending_item_withdraws_the_request(
+    server: ServerProcess, accounts: Accounts
+) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
         a = await Peer.online(server.c2s_port, alice, PASSWORD)
@@ -319,7 +376,7 @@ async def test_removing_a_pending_item_withdraws_the_request(server: ServerProce
         # Bob logs in later: the withdrawn request is not delivered (A.3.2: unsubscribe cancels it).
         b = await Peer.online(server.c2s_port, bob, PASSWORD)
         earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]  # type: ignore[arg-type]
+        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
         assert bare(alice) not in await b.roster_items()
         await a.aclose()
         await b.aclose()
@@ -374,7 +431,9 @@ def test_aioxmpp_subscribe_and_approve(server: ServerProcess, accounts: Accounts
             roster_b = b.summon(aioxmpp.roster.RosterClient)
             await roster_a._request_initial_roster()
             await roster_b._request_initial_roster()
-            b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True), "here")  # the request needs an available resource
+            b.summon(aioxmpp.PresenceServer).set_presence(
+                aioxmpp.PresenceState(True), "here"
+            )  # the request needs an available resource
             requested: asyncio.Future[aioxmpp.Presence] = loop.create_future()
             roster_b.on_subscribe.connect(lambda stanza: requested.done() or requested.set_result(stanza))
             changed: asyncio.Queue[aioxmpp.roster.Item] = asyncio.Queue()

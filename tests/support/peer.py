@@ -9,6 +9,7 @@ it (e.g. a message through the same user actor) and checks what came before the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 
@@ -59,9 +60,7 @@ def presence(*, from_: str | None = None, type_: str | None = None) -> Match:
 
     def match(e: Element) -> bool:
         return (
-            e.tag == f"{C}presence"
-            and (from_ is None or e.get("from") == from_)
-            and e.get("type") == type_
+            e.tag == f"{C}presence" and (from_ is None or e.get("from") == from_) and e.get("type") == type_
         )
 
     return match
@@ -210,10 +209,8 @@ class Peer:
         stream = self.raw.stream
         transport = getattr(stream, "transport_stream", stream)
         with trio.move_on_after(2):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await transport.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
 
 
 # ---- scenarios ---------------------------------------------------------------------------------

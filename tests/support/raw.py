@@ -7,6 +7,7 @@ exactly the elements on the wire.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 from collections.abc import Callable
 
@@ -137,7 +138,6 @@ class RawClient:
 
     async def aclose(self) -> None:
         with trio.move_on_after(2):
-            try:
+            closed_already = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+            with contextlib.suppress(*closed_already):
                 await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-                pass

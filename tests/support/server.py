@@ -64,7 +64,9 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def imactor_cli(config: Path, *args: str, stdin: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def imactor_cli(
+    config: Path, *args: str, stdin: str | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "imactor", *args, "--config", str(config)],
         input=stdin, capture_output=True, text=True, timeout=timeout, check=False,

@@ -14,7 +14,9 @@ from imactor.xmpp.namespaces import NS_PING, NS_ROSTER, NS_VERSION
 
 
 def test_default_modules_load_and_dispatch() -> None:
-    host = ModuleHost(["disco", "ping", "version", "presence", "roster"], {"version": {"show_os": True}}, "f.toml")
+    host = ModuleHost(
+        ["disco", "ping", "version", "presence", "roster"], {"version": {"show_os": True}}, "f.toml"
+    )
     assert host.options("version").show_os is True
     ping = etree.Element(f"{{{NS_PING}}}ping")
     assert host.iq_handler("get", ping, Scope.HOST) is not None
@@ -22,7 +24,8 @@ def test_default_modules_load_and_dispatch() -> None:
     roster = etree.Element(f"{{{NS_ROSTER}}}query")
     assert host.iq_handler("get", roster, Scope.ACCOUNT) is not None
     assert host.iq_handler("get", roster, Scope.HOST) is None
-    assert NS_VERSION in host.features() and len(host.features()) == len(set(host.features()))
+    assert NS_VERSION in host.features()
+    assert len(host.features()) == len(set(host.features()))
 
 
 @pytest.mark.parametrize(
@@ -35,7 +38,9 @@ def test_default_modules_load_and_dispatch() -> None:
         (["roster"], {}, "f.toml: server.modules: roster needs 'presence'"),
     ],
 )
-def test_config_errors_name_file_and_key(names: list[str], options: dict[str, dict[str, object]], message: str) -> None:
+def test_config_errors_name_file_and_key(
+    names: list[str], options: dict[str, dict[str, object]], message: str
+) -> None:
     with pytest.raises(ModuleConfigError) as caught:
         ModuleHost(names, options, "f.toml")
     assert str(caught.value).startswith(message)

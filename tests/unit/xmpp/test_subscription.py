@@ -33,8 +33,11 @@ IN_UNSUBSCRIBED = {NONE: NONE, NONE_PO: NONE, NONE_PI: NONE_PI, NONE_PO_PI: NONE
                    FROM: FROM, FROM_PO: FROM, BOTH: FROM}  # fmt: skip
 
 
-@pytest.mark.parametrize(("kind", "table"), [("subscribe", OUT_SUBSCRIBE), ("unsubscribe", OUT_UNSUBSCRIBE),
-                                             ("subscribed", OUT_SUBSCRIBED), ("unsubscribed", OUT_UNSUBSCRIBED)])  # fmt: skip
+OUT_TABLES = [("subscribe", OUT_SUBSCRIBE), ("unsubscribe", OUT_UNSUBSCRIBE), ("subscribed", OUT_SUBSCRIBED),
+              ("unsubscribed", OUT_UNSUBSCRIBED)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "table"), OUT_TABLES)
 def test_outbound_table(kind: str, table: dict[SubState, SubState]) -> None:
     for state, expected in table.items():
         outcome = outbound(state, kind)
@@ -65,7 +68,8 @@ def test_inbound_subscribe() -> None:
 
 
 def test_outbound_routing() -> None:
-    assert outbound(NONE, "subscribe").route and outbound(BOTH, "unsubscribe").route
+    assert outbound(NONE, "subscribe").route
+    assert outbound(BOTH, "unsubscribe").route
     assert outbound(NONE_PI, "subscribed").route
     assert not outbound(FROM, "subscribed").route  # nothing pending: nothing to say
     assert outbound(FROM, "unsubscribed").route
@@ -75,11 +79,16 @@ def test_outbound_routing() -> None:
 def test_pre_approval() -> None:
     """§3.4: 'subscribed' with no pending request pre-approves; the next subscribe is auto-accepted."""
     approved = outbound(NONE, "subscribed")
-    assert approved.state == SubState("none", approved=True) and not approved.route and approved.changed
+    assert approved.state == SubState("none", approved=True)
+    assert not approved.route
+    assert approved.changed
     accepted = inbound(approved.state, "subscribe")
-    assert accepted.state == FROM and accepted.auto_reply == "subscribed" and not accepted.deliver
+    assert accepted.state == FROM
+    assert accepted.auto_reply == "subscribed"
+    assert not accepted.deliver
     cancelled = outbound(approved.state, "unsubscribed")
-    assert cancelled.state == NONE and not cancelled.route
+    assert cancelled.state == NONE
+    assert not cancelled.route
 
 
 def test_unknown_type_is_rejected() -> None:
