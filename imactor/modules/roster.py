@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from imactor.server.modules import IqContext, Module, Scope, Xep
-from imactor.storage import RosterItem
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.namespaces import NS_ROSTER, NS_ROSTER_VER, qname
+from imactor.xmpp.roster import RosterItem, item_element
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,6 @@ module = Module(
 
 @module.iq("get", NS_ROSTER, "query", scope=Scope.ACCOUNT)
 async def roster_get(ctx: IqContext) -> st.Element:
-    from imactor.server.user import is_visible, roster_item_element
-
     account = _own_account(ctx)
     version = str(account.roster_version)
     reply = st.iq_result(ctx.stanza)
@@ -44,8 +42,8 @@ async def roster_get(ctx: IqContext) -> st.Element:
     query = st.child(reply, NS_ROSTER, "query")
     query.set("ver", version)
     for item in account.roster_items().values():
-        if is_visible(item):
-            query.append(roster_item_element(item))
+        if item.is_visible:
+            query.append(item_element(item))
     return reply
 
 

@@ -168,7 +168,7 @@ class StatusServer:
         self._sources = list(sources)
         self._meters = [RateMeter() for _ in self._sources]
         self._listener: trio.SocketListener | None = None
-        self._inode: int | None = None
+        self._identity: tuple[int, int] | None = None  #: (inode, ctime) of our socket file
         self._clients = 0
 
     async def bind(self) -> None:
@@ -188,7 +188,7 @@ class StatusServer:
                 await sock.bind(address)
             # Before listen(): until then every connect is refused, whatever the file's mode.
             os.chmod(path, 0o600)
-            self._inode = os.stat(path).st_ino
+            self._identity = _identity(path)
             sock.listen(MAX_CLIENTS)
         except BaseException:
             sock.close()
@@ -201,11 +201,11 @@ class StatusServer:
         if listener is not None:
             listener.socket.close()
         try:
-            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
+            if self._identity is not None and _identity(self.path) == self._identity:
                 os.unlink(self.path)
         except OSError:
             pass
-        self._inode = None
+        self._identity = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -474,6 +474,11 @@ async def _remove_stale(path: Path) -> None:
                 os.unlink(path)
             return
     raise OSError(errno.EADDRINUSE, "another server answers on this status socket", str(path))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_ino, info.st_ctime_ns
 
 
 @contextmanager

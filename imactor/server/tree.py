@@ -15,15 +15,13 @@ restarts the worker.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import signal
 import sys
 from typing import TYPE_CHECKING
 
 import trio
-
-from supervisors import ChildSpec, DynamicSupervisor, RestartBudget, Strategy, TaskSupervisor
 
 from imactor import tls
 from imactor.node.status import StatusServer
@@ -32,6 +30,7 @@ from imactor.server.modules import ModuleHost
 from imactor.server.worker_services import Services
 from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
+from supervisors import ChildSpec, DynamicSupervisor, RestartBudget, Strategy, TaskSupervisor
 
 if TYPE_CHECKING:
     from imactor.config import Config

@@ -22,12 +22,12 @@ import trio
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
-from imactor.storage import RosterItem
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_DELAY, NS_ROSTER, qname
+from imactor.xmpp.roster import RosterItem, item_element
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
@@ -462,12 +462,12 @@ class UserActor(Actor[m.UserMessage]):
             self.roster[jid] = item
             self.roster_version = await roster.put(self.username, item)
             pushed = item
-        if item is not None and _is_hidden(item):
+        if item is not None and not item.is_visible:
             return
         push = st.make("iq", type_="set", id_=self.services.new_id())
         query = st.child(push, NS_ROSTER, "query")
         query.set("ver", str(self.roster_version))
-        query.append(roster_item_element(pushed))
+        query.append(item_element(pushed))
         await self.push_to_resources(push, interested_only=True)
 
     async def _save_item(
@@ -476,7 +476,7 @@ class UserActor(Actor[m.UserMessage]):
         base = item or RosterItem(jid=key, name=None)
         new = replace(base, subscription=state.subscription, ask=state.pending_out,
                       pending_in=state.pending_in, approved=state.approved)  # fmt: skip
-        if (item is None or _is_hidden(item)) and state == subs.SubState():
+        if (item is None or not item.is_visible) and state == subs.SubState():
             # An item the user never saw (it only held an inbound request) that is now empty:
             # a refused or withdrawn request leaves no trace in the roster (RFC 6121 §3.1.3).
             if item is not None:
@@ -539,36 +539,6 @@ class UserActor(Actor[m.UserMessage]):
         if element.get("from") is None:
             element.set("from", str(self.jid))
         await self.services.router.route(Stanza.from_element(element), wait=False)
-
-
-def roster_item_element(item: RosterItem) -> Element:
-    el = st.make("iq")  # scratch parent to get the namespace right
-    query = st.child(el, NS_ROSTER, "query")
-    entry = st.child(query, NS_ROSTER, "item")
-    entry.set("jid", item.jid)
-    if item.name:
-        entry.set("name", item.name)
-    entry.set("subscription", item.subscription)
-    if item.ask:
-        entry.set("ask", "subscribe")
-    if item.approved:
-        entry.set("approved", "true")
-    for group in item.groups:
-        st.child(entry, NS_ROSTER, "group", group)
-    query.remove(entry)
-    return entry
-
-
-def _is_hidden(item: RosterItem) -> bool:
-    """An item that only holds an unanswered inbound request is not shown (RFC 6121 §3.1.3)."""
-    return (
-        item.subscription == "none" and not item.ask and not item.approved and item.pending_in
-        and item.name is None and not item.groups
-    )  # fmt: skip
-
-
-def is_visible(item: RosterItem) -> bool:
-    return not _is_hidden(item)
 
 
 def _state(item: RosterItem | None) -> subs.SubState:

@@ -25,11 +25,10 @@ from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
-    from supervisors import DynamicSupervisor, TaskSupervisor
-
     from imactor.config import Config
     from imactor.server.session import SessionActor
     from imactor.storage import Storage
+    from supervisors import DynamicSupervisor, TaskSupervisor
 
 
 #: FailureThrottle sweeps expired keys once it holds more than this many (and then twice as many
@@ -126,9 +125,8 @@ class Services:
         self.closed_stanzas_in = self.closed_stanzas_out = 0
 
     async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:
-        from supervisors import ChildSpec, Restart
-
         from imactor.server.user import UserActor
+        from supervisors import ChildSpec, Restart
 
         assert self.user_supervisor is not None
         actor = UserActor(username, self)
@@ -146,7 +144,7 @@ class Services:
     def channel_bindings(self, tls: trio.SSLStream[Any]) -> dict[str, bytes]:
         """RFC 5929 bindings this TLS session supports (tls-unique is undefined for TLS 1.3)."""
         bindings = {"tls-server-end-point": self.endpoint_binding}
-        ssl_object = tls._ssl_object  # noqa: SLF001 - trio exposes no public accessor
+        ssl_object = tls._ssl_object
         if ssl_object.version() == "TLSv1.2":
             unique = ssl_object.get_channel_binding("tls-unique")
             if unique:

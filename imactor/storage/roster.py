@@ -7,28 +7,14 @@ version gets the full roster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlmodel import Session, col, select
 
 from imactor.storage.db import Database
 from imactor.storage.models import Account, RosterEntry, require_account
+from imactor.xmpp.roster import RosterItem as RosterItem  # re-exported: storage speaks this value
 
 #: RFC 6121 §2.1.2.5 subscription states.
 SUBSCRIPTIONS = frozenset({"none", "to", "from", "both"})
-
-
-@dataclass(frozen=True, slots=True)
-class RosterItem:
-    """One roster item with its subscription state."""
-
-    jid: str
-    name: str | None = None
-    subscription: str = "none"  # none | to | from | both
-    ask: bool = False  # we sent subscribe, awaiting answer ("pending out")
-    pending_in: bool = False  # contact asked to subscribe to us, not yet answered
-    approved: bool = False  # pre-approved (RFC 6121 §3.4)
-    groups: tuple[str, ...] = ()
 
 
 class RosterStore:

@@ -16,6 +16,8 @@ literal name count too. The rules:
 3. Only ``imactor/cluster/zmq_link.py`` imports zmq (so, while it does not exist, nothing does).
 4. ``supervisors/**`` never imports ``imactor``.
 5. ``imactor/actors/**`` never imports ``imactor.server``, ``imactor.modules`` or ``imactor.xmpp``.
+6. ``imactor/modules/**`` reaches the server only through the module API, ``imactor.server.modules``
+   (STYLE §12 rule 4): no other ``imactor.server`` module, no ``imactor.cluster`` or ``imactor.node``.
 
 Tests, benchmarks and scripts are not product code and are not checked.
 """
@@ -197,6 +199,12 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
             _is(imp.module, banned) for banned in ("imactor.server", "imactor.modules", "imactor.xmpp")
         ):
             report(imp, "the actor runtime knows nothing of server, modules or xmpp")
+        if (
+            _under(relpath, "imactor/modules")
+            and any(_is(imp.module, inner) for inner in ("imactor.server", "imactor.cluster", "imactor.node"))
+            and not _is(imp.module, "imactor.server.modules")
+        ):
+            report(imp, "modules use the module API (imactor.server.modules) only")
     problems = list(found.values())
     for module in sorted(excepted):
         allowed = CORE_EXCEPTIONS[(relpath, module)]
@@ -304,6 +312,9 @@ def test_imports_of_resolves_every_form() -> None:
         ("imactor/actors/actor.py", "from imactor.xmpp.jid import JID\n", "knows nothing"),
         ("imactor/actors/registry.py", "import imactor.server.router\n", "knows nothing"),
         ("imactor/actors/ref.py", "from ..modules import roster\n", "knows nothing"),
+        ("imactor/modules/roster.py", "from imactor.server.user import UserActor\n", "module API"),
+        ("imactor/modules/disco.py", "from ..server import router\n", "module API"),
+        ("imactor/modules/ping.py", "import imactor.node.master\n", "module API"),
         # The exceptions are exact: another attribute, a bare use or a from-import is refused.
         ("imactor/xmpp/sasl.py", "import secrets\nsecrets.randbelow(3)\n", "allowed only"),
         ("imactor/xmpp/sasl.py", "import secrets\nrng = secrets\n", "used other than"),
@@ -332,6 +343,10 @@ def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str)
         ),
         ("imactor/actors/actor.py", "import trio\nfrom imactor.actors.mailbox import Mailbox\n"),
         ("supervisors/tasks.py", "import trio\nfrom supervisors.spec import ChildSpec\n"),
+        (
+            "imactor/modules/roster.py",
+            "from imactor.server.modules import Module\nfrom imactor.xmpp import stanza\n",
+        ),
     ],
 )
 def test_allowed_imports_pass(relpath: str, source: str) -> None:
