@@ -17,9 +17,9 @@ USER imactor
 EXPOSE 5222 5223
 VOLUME /var/lib/imactor
 
-# Until the status socket lands (multi-worker issue), health = the client port accepts.
+# Healthy = the status socket answers with a snapshot (exit 1 when the server cannot be reached).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD python -c "import socket; socket.create_connection(('127.0.0.1', 5222), 3).close()"
+    CMD imactor status --config /etc/imactor/imactor.toml > /dev/null
 
 STOPSIGNAL SIGTERM
 CMD ["imactor", "supervise", "--config", "/etc/imactor/imactor.toml"]

@@ -30,7 +30,7 @@ LogFormat = Literal["text", "json"]
 
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "caps", "ping", "version", "entity_time", "last", "vcard", "private", "blocking",
-    "register", "roster", "presence", "offline", "keepalive",
+    "register", "roster", "presence", "offline", "keepalive", "mam",
 )  # fmt: skip
 
 
@@ -100,7 +100,21 @@ _number = _check(lambda v: type(v) in (int, float) and 0 < v < float("inf"), "a 
 _workers = _check(lambda v: v == "auto" or (type(v) is int and v >= 1), '"auto" or a positive integer')
 _path = _str(r".*", "a path", lambda v: Path(v).expanduser() if v else None)  # "": default location
 _required_path = _str(r".+", "a non-empty path", lambda v: Path(v).expanduser())
-_HOST = _str(r"\S+", "a host name or address")
+_HOST_PATTERN = r"\S+"
+
+
+def _hosts(value: object) -> tuple[str, ...]:
+    """One address or a list of them: a listener binds each (IPv4 and IPv6 loopback by default)."""
+    items = [value] if isinstance(value, str) else value
+    if not (isinstance(items, list) and items and all(isinstance(h, str) and re.fullmatch(_HOST_PATTERN, h)
+                                                     for h in items)):  # fmt: skip
+        raise _Invalid(f"expected a host name or address, or a list of them, got {_show(value)}")
+    if twice := [h for i, h in enumerate(items) if h in items[:i]]:
+        raise _Invalid(f"{_show(twice[0])} is listed twice")
+    return tuple(items)
+
+
+_LOOPBACK = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +133,14 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class C2SListenerConfig:
-    host: str = _opt("127.0.0.1", _HOST)
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
     port: int = _opt(5222, _int(0, 65535))  # 0 = any free port (tests)
     starttls_required: bool = _opt(True, _bool)
 
 
 @dataclass(frozen=True, slots=True)
 class DirectTLSListenerConfig:  # XEP-0368: TLS from the first byte
-    host: str = _opt("127.0.0.1", _HOST)
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
     port: int = _opt(5223, _int(0, 65535))
     enabled: bool = _opt(True, _bool)
 
@@ -164,6 +178,7 @@ class LimitsConfig:
     registration_window: float = _opt(3600.0, _number)
     max_sessions_per_user: int = _opt(64, _int())
     mailbox_size: int = _opt(1024, _int())
+    resume_timeout: float = _opt(300.0, _number)  # XEP-0198: a broken session waits for resumption
 
 
 @dataclass(frozen=True, slots=True)

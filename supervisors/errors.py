@@ -8,7 +8,9 @@ own supervisor react.
 
 from __future__ import annotations
 
-__all__ = ["ChildFailedToStart", "RestartBudgetExceeded", "SupervisorError"]
+import signal
+
+__all__ = ["ChildFailedToStart", "ProcessExited", "RestartBudgetExceeded", "SupervisorError"]
 
 
 class SupervisorError(Exception):
@@ -64,3 +66,40 @@ class ChildFailedToStart(SupervisorError):
 
     def __reduce__(self) -> tuple[type[ChildFailedToStart], tuple[str, str, BaseException | None]]:
         return (type(self), (self.supervisor_name, self.child_id, self.error))
+
+
+class ProcessExited(SupervisorError):
+    """A child process of a `ProcessSupervisor` ended abnormally (or before it was ready).
+
+    Args:
+        child_id: The child's ``ProcessSpec.id``.
+        pid: The process that ended.
+        returncode: Its status as `trio.Process.returncode` gives it: the
+            exit status, or minus the number of the signal that killed it.
+        reason: Why the supervisor killed it or gave up on its start, if it
+            did (``"unresponsive"``, ``"not ready within 30s"``...).
+    """
+
+    def __init__(self, child_id: str, pid: int, returncode: int, reason: str | None = None) -> None:
+        if returncode < 0:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        else:
+            how = f"exited with status {returncode}"
+        super().__init__(f"child {child_id!r} (pid {pid}) {how}" + (f": {reason}" if reason else ""))
+        self.child_id = child_id
+        self.pid = pid
+        self.returncode = returncode
+        self.reason = reason
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status, or None if a signal killed the process."""
+        return self.returncode if self.returncode >= 0 else None
+
+    @property
+    def exit_signal(self) -> int | None:
+        """The number of the signal that killed the process, or None."""
+        return -self.returncode if self.returncode < 0 else None
+
+    def __reduce__(self) -> tuple[type[ProcessExited], tuple[str, int, int, str | None]]:
+        return (type(self), (self.child_id, self.pid, self.returncode, self.reason))

@@ -100,8 +100,18 @@ class ChildSpec:
             raise ValueError("ChildSpec.id must be a non-empty string")
         if not callable(self.start):
             raise TypeError(f"ChildSpec {self.id!r}: start must be an async callable, got {self.start!r}")
-        if not isinstance(self.restart, Restart):
-            raise TypeError(f"ChildSpec {self.id!r}: restart must be a Restart, got {self.restart!r}")
-        # NaN compares false with everything, so test it explicitly.
-        if math.isnan(self.shutdown) or self.shutdown < 0:
-            raise ValueError(f"ChildSpec {self.id!r}: shutdown must be >= 0 seconds, got {self.shutdown!r}")
+        check_restart_and_shutdown("ChildSpec", self.id, self.restart, self.shutdown)
+
+
+def check_restart_and_shutdown(kind: str, child_id: str, restart: Restart, shutdown: float) -> None:
+    """The checks every child spec shares; the errors name the spec class ``kind``.
+
+    Raises:
+        TypeError: If ``restart`` is not a `Restart`.
+        ValueError: If ``shutdown`` is negative or NaN.
+    """
+    if not isinstance(restart, Restart):
+        raise TypeError(f"{kind} {child_id!r}: restart must be a Restart, got {restart!r}")
+    # NaN compares false with everything, so test it explicitly.
+    if math.isnan(shutdown) or shutdown < 0:
+        raise ValueError(f"{kind} {child_id!r}: shutdown must be >= 0 seconds, got {shutdown!r}")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from supervisors.spec import Restart, Strategy
 
-__all__ = ["ChildState", "ChildStatistics", "DynamicSupervisorStatistics", "SupervisorStatistics"]
+__all__ = [
+    "ChildState",
+    "ChildStatistics",
+    "DynamicSupervisorStatistics",
+    "ProcessChildStatistics",
+    "ProcessSupervisorStatistics",
+    "SupervisorStatistics",
+]
 
 
 class ChildState(enum.Enum):
@@ -46,8 +54,38 @@ class ChildStatistics:
 
 
 @dataclass(frozen=True, slots=True)
-class SupervisorStatistics:
-    """A snapshot of a `TaskSupervisor`.
+class ProcessChildStatistics:
+    """One child of a `ProcessSupervisor`.
+
+    Attributes:
+        id: The child's ``ProcessSpec.id``.
+        restart: Its restart type.
+        state: STARTING (spawned, not ready yet), RUNNING (ready), STOPPING
+            (signalled, not reaped yet), RESTARTING or TERMINATED.
+        pid: The current process, or None when none runs.
+        started_at: When the current process was spawned, on Trio's clock
+            (``trio.current_time()``, monotonic); None when none runs.
+        restarts: Processes spawned for this child after the first one.
+        last_exit_code: Exit status of the previous process, if it exited.
+        last_exit_signal: Signal number that killed the previous process.
+    """
+
+    id: str
+    restart: Restart
+    state: ChildState
+    pid: int | None
+    started_at: float | None
+    restarts: int
+    last_exit_code: int | None
+    last_exit_signal: int | None
+
+
+_Child = TypeVar("_Child")
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics(Generic[_Child]):
+    """A snapshot of a `TaskSupervisor` (``SupervisorStatistics[ChildStatistics]``).
 
     Attributes:
         name: The supervisor's name.
@@ -58,8 +96,13 @@ class SupervisorStatistics:
 
     name: str
     strategy: Strategy
-    children: tuple[ChildStatistics, ...]
+    children: tuple[_Child, ...]
     restarts_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSupervisorStatistics(SupervisorStatistics[ProcessChildStatistics]):
+    """A snapshot of a `ProcessSupervisor`: its children are `ProcessChildStatistics`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ class TaskSupervisor:
             raise KeyError(f"child {child_id!r} of supervisor {self.name!r} is not running")
         return run.value
 
-    def statistics(self) -> SupervisorStatistics:
+    def statistics(self) -> SupervisorStatistics[ChildStatistics]:
         """Returns a frozen snapshot of the supervisor and its children."""
         children = tuple(
             ChildStatistics(id=s.spec.id, restart=s.spec.restart, state=s.state, restarts=s.restarts)

@@ -2,8 +2,9 @@
 
 The server answers disco#info with its identity (server/im) and the features of every enabled
 module, and disco#items with its services (none until MUC and upload exist). An account's bare
-JID answers disco#info for the account (identity account/registered) to its owner and to
-contacts with a presence subscription. Option `extra_items`: list of JIDs to add to disco#items.
+JID answers disco#info for the account (identity account/registered, and the modules'
+`account_features`) to its owner and to contacts with a presence subscription. Option
+`extra_items`: list of JIDs to add to disco#items.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ async def account_info(ctx: IqContext) -> st.Element:
     identity = st.child(query, NS_DISCO_INFO, "identity")
     identity.set("category", "account")
     identity.set("type", "registered")
-    st.child(query, NS_DISCO_INFO, "feature").set("var", NS_DISCO_INFO)
+    features = {NS_DISCO_INFO}
+    for enabled in ctx.server.modules():
+        features.update(enabled.account_features)
+    for feature in sorted(features):
+        st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
     return reply
 
 

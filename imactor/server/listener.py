@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,12 +22,46 @@ async def open_listener(host: str, port: int) -> trio.SocketListener:
     """Bind with SO_REUSEPORT where available so that several workers can share one port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    await sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # "::" must not also claim the IPv4 port: 0.0.0.0 may be listed beside it.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
     return trio.SocketListener(sock)
+
+
+async def open_listeners(hosts: Sequence[str], port: int) -> list[trio.SocketListener]:
+    """One listener per address, all on one port (the first bind chooses it when `port` is 0).
+
+    Error handling: an address this machine does not have (e.g. ::1 with IPv6 off) is skipped
+    with a warning as long as another one binds; if none does, the first error is raised.
+    """
+    listeners: list[trio.SocketListener] = []
+    first_error: OSError | None = None
+    for host in hosts:
+        try:
+            listener = await open_listener(host, port)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                for opened in listeners:
+                    await opened.aclose()
+                raise
+            log.warning("not listening on %s: %s", host, exc.strerror)
+            first_error = first_error or exc
+            continue
+        listeners.append(listener)
+        port = listener.socket.getsockname()[1]
+    if not listeners:
+        assert first_error is not None
+        raise first_error
+    return listeners
 
 
 async def serve_c2s(

@@ -77,8 +77,16 @@ class FromResource:
 
 
 @dataclass(frozen=True, slots=True)
+class Undelivered:
+    """A stream-managed session ended with these messages unacknowledged (fact, XEP-0198 §4):
+    the account treats them as never delivered and keeps them in offline storage."""
+
+    stanzas: tuple[Stanza, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AccountRemoved:
     """The account was deleted: the actor forgets its state and stops."""
 
 
-UserMessage = Bind | Unbind | Route | FromResource | AccountRemoved
+UserMessage = Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved

@@ -8,6 +8,10 @@ Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
 - `HOST`: IQs to the server itself; they run in the sender's session, statelessly.
 - `ACCOUNT`: IQs to a bare JID (or with no `to`) that the server answers for the account; they run
   in that account's `UserActor`, which serializes every change to the account.
+
+Message hooks (`Module.on_message`) run in the recipient's `UserActor` for every message it is
+about to deliver or store offline; a hook may change the message (the changed copy is delivered)
+or refuse it by raising `StanzaError` (the sender gets the error). The archive (XEP-0313) is one.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ class AccountApi(Protocol):
 
     def available_resources(self) -> Sequence[str]: ...
 
+    def send_to_resource(self, resource: str, element: Element) -> bool:
+        """Deliver `element` to one bound resource now (False: no such resource)."""
+        ...
+
 
 @dataclass
 class IqContext:
@@ -94,6 +102,21 @@ class IqContext:
 
 
 IqHandler = Callable[[IqContext], Awaitable[Element | None]]
+
+
+@dataclass
+class MessageContext:
+    """A message the recipient's `UserActor` is about to deliver or store offline."""
+
+    stanza: Element  #: a private copy; what the hooks leave in it is what gets delivered
+    account: AccountApi  #: the recipient
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+MessageHook = Callable[[MessageContext], Awaitable[None]]
 
 
 class ServerApi(Protocol):
@@ -125,7 +148,9 @@ class Module:
     features: tuple[str, ...] = ()
     options: type = NoOptions
     depends: tuple[str, ...] = ()
+    account_features: tuple[str, ...] = ()  #: disco#info features of an account's bare JID
     iq_handlers: dict[tuple[str, str, str, Scope], IqHandler] = field(default_factory=dict)
+    message_hooks: list[MessageHook] = field(default_factory=list)
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -137,6 +162,11 @@ class Module:
             return handler
 
         return register
+
+    def on_message(self, hook: MessageHook) -> MessageHook:
+        """Register `hook` to run on each inbound message before delivery (module docstring)."""
+        self.message_hooks.append(hook)
+        return hook
 
 
 class ModuleConfigError(ValueError):
@@ -163,12 +193,14 @@ class ModuleHost:
             if name not in self.loaded:
                 raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
         self._iq: dict[tuple[str, str, str, Scope], tuple[IqHandler, Any]] = {}
+        self.message_hooks: list[tuple[MessageHook, Any]] = []
         for loaded in self.loaded.values():
             for dep in loaded.module.depends:
                 if dep not in self.loaded:
                     raise ModuleConfigError(f"{source}: server.modules: {loaded.module.name} needs {dep!r}")
             for key, handler in loaded.module.iq_handlers.items():
                 self._iq[key] = (handler, loaded.options)
+            self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
 
     def _load(self, name: str, raw: Mapping[str, object], source: str) -> None:
         try:

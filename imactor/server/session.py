@@ -3,6 +3,15 @@
 The only code that awaits a client socket. Two tasks share one write lock: the reader feeds bytes
 to the sans-IO `ServerStream` and acts on its events; the mailbox task writes what other actors
 deliver. The session is TEMPORARY: a broken connection is not restarted, the client reconnects.
+
+XEP-0198 (`imactor.xmpp.sm` holds the counters and the unacked queue): once a client enabled
+resumption, a transport that breaks without </stream:stream> leaves the actor *detached*: still
+bound in its user actor, holding what is delivered, for `[limits] resume_timeout` seconds. A new
+connection that authenticates and sends <resume previd/> finds it in `Services.resumable` and hands
+it its transport and its `ServerStream` (`take_over`); the detached actor answers <resumed/>, sends
+again what the client did not acknowledge and carries on with the new transport, under the same
+actor reference, so the user actor never notices. The new connection's actor then ends without
+unbinding or closing the transport it gave away.
 """
 
 from __future__ import annotations
@@ -22,12 +31,13 @@ from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
 from imactor.xmpp import events as ev
+from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.namespaces import NS_BLOCKING_ERRORS, NS_PING
 from imactor.xmpp.stanza import Element, Stanza
-from imactor.xmpp.stream import NEED_DATA, ServerStream, StreamConfig
+from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
 
 if TYPE_CHECKING:
     from imactor.server.worker_services import Services
@@ -39,6 +49,21 @@ WRITE_TIMEOUT = 30.0
 #: What a dead or misbehaving peer makes socket calls raise.
 TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
+#: XEP-0198: ask for an ack (<r/>) after this many stanzas, or after ACK_IDLE seconds of quiet.
+ACK_EVERY = 5
+ACK_IDLE = 1.0
+#: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
+UNACKED_PER_SLOT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a resuming connection gives the detached session: its transport and stream."""
+
+    transport: trio.abc.Stream
+    stream: ServerStream
+    h: int
+    remote: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +113,8 @@ class SessionActor:
                 idle_seconds=int(config.limits.idle_timeout),
                 registration_enabled=config.registration.enabled,
                 allow_plain=config.auth.allow_plain,
+                nonzas=sm.NONZAS,
+                prebind_nonzas=frozenset({sm.ENABLE, sm.RESUME}),
                 bound_features=services.bound_features,
                 fake_salt_secret=services.fake_salt_secret,
             ),
@@ -105,6 +132,18 @@ class SessionActor:
         self._stanzas_out = 0
         self._closing = False
         self._scope: trio.CancelScope | None = None
+        # XEP-0198 (see the module docstring).
+        self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
+        self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
+        self._handshaken = False
+        self._serve_scope: trio.CancelScope | None = None
+        self._detached = False
+        self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
+        self._handover: Handover | None = None
+        self._handover_ready = trio.Event()
+        self._handed_over = False  #: this actor gave its transport to a detached session
+        self._ended = False
+        self._kicked = False  #: told to end (conflict, account removed, not reading): no resumption
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -116,18 +155,133 @@ class SessionActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                nursery.start_soon(self._mailbox_task, nursery.cancel_scope)
-                await self._reader()
+                nursery.start_soon(self._mailbox_task)
+                while await self._serve() and await self._detached_wait():
+                    pass
                 nursery.cancel_scope.cancel()
         # except*: the nursery wraps even a lone transport error in an ExceptionGroup.
         except* TRANSPORT_GONE as group:
             log.debug("%s: transport lost: %r", self.address, group.exceptions)
         finally:
+            self._ended = True
+            self._drain_mailbox()
             self._mailbox.close()
             self.services.sessions_closed(self)
-            with trio.CancelScope(shield=True):
-                await self._unbind()
-                await self._close_transport()
+            self._forget_resumption()
+            if not self._handed_over:
+                with trio.CancelScope(shield=True):
+                    await self._undelivered()
+                    await self._unbind()
+                    await self._close_transport()
+
+    async def _serve(self) -> bool:
+        """Read the current transport until it or the stream ends; True: wait for a resumption."""
+        with trio.CancelScope() as self._serve_scope:
+            try:
+                await self._reader()
+            except TRANSPORT_GONE as exc:
+                log.debug("%s: transport lost: %r", self.address, exc)
+        self._serve_scope = None
+        self._count_in()
+        if self._handed_over or self._kicked:
+            return False
+        return self._handover is not None or (self.sm.resumable and not self.stream.clean_close)
+
+    async def _detached_wait(self) -> bool:
+        """Detached: bound, holding deliveries, until a connection resumes us (True) or time is up."""
+        self._detached = True
+        log.debug("%s: detached, resumable for %s s", self.address, self.sm.max)
+        if self._handover is not None and self.stream.state is not State.CLOSED:
+            self.stream.close("conflict", "the session was resumed on another connection")
+        await self._close_transport()
+        if self._handover is None:
+            with trio.move_on_after(self.sm.max):
+                await self._handover_ready.wait()
+        handover = self._handover
+        if handover is None:
+            return False
+        await self._take_over(handover)
+        return True
+
+    def can_resume(self, username: str | None) -> bool:
+        return (
+            not self._ended
+            and not self._kicked
+            and self._handover is None
+            and self.sm.resumable
+            and self.jid is not None
+            and self.jid.localpart == username
+        )
+
+    def take_over(self, handover: Handover) -> None:
+        """Called by the resuming connection's actor (same worker, synchronously): adopt its
+        transport. A session still attached to a half-open connection drops that one first."""
+        self._handover = handover
+        self._handover_ready.set()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    async def _take_over(self, handover: Handover) -> None:
+        async with self._write_lock:
+            for data in self.stream.take_sent():
+                self.sm.stanza_sent(data)
+            self._handover = None
+            self._handover_ready = trio.Event()
+            self.transport, self.stream, self.remote = handover.transport, handover.stream, handover.remote
+            self._seen_in = self.stream.stanzas_in
+            self.stream.track_sent = True
+            self._detached = False
+            try:
+                resend = self.sm.resume(handover.h)
+            except sm.SmStreamError as error:
+                self.stream.close(error.condition, error.text, error.app)
+                return
+            assert self.jid is not None
+            assert self.sm.id is not None
+            self.stream.resumed(self.jid)
+            self.stream.send_nonza(self.sm.resumed(self.sm.id))
+            for data in resend:
+                self.stream.send_nonza(data)  # counted when first sent
+            held, self._held = self._held, []
+            for data in held:
+                self.stream.send(data)
+        log.debug("%s: resumed (%d sent again, %d held)", self.address, len(resend), len(held))
+
+    def _forget_resumption(self) -> None:
+        if self.sm.id is None:
+            return
+        if self.services.resumable.get(self.sm.id) is self:
+            del self.services.resumable[self.sm.id]
+        if self.jid is not None and self.jid.localpart is not None:
+            self.services.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
+
+    def _drain_mailbox(self) -> None:
+        """A managed session keeps what was delivered after its last batch, for `_undelivered`."""
+        while self.sm.enabled:
+            try:
+                item = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if isinstance(item, m.Deliver):
+                self._held.append(item.stanza.data)
+
+    async def _undelivered(self) -> None:
+        """§4: stanzas the client never acknowledged are treated as undelivered (offline storage)."""
+        for data in self.stream.take_sent():
+            self.sm.stanza_sent(data)
+        pending = self.sm.take_unacked() + self._held
+        self._held = []
+        undelivered: list[Stanza] = []
+        for data in pending:
+            element = st.parse(data)
+            if etree.QName(element).localname == "message":
+                with contextlib.suppress(InvalidJID):
+                    undelivered.append(Stanza.from_element(element))
+        if undelivered and self.jid is not None and self.jid.localpart is not None:
+            with trio.move_on_after(5):
+                await self.services.router.to_user(
+                    self.jid.localpart, m.Undelivered(tuple(undelivered)), None, wait=True
+                )
 
     async def _unbind(self) -> None:
         if self.jid is not None and self.jid.localpart is not None:
@@ -148,7 +302,8 @@ class SessionActor:
     async def _reader(self) -> None:
         limits = self.services.config.limits
         handshake_deadline = trio.current_time() + limits.handshake_timeout
-        if self.direct_tls:
+        if self.direct_tls and not self._handshaken:
+            self._handshaken = True
             with trio.move_on_after(limits.handshake_timeout) as scope:
                 await self.transport.do_handshake()  # type: ignore[attr-defined]
             if scope.cancelled_caught:
@@ -179,7 +334,7 @@ class SessionActor:
             self.stream.receive_data(bytes(data))
 
     async def _drain_events(self) -> bool:
-        """Act on every event the stream has; True when the stream is over."""
+        """Act on every event the stream has; True when the stream is over (or handed over)."""
         while True:
             event = self.stream.next_event()
             if event is NEED_DATA:
@@ -189,8 +344,16 @@ class SessionActor:
                 await self._flush()
                 return True
             await self._on_event(event)  # type: ignore[arg-type]
+            if self._handed_over:
+                return True  # the stream is another actor's now: not one more event from it
+
+    def _count_in(self) -> None:
+        """XEP-0198 `h`: the stanzas the stream received so far were handled (events are serial)."""
+        self.sm.received(self.stream.stanzas_in - self._seen_in)
+        self._seen_in = self.stream.stanzas_in
 
     async def _on_event(self, event: ev.Event) -> None:
+        self._count_in()
         match event:
             case ev.StartTLSRequested():
                 await self._start_tls()
@@ -212,8 +375,8 @@ class SessionActor:
                 await self._host_iq(element, JID.make(None, self.services.domain))
             case ev.StanzaReceived(element=element):
                 await self._on_stanza(element)
-            case ev.NonzaReceived():
-                pass
+            case ev.NonzaReceived(element=element):
+                await self._on_nonza(element)
             case _:
                 raise AssertionError(event)
 
@@ -242,11 +405,54 @@ class SessionActor:
         self._blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
 
+    # ---- XEP-0198 -------------------------------------------------------------------------
+
+    async def _on_nonza(self, element: etree._Element) -> None:
+        if element.tag == sm.RESUME and self.stream.state is State.WAIT_FOR_BIND:
+            await self._resume(element)
+            return
+        try:
+            reply = self.sm.handle(
+                element,
+                bound=self.jid is not None,
+                new_id=self.services.new_resumption_id,
+                max_resume=int(self.services.config.limits.resume_timeout),
+            )
+        except sm.SmStreamError as error:
+            self.stream.close(error.condition, error.text, error.app)
+            return
+        if reply is None:
+            return
+        if reply.enabled:
+            self.stream.track_sent = True
+            if self.sm.id is not None:
+                self.services.resumable[self.sm.id] = self
+        self.stream.send_nonza(reply.data)
+
+    async def _resume(self, element: etree._Element) -> None:
+        """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
+        username = self.stream.username
+        previd = element.get("previd", "")
+        h = sm.parse_h(element)
+        if h is None or not previd:
+            self.stream.send_nonza(sm.failed("bad-request"))
+            return
+        old = self.services.resumable.get(previd)
+        if old is None or old is self or not old.can_resume(username):
+            # Unknown, expired, or another account's id: all look the same to the client.
+            stale = self.services.expired_resumption(previd, username or "")
+            self.stream.send_nonza(sm.failed("item-not-found", stale))
+            return
+        await self._flush()
+        old.take_over(Handover(self.transport, self.stream, h, self.remote))
+        self._handed_over = True
+
     # ---- stanzas from the client ---------------------------------------------------------
 
     async def _on_stanza(self, element: Element) -> None:
         assert self.jid is not None
         self._stanzas_in += 1
+        self.services.stanzas_in_total += 1
         delay = self._bucket.delay_for_one(trio.current_time())
         if delay > 0:
             await self._flush()
@@ -381,12 +587,21 @@ class SessionActor:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    async def _mailbox_task(self, cancel_scope: trio.CancelScope) -> None:
+    async def _mailbox_task(self) -> None:
         while True:
+            idle = not self._detached and self.sm.wants_ack_request(idle=True)
             try:
-                message = await self._mailbox.receive()
+                with trio.move_on_after(ACK_IDLE if idle else math.inf) as idle_scope:
+                    message = await self._mailbox.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
+            if idle_scope.cancelled_caught:
+                # Quiet for a while with stanzas unacknowledged: ask for an ack now.
+                if not self._detached and self.sm.wants_ack_request(idle=True):
+                    self.stream.send_nonza(sm.REQUEST)
+                    self.sm.ack_requested()
+                    await self._flush_or_lose()
+                continue
             batch = [message]
             while len(batch) < 256:
                 try:
@@ -397,23 +612,49 @@ class SessionActor:
                 match item:
                     case m.Deliver(stanza=stanza):
                         self._stanzas_out += 1
-                        self.stream.send(stanza.data)
+                        self.services.stanzas_out_total += 1
+                        if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
+                            self._held.append(stanza.data)  # for a resumption, or offline storage
+                        else:
+                            self.stream.send(stanza.data)
                     case m.Kick(condition=condition, text=text):
+                        self._kicked = True
                         self.stream.close(condition, text)
+                        if self._detached and self._scope is not None:
+                            self._scope.cancel()  # replaced or removed while detached: over
                     case m.BlocklistChanged(jids=jids):
                         self._blocklist = jids
+            if self._detached:
+                continue
+            await self._flush_or_lose()
+            if self.stream.state is State.CLOSED and self._serve_scope is not None:
+                self._serve_scope.cancel()
+
+    async def _flush_or_lose(self) -> None:
+        """Flush from the mailbox task: a broken transport ends the reader, which decides what next."""
+        try:
             await self._flush()
-            if self.stream.state.value == "closed":
-                cancel_scope.cancel()
-                return
+        except TRANSPORT_GONE as exc:
+            log.debug("%s: transport lost while writing: %r", self.address, exc)
+            if self._serve_scope is not None:
+                self._serve_scope.cancel()
 
     async def _write_element(self, element: Element) -> None:
         self._stanzas_out += 1
+        self.services.stanzas_out_total += 1
         self.stream.send(st.serialize(element))
         await self._flush()
 
     async def _flush(self) -> None:
         async with self._write_lock:
+            if self.stream.track_sent:
+                for sent in self.stream.take_sent():
+                    self.sm.stanza_sent(sent)
+                if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
+                    self.stream.close("policy-violation", "too many unacknowledged stanzas")
+                elif self.sm.wants_ack_request():
+                    self.stream.send_nonza(sm.REQUEST)
+                    self.sm.ack_requested()
             data = self.stream.data_to_send()
             if not data:
                 return
@@ -429,6 +670,7 @@ class SessionActor:
         except trio.WouldBlock:
             # A full mailbox: the client stopped reading, so a queued Kick would never be seen.
             # End the session now; its writes are stuck and the stream error goes out if it can.
+            self._kicked = True
             self.stream.close(condition, text)
             if self._scope is not None:
                 self._scope.cancel()

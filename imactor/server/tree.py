@@ -25,7 +25,7 @@ import trio
 
 from imactor import tls
 from imactor.node.status import StatusServer
-from imactor.server.listener import open_listener, serve_c2s
+from imactor.server.listener import open_listeners, serve_c2s
 from imactor.server.modules import ModuleHost
 from imactor.server.worker_services import Services
 from imactor.server.worker_status import WorkerStatusSource
@@ -55,19 +55,21 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         services.user_supervisor = DynamicSupervisor("users", budget)
         services.session_supervisor = DynamicSupervisor("sessions", budget)
-        listeners = {"c2s": await open_listener(config.listen.c2s.host, config.listen.c2s.port)}
+        listeners = {"c2s": await open_listeners(config.listen.c2s.host, config.listen.c2s.port)}
         if config.listen.c2s_tls.enabled:
-            listeners["c2s_tls"] = await open_listener(config.listen.c2s_tls.host, config.listen.c2s_tls.port)
+            direct = config.listen.c2s_tls
+            listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
         # A supervisor child gets all the time it needs to stop its own children (OTP: infinity);
         # sessions and users bound their own clean-up.
         children = [
             ChildSpec("users", services.user_supervisor.run, shutdown=math.inf),
             ChildSpec("sessions", services.session_supervisor.run, shutdown=math.inf),
         ]
-        for name, listener in listeners.items():
-            children.append(
-                ChildSpec(name, _listener_start(services, listener, direct_tls=name == "c2s_tls"))
-            )
+        for name, bound in listeners.items():
+            for listener in bound:
+                address = listener.socket.getsockname()[0]
+                start = _listener_start(services, listener, direct_tls=name == "c2s_tls")
+                children.append(ChildSpec(f"{name}[{address}]", start))
         # Bound here, like the listeners, so that a bad socket path fails the start cleanly.
         status = StatusServer(config.status_socket, [WorkerStatusSource(services)], domain=services.domain)
         await status.bind()
@@ -82,8 +84,7 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
                     log.info("shutting down")
                     services.kick_all("system-shutdown", "the server is shutting down")
                     with trio.move_on_after(SHUTDOWN_GRACE):
-                        while services.sessions:
-                            await trio.sleep(0.05)
+                        await services.wait_sessions_closed()
                     nursery.cancel_scope.cancel()
                     break
     finally:
@@ -98,9 +99,9 @@ def _listener_start(services: Services, listener: trio.SocketListener, *, direct
     return start
 
 
-def _announce(listeners: dict[str, trio.SocketListener]) -> None:
+def _announce(listeners: dict[str, list[trio.SocketListener]]) -> None:
     """One JSON line on stdout with the bound ports (port 0 in tests means the OS chose them)."""
-    ports = {name: listener.socket.getsockname()[1] for name, listener in listeners.items()}
+    ports = {name: bound[0].socket.getsockname()[1] for name, bound in listeners.items()}
     print(json.dumps({"event": "listening", **ports}), flush=True)
     log.info("listening on %s", ports)
     sys.stdout.flush()

@@ -21,7 +21,7 @@ import trio
 
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
 from imactor.server import messages as m
-from imactor.server.modules import IqContext, Scope
+from imactor.server.modules import IqContext, MessageContext, Scope
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
 from imactor.xmpp.errors import StanzaError
@@ -109,6 +109,13 @@ class UserActor(Actor[m.UserMessage]):
     async def route(self, element: Element) -> None:
         await self._route_quietly(Stanza.from_element(element))  # actor → actor: never wait
 
+    def send_to_resource(self, resource: str, element: Element) -> bool:
+        target = self.resources.get(resource)
+        if target is None:
+            return False
+        self._deliver_to(target, Stanza.from_element(element))
+        return True
+
     # ---- messages ----------------------------------------------------------------------------
 
     async def handle(self, message: m.UserMessage) -> None:
@@ -121,6 +128,8 @@ class UserActor(Actor[m.UserMessage]):
                 await self._inbound(message.stanza)
             case m.FromResource():
                 await self._from_resource(message.stanza)
+            case m.Undelivered():
+                await self._undelivered(message.stanzas)
             case m.AccountRemoved():
                 self.exists = False
                 self.roster.clear()
@@ -323,7 +332,9 @@ class UserActor(Actor[m.UserMessage]):
         if resource_name is not None:
             resource = self.resources.get(resource_name)
             if resource is not None:
-                self._deliver_to(resource, stanza)
+                hooked = await self._message_hooks(stanza)
+                if hooked is not None:
+                    self._deliver_to(resource, hooked)
                 return
             # §8.5.3.2.1: a full JID with no such resource. Only a chat message is handled as
             # if sent to the bare JID; normal and groupchat get an error, headline and error
@@ -339,6 +350,11 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.type == "error":
             return  # §8.5.2.1.1 / §8.5.2.2.1: an error to the bare JID is silently ignored
         candidates = [r for r in self.resources.values() if r.available and r.priority >= 0]
+        if candidates or stanza.type == "headline":
+            hooked = await self._message_hooks(stanza)
+            if hooked is None:
+                return
+            stanza = hooked
         if stanza.type == "headline":
             for resource in candidates:
                 self._deliver_to(resource, stanza)
@@ -350,19 +366,53 @@ class UserActor(Actor[m.UserMessage]):
                 if resource.priority == top:
                     self._deliver_to(resource, stanza)
             return
-        await self._store_offline(stanza)
+        await self._store_offline(stanza, run_hooks=True)
 
-    async def _store_offline(self, stanza: Stanza) -> None:
+    async def _undelivered(self, stanzas: tuple[Stanza, ...]) -> None:
+        """XEP-0198 §4: unacknowledged messages of an ended session wait offline (XEP-0160 types)."""
+        if not self.exists:
+            return
+        for stanza in stanzas:
+            if stanza.kind == "message" and stanza.type in ("", "normal", "chat"):
+                await self._store_offline(stanza)
+
+    async def _store_offline(self, stanza: Stanza, *, run_hooks: bool = False) -> None:
+        """Keep a message for later; `run_hooks` for a new one (not one handed back undelivered,
+        which went through the message hooks, e.g. the archive, already)."""
         offline = self.services.storage.offline
         if await offline.count(self.username) >= self.services.config.limits.max_offline_messages:
             await self._bounce(stanza, StanzaError("service-unavailable", "offline storage is full"))
             return
+        if run_hooks:
+            hooked = await self._message_hooks(stanza)
+            if hooked is None:
+                return
+            stanza = hooked
         el = stanza.element()
         delay = st.child(el, NS_DELAY, "delay")
         delay.set("from", self.services.domain)
         delay.set("stamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         delay.text = "Offline Storage"
         await offline.store(self.username, st.serialize(el))
+
+    async def _message_hooks(self, stanza: Stanza) -> Stanza | None:
+        """Run the modules' message hooks (e.g. the archive) on a message about to be delivered
+        or stored; None: a hook refused it and the sender got the error."""
+        hooks = self.services.modules.message_hooks
+        if not hooks:
+            return stanza
+        element = stanza.element()
+        for hook, options in hooks:
+            ctx = MessageContext(
+                stanza=element, account=self, options=options, storage=self.services.storage,
+                config=self.services.config, server=self.services.server,
+            )  # fmt: skip
+            try:
+                await hook(ctx)
+            except StanzaError as error:
+                await self._bounce(stanza, error)
+                return None
+        return Stanza.from_element(element)
 
     async def _inbound_presence(self, stanza: Stanza) -> None:
         if stanza.type in SUBSCRIPTION_TYPES:

@@ -6,11 +6,12 @@ per-account state (that lives in user actors) and nothing that needs a lock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from imactor.actors import ActorGone, ActorRef, LocalRef, Registry
 from imactor.server import messages as m
 from imactor.server.modules import Module, ModuleHost
 from imactor.server.router import Router
+from imactor.xmpp import sm
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from imactor.storage import Storage
     from supervisors import DynamicSupervisor, TaskSupervisor
 
+
+#: How many ended XEP-0198 sessions are remembered for the `h` of a late resumption attempt.
+EXPIRED_RESUMPTIONS_KEPT = 4096
 
 #: FailureThrottle sweeps expired keys once it holds more than this many (and then twice as many
 #: as survived the last sweep).
@@ -117,12 +122,16 @@ class Services:
             limits.registrations_per_address, limits.registration_window
         )
         self.server = ServerFacade(self)
-        self.bound_features = self.server.stream_features()
+        self.bound_features = (*self.server.stream_features(), sm.FEATURE)
+        #: XEP-0198 sessions that may be resumed, by their unguessable id (see `SessionActor`).
+        self.resumable: dict[str, SessionActor] = {}
+        #: Ended resumable sessions: id → (username, h), for the `h` of a late <failed/> (§5).
+        self._expired_resumptions: OrderedDict[str, tuple[str, int]] = OrderedDict()
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
-        self.online: dict[str, int] = {}
-        # Stanzas of sessions already closed; the live ones count their own (status socket).
-        self.closed_stanzas_in = self.closed_stanzas_out = 0
+        self._no_sessions: trio.Event | None = None
+        # Counted by the sessions, for the status socket: O(1) to sample every second.
+        self.stanzas_in_total = self.stanzas_out_total = 0
 
     async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:
         from imactor.server.user import UserActor
@@ -137,6 +146,20 @@ class Services:
 
     def new_id(self) -> str:
         return secrets.token_hex(8)
+
+    def new_resumption_id(self) -> str:
+        """XEP-0198 ids are bearer secrets (with the account's login): 128 random bits."""
+        return secrets.token_urlsafe(16)
+
+    def remember_expired(self, resumption_id: str, username: str, h: int) -> None:
+        self._expired_resumptions[resumption_id] = (username, h)
+        while len(self._expired_resumptions) > EXPIRED_RESUMPTIONS_KEPT:
+            self._expired_resumptions.popitem(last=False)
+
+    def expired_resumption(self, resumption_id: str, username: str) -> int | None:
+        """The last `h` of an ended session of `username` with this id, if still remembered."""
+        found = self._expired_resumptions.get(resumption_id)
+        return found[1] if found is not None and found[0] == username else None
 
     def new_resource(self) -> str:
         return "imactor-" + secrets.token_hex(6)
@@ -155,11 +178,15 @@ class Services:
         self.sessions.add(session)
 
     def sessions_closed(self, session: SessionActor) -> None:
-        if session in self.sessions:
-            self.sessions.discard(session)
-            stats = session.statistics()
-            self.closed_stanzas_in += stats.stanzas_in
-            self.closed_stanzas_out += stats.stanzas_out
+        self.sessions.discard(session)
+        if not self.sessions and self._no_sessions is not None:
+            self._no_sessions.set()
+
+    async def wait_sessions_closed(self) -> None:
+        """Return once no session is left (shutdown waits for the streams it ended)."""
+        if self.sessions:
+            self._no_sessions = trio.Event()
+            await self._no_sessions.wait()
 
     def kill_session(self, ref: ActorRef[m.SessionMessage]) -> None:
         for session in self.sessions:
@@ -226,10 +253,8 @@ class ServerFacade:
         """
         ref = self._services.registry.lookup("user", username)
         if ref is not None:
-            try:
+            with contextlib.suppress(trio.WouldBlock, ActorGone):
                 ref.send_nowait(m.AccountRemoved())
-            except (trio.WouldBlock, ActorGone):
-                pass
 
 
 _ = LocalRef

@@ -8,9 +8,19 @@ coroutine that runs its SQL in a worker thread; writes are group-committed by on
 from __future__ import annotations
 
 from imactor.storage.accounts import HASH_NAMES, AccountStore
+from imactor.storage.archive import (
+    ARCHIVE_MODES,
+    ArchivedItem,
+    ArchiveEntry,
+    ArchiveFilter,
+    ArchivePage,
+    ArchivePrefs,
+    ArchiveStore,
+    archiving_wanted,
+)
 from imactor.storage.core import Storage
 from imactor.storage.db import StorageStatistics
-from imactor.storage.errors import AccountExists, AccountNotFound, StorageError
+from imactor.storage.errors import AccountExists, AccountNotFound, ArchiveItemNotFound, StorageError
 from imactor.storage.roster import SUBSCRIPTIONS, RosterItem, RosterStore
 from imactor.storage.stores import (
     BlockingStore,
@@ -21,11 +31,19 @@ from imactor.storage.stores import (
 )
 
 __all__ = [
+    "ARCHIVE_MODES",
     "HASH_NAMES",
     "SUBSCRIPTIONS",
     "AccountExists",
     "AccountNotFound",
     "AccountStore",
+    "ArchiveEntry",
+    "ArchiveFilter",
+    "ArchiveItemNotFound",
+    "ArchivePage",
+    "ArchivePrefs",
+    "ArchiveStore",
+    "ArchivedItem",
     "BlockingStore",
     "LastActivityStore",
     "OfflineStore",
@@ -36,4 +54,5 @@ __all__ = [
     "StorageError",
     "StorageStatistics",
     "VCardStore",
+    "archiving_wanted",
 ]

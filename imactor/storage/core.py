@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from imactor.storage.accounts import AccountStore
+from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics
 from imactor.storage.roster import RosterStore
 from imactor.storage.stores import (
@@ -32,6 +33,7 @@ class Storage:
         self.vcards = VCardStore(db)
         self.blocking = BlockingStore(db)
         self.last_activity = LastActivityStore(db)
+        self.archive = ArchiveStore(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:

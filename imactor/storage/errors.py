@@ -17,3 +17,7 @@ class AccountExists(Exception):
 
 class AccountNotFound(Exception):
     """No account has this username."""
+
+
+class ArchiveItemNotFound(Exception):
+    """No message with this stanza id in the account's archive (XEP-0313 item-not-found)."""

@@ -11,7 +11,7 @@ leave the writer or reader thread, so no ORM object ever reaches Trio code.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Table
+from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.errors import AccountNotFound
@@ -117,13 +117,50 @@ class LastActivity(SQLModel, table=True):
     status: str = ""
 
 
+class ArchivedMessage(SQLModel, table=True):
+    """XEP-0313: one message of an account's archive (schema version 2).
+
+    `id` orders the archive (AUTOINCREMENT: strictly increasing); `stanza_id` is the XEP-0359 id
+    clients see, unique within the account's archive (both copies of one chat message, in the
+    sender's and in the recipient's archive, share it).
+    """
+
+    __tablename__ = "archive"
+    __table_args__ = (
+        UniqueConstraint("username", "stanza_id", name="uq_archive_username_stanza_id"),
+        Index("ix_archive_username_timestamp", "username", "timestamp"),
+        Index("ix_archive_username_peer", "username", "peer"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(foreign_key="account.username", ondelete="CASCADE")
+    stanza_id: str
+    timestamp: float
+    peer: str  # bare JID of the other party
+    peer_resource: str = ""  # its resource, when known (for `with` filters on a full JID)
+    direction: str  # "in" (received) or "out" (sent)
+    stanza: bytes
+
+
+class ArchivePrefsRow(SQLModel, table=True):
+    """XEP-0313 §6 archiving preferences of an account (schema version 2); no row: defaults."""
+
+    __tablename__ = "archive_prefs"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    default_mode: str  # "always", "roster" or "never"
+    always: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    never: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = getattr(model, "__table__", None)
     assert isinstance(table, Table), model
     return table
 
 
-#: The tables of schema version 1, in creation order (parents before children).
+#: The tables of the current schema version, in creation order (parents before children).
 TABLES: tuple[Table, ...] = tuple(
     _table(m)
     for m in (
@@ -136,6 +173,8 @@ TABLES: tuple[Table, ...] = tuple(
         VCard,
         BlockedJid,
         LastActivity,
+        ArchivedMessage,
+        ArchivePrefsRow,
     )
 )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, inspect, select
 
 from imactor.storage.errors import StorageError
-from imactor.storage.models import TABLES
+from imactor.storage.models import TABLES, ArchivedMessage, ArchivePrefsRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,15 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+def _add_archive(conn: Connection) -> None:
+    """Version 2: the XEP-0313 archive and its preferences (tables with their indexes)."""
+    for model in (ArchivedMessage, ArchivePrefsRow):
+        table = getattr(model, "__table__")  # noqa: B009 - SQLModel declares it untyped
+        table.create(conn)
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (Migration(2, "message archive (XEP-0313)", _add_archive),)
 
 
 def current_version() -> int:

@@ -108,6 +108,8 @@ class StreamConfig:
     allow_plain: bool = True
     #: Nonzas an extension accepts once bound (e.g. XEP-0198 elements), by Clark tag.
     nonzas: frozenset[str] = frozenset()
+    #: Nonzas an extension accepts once authenticated but not yet bound (XEP-0198 <resume/>).
+    prebind_nonzas: frozenset[str] = frozenset()
     #: Extra stream features offered once bound, as serialized elements.
     bound_features: tuple[bytes, ...] = ()
     #: Keys the fake SCRAM salts of unknown users: stable across restarts and workers, so that a
@@ -146,6 +148,14 @@ class ServerStream:
         self._sasl_username: str | None = None
         self._awaiting_shell = False
         self._pending_bind_id: str | None = None
+        #: Stanzas received once bound (including those the stream answers itself).
+        self.stanzas_in = 0
+        #: Record the bytes of stanzas sent once bound, for `take_sent` (XEP-0198 counting).
+        self.track_sent = False
+        self._sent: list[bytes] = []
+        #: The stream ended on purpose: the peer's </stream:stream> or stream error, or our
+        #: `close`. False while open, and when the transport merely ended (EOF, no closing tag).
+        self.clean_close = False
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -226,6 +236,15 @@ class ServerStream:
         _sub(bind, NS_BIND, "jid").text = str(full_jid)
         self._write_iq_result(iq_id, bind)
 
+    def resumed(self, full_jid: JID) -> None:
+        """XEP-0198 resumption instead of binding: the stream carries `full_jid`'s session on."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is not State.WAIT_FOR_BIND or self._pending_bind_id is not None:
+            raise LocalProtocolError("a session is resumed only in place of binding")
+        self.jid = full_jid
+        self.state = State.ESTABLISHED
+
     def bind_failed(self, condition: str, error_type: str = "cancel") -> None:
         if self.state is State.CLOSED:
             return
@@ -241,12 +260,26 @@ class ServerStream:
         """Queue serialized stanza bytes (only once bound, or a pre-auth IQ reply)."""
         if self.state is State.CLOSED:
             return
+        if self.track_sent and self.state is State.ESTABLISHED:
+            self._sent.append(data)
         self._out.append(data)
 
-    def close(self, condition: str | None = None, text: str = "") -> None:
-        """Send the stream error `condition` (if any) and the closing tag; the stream is over."""
+    def send_nonza(self, data: bytes) -> None:
+        """Queue a serialized top-level element that is not a stanza (e.g. XEP-0198 <r/>)."""
+        if self.state is not State.CLOSED:
+            self._out.append(data)
+
+    def take_sent(self) -> list[bytes]:
+        """The stanzas sent since the last call, oldest first (with `track_sent` on)."""
+        sent, self._sent = self._sent, []
+        return sent
+
+    def close(self, condition: str | None = None, text: str = "", app: bytes | None = None) -> None:
+        """Send the stream error `condition` (if any, with an application-specific condition
+        `app`) and the closing tag; the stream is over."""
         if self.state is State.CLOSED:
             return
+        self.clean_close = True
         if self.stream_id is None:
             # §4.9.1.2: an error before the header is answered by a header first.
             self._open_stream()
@@ -256,6 +289,8 @@ class ServerStream:
             if text:
                 ns = default_ns(NS_STREAM_ERRORS)
                 etree.SubElement(error, qname(NS_STREAM_ERRORS, "text"), nsmap=ns).text = text
+            if app is not None:
+                error.append(etree.fromstring(app))
             self._out.append(etree.tostring(error))
         self._out.append(b"</stream:stream>")
         self.state = State.CLOSED
@@ -267,6 +302,7 @@ class ServerStream:
         if isinstance(parsed, StreamOpened):
             self._on_stream_opened(parsed)
         elif isinstance(parsed, ParserStreamClosed):
+            self.clean_close = True
             self._close_quietly()
         elif isinstance(parsed, ElementReceived):
             self._on_element(parsed.element)
@@ -308,14 +344,22 @@ class ServerStream:
         if handler is not None:
             handler(self, element)
         elif tag == STREAM_ERROR:
+            self.clean_close = True
             self._close_quietly()
-        elif self.state is State.ESTABLISHED and tag in self.config.nonzas:
+        elif tag in self._nonzas_now():
             self._events.append(ev.NonzaReceived(element))
         else:
             condition, text = UNEXPECTED.get(self.state, ("not-authorized", ""))
             if self.state is State.ESTABLISHED:
                 condition, text = "unsupported-stanza-type", f"unexpected element {tag}"
             raise RemoteProtocolError(condition, text)
+
+    def _nonzas_now(self) -> frozenset[str]:
+        if self.state is State.ESTABLISHED:
+            return self.config.nonzas
+        if self.state is State.WAIT_FOR_BIND:
+            return self.config.prebind_nonzas
+        return frozenset()
 
     def _features(self) -> bytes:
         features = etree.Element(qname(NS_STREAMS, "features"), nsmap={"stream": NS_STREAMS})
@@ -483,6 +527,7 @@ class ServerStream:
         self._events.append(ev.BindRequested(iq_id, resource))
 
     def _on_stanza(self, element: etree._Element) -> None:
+        self.stanzas_in += 1
         if (
             element.tag == IQ
             and element.get("type") == "set"
@@ -490,6 +535,8 @@ class ServerStream:
         ):
             # RFC 3921 session establishment: a no-op kept for old clients (RFC 6121 Appendix E).
             self._write_iq_result(element.get("id") or "", None, to=str(self.jid))
+            if self.track_sent:
+                self._sent.append(self._out[-1])
             return
         self._events.append(ev.StanzaReceived(element))
 

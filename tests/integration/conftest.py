@@ -1,22 +1,30 @@
 """Fixtures: the real server (`imactor supervise`) on OS-chosen ports, with accounts made by the CLI.
 
 `server` is shared by the tests of one module (start-up costs about a second); tests keep out of
-each other's way by using their own accounts from `accounts`. A test that needs its own config
-uses `running_server` directly.
+each other's way by using their own accounts from `accounts` (or `user`, from the module's `pool`
+made by `account_pool`). A test that needs its own config uses `running_server` directly. `peers`
+logs accounts in as raw `Peer`s and closes them after the test. A module whose tests try to break
+the server opts in to the `server_alive` check with
+``pytestmark = pytest.mark.usefixtures("server_alive")``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.peer import Peers
 from tests.support.server import ServerProcess, add_users, running_server
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
+
+#: The type of the `accounts` fixture.
+Accounts = Callable[..., list[str]]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def accounts(server: ServerProcess) -> Callable[..., list[str]]:
+def accounts(server: ServerProcess) -> Accounts:
     """`accounts(n)` creates n fresh accounts (password `PASSWORD`) and returns their usernames."""
 
     def make(count: int = 2, prefix: str = "user") -> list[str]:
@@ -38,5 +46,52 @@ def accounts(server: ServerProcess) -> Callable[..., list[str]]:
     return make
 
 
+def account_pool(server: ServerProcess, prefix: str, count: int) -> Iterator[str]:
+    """`count` fresh accounts (password `PASSWORD`) made with one CLI call: what a module's
+    module-scoped `pool` fixture returns, for the `user` fixture to hand out."""
+    names = [f"{prefix}{i}" for i in range(count)]
+    add_users(server.config_path, [(name, PASSWORD) for name in names])
+    return iter(names)
+
+
+@pytest.fixture
+def user(pool: Iterator[str]) -> str:
+    """The next fresh account of the module's `pool` fixture."""
+    return next(pool)
+
+
+@pytest.fixture
+async def peers(server: ServerProcess) -> AsyncIterator[Peers]:
+    """Logs accounts of `server` in as `Peer`s (password `PASSWORD`); all are closed after the test."""
+    logins = Peers(server.c2s_port, PASSWORD)
+    try:
+        yield logins
+    finally:
+        await logins.aclose()
+
+
 def server_log(server: ServerProcess) -> str:
     return (Path(server.config_path).parent / "server.log").read_text(errors="replace")
+
+
+def _round_trip(server: ServerProcess) -> None:
+    """Open a stream and read the server's features: a full trip through its event loop."""
+    with socket.create_connection(("127.0.0.1", server.c2s_port), timeout=10) as sock:
+        sock.sendall(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+                     b" to='localhost' version='1.0'>")  # fmt: skip
+        received = b""
+        while b"</stream:features>" not in received:
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+
+
+@pytest.fixture
+def server_alive(server: ServerProcess) -> Iterator[None]:
+    """After the test: the server process runs and logged no crash (a traceback) meanwhile."""
+    before = len(server_log(server))
+    yield
+    assert server.proc.poll() is None, "the server process died"
+    _round_trip(server)  # lets the server finish (and log) whatever the test's last step started
+    new_log = server_log(server)[before:]
+    assert "Traceback" not in new_log, new_log

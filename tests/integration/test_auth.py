@@ -17,33 +17,35 @@ import pytest
 import trio
 from lxml import etree
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.clients import (
+    BIND_NS,
     SASL_NS,
     AuthFailed,
     ScramClient,
     aioxmpp_client,
+    bound_jid,
     channel_binding_types,
     mechanisms,
+    raw_authenticated,
     raw_bind,
-    raw_client_context,
+    raw_bind_request,
     raw_connect,
     raw_plain,
     raw_scram,
-    raw_starttls,
+    raw_tls_stream,
     run,
     sasl_condition,
     slixmpp_client,
     tls_channel_binding,
 )
-from tests.support.raw import RawClient
-from tests.support.server import ServerProcess, add_users, imactor_cli, running_server
+from tests.support.peer import stanza_error
+from tests.support.raw import assert_pong
+from tests.support.server import ServerProcess, imactor_cli, running_server
 
 SCRAM = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
 SCRAM_PLUS = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]
 ALL_MECHANISMS = [*SCRAM_PLUS, *SCRAM, "PLAIN"]
-BIND = "{urn:ietf:params:xml:ns:xmpp-bind}"
-STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
 @pytest.fixture(scope="module")
@@ -57,36 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def pool(server: ServerProcess) -> Iterator[str]:
     """Fresh accounts (password `PASSWORD`), made with one CLI call for the whole module."""
-    names = [f"auth{i}" for i in range(80)]
-    add_users(server.config_path, [(name, PASSWORD) for name in names])
-    return iter(names)
-
-
-@pytest.fixture
-def user(pool: Iterator[str]) -> str:
-    return next(pool)
-
-
-async def tls_stream(
-    server: ServerProcess, tls_max_version: str | None = None
-) -> tuple[RawClient, etree._Element]:
-    client = await raw_connect(server.c2s_port)
-    features = await raw_starttls(client, raw_client_context(tls_max_version))
-    return client, features
-
-
-def stanza_error(element: etree._Element) -> tuple[str, str]:
-    """(type, condition) of an IQ error."""
-    assert element.get("type") == "error", etree.tostring(element)
-    error = element.find("{jabber:client}error")
-    assert error is not None, etree.tostring(element)
-    condition = next(etree.QName(c).localname for c in error if etree.QName(c).namespace == STANZA_ERRORS)
-    return error.get("type", ""), condition
-
-
-async def ping_server(client: RawClient, iq_id: str = "ping1") -> etree._Element:
-    await client.send(f"<iq type='get' id='{iq_id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-    return await client.next_element(lambda e: e.get("id") == iq_id)
+    return account_pool(server, "auth", 80)
 
 
 # ---- real client libraries ---------------------------------------------------------------------
@@ -121,28 +94,25 @@ def test_slixmpp_scram_plus_tls_unique(server: ServerProcess, user: str, mechani
     run(scenario())
 
 
-@pytest.mark.parametrize("mechanism", ALL_MECHANISMS)
-def test_aioxmpp_login(server: ServerProcess, user: str, mechanism: str) -> None:
-    """aiosasl; the -PLUS variants bind with tls-server-end-point (TLS 1.3 has no tls-unique)."""
+@pytest.mark.parametrize(
+    ("mechanism", "tls_max_version", "channel_binding"),
+    [
+        *(pytest.param(m, None, "tls-server-end-point", id=m) for m in ALL_MECHANISMS),
+        *(pytest.param(m, "1.2", "tls-unique", id=f"{m}-tls-unique") for m in SCRAM_PLUS),
+    ],
+)
+def test_aioxmpp_login(
+    server: ServerProcess, user: str, mechanism: str, tls_max_version: str | None, channel_binding: str
+) -> None:
+    """aiosasl; the -PLUS variants bind with tls-server-end-point, or with tls-unique on TLS 1.2 (TLS 1.3
+    has no tls-unique)."""
     bob = user
 
     async def scenario() -> None:
-        async with aioxmpp_client(
-            f"{bob}@localhost/aio", PASSWORD, server.c2s_port, mechanism=mechanism
-        ) as c:
+        async with aioxmpp_client(f"{bob}@localhost/aio", PASSWORD, server.c2s_port, mechanism=mechanism,
+                                  tls_max_version=tls_max_version,
+                                  channel_binding=channel_binding) as c:  # fmt: skip
             assert str(c.local_jid) == f"{bob}@localhost/aio"
-
-    run(scenario())
-
-
-@pytest.mark.parametrize("mechanism", SCRAM_PLUS)
-def test_aioxmpp_scram_plus_tls_unique(server: ServerProcess, user: str, mechanism: str) -> None:
-    bob = user
-
-    async def scenario() -> None:
-        async with aioxmpp_client(f"{bob}@localhost/u", PASSWORD, server.c2s_port, mechanism=mechanism,
-                                  tls_max_version="1.2", channel_binding="tls-unique") as c:  # fmt: skip
-            assert str(c.local_jid) == f"{bob}@localhost/u"
 
     run(scenario())
 
@@ -177,22 +147,22 @@ def test_aioxmpp_wrong_password(server: ServerProcess, user: str) -> None:
 # ---- the offer ---------------------------------------------------------------------------------
 
 
-async def test_offer_under_tls13(server: ServerProcess) -> None:
-    with trio.fail_after(10):
-        client, features = await tls_stream(server)
-        assert client.stream.version() == "TLSv1.3"  # type: ignore[attr-defined]
-        assert mechanisms(features) == ALL_MECHANISMS
+@pytest.mark.parametrize(
+    ("tls_max_version", "version", "cb_types"),
+    [
         # tls-unique is undefined on TLS 1.3; the stdlib has no tls-exporter.
-        assert channel_binding_types(features) == ["tls-server-end-point"]
-        await client.aclose()
-
-
-async def test_offer_under_tls12(server: ServerProcess) -> None:
+        pytest.param(None, "TLSv1.3", ["tls-server-end-point"], id="tls13"),
+        pytest.param("1.2", "TLSv1.2", ["tls-server-end-point", "tls-unique"], id="tls12"),
+    ],
+)
+async def test_offer_under_tls(
+    server: ServerProcess, tls_max_version: str | None, version: str, cb_types: list[str]
+) -> None:
     with trio.fail_after(10):
-        client, features = await tls_stream(server, "1.2")
-        assert client.stream.version() == "TLSv1.2"  # type: ignore[attr-defined]
+        client, features = await raw_tls_stream(server.c2s_port, tls_max_version)
+        assert client.stream.version() == version  # type: ignore[attr-defined]
         assert mechanisms(features) == ALL_MECHANISMS
-        assert channel_binding_types(features) == ["tls-server-end-point", "tls-unique"]
+        assert channel_binding_types(features) == cb_types
         await client.aclose()
 
 
@@ -220,7 +190,7 @@ async def test_no_plain_and_no_plus_without_tls(tmp_path: Path) -> None:
         assert success.tag == f"{{{SASL_NS}}}success"
         assert scram.verify(base64.b64decode(success.text or ""))
         bound = await raw_bind(client, "clear")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == "carol@localhost/clear"
+        assert bound_jid(bound) == "carol@localhost/clear"
         await client.aclose()
 
 
@@ -245,7 +215,7 @@ async def test_raw_scram(
 ) -> None:  # fmt: skip
     alice = user
     with trio.fail_after(15):
-        client, _ = await tls_stream(server, tls_max_version)
+        client, _ = await raw_tls_stream(server.c2s_port, tls_max_version)
         cb_data = b"" if cb_type is None else tls_channel_binding(client, cb_type)
         scram = ScramClient(mechanism, alice, PASSWORD, cb_type=cb_type, cb_data=cb_data)
         success, server_first = await raw_scram(client, scram, mechanism)
@@ -255,7 +225,7 @@ async def test_raw_scram(
         # Mutual authentication: the server proved it knows the verifier too.
         assert scram.verify(base64.b64decode(success.text or ""))
         bound = await raw_bind(client, "scram")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{alice}@localhost/scram"
+        assert bound_jid(bound) == f"{alice}@localhost/scram"
         await client.aclose()
 
 
@@ -264,7 +234,7 @@ async def test_forged_channel_binding_refused(server: ServerProcess, user: str, 
     """A man in the middle terminates TLS, so the binding the client sees differs from the server's."""
     alice = user
     with trio.fail_after(15):
-        client, _ = await tls_stream(server, "1.2")
+        client, _ = await raw_tls_stream(server.c2s_port, "1.2")
         forged = bytes(b ^ 0xFF for b in tls_channel_binding(client, cb_type))
         scram = ScramClient("SCRAM-SHA-256-PLUS", alice, PASSWORD, cb_type=cb_type, cb_data=forged)
         failure, server_first = await raw_scram(client, scram, "SCRAM-SHA-256-PLUS")
@@ -276,7 +246,7 @@ async def test_forged_channel_binding_refused(server: ServerProcess, user: str, 
 async def test_tls_unique_refused_on_tls13(server: ServerProcess, user: str) -> None:
     alice = user
     with trio.fail_after(15):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256-PLUS", alice, PASSWORD, cb_type="tls-unique", cb_data=b"x" * 12)
         failure, server_first = await raw_scram(client, scram, "SCRAM-SHA-256-PLUS")
         assert server_first is None
@@ -288,7 +258,7 @@ async def test_binding_downgrade_detected(server: ServerProcess, user: str) -> N
     """gs2 flag "y": the client could bind but saw no -PLUS offer, so someone stripped it (RFC 5802 §6)."""
     alice = user
     with trio.fail_after(15):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", alice, PASSWORD, gs2_flag="y")
         failure, _ = await raw_scram(client, scram, "SCRAM-SHA-256")
         assert sasl_condition(failure) == "not-authorized"
@@ -304,7 +274,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
 ) -> None:
     alice = user
     with trio.fail_after(20):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         answers = []
         firsts = []
         # Failed exchanges may be retried on the same stream (RFC 6120 §6.4.5).
@@ -333,7 +303,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
 
 async def test_unknown_mechanism(server: ServerProcess) -> None:
     with trio.fail_after(10):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='DIGEST-MD5'/>")
         assert sasl_condition(await client.next_element()) == "invalid-mechanism"
         await client.aclose()
@@ -343,7 +313,7 @@ async def test_unknown_mechanism(server: ServerProcess) -> None:
 async def test_auth_without_initial_response(server: ServerProcess, user: str, mechanism: str) -> None:
     """RFC 6120 §6.4.2: no initial response in <auth/>; the server asks with an empty challenge."""
     with trio.fail_after(15):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='{mechanism}'/>")
         empty = await client.next_element()
         assert empty.tag == f"{{{SASL_NS}}}challenge", etree.tostring(empty)
@@ -363,13 +333,13 @@ async def test_auth_without_initial_response(server: ServerProcess, user: str, m
             assert scram.verify(base64.b64decode(reply.text or ""))
         assert reply.tag == f"{{{SASL_NS}}}success", etree.tostring(reply)
         bound = await raw_bind(client, "late")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{user}@localhost/late"
+        assert bound_jid(bound) == f"{user}@localhost/late"
         await client.aclose()
 
 
 async def test_abort(server: ServerProcess, user: str) -> None:
     with trio.fail_after(15):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", user, PASSWORD)
         first = base64.b64encode(scram.client_first()).decode()
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{first}</auth>")
@@ -387,7 +357,7 @@ async def test_authzid(server: ServerProcess, pool: Iterator[str], mechanism: st
     alice, bob = next(pool), next(pool)
     with trio.fail_after(15):
         for authzid, expected in [(f"{alice}@localhost", "success"), (f"{bob}@localhost", "invalid-authzid")]:
-            client, _ = await tls_stream(server)
+            client, _ = await raw_tls_stream(server.c2s_port)
             if mechanism == "PLAIN":
                 token = base64.b64encode(f"{authzid}\0{alice}\0{PASSWORD}".encode()).decode()
                 await client.send(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>")
@@ -398,7 +368,7 @@ async def test_authzid(server: ServerProcess, pool: Iterator[str], mechanism: st
             if expected == "success":
                 assert result.tag == f"{{{SASL_NS}}}success", etree.tostring(result)
                 bound = await raw_bind(client, "az")
-                assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{alice}@localhost/az"
+                assert bound_jid(bound) == f"{alice}@localhost/az"
             else:
                 assert sasl_condition(result) == expected
             await client.aclose()
@@ -417,7 +387,7 @@ def throttled_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 async def _plain_login(server: ServerProcess, username: str, password: str) -> etree._Element:
-    client, _ = await tls_stream(server)
+    client, _ = await raw_tls_stream(server.c2s_port)
     try:
         return await raw_plain(client, username, password)
     finally:
@@ -428,7 +398,7 @@ async def test_failed_login_throttle(throttled_server: ServerProcess) -> None:
     srv = throttled_server
     with trio.fail_after(60):
         # Per account: three failures block alice, even with the right password and another mechanism.
-        client, _ = await tls_stream(srv)
+        client, _ = await raw_tls_stream(srv.c2s_port)
         # Failures of any mechanism count.
         assert sasl_condition(await raw_plain(client, "alice", "wrong")) == "not-authorized"
         for mechanism in SCRAM:
@@ -437,7 +407,7 @@ async def test_failed_login_throttle(throttled_server: ServerProcess) -> None:
         assert sasl_condition(await raw_plain(client, "alice", PASSWORD)) == "temporary-auth-failure"
         await client.aclose()
         assert sasl_condition(await _plain_login(srv, "alice", PASSWORD)) == "temporary-auth-failure"
-        client, _ = await tls_stream(srv)
+        client, _ = await raw_tls_stream(srv.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", "alice", PASSWORD)
         failure, server_first = await raw_scram(client, scram, "SCRAM-SHA-256")
         assert server_first is None
@@ -464,21 +434,14 @@ async def test_failed_login_throttle(throttled_server: ServerProcess) -> None:
 # ---- resource binding --------------------------------------------------------------------------
 
 
-async def _authenticated(server: ServerProcess, username: str) -> RawClient:
-    client, _ = await tls_stream(server)
-    result = await raw_plain(client, username, PASSWORD)
-    assert result.tag == f"{{{SASL_NS}}}success", etree.tostring(result)
-    return client
-
-
 async def test_bind_client_chosen_resource(server: ServerProcess, user: str) -> None:
     alice = user
     with trio.fail_after(10):
-        client = await _authenticated(server, alice)
+        client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         bound = await raw_bind(client, "Laptöp Home")
         assert bound.get("type") == "result"
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{alice}@localhost/Laptöp Home"
-        assert (await ping_server(client)).get("type") == "result"
+        assert bound_jid(bound) == f"{alice}@localhost/Laptöp Home"
+        await assert_pong(client)
         await client.aclose()
 
 
@@ -486,14 +449,14 @@ async def test_bind_client_chosen_resource(server: ServerProcess, user: str) -> 
 async def test_bind_server_chosen_resource(server: ServerProcess, user: str, request_body: str) -> None:
     alice = user
     with trio.fail_after(10):
-        first = await _authenticated(server, alice)
-        second = await _authenticated(server, alice)
+        first = await raw_authenticated(server.c2s_port, alice, PASSWORD)
+        second = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         jids = []
         for client in (first, second):
             await client.open_stream()
-            await client.send(f"<iq type='set' id='b'><bind xmlns='{BIND[1:-1]}'>{request_body}</bind></iq>")
+            await client.send(f"<iq type='set' id='b'><bind xmlns='{BIND_NS}'>{request_body}</bind></iq>")
             bound = await client.next_element(lambda e: e.get("id") == "b")
-            jid = bound.findtext(f"{BIND}bind/{BIND}jid") or ""
+            jid = bound_jid(bound) or ""
             bare, _, resource = jid.partition("/")
             assert bare == f"{alice}@localhost", etree.tostring(bound)
             assert resource
@@ -506,30 +469,27 @@ async def test_bind_server_chosen_resource(server: ServerProcess, user: str, req
 async def test_bind_conflict_kicks_old_session(server: ServerProcess, user: str) -> None:
     alice = user
     with trio.fail_after(15):
-        old = await _authenticated(server, alice)
+        old = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         assert (await raw_bind(old, "desk")).get("type") == "result"
-        new = await _authenticated(server, alice)
+        new = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         bound = await raw_bind(new, "desk")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{alice}@localhost/desk"
+        assert bound_jid(bound) == f"{alice}@localhost/desk"
         assert await old.stream_error() == "conflict"
         await old.wait_closed()
         assert old.closed
-        assert (await ping_server(new)).get("type") == "result"
+        await assert_pong(new)
         await new.aclose()
 
 
 async def test_legacy_session_iq(server: ServerProcess, user: str) -> None:
     alice = user
     with trio.fail_after(10):
-        client = await _authenticated(server, alice)
+        client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         features = await client.open_stream()
         # RFC 6121 Appendix E: offered, and optional.
         session = "{urn:ietf:params:xml:ns:xmpp-session}"
         assert features.find(f"{session}session/{session}optional") is not None
-        await client.send(
-            f"<iq type='set' id='b'><bind xmlns='{BIND[1:-1]}'><resource>old-client</resource></bind></iq>"
-        )
-        assert (await client.next_element(lambda e: e.get("id") == "b")).get("type") == "result"
+        assert (await raw_bind_request(client, "old-client", "b")).get("type") == "result"
         await client.send(
             "<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
         )
@@ -544,34 +504,26 @@ async def test_bind_invalid_resource(server: ServerProcess, user: str, resource:
     """A control character (PRECIS OpaqueString) or over 1023 octets: bad-request; binding may be retried."""
     alice = user
     with trio.fail_after(10):
-        client = await _authenticated(server, alice)
+        client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         refused = await raw_bind(client, resource)
         assert stanza_error(refused) == ("modify", "bad-request")
-        await client.send(
-            "<iq type='set' id='again'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-            "<resource>fine</resource></bind></iq>"
-        )
-        bound = await client.next_element(lambda e: e.get("id") == "again")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{alice}@localhost/fine"
+        bound = await raw_bind_request(client, "fine", "again")
+        assert bound_jid(bound) == f"{alice}@localhost/fine"
         await client.aclose()
 
 
 async def test_bind_conflict_refuse(tmp_path: Path) -> None:
     extra = '\n[resources]\nconflict = "refuse"\n'
     with running_server(tmp_path, users=[("dave", PASSWORD)], extra=extra) as srv, trio.fail_after(20):
-        first = await _authenticated(srv, "dave")
+        first = await raw_authenticated(srv.c2s_port, "dave", PASSWORD)
         assert (await raw_bind(first, "desk")).get("type") == "result"
-        second = await _authenticated(srv, "dave")
+        second = await raw_authenticated(srv.c2s_port, "dave", PASSWORD)
         refused = await raw_bind(second, "desk")
         assert stanza_error(refused) == ("cancel", "conflict")
         # The first session is untouched, and the second may bind another resource.
-        assert (await ping_server(first)).get("type") == "result"
-        await second.send(
-            "<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-            "<resource>couch</resource></bind></iq>"
-        )
-        bound = await second.next_element(lambda e: e.get("id") == "b2")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == "dave@localhost/couch"
+        await assert_pong(first)
+        bound = await raw_bind_request(second, "couch", "b2")
+        assert bound_jid(bound) == "dave@localhost/couch"
         await first.aclose()
         await second.aclose()
 
@@ -579,16 +531,16 @@ async def test_bind_conflict_refuse(tmp_path: Path) -> None:
 async def test_bind_conflict_random(tmp_path: Path) -> None:
     extra = '\n[resources]\nconflict = "random"\n'
     with running_server(tmp_path, users=[("erin", PASSWORD)], extra=extra) as srv, trio.fail_after(20):
-        first = await _authenticated(srv, "erin")
+        first = await raw_authenticated(srv.c2s_port, "erin", PASSWORD)
         assert (await raw_bind(first, "desk")).get("type") == "result"
-        second = await _authenticated(srv, "erin")
+        second = await raw_authenticated(srv.c2s_port, "erin", PASSWORD)
         bound = await raw_bind(second, "desk")
-        jid = bound.findtext(f"{BIND}bind/{BIND}jid") or ""
+        jid = bound_jid(bound) or ""
         assert jid.startswith("erin@localhost/"), etree.tostring(bound)
         assert jid != "erin@localhost/desk"
         # Both sessions live on.
-        assert (await ping_server(first)).get("type") == "result"
-        assert (await ping_server(second)).get("type") == "result"
+        await assert_pong(first)
+        await assert_pong(second)
         await first.aclose()
         await second.aclose()
 
@@ -596,7 +548,7 @@ async def test_bind_conflict_random(tmp_path: Path) -> None:
 async def test_stanza_before_bind_refused(server: ServerProcess, user: str) -> None:
     alice = user
     with trio.fail_after(10):
-        client = await _authenticated(server, alice)
+        client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         await client.open_stream()
         await client.send("<message to='localhost'><body>early</body></message>")
         assert await client.stream_error() == "not-authorized"
@@ -615,10 +567,10 @@ async def test_bulk_user_add_then_login(server: ServerProcess, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert "2000" in result.stdout
     with trio.fail_after(15):
-        client, _ = await tls_stream(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", "bulk1234", "secret-1234")
         success, _ = await raw_scram(client, scram, "SCRAM-SHA-256")
         assert success.tag == f"{{{SASL_NS}}}success"
         bound = await raw_bind(client, "bulk")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == "bulk1234@localhost/bulk"
+        assert bound_jid(bound) == "bulk1234@localhost/bulk"
         await client.aclose()

@@ -8,31 +8,28 @@ still running; the last test proves it still serves a fresh login.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import struct
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from lxml import etree
 
-from tests.integration.conftest import PASSWORD, server_log
-from tests.support.raw import STREAM_NS, RawClient
+from tests.integration.conftest import PASSWORD, Accounts
+from tests.support.clients import raw_login
+from tests.support.peer import error_condition
+from tests.support.raw import PING, STREAM_NS, RawClient, assert_pong
 from tests.support.server import ServerProcess, add_users, running_server
 
+pytestmark = pytest.mark.usefixtures("server_alive")
+
 CLIENT = "jabber:client"
-STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-PING = "<ping xmlns='urn:xmpp:ping'/>"
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='{content}' xmlns:stream='{streams}' to='{domain}'"
     " version='{version}'>"
 )
 TIMEOUT = 20
-_ids = itertools.count()
-
-Accounts = Callable[..., list[str]]
 
 
 def header(*, content: str = CLIENT, streams: str = STREAM_NS, domain: str = "localhost",
@@ -40,50 +37,8 @@ def header(*, content: str = CLIENT, streams: str = STREAM_NS, domain: str = "lo
     return HEADER.format(content=content, streams=streams, domain=domain, version=version)
 
 
-def round_trip(server: ServerProcess) -> None:
-    """Open a stream and read the server's features: a full trip through its event loop."""
-    with socket.create_connection(("127.0.0.1", server.c2s_port), timeout=10) as sock:
-        sock.sendall(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
-                     b" to='localhost' version='1.0'>")  # fmt: skip
-        received = b""
-        while b"</stream:features>" not in received:
-            chunk = sock.recv(4096)
-            assert chunk, received
-            received += chunk
-
-
-@pytest.fixture(autouse=True)
-def server_alive(server: ServerProcess) -> Iterator[None]:
-    """After each test: the server process runs and logged no crash (a traceback) meanwhile."""
-    before = len(server_log(server))
-    yield
-    assert server.proc.poll() is None, "the server process died"
-    round_trip(server)  # lets the server finish (and log) whatever the test's last step started
-    new_log = server_log(server)[before:]
-    assert "Traceback" not in new_log, new_log
-
-
 async def connect(server: ServerProcess) -> RawClient:
     return await RawClient.connect(server.c2s_port)
-
-
-async def logged_in(server: ServerProcess, user: str, resource: str = "raw") -> RawClient:
-    client = await connect(server)
-    await client.login(user, PASSWORD, resource)
-    return client
-
-
-async def ping(client: RawClient, to: str = "localhost") -> etree._Element:
-    """A XEP-0199 ping and its answer (matched by id)."""
-    iq_id = f"ping{next(_ids)}"
-    await client.send(f"<iq type='get' id='{iq_id}' to='{to}'>{PING}</iq>")
-    return await client.next_element(lambda e: e.get("id") == iq_id)
-
-
-async def assert_pong(client: RawClient) -> None:
-    reply = await ping(client)
-    assert reply.tag == f"{{{CLIENT}}}iq", etree.tostring(reply)
-    assert reply.get("type") == "result", etree.tostring(reply)
 
 
 async def closed_with(client: RawClient, condition: str) -> None:
@@ -91,13 +46,6 @@ async def closed_with(client: RawClient, condition: str) -> None:
     assert await client.stream_error() == condition
     await client.wait_closed()
     assert client.closed
-
-
-def stanza_error(element: etree._Element) -> str:
-    error = element.find(f"{{{CLIENT}}}error")
-    assert error is not None, etree.tostring(element)
-    return next(etree.QName(c).localname for c in error if etree.QName(c).namespace == STANZAS
-                and etree.QName(c).localname != "text")  # fmt: skip
 
 
 async def send_tolerant(client: RawClient, data: bytes) -> None:
@@ -131,7 +79,7 @@ async def test_malformed_xml_is_not_well_formed(server: ServerProcess, payload: 
 async def test_malformed_xml_after_bind(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send("<message to='x@localhost'><body>hi</message>")
         await closed_with(client, "not-well-formed")
 
@@ -151,7 +99,7 @@ async def test_entity_bomb_in_prolog_is_restricted_xml_and_worker_stays_responsi
 ) -> None:
     (bob,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        bystander = await logged_in(server, bob)
+        bystander = await raw_login(server.c2s_port, bob, PASSWORD)
         attacker = await connect(server)
         await attacker.send(BILLION_LAUGHS + header() + "<message><body>&lol9;</body></message>")
         await closed_with(attacker, "restricted-xml")
@@ -164,8 +112,8 @@ async def test_entity_reference_in_stanza_is_restricted_xml(
 ) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        bystander = await logged_in(server, bob)
-        client = await logged_in(server, alice)
+        bystander = await raw_login(server.c2s_port, bob, PASSWORD)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send(f"<message to='{bob}@localhost'><body>&lol9;</body></message>")
         await closed_with(client, "restricted-xml")
         await assert_pong(bystander)
@@ -175,7 +123,7 @@ async def test_entity_reference_in_stanza_is_restricted_xml(
 async def test_doctype_inside_the_stream_is_refused(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send("<!DOCTYPE x [<!ENTITY a 'aaaaaaaaaa'>]><message><body>&a;</body></message>")
         assert await client.stream_error() in ("restricted-xml", "not-well-formed")
         await client.wait_closed()
@@ -196,7 +144,7 @@ async def test_comments_and_processing_instructions_are_restricted_xml(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         if bound:
-            client = await logged_in(server, accounts(1)[0])
+            client = await raw_login(server.c2s_port, accounts(1)[0], PASSWORD)
         else:
             client = await connect(server)
             await client.open_stream()
@@ -214,15 +162,15 @@ async def test_comment_before_the_stream_header_is_restricted_xml(server: Server
 async def test_oversized_stanza_is_a_policy_violation(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        bystander = await logged_in(server, bob)
-        client = await logged_in(server, alice)
+        bystander = await raw_login(server.c2s_port, bob, PASSWORD)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         body = "x" * 262144
         await send_tolerant(client, f"<message to='{bob}@localhost'><body>{body}</body></message>".encode())
         await closed_with(client, "policy-violation")
         # The oversized message never reached Bob: the first message he gets is the marker.
         await bystander.send("<presence/>")
         await bystander.expect(f"{{{CLIENT}}}presence")
-        marker = await logged_in(server, alice, "marker")
+        marker = await raw_login(server.c2s_port, alice, PASSWORD, "marker")
         await marker.send(f"<message to='{bob}@localhost/raw' id='marker'><body>m</body></message>")
         received = await bystander.expect(f"{{{CLIENT}}}message")
         assert received.get("id") == "marker"
@@ -233,7 +181,7 @@ async def test_oversized_stanza_is_a_policy_violation(server: ServerProcess, acc
 async def test_stanza_just_under_the_limit_is_accepted(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         envelope = "<message to='{}@localhost/raw' id='big'><body>{}</body></message>"
         size = 262144 - len(envelope.format(alice, ""))
         await client.send(envelope.format(alice, "y" * size))
@@ -297,16 +245,16 @@ async def test_bad_stream_header(server: ServerProcess, stream_header: str, cond
 async def test_spoofed_from_is_invalid_from(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        bystander = await logged_in(server, bob)
+        bystander = await raw_login(server.c2s_port, bob, PASSWORD)
         await bystander.send("<presence/>")
         await bystander.expect(f"{{{CLIENT}}}presence")
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send(
             f"<message from='{bob}@localhost/raw' to='{bob}@localhost' id='spoof'><body>x</body></message>"
         )
         await closed_with(client, "invalid-from")
         # The spoofed message was not delivered: the marker comes first.
-        marker = await logged_in(server, alice, "marker")
+        marker = await raw_login(server.c2s_port, alice, PASSWORD, "marker")
         await marker.send(f"<message to='{bob}@localhost' id='marker'><body>m</body></message>")
         assert (await bystander.expect(f"{{{CLIENT}}}message")).get("id") == "marker"
         await marker.aclose()
@@ -316,7 +264,7 @@ async def test_spoofed_from_is_invalid_from(server: ServerProcess, accounts: Acc
 async def test_own_from_addresses_are_accepted(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         for i, own in enumerate(
             (f"{alice}@localhost/raw", f"{alice}@localhost", f"{alice.upper()}@LOCALHOST")
         ):
@@ -334,16 +282,16 @@ async def test_invalid_to_is_jid_malformed_and_the_stream_stays_up(
 ) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send(f"<message to='{bad_jid}' id='bad'><body>x</body></message>")
         reply = await client.next_element(lambda e: e.get("id") == "bad")
         assert reply.tag == f"{{{CLIENT}}}message"
         assert reply.get("type") == "error"
-        assert stanza_error(reply) == "jid-malformed"
+        assert error_condition(reply) == "jid-malformed"
         await client.send(f"<iq type='get' id='badiq' to='{bad_jid}'>{PING}</iq>")
         reply = await client.next_element(lambda e: e.get("id") == "badiq")
         assert reply.get("type") == "error"
-        assert stanza_error(reply) == "jid-malformed"
+        assert error_condition(reply) == "jid-malformed"
         await assert_pong(client)
         await client.aclose()
 
@@ -363,11 +311,11 @@ async def test_invalid_to_is_jid_malformed_and_the_stream_stays_up(
 async def test_invalid_iq_is_bad_request(server: ServerProcess, accounts: Accounts, iq: str) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send(iq)
         reply = await client.expect(f"{{{CLIENT}}}iq")
         assert reply.get("type") == "error", etree.tostring(reply)
-        assert stanza_error(reply) == "bad-request"
+        assert error_condition(reply) == "bad-request"
         await assert_pong(client)
         await client.aclose()
 
@@ -384,7 +332,7 @@ async def test_unknown_top_level_element_after_bind(server: ServerProcess, accou
                                                      element: str) -> None:  # fmt: skip
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send(element)
         await closed_with(client, "unsupported-stanza-type")
 
@@ -394,7 +342,7 @@ async def test_character_data_at_stream_level_is_bad_format(
 ) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, alice)
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
         await client.send("  \n hello")
         await closed_with(client, "bad-format")
 
@@ -410,8 +358,8 @@ async def test_flood_does_not_starve_other_clients_and_loses_nothing(
     flooder_name, other_name = accounts(2)
     answered: set[str] = set()
     with trio.fail_after(120):
-        flooder = await logged_in(server, flooder_name)
-        other = await logged_in(server, other_name)
+        flooder = await raw_login(server.c2s_port, flooder_name, PASSWORD)
+        other = await raw_login(server.c2s_port, other_name, PASSWORD)
         other_done = trio.Event()
         first_answer = trio.Event()
         answered_while_flooding: list[int] = []
@@ -456,13 +404,13 @@ async def test_flood_does_not_starve_other_clients_and_loses_nothing(
 async def test_client_that_stops_reading_is_disconnected(server: ServerProcess, accounts: Accounts) -> None:
     sender_name, reader_name = accounts(2)
     with trio.fail_after(120):
-        stalled = await logged_in(server, reader_name, "stalled")
+        stalled = await raw_login(server.c2s_port, reader_name, PASSWORD, "stalled")
         await stalled.send("<presence/>")
         # From here on `stalled` never reads again. Its second resource watches for it going away.
-        watcher = await logged_in(server, reader_name, "watcher")
+        watcher = await raw_login(server.c2s_port, reader_name, PASSWORD, "watcher")
         await watcher.send("<presence/>")
         await watcher.next_element(lambda e: e.get("from") == f"{reader_name}@localhost/watcher")
-        sender = await logged_in(server, sender_name)
+        sender = await raw_login(server.c2s_port, sender_name, PASSWORD)
         gone = trio.Event()
         body = "z" * 60000
 
@@ -493,7 +441,7 @@ async def test_client_that_stops_reading_is_disconnected(server: ServerProcess, 
         # The sender's session is fine, the watcher too, and the server still serves new logins.
         await assert_pong(sender)
         await assert_pong(watcher)
-        fresh = await logged_in(server, sender_name, "fresh")
+        fresh = await raw_login(server.c2s_port, sender_name, PASSWORD, "fresh")
         await assert_pong(fresh)
         for client in (fresh, sender, watcher, stalled):
             await client.aclose()
@@ -507,10 +455,10 @@ async def test_abrupt_disconnect_is_a_clean_logout(
     server logs no crash (checked by the `server_alive` fixture)."""
     (name,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        watcher = await logged_in(server, name, "watcher")
+        watcher = await raw_login(server.c2s_port, name, PASSWORD, "watcher")
         await watcher.send("<presence/>")
         await watcher.next_element(lambda e: e.get("from") == f"{name}@localhost/watcher")
-        doomed = await logged_in(server, name, "doomed")
+        doomed = await raw_login(server.c2s_port, name, PASSWORD, "doomed")
         await doomed.send("<presence/>")
         await watcher.next_element(lambda e: e.get("from") == f"{name}@localhost/doomed")
         tls = doomed.stream
@@ -568,6 +516,6 @@ def test_handshake_timeout(tmp_path: Path) -> None:
 async def test_server_still_serves_a_fresh_login(server: ServerProcess) -> None:
     add_users(server.config_path, [("survivor", PASSWORD)])
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server, "survivor")
+        client = await raw_login(server.c2s_port, "survivor", PASSWORD)
         await assert_pong(client)
         await client.aclose()

@@ -5,36 +5,34 @@ from __future__ import annotations
 import asyncio
 import calendar
 import time
-from collections.abc import Callable
 
 import aioxmpp
 import aioxmpp.dispatcher
 import aioxmpp.misc  # (registers Message.xep0203_delay)
 import trio
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.peer import (
     C,
     Element,
     Peer,
+    Peers,
+    any_message,
+    bare,
     error_condition,
     kind,
     marker,
     message,
     new_id,
+    nothing_before_marker,
     show,
 )
 from tests.support.server import ServerProcess
 
-Accounts = Callable[..., list[str]]
 TIMEOUT = 20
 NS_DELAY = "urn:xmpp:delay"
 NOT_FOUND = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
-
-
-def bare(username: str) -> str:
-    return f"{username}@localhost"
 
 
 def messages(elements: list[Element]) -> list[str]:
@@ -48,63 +46,54 @@ async def send_message(sender: Peer, to: str, type_: str | None = "chat", body: 
     return message_id
 
 
-async def with_priority(port: int, username: str, resource: str, priority: int) -> Peer:
-    peer = await Peer.login(port, username, PASSWORD, resource)
+async def with_priority(peers: Peers, username: str, resource: str, priority: int) -> Peer:
+    peer = await peers.login(username, resource)
     await peer.available(f"<priority>{priority}</priority>")
     return peer
 
 
-async def nothing_before_marker(sender: Peer, recipient: Peer) -> None:
-    earlier = await marker(sender, recipient)
-    assert messages(earlier) == [], earlier
-
-
-async def test_bare_jid_goes_to_the_highest_priority(server: ServerProcess, accounts: Accounts) -> None:
+async def test_bare_jid_goes_to_the_highest_priority(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        high = await with_priority(server.c2s_port, bob, "high", 5)
-        low = await with_priority(server.c2s_port, bob, "low", 1)
+        a = await peers.login(alice)
+        high = await with_priority(peers, bob, "high", 5)
+        low = await with_priority(peers, bob, "low", 1)
         for type_ in ("chat", None):  # chat and normal (§8.5.2.1.1)
             message_id = await send_message(a, bare(bob), type_)
             got = await high.expect(message(id_=message_id))
             assert got.get("from") == a.jid, show(got)
             assert got.get("to") == bare(bob), show(got)
-            await nothing_before_marker(a, low)
+            await nothing_before_marker(a, low, any_message)
 
         # The priorities change: so does the target.
         await low.send("<presence><priority>10</priority></presence>")
         await low.expect(lambda e: kind(e) == "presence" and e.get("from") == low.jid)  # processed
         message_id = await send_message(a, bare(bob))
         await low.expect(message(id_=message_id))
-        await nothing_before_marker(a, high)
-        for peer in (a, high, low):
-            await peer.aclose()
+        await nothing_before_marker(a, high, any_message)
 
 
-async def test_equal_priorities_all_get_it(server: ServerProcess, accounts: Accounts) -> None:
+async def test_equal_priorities_all_get_it(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        one = await with_priority(server.c2s_port, bob, "one", 3)
-        two = await with_priority(server.c2s_port, bob, "two", 3)
+        a = await peers.login(alice)
+        one = await with_priority(peers, bob, "one", 3)
+        two = await with_priority(peers, bob, "two", 3)
         message_id = await send_message(a, bare(bob))
         await one.expect(message(id_=message_id))
         await two.expect(message(id_=message_id))
-        for peer in (a, one, two):
-            await peer.aclose()
 
 
-async def test_negative_priority_gets_no_bare_jid_messages(server: ServerProcess, accounts: Accounts) -> None:
+async def test_negative_priority_gets_no_bare_jid_messages(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        shy = await with_priority(server.c2s_port, bob, "shy", -1)
-        normal = await with_priority(server.c2s_port, bob, "normal", 0)
+        a = await peers.login(alice)
+        shy = await with_priority(peers, bob, "shy", -1)
+        normal = await with_priority(peers, bob, "normal", 0)
         for type_ in ("chat", None, "headline"):
             message_id = await send_message(a, bare(bob), type_)
             await normal.expect(message(id_=message_id))
-        await nothing_before_marker(a, shy)
+        await nothing_before_marker(a, shy, any_message)
         # Addressed to its full JID, it gets the message.
         message_id = await send_message(a, shy.jid)
         await shy.expect(message(id_=message_id))
@@ -113,33 +102,31 @@ async def test_negative_priority_gets_no_bare_jid_messages(server: ServerProcess
         await normal.aclose()
         await shy.expect(lambda e: kind(e) == "presence" and e.get("type") == "unavailable")
         stored_id = await send_message(a, bare(bob), body="for later")
-        await nothing_before_marker(a, shy)
-        later = await Peer.login(server.c2s_port, bob, PASSWORD, "later")
+        await nothing_before_marker(a, shy, any_message)
+        later = await peers.login(bob, "later")
         await later.available()
         got = await later.expect(message(id_=stored_id))
         assert got.find(f"{{{NS_DELAY}}}delay") is not None, show(got)
-        for peer in (a, shy, later):
-            await peer.aclose()
 
 
-async def test_full_jid(server: ServerProcess, accounts: Accounts) -> None:
+async def test_full_jid(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        high = await with_priority(server.c2s_port, bob, "high", 5)
-        low = await with_priority(server.c2s_port, bob, "low", 1)
+        a = await peers.login(alice)
+        high = await with_priority(peers, bob, "high", 5)
+        low = await with_priority(peers, bob, "low", 1)
         # §8.5.3.1: a full JID goes to that resource, whatever its priority.
         message_id = await send_message(a, low.jid)
         got = await low.expect(message(id_=message_id))
         assert got.get("to") == low.jid, show(got)
-        await nothing_before_marker(a, high)
+        await nothing_before_marker(a, high, any_message)
 
         # §8.5.3.2.1: a full JID with no such resource. A chat message is handled as if sent to
         # the bare JID...
         message_id = await send_message(a, f"{bare(bob)}/gone", "chat")
         got = await high.expect(message(id_=message_id))
         assert got.get("to") == f"{bare(bob)}/gone", show(got)
-        await nothing_before_marker(a, low)
+        await nothing_before_marker(a, low, any_message)
         # ...normal and groupchat messages are refused...
         for type_ in (None, "groupchat"):
             message_id = await send_message(a, f"{bare(bob)}/gone", type_)
@@ -149,12 +136,12 @@ async def test_full_jid(server: ServerProcess, accounts: Accounts) -> None:
         # ...and headline and error messages are dropped.
         await send_message(a, f"{bare(bob)}/gone", "headline")
         await a.send(f"<message to='{bare(bob)}/gone' type='error' id='e1'>{NOT_FOUND}</message>")
-        await nothing_before_marker(a, high)
-        await nothing_before_marker(a, low)
+        await nothing_before_marker(a, high, any_message)
+        await nothing_before_marker(a, low, any_message)
         # An error message is not routed by priority either (§8.5.2.1.1): only a full JID gets it.
         await a.send(f"<message to='{bare(bob)}' type='error' id='e2'>{NOT_FOUND}</message>")
-        await nothing_before_marker(a, high)
-        await nothing_before_marker(a, low)
+        await nothing_before_marker(a, high, any_message)
+        await nothing_before_marker(a, low, any_message)
         await a.send(f"<message to='{low.jid}' type='error' id='e3'>{NOT_FOUND}</message>")
         await low.expect(message(id_="e3"))
         # Nobody sent an error back for the dropped ones: an IQ answered by Bob's user actor
@@ -162,51 +149,45 @@ async def test_full_jid(server: ServerProcess, accounts: Accounts) -> None:
         reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
         assert reply.get("type") == "result"
         assert messages(a.inbox) == [], a.inbox
-        for peer in (a, high, low):
-            await peer.aclose()
 
 
-async def test_headline_goes_to_all_non_negative(server: ServerProcess, accounts: Accounts) -> None:
+async def test_headline_goes_to_all_non_negative(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        high = await with_priority(server.c2s_port, bob, "high", 5)
-        low = await with_priority(server.c2s_port, bob, "low", 0)
-        negative = await with_priority(server.c2s_port, bob, "negative", -5)
+        a = await peers.login(alice)
+        high = await with_priority(peers, bob, "high", 5)
+        low = await with_priority(peers, bob, "low", 0)
+        negative = await with_priority(peers, bob, "negative", -5)
         message_id = await send_message(a, bare(bob), "headline")
         await high.expect(message(id_=message_id))
         await low.expect(message(id_=message_id))
-        await nothing_before_marker(a, negative)
+        await nothing_before_marker(a, negative, any_message)
         # Nobody available: a headline is not stored.
         for peer in (high, low, negative):
             await peer.aclose()
         await send_message(a, bare(bob), "headline", body="news")
-        later = await Peer.login(server.c2s_port, bob, PASSWORD, "later")
+        later = await peers.login(bob, "later")
         await later.available()
-        await nothing_before_marker(a, later)
-        await a.aclose()
-        await later.aclose()
+        await nothing_before_marker(a, later, any_message)
 
 
-async def test_groupchat_to_a_user_is_refused(server: ServerProcess, accounts: Accounts) -> None:
+async def test_groupchat_to_a_user_is_refused(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        b = await with_priority(server.c2s_port, bob, "r", 1)
+        a = await peers.login(alice)
+        b = await with_priority(peers, bob, "r", 1)
         message_id = await send_message(a, bare(bob), "groupchat")
         error = await a.expect(message(id_=message_id))
         assert error_condition(error) == "service-unavailable", show(error)
         assert error.get("from") == bare(bob)
         assert error.get("to") == a.jid
-        await nothing_before_marker(a, b)
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(a, b, any_message)
 
 
-async def test_offline_storage(server: ServerProcess, accounts: Accounts) -> None:
+async def test_offline_storage(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         sent = []
         before = time.time()
         for index, type_ in enumerate(("chat", None, "chat")):
@@ -217,7 +198,7 @@ async def test_offline_storage(server: ServerProcess, accounts: Accounts) -> Non
         reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
         assert reply.get("type") == "result", show(reply)
 
-        b = await Peer.login(server.c2s_port, bob, PASSWORD, "first")
+        b = await peers.login(bob, "first")
         # Not before initial presence (XEP-0160 §2).
         await b.sync()
         assert messages(b.inbox) == [], b.inbox
@@ -233,40 +214,34 @@ async def test_offline_storage(server: ServerProcess, accounts: Accounts) -> Non
             assert delay.get("from") == "localhost"
             stamp = calendar.timegm(time.strptime(delay.get("stamp", ""), "%Y-%m-%dT%H:%M:%SZ"))
             assert before - 2 <= stamp <= time.time() + 2, delay.get("stamp")
-        await nothing_before_marker(a, b)  # and the headline was not stored
+        await nothing_before_marker(a, b, any_message)  # and the headline was not stored
         await b.aclose()
 
         # Delivered means gone from storage: the next login gets nothing.
-        again = await Peer.login(server.c2s_port, bob, PASSWORD, "second")
+        again = await peers.login(bob, "second")
         await again.available()
-        await nothing_before_marker(a, again)
-        await again.aclose()
-        await a.aclose()
+        await nothing_before_marker(a, again, any_message)
 
 
-async def test_offline_messages_wait_for_a_non_negative_priority(
-    server: ServerProcess, accounts: Accounts
-) -> None:
+async def test_offline_messages_wait_for_a_non_negative_priority(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         stored_id = await send_message(a, bare(bob), body="stored")
         await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))  # (stored by now)
-        b = await with_priority(server.c2s_port, bob, "r", -1)
-        await nothing_before_marker(a, b)
+        b = await with_priority(peers, bob, "r", -1)
+        await nothing_before_marker(a, b, any_message)
         # XEP-0160 §2: delivered once the resource has a non-negative priority.
         await b.send("<presence><priority>1</priority></presence>")
         got = await b.expect(message(id_=stored_id))
         assert got.find(f"{{{NS_DELAY}}}delay") is not None, show(got)
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_errors_for_unknown_and_remote_addressees(server: ServerProcess, accounts: Accounts) -> None:
+async def test_errors_for_unknown_and_remote_addressees(peers: Peers, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     ghost = bare("nobody-" + new_id())
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         for to in (ghost, f"{ghost}/res"):
             message_id = await send_message(a, to)
             error = await a.expect(message(id_=message_id))
@@ -286,14 +261,13 @@ async def test_errors_for_unknown_and_remote_addressees(server: ServerProcess, a
             assert error.get("from") == to
         reply = await a.iq("<ping xmlns='urn:xmpp:ping'/>", to="bob@elsewhere.example/x")
         assert error_condition(reply) == "remote-server-not-found", show(reply)
-        await a.aclose()
 
 
-async def test_iq_routing(server: ServerProcess, accounts: Accounts) -> None:
+async def test_iq_routing(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        b = await with_priority(server.c2s_port, bob, "desk", 1)
+        a = await peers.login(alice)
+        b = await with_priority(peers, bob, "desk", 1)
         # Bob has a vCard.
         reply = await b.iq("<vCard xmlns='vcard-temp'><FN>Bob Builder</FN></vCard>", type_="set")
         assert reply.get("type") == "result", show(reply)
@@ -333,22 +307,19 @@ async def test_iq_routing(server: ServerProcess, accounts: Accounts) -> None:
         await b.aclose()
         reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))
         assert reply.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Bob Builder", show(reply)
-        await a.aclose()
 
 
-async def test_message_without_to_goes_to_own_bare_jid(server: ServerProcess, accounts: Accounts) -> None:
+async def test_message_without_to_goes_to_own_bare_jid(peers: Peers, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        pc = await with_priority(server.c2s_port, alice, "pc", 5)
-        phone = await with_priority(server.c2s_port, alice, "phone", 1)
+        pc = await with_priority(peers, alice, "pc", 5)
+        phone = await with_priority(peers, alice, "phone", 1)
         await phone.send("<message id='note1' type='chat'><body>remember the milk</body></message>")
         got = await pc.expect(message(id_="note1"))
         assert got.get("from") == phone.jid, show(got)
         assert got.get("to") == pc.bare, show(got)
         assert got.findtext(f"{C}body") == "remember the milk"
-        await nothing_before_marker(pc, phone)
-        await pc.aclose()
-        await phone.aclose()
+        await nothing_before_marker(pc, phone, any_message)
 
 
 # ---- real client libraries ----------------------------------------------------------------------

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import aioxmpp
 import trio
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.peer import (
     C,
     Element,
-    Peer,
+    Peers,
     any_presence,
+    bare,
     befriend,
     marker,
     presence,
@@ -23,12 +23,7 @@ from tests.support.peer import (
 )
 from tests.support.server import ServerProcess
 
-Accounts = Callable[..., list[str]]
 TIMEOUT = 20
-
-
-def bare(username: str) -> str:
-    return f"{username}@localhost"
 
 
 def presences_from(elements: list[Element], jid_prefix: str) -> list[str]:
@@ -36,16 +31,14 @@ def presences_from(elements: list[Element], jid_prefix: str) -> list[str]:
     return [show(e) for e in elements if any_presence(e) and (e.get("from") or "").startswith(jid_prefix)]
 
 
-async def test_initial_presence_goes_to_from_and_both_contacts_only(
-    server: ServerProcess, accounts: Accounts
-) -> None:
+async def test_initial_presence_goes_to_from_and_both_contacts_only(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol, dave, eve = accounts(5)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
-        c = await Peer.online(server.c2s_port, carol, PASSWORD)
-        d = await Peer.online(server.c2s_port, dave, PASSWORD)
-        e = await Peer.online(server.c2s_port, eve, PASSWORD)
+        a = await peers.online(alice, "setup")
+        b = await peers.online(bob)
+        c = await peers.online(carol)
+        d = await peers.online(dave)
+        e = await peers.online(eve)
         await subscribe(b, a)  # Bob: To Alice (Alice: From Bob)
         await subscribe(a, b)  # now Both
         await subscribe(c, a)  # Carol: To Alice (Alice: From Carol)
@@ -57,7 +50,7 @@ async def test_initial_presence_goes_to_from_and_both_contacts_only(
         for peer in (b, c, d, e):
             peer.inbox.clear()
 
-        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        pc = await peers.login(alice, "pc")
         await pc.send("<presence><show>away</show><status>lunch</status><priority>3</priority></presence>")
         await pc.expect(presence(from_=pc.jid))
         for peer in (b, c):
@@ -70,26 +63,24 @@ async def test_initial_presence_goes_to_from_and_both_contacts_only(
         for peer in (d, e):
             earlier = await marker(b, peer)
             assert presences_from(earlier, bare(alice)) == [], earlier
-        for peer in (pc, b, c, d, e):
-            await peer.aclose()
 
 
-async def test_probes_at_login_bring_contacts_presence(server: ServerProcess, accounts: Accounts) -> None:
+async def test_probes_at_login_bring_contacts_presence(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD, "desk")
-        c = await Peer.online(server.c2s_port, carol, PASSWORD, "desk")
+        a = await peers.online(alice, "setup")
+        b = await peers.online(bob, "desk")
+        c = await peers.online(carol, "desk")
         await subscribe(a, b)
         await subscribe(b, a)  # Both
         await subscribe(a, c)  # Alice: To Carol
         await a.aclose()
         await b.send("<presence><show>dnd</show><status>busy</status></presence>")
         await b.expect(presence(from_=b.jid))
-        b2 = await Peer.login(server.c2s_port, bob, PASSWORD, "phone")
+        b2 = await peers.login(bob, "phone")
         await b2.available("<show>xa</show>")
 
-        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        pc = await peers.login(alice, "pc")
         await pc.send("<presence/>")
         # §4.2.3 / §4.3.2: the probes bring the current presence of every available resource.
         desk = await pc.expect(presence(from_=b.jid))
@@ -98,22 +89,20 @@ async def test_probes_at_login_bring_contacts_presence(server: ServerProcess, ac
         phone = await pc.expect(presence(from_=b2.jid))
         assert phone.findtext(f"{C}show") == "xa", show(phone)
         await pc.expect(presence(from_=c.jid))
-        for peer in (pc, b, b2, c):
-            await peer.aclose()
 
 
-async def test_probe_is_not_answered_for_non_subscribers(server: ServerProcess, accounts: Accounts) -> None:
+async def test_probe_is_not_answered_for_non_subscribers(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "setup")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
-        c = await Peer.online(server.c2s_port, carol, PASSWORD)
+        a = await peers.online(alice, "setup")
+        b = await peers.online(bob)
+        c = await peers.online(carol)
         await subscribe(b, a)  # Bob may see Alice: Alice has From Bob
         await a.aclose()
         # Carol (no subscription) is in Alice's roster as a plain item; Bob is To Alice.
         await b.roster_set(f"<item jid='{bare(carol)}'/>")
         # Alice logs in again; she is To nobody, so she probes nobody and gets nothing.
-        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
+        pc = await peers.login(alice, "pc")
         await pc.roster_set(f"<item jid='{bare(carol)}' name='Carol'/>")
         await pc.available()
         await pc.sync()
@@ -129,15 +118,13 @@ async def test_probe_is_not_answered_for_non_subscribers(server: ServerProcess, 
         await c.sync()
         earlier = await marker(pc, c)
         assert presences_from(earlier, bare(alice)) == [], earlier
-        for peer in (pc, b, c):
-            await peer.aclose()
 
 
-async def test_own_resources_see_each_other(server: ServerProcess, accounts: Accounts) -> None:
+async def test_own_resources_see_each_other(peers: Peers, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     with trio.fail_after(TIMEOUT):
-        pc = await Peer.online(server.c2s_port, alice, PASSWORD, "pc", "<status>at the desk</status>")
-        phone = await Peer.login(server.c2s_port, alice, PASSWORD, "phone")
+        pc = await peers.online(alice, "pc", "<status>at the desk</status>")
+        phone = await peers.login(alice, "phone")
         await phone.send("<presence><priority>-1</priority></presence>")
         # §4.2.2: the new resource learns the presence of the others...
         other = await phone.expect(presence(from_=pc.jid))
@@ -153,16 +140,14 @@ async def test_own_resources_see_each_other(server: ServerProcess, accounts: Acc
         assert update.findtext(f"{C}show") == "away", show(update)
         await phone.send("<presence type='unavailable'/>")
         await pc.expect(presence(from_=phone.jid, type_="unavailable"))
-        await pc.aclose()
-        await phone.aclose()
 
 
-async def test_unavailable_is_broadcast(server: ServerProcess, accounts: Accounts) -> None:
+async def test_unavailable_is_broadcast(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
-        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice, "pc")
+        phone = await peers.online(alice, "phone")
+        b = await peers.online(bob)
         await subscribe(b, a)
         phone.inbox.clear()
 
@@ -176,18 +161,14 @@ async def test_unavailable_is_broadcast(server: ServerProcess, accounts: Account
         back = await b.expect(lambda e: any_presence(e) and e.get("from") == a.jid)
         assert back.get("type") is None, show(back)
         assert back.findtext(f"{C}show") == "chat"
-        for peer in (a, phone, b):
-            await peer.aclose()
 
 
-async def test_unavailable_is_broadcast_when_the_connection_drops(
-    server: ServerProcess, accounts: Accounts
-) -> None:
+async def test_unavailable_is_broadcast_when_the_connection_drops(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
-        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice, "pc")
+        phone = await peers.online(alice, "phone")
+        b = await peers.online(bob)
         await subscribe(b, a)
         phone.inbox.clear()
         await a.drop()  # no </stream:stream>, no TLS close_notify: the TCP connection just ends
@@ -197,16 +178,15 @@ async def test_unavailable_is_broadcast_when_the_connection_drops(
         # A clean close is announced the same way.
         await phone.aclose()
         await b.expect(presence(from_=phone.jid, type_="unavailable"))
-        await b.aclose()
 
 
-async def test_directed_presence_to_a_non_contact(server: ServerProcess, accounts: Accounts) -> None:
+async def test_directed_presence_to_a_non_contact(peers: Peers, accounts: Accounts) -> None:
     alice, carol, dave = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
-        phone = await Peer.online(server.c2s_port, alice, PASSWORD, "phone")
-        c = await Peer.online(server.c2s_port, carol, PASSWORD)
-        d = await Peer.online(server.c2s_port, dave, PASSWORD)
+        a = await peers.online(alice, "pc")
+        phone = await peers.online(alice, "phone")
+        c = await peers.online(carol)
+        d = await peers.online(dave)
         await phone.sync()
         phone.inbox.clear()
 
@@ -233,20 +213,18 @@ async def test_directed_presence_to_a_non_contact(server: ServerProcess, account
         await phone.sync()  # the user actor finished with the dropped resource
         earlier = await marker(phone, d)
         assert presences_from(earlier, bare(alice)) == [], earlier
-        for peer in (phone, c, d):
-            await peer.aclose()
 
 
-async def test_no_presence_leaks(server: ServerProcess, accounts: Accounts) -> None:
+async def test_no_presence_leaks(peers: Peers, accounts: Accounts) -> None:
     """Contacts that are To, None, pending in or pending out, and strangers, get nothing."""
     alice, bob, to_contact, pending_in, pending_out, stranger = accounts(6)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
-        t = await Peer.online(server.c2s_port, to_contact, PASSWORD)
-        pi = await Peer.online(server.c2s_port, pending_in, PASSWORD)
-        po = await Peer.online(server.c2s_port, pending_out, PASSWORD)
-        s = await Peer.online(server.c2s_port, stranger, PASSWORD)
+        a = await peers.online(alice, "pc")
+        b = await peers.online(bob)
+        t = await peers.online(to_contact)
+        pi = await peers.online(pending_in)
+        po = await peers.online(pending_out)
+        s = await peers.online(stranger)
         await subscribe(b, a)  # the one who may see Alice
         await subscribe(a, t)  # Alice: To t
         await pi.send(f"<presence to='{bare(alice)}' type='subscribe'/>")  # unanswered
@@ -263,8 +241,6 @@ async def test_no_presence_leaks(server: ServerProcess, accounts: Accounts) -> N
         for peer in (t, pi, po, s):
             earlier = await marker(b, peer)
             assert presences_from(earlier, bare(alice)) == [], (peer.bare, earlier)
-        for peer in (a, b, t, pi, po, s):
-            await peer.aclose()
 
 
 # ---- real client libraries ----------------------------------------------------------------------

@@ -14,23 +14,23 @@ from lxml import etree
 from tests.support.clients import (
     SASL_NS,
     ScramClient,
+    bound_jid,
+    raw_authenticated,
     raw_bind,
-    raw_connect,
     raw_plain,
     raw_scram,
-    raw_starttls,
+    raw_tls_stream,
     run,
     sasl_condition,
     slixmpp_client,
 )
+from tests.support.peer import stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
 
 REGISTER = "jabber:iq:register"
 Q = f"{{{REGISTER}}}"
 REGISTER_FEATURE = "{http://jabber.org/features/iq-register}register"
-STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-BIND = "{urn:ietf:params:xml:ns:xmpp-bind}"
 _names = itertools.count()
 
 
@@ -46,20 +46,6 @@ def fresh_name(prefix: str = "reg") -> str:
     return f"{prefix}{next(_names)}"
 
 
-def stanza_error(element: etree._Element) -> tuple[str, str]:
-    """(type, condition) of an IQ error."""
-    assert element.get("type") == "error", etree.tostring(element)
-    error = element.find("{jabber:client}error")
-    assert error is not None, etree.tostring(element)
-    condition = next(etree.QName(c).localname for c in error if etree.QName(c).namespace == STANZA_ERRORS)
-    return error.get("type", ""), condition
-
-
-async def tls_client(server: ServerProcess) -> tuple[RawClient, etree._Element]:
-    client = await raw_connect(server.c2s_port)
-    return client, await raw_starttls(client)
-
-
 async def iq(client: RawClient, iq_id: str, type_: str, payload: str) -> etree._Element:
     await client.send(f"<iq type='{type_}' id='{iq_id}'><query xmlns='{REGISTER}'>{payload}</query></iq>")
     return await client.next_element(lambda e: e.get("id") == iq_id)
@@ -69,11 +55,16 @@ async def register(client: RawClient, username: str, password: str, iq_id: str =
     return await iq(client, iq_id, "set", f"<username>{username}</username><password>{password}</password>")
 
 
+async def register_account(server: ServerProcess, username: str, password: str) -> None:
+    """Register on a stream of its own (TLS, not authenticated), which is closed afterwards."""
+    client, _ = await raw_tls_stream(server.c2s_port)
+    assert (await register(client, username, password)).get("type") == "result"
+    await client.aclose()
+
+
 async def login(server: ServerProcess, username: str, password: str, resource: str = "r") -> RawClient:
     """A bound session; fails the test if the login is refused."""
-    client, _ = await tls_client(server)
-    result = await raw_plain(client, username, password)
-    assert result.tag == f"{{{SASL_NS}}}success", etree.tostring(result)
+    client = await raw_authenticated(server.c2s_port, username, password)
     bound = await raw_bind(client, resource)
     assert bound.get("type") == "result", etree.tostring(bound)
     return client
@@ -81,7 +72,7 @@ async def login(server: ServerProcess, username: str, password: str, resource: s
 
 async def login_answer(server: ServerProcess, username: str, password: str) -> str:
     """ "success", or the SASL failure condition."""
-    client, _ = await tls_client(server)
+    client, _ = await raw_tls_stream(server.c2s_port)
     try:
         result = await raw_plain(client, username, password)
         return "success" if result.tag == f"{{{SASL_NS}}}success" else sasl_condition(result)
@@ -94,7 +85,7 @@ async def login_answer(server: ServerProcess, username: str, password: str) -> s
 
 async def test_form_before_auth(server: ServerProcess) -> None:
     with trio.fail_after(10):
-        client, features = await tls_client(server)
+        client, features = await raw_tls_stream(server.c2s_port)
         assert features.find(REGISTER_FEATURE) is not None
         form = await iq(client, "form", "get", "")
         assert form.get("type") == "result", etree.tostring(form)
@@ -110,7 +101,7 @@ async def test_form_before_auth(server: ServerProcess) -> None:
 async def test_register_then_login(server: ServerProcess) -> None:
     name = fresh_name()
     with trio.fail_after(15):
-        client, _ = await tls_client(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         result = await register(client, name, "n3w-secret")
         assert result.get("type") == "result", etree.tostring(result)
         # The same stream goes on to authenticate as the new account (SCRAM: verifiers were stored).
@@ -118,7 +109,7 @@ async def test_register_then_login(server: ServerProcess) -> None:
         success, _ = await raw_scram(client, scram, "SCRAM-SHA-256")
         assert success.tag == f"{{{SASL_NS}}}success", etree.tostring(success)
         bound = await raw_bind(client, "home")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{name}@localhost/home"
+        assert bound_jid(bound) == f"{name}@localhost/home"
         await client.aclose()
         assert await login_answer(server, name, "wrong") == "not-authorized"
 
@@ -129,9 +120,7 @@ def test_register_then_login_slixmpp(server: ServerProcess) -> None:
 
     async def make() -> None:
         with trio.fail_after(10):
-            client, _ = await tls_client(server)
-            assert (await register(client, name, "lib-pass")).get("type") == "result"
-            await client.aclose()
+            await register_account(server, name, "lib-pass")
 
     trio.run(make)
 
@@ -146,7 +135,7 @@ def test_register_then_login_slixmpp(server: ServerProcess) -> None:
 async def test_duplicate_username(server: ServerProcess, second: str) -> None:
     name = fresh_name()
     with trio.fail_after(15):
-        client, _ = await tls_client(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         assert (await register(client, name, "first", "r1")).get("type") == "result"
         duplicate = name if second == "same" else name.upper()  # usernames are case-insensitive
         refused = await register(client, duplicate, "second", "r2")
@@ -168,7 +157,7 @@ async def test_duplicate_username(server: ServerProcess, second: str) -> None:
 )
 async def test_unacceptable_registration(server: ServerProcess, payload: str, condition: str) -> None:
     with trio.fail_after(10):
-        client, _ = await tls_client(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         refused = await iq(client, "bad", "set", payload)
         assert stanza_error(refused)[1] == condition
         # The stream stays usable: a valid registration follows.
@@ -190,10 +179,8 @@ async def test_registrations_per_address(throttled_server: ServerProcess) -> Non
     srv = throttled_server
     with trio.fail_after(20):
         for index in range(2):
-            client, _ = await tls_client(srv)
-            assert (await register(client, f"ok{index}", "pw")).get("type") == "result"
-            await client.aclose()
-        client, _ = await tls_client(srv)
+            await register_account(srv, f"ok{index}", "pw")
+        client, _ = await raw_tls_stream(srv.c2s_port)
         refused = await register(client, "third", "pw")
         assert stanza_error(refused) == ("wait", "resource-constraint")
         await client.aclose()
@@ -211,7 +198,7 @@ def closed_server(tmp_path: Path) -> Iterator[ServerProcess]:
 async def test_registration_disabled(closed_server: ServerProcess, type_: str) -> None:
     srv = closed_server
     with trio.fail_after(15):
-        client, features = await tls_client(srv)
+        client, features = await raw_tls_stream(srv.c2s_port)
         assert features.find(REGISTER_FEATURE) is None
         payload = "<username>intruder</username><password>pw</password>" if type_ == "set" else ""
         await client.send(f"<iq type='{type_}' id='reg'><query xmlns='{REGISTER}'>{payload}</query></iq>")
@@ -233,9 +220,7 @@ async def test_registration_disabled(closed_server: ServerProcess, type_: str) -
 async def test_password_change(server: ServerProcess) -> None:
     name = fresh_name()
     with trio.fail_after(20):
-        client, _ = await tls_client(server)
-        assert (await register(client, name, "old-pass")).get("type") == "result"
-        await client.aclose()
+        await register_account(server, name, "old-pass")
         session = await login(server, name, "old-pass")
         form = await iq(session, "form", "get", "")
         query = form.find(f"{Q}query")
@@ -251,7 +236,7 @@ async def test_password_change(server: ServerProcess) -> None:
         assert await login_answer(server, name, "new-pass") == "success"
         assert await login_answer(server, name, "old-pass") == "not-authorized"
         # SCRAM too: the stored verifiers were replaced, not just a PLAIN check.
-        client, _ = await tls_client(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         success, _ = await raw_scram(client, ScramClient("SCRAM-SHA-1", name, "new-pass"), "SCRAM-SHA-1")
         assert success.tag == f"{{{SASL_NS}}}success"
         await client.aclose()
@@ -260,9 +245,7 @@ async def test_password_change(server: ServerProcess) -> None:
 async def test_account_removal(server: ServerProcess) -> None:
     name = fresh_name()
     with trio.fail_after(20):
-        client, _ = await tls_client(server)
-        assert (await register(client, name, "pw")).get("type") == "result"
-        await client.aclose()
+        await register_account(server, name, "pw")
         other = await login(server, name, "pw", "other")
         session = await login(server, name, "pw", "main")
         removed = await iq(session, "rm", "set", "<remove/>")
@@ -277,15 +260,13 @@ async def test_account_removal(server: ServerProcess) -> None:
         await other.aclose()
         assert await login_answer(server, name, "pw") == "not-authorized"
         # The name is free again.
-        client, _ = await tls_client(server)
-        assert (await register(client, name, "pw2")).get("type") == "result"
-        await client.aclose()
+        await register_account(server, name, "pw2")
         assert await login_answer(server, name, "pw2") == "success"
 
 
 async def test_remove_before_auth_refused(server: ServerProcess) -> None:
     with trio.fail_after(10):
-        client, _ = await tls_client(server)
+        client, _ = await raw_tls_stream(server.c2s_port)
         refused = await iq(client, "rm", "set", "<remove/>")
         assert stanza_error(refused)[1] == "not-allowed"
         await client.aclose()

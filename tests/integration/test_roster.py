@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import aioxmpp
 import aioxmpp.roster
 import trio
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import event_queue, run, slixmpp_client
 from tests.support.peer import (
     NS_ROSTER,
-    Peer,
+    Peers,
     error_condition,
     message,
     pushed_item,
@@ -22,7 +21,6 @@ from tests.support.peer import (
 )
 from tests.support.server import ServerProcess
 
-Accounts = Callable[..., list[str]]
 TIMEOUT = 20
 
 
@@ -30,10 +28,10 @@ def groups_of(item: object) -> list[str]:
     return sorted(g.text or "" for g in item.findall(f"{{{NS_ROSTER}}}group"))  # type: ignore[attr-defined]
 
 
-async def test_get_empty_then_with_items(server: ServerProcess, accounts: Accounts) -> None:
+async def test_get_empty_then_with_items(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         got = await a.roster()
         assert got is not None
         ver, items = got
@@ -56,13 +54,12 @@ async def test_get_empty_then_with_items(server: ServerProcess, accounts: Accoun
         assert item.get("ask") is None
         assert groups_of(item) == ["Friends", "Work"]
         assert items[f"{carol}@localhost"].get("name") is None
-        await a.aclose()
 
 
-async def test_update_replaces_name_and_groups(server: ServerProcess, accounts: Accounts) -> None:
+async def test_update_replaces_name_and_groups(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         await a.roster()
         await a.roster_set(f"<item jid='{bob}@localhost' name='Bob'><group>Friends</group></item>")
         await a.push_for(f"{bob}@localhost")
@@ -79,15 +76,14 @@ async def test_update_replaces_name_and_groups(server: ServerProcess, accounts: 
         item = (await a.roster_items())[f"{bob}@localhost"]
         assert item.get("name") is None
         assert groups_of(item) == []
-        await a.aclose()
 
 
-async def test_push_reaches_every_interested_resource(server: ServerProcess, accounts: Accounts) -> None:
+async def test_push_reaches_every_interested_resource(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        pc = await Peer.login(server.c2s_port, alice, PASSWORD, "pc")
-        phone = await Peer.login(server.c2s_port, alice, PASSWORD, "phone")
-        tv = await Peer.login(server.c2s_port, alice, PASSWORD, "tv")  # never asks for the roster
+        pc = await peers.login(alice, "pc")
+        phone = await peers.login(alice, "phone")
+        tv = await peers.login(alice, "tv")  # never asks for the roster
         await pc.roster()
         await phone.roster()
         reply = await pc.roster_set(f"<item jid='{bob}@localhost' name='Bob'/>")
@@ -111,27 +107,24 @@ async def test_push_reaches_every_interested_resource(server: ServerProcess, acc
         await pc.send(f"<message to='{tv.jid}' id='marker'><body>marker</body></message>")
         earlier = await tv.before(message(id_="marker"))
         assert not [e for e in earlier if roster_push(e)], [show(e) for e in earlier]
-        for peer in (pc, phone, tv):
-            await peer.aclose()
 
 
-async def test_client_cannot_set_subscription_or_ask(server: ServerProcess, accounts: Accounts) -> None:
+async def test_client_cannot_set_subscription_or_ask(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         await a.roster()
         await a.roster_set(f"<item jid='{bob}@localhost' subscription='both' ask='subscribe'/>")
         pushed = await a.push_for(f"{bob}@localhost")
         assert (pushed.get("subscription"), pushed.get("ask")) == ("none", None), show(pushed)
         item = (await a.roster_items())[f"{bob}@localhost"]
         assert (item.get("subscription"), item.get("ask")) == ("none", None), show(item)
-        await a.aclose()
 
 
-async def test_remove(server: ServerProcess, accounts: Accounts) -> None:
+async def test_remove(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         await a.roster()
         await a.roster_set(f"<item jid='{bob}@localhost' name='Bob'/>")
         await a.roster_set(f"<item jid='{carol}@localhost'/>")
@@ -148,13 +141,12 @@ async def test_remove(server: ServerProcess, accounts: Accounts) -> None:
         assert error_condition(reply) == "item-not-found", show(reply)
         reply = await a.roster_set("<item jid='nobody@localhost' subscription='remove'/>")
         assert error_condition(reply) == "item-not-found", show(reply)
-        await a.aclose()
 
 
-async def test_versioning(server: ServerProcess, accounts: Accounts) -> None:
+async def test_versioning(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         await a.roster_set(f"<item jid='{bob}@localhost'/>")
         got = await a.roster(ver="")  # §2.6.2: empty ver: "I have no cached roster"
         assert got is not None
@@ -183,15 +175,14 @@ async def test_versioning(server: ServerProcess, accounts: Accounts) -> None:
         await a.aclose()
 
         # The version survives a new session (it is stored with the roster).
-        a = await Peer.login(server.c2s_port, alice, PASSWORD, "again")
+        a = await peers.login(alice, "again")
         assert await a.roster(ver=v2) is None
-        await a.aclose()
 
 
-async def test_bad_requests(server: ServerProcess, accounts: Accounts) -> None:
+async def test_bad_requests(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
+        a = await peers.login(alice)
         reply = await a.roster_set(f"<item jid='{bob}@localhost'/><item jid='{carol}@localhost'/>")
         assert error_condition(reply) == "bad-request", show(reply)
         reply = await a.roster_set(f"<item jid='{bob}@localhost'><group>A</group><group>A</group></item>")
@@ -201,14 +192,13 @@ async def test_bad_requests(server: ServerProcess, accounts: Accounts) -> None:
         reply = await a.roster_set("<item jid='not@@valid'/>")
         assert error_condition(reply) in ("jid-malformed", "bad-request"), show(reply)
         assert await a.roster_items() == {}, "nothing was stored by the failed sets"
-        await a.aclose()
 
 
-async def test_someone_elses_roster_is_forbidden(server: ServerProcess, accounts: Accounts) -> None:
+async def test_someone_elses_roster_is_forbidden(peers: Peers, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.login(server.c2s_port, alice, PASSWORD)
-        b = await Peer.login(server.c2s_port, bob, PASSWORD)
+        a = await peers.login(alice)
+        b = await peers.login(bob)
         await b.roster_set(f"<item jid='{carol}@localhost' name='Secret'/>")
 
         reply = await a.iq(f"<query xmlns='{NS_ROSTER}'/>", to=f"{bob}@localhost")
@@ -227,8 +217,6 @@ async def test_someone_elses_roster_is_forbidden(server: ServerProcess, accounts
         # A roster IQ to the own bare JID is the same as one without 'to'.
         reply = await a.iq(f"<query xmlns='{NS_ROSTER}'/>", to=f"{alice}@localhost")
         assert reply.get("type") == "result", show(reply)
-        await a.aclose()
-        await b.aclose()
 
 
 # ---- real client libraries ----------------------------------------------------------------------

@@ -12,12 +12,10 @@ import asyncio
 import base64
 import hashlib
 import importlib
-import itertools
 import os
 import re
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,26 +33,26 @@ from slixmpp.xmlstream import ElementBase
 
 import imactor
 from imactor.config import DEFAULT_MODULES
-from tests.integration.conftest import PASSWORD, server_log
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import (
     HOST,
     aioxmpp_client,
     event_queue,
     make_slixmpp,
-    raw_connect,
-    raw_plain,
-    raw_starttls,
+    raw_authenticated,
+    raw_bind_request,
+    raw_login,
     run,
     slixmpp_client,
     stream_errors,
 )
+from tests.support.peer import any_message, any_presence, error_condition
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, add_users, running_server
 
-Accounts = Callable[..., list[str]]
+pytestmark = pytest.mark.usefixtures("server_alive")
 
 CLIENT = "jabber:client"
-STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 CAPS = "http://jabber.org/protocol/caps"
@@ -67,51 +65,9 @@ PRIVATE = "jabber:iq:private"
 BLOCKING = "urn:xmpp:blocking"
 BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 TIMEOUT = 20
-_ids = itertools.count()
-
-
-def round_trip(server: ServerProcess) -> None:
-    """Open a stream and read the server's features: a full trip through its event loop."""
-    with socket.create_connection(("127.0.0.1", server.c2s_port), timeout=10) as sock:
-        sock.sendall(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
-                     b" to='localhost' version='1.0'>")  # fmt: skip
-        received = b""
-        while b"</stream:features>" not in received:
-            chunk = sock.recv(4096)
-            assert chunk, received
-            received += chunk
-
-
-@pytest.fixture(autouse=True)
-def server_alive(server: ServerProcess) -> Iterator[None]:
-    """After each test: the server process runs and logged no crash (a traceback) meanwhile."""
-    before = len(server_log(server))
-    yield
-    assert server.proc.poll() is None, "the server process died"
-    round_trip(server)  # lets the server finish (and log) whatever the test's last step started
-    new_log = server_log(server)[before:]
-    assert "Traceback" not in new_log, new_log
 
 
 # ---- raw helpers (trio) ------------------------------------------------------------------------
-
-
-async def logged_in(port: int, user: str, resource: str = "raw", *, available: bool = False) -> RawClient:
-    client = await RawClient.connect(port)
-    await client.login(user, PASSWORD, resource)
-    if available:
-        await client.send("<presence/>")
-        full = f"{user}@localhost/{resource}"
-        await client.next_element(lambda e: e.tag == f"{{{CLIENT}}}presence" and e.get("from") == full)
-    return client
-
-
-async def iq(client: RawClient, payload: str, *, to: str | None = None, type_: str = "get") -> etree._Element:
-    """Send an IQ; return its answer (matched by id)."""
-    iq_id = f"iq{next(_ids)}"
-    to_attr = f" to='{to}'" if to is not None else ""
-    await client.send(f"<iq type='{type_}' id='{iq_id}'{to_attr}>{payload}</iq>")
-    return await client.next_element(lambda e: e.tag == f"{{{CLIENT}}}iq" and e.get("id") == iq_id)
 
 
 def result(reply: etree._Element) -> etree._Element:
@@ -119,37 +75,28 @@ def result(reply: etree._Element) -> etree._Element:
     return reply
 
 
-def error_of(reply: etree._Element) -> str:
-    """The defined condition of a stanza error."""
-    assert reply.get("type") == "error", etree.tostring(reply)
-    error = reply.find(f"{{{CLIENT}}}error")
-    assert error is not None, etree.tostring(reply)
-    return next(etree.QName(c).localname for c in error if etree.QName(c).namespace == STANZAS
-                and etree.QName(c).localname != "text")  # fmt: skip
-
-
-def is_message(element: etree._Element) -> bool:
-    return element.tag == f"{{{CLIENT}}}message"
-
-
-def is_presence(element: etree._Element) -> bool:
-    return element.tag == f"{{{CLIENT}}}presence"
-
-
 async def subscribe(watcher: RawClient, watcher_name: str, contact: RawClient, contact_name: str) -> None:
     """`watcher` subscribes to `contact`'s presence and `contact` approves (both are available)."""
     await watcher.send(f"<presence type='subscribe' to='{contact_name}@localhost'/>")
-    await contact.next_element(lambda e: is_presence(e) and e.get("type") == "subscribe"
+    await contact.next_element(lambda e: any_presence(e) and e.get("type") == "subscribe"
                                and e.get("from") == f"{watcher_name}@localhost")  # fmt: skip
     await contact.send(f"<presence type='subscribed' to='{watcher_name}@localhost'/>")
     # The contact's current presence follows the approval: the subscription is in place.
     contact_resource = f"{contact_name}@localhost/"
-    await watcher.next_element(lambda e: is_presence(e) and e.get("type") is None
+    await watcher.next_element(lambda e: any_presence(e) and e.get("type") is None
                                and (e.get("from") or "").startswith(contact_resource))  # fmt: skip
 
 
+async def watching(port: int, watcher_name: str, contact_name: str) -> tuple[RawClient, RawClient]:
+    """Both logged in and available, and the watcher subscribed to the contact's presence."""
+    watcher = await raw_login(port, watcher_name, PASSWORD, available=True)
+    contact = await raw_login(port, contact_name, PASSWORD, available=True)
+    await subscribe(watcher, watcher_name, contact, contact_name)
+    return watcher, contact
+
+
 async def first_message(client: RawClient) -> etree._Element:
-    return await client.next_element(is_message)
+    return await client.next_element(any_message)
 
 
 def enabled_module_features() -> set[str]:
@@ -220,29 +167,29 @@ def test_disco_info_of_the_server_aioxmpp(server: ServerProcess, accounts: Accou
 async def test_disco_raw_details(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(server.c2s_port, alice)
-        query = result(await iq(client, f"<query xmlns='{DISCO_INFO}'/>", to="localhost"))[0]
+        client = await raw_login(server.c2s_port, alice, PASSWORD)
+        query = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>", to="localhost"))[0]
         assert disco_identities(query) == [("server", "im", "", "imactor")]
-        reply = await iq(client, f"<query xmlns='{DISCO_INFO}' node='no-such-node'/>", to="localhost")
-        assert error_of(reply) == "item-not-found"
-        reply = await iq(client, f"<query xmlns='{DISCO_ITEMS}' node='no-such-node'/>", to="localhost")
-        assert error_of(reply) == "item-not-found"
+        reply = await client.iq(f"<query xmlns='{DISCO_INFO}' node='no-such-node'/>", to="localhost")
+        assert error_condition(reply) == "item-not-found"
+        reply = await client.iq(f"<query xmlns='{DISCO_ITEMS}' node='no-such-node'/>", to="localhost")
+        assert error_condition(reply) == "item-not-found"
         # An account answers for itself: to its owner, account/registered...
-        own = result(await iq(client, f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost"))
+        own = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost"))
         assert own.get("from") == f"{alice}@localhost"
         assert [(c, t) for c, t, _, _ in disco_identities(own[0])] == [("account", "registered")]
         # No 'to' is the same as the own bare JID (RFC 6120 §10.3.3), not the server.
-        no_to = result(await iq(client, f"<query xmlns='{DISCO_INFO}'/>"))
+        no_to = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>"))
         assert disco_identities(no_to[0]) == disco_identities(own[0])
         # ...to a contact with a presence subscription, and to nobody else.
-        other = await logged_in(server.c2s_port, bob, available=True)
+        other = await raw_login(server.c2s_port, bob, PASSWORD, available=True)
         await client.send("<presence/>")
         await subscribe(other, bob, client, alice)
-        contact_view = await iq(other, f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost")
+        contact_view = await other.iq(f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost")
         assert result(contact_view).get("from") == f"{alice}@localhost"
-        stranger = await logged_in(server.c2s_port, carol)
-        reply = await iq(stranger, f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost")
-        assert error_of(reply) == "service-unavailable"
+        stranger = await raw_login(server.c2s_port, carol, PASSWORD)
+        reply = await stranger.iq(f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost")
+        assert error_condition(reply) == "service-unavailable"
         for c in (client, other, stranger):
             await c.aclose()
 
@@ -254,14 +201,9 @@ async def login_with_features(
     port: int, user: str, resource: str = "caps"
 ) -> tuple[RawClient, etree._Element]:
     """Log in step by step; return the client and the stream features offered after SASL."""
-    client = await raw_connect(port)
-    await raw_starttls(client)
-    success = await raw_plain(client, user, PASSWORD)
-    assert success.tag == "{urn:ietf:params:xml:ns:xmpp-sasl}success", etree.tostring(success)
+    client = await raw_authenticated(port, user, PASSWORD)
     features = await client.open_stream()
-    await client.send(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                      f"<resource>{resource}</resource></bind></iq>")  # fmt: skip
-    result(await client.next_element(lambda e: e.get("id") == "bind"))
+    result(await raw_bind_request(client, resource, "bind"))
     return client, features
 
 
@@ -275,11 +217,11 @@ async def test_caps_in_stream_features_match_disco(server: ServerProcess, accoun
         node, ver = caps.get("node"), caps.get("ver")
         assert node
         assert ver
-        plain = result(await iq(client, f"<query xmlns='{DISCO_INFO}'/>", to="localhost"))[0]
+        plain = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>", to="localhost"))[0]
         assert caps_verification(disco_identities(plain), disco_features(plain)) == ver
         # §6.2: disco#info on node#ver answers the same identities and features, echoing the node.
         on_node = result(
-            await iq(client, f"<query xmlns='{DISCO_INFO}' node='{node}#{ver}'/>", to="localhost")
+            await client.iq(f"<query xmlns='{DISCO_INFO}' node='{node}#{ver}'/>", to="localhost")
         )
         query = on_node[0]
         assert query.get("node") == f"{node}#{ver}"
@@ -362,9 +304,9 @@ def test_ping_aioxmpp(server: ServerProcess, accounts: Accounts) -> None:
 async def test_ping_raw_addressing(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice, "a")
-        b = await logged_in(server.c2s_port, bob, "b")
-        pong = result(await iq(a, f"<ping xmlns='{PING}'/>", to="localhost"))
+        a = await raw_login(server.c2s_port, alice, PASSWORD, "a")
+        b = await raw_login(server.c2s_port, bob, PASSWORD, "b")
+        pong = result(await a.iq(f"<ping xmlns='{PING}'/>", to="localhost"))
         assert pong.get("from") == "localhost"
         assert pong.get("to") == f"{alice}@localhost/a"
         assert len(pong) == 0
@@ -449,28 +391,26 @@ def test_server_uptime_slixmpp(server: ServerProcess, accounts: Accounts) -> Non
 async def test_last_activity_of_a_contact(server: ServerProcess, accounts: Accounts) -> None:
     watcher_name, contact_name, stranger_name = accounts(3)
     with trio.fail_after(TIMEOUT):
-        watcher = await logged_in(server.c2s_port, watcher_name, available=True)
-        contact = await logged_in(server.c2s_port, contact_name, available=True)
-        await subscribe(watcher, watcher_name, contact, contact_name)
+        watcher, contact = await watching(server.c2s_port, watcher_name, contact_name)
         # Online: 0 seconds (§4).
-        online = result(await iq(watcher, f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
+        online = result(await watcher.iq(f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
         assert online[0].get("seconds") == "0"
         assert online.get("from") == f"{contact_name}@localhost"
         # Without a subscription: forbidden.
-        stranger = await logged_in(server.c2s_port, stranger_name)
-        reply = await iq(stranger, f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost")
-        assert error_of(reply) == "forbidden"
+        stranger = await raw_login(server.c2s_port, stranger_name, PASSWORD)
+        reply = await stranger.iq(f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost")
+        assert error_condition(reply) == "forbidden"
         # After logout: seconds since the last resource left.
         await contact.aclose()
-        await watcher.next_element(lambda e: is_presence(e) and e.get("type") == "unavailable"
+        await watcher.next_element(lambda e: any_presence(e) and e.get("type") == "unavailable"
                                    and e.get("from") == f"{contact_name}@localhost/raw")  # fmt: skip
-        offline = result(await iq(watcher, f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
+        offline = result(await watcher.iq(f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
         assert 0 <= int(offline[0].get("seconds", "-1")) < 10
-        reply = await iq(stranger, f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost")
-        assert error_of(reply) == "forbidden"
+        reply = await stranger.iq(f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost")
+        assert error_condition(reply) == "forbidden"
         # An account may ask about itself (here: online, so 0).
         await stranger.send("<presence/>")
-        own = result(await iq(stranger, f"<query xmlns='{LAST}'/>", to=f"{stranger_name}@localhost"))
+        own = result(await stranger.iq(f"<query xmlns='{LAST}'/>", to=f"{stranger_name}@localhost"))
         assert own[0].get("seconds") == "0"
         await watcher.aclose()
         await stranger.aclose()
@@ -482,13 +422,11 @@ async def test_last_activity_after_explicit_unavailable_keeps_its_status(
     """§4: a contact that went offline with unavailable presence: its seconds and status text."""
     watcher_name, contact_name = accounts(2)
     with trio.fail_after(TIMEOUT):
-        watcher = await logged_in(server.c2s_port, watcher_name, available=True)
-        contact = await logged_in(server.c2s_port, contact_name, available=True)
-        await subscribe(watcher, watcher_name, contact, contact_name)
+        watcher, contact = await watching(server.c2s_port, watcher_name, contact_name)
         await contact.send("<presence type='unavailable'><status>gone fishing</status></presence>")
-        await watcher.next_element(lambda e: is_presence(e) and e.get("type") == "unavailable")
+        await watcher.next_element(lambda e: any_presence(e) and e.get("type") == "unavailable")
         await contact.aclose()
-        reply = result(await iq(watcher, f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
+        reply = result(await watcher.iq(f"<query xmlns='{LAST}'/>", to=f"{contact_name}@localhost"))
         assert 0 <= int(reply[0].get("seconds", "-1")) < 10
         assert reply[0].text == "gone fishing"
         await watcher.aclose()
@@ -546,28 +484,28 @@ def test_vcard_photo_aioxmpp(server: ServerProcess, accounts: Accounts) -> None:
 async def test_vcard_errors_raw(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice)
-        b = await logged_in(server.c2s_port, bob)
+        a = await raw_login(server.c2s_port, alice, PASSWORD)
+        b = await raw_login(server.c2s_port, bob, PASSWORD)
         # Nothing stored: an empty vCard element.
-        empty = result(await iq(a, f"<vCard xmlns='{VCARD}'/>", to=f"{bob}@localhost"))
+        empty = result(await a.iq(f"<vCard xmlns='{VCARD}'/>", to=f"{bob}@localhost"))
         assert [child.tag for child in empty] == [f"{{{VCARD}}}vCard"]
         assert len(empty[0]) == 0
-        result(await iq(b, f"<vCard xmlns='{VCARD}'><FN>Bob</FN></vCard>", type_="set"))
+        result(await b.iq(f"<vCard xmlns='{VCARD}'><FN>Bob</FN></vCard>", type_="set"))
         # Setting someone else's vCard is forbidden, and changes nothing.
-        reply = await iq(
-            a, f"<vCard xmlns='{VCARD}'><FN>Mallory</FN></vCard>", to=f"{bob}@localhost", type_="set"
+        reply = await a.iq(
+            f"<vCard xmlns='{VCARD}'><FN>Mallory</FN></vCard>", to=f"{bob}@localhost", type_="set"
         )
-        assert error_of(reply) == "forbidden"
-        card = result(await iq(a, f"<vCard xmlns='{VCARD}'/>", to=f"{bob}@localhost"))
+        assert error_condition(reply) == "forbidden"
+        card = result(await a.iq(f"<vCard xmlns='{VCARD}'/>", to=f"{bob}@localhost"))
         assert card[0].findtext(f"{{{VCARD}}}FN") == "Bob"
         # Over the size limit (131072 bytes by default): not-acceptable, the old vCard stays.
         huge = "x" * 140000
-        reply = await iq(b, f"<vCard xmlns='{VCARD}'><FN>{huge}</FN></vCard>", type_="set")
-        assert error_of(reply) == "not-acceptable"
-        own = result(await iq(b, f"<vCard xmlns='{VCARD}'/>"))
+        reply = await b.iq(f"<vCard xmlns='{VCARD}'><FN>{huge}</FN></vCard>", type_="set")
+        assert error_condition(reply) == "not-acceptable"
+        own = result(await b.iq(f"<vCard xmlns='{VCARD}'/>"))
         assert own[0].findtext(f"{{{VCARD}}}FN") == "Bob"
         # The server's own vCard: empty.
-        server_card = result(await iq(a, f"<vCard xmlns='{VCARD}'/>", to="localhost"))
+        server_card = result(await a.iq(f"<vCard xmlns='{VCARD}'/>", to="localhost"))
         assert server_card[0].tag == f"{{{VCARD}}}vCard"
         assert len(server_card[0]) == 0
         await a.aclose()
@@ -612,29 +550,27 @@ def test_private_storage_slixmpp(server: ServerProcess, accounts: Accounts) -> N
 async def test_private_storage_errors_raw(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice)
-        b = await logged_in(server.c2s_port, bob)
+        a = await raw_login(server.c2s_port, alice, PASSWORD)
+        b = await raw_login(server.c2s_port, bob, PASSWORD)
         stored = "<game xmlns='urn:example:game'><level>7</level></game>"
-        result(await iq(a, f"<query xmlns='{PRIVATE}'>{stored}</query>", type_="set"))
-        got = result(await iq(a, f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>"))
+        result(await a.iq(f"<query xmlns='{PRIVATE}'>{stored}</query>", type_="set"))
+        got = result(await a.iq(f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>"))
         assert got[0][0].findtext("{urn:example:game}level") == "7"
         # Reserved namespaces (§3): jabber:client, jabber:iq:private (also inherited), none.
         for payload in ("<x xmlns='jabber:client'/>", "<x/>", f"<x xmlns='{PRIVATE}'/>", "<x xmlns=''/>"):
-            reply = await iq(a, f"<query xmlns='{PRIVATE}'>{payload}</query>", type_="set")
-            assert error_of(reply) == "not-acceptable", payload
-        reply = await iq(a, f"<query xmlns='{PRIVATE}'/>")
-        assert error_of(reply) == "not-acceptable"
+            reply = await a.iq(f"<query xmlns='{PRIVATE}'>{payload}</query>", type_="set")
+            assert error_condition(reply) == "not-acceptable", payload
+        reply = await a.iq(f"<query xmlns='{PRIVATE}'/>")
+        assert error_condition(reply) == "not-acceptable"
         # Another account's storage: refused both ways, and nothing leaks.
-        reply = await iq(b, f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>",
+        reply = await b.iq(f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>",
                          to=f"{alice}@localhost")  # fmt: skip
-        assert error_of(reply) == "forbidden"
+        assert error_condition(reply) == "forbidden"
         assert b"level" not in etree.tostring(reply)
-        reply = await iq(
-            b, f"<query xmlns='{PRIVATE}'>{stored}</query>", to=f"{alice}@localhost", type_="set"
-        )
-        assert error_of(reply) == "forbidden"
+        reply = await b.iq(f"<query xmlns='{PRIVATE}'>{stored}</query>", to=f"{alice}@localhost", type_="set")
+        assert error_condition(reply) == "forbidden"
         # Bob's own storage under the same name is separate (and empty).
-        own = result(await iq(b, f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>"))
+        own = result(await b.iq(f"<query xmlns='{PRIVATE}'><game xmlns='urn:example:game'/></query>"))
         assert len(own[0][0]) == 0
         await a.aclose()
         await b.aclose()
@@ -682,35 +618,35 @@ def test_blocking_list_and_pushes_slixmpp(server: ServerProcess, accounts: Accou
 
 async def block(client: RawClient, *jids: str, tag: str = "block") -> None:
     items = "".join(f"<item jid='{jid}'/>" for jid in jids)
-    result(await iq(client, f"<{tag} xmlns='{BLOCKING}'>{items}</{tag}>", type_="set"))
+    result(await client.iq(f"<{tag} xmlns='{BLOCKING}'>{items}</{tag}>", type_="set"))
 
 
 async def test_blocking_enforcement_raw(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice, available=True)
-        b = await logged_in(server.c2s_port, bob, available=True)
-        c = await logged_in(server.c2s_port, carol)
+        a = await raw_login(server.c2s_port, alice, PASSWORD, available=True)
+        b = await raw_login(server.c2s_port, bob, PASSWORD, available=True)
+        c = await raw_login(server.c2s_port, carol, PASSWORD)
         await block(a, f"{bob}@localhost")
         # Inbound from the blocked contact: message and IQ refused with service-unavailable (§3.3)...
         await b.send(f"<message to='{alice}@localhost' id='in1' type='chat'><body>let me in</body></message>")
         bounced = await b.next_element(lambda e: e.get("id") == "in1")
-        assert is_message(bounced)
-        assert error_of(bounced) == "service-unavailable"
-        reply = await iq(b, f"<ping xmlns='{PING}'/>", to=f"{alice}@localhost/raw")
-        assert error_of(reply) == "service-unavailable"
+        assert any_message(bounced)
+        assert error_condition(bounced) == "service-unavailable"
+        reply = await b.iq(f"<ping xmlns='{PING}'/>", to=f"{alice}@localhost/raw")
+        assert error_condition(reply) == "service-unavailable"
         # ...and never delivered: Carol's later marker is the first message Alice sees.
         await c.send(f"<message to='{alice}@localhost' id='marker1' type='chat'><body>m</body></message>")
         assert (await first_message(a)).get("id") == "marker1"
         # Outbound to the blocked contact: not-acceptable with <blocked/> (§3.3), not delivered.
         await a.send(f"<message to='{bob}@localhost/raw' id='out1' type='chat'><body>hi</body></message>")
         refused = await a.next_element(lambda e: e.get("id") == "out1")
-        assert error_of(refused) == "not-acceptable"
+        assert error_condition(refused) == "not-acceptable"
         assert refused.find(f"{{{CLIENT}}}error/{{{BLOCKING_ERRORS}}}blocked") is not None, etree.tostring(
             refused
         )
-        reply = await iq(a, f"<ping xmlns='{PING}'/>", to=f"{bob}@localhost/raw")
-        assert error_of(reply) == "not-acceptable"
+        reply = await a.iq(f"<ping xmlns='{PING}'/>", to=f"{bob}@localhost/raw")
+        assert error_condition(reply) == "not-acceptable"
         await c.send(f"<message to='{bob}@localhost/raw' id='marker2' type='chat'><body>m</body></message>")
         assert (await first_message(b)).get("id") == "marker2"
         # Unblocked: messages flow both ways again.
@@ -721,10 +657,10 @@ async def test_blocking_enforcement_raw(server: ServerProcess, accounts: Account
         assert (await first_message(b)).get("id") == "out2"
         # Unblock all clears every entry, and the domain-wide entry stops blocking too.
         await block(a, f"{bob}@localhost", f"{carol}@localhost")
-        listing = result(await iq(a, f"<blocklist xmlns='{BLOCKING}'/>"))
+        listing = result(await a.iq(f"<blocklist xmlns='{BLOCKING}'/>"))
         assert sorted(i.get("jid") for i in listing[0]) == sorted([f"{bob}@localhost", f"{carol}@localhost"])
         await block(a, tag="unblock")
-        listing = result(await iq(a, f"<blocklist xmlns='{BLOCKING}'/>"))
+        listing = result(await a.iq(f"<blocklist xmlns='{BLOCKING}'/>"))
         assert len(listing[0]) == 0
         await c.send(f"<message to='{alice}@localhost' id='in3' type='chat'><body>free</body></message>")
         assert (await first_message(a)).get("id") == "in3"
@@ -735,19 +671,19 @@ async def test_blocking_enforcement_raw(server: ServerProcess, accounts: Account
 async def test_blocking_errors_raw(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice)
-        b = await logged_in(server.c2s_port, bob)
-        reply = await iq(a, f"<block xmlns='{BLOCKING}'/>", type_="set")
-        assert error_of(reply) == "bad-request"  # §3.3: a block needs items
-        reply = await iq(a, f"<block xmlns='{BLOCKING}'><item jid='a@b@c'/></block>", type_="set")
-        assert error_of(reply) == "jid-malformed"
+        a = await raw_login(server.c2s_port, alice, PASSWORD)
+        b = await raw_login(server.c2s_port, bob, PASSWORD)
+        reply = await a.iq(f"<block xmlns='{BLOCKING}'/>", type_="set")
+        assert error_condition(reply) == "bad-request"  # §3.3: a block needs items
+        reply = await a.iq(f"<block xmlns='{BLOCKING}'><item jid='a@b@c'/></block>", type_="set")
+        assert error_condition(reply) == "jid-malformed"
         # Nobody reads or changes another account's block list.
-        reply = await iq(b, f"<blocklist xmlns='{BLOCKING}'/>", to=f"{alice}@localhost")
-        assert error_of(reply) in ("forbidden", "service-unavailable")
-        reply = await iq(b, f"<block xmlns='{BLOCKING}'><item jid='x@localhost'/></block>",
+        reply = await b.iq(f"<blocklist xmlns='{BLOCKING}'/>", to=f"{alice}@localhost")
+        assert error_condition(reply) in ("forbidden", "service-unavailable")
+        reply = await b.iq(f"<block xmlns='{BLOCKING}'><item jid='x@localhost'/></block>",
                          to=f"{alice}@localhost", type_="set")  # fmt: skip
-        assert error_of(reply) in ("forbidden", "service-unavailable")
-        assert len(result(await iq(a, f"<blocklist xmlns='{BLOCKING}'/>"))[0]) == 0
+        assert error_condition(reply) in ("forbidden", "service-unavailable")
+        assert len(result(await a.iq(f"<blocklist xmlns='{BLOCKING}'/>"))[0]) == 0
         await a.aclose()
         await b.aclose()
 
@@ -756,18 +692,18 @@ async def test_blocking_and_presence(server: ServerProcess, accounts: Accounts) 
     """§3.3: a blocked contact that may see the user's presence gets unavailable; nobody else does."""
     alice, subscriber, stranger, carol = accounts(4)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice, available=True)
-        s = await logged_in(server.c2s_port, subscriber, available=True)
-        x = await logged_in(server.c2s_port, stranger, available=True)
-        c = await logged_in(server.c2s_port, carol)
+        a = await raw_login(server.c2s_port, alice, PASSWORD, available=True)
+        s = await raw_login(server.c2s_port, subscriber, PASSWORD, available=True)
+        x = await raw_login(server.c2s_port, stranger, PASSWORD, available=True)
+        c = await raw_login(server.c2s_port, carol, PASSWORD)
         await subscribe(s, subscriber, a, alice)
         await block(a, f"{subscriber}@localhost", f"{stranger}@localhost")
-        gone = await s.next_element(is_presence)
+        gone = await s.next_element(any_presence)
         assert gone.get("type") == "unavailable"
         assert gone.get("from") == f"{alice}@localhost/raw"
         # The stranger never saw Alice's presence, so it learns nothing from the block either.
         await c.send(f"<message to='{stranger}@localhost/raw' id='mk'><body>m</body></message>")
-        first = await x.next_element(lambda e: is_message(e) or is_presence(e))
+        first = await x.next_element(lambda e: any_message(e) or any_presence(e))
         assert first.get("id") == "mk", etree.tostring(first)
         for client in (a, s, x, c):
             await client.aclose()
@@ -777,16 +713,16 @@ async def test_blocked_subscriber_gets_no_presence_updates(server: ServerProcess
     """§3.3: while blocked, a subscriber gets none of the user's presence broadcasts."""
     alice, subscriber, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
-        a = await logged_in(server.c2s_port, alice, available=True)
-        s = await logged_in(server.c2s_port, subscriber, available=True)
-        c = await logged_in(server.c2s_port, carol)
+        a = await raw_login(server.c2s_port, alice, PASSWORD, available=True)
+        s = await raw_login(server.c2s_port, subscriber, PASSWORD, available=True)
+        c = await raw_login(server.c2s_port, carol, PASSWORD)
         await subscribe(s, subscriber, a, alice)
         await block(a, f"{subscriber}@localhost")
-        await s.next_element(lambda e: is_presence(e) and e.get("type") == "unavailable")
+        await s.next_element(lambda e: any_presence(e) and e.get("type") == "unavailable")
         await a.send("<presence><show>away</show></presence>")
-        await a.next_element(lambda e: is_presence(e) and e.findtext(f"{{{CLIENT}}}show") == "away")
+        await a.next_element(lambda e: any_presence(e) and e.findtext(f"{{{CLIENT}}}show") == "away")
         await c.send(f"<message to='{subscriber}@localhost/raw' id='mk'><body>m</body></message>")
-        first = await s.next_element(lambda e: is_message(e) or is_presence(e))
+        first = await s.next_element(lambda e: any_message(e) or any_presence(e))
         assert first.get("id") == "mk", etree.tostring(first)
         for client in (a, s, c):
             await client.aclose()
@@ -812,7 +748,7 @@ def is_server_ping(element: etree._Element) -> bool:
 async def test_idle_client_is_pinged_and_dropped_without_answer(keepalive_server: ServerProcess) -> None:
     add_users(keepalive_server.config_path, [("silent", PASSWORD)])
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(keepalive_server.c2s_port, "silent")
+        client = await raw_login(keepalive_server.c2s_port, "silent", PASSWORD)
         request = await client.next_element()
         assert is_server_ping(request), etree.tostring(request)
         assert request.get("from") == "localhost"
@@ -826,13 +762,13 @@ async def test_idle_client_is_pinged_and_dropped_without_answer(keepalive_server
 async def test_idle_client_that_answers_stays_connected(keepalive_server: ServerProcess) -> None:
     add_users(keepalive_server.config_path, [("chatty", PASSWORD)])
     with trio.fail_after(TIMEOUT):
-        client = await logged_in(keepalive_server.c2s_port, "chatty")
+        client = await raw_login(keepalive_server.c2s_port, "chatty", PASSWORD)
         for _ in range(3):
             request = await client.next_element()
             assert is_server_ping(request), etree.tostring(request)
             await client.send(f"<iq type='result' id='{request.get('id')}' to='localhost'/>")
         # Three rounds took longer than idle + ping timeout: answering kept the stream open.
-        result(await iq(client, f"<ping xmlns='{PING}'/>", to="localhost"))
+        result(await client.iq(f"<ping xmlns='{PING}'/>", to="localhost"))
         await client.aclose()
 
 

@@ -8,20 +8,21 @@ through the same user actor afterwards: what arrived before the marker is checke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import aioxmpp
 import aioxmpp.roster
 import trio
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.peer import (
     Peer,
+    Peers,
     any_presence,
+    bare,
     item_state,
-    marker,
     new_id,
+    nothing_before_marker,
     presence,
     push_until,
     show,
@@ -29,23 +30,18 @@ from tests.support.peer import (
 )
 from tests.support.server import ServerProcess, add_users
 
-Accounts = Callable[..., list[str]]
 TIMEOUT = 20
-
-
-def bare(username: str) -> str:
-    return f"{username}@localhost"
 
 
 async def roster_state(peer: Peer, jid: str) -> tuple[str, str | None] | None:
     return item_state((await peer.roster_items()).get(jid))
 
 
-async def test_request_then_approval(server: ServerProcess, accounts: Accounts) -> None:
+async def test_request_then_approval(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD, "pc")
-        b = await Peer.online(server.c2s_port, bob, PASSWORD, "pc")
+        a = await peers.online(alice, "pc")
+        b = await peers.online(bob, "pc")
 
         # A.2.1 outbound subscribe from None: None + Pending Out, pushed with ask='subscribe'.
         await a.send(f"<presence to='{bare(bob)}/pc' type='subscribe' id='sub1'/>")
@@ -69,15 +65,13 @@ async def test_request_then_approval(server: ServerProcess, accounts: Accounts) 
         await a.expect(presence(from_=b.jid))
         assert await roster_state(a, bare(bob)) == ("to", None)
         assert await roster_state(b, bare(alice)) == ("from", None)
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_mutual_subscription_is_both(server: ServerProcess, accounts: Accounts) -> None:
+async def test_mutual_subscription_is_both(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await subscribe(a, b)
         # A.2.1 from From: From + Pending Out; A.3.3: To + From = Both.
         await b.send(f"<presence to='{bare(alice)}' type='subscribe'/>")
@@ -90,15 +84,13 @@ async def test_mutual_subscription_is_both(server: ServerProcess, accounts: Acco
         await b.expect(presence(from_=a.jid))
         assert await roster_state(a, bare(bob)) == ("both", None)
         assert await roster_state(b, bare(alice)) == ("both", None)
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_unsubscribe(server: ServerProcess, accounts: Accounts) -> None:
+async def test_unsubscribe(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await subscribe(a, b)
         await subscribe(b, a)
         # §3.3: Alice unsubscribes from Bob's presence. Both → From on her side.
@@ -115,19 +107,16 @@ async def test_unsubscribe(server: ServerProcess, accounts: Accounts) -> None:
         # She no longer gets his presence; he still gets hers.
         await b.send("<presence><show>away</show></presence>")
         await b.expect(presence(from_=b.jid))
-        earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
+        await nothing_before_marker(b, a, any_presence)
         await a.send("<presence><show>dnd</show></presence>")
         await b.expect(presence(from_=a.jid))
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_unsubscribed_cancels_a_subscription(server: ServerProcess, accounts: Accounts) -> None:
+async def test_unsubscribed_cancels_a_subscription(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await subscribe(a, b)
         # §3.2: Bob cancels Alice's subscription to his presence.
         await b.send(f"<presence to='{bare(alice)}' type='unsubscribed'/>")
@@ -138,17 +127,14 @@ async def test_unsubscribed_cancels_a_subscription(server: ServerProcess, accoun
         await a.expect(presence(from_=b.jid, type_="unavailable"))
         await b.send("<presence><show>chat</show></presence>")
         await b.expect(presence(from_=b.jid))
-        earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(b, a, any_presence)
 
 
-async def test_unsubscribed_denies_a_request(server: ServerProcess, accounts: Accounts) -> None:
+async def test_unsubscribed_denies_a_request(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await a.push_for(bare(bob))
         await b.expect(presence(from_=bare(alice), type_="subscribe"))
@@ -160,22 +146,19 @@ async def test_unsubscribed_denies_a_request(server: ServerProcess, accounts: Ac
         # A request made again is delivered again.
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await b.expect(presence(from_=bare(alice), type_="subscribe"))
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_pre_approval(server: ServerProcess, accounts: Accounts) -> None:
+async def test_pre_approval(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         # §3.4: Bob approves before any request: an item with approved='true', nothing is sent.
         await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
         pushed = await b.push_for(bare(alice))
         assert item_state(pushed) == ("none", None)
         assert pushed.get("approved") == "true", show(pushed)
-        earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
+        await nothing_before_marker(b, a, any_presence)
 
         # Alice's later request is approved by Bob's server at once.
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
@@ -188,17 +171,14 @@ async def test_pre_approval(server: ServerProcess, accounts: Accounts) -> None:
         assert item_state(pushed) == ("from", None)
         assert pushed.get("approved") is None, "the approval is used up"
         # Bob never saw the request.
-        earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(a, b, presence(type_="subscribe"))
 
 
-async def test_pre_approval_can_be_withdrawn(server: ServerProcess, accounts: Accounts) -> None:
+async def test_pre_approval_can_be_withdrawn(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
         assert (await b.push_for(bare(alice))).get("approved") == "true"
         # A.2.4: unsubscribed cancels the pre-approval (nothing is sent to Alice).
@@ -206,22 +186,19 @@ async def test_pre_approval_can_be_withdrawn(server: ServerProcess, accounts: Ac
         pushed = await b.push_for(bare(alice))
         assert pushed.get("approved") is None, show(pushed)
         await b.sync()
-        earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
+        await nothing_before_marker(b, a, any_presence)
         # Alice's request now goes to Bob like any other.
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await b.expect(presence(from_=bare(alice), type_="subscribe"))
         assert await roster_state(a, bare(bob)) == ("none", "subscribe")
-        await a.aclose()
-        await b.aclose()
 
 
-async def test_simultaneous_requests(server: ServerProcess, accounts: Accounts) -> None:
+async def test_simultaneous_requests(peers: Peers, accounts: Accounts) -> None:
     """Both ask before either answers: A.3.1 None + Pending Out + Pending In, then Both."""
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await b.expect(presence(from_=bare(alice), type_="subscribe"))
         await b.send(f"<presence to='{bare(alice)}' type='subscribe'/>")
@@ -243,12 +220,10 @@ async def test_simultaneous_requests(server: ServerProcess, accounts: Accounts) 
         await b.expect(presence(from_=a.jid))
         assert await roster_state(a, bare(bob)) == ("both", None)
         assert await roster_state(b, bare(alice)) == ("both", None)
-        await a.aclose()
-        await b.aclose()
 
 
 async def test_subscribe_when_already_subscribed_is_answered_by_server(
-    server: ServerProcess, accounts: Accounts
+    server: ServerProcess, peers: Peers, accounts: Accounts
 ) -> None:
     """§3.1.3: a request from a user who already has a subscription gets an automatic 'subscribed'.
 
@@ -257,8 +232,8 @@ async def test_subscribe_when_already_subscribed_is_answered_by_server(
     """
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await subscribe(a, b)
         reply = await a.iq("<query xmlns='jabber:iq:register'><remove/></query>", type_="set")
         assert reply.get("type") == "result", show(reply)
@@ -267,23 +242,20 @@ async def test_subscribe_when_already_subscribed_is_answered_by_server(
         if await roster_state(b, bare(alice)) != ("from", None):
             raise AssertionError("precondition: the contact still holds the old subscription")
 
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        a = await peers.online(alice)
         assert await a.roster_items() == {}
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await a.expect(presence(from_=bare(bob), type_="subscribed"))
         pushed = await a.push_for(bare(bob))
         while pushed.get("subscription") != "to":
             pushed = await a.push_for(bare(bob))
-        earlier = await marker(a, b)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(a, b, any_presence)
 
 
-async def test_pending_request_is_delivered_at_each_login(server: ServerProcess, accounts: Accounts) -> None:
+async def test_pending_request_is_delivered_at_each_login(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        a = await peers.online(alice)
         await a.send(
             f"<presence to='{bare(bob)}' type='subscribe'><status>hi, it is Alice</status></presence>"
         )
@@ -291,14 +263,14 @@ async def test_pending_request_is_delivered_at_each_login(server: ServerProcess,
 
         # Bob was offline; the request waits for his next available resource (§3.1.3).
         for resource in ("first", "second"):
-            b = await Peer.login(server.c2s_port, bob, PASSWORD, resource)
+            b = await peers.login(bob, resource)
             assert bare(alice) not in await b.roster_items()
             await b.send("<presence/>")
             request = await b.expect(presence(from_=bare(alice), type_="subscribe"))
             assert request.get("to") == bare(bob), show(request)
             await b.drop()
 
-        b = await Peer.online(server.c2s_port, bob, PASSWORD, "third")
+        b = await peers.online(bob, "third")
         await b.expect(presence(from_=bare(alice), type_="subscribe"))
         await b.send(f"<presence to='{bare(alice)}' type='subscribed'/>")
         await a.expect(presence(from_=bare(bob), type_="subscribed"))
@@ -306,33 +278,29 @@ async def test_pending_request_is_delivered_at_each_login(server: ServerProcess,
         await b.aclose()
 
         # Answered: not delivered any more.
-        b = await Peer.login(server.c2s_port, bob, PASSWORD, "fourth")
+        b = await peers.login(bob, "fourth")
         await b.available()
-        earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(a, b, presence(type_="subscribe"))
 
 
-async def test_subscribe_to_nonexistent_user(server: ServerProcess, accounts: Accounts) -> None:
+async def test_subscribe_to_nonexistent_user(peers: Peers, accounts: Accounts) -> None:
     (alice,) = accounts(1)
     ghost = bare("nobody-" + new_id())
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        a = await peers.online(alice)
         await a.send(f"<presence to='{ghost}' type='subscribe'/>")
         assert item_state(await a.push_for(ghost)) == ("none", "subscribe")
         # §8.5.1 / §3.1.3: the server answers for the missing account.
         refusal = await a.expect(presence(from_=ghost, type_="unsubscribed"))
         assert refusal.get("to") == bare(alice), show(refusal)
         assert item_state(await a.push_for(ghost)) == ("none", None)
-        await a.aclose()
 
 
-async def test_roster_removal_cancels_both_directions(server: ServerProcess, accounts: Accounts) -> None:
+async def test_roster_removal_cancels_both_directions(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
+        a = await peers.online(alice)
+        b = await peers.online(bob)
         await subscribe(a, b)
         await subscribe(b, a)
         # §2.5.2: removing a Both item sends unsubscribe and unsubscribed.
@@ -355,31 +323,22 @@ async def test_roster_removal_cancels_both_directions(server: ServerProcess, acc
         await a.expect(presence(from_=a.jid))
         await b.send("<presence><show>away</show></presence>")
         await b.expect(presence(from_=b.jid))
-        earlier = await marker(a, b)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
-        earlier = await marker(b, a)
-        assert not [e for e in earlier if any_presence(e)], [show(e) for e in earlier]
-        await a.aclose()
-        await b.aclose()
+        await nothing_before_marker(a, b, any_presence)
+        await nothing_before_marker(b, a, any_presence)
 
 
-async def test_removing_a_pending_item_withdraws_the_request(
-    server: ServerProcess, accounts: Accounts
-) -> None:
+async def test_removing_a_pending_item_withdraws_the_request(peers: Peers, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await Peer.online(server.c2s_port, alice, PASSWORD)
+        a = await peers.online(alice)
         await a.send(f"<presence to='{bare(bob)}' type='subscribe'/>")
         await a.push_for(bare(bob))
         await a.roster_set(f"<item jid='{bare(bob)}' subscription='remove'/>")
         assert (await a.push_for(bare(bob))).get("subscription") == "remove"
         # Bob logs in later: the withdrawn request is not delivered (A.3.2: unsubscribe cancels it).
-        b = await Peer.online(server.c2s_port, bob, PASSWORD)
-        earlier = await marker(a, b)
-        assert not [e for e in earlier if presence(type_="subscribe")(e)], [show(e) for e in earlier]
+        b = await peers.online(bob)
+        await nothing_before_marker(a, b, presence(type_="subscribe"))
         assert bare(alice) not in await b.roster_items()
-        await a.aclose()
-        await b.aclose()
 
 
 # ---- real client libraries ----------------------------------------------------------------------

@@ -12,11 +12,12 @@ import pytest
 import trio
 from lxml import etree
 
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.clients import (
     SASL_NS,
     ScramClient,
     aioxmpp_client,
+    bound_jid,
     channel_binding_types,
     mechanisms,
     raw_bind,
@@ -24,31 +25,22 @@ from tests.support.clients import (
     raw_connect,
     raw_plain,
     raw_scram,
-    raw_starttls,
+    raw_tls_stream,
     run,
     sasl_condition,
     slixmpp_client,
     tls_channel_binding,
 )
-from tests.support.raw import RawClient
-from tests.support.server import ServerProcess, add_users, running_server
+from tests.support.raw import TLS_NS, RawClient
+from tests.support.server import ServerProcess, running_server
 
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 LIMITS = "{urn:xmpp:stanza-limits:0}"
-BIND = "{urn:ietf:params:xml:ns:xmpp-bind}"
 REGISTER_FEATURE = "{http://jabber.org/features/iq-register}register"
 
 
 @pytest.fixture(scope="module")
 def pool(server: ServerProcess) -> Iterator[str]:
-    names = [f"tls{i}" for i in range(20)]
-    add_users(server.config_path, [(name, PASSWORD) for name in names])
-    return iter(names)
-
-
-@pytest.fixture
-def user(pool: Iterator[str]) -> str:
-    return next(pool)
+    return account_pool(server, "tls", 20)
 
 
 def assert_stanza_limits(features: etree._Element) -> None:
@@ -115,16 +107,14 @@ async def test_no_registration_in_cleartext(server: ServerProcess) -> None:
         assert await client.stream_error() == "not-authorized"
         await client.aclose()
         # No account was made.
-        client = await raw_connect(server.c2s_port)
-        await raw_starttls(client)
+        client, _ = await raw_tls_stream(server.c2s_port)
         assert sasl_condition(await raw_plain(client, "cleartext", "sniffed")) == "not-authorized"
         await client.aclose()
 
 
 async def test_features_after_starttls(server: ServerProcess, user: str) -> None:
     with trio.fail_after(10):
-        client = await raw_connect(server.c2s_port)
-        features = await raw_starttls(client)
+        client, features = await raw_tls_stream(server.c2s_port)
         assert features.find(f"{{{TLS_NS}}}starttls") is None
         assert "PLAIN" in mechanisms(features)
         assert features.find(REGISTER_FEATURE) is not None  # the shared server allows registration
@@ -137,8 +127,7 @@ async def test_features_after_starttls(server: ServerProcess, user: str) -> None
 
 async def test_starttls_twice(server: ServerProcess) -> None:
     with trio.fail_after(10):
-        client = await raw_connect(server.c2s_port)
-        await raw_starttls(client)
+        client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<starttls xmlns='{TLS_NS}'/>")
         assert await client.stream_error() == "policy-violation"
         await client.aclose()
@@ -184,7 +173,7 @@ async def test_direct_tls_raw(server: ServerProcess, user: str) -> None:
         assert_stanza_limits(features)
         assert (await raw_plain(client, user, PASSWORD)).tag == f"{{{SASL_NS}}}success"
         bound = await raw_bind(client, "direct")
-        assert bound.findtext(f"{BIND}bind/{BIND}jid") == f"{user}@localhost/direct"
+        assert bound_jid(bound) == f"{user}@localhost/direct"
         # STARTTLS makes no sense on a TLS stream.
         await client.send(f"<starttls xmlns='{TLS_NS}'/>")
         assert await client.stream_error() in ("policy-violation", "unsupported-stanza-type")
@@ -265,9 +254,7 @@ async def test_old_tls_refused(server: ServerProcess, version: str, direct_tls: 
         tcp = await trio.open_tcp_stream("127.0.0.1", server.c2s_tls_port if direct_tls else server.c2s_port)
         client = RawClient(tcp, "localhost")
         if not direct_tls:
-            await client.open_stream()
-            await client.send(f"<starttls xmlns='{TLS_NS}'/>")
-            await client.expect(f"{{{TLS_NS}}}proceed")
+            await client.request_starttls()
         tls = trio.SSLStream(tcp, context, server_hostname="localhost")
         with pytest.raises((trio.BrokenResourceError, ssl.SSLError)) as refused:
             await tls.do_handshake()
@@ -302,9 +289,7 @@ async def test_min_version_13(tls13_server: ServerProcess) -> None:
             tcp = await trio.open_tcp_stream("127.0.0.1", port)
             client = RawClient(tcp, "localhost")
             if port == tls13_server.c2s_port:
-                await client.open_stream()
-                await client.send(f"<starttls xmlns='{TLS_NS}'/>")
-                await client.expect(f"{{{TLS_NS}}}proceed")
+                await client.request_starttls()
             tls = trio.SSLStream(tcp, raw_client_context("1.2"), server_hostname="localhost")
             with pytest.raises((trio.BrokenResourceError, ssl.SSLError)):
                 await tls.do_handshake()

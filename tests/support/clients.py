@@ -30,9 +30,11 @@ API (kept stable; other test modules rely on it):
 - ``wait_disconnected(xmpp, timeout)``: wait until a slixmpp client's connection is gone.
 
 Raw (trio, over `tests.support.raw.RawClient`) SASL helpers: ``raw_connect``, ``raw_starttls``
-(with a custom ``ssl.SSLContext``, e.g. ``raw_client_context("1.2")``), ``raw_plain``,
-``ScramClient`` + ``raw_scram``, ``tls_channel_binding``, ``raw_bind``, and readers of the
-features: ``mechanisms``, ``channel_binding_types``, ``sasl_condition``.
+(with a custom ``ssl.SSLContext``, e.g. ``raw_client_context("1.2")``), ``raw_tls_stream`` (both),
+``raw_plain``, ``raw_authenticated`` (STARTTLS + PLAIN), ``raw_login`` (connected, logged in and
+bound), ``ScramClient`` + ``raw_scram``, ``tls_channel_binding``, ``raw_bind`` /
+``raw_bind_request`` and ``bound_jid``, and readers of the features: ``mechanisms``,
+``channel_binding_types``, ``sasl_condition``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from tests.support.raw import RawClient
+from tests.support.raw import RawClient, client_context
 
 T = TypeVar("T")
 
@@ -93,9 +95,7 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT) -> T:
 
 def ssl_context(tls_max_version: str | None = None) -> ssl.SSLContext:
     """A stdlib client context that accepts the test server's self-signed certificate."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = client_context()
     if tls_max_version is not None:
         context.maximum_version = _TLS_VERSIONS[tls_max_version]
     return context
@@ -380,23 +380,38 @@ _SCRAM_HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
 async def raw_connect(port: int, *, direct_tls: bool = False, context: ssl.SSLContext | None = None,
                       domain: str = "localhost") -> RawClient:  # fmt: skip
     """A `RawClient`; with `direct_tls`, TLS from the first byte with `context` (default: trusting)."""
-    stream: trio.abc.Stream = await trio.open_tcp_stream(HOST, port)
-    if direct_tls:
-        tls = trio.SSLStream(stream, context or raw_client_context(), server_hostname=domain)
-        await tls.do_handshake()
-        stream = tls
-    return RawClient(stream, domain)
+    return await RawClient.connect(port, domain, direct_tls=direct_tls, context=context)
 
 
 async def raw_starttls(client: RawClient, context: ssl.SSLContext | None = None) -> etree._Element:
     """Open the stream, STARTTLS with `context`; return the features offered under TLS."""
-    await client.open_stream()
-    await client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    await client.expect("{urn:ietf:params:xml:ns:xmpp-tls}proceed")
-    tls = trio.SSLStream(client.stream, context or raw_client_context(), server_hostname=client.domain)
-    await tls.do_handshake()
-    client.stream = tls
-    return await client.open_stream()
+    return await client.starttls(context)
+
+
+async def raw_tls_stream(port: int, tls_max_version: str | None = None) -> tuple[RawClient, etree._Element]:
+    """A `RawClient` after STARTTLS (at most `tls_max_version`), and the features offered under TLS."""
+    client = await raw_connect(port)
+    return client, await raw_starttls(client, raw_client_context(tls_max_version))
+
+
+async def raw_authenticated(port: int, username: str, password: str) -> RawClient:
+    """STARTTLS and SASL PLAIN, not bound yet; fails the test unless the server answers <success/>."""
+    client, _ = await raw_tls_stream(port)
+    result = await raw_plain(client, username, password)
+    assert result.tag == f"{{{SASL_NS}}}success", etree.tostring(result)
+    return client
+
+
+async def raw_login(port: int, username: str, password: str, resource: str = "raw", *,
+                    available: bool = False) -> RawClient:  # fmt: skip
+    """A bound `RawClient` (`RawClient.login`); with `available`, initial presence sent and echoed."""
+    client = await raw_connect(port)
+    await client.login(username, password, resource)
+    if available:
+        full = f"{username}@{client.domain}/{resource}"
+        await client.send("<presence/>")
+        await client.next_element(lambda e: e.tag == "{jabber:client}presence" and e.get("from") == full)
+    return client
 
 
 def raw_client_context(tls_max_version: str | None = None, alpn: Sequence[str] = ()) -> ssl.SSLContext:
@@ -505,6 +520,16 @@ async def raw_scram(
 async def raw_bind(client: RawClient, resource: str | None, iq_id: str = "bind1") -> etree._Element:
     """Restart the stream after <success/> and send a bind request; return the IQ answer."""
     await client.open_stream()
+    return await raw_bind_request(client, resource, iq_id)
+
+
+async def raw_bind_request(client: RawClient, resource: str | None, iq_id: str = "bind1") -> etree._Element:
+    """Send a bind request on the stream as it is (restarted, or bound before); return the IQ answer."""
     inner = f"<resource>{resource}</resource>" if resource is not None else ""
     await client.send(f"<iq type='set' id='{iq_id}'><bind xmlns='{BIND_NS}'>{inner}</bind></iq>")
     return await client.next_element(lambda e: e.get("id") == iq_id)
+
+
+def bound_jid(bound: etree._Element) -> str | None:
+    """The JID of a resource binding result (None if it holds none)."""
+    return bound.findtext(f"{{{BIND_NS}}}bind/{{{BIND_NS}}}jid")

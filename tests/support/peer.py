@@ -34,6 +34,11 @@ def new_id(prefix: str = "t") -> str:
     return f"{prefix}{next(_ids)}"
 
 
+def bare(username: str) -> str:
+    """The bare JID of an account of the test server."""
+    return f"{username}@localhost"
+
+
 def show(element: Element) -> str:
     return etree.tostring(element).decode()
 
@@ -55,6 +60,15 @@ def error_condition(element: Element) -> str | None:
     raise AssertionError(f"no defined condition: {show(element)}")
 
 
+def stanza_error(element: Element) -> tuple[str, str]:
+    """(type, condition) of a stanza error: the first child of <error/> in the stanzas namespace."""
+    assert element.get("type") == "error", show(element)
+    error = element.find(f"{C}error")
+    assert error is not None, show(element)
+    condition = next(etree.QName(c).localname for c in error if etree.QName(c).namespace == NS_STANZAS)
+    return error.get("type", ""), condition
+
+
 def presence(*, from_: str | None = None, type_: str | None = None) -> Match:
     """Matches a presence stanza (type None: available) with that 'from' (bare or full)."""
 
@@ -68,6 +82,10 @@ def presence(*, from_: str | None = None, type_: str | None = None) -> Match:
 
 def any_presence(e: Element) -> bool:
     return e.tag == f"{C}presence"
+
+
+def any_message(e: Element) -> bool:
+    return e.tag == f"{C}message"
 
 
 def message(*, from_: str | None = None, id_: str | None = None, type_: str | None = None) -> Match:
@@ -213,6 +231,35 @@ class Peer:
                 await transport.aclose()
 
 
+class Peers:
+    """Logs accounts of one server in as `Peer`s and closes every one of them in `aclose`.
+
+    The `peers` fixture (tests/integration/conftest.py) gives a test one, closed after the test.
+    """
+
+    def __init__(self, port: int, password: str) -> None:
+        self.port = port
+        self.password = password
+        self.opened: list[Peer] = []
+
+    async def login(self, username: str, resource: str = "r") -> Peer:
+        """`Peer.login`: bound, nothing else sent."""
+        peer = await Peer.login(self.port, username, self.password, resource)
+        self.opened.append(peer)
+        return peer
+
+    async def online(self, username: str, resource: str = "r", presence_xml: str = "") -> Peer:
+        """`Peer.online`: logged in, roster requested, initial presence sent and echoed."""
+        peer = await Peer.online(self.port, username, self.password, resource, presence_xml)
+        self.opened.append(peer)
+        return peer
+
+    async def aclose(self) -> None:
+        for peer in self.opened:
+            await peer.aclose()
+        self.opened.clear()
+
+
 # ---- scenarios ---------------------------------------------------------------------------------
 
 
@@ -250,6 +297,12 @@ async def marker(sender: Peer, recipient: Peer) -> list[Element]:
     marker_id = new_id("marker")
     await sender.send(f"<message to='{recipient.jid}' id='{marker_id}'><body>marker</body></message>")
     return await recipient.before(message(id_=marker_id))
+
+
+async def nothing_before_marker(sender: Peer, recipient: Peer, match: Match) -> None:
+    """Nothing that satisfies `match` reached `recipient` before a `marker` message from `sender`."""
+    earlier = await marker(sender, recipient)
+    assert not [e for e in earlier if match(e)], [show(e) for e in earlier]
 
 
 def befriend(port: int, pairs: list[tuple[str, str, str]], password: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import ssl
 from collections.abc import Callable
 
@@ -15,10 +16,13 @@ import trio
 from lxml import etree
 
 STREAM_NS = "http://etherx.jabber.org/streams"
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
     " to='{domain}' version='1.0'>"
 )
+PING = "<ping xmlns='urn:xmpp:ping'/>"
+_iq_ids = itertools.count()
 
 
 def client_context() -> ssl.SSLContext:
@@ -42,11 +46,14 @@ class RawClient:
         self.header: etree._Element | None = None
 
     @classmethod
-    async def connect(cls, port: int, domain: str = "localhost", *, direct_tls: bool = False) -> RawClient:
+    async def connect(cls, port: int, domain: str = "localhost", *, direct_tls: bool = False,
+                      context: ssl.SSLContext | None = None) -> RawClient:  # fmt: skip
+        """With `direct_tls`, TLS from the first byte with `context` (default: `client_context()`)."""
         stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
         if direct_tls:
-            stream = trio.SSLStream(stream, client_context(), server_hostname=domain)
-            await stream.do_handshake()  # type: ignore[attr-defined]
+            tls = trio.SSLStream(stream, context or client_context(), server_hostname=domain)
+            await tls.do_handshake()
+            stream = tls
         return cls(stream, domain)
 
     async def send(self, data: str | bytes) -> None:
@@ -106,11 +113,16 @@ class RawClient:
             if not await self._read():
                 break
 
-    async def starttls(self) -> etree._Element:
+    async def request_starttls(self) -> None:
+        """Open the stream and ask for STARTTLS; return at <proceed/>, before the TLS handshake."""
         await self.open_stream()
-        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        await self.expect("{urn:ietf:params:xml:ns:xmpp-tls}proceed")
-        tls = trio.SSLStream(self.stream, client_context(), server_hostname=self.domain)
+        await self.send(f"<starttls xmlns='{TLS_NS}'/>")
+        await self.expect(f"{{{TLS_NS}}}proceed")
+
+    async def starttls(self, context: ssl.SSLContext | None = None) -> etree._Element:
+        """STARTTLS with `context` (default: `client_context()`); return the features offered under TLS."""
+        await self.request_starttls()
+        tls = trio.SSLStream(self.stream, context or client_context(), server_hostname=self.domain)
         await tls.do_handshake()
         self.stream = tls
         return await self.open_stream()
@@ -136,8 +148,21 @@ class RawClient:
         assert jid, etree.tostring(bound)
         return jid
 
+    async def iq(self, payload: str, *, to: str | None = None, type_: str = "get") -> etree._Element:
+        """Send an IQ with a fresh id; return the IQ that answers it (result or error)."""
+        iq_id = f"iq{next(_iq_ids)}"
+        to_attr = f" to='{to}'" if to is not None else ""
+        await self.send(f"<iq type='{type_}' id='{iq_id}'{to_attr}>{payload}</iq>")
+        return await self.next_element(lambda e: e.tag == "{jabber:client}iq" and e.get("id") == iq_id)
+
     async def aclose(self) -> None:
         with trio.move_on_after(2):
             closed_already = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
             with contextlib.suppress(*closed_already):
                 await self.stream.aclose()
+
+
+async def assert_pong(client: RawClient, to: str = "localhost") -> None:
+    """A XEP-0199 ping to `to` is answered with a result."""
+    reply = await client.iq(PING, to=to)
+    assert reply.get("type") == "result", etree.tostring(reply)

@@ -32,7 +32,7 @@ def test_empty_file_gives_every_default(tmp_path: Path) -> None:
     assert "roster" in config.server.modules
     assert config.server.admins == ()
     assert (config.listen.c2s.host, config.listen.c2s.port, config.listen.c2s.starttls_required) == (
-        "127.0.0.1", 5222, True,
+        ("127.0.0.1", "::1"), 5222, True,
     )  # fmt: skip
     assert (config.listen.c2s_tls.port, config.listen.c2s_tls.enabled) == (5223, True)
     assert (config.tls.certificate, config.tls.key, config.tls.min_version) == (None, None, "1.2")
@@ -44,6 +44,7 @@ def test_empty_file_gives_every_default(tmp_path: Path) -> None:
     assert config.limits.max_stanza_size == 262144
     assert config.limits.handshake_timeout == 30.0
     assert config.limits.stanza_burst == 400
+    assert config.limits.resume_timeout == 300.0
     assert (config.auth.scram_iterations, config.auth.allow_plain) == (4096, True)
     assert config.registration.enabled is False
     assert config.resources.conflict == "kick_old"
@@ -183,7 +184,9 @@ def test_relative_config_path_still_gives_absolute_paths(
         ('[server]\nadmins = ["a@b/res"]', "server.admins: expected a list of bare JIDs (user@domain)"),
         ("[listen.c2s]\nport = 65536", "listen.c2s.port: expected an integer from 0 to 65535, got 65536"),
         ("[listen.c2s_tls]\nport = -1", "listen.c2s_tls.port: expected an integer from 0 to 65535, got -1"),
-        ('[listen.c2s]\nhost = ""', 'listen.c2s.host: expected a host name or address, got ""'),
+        ('[listen.c2s]\nhost = ""', 'listen.c2s.host: expected a host name or address, or a list of them, got ""'),
+        ("[listen.c2s]\nhost = []", "listen.c2s.host: expected a host name or address, or a list of them, got []"),
+        ('[listen.c2s_tls]\nhost = ["::1", "::1"]', 'listen.c2s_tls.host: "::1" is listed twice'),
         (
             '[listen.c2s]\nstarttls_required = "yes"',
             'listen.c2s.starttls_required: expected true or false, got "yes"',
@@ -293,3 +296,11 @@ def test_shipped_config_loads_with_every_key(tmp_path: Path) -> None:
             else:
                 assert f"[{table.name}]" in text
                 assert f"\n{sub.name} = " in text, f"{table.name}.{sub.name}"
+
+
+def test_listener_host_is_one_address_or_a_list(tmp_path: Path) -> None:
+    config_file = tmp_path / "imactor.toml"
+    config_file.write_text('[listen.c2s]\nhost = "0.0.0.0"\n[listen.c2s_tls]\nhost = ["10.0.0.1", "::"]\n')
+    config = load_config(config_file)
+    assert config.listen.c2s.host == ("0.0.0.0",)
+    assert config.listen.c2s_tls.host == ("10.0.0.1", "::")

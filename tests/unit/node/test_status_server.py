@@ -152,7 +152,7 @@ async def test_socket_is_private_and_removed_at_shutdown(
         mode = os.stat(path).st_mode
         assert stat.S_ISSOCK(mode)
         assert stat.S_IMODE(mode) == 0o600
-    assert not os.path.exists(path)
+    assert not await trio.Path(path).exists()
 
 
 async def test_rates_come_from_the_samples(path: Path, autojump_clock: trio.testing.MockClock) -> None:
@@ -300,7 +300,7 @@ async def test_the_file_of_a_successor_is_not_removed(
     second = new_server(path)
     async with serving(second):
         first.close()
-        assert os.path.exists(path)
+        assert await trio.Path(path).exists()
         assert "workers" in json.loads(await ask(path))
 
 
@@ -308,7 +308,7 @@ async def test_a_restarted_child_binds_again(path: Path, autojump_clock: trio.te
     server = new_server(path)
     async with serving(server):
         pass
-    assert not os.path.exists(path)
+    assert not await trio.Path(path).exists()
     async with serving(server):
         assert "workers" in json.loads(await ask(path))
 
@@ -335,7 +335,7 @@ async def test_request_status_works_on_a_deep_path(tmp_path: Path) -> None:
             assert stat.S_IMODE(os.stat(deep).st_mode) == 0o600
             document = await in_thread(lambda: request_status(deep))
             assert document["node"]["domain"] == "example.org"
-    assert not deep.exists()
+    assert not await trio.Path(deep).exists()
 
 
 def test_request_status_without_a_server(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -50,9 +51,18 @@ async def test_newer_schema_is_refused(db_url: str) -> None:
     await (await Storage.open(db_url)).aclose()
     with sqlite3.connect(_path(db_url)) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StorageError, match=r"schema version 99 is newer than this imactor supports \(1\)"):
+    expected = rf"schema version 99 is newer than this imactor supports \({schema.current_version()}\)"
+    with pytest.raises(StorageError, match=expected):
         await Storage.open(db_url)
     assert _query(db_url, "SELECT version FROM schema_version") == [(99,)]  # left untouched
+
+
+def _create_extra(conn: Any) -> None:
+    conn.exec_driver_sql("CREATE TABLE extra (x INTEGER)")
+
+
+def _fill_extra(conn: Any) -> None:
+    conn.exec_driver_sql("INSERT INTO extra VALUES (42)")
 
 
 async def test_migrations_run_in_order_on_an_older_database(
@@ -60,14 +70,16 @@ async def test_migrations_run_in_order_on_an_older_database(
 ) -> None:
     async with await Storage.open(db_url) as storage:
         await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+    base = schema.current_version()
     steps = (
-        Migration(2, "add a table", lambda conn: conn.exec_driver_sql("CREATE TABLE extra (x INTEGER)")),
-        Migration(3, "fill it", lambda conn: conn.exec_driver_sql("INSERT INTO extra VALUES (42)")),
+        *schema.MIGRATIONS,
+        Migration(base + 1, "add a table", _create_extra),
+        Migration(base + 2, "fill it", _fill_extra),
     )
     monkeypatch.setattr(schema, "MIGRATIONS", steps)
     async with await Storage.open(db_url) as storage:
         assert await storage.accounts.list_usernames() == ["alice"]
-    assert _query(db_url, "SELECT version FROM schema_version") == [(3,)]
+    assert _query(db_url, "SELECT version FROM schema_version") == [(base + 2,)]
     assert _query(db_url, "SELECT x FROM extra") == [(42,)]
 
 
@@ -77,14 +89,17 @@ async def test_failed_migration_leaves_the_old_schema(db_url: str, monkeypatch: 
     def broken(conn: object) -> None:
         raise RuntimeError("step failed")
 
+    base = schema.current_version()
     steps = (
-        Migration(2, "add a table", lambda conn: conn.exec_driver_sql("CREATE TABLE extra (x INTEGER)")),
-        Migration(3, "broken", broken),
+        *schema.MIGRATIONS,
+        Migration(base + 1, "add a table", _create_extra),
+        Migration(base + 2, "broken", broken),
     )
     monkeypatch.setattr(schema, "MIGRATIONS", steps)
-    with pytest.raises(StorageError, match=r"migration to schema version 3 \(broken\) failed: step failed"):
+    expected = rf"migration to schema version {base + 2} \(broken\) failed: step failed"
+    with pytest.raises(StorageError, match=expected):
         await Storage.open(db_url)
-    assert _query(db_url, "SELECT version FROM schema_version") == [(1,)]
+    assert _query(db_url, "SELECT version FROM schema_version") == [(base,)]
     assert _query(db_url, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
 

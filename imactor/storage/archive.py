@@ -1,0 +1,270 @@
+"""XEP-0313 message archives: append, page through, count, delete; archiving preferences.
+
+Rows are ordered by their integer id (AUTOINCREMENT, so strictly increasing): the archive order is
+the order in which the single writer committed them. A query has two kinds of bounds:
+
+- `ArchiveFilter`: what the result set is (peer, time range, the XEP-0313 ``after-id`` /
+  ``before-id`` fields); `ArchivePage.count` is the size of that set;
+- the XEP-0059 page: ``after`` / ``before`` (exclusive, by stanza id) and `limit`, read forwards,
+  or backwards (the page that ends just before ``before``, or the last page).
+
+Appends go through the group-committing writer; `ArchiveStore.append_wanted` evaluates each
+account's preferences inside the same write transaction, so the decision and the write are atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, delete, func, select
+
+from imactor.storage.db import Database
+from imactor.storage.errors import ArchiveItemNotFound
+from imactor.storage.models import (
+    Account,
+    ArchivedMessage,
+    ArchivePrefsRow,
+    RosterEntry,
+    require_account,
+)
+
+#: XEP-0313 §6 default modes.
+ARCHIVE_MODES = frozenset({"always", "roster", "never"})
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """A message to append to `username`'s archive."""
+
+    username: str
+    stanza_id: str
+    peer: str  #: bare JID of the other party
+    direction: str  #: "in" or "out"
+    stanza: bytes
+    peer_resource: str = ""
+    timestamp: float | None = None  #: None: now
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedItem:
+    """One archived message, as read back."""
+
+    stanza_id: str
+    timestamp: float
+    peer: str
+    peer_resource: str
+    direction: str
+    stanza: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    items: list[ArchivedItem]  #: in archive order (oldest first), even when read backwards
+    count: int  #: size of the whole result set (the filter, without the page bounds)
+    first_index: int | None  #: position of items[0] in the result set (XEP-0059 <first index>)
+    complete: bool  #: the page reaches the end of the result set in its reading direction
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFilter:
+    """The result set of a query (XEP-0313 §4.1 form fields)."""
+
+    with_jid: str | None = None  #: bare JID of the peer
+    with_resource: str | None = None  #: and its resource (a `with` filter on a full JID)
+    start: float | None = None  #: inclusive, unix time
+    end: float | None = None  #: inclusive, unix time
+    after_id: str | None = None  #: exclusive
+    before_id: str | None = None  #: exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePrefs:
+    """XEP-0313 §6: the default mode, and the JIDs always / never archived."""
+
+    default: str = "always"
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
+
+
+def archiving_wanted(prefs: ArchivePrefs, peer: str, in_roster: bool) -> bool:
+    """Whether a message with `peer` (a bare JID) goes to the archive; "never" wins over "always"."""
+    if peer in prefs.never:
+        return False
+    if peer in prefs.always:
+        return True
+    if prefs.default == "roster":
+        return in_roster
+    return prefs.default == "always"
+
+
+class ArchiveStore:
+    """Per-account message archives (XEP-0313) and their preferences."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(self, entries: Sequence[ArchiveEntry]) -> None:
+        """Append every entry, in order, in one transaction. Raises `AccountNotFound`."""
+        rows = list(entries)
+
+        def insert(session: Session) -> None:
+            for entry in rows:
+                require_account(session, entry.username)
+                session.add(_row(entry))
+
+        await self._db.write(insert)
+
+    async def append_wanted(self, entries: Sequence[ArchiveEntry], default_mode: str) -> list[ArchiveEntry]:
+        """Append the entries each account's preferences want archived; return those appended.
+
+        `default_mode` applies to accounts without stored preferences. Entries for accounts that
+        do not exist (any more) are skipped. The preferences are read in the write transaction.
+        """
+        rows = list(entries)
+
+        def insert(session: Session) -> list[ArchiveEntry]:
+            kept: list[ArchiveEntry] = []
+            for entry in rows:
+                if session.get(Account, entry.username) is None:
+                    continue
+                prefs = _prefs(session.get(ArchivePrefsRow, entry.username)) or ArchivePrefs(default_mode)
+                in_roster = False
+                if prefs.default == "roster":
+                    item = session.get(RosterEntry, (entry.username, entry.peer))
+                    in_roster = item is not None and (item.subscription != "none" or item.ask)
+                if archiving_wanted(prefs, entry.peer, in_roster):
+                    session.add(_row(entry))
+                    kept.append(entry)
+            return kept
+
+        return await self._db.write(insert)
+
+    async def query(
+        self,
+        username: str,
+        where: ArchiveFilter = ArchiveFilter(),  # frozen, so a safe default
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        backwards: bool = False,
+        limit: int = 50,
+    ) -> ArchivePage:
+        """One page of `username`'s archive.
+
+        Args:
+            where: The result set.
+            after: Page starts after this stanza id (exclusive).
+            before: Page ends before this stanza id (exclusive).
+            backwards: Take the last `limit` items of the bounded range (XEP-0059 <before/>).
+            limit: Most items on the page (0: only the count).
+
+        Raises:
+            ArchiveItemNotFound: A stanza id (filter or page bound) is not in this archive.
+        """
+
+        def run(session: Session) -> ArchivePage:
+            conditions: list[Any] = [col(ArchivedMessage.username) == username]
+            if where.with_jid is not None:
+                conditions.append(col(ArchivedMessage.peer) == where.with_jid)
+                if where.with_resource is not None:
+                    conditions.append(col(ArchivedMessage.peer_resource) == where.with_resource)
+            if where.start is not None:
+                conditions.append(col(ArchivedMessage.timestamp) >= where.start)
+            if where.end is not None:
+                conditions.append(col(ArchivedMessage.timestamp) <= where.end)
+            if where.after_id is not None:
+                conditions.append(col(ArchivedMessage.id) > _row_id(session, username, where.after_id))
+            if where.before_id is not None:
+                conditions.append(col(ArchivedMessage.id) < _row_id(session, username, where.before_id))
+            count = session.exec(select(func.count()).where(*conditions)).one()
+            page = list(conditions)
+            if after is not None:
+                page.append(col(ArchivedMessage.id) > _row_id(session, username, after))
+            if before is not None:
+                page.append(col(ArchivedMessage.id) < _row_id(session, username, before))
+            if limit <= 0:
+                return ArchivePage([], count, None, count == 0)
+            order = col(ArchivedMessage.id).desc() if backwards else col(ArchivedMessage.id)
+            rows = list(session.exec(select(ArchivedMessage).where(*page).order_by(order).limit(limit + 1)))
+            complete = len(rows) <= limit
+            rows = rows[:limit]
+            if backwards:
+                rows.reverse()
+            first_index = None
+            if rows:
+                earlier = col(ArchivedMessage.id) < rows[0].id
+                first_index = session.exec(select(func.count()).where(*conditions, earlier)).one()
+            return ArchivePage([_item(row) for row in rows], count, first_index, complete)
+
+        return await self._db.read(run)
+
+    async def count(self, username: str) -> int:
+        """How many messages `username`'s archive holds."""
+
+        def run(session: Session) -> int:
+            statement = select(func.count()).where(col(ArchivedMessage.username) == username)
+            return session.exec(statement).one()
+
+        return await self._db.read(run)
+
+    async def delete(self, username: str) -> None:
+        """Empty `username`'s archive and forget its preferences (account deletion cascades too)."""
+
+        def remove(session: Session) -> None:
+            session.exec(delete(ArchivedMessage).where(col(ArchivedMessage.username) == username))
+            session.exec(delete(ArchivePrefsRow).where(col(ArchivePrefsRow.username) == username))
+
+        await self._db.write(remove)
+
+    async def get_prefs(self, username: str) -> ArchivePrefs | None:
+        """The stored preferences, or None (the server's default applies)."""
+        return await self._db.read(lambda session: _prefs(session.get(ArchivePrefsRow, username)))
+
+    async def set_prefs(self, username: str, prefs: ArchivePrefs) -> None:
+        """Replace the preferences. Raises `AccountNotFound`, or ValueError for an unknown mode."""
+        if prefs.default not in ARCHIVE_MODES:
+            raise ValueError(f"unknown archiving mode {prefs.default!r}")
+
+        def upsert(session: Session) -> None:
+            require_account(session, username)
+            row = session.get(ArchivePrefsRow, username)
+            if row is None:
+                session.add(ArchivePrefsRow(username=username, default_mode=prefs.default,
+                                            always=list(prefs.always), never=list(prefs.never)))  # fmt: skip
+            else:
+                row.default_mode = prefs.default
+                row.always = list(prefs.always)
+                row.never = list(prefs.never)
+
+        await self._db.write(upsert)
+
+
+def _row(entry: ArchiveEntry) -> ArchivedMessage:
+    return ArchivedMessage(
+        username=entry.username, stanza_id=entry.stanza_id,
+        timestamp=round(time.time() if entry.timestamp is None else entry.timestamp, 6),  # µs, as shown
+        peer=entry.peer, peer_resource=entry.peer_resource, direction=entry.direction, stanza=entry.stanza,
+    )  # fmt: skip
+
+
+def _item(row: ArchivedMessage) -> ArchivedItem:
+    return ArchivedItem(row.stanza_id, row.timestamp, row.peer, row.peer_resource, row.direction, row.stanza)
+
+
+def _prefs(row: ArchivePrefsRow | None) -> ArchivePrefs | None:
+    if row is None:
+        return None
+    return ArchivePrefs(row.default_mode, tuple(row.always), tuple(row.never))
+
+
+def _row_id(session: Session, username: str, stanza_id: str) -> int:
+    statement = select(ArchivedMessage.id).where(
+        col(ArchivedMessage.username) == username, col(ArchivedMessage.stanza_id) == stanza_id
+    )
+    found = session.exec(statement).first()
+    if found is None:
+        raise ArchiveItemNotFound(stanza_id)
+    return found
