@@ -9,6 +9,8 @@ import pytest
 
 from imactor.config import DEFAULT_MODULES, Config, ConfigError, LimitsConfig, load_config, parse_config
 
+HOSTS_EXPECTED = "expected a host name or address, or a list of them"
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -184,8 +186,8 @@ def test_relative_config_path_still_gives_absolute_paths(
         ('[server]\nadmins = ["a@b/res"]', "server.admins: expected a list of bare JIDs (user@domain)"),
         ("[listen.c2s]\nport = 65536", "listen.c2s.port: expected an integer from 0 to 65535, got 65536"),
         ("[listen.c2s_tls]\nport = -1", "listen.c2s_tls.port: expected an integer from 0 to 65535, got -1"),
-        ('[listen.c2s]\nhost = ""', 'listen.c2s.host: expected a host name or address, or a list of them, got ""'),
-        ("[listen.c2s]\nhost = []", "listen.c2s.host: expected a host name or address, or a list of them, got []"),
+        ('[listen.c2s]\nhost = ""', f'listen.c2s.host: {HOSTS_EXPECTED}, got ""'),
+        ("[listen.c2s]\nhost = []", f"listen.c2s.host: {HOSTS_EXPECTED}, got []"),
         ('[listen.c2s_tls]\nhost = ["::1", "::1"]', 'listen.c2s_tls.host: "::1" is listed twice'),
         (
             '[listen.c2s]\nstarttls_required = "yes"',
