@@ -122,7 +122,6 @@ class SessionActor:
             tls_active=direct_tls,
         )
         self.jid: JID | None = None
-        self._user: object | None = None
         self._blocklist: frozenset[str] = frozenset()
         self._write_lock = trio.Lock()
         self._bucket = TokenBucket(
@@ -130,7 +129,6 @@ class SessionActor:
         )
         self._stanzas_in = 0
         self._stanzas_out = 0
-        self._closing = False
         self._scope: trio.CancelScope | None = None
         # XEP-0198 (see the module docstring).
         self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
@@ -686,6 +684,3 @@ class SessionActor:
             stanzas_out=self._stanzas_out,
             mailbox=self._mailbox.statistics(),
         )
-
-
-_ = math

@@ -15,9 +15,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 import trio
+from lxml import etree
 
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
 from imactor.server import messages as m
@@ -484,7 +485,7 @@ class UserActor(Actor[m.UserMessage]):
             await self._reply(element, StanzaError("service-unavailable"))
             return
         handler, options = found
-        if own and etree_ns(element[0]) == NS_ROSTER:
+        if own and etree.QName(element[0]).namespace == NS_ROSTER:
             self._mark_interested(stanza.from_jid)
         ctx = IqContext(
             stanza=element, from_jid=stanza.from_jid, to_jid=stanza.to_jid, options=options,
@@ -613,12 +614,3 @@ def _addressed(element: Element, to: JID) -> Element:
 
 def _stanza_from_bytes(data: bytes) -> Stanza:
     return Stanza.from_element(st.parse(data))
-
-
-def etree_ns(element: Element) -> str:
-    from lxml import etree
-
-    return etree.QName(element).namespace or ""
-
-
-_ = Any

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from imactor.actors import ActorGone, ActorRef, LocalRef, Registry
+from imactor.actors import ActorGone, ActorRef, Registry
 from imactor.server import messages as m
 from imactor.server.modules import Module, ModuleHost
 from imactor.server.router import Router
@@ -255,6 +255,3 @@ class ServerFacade:
         if ref is not None:
             with contextlib.suppress(trio.WouldBlock, ActorGone):
                 ref.send_nowait(m.AccountRemoved())
-
-
-_ = LocalRef

@@ -1,0 +1,219 @@
+"""A small raw XMPP client for load: trio sockets, lxml pull parsing, SCRAM-SHA-256, STARTTLS.
+
+Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256, bind, presence,
+IQ round trips, and sending/receiving one-to-one messages. It keeps no object per stanza beyond the
+lxml element and parses nothing it does not use.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import ssl
+from collections.abc import Callable
+
+import trio
+from lxml import etree
+
+from imactor.xmpp.scram import hash_digest, hmac_digest, salted_password
+
+STREAM_NS = "http://etherx.jabber.org/streams"
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+CLIENT_NS = "jabber:client"
+HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+)
+MECHANISM = "SCRAM-SHA-256"
+_CLOSED = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+class LoginError(Exception):
+    """A step of the login failed (the message says which)."""
+
+
+def tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # benchmark servers use self-signed certificates
+    return context
+
+
+@functools.lru_cache(maxsize=4096)
+def _salted(password: str, salt: bytes, iterations: int) -> bytes:
+    # RFC 5802 §5.1 lets a client cache SaltedPassword; this keeps PBKDF2 out of the generator's
+    # CPU budget (the server never runs PBKDF2 at login: it stores StoredKey/ServerKey).
+    return salted_password("SHA-256", password.encode(), salt, iterations)
+
+
+class ScramClient:
+    """Client side of SCRAM-SHA-256 without channel binding (gs2 header "n,,")."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.password = password
+        self.nonce = base64.b64encode(os.urandom(18)).decode()
+        name = username.replace("=", "=3D").replace(",", "=2C")
+        self.first_bare = f"n={name},r={self.nonce}"
+        self.server_signature = b""
+
+    def first(self) -> bytes:
+        return ("n,," + self.first_bare).encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        text = server_first.decode()
+        attrs = dict(part.split("=", 1) for part in text.split(","))
+        nonce, salt, iterations = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+        if not nonce.startswith(self.nonce):
+            raise LoginError("SCRAM: server nonce does not extend ours")
+        without_proof = f"c={base64.b64encode(b'n,,').decode()},r={nonce}"
+        auth_message = f"{self.first_bare},{text},{without_proof}".encode()
+        salted = _salted(self.password, salt, iterations)
+        client_key = hmac_digest("SHA-256", salted, b"Client Key")
+        signature = hmac_digest("SHA-256", hash_digest("SHA-256", client_key), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        self.server_signature = hmac_digest(
+            "SHA-256", hmac_digest("SHA-256", salted, b"Server Key"), auth_message
+        )
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        attrs = dict(part.split("=", 1) for part in server_final.decode().split(","))
+        if base64.b64decode(attrs.get("v", "")) != self.server_signature:
+            raise LoginError("SCRAM: bad server signature")
+
+
+class LoadClient:
+    """One XMPP client connection. `on_element` (if set) sees every top-level element not
+    consumed by a waiting `next_element` call; the chat scenario sets it to count messages."""
+
+    def __init__(self, stream: trio.abc.Stream, domain: str) -> None:
+        self.stream = stream
+        self.domain = domain
+        self.closed = False
+        self.elements: list[etree._Element] = []
+        self.jid = ""
+        self._new_parser()
+
+    def _new_parser(self) -> None:
+        self.parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True)
+        self.depth = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int, domain: str) -> LoadClient:
+        stream = await trio.open_tcp_stream(host, port)
+        return cls(stream, domain)
+
+    async def send(self, data: str) -> None:
+        await self.stream.send_all(data.encode())
+
+    async def _read(self) -> bool:
+        try:
+            data = await self.stream.receive_some(65536)
+        except _CLOSED:
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.parser.feed(data)
+        for event, element in self.parser.read_events():
+            if event == "start":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth == 1:
+                    self.elements.append(element)
+                    parent = element.getparent()
+                    if parent is not None:  # keep the stream root from growing without bound
+                        parent.remove(element)
+                elif self.depth == 0:
+                    self.closed = True
+        return True
+
+    async def next_element(self, match: Callable[[etree._Element], bool] | None = None) -> etree._Element:
+        while True:
+            for index, element in enumerate(self.elements):
+                if match is None or match(element):
+                    del self.elements[: index + 1]
+                    return element
+            if self.closed or not await self._read():
+                raise LoginError("stream closed")
+
+    async def expect(self, tag: str) -> etree._Element:
+        element = await self.next_element()
+        if element.tag != tag:
+            raise LoginError(f"expected {tag}, got {etree.tostring(element)[:200]!r}")
+        return element
+
+    async def open_stream(self) -> etree._Element:
+        self._new_parser()
+        self.elements.clear()
+        await self.send(HEADER.format(domain=self.domain))
+        return await self.expect(f"{{{STREAM_NS}}}features")
+
+    async def starttls(self, context: ssl.SSLContext) -> etree._Element:
+        await self.send(f"<starttls xmlns='{TLS_NS}'/>")
+        await self.expect(f"{{{TLS_NS}}}proceed")
+        tls = trio.SSLStream(self.stream, context, server_hostname=self.domain)
+        await tls.do_handshake()
+        self.stream = tls
+        return await self.open_stream()
+
+    async def authenticate(self, username: str, password: str) -> None:
+        scram = ScramClient(username, password)
+        first = base64.b64encode(scram.first()).decode()
+        await self.send(f"<auth xmlns='{SASL_NS}' mechanism='{MECHANISM}'>{first}</auth>")
+        challenge = await self.next_element()
+        if challenge.tag != f"{{{SASL_NS}}}challenge":
+            raise LoginError(f"SASL: {etree.tostring(challenge)[:200]!r}")
+        final = scram.final(base64.b64decode(challenge.text or ""))
+        await self.send(f"<response xmlns='{SASL_NS}'>{base64.b64encode(final).decode()}</response>")
+        success = await self.next_element()
+        if success.tag != f"{{{SASL_NS}}}success":
+            raise LoginError(f"SASL: {etree.tostring(success)[:200]!r}")
+        scram.verify(base64.b64decode(success.text or ""))
+
+    async def bind(self, resource: str) -> str:
+        await self.send(
+            f"<iq type='set' id='b1'><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>"
+        )
+        bound = await self.next_element(lambda e: e.get("id") == "b1")
+        jid = bound.findtext(f".//{{{BIND_NS}}}jid")
+        if bound.get("type") != "result" or not jid:
+            raise LoginError(f"bind: {etree.tostring(bound)[:200]!r}")
+        self.jid = jid
+        return jid
+
+    async def login(self, username: str, password: str, resource: str,
+                    context: ssl.SSLContext | None) -> str:  # fmt: skip
+        """STARTTLS (when `context` is given), SCRAM-SHA-256, bind, initial presence."""
+        features = await self.open_stream()
+        if context is not None:
+            if features.find(f"{{{TLS_NS}}}starttls") is None:
+                raise LoginError("server does not offer STARTTLS")
+            await self.starttls(context)
+        await self.authenticate(username, password)
+        await self.open_stream()
+        jid = await self.bind(resource)
+        await self.send("<presence/>")
+        return jid
+
+    async def ping(self, iq_id: str = "p1") -> None:
+        await self.send(f"<iq type='get' id='{iq_id}' to='{self.domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        reply = await self.next_element(lambda e: e.tag == f"{{{CLIENT_NS}}}iq" and e.get("id") == iq_id)
+        if reply.get("type") != "result":
+            raise LoginError(f"ping: {etree.tostring(reply)[:200]!r}")
+
+    async def aclose(self, graceful: bool = True) -> None:
+        with trio.move_on_after(2):
+            if graceful and not self.closed:
+                try:
+                    await self.send("</stream:stream>")
+                except _CLOSED:
+                    pass
+            try:
+                await self.stream.aclose()
+            except _CLOSED:
+                pass

@@ -1,0 +1,112 @@
+"""Start imactor for a benchmark: a temp data dir, port 0, accounts added in bulk by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+START_TIMEOUT = 30.0
+
+CONFIG = """
+[server]
+domain = "{domain}"
+data_dir = "{data_dir}"
+workers = {workers}
+
+[listen.c2s]
+host = "127.0.0.1"
+port = 0
+starttls_required = {starttls_required}
+
+[listen.c2s_tls]
+host = "127.0.0.1"
+port = 0
+
+[registration]
+enabled = false
+
+[log]
+level = "warning"
+"""
+
+
+@dataclass
+class Target:
+    """Where the generator connects, and which process tree it measures (None: not measured)."""
+
+    host: str
+    port: int
+    domain: str
+    pid: int | None
+
+
+def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
+    listing = config.parent / "users.txt"
+    listing.write_text("".join(f"{name}:{password}\n" for name, password in users))
+    result = subprocess.run(
+        [sys.executable, "-m", "imactor", "user", "add", "--file", str(listing), "--config", str(config)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"imactor user add failed: {result.stderr}")
+
+
+@contextmanager
+def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
+                    domain: str = "localhost", workers: int = 1) -> Iterator[Target]:  # fmt: skip
+    """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`."""
+    data_dir = directory / "data"
+    config = directory / "imactor.toml"
+    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, workers=workers,
+                                    starttls_required=str(tls).lower()))  # fmt: skip
+    if users:
+        add_users(config, users)
+    log_path = directory / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imactor", "supervise", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=log, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )  # fmt: skip
+        try:
+            ports = _wait_for_ports(proc, log_path)
+            yield Target("127.0.0.1", ports["c2s"], domain, proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _wait_for_ports(proc: subprocess.Popen[bytes], log_path: Path) -> dict[str, int]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.splitlines():
+                if line.startswith(b"{"):
+                    event = json.loads(line)
+                    if event.get("event") == "listening":
+                        return {k: v for k, v in event.items() if k != "event"}
+        elif proc.poll() is not None:
+            break
+    raise RuntimeError(f"imactor did not start; log:\n{log_path.read_text(errors='replace')}")

@@ -1,0 +1,273 @@
+"""The scenarios, as run inside one generator process.
+
+A worker process serves commands from the driver over a pipe (`serve`): each scenario is a class
+whose async methods are the commands; each returns a plain dict the driver merges with the other
+processes' answers. Latencies are returned raw (seconds) so the driver computes percentiles over
+all processes.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import trio
+from lxml import etree
+
+from bench.loadgen.client import CLIENT_NS, LoadClient, LoginError, tls_context
+
+MESSAGE_TAG = f"{{{CLIENT_NS}}}message"
+IQ_TAG = f"{{{CLIENT_NS}}}iq"
+PING_TAG = "{urn:xmpp:ping}ping"
+MAX_ERRORS = 10  # error texts kept per command
+
+
+class Scenario:
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        self.spec = spec
+        self.nursery = nursery
+        self.host: str = spec["host"]
+        self.port: int = spec["port"]
+        self.domain: str = spec["domain"]
+        self.context: ssl.SSLContext | None = tls_context() if spec["tls"] else None
+        self.users: list[tuple[str, str]] = [tuple(u) for u in spec["users"]]  # type: ignore[misc]
+        self.errors: list[str] = []
+        self.clients: list[LoadClient] = []
+
+    def error(self, exc: BaseException) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    async def open(self, user: tuple[str, str], resource: str) -> LoadClient:
+        client = await LoadClient.connect(self.host, self.port, self.domain)
+        try:
+            await client.login(user[0], user[1], resource, self.context)
+            await client.ping()
+        except BaseException:
+            await client.aclose(graceful=False)
+            raise
+        return client
+
+    async def close(self) -> dict[str, Any]:
+        async with trio.open_nursery() as nursery:
+            for client in self.clients:
+                nursery.start_soon(client.aclose)
+        self.clients.clear()
+        return {}
+
+
+class Login(Scenario):
+    """Concurrent workers, each looping full logins with its own account, closing each session."""
+
+    async def run(self, duration: float) -> dict[str, Any]:
+        latencies: list[float] = []
+        failed = 0
+        deadline = time.monotonic() + duration
+
+        async def loop(index: int, user: tuple[str, str]) -> None:
+            nonlocal failed
+            attempt = 0
+            while time.monotonic() < deadline:
+                attempt += 1
+                start = time.perf_counter()
+                try:
+                    with trio.fail_after(30):
+                        client = await self.open(user, f"login{index}-{attempt}")
+                    latencies.append(time.perf_counter() - start)
+                    await client.aclose()
+                except (LoginError, OSError, ssl.SSLError, trio.TooSlowError,
+                        trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # fmt: skip
+                    failed += 1
+                    self.error(exc)
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(loop, index, user)
+        return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors}
+
+
+async def _drain(client: LoadClient, on_message: Callable[[etree._Element], None] | None = None) -> None:
+    """Read a held session: answer server pings, hand messages to `on_message`, drop the rest."""
+    while await client._read():
+        elements, client.elements = client.elements, []
+        for element in elements:
+            if element.tag == MESSAGE_TAG:
+                if on_message is not None:
+                    on_message(element)
+            elif element.tag == IQ_TAG and element.get("type") == "get" and element.find(PING_TAG) is not None:
+                reply = f"<iq type='result' id='{element.get('id')}' to='{element.get('from')}'/>"
+                try:
+                    await client.send(reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+
+
+class Idle(Scenario):
+    """Log in and hold one session per account until told to close."""
+
+    async def connect(self, concurrency: int) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(concurrency)
+        failed = 0
+        start = time.monotonic()
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            nonlocal failed
+            async with limiter:
+                try:
+                    with trio.fail_after(60):
+                        client = await self.open(user, f"idle{index}")
+                except (LoginError, OSError, ssl.SSLError, trio.TooSlowError,
+                        trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # fmt: skip
+                    failed += 1
+                    self.error(exc)
+                    return
+            self.clients.append(client)
+            self.nursery.start_soon(_drain, client)
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        return {"connected": len(self.clients), "failed": failed, "seconds": time.monotonic() - start,
+                "errors": self.errors}  # fmt: skip
+
+    async def check(self) -> dict[str, Any]:
+        """How many held sessions the server has not closed."""
+        return {"alive": sum(1 for c in self.clients if not c.closed)}
+
+
+class Chat(Scenario):
+    """Users in pairs (consecutive accounts), each sending numbered, timestamped messages to the other.
+
+    Body: "<step> <sender index> <seq> <send time, monotonic ns>". The receiver (same process, same
+    clock) computes the latency; a message of another step than the current one is counted late.
+    """
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        self.step_id = -1
+        self.received: list[int] = []
+        self.latencies: list[float] = []
+        self.late = 0
+        self.duplicates = 0
+        self.last_seq: list[int] = []
+
+    def on_message(self, element: etree._Element) -> None:
+        body = element.findtext(f"{{{CLIENT_NS}}}body")
+        if not body:
+            return
+        now = time.monotonic_ns()
+        try:
+            step, sender, seq, sent_ns = (int(x) for x in body.split())
+        except ValueError:
+            return
+        if step != self.step_id:
+            self.late += 1
+            return
+        if seq <= self.last_seq[sender]:
+            self.duplicates += 1
+            return
+        self.last_seq[sender] = seq
+        self.received[sender] += 1
+        self.latencies.append((now - sent_ns) / 1e9)
+
+    async def connect(self, concurrency: int) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(concurrency)
+        clients: list[LoadClient | None] = [None] * len(self.users)
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            async with limiter:
+                with trio.fail_after(60):
+                    clients[index] = await self.open(user, "chat")
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        self.clients = [c for c in clients if c is not None]
+        self.received = [0] * len(self.clients)
+        self.last_seq = [0] * len(self.clients)
+        for client in self.clients:
+            self.nursery.start_soon(_drain, client, self.on_message)
+        return {"connected": len(self.clients)}
+
+    async def step(self, step_id: int, rate: float, duration: float, drain: float) -> dict[str, Any]:
+        """Send for `duration` s at `rate` messages/s in total (over this process's users), then wait
+        up to `drain` s for the last ones; return per-pair sent/received and the latencies."""
+        count = len(self.clients)
+        self.step_id = step_id
+        self.received = [0] * count
+        self.last_seq = [0] * count
+        self.latencies = []
+        self.late = self.duplicates = 0
+        sent = [0] * count
+        per_user = rate / count
+        start = time.monotonic() + 0.05
+        end = start + duration
+
+        async def sender(index: int) -> None:
+            client = self.clients[index]
+            peer = self.clients[index ^ 1].jid.split("/")[0]
+            interval = 1.0 / per_user
+            due = start + random.random() * interval
+            seq = 0
+            while due < end:
+                await trio.sleep_until(due)
+                seq += 1
+                body = f"{step_id} {index} {seq} {time.monotonic_ns()}"
+                try:
+                    await client.send(f"<message to='{peer}' type='chat' id='m{seq}'><body>{body}</body></message>")
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                sent[index] = seq
+                due += interval
+
+        async with trio.open_nursery() as nursery:
+            for index in range(count):
+                nursery.start_soon(sender, index)
+        with trio.move_on_after(drain):
+            while self.received != sent:
+                await trio.sleep(0.02)
+        received, latencies = list(self.received), self.latencies
+        self.step_id = -1
+        pairs = []
+        for index in range(0, count - 1, 2):
+            pair_sent = sent[index] + sent[index + 1]
+            pair_received = received[index] + received[index + 1]
+            pairs.append({"users": [self.users[index][0], self.users[index + 1][0]],
+                          "sent": pair_sent, "received": pair_received})  # fmt: skip
+        return {"sent": sum(sent), "received": sum(received), "pairs": pairs, "latencies": latencies,
+                "duplicates": self.duplicates, "late": self.late,
+                "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
+
+
+SCENARIOS: dict[str, type[Scenario]] = {"login": Login, "idle": Idle, "chat": Chat}
+
+
+async def serve(conn: Connection, spec: dict[str, Any]) -> None:
+    """Answer the driver's commands until "exit": (name, kwargs) → dict (or {"exception": text})."""
+    async with trio.open_nursery() as nursery:
+        scenario = SCENARIOS[spec["scenario"]](spec, nursery)
+        conn.send({"ready": True})
+        while True:
+            name, kwargs = await trio.to_thread.run_sync(conn.recv)
+            if name == "exit":
+                break
+            method: Callable[..., Awaitable[dict[str, Any]]] = getattr(scenario, name)
+            try:
+                result = await method(**kwargs)
+            except Exception as exc:  # reported to the driver, which fails the run
+                result = {"exception": f"{type(exc).__name__}: {exc}"}
+            conn.send(result)
+        await scenario.close()
+        nursery.cancel_scope.cancel()
+
+
+def worker_main(conn: Connection, spec: dict[str, Any]) -> None:
+    """Entry point of a generator process (multiprocessing, spawn)."""
+    try:
+        trio.run(serve, conn, spec)
+    finally:
+        conn.close()
