@@ -15,12 +15,12 @@ run: $(BIN)/.installed
 	$(BIN)/imactor supervise --config conf/imactor.toml
 
 test: $(BIN)/.installed
-	$(BIN)/ruff check imactor supervisors tests
+	$(BIN)/ruff check imactor supervisors tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 check: $(BIN)/.installed
-	$(BIN)/ruff check imactor supervisors tests
+	$(BIN)/ruff check imactor supervisors tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest tests/unit
 

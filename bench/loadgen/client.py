@@ -8,6 +8,7 @@ lxml element and parses nothing it does not use.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import os
 import ssl
@@ -209,11 +210,7 @@ class LoadClient:
     async def aclose(self, graceful: bool = True) -> None:
         with trio.move_on_after(2):
             if graceful and not self.closed:
-                try:
+                with contextlib.suppress(_CLOSED):
                     await self.send("</stream:stream>")
-                except _CLOSED:
-                    pass
-            try:
+            with contextlib.suppress(_CLOSED):
                 await self.stream.aclose()
-            except _CLOSED:
-                pass

@@ -98,7 +98,9 @@ async def _drain(client: LoadClient, on_message: Callable[[etree._Element], None
             if element.tag == MESSAGE_TAG:
                 if on_message is not None:
                     on_message(element)
-            elif element.tag == IQ_TAG and element.get("type") == "get" and element.find(PING_TAG) is not None:
+            elif (
+                element.tag == IQ_TAG and element.get("type") == "get" and element.find(PING_TAG) is not None
+            ):
                 reply = f"<iq type='result' id='{element.get('id')}' to='{element.get('from')}'/>"
                 try:
                     await client.send(reply)
@@ -204,7 +206,7 @@ class Chat(Scenario):
         self.late = self.duplicates = 0
         sent = [0] * count
         per_user = rate / count
-        start = time.monotonic() + 0.05
+        start = trio.current_time() + 0.05  # trio's clock: sleep_until() uses it
         end = start + duration
 
         async def sender(index: int) -> None:
@@ -218,7 +220,9 @@ class Chat(Scenario):
                 seq += 1
                 body = f"{step_id} {index} {seq} {time.monotonic_ns()}"
                 try:
-                    await client.send(f"<message to='{peer}' type='chat' id='m{seq}'><body>{body}</body></message>")
+                    await client.send(
+                        f"<message to='{peer}' type='chat' id='m{seq}'><body>{body}</body></message>"
+                    )
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                     return
                 sent[index] = seq
@@ -228,7 +232,7 @@ class Chat(Scenario):
             for index in range(count):
                 nursery.start_soon(sender, index)
         with trio.move_on_after(drain):
-            while self.received != sent:
+            while self.received != sent:  # noqa: ASYNC110 (polling a counter is enough here)
                 await trio.sleep(0.02)
         received, latencies = list(self.received), self.latencies
         self.step_id = -1

@@ -1,0 +1,1 @@
+"""Benchmarks of imactor (not part of the test suite; see bench/README.md)."""

@@ -1,0 +1,253 @@
+"""The multi-process driver: split the accounts over `processes` spawned generator processes, send
+them the scenario's commands, merge their answers, and sample CPU/RSS of both process trees."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.loadgen import procstat
+from bench.loadgen.launcher import Target
+from bench.loadgen.scenarios import worker_main
+
+COMMAND_TIMEOUT = 300.0
+
+
+class GeneratorError(RuntimeError):
+    pass
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(math.ceil(q / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def latency_summary(values: Sequence[float]) -> dict[str, Any]:
+    return {"p50_ms": ms(percentile(values, 50)), "p99_ms": ms(percentile(values, 99)),
+            "max_ms": ms(max(values) if values else None)}  # fmt: skip
+
+
+@dataclass
+class Options:
+    scenario: str
+    processes: int = 1
+    tls: bool = True
+    duration: float = 10.0
+    concurrency: int = 8  # login: loops per process; idle/chat: simultaneous logins per process
+    sessions: int = 1000  # idle
+    pairs: int = 20  # chat, in total
+    rates: list[float] = field(default_factory=lambda: [200.0])  # chat steps, messages/s in total
+    p99_limit_ms: float = 100.0  # chat: a step passes with p99 under this and nothing lost
+    drain: float = 2.0  # chat: seconds to wait for the last messages of a step
+    settle: float = 1.0  # idle: seconds between the last login and the RSS sample
+
+    def accounts_needed(self) -> int:
+        if self.scenario == "login":
+            return self.processes * self.concurrency
+        if self.scenario == "idle":
+            return self.sessions
+        return 2 * self.pairs
+
+
+def account_names(count: int, password: str = "bench-password") -> list[tuple[str, str]]:
+    return [(f"bench{i}", password) for i in range(count)]
+
+
+class Driver:
+    def __init__(self, options: Options, target: Target, users: Sequence[tuple[str, str]]) -> None:
+        self.options = options
+        self.target = target
+        self.users = list(users)
+        self.conns: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+
+    # ---- process management
+
+    def _shares(self) -> list[list[tuple[str, str]]]:
+        n = self.options.processes
+        if self.options.scenario == "chat":  # keep both members of a pair in one process
+            pairs = [self.users[i : i + 2] for i in range(0, len(self.users) - 1, 2)]
+            return [[u for pair in pairs[k::n] for u in pair] for k in range(n)]
+        return [self.users[k::n] for k in range(n)]
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        for share in self._shares():
+            spec = {"scenario": self.options.scenario, "host": self.target.host, "port": self.target.port,
+                    "domain": self.target.domain, "tls": self.options.tls, "users": share}  # fmt: skip
+            parent, child = context.Pipe()
+            proc = context.Process(target=worker_main, args=(child, spec), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for answer in self._collect():
+            if not answer.get("ready"):
+                raise GeneratorError(f"generator process failed to start: {answer}")
+
+    def stop(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("exit", {}))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self) -> Driver:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _collect(self) -> list[dict[str, Any]]:
+        answers = []
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            while not conn.poll(0.2):
+                if not proc.is_alive():
+                    raise GeneratorError(f"generator process {proc.pid} died (exit code {proc.exitcode})")
+                if time.monotonic() > deadline:
+                    raise GeneratorError(f"generator process {proc.pid} did not answer")
+            answer = conn.recv()
+            if "exception" in answer:
+                raise GeneratorError(f"generator process {proc.pid}: {answer['exception']}")
+            answers.append(answer)
+        return answers
+
+    def command(self, name: str, per_process: list[dict[str, Any]] | None = None,
+                **kwargs: Any) -> list[dict[str, Any]]:  # fmt: skip
+        for index, conn in enumerate(self.conns):
+            conn.send((name, per_process[index] if per_process else kwargs))
+        return self._collect()
+
+    # ---- measurement
+
+    def samples(self) -> tuple[procstat.Sample | None, procstat.Sample]:
+        now = time.monotonic()
+        server = procstat.tree_sample(self.target.pid, now) if self.target.pid else None
+        generator = procstat.sample([p.pid for p in self.procs if p.pid is not None], now)
+        return server, generator
+
+    def measured(self, command: str, per_process: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+        """Run a command; return the answers and the CPU use of both sides while it ran."""
+        server0, gen0 = self.samples()
+        answers = self.command(command, per_process, **kwargs)
+        server1, gen1 = self.samples()
+        cpu = {"generator": procstat.usage(gen0, gen1) | {"processes": gen1.processes},
+               "server": None if server0 is None or server1 is None
+               else procstat.usage(server0, server1) | {"processes": server1.processes}}  # fmt: skip
+        return answers, cpu
+
+    # ---- scenarios
+
+    def run(self) -> dict[str, Any]:
+        return getattr(self, f"run_{self.options.scenario}")()  # type: ignore[no-any-return]
+
+    def run_login(self) -> dict[str, Any]:
+        started = time.monotonic()
+        answers, cpu = self.measured("run", duration=self.options.duration)
+        elapsed = time.monotonic() - started
+        latencies = [x for a in answers for x in a["latencies"]]
+        ok = sum(a["ok"] for a in answers)
+        return {"logins": ok, "failed": sum(a["failed"] for a in answers),
+                "seconds": round(elapsed, 3), "logins_per_second": round(ok / elapsed, 1),
+                **latency_summary(latencies),
+                "concurrency": self.options.concurrency * self.options.processes,
+                "errors": [e for a in answers for e in a["errors"]][:10], "cpu": cpu}  # fmt: skip
+
+    def run_idle(self) -> dict[str, Any]:
+        time.sleep(self.options.settle)
+        baseline, _ = self.samples()
+        answers, cpu = self.measured("connect", concurrency=self.options.concurrency)
+        connected = sum(a["connected"] for a in answers)
+        time.sleep(self.options.settle)
+        loaded, _ = self.samples()
+        alive = sum(a["alive"] for a in self.command("check"))
+        result: dict[str, Any] = {
+            "sessions": self.options.sessions, "connected": connected, "alive": alive,
+            "failed": sum(a["failed"] for a in answers),
+            "connect_seconds": round(max(a["seconds"] for a in answers), 3),
+            "errors": [e for a in answers for e in a["errors"]][:10], "cpu_during_connect": cpu,
+            "baseline_rss_kb": None, "loaded_rss_kb": None, "kb_per_session": None,
+        }  # fmt: skip
+        if baseline is not None and loaded is not None:
+            result["baseline_rss_kb"] = baseline.rss // 1024
+            result["loaded_rss_kb"] = loaded.rss // 1024
+            result["server_processes"] = loaded.processes
+            if connected:
+                result["kb_per_session"] = round((loaded.rss - baseline.rss) / 1024 / connected, 1)
+        self.command("close")
+        return result
+
+    def run_chat(self) -> dict[str, Any]:
+        answers = self.command("connect", concurrency=self.options.concurrency)
+        users_per_process = [a["connected"] for a in answers]
+        total_users = sum(users_per_process)
+        if total_users != len(self.users):
+            raise GeneratorError(f"only {total_users} of {len(self.users)} chat users logged in")
+        steps: list[dict[str, Any]] = []
+        best = None
+        for step_id, rate in enumerate(self.options.rates, start=1):
+            per_process = [{"step_id": step_id, "rate": rate * n / total_users,
+                            "duration": self.options.duration, "drain": self.options.drain}
+                           for n in users_per_process]  # fmt: skip
+            started = time.monotonic()
+            answers, cpu = self.measured("step", per_process)
+            elapsed = time.monotonic() - started
+            sent = sum(a["sent"] for a in answers)
+            received = sum(a["received"] for a in answers)
+            latencies = [x for a in answers for x in a["latencies"]]
+            lossy = [p for a in answers for p in a["pairs"] if p["sent"] != p["received"]]
+            step = {"step": step_id, "target_rate": rate,
+                    "achieved_rate": round(sent / self.options.duration, 1), "sent": sent,
+                    "received": received, "lost": sent - received, "lossy_pairs": lossy[:10],
+                    "duplicates": sum(a["duplicates"] for a in answers),
+                    "late": sum(a["late"] for a in answers), **latency_summary(latencies),
+                    "seconds": round(elapsed, 3), "cpu": cpu}  # fmt: skip
+            step["passed"] = bool(sent and sent == received and step["p99_ms"] is not None
+                                  and step["p99_ms"] < self.options.p99_limit_ms
+                                  and step["achieved_rate"] >= 0.95 * rate)  # fmt: skip
+            steps.append(step)
+            if not step["passed"]:
+                break
+            best = step
+        self.command("close")
+        return {"pairs": len(self.users) // 2, "step_seconds": self.options.duration,
+                "p99_limit_ms": self.options.p99_limit_ms, "steps": steps, "best": best}  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version()}  # fmt: skip
