@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import trio
+
 from imactor.actors import ActorRef, Reply
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza
@@ -61,11 +63,43 @@ class Unbind:
     session: ActorRef[SessionMessage]
 
 
+class Completion:
+    """A one-shot signal that a routed stanza is durably handled (XEP-0198 `h`, DESIGN.md "The
+    failover promise"): the recipient's `UserActor` calls `done` exactly once, when its durable
+    writes for the stanza (archive, offline storage) are over or it decided it needs none; the
+    sending session polls it before it reports `h`. `done` never blocks, so the user actor never
+    waits on the session (the actor rule); a repeated `done` is ignored.
+
+    Within one worker only (a shared object). The cross-worker version will put a correlation id
+    (the session's address and the stanza's sequence number) in `Route` instead, and the user actor
+    will answer with a "handled" fact sent without waiting to that session.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def done(self) -> None:
+        self._event.set()
+
+    @property
+    def is_done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A stanza addressed to this account (bare or full JID), from anyone."""
+    """A stanza addressed to this account (bare or full JID), from anyone.
+
+    `completion`: signal it once the stanza is durably handled (a client's message under XEP-0198).
+    """
 
     stanza: Stanza
+    completion: Completion | None = None
 
 
 @dataclass(frozen=True, slots=True)

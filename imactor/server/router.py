@@ -56,27 +56,37 @@ class Router:
 
         return await self._registry.get_or_start("user", username, start)
 
-    async def route(self, stanza: Stanza, *, wait: bool = True) -> None:
+    async def route(
+        self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None
+    ) -> None:
         """Deliver `stanza` to the actor owning its `to`.
 
         Args:
             wait: True from sessions (a full mailbox slows the sender: back-pressure). False from
                 actors, which must never wait on each other (two full mailboxes would deadlock):
                 a full mailbox then bounces the stanza with `resource-constraint`.
+            completion: signalled once the stanza is durably handled: by the user actor it reaches,
+                or here when it reaches none (bounced or dropped).
         """
-        to = stanza.to_jid
-        if to.domainpart != self.domain:
-            await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
-            return
-        if to.localpart is None:
-            if stanza.kind == "iq" and stanza.type in ("get", "set"):
-                await self.bounce(stanza, StanzaError("service-unavailable"))
-            return
-        await self.to_user(to.localpart, m.Route(stanza), stanza, wait=wait)
+        try:
+            to = stanza.to_jid
+            if to.domainpart != self.domain:
+                await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
+                return
+            if to.localpart is None:
+                if stanza.kind == "iq" and stanza.type in ("get", "set"):
+                    await self.bounce(stanza, StanzaError("service-unavailable"))
+                return
+            if await self.to_user(to.localpart, m.Route(stanza, completion), stanza, wait=wait):
+                completion = None  # the user actor's to signal now
+        finally:
+            if completion is not None:
+                completion.done()
 
     async def to_user(
         self, username: str, message: m.UserMessage, stanza: Stanza | None, *, wait: bool
-    ) -> None:
+    ) -> bool:
+        """Send `message` to the account's actor; False: it could not (`stanza` was bounced)."""
         for _attempt in range(3):
             ref = await self.user(username)
             try:
@@ -92,12 +102,13 @@ class Router:
             except trio.WouldBlock:
                 if stanza is not None:
                     await self.bounce(stanza, StanzaError("resource-constraint", "recipient is overloaded"))
-                return
+                return False
             self.routed_total += 1
-            return
+            return True
         log.error("could not reach user actor %s", username)
         if stanza is not None:
             await self.bounce(stanza, StanzaError("internal-server-error"))
+        return False
 
     async def bounce(self, stanza: Stanza, error: StanzaError) -> None:
         """Send an error back to the sender, unless the stanza is itself an error or result."""

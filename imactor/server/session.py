@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import ssl
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,9 @@ ACK_EVERY = 5
 ACK_IDLE = 1.0
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
 UNACKED_PER_SLOT = 4
+#: A routed message whose durable handling is not signalled in this many seconds counts as handled
+#: anyway (logged), so that the client's acks never stall.
+COMPLETION_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,15 @@ class SessionActor:
         # XEP-0198 (see the module docstring).
         self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
         self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
+        #: The client's messages awaiting durable handling: (sequence number, signal, deadline),
+        #: in arrival order. `_durable` is the signal of the stanza being processed, if routed.
+        self._completions: deque[tuple[int, m.Completion, float]] = deque()
+        self._durable: m.Completion | None = None
+        self._nursery: trio.Nursery | None = None
+        #: An <r/> was answered before the message numbered this was durably handled: an <a/>
+        #: follows once it is (`_ack_when_handled`, running while `_acking`).
+        self._ack_target = sm.NOT_COUNTED
+        self._acking = False
         self._handshaken = False
         self._serve_scope: trio.CancelScope | None = None
         self._detached = False
@@ -153,6 +166,7 @@ class SessionActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._mailbox_task)
                 while await self._serve() and await self._detached_wait():
                     pass
@@ -180,7 +194,9 @@ class SessionActor:
             except TRANSPORT_GONE as exc:
                 log.debug("%s: transport lost: %r", self.address, exc)
         self._serve_scope = None
-        self._count_in()
+        # Stanzas parsed but never acted on (the transport broke mid-batch) were not handled: h
+        # does not count them.
+        self._seen_in = self.stream.stanzas_in
         if self._handed_over or self._kicked:
             return False
         return self._handover is not None or (self.sm.resumable and not self.stream.clean_close)
@@ -220,6 +236,7 @@ class SessionActor:
             self._serve_scope.cancel()
 
     async def _take_over(self, handover: Handover) -> None:
+        await self._settle_completions()  # <resumed h/> counts what is durably handled by now
         async with self._write_lock:
             for data in self.stream.take_sent():
                 self.sm.stanza_sent(data)
@@ -251,6 +268,7 @@ class SessionActor:
         if self.services.resumable.get(self.sm.id) is self:
             del self.services.resumable[self.sm.id]
         if self.jid is not None and self.jid.localpart is not None:
+            self._collect_completions()
             self.services.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
 
     def _drain_mailbox(self) -> None:
@@ -336,9 +354,11 @@ class SessionActor:
         while True:
             event = self.stream.next_event()
             if event is NEED_DATA:
+                self._count_in()
                 await self._flush()
                 return False
             if isinstance(event, ev.StreamClosed):
+                self._count_in()
                 await self._flush()
                 return True
             await self._on_event(event)  # type: ignore[arg-type]
@@ -346,12 +366,12 @@ class SessionActor:
                 return True  # the stream is another actor's now: not one more event from it
 
     def _count_in(self) -> None:
-        """XEP-0198 `h`: the stanzas the stream received so far were handled (events are serial)."""
+        """XEP-0198 `h`: with every event acted on, the stanzas the stream received but gave no
+        event for (it answered them itself) are handled too."""
         self.sm.received(self.stream.stanzas_in - self._seen_in)
         self._seen_in = self.stream.stanzas_in
 
     async def _on_event(self, event: ev.Event) -> None:
-        self._count_in()
         match event:
             case ev.StartTLSRequested():
                 await self._start_tls()
@@ -372,7 +392,7 @@ class SessionActor:
             case ev.PreAuthIqReceived(element=element):
                 await self._host_iq(element, JID.make(None, self.services.domain))
             case ev.StanzaReceived(element=element):
-                await self._on_stanza(element)
+                await self._on_counted_stanza(element)
             case ev.NonzaReceived(element=element):
                 await self._on_nonza(element)
             case _:
@@ -405,10 +425,54 @@ class SessionActor:
 
     # ---- XEP-0198 -------------------------------------------------------------------------
 
+    async def _on_counted_stanza(self, element: Element) -> None:
+        """Act on a stanza and count it in `h`: once acted on, or for a message routed to an
+        account once that account's actor signals its durable writes done (`m.Completion`)."""
+        self._seen_in += 1
+        self._collect_completions()
+        seq = self.sm.stanza_received()
+        self._durable = None
+        try:
+            await self._on_stanza(element)
+        finally:
+            durable = self._take_durable()
+            if durable is None or durable.is_done or seq == sm.NOT_COUNTED:
+                self.sm.stanza_handled(seq)
+            else:
+                self._completions.append((seq, durable, trio.current_time() + COMPLETION_TIMEOUT))
+
+    def _take_durable(self) -> m.Completion | None:
+        durable, self._durable = self._durable, None
+        return durable
+
+    def _collect_completions(self) -> None:
+        """Count the routed messages whose durable handling is over, oldest first (only the
+        oldest pending one holds `h` back); one overdue is logged and counted anyway."""
+        now = trio.current_time()
+        while self._completions:
+            seq, completion, deadline = self._completions[0]
+            if not completion.is_done:
+                if now < deadline:
+                    return
+                log.warning("%s: stanza %d not durably handled in %s s; counted anyway",
+                            self.address, seq, COMPLETION_TIMEOUT)  # fmt: skip
+            self._completions.popleft()
+            self.sm.stanza_handled(seq)
+
+    async def _settle_completions(self) -> None:
+        """Wait (each at most until its deadline) for every pending routed message to be handled."""
+        while self._completions:
+            _seq, completion, deadline = self._completions[0]
+            with trio.move_on_at(deadline):
+                await completion.wait()
+            self._collect_completions()
+
     async def _on_nonza(self, element: etree._Element) -> None:
         if element.tag == sm.RESUME and self.stream.state is State.WAIT_FOR_BIND:
             await self._resume(element)
             return
+        if element.tag == sm.R:
+            self._collect_completions()  # §4: answer at once with what is handled so far
         try:
             reply = self.sm.handle(
                 element,
@@ -426,6 +490,30 @@ class SessionActor:
             if self.sm.id is not None:
                 self.services.resumable[self.sm.id] = self
         self.stream.send_nonza(reply.data)
+        if element.tag == sm.R and self._completions:
+            self._ack_target = self._completions[-1][0]
+            if not self._acking and self._nursery is not None:
+                self._acking = True
+                self._nursery.start_soon(self._ack_when_handled)
+
+    async def _ack_when_handled(self) -> None:
+        """§4 lets a server send <a/> unasked: an <r/> was answered while messages before it were
+        still being stored, so the client (aioxmpp waits for it) learns when they are."""
+        try:
+            while True:
+                target = self._ack_target
+                while self._completions and self._completions[0][0] <= target:
+                    _seq, completion, deadline = self._completions[0]
+                    with trio.move_on_at(deadline):
+                        await completion.wait()
+                    self._collect_completions()
+                if not self._detached and self.stream.state is State.ESTABLISHED:
+                    self.stream.send_nonza(sm.ack(self.sm.h_in))
+                    await self._flush_or_lose()
+                if self._ack_target == target:
+                    return
+        finally:
+            self._acking = False
 
     async def _resume(self, element: etree._Element) -> None:
         """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
@@ -519,6 +607,13 @@ class SessionActor:
                 element.set("to", str(own))  # RFC 6120 §10.3.1: to the sender's bare JID
             elif to.localpart is None and to.domainpart == domain:
                 return  # messages to the server itself are not processed
+            if self.sm.enabled:
+                # XEP-0198: counted in `h` once the recipient's actor stored it (DESIGN.md step 4).
+                self._durable = m.Completion()
+            await self.services.router.route(
+                Stanza.from_element(element), wait=True, completion=self._durable
+            )
+            return
         await self.services.router.route(Stanza.from_element(element), wait=True)
 
     async def _valid_iq(self, element: Element) -> bool:

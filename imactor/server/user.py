@@ -126,7 +126,13 @@ class UserActor(Actor[m.UserMessage]):
             case m.Unbind():
                 await self._unbind(message)
             case m.Route():
-                await self._inbound(message.stanza)
+                try:
+                    await self._inbound(message.stanza)
+                finally:
+                    # Archived, stored offline, delivered, bounced or dropped (or failed): the
+                    # sender's session may count it in its XEP-0198 `h` now.
+                    if message.completion is not None:
+                        message.completion.done()
             case m.FromResource():
                 await self._from_resource(message.stanza)
             case m.Undelivered():

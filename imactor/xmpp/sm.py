@@ -8,6 +8,11 @@ for a violation that ends the stream.
 Counters are modulo 2^32 (§4): `h_in` counts the stanzas the client sent that the server handled,
 `sent` the stanzas the server sent; `acked` is the last `h` the client acknowledged, and
 `unacked` holds the bytes of stanzas `acked+1 … sent`, oldest first.
+
+A stanza may be handled after later ones (a message counts once its recipient's durable writes are
+done): `stanza_received` numbers each stanza in arrival order and `stanza_handled` marks one done;
+`h_in` covers only the contiguous prefix of handled stanzas, so it never counts a stanza ahead of
+an earlier one still pending.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from imactor.xmpp.namespaces import NS_SM, NS_STANZA_ERRORS, qname
 from imactor.xmpp.stanza import default_ns
 
 MOD = 2**32
+#: What `stanza_received` returns while SM is not enabled: a stanza that is never counted.
+NOT_COUNTED = -1
 ENABLE = qname(NS_SM, "enable")
 RESUME = qname(NS_SM, "resume")
 R = qname(NS_SM, "r")
@@ -85,6 +92,9 @@ class StreamManagement:
         self.id: str | None = None
         self.max = 0
         self.h_in = 0
+        self._next_seq = 0  #: the number the next received stanza gets
+        self._first_pending = 0  #: the oldest stanza not yet counted into `h_in`
+        self._handled_ahead: set[int] = set()  #: handled, but after a pending one
         self.sent = 0
         self.acked = 0
         self.unacked: deque[bytes] = deque()
@@ -143,9 +153,34 @@ class StreamManagement:
     # ---- counting ------------------------------------------------------------------------------
 
     def received(self, count: int = 1) -> None:
-        """The server handled `count` more stanzas from the client."""
-        if self.enabled:
-            self.h_in = (self.h_in + count) % MOD
+        """The server received and at once handled `count` more stanzas from the client."""
+        for _ in range(count):
+            self.stanza_handled(self.stanza_received())
+
+    def stanza_received(self) -> int:
+        """A stanza arrived: its sequence number, for `stanza_handled` (`NOT_COUNTED` unless enabled)."""
+        if not self.enabled:
+            return NOT_COUNTED
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def stanza_handled(self, seq: int) -> None:
+        """The stanza numbered `seq` is handled: `h_in` advances over the contiguous handled prefix.
+
+        Unknown, repeated or `NOT_COUNTED` numbers are ignored."""
+        if not self._first_pending <= seq < self._next_seq:
+            return
+        self._handled_ahead.add(seq)
+        while self._first_pending in self._handled_ahead:
+            self._handled_ahead.remove(self._first_pending)
+            self._first_pending += 1
+            self.h_in = (self.h_in + 1) % MOD
+
+    @property
+    def pending_in(self) -> int:
+        """Stanzas received but not yet counted into `h_in` (some earlier one is still pending)."""
+        return self._next_seq - self._first_pending
 
     def stanza_sent(self, data: bytes) -> None:
         """A stanza went (or is about to go) to the client: it waits in `unacked` for an <a/>."""

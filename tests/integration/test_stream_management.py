@@ -8,7 +8,10 @@ expires within a test. A broken connection is made by closing the client's TCP s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import aioxmpp
 import aioxmpp.dispatcher
@@ -67,11 +70,18 @@ async def enable(client: RawClient, resume: bool = True) -> etree._Element:
     return await client.next_element(lambda e: e.tag in (tag("enabled"), tag("failed")))
 
 
-async def ack(client: RawClient) -> int:
-    """Ask the server for its count of our stanzas."""
+async def ack(client: RawClient, until: int | None = None) -> int:
+    """Ask the server for its count of our stanzas.
+
+    The answer comes at once and counts a message only once it is stored; when messages were
+    pending the server sends another <a/> when they are: `until` waits for a count that high.
+    """
     await client.send(f"<r xmlns='{SM}'/>")
-    answer = await client.expect(tag("a"))
-    return int(answer.get("h", "-1"))
+    while True:
+        answer = await client.expect(tag("a"))
+        h = int(answer.get("h", "-1"))
+        if until is None or h >= until:
+            return h
 
 
 async def message(client: RawClient, to: str, text: str) -> None:
@@ -146,6 +156,43 @@ async def test_enable_and_count_both_ways(server: ServerProcess, accounts: Accou
         assert await ack(a) == 3
         await a.aclose()
         await b.aclose()
+
+
+def offline_rows(database: Path, username: str, text: str) -> int:
+    """Offline messages of `username` holding `text`, read straight from the server's database."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        (count,) = db.execute(
+            "SELECT COUNT(*) FROM offline_message WHERE username = ? AND CAST(stanza AS TEXT) LIKE ?",
+            (username, f"%{text}%"),
+        ).fetchone()
+    return int(count)
+
+
+async def test_a_message_is_acked_once_it_is_stored(server: ServerProcess, accounts: Accounts) -> None:
+    """DESIGN.md "The failover promise": `h` counts a message only after its durable write."""
+    alice, bob = accounts(2)  # bob stays offline: alice's messages go to offline storage
+    database = server.data_dir / "imactor.sqlite3"
+    with trio.fail_after(20):
+        a = await login(server, alice, "pc")
+        await enable(a, resume=False)
+        # Stanza 1 and 3 are messages, 2 a ping the session answers itself, then an <r/>.
+        await message(a, f"{bob}@localhost", "durable-1")
+        await a.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await message(a, f"{bob}@localhost", "durable-3")
+        await a.send(f"<r xmlns='{SM}'/>")
+        seen = []
+        while not seen or seen[-1] < 3:
+            h = int((await a.expect(tag("a"))).get("h", "-1"))
+            seen.append(h)
+            assert 0 <= h <= 3, seen  # never more than was sent
+            # Whatever the <a/> counts is in the database by the time it arrives.
+            if h >= 1:
+                assert offline_rows(database, bob, "durable-1") == 1
+            if h >= 3:
+                assert offline_rows(database, bob, "durable-3") == 1
+        assert seen == sorted(seen)
+        assert await ack(a) == 3
+        await a.aclose()
 
 
 async def test_enable_before_bind_or_twice_fails(server: ServerProcess, accounts: Accounts) -> None:
@@ -250,7 +297,7 @@ async def test_resume_after_a_broken_connection(server: ServerProcess, accounts:
         assert await messages(a, 4) == ["m0", "m1", "m2", "m3"]
         await message(a, f"{bob}@localhost/pc", "from alice 1")
         assert await messages(b, 1) == ["from alice 1"]
-        assert await ack(a) == 1
+        assert await ack(a, until=1) == 1
         # Alice tells the server she handled m0 and m1 only, then her network goes.
         await a.send(f"<a xmlns='{SM}' h='2'/>")
         assert await ack(a) == 1
@@ -267,7 +314,7 @@ async def test_resume_after_a_broken_connection(server: ServerProcess, accounts:
         # The session carries on: same resource, counts continue.
         await message(a2, f"{bob}@localhost/pc", "from alice 2")
         assert await messages(b, 1) == ["from alice 2"]
-        assert await ack(a2) == 3  # 1 before + the marker + "from alice 2"
+        assert await ack(a2, until=3) == 3  # 1 before + the marker + "from alice 2"
         await a2.aclose()
         await b.aclose()
 
@@ -310,7 +357,7 @@ async def test_expired_session_goes_offline_and_late_resume_fails(
         await message(b, own, "unacked")
         assert await messages(a, 1) == ["unacked"]
         await message(a, f"{bob}@localhost/pc", "hello")
-        assert await ack(a) == 1
+        assert await ack(a, until=1) == 1
         drop_connection(a)
         await a.aclose()
         await message(b, own, "while detached")

@@ -126,6 +126,68 @@ def test_nothing_is_counted_before_enable() -> None:
     assert (state.h_in, state.sent, list(state.unacked)) == (0, 0, [])
 
 
+def test_h_counts_only_the_contiguous_prefix_of_handled_stanzas() -> None:
+    state = enabled()
+    first, second, third = (state.stanza_received() for _ in range(3))
+    assert (first, second, third) == (0, 1, 2)
+    assert (state.h_in, state.pending_in) == (0, 3)
+    state.stanza_handled(second)  # a later one first: h waits for the first
+    state.stanza_handled(third)
+    assert parsed(handle(state, el("r"))).get("h") == "0"  # <r/> answered at once, with h so far
+    state.stanza_handled(first)
+    assert (state.h_in, state.pending_in) == (3, 0)
+    assert parsed(handle(state, el("r"))).get("h") == "3"
+
+
+def test_h_advances_over_a_prefix_and_waits_at_a_pending_stanza() -> None:
+    state = enabled()
+    seqs = [state.stanza_received() for _ in range(4)]
+    state.stanza_handled(seqs[0])
+    state.stanza_handled(seqs[2])
+    assert state.h_in == 1
+    state.received()  # a fifth, handled at once: still behind the pending second
+    assert (state.h_in, state.pending_in) == (1, 4)
+    state.stanza_handled(seqs[1])
+    assert state.h_in == 3
+    state.stanza_handled(seqs[3])
+    assert (state.h_in, state.pending_in) == (5, 0)
+
+
+def test_stanza_handled_ignores_repeated_and_unknown_numbers() -> None:
+    state = enabled()
+    seq = state.stanza_received()
+    state.stanza_handled(seq)
+    state.stanza_handled(seq)
+    state.stanza_handled(seq + 1)  # not received yet
+    state.stanza_handled(-5)
+    assert (state.h_in, state.pending_in) == (1, 0)
+    later = state.stanza_received()
+    state.stanza_handled(later)
+    assert state.h_in == 2
+
+
+def test_stanzas_before_enable_are_not_counted_even_when_handled_later() -> None:
+    state = StreamManagement()
+    before = state.stanza_received()
+    assert before == sm.NOT_COUNTED
+    handle(state, el("enable"))
+    after = state.stanza_received()
+    state.stanza_handled(before)
+    assert state.h_in == 0
+    state.stanza_handled(after)
+    assert state.h_in == 1
+
+
+def test_out_of_order_handling_wraps_at_2_to_the_32() -> None:
+    state = enabled()
+    state.h_in = MOD - 1
+    a, b = state.stanza_received(), state.stanza_received()
+    state.stanza_handled(b)
+    assert state.h_in == MOD - 1
+    state.stanza_handled(a)
+    assert state.h_in == 1
+
+
 def test_a_trims_the_unacked_queue() -> None:
     state = enabled()
     for i in range(4):
