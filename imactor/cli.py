@@ -9,6 +9,9 @@
     imactor user del USER                  delete an account and all its data
     imactor user list                      list usernames
 
+``imactor worker ...`` is internal: the node supervisor runs one per worker process (see
+`imactor.node.worker`); it is left out of the help listing.
+
 ``--config`` defaults to ``conf/imactor.toml`` and may be given before or after the command.
 Expected failures (invalid config, bad username, existing or missing account, unreadable file)
 print one line on stderr and exit with status 1, never a traceback. User commands open the
@@ -90,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="show the running server's status")
     status.add_argument("--json", action="store_true", help="print the raw JSON document")
     status.set_defaults(handler=_status)
+    # Internal: no `help=`, so argparse leaves it out of the command listing.
+    worker = commands.add_parser("worker", parents=[common], description="internal: one worker of a node")
+    worker.add_argument("--index", type=_non_negative, required=True, help="this worker's number")
+    worker.add_argument("--workers", type=_positive, required=True, help="how many workers the node runs")
+    worker.add_argument("--run-dir", type=Path, required=True, help="the node's private run directory")
+    worker.add_argument(
+        "--listen", action="append", default=[], metavar="NAME=FD[,FD...]", help="inherited listening sockets"
+    )
+    worker.set_defaults(handler=_worker)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         title="user commands", required=True, metavar="ACTION"
@@ -119,6 +131,32 @@ def _supervise(args: argparse.Namespace, config_path: Path) -> int:
     from imactor.node.master import supervise
 
     return supervise(config)
+
+
+def _worker(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.node.worker import parse_listen, run
+
+    try:
+        listen = parse_listen(args.listen)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.index >= args.workers:
+        raise CommandError(f"--index {args.index}: a node of {args.workers} workers numbers them from 0")
+    return run(config_path, args.index, args.workers, args.run_dir, listen)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _check_config(args: argparse.Namespace, config_path: Path) -> int:

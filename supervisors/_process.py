@@ -177,10 +177,10 @@ class ProcessChild:
             self.set_state(ChildState.STARTING)
             env = dict(os.environ if spec.env is None else spec.env)
             env.pop(HEALTH_FD_ENV, None)
-            pass_fds: tuple[int, ...] = ()
+            pass_fds = tuple(spec.pass_fds)
             if theirs is not None:
                 env[HEALTH_FD_ENV] = str(theirs.fileno())
-                pass_fds = (theirs.fileno(),)
+                pass_fds += (theirs.fileno(),)
             try:
                 process = await trio.lowlevel.open_process(list(spec.argv), env=env, pass_fds=pass_fds)
             finally:

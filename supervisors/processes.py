@@ -79,6 +79,10 @@ class ProcessSpec:
             protocol off (no channel, no ``ready``, no pings).
         health_timeout: Seconds a ping may wait for its pong.
         ready_timeout: Seconds the child may take to write ``ready``.
+        pass_fds: File descriptors of the supervisor that the child inherits,
+            under the same numbers (listening sockets bound once by the
+            supervisor, say). The supervisor neither opens nor closes them:
+            they must stay open for as long as it may (re)start the child.
 
     Raises:
         ValueError: If ``id`` or ``argv`` is empty or a duration is out of
@@ -94,6 +98,7 @@ class ProcessSpec:
     health_interval: float | None = 1.0
     health_timeout: float = 5.0
     ready_timeout: float = 30.0
+    pass_fds: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -109,6 +114,9 @@ class ProcessSpec:
         _check_seconds(self.id, "ready_timeout", self.ready_timeout, allow_inf=True)
         # Frozen copies: the spec must not change under the supervisor's feet.
         object.__setattr__(self, "argv", tuple(self.argv))
+        if any(type(fd) is not int or fd < 0 for fd in self.pass_fds):
+            raise ValueError(f"ProcessSpec {self.id!r}: pass_fds must be file descriptor numbers")
+        object.__setattr__(self, "pass_fds", tuple(self.pass_fds))
         if self.env is not None:
             object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
 

@@ -21,7 +21,7 @@ CONFIG = """
 domain = "{domain}"
 data_dir = "{data_dir}"
 workers = {workers}
-
+{modules}
 [listen.c2s]
 host = "127.0.0.1"
 port = 0
@@ -62,11 +62,15 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
 
 @contextmanager
 def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
-                    domain: str = "localhost", workers: int = 1) -> Iterator[Target]:  # fmt: skip
-    """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`."""
+                    domain: str = "localhost", workers: int = 1,
+                    modules: Sequence[str] | None = None) -> Iterator[Target]:  # fmt: skip
+    """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`.
+
+    `modules`: the `[server] modules` list (None: the server's default list)."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
-    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, workers=workers,
+    modules_line = "" if modules is None else f"modules = {json.dumps(list(modules))}\n"
+    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, workers=workers, modules=modules_line,
                                     starttls_required=str(tls).lower()))  # fmt: skip
     if users:
         add_users(config, users)

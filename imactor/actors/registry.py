@@ -32,6 +32,10 @@ class Registry:
     def lookup(self, kind: str, key: str) -> ActorRef[Any] | None:
         return self._refs.get((kind, key))
 
+    def refs(self, kind: str) -> list[tuple[str, ActorRef[Any]]]:
+        """(key, reference) of every registered actor of `kind` (a copy: safe to send while iterating)."""
+        return [(key, ref) for (k, key), ref in self._refs.items() if k == kind]
+
     def register(self, kind: str, key: str, ref: ActorRef[Any]) -> None:
         self._refs[(kind, key)] = ref
 

@@ -1,36 +1,264 @@
-"""`imactor supervise`: the node supervisor.
+"""`imactor supervise`: the node supervisor (the master process of DESIGN.md's process tree).
 
-For now it runs a single worker in this process (the multi-worker process tree of DESIGN.md is
-built on `supervisors.processes` in a following step). Exit code 0 after a clean shutdown.
+    imactor-supervisor                     ONE_FOR_ONE, budget [supervision] intensity/period
+    ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.node.worker`)
+    ├── ZeroMQ link (PUSH to each worker)  membership announcements (`imactor.node.membership`)
+    └── status server ([status] socket)    the workers' status, merged (`imactor.node.node_status`)
+
+At start, before any worker: the certificate, module options and database schema
+(`imactor.node.startup`), a private run directory (`imactor.node.rundir`), and the client
+listeners, bound once here (port 0: the OS chooses, and every worker shares that port). The
+listening sockets go to every worker as inherited descriptors, and stay open here for as long as
+the node runs, so a connection that arrives while a worker restarts waits in the backlog for
+another. Once all workers are ready, one line on stdout announces the ports::
+
+    {"event": "listening", "c2s": 5222, "c2s_tls": 5223}
+
+Signals: SIGTERM or SIGINT stop the workers one at a time in reverse order (SIGTERM each; each
+ends its streams with ``system-shutdown`` and exits 0; SIGKILL after `WORKER_SHUTDOWN` seconds),
+then the supervisor exits 0. SIGHUP is forwarded to every running worker, which reloads the
+config file (`imactor.server.reload`). A worker restarted later reads the file as it is then.
+
+Exit status: 0 after a signal; 1 if the node cannot start (a bad certificate, database, port or
+status socket; a worker that fails its first start); 3 when restarts exceed the budget, so that
+systemd or Docker can act.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
+from imactor.cluster.endpoints import MASTER, master_endpoint, worker_endpoint
+from imactor.cluster.zmq_link import ZmqLink
 from imactor.log import setup_logging
+from imactor.node.membership import MembershipAnnouncer
+from imactor.node.node_status import NodeStatus
+from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
+from imactor.node.rundir import create_run_dir, remove_run_dir
+from imactor.node.startup import is_start_error, prepare_node, sole_cause
+from imactor.node.status import StatusServer
+from imactor.server.listener import open_listeners
+from supervisors import (
+    ChildFailedToStart,
+    ChildState,
+    ProcessSpec,
+    ProcessSupervisor,
+    Restart,
+    RestartBudget,
+    RestartBudgetExceeded,
+    Strategy,
+)
 
 if TYPE_CHECKING:
     from imactor.config import Config
 
+log = logging.getLogger("imactor.node")
+
+EXIT_OK = 0
+EXIT_CANNOT_START = 1
+EXIT_BUDGET_EXCEEDED = 3
+
+#: Seconds between health pings of a worker, and how long its pong may take: a worker whose
+#: event loop is stuck is killed and replaced within about their sum.
+HEALTH_INTERVAL = 1.0
+HEALTH_TIMEOUT = 5.0
+#: Seconds a worker may take to start (import, open the database, start its tree).
+READY_TIMEOUT = 30.0
+#: Seconds between SIGTERM and SIGKILL when a worker is stopped (it needs 3 s to end its streams).
+WORKER_SHUTDOWN = 10.0
+
 
 def supervise(config: Config) -> int:
-    setup_logging(config.log.level, config.log.format)
+    """Run the node until SIGTERM/SIGINT; returns the exit status (see the module doc)."""
+    setup_logging(config.log.level, config.log.format, SUPERVISOR_TITLE)
+    set_title(SUPERVISOR_TITLE)
     try:
-        import setproctitle
+        return trio.run(run_node, config)
+    except BaseException as exc:
+        cause = sole_cause(exc)
+        if not is_start_error(cause):
+            raise
+        log.error("cannot start: %s", cause)
+        return EXIT_CANNOT_START
 
-        setproctitle.setproctitle("imactor-supervisor")
-    except ImportError:  # pragma: no cover - setproctitle is a dependency; titles are cosmetic
-        pass
-    from imactor.server.modules import ModuleConfigError
-    from imactor.server.tree import run_worker
 
+async def run_node(config: Config) -> int:
+    """The node supervisor's main task; returns the exit status.
+
+    Raises:
+        OSError, ModuleConfigError, StorageError: The node cannot start (see `is_start_error`).
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        await prepare_node(config)
+        run_dir = create_run_dir()
+        try:
+            async with _bound_listeners(config) as listeners:
+                return await _run(config, run_dir, listeners, signals)
+        finally:
+            remove_run_dir(run_dir)
+
+
+@dataclass
+class _Outcome:
+    code: int = EXIT_OK
+
+
+class _Ready(trio.TaskStatus[object]):
+    """The supervisor's ``task_status``: an event set once every worker is ready."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def started(self, value: object = None) -> None:
+        self.event.set()
+
+
+async def _run(
+    config: Config,
+    run_dir: Path,
+    listeners: dict[str, list[trio.SocketListener]],
+    signals: AsyncIterator[int],
+) -> int:
+    count = config.server.worker_count
+    fds = {name: [listener.socket.fileno() for listener in bound] for name, bound in listeners.items()}
+    inherited = [fd for bound in fds.values() for fd in bound]
+    workers = {f"worker[{index}]": index for index in range(count)}
+    specs = [
+        ProcessSpec(
+            child_id,
+            _worker_argv(config, index, count, run_dir, fds),
+            restart=Restart.PERMANENT,
+            shutdown=WORKER_SHUTDOWN,
+            health_interval=HEALTH_INTERVAL,
+            health_timeout=HEALTH_TIMEOUT,
+            ready_timeout=READY_TIMEOUT,
+            pass_fds=inherited,
+        )
+        for child_id, index in workers.items()
+    ]
+    budget = RestartBudget(config.supervision.intensity, config.supervision.period)
+    supervisor = ProcessSupervisor("node", specs, Strategy.ONE_FOR_ONE, budget)
+    link = ZmqLink(
+        MASTER, master_endpoint(run_dir), {i: worker_endpoint(run_dir, i) for i in workers.values()}
+    )
+    membership = MembershipAnnouncer(link, list(workers.values()), _live(supervisor, workers))
+    node_status = NodeStatus(
+        domain=config.server.domain,
+        supervisor=supervisor,
+        workers=workers,
+        run_dir=run_dir,
+        membership=membership,
+    )
+    status = StatusServer(
+        config.status_socket, [], domain=config.server.domain, document=node_status.document
+    )
+    await status.bind()  # here: a path another server answers on fails the start, not a child
+    outcome = _Outcome()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        nursery.start_soon(_drain, link)
+        await nursery.start(status.run)
+        nursery.start_soon(_handle_signals, signals, supervisor, nursery.cancel_scope)
+        ready = _Ready()
+        nursery.start_soon(_supervise, supervisor, ready, outcome, nursery.cancel_scope)
+        await ready.event.wait()
+        nursery.start_soon(membership.run)
+        _announce(listeners, count)
+    return outcome.code
+
+
+async def _supervise(
+    supervisor: ProcessSupervisor, ready: _Ready, outcome: _Outcome, node: trio.CancelScope
+) -> None:
+    """Run the workers; on escalation, record the exit status and stop the node."""
     try:
-        trio.run(run_worker, config)
-    except (OSError, ModuleConfigError) as exc:
-        logging.getLogger("imactor").error("cannot start: %s", exc)
-        return 1
-    return 0
+        await supervisor.run(task_status=ready)
+    except RestartBudgetExceeded as exc:
+        log.critical("%s; the node stops", exc)
+        outcome.code = EXIT_BUDGET_EXCEEDED
+    except ChildFailedToStart as exc:
+        log.error("cannot start: %s", exc)
+        outcome.code = EXIT_CANNOT_START
+    finally:
+        node.cancel()
+
+
+async def _handle_signals(
+    signals: AsyncIterator[int], supervisor: ProcessSupervisor, node: trio.CancelScope
+) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            _forward(supervisor, signal.SIGHUP)
+            continue
+        log.info("%s: stopping the workers", signal.Signals(signum).name)
+        node.cancel()  # the process supervisor stops them in reverse order, then the rest ends
+        return
+
+
+def _forward(supervisor: ProcessSupervisor, signum: int) -> None:
+    """Send `signum` to every running worker. Not to a starting one: it may not handle it yet
+    (SIGHUP's default action ends a process), and it reads the config file as it is anyway."""
+    for child in supervisor.statistics().children:
+        if child.state is ChildState.RUNNING:
+            # ProcessLookupError: it exited meanwhile; its successor reads the file at start.
+            with contextlib.suppress(ProcessLookupError):
+                supervisor.kill_child(child.id, signum)
+
+
+def _live(supervisor: ProcessSupervisor, workers: dict[str, int]) -> Callable[[], list[int]]:
+    def live() -> list[int]:
+        children = supervisor.statistics().children
+        return [workers[child.id] for child in children if child.state is ChildState.RUNNING]
+
+    return live
+
+
+async def _drain(link: ZmqLink) -> None:
+    """Nothing is sent to the supervisor yet; keep its inbound queue from filling up anyway."""
+    async for envelope in link.receive_channel:
+        log.debug("ignored a %s from w%d", type(envelope.message).__name__, envelope.source)
+
+
+def _worker_argv(
+    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]]
+) -> list[str]:
+    argv = [sys.executable, "-m", "imactor", "worker", "--config", str(Path(config.source).absolute())]
+    argv += ["--index", str(index), "--workers", str(count), "--run-dir", str(run_dir)]
+    for name, numbers in fds.items():
+        argv += ["--listen", f"{name}={','.join(map(str, numbers))}"]
+    return argv
+
+
+@asynccontextmanager
+async def _bound_listeners(config: Config) -> AsyncIterator[dict[str, list[trio.SocketListener]]]:
+    """The client listeners, bound here for every worker; closed when the node ends."""
+    listeners: dict[str, list[trio.SocketListener]] = {}
+    try:
+        listeners["c2s"] = await open_listeners(config.listen.c2s.host, config.listen.c2s.port)
+        if config.listen.c2s_tls.enabled:
+            direct = config.listen.c2s_tls
+            listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+        yield listeners
+    finally:
+        with trio.CancelScope(shield=True):
+            for bound in listeners.values():
+                for listener in bound:
+                    await listener.aclose()
+
+
+def _announce(listeners: dict[str, list[trio.SocketListener]], count: int) -> None:
+    """One JSON line on stdout with the bound ports (port 0 in tests means the OS chose them)."""
+    ports = {name: bound[0].socket.getsockname()[1] for name, bound in listeners.items()}
+    log.info("%d worker(s) ready; listening on %s", count, ports)
+    print(json.dumps({"event": "listening", **ports}), flush=True)

@@ -14,6 +14,10 @@ The document::
              and the worker's named records (router, registry): each a `statistics()` record
     totals   sums over the workers (the largest mailbox for mailboxes.max)
 
+The node supervisor (`imactor.node.node_status`) answers on the configured path with the same
+document assembled from its workers' own sockets, plus ``supervisor`` (its pid, title, resident
+memory, restarts and the membership it announces); its ``totals.rss_bytes`` counts it too.
+
 This module knows nothing of XMPP. Each worker is a `StatusSource` that reports a `WorkerStatus`;
 the server adds what the OS knows (resident memory) and stanza rates, computed from samples of
 the workers' counters that it takes every `SAMPLE_INTERVAL` seconds.
@@ -35,7 +39,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,11 +164,15 @@ class StatusServer:
         domain: str,
         started_at: float | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
+        document: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.path = path
         self.domain = domain
         self.started_at = time.time() if started_at is None else started_at
         self.request_timeout = request_timeout
+        # The node supervisor answers with a document it assembles from its workers' sockets;
+        # a worker answers with `snapshot` of its own sources.
+        self._document = document
         self._sources = list(sources)
         self._meters = [RateMeter() for _ in self._sources]
         self._listener: trio.SocketListener | None = None
@@ -233,7 +241,7 @@ class StatusServer:
             "started_at": self.started_at,
             "uptime": round(max(0.0, now - self.started_at), 3),
         }
-        return {"node": node, "workers": workers, "totals": _totals(workers)}
+        return {"node": node, "workers": workers, "totals": sum_workers(workers)}
 
     async def _sample_forever(self) -> None:
         while True:
@@ -251,19 +259,19 @@ class StatusServer:
                 with trio.move_on_after(self.request_timeout):
                     line = await _read_line(stream)
                     if line is not None:
-                        await stream.send_all(self._reply(line))
+                        await stream.send_all(await self._reply(line))
             except trio.BrokenResourceError:
                 pass  # the client went away
             finally:
                 self._clients -= 1
 
-    def _reply(self, line: bytes) -> bytes:
+    async def _reply(self, line: bytes) -> bytes:
         request = line.strip()
         if request != REQUEST:
             shown = request[:MAX_REQUEST].decode("utf-8", "replace")
             return _encode({"error": f"unknown request {shown!r}: send 'status'"})
         try:
-            document = self.snapshot()
+            document = self.snapshot() if self._document is None else await self._document()
         except Exception:  # a protocol boundary: a bug here must not take the worker down
             log.exception("status snapshot failed")
             return _encode({"error": "internal error (see the server log)"})
@@ -291,6 +299,35 @@ def request_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
         raise StatusUnavailable(f"{path}: no answer within {timeout:g} s") from None
     except OSError as exc:
         raise StatusUnavailable(f"{path}: {exc.strerror or exc}") from None
+    return _parse_answer(path, answer)
+
+
+async def fetch_status(path: Path, timeout: float = 2.0) -> dict[str, Any]:
+    """`request_status` for a Trio program (the node supervisor asking its workers).
+
+    Raises:
+        StatusUnavailable: Nothing answers at `path` within `timeout`, or the answer is not a
+            status document.
+    """
+    with trio.move_on_after(timeout):
+        try:
+            with _addressable(path) as address:
+                stream = await trio.open_unix_socket(address)
+        except OSError as exc:
+            raise StatusUnavailable(f"cannot reach {path}: {exc.strerror or exc}") from None
+        async with stream:
+            try:
+                await stream.send_all(REQUEST + b"\n")
+                chunks = []
+                while chunk := await stream.receive_some(65536):
+                    chunks.append(chunk)
+            except (trio.BrokenResourceError, OSError) as exc:
+                raise StatusUnavailable(f"{path}: {exc}") from None
+        return _parse_answer(path, b"".join(chunks))
+    raise StatusUnavailable(f"{path}: no answer within {timeout:g} s")
+
+
+def _parse_answer(path: Path, answer: bytes) -> dict[str, Any]:
     try:
         document = json.loads(answer)
     except ValueError:
@@ -303,16 +340,29 @@ def request_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def format_status(document: Mapping[str, Any]) -> str:
-    """The status document as a short readable tree: the node, its workers, then the totals."""
+    """The status document as a short readable tree: the node, its supervisor and workers, then
+    the totals. A worker's own document (no ``supervisor`` entry) hangs its workers off the node."""
     node, totals = document["node"], document["totals"]
     lines = [
         f"node {node['domain']}  imactor {node['version']}  pid {node['pid']}  up {_duration(node['uptime'])}"
     ]
+    indent = ""
+    supervisor = document.get("supervisor")
+    if supervisor is not None:
+        membership = supervisor.get("membership", {})
+        live = ", ".join(map(str, membership.get("live_workers", []))) or "none"
+        lines.append(
+            f"└── {supervisor['title']}  pid {supervisor['pid']}  rss {_size(supervisor['rss_bytes'])}"
+            f"  restarts {supervisor['restarts_total']}"
+            f"  membership epoch {membership.get('epoch', 0)}: live {live}"
+        )
+        indent = "    "
     workers = document["workers"]
     for number, worker in enumerate(workers, 1):
         branch = "└──" if number == len(workers) else "├──"
+        pid = "-" if worker["pid"] is None else worker["pid"]
         lines.append(
-            f"{branch} worker {worker['index']}  {worker['state']}  pid {worker['pid']}"
+            f"{indent}{branch} worker {worker['index']}  {worker['state']}  pid {pid}"
             f"  up {_duration(worker['uptime'])}  restarts {worker['restarts']}"
             f"  rss {_size(worker['rss_bytes'])}  sessions {worker['sessions']['count']}"
             f"  users {worker['users']}  rooms {worker['rooms']}"
@@ -395,7 +445,28 @@ def _worker_entry(status: WorkerStatus, rates: tuple[float, float], now: float) 
     return entry
 
 
-def _totals(workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def empty_worker_entry(index: int, pid: int | None, state: str) -> dict[str, Any]:
+    """The entry of a worker that gave no document (down, starting or unresponsive): what the OS
+    knows of its process (resident memory), zeros for the rest, in the shape of a full entry."""
+    return {
+        "index": index,
+        "pid": pid,
+        "state": state,
+        "started_at": None,
+        "uptime": 0.0,
+        "restarts": 0,
+        "rss_bytes": 0 if pid is None else rss_bytes(pid),
+        "sessions": {"count": 0, "by_state": {}},
+        "users": 0,
+        "rooms": 0,
+        "mailboxes": {"max": 0, "total": 0},
+        "stanzas": {"in_total": 0, "out_total": 0, "in_per_second": 0.0, "out_per_second": 0.0},
+        "supervisors": [],
+    }
+
+
+def sum_workers(workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``totals`` of a document over its worker entries."""
     stanza_keys = ("in_total", "out_total", "in_per_second", "out_per_second")
     return {
         "workers": len(workers),

@@ -35,7 +35,13 @@ class BlocklistChanged:
     jids: frozenset[str]
 
 
-SessionMessage = Deliver | Kick | BlocklistChanged
+@dataclass(frozen=True, slots=True)
+class Rehome:
+    """The membership changed and the account's actor lives elsewhere now (or its worker died):
+    re-register this session with the account's new home (`Rebind`)."""
+
+
+SessionMessage = Deliver | Kick | BlocklistChanged | Rehome
 
 # ---- to a UserActor --------------------------------------------------------------------------
 
@@ -70,18 +76,29 @@ class Completion:
     sending session polls it before it reports `h`. `done` never blocks, so the user actor never
     waits on the session (the actor rule); a repeated `done` is ignored.
 
-    Within one worker only (a shared object). The cross-worker version will put a correlation id
-    (the session's address and the stanza's sequence number) in `Route` instead, and the user actor
-    will answer with a "handled" fact sent without waiting to that session.
+    Across workers the mesh (`imactor.server.mesh`) sends a correlation id in place of this
+    object and the recipient's worker answers with a "done" frame; if the recipient's worker dies
+    first, the mesh calls `lost` and the session routes the message again (at least once).
     """
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "attempt", "failed", "stanza")
 
-    def __init__(self) -> None:
+    def __init__(self, stanza: Stanza | None = None, attempt: int = 1) -> None:
         self._event = trio.Event()
+        #: The routed stanza, kept by the sending session to route it again if it is `lost`.
+        self.stanza = stanza
+        self.attempt = attempt
+        #: True when the worker that was to handle the stanza died first: nothing is known of it.
+        self.failed = False
 
     def done(self) -> None:
         self._event.set()
+
+    def lost(self) -> None:
+        """The stanza's fate is unknown (its recipient's worker died): route it again."""
+        if not self._event.is_set():
+            self.failed = True
+            self._event.set()
 
     @property
     def is_done(self) -> bool:
@@ -96,10 +113,13 @@ class Route:
     """A stanza addressed to this account (bare or full JID), from anyone.
 
     `completion`: signal it once the stanza is durably handled (a client's message under XEP-0198).
+    `origin`: for presence sent on behalf of a resource, the worker its session lives on, so that
+    the recipient can announce that resource unavailable if the worker dies (`WorkersLost`).
     """
 
     stanza: Stanza
     completion: Completion | None = None
+    origin: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +143,75 @@ class AccountRemoved:
     """The account was deleted: the actor forgets its state and stops."""
 
 
-UserMessage = Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved
+@dataclass(frozen=True, slots=True)
+class Rebind:
+    """A session bound elsewhere re-registers with the account's new home after a membership
+    change: the resource is (again) bound, with its last broadcast presence, without any of the
+    side effects of a first bind or an initial presence (contacts already know it)."""
+
+    resource: str
+    session: ActorRef[SessionMessage]
+    presence: Stanza | None
+    interested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost:
+    """A message for this session found it gone (its worker restarted, or it ended): the resource
+    it held goes unavailable."""
+
+    session: ActorRef[SessionMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersLost:
+    """These workers died (fact), as membership `epoch` announced: every resource whose session
+    lived there and that was bound before that epoch goes unavailable (later ones are sessions of
+    the workers' successors, which reuse the numbers)."""
+
+    workers: frozenset[int]
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """The membership changed and this account's home is another worker: stop here (the state is
+    in storage; the new home re-activates it and the sessions re-register there)."""
+
+
+# ---- between the workers of a node: XEP-0198 resumption on another worker --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MovedSession:
+    """What a detached session hands to the worker where its client resumed (the reply to
+    `TakeOver`): enough to carry the stream on there."""
+
+    full_jid: JID
+    h_in: int  #: stanzas handled from the client
+    sent: int  #: stanzas sent to the client (counter, mod 2**32)
+    acked: int  #: the client's last `h`, after the one it resumed with
+    max: int  #: resumption timeout (seconds) granted
+    unacked: tuple[bytes, ...]  #: sent, not acknowledged: sent again on resumption
+    held: tuple[bytes, ...]  #: delivered while detached: not sent yet
+    blocklist: frozenset[str]
+    presence: Stanza | None
+    interested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """A client resumed `previd` on another worker: hand the detached session over (the reply is
+    a `MovedSession`, or an `item-not-found` StanzaError whose text is the stale `h` if known)."""
+
+    previd: str
+    username: str
+    h: int
+    session: ActorRef[SessionMessage]  #: the resuming session, where deliveries go from now on
+    reply: Reply[MovedSession]
+
+
+UserMessage = (
+    Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved
+    | Rebind | SessionLost | WorkersLost | HandOff
+)  # fmt: skip

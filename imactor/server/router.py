@@ -5,7 +5,7 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 
 | `to`                     | goes to                                                     |
 |--------------------------|-------------------------------------------------------------|
-| local user (bare/full)   | that user's `UserActor` (activated on demand)               |
+| local user (bare/full)   | that user's `UserActor` at its home worker, activated on demand |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,6 +24,9 @@ from imactor.server import messages as m
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
+
+if TYPE_CHECKING:
+    from imactor.server.mesh import Mesh
 
 log = logging.getLogger("imactor.router")
 
@@ -46,19 +49,33 @@ class Router:
         self._start_user = start_user
         self.routed_total = 0
         self.bounced_total = 0
+        #: The node's other workers (set by the worker tree); None: every account lives here.
+        self.mesh: Mesh | None = None
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
 
     async def user(self, username: str) -> ActorRef[m.UserMessage]:
+        """The account's actor: here (activated on demand) or at its home worker."""
+        mesh = self.mesh
+        if mesh is not None:
+            home = mesh.home("user", username)
+            if home != mesh.index:
+                return mesh.remote("user", username, home)
+        return await self.local_user(username)
+
+    async def local_user(self, username: str) -> ActorRef[m.UserMessage]:
+        """The account's actor in this worker, started if it is not running."""
+
         async def start() -> ActorRef[Any]:
             return await self._start_user(username)
 
         return await self._registry.get_or_start("user", username, start)
 
     async def route(
-        self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None
-    ) -> None:
+        self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None,
+        origin: int | None = None,
+    ) -> None:  # fmt: skip
         """Deliver `stanza` to the actor owning its `to`.
 
         Args:
@@ -67,6 +84,7 @@ class Router:
                 a full mailbox then bounces the stanza with `resource-constraint`.
             completion: signalled once the stanza is durably handled: by the user actor it reaches,
                 or here when it reaches none (bounced or dropped).
+            origin: the worker of the session a presence stanza speaks for (see `m.Route`).
         """
         try:
             to = stanza.to_jid
@@ -77,7 +95,7 @@ class Router:
                 if stanza.kind == "iq" and stanza.type in ("get", "set"):
                     await self.bounce(stanza, StanzaError("service-unavailable"))
                 return
-            if await self.to_user(to.localpart, m.Route(stanza, completion), stanza, wait=wait):
+            if await self.to_user(to.localpart, m.Route(stanza, completion, origin), stanza, wait=wait):
                 completion = None  # the user actor's to signal now
         finally:
             if completion is not None:

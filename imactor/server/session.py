@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
-from imactor.actors import ActorAddress, ActorGone, AskTimeout, LocalRef, ask
+from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
@@ -36,7 +36,7 @@ from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
-from imactor.xmpp.namespaces import NS_BLOCKING_ERRORS, NS_PING
+from imactor.xmpp.namespaces import NS_BLOCKING_ERRORS, NS_PING, NS_ROSTER, qname
 from imactor.xmpp.stanza import Element, Stanza
 from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
 
@@ -55,9 +55,14 @@ ACK_EVERY = 5
 ACK_IDLE = 1.0
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
 UNACKED_PER_SLOT = 4
-#: A routed message whose durable handling is not signalled in this many seconds counts as handled
-#: anyway (logged), so that the client's acks never stall.
+#: A routed message whose durable handling is not signalled in this many seconds is routed again;
+#: after `MAX_ROUTE_ATTEMPTS` it counts as handled anyway (logged), so that acks never stall.
 COMPLETION_TIMEOUT = 10.0
+ROSTER_QUERY = qname(NS_ROSTER, "query")
+#: Binds tried when the account's home worker dies while it is asked.
+BIND_ATTEMPTS = 3
+#: Times a message whose recipient's worker died is routed (the first time included).
+MAX_ROUTE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,10 @@ class SessionActor:
         self._handed_over = False  #: this actor gave its transport to a detached session
         self._ended = False
         self._kicked = False  #: told to end (conflict, account removed, not reading): no resumption
+        self._takeover: m.TakeOver | None = None  #: resumed on another worker: hand over
+        self._moved_to: ActorRef[m.SessionMessage] | None = None  #: ...to this session
+        self._presence: Stanza | None = None  #: the last available presence broadcast, if any
+        self._interested = False  #: asked for the roster (gets pushes)
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -199,18 +208,24 @@ class SessionActor:
         self._seen_in = self.stream.stanzas_in
         if self._handed_over or self._kicked:
             return False
-        return self._handover is not None or (self.sm.resumable and not self.stream.clean_close)
+        if self._handover is not None or self._takeover is not None:
+            return True
+        return self.sm.resumable and not self.stream.clean_close
 
     async def _detached_wait(self) -> bool:
         """Detached: bound, holding deliveries, until a connection resumes us (True) or time is up."""
         self._detached = True
         log.debug("%s: detached, resumable for %s s", self.address, self.sm.max)
-        if self._handover is not None and self.stream.state is not State.CLOSED:
+        resumed = self._handover is not None or self._takeover is not None
+        if resumed and self.stream.state is not State.CLOSED:
             self.stream.close("conflict", "the session was resumed on another connection")
         await self._close_transport()
-        if self._handover is None:
+        if not resumed:
             with trio.move_on_after(self.sm.max):
                 await self._handover_ready.wait()
+        if self._takeover is not None:
+            await self._move_to(self._takeover)
+            return False
         handover = self._handover
         if handover is None:
             return False
@@ -222,6 +237,7 @@ class SessionActor:
             not self._ended
             and not self._kicked
             and self._handover is None
+            and self._takeover is None
             and self.sm.resumable
             and self.jid is not None
             and self.jid.localpart == username
@@ -234,6 +250,76 @@ class SessionActor:
         self._handover_ready.set()
         if self._serve_scope is not None:
             self._serve_scope.cancel()
+
+    def take_over_remote(self, request: m.TakeOver) -> None:
+        """Called by the mesh when the client resumed this session on another worker: hand the
+        session over there (`_move_to`)."""
+        self._takeover = request
+        self._handover_ready.set()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    async def _move_to(self, request: m.TakeOver) -> None:
+        """Give this session's state to the resuming session on another worker and end quietly:
+        the resource stays bound (the new session re-registers it), nothing goes offline."""
+        await self._settle_completions()
+        assert self.jid is not None
+        async with self._write_lock:
+            for data in self.stream.take_sent():
+                self.sm.stanza_sent(data)
+            try:
+                resend = self.sm.resume(request.h)
+            except sm.SmStreamError:
+                request.reply.fail(StanzaError("bad-request", "h is more than was sent"))
+                return
+            held, self._held = self._held, []
+            moved = m.MovedSession(
+                self.jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, tuple(resend),
+                tuple(held), self._blocklist, self._presence, self._interested,
+            )  # fmt: skip
+            self._handed_over = True
+            self._moved_to = request.session
+            if self.sm.id is not None:
+                self.services.session_moved(self.address.key, self.sm.id, request.session)
+            request.reply.send(moved)
+        log.debug("%s: moved to %s", self.address, request.session.address)
+
+    async def _resume_elsewhere(self, previd: str, worker: int, h: int) -> None:
+        """§5 across workers: the detached session lives on `worker`; it hands its state over."""
+        mesh = self.services.mesh
+        username = self.stream.username or ""
+        assert mesh is not None
+        target = mesh.remote("resume", previd, worker)
+        try:
+            moved: m.MovedSession = await ask(
+                target, lambda reply: m.TakeOver(previd, username, h, self.ref, reply), timeout=10
+            )
+        except StanzaError as error:
+            stale = int(error.text) if error.text.isdigit() else None
+            self.stream.send_nonza(sm.failed("item-not-found", stale))
+            return
+        except (AskTimeout, ActorGone):
+            self.stream.send_nonza(sm.failed("item-not-found"))
+            return
+        self.jid = moved.full_jid
+        self._blocklist, self._presence, self._interested = moved.blocklist, moved.presence, moved.interested
+        self.sm = sm.StreamManagement.moved(
+            session_id=previd, max_resume=moved.max, h_in=moved.h_in, sent=moved.sent, acked=moved.acked,
+            unacked=list(moved.unacked), ack_every=ACK_EVERY,
+        )  # fmt: skip
+        self.stream.resumed(moved.full_jid)
+        self.stream.track_sent = True
+        self.services.resumable[previd] = self
+        mesh.resumed_here += 1
+        async with self._write_lock:
+            self.stream.send_nonza(self.sm.resumed(previd))
+            for data in moved.unacked:
+                self.stream.send_nonza(data)  # counted when first sent
+            for data in moved.held:
+                self.stream.send(data)
+        await self._flush()
+        await self._rebind()
+        log.debug("%s: resumed %s from w%d", self.address, moved.full_jid, worker)
 
     async def _take_over(self, handover: Handover) -> None:
         await self._settle_completions()  # <resumed h/> counts what is durably handled by now
@@ -267,7 +353,7 @@ class SessionActor:
             return
         if self.services.resumable.get(self.sm.id) is self:
             del self.services.resumable[self.sm.id]
-        if self.jid is not None and self.jid.localpart is not None:
+        if self._moved_to is None and self.jid is not None and self.jid.localpart is not None:
             self._collect_completions()
             self.services.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
 
@@ -279,6 +365,10 @@ class SessionActor:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
             if isinstance(item, m.Deliver):
+                if self._moved_to is not None:
+                    with contextlib.suppress(ActorGone, trio.WouldBlock):
+                        self._moved_to.send_nowait(item)  # the session lives on there now
+                    continue
                 self._held.append(item.stanza.data)
 
     async def _undelivered(self) -> None:
@@ -410,18 +500,35 @@ class SessionActor:
 
     async def _bind(self, resource: str | None) -> None:
         username = self.stream.username or ""
-        try:
-            user = await self.services.router.user(username)
-            bound: m.Bound = await ask(user, lambda reply: m.Bind(resource, self.ref, reply), timeout=10)
-        except StanzaError as error:
-            self.stream.bind_failed(error.condition, error.error_type)
-            return
-        except (AskTimeout, ActorGone):
-            self.stream.bind_failed("internal-server-error")
+        mesh = self.services.mesh
+        for attempt in range(BIND_ATTEMPTS):
+            home = None if mesh is None else mesh.home("user", username)
+            try:
+                user = await self.services.router.user(username)
+                bound: m.Bound = await ask(user, lambda reply: m.Bind(resource, self.ref, reply), timeout=10)
+                break
+            except StanzaError as error:
+                self.stream.bind_failed(error.condition, error.error_type)
+                return
+            except ActorGone:
+                # The account's home worker died as we asked (the mesh fails the ask when the
+                # membership changes): ask its new home.
+                if attempt + 1 < BIND_ATTEMPTS:
+                    continue
+                self.stream.bind_failed("internal-server-error")
+                return
+            except AskTimeout:
+                self.stream.bind_failed("internal-server-error")
+                return
+        else:  # pragma: no cover - every path of the loop breaks or returns
             return
         self.jid = bound.full_jid
         self._blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
+        if mesh is not None and mesh.home("user", username) != home:
+            # The membership changed while we asked: the actor that bound us may have handed off
+            # before the mesh saw us bound (no `Rehome` for us then): register with the new home.
+            await self._rebind()
 
     # ---- XEP-0198 -------------------------------------------------------------------------
 
@@ -451,13 +558,37 @@ class SessionActor:
         now = trio.current_time()
         while self._completions:
             seq, completion, deadline = self._completions[0]
+            overdue = not completion.is_done and now >= deadline
+            if (completion.failed or overdue) and self._route_again(seq, completion):
+                # Lost with its recipient's worker, or no word of it in time (a frame lost on
+                # the way): route it again rather than count what may not be stored.
+                return
             if not completion.is_done:
                 if now < deadline:
                     return
-                log.warning("%s: stanza %d not durably handled in %s s; counted anyway",
-                            self.address, seq, COMPLETION_TIMEOUT)  # fmt: skip
+                log.error("%s: stanza %d not durably handled after %d routes; counted anyway",
+                          self.address, seq, completion.attempt)  # fmt: skip
             self._completions.popleft()
             self.sm.stanza_handled(seq)
+
+    def _route_again(self, seq: int, lost: m.Completion) -> bool:
+        """Message `seq` may not be stored (its recipient's worker died, or it was not confirmed
+        in time): route it again (a duplicate at worst, with the same origin-id; never a loss).
+        False when it cannot be: then it is counted as it is."""
+        if lost.stanza is None or lost.attempt >= MAX_ROUTE_ATTEMPTS or self._nursery is None:
+            return False
+        again = m.Completion(lost.stanza, lost.attempt + 1)
+        self._completions[0] = (seq, again, trio.current_time() + COMPLETION_TIMEOUT)
+        try:
+            self._nursery.start_soon(self._route_durable, again)
+        except RuntimeError:  # the session is ending: its nursery takes no more tasks
+            self._completions[0] = (seq, lost, trio.current_time())
+            return False
+        return True
+
+    async def _route_durable(self, completion: m.Completion) -> None:
+        assert completion.stanza is not None
+        await self.services.router.route(completion.stanza, wait=True, completion=completion)
 
     async def _settle_completions(self) -> None:
         """Wait (each at most until its deadline) for every pending routed message to be handled."""
@@ -524,6 +655,10 @@ class SessionActor:
             self.stream.send_nonza(sm.failed("bad-request"))
             return
         old = self.services.resumable.get(previd)
+        elsewhere = self.services.resumption_worker(previd)
+        if old is None and elsewhere is not None and self.services.mesh is not None:
+            await self._resume_elsewhere(previd, elsewhere, h)
+            return
         if old is None or old is self or not old.can_resume(username):
             # Unknown, expired, or another account's id: all look the same to the client.
             stale = self.services.expired_resumption(previd, username or "")
@@ -582,7 +717,11 @@ class SessionActor:
         domain = self.services.domain
         if kind == "presence":
             element.set("to", str(to or own))
-            await self._to_own_user(m.FromResource(Stanza.from_element(element)))
+            presence = Stanza.from_element(element)
+            if to is None and presence.type in ("", "unavailable"):
+                # Kept for a re-registration with the account's next home (`m.Rebind`).
+                self._presence = presence if presence.type == "" else None
+            await self._to_own_user(m.FromResource(presence))
             return
         if kind == "iq":
             iq_type = element.get("type", "")
@@ -596,6 +735,8 @@ class SessionActor:
                     await self._host_iq(element, JID.make(None, domain))
                     return
                 element.set("to", str(own))
+                if element[0].tag == ROSTER_QUERY and iq_type == "get":
+                    self._interested = True  # RFC 6121 §2.1.6: it gets roster pushes from now on
                 await self._to_own_user(m.FromResource(Stanza.from_element(element)))
                 return
             if to.localpart is None and to.resourcepart is None and to.domainpart == domain:
@@ -607,12 +748,11 @@ class SessionActor:
                 element.set("to", str(own))  # RFC 6120 §10.3.1: to the sender's bare JID
             elif to.localpart is None and to.domainpart == domain:
                 return  # messages to the server itself are not processed
+            message = Stanza.from_element(element)
             if self.sm.enabled:
                 # XEP-0198: counted in `h` once the recipient's actor stored it (DESIGN.md step 4).
-                self._durable = m.Completion()
-            await self.services.router.route(
-                Stanza.from_element(element), wait=True, completion=self._durable
-            )
+                self._durable = m.Completion(message)
+            await self.services.router.route(message, wait=True, completion=self._durable)
             return
         await self.services.router.route(Stanza.from_element(element), wait=True)
 
@@ -703,6 +843,9 @@ class SessionActor:
                     break
             for item in batch:
                 match item:
+                    case m.Deliver(stanza=stanza) if self._moved_to is not None:
+                        with contextlib.suppress(ActorGone, trio.WouldBlock):
+                            self._moved_to.send_nowait(item)  # resumed on another worker
                     case m.Deliver(stanza=stanza):
                         self._stanzas_out += 1
                         self.services.stanzas_out_total += 1
@@ -717,6 +860,8 @@ class SessionActor:
                             self._scope.cancel()  # replaced or removed while detached: over
                     case m.BlocklistChanged(jids=jids):
                         self._blocklist = jids
+                    case m.Rehome():
+                        await self._rebind()
             if self._detached:
                 continue
             await self._flush_or_lose()
@@ -756,6 +901,19 @@ class SessionActor:
             if scope.cancelled_caught:
                 # A client that stops reading is cut off rather than hold the worker's memory.
                 raise trio.BrokenResourceError("write timed out: client not reading")
+
+    async def _rebind(self) -> None:
+        """Register with the account's new home after a membership change (see `m.Rebind`)."""
+        if self.jid is None or self.jid.localpart is None or self._ended:
+            return
+        rebind = m.Rebind(self.jid.resourcepart or "", self.ref, self._presence, self._interested)
+        with trio.move_on_after(COMPLETION_TIMEOUT):
+            await self.services.router.to_user(self.jid.localpart, rebind, None, wait=True)
+
+    @property
+    def username(self) -> str | None:
+        """The account this session is bound to, if it is bound."""
+        return None if self.jid is None else self.jid.localpart
 
     def kick(self, condition: str, text: str = "") -> None:
         try:

@@ -3,6 +3,7 @@
     worker (REST_FOR_ONE)
     ├── users      DynamicSupervisor, TEMPORARY UserActors (re-activated from storage on demand)
     ├── sessions   DynamicSupervisor, TEMPORARY SessionActors (a lost TCP stream is not restarted)
+    ├── mesh       ZeroMQ link to the node's other workers and the node supervisor (multi-worker)
     ├── c2s        accept loop, STARTTLS port
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
     └── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
@@ -14,19 +15,24 @@ restarts the worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
-import sys
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
 from imactor import tls
+from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
 from imactor.server.listener import open_listeners, serve_c2s
+from imactor.server.mesh import Mesh
 from imactor.server.modules import ModuleHost
+from imactor.server.reload import reload_config
 from imactor.server.worker_services import Services
 from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
@@ -40,8 +46,34 @@ log = logging.getLogger("imactor.worker")
 SHUTDOWN_GRACE = 3.0
 
 
-async def run_worker(config: Config, *, worker_index: int = 0) -> None:
-    """Run one worker until SIGTERM/SIGINT; then end every stream with `system-shutdown`."""
+@dataclass(frozen=True, slots=True)
+class WorkerPlacement:
+    """Where this worker stands in its node (given by the node supervisor on the command line)."""
+
+    index: int = 0  #: this worker's number, 0 … workers-1
+    workers: int = 1  #: how many workers the node runs
+    #: The node's private run directory with the ZeroMQ endpoints (`imactor.cluster.endpoints`);
+    #: None: a standalone worker with no peers (unit-level runs).
+    run_dir: Path | None = None
+    #: Listening sockets inherited from the node supervisor, by listener name ("c2s", "c2s_tls");
+    #: None: the worker binds the configured addresses itself.
+    listener_fds: Mapping[str, Sequence[int]] | None = None
+
+
+async def run_worker(
+    config: Config,
+    placement: WorkerPlacement = WorkerPlacement(),
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one worker until SIGTERM; then end every stream with `system-shutdown`.
+
+    Calls ``task_status.started()`` once its tree runs (the worker entry then reports ready to
+    the node supervisor). SIGHUP reloads the config file (`imactor.server.reload`). SIGINT stops
+    a standalone worker too; under a node supervisor it is the supervisor's (Ctrl-C reaches the
+    whole process group, and the supervisor stops the workers in order).
+    """
+    worker_index = placement.index
     cert, key = tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
     ssl_context = tls.make_server_context(cert, key, min_version=config.tls.min_version)
     modules = ModuleHost(config.server.modules, config.modules, str(config.source))
@@ -55,32 +87,44 @@ async def run_worker(config: Config, *, worker_index: int = 0) -> None:
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         services.user_supervisor = DynamicSupervisor("users", budget)
         services.session_supervisor = DynamicSupervisor("sessions", budget)
-        listeners = {"c2s": await open_listeners(config.listen.c2s.host, config.listen.c2s.port)}
-        if config.listen.c2s_tls.enabled:
-            direct = config.listen.c2s_tls
-            listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+        listeners = await _open_listeners(config, placement)
         # A supervisor child gets all the time it needs to stop its own children (OTP: infinity);
         # sessions and users bound their own clean-up.
         children = [
             ChildSpec("users", services.user_supervisor.run, shutdown=math.inf),
             ChildSpec("sessions", services.session_supervisor.run, shutdown=math.inf),
         ]
+        if placement.run_dir is not None:
+            # After the actor supervisors: frames queued for this worker while it was down (held
+            # by the peers' ZeroMQ sockets) arrive at once and must find them running. Before
+            # the listeners: no session exists before it, so none holds a reference it lost.
+            mesh = Mesh(services, placement.index, placement.workers, placement.run_dir)
+            services.mesh = services.router.mesh = mesh
+            children.append(ChildSpec("mesh", mesh.run))
         for name, bound in listeners.items():
             for listener in bound:
                 address = listener.socket.getsockname()[0]
                 start = _listener_start(services, listener, direct_tls=name == "c2s_tls")
                 children.append(ChildSpec(f"{name}[{address}]", start))
         # Bound here, like the listeners, so that a bad socket path fails the start cleanly.
-        status = StatusServer(config.status_socket, [WorkerStatusSource(services)], domain=services.domain)
+        # Under a node supervisor, the configured path is the supervisor's, which merges this one.
+        status_path = config.status_socket
+        if placement.run_dir is not None:
+            status_path = worker_status_path(placement.run_dir, placement.index)
+        status = StatusServer(status_path, [WorkerStatusSource(services)], domain=services.domain)
         await status.bind()
         children.append(ChildSpec("status", status.run))
         tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
         services.worker_supervisor = tree
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        stop = (signal.SIGTERM,) if placement.run_dir is not None else (signal.SIGTERM, signal.SIGINT)
+        with trio.open_signal_receiver(*stop, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(tree.run)
-                _announce(listeners)
-                async for _ in signals:
+                task_status.started()
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reload_config(services)
+                        continue
                     log.info("shutting down")
                     services.kick_all("system-shutdown", "the server is shutting down")
                     with trio.move_on_after(SHUTDOWN_GRACE):
@@ -99,9 +143,21 @@ def _listener_start(services: Services, listener: trio.SocketListener, *, direct
     return start
 
 
-def _announce(listeners: dict[str, list[trio.SocketListener]]) -> None:
-    """One JSON line on stdout with the bound ports (port 0 in tests means the OS chose them)."""
-    ports = {name: bound[0].socket.getsockname()[1] for name, bound in listeners.items()}
-    print(json.dumps({"event": "listening", **ports}), flush=True)
-    log.info("listening on %s", ports)
-    sys.stdout.flush()
+async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[str, list[trio.SocketListener]]:
+    """The client listeners by name: inherited from the node supervisor, or bound here.
+
+    The supervisor binds each port once and every worker accepts on the same sockets: the
+    kernel hands each connection to one of them, and a dead worker's share goes to the others
+    (the backlog lives as long as the supervisor holds the socket, so nothing queued is lost).
+    """
+    if placement.listener_fds is not None:
+        inherit = trio.socket.from_stdlib_socket
+        return {
+            name: [trio.SocketListener(inherit(socket.socket(fileno=fd))) for fd in numbers]
+            for name, numbers in placement.listener_fds.items()
+        }
+    listeners = {"c2s": await open_listeners(config.listen.c2s.host, config.listen.c2s.port)}
+    if config.listen.c2s_tls.enabled:
+        direct = config.listen.c2s_tls
+        listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+    return listeners

@@ -49,13 +49,15 @@ class Resource:
     presence: Stanza | None = None  #: last broadcast presence
     interested: bool = False  #: requested the roster: gets roster pushes (RFC 6121 §2.1.6)
     directed: set[JID] = field(default_factory=set)  #: got directed presence (§4.6)
+    epoch: int = 0  #: the membership epoch when it was bound (see `m.WorkersLost`)
 
 
 class UserActor(Actor[m.UserMessage]):
     idle_timeout = 60.0
 
     def __init__(self, username: str, services: Services) -> None:
-        super().__init__(ActorAddress("user", username), services.config.limits.mailbox_size)
+        address = ActorAddress("user", username, services.worker_index)
+        super().__init__(address, services.config.limits.mailbox_size)
         self.username = username
         self.services = services
         self.jid = JID.make(username, services.domain)
@@ -64,6 +66,10 @@ class UserActor(Actor[m.UserMessage]):
         self.roster: dict[str, RosterItem] = {}
         self.roster_version = 0
         self._blocklist: frozenset[str] = frozenset()
+        self._handed_off = False
+        #: Contacts' resources that told us they are available → the worker of their session:
+        #: if that worker dies, nobody else is left to say they went away (`_contacts_lost`).
+        self._contact_workers: dict[JID, tuple[int, int]] = {}  # → (worker, epoch when seen)
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -120,6 +126,10 @@ class UserActor(Actor[m.UserMessage]):
     # ---- messages ----------------------------------------------------------------------------
 
     async def handle(self, message: m.UserMessage) -> None:
+        if self._handed_off:
+            # Queued before the hand-off: the account's new home handles it.
+            await self.services.router.to_user(self.username, message, None, wait=False)
+            return
         match message:
             case m.Bind():
                 await self._bind(message)
@@ -127,7 +137,7 @@ class UserActor(Actor[m.UserMessage]):
                 await self._unbind(message)
             case m.Route():
                 try:
-                    await self._inbound(message.stanza)
+                    await self._inbound(message.stanza, message.origin)
                 finally:
                     # Archived, stored offline, delivered, bounced or dropped (or failed): the
                     # sender's session may count it in its XEP-0198 `h` now.
@@ -145,8 +155,67 @@ class UserActor(Actor[m.UserMessage]):
                     self._send_to_session(resource, m.Kick("not-authorized", "account removed"))
                 self.resources.clear()
                 self.stop()
+            case m.Rebind():
+                self._rebind(message)
+            case m.SessionLost():
+                for name, resource in list(self.resources.items()):
+                    if resource.session == message.session:
+                        log.debug("%s: %s lost (%s gone)", self.address, name, message.session.address)
+                        del self.resources[name]
+                        await self._resource_gone(name, resource)
+            case m.WorkersLost():
+                for name, resource in list(self.resources.items()):
+                    if resource.session.address.worker in message.workers and resource.epoch < message.epoch:
+                        log.debug("%s: %s lost with worker %s", self.address, name, resource.session.address)
+                        del self.resources[name]
+                        await self._resource_gone(name, resource)
+                self._contacts_lost(message.workers, message.epoch)
+            case m.HandOff():
+                log.debug("%s: handing off (%d resources)", self.address, len(self.resources))
+                # Our home moved: the new home takes over from storage and our sessions
+                # re-register there (`Rebind`), so nothing is announced to contacts from here.
+                # Each session's worker sends it `Rehome` when it sees the new membership; we
+                # send one too, since a worker may see a change that the session's worker never
+                # does (a restarted worker catching up on announcements).
+                for resource in self.resources.values():
+                    self._send_to_session(resource, m.Rehome())
+                self.resources.clear()
+                self._handed_off = True
+                self.stop()
             case _:
                 assert_never(message)
+
+    def _epoch(self) -> int:
+        mesh = self.services.mesh
+        return 0 if mesh is None else mesh.membership.epoch
+
+    def _contacts_lost(self, workers: frozenset[int], epoch: int) -> None:
+        """RFC 6121 §4.5.2 on a contact's behalf: its sessions died with their worker, so the
+        server announces them unavailable to our resources (nobody else still knows of them)."""
+        for full, (worker, seen_at) in list(self._contact_workers.items()):
+            if worker in workers and seen_at < epoch:
+                del self._contact_workers[full]
+                gone = Stanza.from_element(st.make("presence", from_=full, to=self.jid, type_="unavailable"))
+                for resource in self.resources.values():
+                    if resource.available:
+                        self._deliver_to(resource, gone)
+
+    def _rebind(self, request: m.Rebind) -> None:
+        """A session bound before a membership change registers here, its new home; it keeps
+        its resource (a different session holding the name now would be a conflict: it loses)."""
+        existing = self.resources.get(request.resource)
+        if existing is not None and existing.session != request.session:
+            self._send_to_session(existing, m.Kick("conflict", "replaced by a new session"))
+        presence = request.presence
+        log.debug("%s: rebound %s to %s", self.address, request.resource, request.session.address)
+        self.resources[request.resource] = Resource(
+            session=request.session,
+            available=presence is not None,
+            priority=0 if presence is None else _priority(presence),
+            presence=presence,
+            interested=request.interested,
+            epoch=self._epoch(),
+        )
 
     async def _bind(self, request: m.Bind) -> None:
         if not self.exists:
@@ -156,7 +225,7 @@ class UserActor(Actor[m.UserMessage]):
         limits = self.services.config.limits
         resource = request.resource or self.services.new_resource()
         existing = self.resources.get(resource)
-        if existing is not None and existing.session is not request.session:
+        if existing is not None and existing.session != request.session:
             policy = self.services.config.resources.conflict
             if policy == "refuse":
                 request.reply.fail(StanzaError("conflict", "resource in use"))
@@ -169,13 +238,15 @@ class UserActor(Actor[m.UserMessage]):
         elif len(self.resources) >= limits.max_sessions_per_user:
             request.reply.fail(StanzaError("resource-constraint", "too many sessions"))
             return
-        self.resources[resource] = Resource(session=request.session)
+        self.resources[resource] = Resource(session=request.session, epoch=self._epoch())
+        log.debug("%s: bound %s to %s", self.address, resource, request.session.address)
         request.reply.send(m.Bound(self.jid.with_resource(resource), self._blocklist))
 
     async def _unbind(self, message: m.Unbind) -> None:
         resource = self.resources.get(message.resource)
-        if resource is None or resource.session is not message.session:
+        if resource is None or resource.session != message.session:
             return  # already replaced (conflict) or never bound
+        log.debug("%s: unbound %s from %s", self.address, message.resource, message.session.address)
         del self.resources[message.resource]
         await self._resource_gone(message.resource, resource)
 
@@ -214,7 +285,7 @@ class UserActor(Actor[m.UserMessage]):
                 resource.directed.add(stanza.to_jid)
             elif stanza.type == "unavailable":
                 resource.directed.discard(stanza.to_jid)
-            await self._route_quietly(stanza)
+            await self._route_presence(stanza, resource)
             return
         if stanza.type == "unavailable":
             if resource.available:
@@ -241,13 +312,13 @@ class UserActor(Actor[m.UserMessage]):
             if item.subscription in ("from", "both"):
                 target = JID.parse(contact)
                 if not self._is_blocked(target):  # XEP-0191 §3.3: blocked contacts see nothing
-                    await self._route_quietly(stanza.readdressed(target))
+                    await self._route_presence(stanza.readdressed(target), resource)
         for other in self.resources.values():
             if other.available or other is resource:
                 self._deliver_to(other, stanza.readdressed(self.jid))
         if stanza.type == "unavailable":
             for target in resource.directed:
-                await self._route_quietly(stanza.readdressed(target))
+                await self._route_presence(stanza.readdressed(target), resource)
             resource.directed.clear()
         self.services.presence_changed(self.jid, name, stanza.type != "unavailable")
 
@@ -293,7 +364,7 @@ class UserActor(Actor[m.UserMessage]):
             if stanza.type == "subscribed":
                 for resource in self.resources.values():
                     if resource.available and resource.presence is not None:
-                        await self._route_quietly(resource.presence.readdressed(contact))
+                        await self._route_presence(resource.presence.readdressed(contact), resource)
             elif stanza.type == "unsubscribed":
                 await self._send_unavailable_to(contact)  # §3.2.2
 
@@ -307,7 +378,7 @@ class UserActor(Actor[m.UserMessage]):
 
     # ---- stanzas addressed to the account -----------------------------------------------
 
-    async def _inbound(self, stanza: Stanza) -> None:
+    async def _inbound(self, stanza: Stanza, origin: int | None = None) -> None:
         if not self.exists:
             await self._no_such_account(stanza)
             return
@@ -319,7 +390,7 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.kind == "message":
             await self._inbound_message(stanza)
         elif stanza.kind == "presence":
-            await self._inbound_presence(stanza)
+            await self._inbound_presence(stanza, origin)
         else:
             await self._inbound_iq(stanza)
 
@@ -421,16 +492,21 @@ class UserActor(Actor[m.UserMessage]):
                 return None
         return Stanza.from_element(element)
 
-    async def _inbound_presence(self, stanza: Stanza) -> None:
+    async def _inbound_presence(self, stanza: Stanza, origin: int | None = None) -> None:
         if stanza.type in SUBSCRIPTION_TYPES:
             await self._inbound_subscription(stanza)
             return
+        if stanza.from_jid.resourcepart is not None and stanza.type in ("", "unavailable"):
+            if stanza.type == "" and origin is not None:
+                self._contact_workers[stanza.from_jid] = (origin, self._epoch())
+            else:
+                self._contact_workers.pop(stanza.from_jid, None)
         if stanza.type == "probe":
             # §4.3.2: only a contact with a from/both subscription learns our presence.
             if self._subscribed_from(stanza.from_jid) or stanza.from_jid.bare == self.jid:
                 for online in self.resources.values():
                     if online.available and online.presence is not None:
-                        await self._route_quietly(online.presence.readdressed(stanza.from_jid))
+                        await self._route_presence(online.presence.readdressed(stanza.from_jid), online)
             return
         resource_name = stanza.to_jid.resourcepart
         if resource_name is not None:
@@ -466,7 +542,7 @@ class UserActor(Actor[m.UserMessage]):
             if outcome.auto_reply == "subscribed":
                 for resource in self.resources.values():
                     if resource.available and resource.presence is not None:
-                        await self._route_quietly(resource.presence.readdressed(contact))
+                        await self._route_presence(resource.presence.readdressed(contact), resource)
 
     async def _inbound_iq(self, stanza: Stanza) -> None:
         resource_name = stanza.to_jid.resourcepart
@@ -578,6 +654,11 @@ class UserActor(Actor[m.UserMessage]):
             self.services.kill_session(resource.session)
         except ActorGone:
             pass
+
+    async def _route_presence(self, stanza: Stanza, resource: Resource) -> None:
+        """Presence on behalf of one of our resources: says where its session lives (`m.Route`)."""
+        origin = resource.session.address.worker
+        await self.services.router.route(stanza, wait=False, origin=origin)
 
     async def _route_quietly(self, stanza: Stanza) -> None:
         await self.services.router.route(stanza, wait=False)

@@ -6,7 +6,6 @@ per-account state (that lives in user actors) and nothing that needs a lock.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 import ssl
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from imactor.actors import ActorGone, ActorRef, Registry
+from imactor.actors import ActorRef, Registry
 from imactor.server import messages as m
 from imactor.server.modules import Module, ModuleHost
 from imactor.server.router import Router
@@ -28,6 +27,7 @@ from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
     from imactor.config import Config
+    from imactor.server.mesh import Mesh
     from imactor.server.session import SessionActor
     from imactor.storage import Storage
     from supervisors import DynamicSupervisor, TaskSupervisor
@@ -130,6 +130,11 @@ class Services:
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
         self._no_sessions: trio.Event | None = None
+        self._sessions_by_key: dict[str, SessionActor] = {}
+        self._moved_resumptions: OrderedDict[str, int] = OrderedDict()
+        self._moved_sessions: OrderedDict[str, ActorRef[m.SessionMessage]] = OrderedDict()
+        #: The link to the node's other workers; None for a standalone worker (no peers).
+        self.mesh: Mesh | None = None
         # Counted by the sessions, for the status socket: O(1) to sample every second.
         self.stanzas_in_total = self.stanzas_out_total = 0
 
@@ -148,8 +153,31 @@ class Services:
         return secrets.token_hex(8)
 
     def new_resumption_id(self) -> str:
-        """XEP-0198 ids are bearer secrets (with the account's login): 128 random bits."""
-        return secrets.token_urlsafe(16)
+        """XEP-0198 ids are bearer secrets (with the account's login): 128 random bits, after the
+        number of the worker that holds the session, so that any worker knows whom to ask."""
+        return f"{self.worker_index}.{secrets.token_urlsafe(16)}"
+
+    def resumption_worker(self, resumption_id: str) -> int | None:
+        """The worker that issued `resumption_id` or to which it moved; None: not another one's."""
+        moved = self._moved_resumptions.get(resumption_id)
+        if moved is not None:
+            return moved
+        prefix, dot, _ = resumption_id.partition(".")
+        if not dot or not prefix.isdigit() or len(prefix) > 6 or int(prefix) == self.worker_index:
+            return None
+        return int(prefix)
+
+    def session_moved(self, key: str, resumption_id: str, to: ActorRef[m.SessionMessage]) -> None:
+        """A session of this worker was resumed on another one: later resumptions of the same id
+        and stray deliveries for the old session go there."""
+        self._moved_resumptions[resumption_id] = to.address.worker
+        self._moved_sessions[key] = to
+        for table in (self._moved_resumptions, self._moved_sessions):
+            while len(table) > EXPIRED_RESUMPTIONS_KEPT:
+                table.popitem(last=False)
+
+    def moved_session(self, key: str) -> ActorRef[m.SessionMessage] | None:
+        return self._moved_sessions.get(key)
 
     def remember_expired(self, resumption_id: str, username: str, h: int) -> None:
         self._expired_resumptions[resumption_id] = (username, h)
@@ -176,9 +204,12 @@ class Services:
 
     def sessions_open(self, session: SessionActor) -> None:
         self.sessions.add(session)
+        self._sessions_by_key[session.address.key] = session
 
     def sessions_closed(self, session: SessionActor) -> None:
         self.sessions.discard(session)
+        if self._sessions_by_key.get(session.address.key) is session:
+            del self._sessions_by_key[session.address.key]
         if not self.sessions and self._no_sessions is not None:
             self._no_sessions.set()
 
@@ -188,10 +219,15 @@ class Services:
             self._no_sessions = trio.Event()
             await self._no_sessions.wait()
 
+    def session_by_key(self, key: str) -> SessionActor | None:
+        """The live session of this worker whose address key is `key` (frames name sessions so)."""
+        return self._sessions_by_key.get(key)
+
     def kill_session(self, ref: ActorRef[m.SessionMessage]) -> None:
-        for session in self.sessions:
-            if session.ref is ref:
-                session.kick("policy-violation", "not reading")
+        """End a session that does not read (a local one; a remote one's worker sees to its own)."""
+        session = self._sessions_by_key.get(ref.address.key)
+        if session is not None and ref.address.worker == self.worker_index:
+            session.kick("policy-violation", "not reading")
 
     def presence_changed(self, jid: JID, resource: str, available: bool) -> None:
         """Hook for statistics; per-resource availability is owned by the user actor."""
@@ -251,7 +287,4 @@ class ServerFacade:
         `send_nowait` has no checkpoint, so the session that asked queues its IQ result before
         its user actor can run and kick it. No user actor means no bound session.
         """
-        ref = self._services.registry.lookup("user", username)
-        if ref is not None:
-            with contextlib.suppress(trio.WouldBlock, ActorGone):
-                ref.send_nowait(m.AccountRemoved())
+        await self._services.router.to_user(username, m.AccountRemoved(), None, wait=False)

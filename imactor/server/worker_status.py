@@ -45,5 +45,13 @@ class WorkerStatusSource:
             stanzas_in_total=services.stanzas_in_total,
             stanzas_out_total=services.stanzas_out_total,
             supervisors=tuple(s.statistics() for s in supervisors if s is not None),
-            records={"router": services.router.statistics(), "registry": registry},
+            records=self._records(registry),
         )
+
+    def _records(self, registry: object) -> dict[str, object]:
+        services = self._services
+        records: dict[str, object] = {"router": services.router.statistics(), "registry": registry}
+        if services.mesh is not None:
+            records["mesh"] = services.mesh.statistics()
+            records["link"] = services.mesh.link.statistics()
+        return records

@@ -14,18 +14,42 @@ of a `Session` in a worker thread.
 SQLite runs in WAL mode (readers never block the writer), ``synchronous=NORMAL`` (durable at
 checkpoints; a power cut may lose the last commits but never corrupts), with a busy timeout for the
 other processes of a node, and foreign keys on so that account deletion cascades.
+
+**Several processes** (the workers of a node, the ``imactor user`` commands) share one SQLite file.
+SQLite lets one of them write at a time; "database is locked" must never reach a caller, since it
+would bounce or lose a message. So:
+
+- each process has one writer connection, and every write transaction starts with
+  ``BEGIN IMMEDIATE``: it takes the write lock before reading anything, so it waits in SQLite's
+  busy handler (`BUSY_TIMEOUT_MS`) rather than failing when it upgrades a read to a write (a
+  deferred transaction cannot wait there: its snapshot may be stale);
+- a BEGIN that still finds the lock taken after the busy timeout (a heavy burst from the other
+  processes) is retried, with a warning, for up to `LOCK_PATIENCE` seconds: nothing has run
+  yet, so a retry is safe. Group commit keeps each lock holding short (one transaction per
+  batch, at most `MAX_BATCH` writes) and makes such waits rare;
+- in WAL mode COMMIT does not wait for readers, and readers need no lock, except in rare
+  moments (WAL recovery after a crash, a checkpoint resetting the log) when SQLite reports
+  busy to a reader: a read function is retried the same way (it is read-only, so re-running it
+  is safe);
+- the node supervisor opens the database once before any worker starts, so the schema is
+  created or upgraded by one process, and the switch to WAL (which needs an exclusive lock)
+  happens before anyone else is connected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import trio
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from imactor.storage.errors import StorageError
@@ -39,6 +63,10 @@ READERS = 4
 MAX_BATCH = 256
 #: How long a connection waits for another process's write lock before failing, in milliseconds.
 BUSY_TIMEOUT_MS = 10_000
+#: Seconds a transaction keeps retrying after busy timeouts before the error reaches the caller.
+LOCK_PATIENCE = 120.0
+
+log = logging.getLogger("imactor.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +153,11 @@ class Database:
 
     def _create_schema(self) -> None:
         try:
-            with self._write_engine.begin() as conn:
-                ensure_schema(conn)
+            # Under the write lock, like any write: a second process opening the database at the
+            # same moment waits for the first to finish the schema, then finds it done.
+            with self._locked_session() as session:
+                ensure_schema(session.connection())
+                session.commit()
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot initialise the database schema: {exc}") from exc
 
@@ -152,11 +183,16 @@ class Database:
         return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
 
     def _run_read(self, fn: Callable[[Session], T]) -> T:
-        try:
-            with Session(self._read_engine) as session:
-                return fn(session)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database read failed: {exc}") from exc
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                with Session(self._read_engine) as session:
+                    return fn(session)
+            except OperationalError as exc:
+                if not _should_retry(exc, deadline):
+                    raise StorageError(f"database read failed: {exc}") from exc
+            except SQLAlchemyError as exc:
+                raise StorageError(f"database read failed: {exc}") from exc
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in the writer's next transaction and return its result once committed.
@@ -194,7 +230,7 @@ class Database:
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
-            with Session(self._write_engine) as session:
+            with self._locked_session() as session:
                 for job in batch:
                     try:
                         with session.begin_nested():
@@ -216,9 +252,44 @@ class Database:
                 job.error = StorageError(f"database commit failed: {exc}")
                 job.error.__cause__ = exc
 
+    @contextmanager
+    def _locked_session(self) -> Iterator[Session]:
+        """A writer session whose transaction has begun, so it holds SQLite's write lock.
+
+        Raises:
+            OperationalError: The lock stayed taken for `LOCK_PATIENCE` seconds, or another
+                failure.
+        """
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            session = Session(self._write_engine)
+            try:
+                session.connection()  # runs BEGIN IMMEDIATE (see _tune_sqlite)
+            except OperationalError as exc:
+                session.close()
+                if _should_retry(exc, deadline):
+                    continue
+                raise
+            except BaseException:
+                session.close()
+                raise
+            with session:
+                yield session
+            return
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("storage is closed")
+
+
+def _should_retry(exc: OperationalError, deadline: float) -> bool:
+    """Whether `exc` is SQLite's "database is locked" (busy) and there is time left to retry."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    busy = (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) if isinstance(code, int) else False
+    if not busy or time.monotonic() >= deadline:
+        return False
+    log.warning("database busy for %d ms (other processes writing); retrying", BUSY_TIMEOUT_MS)
+    return True
 
 
 def _make_engines(url: str) -> tuple[Engine, Engine]:

@@ -219,6 +219,21 @@ class StreamManagement:
         self.unrequested = len(self.unacked)
         return list(self.unacked)
 
+    @classmethod
+    def moved(
+        cls, *, session_id: str, max_resume: int, h_in: int, sent: int, acked: int,
+        unacked: list[bytes], ack_every: int = 5,
+    ) -> StreamManagement:  # fmt: skip
+        """The session state another worker handed over for a resumption there (after `resume`):
+        counting goes on from where it stopped, with `unacked` still awaiting the client's ack."""
+        moved = cls(ack_every=ack_every)
+        moved.enabled = moved.resumable = True
+        moved.id, moved.max, moved.h_in = session_id, max_resume, h_in
+        moved.sent, moved.acked = sent, acked
+        moved.unacked = deque(unacked)
+        moved.unrequested = len(unacked)
+        return moved
+
     def resumed(self, previd: str) -> bytes:
         return f"<resumed xmlns='{NS_SM}' h='{self.h_in}' previd='{previd}'/>".encode()
 

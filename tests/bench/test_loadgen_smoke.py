@@ -81,3 +81,20 @@ def test_login_smoke_all_succeed(tmp_path: Path) -> None:
     assert result["failed"] == 0, result["errors"]
     assert result["logins"] >= 24
     assert result["cpu"]["server"]["cpu_seconds"] > 0
+
+
+def test_compare_workers_smoke(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path, "--scenario", "chat", "--processes", "1", "--pairs", "2", "--rates", "20",
+        "--duration", "1", "--drain", "5", "--compare-workers", "1,2", "--repeat", "1",
+    )  # fmt: skip
+    assert report["compare_workers"] == [1, 2]
+    assert report["figure"] == "best passing rate (msg/s)"
+    one, two = report["summary"]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert one["ratio"] in (1.0, None)  # None: no step passed (a busy machine's p99), not checked here
+    for entry in (one, two):
+        [run] = report["runs"][str(entry["workers"])]
+        [step] = run["result"]["steps"]
+        assert step["sent"] > 0
+        assert step["lost"] == 0, step

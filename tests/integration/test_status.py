@@ -30,6 +30,12 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of `pid`, from /proc (the field after the parenthesised command name)."""
+    stat_line = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat_line.rsplit(")", 1)[1].split()[1])
+
+
 async def imactor_status(config: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     command = [sys.executable, "-m", "imactor", "status", *args, "--config", str(config)]
     return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
@@ -57,9 +63,16 @@ async def test_status_counts_sessions_users_and_stanzas(fresh_server: ServerProc
 
         document = await status_json(fresh_server)
         node, (worker,), totals = document["node"], document["workers"], document["totals"]
+        supervisor = document["supervisor"]
         assert node["domain"] == "localhost"
-        assert node["pid"] == fresh_server.proc.pid
-        assert worker["pid"] == fresh_server.proc.pid
+        assert node["pid"] == supervisor["pid"] == fresh_server.proc.pid
+        assert supervisor["title"] == "imactor-supervisor"
+        assert supervisor["rss_bytes"] > 0
+        assert supervisor["membership"] == {"epoch": 1, "live_workers": [0]}
+        # The worker is a process of its own, a child of the supervisor.
+        assert worker["pid"] != fresh_server.proc.pid
+        assert parent_pid(worker["pid"]) == fresh_server.proc.pid
+        assert worker["title"] == "imactor-worker[0]"
         assert worker["index"] == 0
         assert worker["state"] == "running"
         assert worker["restarts"] == 0
@@ -81,6 +94,7 @@ async def test_status_counts_sessions_users_and_stanzas(fresh_server: ServerProc
         assert supervisors["users"]["active"] == 2
         assert supervisors["sessions"]["active"] == 2
         assert (totals["sessions"], totals["users"], totals["workers"]) == (2, 2, 1)
+        assert totals["rss_bytes"] == worker["rss_bytes"] + supervisor["rss_bytes"]
 
         # The per-second rates come from samples taken every second: poll until they show.
         while True:
@@ -89,12 +103,15 @@ async def test_status_counts_sessions_users_and_stanzas(fresh_server: ServerProc
                 break
             await trio.sleep(0.2)
 
-        # The human format: the node line, the worker line, the totals.
+        # The human format: the node line, the supervisor, its worker, the totals.
         result = await imactor_status(fresh_server.config_path)
         assert result.returncode == 0, result.stderr.decode()
         text = result.stdout.decode()
+        supervisor_line = text.splitlines()[1]
+        assert supervisor_line.startswith(f"└── imactor-supervisor  pid {fresh_server.proc.pid}  rss ")
+        assert supervisor_line.endswith("membership epoch 1: live 0")
         worker_line = next(line for line in text.splitlines() if "worker 0" in line)
-        assert worker_line.startswith(f"└── worker 0  running  pid {fresh_server.proc.pid}  up ")
+        assert worker_line.startswith(f"    └── worker 0  running  pid {worker['pid']}  up ")
         assert "restarts 0" in worker_line
         assert "sessions 2  users 2" in worker_line
         assert text.startswith("node localhost  imactor ")

@@ -13,6 +13,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from imactor.node.status import request_status
 
 START_TIMEOUT = 30.0
 
@@ -20,6 +23,7 @@ BASE_CONFIG = """
 [server]
 domain = "{domain}"
 data_dir = "{data_dir}"
+workers = {workers}
 
 [listen.c2s]
 host = "127.0.0.1"
@@ -53,6 +57,14 @@ class ServerProcess:
     def c2s_tls_port(self) -> int:
         return self.ports["c2s_tls"]
 
+    @property
+    def status_socket(self) -> Path:
+        return self.data_dir / "imactor.sock"
+
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The node's status document (blocking: call it through `trio.to_thread` in async tests)."""
+        return request_status(self.status_socket, timeout)
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -74,12 +86,13 @@ def imactor_cli(
 
 
 def write_config(directory: Path, *, domain: str = "localhost", registration: bool = False,
-                 extra: str = "", log_level: str = "warning", c2s_options: str = "") -> Path:  # fmt: skip
+                 extra: str = "", log_level: str = "warning", c2s_options: str = "",
+                 workers: int = 1) -> Path:  # fmt: skip
     """`extra` is appended (new tables only); `c2s_options` are lines inside [listen.c2s]."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
     text = BASE_CONFIG.format(domain=domain, data_dir=data_dir, registration=str(registration).lower(),
-                              log_level=log_level, c2s_options=c2s_options)  # fmt: skip
+                              log_level=log_level, c2s_options=c2s_options, workers=workers)  # fmt: skip
     config.write_text(text + extra)
     return config
 
@@ -97,10 +110,11 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
 @contextmanager
 def running_server(directory: Path, *, users: Sequence[tuple[str, str]] = (), domain: str = "localhost",
                    registration: bool = False, extra: str = "", c2s_options: str = "",
-                   ) -> Iterator[ServerProcess]:  # fmt: skip
-    """Run `imactor supervise` until the block ends; stderr goes to `directory/server.log`."""
+                   workers: int = 1, log_level: str = "warning") -> Iterator[ServerProcess]:  # fmt: skip
+    """Run `imactor supervise` (the node supervisor and its `workers` worker processes) until the
+    block ends; stderr, the workers' too, goes to `directory/server.log`."""
     config = write_config(directory, domain=domain, registration=registration, extra=extra,
-                          c2s_options=c2s_options)  # fmt: skip
+                          c2s_options=c2s_options, workers=workers, log_level=log_level)  # fmt: skip
     add_users(config, users)
     log = (directory / "server.log").open("wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

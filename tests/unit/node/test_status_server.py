@@ -30,10 +30,13 @@ from imactor.node.status import (
     StatusServer,
     StatusUnavailable,
     WorkerStatus,
+    empty_worker_entry,
+    fetch_status,
     format_status,
     plain,
     request_status,
     rss_bytes,
+    sum_workers,
 )
 
 TIMEOUT = 10
@@ -338,6 +341,36 @@ async def test_request_status_works_on_a_deep_path(tmp_path: Path) -> None:
     assert not await trio.Path(deep).exists()
 
 
+async def test_fetch_status_reads_the_document_from_trio(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "imactor.sock"
+    with trio.fail_after(TIMEOUT):
+        async with serving(new_server(deep)):
+            document = await fetch_status(deep)
+        assert document["workers"][0]["users"] == 2
+        with pytest.raises(StatusUnavailable, match="cannot reach"):
+            await fetch_status(deep)
+
+
+async def test_fetch_status_gives_up_on_a_silent_server(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with trio.fail_after(TIMEOUT), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(path))
+        silent.listen(1)  # accepts (in the backlog) and never answers: a stopped process
+        with pytest.raises(StatusUnavailable, match=r"no answer within 0\.2 s"):
+            await fetch_status(path, timeout=0.2)
+
+
+async def test_a_document_provider_answers_instead_of_the_sources(path: Path) -> None:
+    async def document() -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        return {"node": {"merged": True}}
+
+    server = StatusServer(path, [], domain="example.org", document=document)
+    with trio.fail_after(TIMEOUT):
+        async with serving(server):
+            assert json.loads(await ask(path)) == {"node": {"merged": True}}
+
+
 def test_request_status_without_a_server(path: Path) -> None:
     with pytest.raises(StatusUnavailable) as caught:
         request_status(path)
@@ -375,6 +408,25 @@ def test_format_status_draws_the_tree() -> None:
     assert "sessions 3 (established 2, wait-for-sasl 1)" in text
     assert "routed 7  bounced 1" in text
     assert "mailboxes: largest 3, queued 4" in text
+
+
+def test_format_status_draws_the_supervisor_above_its_workers() -> None:
+    document = new_server(Path("unused")).snapshot()
+    down = empty_worker_entry(1, None, "restarting")
+    document["workers"].append(down)
+    document["supervisor"] = {
+        "title": "imactor-supervisor",
+        "pid": 4242,
+        "rss_bytes": 3 * 2**20,
+        "restarts_total": 2,
+        "membership": {"epoch": 3, "live_workers": [0]},
+    }
+    document["totals"] = sum_workers(document["workers"])
+    lines = format_status(document).splitlines()
+    assert lines[1] == "└── imactor-supervisor  pid 4242  rss 3.0 MiB  restarts 2  membership epoch 3: live 0"
+    assert lines[2].startswith(f"    ├── worker 0  running  pid {os.getpid()}  up ")
+    assert lines[3].startswith("    └── worker 1  restarting  pid -  up 0s  restarts 0  rss 0 B  sessions 0")
+    assert lines[4].startswith("totals: 2 worker(s)  sessions 3")
 
 
 def test_plain_and_rss() -> None:

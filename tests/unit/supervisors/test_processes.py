@@ -320,6 +320,26 @@ async def test_health_fd_is_the_supervisors_whatever_env_says(log: Path) -> None
             nursery.cancel_scope.cancel()
 
 
+async def test_pass_fds_reach_every_incarnation(log: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        read_end, write_end = os.pipe()
+        try:
+            spec = child(log, "a", "--write-fd", str(write_end), pass_fds=[write_end])
+            assert spec.pass_fds == (write_end,)
+            sup = ProcessSupervisor("procs", [spec])
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sup.run)
+                assert await trio.to_thread.run_sync(os.read, read_end, 16) == b"a"
+                old = sup.kill_child("a")
+                await wait_until(running_anew(sup, "a", old))
+                # The restarted process inherits the same descriptor: the supervisor keeps it.
+                assert await trio.to_thread.run_sync(os.read, read_end, 16) == b"a"
+                nursery.cancel_scope.cancel()
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+
 async def test_terminate_and_restart_child(log: Path) -> None:
     with trio.fail_after(TIMEOUT):
         sup = ProcessSupervisor("procs", [child(log, "a"), child(log, "b")])
@@ -416,6 +436,7 @@ def test_duplicate_ids_are_rejected(log: Path) -> None:
         {"health_interval": math.inf},
         {"health_timeout": 0.0},
         {"ready_timeout": -1.0},
+        {"pass_fds": [-1]},
     ],
 )
 def test_process_spec_rejects_bad_values(kwargs: dict[str, Any]) -> None:

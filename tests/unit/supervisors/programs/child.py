@@ -8,6 +8,8 @@ receives SIGTERM. Signals drive it from the test:
 - SIGTERM: records ``term`` and exits with status 0 (unless ``--ignore-term``);
 - SIGUSR1: blocks its event loop (``time.sleep``), so it stops answering pings;
 - SIGUSR2: exits with the status given by ``--usr2-exit`` (default 0).
+
+``--write-fd FD`` writes ``NAME`` to the inherited file descriptor FD at start (``pass_fds``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--exit-after-ready", type=int, default=None)
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--usr2-exit", type=int, default=0)
+    parser.add_argument("--write-fd", type=int, default=None)
     return parser.parse_args()
 
 
@@ -43,6 +46,9 @@ def record(args: argparse.Namespace, event: str) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     record(args, "spawn")
+    if args.write_fd is not None:
+        os.write(args.write_fd, args.name.encode("ascii"))
+        os.close(args.write_fd)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
             health = await nursery.start(serve_health)

@@ -1,0 +1,124 @@
+"""The node supervisor's status document: its workers' own documents, merged, plus itself.
+
+Each worker serves its own status socket in the run directory (`rundir.worker_status_path`); the
+supervisor serves the configured ``[status] socket``. On each request it asks every live worker
+at once (`fetch_status`, a short timeout), takes the worker's entry from each answer and
+overwrites what the supervisor knows better: pid, state, restarts, start time and uptime. A
+worker that does not answer in time is listed as ``unresponsive`` with its pid and resident
+memory; one that is starting, restarting or stopping is listed in that state. Totals are
+recomputed over the merged entries, and the supervisor adds its own entry (``supervisor``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import imactor
+from imactor.node.membership import MembershipAnnouncer
+from imactor.node.proctitle import SUPERVISOR_TITLE, worker_title
+from imactor.node.rundir import worker_status_path
+from imactor.node.status import StatusUnavailable, empty_worker_entry, fetch_status, rss_bytes, sum_workers
+from supervisors import ChildState, ProcessChildStatistics, ProcessSupervisor
+
+#: Seconds a worker has to answer the supervisor's status request.
+WORKER_TIMEOUT = 2.0
+
+
+class NodeStatus:
+    """Builds the node's status document (see the module doc); `document` is the provider that
+    the supervisor's `StatusServer` calls once per request.
+
+    Args:
+        domain: The XMPP domain, for the ``node`` entry.
+        supervisor: The process supervisor of the workers.
+        workers: Child id → worker index.
+        run_dir: The node's run directory (the workers' status sockets).
+        membership: The announcer, for the epoch and the live workers it announced.
+    """
+
+    def __init__(
+        self,
+        *,
+        domain: str,
+        supervisor: ProcessSupervisor,
+        workers: Mapping[str, int],
+        run_dir: Path,
+        membership: MembershipAnnouncer,
+        worker_timeout: float = WORKER_TIMEOUT,
+    ) -> None:
+        self.domain = domain
+        self.started_at = time.time()
+        self._supervisor = supervisor
+        self._workers = dict(workers)
+        self._run_dir = run_dir
+        self._membership = membership
+        self._worker_timeout = worker_timeout
+
+    async def document(self) -> dict[str, Any]:
+        stats = self._supervisor.statistics()
+        children = [child for child in stats.children if child.id in self._workers]
+        answers: dict[str, dict[str, Any]] = {}
+
+        async def ask(child: ProcessChildStatistics) -> None:
+            path = worker_status_path(self._run_dir, self._workers[child.id])
+            with contextlib.suppress(StatusUnavailable):  # then it is listed as unresponsive
+                answers[child.id] = await fetch_status(path, self._worker_timeout)
+
+        async with trio.open_nursery() as nursery:
+            for child in children:
+                if child.state is ChildState.RUNNING:
+                    nursery.start_soon(ask, child)
+        now, clock = time.time(), trio.current_time()
+        workers = [self._entry(child, answers.get(child.id), now, clock) for child in children]
+        pid = os.getpid()
+        supervisor = {
+            "title": SUPERVISOR_TITLE,
+            "pid": pid,
+            "rss_bytes": rss_bytes(pid),
+            "strategy": stats.strategy.value,
+            "restarts_total": stats.restarts_total,
+            "membership": {"epoch": self._membership.epoch, "live_workers": list(self._membership.live)},
+        }
+        totals = sum_workers(workers)
+        totals["rss_bytes"] += supervisor["rss_bytes"]
+        node = {
+            "domain": self.domain,
+            "version": imactor.__version__,
+            "pid": pid,
+            "started_at": self.started_at,
+            "uptime": round(max(0.0, now - self.started_at), 3),
+        }
+        return {"node": node, "supervisor": supervisor, "workers": workers, "totals": totals}
+
+    def _entry(
+        self, child: ProcessChildStatistics, answer: dict[str, Any] | None, now: float, clock: float
+    ) -> dict[str, Any]:
+        index = self._workers[child.id]
+        reported = answer.get("workers") if answer is not None else None
+        if isinstance(reported, list) and reported and isinstance(reported[0], dict):
+            entry = dict(reported[0])
+            state = child.state.value
+        else:
+            state = "unresponsive" if child.state is ChildState.RUNNING else child.state.value
+            entry = empty_worker_entry(index, child.pid, state)
+        # The supervisor's clock is monotonic; the document speaks Unix time.
+        uptime = max(0.0, clock - child.started_at) if child.started_at is not None else 0.0
+        entry.update(
+            index=index,
+            title=worker_title(index),
+            pid=child.pid,
+            state=state,
+            restarts=child.restarts,
+            started_at=None if child.started_at is None else round(now - uptime, 3),
+            uptime=round(uptime, 3),
+            last_exit_code=child.last_exit_code,
+            last_exit_signal=child.last_exit_signal,
+        )
+        return entry

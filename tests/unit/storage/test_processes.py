@@ -1,0 +1,69 @@
+"""Several processes write to one SQLite file through the real `Storage` API (the workers of a
+node do): while a third one holds the write lock, their writes wait and retry, none fails."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from imactor.storage import Storage
+from tests.unit.storage.conftest import FAST_ITERATIONS
+
+PROGRAM = Path(__file__).parent / "programs" / "writer.py"
+WRITES = 150
+TIMEOUT = 60
+
+
+async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tmp_path: Path) -> None:
+    async with await Storage.open(db_url) as storage:
+        await storage.accounts.create("alice", "secret", iterations=FAST_ITERATIONS)
+    database = db_url.removeprefix("sqlite:///")
+    blocker = sqlite3.connect(database, isolation_level=None)
+    with trio.fail_after(TIMEOUT):
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, held while the writers start
+        processes = [
+            await trio.lowlevel.open_process(
+                [sys.executable, str(PROGRAM), db_url, name, str(WRITES)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for name in ("a", "b")
+        ]
+        outputs = {process.pid: bytearray() for process in processes}
+        errors = {process.pid: bytearray() for process in processes}
+        both_waited = trio.Event()
+        try:
+
+            async def read(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+                async for chunk in stream:
+                    into.extend(chunk)
+                    if all(b"retrying" in seen for seen in errors.values()):
+                        both_waited.set()
+                both_waited.set()  # a writer ended (failed?): its exit status tells
+
+            async with trio.open_nursery() as nursery:
+                for process in processes:
+                    assert process.stdout is not None
+                    assert process.stderr is not None
+                    nursery.start_soon(read, process.stdout, outputs[process.pid])
+                    nursery.start_soon(read, process.stderr, errors[process.pid])
+                # Each writer hit the lock and is retrying; now let them through.
+                await both_waited.wait()
+                blocker.execute("COMMIT")
+                for process in processes:
+                    assert await process.wait() == 0, errors[process.pid].decode()
+        finally:
+            blocker.close()
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    for process in processes:
+        assert outputs[process.pid].startswith(b"done "), errors[process.pid].decode()
+        assert b"Traceback" not in errors[process.pid]
+    async with await Storage.open(db_url) as storage:
+        assert await storage.offline.count("alice") == 2 * WRITES
