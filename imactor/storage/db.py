@@ -23,6 +23,11 @@ would bounce or lose a message. So:
   ``BEGIN IMMEDIATE``: it takes the write lock before reading anything, so it waits in SQLite's
   busy handler (`BUSY_TIMEOUT_MS`) rather than failing when it upgrades a read to a write (a
   deferred transaction cannot wait there: its snapshot may be stale);
+- the writers of the processes sharing a file queue on an advisory lock (`flock` on
+  ``<file>-writer.lock``) before BEGIN: SQLite's busy handler polls with growing sleeps (up to
+  100 ms) while the kernel wakes a `flock` waiter the moment the lock is released, so two
+  workers taking turns hand the file over in microseconds instead of tens of milliseconds; the
+  lock dies with its process, so a killed worker never leaves it taken;
 - a BEGIN that still finds the lock taken after the busy timeout (a heavy burst from the other
   processes) is retried, with a warning, for up to `LOCK_PATIENCE` seconds: nothing has run
   yet, so a retry is safe. Group commit keeps each lock holding short (one transaction per
@@ -38,7 +43,9 @@ would bounce or lose a message. So:
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -106,8 +113,13 @@ class Database:
     `read` / `write`; those functions must return plain values, never ORM rows.
     """
 
-    def __init__(self, url: str, write_engine: Engine, read_engine: Engine) -> None:
+    def __init__(
+        self, url: str, write_engine: Engine, read_engine: Engine, writer_lock: Path | None = None
+    ) -> None:
         self.url = url
+        #: Taken around every write transaction; None for a server database (no SQLite file).
+        self._writer_lock_path = writer_lock
+        self._writer_lock_fd: int | None = None
         self._write_engine = write_engine
         self._read_engine = read_engine
         self._pending: list[_Job[Any]] = []
@@ -137,7 +149,7 @@ class Database:
             StorageError: Bad URL, unreachable database, or a schema newer than this code.
         """
         write_engine, read_engine = await trio.to_thread.run_sync(_make_engines, url)
-        db = cls(url, write_engine, read_engine)
+        db = cls(url, write_engine, read_engine, _writer_lock_path(url))
         try:
             await trio.to_thread.run_sync(db._create_schema, limiter=db._write_limiter)
         except StorageError as exc:
@@ -172,6 +184,9 @@ class Database:
     def _dispose(self) -> None:
         self._write_engine.dispose()
         self._read_engine.dispose()
+        if self._writer_lock_fd is not None:
+            os.close(self._writer_lock_fd)
+            self._writer_lock_fd = None
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in a read-only transaction in a worker thread and return its result.
@@ -260,22 +275,37 @@ class Database:
             OperationalError: The lock stayed taken for `LOCK_PATIENCE` seconds, or another
                 failure.
         """
-        deadline = time.monotonic() + LOCK_PATIENCE
-        while True:
-            session = Session(self._write_engine)
-            try:
-                session.connection()  # runs BEGIN IMMEDIATE (see _tune_sqlite)
-            except OperationalError as exc:
-                session.close()
-                if _should_retry(exc, deadline):
-                    continue
-                raise
-            except BaseException:
-                session.close()
-                raise
-            with session:
-                yield session
+        with self._writer_turn():
+            deadline = time.monotonic() + LOCK_PATIENCE
+            while True:
+                session = Session(self._write_engine)
+                try:
+                    session.connection()  # runs BEGIN IMMEDIATE (see _tune_sqlite)
+                except OperationalError as exc:
+                    session.close()
+                    if _should_retry(exc, deadline):
+                        continue
+                    raise
+                except BaseException:
+                    session.close()
+                    raise
+                with session:
+                    yield session
+                return
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """This process's turn to write among those sharing the SQLite file (module docstring)."""
+        if self._writer_lock_path is None:
+            yield
             return
+        if self._writer_lock_fd is None:
+            self._writer_lock_fd = os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -290,6 +320,14 @@ def _should_retry(exc: OperationalError, deadline: float) -> bool:
         return False
     log.warning("database busy for %d ms (other processes writing); retrying", BUSY_TIMEOUT_MS)
     return True
+
+
+def _writer_lock_path(url: str) -> Path | None:
+    """``<file>-writer.lock`` beside a SQLite database file; None for other databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(f"{parsed.database}-writer.lock")
 
 
 def _make_engines(url: str) -> tuple[Engine, Engine]:

@@ -3,7 +3,10 @@ node do): while a third one holds the write lock, their writes wait and retry, n
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -35,15 +38,17 @@ async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tm
         ]
         outputs = {process.pid: bytearray() for process in processes}
         errors = {process.pid: bytearray() for process in processes}
-        both_waited = trio.Event()
+        # A foreign connection holds SQLite's lock: the writer whose turn it is (the two queue on
+        # the writer lock file first) waits on it, retrying; the other waits for its turn.
+        one_waited = trio.Event()
         try:
 
             async def read(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
                 async for chunk in stream:
                     into.extend(chunk)
-                    if all(b"retrying" in seen for seen in errors.values()):
-                        both_waited.set()
-                both_waited.set()  # a writer ended (failed?): its exit status tells
+                    if any(b"retrying" in seen for seen in errors.values()):
+                        one_waited.set()
+                one_waited.set()  # a writer ended (failed?): its exit status tells
 
             async with trio.open_nursery() as nursery:
                 for process in processes:
@@ -51,8 +56,8 @@ async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tm
                     assert process.stderr is not None
                     nursery.start_soon(read, process.stdout, outputs[process.pid])
                     nursery.start_soon(read, process.stderr, errors[process.pid])
-                # Each writer hit the lock and is retrying; now let them through.
-                await both_waited.wait()
+                # A writer hit the lock and is retrying; now let them through.
+                await one_waited.wait()
                 blocker.execute("COMMIT")
                 for process in processes:
                     assert await process.wait() == 0, errors[process.pid].decode()
@@ -67,3 +72,30 @@ async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tm
         assert b"Traceback" not in errors[process.pid]
     async with await Storage.open(db_url) as storage:
         assert await storage.offline.count("alice") == 2 * WRITES
+
+
+async def test_writers_of_other_processes_wait_for_the_writer_lock(db_url: str) -> None:
+    """A process holding the writer lock file keeps every other writer out until it lets go."""
+    async with await Storage.open(db_url) as storage:
+        lock_path = db_url.removeprefix("sqlite:///") + "-writer.lock"
+        assert stat.S_IMODE(os.stat(lock_path).st_mode) == 0o600  # made by the first write
+        holder = os.open(lock_path, os.O_RDWR)  # another open file description: another writer
+        written = trio.Event()
+
+        async def write() -> None:
+            await storage.accounts.create("bob", "secret", iterations=FAST_ITERATIONS)
+            written.set()
+
+        try:
+            with trio.fail_after(TIMEOUT):
+                fcntl.flock(holder, fcntl.LOCK_EX)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(write)
+                    # A negative can only be watched for a while: the write must still wait.
+                    await trio.sleep(0.5)
+                    assert not written.is_set(), "a write went through while another writer held the lock"
+                    fcntl.flock(holder, fcntl.LOCK_UN)
+                    await written.wait()
+        finally:
+            os.close(holder)
+        assert await storage.accounts.exists("bob")
