@@ -61,6 +61,10 @@ COMPLETION_TIMEOUT = 10.0
 ROSTER_QUERY = qname(NS_ROSTER, "query")
 #: Binds tried when the account's home worker dies while it is asked.
 BIND_ATTEMPTS = 3
+#: Seconds a session resumed on another worker waits for its pending stores before it hands over
+#: (the resuming side asks with `TAKE_OVER_TIMEOUT`).
+MOVE_SETTLE = 4.0
+TAKE_OVER_TIMEOUT = 10.0
 #: Times a message whose recipient's worker died is routed (the first time included).
 MAX_ROUTE_ATTEMPTS = 3
 
@@ -261,8 +265,12 @@ class SessionActor:
 
     async def _move_to(self, request: m.TakeOver) -> None:
         """Give this session's state to the resuming session on another worker and end quietly:
-        the resource stays bound (the new session re-registers it), nothing goes offline."""
-        await self._settle_completions()
+        the resource stays bound (the new session re-registers it), nothing goes offline.
+
+        The wait for pending stores is bounded well within the asker's patience: what is not
+        confirmed by then stays out of `h`, and the client sends it again after <resumed/>."""
+        with trio.move_on_after(MOVE_SETTLE):
+            await self._settle_completions()
         assert self.jid is not None
         async with self._write_lock:
             for data in self.stream.take_sent():
@@ -292,7 +300,8 @@ class SessionActor:
         target = mesh.remote("resume", previd, worker)
         try:
             moved: m.MovedSession = await ask(
-                target, lambda reply: m.TakeOver(previd, username, h, self.ref, reply), timeout=10
+                target, lambda reply: m.TakeOver(previd, username, h, self.ref, reply),
+                timeout=TAKE_OVER_TIMEOUT,
             )
         except StanzaError as error:
             stale = int(error.text) if error.text.isdigit() else None
