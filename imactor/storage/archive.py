@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert as sql_insert
 from sqlmodel import Session, col, delete, func, select
 
 from imactor.storage.db import Database
@@ -126,18 +127,25 @@ class ArchiveStore:
         rows = list(entries)
 
         def insert(session: Session) -> list[ArchiveEntry]:
+            # On every chat message's path: two queries for the whole batch and one multi-row
+            # INSERT, not an ORM object (identity map, unit of work) per row and per lookup.
+            names = {entry.username for entry in rows}
+            accounts = set(session.exec(select(Account.username).where(col(Account.username).in_(names))))
+            stored = session.exec(select(ArchivePrefsRow).where(col(ArchivePrefsRow.username).in_(names)))
+            prefs_of = {row.username: _prefs(row) for row in stored}
             kept: list[ArchiveEntry] = []
             for entry in rows:
-                if session.get(Account, entry.username) is None:
+                if entry.username not in accounts:
                     continue
-                prefs = _prefs(session.get(ArchivePrefsRow, entry.username)) or ArchivePrefs(default_mode)
+                prefs = prefs_of.get(entry.username) or ArchivePrefs(default_mode)
                 in_roster = False
                 if prefs.default == "roster":
                     item = session.get(RosterEntry, (entry.username, entry.peer))
                     in_roster = item is not None and (item.subscription != "none" or item.ask)
                 if archiving_wanted(prefs, entry.peer, in_roster):
-                    session.add(_row(entry))
                     kept.append(entry)
+            if kept:
+                session.execute(sql_insert(ArchivedMessage), [_values(entry) for entry in kept])
             return kept
 
         return await self._db.write(insert)
@@ -243,11 +251,16 @@ class ArchiveStore:
 
 
 def _row(entry: ArchiveEntry) -> ArchivedMessage:
-    return ArchivedMessage(
-        username=entry.username, stanza_id=entry.stanza_id,
-        timestamp=round(time.time() if entry.timestamp is None else entry.timestamp, 6),  # µs, as shown
-        peer=entry.peer, peer_resource=entry.peer_resource, direction=entry.direction, stanza=entry.stanza,
-    )  # fmt: skip
+    return ArchivedMessage(**_values(entry))
+
+
+def _values(entry: ArchiveEntry) -> dict[str, Any]:
+    return {
+        "username": entry.username, "stanza_id": entry.stanza_id,
+        "timestamp": round(time.time() if entry.timestamp is None else entry.timestamp, 6),  # µs, as shown
+        "peer": entry.peer, "peer_resource": entry.peer_resource, "direction": entry.direction,
+        "stanza": entry.stanza,
+    }  # fmt: skip
 
 
 def _item(row: ArchivedMessage) -> ArchivedItem:
