@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert as sql_insert
+from sqlalchemy import JSON, LargeBinary, bindparam, text
 from sqlmodel import Session, col, delete, func, select
 
 from imactor.storage.db import Database
 from imactor.storage.errors import ArchiveItemNotFound
 from imactor.storage.models import (
-    Account,
     ArchivedMessage,
     ArchivePrefsRow,
     RosterEntry,
@@ -101,6 +100,17 @@ def archiving_wanted(prefs: ArchivePrefs, peer: str, in_roster: bool) -> bool:
     return prefs.default == "always"
 
 
+#: The account (if it exists) and its archiving preferences (if it has any), in one lookup.
+_ACCOUNT_PREFS = text(
+    "SELECT p.default_mode, p.always, p.never FROM account AS a "
+    "LEFT JOIN archive_prefs AS p ON p.username = a.username WHERE a.username = :username"
+).columns(always=JSON, never=JSON)
+_INSERT_ARCHIVED = text(
+    "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
+    "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza)"
+).bindparams(bindparam("stanza", type_=LargeBinary))
+
+
 class ArchiveStore:
     """Per-account message archives (XEP-0313) and their preferences."""
 
@@ -127,17 +137,21 @@ class ArchiveStore:
         rows = list(entries)
 
         def insert(session: Session) -> list[ArchiveEntry]:
-            # On every chat message's path: two queries for the whole batch and one multi-row
-            # INSERT, not an ORM object (identity map, unit of work) per row and per lookup.
-            names = {entry.username for entry in rows}
-            accounts = set(session.exec(select(Account.username).where(col(Account.username).in_(names))))
-            stored = session.exec(select(ArchivePrefsRow).where(col(ArchivePrefsRow.username).in_(names)))
-            prefs_of = {row.username: _prefs(row) for row in stored}
+            # On every chat message's path: one small cached statement per account and one
+            # executemany INSERT, rather than ORM objects (identity map, unit of work, statement
+            # compilation per distinct IN list) for each row and each lookup.
+            prefs_of: dict[str, ArchivePrefs | None] = {}
+            for username in {entry.username for entry in rows}:
+                found = session.execute(_ACCOUNT_PREFS, {"username": username}).first()
+                if found is not None:
+                    mode, always, never = found
+                    stored = None if mode is None else ArchivePrefs(mode, tuple(always), tuple(never))
+                    prefs_of[username] = stored
             kept: list[ArchiveEntry] = []
             for entry in rows:
-                if entry.username not in accounts:
-                    continue
-                prefs = prefs_of.get(entry.username) or ArchivePrefs(default_mode)
+                if entry.username not in prefs_of:
+                    continue  # no such account (any more)
+                prefs = prefs_of[entry.username] or ArchivePrefs(default_mode)
                 in_roster = False
                 if prefs.default == "roster":
                     item = session.get(RosterEntry, (entry.username, entry.peer))
@@ -145,7 +159,7 @@ class ArchiveStore:
                 if archiving_wanted(prefs, entry.peer, in_roster):
                     kept.append(entry)
             if kept:
-                session.execute(sql_insert(ArchivedMessage), [_values(entry) for entry in kept])
+                session.execute(_INSERT_ARCHIVED, [_values(entry) for entry in kept])
             return kept
 
         return await self._db.write(insert)
