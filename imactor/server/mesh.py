@@ -456,13 +456,16 @@ class Mesh:
         self.link.set_epoch(new.epoch)
         lost = frozenset(old.live) - frozenset(new.live)
         if lost:
-            for table in (self._completions, self._replies):
-                for key in [k for k, (_, target, _) in table.items() if target in lost]:
-                    pending, _, _ = table.pop(key)
-                    if isinstance(pending, m.Completion):
-                        pending.lost()
-                    else:
-                        pending.fail(ActorGone(f"worker {sorted(lost)} died"))
+            for key in [k for k, (_, target, _) in self._replies.items() if target in lost]:
+                reply, _, _ = self._replies.pop(key)
+                reply.fail(ActorGone(f"worker {sorted(lost)} died"))
+            unknown = [k for k, (_, target, _) in self._completions.items() if target in lost]
+            if unknown and self._nursery is not None:
+                # Routed again only after `LOST_GRACE`: by then the recipients' sessions have
+                # re-registered with their accounts' new homes, so the message is delivered live
+                # rather than kept offline for an account that looks offline for a moment.
+                completions = [self._completions.pop(key)[0] for key in unknown]
+                self._nursery.start_soon(self._lose_later, completions)
         for username, ref in self._services.registry.refs("user"):
             if new.home("user", username) != self.index:
                 self._handoffs += 1
@@ -475,6 +478,11 @@ class Mesh:
             if bound is not None and old.home("user", bound) != new.home("user", bound):
                 with contextlib.suppress(ActorGone, trio.WouldBlock):
                     session.ref.send_nowait(m.Rehome())
+
+    async def _lose_later(self, completions: list[m.Completion]) -> None:
+        await trio.sleep(LOST_GRACE)
+        for completion in completions:
+            completion.lost()
 
     async def _workers_lost(self, lost: frozenset[int], epoch: int) -> None:
         """Tell the accounts at home here that the sessions on `lost` are gone, once the other

@@ -127,8 +127,11 @@ class UserActor(Actor[m.UserMessage]):
 
     async def handle(self, message: m.UserMessage) -> None:
         if self._handed_off:
-            # Queued before the hand-off: the account's new home handles it.
-            await self.services.router.to_user(self.username, message, None, wait=False)
+            # Queued before the hand-off: the account's new home handles it. Not the mesh's own
+            # notices, though: they were meant for this actor (a second HandOff forwarded would
+            # make the new home hand off too).
+            if not isinstance(message, m.HandOff | m.WorkersLost):
+                await self.services.router.to_user(self.username, message, None, wait=False)
             return
         match message:
             case m.Bind():
