@@ -101,7 +101,7 @@ class RemoteRef(Generic[M]):
         self._mesh.send_nowait(self._address, message)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteRef) and other._address == self._address
+        return isinstance(other, RemoteRef | _GoneRef) and other.address == self._address
 
     def __hash__(self) -> int:
         return hash(self._address)
@@ -460,35 +460,31 @@ class Mesh:
                 reply, _, _ = self._replies.pop(key)
                 reply.fail(ActorGone(f"worker {sorted(lost)} died"))
             unknown = [k for k, (_, target, _) in self._completions.items() if target in lost]
-            if unknown and self._nursery is not None:
-                # Routed again only after `LOST_GRACE`: by then the recipients' sessions have
-                # re-registered with their accounts' new homes, so the message is delivered live
-                # rather than kept offline for an account that looks offline for a moment.
-                completions = [self._completions.pop(key)[0] for key in unknown]
-                self._nursery.start_soon(self._lose_later, completions)
+            completions = [self._completions.pop(key)[0] for key in unknown]
+            if self._nursery is not None:
+                self._nursery.start_soon(self._workers_lost, lost, new.epoch, completions)
         for username, ref in self._services.registry.refs("user"):
             if new.home("user", username) != self.index:
                 self._handoffs += 1
                 with contextlib.suppress(ActorGone, trio.WouldBlock):
                     ref.send_nowait(m.HandOff())
-        if lost and self._nursery is not None:
-            self._nursery.start_soon(self._workers_lost, lost, new.epoch)
         for session in list(self._services.sessions):
             bound = session.username
             if bound is not None and old.home("user", bound) != new.home("user", bound):
                 with contextlib.suppress(ActorGone, trio.WouldBlock):
                     session.ref.send_nowait(m.Rehome())
 
-    async def _lose_later(self, completions: list[m.Completion]) -> None:
+    async def _workers_lost(
+        self, lost: frozenset[int], epoch: int, completions: list[m.Completion]
+    ) -> None:
+        """Once the surviving sessions had `LOST_GRACE` to re-register with their accounts' new
+        homes: route again the messages whose store on `lost` was unconfirmed (so they arrive
+        live, not offline for an account that looked offline for a moment), and tell the
+        accounts at home here that the sessions on `lost` are gone (a contact whose account just
+        moved hears the news only once its session is bound there again)."""
         await trio.sleep(LOST_GRACE)
         for completion in completions:
             completion.lost()
-
-    async def _workers_lost(self, lost: frozenset[int], epoch: int) -> None:
-        """Tell the accounts at home here that the sessions on `lost` are gone, once the other
-        sessions had `LOST_GRACE` to re-register with their accounts' new homes: a contact whose
-        account just moved hears the news only once its session is bound there again."""
-        await trio.sleep(LOST_GRACE)
         for username, ref in self._services.registry.refs("user"):
             if self.home("user", username) == self.index:
                 with contextlib.suppress(ActorGone, trio.WouldBlock):

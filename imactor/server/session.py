@@ -373,11 +373,7 @@ class SessionActor:
                 item = self._mailbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if isinstance(item, m.Deliver):
-                if self._moved_to is not None:
-                    with contextlib.suppress(ActorGone, trio.WouldBlock):
-                        self._moved_to.send_nowait(item)  # the session lives on there now
-                    continue
+            if isinstance(item, m.Deliver) and not self._forwarded(item):
                 self._held.append(item.stanza.data)
 
     async def _undelivered(self) -> None:
@@ -510,27 +506,22 @@ class SessionActor:
     async def _bind(self, resource: str | None) -> None:
         username = self.stream.username or ""
         mesh = self.services.mesh
-        for attempt in range(BIND_ATTEMPTS):
+        for attempt in range(1, BIND_ATTEMPTS + 1):
             home = None if mesh is None else mesh.home("user", username)
             try:
                 user = await self.services.router.user(username)
                 bound: m.Bound = await ask(user, lambda reply: m.Bind(resource, self.ref, reply), timeout=10)
-                break
             except StanzaError as error:
                 self.stream.bind_failed(error.condition, error.error_type)
                 return
-            except ActorGone:
-                # The account's home worker died as we asked (the mesh fails the ask when the
-                # membership changes): ask its new home.
-                if attempt + 1 < BIND_ATTEMPTS:
+            except (AskTimeout, ActorGone) as error:
+                # ActorGone: the account's home worker died as we asked (the mesh fails the ask
+                # when the membership changes): ask its new home.
+                if isinstance(error, ActorGone) and attempt < BIND_ATTEMPTS:
                     continue
                 self.stream.bind_failed("internal-server-error")
                 return
-            except AskTimeout:
-                self.stream.bind_failed("internal-server-error")
-                return
-        else:  # pragma: no cover - every path of the loop breaks or returns
-            return
+            break
         self.jid = bound.full_jid
         self._blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
@@ -599,9 +590,10 @@ class SessionActor:
         assert completion.stanza is not None
         await self.services.router.route(completion.stanza, wait=True, completion=completion)
 
-    async def _settle_completions(self) -> None:
-        """Wait (each at most until its deadline) for every pending routed message to be handled."""
-        while self._completions:
+    async def _settle_completions(self, through: float = math.inf) -> None:
+        """Wait (each at most until its deadline) for the pending routed messages numbered up to
+        `through` (all by default) to be handled."""
+        while self._completions and self._completions[0][0] <= through:
             _seq, completion, deadline = self._completions[0]
             with trio.move_on_at(deadline):
                 await completion.wait()
@@ -642,11 +634,7 @@ class SessionActor:
         try:
             while True:
                 target = self._ack_target
-                while self._completions and self._completions[0][0] <= target:
-                    _seq, completion, deadline = self._completions[0]
-                    with trio.move_on_at(deadline):
-                        await completion.wait()
-                    self._collect_completions()
+                await self._settle_completions(through=target)
                 if not self._detached and self.stream.state is State.ESTABLISHED:
                     self.stream.send_nonza(sm.ack(self.sm.h_in))
                     await self._flush_or_lose()
@@ -852,9 +840,8 @@ class SessionActor:
                     break
             for item in batch:
                 match item:
-                    case m.Deliver(stanza=stanza) if self._moved_to is not None:
-                        with contextlib.suppress(ActorGone, trio.WouldBlock):
-                            self._moved_to.send_nowait(item)  # resumed on another worker
+                    case m.Deliver() if self._forwarded(item):
+                        pass
                     case m.Deliver(stanza=stanza):
                         self._stanzas_out += 1
                         self.services.stanzas_out_total += 1
@@ -910,6 +897,14 @@ class SessionActor:
             if scope.cancelled_caught:
                 # A client that stops reading is cut off rather than hold the worker's memory.
                 raise trio.BrokenResourceError("write timed out: client not reading")
+
+    def _forwarded(self, delivery: m.Deliver) -> bool:
+        """Pass a delivery on to the session on another worker that resumed this one, if any."""
+        if self._moved_to is None:
+            return False
+        with contextlib.suppress(ActorGone, trio.WouldBlock):
+            self._moved_to.send_nowait(delivery)
+        return True
 
     async def _rebind(self) -> None:
         """Register with the account's new home after a membership change (see `m.Rebind`)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, assert_never
 
@@ -161,17 +161,12 @@ class UserActor(Actor[m.UserMessage]):
             case m.Rebind():
                 self._rebind(message)
             case m.SessionLost():
-                for name, resource in list(self.resources.items()):
-                    if resource.session == message.session:
-                        log.debug("%s: %s lost (%s gone)", self.address, name, message.session.address)
-                        del self.resources[name]
-                        await self._resource_gone(name, resource)
+                await self._drop_resources(lambda resource: resource.session == message.session)
             case m.WorkersLost():
-                for name, resource in list(self.resources.items()):
-                    if resource.session.address.worker in message.workers and resource.epoch < message.epoch:
-                        log.debug("%s: %s lost with worker %s", self.address, name, resource.session.address)
-                        del self.resources[name]
-                        await self._resource_gone(name, resource)
+                await self._drop_resources(
+                    lambda resource: resource.session.address.worker in message.workers
+                    and resource.epoch < message.epoch
+                )
                 self._contacts_lost(message.workers, message.epoch)
             case m.HandOff():
                 log.debug("%s: handing off (%d resources)", self.address, len(self.resources))
@@ -187,6 +182,14 @@ class UserActor(Actor[m.UserMessage]):
                 self.stop()
             case _:
                 assert_never(message)
+
+    async def _drop_resources(self, lost: Callable[[Resource], bool]) -> None:
+        """Unbind the resources whose sessions are `lost` (gone without an `Unbind`)."""
+        for name, resource in list(self.resources.items()):
+            if lost(resource):
+                log.debug("%s: %s lost with %s", self.address, name, resource.session.address)
+                del self.resources[name]
+                await self._resource_gone(name, resource)
 
     def _epoch(self) -> int:
         mesh = self.services.mesh
