@@ -152,7 +152,7 @@ async def _run(
     link = ZmqLink(
         MASTER, master_endpoint(run_dir), {i: worker_endpoint(run_dir, i) for i in workers.values()}
     )
-    membership = MembershipAnnouncer(link, list(workers.values()), _live(supervisor, workers))
+    membership = MembershipAnnouncer(link, _live(supervisor, workers))
     node_status = NodeStatus(
         domain=config.server.domain,
         supervisor=supervisor,

@@ -7,22 +7,22 @@ watches and restarts the workers. `MembershipAnnouncer` turns what the superviso
 
 - a worker is *live* once its process has reported ready, until it exits or is killed
   (`ChildState.RUNNING` in the supervisor's statistics);
-- each change of the live set bumps the epoch (from 1) and is sent to every worker at once;
+- each change of the live set bumps the epoch (from 1) and is sent to every live worker at once
+  (not to a dead one: a frame queued for it would reach its successor late, with a stale view);
 - the current membership is sent again every `RESEND_INTERVAL` seconds, so a worker that
   (re)started after a change, or whose frames were dropped, catches up; workers ignore an epoch
   they have already seen.
 
 The supervisor exposes no change event, so the announcer polls its statistics every
-`POLL_INTERVAL` seconds (a cheap snapshot of N records). Sends never wait: a dead worker's
-outbox fills up (`trio.WouldBlock`) and its frames are dropped; the resend covers it once it is
-back.
+`POLL_INTERVAL` seconds (a cheap snapshot of N records). Sends never wait: a frame refused by a
+full outbox is dropped and counted; the resend covers it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import trio
@@ -47,26 +47,22 @@ class Link(Protocol):
 
 
 class MembershipAnnouncer:
-    """Announces the live workers of `workers` over `link` (see the module doc).
+    """Announces the live workers over `link` (see the module doc).
 
     Args:
         link: The supervisor's link, with every worker as a peer.
-        workers: The indices of all the node's workers. Only the live ones are told: a frame
-            queued for a dead worker would reach its successor late, with a stale view.
         live_workers: Returns the indices of the workers that are live now.
     """
 
     def __init__(
         self,
         link: Link,
-        workers: Sequence[int],
         live_workers: Callable[[], Iterable[int]],
         *,
         poll_interval: float = POLL_INTERVAL,
         resend_interval: float = RESEND_INTERVAL,
     ) -> None:
         self._link = link
-        self._workers = tuple(workers)
         self._live_workers = live_workers
         self._poll_interval = poll_interval
         self._resend_interval = resend_interval
@@ -94,7 +90,7 @@ class MembershipAnnouncer:
         for worker in self.live:
             try:
                 self._link.send_nowait(worker, message)
-            except (trio.WouldBlock, UnknownPeer):  # a dead worker's outbox is full; resent later
+            except (trio.WouldBlock, UnknownPeer):  # a full outbox: resent later
                 self.dropped_total += 1
             else:
                 self.sent_total += 1

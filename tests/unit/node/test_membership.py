@@ -47,7 +47,7 @@ async def test_changes_and_resends_reach_every_live_worker(run_dir: Path) -> Non
     live: list[int] = []
     workers = [ZmqLink(index, worker_endpoint(run_dir, index)) for index in (0, 1)]
     master = ZmqLink(MASTER, master_endpoint(run_dir), {i: worker_endpoint(run_dir, i) for i in (0, 1)})
-    announcer = MembershipAnnouncer(master, [0, 1], lambda: live, poll_interval=0.01, resend_interval=0.2)
+    announcer = MembershipAnnouncer(master, lambda: live, poll_interval=0.01, resend_interval=0.2)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             for link in (*workers, master):
@@ -93,7 +93,7 @@ class FullLink:
 def test_a_full_outbox_is_counted_not_raised() -> None:
     link = FullLink()
     live = [0]
-    announcer = MembershipAnnouncer(link, [0, 1], lambda: live)
+    announcer = MembershipAnnouncer(link, lambda: live)
     assert announcer.observe()
     assert not announcer.observe()  # unchanged
     announcer.announce()
