@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test check unit integration lint typecheck clean
+.PHONY: run test check unit integration lint typecheck clean xeps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ unit: $(BIN)/.installed
 
 integration: $(BIN)/.installed
 	$(BIN)/pytest tests/integration
+
+# The README's table of supported standards, from the modules' metadata (imactor/xep_table.py).
+xeps: $(BIN)/.installed
+	$(BIN)/python -m imactor.xep_table
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -122,6 +122,18 @@ def _parser() -> argparse.ArgumentParser:
     delete.set_defaults(handler=_user_del)
     listing = user.add_parser("list", parents=[common], help="list usernames")
     listing.set_defaults(handler=_user_list)
+
+    room = commands.add_parser("room", help="manage multi-user chat rooms").add_subparsers(
+        title="room commands", required=True, metavar="ACTION"
+    )
+    rooms = room.add_parser("list", parents=[common], help="list the rooms that exist")
+    rooms.add_argument("--json", action="store_true", help="one JSON object per room")
+    rooms.set_defaults(handler=_room_list)
+    destroy = room.add_parser("destroy", parents=[common], help="destroy a room (its occupants are told)")
+    destroy.add_argument("name", help="the room's name (the localpart of its JID)")
+    destroy.add_argument("--reason", default="", help="told to the occupants")
+    destroy.add_argument("--alternate", default="", metavar="JID", help="a room to go to instead")
+    destroy.set_defaults(handler=_room_destroy)
     return parser
 
 
@@ -279,6 +291,59 @@ def _user_list(args: argparse.Namespace, config_path: Path) -> int:
 
     for name in _with_storage(config, names):
         print(name)
+    return 0
+
+
+def _room_list(args: argparse.Namespace, config_path: Path) -> int:
+    import json
+
+    from imactor.storage.rooms import StoredRoom
+
+    config = load_config(config_path)
+
+    async def rooms(storage: Storage) -> list[StoredRoom]:
+        return await storage.rooms.listing()
+
+    domain = f"{config.muc.subdomain}.{config.server.domain}"
+    for room in _with_storage(config, rooms):
+        raw = room.state.get("config")
+        settings = raw if isinstance(raw, dict) else {}
+        if args.json:
+            print(json.dumps({"jid": f"{room.name}@{domain}", "name": settings.get("name", ""),
+                              "public": room.public, "persistent": room.persistent,
+                              "creator": room.creator}))  # fmt: skip
+        else:
+            kind = ("public" if room.public else "hidden") + (", persistent" if room.persistent else "")
+            print(f"{room.name}@{domain}\t{kind}\t{settings.get('name', '')}")
+    return 0
+
+
+def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
+    """Through the running server (the room's actor tells its occupants), or in the database
+    when the server is not running."""
+    from imactor.node.status import ServerNotRunning, request_command
+    from imactor.xmpp.jid import prep_localpart
+
+    config = load_config(config_path)
+    try:
+        name = prep_localpart(args.name)
+    except ValueError as exc:
+        raise CommandError(f"invalid room name {args.name!r}: {exc}") from None
+    domain = f"{config.muc.subdomain}.{config.server.domain}"
+    command = {"command": "destroy-room", "room": name, "reason": args.reason, "alternate": args.alternate}
+    try:
+        answer = request_command(config.status_socket, command)
+        destroyed = bool(answer.get("destroyed"))
+    except ServerNotRunning:
+
+        async def delete(storage: Storage) -> bool:
+            return await storage.rooms.delete(name)
+
+        destroyed = _with_storage(config, delete)
+    if not destroyed:
+        print(f"imactor: error: no room {name}@{domain}", file=sys.stderr)
+        return 1
+    print(f"destroyed {name}@{domain}")
     return 0
 
 

@@ -31,6 +31,10 @@ LogFormat = Literal["text", "json"]
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "caps", "ping", "version", "entity_time", "last", "vcard", "private", "blocking",
     "register", "roster", "presence", "offline", "keepalive", "mam",
+    "carbons", "e2e_policy", "csi", "push",
+    "pep",
+    "avatar",
+    "bookmarks",
 )  # fmt: skip
 
 
@@ -146,9 +150,45 @@ class DirectTLSListenerConfig:  # XEP-0368: TLS from the first byte
 
 
 @dataclass(frozen=True, slots=True)
+class HTTPListenerConfig:  # plain HTTP: WebSocket, BOSH and host-meta (imactor/web)
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(5280, _int(0, 65535))
+    enabled: bool = _opt(True, _bool)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPSListenerConfig:  # the same over TLS
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(5443, _int(0, 65535))
+    enabled: bool = _opt(True, _bool)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     c2s: C2SListenerConfig = _table(C2SListenerConfig)
     c2s_tls: DirectTLSListenerConfig = _table(DirectTLSListenerConfig)
+    http: HTTPListenerConfig = _table(HTTPListenerConfig)
+    https: HTTPSListenerConfig = _table(HTTPSListenerConfig)
+
+
+_url_path = _str(r"/[^\s?#]*", "a path starting with /")
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:  # the web endpoints of [listen.http] and [listen.https]
+    websocket_path: str = _opt("/xmpp-websocket", _url_path)  # RFC 7395
+    bosh_path: str = _opt("/http-bind", _url_path)  # XEP-0124/0206
+    allowed_origins: tuple[str, ...] = _opt((), _strings(r"\*|null|https?://[^\s/]+", "origins"))  # []: same
+    see_other_uri: str = _opt("", _str(r"|wss?://\S+", "a ws:// or wss:// URI"))  # RFC 7395 §3.6.2
+    max_header_size: int = _opt(16384, _int(1024))  # bytes of request line and headers
+    max_body_size: int = _opt(1048576, _int(1024))  # bytes of a request body
+    header_timeout: float = _opt(10.0, _number)  # seconds for a request's headers
+    keepalive_timeout: float = _opt(75.0, _number)  # idle seconds between requests
+    max_connections: int = _opt(1024, _int())  # open HTTP connections per worker
+    bosh_max_wait: int = _opt(60, _int())  # XEP-0124 'wait' ceiling, seconds
+    bosh_inactivity: int = _opt(60, _int())  # seconds with no request before a session ends
+    bosh_max_hold: int = _opt(1, _int())  # requests held at once
+    bosh_polling: int = _opt(2, _int(0))  # least seconds between empty requests of a poller
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +238,17 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MucConfig:  # XEP-0045 multi-user chat service
+    enabled: bool = _opt(True, _bool)
+    subdomain: str = _opt("conference", _str(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "a DNS label"))
+    max_rooms_per_user: int = _opt(100, _int())  # rooms one account may create (server admins: no limit)
+    max_occupants: int = _opt(1000, _int())  # per room, above any room's own max users
+    max_history: int = _opt(200, _int(0))  # most messages a room keeps as history
+    idle_timeout: float = _opt(300.0, _number)  # seconds before an empty room's actor stops
+    create_rooms: Literal["anyone", "admins"] = _opt("anyone", _choice("anyone", "admins"))
+
+
+@dataclass(frozen=True, slots=True)
 class StatusConfig:
     socket: Path = _opt(Path("imactor.sock"), _required_path)  # relative to data_dir
 
@@ -238,7 +289,9 @@ class Config:
     resources: ResourcesConfig = _table(ResourcesConfig)
     status: StatusConfig = _table(StatusConfig)
     supervision: SupervisionConfig = _table(SupervisionConfig)
+    muc: MucConfig = _table(MucConfig)
     log: LogConfig = _table(LogConfig)
+    http: HTTPConfig = _table(HTTPConfig)
     modules: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
     )

@@ -1,7 +1,8 @@
 """A small raw XMPP client for load: trio sockets, lxml pull parsing, SCRAM-SHA-256, STARTTLS.
 
-Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256, bind, presence,
-IQ round trips, and sending/receiving one-to-one messages. It keeps no object per stanza beyond the
+Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256 (or SCRAM-SHA-1
+when that is all the server offers: Prosody 0.12's hashed store), bind, presence, IQ round trips,
+and sending/receiving messages. It keeps no object per stanza beyond the
 lxml element and parses nothing it does not use.
 """
 
@@ -13,6 +14,7 @@ import functools
 import os
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 import trio
 from lxml import etree
@@ -28,7 +30,9 @@ HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
     "xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
 )
-MECHANISM = "SCRAM-SHA-256"
+# Preferred first. Prosody 0.12 (Debian 12) stores SCRAM-SHA-1 credentials only, so it offers no
+# SCRAM-SHA-256; imactor and ejabberd (auth_scram_hash: sha256) offer SCRAM-SHA-256.
+MECHANISMS = {"SCRAM-SHA-256": "SHA-256", "SCRAM-SHA-1": "SHA-1"}
 _CLOSED = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -43,17 +47,27 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
-@functools.lru_cache(maxsize=4096)
-def _salted(password: str, salt: bytes, iterations: int) -> bytes:
+@functools.lru_cache(maxsize=16384)
+def _salted(hash_name: str, password: str, salt: bytes, iterations: int) -> bytes:
     # RFC 5802 §5.1 lets a client cache SaltedPassword; this keeps PBKDF2 out of the generator's
     # CPU budget (the server never runs PBKDF2 at login: it stores StoredKey/ServerKey).
-    return salted_password("SHA-256", password.encode(), salt, iterations)
+    return salted_password(hash_name, password.encode(), salt, iterations)
+
+
+def choose_mechanism(features: etree._Element) -> str:
+    """The first of MECHANISMS that the stream features offer."""
+    offered = {m.text for m in features.iter(f"{{{SASL_NS}}}mechanism")}
+    for mechanism in MECHANISMS:
+        if mechanism in offered:
+            return mechanism
+    raise LoginError(f"no SCRAM mechanism offered: {sorted(m or '' for m in offered)}")
 
 
 class ScramClient:
-    """Client side of SCRAM-SHA-256 without channel binding (gs2 header "n,,")."""
+    """Client side of SCRAM-SHA-256 or SCRAM-SHA-1 without channel binding (gs2 header "n,,")."""
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str, hash_name: str = "SHA-256") -> None:
+        self.hash = hash_name
         self.password = password
         self.nonce = base64.b64encode(os.urandom(18)).decode()
         name = username.replace("=", "=3D").replace(",", "=2C")
@@ -71,12 +85,12 @@ class ScramClient:
             raise LoginError("SCRAM: server nonce does not extend ours")
         without_proof = f"c={base64.b64encode(b'n,,').decode()},r={nonce}"
         auth_message = f"{self.first_bare},{text},{without_proof}".encode()
-        salted = _salted(self.password, salt, iterations)
-        client_key = hmac_digest("SHA-256", salted, b"Client Key")
-        signature = hmac_digest("SHA-256", hash_digest("SHA-256", client_key), auth_message)
+        salted = _salted(self.hash, self.password, salt, iterations)
+        client_key = hmac_digest(self.hash, salted, b"Client Key")
+        signature = hmac_digest(self.hash, hash_digest(self.hash, client_key), auth_message)
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         self.server_signature = hmac_digest(
-            "SHA-256", hmac_digest("SHA-256", salted, b"Server Key"), auth_message
+            self.hash, hmac_digest(self.hash, salted, b"Server Key"), auth_message
         )
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
@@ -118,8 +132,15 @@ class LoadClient:
         if not data:
             self.closed = True
             return False
-        self.parser.feed(data)
+        self.feed(data)
+        return True
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Parse received bytes; complete top-level elements go to `elements`."""
+        self.parser.feed(cast(bytes, data))  # an SSLStream hands out bytearray, which lxml takes
         for event, element in self.parser.read_events():
+            if not isinstance(element, etree._Element):  # only ("start", "end") events: never
+                continue
             if event == "start":
                 self.depth += 1
             else:
@@ -131,7 +152,6 @@ class LoadClient:
                         parent.remove(element)
                 elif self.depth == 0:
                     self.closed = True
-        return True
 
     async def next_element(self, match: Callable[[etree._Element], bool] | None = None) -> etree._Element:
         while True:
@@ -162,10 +182,10 @@ class LoadClient:
         self.stream = tls
         return await self.open_stream()
 
-    async def authenticate(self, username: str, password: str) -> None:
-        scram = ScramClient(username, password)
+    async def authenticate(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
+        scram = ScramClient(username, password, MECHANISMS[mechanism])
         first = base64.b64encode(scram.first()).decode()
-        await self.send(f"<auth xmlns='{SASL_NS}' mechanism='{MECHANISM}'>{first}</auth>")
+        await self.send(f"<auth xmlns='{SASL_NS}' mechanism='{mechanism}'>{first}</auth>")
         challenge = await self.next_element()
         if challenge.tag != f"{{{SASL_NS}}}challenge":
             raise LoginError(f"SASL: {etree.tostring(challenge)[:200]!r}")
@@ -194,8 +214,8 @@ class LoadClient:
         if context is not None:
             if features.find(f"{{{TLS_NS}}}starttls") is None:
                 raise LoginError("server does not offer STARTTLS")
-            await self.starttls(context)
-        await self.authenticate(username, password)
+            features = await self.starttls(context)
+        await self.authenticate(username, password, choose_mechanism(features))
         await self.open_stream()
         jid = await self.bind(resource)
         await self.send("<presence/>")
@@ -210,7 +230,7 @@ class LoadClient:
     async def aclose(self, graceful: bool = True) -> None:
         with trio.move_on_after(2):
             if graceful and not self.closed:
-                with contextlib.suppress(_CLOSED):
+                with contextlib.suppress(*_CLOSED):
                     await self.send("</stream:stream>")
-            with contextlib.suppress(_CLOSED):
+            with contextlib.suppress(*_CLOSED):
                 await self.stream.aclose()

@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,12 +56,19 @@ class Options:
     p99_limit_ms: float = 100.0  # chat: a step passes with p99 under this and nothing lost
     drain: float = 2.0  # chat: seconds to wait for the last messages of a step
     settle: float = 1.0  # idle: seconds between the last login and the RSS sample
+    occupants: int = 100  # muc: accounts in the room
+    senders: int = 10  # muc: how many of the occupants send (bench0..)
+    room: str = ""  # muc: the room's bare JID ("" → bench-room@conference.<domain>)
+    warmup: float = 0.0  # chat, muc: seconds at the first rate before the steps, not judged
+    muc_reader: str = "epoll"  # muc: "epoll" (one reader thread for non-senders) or "trio"
 
     def accounts_needed(self) -> int:
         if self.scenario == "login":
             return self.processes * self.concurrency
         if self.scenario == "idle":
             return self.sessions
+        if self.scenario == "muc":
+            return self.occupants
         return 2 * self.pairs
 
 
@@ -74,6 +81,7 @@ class Driver:
         self.options = options
         self.target = target
         self.users = list(users)
+        self.room = options.room or f"bench-room@conference.{target.domain}"
         self.conns: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
 
@@ -88,9 +96,14 @@ class Driver:
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
-        for share in self._shares():
+        for k, share in enumerate(self._shares()):
             spec = {"scenario": self.options.scenario, "host": self.target.host, "port": self.target.port,
                     "domain": self.target.domain, "tls": self.options.tls, "users": share}  # fmt: skip
+            if self.options.scenario == "muc":  # _shares deals accounts round-robin: k, k + n, ...
+                indices = list(range(k, len(self.users), self.options.processes))
+                senders = list(range(min(self.options.senders, len(self.users))))
+                spec |= {"room": self.room, "indices": indices, "senders": senders,
+                         "reader": self.options.muc_reader}  # fmt: skip
             parent, child = context.Pipe()
             proc = context.Process(target=worker_main, args=(child, spec), daemon=True)
             proc.start()
@@ -205,17 +218,32 @@ class Driver:
         self.command("close")
         return result
 
+    def _stepped(self, one_step: Callable[[int, float, float], dict[str, Any]]) -> dict[str, Any]:
+        """The steps of `--rates` (after the warm-up, if any) until the first failing one:
+        `one_step(step_id, rate, duration)` runs one and returns it with its "passed"."""
+        result: dict[str, Any] = {}
+        if self.options.warmup > 0:  # not a step: first messages load per-user state everywhere
+            result["warmup"] = one_step(0, self.options.rates[0], self.options.warmup)
+        steps: list[dict[str, Any]] = []
+        best = None
+        for step_id, rate in enumerate(self.options.rates, start=1):
+            step = one_step(step_id, rate, self.options.duration)
+            steps.append(step)
+            if not step["passed"]:
+                break
+            best = step
+        return result | {"steps": steps, "best": best}
+
     def run_chat(self) -> dict[str, Any]:
         answers = self.command("connect", concurrency=self.options.concurrency)
         users_per_process = [a["connected"] for a in answers]
         total_users = sum(users_per_process)
         if total_users != len(self.users):
             raise GeneratorError(f"only {total_users} of {len(self.users)} chat users logged in")
-        steps: list[dict[str, Any]] = []
-        best = None
-        for step_id, rate in enumerate(self.options.rates, start=1):
+
+        def one_step(step_id: int, rate: float, duration: float) -> dict[str, Any]:
             per_process = [{"step_id": step_id, "rate": rate * n / total_users,
-                            "duration": self.options.duration, "drain": self.options.drain}
+                            "duration": duration, "drain": self.options.drain}
                            for n in users_per_process]  # fmt: skip
             started = time.monotonic()
             answers, cpu = self.measured("step", per_process)
@@ -225,7 +253,7 @@ class Driver:
             latencies = [x for a in answers for x in a["latencies"]]
             lossy = [p for a in answers for p in a["pairs"] if p["sent"] != p["received"]]
             step = {"step": step_id, "target_rate": rate,
-                    "achieved_rate": round(sent / self.options.duration, 1), "sent": sent,
+                    "achieved_rate": round(sent / duration, 1), "sent": sent,
                     "received": received, "lost": sent - received, "lossy_pairs": lossy[:10],
                     "duplicates": sum(a["duplicates"] for a in answers),
                     "late": sum(a["late"] for a in answers), **latency_summary(latencies),
@@ -233,13 +261,62 @@ class Driver:
             step["passed"] = bool(sent and sent == received and step["p99_ms"] is not None
                                   and step["p99_ms"] < self.options.p99_limit_ms
                                   and step["achieved_rate"] >= 0.95 * rate)  # fmt: skip
-            steps.append(step)
-            if not step["passed"]:
-                break
-            best = step
+            return step
+
+        stepped = self._stepped(one_step)
         self.command("close")
         return {"pairs": len(self.users) // 2, "step_seconds": self.options.duration,
-                "p99_limit_ms": self.options.p99_limit_ms, "steps": steps, "best": best}  # fmt: skip
+                "p99_limit_ms": self.options.p99_limit_ms, **stepped}  # fmt: skip
+
+    def run_muc(self) -> dict[str, Any]:
+        answers = self.command("connect", concurrency=self.options.concurrency)
+        occupants = sum(a["connected"] for a in answers)
+        if occupants != len(self.users):
+            raise GeneratorError(f"only {occupants} of {len(self.users)} occupants logged in")
+        # The creator (bench0, in process 0) alone first: it configures the new room.
+        self.command("join", concurrency=1, only=[0])
+        joined = sum(a["joined"] for a in self.command("join", concurrency=self.options.concurrency))
+        if joined != occupants:
+            raise GeneratorError(f"only {joined} of {occupants} occupants joined {self.room}")
+        senders = min(self.options.senders, occupants)
+
+        def one_step(step_id: int, rate: float, duration: float) -> dict[str, Any]:
+            started = time.monotonic()
+            server0, gen0 = self.samples()
+            sent_answers = self.command("send", step_id=step_id, per_sender_rate=rate / senders,
+                                        duration=duration)  # fmt: skip
+            sent = sum(n for a in sent_answers for n in a["sent"].values())
+            answers = self.command("collect", expected=sent, drain=self.options.drain)
+            server1, gen1 = self.samples()
+            elapsed = time.monotonic() - started
+            cpu = {"generator": procstat.usage(gen0, gen1) | {"processes": gen1.processes},
+                   "server": None if server0 is None or server1 is None
+                   else procstat.usage(server0, server1) | {"processes": server1.processes}}  # fmt: skip
+            received = sum(a["received"] for a in answers)
+            latencies = [x for a in answers for x in a["latencies"]]
+            short = [o for a in answers for o in a["occupants"] if o["received"] != sent]
+            expected = sent * occupants
+            step = {"step": step_id, "target_rate": rate, "target_deliveries_per_second": rate * occupants,
+                    "achieved_rate": round(sent / duration, 1),
+                    "deliveries_per_second": round(received / duration, 1),
+                    "sent": sent, "expected_deliveries": expected, "received": received,
+                    "lost": expected - received, "short_occupants": short[:10],
+                    "duplicates": sum(a["duplicates"] for a in answers),
+                    "late": sum(a["late"] for a in answers),
+                    "message_errors": sum(a["message_errors"] for a in answers),
+                    "errors": [e for a in answers for e in a["errors"]][:10],
+                    **latency_summary(latencies), "seconds": round(elapsed, 3), "cpu": cpu}  # fmt: skip
+            step["passed"] = bool(sent and received == expected and not step["message_errors"]
+                                  and step["p99_ms"] is not None
+                                  and step["p99_ms"] < self.options.p99_limit_ms
+                                  and step["achieved_rate"] >= 0.95 * rate)  # fmt: skip
+            return step
+
+        stepped = self._stepped(one_step)
+        self.command("close")
+        return {"room": self.room, "occupants": occupants, "senders": senders,
+                "step_seconds": self.options.duration, "p99_limit_ms": self.options.p99_limit_ms,
+                **stepped}  # fmt: skip
 
 
 def machine() -> dict[str, Any]:

@@ -19,6 +19,7 @@ import trio
 from lxml import etree
 
 from bench.loadgen.client import CLIENT_NS, LoadClient, LoginError, tls_context
+from bench.loadgen.epollread import EpollReader
 
 MESSAGE_TAG = f"{{{CLIENT_NS}}}message"
 IQ_TAG = f"{{{CLIENT_NS}}}iq"
@@ -34,7 +35,7 @@ class Scenario:
         self.port: int = spec["port"]
         self.domain: str = spec["domain"]
         self.context: ssl.SSLContext | None = tls_context() if spec["tls"] else None
-        self.users: list[tuple[str, str]] = [tuple(u) for u in spec["users"]]  # type: ignore[misc]
+        self.users: list[tuple[str, str]] = [(u[0], u[1]) for u in spec["users"]]
         self.errors: list[str] = []
         self.clients: list[LoadClient] = []
 
@@ -247,7 +248,187 @@ class Chat(Scenario):
                 "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
 
 
-SCENARIOS: dict[str, type[Scenario]] = {"login": Login, "idle": Idle, "chat": Chat}
+MUC_NS = "http://jabber.org/protocol/muc"
+MUC_USER_NS = f"{MUC_NS}#user"
+MUC_OWNER_NS = f"{MUC_NS}#owner"
+PRESENCE_TAG = f"{{{CLIENT_NS}}}presence"
+
+
+class Muc(Scenario):
+    """One room, every account of this process an occupant (nick = account name); the senders
+    among them send numbered, timestamped groupchat messages; every occupant counts what the
+    room delivers to it (a sender too: the room reflects its message, XEP-0045 §7.4).
+
+    Body: "<step> <sender's global index> <seq> <send time, monotonic ns>". Latency crosses
+    generator processes: CLOCK_MONOTONIC is one clock for the whole machine on Linux.
+    Commands: connect, join (the room's creator first, alone), send, collect (the driver sums
+    what every process sent, so each occupant knows how many deliveries to wait for).
+    """
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        self.room: str = spec["room"]
+        self.indices: list[int] = spec["indices"]  # global index of each account of this process
+        self.senders: set[int] = set(spec["senders"])
+        self.step_id = -1
+        self.received: list[int] = []
+        self.last_seq: list[dict[int, int]] = []
+        self.latencies: list[float] = []
+        self.late = self.duplicates = 0
+        self.message_errors = 0
+        self.joined = [False] * len(self.users)
+        # "epoll": occupants that never send are read by one EpollReader thread (epollread.py);
+        # "trio": every occupant by its own trio task, like the other scenarios.
+        self.reader = EpollReader() if spec.get("reader", "epoll") == "epoll" else None
+
+    def on_message(self, local: int, element: etree._Element) -> None:
+        # Runs on the trio thread (senders) and on the EpollReader's (the others): each occupant's
+        # own counters are touched by one thread only; the shared ones are appends (atomic under
+        # the GIL) or diagnostics (late, duplicates: a rare lost increment does not matter;
+        # message_errors only needs to stay non-zero, which a lost increment cannot undo).
+        if element.get("type") == "error":
+            self.message_errors += 1
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(etree.tostring(element)[:300].decode(errors="replace"))
+            return
+        if not (element.get("from") or "").startswith(self.room + "/"):
+            return
+        body = element.findtext(f"{{{CLIENT_NS}}}body")
+        if not body:  # the subject, sent on join
+            return
+        now = time.monotonic_ns()
+        try:
+            step, sender, seq, sent_ns = (int(x) for x in body.split())
+        except ValueError:
+            return
+        if step != self.step_id:
+            self.late += 1
+            return
+        if seq <= self.last_seq[local].get(sender, 0):
+            self.duplicates += 1
+            return
+        self.last_seq[local][sender] = seq
+        self.received[local] += 1
+        self.latencies.append((now - sent_ns) / 1e9)
+
+    async def connect(self, concurrency: int) -> dict[str, Any]:
+        limiter = trio.CapacityLimiter(concurrency)
+        clients: list[LoadClient | None] = [None] * len(self.users)
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            async with limiter:
+                with trio.fail_after(60):
+                    clients[index] = await self.open(user, "muc")
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        self.clients = [c for c in clients if c is not None]
+        self.received = [0] * len(self.clients)
+        self.last_seq = [{} for _ in self.clients]
+        return {"connected": len(self.clients)}
+
+    async def _join(self, local: int) -> None:
+        """Enter the room; when it was just created (status 201), make it an instant room
+        (XEP-0045 §10.1.2: submit an empty form) so that it unlocks for the others."""
+        client = self.clients[local]
+        nick = f"{self.room}/{self.users[local][0]}"
+        history = "<history maxstanzas='0'/>"  # no backlog: it would count as late deliveries
+        await client.send(f"<presence to='{nick}'><x xmlns='{MUC_NS}'>{history}</x></presence>")
+
+        def own_presence(element: etree._Element) -> bool:
+            return element.tag == PRESENCE_TAG and element.get("from") == nick
+
+        presence = await client.next_element(own_presence)
+        if presence.get("type") == "error":
+            raise LoginError(f"join {nick}: {etree.tostring(presence)[:300]!r}")
+        codes = {s.get("code") for s in presence.iter(f"{{{MUC_USER_NS}}}status")}
+        if "201" in codes:
+            await client.send(f"<iq type='set' to='{self.room}' id='cfg1'><query xmlns='{MUC_OWNER_NS}'>"
+                              "<x xmlns='jabber:x:data' type='submit'/></query></iq>")  # fmt: skip
+            reply = await client.next_element(lambda e: e.tag == IQ_TAG and e.get("id") == "cfg1")
+            if reply.get("type") != "result":
+                raise LoginError(f"instant room: {etree.tostring(reply)[:300]!r}")
+        self.joined[local] = True
+        # From now on its reader runs (counting only messages of the current step).
+        if self.reader is not None and self.indices[local] not in self.senders:
+            self.reader.add(client, lambda e: self.on_message(local, e))
+        else:
+            self.nursery.start_soon(_drain, client, lambda e: self.on_message(local, e))
+
+    async def join(self, concurrency: int, only: list[int] | None = None) -> dict[str, Any]:
+        """Join the occupants not yet joined (or only those with a global index in `only`)."""
+        limiter = trio.CapacityLimiter(concurrency)
+        wanted = [local for local, index in enumerate(self.indices)
+                  if not self.joined[local] and (only is None or index in only)]  # fmt: skip
+
+        async def one(local: int) -> None:
+            async with limiter:
+                with trio.fail_after(60):
+                    await self._join(local)
+
+        async with trio.open_nursery() as nursery:
+            for local in wanted:
+                nursery.start_soon(one, local)
+        return {"joined": sum(self.joined)}
+
+    async def send(self, step_id: int, per_sender_rate: float, duration: float) -> dict[str, Any]:
+        """Each local sender sends to the room at `per_sender_rate` for `duration` s."""
+        self.step_id = step_id
+        count = len(self.clients)
+        self.received = [0] * count
+        self.last_seq = [{} for _ in range(count)]
+        self.latencies = []
+        self.late = self.duplicates = self.message_errors = 0
+        self.errors = []
+        sent: dict[int, int] = {}
+        start = trio.current_time() + 0.05
+        end = start + duration
+        interval = 1.0 / per_sender_rate
+
+        async def sender(local: int) -> None:
+            client, index = self.clients[local], self.indices[local]
+            due = start + random.random() * interval
+            seq = 0
+            while due < end:
+                await trio.sleep_until(due)
+                seq += 1
+                body = f"{step_id} {index} {seq} {time.monotonic_ns()}"
+                try:
+                    await client.send(f"<message to='{self.room}' type='groupchat' id='g{seq}'>"
+                                      f"<body>{body}</body></message>")  # fmt: skip
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                sent[index] = seq
+                due += interval
+
+        async with trio.open_nursery() as nursery:
+            for local, index in enumerate(self.indices):
+                if index in self.senders:
+                    nursery.start_soon(sender, local)
+        return {"sent": sent}
+
+    async def collect(self, expected: int, drain: float) -> dict[str, Any]:
+        """Wait up to `drain` s until every local occupant has `expected` deliveries; report."""
+        with trio.move_on_after(drain):
+            while any(r < expected for r in self.received):  # noqa: ASYNC110 (a counter poll)
+                await trio.sleep(0.02)
+        received, latencies = list(self.received), self.latencies
+        self.step_id = -1
+        occupants = [{"user": self.users[local][0], "received": count}
+                     for local, count in enumerate(received)]  # fmt: skip
+        return {"received": sum(received), "occupants": occupants, "latencies": latencies,
+                "duplicates": self.duplicates, "late": self.late, "message_errors": self.message_errors,
+                "errors": self.errors, "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
+
+    async def close(self) -> dict[str, Any]:
+        if self.reader is not None:  # hand the connections back to trio for the close
+            self.reader.stop()
+            self.reader = None
+        return await super().close()
+
+
+SCENARIOS: dict[str, type[Scenario]] = {"login": Login, "idle": Idle, "chat": Chat, "muc": Muc}
 
 
 async def serve(conn: Connection, spec: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """XEP-0030: Service Discovery.
 
 The server answers disco#info with its identity (server/im) and the features of every enabled
-module, and disco#items with its services (none until MUC and upload exist). An account's bare
+module, and disco#items with its services (the multi-user chat service, when enabled). An account's bare
 JID answers disco#info for the account (identity account/registered, and the modules'
 `account_features`) to its owner and to contacts with a presence subscription. Option
 `extra_items`: list of JIDs to add to disco#items.
@@ -53,7 +53,7 @@ async def server_items(ctx: IqContext) -> st.Element:
         raise StanzaError("item-not-found")
     reply = st.iq_result(ctx.stanza)
     query = st.child(reply, NS_DISCO_ITEMS, "query")
-    for jid in ctx.options.extra_items:
+    for jid in (*ctx.server.service_items(), *ctx.options.extra_items):
         st.child(query, NS_DISCO_ITEMS, "item").set("jid", jid)
     return reply
 
@@ -69,6 +69,13 @@ async def account_info(ctx: IqContext) -> st.Element:
     identity = st.child(query, NS_DISCO_INFO, "identity")
     identity.set("category", "account")
     identity.set("type", "registered")
+    for enabled in ctx.server.modules():  # e.g. XEP-0163 §6.1: pubsub/pep
+        for category, kind, name in enabled.account_identities:
+            extra = st.child(query, NS_DISCO_INFO, "identity")
+            extra.set("category", category)
+            extra.set("type", kind)
+            if name:
+                extra.set("name", name)
     features = {NS_DISCO_INFO}
     for enabled in ctx.server.modules():
         features.update(enabled.account_features)
@@ -79,8 +86,28 @@ async def account_info(ctx: IqContext) -> st.Element:
 
 @module.iq("get", NS_DISCO_ITEMS, "query", scope=Scope.ACCOUNT)
 async def account_items(ctx: IqContext) -> st.Element:
-    if not ctx.is_self:
+    node = ctx.payload.get("node")
+    found: list[tuple[str, str | None, str | None]] = []
+    known = False
+    for enabled in ctx.server.modules():  # e.g. PEP nodes and their items (XEP-0060 §5.2, §5.5)
+        if enabled.account_items is not None:
+            listed = await enabled.account_items(ctx, node)
+            if listed is not None:
+                known = True
+                found.extend(listed)
+    if node is not None and not known:
+        raise StanzaError("item-not-found")
+    if not ctx.is_self and not found:
         raise StanzaError("service-unavailable")
     reply = st.iq_result(ctx.stanza)
-    st.child(reply, NS_DISCO_ITEMS, "query")
+    query = st.child(reply, NS_DISCO_ITEMS, "query")
+    if node is not None:
+        query.set("node", node)
+    for jid, item_node, name in found:
+        item = st.child(query, NS_DISCO_ITEMS, "item")
+        item.set("jid", jid)
+        if item_node is not None:
+            item.set("node", item_node)
+        if name is not None:
+            item.set("name", name)
     return reply

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from imactor.server.modules import (
@@ -47,6 +48,7 @@ from imactor.storage import (
     ArchiveEntry,
     ArchiveFilter,
     ArchiveItemNotFound,
+    ArchivePage,
     ArchivePrefs,
     StorageError,
 )
@@ -79,9 +81,9 @@ class Options:
 
 module = Module(
     name="mam", summary="Message Archive Management",
-    xeps=(Xep("0313", "1.1.3", "partial: one-to-one chat archives, no MUC/pubsub archives, no 'ids' field"),
+    xeps=(Xep("0313", "1.1.3", "partial: chat and room archives, no pubsub archives, no 'ids' field"),
           Xep("0359", "0.7.0", "complete"), Xep("0059", "1.0", "partial: MAM paging, no <index/> requests")),
-    features=(NS_SID,), account_features=(NS_MAM, NS_MAM_EXTENDED), options=Options,
+    features=(NS_SID, NS_RSM), account_features=(NS_MAM, NS_MAM_EXTENDED), options=Options,
 )  # fmt: skip
 
 
@@ -143,8 +145,13 @@ def _strip_our_stanza_ids(element: st.Element, domain: str) -> None:
 async def query_form(ctx: IqContext) -> st.Element:
     """§4.1.5: the form fields a query may use."""
     _own(ctx)
-    reply = st.iq_result(ctx.stanza)
-    reply.set("to", str(ctx.from_jid))
+    return query_form_reply(ctx.stanza, ctx.from_jid)
+
+
+def query_form_reply(request: st.Element, requester: JID) -> st.Element:
+    """§4.1.5: the form fields a query of an archive (an account's or a room's) may use."""
+    reply = st.iq_result(request)
+    reply.set("to", str(requester))
     form = st.child(st.child(reply, NS_MAM, "query"), NS_DATA_FORMS, "x")
     form.set("type", "form")
     form_type = _field(form, "FORM_TYPE", "hidden")
@@ -160,19 +167,44 @@ async def query_form(ctx: IqContext) -> st.Element:
 @module.iq("set", NS_MAM, "query", scope=Scope.ACCOUNT)
 async def query(ctx: IqContext) -> st.Element:
     account = _own(ctx)
-    payload = ctx.payload
-    where = _filter(payload)
-    after, before, backwards, limit = _paging(payload, ctx.options.max_page_size)
-    try:
-        page = await ctx.storage.archive.query(
+    resource = ctx.from_jid.resourcepart or ""
+
+    async def fetch(where: ArchiveFilter, after: str | None, before: str | None, backwards: bool,
+                    limit: int) -> ArchivePage:  # fmt: skip
+        return await ctx.storage.archive.query(
             account.username, where, after=after, before=before, backwards=backwards, limit=limit
         )
+
+    async def send(message: st.Element) -> None:
+        account.send_to_resource(resource, message)
+
+    return await answer_query(ctx.stanza, ctx.from_jid, account.jid, fetch, send, ctx.options.max_page_size)
+
+
+#: Reads one page: (filter, after, before, backwards, limit) → the page.
+PageFetch = Callable[[ArchiveFilter, str | None, str | None, bool, int], Awaitable[ArchivePage]]
+
+
+async def answer_query(
+    request: st.Element, requester: JID, archive: JID, fetch: PageFetch,
+    send: Callable[[st.Element], Awaitable[None]], max_page_size: int,
+) -> st.Element:  # fmt: skip
+    """XEP-0313 §4: one query of the archive of `archive` (an account's or a room's bare JID):
+    each result is `send` as a message to `requester`; the returned IQ result ends the query.
+
+    Raises:
+        StanzaError: a malformed query (`bad-request`), or an unknown id (`item-not-found`).
+    """
+    payload = request[0]
+    where = _filter(payload)
+    after, before, backwards, limit = _paging(payload, max_page_size)
+    try:
+        page = await fetch(where, after, before, backwards, limit)
     except ArchiveItemNotFound as exc:
         raise StanzaError("item-not-found", f"no archived message {exc.args[0]!r}") from exc
-    resource = ctx.from_jid.resourcepart or ""
     query_id = payload.get("queryid")
     for item in page.items:
-        message = st.make("message", to=ctx.from_jid, from_=account.jid, id_=secrets.token_hex(8))
+        message = st.make("message", to=requester, from_=archive, id_=secrets.token_hex(8))
         result = st.child(message, NS_MAM, "result")
         if query_id is not None:
             result.set("queryid", query_id)
@@ -180,9 +212,9 @@ async def query(ctx: IqContext) -> st.Element:
         forwarded = st.child(result, NS_FORWARD, "forwarded")
         st.child(forwarded, NS_DELAY, "delay").set("stamp", _stamp(item.timestamp))
         forwarded.append(st.parse(item.stanza))
-        account.send_to_resource(resource, message)
-    reply = st.iq_result(ctx.stanza)
-    reply.set("to", str(ctx.from_jid))
+        await send(message)
+    reply = st.iq_result(request)
+    reply.set("to", str(requester))
     fin = st.child(reply, NS_MAM, "fin")
     if page.complete:
         fin.set("complete", "true")

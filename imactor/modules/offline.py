@@ -10,7 +10,7 @@ The limit per account is `[limits] max_offline_messages`; past it the sender get
 from __future__ import annotations
 
 from imactor.server.modules import Module, Xep
-from imactor.xmpp.namespaces import NS_OFFLINE
+from imactor.xmpp.namespaces import NS_DELAY, NS_OFFLINE
 
 module = Module(name="offline", summary="Offline messages", xeps=(Xep("0160", "1.0.1", "complete"),
-                Xep("0203", "2.0", "complete")), features=(NS_OFFLINE,))  # fmt: skip
+                Xep("0203", "2.0", "complete")), features=(NS_OFFLINE, NS_DELAY))  # fmt: skip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from imactor.modules import bookmarks
 from imactor.server.modules import IqContext, Module, Scope, Xep
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
@@ -48,6 +49,9 @@ async def private_set(ctx: IqContext) -> st.Element:
     if len(data) > ctx.options.max_bytes:
         raise StanzaError("not-acceptable", "private data too large")
     await ctx.storage.private.set(username, _key(fragment), data)
+    if _key(fragment) == bookmarks.PRIVATE_KEY and bookmarks.enabled(list(ctx.server.modules())):
+        assert ctx.account is not None
+        await bookmarks.legacy_stored(ctx.account, ctx.storage, fragment)  # XEP-0402 §5.3
     reply = st.iq_result(ctx.stanza)
     reply.set("to", str(ctx.from_jid))
     return reply

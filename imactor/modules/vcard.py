@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from imactor.modules import avatar
 from imactor.server.modules import IqContext, Module, Scope, Xep
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
@@ -46,6 +47,8 @@ async def vcard_set(ctx: IqContext) -> st.Element:
     if len(data) > ctx.options.max_bytes:
         raise StanzaError("not-acceptable", "vCard too large")
     await ctx.storage.vcards.set(ctx.account.username, data)
+    if avatar.enabled(list(ctx.server.modules())):
+        await avatar.vcard_stored(ctx.account, ctx.storage, ctx.payload)  # XEP-0398 §4
     reply = st.iq_result(ctx.stanza)
     reply.set("to", str(ctx.from_jid))
     return reply

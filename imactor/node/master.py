@@ -12,7 +12,7 @@ listening sockets go to every worker as inherited descriptors, and stay open her
 the node runs, so a connection that arrives while a worker restarts waits in the backlog for
 another. Once all workers are ready, one line on stdout announces the ports::
 
-    {"event": "listening", "c2s": 5222, "c2s_tls": 5223}
+    {"event": "listening", "c2s": 5222, "c2s_tls": 5223, "http": 5280, "https": 5443}
 
 Signals: SIGTERM or SIGINT stop the workers one at a time in reverse order (SIGTERM each; each
 ends its streams with ``system-shutdown`` and exits 0; SIGKILL after `WORKER_SHUTDOWN` seconds),
@@ -161,7 +161,8 @@ async def _run(
         membership=membership,
     )
     status = StatusServer(
-        config.status_socket, [], domain=config.server.domain, document=node_status.document
+        config.status_socket, [], domain=config.server.domain, document=node_status.document,
+        commands=node_status.commands(),
     )
     await status.bind()  # here: a path another server answers on fails the start, not a child
     outcome = _Outcome()
@@ -249,6 +250,9 @@ async def _bound_listeners(config: Config) -> AsyncIterator[dict[str, list[trio.
         if config.listen.c2s_tls.enabled:
             direct = config.listen.c2s_tls
             listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+        for name, web in (("http", config.listen.http), ("https", config.listen.https)):
+            if web.enabled:  # WebSocket, BOSH and host-meta (imactor/web)
+                listeners[name] = await open_listeners(web.host, web.port)
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

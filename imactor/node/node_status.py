@@ -21,10 +21,19 @@ from typing import Any
 import trio
 
 import imactor
+from imactor.cluster.placement import Membership
 from imactor.node.membership import MembershipAnnouncer
 from imactor.node.proctitle import SUPERVISOR_TITLE, worker_title
 from imactor.node.rundir import worker_status_path
-from imactor.node.status import StatusUnavailable, empty_worker_entry, fetch_status, rss_bytes, sum_workers
+from imactor.node.status import (
+    CommandHandler,
+    StatusUnavailable,
+    empty_worker_entry,
+    fetch_command,
+    fetch_status,
+    rss_bytes,
+    sum_workers,
+)
 from supervisors import ChildState, ProcessChildStatistics, ProcessSupervisor
 
 #: Seconds a worker has to answer the supervisor's status request.
@@ -60,6 +69,25 @@ class NodeStatus:
         self._run_dir = run_dir
         self._membership = membership
         self._worker_timeout = worker_timeout
+
+    def commands(self) -> dict[str, CommandHandler]:
+        """Administrative commands, forwarded to the worker that owns their object: a room's
+        commands to the room's home worker under the announced membership."""
+
+        async def to_room_home(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            room = arguments.get("room")
+            live = self._membership.live
+            if not isinstance(room, str) or not room:
+                return {"error": "a room command needs a room name"}
+            if not live:
+                return {"error": "no worker is running"}
+            index = Membership(self._membership.epoch, tuple(live)).home("room", room)
+            try:
+                return await fetch_command(worker_status_path(self._run_dir, index), arguments)
+            except StatusUnavailable as exc:
+                return {"error": str(exc)}
+
+        return {"destroy-room": to_room_home}
 
     async def document(self) -> dict[str, Any]:
         stats = self._supervisor.statistics()

@@ -5,6 +5,11 @@ at ``[status] socket`` (mode 0600: only the server's user, and root, may connect
 ``status``, and gets one JSON object and a newline; then the server closes. Any other line gets
 ``{"error": ...}``; a client that sends no line within `REQUEST_TIMEOUT` is closed.
 
+Administrative commands use the same socket: the line is a JSON object ``{"command": NAME, ...}``
+(at most `MAX_COMMAND` bytes) and the answer is the JSON object the command's handler returns.
+The server that owns the socket registers the handlers (`commands`); this module only carries
+them (the worker destroys a room with ``destroy-room``, say; see `imactor.server.admin`).
+
 The document::
 
     node     domain, version, pid, started_at (Unix time), uptime (seconds)
@@ -56,6 +61,13 @@ REQUEST = b"status"
 REQUEST_TIMEOUT = 5.0
 #: Longest request line, in bytes.
 MAX_REQUEST = 64
+#: Longest command line, in bytes.
+MAX_COMMAND = 4096
+#: Seconds a command may take (a room's actor answering, say) before the client is told so.
+COMMAND_TIMEOUT = 10.0
+
+#: Answers one administrative command: its JSON arguments → the JSON answer.
+CommandHandler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 #: Connections answered at once; more are closed at once (the socket is local and 0600, so this
 #: only bounds a runaway monitoring script).
 MAX_CLIENTS = 16
@@ -120,6 +132,10 @@ class StatusUnavailable(Exception):
     """`request_status` got no document: no server, or a broken answer. The message says which."""
 
 
+class ServerNotRunning(StatusUnavailable):
+    """Nothing listens on the socket: the server is not running (or uses another path)."""
+
+
 class RateMeter:
     """Per-second rates of two counters over a sliding window of samples. The caller's clock."""
 
@@ -165,6 +181,7 @@ class StatusServer:
         started_at: float | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         document: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
+        commands: Mapping[str, CommandHandler] | None = None,
     ) -> None:
         self.path = path
         self.domain = domain
@@ -173,6 +190,7 @@ class StatusServer:
         # The node supervisor answers with a document it assembles from its workers' sockets;
         # a worker answers with `snapshot` of its own sources.
         self._document = document
+        self._commands = dict(commands or {})
         self._sources = list(sources)
         self._meters = [RateMeter() for _ in self._sources]
         self._listener: trio.SocketListener | None = None
@@ -267,6 +285,8 @@ class StatusServer:
 
     async def _reply(self, line: bytes) -> bytes:
         request = line.strip()
+        if request.startswith(b"{"):
+            return await self._command(request)
         if request != REQUEST:
             shown = request[:MAX_REQUEST].decode("utf-8", "replace")
             return _encode({"error": f"unknown request {shown!r}: send 'status'"})
@@ -278,12 +298,35 @@ class StatusServer:
         return _encode(document)
 
 
+    async def _command(self, request: bytes) -> bytes:
+        try:
+            arguments = json.loads(request)
+        except ValueError:
+            return _encode({"error": "a command is one JSON object on one line"})
+        name = arguments.get("command") if isinstance(arguments, dict) else None
+        handler = self._commands.get(name) if isinstance(name, str) else None
+        if handler is None:
+            return _encode({"error": f"unknown command {name!r}"})
+        try:
+            with trio.fail_after(COMMAND_TIMEOUT):
+                return _encode(await handler(arguments))
+        except trio.TooSlowError:
+            return _encode({"error": f"{name}: no answer within {COMMAND_TIMEOUT:g} s"})
+        except Exception:  # a protocol boundary, as for the snapshot
+            log.exception("command %s failed", name)
+            return _encode({"error": f"{name}: internal error (see the server log)"})
+
+
 def request_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
     """Ask the server listening at `path` for its status document (blocking; for the CLI).
 
     Raises:
         StatusUnavailable: Nothing answers at `path`, or the answer is not a status document.
     """
+    return _exchange(path, REQUEST, timeout)
+
+
+def _exchange(path: Path, line: bytes, timeout: float) -> dict[str, Any]:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -292,14 +335,33 @@ def request_status(path: Path, timeout: float = 10.0) -> dict[str, Any]:
                     sock.connect(address)
             except OSError as exc:
                 reason = exc.strerror or str(exc) or type(exc).__name__
-                raise StatusUnavailable(f"cannot reach {path}: {reason} — is the server running?") from None
-            sock.sendall(REQUEST + b"\n")
+                raise ServerNotRunning(f"cannot reach {path}: {reason} — is the server running?") from None
+            sock.sendall(line + b"\n")
             answer = b"".join(iter(lambda: sock.recv(65536), b""))
     except TimeoutError:
         raise StatusUnavailable(f"{path}: no answer within {timeout:g} s") from None
     except OSError as exc:
         raise StatusUnavailable(f"{path}: {exc.strerror or exc}") from None
     return _parse_answer(path, answer)
+
+
+def request_command(path: Path, command: Mapping[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+    """Send one administrative command (see the module doc) and return the answer (blocking).
+
+    Raises:
+        StatusUnavailable: Nothing answers at `path`, or the answer is not a JSON object.
+    """
+    line = json.dumps(command, separators=(",", ":")).encode()
+    if len(line) > MAX_COMMAND:
+        raise ValueError("command too long")
+    return _exchange(path, line, timeout)
+
+
+async def fetch_command(
+    path: Path, command: Mapping[str, Any], timeout: float = COMMAND_TIMEOUT + 2
+) -> dict[str, Any]:
+    """`request_command` for a Trio program (the node supervisor forwarding to a worker)."""
+    return await trio.to_thread.run_sync(request_command, path, command, timeout)
 
 
 async def fetch_status(path: Path, timeout: float = 2.0) -> dict[str, Any]:
@@ -513,8 +575,8 @@ def _encode(document: Mapping[str, Any]) -> bytes:
 async def _read_line(stream: trio.SocketStream) -> bytes | None:
     """The request line; a line cut by EOF counts. None if the client sent nothing."""
     data = b""
-    while b"\n" not in data and len(data) <= MAX_REQUEST:
-        chunk = await stream.receive_some(MAX_REQUEST + 1)
+    while b"\n" not in data and len(data) <= MAX_COMMAND:
+        chunk = await stream.receive_some(MAX_COMMAND + 1)
         if not chunk:
             break
         data += chunk

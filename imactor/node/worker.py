@@ -1,7 +1,7 @@
 """`imactor worker`: one worker process of a node, started by the node supervisor (never by hand).
 
     python -m imactor worker --config F --index I --workers N --run-dir D \
-        --listen c2s=FD[,FD...] [--listen c2s_tls=FD[,FD...]]
+        --listen c2s=FD[,FD...] [--listen c2s_tls=FD[,FD...]] [--listen http=FD] [--listen https=FD]
 
 The supervisor passes the listening sockets it bound as inherited descriptors (``--listen``), the
 node's run directory (``--run-dir``) and the worker's place in the node. The worker reads the

@@ -41,13 +41,16 @@ from imactor.cluster.endpoints import MASTER, worker_endpoint
 from imactor.cluster.placement import Membership
 from imactor.cluster.wire import ActorMessage, MembershipChanged
 from imactor.cluster.zmq_link import UnknownPeer, ZmqLink
+from imactor.server import fanout
 from imactor.server import mesh_codec as codec
 from imactor.server import messages as m
+from imactor.server.room_actor import removed_presence
 from imactor.xmpp.errors import StanzaError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from imactor.server.session import SessionActor
     from imactor.server.worker_services import Services
 
 log = logging.getLogger("imactor.mesh")
@@ -181,8 +184,8 @@ class Mesh:
         self._ids = itertools.count(1)
         self._replies: dict[str, tuple[Reply[Any], int, float]] = {}
         self._completions: dict[str, tuple[m.Completion, int, float]] = {}
-        #: Messages for user actors being activated here, in arrival order.
-        self._activating: dict[str, list[Any]] = {}
+        #: Messages for user and room actors being activated here, in arrival order.
+        self._activating: dict[tuple[str, str], list[Any]] = {}
         self._nursery: trio.Nursery | None = None
         self._frames_in = self._frames_out = self._forwarded = 0
         self._dropped = self._decode_errors = self._handoffs = 0
@@ -330,16 +333,23 @@ class Mesh:
             if not isinstance(message, m.TakeOver):
                 raise codec.BodyError(f"a {type(message).__name__} for a resumption")
             self._take_over(message)
-        elif kind == "user":
-            home = self.home("user", key)
+        elif kind in ("user", "room"):
+            home = self.home(kind, key)
             if home != self.index and epoch < self.membership.epoch:
                 self._forwarded += 1
                 try:
-                    self.send_nowait(ActorAddress("user", key, home), message)
+                    self.send_nowait(ActorAddress(kind, key, home), message)
                 except ActorGone:
-                    self._to_local_user(key, message)
+                    self._to_local(kind, key, message)
                 return
-            self._to_local_user(key, message)
+            self._to_local(kind, key, message)
+        elif kind == "fanout":
+            if not isinstance(message, m.Fanout):
+                raise codec.BodyError(f"a {type(message).__name__} for a room broadcast")
+            assert self._nursery is not None
+            # At once, in frame order: a room's broadcasts reach each session in the room's order.
+            for stanza in fanout.deliver_here(self._services, message.stanza, message.recipients):
+                self._nursery.start_soon(fanout.by_account, self._services, stanza)
         else:
             raise codec.BodyError(f"no actor kind {kind!r} on a worker")
 
@@ -392,11 +402,15 @@ class Mesh:
                 self.send_nowait(ActorAddress("user", username, home), message)
 
     def _to_local_user(self, username: str, message: Any) -> None:
-        queued = self._activating.get(username)
+        self._to_local("user", username, message)
+
+    def _to_local(self, kind: str, key: str, message: Any) -> None:
+        """To the user or room actor of `key` on this worker, activating it if need be."""
+        queued = self._activating.get((kind, key))
         if queued is not None:
             queued.append(message)
             return
-        ref = self._services.registry.lookup("user", username)
+        ref = self._services.registry.lookup(kind, key)
         if ref is not None:
             try:
                 ref.send_nowait(message)
@@ -405,23 +419,23 @@ class Mesh:
                 self._refuse(message, StanzaError("resource-constraint", "recipient is overloaded"))
                 return
             except ActorGone:
-                self._services.registry.unregister("user", username, ref)
+                self._services.registry.unregister(kind, key, ref)
         assert self._nursery is not None
-        self._activating[username] = [message]
-        self._nursery.start_soon(self._activate, username)
+        self._activating[(kind, key)] = [message]
+        self._nursery.start_soon(self._activate, kind, key)
 
-    async def _activate(self, username: str) -> None:
-        """Start the account's actor, then hand it what queued meanwhile, in order."""
-        queued = self._activating[username]
+    async def _activate(self, kind: str, key: str) -> None:
+        """Start the actor, then hand it what queued meanwhile, in order."""
+        queued = self._activating[(kind, key)]
         try:
-            ref = await self._services.router.local_user(username)
+            ref = await self._services.router.local(kind, key)
         except Exception:
-            log.exception("w%d: cannot activate user %s", self.index, username)
-            del self._activating[username]
+            log.exception("w%d: cannot activate %s %s", self.index, kind, key)
+            del self._activating[(kind, key)]
             for message in queued:
                 self._refuse(message, StanzaError("internal-server-error"))
             return
-        del self._activating[username]
+        del self._activating[(kind, key)]
         for index, message in enumerate(queued):
             try:
                 ref.send_nowait(message)
@@ -429,7 +443,7 @@ class Mesh:
                 self._refuse(message, StanzaError("resource-constraint", "recipient is overloaded"))
             except ActorGone:
                 for rest in queued[index:]:
-                    self._to_local_user(username, rest)
+                    self._to_local(kind, key, rest)
                 return
 
     def _refuse(self, message: Any, error: StanzaError) -> None:
@@ -463,16 +477,30 @@ class Mesh:
             completions = [self._completions.pop(key)[0] for key in unknown]
             if self._nursery is not None:
                 self._nursery.start_soon(self._workers_lost, lost, new.epoch, completions)
-        for username, ref in self._services.registry.refs("user"):
-            if new.home("user", username) != self.index:
-                self._handoffs += 1
-                with contextlib.suppress(ActorGone, trio.WouldBlock):
-                    ref.send_nowait(m.HandOff())
+        for kind in ("user", "room"):
+            for key, ref in self._services.registry.refs(kind):
+                if new.home(kind, key) != self.index:
+                    self._handoffs += 1
+                    with contextlib.suppress(ActorGone, trio.WouldBlock):
+                        ref.send_nowait(m.HandOff())
         for session in list(self._services.sessions):
             bound = session.username
             if bound is not None and old.home("user", bound) != new.home("user", bound):
                 with contextlib.suppress(ActorGone, trio.WouldBlock):
                     session.ref.send_nowait(m.Rehome())
+            if lost and session.joined_rooms:
+                self._rooms_lost(session, old, lost)
+
+    def _rooms_lost(self, session: SessionActor, old: Membership, lost: frozenset[int]) -> None:
+        """The session's rooms that lived on `lost` restart elsewhere without their occupants:
+        its client is told it left each (XEP-0045 status 333) so that it joins again."""
+        for room, occupant in list(session.joined_rooms.items()):
+            if room.localpart is None or old.home("room", room.localpart) not in lost or session.jid is None:
+                continue
+            del session.joined_rooms[room]
+            gone = fanout.addressed(removed_presence(occupant), session.jid)
+            with contextlib.suppress(ActorGone, trio.WouldBlock):
+                session.ref.send_nowait(m.Deliver(gone))
 
     async def _workers_lost(
         self, lost: frozenset[int], epoch: int, completions: list[m.Completion]
@@ -485,10 +513,11 @@ class Mesh:
         await trio.sleep(LOST_GRACE)
         for completion in completions:
             completion.lost()
-        for username, ref in self._services.registry.refs("user"):
-            if self.home("user", username) == self.index:
-                with contextlib.suppress(ActorGone, trio.WouldBlock):
-                    ref.send_nowait(m.WorkersLost(lost, epoch))
+        for kind in ("user", "room"):
+            for key, ref in self._services.registry.refs(kind):
+                if self.home(kind, key) == self.index:
+                    with contextlib.suppress(ActorGone, trio.WouldBlock):
+                        ref.send_nowait(m.WorkersLost(lost, epoch))
 
     def statistics(self) -> MeshStatistics:
         return MeshStatistics(

@@ -18,11 +18,17 @@ texts are UTF-8. What each message holds, field by field:
 | Undelivered       | stanza, stanza, ...                                                     |
 | AccountRemoved    | (none)                                                                  |
 | Rebind            | resource, session key, session worker, interested, has-presence, [stanza] |
+|                   | then the resource's module state: key, value, key, value, ...           |
+| ResourceState     | key, value, key, value, ...                                             |
 | SessionLost       | session key, session worker                                             |
+| Detached          | resource, session key, session worker, detached ("1"/"0")               |
 | TakeOver          | previd, username, h, session key, session worker, reply id              |
 | Bound             | full JID, then one blocked JID per field  (a reply)                     |
 | MovedSession      | full JID, h_in, sent, acked, max, interested, has-presence, [stanza],   |
-|                   | count, unacked..., count, held..., blocked JIDs...   (a reply)          |
+|                   | count, unacked..., count, held..., count, (key, value)..., blocked JIDs... |
+|                   | (a reply)                                                               |
+| RoomMoved         | the room's occupants, JSON (`Room.export_occupants` and their workers)  |
+| Fanout            | stanza (its bytes have no `to`), then one recipient JID per field       |
 | Failed            | stanza error condition, text               (a reply)                    |
 | Done              | (none)                                     (a completion)               |
 
@@ -147,6 +153,15 @@ def _stanza(fields: Iterator[bytes]) -> Stanza:
     return Stanza(_text(kind), _text(type_), from_jid, to_jid, _text(id_) if _flag(has_id) else None, data)
 
 
+def _pairs(state: Sequence[tuple[str, str]]) -> list[bytes]:
+    return [text.encode() for pair in state for text in pair]
+
+
+def _unpairs(fields: Sequence[bytes]) -> tuple[tuple[str, str], ...]:
+    texts = [_text(field) for field in fields]
+    return tuple(zip(texts[::2], texts[1::2], strict=True))
+
+
 def _session(ref: ActorRef[m.SessionMessage]) -> list[bytes]:
     address = ref.address
     return [address.key.encode(), str(address.worker).encode()]
@@ -189,14 +204,23 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [field for stanza in stanzas for field in _stanza_fields(stanza)]
         case m.AccountRemoved():
             fields = []
-        case m.Rebind(resource, session, presence, interested):
+        case m.Rebind(resource, session, presence, interested, state):
             fields = [resource.encode(), *_session(session), b"1" if interested else b"0"]
             fields += [b"0"] if presence is None else [b"1", *_stanza_fields(presence)]
+            fields += _pairs(state)
+        case m.ResourceState(state):
+            fields = _pairs(state)
         case m.SessionLost(session):
             fields = _session(session)
+        case m.Detached(resource, session, detached):
+            fields = [resource.encode(), *_session(session), b"1" if detached else b"0"]
         case m.TakeOver(previd, username, h, session, reply):
             fields = [previd.encode(), username.encode(), str(h).encode(), *_session(session),
                       endpoints.reply_id(reply, target_worker).encode()]  # fmt: skip
+        case m.RoomMoved(snapshot):
+            fields = [snapshot]
+        case m.Fanout(stanza, recipients):
+            fields = [*_stanza_fields(stanza), *(str(jid).encode() for jid in recipients)]
         case _:
             raise TypeError(f"{type(message).__name__} does not cross processes")
     return type(message).__name__, pack(fields)
@@ -213,6 +237,7 @@ def encode_reply(value: object) -> tuple[str, bytes]:
         fields += [b"0"] if value.presence is None else [b"1", *_stanza_fields(value.presence)]
         fields += [str(len(value.unacked)).encode(), *value.unacked]
         fields += [str(len(value.held)).encode(), *value.held]
+        fields += [str(len(value.state)).encode(), *_pairs(value.state)]
         fields += [jid.encode() for jid in sorted(value.blocklist)]
         return "MovedSession", pack(fields)
     if isinstance(value, StanzaError):
@@ -277,22 +302,46 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
             exactly(0)
             return m.AccountRemoved()
         case "Rebind":
-            if len(fields) not in (5, 5 + _STANZA_FIELDS):
+            if len(fields) < 5:
                 raise BodyError(f"Rebind has {len(fields)} fields")
             resource, key, worker, interested, has_presence = (next(it) for _ in range(5))
             presence = _stanza(it) if _flag(has_presence) else None
-            if (presence is None) != (len(fields) == 5):
+            rest = list(it)
+            if len(rest) % 2:
                 raise BodyError("Rebind's presence flag does not match its fields")
-            return m.Rebind(_text(resource), session_at(key, worker), presence, _flag(interested))
+            state = _unpairs(rest)
+            return m.Rebind(_text(resource), session_at(key, worker), presence, _flag(interested), state)
+        case "ResourceState":
+            if len(fields) % 2:
+                raise BodyError("ResourceState does not hold whole pairs")
+            return m.ResourceState(_unpairs(fields))
         case "SessionLost":
             key, worker = exactly(2)
             return m.SessionLost(session_at(key, worker))
+        case "Detached":
+            resource, key, worker, detached = exactly(4)
+            return m.Detached(_text(resource), session_at(key, worker), _flag(detached))
         case "TakeOver":
             previd, username, h, key, worker, reply_id = exactly(6)
             reply = endpoints.remote_reply(source, _text(reply_id))
             return m.TakeOver(_text(previd), _text(username), _int(h), session_at(key, worker), reply)
+        case "RoomMoved":
+            (snapshot,) = exactly(1)
+            return m.RoomMoved(snapshot)
+        case "Fanout":
+            if len(fields) <= _STANZA_FIELDS:
+                raise BodyError("Fanout has no recipient")
+            stanza = _stanza(it)
+            return m.Fanout(stanza, tuple(_jid(field) for field in it))
         case _:
             raise BodyError(f"unknown body kind {body_kind!r}")
+
+
+def _jid(field: bytes) -> JID:
+    try:
+        return JID.parse(_text(field))
+    except InvalidJID as exc:
+        raise BodyError(f"a JID is invalid: {exc}") from None
 
 
 def decode_reply(body_kind: str, body: bytes) -> tuple[bool, object]:
@@ -335,5 +384,8 @@ def _moved_session(fields: Iterator[bytes]) -> m.MovedSession:
     presence = _stanza(fields) if _flag(take()) else None
     unacked = tuple(take() for _ in range(_int(take())))
     held = tuple(take() for _ in range(_int(take())))
+    state = _unpairs([take() for _ in range(2 * _int(take()))])
     blocklist = frozenset(_text(field) for field in fields)
-    return m.MovedSession(full_jid, h_in, sent, acked, max_, unacked, held, blocklist, presence, interested)
+    return m.MovedSession(
+        full_jid, h_in, sent, acked, max_, unacked, held, blocklist, presence, interested, state
+    )

@@ -41,7 +41,15 @@ class Rehome:
     re-register this session with the account's new home (`Rebind`)."""
 
 
-SessionMessage = Deliver | Kick | BlocklistChanged | Rehome
+@dataclass(frozen=True, slots=True)
+class ResourceState:
+    """The modules' state of this session's resource changed (e.g. XEP-0280 carbons enabled):
+    the session keeps it to hand to the account's next home (`Rebind`, `MovedSession`)."""
+
+    state: tuple[tuple[str, str], ...]
+
+
+SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState
 
 # ---- to a UserActor --------------------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class Rebind:
     session: ActorRef[SessionMessage]
     presence: Stanza | None
     interested: bool
+    state: tuple[tuple[str, str], ...] = ()  #: the modules' state of the resource (`ResourceState`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +180,16 @@ class WorkersLost:
 
     workers: frozenset[int]
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """A stream-managed session lost its transport and waits for a resumption (`detached`), or
+    was resumed (fact): deliveries to it reach no client meanwhile (XEP-0357 push cares)."""
+
+    resource: str
+    session: ActorRef[SessionMessage]
+    detached: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +216,7 @@ class MovedSession:
     blocklist: frozenset[str]
     presence: Stanza | None
     interested: bool
+    state: tuple[tuple[str, str], ...] = ()  #: the modules' state of the resource (`ResourceState`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,5 +233,39 @@ class TakeOver:
 
 UserMessage = (
     Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved
-    | Rebind | SessionLost | WorkersLost | HandOff
+    | Rebind | SessionLost | WorkersLost | HandOff | Detached
 )  # fmt: skip
+
+
+# ---- multi-user chat: to a RoomActor, and a room's broadcast to a worker --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyRoom:
+    """An administrator destroys the room (XEP-0045 §10.9, from the CLI): replies True if it
+    existed."""
+
+    reason: str
+    alternate: JID | None
+    reply: Reply[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Fanout:
+    """One stanza of a room for several occupants whose sessions live on one worker: the bytes
+    cross once, and that worker addresses a copy to each recipient (`to` is inserted there).
+    `stanza.to_jid` is the room's bare JID (the stanza's bytes carry no `to`)."""
+
+    stanza: Stanza
+    recipients: tuple[JID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMoved:
+    """The room's previous home hands its occupants over (`Room.export_occupants`, and where
+    each one's session lives), as JSON: they stay in the room across the move."""
+
+    snapshot: bytes
+
+
+RoomMessage = Route | WorkersLost | HandOff | DestroyRoom | RoomMoved

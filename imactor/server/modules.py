@@ -12,6 +12,23 @@ Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
 Message hooks (`Module.on_message`) run in the recipient's `UserActor` for every message it is
 about to deliver or store offline; a hook may change the message (the changed copy is delivered)
 or refuse it by raising `StanzaError` (the sender gets the error). The archive (XEP-0313) is one.
+They run in ascending `Module.hook_order` (policy checks before the archive), then in load order.
+
+More hooks, for features that follow a message around (carbons, push):
+- `Module.on_delivered` runs in the recipient's `UserActor` once a message was handed to its
+  sessions (`DeliveredContext.delivered_to`) or stored offline (`delivered_to == ()`).
+- `Module.on_sent` runs in the sender's `UserActor` for each message one of its resources sent
+  (after the message was routed); the session hands it over only when some module has such a hook.
+  A sent hook that raises `StanzaError` stops the later ones (in `hook_order`); it bounces nothing.
+
+Presence hooks (`Module.on_presence`) run in an account's `UserActor` for the available and
+unavailable presence of its own resources (`own`, before it is broadcast: a hook may change it)
+and for the presence of contacts' resources that reaches the account (PEP: +notify filtering,
+last items on presence, XEP-0153 avatar hashes).
+
+Per-session hooks (`Module.session_filter`, `nonzas`, `stream_features`): a module may see every
+stanza written to a client and hold some back (XEP-0352 client state indication), and handle
+top-level elements (nonzas) of its namespace; its `SessionFilter` lives in the `SessionActor`.
 """
 
 from __future__ import annotations
@@ -27,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lxml import etree
 
 from imactor.xmpp.jid import JID
-from imactor.xmpp.stanza import Element
+from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
     from imactor.config import Config
@@ -76,6 +93,33 @@ class AccountApi(Protocol):
         """Deliver `element` to one bound resource now (False: no such resource)."""
         ...
 
+    def bound_resources(self) -> Sequence[str]:
+        """Every bound resource, available or not."""
+        ...
+
+    def resource_state(self, resource: str) -> Mapping[str, str] | None:
+        """Module state kept with one bound resource (forgotten when it unbinds); None: unbound."""
+        ...
+
+    def set_resource_state(self, resource: str, key: str, value: str | None) -> bool:
+        """Set (None: clear) one key of a resource's module state; False: no such resource.
+        The session keeps a copy, so the state follows it to the account's next home (a worker
+        change, a resumption elsewhere). Modules prefix their keys with their name."""
+        ...
+
+    def account_state(self) -> dict[str, Any]:
+        """Module state kept while the account's actor runs (a cache: storage holds the truth)."""
+        ...
+
+    async def request(self, element: Element, on_reply: Callable[[Element], Awaitable[None]]) -> None:
+        """Send an IQ get/set from the account's bare JID; `on_reply` runs in the account's actor
+        with the result or error, if one comes while the actor runs (no waiting: the actor goes on)."""
+        ...
+
+    def is_detached(self, resource: str) -> bool:
+        """The resource's session lost its transport and waits for a XEP-0198 resumption."""
+        ...
+
 
 @dataclass
 class IqContext:
@@ -103,6 +147,10 @@ class IqContext:
 
 IqHandler = Callable[[IqContext], Awaitable[Element | None]]
 
+#: disco#items of an account's bare JID, per module: given the request and its `node` (None: the
+#: top level), the (jid, node, name) items the module lists, or None when the node is not its own.
+AccountItems = Callable[[IqContext, str | None], Awaitable[list[tuple[str, str | None, str | None]] | None]]
+
 
 @dataclass
 class MessageContext:
@@ -117,6 +165,52 @@ class MessageContext:
 
 
 MessageHook = Callable[[MessageContext], Awaitable[None]]
+
+
+@dataclass
+class DeliveredContext(MessageContext):
+    """A message the recipient's `UserActor` has just delivered or stored offline."""
+
+    delivered_to: tuple[str, ...] = ()  #: resources that got it (empty: stored offline or dropped)
+    offline: bool = False  #: it went to offline storage
+
+
+DeliveredHook = Callable[[DeliveredContext], Awaitable[None]]
+
+
+@dataclass
+class PresenceContext:
+    """Presence seen by an account's `UserActor` (module docstring, presence hooks)."""
+
+    stanza: Element  #: a private copy; for `own` presence, what the hooks leave is broadcast
+    account: AccountApi
+    own: bool  #: from one of the account's resources (else from a contact's resource)
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+PresenceHook = Callable[[PresenceContext], Awaitable[None]]
+
+
+class SessionFilter(Protocol):
+    """One session's view of what it writes (see the module docstring); it never blocks.
+
+    Every method returns the serialized stanzas to write now, in order."""
+
+    def outbound(self, stanza: Stanza) -> list[bytes]:
+        """A stanza about to be written: pass it (``[stanza.data]``), hold it (``[]``), or
+        release held ones before it."""
+        ...
+
+    def nonza(self, element: Element) -> list[bytes]:
+        """A top-level element of the module's `nonzas` from the client."""
+        ...
+
+    def release(self) -> list[bytes]:
+        """The session changes transport (resumption) or ends: give back everything held."""
+        ...
 
 
 class ServerApi(Protocol):
@@ -137,6 +231,10 @@ class ServerApi(Protocol):
 
     def caps_nodes(self) -> Sequence[str]: ...
 
+    def service_items(self) -> Sequence[str]:
+        """JIDs of the server's own services (disco#items of the server: the MUC service)."""
+        ...
+
     async def account_removed(self, username: str) -> None: ...
 
 
@@ -149,8 +247,19 @@ class Module:
     options: type = NoOptions
     depends: tuple[str, ...] = ()
     account_features: tuple[str, ...] = ()  #: disco#info features of an account's bare JID
+    #: disco#info identities (category, type, name) of an account's bare JID, e.g. pubsub/pep
+    account_identities: tuple[tuple[str, str, str], ...] = ()
+    account_items: AccountItems | None = None  #: disco#items of an account's bare JID (e.g. PEP nodes)
     iq_handlers: dict[tuple[str, str, str, Scope], IqHandler] = field(default_factory=dict)
     message_hooks: list[MessageHook] = field(default_factory=list)
+    hook_order: int = 0  #: message hooks of lower order run first (policy checks: negative)
+    delivered_hooks: list[DeliveredHook] = field(default_factory=list)
+    sent_hooks: list[MessageHook] = field(default_factory=list)
+    presence_hooks: list[PresenceHook] = field(default_factory=list)
+    #: Builds the per-session filter from the module's options (module docstring).
+    session_filter: Callable[[Any], SessionFilter] | None = None
+    nonzas: frozenset[str] = frozenset()  #: Clark names of the nonzas `session_filter` handles
+    stream_features: tuple[bytes, ...] = ()  #: offered to bound clients
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -166,6 +275,21 @@ class Module:
     def on_message(self, hook: MessageHook) -> MessageHook:
         """Register `hook` to run on each inbound message before delivery (module docstring)."""
         self.message_hooks.append(hook)
+        return hook
+
+    def on_delivered(self, hook: DeliveredHook) -> DeliveredHook:
+        """Register `hook` to run after a message was delivered or stored offline."""
+        self.delivered_hooks.append(hook)
+        return hook
+
+    def on_presence(self, hook: PresenceHook) -> PresenceHook:
+        """Register `hook` to see the account's and its contacts' presence (module docstring)."""
+        self.presence_hooks.append(hook)
+        return hook
+
+    def on_sent(self, hook: MessageHook) -> MessageHook:
+        """Register `hook` to run in the sender's actor for each message its resources send."""
+        self.sent_hooks.append(hook)
         return hook
 
 
@@ -194,13 +318,23 @@ class ModuleHost:
                 raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
         self._iq: dict[tuple[str, str, str, Scope], tuple[IqHandler, Any]] = {}
         self.message_hooks: list[tuple[MessageHook, Any]] = []
-        for loaded in self.loaded.values():
+        self.delivered_hooks: list[tuple[DeliveredHook, Any]] = []
+        self.sent_hooks: list[tuple[MessageHook, Any]] = []
+        self.presence_hooks: list[tuple[PresenceHook, Any]] = []
+        self.nonzas: frozenset[str] = frozenset()
+        self.stream_features: tuple[bytes, ...] = ()
+        for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
             for dep in loaded.module.depends:
                 if dep not in self.loaded:
                     raise ModuleConfigError(f"{source}: server.modules: {loaded.module.name} needs {dep!r}")
             for key, handler in loaded.module.iq_handlers.items():
                 self._iq[key] = (handler, loaded.options)
             self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
+            self.delivered_hooks.extend((hook, loaded.options) for hook in loaded.module.delivered_hooks)
+            self.sent_hooks.extend((hook, loaded.options) for hook in loaded.module.sent_hooks)
+            self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
+            self.nonzas |= loaded.module.nonzas
+            self.stream_features += loaded.module.stream_features
 
     def _load(self, name: str, raw: Mapping[str, object], source: str) -> None:
         try:
@@ -213,6 +347,14 @@ class ModuleHost:
     def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
         qn = etree.QName(payload)
         return self._iq.get((iq_type, qn.namespace or "", qn.localname, scope))
+
+    def session_filters(self) -> list[SessionFilter]:
+        """A fresh filter of each module that has one, for a new session."""
+        return [
+            loaded.module.session_filter(loaded.options)
+            for loaded in self.loaded.values()
+            if loaded.module.session_filter is not None
+        ]
 
     def options(self, name: str) -> Any:
         loaded = self.loaded.get(name)

@@ -6,6 +6,8 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | `to`                     | goes to                                                     |
 |--------------------------|-------------------------------------------------------------|
 | local user (bare/full)   | that user's `UserActor` at its home worker, activated on demand |
+| room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand |
+| the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
 """
@@ -27,6 +29,7 @@ from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
     from imactor.server.mesh import Mesh
+    from imactor.server.muc_service import MucService
 
 log = logging.getLogger("imactor.router")
 
@@ -43,10 +46,16 @@ class Router:
         domain: str,
         registry: Registry,
         start_user: Callable[[str], Awaitable[ActorRef[m.UserMessage]]],
+        start_room: Callable[[str], Awaitable[ActorRef[m.RoomMessage]]] | None = None,
+        muc: MucService | None = None,
     ) -> None:
         self.domain = domain
         self._registry = registry
-        self._start_user = start_user
+        self._starters = {"user": start_user}
+        if start_room is not None:
+            self._starters["room"] = start_room  # type: ignore[assignment]
+        #: The multi-user chat service, when enabled ([muc] enabled).
+        self.muc = muc
         self.routed_total = 0
         self.bounced_total = 0
         #: The node's other workers (set by the worker tree); None: every account lives here.
@@ -57,20 +66,29 @@ class Router:
 
     async def user(self, username: str) -> ActorRef[m.UserMessage]:
         """The account's actor: here (activated on demand) or at its home worker."""
+        return await self.actor("user", username)
+
+    async def actor(self, kind: str, key: str) -> ActorRef[Any]:
+        """The user or room actor of `key`: here (activated on demand) or at its home worker."""
         mesh = self.mesh
         if mesh is not None:
-            home = mesh.home("user", username)
+            home = mesh.home(kind, key)
             if home != mesh.index:
-                return mesh.remote("user", username, home)
-        return await self.local_user(username)
+                return mesh.remote(kind, key, home)
+        return await self.local(kind, key)
 
     async def local_user(self, username: str) -> ActorRef[m.UserMessage]:
         """The account's actor in this worker, started if it is not running."""
+        return await self.local("user", username)
+
+    async def local(self, kind: str, key: str) -> ActorRef[Any]:
+        """The user or room actor of `key` in this worker, started if it is not running."""
+        starter = self._starters[kind]
 
         async def start() -> ActorRef[Any]:
-            return await self._start_user(username)
+            return await starter(key)
 
-        return await self._registry.get_or_start("user", username, start)
+        return await self._registry.get_or_start(kind, key, start)
 
     async def route(
         self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None,
@@ -88,6 +106,14 @@ class Router:
         """
         try:
             to = stanza.to_jid
+            muc = self.muc
+            if muc is not None and to.domainpart == muc.domain:
+                if to.localpart is None:
+                    await muc.handle_service_stanza(stanza)
+                elif await self.to_actor("room", to.localpart, m.Route(stanza, completion, origin), stanza,
+                                         wait=wait):  # fmt: skip
+                    completion = None  # the room's to signal now
+                return
             if to.domainpart != self.domain:
                 await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
                 return
@@ -105,8 +131,12 @@ class Router:
         self, username: str, message: m.UserMessage, stanza: Stanza | None, *, wait: bool
     ) -> bool:
         """Send `message` to the account's actor; False: it could not (`stanza` was bounced)."""
+        return await self.to_actor("user", username, message, stanza, wait=wait)
+
+    async def to_actor(self, kind: str, key: str, message: Any, stanza: Stanza | None, *, wait: bool) -> bool:
+        """Send `message` to a user or room actor; False: it could not (`stanza` was bounced)."""
         for _attempt in range(3):
-            ref = await self.user(username)
+            ref = await self.actor(kind, key)
             try:
                 if wait:
                     await ref.send(message)
@@ -115,7 +145,7 @@ class Router:
             except ActorGone:
                 # Stopped between lookup and send, or crashed (a crash skips its own unregister):
                 # forget it so that the next lookup starts its successor.
-                self._registry.unregister("user", username, ref)
+                self._registry.unregister(kind, key, ref)
                 continue
             except trio.WouldBlock:
                 if stanza is not None:
@@ -123,7 +153,7 @@ class Router:
                 return False
             self.routed_total += 1
             return True
-        log.error("could not reach user actor %s", username)
+        log.error("could not reach %s actor %s", kind, key)
         if stanza is not None:
             await self.bounce(stanza, StanzaError("internal-server-error"))
         return False
@@ -139,3 +169,7 @@ class Router:
         back = Stanza.from_element(reply)
         if back.to_jid.localpart is not None and back.to_jid.domainpart == self.domain:
             await self.to_user(back.to_jid.localpart, m.Route(back), None, wait=False)
+        elif back.to_jid.localpart is not None and self.muc is not None and (
+            back.to_jid.domainpart == self.muc.domain
+        ):
+            await self.to_actor("room", back.to_jid.localpart, m.Route(back), None, wait=False)

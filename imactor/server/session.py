@@ -31,6 +31,7 @@ from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalR
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
+from imactor.web.transport import FramedStream
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
@@ -117,24 +118,29 @@ class SessionActor:
         self._mailbox: Mailbox[m.SessionMessage] = Mailbox(services.config.limits.mailbox_size)
         self.ref: LocalRef[m.SessionMessage] = LocalRef(self.address, self._mailbox.send_channel)
         config = services.config
+        # WebSocket and BOSH (`imactor.web`): RFC 7395 framing, no STARTTLS; HTTPS counts as TLS.
+        framed = isinstance(transport, FramedStream)
         self.stream = ServerStream(
             StreamConfig(
                 domain=services.domain,
-                tls_available=True,
-                tls_required=config.listen.c2s.starttls_required,
+                tls_available=not framed,
+                tls_required=config.listen.c2s.starttls_required and not framed,
+                framed=framed,
                 max_stanza_size=config.limits.max_stanza_size,
                 idle_seconds=int(config.limits.idle_timeout),
                 registration_enabled=config.registration.enabled,
                 allow_plain=config.auth.allow_plain,
-                nonzas=sm.NONZAS,
+                nonzas=sm.NONZAS | services.modules.nonzas,
                 prebind_nonzas=frozenset({sm.ENABLE, sm.RESUME}),
                 bound_features=services.bound_features,
                 fake_salt_secret=services.fake_salt_secret,
             ),
             stream_id_factory=services.new_id,
-            tls_active=direct_tls,
+            tls_active=direct_tls or (isinstance(transport, FramedStream) and transport.secure),
         )
         self.jid: JID | None = None
+        #: Rooms joined (room JID → occupant JID), see `_track_room`.
+        self.joined_rooms: dict[JID, JID] = {}
         self._blocklist: frozenset[str] = frozenset()
         self._write_lock = trio.Lock()
         self._bucket = TokenBucket(
@@ -168,6 +174,10 @@ class SessionActor:
         self._moved_to: ActorRef[m.SessionMessage] | None = None  #: ...to this session
         self._presence: Stanza | None = None  #: the last available presence broadcast, if any
         self._interested = False  #: asked for the roster (gets pushes)
+        #: Modules' views of what is written to the client (XEP-0352 holds some stanzas back).
+        self._filters = services.modules.session_filters()
+        #: The modules' state of our resource, for the account's next home (`m.ResourceState`).
+        self._resource_state: tuple[tuple[str, str], ...] = ()
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -225,6 +235,7 @@ class SessionActor:
             self.stream.close("conflict", "the session was resumed on another connection")
         await self._close_transport()
         if not resumed:
+            await self._tell_detached(True)
             with trio.move_on_after(self.sm.max):
                 await self._handover_ready.wait()
         if self._takeover is not None:
@@ -235,6 +246,18 @@ class SessionActor:
             return False
         await self._take_over(handover)
         return True
+
+    async def _tell_detached(self, detached: bool) -> None:
+        """Tell the account whether this session reaches its client (`m.Detached`)."""
+        if self.jid is None or self.jid.localpart is None or self._ended:
+            return
+        notice = m.Detached(self.jid.resourcepart or "", self.ref, detached)
+        with trio.move_on_after(5):
+            await self.services.router.to_user(self.jid.localpart, notice, None, wait=True)
+
+    def _release_filters(self) -> list[bytes]:
+        """What the modules' filters held back, in order (a new transport starts unfiltered)."""
+        return [data for session_filter in self._filters for data in session_filter.release()]
 
     def can_resume(self, username: str | None) -> bool:
         return (
@@ -280,10 +303,10 @@ class SessionActor:
             except sm.SmStreamError:
                 request.reply.fail(StanzaError("bad-request", "h is more than was sent"))
                 return
-            held, self._held = self._held, []
+            held, self._held = self._held + self._release_filters(), []
             moved = m.MovedSession(
                 self.jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, tuple(resend),
-                tuple(held), self._blocklist, self._presence, self._interested,
+                tuple(held), self._blocklist, self._presence, self._interested, self._resource_state,
             )  # fmt: skip
             self._handed_over = True
             self._moved_to = request.session
@@ -311,7 +334,9 @@ class SessionActor:
             self.stream.send_nonza(sm.failed("item-not-found"))
             return
         self.jid = moved.full_jid
+        self.services.session_bound(self)
         self._blocklist, self._presence, self._interested = moved.blocklist, moved.presence, moved.interested
+        self._resource_state = moved.state
         self.sm = sm.StreamManagement.moved(
             session_id=previd, max_resume=moved.max, h_in=moved.h_in, sent=moved.sent, acked=moved.acked,
             unacked=list(moved.unacked), ack_every=ACK_EVERY,
@@ -352,10 +377,11 @@ class SessionActor:
             self.stream.send_nonza(self.sm.resumed(self.sm.id))
             for data in resend:
                 self.stream.send_nonza(data)  # counted when first sent
-            held, self._held = self._held, []
+            held, self._held = self._held + self._release_filters(), []
             for data in held:
                 self.stream.send(data)
         log.debug("%s: resumed (%d sent again, %d held)", self.address, len(resend), len(held))
+        await self._tell_detached(False)
 
     def _forget_resumption(self) -> None:
         if self.sm.id is None:
@@ -523,6 +549,7 @@ class SessionActor:
                 return
             break
         self.jid = bound.full_jid
+        self.services.session_bound(self)
         self._blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
         if mesh is not None and mesh.home("user", username) != home:
@@ -600,6 +627,11 @@ class SessionActor:
             self._collect_completions()
 
     async def _on_nonza(self, element: etree._Element) -> None:
+        if element.tag in self.services.modules.nonzas:
+            for session_filter in self._filters:
+                for data in session_filter.nonza(element):
+                    self.stream.send(data)  # released stanzas, in their order
+            return
         if element.tag == sm.RESUME and self.stream.state is State.WAIT_FOR_BIND:
             await self._resume(element)
             return
@@ -715,6 +747,7 @@ class SessionActor:
         if kind == "presence":
             element.set("to", str(to or own))
             presence = Stanza.from_element(element)
+            self._track_room(presence)
             if to is None and presence.type in ("", "unavailable"):
                 # Kept for a re-registration with the account's next home (`m.Rebind`).
                 self._presence = presence if presence.type == "" else None
@@ -724,6 +757,9 @@ class SessionActor:
             iq_type = element.get("type", "")
             if to is None or to == own:
                 if iq_type in ("result", "error"):
+                    if to is not None:  # an answer to the account's own request (PEP caps query)
+                        element.set("to", str(own))
+                        await self._to_own_user(m.FromResource(Stanza.from_element(element)))
                     return  # answers to our keepalive pings
                 if (
                     to is None
@@ -750,8 +786,21 @@ class SessionActor:
                 # XEP-0198: counted in `h` once the recipient's actor stored it (DESIGN.md step 4).
                 self._durable = m.Completion(message)
             await self.services.router.route(message, wait=True, completion=self._durable)
+            if self.services.modules.sent_hooks:
+                await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
             return
         await self.services.router.route(Stanza.from_element(element), wait=True)
+
+    def _track_room(self, presence: Stanza) -> None:
+        """Remember the rooms (XEP-0045) this client joined: if a room's worker dies, the client
+        is told it left (status 333) and joins again at the room's new home."""
+        to, muc = presence.to_jid, self.services.muc
+        if muc is None or to.domainpart != muc.domain or to.localpart is None or to.resourcepart is None:
+            return
+        if presence.type == "":
+            self.joined_rooms[to.bare] = to
+        elif presence.type == "unavailable":
+            self.joined_rooms.pop(to.bare, None)
 
     async def _valid_iq(self, element: Element) -> bool:
         iq_type = element.get("type")
@@ -845,10 +894,11 @@ class SessionActor:
                     case m.Deliver(stanza=stanza):
                         self._stanzas_out += 1
                         self.services.stanzas_out_total += 1
-                        if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
-                            self._held.append(stanza.data)  # for a resumption, or offline storage
-                        else:
-                            self.stream.send(stanza.data)
+                        for data in self._filtered(stanza):
+                            if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
+                                self._held.append(data)  # for a resumption, or offline storage
+                            else:
+                                self.stream.send(data)
                     case m.Kick(condition=condition, text=text):
                         self._kicked = True
                         self.stream.close(condition, text)
@@ -858,11 +908,24 @@ class SessionActor:
                         self._blocklist = jids
                     case m.Rehome():
                         await self._rebind()
+                    case m.ResourceState(state=state):
+                        self._resource_state = state
             if self._detached:
                 continue
             await self._flush_or_lose()
             if self.stream.state is State.CLOSED and self._serve_scope is not None:
                 self._serve_scope.cancel()
+
+    def _filtered(self, stanza: Stanza) -> list[bytes]:
+        """What to write now for a delivered stanza, once the modules' filters saw it."""
+        out: list[bytes] = []
+        for session_filter in self._filters:
+            got = session_filter.outbound(stanza)
+            if not got or got[-1] is not stanza.data:
+                return out + got  # held back (maybe releasing older ones)
+            out.extend(got[:-1])
+        out.append(stanza.data)
+        return out
 
     async def _flush_or_lose(self) -> None:
         """Flush from the mailbox task: a broken transport ends the reader, which decides what next."""
@@ -889,11 +952,17 @@ class SessionActor:
                 elif self.sm.wants_ack_request():
                     self.stream.send_nonza(sm.REQUEST)
                     self.sm.ack_requested()
-            data = self.stream.data_to_send()
-            if not data:
-                return
-            with trio.move_on_after(WRITE_TIMEOUT) as scope:
-                await self.transport.send_all(data)
+            if isinstance(self.transport, FramedStream):
+                frames = self.stream.frames_to_send()
+                with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                    if frames:
+                        await self.transport.send_frames(frames)
+            else:
+                data = self.stream.data_to_send()
+                if not data:
+                    return
+                with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                    await self.transport.send_all(data)
             if scope.cancelled_caught:
                 # A client that stops reading is cut off rather than hold the worker's memory.
                 raise trio.BrokenResourceError("write timed out: client not reading")
@@ -910,7 +979,9 @@ class SessionActor:
         """Register with the account's new home after a membership change (see `m.Rebind`)."""
         if self.jid is None or self.jid.localpart is None or self._ended:
             return
-        rebind = m.Rebind(self.jid.resourcepart or "", self.ref, self._presence, self._interested)
+        rebind = m.Rebind(
+            self.jid.resourcepart or "", self.ref, self._presence, self._interested, self._resource_state
+        )
         with trio.move_on_after(COMPLETION_TIMEOUT):
             await self.services.router.to_user(self.jid.localpart, rebind, None, wait=True)
 

@@ -2,10 +2,13 @@
 
     worker (REST_FOR_ONE)
     ├── users      DynamicSupervisor, TEMPORARY UserActors (re-activated from storage on demand)
+    ├── rooms      DynamicSupervisor, TEMPORARY RoomActors (XEP-0045; likewise)
     ├── sessions   DynamicSupervisor, TEMPORARY SessionActors (a lost TCP stream is not restarted)
     ├── mesh       ZeroMQ link to the node's other workers and the node supervisor (multi-worker)
     ├── c2s        accept loop, STARTTLS port
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
+    ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
+    ├── https      the same over TLS, 5443
     └── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
 
 Storage, the registry, the router and the module host are plain objects built before the tree
@@ -29,6 +32,7 @@ import trio
 from imactor import tls
 from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
+from imactor.server import admin
 from imactor.server.listener import open_listeners, serve_c2s
 from imactor.server.mesh import Mesh
 from imactor.server.modules import ModuleHost
@@ -36,6 +40,8 @@ from imactor.server.reload import reload_config
 from imactor.server.worker_services import Services
 from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
+from imactor.web.bosh import BoshSessions
+from imactor.web.http_server import WebEndpoints, serve_http
 from supervisors import ChildSpec, DynamicSupervisor, RestartBudget, Strategy, TaskSupervisor
 
 if TYPE_CHECKING:
@@ -86,12 +92,14 @@ async def run_worker(
         )  # fmt: skip
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         services.user_supervisor = DynamicSupervisor("users", budget)
+        services.room_supervisor = DynamicSupervisor("rooms", budget)
         services.session_supervisor = DynamicSupervisor("sessions", budget)
         listeners = await _open_listeners(config, placement)
         # A supervisor child gets all the time it needs to stop its own children (OTP: infinity);
         # sessions and users bound their own clean-up.
         children = [
             ChildSpec("users", services.user_supervisor.run, shutdown=math.inf),
+            ChildSpec("rooms", services.room_supervisor.run, shutdown=math.inf),
             ChildSpec("sessions", services.session_supervisor.run, shutdown=math.inf),
         ]
         if placement.run_dir is not None:
@@ -101,17 +109,22 @@ async def run_worker(
             mesh = Mesh(services, placement.index, placement.workers, placement.run_dir)
             services.mesh = services.router.mesh = mesh
             children.append(ChildSpec("mesh", mesh.run))
+        web = WebEndpoints(services, BoshSessions(services))
         for name, bound in listeners.items():
             for listener in bound:
                 address = listener.socket.getsockname()[0]
-                start = _listener_start(services, listener, direct_tls=name == "c2s_tls")
+                if name in ("http", "https"):
+                    start = _web_start(web, listener, tls=name == "https")
+                else:
+                    start = _listener_start(services, listener, direct_tls=name == "c2s_tls")
                 children.append(ChildSpec(f"{name}[{address}]", start))
         # Bound here, like the listeners, so that a bad socket path fails the start cleanly.
         # Under a node supervisor, the configured path is the supervisor's, which merges this one.
         status_path = config.status_socket
         if placement.run_dir is not None:
             status_path = worker_status_path(placement.run_dir, placement.index)
-        status = StatusServer(status_path, [WorkerStatusSource(services)], domain=services.domain)
+        status = StatusServer(status_path, [WorkerStatusSource(services)], domain=services.domain,
+                              commands=admin.commands(services))  # fmt: skip
         await status.bind()
         children.append(ChildSpec("status", status.run))
         tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
@@ -143,6 +156,13 @@ def _listener_start(services: Services, listener: trio.SocketListener, *, direct
     return start
 
 
+def _web_start(web: WebEndpoints, listener: trio.SocketListener, *, tls: bool):  # type: ignore[no-untyped-def]
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_http(web, listener, tls=tls, task_status=task_status)
+
+    return start
+
+
 async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[str, list[trio.SocketListener]]:
     """The client listeners by name: inherited from the node supervisor, or bound here.
 
@@ -160,4 +180,7 @@ async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[st
     if config.listen.c2s_tls.enabled:
         direct = config.listen.c2s_tls
         listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+    for name, web in (("http", config.listen.http), ("https", config.listen.https)):
+        if web.enabled:
+            listeners[name] = await open_listeners(web.host, web.port)
     return listeners

@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 import trio
 from lxml import etree
 
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
 from imactor.server import messages as m
-from imactor.server.modules import IqContext, MessageContext, Scope
+from imactor.server.modules import DeliveredContext, IqContext, MessageContext, PresenceContext, Scope
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
 from imactor.xmpp.errors import StanzaError
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.user")
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+MAX_PENDING_REQUESTS = 64  #: IQs sent by the account (`UserActor.request`) awaiting an answer
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Resource:
     interested: bool = False  #: requested the roster: gets roster pushes (RFC 6121 §2.1.6)
     directed: set[JID] = field(default_factory=set)  #: got directed presence (§4.6)
     epoch: int = 0  #: the membership epoch when it was bound (see `m.WorkersLost`)
+    detached: bool = False  #: its session waits for a XEP-0198 resumption (`m.Detached`)
+    state: dict[str, str] = field(default_factory=dict)  #: modules' per-resource state
 
 
 class UserActor(Actor[m.UserMessage]):
@@ -70,6 +73,9 @@ class UserActor(Actor[m.UserMessage]):
         #: Contacts' resources that told us they are available → the worker of their session:
         #: if that worker dies, nobody else is left to say they went away (`_contacts_lost`).
         self._contact_workers: dict[JID, tuple[int, int]] = {}  # → (worker, epoch when seen)
+        self._module_state: dict[str, Any] = {}  #: `account_state()`
+        #: IQs the account sent (`request`), by id → what to run with the answer; bounded.
+        self._requests: dict[str, tuple[str, Callable[[Element], Awaitable[None]]]] = {}
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -123,6 +129,62 @@ class UserActor(Actor[m.UserMessage]):
         self._deliver_to(target, Stanza.from_element(element))
         return True
 
+    def bound_resources(self) -> Sequence[str]:
+        return list(self.resources)
+
+    def resource_state(self, resource: str) -> Mapping[str, str] | None:
+        target = self.resources.get(resource)
+        return None if target is None else target.state
+
+    def set_resource_state(self, resource: str, key: str, value: str | None) -> bool:
+        target = self.resources.get(resource)
+        if target is None:
+            return False
+        if value is None:
+            target.state.pop(key, None)
+        else:
+            target.state[key] = value
+        self._send_to_session(target, m.ResourceState(tuple(sorted(target.state.items()))))
+        return True
+
+    def account_state(self) -> dict[str, Any]:
+        return self._module_state
+
+    def is_detached(self, resource: str) -> bool:
+        target = self.resources.get(resource)
+        return target is not None and target.detached
+
+    async def request(self, element: Element, on_reply: Callable[[Element], Awaitable[None]]) -> None:
+        request_id = element.get("id") or self.services.new_id()
+        element.set("id", request_id)
+        element.set("from", str(self.jid))
+        if len(self._requests) >= MAX_PENDING_REQUESTS:  # unanswered ones: forget the oldest
+            del self._requests[next(iter(self._requests))]
+        self._requests[request_id] = (element.get("to", ""), on_reply)
+        await self._route_quietly(Stanza.from_element(element))
+
+    async def _iq_reply(self, stanza: Stanza) -> None:
+        """An answer to one of the account's own requests (`request`); others are dropped."""
+        pending = self._requests.get(stanza.id or "")
+        if pending is None or str(stanza.from_jid) != pending[0]:
+            return  # not ours, or from someone else than the one asked (a forged answer)
+        del self._requests[stanza.id or ""]
+        await pending[1](stanza.element())
+
+    async def _presence_hooks(self, stanza: Stanza, *, own: bool) -> Stanza:
+        """Run the modules' presence hooks; for `own` presence, return what they leave in it."""
+        hooks = self.services.modules.presence_hooks
+        if not hooks:
+            return stanza
+        element = stanza.element()
+        for hook, options in hooks:
+            ctx = PresenceContext(
+                stanza=element, account=self, own=own, options=options, storage=self.services.storage,
+                config=self.services.config, server=self.services.server,
+            )  # fmt: skip
+            await hook(ctx)
+        return Stanza.from_element(element) if own else stanza
+
     # ---- messages ----------------------------------------------------------------------------
 
     async def handle(self, message: m.UserMessage) -> None:
@@ -162,6 +224,10 @@ class UserActor(Actor[m.UserMessage]):
                 self._rebind(message)
             case m.SessionLost():
                 await self._drop_resources(lambda resource: resource.session == message.session)
+            case m.Detached():
+                detached = self.resources.get(message.resource)
+                if detached is not None and detached.session == message.session:
+                    detached.detached = message.detached
             case m.WorkersLost():
                 await self._drop_resources(
                     lambda resource: resource.session.address.worker in message.workers
@@ -221,6 +287,7 @@ class UserActor(Actor[m.UserMessage]):
             presence=presence,
             interested=request.interested,
             epoch=self._epoch(),
+            state=dict(request.state),
         )
 
     async def _bind(self, request: m.Bind) -> None:
@@ -263,7 +330,8 @@ class UserActor(Actor[m.UserMessage]):
         self.resources.pop(name, None) if self.resources.get(name) is resource else None
         resource.available = False
         unavailable = st.make("presence", from_=self.jid.with_resource(name), type_="unavailable")
-        await self._broadcast_presence(name, resource, Stanza.from_element(_addressed(unavailable, self.jid)))
+        gone = await self._presence_hooks(Stanza.from_element(_addressed(unavailable, self.jid)), own=True)
+        await self._broadcast_presence(name, resource, gone)
         if not self.available_resources():
             await self.services.storage.last_activity.set(self.username, time.time(), "")
 
@@ -273,7 +341,12 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.kind == "presence":
             await self._outbound_presence(stanza)
         elif stanza.kind == "iq":
-            await self._account_iq(stanza, own=True)
+            if stanza.type in ("result", "error"):
+                await self._iq_reply(stanza)
+            else:
+                await self._account_iq(stanza, own=True)
+        elif stanza.kind == "message":
+            await self._sent_hooks(stanza)
 
     async def _outbound_presence(self, stanza: Stanza) -> None:
         resource_name = stanza.from_jid.resourcepart or ""
@@ -296,6 +369,7 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.type == "unavailable":
             if resource.available:
                 resource.available = False
+                stanza = await self._presence_hooks(stanza, own=True)
                 await self._broadcast_presence(resource_name, resource, stanza)
                 if not self.available_resources():  # XEP-0012 §4: when and why it went away
                     status = stanza.element().findtext(qname("jabber:client", "status")) or ""
@@ -303,6 +377,7 @@ class UserActor(Actor[m.UserMessage]):
             return
         initial = not resource.available
         was_negative = resource.priority < 0
+        stanza = await self._presence_hooks(stanza, own=True)
         resource.available = True
         resource.priority = _priority(stanza)
         resource.presence = stanza
@@ -419,6 +494,7 @@ class UserActor(Actor[m.UserMessage]):
                 hooked = await self._message_hooks(stanza)
                 if hooked is not None:
                     self._deliver_to(resource, hooked)
+                    await self._delivered_hooks(hooked, (resource_name,))
                 return
             # §8.5.3.2.1: a full JID with no such resource. Only a chat message is handled as
             # if sent to the bare JID; normal and groupchat get an error, headline and error
@@ -442,13 +518,15 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.type == "headline":
             for resource in candidates:
                 self._deliver_to(resource, stanza)
+            await self._delivered_hooks(stanza, self._names(candidates))
             return
         if candidates:
             # §8.5.2.1.1: the highest-priority resources get normal and chat messages.
             top = max(r.priority for r in candidates)
-            for resource in candidates:
-                if resource.priority == top:
-                    self._deliver_to(resource, stanza)
+            chosen = [resource for resource in candidates if resource.priority == top]
+            for resource in chosen:
+                self._deliver_to(resource, stanza)
+            await self._delivered_hooks(stanza, self._names(chosen))
             return
         await self._store_offline(stanza, run_hooks=True)
 
@@ -478,6 +556,8 @@ class UserActor(Actor[m.UserMessage]):
         delay.set("stamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         delay.text = "Offline Storage"
         await offline.store(self.username, st.serialize(el))
+        if run_hooks:
+            await self._delivered_hooks(stanza, (), offline=True)
 
     async def _message_hooks(self, stanza: Stanza) -> Stanza | None:
         """Run the modules' message hooks (e.g. the archive) on a message about to be delivered
@@ -498,6 +578,47 @@ class UserActor(Actor[m.UserMessage]):
                 return None
         return Stanza.from_element(element)
 
+    async def _delivered_hooks(
+        self, stanza: Stanza, names: tuple[str, ...], *, offline: bool = False
+    ) -> None:
+        """Run the modules' after-delivery hooks (carbons, push); they refuse nothing."""
+        hooks = self.services.modules.delivered_hooks
+        if not hooks:
+            return
+        element = stanza.element()
+        for hook, options in hooks:
+            ctx = DeliveredContext(
+                stanza=element, account=self, options=options, storage=self.services.storage,
+                config=self.services.config, server=self.services.server, delivered_to=names,
+                offline=offline,
+            )  # fmt: skip
+            try:
+                await hook(ctx)
+            except StanzaError as error:
+                log.debug("%s: after-delivery hook refused: %s", self.address, error)
+
+    async def _sent_hooks(self, stanza: Stanza) -> None:
+        """Run the modules' hooks on a message one of our resources sent (carbons)."""
+        hooks = self.services.modules.sent_hooks
+        if not hooks or stanza.from_jid.resourcepart not in self.resources:
+            return
+        element = stanza.element()
+        for hook, options in hooks:
+            ctx = MessageContext(
+                stanza=element, account=self, options=options, storage=self.services.storage,
+                config=self.services.config, server=self.services.server,
+            )  # fmt: skip
+            try:
+                await hook(ctx)
+            except StanzaError as error:
+                # Refused (e.g. by a policy): later hooks (carbons) must not act on it. The
+                # recipient's actor, which runs the same checks, bounces it to the sender.
+                log.debug("%s: sent-message hook refused: %s", self.address, error)
+                return
+
+    def _names(self, chosen: Sequence[Resource]) -> tuple[str, ...]:
+        return tuple(name for name, resource in self.resources.items() if any(resource is c for c in chosen))
+
     async def _inbound_presence(self, stanza: Stanza, origin: int | None = None) -> None:
         if stanza.type in SUBSCRIPTION_TYPES:
             await self._inbound_subscription(stanza)
@@ -507,6 +628,8 @@ class UserActor(Actor[m.UserMessage]):
                 self._contact_workers[stanza.from_jid] = (origin, self._epoch())
             else:
                 self._contact_workers.pop(stanza.from_jid, None)
+            if stanza.from_jid.bare != self.jid:
+                await self._presence_hooks(stanza, own=False)
         if stanza.type == "probe":
             # §4.3.2: only a contact with a from/both subscription learns our presence.
             if self._subscribed_from(stanza.from_jid) or stanza.from_jid.bare == self.jid:
@@ -561,6 +684,8 @@ class UserActor(Actor[m.UserMessage]):
             return
         if stanza.type in ("get", "set"):
             await self._account_iq(stanza, own=stanza.from_jid.bare == self.jid)
+        else:
+            await self._iq_reply(stanza)
 
     async def _account_iq(self, stanza: Stanza, *, own: bool) -> None:
         """IQs to the bare JID are answered by the server on the account's behalf (§8.5.2.1.3)."""

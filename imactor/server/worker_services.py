@@ -106,6 +106,7 @@ class Services:
     registry: Registry = field(default_factory=Registry)
     sessions: set[SessionActor] = field(default_factory=set)
     user_supervisor: DynamicSupervisor | None = None
+    room_supervisor: DynamicSupervisor | None = None
     session_supervisor: DynamicSupervisor | None = None
     worker_supervisor: TaskSupervisor | None = None
     started_at: float = field(default_factory=time.time)
@@ -113,7 +114,11 @@ class Services:
     def __post_init__(self) -> None:
         limits = self.config.limits
         self.domain = self.config.server.domain
-        self.router = Router(self.domain, self.registry, self._start_user)
+        from imactor.server.muc_service import MucService
+
+        #: The multi-user chat service ([muc] enabled), whose rooms this worker may host.
+        self.muc = MucService(self) if self.config.muc.enabled else None
+        self.router = Router(self.domain, self.registry, self._start_user, self._start_room, self.muc)
         self.login_throttle = LoginThrottle(
             FailureThrottle(limits.login_failures, limits.login_failure_window),
             FailureThrottle(limits.login_failures * 4, limits.login_failure_window),
@@ -122,7 +127,7 @@ class Services:
             limits.registrations_per_address, limits.registration_window
         )
         self.server = ServerFacade(self)
-        self.bound_features = (*self.server.stream_features(), sm.FEATURE)
+        self.bound_features = (*self.server.stream_features(), sm.FEATURE, *self.modules.stream_features)
         #: XEP-0198 sessions that may be resumed, by their unguessable id (see `SessionActor`).
         self.resumable: dict[str, SessionActor] = {}
         #: Ended resumable sessions: id → (username, h), for the `h` of a late <failed/> (§5).
@@ -131,6 +136,7 @@ class Services:
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
         self._no_sessions: trio.Event | None = None
         self._sessions_by_key: dict[str, SessionActor] = {}
+        self._sessions_by_jid: dict[JID, SessionActor] = {}
         self._moved_resumptions: OrderedDict[str, int] = OrderedDict()
         self._moved_sessions: OrderedDict[str, ActorRef[m.SessionMessage]] = OrderedDict()
         #: The link to the node's other workers; None for a standalone worker (no peers).
@@ -145,6 +151,18 @@ class Services:
         assert self.user_supervisor is not None
         actor = UserActor(username, self)
         ref = await self.user_supervisor.start_child(
+            ChildSpec(id=str(actor.address), start=actor.run, restart=Restart.TEMPORARY)
+        )
+        return ref  # type: ignore[return-value]
+
+    async def _start_room(self, name: str) -> ActorRef[m.RoomMessage]:
+        from imactor.server.room_actor import RoomActor
+        from supervisors import ChildSpec, Restart
+
+        assert self.room_supervisor is not None
+        assert self.muc is not None
+        actor = RoomActor(name, self, self.muc)
+        ref = await self.room_supervisor.start_child(
             ChildSpec(id=str(actor.address), start=actor.run, restart=Restart.TEMPORARY)
         )
         return ref  # type: ignore[return-value]
@@ -210,6 +228,8 @@ class Services:
         self.sessions.discard(session)
         if self._sessions_by_key.get(session.address.key) is session:
             del self._sessions_by_key[session.address.key]
+        if session.jid is not None and self._sessions_by_jid.get(session.jid) is session:
+            del self._sessions_by_jid[session.jid]
         if not self.sessions and self._no_sessions is not None:
             self._no_sessions.set()
 
@@ -218,6 +238,15 @@ class Services:
         if self.sessions:
             self._no_sessions = trio.Event()
             await self._no_sessions.wait()
+
+    def session_bound(self, session: SessionActor) -> None:
+        """The session's full JID is known (bound or resumed here): room broadcasts find it."""
+        assert session.jid is not None
+        self._sessions_by_jid[session.jid] = session
+
+    def session_by_jid(self, jid: JID) -> SessionActor | None:
+        """The live session of this worker bound to the full JID `jid`."""
+        return self._sessions_by_jid.get(jid)
 
     def session_by_key(self, key: str) -> SessionActor | None:
         """The live session of this worker whose address key is `key` (frames name sessions so)."""
@@ -256,6 +285,10 @@ class ServerFacade:
 
     def modules(self) -> Sequence[Module]:
         return [loaded.module for loaded in self._services.modules.loaded.values()]
+
+    def service_items(self) -> Sequence[str]:
+        muc = self._services.muc
+        return [] if muc is None else [muc.domain]
 
     def caps_nodes(self) -> Sequence[str]:
         """`node#ver` of the server's XEP-0115 caps, if the caps module is enabled."""

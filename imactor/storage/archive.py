@@ -27,6 +27,7 @@ from imactor.storage.errors import ArchiveItemNotFound
 from imactor.storage.models import (
     ArchivedMessage,
     ArchivePrefsRow,
+    RoomMessage,
     RosterEntry,
     require_account,
 )
@@ -188,38 +189,9 @@ class ArchiveStore:
         """
 
         def run(session: Session) -> ArchivePage:
-            conditions: list[Any] = [col(ArchivedMessage.username) == username]
-            if where.with_jid is not None:
-                conditions.append(col(ArchivedMessage.peer) == where.with_jid)
-                if where.with_resource is not None:
-                    conditions.append(col(ArchivedMessage.peer_resource) == where.with_resource)
-            if where.start is not None:
-                conditions.append(col(ArchivedMessage.timestamp) >= where.start)
-            if where.end is not None:
-                conditions.append(col(ArchivedMessage.timestamp) <= where.end)
-            if where.after_id is not None:
-                conditions.append(col(ArchivedMessage.id) > _row_id(session, username, where.after_id))
-            if where.before_id is not None:
-                conditions.append(col(ArchivedMessage.id) < _row_id(session, username, where.before_id))
-            count = session.exec(select(func.count()).where(*conditions)).one()
-            page = list(conditions)
-            if after is not None:
-                page.append(col(ArchivedMessage.id) > _row_id(session, username, after))
-            if before is not None:
-                page.append(col(ArchivedMessage.id) < _row_id(session, username, before))
-            if limit <= 0:
-                return ArchivePage([], count, None, count == 0)
-            order = col(ArchivedMessage.id).desc() if backwards else col(ArchivedMessage.id)
-            rows = list(session.exec(select(ArchivedMessage).where(*page).order_by(order).limit(limit + 1)))
-            complete = len(rows) <= limit
-            rows = rows[:limit]
-            if backwards:
-                rows.reverse()
-            first_index = None
-            if rows:
-                earlier = col(ArchivedMessage.id) < rows[0].id
-                first_index = session.exec(select(func.count()).where(*conditions, earlier)).one()
-            return ArchivePage([_item(row) for row in rows], count, first_index, complete)
+            owner = col(ArchivedMessage.username) == username
+            return query_page(session, ArchivedMessage, owner, where, after=after, before=before,
+                              backwards=backwards, limit=limit)  # fmt: skip
 
         return await self._db.read(run)
 
@@ -277,7 +249,7 @@ def _values(entry: ArchiveEntry) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _item(row: ArchivedMessage) -> ArchivedItem:
+def _item(row: ArchivedMessage | RoomMessage) -> ArchivedItem:
     return ArchivedItem(row.stanza_id, row.timestamp, row.peer, row.peer_resource, row.direction, row.stanza)
 
 
@@ -287,10 +259,52 @@ def _prefs(row: ArchivePrefsRow | None) -> ArchivePrefs | None:
     return ArchivePrefs(row.default_mode, tuple(row.always), tuple(row.never))
 
 
-def _row_id(session: Session, username: str, stanza_id: str) -> int:
-    statement = select(ArchivedMessage.id).where(
-        col(ArchivedMessage.username) == username, col(ArchivedMessage.stanza_id) == stanza_id
-    )
+#: An archive table: `ArchivedMessage` (accounts) or `RoomMessage` (rooms), which share columns.
+ArchiveModel = type[ArchivedMessage] | type[RoomMessage]
+
+
+def query_page(
+    session: Session, model: ArchiveModel, owner: Any, where: ArchiveFilter, *, after: str | None,
+    before: str | None, backwards: bool, limit: int,
+) -> ArchivePage:  # fmt: skip
+    """One page of the archive rows of `model` that match `owner` (a condition naming whose
+    archive it is), in a read transaction. See `ArchiveStore.query` for the arguments."""
+    conditions: list[Any] = [owner]
+    if where.with_jid is not None:
+        conditions.append(col(model.peer) == where.with_jid)
+        if where.with_resource is not None:
+            conditions.append(col(model.peer_resource) == where.with_resource)
+    if where.start is not None:
+        conditions.append(col(model.timestamp) >= where.start)
+    if where.end is not None:
+        conditions.append(col(model.timestamp) <= where.end)
+    if where.after_id is not None:
+        conditions.append(col(model.id) > _row_id(session, model, owner, where.after_id))
+    if where.before_id is not None:
+        conditions.append(col(model.id) < _row_id(session, model, owner, where.before_id))
+    count = session.exec(select(func.count()).select_from(model).where(*conditions)).one()
+    page = list(conditions)
+    if after is not None:
+        page.append(col(model.id) > _row_id(session, model, owner, after))
+    if before is not None:
+        page.append(col(model.id) < _row_id(session, model, owner, before))
+    if limit <= 0:
+        return ArchivePage([], count, None, count == 0)
+    order = col(model.id).desc() if backwards else col(model.id)
+    rows: list[Any] = list(session.exec(select(model).where(*page).order_by(order).limit(limit + 1)))
+    complete = len(rows) <= limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    first_index = None
+    if rows:
+        earlier = col(model.id) < rows[0].id
+        first_index = session.exec(select(func.count()).select_from(model).where(*conditions, earlier)).one()
+    return ArchivePage([_item(row) for row in rows], count, first_index, complete)
+
+
+def _row_id(session: Session, model: ArchiveModel, owner: Any, stanza_id: str) -> int:
+    statement = select(model.id).where(owner, col(model.stanza_id) == stanza_id)
     found = session.exec(statement).first()
     if found is None:
         raise ArchiveItemNotFound(stanza_id)

@@ -7,6 +7,9 @@ from types import TracebackType
 from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics
+from imactor.storage.pubsub import PepStore
+from imactor.storage.push import PushStore
+from imactor.storage.rooms import RoomStore
 from imactor.storage.roster import RosterStore
 from imactor.storage.stores import (
     BlockingStore,
@@ -34,6 +37,9 @@ class Storage:
         self.blocking = BlockingStore(db)
         self.last_activity = LastActivityStore(db)
         self.archive = ArchiveStore(db)
+        self.pep = PepStore(db)
+        self.push = PushStore(db)
+        self.rooms = RoomStore(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:

@@ -154,6 +154,82 @@ class ArchivePrefsRow(SQLModel, table=True):
     never: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
+class RoomRow(SQLModel, table=True):
+    """A multi-user chat room (XEP-0045) that exists: its configuration, affiliations and
+    subject as the room's own JSON (`imactor.muc.state.RoomState.to_json`). Rooms belong to the
+    service, not to an account, so no foreign key; `public` and `creator` are copied out of the
+    JSON for the service's room list and the rooms-per-user limit."""
+
+    __tablename__ = "muc_room"
+
+    name: str = Field(primary_key=True)  # the room's localpart
+    state: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
+    public: bool = True
+    persistent: bool = False
+    creator: str = Field(default="", index=True)  # bare JID of the creator
+    updated: float = 0.0
+
+
+class RoomMessage(SQLModel, table=True):
+    """One message of a room's archive (XEP-0313 on the room's JID): its history after a
+    restart, too. The same shape as `ArchivedMessage` (peer = room JID, peer_resource = the
+    sender's nick), so one query serves both archives."""
+
+    __tablename__ = "muc_archive"
+    __table_args__ = (
+        UniqueConstraint("room", "stanza_id", name="uq_muc_archive_room_stanza_id"),
+        Index("ix_muc_archive_room_timestamp", "room", "timestamp"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    room: str
+    stanza_id: str
+    timestamp: float
+    peer: str  # the room's bare JID
+    peer_resource: str = ""  # the sender's nick
+    real_jid: str = ""  # the sender's real full JID (shown per the room's whois setting)
+    direction: str = "in"
+    stanza: bytes
+
+
+class PepNode(SQLModel, table=True):
+    """A PEP node (XEP-0163) of an account: its configuration as `NodeConfig.to_json`."""
+
+    __tablename__ = "pep_node"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    node: str = Field(primary_key=True)
+    config: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class PepItem(SQLModel, table=True):
+    """One published item of a PEP node; `seq` orders publications (a re-published id moves
+    to the end, XEP-0060 §7.1.2)."""
+
+    __tablename__ = "pep_item"
+    __table_args__ = (Index("ix_pep_item_node_seq", "username", "node", "seq"),)
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    node: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    seq: int
+    payload: bytes
+    published_at: float
+
+
+class PushRegistration(SQLModel, table=True):
+    """XEP-0357: one push service (app server) node an account's client enabled."""
+
+    __tablename__ = "push_registration"
+
+    username: str = Field(primary_key=True, foreign_key="account.username", ondelete="CASCADE")
+    service: str = Field(primary_key=True)  # the app server's JID
+    node: str = Field(primary_key=True)
+    options: bytes = b""  # the serialized publish-options form, if the client gave one
+    created_at: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     table = getattr(model, "__table__", None)
     assert isinstance(table, Table), model
@@ -175,6 +251,11 @@ TABLES: tuple[Table, ...] = tuple(
         LastActivity,
         ArchivedMessage,
         ArchivePrefsRow,
+        RoomRow,
+        RoomMessage,
+        PepNode,
+        PepItem,
+        PushRegistration,
     )
 )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, inspect, select
 
 from imactor.storage.errors import StorageError
-from imactor.storage.models import TABLES, ArchivedMessage, ArchivePrefsRow
+from imactor.storage.models import TABLES, ArchivedMessage, ArchivePrefsRow, RoomMessage, RoomRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,34 @@ def _add_archive(conn: Connection) -> None:
         table.create(conn)
 
 
+def _add_rooms(conn: Connection) -> None:
+    """Version 3: multi-user chat rooms and their archives."""
+    for model in (RoomRow, RoomMessage):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
+def _add_pep(conn: Connection) -> None:
+    """Version 4: PEP nodes and their items (XEP-0163)."""
+    from imactor.storage.models import PepItem, PepNode
+
+    for model in (PepNode, PepItem):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
+def _add_push(conn: Connection) -> None:
+    """Version 5: the push registrations of accounts (XEP-0357)."""
+    from imactor.storage.models import PushRegistration
+
+    getattr(PushRegistration, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
-MIGRATIONS: tuple[Migration, ...] = (Migration(2, "message archive (XEP-0313)", _add_archive),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "message archive (XEP-0313)", _add_archive),
+    Migration(3, "multi-user chat rooms (XEP-0045) and their archives", _add_rooms),
+    Migration(4, "PEP nodes and items (XEP-0163)", _add_pep),
+    Migration(5, "push registrations (XEP-0357)", _add_push),
+)
 
 
 def current_version() -> int:

@@ -35,6 +35,35 @@ NS_SASL_CB = "urn:xmpp:sasl-cb:0"
 NS_STANZA_LIMITS = "urn:xmpp:stanza-limits:0"
 NS_SM = "urn:xmpp:sm:3"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
+# XEP-0045 multi-user chat (and its forms: room configuration, room info, voice requests)
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
+NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+NS_MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+NS_MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
+NS_MUC_REQUEST = "http://jabber.org/protocol/muc#request"
+# XEP-0060 / XEP-0163 publish-subscribe and PEP; XEP-0084 avatars; XEP-0402/0048 bookmarks
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+NS_AVATAR_DATA = "urn:xmpp:avatar:data"
+NS_AVATAR_METADATA = "urn:xmpp:avatar:metadata"
+NS_VCARD_UPDATE = "vcard-temp:x:update"
+NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
+NS_BOOKMARKS_LEGACY = "storage:bookmarks"
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"  # RFC 7395 (XMPP over WebSocket)
+NS_HTTPBIND = "http://jabber.org/protocol/httpbind"  # XEP-0124 (BOSH)
+NS_XBOSH = "urn:xmpp:xbosh"  # XEP-0206 (XMPP over BOSH)
+
+# XEP-0280 carbons, XEP-0297 forwarding, XEP-0334 hints, XEP-0352 CSI, XEP-0357 push
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_HINTS = "urn:xmpp:hints"
+NS_CSI = "urn:xmpp:csi:0"
+NS_PUSH = "urn:xmpp:push:0"
+NS_PUSH_SUMMARY = "urn:xmpp:push:summary"
 
 
 def qname(namespace: str, tag: str) -> str:

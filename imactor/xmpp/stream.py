@@ -25,6 +25,7 @@ from lxml import etree
 
 from imactor.xmpp import events as ev
 from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from imactor.xmpp.framing import CLOSE_FRAME, open_frame, parse_frame
 from imactor.xmpp.jid import JID, InvalidJID, prep_resource
 from imactor.xmpp.namespaces import (
     NS_BIND,
@@ -115,6 +116,9 @@ class StreamConfig:
     #: Keys the fake SCRAM salts of unknown users: stable across restarts and workers, so that a
     #: missing account looks like any other (see `SaslServer`).
     fake_salt_secret: bytes = b""
+    #: RFC 7395 framing (WebSocket, BOSH): each `receive_data` call is one whole message, and
+    #: <open/> / <close/> stand for the stream header and its end (`imactor.xmpp.framing`).
+    framed: bool = False
 
 
 class ServerStream:
@@ -177,6 +181,8 @@ class ServerStream:
                     data = self._pending.popleft()
                     if not data:
                         self._close_quietly()  # EOF
+                    elif self.config.framed:
+                        self._parsed.append(parse_frame(data, max_stanza_size=self.config.max_stanza_size))
                     else:
                         self._parsed.extend(self._parser.feed(data))
                 else:
@@ -189,6 +195,12 @@ class ServerStream:
         data = b"".join(self._out)
         self._out.clear()
         return data
+
+    def frames_to_send(self) -> list[bytes]:
+        """What `data_to_send` returns, one top-level element (or header, or end) per item: the
+        messages of a framed transport (RFC 7395 §3.3.3)."""
+        frames, self._out = self._out, []
+        return frames
 
     # ---- shell decisions --------------------------------------------------------------------
 
@@ -292,7 +304,7 @@ class ServerStream:
             if app is not None:
                 error.append(etree.fromstring(app))
             self._out.append(etree.tostring(error))
-        self._out.append(b"</stream:stream>")
+        self._out.append(self._end_of_stream())
         self.state = State.CLOSED
         self._events.append(ev.StreamClosed(condition))
 
@@ -335,7 +347,13 @@ class ServerStream:
 
     def _open_stream(self) -> None:
         self.stream_id = self._stream_id_factory()
+        if self.config.framed:
+            self._out.append(open_frame(self.stream_id, self.config.domain))
+            return
         self._out.append(STREAM_HEADER.format(id=self.stream_id, domain=self.config.domain).encode())
+
+    def _end_of_stream(self) -> bytes:
+        return CLOSE_FRAME if self.config.framed else b"</stream:stream>"
 
     def _on_element(self, element: etree._Element) -> None:
         tag = element.tag
@@ -410,7 +428,7 @@ class ServerStream:
 
     def _close_quietly(self) -> None:
         if self.state is not State.CLOSED:
-            self._out.append(b"</stream:stream>")
+            self._out.append(self._end_of_stream())
             self.state = State.CLOSED
             self._events.append(ev.StreamClosed(None))
 

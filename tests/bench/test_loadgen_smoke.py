@@ -8,12 +8,15 @@ succeeded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0
@@ -98,3 +101,58 @@ def test_compare_workers_smoke(tmp_path: Path) -> None:
         [step] = run["result"]["steps"]
         assert step["sent"] > 0
         assert step["lost"] == 0, step
+
+
+def test_compare_servers_smoke(tmp_path: Path) -> None:
+    """The side-by-side mode with imactor alone (CI has no Prosody or ejabberd): one summary row
+    whose ratio to itself is 1, the generator's CPU beside the server's, and the table on stderr."""
+    report = run_bench(
+        tmp_path, "--scenario", "login", "--processes", "1", "--concurrency", "2", "--duration", "1",
+        "--compare-servers", "imactor", "--repeat", "1",
+    )  # fmt: skip
+    assert report["compare_servers"] == ["imactor"]
+    assert report["figure"] == "logins/s"
+    [entry] = report["summary"]
+    assert entry["server"] == "imactor"
+    [figure] = entry["figures"]
+    assert figure is not None
+    assert figure > 0
+    assert entry["median"] == figure
+    assert entry["imactor_ratio"] == 1.0
+    assert entry["server_cpu_cores"][0] > 0
+    assert entry["generator_cpu_cores"][0] > 0
+    [run] = report["runs"]["imactor"]
+    assert run["result"]["failed"] == 0, run["result"]["errors"]
+
+
+def _imactor_has_muc() -> bool:
+    # imactor's conference.<domain> service (imactor/server/muc_service.py) landed beside this
+    # test; without it the room cannot exist and this smoke run has nothing to measure.
+    return importlib.util.find_spec("imactor.server.muc_service") is not None
+
+
+@pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")
+@pytest.mark.parametrize("transport", ["starttls", "tcp"])
+def test_muc_smoke_loses_nothing(tmp_path: Path, transport: str) -> None:
+    """Both of the occupants' readers run: the 4 that do not send are read by the epoll thread
+    (TLS decrypted there, or plain), the 2 senders by trio tasks."""
+    report = run_bench(
+        tmp_path, "--scenario", "muc", "--processes", "2", "--occupants", "6", "--senders", "2",
+        "--rates", "10", "--duration", "2", "--drain", "10", "--warmup", "1", "--transport", transport,
+    )  # fmt: skip
+    assert report["transport"] == transport
+    result = report["result"]
+    warmup = result["warmup"]  # not judged, but nothing may be lost there either
+    assert warmup["sent"] > 0
+    assert warmup["received"] == warmup["expected_deliveries"] == warmup["sent"] * 6
+    assert result["room"] == "bench-room@conference.localhost"
+    assert (result["occupants"], result["senders"]) == (6, 2)
+    [step] = result["steps"]
+    assert step["sent"] > 0
+    assert step["expected_deliveries"] == step["sent"] * 6
+    assert step["received"] == step["expected_deliveries"], step
+    assert step["lost"] == 0
+    assert step["short_occupants"] == []
+    assert step["duplicates"] == 0
+    assert step["message_errors"] == 0, step["errors"]
+    assert step["cpu"]["generator"]["processes"] == 2

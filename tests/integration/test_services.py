@@ -144,7 +144,8 @@ def test_disco_info_of_the_server_slixmpp(server: ServerProcess, accounts: Accou
             assert set(features) == enabled_module_features()
             assert set(features) >= SERVICE_FEATURES
             items = (await xmpp.plugin["xep_0030"].get_items(jid="localhost"))["disco_items"]
-            assert list(items["items"]) == []
+            # The server's services: the multi-user chat service.
+            assert [jid for jid, _node, _name in items["items"]] == ["conference.localhost"]
 
     run(scenario())
 
@@ -159,7 +160,7 @@ def test_disco_info_of_the_server_aioxmpp(server: ServerProcess, accounts: Accou
             assert ("server", "im") in {(i.category, i.type_) for i in info.identities}
             assert set(info.features) == enabled_module_features()
             items = await disco.query_items(aioxmpp.JID.fromstr("localhost"), require_fresh=True)
-            assert list(items.items) == []
+            assert [str(item.jid) for item in items.items] == ["conference.localhost"]
 
     run(scenario())
 
@@ -177,7 +178,9 @@ async def test_disco_raw_details(server: ServerProcess, accounts: Accounts) -> N
         # An account answers for itself: to its owner, account/registered...
         own = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>", to=f"{alice}@localhost"))
         assert own.get("from") == f"{alice}@localhost"
-        assert [(c, t) for c, t, _, _ in disco_identities(own[0])] == [("account", "registered")]
+        # (and pubsub/pep: the account is a PEP service, XEP-0163 §6.1)
+        identities = [(c, t) for c, t, _, _ in disco_identities(own[0])]
+        assert identities == [("account", "registered"), ("pubsub", "pep")]
         # No 'to' is the same as the own bare JID (RFC 6120 §10.3.3), not the server.
         no_to = result(await client.iq(f"<query xmlns='{DISCO_INFO}'/>"))
         assert disco_identities(no_to[0]) == disco_identities(own[0])

@@ -33,6 +33,14 @@ port = 0
 host = "127.0.0.1"
 port = 0
 
+[listen.http]
+host = "127.0.0.1"
+port = 0
+
+[listen.https]
+host = "127.0.0.1"
+port = 0
+
 [registration]
 enabled = {registration}
 
@@ -56,6 +64,14 @@ class ServerProcess:
     @property
     def c2s_tls_port(self) -> int:
         return self.ports["c2s_tls"]
+
+    @property
+    def http_port(self) -> int:
+        return self.ports["http"]
+
+    @property
+    def https_port(self) -> int:
+        return self.ports["https"]
 
     @property
     def status_socket(self) -> Path:

@@ -18,6 +18,12 @@ literal name count too. The rules:
 5. ``imactor/actors/**`` never imports ``imactor.server``, ``imactor.modules`` or ``imactor.xmpp``.
 6. ``imactor/modules/**`` reaches the server only through the module API, ``imactor.server.modules``
    (STYLE §12 rule 4): no other ``imactor.server`` module, no ``imactor.cluster`` or ``imactor.node``.
+7. ``imactor/muc/**`` (the sans-IO multi-user chat room) keeps the core's rules: none of
+   `CORE_FORBIDDEN`, no ``imactor`` package but ``imactor.xmpp`` and ``imactor.muc``, and no
+   third-party package but lxml.
+8. Only ``imactor/web/**`` (the HTTP shell: WebSocket, BOSH, host-meta) imports h11 and
+   trio_websocket, and it reaches storage, the cluster and the node only through the server
+   (no ``imactor.storage``, ``imactor.cluster``, ``imactor.node``, ``imactor.modules``).
 
 Tests, benchmarks and scripts are not product code and are not checked.
 """
@@ -25,6 +31,7 @@ Tests, benchmarks and scripts are not product code and are not checked.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +58,11 @@ CORE_EXCEPTIONS: dict[tuple[str, str], frozenset[str]] = {
     # Default salt when the account store derives new SCRAM credentials.
     ("imactor/xmpp/scram.py", "os"): frozenset({"urandom"}),
 }
+
+#: The sans-IO multi-user chat room (imactor/muc) follows the core's rules, and may use itself.
+MUC_MAY_IMPORT = ("imactor.xmpp", "imactor.muc")
+HTTP_LIBRARIES = frozenset({"h11", "trio_websocket", "wsproto"})
+WEB_MAY_NOT_IMPORT = ("imactor.storage", "imactor.cluster", "imactor.node", "imactor.modules")
 
 STORAGE_ONLY = frozenset({"sqlmodel", "sqlalchemy"})
 ZMQ_LINK = "imactor/cluster/zmq_link.py"
@@ -180,6 +192,7 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
         found.setdefault((imp.line, reason), f"{relpath}:{imp.line} imports {imp.module}: {reason}")
 
     in_core = _under(relpath, "imactor/xmpp")
+    in_muc = _under(relpath, "imactor/muc")
     excepted: set[str] = set()
     for imp in imports:
         if in_core and imp.top in CORE_FORBIDDEN:
@@ -189,10 +202,20 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
                 report(imp, "the protocol core does no I/O, reads no clock, draws no random")
         if in_core and imp.top == "imactor" and not _is(imp.module, "imactor.xmpp"):
             report(imp, "the protocol core imports only imactor.xmpp")
+        if in_muc and imp.top in CORE_FORBIDDEN:
+            report(imp, "the room core (imactor/muc) does no I/O, reads no clock, draws no random")
+        if in_muc and imp.top == "imactor" and not any(_is(imp.module, p) for p in MUC_MAY_IMPORT):
+            report(imp, "the room core imports only imactor.xmpp and imactor.muc")
+        if in_muc and imp.top not in {*sys.stdlib_module_names, *CORE_FORBIDDEN, "lxml", "imactor"}:
+            report(imp, "the room core imports only lxml and the standard library")
         if imp.top in STORAGE_ONLY and not _under(relpath, "imactor/storage"):
             report(imp, "only imactor/storage imports sqlmodel/sqlalchemy")
         if imp.top == "zmq" and relpath != ZMQ_LINK:
             report(imp, f"only {ZMQ_LINK} imports zmq")
+        if imp.top in HTTP_LIBRARIES and not _under(relpath, "imactor/web"):
+            report(imp, "only imactor/web speaks HTTP")
+        if _under(relpath, "imactor/web") and any(_is(imp.module, p) for p in WEB_MAY_NOT_IMPORT):
+            report(imp, "imactor/web reaches storage, cluster and node through the server only")
         if _under(relpath, "supervisors") and imp.top == "imactor":
             report(imp, "supervisors never import imactor")
         if _under(relpath, "imactor/actors") and any(
@@ -246,6 +269,7 @@ def test_the_walker_finds_the_files_and_their_imports(files: dict[str, str]) -> 
     assert {"imactor/xmpp/stream.py", "imactor/xmpp/parser.py", "imactor/xmpp/sasl.py"} <= set(core)
     assert len(core) >= 10
     assert any(_under(path, "imactor/storage") for path in files)
+    assert {"imactor/muc/room.py", "imactor/muc/state.py"} <= set(files)
     assert any(_under(path, "imactor/actors") for path in files)
     assert any(_under(path, "supervisors") for path in files)
 
@@ -307,6 +331,9 @@ def test_imports_of_resolves_every_form() -> None:
         ("imactor/server/user.py", "from sqlalchemy import select\n", "only imactor/storage"),
         ("imactor/modules/roster.py", "import sqlmodel\n", "only imactor/storage"),
         ("imactor/server/tree.py", "import zmq\n", "imports zmq"),
+        ("imactor/server/session.py", "import h11\n", "only imactor/web speaks HTTP"),
+        ("imactor/server/listener.py", "from trio_websocket import serve_websocket\n", "speaks HTTP"),
+        ("imactor/web/bosh.py", "from imactor.storage import Storage\n", "through the server only"),
         ("imactor/cluster/other.py", "import zmq.asyncio\n", "imports zmq"),
         ("supervisors/dynamic.py", "from imactor.actors import Mailbox\n", "never import imactor"),
         ("imactor/actors/actor.py", "from imactor.xmpp.jid import JID\n", "knows nothing"),
@@ -321,6 +348,10 @@ def test_imports_of_resolves_every_form() -> None:
         ("imactor/xmpp/sasl.py", "import secrets\nfrom secrets import choice\n", "used other than"),
         ("imactor/xmpp/scram.py", "import os\nos.getenv('X')\n", "allowed only"),
         ("imactor/xmpp/scram.py", "import random\n", "no random"),
+        ("imactor/muc/room.py", "import trio\n", "room core (imactor/muc) does no I/O"),
+        ("imactor/muc/room.py", "from time import time\n", "room core (imactor/muc) does no I/O"),
+        ("imactor/muc/state.py", "from imactor.server import router\n", "imports only imactor.xmpp and"),
+        ("imactor/muc/room.py", "import attrs\n", "only lxml and the standard library"),
     ],
 )
 def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str) -> None:
@@ -335,6 +366,11 @@ def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str)
         ("imactor/xmpp/stream.py", "from lxml import etree\nfrom imactor.xmpp import events\n"),
         ("imactor/xmpp/sasl.py", "import secrets\nsecrets.token_urlsafe(18)\nsecrets.token_bytes(32)\n"),
         ("imactor/xmpp/scram.py", "import os\nos.urandom(16)\n"),
+        (
+            "imactor/muc/room.py",
+            "from datetime import UTC\nfrom lxml import etree\nfrom imactor.xmpp.jid import JID\n"
+            "from imactor.muc.state import RoomState\n",
+        ),
         ("imactor/storage/db.py", "from sqlalchemy import create_engine\nimport sqlmodel\n"),
         (ZMQ_LINK, "import zmq\n"),
         (

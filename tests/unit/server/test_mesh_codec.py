@@ -82,6 +82,11 @@ def round_trip(message: object, endpoints: Endpoints | None = None) -> object:
 
 
 SESSION = SessionStub("abc123", 0)
+#: A room's broadcast: its bytes have no `to`; `to_jid` is the room.
+ROOM_TEMPLATE = Stanza(
+    "message", "groupchat", JID.parse("r@muc.example.com/nick"), JID.parse("r@muc.example.com"), None,
+    b"<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>",
+)  # fmt: skip
 PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="a@example.com"))
 
 
@@ -103,8 +108,16 @@ PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="
         m.Rebind("phone", SESSION, PRESENCE, True),  # type: ignore[arg-type]
         m.Rebind("phone", SESSION, None, False),  # type: ignore[arg-type]
         m.SessionLost(SESSION),  # type: ignore[arg-type]
+        m.Detached("phone", SESSION, True),  # type: ignore[arg-type]
+        m.Rebind("phone", SESSION, PRESENCE, True, (("carbons.enabled", "1"),)),  # type: ignore[arg-type]
+        m.Rebind("phone", SESSION, None, False, (("a", ""), ("b", "é"))),  # type: ignore[arg-type]
+        m.ResourceState((("carbons.enabled", "1"),)),
+        m.ResourceState(()),
+        m.Detached("phone", SESSION, False),  # type: ignore[arg-type]
         m.Route(message_stanza(), None),
         m.Route(PRESENCE, None, 1),
+        m.RoomMoved(b'{"occupants": [], "workers": []}'),
+        m.Fanout(ROOM_TEMPLATE, (JID.parse("a@example.com/x"), JID.parse("b@example.com/y"))),
     ],
     ids=lambda message: type(message).__name__,
 )
@@ -166,6 +179,12 @@ def test_local_only_messages_do_not_encode() -> None:
         ("Undelivered", codec.pack([b"message"] * 3), "whole stanzas"),
         ("Rebind", codec.pack([b"r", b"k", b"0", b"1", b"1"]), "fewer than seven fields"),
         ("Rebind", codec.pack([b"r", b"k", b"0", b"1", b"0", *[b"x"] * 7]), "presence flag"),
+        ("Detached", codec.pack([b"r", b"k", b"0", b"yes"]), "not 0 or 1"),
+        ("ResourceState", codec.pack([b"key"]), "whole pairs"),
+        ("Detached", codec.pack([b"r", b"k", b"0"]), "Detached has 3 fields"),
+        ("Fanout", codec.pack(codec._stanza_fields(ROOM_TEMPLATE)), "no recipient"),
+        ("Fanout", codec.pack([*codec._stanza_fields(ROOM_TEMPLATE), b"@bad"]), "JID is invalid"),
+        ("RoomMoved", codec.pack([b"{}", b"{}"]), "RoomMoved has 2 fields"),
     ],
 )
 def test_malformed_bodies_raise_body_error(body_kind: str, body: bytes, reason: str) -> None:
@@ -182,3 +201,12 @@ def test_malformed_replies_raise_body_error() -> None:
         codec.decode_reply("Bound", codec.pack([b"@@"]))
     ok, error = codec.decode_reply("Failed", codec.pack([b"made-up-condition", b"x"]))
     assert (ok, getattr(error, "condition", None)) == (False, "internal-server-error")
+
+
+@pytest.mark.parametrize("state", [(), (("carbons.enabled", "1"), ("x", ""))])
+def test_a_moved_session_comes_back_equal_with_its_resource_state(state: tuple[tuple[str, str], ...]) -> None:
+    moved = m.MovedSession(
+        JID.parse("a@example.com/phone"), 3, 7, 5, 300, (b"<message/>",), (b"<presence/>", b"<iq/>"),
+        frozenset({"eve@example.com"}), PRESENCE, True, state,
+    )  # fmt: skip
+    assert codec.decode_reply(*codec.encode_reply(moved)) == (True, moved)

@@ -1,0 +1,268 @@
+"""The HTTP/1.1 listener of the web endpoints (h11 on Trio): one task per connection.
+
+Each connection reads requests with h11, with limits that keep one client from holding the worker:
+the request line and headers must fit in ``[http] max_header_size`` bytes (431 otherwise) and
+arrive within ``header_timeout`` seconds (408: a client that never finishes its headers is cut
+off), a body may not exceed ``max_body_size`` (413), an idle keep-alive connection closes after
+``keepalive_timeout``, and a worker serves at most ``max_connections`` connections at once (503).
+Malformed HTTP gets h11's status hint (400 mostly) and the connection closes.
+
+Requests are routed by path (`WebEndpoints`): the WebSocket upgrade (`imactor.web.websocket`), BOSH
+(`imactor.web.bosh`), host-meta (`imactor.web.hostmeta`). Origins are checked first
+(`imactor.web.cors`): a browser request from an origin the config does not allow gets 403.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+from imactor.web import cors, hostmeta
+from imactor.web.messages import Request, Response, text_response
+from imactor.web.websocket import serve_websocket
+
+if TYPE_CHECKING:
+    from imactor.config import HTTPConfig
+    from imactor.server.worker_services import Services
+    from imactor.web.bosh import BoshSessions
+
+log = logging.getLogger("imactor.web")
+
+READ_SIZE = 16384
+TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+
+
+@dataclass
+class WebEndpoints:
+    """What the web listeners of one worker share: the services and the BOSH sessions."""
+
+    services: Services
+    bosh: BoshSessions
+    connections: int = 0  #: open HTTP connections of this worker (WebSockets included)
+
+    @property
+    def config(self) -> HTTPConfig:
+        return self.services.config.http
+
+
+async def serve_http(
+    endpoints: WebEndpoints,
+    listener: trio.SocketListener,
+    *,
+    tls: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept HTTP (or, with `tls`, HTTPS) connections forever, one task each."""
+    task_status.started()
+    async with listener, trio.open_nursery() as nursery:
+        while True:
+            try:
+                stream: trio.abc.Stream = await listener.accept()
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            assert isinstance(stream, trio.SocketStream)
+            try:
+                remote = stream.socket.getpeername()[0]
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                await stream.aclose()
+                continue
+            nursery.start_soon(_connection, endpoints, stream, remote, tls)
+
+
+async def _connection(endpoints: WebEndpoints, stream: trio.abc.Stream, remote: str, tls: bool) -> None:
+    config = endpoints.config
+    endpoints.connections += 1
+    try:
+        if tls:
+            tls_stream = trio.SSLStream(stream, endpoints.services.ssl_context, server_side=True)
+            stream = tls_stream
+            with trio.move_on_after(config.header_timeout) as handshake:
+                await tls_stream.do_handshake()
+            if handshake.cancelled_caught:
+                return
+        connection = HttpConnection(endpoints, stream, remote, tls=tls)
+        if endpoints.connections > config.max_connections:
+            await connection.refuse(503, "too many connections")
+            return
+        await connection.run()
+    except TRANSPORT_GONE as exc:
+        log.debug("http %s: transport lost: %r", remote, exc)
+    finally:
+        endpoints.connections -= 1
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await stream.aclose()
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith(LOOPBACK_PREFIXES)
+
+
+class HttpConnection:
+    """One HTTP/1.1 connection: requests in order, each answered before the next is read."""
+
+    def __init__(self, endpoints: WebEndpoints, stream: trio.abc.Stream, remote: str, *, tls: bool) -> None:
+        self.endpoints = endpoints
+        self.stream = stream
+        self.remote = remote
+        self.tls = tls
+        #: Confidential: HTTPS, or plain HTTP from this host (a TLS-terminating proxy, tests).
+        self.secure = tls or is_loopback(remote)
+        #: ``[listen.c2s] starttls_required`` means no login without TLS: plain HTTP from
+        #: another host may not carry a session (host-meta is still served).
+        self.cleartext_refused = not self.secure and endpoints.services.config.listen.c2s.starttls_required
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=endpoints.config.max_header_size)
+        #: The raw bytes of the current request so far (a WebSocket upgrade replays them).
+        self._raw = bytearray()
+
+    async def run(self) -> None:
+        config = self.endpoints.config
+        first = True
+        while True:
+            timeout = config.header_timeout if first else config.keepalive_timeout
+            first = False
+            try:
+                request = await self._read_request(timeout)
+            except h11.RemoteProtocolError as exc:
+                await self.refuse(exc.error_status_hint, str(exc) or "bad request")
+                return
+            if request is None:
+                return
+            upgrade = request.headers.get("upgrade", "").lower() == "websocket"
+            if (upgrade or request.path == config.bosh_path) and self.cleartext_refused:
+                await self.refuse(403, "use HTTPS: this server requires TLS")
+                return
+            if upgrade and request.path == config.websocket_path:
+                await serve_websocket(self, request, bytes(self._raw))
+                return
+            # The whole request is read before it is answered (so the connection can be reused).
+            body = await self._read_body(request)
+            if body is None:
+                return
+            request = Request(request.method, request.path, request.headers, body)
+            response = await self._respond_to(request)
+            await self.send(response, request)
+            if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+                return
+            self._h11.start_next_cycle()
+            self._raw = bytearray(self._h11.trailing_data[0])
+
+    async def _respond_to(self, request: Request) -> Response:
+        config = self.endpoints.config
+        if request.path in hostmeta.PATHS:
+            domain = self.endpoints.services.domain
+            return hostmeta.respond(
+                request, config.websocket_path, config.bosh_path, tls=self.tls, domain=domain
+            )
+        if request.path == config.bosh_path:
+            if not cors.origin_allowed(request, config.allowed_origins):
+                return text_response(403, "origin not allowed")
+            if request.method == "OPTIONS":
+                return cors.preflight(request)
+            if request.method != "POST":
+                return Response(405, b"POST only\n", headers=[("Allow", "POST, OPTIONS")])
+            response = await self.endpoints.bosh.handle(request, self.remote, secure=self.secure)
+            response.headers.extend(cors.allow_headers(request))
+            return response
+        return text_response(404, "not found")
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def _next_event(self, deadline: float) -> h11.Event | type[h11.PAUSED] | None:
+        """The next h11 event; None when the peer closed or the deadline passed."""
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            with trio.move_on_at(deadline):
+                data = await self.stream.receive_some(READ_SIZE)
+                self._raw += data
+                self._h11.receive_data(bytes(data))
+                continue
+            return None
+
+    async def _read_request(self, timeout: float) -> Request | None:
+        deadline = trio.current_time() + timeout
+        event = await self._next_event(deadline)
+        if event is None:
+            if self._raw.strip():  # a request started, and never finished in time
+                await self.refuse(408, "request headers took too long")
+            return None
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request), event
+        # h11 limits only a head that arrives in pieces; one that came whole is measured here.
+        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > self.endpoints.config.max_header_size:
+            await self.refuse(431, "request headers too large")
+            return None
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        target = event.target.decode("latin-1")
+        path = target.split("?", 1)[0].split("#", 1)[0]
+        return Request(event.method.decode("ascii"), path, headers)
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The request body; None (after answering 413 or 408) when it is too big or too slow."""
+        config = self.endpoints.config
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > config.max_body_size:
+            await self.refuse(413, "request body too large")
+            return None
+        body = bytearray()
+        deadline = trio.current_time() + config.header_timeout
+        while True:
+            event = await self._next_event(deadline)
+            if event is None:
+                await self.refuse(408, "request body took too long")
+                return None
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > config.max_body_size:
+                    await self.refuse(413, "request body too large")
+                    return None
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                return None
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    async def send(self, response: Response, request: Request | None = None) -> None:
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Cache-Control", "no-store"),
+            *response.headers,
+        ]
+        if request is None:
+            headers.append(("Connection", "close"))
+        reason = HTTPStatus(response.status).phrase.encode()
+        data = self._h11.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+        data = (data or b"") + (self._h11.send(h11.Data(data=response.body)) or b"")
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        await self.stream.send_all(data)
+
+    async def refuse(self, status: int, text: str) -> None:
+        """Answer with an error status and end the connection (if a response can still be sent)."""
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        try:
+            await self.send(text_response(status, text))
+        except (h11.LocalProtocolError, *TRANSPORT_GONE):
+            pass

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Install Debian's Prosody and ejabberd for the side-by-side benchmarks (bench/peers/).
+#
+# Only the packages: their system services are never started or enabled. A policy-rc.d that
+# answers 101 ("action forbidden") keeps the maintainer scripts from starting them while they
+# install (it is removed again afterwards if this script put it there), and any daemon the
+# packages started anyway is stopped by the pid it wrote. bench/peers/ then runs each server as
+# the user running the bench, on loopback, with its own config and data dirs under a temp dir.
+#
+# Run as root: sh scripts/install-peers.sh
+set -eu
+
+# lua-dbi-sqlite3 and erlang-p1-sqlite3: their SQLite stores (bench.run --peer-store sqlite);
+# lua-unbound: Prosody's DNS library (without it Prosody warns at every start).
+packages="prosody lua-dbi-sqlite3 lua-unbound ejabberd erlang-p1-sqlite3"
+missing=""
+for package in $packages; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+        missing="$missing $package"
+    fi
+done
+if [ -z "$missing" ]; then
+    echo "prosody and ejabberd already installed"
+    exit 0
+fi
+
+policy=/usr/sbin/policy-rc.d
+ours=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    ours=1
+fi
+cleanup() { if [ "$ours" = 1 ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT INT TERM
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086 # one word per package
+apt-get install -y -q --no-install-recommends $missing
+
+# Belt and braces: if a maintainer script started a daemon despite the policy, stop it by the pid
+# file it wrote (no pkill by name: other processes of the same name may be ours to keep).
+for pidfile in /run/prosody/prosody.pid /run/ejabberd/ejabberd.pid; do
+    if [ -s "$pidfile" ]; then
+        pid=$(cat "$pidfile")
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "stopping the system service's pid $pid ($pidfile)"
+            kill "$pid" || true
+        fi
+    fi
+done
+# The packages enable their units for systemd (and epmd's, with Erlang): disable them again, so
+# that no boot starts them either. deb-systemd-helper works without a running systemd (it wants
+# to be called from a maintainer script: the two variables say which).
+for unit in prosody:prosody.service ejabberd:ejabberd.service erlang-base:epmd.service erlang-base:epmd.socket; do
+    DPKG_MAINTSCRIPT_PACKAGE=${unit%%:*} DPKG_MAINTSCRIPT_NAME=postinst \
+        deb-systemd-helper disable "${unit#*:}" >/dev/null 2>&1 || true
+done
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl stop prosody.service ejabberd.service epmd.service epmd.socket 2>/dev/null || true
+fi
+echo "installed: $(prosodyctl about 2>/dev/null | grep -m1 -i '^prosody' || echo prosody), ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"

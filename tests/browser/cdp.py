@@ -1,0 +1,142 @@
+"""Headless Chromium driven over its DevTools protocol (CDP) with trio-websocket: no Playwright.
+
+`open_chromium` starts Debian's ``chromium`` on a page with ``--remote-debugging-port=0``, reads the
+port it chose from its stderr, finds the page's DevTools WebSocket and yields a `Page` that can
+evaluate JavaScript (awaiting promises) and take screenshots. The browser is killed at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_websocket
+
+DEVTOOLS_LINE = re.compile(rb"DevTools listening on (ws://[^\s]+)")
+
+
+class JavaScriptError(Exception):
+    """A script thrown or rejected in the page."""
+
+
+class Page:
+    """One page target."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one CDP command and return its result (events that arrive meanwhile are skipped)."""
+        command_id = next(self._ids)
+        await self.ws.send_message(json.dumps({"id": command_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(await self.ws.get_message())
+            if reply.get("id") == command_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                result: dict[str, Any] = reply.get("result", {})
+                return result
+
+    async def goto(self, url: str) -> None:
+        """Navigate to `url` and wait for its load event (scripts have run by then)."""
+        await self.call("Page.enable")
+        await self.call("Page.navigate", url=url)
+        while json.loads(await self.ws.get_message()).get("method") != "Page.loadEventFired":
+            pass
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of `expression` in the page (a promise is awaited)."""
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise JavaScriptError(details.get("exception", {}).get("description") or details.get("text"))
+        return result.get("result", {}).get("value")
+
+    async def screenshot(self, path: Path) -> Path:
+        data = await self.call("Page.captureScreenshot", format="png")
+        await trio.Path(path).write_bytes(base64.b64decode(data["data"]))
+        return path
+
+
+@contextlib.asynccontextmanager
+async def open_chromium(url: str, profile: Path, *, chromium: str = "chromium") -> AsyncIterator[Page]:
+    """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block."""
+    argv = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
+        "--window-size=1000,700", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+        # The test server's certificate is self-signed, made for the test.
+        "--ignore-certificate-errors",
+        f"--user-data-dir={profile}", "about:blank",
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        log = b""
+        browser_url: str | None = None
+        while browser_url is None:
+            chunk = await process.stderr.receive_some(4096)
+            if not chunk:
+                raise RuntimeError(f"chromium exited: {log.decode(errors='replace')}")
+            log += chunk
+            found = DEVTOOLS_LINE.search(log)
+            if found:
+                browser_url = found.group(1).decode()
+        port = int(browser_url.split(":")[2].split("/")[0])
+        page_url = await _page_websocket(port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stderr)
+            ws = await trio_websocket.connect_websocket_url(nursery, page_url, max_message_size=1 << 26)
+            page = Page(ws)
+            await page.goto(url)
+            try:
+                yield page
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with trio.move_on_after(5):
+            await process.wait()
+
+
+async def _page_websocket(port: int) -> str:
+    """The DevTools WebSocket of the first page target (``/json/list``)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        data = b""
+        # Read by Content-Length: the DevTools HTTP server may keep the connection open.
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            data += chunk
+    targets = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    pages = [t for t in targets if t.get("type") == "page"]
+    assert pages, targets
+    return str(pages[0]["webSocketDebuggerUrl"])
+
+
+def _content_length(data: bytes) -> int:
+    found = re.search(rb"(?im)^content-length:\s*(\d+)", data.split(b"\r\n\r\n", 1)[0])
+    return int(found.group(1)) if found else 0
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    """Keep reading chromium's stderr, so that it never blocks on a full pipe."""
+    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+        while await stream.receive_some(65536):
+            pass
