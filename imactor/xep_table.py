@@ -50,7 +50,7 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("RFC 7395", "", "complete: the xmpp subprotocol, see-other-uri, the same sessions as TCP",
              "web/websocket.py, xmpp/framing.py"),
     CoreSpec("XEP-0124", "",
-             "partial: no ack or authid, and a session is served only by the worker that created it",
+             "partial: no ack or authid",
              "web/bosh.py, xmpp/bosh.py"),
     CoreSpec("XEP-0156", "", "complete: host-meta and host-meta.json", "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),

@@ -87,10 +87,12 @@ async def refuse_forged(ctx: MessageContext) -> None:
 
 @module.on_delivered
 async def received_copies(ctx: DeliveredContext) -> None:
-    element = ctx.stanza
     account = ctx.account
     targets = _targets(account, exclude=ctx.delivered_to)  # cheap: checked before the rest
-    if not targets or not carbons.eligible(element):
+    if not targets:
+        return
+    element = ctx.stanza
+    if not carbons.eligible(element):
         return
     try:
         sender = JID.parse(element.get("from", ""))
@@ -112,6 +114,13 @@ async def sent_copies(ctx: MessageContext) -> None:
     targets = _targets(account, exclude=(sender.resourcepart or "",))
     if targets and carbons.eligible(element):
         _copy("sent", element, account, targets)
+
+
+@module.wants_sent
+def sent_copies_wanted(account: AccountApi) -> bool:
+    """Sent copies go to the account's carbons-enabled resources: needed only if there are two
+    resources of which one has carbons on (the sender's own copy is never made)."""
+    return len(account.bound_resources()) > 1 and bool(_targets(account, exclude=()))
 
 
 def _targets(account: AccountApi, exclude: tuple[str, ...]) -> list[str]:

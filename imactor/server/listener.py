@@ -77,25 +77,26 @@ async def serve_c2s(
     supervisor = services.session_supervisor
     assert supervisor is not None
     task_status.started()
-    async with listener:
-        while True:
-            try:
-                stream: trio.abc.Stream = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            sock_stream = stream
-            assert isinstance(sock_stream, trio.SocketStream)
-            try:
-                remote = sock_stream.socket.getpeername()[0]
-                sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                await stream.aclose()
-                continue
-            if direct_tls:
-                stream = trio.SSLStream(stream, services.ssl_context, server_side=True)
-            session = SessionActor(services, stream, remote, direct_tls=direct_tls)
-            await supervisor.start_child(
-                ChildSpec(id=str(session.address), start=session.run, restart=Restart.TEMPORARY)
-            )
+    # The listener stays open when this ends: the node's shared socket, accepted on again by
+    # this child's successor after a restart.
+    while True:
+        try:
+            stream: trio.abc.Stream = await listener.accept()
+        except OSError as exc:  # EMFILE and friends: back off instead of spinning
+            log.warning("accept failed: %s", exc)
+            await trio.sleep(0.1)
+            continue
+        sock_stream = stream
+        assert isinstance(sock_stream, trio.SocketStream)
+        try:
+            remote = sock_stream.socket.getpeername()[0]
+            sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            await stream.aclose()
+            continue
+        if direct_tls:
+            stream = trio.SSLStream(stream, services.ssl_context, server_side=True)
+        session = SessionActor(services, stream, remote, direct_tls=direct_tls)
+        await supervisor.start_child(
+            ChildSpec(id=str(session.address), start=session.run, restart=Restart.TEMPORARY)
+        )

@@ -23,6 +23,10 @@ Membership changes (DESIGN.md, "A user's or room's home worker"):
   messages whose durable handling was pending there are marked lost, so that their senders'
   sessions route them again (at least once: DESIGN.md, "The failover promise").
 
+BOSH (`imactor.web.bosh`): a request that reached this worker for a session of another one is
+asked of that worker (`BoshRequest`, target kind ``bosh``, key the sid); the handler the web layer
+sets in `bosh` answers it in a task of its own, since a held request waits for data.
+
 Error handling: a frame that does not decode is logged and dropped; the mesh carries on.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -82,6 +87,8 @@ class MeshStatistics:
     resumed_here: int  #: XEP-0198 sessions of another worker resumed on this one
     pending_replies: int
     pending_completions: int
+    bosh_forwarded: int = 0  #: BOSH requests this worker received for another worker's session
+    bosh_served: int = 0  #: BOSH requests another worker forwarded to a session of this one
 
 
 class RemoteRef(Generic[M]):
@@ -190,6 +197,11 @@ class Mesh:
         self._frames_in = self._frames_out = self._forwarded = 0
         self._dropped = self._decode_errors = self._handoffs = 0
         self.resumed_here = 0  #: counted by the sessions that resume from another worker
+        #: Serves a BOSH request forwarded for a session of this worker (`imactor.web.bosh`
+        #: sets it); it runs in a task of its own, as a held request waits for data.
+        self.bosh: Callable[[str, m.BoshRequest], Awaitable[None]] | None = None
+        self.bosh_forwarded = 0  #: counted by `imactor.web.bosh` when it forwards a request
+        self._bosh_served = 0
 
     def _new_link(self) -> ZmqLink:
         run_dir, index = self._run_dir, self.index
@@ -200,6 +212,11 @@ class Mesh:
         )  # fmt: skip
 
     # ---- placement -----------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """How many workers the node runs (numbered 0 … workers-1, live or not)."""
+        return self._workers
 
     def home(self, kind: str, key: str) -> int:
         return self.membership.home(kind, key)
@@ -343,6 +360,15 @@ class Mesh:
                     self._to_local(kind, key, message)
                 return
             self._to_local(kind, key, message)
+        elif kind == "bosh":
+            if not isinstance(message, m.BoshRequest):
+                raise codec.BodyError(f"a {type(message).__name__} for a BOSH session")
+            self._bosh_served += 1
+            if self.bosh is None:
+                message.reply.fail(StanzaError("item-not-found", "no BOSH here"))
+                return
+            assert self._nursery is not None
+            self._nursery.start_soon(self.bosh, key, message)
         elif kind == "fanout":
             if not isinstance(message, m.Fanout):
                 raise codec.BodyError(f"a {type(message).__name__} for a room broadcast")
@@ -532,4 +558,6 @@ class Mesh:
             resumed_here=self.resumed_here,
             pending_replies=len(self._replies),
             pending_completions=len(self._completions),
+            bosh_forwarded=self.bosh_forwarded,
+            bosh_served=self._bosh_served,
         )

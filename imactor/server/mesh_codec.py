@@ -19,6 +19,7 @@ texts are UTF-8. What each message holds, field by field:
 | AccountRemoved    | (none)                                                                  |
 | Rebind            | resource, session key, session worker, interested, has-presence, [stanza] |
 |                   | then the resource's module state: key, value, key, value, ...           |
+| SentHooks         | wanted ("1"/"0")                                                        |
 | ResourceState     | key, value, key, value, ...                                             |
 | SessionLost       | session key, session worker                                             |
 | Detached          | resource, session key, session worker, detached ("1"/"0")               |
@@ -29,6 +30,8 @@ texts are UTF-8. What each message holds, field by field:
 |                   | (a reply)                                                               |
 | RoomMoved         | the room's occupants, JSON (`Room.export_occupants` and their workers)  |
 | Fanout            | stanza (its bytes have no `to`), then one recipient JID per field       |
+| BoshRequest       | the HTTP request body, reply id  (target kind ``bosh``, key the sid)    |
+| BoshResponse      | the HTTP response body                     (a reply)                    |
 | Failed            | stanza error condition, text               (a reply)                    |
 | Done              | (none)                                     (a completion)               |
 
@@ -208,6 +211,8 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [resource.encode(), *_session(session), b"1" if interested else b"0"]
             fields += [b"0"] if presence is None else [b"1", *_stanza_fields(presence)]
             fields += _pairs(state)
+        case m.SentHooks(wanted):
+            fields = [b"1" if wanted else b"0"]
         case m.ResourceState(state):
             fields = _pairs(state)
         case m.SessionLost(session):
@@ -221,6 +226,8 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [snapshot]
         case m.Fanout(stanza, recipients):
             fields = [*_stanza_fields(stanza), *(str(jid).encode() for jid in recipients)]
+        case m.BoshRequest(body, reply):
+            fields = [body, endpoints.reply_id(reply, target_worker).encode()]
         case _:
             raise TypeError(f"{type(message).__name__} does not cross processes")
     return type(message).__name__, pack(fields)
@@ -240,6 +247,8 @@ def encode_reply(value: object) -> tuple[str, bytes]:
         fields += [str(len(value.state)).encode(), *_pairs(value.state)]
         fields += [jid.encode() for jid in sorted(value.blocklist)]
         return "MovedSession", pack(fields)
+    if isinstance(value, m.BoshResponse):
+        return "BoshResponse", pack([value.body])
     if isinstance(value, StanzaError):
         return "Failed", pack([value.condition.encode(), (value.text or "").encode()])
     return "Failed", pack([b"internal-server-error", b""])
@@ -311,6 +320,9 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
                 raise BodyError("Rebind's presence flag does not match its fields")
             state = _unpairs(rest)
             return m.Rebind(_text(resource), session_at(key, worker), presence, _flag(interested), state)
+        case "SentHooks":
+            (wanted,) = exactly(1)
+            return m.SentHooks(_flag(wanted))
         case "ResourceState":
             if len(fields) % 2:
                 raise BodyError("ResourceState does not hold whole pairs")
@@ -333,6 +345,9 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
                 raise BodyError("Fanout has no recipient")
             stanza = _stanza(it)
             return m.Fanout(stanza, tuple(_jid(field) for field in it))
+        case "BoshRequest":
+            body, reply_id = exactly(2)
+            return m.BoshRequest(body, endpoints.remote_reply(source, _text(reply_id)))
         case _:
             raise BodyError(f"unknown body kind {body_kind!r}")
 
@@ -357,6 +372,10 @@ def decode_reply(body_kind: str, body: bytes) -> tuple[bool, object]:
         return True, m.Bound(full, frozenset(_text(field) for field in fields[1:]))
     if body_kind == "MovedSession":
         return True, _moved_session(iter(fields))
+    if body_kind == "BoshResponse":
+        if len(fields) != 1:
+            raise BodyError(f"BoshResponse has {len(fields)} fields, expected 1")
+        return True, m.BoshResponse(fields[0])
     if body_kind == "Failed":
         if len(fields) != 2:
             raise BodyError(f"Failed has {len(fields)} fields, expected 2")

@@ -49,7 +49,15 @@ class ResourceState:
     state: tuple[tuple[str, str], ...]
 
 
-SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState
+@dataclass(frozen=True, slots=True)
+class SentHooks:
+    """Whether the account wants the messages this session sends (`FromResource`), for its
+    modules' sent hooks (XEP-0280 sent copies): told when that changes, and at each bind."""
+
+    wanted: bool
+
+
+SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState | SentHooks
 
 # ---- to a UserActor --------------------------------------------------------------------------
 
@@ -269,3 +277,23 @@ class RoomMoved:
 
 
 RoomMessage = Route | WorkersLost | HandOff | DestroyRoom | RoomMoved
+
+
+# ---- between the workers of a node: BOSH requests for a session of another worker ------------
+
+
+@dataclass(frozen=True, slots=True)
+class BoshResponse:
+    """The HTTP response body for a forwarded BOSH request (the reply to `BoshRequest`)."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BoshRequest:
+    """An HTTP request body for a BOSH session that lives on the target worker (its sid names
+    that worker, `imactor.web.bosh`): run it through the session's rid window and reply with
+    the response body (target kind ``bosh``, key the sid)."""
+
+    body: bytes
+    reply: Reply[BoshResponse]

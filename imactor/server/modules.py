@@ -255,6 +255,8 @@ class Module:
     hook_order: int = 0  #: message hooks of lower order run first (policy checks: negative)
     delivered_hooks: list[DeliveredHook] = field(default_factory=list)
     sent_hooks: list[MessageHook] = field(default_factory=list)
+    #: When the account wants its sent messages (`wants_sent`); none: always, if `sent_hooks`.
+    sent_wanted: list[Callable[[AccountApi], bool]] = field(default_factory=list)
     presence_hooks: list[PresenceHook] = field(default_factory=list)
     #: Builds the per-session filter from the module's options (module docstring).
     session_filter: Callable[[Any], SessionFilter] | None = None
@@ -292,6 +294,13 @@ class Module:
         self.sent_hooks.append(hook)
         return hook
 
+    def wants_sent(self, predicate: Callable[[AccountApi], bool]) -> Callable[[AccountApi], bool]:
+        """Register when an account needs the `on_sent` hooks: sessions hand their messages to
+        the account's actor only then (a chat message would otherwise cost a second trip,
+        across workers too)."""
+        self.sent_wanted.append(predicate)
+        return predicate
+
 
 class ModuleConfigError(ValueError):
     pass
@@ -320,6 +329,8 @@ class ModuleHost:
         self.message_hooks: list[tuple[MessageHook, Any]] = []
         self.delivered_hooks: list[tuple[DeliveredHook, Any]] = []
         self.sent_hooks: list[tuple[MessageHook, Any]] = []
+        self._sent_always = False
+        self._sent_wanted: list[Callable[[AccountApi], bool]] = []
         self.presence_hooks: list[tuple[PresenceHook, Any]] = []
         self.nonzas: frozenset[str] = frozenset()
         self.stream_features: tuple[bytes, ...] = ()
@@ -332,6 +343,9 @@ class ModuleHost:
             self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
             self.delivered_hooks.extend((hook, loaded.options) for hook in loaded.module.delivered_hooks)
             self.sent_hooks.extend((hook, loaded.options) for hook in loaded.module.sent_hooks)
+            if loaded.module.sent_hooks:
+                self._sent_always |= not loaded.module.sent_wanted
+                self._sent_wanted.extend(loaded.module.sent_wanted)
             self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
@@ -347,6 +361,10 @@ class ModuleHost:
     def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
         qn = etree.QName(payload)
         return self._iq.get((iq_type, qn.namespace or "", qn.localname, scope))
+
+    def wants_sent(self, account: AccountApi) -> bool:
+        """Whether `account`'s sessions must hand it the messages they send (`Module.wants_sent`)."""
+        return self._sent_always or any(predicate(account) for predicate in self._sent_wanted)
 
     def session_filters(self) -> list[SessionFilter]:
         """A fresh filter of each module that has one, for a new session."""

@@ -48,6 +48,8 @@ log = logging.getLogger("imactor.session")
 
 READ_SIZE = 65536
 WRITE_TIMEOUT = 30.0
+#: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
+LOST_WRITE_GRACE = 0.5
 #: What a dead or misbehaving peer makes socket calls raise.
 TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
@@ -178,6 +180,8 @@ class SessionActor:
         self._filters = services.modules.session_filters()
         #: The modules' state of our resource, for the account's next home (`m.ResourceState`).
         self._resource_state: tuple[tuple[str, str], ...] = ()
+        #: The account wants the messages we send (`m.SentHooks`; sent carbons).
+        self._sent_wanted = False
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -669,7 +673,7 @@ class SessionActor:
                 await self._settle_completions(through=target)
                 if not self._detached and self.stream.state is State.ESTABLISHED:
                     self.stream.send_nonza(sm.ack(self.sm.h_in))
-                    await self._flush_or_lose()
+                    await self._flush()
                 if self._ack_target == target:
                     return
         finally:
@@ -786,7 +790,7 @@ class SessionActor:
                 # XEP-0198: counted in `h` once the recipient's actor stored it (DESIGN.md step 4).
                 self._durable = m.Completion(message)
             await self.services.router.route(message, wait=True, completion=self._durable)
-            if self.services.modules.sent_hooks:
+            if self._sent_wanted:
                 await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
             return
         await self.services.router.route(Stanza.from_element(element), wait=True)
@@ -879,7 +883,7 @@ class SessionActor:
                 if not self._detached and self.sm.wants_ack_request(idle=True):
                     self.stream.send_nonza(sm.REQUEST)
                     self.sm.ack_requested()
-                    await self._flush_or_lose()
+                    await self._flush()
                 continue
             batch = [message]
             while len(batch) < 256:
@@ -910,9 +914,11 @@ class SessionActor:
                         await self._rebind()
                     case m.ResourceState(state=state):
                         self._resource_state = state
+                    case m.SentHooks(wanted=wanted):
+                        self._sent_wanted = wanted
             if self._detached:
                 continue
-            await self._flush_or_lose()
+            await self._flush()
             if self.stream.state is State.CLOSED and self._serve_scope is not None:
                 self._serve_scope.cancel()
 
@@ -927,14 +933,16 @@ class SessionActor:
         out.append(stanza.data)
         return out
 
-    async def _flush_or_lose(self) -> None:
-        """Flush from the mailbox task: a broken transport ends the reader, which decides what next."""
-        try:
-            await self._flush()
-        except TRANSPORT_GONE as exc:
-            log.debug("%s: transport lost while writing: %r", self.address, exc)
-            if self._serve_scope is not None:
-                self._serve_scope.cancel()
+    def _write_lost(self, exc: BaseException) -> None:
+        """A write found the transport gone: the reader gets `LOST_WRITE_GRACE` to read what the
+        client sent before it went, then ends. A client that sends </stream:stream> (or <close/>)
+        and closes at once often makes our next write fail before the reader has seen the closing
+        tag; that clean close must still end the session rather than leave it waiting for a
+        XEP-0198 resumption that will never come."""
+        log.debug("%s: transport lost while writing: %r", self.address, exc)
+        if self._serve_scope is not None:
+            grace = trio.current_time() + LOST_WRITE_GRACE
+            self._serve_scope.deadline = min(self._serve_scope.deadline, grace)
 
     async def _write_element(self, element: Element) -> None:
         self._stanzas_out += 1
@@ -943,6 +951,15 @@ class SessionActor:
         await self._flush()
 
     async def _flush(self) -> None:
+        """Write what the stream has queued. A transport that is gone raises nothing here (see
+        `_write_lost`): what was queued is lost with it, as unread data is with any connection
+        (stream management has counted the stanzas as unacknowledged, for a resumption)."""
+        try:
+            await self._flush_now()
+        except TRANSPORT_GONE as exc:
+            self._write_lost(exc)
+
+    async def _flush_now(self) -> None:
         async with self._write_lock:
             if self.stream.track_sent:
                 for sent in self.stream.take_sent():

@@ -53,6 +53,7 @@ class Resource:
     epoch: int = 0  #: the membership epoch when it was bound (see `m.WorkersLost`)
     detached: bool = False  #: its session waits for a XEP-0198 resumption (`m.Detached`)
     state: dict[str, str] = field(default_factory=dict)  #: modules' per-resource state
+    sent_wanted: bool = False  #: what its session was last told (`m.SentHooks`)
 
 
 class UserActor(Actor[m.UserMessage]):
@@ -171,6 +172,17 @@ class UserActor(Actor[m.UserMessage]):
         del self._requests[stanza.id or ""]
         await pending[1](stanza.element())
 
+    def _tell_sent_wanted(self) -> None:
+        """Tell each session whether to hand us the messages it sends (`m.SentHooks`), when
+        that changed for it (a resource bound, went, or switched XEP-0280 carbons)."""
+        if not self.services.modules.sent_hooks or self._handed_off:
+            return
+        wanted = self.services.modules.wants_sent(self)
+        for resource in self.resources.values():
+            if resource.sent_wanted != wanted:
+                resource.sent_wanted = wanted
+                self._send_to_session(resource, m.SentHooks(wanted))
+
     async def _presence_hooks(self, stanza: Stanza, *, own: bool) -> Stanza:
         """Run the modules' presence hooks; for `own` presence, return what they leave in it."""
         hooks = self.services.modules.presence_hooks
@@ -248,6 +260,8 @@ class UserActor(Actor[m.UserMessage]):
                 self.stop()
             case _:
                 assert_never(message)
+        if not isinstance(message, m.Route):  # a stanza from elsewhere changes no resource
+            self._tell_sent_wanted()
 
     async def _drop_resources(self, lost: Callable[[Resource], bool]) -> None:
         """Unbind the resources whose sessions are `lost` (gone without an `Unbind`)."""

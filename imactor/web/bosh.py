@@ -27,9 +27,17 @@ XEP-0124 rules kept here:
 Limits come from ``[http]``: ``bosh_max_wait``, ``bosh_max_hold``, ``bosh_inactivity``,
 ``bosh_polling``; a request body is at most ``max_body_size`` bytes (the HTTP layer checks).
 
-Known limit: a BOSH session lives in the worker that created it. With several workers, a request
-that the kernel hands to another worker's accept loop finds no session (``item-not-found``):
-run BOSH with ``[server] workers = 1`` or behind a proxy that keeps a client on one worker.
+Several workers: a BOSH session lives in the worker that created it, and its ``sid`` names that
+worker (``"<worker>.<144 random bits>"``, as XEP-0198 resumption ids do). The kernel hands each
+HTTP connection to any worker; one that holds no session of that sid but whose number is another
+worker's forwards the request body over the actor mesh (`BoshRequest`, asked with a reply, target
+kind ``bosh``), and the owner runs it through the session's rid window exactly like a local
+request (in a task of its own: a held request never blocks the mesh) and replies with the
+response body (`BoshResponse`), which the receiving worker writes. If the owner is not live (killed,
+not yet replaced), dies while the request is there, or does not answer within
+``2 * bosh_max_wait + FORWARD_MARGIN`` seconds, the request ends with
+``remote-connection-failed`` (XEP-0124 §17.2: the connection manager lost the server behind it);
+a live owner that has no such session (the dead owner's replacement) answers ``item-not-found``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from imactor.actors import ActorGone, AskTimeout, ask
+from imactor.server import messages as m
 from imactor.server.session import SessionActor
 from imactor.web.messages import Request, Response
 from imactor.web.transport import FramedStream
@@ -59,6 +69,7 @@ from imactor.xmpp.bosh import (
     response_body,
     terminate_body,
 )
+from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.framing import CLOSE_FRAME
 from supervisors import ChildSpec, Restart
 
@@ -70,6 +81,11 @@ log = logging.getLogger("imactor.web.bosh")
 CONTENT_TYPE: Final = "text/xml; charset=utf-8"
 #: Bytes of responses waiting for requests before the session's writes wait (back-pressure).
 MAX_BUFFERED: Final = 1 << 20
+#: The mesh target kind of forwarded requests (`imactor.server.mesh`).
+TARGET_KIND: Final = "bosh"
+#: Seconds a forwarded request may take beyond the longest a local one can (waiting up to 'wait'
+#: for an earlier rid, then held up to 'wait'), before it ends with remote-connection-failed.
+FORWARD_MARGIN: Final = 10.0
 
 
 @dataclass
@@ -283,13 +299,10 @@ class BoshSessions:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.sessions: dict[str, BoshTransport] = {}
-        config = services.config
-        if config.server.worker_count > 1 and (config.listen.http.enabled or config.listen.https.enabled):
-            log.warning(
-                "BOSH sessions live in one worker of %d: a request that reaches another one finds no "
-                "session (see imactor/web/bosh.py); prefer WebSocket",
-                config.server.worker_count,
-            )
+        #: How long a request forwarded to the session's worker may take (see the module doc).
+        self.forward_timeout = 2 * services.config.http.bosh_max_wait + FORWARD_MARGIN
+        if services.mesh is not None:
+            services.mesh.bosh = self.serve_forwarded
 
     def forget(self, session: BoshTransport) -> None:
         if self.sessions.get(session.sid) is session:
@@ -297,26 +310,78 @@ class BoshSessions:
 
     async def handle(self, request: Request, remote: str, *, secure: bool) -> Response:
         """Answer one POST to the BOSH path (HTTP 200 even for errors: XEP-0124 §17)."""
+        return Response(200, await self._answer(request.body, remote, secure), CONTENT_TYPE)
+
+    async def serve_forwarded(self, sid: str, request: m.BoshRequest) -> None:
+        """Answer a request that another worker received for a session of this one (run by the
+        mesh in a task of its own). Never raises: the mesh's tasks must not fail."""
+        answered = False
+        try:
+            answer = await self._answer(request.body, None, secure=False)
+            request.reply.send(m.BoshResponse(answer))
+            answered = True
+        except Exception:
+            log.exception("bosh %s: a forwarded request failed", sid)
+            request.reply.fail(StanzaError("internal-server-error"))
+            answered = True
+        finally:
+            if not answered:  # cancelled: this worker's mesh is stopping
+                request.reply.fail(StanzaError("service-unavailable", "the session's worker is stopping"))
+
+    async def _answer(self, data: bytes, remote: str | None, secure: bool) -> bytes:
+        """The response body for a request body; `remote` None: forwarded by another worker."""
         limits = self.services.config.limits
         session: BoshTransport | None = None
         try:
-            body = parse_body(request.body, limits.max_stanza_size)
+            body = parse_body(data, limits.max_stanza_size)
             rid_text = body.attributes.get("rid", "")
             if not rid_text.isdigit() or not 0 < int(rid_text) <= MAX_RID:
                 raise BoshError("bad-request", "rid must be a positive integer")
             rid = int(rid_text)
             sid = body.attributes.get("sid")
             if sid is None:
-                return Response(200, await self._create(body, rid, remote, secure), CONTENT_TYPE)
+                if remote is None:
+                    raise BoshError("bad-request", "a forwarded request has no sid")
+                return await self._create(body, rid, remote, secure)
             session = self.sessions.get(sid)
             if session is None:
-                raise BoshError("item-not-found", "no such session")
-            return Response(200, await session.request(rid, body), CONTENT_TYPE)
+                owner = self._owner(sid) if remote is not None else None
+                if owner is None:
+                    raise BoshError("item-not-found", "no such session")
+                return await self._forward(owner, sid, data)
+            return await session.request(rid, body)
         except BoshError as error:
             log.debug("bosh request refused: %s", error)
             if session is not None:
                 session._terminate(error.condition)
-            return Response(200, terminate_body(error.condition), CONTENT_TYPE)
+            return terminate_body(error.condition)
+
+    def _owner(self, sid: str) -> int | None:
+        """The other worker of this node that `sid` names; None: none (a local or forged sid)."""
+        mesh = self.services.mesh
+        prefix, dot, _ = sid.partition(".")
+        if mesh is None or not dot or not prefix.isdigit() or len(prefix) > 6:
+            return None
+        owner = int(prefix)
+        return owner if owner != mesh.index and owner < mesh.workers else None
+
+    async def _forward(self, owner: int, sid: str, data: bytes) -> bytes:
+        """Have the worker that owns `sid` answer the request (see the module doc)."""
+        mesh = self.services.mesh
+        assert mesh is not None
+        mesh.bosh_forwarded += 1
+        target = mesh.remote(TARGET_KIND, sid, owner)
+        try:
+            response: m.BoshResponse = await ask(
+                target, lambda reply: m.BoshRequest(data, reply), timeout=self.forward_timeout
+            )
+        except (ActorGone, AskTimeout) as exc:
+            log.info("bosh %s: the session's worker %d is unreachable: %s", sid, owner, exc)
+            raise BoshError("remote-connection-failed", f"worker {owner} is gone") from None
+        except StanzaError as exc:
+            condition = _FAILED_AS.get(exc.condition, "internal-server-error")
+            raise BoshError(condition, exc.text or "") from None
+        return response.body
 
     async def _create(self, body: ParsedBody, rid: int, remote: str, secure: bool) -> bytes:
         config = self.services.config.http
@@ -328,7 +393,7 @@ class BoshSessions:
             raise BoshError("bad-request", "XEP-0206: xmpp:version is required")
         wait = _number(attributes.get("wait"), config.bosh_max_wait)
         hold = _number(attributes.get("hold"), config.bosh_max_hold, low=0)
-        sid = secrets.token_urlsafe(18)
+        sid = f"{self.services.worker_index}.{secrets.token_urlsafe(18)}"
         transport = BoshTransport(self, sid, rid, wait=wait, hold=hold, secure=secure)
         self.sessions[sid] = transport
         supervisor = self.services.session_supervisor
@@ -345,6 +410,10 @@ class BoshSessions:
             f" ver='1.11' from='{self.services.domain}' xmpp:version='1.0' xmpp:restartlogic='true'"
         )
         return await transport.request(rid, ParsedBody({**opening, XMPP_RESTART: "true"}, []), params)
+
+
+#: The BOSH condition for each way a forwarded request can fail on the owner's side.
+_FAILED_AS: Final = {"item-not-found": "item-not-found", "service-unavailable": "remote-connection-failed"}
 
 
 def _number(value: str | None, ceiling: int, *, low: int = 1) -> int:

@@ -60,9 +60,12 @@ async def serve_http(
     tls: bool,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept HTTP (or, with `tls`, HTTPS) connections forever, one task each."""
+    """Accept HTTP (or, with `tls`, HTTPS) connections forever, one task each.
+
+    The listener stays open when this ends: it is the node's shared socket, and this child's
+    successor (after a restart) accepts on it again."""
     task_status.started()
-    async with listener, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         while True:
             try:
                 stream: trio.abc.Stream = await listener.accept()
@@ -95,7 +98,7 @@ async def _connection(endpoints: WebEndpoints, stream: trio.abc.Stream, remote: 
         if endpoints.connections > config.max_connections:
             await connection.refuse(503, "too many connections")
             return
-        await connection.run()
+        await _run_guarded(connection, remote)
     except TRANSPORT_GONE as exc:
         log.debug("http %s: transport lost: %r", remote, exc)
     finally:
@@ -104,6 +107,18 @@ async def _connection(endpoints: WebEndpoints, stream: trio.abc.Stream, remote: 
             scope.shield = True
             with contextlib.suppress(*TRANSPORT_GONE):
                 await stream.aclose()
+
+
+async def _run_guarded(connection: HttpConnection, remote: str) -> None:
+    """Serve one connection; whatever it raises ends it alone, never the listener. A transport
+    that went away often surfaces from a nursery (the WebSocket's reader), as a group."""
+    try:
+        try:
+            await connection.run()
+        except* TRANSPORT_GONE as group:
+            log.debug("http %s: transport lost: %r", remote, group.exceptions)
+    except Exception:  # a protocol boundary: one connection's bug must not stop the others
+        log.exception("http %s: connection failed", remote)
 
 
 def is_loopback(address: str) -> bool:

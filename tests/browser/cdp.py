@@ -2,7 +2,9 @@
 
 `open_chromium` starts Debian's ``chromium`` on a page with ``--remote-debugging-port=0``, reads the
 port it chose from its stderr, finds the page's DevTools WebSocket and yields a `Page` that can
-evaluate JavaScript (awaiting promises) and take screenshots. The browser is killed at the end.
+evaluate JavaScript (awaiting promises), type and press keys as a user would (``Input`` domain,
+so the page sees trusted keyboard events), and take screenshots. What the page logs to its console
+is kept (`Page.console`), to explain a failure. The browser is killed at the end.
 """
 
 from __future__ import annotations
@@ -33,24 +35,42 @@ class Page:
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.ws = ws
         self._ids = itertools.count(1)
+        self.console: list[str] = []  # console messages and uncaught exceptions, in order
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Send one CDP command and return its result (events that arrive meanwhile are skipped)."""
         command_id = next(self._ids)
         await self.ws.send_message(json.dumps({"id": command_id, "method": method, "params": params}))
         while True:
-            reply = json.loads(await self.ws.get_message())
+            reply = await self._receive()
             if reply.get("id") == command_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 result: dict[str, Any] = reply.get("result", {})
                 return result
 
+    async def _receive(self) -> dict[str, Any]:
+        """The next message from the browser; console events are recorded on the way."""
+        message: dict[str, Any] = json.loads(await self.ws.get_message())
+        params = message.get("params", {})
+        if message.get("method") == "Runtime.consoleAPICalled":
+            words = [str(arg.get("value", arg.get("description", ""))) for arg in params.get("args", [])]
+            self.console.append(f"console.{params.get('type')}: {' '.join(words)}")
+        elif message.get("method") == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.console.append(f"uncaught: {details.get('exception', {}).get('description') or details}")
+        elif message.get("method") == "Log.entryAdded":  # the browser's own: failed loads, CSP...
+            entry = params.get("entry", {})
+            self.console.append(f"log.{entry.get('level')}: {entry.get('text')} {entry.get('url', '')}")
+        return message
+
     async def goto(self, url: str) -> None:
         """Navigate to `url` and wait for its load event (scripts have run by then)."""
         await self.call("Page.enable")
+        await self.call("Runtime.enable")
+        await self.call("Log.enable")
         await self.call("Page.navigate", url=url)
-        while json.loads(await self.ws.get_message()).get("method") != "Page.loadEventFired":
+        while (await self._receive()).get("method") != "Page.loadEventFired":
             pass
 
     async def evaluate(self, expression: str) -> Any:
@@ -63,6 +83,16 @@ class Page:
             raise JavaScriptError(details.get("exception", {}).get("description") or details.get("text"))
         return result.get("result", {}).get("value")
 
+    async def type_text(self, text: str) -> None:
+        """Type `text` into the focused element, as the keyboard would (trusted input events)."""
+        await self.call("Input.insertText", text=text)
+
+    async def press_enter(self) -> None:
+        """Press and release the Enter key in the focused element."""
+        key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13}
+        await self.call("Input.dispatchKeyEvent", type="keyDown", text="\r", **key)
+        await self.call("Input.dispatchKeyEvent", type="keyUp", **key)
+
     async def screenshot(self, path: Path) -> Path:
         data = await self.call("Page.captureScreenshot", format="png")
         await trio.Path(path).write_bytes(base64.b64decode(data["data"]))
@@ -70,14 +100,20 @@ class Page:
 
 
 @contextlib.asynccontextmanager
-async def open_chromium(url: str, profile: Path, *, chromium: str = "chromium") -> AsyncIterator[Page]:
+async def open_chromium(
+    url: str, profile: Path, *, chromium: str = "chromium", size: tuple[int, int] = (1000, 700)
+) -> AsyncIterator[Page]:
     """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block."""
     argv = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
-        "--window-size=1000,700", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+        f"--window-size={size[0]},{size[1]}", "--remote-debugging-port=0",
+        "--remote-debugging-address=127.0.0.1",
         # The test server's certificate is self-signed, made for the test.
         "--ignore-certificate-errors",
+        # Only loopback resolves: a page that reached for the internet (a CDN) fails here as it
+        # would in an offline CI, instead of passing by luck.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
         f"--user-data-dir={profile}", "about:blank",
     ]  # fmt: skip
     process = await trio.lowlevel.open_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -306,3 +306,30 @@ async def test_websocket_clients_on_a_two_worker_node(two_workers: ServerProcess
             for client in clients:
                 await client.ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_clean_close_ends_a_resumable_session(tmp_path: Path) -> None:
+    """XEP-0198 §5: a stream closed cleanly is not resumable. Browser clients send
+    <presence type='unavailable'/> and <close/> and drop the WebSocket at once; the server's
+    answer to the presence then fails to be written, often before the server has read the
+    <close/>. The session must still end, not wait for a resumption (regression: it lingered
+    for `resume_timeout`, about one close in three)."""
+    with running_server(tmp_path, users=[("closer", PASSWORD)]) as server, trio.fail_after(60):
+        for n in range(12):
+            secure = n % 2 == 0
+            async with ws_client(server.https_port if secure else server.http_port, tls=secure) as client:
+                await client.login("closer", PASSWORD, f"r{n}")
+                await client.send(f"<enable xmlns='{SM}' resume='true'/>")
+                assert (await client.receive()).tag == tag(SM, "enabled")
+                await client.send("<presence xmlns='jabber:client'/>")
+                await client.send("<presence xmlns='jabber:client' type='unavailable'/>")
+                await client.send(f"<close xmlns='{FRAMING}'/>")
+                await client.ws.aclose()
+            with trio.move_on_after(5):
+                while True:
+                    sessions = (await trio.to_thread.run_sync(server.status))["totals"]["sessions"]
+                    if not sessions:
+                        break
+                    await trio.sleep(0.05)
+            sessions = (await trio.to_thread.run_sync(server.status))["totals"]["sessions"]
+            assert sessions == 0, f"close {n} ({'wss' if secure else 'ws'}) left {sessions} sessions"

@@ -117,6 +117,8 @@ PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="
         m.Route(message_stanza(), None),
         m.Route(PRESENCE, None, 1),
         m.RoomMoved(b'{"occupants": [], "workers": []}'),
+        m.SentHooks(True),
+        m.SentHooks(False),
         m.Fanout(ROOM_TEMPLATE, (JID.parse("a@example.com/x"), JID.parse("b@example.com/y"))),
     ],
     ids=lambda message: type(message).__name__,
@@ -185,6 +187,8 @@ def test_local_only_messages_do_not_encode() -> None:
         ("Fanout", codec.pack(codec._stanza_fields(ROOM_TEMPLATE)), "no recipient"),
         ("Fanout", codec.pack([*codec._stanza_fields(ROOM_TEMPLATE), b"@bad"]), "JID is invalid"),
         ("RoomMoved", codec.pack([b"{}", b"{}"]), "RoomMoved has 2 fields"),
+        ("BoshRequest", codec.pack([b"<body/>"]), "BoshRequest has 1 fields"),
+        ("BoshRequest", codec.pack([b"<body/>", b"\xff"]), "not UTF-8"),
     ],
 )
 def test_malformed_bodies_raise_body_error(body_kind: str, body: bytes, reason: str) -> None:
@@ -199,6 +203,8 @@ def test_malformed_replies_raise_body_error() -> None:
         codec.decode_reply("Bound", b"")
     with pytest.raises(codec.BodyError, match="JID is invalid"):
         codec.decode_reply("Bound", codec.pack([b"@@"]))
+    with pytest.raises(codec.BodyError, match="BoshResponse has 2 fields"):
+        codec.decode_reply("BoshResponse", codec.pack([b"<body/>", b"<body/>"]))
     ok, error = codec.decode_reply("Failed", codec.pack([b"made-up-condition", b"x"]))
     assert (ok, getattr(error, "condition", None)) == (False, "internal-server-error")
 
@@ -210,3 +216,17 @@ def test_a_moved_session_comes_back_equal_with_its_resource_state(state: tuple[t
         frozenset({"eve@example.com"}), PRESENCE, True, state,
     )  # fmt: skip
     assert codec.decode_reply(*codec.encode_reply(moved)) == (True, moved)
+
+
+def test_a_bosh_request_carries_its_body_and_reply_id_and_the_response_comes_back() -> None:
+    endpoints = Endpoints()
+    send, _ = trio.open_memory_channel[tuple[bool, Any]](1)
+    body = b"<body xmlns='http://jabber.org/protocol/httpbind' rid='7' sid='1.x'>\xe2\x98\x83</body>"
+    decoded = round_trip(m.BoshRequest(body, Reply(send)), endpoints)
+    assert isinstance(decoded, m.BoshRequest)
+    assert decoded.body == body
+    assert [target for _, target in endpoints.replies.values()] == [2]
+    assert endpoints.remote == [("reply", 2, "r0")]
+    response = m.BoshResponse(b"<body xmlns='http://jabber.org/protocol/httpbind'/>")
+    assert codec.decode_reply(*codec.encode_reply(response)) == (True, response)
+    assert codec.decode_reply(*codec.encode_reply(m.BoshResponse(b""))) == (True, m.BoshResponse(b""))

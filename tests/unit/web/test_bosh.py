@@ -1,5 +1,7 @@
 """`BoshTransport` without HTTP or a session: rid order, repeats, holds, waits and inactivity,
-on Trio's autojump clock (the waits are virtual)."""
+on Trio's autojump clock (the waits are virtual). And `BoshSessions` of two workers joined as the
+mesh joins them: requests for the other worker's session forwarded there, and the errors when it
+is unknown, gone or silent."""
 
 from __future__ import annotations
 
@@ -10,10 +12,16 @@ import pytest
 import trio
 import trio.testing
 from lxml import etree
+from trio.testing import MockClock
 
+from imactor.actors import ActorAddress, ActorGone
 from imactor.config import Config
-from imactor.web.bosh import BoshTransport
+from imactor.server import messages as m
+from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport
+from imactor.web.messages import Request
 from imactor.xmpp.bosh import BoshError, ParsedBody, parse_body, terminate_body
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.namespaces import NS_HTTPBIND
 
 
 class FakeSessions:
@@ -130,3 +138,169 @@ def test_parse_body() -> None:
         with pytest.raises(BoshError, match="bad-request"):
             parse_body(bad, 1000)
     assert etree.fromstring(terminate_body("item-not-found")).get("condition") == "item-not-found"
+
+
+# ---- two workers: forwarding -------------------------------------------------------------------
+
+
+class LinkedMesh:
+    """What `BoshSessions` uses of a worker's mesh, with a peer reached the way the real mesh
+    reaches it: a `BoshRequest` runs the peer's handler in a task of its own (`Mesh._dispatch`).
+    `peer_state`: "live", "gone" (sends raise `ActorGone`) or "silent" (the frame is lost)."""
+
+    def __init__(self, index: int, nursery: trio.Nursery) -> None:
+        self.index, self.workers, self.nursery = index, 2, nursery
+        self.bosh: Any = None
+        self.bosh_forwarded = 0
+        self.peer: LinkedMesh | None = None
+        self.peer_state = "live"
+
+    def remote(self, kind: str, key: str, worker: int) -> Any:
+        return _PeerRef(self, ActorAddress(kind, key, worker))
+
+
+class _PeerRef:
+    def __init__(self, mesh: LinkedMesh, address: ActorAddress) -> None:
+        self.mesh, self.address = mesh, address
+
+    async def send(self, message: m.BoshRequest) -> None:
+        peer = self.mesh.peer
+        assert peer is not None
+        assert peer.index == self.address.worker
+        assert self.address.kind == "bosh"
+        if self.mesh.peer_state == "gone":
+            raise ActorGone(str(self.address))
+        if self.mesh.peer_state == "live":
+            self.mesh.nursery.start_soon(peer.bosh, self.address.key, message)
+
+
+def workers(nursery: trio.Nursery) -> tuple[BoshSessions, BoshSessions]:
+    """Worker 0 (the owner of the sessions made by `owned`) and worker 1, linked."""
+    meshes = LinkedMesh(0, nursery), LinkedMesh(1, nursery)
+    meshes[0].peer, meshes[1].peer = meshes[1], meshes[0]
+    pair = [
+        BoshSessions(SimpleNamespace(config=Config(), domain="localhost", worker_index=i, mesh=mesh))  # type: ignore[arg-type]
+        for i, mesh in enumerate(meshes)
+    ]
+    return pair[0], pair[1]
+
+
+def mesh(sessions: BoshSessions) -> LinkedMesh:
+    linked: Any = sessions.services.mesh  # a LinkedMesh standing for the `Mesh`
+    assert isinstance(linked, LinkedMesh)
+    return linked
+
+
+def owned(owner: BoshSessions, sid: str = "0.abc", *, wait: int = 5) -> BoshTransport:
+    bosh = BoshTransport(owner, sid, 10, wait=wait, hold=1, secure=True)
+    owner.sessions[sid] = bosh
+    return bosh
+
+
+def post(sid: str, rid: int, payload: str = "", attributes: str = "") -> Request:
+    body = f"<body xmlns='{NS_HTTPBIND}' sid='{sid}' rid='{rid}'{attributes}>{payload}</body>"
+    return Request("POST", "/http-bind", {}, body.encode())
+
+
+def condition(answer: bytes) -> tuple[str | None, str | None]:
+    body = etree.fromstring(answer)
+    return body.get("type"), body.get("condition")
+
+
+async def test_a_request_for_another_workers_session_runs_on_its_owner(autojump_clock: MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        owner, other = workers(nursery)
+        bosh = owned(owner)
+        answers: list[bytes] = []
+
+        async def through(sessions: BoshSessions, request: Request) -> None:
+            answers.append((await sessions.handle(request, "127.0.0.1", secure=True)).body)
+
+        # Held on the owner for the other worker, answered when the session sends.
+        nursery.start_soon(through, other, post("0.abc", 10, "<message xmlns='jabber:client'/>"))
+        assert await bosh.receive_some() == b'<message xmlns="jabber:client"/>'
+        await trio.testing.wait_all_tasks_blocked()
+        assert not answers
+        await bosh.send_frames([stanza("iq")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert [children(a) for a in answers] == [["iq"]]
+        # The same rid again, on either worker: the same answer (XEP-0124 §14.3).
+        await through(owner, post("0.abc", 10, "<message xmlns='jabber:client'/>"))
+        await through(other, post("0.abc", 10, "<message xmlns='jabber:client'/>"))
+        assert answers[1] == answers[2] == answers[0]
+        assert (mesh(owner).bosh_forwarded, mesh(other).bosh_forwarded) == (0, 2)
+        # A terminate forwarded from the other worker ends the session on the owner.
+        await through(other, post("0.abc", 11, attributes=" type='terminate'"))
+        assert condition(answers[3]) == ("terminate", None)
+        assert bosh.terminated == ""
+        assert "0.abc" not in owner.sessions
+        nursery.cancel_scope.cancel()
+
+
+async def test_unknown_and_forged_sids_are_item_not_found(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        owner, other = workers(nursery)
+        for sid in ("0.unknown", "1.mine-but-unknown", "7.no-such-worker", "nodot", "x.y", "1234567.z"):
+            answer = (await other.handle(post(sid, 10), "127.0.0.1", secure=True)).body
+            assert condition(answer) == ("terminate", "item-not-found"), sid
+        # Only the first went to the owner (which has no such session).
+        assert mesh(other).bosh_forwarded == 1
+        # A forwarded request is never a session creation.
+        reply = _Reply()
+        creation = b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1' to='localhost'/>"
+        await owner.serve_forwarded("0.x", m.BoshRequest(creation, reply))  # type: ignore[arg-type]
+        assert isinstance(reply.value, m.BoshResponse)
+        assert condition(reply.value.body) == ("terminate", "bad-request")
+        nursery.cancel_scope.cancel()
+
+
+class _Reply:
+    """A reply slot that keeps what it gets."""
+
+    value: Any = None
+
+    def send(self, value: Any) -> None:
+        self.value = value
+
+    def fail(self, error: BaseException) -> None:
+        self.value = error
+
+
+@pytest.mark.parametrize("state", ["gone", "silent"])
+async def test_an_owner_gone_or_silent_is_remote_connection_failed(
+    state: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        owner, other = workers(nursery)
+        owned(owner)
+        mesh(other).peer_state = state
+        start = trio.current_time()
+        answer = (await other.handle(post("0.abc", 10), "127.0.0.1", secure=True)).body
+        assert condition(answer) == ("terminate", "remote-connection-failed")
+        elapsed = trio.current_time() - start
+        # Bounded: a silent owner is given up on after the longest a local request may take.
+        expected = 2 * Config().http.bosh_max_wait + FORWARD_MARGIN if state == "silent" else 0
+        assert elapsed == pytest.approx(expected)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_forwarded_request_cut_short_still_gets_a_reply(
+    autojump_clock: MockClock,
+) -> None:
+    """The owner's mesh stopping cancels the requests it serves: their askers hear so at once
+    (and answer remote-connection-failed) rather than waiting for their timeout."""
+    async with trio.open_nursery() as nursery:
+        owner, _ = workers(nursery)
+        owned(owner)
+        reply = _Reply()
+        with trio.CancelScope() as scope:
+
+            async def stop_when_held() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+            nursery.start_soon(stop_when_held)
+            await owner.serve_forwarded("0.abc", m.BoshRequest(post("0.abc", 10).body, reply))  # type: ignore[arg-type]
+        assert isinstance(reply.value, StanzaError)
+        assert reply.value.condition == "service-unavailable"
+        nursery.cancel_scope.cancel()
