@@ -64,6 +64,29 @@ async def open_listeners(hosts: Sequence[str], port: int) -> list[trio.SocketLis
     return listeners
 
 
+async def accept(listener: trio.SocketListener) -> tuple[trio.abc.Stream, str]:
+    """The next connection and its peer's address, with Nagle off (stanzas are small and late
+    bytes are latency). An accept that fails (EMFILE and friends) is retried after a pause
+    instead of spinning; a connection gone before we saw its address is skipped.
+
+    The listener is never closed here: it is the node's shared socket, and a restarted accept
+    loop takes it up again."""
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            log.warning("accept failed: %s", exc)
+            await trio.sleep(0.1)
+            continue
+        try:
+            remote = stream.socket.getpeername()[0]
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            await stream.aclose()
+            continue
+        return stream, str(remote)
+
+
 async def serve_c2s(
     services: Services,
     listener: trio.SocketListener,
@@ -77,23 +100,8 @@ async def serve_c2s(
     supervisor = services.session_supervisor
     assert supervisor is not None
     task_status.started()
-    # The listener stays open when this ends: the node's shared socket, accepted on again by
-    # this child's successor after a restart.
     while True:
-        try:
-            stream: trio.abc.Stream = await listener.accept()
-        except OSError as exc:  # EMFILE and friends: back off instead of spinning
-            log.warning("accept failed: %s", exc)
-            await trio.sleep(0.1)
-            continue
-        sock_stream = stream
-        assert isinstance(sock_stream, trio.SocketStream)
-        try:
-            remote = sock_stream.socket.getpeername()[0]
-            sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            await stream.aclose()
-            continue
+        stream, remote = await accept(listener)
         if direct_tls:
             stream = trio.SSLStream(stream, services.ssl_context, server_side=True)
         session = SessionActor(services, stream, remote, direct_tls=direct_tls)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
+from imactor.server.listener import accept
 from imactor.web import cors, hostmeta
 from imactor.web.messages import Request, Response, text_response
 from imactor.web.websocket import serve_websocket
@@ -60,26 +60,11 @@ async def serve_http(
     tls: bool,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept HTTP (or, with `tls`, HTTPS) connections forever, one task each.
-
-    The listener stays open when this ends: it is the node's shared socket, and this child's
-    successor (after a restart) accepts on it again."""
+    """Accept HTTP (or, with `tls`, HTTPS) connections forever, one task each."""
     task_status.started()
     async with trio.open_nursery() as nursery:
         while True:
-            try:
-                stream: trio.abc.Stream = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            assert isinstance(stream, trio.SocketStream)
-            try:
-                remote = stream.socket.getpeername()[0]
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                await stream.aclose()
-                continue
+            stream, remote = await accept(listener)
             nursery.start_soon(_connection, endpoints, stream, remote, tls)
 
 
