@@ -15,6 +15,7 @@ supervisor's to act on (it stops the workers in order with SIGTERM).
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Mapping, Sequence
@@ -81,6 +82,22 @@ def run(
     return 0
 
 
+#: Allocations between young-generation collections (CPython's default is 700), and how many
+#: young (then middle) collections run before an older one (default 10, 10).
+GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def tune_gc() -> None:
+    """Once the worker runs: move everything built so far (modules, config, the actor tree) out
+    of the collector's sight (`gc.freeze`), and collect the young generation less often. A
+    worker allocates many short-lived objects per stanza (lxml proxies, frozen stanzas, trio
+    tasks' frames); with CPython's default thresholds the collections that walk the long-lived
+    heap were the tail of delivery latency: in the muc benchmark (100 occupants) p99 fell from
+    65–99 ms to 20–40 ms and server CPU by about a tenth (docs/benchmarks.md)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _main(config: Config, placement: WorkerPlacement) -> None:
     async def serve(*, task_status: trio.TaskStatus[None]) -> None:
         await run_worker(config, placement, task_status=task_status)
@@ -89,4 +106,5 @@ async def _main(config: Config, placement: WorkerPlacement) -> None:
     async with trio.open_nursery() as nursery:
         health = await nursery.start(serve_health)
         await nursery.start(serve)
+        tune_gc()
         health.ready()

@@ -131,26 +131,25 @@ class RoomActor(Actor[m.RoomMessage]):
             return
         if stanza.kind == "presence" and not self.room.exists and stanza.type == "":
             self._may_create = await self.muc.creation_allowed(stanza.from_jid)
-        existed = self.room.exists
         outcome = self.room.handle(element, time.time())
         if stanza.kind == "presence":
             self._track(stanza.from_jid, origin)
-        await self._apply(outcome, created=not existed and self.room.exists, creator=stanza.from_jid)
+        await self._apply(outcome)
 
     def _track(self, real_jid: JID, origin: int | None) -> None:
         """Remember (or forget) where an occupant's session lives, after its presence."""
-        if any(real_jid in occupant.real_jids for occupant in self.room.occupants()):
+        if real_jid in self.room.by_session:
             if origin is not None:
                 self._workers[real_jid] = origin
         else:
             self._workers.pop(real_jid, None)
 
-    async def _apply(self, outcome: Outcome, *, created: bool = False, creator: JID | None = None) -> None:
+    async def _apply(self, outcome: Outcome) -> None:
         storage = self.services.storage
         if outcome.destroyed:
             await storage.rooms.delete(self.name)
-        elif outcome.state_changed or created:
-            await self._save(creator if created else None)
+        elif outcome.state_changed:  # a room's creation too
+            await self._save()
         if outcome.archive and self.room.state is not None and self.room.state.config.enable_logging:
             entries = [
                 RoomArchiveEntry(self.name, str(self.jid), item.stanza_id, item.stamp, item.nick,
@@ -170,14 +169,12 @@ class RoomActor(Actor[m.RoomMessage]):
             await storage.rooms.delete(self.name)
             self.stop()
 
-    async def _save(self, creator: JID | None) -> None:
+    async def _save(self) -> None:
         state = self.room.state
         if state is None:
             return
-        previous = await self.services.storage.rooms.load(self.name) if creator is None else None
-        owner = str(creator.bare) if creator is not None else (previous.creator if previous else "")
         await self.services.storage.rooms.save(StoredRoom(
-            self.name, state.to_json(), state.config.public, state.config.persistent, owner,
+            self.name, state.to_json(), state.config.public, state.config.persistent, state.creator,
         ))  # fmt: skip
 
     async def _send(self, element: st.Element, recipients: tuple[JID, ...]) -> None:
