@@ -162,11 +162,7 @@ class RoomActor(Actor[m.RoomMessage]):
                 log.exception("%s: archive write failed", self.address)
         for outgoing in outcome.out:
             await self._send(outgoing.element, outgoing.recipients)
-        if outcome.destroyed:
-            self.stop()
-        elif self.room.is_empty and self.room.state is not None and not self.room.state.config.persistent:
-            # XEP-0045 §10.1: a temporary room is destroyed when its last occupant leaves.
-            await storage.rooms.delete(self.name)
+        if outcome.destroyed:  # also a temporary room that its last occupant left (§10.1)
             self.stop()
 
     async def _save(self) -> None:
