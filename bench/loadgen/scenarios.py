@@ -53,6 +53,21 @@ class Scenario:
             raise
         return client
 
+    async def open_all(self, concurrency: int, resource: str) -> list[LoadClient]:
+        """Every user logged in, `concurrency` at a time, each within 60 s, in `users` order."""
+        limiter = trio.CapacityLimiter(concurrency)
+        clients: list[LoadClient | None] = [None] * len(self.users)
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            async with limiter:
+                with trio.fail_after(60):
+                    clients[index] = await self.open(user, resource)
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        return [c for c in clients if c is not None]
+
     async def close(self) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             for client in self.clients:
@@ -178,18 +193,7 @@ class Chat(Scenario):
         self.latencies.append((now - sent_ns) / 1e9)
 
     async def connect(self, concurrency: int) -> dict[str, Any]:
-        limiter = trio.CapacityLimiter(concurrency)
-        clients: list[LoadClient | None] = [None] * len(self.users)
-
-        async def one(index: int, user: tuple[str, str]) -> None:
-            async with limiter:
-                with trio.fail_after(60):
-                    clients[index] = await self.open(user, "chat")
-
-        async with trio.open_nursery() as nursery:
-            for index, user in enumerate(self.users):
-                nursery.start_soon(one, index, user)
-        self.clients = [c for c in clients if c is not None]
+        self.clients = await self.open_all(concurrency, "chat")
         self.received = [0] * len(self.clients)
         self.last_seq = [0] * len(self.clients)
         for client in self.clients:
@@ -312,18 +316,7 @@ class Muc(Scenario):
         self.latencies.append((now - sent_ns) / 1e9)
 
     async def connect(self, concurrency: int) -> dict[str, Any]:
-        limiter = trio.CapacityLimiter(concurrency)
-        clients: list[LoadClient | None] = [None] * len(self.users)
-
-        async def one(index: int, user: tuple[str, str]) -> None:
-            async with limiter:
-                with trio.fail_after(60):
-                    clients[index] = await self.open(user, "muc")
-
-        async with trio.open_nursery() as nursery:
-            for index, user in enumerate(self.users):
-                nursery.start_soon(one, index, user)
-        self.clients = [c for c in clients if c is not None]
+        self.clients = await self.open_all(concurrency, "muc")
         self.received = [0] * len(self.clients)
         self.last_seq = [{} for _ in self.clients]
         return {"connected": len(self.clients)}

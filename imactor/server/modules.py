@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -168,11 +169,23 @@ MessageHook = Callable[[MessageContext], Awaitable[None]]
 
 
 @dataclass
-class DeliveredContext(MessageContext):
+class DeliveredContext:
     """A message the recipient's `UserActor` has just delivered or stored offline."""
 
+    message: Stanza  #: as delivered
+    account: AccountApi  #: the recipient
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
     delivered_to: tuple[str, ...] = ()  #: resources that got it (empty: stored offline or dropped)
     offline: bool = False  #: it went to offline storage
+
+    @functools.cached_property
+    def stanza(self) -> Element:
+        """A private copy, parsed on first use: this runs for every delivered message, and most
+        hooks decide from the account's state alone that they have nothing to do."""
+        return self.message.element()
 
 
 DeliveredHook = Callable[[DeliveredContext], Awaitable[None]]

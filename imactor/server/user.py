@@ -599,10 +599,9 @@ class UserActor(Actor[m.UserMessage]):
         hooks = self.services.modules.delivered_hooks
         if not hooks:
             return
-        element = stanza.element()
         for hook, options in hooks:
             ctx = DeliveredContext(
-                stanza=element, account=self, options=options, storage=self.services.storage,
+                message=stanza, account=self, options=options, storage=self.services.storage,
                 config=self.services.config, server=self.services.server, delivered_to=names,
                 offline=offline,
             )  # fmt: skip
