@@ -81,12 +81,12 @@ class UserActor(Actor[m.UserMessage]):
     # ---- life cycle --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        storage = self.services.storage
-        self.exists = await storage.accounts.exists(self.username)
-        if self.exists:
-            self.roster_version, items = await storage.roster.get(self.username)
-            self.roster = {item.jid: item for item in items}
-            self._blocklist = frozenset(await storage.blocking.get(self.username))
+        snapshot = await self.services.storage.account_snapshot(self.username)
+        self.exists = snapshot is not None
+        if snapshot is not None:
+            self.roster_version = snapshot.roster_version
+            self.roster = {item.jid: item for item in snapshot.roster}
+            self._blocklist = frozenset(snapshot.blocked)
 
     def before_stop(self) -> None:
         self.services.registry.unregister("user", self.username, self.ref)
@@ -242,8 +242,9 @@ class UserActor(Actor[m.UserMessage]):
                     detached.detached = message.detached
             case m.WorkersLost():
                 await self._drop_resources(
-                    lambda resource: resource.session.address.worker in message.workers
-                    and resource.epoch < message.epoch
+                    lambda resource: (
+                        resource.session.address.worker in message.workers and resource.epoch < message.epoch
+                    )
                 )
                 self._contacts_lost(message.workers, message.epoch)
             case m.HandOff():

@@ -34,6 +34,11 @@ HASH_NAMES: tuple[str, ...] = ("SHA-1", "SHA-256")
 _POOL_THRESHOLD = 16
 #: Names per ``IN (...)`` query; well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
+#: A login's verifiers, column names as in `Credential`.
+_CREDENTIALS = (
+    "SELECT hash_name, salt, iterations, stored_key, server_key FROM scram_credential "
+    "WHERE username = :username"
+)
 
 
 class AccountStore:
@@ -51,13 +56,20 @@ class AccountStore:
         if name is None:
             return None
 
-        def query(session: Session) -> dict[str, ScramCredentials] | None:
-            rows = session.exec(select(Credential).where(col(Credential.username) == name)).all()
-            if not rows:
-                return None
-            return {row.hash_name: _to_credentials(row) for row in rows}
-
-        return await self._db.read(query)
+        # Every login asks this: the lean single-statement read (`Database.select`).
+        rows = await self._db.select(_CREDENTIALS, {"username": name})
+        if not rows:
+            return None
+        return {
+            hash_name: ScramCredentials(
+                hash_name=hash_name,
+                salt=bytes(salt),
+                iterations=iterations,
+                stored_key=bytes(stored_key),
+                server_key=bytes(server_key),
+            )
+            for hash_name, salt, iterations, stored_key, server_key in rows
+        }
 
     async def exists(self, username: str) -> bool:
         """Whether an account with this username exists."""
@@ -217,13 +229,3 @@ def _to_rows(username: str, credentials: list[ScramCredentials]) -> list[Credent
         )
         for c in credentials
     ]
-
-
-def _to_credentials(row: Credential) -> ScramCredentials:
-    return ScramCredentials(
-        hash_name=row.hash_name,
-        salt=row.salt,
-        iterations=row.iterations,
-        stored_key=row.stored_key,
-        server_key=row.server_key,
-    )

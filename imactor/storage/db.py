@@ -5,6 +5,10 @@ of a `Session` in a worker thread.
 
 - **Reads** run concurrently, up to `READERS` at a time, each in its own short transaction. Reader
   connections are ``query_only``, so a read function cannot write by mistake.
+  `Database.select` is the lean form for the hottest lookups (a login's credentials, its offline
+  messages): one SELECT, no ORM session and, on SQLite, straight on the driver's connection in
+  autocommit, where a single statement is its own consistent snapshot. A measured ORM read cost
+  about 460 µs of CPU, this one about 120 µs, most of it the hop to the thread.
 - **Writes** go through one writer connection, one at a time, because SQLite has a single writer
   anyway and a second one would only wait on the lock. Writes are *group-committed*: the tasks
   that ask to write while a transaction is running are batched into the next transaction, each
@@ -48,14 +52,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import trio
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
@@ -209,6 +213,68 @@ class Database:
             except SQLAlchemyError as exc:
                 raise StorageError(f"database read failed: {exc}") from exc
 
+    async def select(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one SELECT with ``:name`` parameters in a worker thread and return its rows.
+
+        Raises:
+            StorageError: The database failed.
+        """
+        return (await self.select_many([(sql, params)]))[0]
+
+    async def select_many(
+        self, queries: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run several SELECTs in one read transaction (one snapshot) and one trip to a thread.
+
+        Raises:
+            StorageError: The database failed.
+        """
+        self._check_open()
+        return await trio.to_thread.run_sync(self._run_selects, queries, limiter=self._read_limiter)
+
+    def _run_selects(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                if self._read_engine.dialect.name != "sqlite":
+                    with self._read_engine.connect() as conn:
+                        return [
+                            [tuple(row) for row in conn.execute(text(sql), params)] for sql, params in queries
+                        ]
+                return self._sqlite_selects(queries)
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                if not _should_retry(exc, deadline):
+                    raise StorageError(f"database read failed: {exc}") from exc
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                raise StorageError(f"database read failed: {exc}") from exc
+
+    def _sqlite_selects(
+        self, queries: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        # sqlite3 takes ``:name`` parameters itself. The reader connection is in autocommit
+        # (isolation_level None, see _tune_sqlite): one statement is its own snapshot, and
+        # several share one only inside an explicit BEGIN.
+        connection = self._read_engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                several = len(queries) > 1
+                if several:
+                    cursor.execute("BEGIN")
+                try:
+                    results = []
+                    for sql, params in queries:
+                        cursor.execute(sql, params)
+                        results.append(list(cursor.fetchall()))
+                finally:
+                    if several:
+                        cursor.execute("ROLLBACK")  # read only: nothing to keep
+                return results
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool
+
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in the writer's next transaction and return its result once committed.
 
@@ -312,9 +378,12 @@ class Database:
             raise StorageError("storage is closed")
 
 
-def _should_retry(exc: OperationalError, deadline: float) -> bool:
-    """Whether `exc` is SQLite's "database is locked" (busy) and there is time left to retry."""
-    code = getattr(exc.orig, "sqlite_errorcode", None)
+def _should_retry(exc: Exception, deadline: float) -> bool:
+    """Whether `exc` is SQLite's "database is locked" (busy) and there is time left to retry.
+
+    `exc` is SQLAlchemy's wrapper or, from `Database.select`, the sqlite3 module's own error.
+    """
+    code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", None)
     busy = (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) if isinstance(code, int) else False
     if not busy or time.monotonic() >= deadline:
         return False

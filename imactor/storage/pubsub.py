@@ -25,6 +25,13 @@ class StoredItem:
     published_at: float
 
 
+#: The newest items of a node, newest first.
+_NEWEST_ITEMS = (
+    "SELECT item_id, payload, published_at FROM pep_item WHERE username = :username AND node = :node "
+    "ORDER BY seq DESC LIMIT :limit"
+)
+
+
 class PepStore:
     """The PEP service's data: `node` rows (config JSON) and their items."""
 
@@ -124,6 +131,14 @@ class PepStore:
         self, username: str, node: str, *, limit: int, item_ids: Sequence[str] = ()
     ) -> list[StoredItem]:
         """The newest `limit` items (or those of `item_ids` that exist), oldest first."""
+        if not item_ids:
+            # The common case (the last item sent at presence, the avatar's hash at login): lean.
+            params = {"username": username, "node": node, "limit": limit}
+            newest = await self._db.select(_NEWEST_ITEMS, params)
+            return [
+                StoredItem(item_id, bytes(payload), published_at)
+                for item_id, payload, published_at in reversed(newest)
+            ]
 
         def query(session: Session) -> list[StoredItem]:
             statement = select(PepItem).where(col(PepItem.username) == username, col(PepItem.node) == node)

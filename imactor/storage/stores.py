@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any, cast
 
+from sqlalchemy import CursorResult, text
 from sqlmodel import Session, col, delete, func, select
 
 from imactor.storage.db import Database
+from imactor.storage.errors import AccountNotFound
 from imactor.storage.models import (
     BlockedJid,
     LastActivity,
@@ -24,6 +27,16 @@ from imactor.storage.models import (
 
 #: Values per ``IN (...)`` clause; well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
+#: An account's offline messages, oldest first (ids only grow: see `OfflineMessage`).
+_OFFLINE_OF = "SELECT id, stanza FROM offline_message WHERE username = :username ORDER BY id"
+#: Insert or replace an account's last activity; no row at all if the account does not exist
+#: (SQLite 3.24+ and PostgreSQL share this upsert syntax).
+_UPSERT_LAST_ACTIVITY = text(
+    "INSERT INTO last_activity (username, timestamp, status) "
+    "SELECT :username, :timestamp, :status WHERE EXISTS "
+    "(SELECT 1 FROM account WHERE username = :username) "
+    "ON CONFLICT (username) DO UPDATE SET timestamp = excluded.timestamp, status = excluded.status"
+)
 
 
 class OfflineStore:
@@ -44,15 +57,9 @@ class OfflineStore:
     async def fetch(self, username: str) -> list[tuple[int, bytes]]:
         """All stored messages as ``(id, stanza)``, oldest first; pass the ids to `delete`."""
 
-        def query(session: Session) -> list[tuple[int, bytes]]:
-            rows = session.exec(
-                select(OfflineMessage.id, OfflineMessage.stanza)
-                .where(col(OfflineMessage.username) == username)
-                .order_by(col(OfflineMessage.id))
-            )
-            return [(row_id, stanza) for row_id, stanza in rows if row_id is not None]
-
-        return await self._db.read(query)
+        # Asked at every login's initial presence, and usually empty: the lean read.
+        rows = await self._db.select(_OFFLINE_OF, {"username": username})
+        return [(row_id, bytes(stanza)) for row_id, stanza in rows]
 
     async def delete(self, username: str, ids: Sequence[int]) -> None:
         """Delete the given messages of this account; unknown ids are ignored."""
@@ -207,13 +214,12 @@ class LastActivityStore:
     async def set(self, username: str, timestamp: float, status: str) -> None:
         """Record the last activity, replacing the previous one. Raises `AccountNotFound`."""
 
+        values = {"username": username, "timestamp": timestamp, "status": status}
+
         def upsert(session: Session) -> None:
-            require_account(session, username)
-            row = session.get(LastActivity, username)
-            if row is None:
-                session.add(LastActivity(username=username, timestamp=timestamp, status=status))
-            else:
-                row.timestamp = timestamp
-                row.status = status
+            # Every logout writes this: one statement instead of ORM lookups and a flush.
+            result = cast("CursorResult[Any]", session.execute(_UPSERT_LAST_ACTIVITY, values))
+            if result.rowcount == 0:
+                raise AccountNotFound(username)
 
         await self._db.write(upsert)

@@ -219,3 +219,24 @@ async def test_writes_queued_behind_close_are_refused(db_url: str) -> None:
     finally:
         await reopened.aclose()
     assert len(results) == 10
+
+
+async def test_select_reads_rows_on_the_driver_connection(storage: Storage, alice: str) -> None:
+    await storage.offline.store(alice, b"<m1/>")
+    await storage.offline.store(alice, b"<m2/>")
+    rows = await storage._db.select(
+        "SELECT stanza FROM offline_message WHERE username = :username ORDER BY id", {"username": alice}
+    )
+    assert rows == [(b"<m1/>",), (b"<m2/>",)]
+    assert await storage._db.select("SELECT 1 WHERE :x = 2", {"x": 1}) == []
+
+
+async def test_select_errors_are_storage_errors_and_cannot_write(storage: Storage, alice: str) -> None:
+    with pytest.raises(StorageError, match="no such table"):
+        await storage._db.select("SELECT * FROM no_such_table", {})
+    # The reader connections are query_only: a statement that writes is refused, not run.
+    with pytest.raises(StorageError, match="readonly"):
+        await storage._db.select("DELETE FROM offline_message WHERE username = :u", {"u": alice})
+    with pytest.raises(StorageError, match="closed"):
+        await storage.aclose()
+        await storage._db.select("SELECT 1", {})

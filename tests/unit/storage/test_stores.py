@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imactor.storage import AccountNotFound, Storage
+from imactor.storage import AccountNotFound, RosterItem, Storage
 
 
 async def test_offline_messages_oldest_first(storage: Storage, alice: str) -> None:
@@ -91,3 +91,19 @@ async def test_writes_for_unknown_account_raise(storage: Storage) -> None:
     with pytest.raises(AccountNotFound):
         await storage.last_activity.set("nobody", 1.0, "")
     assert await storage.offline.count("nobody") == 0
+
+
+async def test_account_snapshot_matches_the_stores(storage: Storage, alice: str) -> None:
+    assert await storage.account_snapshot("nobody") is None
+    empty = await storage.account_snapshot(alice)
+    assert empty is not None and (empty.roster, empty.blocked) == ([], [])
+    await storage.roster.put(alice, RosterItem("bob@localhost", name="Bob", groups=("Friends", "Work")))
+    await storage.roster.put(
+        alice, RosterItem("carol@localhost", subscription="both", ask=True, pending_in=True, approved=True)
+    )
+    await storage.blocking.add(alice, ["spam@evil.example", "ads@evil.example"])
+    snapshot = await storage.account_snapshot(alice)
+    assert snapshot is not None
+    assert (snapshot.roster_version, snapshot.roster) == await storage.roster.get(alice)
+    assert snapshot.roster[0].groups == ("Friends", "Work") and snapshot.roster[1].approved is True
+    assert snapshot.blocked == await storage.blocking.get(alice) == ["ads@evil.example", "spam@evil.example"]
