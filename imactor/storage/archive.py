@@ -14,21 +14,20 @@ account's preferences inside the same write transaction, so the decision and the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, LargeBinary, bindparam, text
 from sqlmodel import Session, col, delete, func, select
 
-from imactor.storage.db import Database
+from imactor.storage.db import Database, Sql
 from imactor.storage.errors import ArchiveItemNotFound
 from imactor.storage.models import (
     ArchivedMessage,
     ArchivePrefsRow,
     RoomMessage,
-    RosterEntry,
     require_account,
 )
 
@@ -102,14 +101,21 @@ def archiving_wanted(prefs: ArchivePrefs, peer: str, in_roster: bool) -> bool:
 
 
 #: The account (if it exists) and its archiving preferences (if it has any), in one lookup.
-_ACCOUNT_PREFS = text(
+_ACCOUNT_PREFS = (
     "SELECT p.default_mode, p.always, p.never FROM account AS a "
     "LEFT JOIN archive_prefs AS p ON p.username = a.username WHERE a.username = :username"
-).columns(always=JSON, never=JSON)
-_INSERT_ARCHIVED = text(
+)
+#: A contact's subscription and pending "ask", for the "roster" archiving mode.
+_ROSTER_STATE = "SELECT subscription, ask FROM roster_item WHERE username = :username AND jid = :jid"
+_INSERT_ARCHIVED = (
     "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
     "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza)"
-).bindparams(bindparam("stanza", type_=LargeBinary))
+)
+
+
+def _json_list(value: object) -> tuple[str, ...]:
+    """A JSON list column as read by plain SQL: text on SQLite, already decoded on PostgreSQL."""
+    return tuple(json.loads(value) if isinstance(value, (str, bytes)) else value or ())  # type: ignore[arg-type]
 
 
 class ArchiveStore:
@@ -137,16 +143,17 @@ class ArchiveStore:
         """
         rows = list(entries)
 
-        def insert(session: Session) -> list[ArchiveEntry]:
-            # On every chat message's path: one small cached statement per account and one
-            # executemany INSERT, rather than ORM objects (identity map, unit of work, statement
-            # compilation per distinct IN list) for each row and each lookup.
+        def insert(sql: Sql) -> list[ArchiveEntry]:
+            # On every chat message's path: one small statement per account and one executemany
+            # INSERT on the lean write path (`Database.write_sql`), rather than ORM objects.
             prefs_of: dict[str, ArchivePrefs | None] = {}
             for username in {entry.username for entry in rows}:
-                found = session.execute(_ACCOUNT_PREFS, {"username": username}).first()
-                if found is not None:
-                    mode, always, never = found
-                    stored = None if mode is None else ArchivePrefs(mode, tuple(always), tuple(never))
+                found = sql.rows(_ACCOUNT_PREFS, {"username": username})
+                if found:
+                    [(mode, always, never)] = found
+                    stored = (
+                        None if mode is None else ArchivePrefs(mode, _json_list(always), _json_list(never))
+                    )
                     prefs_of[username] = stored
             kept: list[ArchiveEntry] = []
             for entry in rows:
@@ -155,15 +162,15 @@ class ArchiveStore:
                 prefs = prefs_of[entry.username] or ArchivePrefs(default_mode)
                 in_roster = False
                 if prefs.default == "roster":
-                    item = session.get(RosterEntry, (entry.username, entry.peer))
-                    in_roster = item is not None and (item.subscription != "none" or item.ask)
+                    item = sql.rows(_ROSTER_STATE, {"username": entry.username, "jid": entry.peer})
+                    in_roster = bool(item) and (item[0][0] != "none" or bool(item[0][1]))
                 if archiving_wanted(prefs, entry.peer, in_roster):
                     kept.append(entry)
             if kept:
-                session.execute(_INSERT_ARCHIVED, [_values(entry) for entry in kept])
+                sql.run_many(_INSERT_ARCHIVED, [_values(entry) for entry in kept])
             return kept
 
-        return await self._db.write(insert)
+        return await self._db.write_sql(insert)
 
     async def query(
         self,

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import LargeBinary, bindparam, text
 from sqlmodel import Session, col, delete, func, select
 
 from imactor.storage.archive import ArchiveFilter, ArchivePage, query_page
-from imactor.storage.db import Database
+from imactor.storage.db import Database, Sql
 from imactor.storage.models import RoomMessage, RoomRow
 
 
@@ -43,10 +42,10 @@ class RoomArchiveEntry:
     stanza: bytes
 
 
-_INSERT = text(
+_INSERT = (
     "INSERT INTO muc_archive (room, stanza_id, timestamp, peer, peer_resource, real_jid, direction, stanza) "
     "VALUES (:room, :stanza_id, :timestamp, :peer, :peer_resource, :real_jid, 'in', :stanza)"
-).bindparams(bindparam("stanza", type_=LargeBinary))
+)
 
 
 #: A filter that keeps every message (frozen, so a safe default).
@@ -115,10 +114,10 @@ class RoomStore:
         if not entries:
             return
 
-        def insert(session: Session) -> None:
-            session.execute(_INSERT, [_values(entry) for entry in entries])
+        def insert(sql: Sql) -> None:
+            sql.run_many(_INSERT, [_values(entry) for entry in entries])
 
-        await self._db.write(insert)
+        await self._db.write_sql(insert)
 
     async def recent(self, name: str, limit: int) -> list[RoomArchiveEntry]:
         """The room's last `limit` archived messages, oldest first (its history after a restart)."""

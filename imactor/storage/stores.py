@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, text
 from sqlmodel import Session, col, delete, func, select
 
-from imactor.storage.db import Database
+from imactor.storage.db import Database, Sql
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.models import (
     BlockedJid,
@@ -27,11 +25,16 @@ from imactor.storage.models import (
 
 #: Values per ``IN (...)`` clause; well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
+#: Append an offline message; no row at all if the account does not exist.
+_STORE_OFFLINE = (
+    "INSERT INTO offline_message (username, stanza, stored_at) "
+    "SELECT :username, :stanza, :stored_at WHERE EXISTS (SELECT 1 FROM account WHERE username = :username)"
+)
 #: An account's offline messages, oldest first (ids only grow: see `OfflineMessage`).
 _OFFLINE_OF = "SELECT id, stanza FROM offline_message WHERE username = :username ORDER BY id"
 #: Insert or replace an account's last activity; no row at all if the account does not exist
 #: (SQLite 3.24+ and PostgreSQL share this upsert syntax).
-_UPSERT_LAST_ACTIVITY = text(
+_UPSERT_LAST_ACTIVITY = (
     "INSERT INTO last_activity (username, timestamp, status) "
     "SELECT :username, :timestamp, :status WHERE EXISTS "
     "(SELECT 1 FROM account WHERE username = :username) "
@@ -48,11 +51,14 @@ class OfflineStore:
     async def store(self, username: str, stanza: bytes) -> None:
         """Append a serialized stanza. Raises `AccountNotFound`."""
 
-        def insert(session: Session) -> None:
-            require_account(session, username)
-            session.add(OfflineMessage(username=username, stanza=stanza, stored_at=time.time()))
+        values = {"username": username, "stanza": stanza, "stored_at": time.time()}
 
-        await self._db.write(insert)
+        def insert(sql: Sql) -> None:
+            # Every message to an offline account: the lean write path.
+            if sql.run(_STORE_OFFLINE, values) == 0:
+                raise AccountNotFound(username)
+
+        await self._db.write_sql(insert)
 
     async def fetch(self, username: str) -> list[tuple[int, bytes]]:
         """All stored messages as ``(id, stanza)``, oldest first; pass the ids to `delete`."""
@@ -216,10 +222,9 @@ class LastActivityStore:
 
         values = {"username": username, "timestamp": timestamp, "status": status}
 
-        def upsert(session: Session) -> None:
-            # Every logout writes this: one statement instead of ORM lookups and a flush.
-            result = cast("CursorResult[Any]", session.execute(_UPSERT_LAST_ACTIVITY, values))
-            if result.rowcount == 0:
+        def upsert(sql: Sql) -> None:
+            # Every logout writes this: one statement on the lean write path.
+            if sql.run(_UPSERT_LAST_ACTIVITY, values) == 0:
                 raise AccountNotFound(username)
 
-        await self._db.write(upsert)
+        await self._db.write_sql(upsert)

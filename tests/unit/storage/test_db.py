@@ -240,3 +240,49 @@ async def test_select_errors_are_storage_errors_and_cannot_write(storage: Storag
     with pytest.raises(StorageError, match="closed"):
         await storage.aclose()
         await storage._db.select("SELECT 1", {})
+
+
+async def test_lean_writes_fail_alone_and_roll_back_their_own_changes(storage: Storage, alice: str) -> None:
+    from imactor.storage import AccountNotFound
+    from imactor.storage.db import Sql
+
+    def half_then_fail(sql: Sql) -> None:
+        sql.run("DELETE FROM offline_message WHERE username = :u", {"u": alice})  # undone below
+        sql.run("INSERT INTO no_such_table VALUES (1)", {})
+
+    await storage.offline.store(alice, b"<kept/>")
+    outcomes: list[str] = []
+
+    async def attempt(kind: int) -> None:
+        try:
+            if kind == 0:
+                await storage.offline.store(alice, b"<m/>")
+            elif kind == 1:
+                await storage.offline.store("nobody", b"<m/>")
+            else:
+                await storage._db.write_sql(half_then_fail)
+        except AccountNotFound:
+            outcomes.append("no account")
+        except StorageError as exc:
+            outcomes.append("failed" if "no such table" in str(exc) else repr(exc))
+        else:
+            outcomes.append("stored")
+
+    before = storage.statistics().transactions
+    async with trio.open_nursery() as nursery:
+        for i in range(30):
+            nursery.start_soon(attempt, i % 3)
+    assert sorted(set(outcomes)) == ["failed", "no account", "stored"]
+    assert outcomes.count("stored") == outcomes.count("failed") == outcomes.count("no account") == 10
+    assert storage.statistics().transactions - before == 1  # one lean batch, on the driver connection
+    assert await storage.offline.count(alice) == 11  # the failed DELETEs were rolled back
+    assert await storage.offline.count("nobody") == 0
+
+
+async def test_lean_and_orm_writes_share_a_batch(storage: Storage, alice: str) -> None:
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(storage.offline.store, alice, b"<m%d/>" % i)
+            nursery.start_soon(storage.roster.put, alice, RosterItem(f"c{i}@localhost"))
+    assert await storage.offline.count(alice) == 10
+    assert len((await storage.roster.get(alice))[1]) == 10
