@@ -34,6 +34,11 @@ class Actor(ABC, Generic[M]):
     actor runs `before_stop()` (unregister here, so no new sender finds it), drains what is
     already queued, closes its mailbox and runs `on_stop()`.
 
+    `is_idle()` is asked before each wait for a message, and again when that wait times out: an
+    actor that is not idle then waits without a timer, so its idleness may change only while it
+    handles a message (as it does for accounts and rooms, whose sessions and occupants come and
+    go by messages).
+
     Error handling: an exception from `handle` ends the actor; its supervisor decides about a
     restart. Senders holding the old reference then get `ActorGone` and resolve the address anew.
     """
@@ -87,12 +92,18 @@ class Actor(ABC, Generic[M]):
 
     async def _loop(self) -> None:
         while not self._stopping:
-            with trio.move_on_after(self.idle_timeout):
+            if self.idle_timeout == math.inf or not self.is_idle():
+                # An actor that could not stop anyway waits without a timer: a cancel scope held
+                # by every busy account (one with sessions bound) costs memory for nothing.
                 message = await self._mailbox.receive()
-                await self._dispatch(message)
-                continue
-            if self.is_idle():
-                return
+            else:
+                with trio.move_on_after(self.idle_timeout) as scope:
+                    message = await self._mailbox.receive()
+                if scope.cancelled_caught:
+                    if self.is_idle():
+                        return
+                    continue
+            await self._dispatch(message)
 
     async def _dispatch(self, message: M) -> None:
         await self.handle(message)

@@ -1,10 +1,26 @@
-"""Bounded mailboxes: a Trio memory channel pair plus counters for `statistics()`."""
+"""Bounded mailboxes: one actor reads, any task sends, with counters for `statistics()`.
+
+Semantics are those of a Trio memory channel with one receiver (`trio.open_memory_channel`):
+`send` waits while the mailbox is full, `send_nowait` raises `trio.WouldBlock` then; once the
+owner has closed it, senders get `trio.BrokenResourceError` (which `LocalRef` turns into
+`ActorGone`) and the owner gets `trio.ClosedResourceError`. Both `send` and `receive` are Trio
+checkpoints.
+
+Why not a memory channel itself: every session and every account has a mailbox that is empty
+nearly all the time, and a channel pair (its state, a deque of 64 slots, two ordered dicts of
+waiting tasks, two channel objects each with a set) costs about 1.7 KB even when empty. Here an
+empty, idle mailbox is one small object: the queue exists only while messages wait, and the
+waiting senders only while the mailbox is full.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import outcome
 import trio
 
 M = TypeVar("M")
@@ -19,40 +35,189 @@ class MailboxStatistics:
 
 
 class Mailbox(Generic[M]):
-    """A bounded queue owned by one actor. Senders block (or get `WouldBlock`) when it is full."""
+    """A bounded queue owned by one actor. Senders block (or get `WouldBlock`) when it is full.
+
+    Only one task may wait in `receive` at a time (the actor's own): a second one gets
+    `trio.BusyResourceError`.
+    """
+
+    __slots__ = (
+        "_closed", "_high_watermark", "_queue", "_received_total", "_receiver", "_senders", "capacity",
+        "on_queued",
+    )  # fmt: skip
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("a mailbox holds at least one message")
         self.capacity = capacity
-        self.send_channel, self.receive_channel = trio.open_memory_channel[M](capacity)
+        #: Waiting messages; None while there are none (see the module docstring).
+        self._queue: deque[M] | None = None
+        #: Senders waiting for room, in arrival order, with their message; None while none wait.
+        self._senders: OrderedDict[trio.lowlevel.Task, M] | None = None
+        #: The task waiting in `receive`, if any.
+        self._receiver: trio.lowlevel.Task | None = None
+        self._closed = False
+        #: Called when a message is queued into an empty mailbox with no task waiting in `receive`:
+        #: an owner that reads only while there is work starts its reader here.
+        self.on_queued: Callable[[], object] | None = None
         self._received_total = 0
         self._high_watermark = 0
 
-    async def receive(self) -> M:
+    @property
+    def send_channel(self) -> Mailbox[M]:
+        """The send side, for `LocalRef` (the mailbox itself: `send` and `send_nowait`)."""
+        return self
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def send_nowait(self, message: M) -> None:
+        """Queue `message`, or hand it to the waiting receiver.
+
+        Raises:
+            trio.WouldBlock: The mailbox is full.
+            trio.BrokenResourceError: The owner closed the mailbox.
+        """
+        if self._closed:
+            raise trio.BrokenResourceError
+        receiver = self._receiver
+        if receiver is not None:
+            # Only an empty mailbox has a waiting receiver: the message goes straight to it.
+            self._receiver = None
+            self._received_total += 1
+            trio.lowlevel.reschedule(receiver, outcome.Value(message))
+            return
+        queue = self._queue
+        if queue is None:
+            self._queue = deque((message,))
+            if self.on_queued is not None:
+                self.on_queued()
+        elif len(queue) < self.capacity:
+            queue.append(message)
+        else:
+            raise trio.WouldBlock
         self._note_depth()
-        message = await self.receive_channel.receive()
-        self._received_total += 1
-        return message
+
+    async def send(self, message: M) -> None:
+        """Queue `message`, waiting for room while the mailbox is full.
+
+        Raises:
+            trio.BrokenResourceError: The owner closed the mailbox (also while this waited).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self.send_nowait(message)
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        senders = self._senders
+        if senders is None:
+            senders = self._senders = OrderedDict()
+        senders[task] = message
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            waiting = self._senders
+            if waiting is not None:
+                waiting.pop(task, None)
+                if not waiting:
+                    self._senders = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    # ---- receiving ---------------------------------------------------------------------------
 
     def receive_nowait(self) -> M:
-        message = self.receive_channel.receive_nowait()
+        """The oldest message.
+
+        Raises:
+            trio.WouldBlock: The mailbox is empty.
+            trio.ClosedResourceError: The mailbox was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError
+        queue = self._queue
+        if queue is None:
+            raise trio.WouldBlock
+        message = queue.popleft()
+        senders = self._senders
+        if senders is not None:
+            # Room now: the longest-waiting sender's message moves in, and that sender goes on.
+            task, waiting = senders.popitem(last=False)
+            if not senders:
+                self._senders = None
+            queue.append(waiting)
+            trio.lowlevel.reschedule(task)
+        elif not queue:
+            self._queue = None
         self._received_total += 1
         return message
 
+    async def receive(self) -> M:
+        """The oldest message, waiting for one while the mailbox is empty.
+
+        Raises:
+            trio.ClosedResourceError: The mailbox was closed (also while this waited).
+            trio.BusyResourceError: Another task is already waiting in `receive`.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            message = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+        if self._receiver is not None:
+            raise trio.BusyResourceError("another task is already receiving from this mailbox")
+        task = self._receiver = trio.lowlevel.current_task()
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            if self._receiver is task:
+                self._receiver = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        # `send_nowait` counts the message in `_received_total` when it hands it over.
+        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
     def close(self) -> None:
-        """Refuse further messages: senders get `trio.BrokenResourceError` (→ `ActorGone`)."""
-        self.receive_channel.close()
+        """Refuse further messages: senders get `trio.BrokenResourceError` (→ `ActorGone`).
+
+        What was still queued is dropped, as when a memory channel's last receiver closes.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._queue = None
+        senders, self._senders = self._senders, None
+        if senders is not None:
+            for task in senders:
+                trio.lowlevel.reschedule(task, outcome.Error(trio.BrokenResourceError()))
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            trio.lowlevel.reschedule(receiver, outcome.Error(trio.ClosedResourceError()))
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting now."""
+        return self._size()
+
+    # ---- statistics --------------------------------------------------------------------------
+
+    def _size(self) -> int:
+        queue = self._queue
+        return 0 if queue is None else len(queue)
 
     def _note_depth(self) -> None:
-        depth = self.send_channel.statistics().current_buffer_used
+        depth = self._size()
         if depth > self._high_watermark:
             self._high_watermark = depth
 
     def statistics(self) -> MailboxStatistics:
-        self._note_depth()
         return MailboxStatistics(
-            size=self.send_channel.statistics().current_buffer_used,
+            size=self._size(),
             capacity=self.capacity,
             received_total=self._received_total,
             high_watermark=self._high_watermark,

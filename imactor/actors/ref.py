@@ -51,12 +51,20 @@ class ActorRef(Protocol[M_contra]):
     def send_nowait(self, message: M_contra) -> None: ...
 
 
+class MailboxSender(Protocol[M_contra]):
+    """The send side of a mailbox (`imactor.actors.mailbox.Mailbox`, or a Trio memory channel)."""
+
+    async def send(self, message: M_contra) -> None: ...
+
+    def send_nowait(self, message: M_contra) -> None: ...
+
+
 class LocalRef(Generic[M]):
     """A reference to an actor in this process."""
 
     __slots__ = ("_address", "_channel")
 
-    def __init__(self, address: ActorAddress, channel: trio.MemorySendChannel[M]) -> None:
+    def __init__(self, address: ActorAddress, channel: MailboxSender[M]) -> None:
         self._address = address
         self._channel = channel
 

@@ -2,7 +2,9 @@
 
 The only code that awaits a client socket. Two tasks share one write lock: the reader feeds bytes
 to the sans-IO `ServerStream` and acts on its events; the mailbox task writes what other actors
-deliver. The session is TEMPORARY: a broken connection is not restarted, the client reconnects.
+deliver; it runs only while there is something to deliver, so an idle session (the common case)
+holds only its reader. The session is TEMPORARY: a broken connection is not restarted, the client
+reconnects.
 
 XEP-0198 (`imactor.xmpp.sm` holds the counters and the unacked queue): once a client enabled
 resumption, a transport that breaks without </stream:stream> leaves the actor *detached*: still
@@ -20,7 +22,6 @@ import contextlib
 import logging
 import math
 import ssl
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ IQ_TYPES = frozenset({"get", "set", "result", "error"})
 #: XEP-0198: ask for an ack (<r/>) after this many stanzas, or after ACK_IDLE seconds of quiet.
 ACK_EVERY = 5
 ACK_IDLE = 1.0
+#: Seconds the writer task (`_mailbox_task`) waits for more deliveries before it ends.
+WRITER_LINGER = 0.5
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
 UNACKED_PER_SLOT = 4
 #: A routed message whose durable handling is not signalled in this many seconds is routed again;
@@ -70,6 +73,21 @@ MOVE_SETTLE = 4.0
 TAKE_OVER_TIMEOUT = 10.0
 #: Times a message whose recipient's worker died is routed (the first time included).
 MAX_ROUTE_ATTEMPTS = 3
+
+
+PREBIND_NONZAS = frozenset({sm.ENABLE, sm.RESUME})
+#: Stream configurations in use, each kept once: all the sessions of a listener have equal ones,
+#: and a copy per session (with its own set of nonzas) would cost each about 1 KB.
+_STREAM_CONFIGS: dict[StreamConfig, StreamConfig] = {}
+
+
+def _shared_config(config: StreamConfig) -> StreamConfig:
+    found = _STREAM_CONFIGS.get(config)
+    if found is None:
+        if len(_STREAM_CONFIGS) >= 64:  # bounded, whatever reloads or tests do
+            _STREAM_CONFIGS.clear()
+        found = _STREAM_CONFIGS[config] = config
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,8 @@ class SessionStatistics:
 class TokenBucket:
     """Per-connection stanza rate: `rate` per second, bursts up to `burst` (traffic shaping)."""
 
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.stamp = float(burst), now
@@ -108,6 +128,51 @@ class TokenBucket:
 
 
 class SessionActor:
+    # One per connection: slots instead of a __dict__, which for this many attributes (more than
+    # CPython shares between instances) costs about 1.5 KB per session.
+    __slots__ = (
+        "_ack_target",
+        "_acking",
+        "_blocklist",
+        "_bucket",
+        "_completions",
+        "_detached",
+        "_durable",
+        "_ended",
+        "_filters",
+        "_handed_over",
+        "_handover",
+        "_handover_ready",
+        "_handshaken",
+        "_held",
+        "_interested",
+        "_kicked",
+        "_mailbox",
+        "_moved_to",
+        "_nursery",
+        "_presence",
+        "_resource_state",
+        "_scope",
+        "_seen_in",
+        "_sent_wanted",
+        "_serve_scope",
+        "_stanzas_in",
+        "_stanzas_out",
+        "_takeover",
+        "_write_lock",
+        "_writing",
+        "address",
+        "direct_tls",
+        "jid",
+        "joined_rooms",
+        "ref",
+        "remote",
+        "services",
+        "sm",
+        "stream",
+        "transport",
+    )  # fmt: skip
+
     def __init__(
         self, services: Services, transport: trio.abc.Stream, remote: str, *, direct_tls: bool
     ) -> None:
@@ -122,21 +187,22 @@ class SessionActor:
         config = services.config
         # WebSocket and BOSH (`imactor.web`): RFC 7395 framing, no STARTTLS; HTTPS counts as TLS.
         framed = isinstance(transport, FramedStream)
+        stream_config = StreamConfig(
+            domain=services.domain,
+            tls_available=not framed,
+            tls_required=config.listen.c2s.starttls_required and not framed,
+            framed=framed,
+            max_stanza_size=config.limits.max_stanza_size,
+            idle_seconds=int(config.limits.idle_timeout),
+            registration_enabled=config.registration.enabled,
+            allow_plain=config.auth.allow_plain,
+            nonzas=sm.NONZAS | services.modules.nonzas,
+            prebind_nonzas=PREBIND_NONZAS,
+            bound_features=services.bound_features,
+            fake_salt_secret=services.fake_salt_secret,
+        )
         self.stream = ServerStream(
-            StreamConfig(
-                domain=services.domain,
-                tls_available=not framed,
-                tls_required=config.listen.c2s.starttls_required and not framed,
-                framed=framed,
-                max_stanza_size=config.limits.max_stanza_size,
-                idle_seconds=int(config.limits.idle_timeout),
-                registration_enabled=config.registration.enabled,
-                allow_plain=config.auth.allow_plain,
-                nonzas=sm.NONZAS | services.modules.nonzas,
-                prebind_nonzas=frozenset({sm.ENABLE, sm.RESUME}),
-                bound_features=services.bound_features,
-                fake_salt_secret=services.fake_salt_secret,
-            ),
+            _shared_config(stream_config),
             stream_id_factory=services.new_id,
             tls_active=direct_tls or (isinstance(transport, FramedStream) and transport.secure),
         )
@@ -156,9 +222,13 @@ class SessionActor:
         self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
         #: The client's messages awaiting durable handling: (sequence number, signal, deadline),
         #: in arrival order. `_durable` is the signal of the stanza being processed, if routed.
-        self._completions: deque[tuple[int, m.Completion, float]] = deque()
+        #: A list, not a deque: it is short (messages in flight), and empty in most sessions,
+        #: where a deque would cost 600 bytes each.
+        self._completions: list[tuple[int, m.Completion, float]] = []
         self._durable: m.Completion | None = None
         self._nursery: trio.Nursery | None = None
+        #: `_mailbox_task` is running (it runs only while there is something to deliver).
+        self._writing = False
         #: An <r/> was answered before the message numbered this was durably handled: an <a/>
         #: follows once it is (`_ack_when_handled`, running while `_acking`).
         self._ack_target = sm.NOT_COUNTED
@@ -168,7 +238,8 @@ class SessionActor:
         self._detached = False
         self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
         self._handover: Handover | None = None
-        self._handover_ready = trio.Event()
+        #: Set when a resumption arrives (`take_over`): created on demand (`_handover_event`).
+        self._handover_ready: trio.Event | None = None
         self._handed_over = False  #: this actor gave its transport to a detached session
         self._ended = False
         self._kicked = False  #: told to end (conflict, account removed, not reading): no resumption
@@ -194,7 +265,9 @@ class SessionActor:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 self._nursery = nursery
-                nursery.start_soon(self._mailbox_task)
+                self._mailbox.on_queued = self._wake_writer
+                if self._mailbox.pending:
+                    self._wake_writer()
                 while await self._serve() and await self._detached_wait():
                     pass
                 nursery.cancel_scope.cancel()
@@ -241,7 +314,7 @@ class SessionActor:
         if not resumed:
             await self._tell_detached(True)
             with trio.move_on_after(self.sm.max):
-                await self._handover_ready.wait()
+                await self._handover_event().wait()
         if self._takeover is not None:
             await self._move_to(self._takeover)
             return False
@@ -278,7 +351,7 @@ class SessionActor:
         """Called by the resuming connection's actor (same worker, synchronously): adopt its
         transport. A session still attached to a half-open connection drops that one first."""
         self._handover = handover
-        self._handover_ready.set()
+        self._handover_event().set()
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 
@@ -286,9 +359,15 @@ class SessionActor:
         """Called by the mesh when the client resumed this session on another worker: hand the
         session over there (`_move_to`)."""
         self._takeover = request
-        self._handover_ready.set()
+        self._handover_event().set()
         if self._serve_scope is not None:
             self._serve_scope.cancel()
+
+    def _handover_event(self) -> trio.Event:
+        event = self._handover_ready
+        if event is None:
+            event = self._handover_ready = trio.Event()
+        return event
 
     async def _move_to(self, request: m.TakeOver) -> None:
         """Give this session's state to the resuming session on another worker and end quietly:
@@ -365,7 +444,7 @@ class SessionActor:
             for data in self.stream.take_sent():
                 self.sm.stanza_sent(data)
             self._handover = None
-            self._handover_ready = trio.Event()
+            self._handover_ready = None
             self.transport, self.stream, self.remote = handover.transport, handover.stream, handover.remote
             self._seen_in = self.stream.stanzas_in
             self.stream.track_sent = True
@@ -599,7 +678,7 @@ class SessionActor:
                     return
                 log.error("%s: stanza %d not durably handled after %d routes; counted anyway",
                           self.address, seq, completion.attempt)  # fmt: skip
-            self._completions.popleft()
+            del self._completions[0]
             self.sm.stanza_handled(seq)
 
     def _route_again(self, seq: int, lost: m.Completion) -> bool:
@@ -870,21 +949,46 @@ class SessionActor:
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def _wake_writer(self) -> None:
+        """A message was queued and no writer waits for it: start one (`_mailbox_task`)."""
+        if self._writing or self._nursery is None:
+            return
+        try:
+            self._nursery.start_soon(self._mailbox_task)
+        except RuntimeError:  # the session is ending: `_drain_mailbox` looks at what is queued
+            return
+        self._writing = True
+
     async def _mailbox_task(self) -> None:
+        """Act on what other actors deliver, and write it.
+
+        The task runs only while there is work: `_wake_writer` starts it when a message arrives,
+        and it ends once the mailbox stayed empty for `WRITER_LINGER` seconds with no ack to ask
+        for, so an idle session holds no task, coroutine or timer for it."""
+        try:
+            await self._deliver_while_busy()
+        finally:
+            self._writing = False
+
+    async def _deliver_while_busy(self) -> None:
         while True:
             idle = not self._detached and self.sm.wants_ack_request(idle=True)
             try:
-                with trio.move_on_after(ACK_IDLE if idle else math.inf) as idle_scope:
+                with trio.move_on_after(ACK_IDLE if idle else WRITER_LINGER) as idle_scope:
                     message = await self._mailbox.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             if idle_scope.cancelled_caught:
-                # Quiet for a while with stanzas unacknowledged: ask for an ack now.
-                if not self._detached and self.sm.wants_ack_request(idle=True):
-                    self.stream.send_nonza(sm.REQUEST)
-                    self.sm.ack_requested()
-                    await self._flush()
-                continue
+                if idle:
+                    # Quiet for a while with stanzas unacknowledged: ask for an ack now.
+                    if not self._detached and self.sm.wants_ack_request(idle=True):
+                        self.stream.send_nonza(sm.REQUEST)
+                        self.sm.ack_requested()
+                        await self._flush()
+                    continue
+                if self._mailbox.pending:
+                    continue  # queued as the timer fired, when no receiver was waiting any more
+                return  # no await from this check to `_writing = False`: no wake-up is lost
             batch = [message]
             while len(batch) < 256:
                 try:

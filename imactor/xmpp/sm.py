@@ -37,6 +37,8 @@ A = qname(NS_SM, "a")
 NONZAS = frozenset({ENABLE, RESUME, R, A})
 #: The <sm/> stream feature, offered once authenticated.
 FEATURE = b"<sm xmlns='urn:xmpp:sm:3'/>"
+#: `StreamManagement.unacked` before the first stanza is counted: holds nothing, ever (maxlen 0).
+_NOT_ENABLED: deque[bytes] = deque(maxlen=0)
 
 
 class SmStreamError(Exception):
@@ -85,6 +87,12 @@ def parse_h(element: etree._Element) -> int | None:
 class StreamManagement:
     """One managed session. Create it unbound; `handle` each SM nonza the stream hands over."""
 
+    # One per session: slots keep the idle ones small.
+    __slots__ = (
+        "_first_pending", "_handled_ahead", "_next_seq", "ack_every", "acked", "enabled", "h_in", "id",
+        "max", "resumable", "sent", "unacked", "unrequested",
+    )  # fmt: skip
+
     def __init__(self, *, ack_every: int = 5) -> None:
         self.ack_every = ack_every
         self.enabled = False
@@ -94,10 +102,13 @@ class StreamManagement:
         self.h_in = 0
         self._next_seq = 0  #: the number the next received stanza gets
         self._first_pending = 0  #: the oldest stanza not yet counted into `h_in`
-        self._handled_ahead: set[int] = set()  #: handled, but after a pending one
+        #: Handled, but after a pending one; None while there are none (as in most sessions).
+        self._handled_ahead: set[int] | None = None
         self.sent = 0
         self.acked = 0
-        self.unacked: deque[bytes] = deque()
+        #: Shared and always empty until SM is enabled: most sessions never enable it, and an
+        #: empty deque of their own would cost each of them 600 bytes.
+        self.unacked: deque[bytes] = _NOT_ENABLED
         #: Stanzas sent since the last <r/> (the shell asks for an ack when it reaches `ack_every`).
         self.unrequested = 0
 
@@ -171,11 +182,20 @@ class StreamManagement:
         Unknown, repeated or `NOT_COUNTED` numbers are ignored."""
         if not self._first_pending <= seq < self._next_seq:
             return
-        self._handled_ahead.add(seq)
-        while self._first_pending in self._handled_ahead:
-            self._handled_ahead.remove(self._first_pending)
+        ahead = self._handled_ahead
+        if ahead is None:
+            if seq == self._first_pending:  # in order, the usual case
+                self._first_pending += 1
+                self.h_in = (self.h_in + 1) % MOD
+                return
+            ahead = self._handled_ahead = set()
+        ahead.add(seq)
+        while self._first_pending in ahead:
+            ahead.remove(self._first_pending)
             self._first_pending += 1
             self.h_in = (self.h_in + 1) % MOD
+        if not ahead:
+            self._handled_ahead = None
 
     @property
     def pending_in(self) -> int:
@@ -186,6 +206,8 @@ class StreamManagement:
         """A stanza went (or is about to go) to the client: it waits in `unacked` for an <a/>."""
         if self.enabled:
             self.sent = (self.sent + 1) % MOD
+            if self.unacked is _NOT_ENABLED:
+                self.unacked = deque()
             self.unacked.append(data)
             self.unrequested += 1
 

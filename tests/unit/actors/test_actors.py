@@ -90,6 +90,42 @@ async def test_idle_actor_stops_and_refs_report_gone(autojump_clock: trio.testin
     assert trio.current_time() >= 10
 
 
+class Busy(Counter):
+    """Idle only once its total reaches 3 (as an account is once its last session went)."""
+
+    def is_idle(self) -> bool:
+        return self.total >= 3
+
+
+async def test_busy_actor_waits_without_timer_then_stops_once_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Busy(idle=10)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        await ref.send(Add(1))
+        await trio.sleep(100)
+        assert not actor.stopped  # not idle: no timer stops it, however long it waits
+        await ref.send(Add(2))  # idle from now on: it stops after idle_timeout
+        sent_at = trio.current_time()
+    assert actor.stopped
+    assert trio.current_time() - sent_at >= 10
+
+
+class Slow(Counter):
+    async def handle(self, message: Msg) -> None:
+        await trio.sleep(30)
+        await super().handle(message)
+
+
+async def test_idle_timer_never_cuts_a_handler_short(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Slow(idle=10)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        await ref.send(Add(4))
+    assert actor.total == 4  # the 30 s handler ran to the end, though idle_timeout is 10 s
+
+
 async def test_queued_messages_are_handled_before_stop(autojump_clock: trio.testing.MockClock) -> None:
     actor = Counter(capacity=8)
     for _ in range(5):

@@ -237,8 +237,8 @@ async def test_select_errors_are_storage_errors_and_cannot_write(storage: Storag
     # The reader connections are query_only: a statement that writes is refused, not run.
     with pytest.raises(StorageError, match="readonly"):
         await storage._db.select("DELETE FROM offline_message WHERE username = :u", {"u": alice})
+    await storage.aclose()
     with pytest.raises(StorageError, match="closed"):
-        await storage.aclose()
         await storage._db.select("SELECT 1", {})
 
 

@@ -96,7 +96,8 @@ async def test_writes_for_unknown_account_raise(storage: Storage) -> None:
 async def test_account_snapshot_matches_the_stores(storage: Storage, alice: str) -> None:
     assert await storage.account_snapshot("nobody") is None
     empty = await storage.account_snapshot(alice)
-    assert empty is not None and (empty.roster, empty.blocked) == ([], [])
+    assert empty is not None
+    assert (empty.roster, empty.blocked) == ([], [])
     await storage.roster.put(alice, RosterItem("bob@localhost", name="Bob", groups=("Friends", "Work")))
     await storage.roster.put(
         alice, RosterItem("carol@localhost", subscription="both", ask=True, pending_in=True, approved=True)
@@ -105,5 +106,6 @@ async def test_account_snapshot_matches_the_stores(storage: Storage, alice: str)
     snapshot = await storage.account_snapshot(alice)
     assert snapshot is not None
     assert (snapshot.roster_version, snapshot.roster) == await storage.roster.get(alice)
-    assert snapshot.roster[0].groups == ("Friends", "Work") and snapshot.roster[1].approved is True
+    assert snapshot.roster[0].groups == ("Friends", "Work")
+    assert snapshot.roster[1].approved is True
     assert snapshot.blocked == await storage.blocking.get(alice) == ["ads@evil.example", "spam@evil.example"]

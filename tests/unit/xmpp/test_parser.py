@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -311,38 +311,56 @@ def test_many_stanzas_in_one_chunk_have_exact_sizes() -> None:
 
 
 class CountingFeeds:
-    """Wraps the lxml parser inside an XMLStreamParser to count how often it is fed."""
+    """Counts how often the lxml parsers an XMLStreamParser creates are fed, priming included."""
 
-    def __init__(self, parser: Any) -> None:
-        self.parser = parser
+    def __init__(self) -> None:
         self.feeds = 0
+        self.parsers: list[CountingParser] = []
+
+    def new_parser(self) -> CountingParser:
+        parser = CountingParser(self, parser_module_new())
+        self.parsers.append(parser)
+        return parser
+
+
+class CountingParser:
+    """One lxml parser, wrapped to count its feeds."""
+
+    def __init__(self, counter: CountingFeeds, parser: Any) -> None:
+        self.counter = counter
+        self.parser = parser
 
     def feed(self, data: bytes) -> None:
-        self.feeds += 1
+        self.counter.feeds += 1
         self.parser.feed(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.parser, name)
 
 
-def count_feeds(parser: XMLStreamParser) -> CountingFeeds:
-    counter = CountingFeeds(parser._parser)
-    parser._parser = cast("Any", counter)  # white box
+def parser_module_new() -> Any:
+    return _new_lxml_parser()
+
+
+def count_feeds(monkeypatch: pytest.MonkeyPatch) -> CountingFeeds:
+    """Make every lxml parser created from now on count its feeds (white box)."""
+    counter = CountingFeeds()
+    monkeypatch.setattr("imactor.xmpp.parser._new_lxml_parser", counter.new_parser)
     return counter
 
 
-def test_gt_in_attribute_values_costs_no_extra_feeds() -> None:
+def test_gt_in_attribute_values_costs_no_extra_feeds(monkeypatch: pytest.MonkeyPatch) -> None:
     # Stopping at every ">" would cost one lxml feed per byte of such a start tag.
     parser = opened()
-    counter = count_feeds(parser)
+    counter = count_feeds(monkeypatch)
     value = b">" * 50_000
     stanza = b"<message a='" + value + b"' b=\"'" + value + b'"><body>x</body></message>'
     chunks = [stanza[i : i + 4096] for i in range(0, len(stanza), 4096)]
     assert one_element(feed_all(chunks, parser)).size == len(stanza)
-    assert counter.feeds <= len(chunks) + 1
+    assert counter.feeds <= len(chunks) + 2  # + 1: priming the fresh lxml parser with the header
     header = b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' a='" + b">" * 4000 + b"'>"
     parser = XMLStreamParser()
-    counter = count_feeds(parser)
+    counter = count_feeds(monkeypatch)
     assert isinstance(
         feed_all([header[i : i + 100] for i in range(0, len(header), 100)], parser)[0], StreamOpened
     )
@@ -604,21 +622,94 @@ def test_close() -> None:
 
 def test_memory_stays_flat_over_a_long_stream() -> None:
     parser = opened()
-    for i in range(2000):
-        event = one_element(parser.feed(b"<message id='%d'><body>x</body></message>\n" % i))
-        assert event.element.getparent() is None
+    stanzas = b"".join(b"<message id='%d'><body>x</body></message>\n" % i for i in range(2000))
+    # One feed: the same lxml document carries every stanza, and must not keep them.
+    events = parser.feed(stanzas + b"<message>")
+    assert len(events) == 2000
     root = parser._root  # white box: the live lxml tree must not keep stanzas or whitespace
     assert root is not None
-    assert len(root) == 0
+    assert len(root) == 1  # only the element still open
     assert root.text is None
 
 
-def test_warnings_do_not_pile_up() -> None:
+def test_warnings_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
     # libxml2 warns about the relative namespace URI "vcard-temp" on every declaration; the parser
-    # swaps in a fresh lxml parser before the warning log grows past a bound.
+    # swaps in a fresh lxml parser before the warning log grows past a bound, also within one feed.
     parser = opened(header=HEADER)
-    for i in range(1000):
-        event = one_element(parser.feed(b"<iq id='%d' type='get'><vCard xmlns='vcard-temp'/></iq>" % i))
-        assert event.element[0].tag == "{vcard-temp}vCard"
-        assert len(parser._parser.feed_error_log) <= 100  # white box
+    counter = count_feeds(monkeypatch)
+    stanza = b"<iq id='1' type='get'><vCard xmlns='vcard-temp'/></iq>"
+    events = parser.feed(stanza * 1000)
+    assert len(events) == 1000
+    assert all(one_element([e]).element[0].tag == "{vcard-temp}vCard" for e in events)
+    assert 1 < len(counter.parsers) < 100
+    assert all(len(p.feed_error_log) <= 100 for p in counter.parsers)  # white box
     assert parser.feed(b"</stream:stream>") == [StreamClosed()]
+
+
+# --- The lxml parser is released between elements ------------------------------------------------
+
+PREFIXED_HEADER = (
+    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+    b" xmlns:db='jabber:server:dialback' xmlns:foo='urn:foo'>"
+)
+
+
+def test_lxml_parser_released_between_elements_and_primed_again() -> None:
+    parser = opened(header=PREFIXED_HEADER)
+    assert parser._parser is None  # white box: nothing held once the header is parsed
+    for i in range(3):
+        [event] = parser.feed(b"<message id='%d'><body>hi</body><foo:x/></message>" % i)
+        assert parser._parser is None
+        assert parser._root is None
+        assert isinstance(event, ElementReceived)
+        element = event.element
+        # The fresh parser got the stream's bindings from the saved header: the default namespace
+        # and the prefixes declared only there.
+        assert element.tag == "{jabber:client}message"
+        assert element.get("id") == str(i)
+        assert [child.tag for child in element] == ["{jabber:client}body", "{urn:foo}x"]
+        assert etree.tostring(element) == (
+            b'<message xmlns="jabber:client" xmlns:foo="urn:foo" id="%d">'
+            b"<body>hi</body><foo:x/></message>" % i
+        )
+        assert event.size == len(b"<message id='%d'><body>hi</body><foo:x/></message>" % i)
+    [event] = parser.feed(b"<stream:features/>")
+    assert one_element([event]).element.tag == "{http://etherx.jabber.org/streams}features"
+    assert parser.feed(b"</stream:stream>") == [StreamClosed()]
+    assert parser._parser is None  # white box
+
+
+def test_lxml_parser_kept_inside_an_element() -> None:
+    parser = opened(header=PREFIXED_HEADER)
+    for part in (b"<", b"message id='a'>", b"<body>one ", b"two</body></mess", b"age>"):
+        events = parser.feed(part)
+        if part != b"age>":
+            assert events == []
+            assert parser._parser is not None  # white box: half an element lives in lxml
+    element = one_element(events).element
+    assert element.findtext("{jabber:client}body") == "one two"
+    assert parser._parser is None  # white box
+    # Whitespace keepalives neither create nor need a parser.
+    assert parser.feed(b"\n \n") == []
+    assert parser._parser is None  # white box
+
+
+def test_errors_still_found_after_a_release() -> None:
+    parser = opened(header=PREFIXED_HEADER)
+    one_element(parser.feed(b"<presence/>"))
+    assert condition_of(b"<message><bar:x/></message>", parser) == "not-well-formed"  # unbound prefix
+    parser = opened(header=PREFIXED_HEADER)
+    one_element(parser.feed(b"<presence/>"))
+    assert condition_of(b"<message>&foo;</message>", parser) == "restricted-xml"
+    parser = opened(header=PREFIXED_HEADER)
+    one_element(parser.feed(b"<presence/>"))
+    assert condition_of(b"<!-- hi --><presence/>", parser) == "restricted-xml"
+
+
+def test_reset_after_a_release_parses_a_new_stream() -> None:
+    parser = opened(header=PREFIXED_HEADER)
+    one_element(parser.feed(b"<presence/>"))
+    parser.reset()
+    opened(parser)  # BARE_HEADER: no "foo" prefix any more
+    one_element(parser.feed(b"<presence/>"))
+    assert condition_of(b"<message><foo:x/></message>", parser) == "not-well-formed"

@@ -188,6 +188,17 @@ def test_out_of_order_handling_wraps_at_2_to_the_32() -> None:
     assert state.h_in == 1
 
 
+def test_each_session_gets_its_own_unacked_queue() -> None:
+    # Before SM is enabled every session shares one empty placeholder queue (white box).
+    first, second, idle = enabled(), enabled(), StreamManagement()
+    assert first.unacked is idle.unacked
+    first.stanza_sent(b"<m1/>")
+    second.stanza_sent(b"<m2/>")
+    idle.stanza_sent(b"<m3/>")
+    assert (list(first.unacked), list(second.unacked), list(idle.unacked)) == ([b"<m1/>"], [b"<m2/>"], [])
+    assert StreamManagement().take_unacked() == []
+
+
 def test_a_trims_the_unacked_queue() -> None:
     state = enabled()
     for i in range(4):

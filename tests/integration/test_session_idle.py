@@ -1,0 +1,38 @@
+"""An idle session keeps no writer task (`SessionActor._mailbox_task` runs only while there is
+something to deliver) and no lxml parser (released between stanzas): both come back at once
+when work arrives, with nothing lost, out of order or mangled."""
+
+from __future__ import annotations
+
+import trio
+
+from imactor.server.session import WRITER_LINGER
+from tests.integration.conftest import Accounts
+from tests.integration.test_messaging import send_message
+from tests.support.peer import C, Peers, bare, message
+
+TIMEOUT = 20
+
+
+async def test_deliveries_after_idle_pauses_arrive_in_order(peers: Peers, accounts: Accounts) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        b = await peers.online(bob)
+        for round_ in range(3):
+            sent = [await send_message(a, bare(bob), body=f"r{round_} #{n}") for n in range(5)]
+            for message_id in sent:
+                got = await b.expect(message(id_=message_id))
+                assert got.findtext(f"{C}body") is not None
+            # Longer than the writer lingers: the next delivery starts a new writer task, and the
+            # next stanza from either client is parsed by a fresh lxml parser.
+            await trio.sleep(WRITER_LINGER * 3)
+        # Namespaced payloads still parse right after an idle pause (fresh parser, same bindings).
+        await trio.sleep(WRITER_LINGER * 3)
+        await a.send(
+            f"<message to='{bare(bob)}' id='ns1' type='chat'><body>x</body>"
+            "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        )
+        got = await b.expect(message(id_="ns1"))
+        assert got.find("{http://jabber.org/protocol/chatstates}active") is not None
+        assert got.findtext(f"{C}body") == "x"
