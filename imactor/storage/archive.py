@@ -14,7 +14,6 @@ account's preferences inside the same write transaction, so the decision and the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, func, select
 
-from imactor.storage.db import Database, Sql
+from imactor.storage.db import Database, Sql, json_list
 from imactor.storage.errors import ArchiveItemNotFound
 from imactor.storage.models import (
     ArchivedMessage,
@@ -113,11 +112,6 @@ _INSERT_ARCHIVED = (
 )
 
 
-def _json_list(value: object) -> tuple[str, ...]:
-    """A JSON list column as read by plain SQL: text on SQLite, already decoded on PostgreSQL."""
-    return tuple(json.loads(value) if isinstance(value, (str, bytes)) else value or ())  # type: ignore[arg-type]
-
-
 class ArchiveStore:
     """Per-account message archives (XEP-0313) and their preferences."""
 
@@ -151,9 +145,7 @@ class ArchiveStore:
                 found = sql.rows(_ACCOUNT_PREFS, {"username": username})
                 if found:
                     [(mode, always, never)] = found
-                    stored = (
-                        None if mode is None else ArchivePrefs(mode, _json_list(always), _json_list(never))
-                    )
+                    stored = None if mode is None else ArchivePrefs(mode, json_list(always), json_list(never))
                     prefs_of[username] = stored
             kept: list[ArchiveEntry] = []
             for entry in rows:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from types import TracebackType
 
 from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
-from imactor.storage.db import Database, StorageStatistics
+from imactor.storage.db import Database, StorageStatistics, json_list
 from imactor.storage.pubsub import PepStore
 from imactor.storage.push import PushStore
 from imactor.storage.rooms import RoomStore
@@ -95,8 +94,7 @@ class Storage:
                 ask=bool(ask),
                 pending_in=bool(pending_in),
                 approved=bool(approved),
-                # SQLite hands back the JSON text; PostgreSQL's driver decodes JSON itself.
-                groups=tuple(json.loads(groups) if isinstance(groups, (str, bytes)) else groups),
+                groups=json_list(groups),
             )
             for jid, name, subscription, ask, pending_in, approved, groups in roster
         ]

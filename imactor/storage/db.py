@@ -54,6 +54,7 @@ would bounce or lose a message. So:
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -68,6 +69,7 @@ import trio
 from sqlalchemy import CursorResult, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
 from imactor.storage.errors import StorageError
@@ -297,26 +299,19 @@ class Database:
         # sqlite3 takes ``:name`` parameters itself. The reader connection is in autocommit
         # (isolation_level None, see _tune_sqlite): one statement is its own snapshot, and
         # several share one only inside an explicit BEGIN.
-        connection = self._read_engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+        with _driver_cursor(self._read_engine) as (_, cursor):
+            several = len(queries) > 1
+            if several:
+                cursor.execute("BEGIN")
             try:
-                several = len(queries) > 1
-                if several:
-                    cursor.execute("BEGIN")
-                try:
-                    results = []
-                    for sql, params in queries:
-                        cursor.execute(sql, params)
-                        results.append(list(cursor.fetchall()))
-                finally:
-                    if several:
-                        cursor.execute("ROLLBACK")  # read only: nothing to keep
-                return results
+                results = []
+                for sql, params in queries:
+                    cursor.execute(sql, params)
+                    results.append(list(cursor.fetchall()))
             finally:
-                cursor.close()
-        finally:
-            connection.close()  # back to the pool
+                if several:
+                    cursor.execute("ROLLBACK")  # read only: nothing to keep
+            return results
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in the writer's next transaction and return its result once committed.
@@ -391,36 +386,28 @@ class Database:
 
     def _run_lean_batch(self, batch: list[_Job[Any]]) -> None:
         """`_run_batch` on SQLite's own connection: same transaction shape, no SQLAlchemy."""
-        with self._writer_turn():
-            connection = self._write_engine.raw_connection()
+        with self._writer_turn(), _driver_cursor(self._write_engine) as (connection, cursor):
+            _begin_immediate(cursor)
             try:
-                cursor = connection.cursor()
-                try:
-                    _begin_immediate(cursor)
+                sql = Sql(cursor=cursor)
+                for job in batch:
+                    cursor.execute("SAVEPOINT job")
                     try:
-                        sql = Sql(cursor=cursor)
-                        for job in batch:
-                            cursor.execute("SAVEPOINT job")
-                            try:
-                                job.value = job.fn(sql)
-                                job.ran = True
-                            except sqlite3.Error as exc:
-                                job.error = StorageError(f"database write failed: {exc}")
-                                job.error.__cause__ = exc
-                            except Exception as exc:
-                                job.error = exc
-                            if job.error is not None:
-                                cursor.execute("ROLLBACK TO job")
-                            cursor.execute("RELEASE job")
-                        cursor.execute("COMMIT")
-                    except BaseException:
-                        if connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-                            cursor.execute("ROLLBACK")
-                        raise
-                finally:
-                    cursor.close()
-            finally:
-                connection.close()  # back to the pool
+                        job.value = job.fn(sql)
+                        job.ran = True
+                    except sqlite3.Error as exc:
+                        job.error = StorageError(f"database write failed: {exc}")
+                        job.error.__cause__ = exc
+                    except Exception as exc:
+                        job.error = exc
+                    if job.error is not None:
+                        cursor.execute("ROLLBACK TO job")
+                    cursor.execute("RELEASE job")
+                cursor.execute("COMMIT")
+            except BaseException:
+                if connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                    cursor.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _locked_session(self) -> Iterator[Session]:
@@ -478,6 +465,25 @@ def _should_retry(exc: Exception, deadline: float) -> bool:
         return False
     log.warning("database busy for %d ms (other processes writing); retrying", BUSY_TIMEOUT_MS)
     return True
+
+
+@contextmanager
+def _driver_cursor(engine: Engine) -> Iterator[tuple[PoolProxiedConnection, DBAPICursor]]:
+    """A pooled connection's own driver cursor (no SQLAlchemy session), given back afterwards."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            yield connection, cursor
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
+
+
+def json_list(value: object) -> tuple[str, ...]:
+    """A JSON list column as plain SQL reads it: text on SQLite, already decoded on PostgreSQL."""
+    return tuple(json.loads(value) if isinstance(value, (str, bytes)) else value or ())  # type: ignore[arg-type]
 
 
 def _begin_immediate(cursor: DBAPICursor) -> None:
