@@ -125,6 +125,13 @@ def make_server_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.
     # CRIME (compression), renegotiation attacks, and a fresh ECDH key per handshake.
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No session tickets (Prosody's default too): OpenSSL's ticket key lives as long as the
+    # process and never rotates, so one stolen key would open every recorded session that got
+    # a ticket, which forward secrecy is meant to prevent. Resumption would rarely work anyway:
+    # each worker has its own key and the kernel spreads connections over the workers. Each
+    # ticket also cost a handshake about 4 % more CPU on both sides (docs/benchmarks.md).
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols([ALPN_XMPP_CLIENT])
     return context

@@ -7,7 +7,6 @@ and ``statistics()`` are O(1) per child even with tens of thousands of them.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import trio
@@ -190,7 +189,7 @@ class DynamicSupervisor:
         """
         child = self._children.get(child_id)
         run = child.run if child is not None else None
-        if child is None or child.state is not ChildState.RUNNING or run is None or run.done.is_set():
+        if child is None or child.state is not ChildState.RUNNING or run is None or run.done:
             raise KeyError(f"supervisor {self.name!r} has no running child {child_id!r}")
         return run.value
 
@@ -207,8 +206,9 @@ class DynamicSupervisor:
     async def _start_run(self, child: _Child, run: Run) -> StartFailed | None:
         assert self._nursery is not None
         child.run, child.state = run, ChildState.STARTING
-        on_exit = functools.partial(self._on_exit, child)
-        failure: StartFailed | None = await self._nursery.start(run_child, child.spec, run, on_exit)
+        failure: StartFailed | None = await self._nursery.start(
+            run_child, child.spec, run, self._on_exit, child
+        )
         if failure is None and child.run is run and child.state is ChildState.STARTING:
             child.state = ChildState.RUNNING
         return failure

@@ -10,7 +10,6 @@ REST_FOR_ONE) never races with another child's crash.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -155,7 +154,7 @@ class TaskSupervisor:
         if slot is None:
             raise KeyError(f"supervisor {self.name!r} has no child {child_id!r}")
         run = slot.run
-        if slot.state is not ChildState.RUNNING or run is None or run.done.is_set():
+        if slot.state is not ChildState.RUNNING or run is None or run.done:
             raise KeyError(f"child {child_id!r} of supervisor {self.name!r} is not running")
         return run.value
 
@@ -185,8 +184,7 @@ class TaskSupervisor:
         for slot in slots:
             run = Run()
             slot.run, slot.state = run, ChildState.STARTING
-            on_exit = functools.partial(self._on_exit, slot)
-            result = await self._nursery.start(run_child, slot.spec, run, on_exit)
+            result = await self._nursery.start(run_child, slot.spec, run, self._on_exit, slot)
             if isinstance(result, StartFailed):
                 slot.run, slot.state = None, ChildState.TERMINATED
                 logger.error(

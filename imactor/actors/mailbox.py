@@ -172,15 +172,16 @@ class Mailbox(Generic[M]):
             return message
         if self._receiver is not None:
             raise trio.BusyResourceError("another task is already receiving from this mailbox")
-        task = self._receiver = trio.lowlevel.current_task()
+        self._receiver = trio.lowlevel.current_task()
+        # `send_nowait` counts the message in `_received_total` when it hands it over. A bound
+        # method, not a closure: an idle actor holds its abort function for as long as it waits.
+        return await trio.lowlevel.wait_task_rescheduled(self._abort_receive)  # type: ignore[no-any-return]
 
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            if self._receiver is task:
-                self._receiver = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        # `send_nowait` counts the message in `_received_total` when it hands it over.
-        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+    def _abort_receive(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        # Called only while the receiver still waits: whoever hands it a message or closes the
+        # mailbox clears `_receiver` before rescheduling it, and no second task can wait meanwhile.
+        self._receiver = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self) -> None:
         """Refuse further messages: senders get `trio.BrokenResourceError` (→ `ActorGone`).

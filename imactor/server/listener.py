@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from imactor.server.tls_stream import TLSSocketStream
 from supervisors import ChildSpec, Restart
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ async def open_listeners(hosts: Sequence[str], port: int) -> list[trio.SocketLis
     return listeners
 
 
-async def accept(listener: trio.SocketListener) -> tuple[trio.abc.Stream, str]:
+async def accept(listener: trio.SocketListener) -> tuple[trio.SocketStream, str]:
     """The next connection and its peer's address, with Nagle off (stanzas are small and late
     bytes are latency). An accept that fails (EMFILE and friends) is retried after a pause
     instead of spinning; a connection gone before we saw its address is skipped.
@@ -95,15 +96,18 @@ async def serve_c2s(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept client connections forever; STARTTLS streams or, with `direct_tls`, XEP-0368 TLS."""
-    from imactor.server.session import SessionActor
+    from imactor.server.session import WRITE_TIMEOUT, SessionActor
 
     supervisor = services.session_supervisor
     assert supervisor is not None
     task_status.started()
     while True:
-        stream, remote = await accept(listener)
-        if direct_tls:
-            stream = trio.SSLStream(stream, services.ssl_context, server_side=True)
+        tcp, remote = await accept(listener)
+        stream: trio.abc.Stream = (
+            TLSSocketStream.server_side(tcp, services.ssl_context, send_patience=WRITE_TIMEOUT)
+            if direct_tls
+            else tcp
+        )
         session = SessionActor(services, stream, remote, direct_tls=direct_tls)
         await supervisor.start_child(
             ChildSpec(id=str(session.address), start=session.run, restart=Restart.TEMPORARY)

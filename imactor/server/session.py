@@ -32,6 +32,7 @@ from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalR
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
+from imactor.server.tls_stream import TLSSocketStream
 from imactor.web.transport import FramedStream
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
@@ -57,6 +58,9 @@ IQ_TYPES = frozenset({"get", "set", "result", "error"})
 #: XEP-0198: ask for an ack (<r/>) after this many stanzas, or after ACK_IDLE seconds of quiet.
 ACK_EVERY = 5
 ACK_IDLE = 1.0
+#: Seconds of quiet after which the reader frees the stream's lxml parser (about 10 KB; priming a
+#: fresh one costs about 10 µs, so not after every read).
+PARSER_LINGER = 0.2
 #: Seconds the writer task (`_mailbox_task`) waits for more deliveries before it ends.
 WRITER_LINGER = 0.5
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
@@ -406,7 +410,8 @@ class SessionActor:
         target = mesh.remote("resume", previd, worker)
         try:
             moved: m.MovedSession = await ask(
-                target, lambda reply: m.TakeOver(previd, username, h, self.ref, reply),
+                target,
+                lambda reply: m.TakeOver(previd, username, h, self.ref, reply),
                 timeout=TAKE_OVER_TIMEOUT,
             )
         except StanzaError as error:
@@ -528,19 +533,27 @@ class SessionActor:
                 await self.transport.do_handshake()  # type: ignore[attr-defined]
             if scope.cancelled_caught:
                 return
-            assert isinstance(self.transport, trio.SSLStream)
-            self.stream.direct_tls_established(self.services.channel_bindings(self.transport))
+            assert isinstance(self.transport, TLSSocketStream)
+            self.stream.direct_tls_established(self.services.channel_bindings(self.transport.ssl_object))
         pinged = False
         while True:
             if await self._drain_events():
                 return
+            now = trio.current_time()
             deadline = (
                 handshake_deadline
                 if self.jid is None
-                else trio.current_time() + (limits.ping_timeout if pinged else limits.idle_timeout)
+                else now + (limits.ping_timeout if pinged else limits.idle_timeout)
             )
-            with trio.move_on_at(deadline) as scope:
+            # First wait only PARSER_LINGER: a stream that stays quiet that long releases its
+            # parser, then waits out the rest (the same cancel scope, so no extra cost per read).
+            release_at = now + PARSER_LINGER
+            with trio.move_on_at(min(release_at, deadline)) as scope:
                 data = await self.transport.receive_some(READ_SIZE)
+            if scope.cancelled_caught and release_at < deadline:
+                self.stream.release_idle()
+                with trio.move_on_at(deadline) as scope:
+                    data = await self.transport.receive_some(READ_SIZE)
             if scope.cancelled_caught:
                 if self.jid is None:
                     self.stream.close("connection-timeout", "authenticate and bind in time")
@@ -604,13 +617,15 @@ class SessionActor:
 
     async def _start_tls(self) -> None:
         await self._flush()
-        tls = trio.SSLStream(self.transport, self.services.ssl_context, server_side=True)
+        assert isinstance(self.transport, trio.SocketStream)  # STARTTLS is offered on TCP only
+        context = self.services.ssl_context
+        tls = TLSSocketStream.server_side(self.transport, context, send_patience=WRITE_TIMEOUT)
+        self.transport = tls
         with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
             await tls.do_handshake()
         if scope.cancelled_caught:
             raise trio.BrokenResourceError("TLS handshake timed out")
-        self.transport = tls
-        self.stream.tls_established(self.services.channel_bindings(tls))
+        self.stream.tls_established(self.services.channel_bindings(tls.ssl_object))
 
     async def _bind(self, resource: str | None) -> None:
         username = self.stream.username or ""
@@ -1064,29 +1079,44 @@ class SessionActor:
             self._write_lost(exc)
 
     async def _flush_now(self) -> None:
-        async with self._write_lock:
-            if self.stream.track_sent:
-                for sent in self.stream.take_sent():
-                    self.sm.stanza_sent(sent)
-                if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
-                    self.stream.close("policy-violation", "too many unacknowledged stanzas")
-                elif self.sm.wants_ack_request():
-                    self.stream.send_nonza(sm.REQUEST)
-                    self.sm.ack_requested()
-            if isinstance(self.transport, FramedStream):
-                frames = self.stream.frames_to_send()
-                with trio.move_on_after(WRITE_TIMEOUT) as scope:
-                    if frames:
-                        await self.transport.send_frames(frames)
-            else:
-                data = self.stream.data_to_send()
-                if not data:
-                    return
-                with trio.move_on_after(WRITE_TIMEOUT) as scope:
-                    await self.transport.send_all(data)
-            if scope.cancelled_caught:
-                # A client that stops reading is cut off rather than hold the worker's memory.
-                raise trio.BrokenResourceError("write timed out: client not reading")
+        lock = self._write_lock
+        # No checkpoint to take a free lock: the write below is one (a login flushes ten times).
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            await self._flush_locked()
+        finally:
+            lock.release()
+
+    async def _flush_locked(self) -> None:
+        if self.stream.track_sent:
+            for sent in self.stream.take_sent():
+                self.sm.stanza_sent(sent)
+            if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
+                self.stream.close("policy-violation", "too many unacknowledged stanzas")
+            elif self.sm.wants_ack_request():
+                self.stream.send_nonza(sm.REQUEST)
+                self.sm.ack_requested()
+        if isinstance(self.transport, FramedStream):
+            frames = self.stream.frames_to_send()
+            with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                if frames:
+                    await self.transport.send_frames(frames)
+        else:
+            data = self.stream.data_to_send()
+            if not data:
+                return
+            if isinstance(self.transport, TLSSocketStream):
+                # It times out itself (send_patience), with no timer while the socket has room.
+                await self.transport.send_all(data)
+                return
+            with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                await self.transport.send_all(data)
+        if scope.cancelled_caught:
+            # A client that stops reading is cut off rather than hold the worker's memory.
+            raise trio.BrokenResourceError("write timed out: client not reading")
 
     def _forwarded(self, delivery: m.Deliver) -> bool:
         """Pass a delivery on to the session on another worker that resumed this one, if any."""

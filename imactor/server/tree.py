@@ -9,11 +9,12 @@
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
     ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
     ├── https      the same over TLS, 5443
-    └── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
+    ├── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
+    └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
 
 Storage, the registry, the router and the module host are plain objects built before the tree
-(they have no task of their own); if one of them fails the worker fails and its supervisor
-restarts the worker.
+(storage's one task is the last-activity writer above); if one of them fails the worker fails
+and its supervisor restarts the worker.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ async def run_worker(
                               commands=admin.commands(services))  # fmt: skip
         await status.bind()
         children.append(ChildSpec("status", status.run))
+        # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
+        children.append(ChildSpec("last-activity", storage.last_activity.run))
         tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
         services.worker_supervisor = tree
         stop = (signal.SIGTERM,) if placement.run_dir is not None else (signal.SIGTERM, signal.SIGINT)

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -210,10 +210,9 @@ class Services:
     def new_resource(self) -> str:
         return "imactor-" + secrets.token_hex(6)
 
-    def channel_bindings(self, tls: trio.SSLStream[Any]) -> dict[str, bytes]:
+    def channel_bindings(self, ssl_object: ssl.SSLSocket | ssl.SSLObject) -> dict[str, bytes]:
         """RFC 5929 bindings this TLS session supports (tls-unique is undefined for TLS 1.3)."""
         bindings = {"tls-server-end-point": self.endpoint_binding}
-        ssl_object = tls._ssl_object
         if ssl_object.version() == "TLSv1.2":
             unique = ssl_object.get_channel_binding("tls-unique")
             if unique:

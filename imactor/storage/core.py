@@ -105,7 +105,8 @@ class Storage:
         return self._db.statistics()
 
     async def aclose(self) -> None:
-        """Wait for queued writes and close the database. Idempotent."""
+        """Write what is noted or queued and close the database. Idempotent."""
+        await self.last_activity.flush()
         await self._db.aclose()
 
     async def __aenter__(self) -> Storage:

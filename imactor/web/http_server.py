@@ -24,6 +24,7 @@ import h11
 import trio
 
 from imactor.server.listener import accept
+from imactor.server.tls_stream import TLSSocketStream
 from imactor.web import cors, hostmeta
 from imactor.web.messages import Request, Response, text_response
 from imactor.web.websocket import serve_websocket
@@ -68,12 +69,13 @@ async def serve_http(
             nursery.start_soon(_connection, endpoints, stream, remote, tls)
 
 
-async def _connection(endpoints: WebEndpoints, stream: trio.abc.Stream, remote: str, tls: bool) -> None:
+async def _connection(endpoints: WebEndpoints, tcp: trio.SocketStream, remote: str, tls: bool) -> None:
     config = endpoints.config
     endpoints.connections += 1
+    stream: trio.abc.Stream = tcp
     try:
         if tls:
-            tls_stream = trio.SSLStream(stream, endpoints.services.ssl_context, server_side=True)
+            tls_stream = TLSSocketStream.server_side(tcp, endpoints.services.ssl_context)
             stream = tls_stream
             with trio.move_on_after(config.header_timeout) as handshake:
                 await tls_stream.do_handshake()

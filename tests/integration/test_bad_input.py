@@ -478,10 +478,12 @@ async def test_plaintext_on_the_direct_tls_port_is_dropped(server: ServerProcess
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", server.c2s_tls_port)
         await stream.send_all(header().encode())
-        # The server gives up on the TLS handshake (at most a TLS alert comes back) and closes.
+        # The server gives up on the TLS handshake (at most a TLS alert comes back) and closes:
+        # with a reset when the bytes it could not use were left unread.
         received = b""
-        while chunk := await stream.receive_some(1024):
-            received += chunk
+        with contextlib.suppress(trio.BrokenResourceError):
+            while chunk := await stream.receive_some(1024):
+                received += chunk
         assert b"<stream" not in received
         await stream.aclose()
 

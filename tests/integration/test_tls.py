@@ -4,6 +4,7 @@ features a TLS stream offers (XEP-0478 stanza size limits)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,7 +225,8 @@ async def test_plaintext_on_direct_tls_port(server: ServerProcess) -> None:
             "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
         )
         data = b""
-        with trio.move_on_after(5):
+        # The failed handshake ends the connection, with a reset when our bytes were left unread.
+        with trio.move_on_after(5), contextlib.suppress(trio.BrokenResourceError):
             while chunk := await client.stream.receive_some(4096):
                 data += chunk
         assert b"<stream:features" not in data

@@ -242,6 +242,33 @@ async def test_select_errors_are_storage_errors_and_cannot_write(storage: Storag
         await storage._db.select("SELECT 1", {})
 
 
+async def test_select_when_sqlite_is_busy_retries_in_a_thread(
+    storage: Storage, alice: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A WAL reader is busy only in rare moments (another connection recovering the WAL, or
+    # holding the file in exclusive locking mode), which cannot be staged while the storage's own
+    # connections are open. So the inline reader is swapped for one on a file another connection
+    # holds exclusively: its real "database is locked" must send the read to a thread, which
+    # reads the storage's database, instead of failing or waiting on the event loop.
+    await storage.offline.store(alice, b"<m1/>")
+    locked = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(locked, isolation_level=None)
+    busy = sqlite3.connect(locked, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        busy.execute("PRAGMA busy_timeout = 0")
+        db = storage._db
+        if db._inline_reader is not None:
+            db._inline_reader.close()
+        monkeypatch.setattr(db, "_inline_reader", busy)
+        with trio.fail_after(10):
+            rows = await db.select("SELECT stanza FROM offline_message", {})
+        assert rows == [(b"<m1/>",)]
+    finally:
+        holder.close()
+
+
 async def test_lean_writes_fail_alone_and_roll_back_their_own_changes(storage: Storage, alice: str) -> None:
     from imactor.storage import AccountNotFound
     from imactor.storage.db import Sql

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
+import trio
 
 from imactor.storage import AccountNotFound, RosterItem, Storage
+from tests.unit.storage.conftest import FAST_ITERATIONS
 
 
 async def test_offline_messages_oldest_first(storage: Storage, alice: str) -> None:
@@ -77,6 +81,41 @@ async def test_last_activity(storage: Storage, alice: str) -> None:
     assert await storage.last_activity.get(alice) == (1700000000.5, "Gone fishing")
     await storage.last_activity.set(alice, 1700000100.0, "")
     assert await storage.last_activity.get(alice) == (1700000100.0, "")
+
+
+async def test_last_activity_stamps_noted_while_run_runs_are_written_together(
+    storage: Storage, alice: str, db_url: str
+) -> None:
+    await storage.accounts.create("bob", "secret", iterations=FAST_ITERATIONS)
+    await storage.accounts.create("carol", "secret", iterations=FAST_ITERATIONS)
+    await storage.accounts.delete("carol")
+    stores = storage.last_activity
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stores.run)
+            before = storage._db.statistics().transactions
+            await stores.set(alice, 1.0, "a")
+            await stores.set("bob", 2.0, "b")
+            await stores.set(alice, 3.0, "a again")  # replaces the noted one
+            await stores.set("carol", 4.0, "")  # deleted: dropped when written, no error
+            assert await stores.get(alice) == (3.0, "a again")  # seen before it is written
+            assert _rows(db_url) == []
+            # Due LAST_ACTIVITY_DELAY after the first stamp; the database file tells no event.
+            while not (written := _rows(db_url)):  # noqa: ASYNC110 (a file, no event to await)
+                await trio.sleep(0.05)
+            assert written == [("alice", 3.0, "a again"), ("bob", 2.0, "b")]
+            assert storage._db.statistics().transactions == before + 1  # one write for all
+            await stores.set("bob", 5.0, "late")
+            nursery.cancel_scope.cancel()  # the stamps still noted are written on the way out
+    assert _rows(db_url) == [("alice", 3.0, "a again"), ("bob", 5.0, "late")]
+    with pytest.raises(AccountNotFound):  # without run, written at once
+        await stores.set("carol", 6.0, "")
+
+
+def _rows(db_url: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        query = "SELECT username, timestamp, status FROM last_activity ORDER BY username"
+        return conn.execute(query).fetchall()
 
 
 async def test_writes_for_unknown_account_raise(storage: Storage) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,32 @@ async def test_a_terminated_child_is_never_restarted(
         await trio.testing.wait_all_tasks_blocked()
         assert events == ["start a", "stop a"]
         assert sup.statistics() == DynamicSupervisorStatistics("users", 0, 1, 0, 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_started_child_keeps_none_of_trios_start_machinery(
+    autojump_clock: trio.testing.MockClock, fake: Fake
+) -> None:
+    # Trio's task status holds the temporary nursery of nursery.start (~1 KB); kept by the child's
+    # wrapper, it would live as long as the child, and a session lives for hours.
+    status_types: list[type[object]] = []
+
+    async def probe(*, task_status: trio.TaskStatus[None]) -> None:
+        status_types.append(type(task_status))
+        task_status.started()
+
+    def live_trio_statuses() -> int:
+        gc.collect()
+        return sum(isinstance(o, status_types[0]) for o in gc.get_objects())
+
+    sup = DynamicSupervisor("sessions")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe)
+        await nursery.start(sup.run)
+        before = live_trio_statuses()
+        for name in "abc":
+            await sup.start_child(fake(name, restart=Restart.TEMPORARY).spec)
+        assert live_trio_statuses() == before
         nursery.cancel_scope.cancel()
 
 

@@ -38,6 +38,7 @@ from imactor.xmpp.namespaces import (
     NS_TLS,
     qname,
 )  # fmt: skip
+from imactor.xmpp.sasl import SaslServer
 from imactor.xmpp.scram import (
     ScramCredentials,
     derive_credentials,
@@ -1146,6 +1147,14 @@ def test_provide_credentials_while_tls_is_awaited_is_a_local_error() -> None:
     assert client.stream.next_event() is NEED_DATA
     client.stream.tls_established({})
     assert client.stream.state is State.WAIT_FOR_STREAM
+
+
+def test_an_authenticated_stream_drops_the_finished_sasl_exchange() -> None:
+    # An idle session lives for hours: the exchange's state is of no use after <success/>.
+    client, _ = at_bind()
+    assert not any(isinstance(value, SaslServer) for value in vars(client.stream).values())
+    with pytest.raises(LocalProtocolError):
+        client.stream.provide_credentials({})
 
 
 def test_refuse_auth_without_an_exchange_is_a_local_error() -> None:
