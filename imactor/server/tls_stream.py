@@ -44,7 +44,7 @@ T = TypeVar("T")
 class TLSSocketStream(trio.abc.Stream):
     """A server-side TLS stream over a socket that OpenSSL drives directly."""
 
-    __slots__ = ("_handshaken", "_receiving", "_sending", "_sock", "send_patience")
+    __slots__ = ("_handshaken", "_receiving", "_sending", "_sock", "_waits", "send_patience")
 
     def __init__(self, sock: ssl.SSLSocket, *, send_patience: float = math.inf) -> None:
         sock.setblocking(False)
@@ -53,6 +53,7 @@ class TLSSocketStream(trio.abc.Stream):
         #: `trio.BrokenResourceError`; the clock starts only if the socket is full, so the common
         #: write that fits costs no timer.
         self.send_patience = send_patience
+        self._waits = 0  # times `_retry` waited for the socket: each wait was a checkpoint
         self._sending = False
         self._receiving = False
         self._handshaken = False
@@ -76,14 +77,21 @@ class TLSSocketStream(trio.abc.Stream):
         return self._sock
 
     async def do_handshake(self) -> None:
-        """Run the TLS handshake; a no-op once it is done."""
+        """Run the TLS handshake; a no-op once it is done.
+
+        `send_all` and `receive_some` run it too if needed, but the owner should await it
+        before it sends and receives from two tasks: two tasks waiting on the one socket for
+        the same handshake would make trio raise `BusyResourceError` (trio's `SSLStream`
+        serializes that case; the sessions and the HTTP server here never need it).
+        """
         if self._handshaken:
             await checkpoint()
             return
         await checkpoint_if_cancelled()
+        waits = self._waits
         await self._retry(self._sock.do_handshake)
         self._handshaken = True
-        await cancel_shielded_checkpoint()
+        await self._checkpoint_unless_waited(waits)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receiving:
@@ -93,11 +101,12 @@ class TLSSocketStream(trio.abc.Stream):
             await checkpoint_if_cancelled()
             if not self._handshaken:
                 await self.do_handshake()
+            waits = self._waits
             try:
                 data: bytes = await self._retry(self._sock.recv, max_bytes or 65536)
             except ssl.SSLZeroReturnError:
                 data = b""  # the peer's close_notify
-            await cancel_shielded_checkpoint()
+            await self._checkpoint_unless_waited(waits)
             return data
         finally:
             self._receiving = False
@@ -114,10 +123,11 @@ class TLSSocketStream(trio.abc.Stream):
                 # Without SSL_MODE_ENABLE_PARTIAL_WRITE (CPython does not set it) OpenSSL writes all
                 # or asks to be called again with the same bytes; either way `sent` tells.
                 deadline = trio.current_time() + self.send_patience
+                waits = self._waits
                 while view:
                     sent: int = await self._retry(self._sock.send, view, deadline=deadline)
                     view = view[sent:]
-            await cancel_shielded_checkpoint()
+            await self._checkpoint_unless_waited(waits)
         finally:
             self._sending = False
 
@@ -141,6 +151,12 @@ class TLSSocketStream(trio.abc.Stream):
             sock.close()
         await checkpoint()
 
+    async def _checkpoint_unless_waited(self, waits: int) -> None:
+        """End a call with trio's yield, unless the call already waited for the socket (a wait is
+        a full checkpoint): a reply awaited by the client costs one scheduler round, not two."""
+        if self._waits == waits:
+            await cancel_shielded_checkpoint()
+
     async def _retry(self, operation: Callable[..., T], *args: object, deadline: float = math.inf) -> T:
         """Call `operation` until OpenSSL no longer asks to wait for the socket (until `deadline`)."""
         sock = self._sock
@@ -149,6 +165,7 @@ class TLSSocketStream(trio.abc.Stream):
                 return operation(*args)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
                 wait = wait_readable if isinstance(want, ssl.SSLWantReadError) else wait_writable
+                self._waits += 1
                 if deadline == math.inf:
                     await wait(sock)
                     continue
