@@ -1,6 +1,6 @@
 """An idle session keeps no writer task (`SessionActor._mailbox_task` runs only while there is
-something to deliver) and no lxml parser (released between stanzas): both come back at once
-when work arrives, with nothing lost, out of order or mangled."""
+something to deliver) and no lxml parser (released after `PARSER_LINGER` of quiet): both come
+back at once when work arrives, with nothing lost, out of order or mangled."""
 
 from __future__ import annotations
 
