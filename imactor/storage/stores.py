@@ -27,6 +27,12 @@ from imactor.storage.models import (
 
 #: Values per ``IN (...)`` clause; well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
+
+log = logging.getLogger("imactor.storage")
+
+#: Seconds a noted last-activity stamp waits, so that the logouts of that time share one write.
+LAST_ACTIVITY_DELAY = 0.5
+
 #: Append an offline message; no row at all if the account does not exist.
 _STORE_OFFLINE = (
     "INSERT INTO offline_message (username, stanza, stored_at) "
@@ -36,11 +42,6 @@ _STORE_OFFLINE = (
 _OFFLINE_OF = "SELECT id, stanza FROM offline_message WHERE username = :username ORDER BY id"
 #: Insert or replace an account's last activity; no row at all if the account does not exist
 #: (SQLite 3.24+ and PostgreSQL share this upsert syntax).
-log = logging.getLogger("imactor.storage")
-
-#: Seconds a noted last-activity stamp waits, so that the logouts of that time share one write.
-LAST_ACTIVITY_DELAY = 0.5
-
 _UPSERT_LAST_ACTIVITY = (
     "INSERT INTO last_activity (username, timestamp, status) "
     "SELECT :username, :timestamp, :status WHERE EXISTS "

@@ -206,7 +206,8 @@ class XMLStreamParser:
         self._start()
 
     def _start(self) -> None:
-        # Created on demand and released between depth-1 elements (see the module docstring).
+        # Created on demand; released by `release_idle` once the stream goes quiet between depth-1
+        # elements, and when the stream closes (see the module docstring).
         self._parser: etree.XMLPullParser | None = None
         self._state = _State.HEADER
         self._root: etree._Element | None = None
