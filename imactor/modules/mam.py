@@ -21,8 +21,10 @@ one of its accounts are removed first (XEP-0359 §5); the client's <origin-id/> 
 
 Queries (urn:xmpp:mam:2, only on one's own archive): form fields `with` (bare JID, or full JID
 for one resource), `start`, `end`, `after-id`, `before-id` (exclusive); XEP-0059 paging with
-`max` (capped by `max_page_size`), `after`, `before` (empty: the last page); results go to the
-querying resource, then the IQ result with <fin complete?><set first/last/count/></fin>.
+`max` (capped by `max_page_size`), `after`, `before` (empty: the last page; `index` is refused
+with feature-not-implemented); results go to the querying resource, then the IQ result with
+<fin complete?><set first/last/count/></fin> (complete: the page reaches the end of the result set
+in its reading direction; <first index> only on pages read forwards).
 Preferences (§6): default always/roster/never with always/never lists, applied when archiving;
 `default_mode` is the default of accounts that never set theirs.
 """
@@ -215,13 +217,21 @@ async def answer_query(
         await send(message)
     reply = st.iq_result(request)
     reply.set("to", str(requester))
+    # XEP-0313 §4.3.2: 'complete' once the page reaches the end of the result set in its reading
+    # direction: the newest message forwards, the oldest one backwards (<before/>); the client needs
+    # no further page that way. <first index> is optional there and clients MUST NOT depend on it:
+    # it is left out of pages read backwards. Its XEP-0059 §2.2 value on the newest page
+    # (count - items) reads as "the end of the set" to iterators that assume forward paging
+    # (slixmpp's ResultIterator stops on index + items == count in either direction), which
+    # ended a backward walk after its first page.
     fin = st.child(reply, NS_MAM, "fin")
     if page.complete:
         fin.set("complete", "true")
     rsm = st.child(fin, NS_RSM, "set")
     if page.items:
         first = st.child(rsm, NS_RSM, "first", page.items[0].stanza_id)
-        first.set("index", str(page.first_index or 0))
+        if not backwards:
+            first.set("index", str(page.first_index or 0))
         st.child(rsm, NS_RSM, "last", page.items[-1].stanza_id)
     st.child(rsm, NS_RSM, "count", str(page.count))
     return reply
@@ -265,6 +275,11 @@ def _paging(payload: st.Element, max_page_size: int) -> tuple[str | None, str | 
     rsm = payload.find(qname(NS_RSM, "set"))
     if rsm is None:
         return None, None, False, max_page_size
+    if rsm.find(qname(NS_RSM, "index")) is not None:
+        # XEP-0059 §2.6: a page by position is not served (the storage pages by id only); the
+        # error says so rather than answering with the first page, whose <first index='0'> would
+        # contradict the index asked for (which §2.6 says it MUST equal).
+        raise StanzaError("feature-not-implemented", "<index/> is not supported: use <after/> or <before/>")
     limit = max_page_size
     max_text = rsm.findtext(qname(NS_RSM, "max"))
     if max_text is not None:

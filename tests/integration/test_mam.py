@@ -210,6 +210,59 @@ async def test_paging_forwards_and_backwards(server: ServerProcess, accounts: Ac
         assert fin.count == 10
 
 
+def first_index(fin: Fin) -> str | None:
+    """The 'index' attribute of <fin><set><first/>, None when absent."""
+    first = fin.reply.find(f"{M}fin/{RSM}set/{RSM}first")
+    return None if first is None else first.get("index")
+
+
+async def test_fin_of_one_result_pages(server: ServerProcess, accounts: Accounts, peers: Peers) -> None:
+    """Issue 13 (3): one result per page, raw. Backwards (<before/>, then <before>first id</before>):
+    newest first, complete='true' only on the oldest, no <first index> (XEP-0313 §4.3.2 makes it
+    optional; slixmpp's iterator reads index + items == count as the end even backwards).
+    Forwards: <first index>, complete='true' only on the newest. <index/> is refused."""
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await peers.login(alice)
+        for n in range(3):
+            await chat(a, bare(bob), f"m{n}")
+        await settled(a, bare(bob))
+        b = await peers.login(bob)
+
+        backward: list[Fin] = []
+        before = "<before/>"
+        while len(backward) < 4:
+            fin = await query(b, f"<max>1</max>{before}")
+            backward.append(fin)
+            if fin.complete:
+                break
+            before = f"<before>{fin.first}</before>"
+        assert [f.bodies for f in backward] == [["m2"], ["m1"], ["m0"]]
+        assert [f.complete for f in backward] == [False, False, True]
+        assert all(f.count == 3 and f.first == f.last == f.ids[0] for f in backward)
+        assert [first_index(f) for f in backward] == [None, None, None], show(backward[0].reply)
+        # Before the oldest: an empty page, complete, without <first/> or <last/> (XEP-0059 §2.2).
+        empty = await query(b, f"<max>1</max><before>{backward[-1].first}</before>")
+        assert (empty.ids, empty.complete, empty.first, empty.last, empty.count) == ([], True, None, None, 3)
+
+        forward: list[Fin] = []
+        after = ""
+        while len(forward) < 4:
+            fin = await query(b, f"<max>1</max>{after}")
+            forward.append(fin)
+            if fin.complete:
+                break
+            after = f"<after>{fin.last}</after>"
+        assert [f.bodies for f in forward] == [["m0"], ["m1"], ["m2"]]
+        assert [f.complete for f in forward] == [False, False, True]
+        assert [first_index(f) for f in forward] == ["0", "1", "2"]
+        empty = await query(b, f"<max>1</max><after>{forward[-1].last}</after>")
+        assert (empty.ids, empty.complete, empty.first, empty.last) == ([], True, None, None)
+
+        _, by_index = await query_raw(b, f"<set xmlns='{NS_RSM}'><max>1</max><index>1</index></set>")
+        assert error_condition(by_index) == "feature-not-implemented", show(by_index)
+
+
 async def test_filters(server: ServerProcess, accounts: Accounts, peers: Peers) -> None:
     alice, bob, carol = accounts(3)
     with trio.fail_after(TIMEOUT):
@@ -363,5 +416,30 @@ def test_slixmpp_retrieves_the_archive(server: ServerProcess, accounts: Accounts
             results = xmpp.plugin["xep_0313"].iterate(with_jid=JID(bare(bob)), total=10, rsm={"amount": 2})
             bodies = [result["mam_result"]["forwarded"]["stanza"]["body"] async for result in results]
             assert bodies == ["slix 0", "slix 1", "slix 2"]
+
+    run(scenario())
+
+
+def test_slixmpp_pages_one_by_one_both_ways(server: ServerProcess, accounts: Accounts) -> None:
+    """Issue 13 (3): slixmpp's archive iterator with one result per page, backwards (reverse=True:
+    <before/>, then <before>first id of the previous page</before>) and forwards, gets every
+    message, in its order."""
+    alice, bob = accounts(2)
+    bodies = [f"one by one {n}" for n in range(5)]
+
+    async def scenario() -> None:
+        plugins = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
+        async with slixmpp_client(
+            f"{alice}@localhost/pc", PASSWORD, server.c2s_port, plugins=plugins
+        ) as xmpp:
+            for body in bodies:
+                xmpp.send_message(mto=JID(bare(bob)), mbody=body, mtype="chat")
+            with contextlib.suppress(IqError):  # through bob's user actor: all archived
+                await xmpp.plugin["xep_0030"].get_info(jid=JID(bare(bob)))
+            mam = xmpp.plugin["xep_0313"]
+            for reverse, expected in ((True, bodies[::-1]), (False, bodies)):
+                results = mam.iterate(with_jid=JID(bare(bob)), reverse=reverse, rsm={"max": 1})
+                got = [result["mam_result"]["forwarded"]["stanza"]["body"] async for result in results]
+                assert got == expected, reverse
 
     run(scenario())
