@@ -8,8 +8,9 @@ preconditions, limits) in the sans-IO `imactor.xmpp.pubsub`.
 Subscriptions are implicit (XEP-0163 §4): an entity gets notifications of a node when it is
 available, may access the node (access model), and advertises `<node>+notify` in its entity
 capabilities (XEP-0115). The presence hook records every available resource that presence
-brings to the account (its own, and contacts' when the account is subscribed to them) with its
-caps `(hash, ver)`; features of an unknown `ver` are asked once with disco#info from the
+brings to the account from its own resources and from entities subscribed to its presence
+(§4.1 auto-subscribe; a directed presence from anyone else is not recorded, nor its caps asked)
+with its caps `(hash, ver)`; features of an unknown `ver` are asked once with disco#info from the
 account's bare JID, verified, and cached for the whole worker (an answer that does not hash to
 its `ver` serves only the resource that gave it, XEP-0115 §5.4). The last item of each node is
 sent to a resource when it becomes available (`send_last_published_item`), and when its caps
@@ -110,6 +111,12 @@ def _state(account: AccountApi) -> _Presence:
 def _owner(ctx: IqContext) -> AccountApi:
     assert ctx.account is not None
     return ctx.account
+
+
+def _auto_subscriber(account: AccountApi, jid: JID) -> bool:
+    """XEP-0163 §4.1: the owner, or an entity with a subscription to the owner's presence."""
+    relation = _relation(account, jid)
+    return relation.is_owner or relation.subscription in ("from", "both")
 
 
 def _relation(account: AccountApi, jid: JID) -> ps.Relation:
@@ -414,6 +421,8 @@ async def notify(account: AccountApi, node: str, config: ps.NodeConfig, payload:
     interested = node + "+notify"
     state = _state(account)
     for full in list(state.caps):
+        if not _auto_subscriber(account, full):
+            continue  # XEP-0163 §7.1: its subscription to the owner's presence ended since
         if interested in state.features(full) and ps.may_access(config, _relation(account, full)):
             await _send_event(account, full, config, payload)
 
@@ -460,6 +469,15 @@ async def on_presence(ctx: PresenceContext) -> None:
         state.nodes.pop(full, None)
         return
     if kind != "":
+        return
+    if not _auto_subscriber(ctx.account, full):
+        # XEP-0163 §4/§4.1: only the owner's resources and entities subscribed to the owner's
+        # presence get notifications. Others' caps (a directed presence from a stranger) are of
+        # no use here, and asking their disco#info would be a query their client did not expect:
+        # it is one more than the one their correspondent makes (XEP-0115 §6.2, aioxmpp's check).
+        state.caps.pop(full, None)
+        state.unverified.pop(full, None)
+        state.nodes.pop(full, None)
         return
     caps = element.find(qname(NS_CAPS, "c"))
     key: CapsKey | None = None

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncIterator
 
 import aioxmpp
+import aioxmpp.disco
 import trio
 
 from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.muc import NS_MUC, create_instant
 from tests.support.peer import (
     C,
     Element,
@@ -17,6 +22,7 @@ from tests.support.peer import (
     bare,
     befriend,
     marker,
+    new_id,
     presence,
     show,
     subscribe,
@@ -312,3 +318,160 @@ def test_aioxmpp_presence_client(server: ServerProcess, accounts: Accounts) -> N
             assert await asyncio.wait_for(gone, 10) == aioxmpp.JID.fromstr(f"{alice}@localhost/ax")
 
     run(scenario())
+
+
+CAPS_SERVICES = (aioxmpp.EntityCapsService, aioxmpp.PresenceServer, aioxmpp.PresenceClient)
+
+
+def test_aioxmpp_entity_caps_are_asked_once(server: ServerProcess, accounts: Accounts) -> None:
+    """Issue 13 (8), aioxmpp's own check (its entitycaps end-to-end test): Bob's and Carol's
+    clients, of the same caps, send Alice's client directed presence (no subscription); Alice's
+    EntityCapsService asks Bob's node#ver once and serves Carol from its cache. Nobody else asks
+    them: the server's PEP service asks only for the caps of its auto-subscribers (XEP-0163 §4.1),
+    so Bob answers one disco#info and Carol none."""
+    alice, bob, carol = accounts(3)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {name: await stack.enter_async_context(caps_client(name, server.c2s_port))
+                       for name in (alice, bob, carol)}  # fmt: skip
+            asked = {name: count_disco_info(clients[name]) for name in (bob, carol)}
+            sent = {name: outbound_presence(clients[name]) for name in (bob, carol)}
+            seen = watch_available(clients[alice], loop, (bob, carol))
+            for name in (bob, carol):
+                to = aioxmpp.JID.fromstr(f"{alice}@localhost/caps")
+                await clients[name].send(aioxmpp.Presence(type_=aioxmpp.PresenceType.AVAILABLE, to=to))
+            got = {name: await asyncio.wait_for(seen[name], 10) for name in (bob, carol)}
+            for name in (bob, carol):
+                assert_same_caps(sent[name][0], got[name])
+            assert sent[bob][0].xep0115_caps.ver == sent[carol][0].xep0115_caps.ver  # the same caps
+
+            disco = clients[alice].summon(aioxmpp.DiscoClient)
+            bob_info = await asyncio.wait_for(disco.query_info(got[bob].from_), 10)
+            carol_info = await asyncio.wait_for(disco.query_info(got[carol].from_), 10)
+            assert bob_info.features == carol_info.features
+            assert (len(asked[bob]), asked[carol]) == (1, []), asked
+
+    run(scenario())
+
+
+def test_caps_pass_through_presence_unchanged(server: ServerProcess, accounts: Accounts) -> None:
+    """Issue 13 (8): the <c/> of Bob's aioxmpp client (EntityCapsService) reaches, attribute for
+    attribute, his contact Alice by broadcast, his own other resource, and Dave (subscribed to him)
+    as the answer to the probe of Dave's later initial presence (RFC 6121 §4.3.2)."""
+    alice, bob, dave = accounts(3)
+    befriend(server.c2s_port, [(alice, bob, "both"), (dave, bob, "to")], PASSWORD)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            a = await stack.enter_async_context(caps_client(alice, server.c2s_port))
+            b2 = await stack.enter_async_context(caps_client(bob, server.c2s_port, "other"))
+            seen_by_alice = watch_available(a, loop, (bob,), resource="caps")
+            seen_by_self = watch_available(b2, loop, (bob,), resource="caps")
+            a.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+            b2.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+            b = await stack.enter_async_context(caps_client(bob, server.c2s_port))
+            sent = outbound_presence(b)
+            b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+            by_alice = await asyncio.wait_for(seen_by_alice[bob], 10)
+            by_self = await asyncio.wait_for(seen_by_self[bob], 10)
+            d = await stack.enter_async_context(caps_client(dave, server.c2s_port))
+            seen_by_dave = watch_available(d, loop, (bob,), resource="caps")
+            d.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+            by_dave = await asyncio.wait_for(seen_by_dave[bob], 10)
+            for received in (by_alice, by_self, by_dave):
+                assert_same_caps(sent[0], received)
+
+    run(scenario())
+
+
+async def test_caps_pass_through_room_presence(peers: Peers, accounts: Accounts) -> None:
+    """Issue 13 (8): an occupant's <c/> reaches the other occupants and itself in the room's
+    presence (XEP-0045 §7.2.3 reflects the occupant's presence), also in a presence update."""
+    alice, bob = accounts(2)
+    room = f"caps-{new_id()}@conference.localhost"
+    caps = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test:caps' ver='{}'/>"
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        await create_instant(a, room, "alice")
+        b = await peers.online(bob)
+        await b.send(f"<presence to='{room}/bob'><x xmlns='{NS_MUC}'/>{caps.format('one=')}</presence>")
+        from_bob = presence(from_=f"{room}/bob")
+        for peer in (a, b):
+            got = await peer.expect(from_bob)
+            assert caps_of(got) == ("sha-1", "urn:test:caps", "one="), show(got)
+        await b.send(f"<presence to='{room}/bob'><show>away</show>{caps.format('two=')}</presence>")
+        got = await a.expect(from_bob)
+        assert caps_of(got) == ("sha-1", "urn:test:caps", "two="), show(got)
+
+
+def caps_of(element: Element) -> tuple[str | None, ...] | None:
+    c = element.find("{http://jabber.org/protocol/caps}c")
+    return None if c is None else (c.get("hash"), c.get("node"), c.get("ver"))
+
+
+@contextlib.asynccontextmanager
+async def caps_client(name: str, port: int, resource: str = "caps") -> AsyncIterator[aioxmpp.Client]:
+    """An aioxmpp client with the entity caps and presence services (the same caps for all)."""
+    async with aioxmpp_client(f"{name}@localhost/{resource}", PASSWORD, port) as client:
+        for service in CAPS_SERVICES:
+            client.summon(service)
+        yield client
+
+
+def outbound_presence(client: aioxmpp.Client) -> list[aioxmpp.Presence]:
+    """Copies of the available presence `client` sends, as it leaves (its caps attached)."""
+    sent: list[aioxmpp.Presence] = []
+
+    def keep(stanza: aioxmpp.Presence) -> aioxmpp.Presence:
+        if stanza.type_ == aioxmpp.PresenceType.AVAILABLE:
+            sent.append(copy.deepcopy(stanza))
+        return stanza
+
+    # After the caps service's own filter, which adds the <c/> (filters run by ascending order;
+    # services register theirs at their small order index).
+    client.stream.service_outbound_presence_filter.register(keep, 1_000_000)
+    return sent
+
+
+def count_disco_info(client: aioxmpp.Client) -> list[str | None]:
+    """The node of every disco#info request `client` answers, in order (its DiscoServer answers)."""
+    server = client.summon(aioxmpp.DiscoServer)
+    asked: list[str | None] = []
+
+    async def counting(iq: aioxmpp.IQ) -> object:
+        asked.append(iq.payload.node)
+        return await server.handle_info_request(iq)
+
+    client.stream.unregister_iq_request_handler(aioxmpp.IQType.GET, aioxmpp.disco.xso.InfoQuery)
+    client.stream.register_iq_request_handler(aioxmpp.IQType.GET, aioxmpp.disco.xso.InfoQuery, counting)
+    return asked
+
+
+def watch_available(
+    client: aioxmpp.Client, loop: asyncio.AbstractEventLoop, names: tuple[str, ...],
+    resource: str | None = None,
+) -> dict[str, asyncio.Future[aioxmpp.Presence]]:
+    """A future per account in `names`: the first available presence `client` gets from it (from
+    `resource`, when given)."""
+    seen: dict[str, asyncio.Future[aioxmpp.Presence]] = {name: loop.create_future() for name in names}
+
+    def on_available(jid: aioxmpp.JID, stanza: aioxmpp.Presence) -> None:
+        future = seen.get(jid.localpart or "")
+        if resource is not None and jid.resource != resource:
+            return
+        if future is not None and not future.done():
+            future.set_result(stanza)
+
+    client.summon(aioxmpp.PresenceClient).on_available.connect(on_available)
+    return seen
+
+
+def assert_same_caps(sent: aioxmpp.Presence, received: aioxmpp.Presence) -> None:
+    assert sent.xep0115_caps is not None
+    assert received.xep0115_caps is not None, "the <c/> was dropped"
+    attributes = ("node", "ver", "hash_")
+    pairs = [(getattr(sent.xep0115_caps, name), getattr(received.xep0115_caps, name)) for name in attributes]
+    assert all(s == r for s, r in pairs), pairs
