@@ -178,7 +178,8 @@ _url_path = _str(r"/[^\s?#]*", "a path starting with /")
 class HTTPConfig:  # the web endpoints of [listen.http] and [listen.https]
     websocket_path: str = _opt("/xmpp-websocket", _url_path)  # RFC 7395
     bosh_path: str = _opt("/http-bind", _url_path)  # XEP-0124/0206
-    allowed_origins: tuple[str, ...] = _opt((), _strings(r"\*|null|https?://[^\s/]+", "origins"))  # []: same
+    # []: pages of any origin may connect; a list: only those and the server's own (imactor/web/cors.py)
+    allowed_origins: tuple[str, ...] = _opt((), _strings(r"\*|null|https?://[^\s/]+", "origins"))
     see_other_uri: str = _opt("", _str(r"|wss?://\S+", "a ws:// or wss:// URI"))  # RFC 7395 §3.6.2
     max_header_size: int = _opt(16384, _int(1024))  # bytes of request line and headers
     max_body_size: int = _opt(1048576, _int(1024))  # bytes of a request body

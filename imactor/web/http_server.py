@@ -9,14 +9,15 @@ Malformed HTTP gets h11's status hint (400 mostly) and the connection closes.
 
 Requests are routed by path (`WebEndpoints`): the WebSocket upgrade (`imactor.web.websocket`), BOSH
 (`imactor.web.bosh`), host-meta (`imactor.web.hostmeta`). Origins are checked first
-(`imactor.web.cors`): a browser request from an origin the config does not allow gets 403.
+(`imactor.web.cors`): any is allowed by default; with ``[http] allowed_origins`` set, a browser
+request from another origin gets 403 and a (rate-limited) warning in the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ class WebEndpoints:
     services: Services
     bosh: BoshSessions
     connections: int = 0  #: open HTTP connections of this worker (WebSockets included)
+    origins: cors.OriginGuard = field(default_factory=cors.OriginGuard)  #: checks, refusals logged
 
     @property
     def config(self) -> HTTPConfig:
@@ -169,7 +171,8 @@ class HttpConnection:
                 request, config.websocket_path, config.bosh_path, tls=self.tls, domain=domain
             )
         if request.path == config.bosh_path:
-            if not cors.origin_allowed(request, config.allowed_origins):
+            if not self.endpoints.origins.admits(request, config.allowed_origins, endpoint="BOSH request",
+                                                 remote=self.remote):  # fmt: skip
                 return text_response(403, "origin not allowed")
             if request.method == "OPTIONS":
                 return cors.preflight(request)

@@ -1,8 +1,9 @@
 """XMPP over WebSocket (RFC 7395) with trio-websocket: the handshake, and the transport a session uses.
 
-The HTTP layer hands over an upgrade request to ``[http] websocket_path`` once its origin is
-allowed. The client must offer the ``xmpp`` subprotocol (§3.1): without it the handshake is
-refused with 400, since no XMPP can be spoken on the socket. Otherwise the handshake is replayed
+The HTTP layer hands over an upgrade request to ``[http] websocket_path``; its origin is checked
+here (`imactor.web.cors`: any by default, ``[http] allowed_origins`` restricts; 403 otherwise).
+The client must offer the ``xmpp`` subprotocol (§3.1): without it the handshake is refused with
+400, since no XMPP can be spoken on the socket. Otherwise the handshake is replayed
 to trio-websocket, which answers 101 with ``Sec-WebSocket-Protocol: xmpp``, and the connection
 becomes a `WebSocketTransport` under an ordinary `SessionActor`: the same SASL, binding, stream
 management and resumption as TCP clients. RFC 7395 framing (<open/>, <close/>, one element per
@@ -25,7 +26,6 @@ import trio
 import trio_websocket
 
 from imactor.server.session import SessionActor
-from imactor.web import cors
 from imactor.web.messages import Request, text_response
 from imactor.web.transport import FramedStream
 from imactor.xmpp.errors import RemoteProtocolError
@@ -50,7 +50,8 @@ async def serve_websocket(http: HttpConnection, request: Request, raw: bytes) ->
     """Upgrade `http`'s connection (whose request so far is `raw`) and run a session on it."""
     endpoints = http.endpoints
     config = endpoints.config
-    if not cors.origin_allowed(request, config.allowed_origins):
+    if not endpoints.origins.admits(request, config.allowed_origins, endpoint="WebSocket upgrade",
+                                    remote=http.remote):  # fmt: skip
         await http.refuse(403, "origin not allowed")
         return
     offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")]

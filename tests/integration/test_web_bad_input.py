@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.integration.conftest import PASSWORD, account_pool
+from tests.integration.conftest import PASSWORD, account_pool, server_log
 from tests.support.server import ServerProcess, running_server
 from tests.support.web_clients import (
     FRAMING,
@@ -85,12 +85,25 @@ async def test_websocket_without_the_xmpp_subprotocol_is_refused(server: ServerP
         assert await ws_refused(server.http_port, subprotocols=()) == 400
 
 
+def refusals_logged(server: ServerProcess, origin: str) -> list[str]:
+    """The server's log lines about refusing `origin` (cors.OriginGuard)."""
+    return [line for line in server_log(server).splitlines() if f"from origin {origin!r} refused" in line]
+
+
 async def test_websocket_from_a_disallowed_origin_is_refused(server: ServerProcess) -> None:
+    """Issue 13 (9): with a restrictive allowed_origins, other pages get 403, and the server logs
+    it (the page cannot show why): the origin and the peer's address, once per origin a minute.
+    The listed origin and the server's own origin connect."""
+    origin = "https://evil.example"
     with trio.fail_after(TIMEOUT):
-        assert await ws_refused(server.http_port, origin="https://evil.example") == 403
-        async with ws_client(server.http_port, origin=GOOD_ORIGIN) as client:
-            features = await client.open()
-            assert features.tag == tag(STREAMS, "features")
+        for _ in range(3):
+            assert await ws_refused(server.http_port, origin=origin) == 403
+        [line] = refusals_logged(server, origin)
+        assert all(part in line for part in ("WARNING", "WebSocket upgrade", "peer 127.0.0.1")), line
+        for allowed in (GOOD_ORIGIN, f"http://127.0.0.1:{server.http_port}"):
+            async with ws_client(server.http_port, origin=allowed) as client:
+                features = await client.open()
+                assert features.tag == tag(STREAMS, "features")
 
 
 @pytest.mark.parametrize(
@@ -311,12 +324,19 @@ async def test_bosh_wrong_host_is_host_unknown(server: ServerProcess) -> None:
 
 
 async def test_bosh_from_a_disallowed_origin_gets_403(server: ServerProcess) -> None:
+    """Issue 13 (9): the same policy for BOSH, its CORS preflight included; refusals logged."""
+    origin = "https://evil-bosh.example"
     with trio.fail_after(TIMEOUT):
+        preflight = (f"OPTIONS /http-bind HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n"
+                     "Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")  # fmt: skip
+        refused = await http_request(server.http_port, preflight.encode())
+        assert status_of(refused) == 403, refused
+        assert b"Access-Control-Allow-Origin" not in refused
         body = BoshClient(server.http_port).body(to="localhost", xmpp_version="1.0")
-        response = await http_request(
-            server.http_port, http_post("/http-bind", body, origin="https://evil.example")
-        )
+        response = await http_request(server.http_port, http_post("/http-bind", body, origin=origin))
         assert status_of(response) == 403
+        [line] = refusals_logged(server, origin)
+        assert all(part in line for part in ("WARNING", "BOSH request", "peer 127.0.0.1")), line
         allowed = await http_request(server.http_port, http_post("/http-bind", body, origin=GOOD_ORIGIN))
         assert status_of(allowed) == 200
         assert f"Access-Control-Allow-Origin: {GOOD_ORIGIN}".encode() in allowed

@@ -27,7 +27,9 @@ from tests.support.web_clients import (
     SASL,
     SM,
     STREAMS,
+    BoshClient,
     connect_ws,
+    http_post,
     http_request,
     response_body,
     show,
@@ -235,21 +237,46 @@ async def test_host_meta_announces_both_endpoints(server: ServerProcess) -> None
         assert {link["rel"]: link["href"] for link in document["links"]} == links
 
 
+FOREIGN_ORIGIN = "https://intranet.example.com"
+
+
 async def test_bosh_cors_preflight(server: ServerProcess) -> None:
-    """The default (no allowed_origins) is same-origin: a page from the server's own host:port."""
+    """Issue 13 (9): by default (no allowed_origins) a page of any origin may use BOSH: the
+    preflight answers 204 with the page's origin in Access-Control-Allow-Origin, whatever it is."""
     port = server.http_port
     with trio.fail_after(TIMEOUT):
-        for origin, status in ((f"http://localhost:{port}", 204), ("https://elsewhere.example", 403)):
+        for origin in (f"http://localhost:{port}", FOREIGN_ORIGIN, "null"):
             request = (
                 f"OPTIONS /http-bind HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: {origin}\r\n"
                 "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n"
                 "Connection: close\r\n\r\n"
             )
             response = await http_request(port, request.encode())
-            assert status_of(response) == status, response
-            if status == 204:
-                assert f"Access-Control-Allow-Origin: {origin}".encode() in response
-                assert b"Access-Control-Allow-Methods: POST, OPTIONS" in response
+            assert status_of(response) == 204, response
+            assert f"Access-Control-Allow-Origin: {origin}".encode() in response
+            assert b"Vary: Origin" in response
+            assert b"Access-Control-Allow-Methods: POST, OPTIONS" in response
+            assert b"Access-Control-Allow-Credentials" not in response
+
+
+async def test_a_page_of_another_origin_connects_by_default(
+    server: ServerProcess, pool: Iterator[str]
+) -> None:
+    """Issue 13 (9): Converse.js served by the company's web server, another origin than the XMPP
+    server's HTTP port, logs in over WebSocket and over BOSH on a server with the default config
+    (Prosody and ejabberd accept such pages too); BOSH responses carry its CORS header."""
+    ws_user, bosh_user = next(pool), next(pool)
+    with trio.fail_after(TIMEOUT):
+        async with ws_client(server.http_port, origin=FOREIGN_ORIGIN) as client:
+            assert await client.login(ws_user, PASSWORD, "page") == f"{ws_user}@localhost/page"
+        creation = BoshClient(server.http_port).body(to="localhost", xmpp_version="1.0", wait="1")
+        response = await http_request(
+            server.http_port, http_post("/http-bind", creation, origin=FOREIGN_ORIGIN)
+        )
+        assert status_of(response) == 200, response
+        assert f"Access-Control-Allow-Origin: {FOREIGN_ORIGIN}".encode() in response
+        bosh = BoshClient(server.http_port, origin=FOREIGN_ORIGIN)
+        assert await bosh.login(bosh_user, PASSWORD, "page") == f"{bosh_user}@localhost/page"
 
 
 async def test_a_tcp_session_resumed_over_websocket(server: ServerProcess, user: str) -> None:
