@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.session")
 
 READ_SIZE = 65536
+#: The first byte of a TLS handshake record (content type 22): what a ClientHello starts with.
+TLS_HANDSHAKE_RECORD = b"\x16"
 WRITE_TIMEOUT = 30.0
 #: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
 LOST_WRITE_GRACE = 0.5
@@ -160,6 +163,7 @@ class SessionActor:
         "_seen_in",
         "_sent_wanted",
         "_serve_scope",
+        "_sniffing",
         "_stanzas_in",
         "_stanzas_out",
         "_takeover",
@@ -238,6 +242,9 @@ class SessionActor:
         self._ack_target = sm.NOT_COUNTED
         self._acking = False
         self._handshaken = False
+        #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
+        #: TLS ClientHello instead (see `_receive`).
+        self._sniffing = not direct_tls and isinstance(transport, trio.SocketStream)
         self._serve_scope: trio.CancelScope | None = None
         self._detached = False
         self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
@@ -527,14 +534,8 @@ class SessionActor:
     async def _reader(self) -> None:
         limits = self.services.config.limits
         handshake_deadline = trio.current_time() + limits.handshake_timeout
-        if self.direct_tls and not self._handshaken:
-            self._handshaken = True
-            with trio.move_on_after(limits.handshake_timeout) as scope:
-                await self.transport.do_handshake()  # type: ignore[attr-defined]
-            if scope.cancelled_caught:
-                return
-            assert isinstance(self.transport, TLSSocketStream)
-            self.stream.direct_tls_established(self.services.channel_bindings(self.transport.ssl_object))
+        if self.direct_tls and not self._handshaken and not await self._direct_tls_handshake():
+            return
         pinged = False
         while True:
             if await self._drain_events():
@@ -549,11 +550,11 @@ class SessionActor:
             # parser, then waits out the rest (the same cancel scope, so no extra cost per read).
             release_at = now + PARSER_LINGER
             with trio.move_on_at(min(release_at, deadline)) as scope:
-                data = await self.transport.receive_some(READ_SIZE)
+                data = await self._receive()
             if scope.cancelled_caught and release_at < deadline:
                 self.stream.release_idle()
                 with trio.move_on_at(deadline) as scope:
-                    data = await self.transport.receive_some(READ_SIZE)
+                    data = await self._receive()
             if scope.cancelled_caught:
                 if self.jid is None:
                     self.stream.close("connection-timeout", "authenticate and bind in time")
@@ -563,8 +564,49 @@ class SessionActor:
                     pinged = True
                     await self._ping_client()
                 continue
+            if data is None:  # a TLS ClientHello on the STARTTLS port
+                if not await self._direct_tls_handshake():
+                    return
+                continue
             pinged = False
             self.stream.receive_data(bytes(data))
+
+    async def _receive(self) -> bytes | bytearray | None:
+        """The next bytes from the client; None when it opened the connection on the STARTTLS
+        port with a TLS handshake, which is then served as direct TLS.
+
+        Clients try direct TLS first on the port they were given (slixmpp, for a domain without
+        SRV records: direct TLS, then STARTTLS), and a TLS handshake record (content type 22,
+        0x16) can never begin an XML stream. So the first byte is peeked (MSG_PEEK leaves it
+        to OpenSSL) and the connection becomes what it would have been on the direct TLS port
+        (XEP-0368). The peek waits inside the caller's read deadline: no timer or task of its own,
+        and an XML client pays one extra `recv` on its first read only. Any other first byte goes
+        to the parser, which refuses at once what cannot begin an XML stream.
+        """
+        if self._sniffing:
+            assert isinstance(self.transport, trio.SocketStream)
+            first = await self.transport.socket.recv(1, socket.MSG_PEEK)
+            self._sniffing = False
+            if first == TLS_HANDSHAKE_RECORD:
+                self.transport = TLSSocketStream.server_side(
+                    self.transport, self.services.ssl_context, send_patience=WRITE_TIMEOUT
+                )
+                self.direct_tls = True
+                return None
+        return await self.transport.receive_some(READ_SIZE)
+
+    async def _direct_tls_handshake(self) -> bool:
+        """XEP-0368: the TLS handshake before the first stream header, within the handshake
+        timeout; False when it did not end in time (a failed one raises)."""
+        self._handshaken = True
+        tls = self.transport
+        assert isinstance(tls, TLSSocketStream)
+        with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
+            await tls.do_handshake()
+        if scope.cancelled_caught:
+            return False
+        self.stream.direct_tls_established(self.services.channel_bindings(tls.ssl_object))
+        return True
 
     async def _drain_events(self) -> bool:
         """Act on every event the stream has; True when the stream is over (or handed over)."""

@@ -242,6 +242,27 @@ async def test_bad_stream_header(server: ServerProcess, stream_header: str, cond
         assert client.header.tag == f"{{{STREAM_NS}}}stream"
 
 
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", id="http-request"),
+        pytest.param(b"\r\n  hello", id="text"),
+        pytest.param(b"\x80\x2e\x01\x03\x01", id="sslv2-hello"),
+    ],
+)
+async def test_bytes_that_cannot_begin_a_stream_are_refused_at_once(
+    server: ServerProcess, first_bytes: bytes
+) -> None:
+    """Answered as they arrive (RFC 6120 §4.9.3.13), not after the 30 s handshake timeout: after
+    optional whitespace, an XML stream begins with '<'. (A TLS ClientHello is served as direct
+    TLS instead: test_tls.py.)"""
+    with trio.fail_after(5):
+        client = await connect(server)
+        await client.send(first_bytes)
+        await closed_with(client, "not-well-formed")
+        assert client.header is not None
+
+
 async def test_spoofed_from_is_invalid_from(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
