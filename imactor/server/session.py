@@ -204,6 +204,7 @@ class SessionActor:
             idle_seconds=int(config.limits.idle_timeout),
             registration_enabled=config.registration.enabled,
             allow_plain=config.auth.allow_plain,
+            sasl_retries=config.auth.sasl_retries,
             nonzas=sm.NONZAS | services.modules.nonzas,
             prebind_nonzas=PREBIND_NONZAS,
             bound_features=services.bound_features,

@@ -721,6 +721,54 @@ def test_refuse_auth_sends_temporary_auth_failure() -> None:
     client.login()
 
 
+def wrong_plain(client: Client) -> list[ev.Event]:
+    """One failed PLAIN exchange (a wrong password); its events."""
+    assert client.send(plain(password="wrong")) == [ev.CredentialsNeeded("juliet")]
+    client.stream.provide_credentials(CREDENTIALS)
+    return client.events()
+
+
+@pytest.mark.parametrize("retries", [2, 3, 5])
+def test_sasl_retries_are_limited(retries: int) -> None:
+    """RFC 6120 §6.4.5: `sasl_retries` retries after a first failure; the failure after them is
+    reported with <failure/> and then ends the stream with <policy-violation/>."""
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=retries))
+    for _ in range(retries):
+        assert wrong_plain(client) == [ev.AuthFailed("juliet", "not-authorized")]
+        assert sasl_failure(client.read()[0]) == ("not-authorized", None)
+        assert client.stream.state is State.WAIT_FOR_SASL
+    # AuthFailed first: the shell's login throttle still counts this failure.
+    events = wrong_plain(client)
+    assert events == [ev.AuthFailed("juliet", "not-authorized"), ev.StreamClosed("policy-violation")]
+    failure, error = client.read()
+    assert sasl_failure(failure) == ("not-authorized", None)
+    assert children(error)[0] == qname(NS_STREAM_ERRORS, "policy-violation")
+    assert client.out.closed
+    assert client.stream.state is State.CLOSED
+
+
+def test_every_kind_of_sasl_failure_counts_towards_the_limit() -> None:
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=2))
+    assert client.send(auth("DIGEST-MD5", b"x")) == [ev.AuthFailed(None, "invalid-mechanism")]
+    assert client.send(plain()) == [ev.CredentialsNeeded("juliet")]
+    client.stream.refuse_auth("temporary-auth-failure")
+    assert client.events() == [ev.AuthFailed("juliet", "temporary-auth-failure")]
+    client.send(auth("SCRAM-SHA-256", ScramClient().first()))
+    client.stream.provide_credentials(CREDENTIALS)
+    events = client.send(ABORT)
+    assert events == [ev.AuthFailed("juliet", "aborted"), ev.StreamClosed("policy-violation")]
+    assert client.stream.state is State.CLOSED
+
+
+def test_a_success_within_the_retries_logs_in() -> None:
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=2))
+    wrong_plain(client)
+    wrong_plain(client)
+    client.read()
+    client.login()
+    assert client.stream.username == "juliet"
+
+
 def test_incorrect_base64_in_auth() -> None:
     client = at_sasl()
     assert client.send(auth("PLAIN", raw="not*base64!")) == [ev.AuthFailed(None, "incorrect-encoding")]
