@@ -350,7 +350,16 @@ class ServerStream:
         if not major.isdigit() or int(major) != 1:
             raise RemoteProtocolError("unsupported-version", "imactor speaks version 1.0")
         to = opened.attributes.get("to")
-        if to is not None and to.lower().rstrip(".") != self.config.domain:
+        if to is None:
+            # RFC 6120 §4.7.2: in an initial stream header "the initiating entity MUST include the
+            # 'to' attribute" (a domain it expects the receiving entity to service). No condition
+            # names a missing 'to' exactly: host-unknown is about the value of a 'to' given, and
+            # improper-addressing (§4.9.3.7) about a missing or empty 'to' or 'from', which is this
+            # case; Prosody and ejabberd answer it the same way. RFC 7395 §3.3.1 requires the same
+            # attributes on a WebSocket <open/>; a BOSH session's 'to' comes from its creation request
+            # (XEP-0124 §7.1 requires it there), so its restarts carry it too.
+            raise RemoteProtocolError("improper-addressing", "the stream header needs a 'to' attribute")
+        if to.lower().rstrip(".") != self.config.domain:
             raise RemoteProtocolError("host-unknown", f"this server does not serve {to!r}")
         self._out.append(self._features())
         if self.state is State.WAIT_FOR_STREAM:

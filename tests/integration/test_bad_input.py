@@ -242,6 +242,15 @@ async def test_bad_stream_header(server: ServerProcess, stream_header: str, cond
         assert client.header.tag == f"{{{STREAM_NS}}}stream"
 
 
+async def test_stream_header_without_to_is_improper_addressing(server: ServerProcess) -> None:
+    """RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header."""
+    with trio.fail_after(TIMEOUT):
+        client = await connect(server)
+        await client.send(header().replace(" to='localhost'", ""))
+        await closed_with(client, "improper-addressing")
+        assert client.header is not None  # §4.9.1.2: our header first
+
+
 @pytest.mark.parametrize(
     "first_bytes",
     [

@@ -384,6 +384,8 @@ def test_header_answered_with_header_and_starttls_required_features() -> None:
         pytest.param(header(version=None), "unsupported-version", id="no-version"),
         pytest.param(header(version="x.y"), "unsupported-version", id="garbage-version"),
         pytest.param(header(to="elsewhere.org"), "host-unknown", id="unknown-to"),
+        # RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header.
+        pytest.param(header(to=None), "improper-addressing", id="no-to"),
     ],
 )
 def test_header_errors_are_sent_after_our_own_header(client_header: bytes, condition: str) -> None:
@@ -401,8 +403,8 @@ def test_header_errors_are_sent_after_our_own_header(client_header: bytes, condi
 
 @pytest.mark.parametrize(
     "client_header",
-    [header(to="EXAMPLE.com."), header(to=None), header(version="1.1")],
-    ids=["to-case-and-dot", "no-to", "minor-version"],
+    [header(to="EXAMPLE.com."), header(version="1.1")],
+    ids=["to-case-and-dot", "minor-version"],
 )
 def test_acceptable_headers(client_header: bytes) -> None:
     client = Client()
