@@ -906,7 +906,9 @@ class SessionActor:
                     to is None
                     and self.services.modules.iq_handler(iq_type, element[0], Scope.ACCOUNT) is None
                 ):
-                    await self._host_iq(element, JID.make(None, domain))
+                    # RFC 6120 §10.3.3: handled by the server on behalf of the account, so the
+                    # answer comes from the account's bare JID (§8.1.2.1).
+                    await self._host_iq(element, JID.make(None, domain), on_behalf_of=own)
                     return
                 element.set("to", str(own))
                 if element[0].tag == ROSTER_QUERY and iq_type == "get":
@@ -953,18 +955,26 @@ class SessionActor:
             return False
         return True
 
-    async def _host_iq(self, element: Element, to: JID) -> None:
+    async def _host_iq(self, element: Element, to: JID, *, on_behalf_of: JID | None = None) -> None:
+        """Answer an IQ get/set addressed to the server (`to`) with its HOST handler.
+
+        `on_behalf_of`: the request came without 'to', and the server handles it for the account
+        (RFC 6120 §10.3.3), so its answer, result or error, comes from the account's bare JID, as
+        §8.1.2.1 wants of what the server sends on an account's behalf (or no 'from'). That is what
+        a client matches an answer to a request without 'to' by: aioxmpp takes no 'from' or its
+        bare JID, and one from the domain left it waiting until its timeout.
+        """
         iq_type = element.get("type", "")
         if iq_type not in ("get", "set"):
             return
         if len(element) != 1:
-            await self._error(element, StanzaError("bad-request"))
+            await self._error(element, StanzaError("bad-request"), from_=on_behalf_of)
             return
         if element.get("to") is None:
             element.set("to", str(to))
         found = self.services.modules.iq_handler(iq_type, element[0], Scope.HOST)
         if found is None:
-            await self._error(element, StanzaError("service-unavailable"))
+            await self._error(element, StanzaError("service-unavailable"), from_=on_behalf_of)
             return
         handler, options = found
         from_jid = self.jid or JID.make(None, self.services.domain)
@@ -975,9 +985,11 @@ class SessionActor:
         try:
             reply = await handler(ctx)
         except StanzaError as error:
-            await self._error(element, error)
+            await self._error(element, error, from_=on_behalf_of)
             return
         if reply is not None:
+            if on_behalf_of is not None:
+                reply.set("from", str(on_behalf_of))
             await self._write_element(reply)
 
     async def _to_own_user(self, message: m.UserMessage) -> None:
@@ -985,10 +997,13 @@ class SessionActor:
         assert self.jid.localpart is not None
         await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
 
-    async def _error(self, element: Element, error: StanzaError) -> None:
+    async def _error(self, element: Element, error: StanzaError, *, from_: JID | None = None) -> None:
+        """Bounce `element` with `error` to the client (from its 'to', or from `from_`)."""
         if element.get("type") in ("error", "result"):
             return
         reply = st.error_reply(element, error)
+        if from_ is not None:
+            reply.set("from", str(from_))
         if self.jid is not None:
             reply.set("to", str(self.jid))
         elif "to" in reply.attrib:
