@@ -226,6 +226,7 @@ class LimitsConfig:
 class AuthConfig:
     scram_iterations: int = _opt(4096, _int(4096))  # RFC 7677 §4: at least 4096
     allow_plain: bool = _opt(True, _bool)  # offered only over TLS
+    sasl_retries: int = _opt(3, _int(2, 5))  # RFC 6120 §6.4.5: failed SASL exchanges retried per stream
 
 
 @dataclass(frozen=True, slots=True)

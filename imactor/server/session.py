@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.session")
 
 READ_SIZE = 65536
+#: The first byte of a TLS handshake record (content type 22): what a ClientHello starts with.
+TLS_HANDSHAKE_RECORD = b"\x16"
 WRITE_TIMEOUT = 30.0
 #: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
 LOST_WRITE_GRACE = 0.5
@@ -160,6 +163,7 @@ class SessionActor:
         "_seen_in",
         "_sent_wanted",
         "_serve_scope",
+        "_sniffing",
         "_stanzas_in",
         "_stanzas_out",
         "_takeover",
@@ -200,6 +204,7 @@ class SessionActor:
             idle_seconds=int(config.limits.idle_timeout),
             registration_enabled=config.registration.enabled,
             allow_plain=config.auth.allow_plain,
+            sasl_retries=config.auth.sasl_retries,
             nonzas=sm.NONZAS | services.modules.nonzas,
             prebind_nonzas=PREBIND_NONZAS,
             bound_features=services.bound_features,
@@ -238,6 +243,9 @@ class SessionActor:
         self._ack_target = sm.NOT_COUNTED
         self._acking = False
         self._handshaken = False
+        #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
+        #: TLS ClientHello instead (see `_receive`).
+        self._sniffing = not direct_tls and isinstance(transport, trio.SocketStream)
         self._serve_scope: trio.CancelScope | None = None
         self._detached = False
         self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
@@ -527,14 +535,8 @@ class SessionActor:
     async def _reader(self) -> None:
         limits = self.services.config.limits
         handshake_deadline = trio.current_time() + limits.handshake_timeout
-        if self.direct_tls and not self._handshaken:
-            self._handshaken = True
-            with trio.move_on_after(limits.handshake_timeout) as scope:
-                await self.transport.do_handshake()  # type: ignore[attr-defined]
-            if scope.cancelled_caught:
-                return
-            assert isinstance(self.transport, TLSSocketStream)
-            self.stream.direct_tls_established(self.services.channel_bindings(self.transport.ssl_object))
+        if self.direct_tls and not self._handshaken and not await self._direct_tls_handshake():
+            return
         pinged = False
         while True:
             if await self._drain_events():
@@ -549,11 +551,11 @@ class SessionActor:
             # parser, then waits out the rest (the same cancel scope, so no extra cost per read).
             release_at = now + PARSER_LINGER
             with trio.move_on_at(min(release_at, deadline)) as scope:
-                data = await self.transport.receive_some(READ_SIZE)
+                data = await self._receive()
             if scope.cancelled_caught and release_at < deadline:
                 self.stream.release_idle()
                 with trio.move_on_at(deadline) as scope:
-                    data = await self.transport.receive_some(READ_SIZE)
+                    data = await self._receive()
             if scope.cancelled_caught:
                 if self.jid is None:
                     self.stream.close("connection-timeout", "authenticate and bind in time")
@@ -563,8 +565,49 @@ class SessionActor:
                     pinged = True
                     await self._ping_client()
                 continue
+            if data is None:  # a TLS ClientHello on the STARTTLS port
+                if not await self._direct_tls_handshake():
+                    return
+                continue
             pinged = False
             self.stream.receive_data(bytes(data))
+
+    async def _receive(self) -> bytes | bytearray | None:
+        """The next bytes from the client; None when it opened the connection on the STARTTLS
+        port with a TLS handshake, which is then served as direct TLS.
+
+        Clients try direct TLS first on the port they were given (slixmpp, for a domain without
+        SRV records: direct TLS, then STARTTLS), and a TLS handshake record (content type 22,
+        0x16) can never begin an XML stream. So the first byte is peeked (MSG_PEEK leaves it
+        to OpenSSL) and the connection becomes what it would have been on the direct TLS port
+        (XEP-0368). The peek waits inside the caller's read deadline: no timer or task of its own,
+        and an XML client pays one extra `recv` on its first read only. Any other first byte goes
+        to the parser, which refuses at once what cannot begin an XML stream.
+        """
+        if self._sniffing:
+            assert isinstance(self.transport, trio.SocketStream)
+            first = await self.transport.socket.recv(1, socket.MSG_PEEK)
+            self._sniffing = False
+            if first == TLS_HANDSHAKE_RECORD:
+                self.transport = TLSSocketStream.server_side(
+                    self.transport, self.services.ssl_context, send_patience=WRITE_TIMEOUT
+                )
+                self.direct_tls = True
+                return None
+        return await self.transport.receive_some(READ_SIZE)
+
+    async def _direct_tls_handshake(self) -> bool:
+        """XEP-0368: the TLS handshake before the first stream header, within the handshake
+        timeout; False when it did not end in time (a failed one raises)."""
+        self._handshaken = True
+        tls = self.transport
+        assert isinstance(tls, TLSSocketStream)
+        with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
+            await tls.do_handshake()
+        if scope.cancelled_caught:
+            return False
+        self.stream.direct_tls_established(self.services.channel_bindings(tls.ssl_object))
+        return True
 
     async def _drain_events(self) -> bool:
         """Act on every event the stream has; True when the stream is over (or handed over)."""
@@ -863,7 +906,9 @@ class SessionActor:
                     to is None
                     and self.services.modules.iq_handler(iq_type, element[0], Scope.ACCOUNT) is None
                 ):
-                    await self._host_iq(element, JID.make(None, domain))
+                    # RFC 6120 §10.3.3: handled by the server on behalf of the account, so the
+                    # answer comes from the account's bare JID (§8.1.2.1).
+                    await self._host_iq(element, JID.make(None, domain), on_behalf_of=own)
                     return
                 element.set("to", str(own))
                 if element[0].tag == ROSTER_QUERY and iq_type == "get":
@@ -910,18 +955,26 @@ class SessionActor:
             return False
         return True
 
-    async def _host_iq(self, element: Element, to: JID) -> None:
+    async def _host_iq(self, element: Element, to: JID, *, on_behalf_of: JID | None = None) -> None:
+        """Answer an IQ get/set addressed to the server (`to`) with its HOST handler.
+
+        `on_behalf_of`: the request came without 'to', and the server handles it for the account
+        (RFC 6120 §10.3.3), so its answer, result or error, comes from the account's bare JID, as
+        §8.1.2.1 wants of what the server sends on an account's behalf (or no 'from'). That is what
+        a client matches an answer to a request without 'to' by: aioxmpp takes no 'from' or its
+        bare JID, and one from the domain left it waiting until its timeout.
+        """
         iq_type = element.get("type", "")
         if iq_type not in ("get", "set"):
             return
         if len(element) != 1:
-            await self._error(element, StanzaError("bad-request"))
+            await self._error(element, StanzaError("bad-request"), from_=on_behalf_of)
             return
         if element.get("to") is None:
             element.set("to", str(to))
         found = self.services.modules.iq_handler(iq_type, element[0], Scope.HOST)
         if found is None:
-            await self._error(element, StanzaError("service-unavailable"))
+            await self._error(element, StanzaError("service-unavailable"), from_=on_behalf_of)
             return
         handler, options = found
         from_jid = self.jid or JID.make(None, self.services.domain)
@@ -932,9 +985,11 @@ class SessionActor:
         try:
             reply = await handler(ctx)
         except StanzaError as error:
-            await self._error(element, error)
+            await self._error(element, error, from_=on_behalf_of)
             return
         if reply is not None:
+            if on_behalf_of is not None:
+                reply.set("from", str(on_behalf_of))
             await self._write_element(reply)
 
     async def _to_own_user(self, message: m.UserMessage) -> None:
@@ -942,10 +997,13 @@ class SessionActor:
         assert self.jid.localpart is not None
         await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
 
-    async def _error(self, element: Element, error: StanzaError) -> None:
+    async def _error(self, element: Element, error: StanzaError, *, from_: JID | None = None) -> None:
+        """Bounce `element` with `error` to the client (from its 'to', or from `from_`)."""
         if element.get("type") in ("error", "result"):
             return
         reply = st.error_reply(element, error)
+        if from_ is not None:
+            reply.set("from", str(from_))
         if self.jid is not None:
             reply.set("to", str(self.jid))
         elif "to" in reply.attrib:

@@ -28,6 +28,9 @@ bytes that are not valid UTF-8                 ``not-well-formed``       XML 1.0
 a UTF-8 byte order mark                        ``not-well-formed``       §11.6: U+FEFF must be read as a
                                                                          character, and character data
                                                                          before the root is not allowed
+any other first byte that is neither           ``not-well-formed``       XML 1.0 §2.1; raised as soon as
+whitespace nor ``<`` (a TLS ClientHello, an                              that byte arrives, not when a
+HTTP request, ...)                                                       header is complete
 any other XML or XML-Names error (unbound      ``not-well-formed``       §4.9.3.13
 prefix, tag mismatch, bad character, …)
 character data between depth-1 elements        ``bad-format``            well-formed XML that the stream
@@ -385,6 +388,8 @@ class XMLStreamParser:
             quote = buf[pos - 1 : pos]
 
     def _feed_header(self, buf: bytes, pos: int, events: list[ParserEvent]) -> int:
+        if _NON_WHITESPACE.search(self._header) is None:
+            _check_first_byte(buf, pos)
         stop = self._tag_stop(buf, pos)
         complete = not self._quote and buf[stop - 1] == 0x3E
         header = self._header
@@ -550,10 +555,30 @@ def _close_quietly(parser: etree.XMLPullParser) -> None:
         parser.close()
 
 
-def _check_prolog(header: bytearray) -> None:
-    """Check the encoding signals of the stream start: byte order marks and the XML declaration."""
-    if header.startswith(_UTF8_BOM):
+def _check_first_byte(buf: bytes, pos: int) -> None:
+    """The first byte that is not whitespace must be "<" (an XML declaration or the stream header).
+
+    Checked as soon as it arrives, not once a header is complete: bytes that can never begin an XML
+    document (a TLS ClientHello, an HTTP request line, a UTF-8 byte order mark) would otherwise be
+    buffered while the server waits for a ">" until the handshake timeout. XML 1.0 §2.1 allows only
+    whitespace before the root element's prolog, so anything else violates well-formedness: RFC 6120
+    §4.9.3.13 ``not-well-formed``; a UTF-16/32 signature is ``unsupported-encoding`` (§11.6).
+    """
+    match = _NON_WHITESPACE.search(buf, pos)
+    if match is None or buf[match.start()] == 0x3C:  # only whitespace so far, or "<"
+        return
+    first = buf[match.start()]
+    if first in _NON_UTF8_SIGNATURE_BYTES:
+        raise RemoteProtocolError("unsupported-encoding", "the stream is not UTF-8")
+    if first == _UTF8_BOM[0]:
+        # §11.6: U+FEFF is a character (zero width no-break space), and no character data may
+        # come before the stream header.
         raise RemoteProtocolError("not-well-formed", "byte order mark (U+FEFF) before the stream header")
+    raise RemoteProtocolError("not-well-formed", f"an XML stream starts with '<', not byte 0x{first:02x}")
+
+
+def _check_prolog(header: bytearray) -> None:
+    """Check the encoding signals of the stream start: NUL bytes and the XML declaration."""
     if not _NON_UTF8_SIGNATURE_BYTES.isdisjoint(header[:4]):
         raise RemoteProtocolError("unsupported-encoding", "the stream is not UTF-8")
     if header.startswith(b"<?xml"):

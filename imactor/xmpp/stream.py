@@ -113,6 +113,9 @@ class StreamConfig:
     prebind_nonzas: frozenset[str] = frozenset()
     #: Extra stream features offered once bound, as serialized elements.
     bound_features: tuple[bytes, ...] = ()
+    #: Failed SASL exchanges a client may retry on one stream before it is closed (RFC 6120
+    #: §6.4.5: "at least 2 and no more than 5").
+    sasl_retries: int = 3
     #: Keys the fake SCRAM salts of unknown users: stable across restarts and workers, so that a
     #: missing account looks like any other (see `SaslServer`).
     fake_salt_secret: bytes = b""
@@ -154,6 +157,7 @@ class ServerStream:
         self._sasl: SaslServer | None = None
         self._sasl_in_progress = False
         self._sasl_username: str | None = None
+        self._sasl_failures = 0
         self._awaiting_shell = False
         self._pending_bind_id: str | None = None
         #: Stanzas received once bound (including those the stream answers itself).
@@ -346,7 +350,16 @@ class ServerStream:
         if not major.isdigit() or int(major) != 1:
             raise RemoteProtocolError("unsupported-version", "imactor speaks version 1.0")
         to = opened.attributes.get("to")
-        if to is not None and to.lower().rstrip(".") != self.config.domain:
+        if to is None:
+            # RFC 6120 §4.7.2: in an initial stream header "the initiating entity MUST include the
+            # 'to' attribute" (a domain it expects the receiving entity to service). No condition
+            # names a missing 'to' exactly: host-unknown is about the value of a 'to' given, and
+            # improper-addressing (§4.9.3.7) about a missing or empty 'to' or 'from', which is this
+            # case; Prosody and ejabberd answer it the same way. RFC 7395 §3.3.1 requires the same
+            # attributes on a WebSocket <open/>; a BOSH session's 'to' comes from its creation request
+            # (XEP-0124 §7.1 requires it there), so its restarts carry it too.
+            raise RemoteProtocolError("improper-addressing", "the stream header needs a 'to' attribute")
+        if to.lower().rstrip(".") != self.config.domain:
             raise RemoteProtocolError("host-unknown", f"this server does not serve {to!r}")
         self._out.append(self._features())
         if self.state is State.WAIT_FOR_STREAM:
@@ -489,6 +502,20 @@ class ServerStream:
             self._write_sasl_failure(step)
             self._events.append(ev.AuthFailed(self._sasl_username, step.condition))
             self._sasl_username = None
+            self._sasl_failures += 1
+            if self._sasl_failures > self.config.sasl_retries:
+                # RFC 6120 §6.4.5: the server SHOULD allow "a configurable but reasonable number of
+                # retries (at least 2 and no more than 5)", and when the client "exceeds the number
+                # of retries, the receiving entity MUST return a stream error, which SHOULD be
+                # <policy-violation/>". The <failure/> above still goes first: every failed
+                # exchange is reported with its cause (§6.4.5, §6.5), so the client can tell its
+                # user "wrong password" rather than only "policy violation". The stream error
+                # follows at once rather than at the next <auth/>: that attempt could only exceed
+                # the limit, and waiting for it would hold the connection until the handshake
+                # timeout. Every failure counts, whatever its condition (a throttled attempt, an
+                # abort, an unknown mechanism), so no loop keeps a stream open.
+                self.close("policy-violation", "too many failed authentication attempts")
+                return
             # A fresh exchange may be tried; the shell throttles repeated failures.
             self._sasl = self._new_sasl()
 

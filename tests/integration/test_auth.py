@@ -301,6 +301,22 @@ async def test_wrong_password_and_unknown_user_look_alike(
         await client.aclose()
 
 
+async def test_too_many_failed_attempts_end_the_stream(server: ServerProcess, user: str) -> None:
+    """RFC 6120 §6.4.5: a client may retry `[auth] sasl_retries` times (3 by default) on one stream.
+    The failure after that is still reported with <failure/> (its cause), then the stream ends
+    with <policy-violation/>. Only that stream: a new one logs in."""
+    with trio.fail_after(15):
+        client, _ = await raw_tls_stream(server.c2s_port)
+        for _ in range(3):
+            assert sasl_condition(await raw_plain(client, user, "wrong")) == "not-authorized"
+        assert sasl_condition(await raw_plain(client, user, "wrong")) == "not-authorized"
+        assert await client.stream_error() == "policy-violation"
+        await client.wait_closed()
+        assert client.closed
+        client = await raw_authenticated(server.c2s_port, user, PASSWORD)
+        await client.aclose()
+
+
 async def test_unknown_mechanism(server: ServerProcess) -> None:
     with trio.fail_after(10):
         client, _ = await raw_tls_stream(server.c2s_port)

@@ -242,6 +242,36 @@ async def test_bad_stream_header(server: ServerProcess, stream_header: str, cond
         assert client.header.tag == f"{{{STREAM_NS}}}stream"
 
 
+async def test_stream_header_without_to_is_improper_addressing(server: ServerProcess) -> None:
+    """RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header."""
+    with trio.fail_after(TIMEOUT):
+        client = await connect(server)
+        await client.send(header().replace(" to='localhost'", ""))
+        await closed_with(client, "improper-addressing")
+        assert client.header is not None  # §4.9.1.2: our header first
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", id="http-request"),
+        pytest.param(b"\r\n  hello", id="text"),
+        pytest.param(b"\x80\x2e\x01\x03\x01", id="sslv2-hello"),
+    ],
+)
+async def test_bytes_that_cannot_begin_a_stream_are_refused_at_once(
+    server: ServerProcess, first_bytes: bytes
+) -> None:
+    """Answered as they arrive (RFC 6120 §4.9.3.13), not after the 30 s handshake timeout: after
+    optional whitespace, an XML stream begins with '<'. (A TLS ClientHello is served as direct
+    TLS instead: test_tls.py.)"""
+    with trio.fail_after(5):
+        client = await connect(server)
+        await client.send(first_bytes)
+        await closed_with(client, "not-well-formed")
+        assert client.header is not None
+
+
 async def test_spoofed_from_is_invalid_from(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):

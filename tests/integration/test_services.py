@@ -21,9 +21,11 @@ from typing import Any
 
 import aioxmpp
 import aioxmpp.disco
+import aioxmpp.errors
 import aioxmpp.ping
 import aioxmpp.vcard
 import aioxmpp.version
+import aioxmpp.xso
 import pytest
 import trio
 from lxml import etree
@@ -46,7 +48,7 @@ from tests.support.clients import (
     slixmpp_client,
     stream_errors,
 )
-from tests.support.peer import any_message, any_presence, error_condition
+from tests.support.peer import any_message, any_presence, error_condition, stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, add_users, running_server
 
@@ -324,6 +326,53 @@ async def test_ping_raw_addressing(server: ServerProcess, accounts: Accounts) ->
         assert answer.get("from") == f"{bob}@localhost/b"
         await a.aclose()
         await b.aclose()
+
+
+UNKNOWN_NS = "urn:example:imactor:unknown"
+
+
+class UnknownQuery(aioxmpp.xso.XSO):
+    """A payload no server module knows, for aioxmpp to send."""
+
+    TAG = (UNKNOWN_NS, "query")
+
+
+aioxmpp.IQ.as_payload_class(UnknownQuery)
+
+
+async def test_iq_without_to_is_answered_for_the_account(server: ServerProcess, accounts: Accounts) -> None:
+    """RFC 6120 §10.3.3: an IQ get/set without 'to' is handled on behalf of the account, so its
+    answer comes from the account's bare JID (§8.1.2.1): an unknown payload gets
+    service-unavailable, a known service its result."""
+    (alice,) = accounts(1)
+    with trio.fail_after(TIMEOUT):
+        a = await raw_login(server.c2s_port, alice, PASSWORD, "raw")
+        reply = await a.iq(f"<query xmlns='{UNKNOWN_NS}'/>")
+        assert stanza_error(reply) == ("cancel", "service-unavailable")
+        assert reply.get("from") == f"{alice}@localhost"
+        assert reply.get("to") == f"{alice}@localhost/raw"
+        pong = result(await a.iq(f"<ping xmlns='{PING}'/>"))
+        assert pong.get("from") == f"{alice}@localhost"
+        await a.aclose()
+
+
+def test_iq_without_to_gets_an_error_the_client_matches(server: ServerProcess, accounts: Accounts) -> None:
+    """aioxmpp matches the answer to a request sent without 'to' only if it comes from nobody or
+    from its bare JID; slixmpp also takes its domain. Both get the error, not a timeout."""
+    (alice,) = accounts(1)
+
+    async def scenario() -> None:
+        async with aioxmpp_client(f"{alice}@localhost/aio", PASSWORD, server.c2s_port) as client:
+            request = aioxmpp.IQ(type_=aioxmpp.IQType.GET, payload=UnknownQuery())
+            with pytest.raises(aioxmpp.errors.XMPPCancelError) as error:
+                await client.send(request, timeout=5)
+            assert error.value.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
+        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as x:
+            with pytest.raises(IqError) as iq_error:
+                await x.make_iq_get(queryxmlns=UNKNOWN_NS).send(timeout=5)
+            assert iq_error.value.iq["error"]["condition"] == "service-unavailable"
+
+    run(scenario())
 
 
 def test_software_version(server: ServerProcess, accounts: Accounts) -> None:

@@ -32,7 +32,7 @@ from tests.support.clients import (
     slixmpp_client,
     tls_channel_binding,
 )
-from tests.support.raw import TLS_NS, RawClient
+from tests.support.raw import TLS_NS, RawClient, assert_pong
 from tests.support.server import ServerProcess, running_server
 
 LIMITS = "{urn:xmpp:stanza-limits:0}"
@@ -214,6 +214,51 @@ def test_direct_tls_aioxmpp(server: ServerProcess, user: str) -> None:
             assert str(c.local_jid) == f"{user}@localhost/ax"
 
     run(scenario())
+
+
+# ---- direct TLS on the STARTTLS port -----------------------------------------------------------
+
+
+async def test_client_hello_on_the_starttls_port_gets_direct_tls(server: ServerProcess, user: str) -> None:
+    """A client that starts TLS at once on the STARTTLS port is served direct TLS on that very
+    connection, as on the XEP-0368 port: no STARTTLS offered, channel binding to that TLS session,
+    then a full login."""
+    with trio.fail_after(10):
+        client = await raw_connect(
+            server.c2s_port, direct_tls=True, context=raw_client_context(alpn=["xmpp-client"])
+        )
+        assert client.stream.selected_alpn_protocol() == "xmpp-client"  # type: ignore[attr-defined]
+        features = await client.open_stream()
+        assert features.find(f"{{{TLS_NS}}}starttls") is None
+        assert "SCRAM-SHA-256-PLUS" in mechanisms(features)
+        assert channel_binding_types(features) == ["tls-server-end-point"]
+        cb_data = tls_channel_binding(client, "tls-server-end-point")
+        scram = ScramClient("SCRAM-SHA-256-PLUS", user, PASSWORD, cb_type="tls-server-end-point",
+                            cb_data=cb_data)  # fmt: skip
+        success, _ = await raw_scram(client, scram, "SCRAM-SHA-256-PLUS")
+        assert success.tag == f"{{{SASL_NS}}}success", etree.tostring(success)
+        assert scram.verify(base64.b64decode(success.text or ""))
+        bound = await raw_bind(client, "sniffed")
+        assert bound_jid(bound) == f"{user}@localhost/sniffed"
+        await assert_pong(client)
+        await client.aclose()
+
+
+def test_slixmpp_direct_tls_first_on_the_starttls_port(server: ServerProcess, user: str) -> None:
+    """slixmpp's own order (since 1.9, for a domain without SRV records): direct TLS to the port it
+    was given, then STARTTLS. Its direct TLS attempt succeeds on the STARTTLS port, at once: it
+    never falls back to STARTTLS, and never waits for the handshake timeout (30 s here)."""
+
+    async def scenario() -> None:
+        async with slixmpp_client(f"{user}@localhost/first", PASSWORD, server.c2s_port, direct_tls=True,
+                                  starttls_fallback=True) as x:  # fmt: skip
+            assert x.enable_direct_tls
+            assert x.enable_starttls
+            assert "starttls" not in x.features  # the stream was TLS from its first byte
+            assert x.socket.version() in ("TLSv1.2", "TLSv1.3")
+            assert str(x.boundjid) == f"{user}@localhost/first"
+
+    run(scenario(), timeout=10)
 
 
 async def test_plaintext_on_direct_tls_port(server: ServerProcess) -> None:

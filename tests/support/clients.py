@@ -15,11 +15,12 @@ The suite runs pytest-trio in trio_mode, so a test that drives an asyncio librar
 API (kept stable; other test modules rely on it):
 
 - ``run(coro, timeout=TIMEOUT)``: ``asyncio.run(asyncio.wait_for(coro, timeout))``.
-- ``slixmpp_client(jid, password, port, *, mechanism=None, direct_tls=False, tls_max_version=None,
-  plugins=(), send_presence=False)``: async context manager yielding a connected,
-  session-started ``slixmpp.ClientXMPP`` (self-signed certificate accepted). ``port`` is the
-  STARTTLS port, or the direct TLS port with ``direct_tls=True``. A failed login raises
-  `AuthFailed` with the SASL condition. On exit the stream is closed.
+- ``slixmpp_client(jid, password, port, *, mechanism=None, direct_tls=False, starttls_fallback=False,
+  tls_max_version=None, plugins=(), send_presence=False)``: async context manager yielding a
+  connected, session-started ``slixmpp.ClientXMPP`` (self-signed certificate accepted). ``port`` is
+  the STARTTLS port, or the direct TLS port with ``direct_tls=True``; with both ``direct_tls`` and
+  ``starttls_fallback``, slixmpp's own default: direct TLS first, then STARTTLS, on ``port``. A
+  failed login raises `AuthFailed` with the SASL condition. On exit the stream is closed.
 - ``aioxmpp_client(jid, password, port, *, mechanism=None, direct_tls=False, tls_max_version=None)``:
   async context manager yielding a connected ``aioxmpp.Client`` (no initial presence). The
   mechanism may be any the server offers, including ``SCRAM-*-PLUS``: it then binds with
@@ -127,6 +128,7 @@ def make_slixmpp(
     *,
     mechanism: str | None = None,
     direct_tls: bool = False,
+    starttls_fallback: bool = False,
     tls_max_version: str | None = None,
     plugins: Sequence[str] = (),
 ) -> slixmpp.ClientXMPP:
@@ -134,7 +136,7 @@ def make_slixmpp(
     xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech=mechanism)
     xmpp.ssl_context = ssl_context(tls_max_version)
     xmpp.enable_direct_tls = direct_tls
-    xmpp.enable_starttls = not direct_tls
+    xmpp.enable_starttls = not direct_tls or starttls_fallback
     xmpp.enable_plaintext = False
     for plugin in plugins:
         xmpp.register_plugin(plugin)
@@ -163,6 +165,7 @@ async def slixmpp_client(
     *,
     mechanism: str | None = None,
     direct_tls: bool = False,
+    starttls_fallback: bool = False,
     tls_max_version: str | None = None,
     plugins: Sequence[str] = (),
     send_presence: bool = False,
@@ -175,6 +178,8 @@ async def slixmpp_client(
         port: The server's STARTTLS port, or its direct TLS port with `direct_tls`.
         mechanism: Restrict SASL to this mechanism (e.g. "SCRAM-SHA-1-PLUS"); None: slixmpp's pick.
         direct_tls: TLS from the first byte (XEP-0368) instead of STARTTLS.
+        starttls_fallback: With `direct_tls`, STARTTLS on the same port if direct TLS fails:
+            slixmpp's default order, used since 1.9 for a domain without SRV records.
         tls_max_version: "1.2" to force TLS 1.2 (slixmpp's -PLUS needs it: tls-unique).
         plugins: slixmpp plugins to register, e.g. ("xep_0030", "xep_0199").
         send_presence: Send initial presence once the session started.
@@ -184,7 +189,8 @@ async def slixmpp_client(
         ConnectionError: The stream ended before the session started.
     """
     xmpp = make_slixmpp(jid, password, mechanism=mechanism, direct_tls=direct_tls,
-                        tls_max_version=tls_max_version, plugins=plugins)  # fmt: skip
+                        starttls_fallback=starttls_fallback, tls_max_version=tls_max_version,
+                        plugins=plugins)  # fmt: skip
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[None] = loop.create_future()
 

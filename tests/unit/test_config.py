@@ -205,6 +205,7 @@ def test_relative_config_path_still_gives_absolute_paths(
         ),
         ("[auth]\nscram_iterations = 4095", "auth.scram_iterations: expected an integer >= 4096, got 4095"),
         ('[auth]\nallow_plain = "no"', 'auth.allow_plain: expected true or false, got "no"'),
+        ("[auth]\nsasl_retries = 6", "auth.sasl_retries: expected an integer from 2 to 5, got 6"),
         ('[registration]\nenabled = "true"', 'registration.enabled: expected true or false, got "true"'),
         (
             '[resources]\nconflict = "kick"',

@@ -88,3 +88,16 @@ def test_framed_stream_close_and_errors() -> None:
     assert peer_closes.next_event() == ev.StreamClosed(None)
     assert peer_closes.frames_to_send() == [CLOSE_FRAME]
     assert peer_closes.clean_close
+
+
+def test_open_without_to_is_improper_addressing() -> None:
+    """RFC 7395 §3.3.1: <open/> carries the attributes RFC 6120 §4.7 mandates for the stream
+    header, 'to' among them (§4.7.2)."""
+    stream = framed_stream()
+    stream.receive_data(f"<open xmlns='{NS_FRAMING}' version='1.0'/>".encode())
+    assert stream.next_event() == ev.StreamClosed("improper-addressing")
+    opened, error, close = stream.frames_to_send()
+    assert etree.fromstring(opened).tag == f"{{{NS_FRAMING}}}open"  # RFC 6120 §4.9.1.2
+    condition = etree.fromstring(error)[0]
+    assert condition.tag == "{urn:ietf:params:xml:ns:xmpp-streams}improper-addressing"
+    assert close == CLOSE_FRAME

@@ -481,6 +481,30 @@ def test_not_well_formed_header(data: bytes) -> None:
     assert condition_of(data) == "not-well-formed"
 
 
+# A TLS 1.2/1.3 ClientHello begins: handshake record (0x16), version 3.1, length, then ClientHello (1).
+CLIENT_HELLO_START = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+
+
+@pytest.mark.parametrize(
+    ("first_bytes", "condition"),
+    [
+        pytest.param(CLIENT_HELLO_START, "not-well-formed", id="tls-client-hello"),
+        pytest.param(b"GET / HTTP/1.1\r\n", "not-well-formed", id="http-request"),
+        pytest.param(b" \r\n\tx", "not-well-formed", id="text-after-whitespace"),
+        pytest.param(b"\xef", "not-well-formed", id="utf8-bom"),
+        pytest.param(b"\xfe", "unsupported-encoding", id="utf16-bom"),
+    ],
+)
+def test_bytes_that_cannot_begin_a_stream_fail_as_they_arrive(first_bytes: bytes, condition: str) -> None:
+    """No waiting for a '>' that a non-XML peer never sends: the first byte that is neither
+    whitespace nor '<' fails the stream, even when it comes alone, after whitespace fed earlier."""
+    parser = XMLStreamParser()
+    whitespace = len(first_bytes) - len(first_bytes.lstrip(b" \t\r\n"))
+    for index in range(whitespace):
+        assert parser.feed(first_bytes[index : index + 1]) == []
+    assert condition_of(first_bytes[whitespace : whitespace + 1], parser) == condition
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -384,6 +384,8 @@ def test_header_answered_with_header_and_starttls_required_features() -> None:
         pytest.param(header(version=None), "unsupported-version", id="no-version"),
         pytest.param(header(version="x.y"), "unsupported-version", id="garbage-version"),
         pytest.param(header(to="elsewhere.org"), "host-unknown", id="unknown-to"),
+        # RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header.
+        pytest.param(header(to=None), "improper-addressing", id="no-to"),
     ],
 )
 def test_header_errors_are_sent_after_our_own_header(client_header: bytes, condition: str) -> None:
@@ -401,8 +403,8 @@ def test_header_errors_are_sent_after_our_own_header(client_header: bytes, condi
 
 @pytest.mark.parametrize(
     "client_header",
-    [header(to="EXAMPLE.com."), header(to=None), header(version="1.1")],
-    ids=["to-case-and-dot", "no-to", "minor-version"],
+    [header(to="EXAMPLE.com."), header(version="1.1")],
+    ids=["to-case-and-dot", "minor-version"],
 )
 def test_acceptable_headers(client_header: bytes) -> None:
     client = Client()
@@ -719,6 +721,54 @@ def test_refuse_auth_sends_temporary_auth_failure() -> None:
     assert sasl_failure(client.read()[0]) == ("temporary-auth-failure", "too many failed attempts; wait")
     assert client.stream.username is None
     client.login()
+
+
+def wrong_plain(client: Client) -> list[ev.Event]:
+    """One failed PLAIN exchange (a wrong password); its events."""
+    assert client.send(plain(password="wrong")) == [ev.CredentialsNeeded("juliet")]
+    client.stream.provide_credentials(CREDENTIALS)
+    return client.events()
+
+
+@pytest.mark.parametrize("retries", [2, 3, 5])
+def test_sasl_retries_are_limited(retries: int) -> None:
+    """RFC 6120 §6.4.5: `sasl_retries` retries after a first failure; the failure after them is
+    reported with <failure/> and then ends the stream with <policy-violation/>."""
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=retries))
+    for _ in range(retries):
+        assert wrong_plain(client) == [ev.AuthFailed("juliet", "not-authorized")]
+        assert sasl_failure(client.read()[0]) == ("not-authorized", None)
+        assert client.stream.state is State.WAIT_FOR_SASL
+    # AuthFailed first: the shell's login throttle still counts this failure.
+    events = wrong_plain(client)
+    assert events == [ev.AuthFailed("juliet", "not-authorized"), ev.StreamClosed("policy-violation")]
+    failure, error = client.read()
+    assert sasl_failure(failure) == ("not-authorized", None)
+    assert children(error)[0] == qname(NS_STREAM_ERRORS, "policy-violation")
+    assert client.out.closed
+    assert client.stream.state is State.CLOSED
+
+
+def test_every_kind_of_sasl_failure_counts_towards_the_limit() -> None:
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=2))
+    assert client.send(auth("DIGEST-MD5", b"x")) == [ev.AuthFailed(None, "invalid-mechanism")]
+    assert client.send(plain()) == [ev.CredentialsNeeded("juliet")]
+    client.stream.refuse_auth("temporary-auth-failure")
+    assert client.events() == [ev.AuthFailed("juliet", "temporary-auth-failure")]
+    client.send(auth("SCRAM-SHA-256", ScramClient().first()))
+    client.stream.provide_credentials(CREDENTIALS)
+    events = client.send(ABORT)
+    assert events == [ev.AuthFailed("juliet", "aborted"), ev.StreamClosed("policy-violation")]
+    assert client.stream.state is State.CLOSED
+
+
+def test_a_success_within_the_retries_logs_in() -> None:
+    client = at_sasl(StreamConfig(domain=DOMAIN, sasl_retries=2))
+    wrong_plain(client)
+    wrong_plain(client)
+    client.read()
+    client.login()
+    assert client.stream.username == "juliet"
 
 
 def test_incorrect_base64_in_auth() -> None:
