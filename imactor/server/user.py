@@ -224,8 +224,8 @@ class UserActor(Actor[m.UserMessage]):
                     # sender's session may count it in its XEP-0198 `h` now.
                     if message.completion is not None:
                         message.completion.done()
-            case m.FromResource():
-                await self._from_resource(message.stanza)
+            case m.FromResource(stanza, routed):
+                await self._from_resource(stanza, routed=routed)
             case m.Undelivered():
                 await self._undelivered(message.stanzas)
             case m.AccountRemoved():
@@ -356,9 +356,9 @@ class UserActor(Actor[m.UserMessage]):
 
     # ---- stanzas from the account's own resources ----------------------------------------
 
-    async def _from_resource(self, stanza: Stanza) -> None:
+    async def _from_resource(self, stanza: Stanza, *, routed: bool = False) -> None:
         if stanza.kind == "presence":
-            await self._outbound_presence(stanza)
+            await self._outbound_presence(stanza, routed=routed)
         elif stanza.kind == "iq":
             if stanza.type in ("result", "error"):
                 await self._iq_reply(stanza)
@@ -367,7 +367,9 @@ class UserActor(Actor[m.UserMessage]):
         elif stanza.kind == "message":
             await self._sent_hooks(stanza)
 
-    async def _outbound_presence(self, stanza: Stanza) -> None:
+    async def _outbound_presence(self, stanza: Stanza, *, routed: bool = False) -> None:
+        """`routed`: a directed presence the router delivered already (to a chat room): recorded
+        here, not sent again (see `Router.to_user`)."""
         resource_name = stanza.from_jid.resourcepart or ""
         resource = self.resources.get(resource_name)
         if resource is None:
@@ -385,7 +387,8 @@ class UserActor(Actor[m.UserMessage]):
                 resource.directed.add(stanza.to_jid)
             elif stanza.type == "unavailable" and resource.directed is not None:
                 resource.directed.discard(stanza.to_jid)
-            await self._route_presence(stanza, resource)
+            if not routed:
+                await self._route_presence(stanza, resource)
             return
         if stanza.type == "unavailable":
             if resource.available:

@@ -21,6 +21,7 @@ from tests.support.muc import (
     admin,
     configure,
     create_instant,
+    create_without_waiting,
     from_room,
     heard,
     join,
@@ -372,3 +373,23 @@ async def test_a_join_storm_leaves_the_room_working(peers: Peers, accounts: Acco
         inside = [peer for n, peer in enumerate(clients) if outcomes[f"guest{n}"] is None]
         for peer in inside:
             await heard(peer, room, "after the storm")
+
+
+# ---- what real clients trip over (issue 13) ------------------------------------------------------
+
+
+async def test_requests_right_behind_a_join_are_handled_after_it(peers: Peers, accounts: Accounts) -> None:
+    """RFC 6120 §10.1: a client that sends its join and, without waiting for it, the owner's
+    configuration requests and a first message (as aioxmpp's MUCClient does) gets the form,
+    not item-not-found, and the room is unlocked for the others. The room's actor runs already
+    (a disco#info before), and the account's actor is busy with a storage write when the join
+    comes: presence that went to the room through the account lost that race every time."""
+    alice, bob = accounts(2)
+    room = new_room("inorder")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        missing = await a.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=room)
+        assert error_condition(missing) == "item-not-found", show(missing)
+        await create_without_waiting(a, room, "alice", "1")
+        b = await peers.online(bob)
+        await join(b, room, "bob")  # unlocked: not "this room is not configured yet"
