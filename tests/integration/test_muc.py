@@ -18,7 +18,9 @@ from tests.support.muc import (
     NS_MUC,
     NS_MUC_USER,
     NS_SID,
+    UNLOCK,
     admin,
+    answer_to,
     configure,
     create_instant,
     create_without_waiting,
@@ -393,3 +395,42 @@ async def test_requests_right_behind_a_join_are_handled_after_it(peers: Peers, a
         await create_without_waiting(a, room, "alice", "1")
         b = await peers.online(bob)
         await join(b, room, "bob")  # unlocked: not "this room is not configured yet"
+
+
+async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(
+    peers: Peers, accounts: Accounts
+) -> None:
+    """XEP-0045 §10.1: the last occupant's exit destroys a temporary room; the creator's join
+    right behind it creates a new room, from nothing, in a room actor that goes on (the actor
+    used to stop, handle the queued join on its way out and drop its occupant)."""
+    alice, bob = accounts(2)
+    room = new_room("again")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        await create_instant(a, room, "alice")
+        assert (await configure(a, room, {"muc#roomconfig_membersonly": "1"})).get("type") == "result"
+        banned = await admin(a, room, f"<item affiliation='outcast' jid='{bob}@localhost'/>")
+        assert banned.get("type") == "result", show(banned)
+        await a.send(f"<presence to='{room}/alice' type='unavailable'/>"
+                     f"<presence to='{room}/alice'><x xmlns='{NS_MUC}'/></presence>")
+        left = await a.expect(from_room(room, kind="presence"))
+        assert left.get("type") == "unavailable", show(left)
+        created = await a.expect(from_room(room, kind="presence"))
+        assert {"110", "201"} <= status_codes(created), show(created)
+        assert muc_item(created).get("affiliation") == "owner"
+        unlocked = await a.iq(UNLOCK, type_="set", to=room)
+        assert unlocked.get("type") == "result", show(unlocked)
+        await a.send(f"<message type='groupchat' id='live' to='{room}'><body>still here</body></message>")
+        echo = await a.expect(answer_to("live"))
+        assert echo.get("type") == "groupchat", show(echo)  # an occupant of the new room
+        # Nothing of the old room: not members-only, and its outcast is nobody here.
+        b = await peers.online(bob)
+        joined = await join(b, room, "bob")
+        assert muc_item(joined.self_presence).get("affiliation") == "none"
+        for peer, nick in ((b, "bob"), (a, "alice")):
+            await peer.send(f"<presence to='{room}/{nick}' type='unavailable'/>")
+            await peer.expect(lambda e, nick=nick: e.get("from") == f"{room}/{nick}"  # type: ignore[misc]
+                              and e.get("type") == "unavailable" and "110" in status_codes(e))  # fmt: skip
+        # Empty again: gone again (its storage too).
+        third = await join(b, room, "bob")
+        assert "201" in status_codes(third.self_presence), show(third.self_presence)
