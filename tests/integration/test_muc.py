@@ -434,3 +434,29 @@ async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(
         # Empty again: gone again (its storage too).
         third = await join(b, room, "bob")
         assert "201" in status_codes(third.self_presence), show(third.self_presence)
+
+
+async def test_a_temporary_room_goes_when_its_last_occupant_disconnects(
+    peers: Peers, accounts: Accounts
+) -> None:
+    """A client that joined without initial presence (aioxmpp's default) and whose connection
+    ends leaves the room too (RFC 6121 §4.6: unavailable presence to where it sent directed
+    presence). The room was kept with a ghost occupant: the member who came next entered the
+    old room as 'member' instead of creating a new room as its owner."""
+    alice, bob = accounts(2)
+    room = new_room("ghost")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.login(alice)  # bound, no initial presence
+        await create_instant(a, room, "alice")
+        assert (await configure(a, room, {"muc#roomconfig_membersonly": "1"})).get("type") == "result"
+        member = await admin(a, room, f"<item affiliation='member' jid='{bob}@localhost'/>")
+        assert member.get("type") == "result", show(member)
+        await a.drop()
+        # Once the same resource is bound again, the account has let the old one go (its
+        # `Unbind`, or the conflict that replaces it): what it sends the room is queued there.
+        await peers.login(alice)
+        b = await peers.online(bob)
+        created = await join(b, room, "bob")
+        assert created.presences == [], [show(p) for p in created.presences]
+        assert "201" in status_codes(created.self_presence), show(created.self_presence)
+        assert muc_item(created.self_presence).get("affiliation") == "owner"
