@@ -108,7 +108,9 @@ class Outcome:
     out: list[Outgoing] = field(default_factory=list)
     archive: list[ArchiveItem] = field(default_factory=list)  #: only when config.enable_logging
     state_changed: bool = False  #: the RoomState changed: the actor persists it
-    destroyed: bool = False  #: the room is gone: the actor deletes it and stops
+    #: The room is gone: the actor deletes it from storage. A later presence may create a new
+    #: room of that name, which starts from nothing (no configuration, affiliations or history).
+    destroyed: bool = False
 
 
 class Room:

@@ -13,7 +13,7 @@ from lxml import etree
 
 from imactor.xmpp import stanza
 from imactor.xmpp.errors import StanzaError
-from imactor.xmpp.namespaces import NS_DELAY, NS_MUC_USER, qname
+from imactor.xmpp.namespaces import NS_DELAY, NS_MUC, NS_MUC_USER, qname
 from imactor.xmpp.stanza import Element
 
 MUC_USER_X = qname(NS_MUC_USER, "x")
@@ -73,6 +73,11 @@ def error(request: Element, condition: str, text: str = "") -> Element:
 
 def error_from(request: Element, exc: StanzaError) -> Element:
     reply = stanza.error_reply(request, exc)
+    if etree.QName(request).localname == "presence":
+        # XEP-0045 §7.2 and §7.6 (every example of a refused entry or nick change): the error
+        # carries an empty <x xmlns='http://jabber.org/protocol/muc'/> (not the password that
+        # came in it). slixmpp tells a refused join by it, and waits out its timeout without.
+        reply.insert(0, etree.Element(qname(NS_MUC, "x"), nsmap=stanza.default_ns(NS_MUC)))
     unaddress(reply)
     return reply
 

@@ -14,7 +14,7 @@ texts are UTF-8. What each message holds, field by field:
 | Bind              | has-resource ("1"/"0"), resource, session key, session worker, reply id |
 | Unbind            | resource, session key, session worker                                   |
 | Route             | completion id ("" for none), origin worker ("" for none), stanza        |
-| FromResource      | stanza                                                                  |
+| FromResource      | routed ("1"/"0"), stanza                                                |
 | Undelivered       | stanza, stanza, ...                                                     |
 | AccountRemoved    | (none)                                                                  |
 | Rebind            | resource, session key, session worker, interested, has-presence, [stanza] |
@@ -201,8 +201,8 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
         case m.Route(stanza, completion, origin):
             cid = "" if completion is None else endpoints.completion_id(completion, target_worker)
             fields = [cid.encode(), b"" if origin is None else str(origin).encode(), *_stanza_fields(stanza)]
-        case m.FromResource(stanza):
-            fields = _stanza_fields(stanza)
+        case m.FromResource(stanza, routed):
+            fields = [b"1" if routed else b"0", *_stanza_fields(stanza)]
         case m.Undelivered(stanzas):
             fields = [field for stanza in stanzas for field in _stanza_fields(stanza)]
         case m.AccountRemoved():
@@ -301,8 +301,9 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
             completion = endpoints.remote_completion(source, cid) if cid else None
             return m.Route(stanza, completion, _int(origin_field) if origin_field else None)
         case "FromResource":
-            exactly(_STANZA_FIELDS)
-            return m.FromResource(_stanza(it))
+            exactly(1 + _STANZA_FIELDS)
+            routed = _flag(next(it))
+            return m.FromResource(_stanza(it), routed)
         case "Undelivered":
             if len(fields) % _STANZA_FIELDS:
                 raise BodyError("Undelivered does not hold whole stanzas")

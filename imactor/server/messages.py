@@ -141,9 +141,14 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class FromResource:
     """A stanza one of the account's own resources sends that the account handles (presence,
-    account-scope IQs such as the roster)."""
+    account-scope IQs such as the roster).
+
+    `routed`: a directed presence the router has already delivered (to a chat room, in order
+    with the session's other stanzas to it): the account only records it (RFC 6121 §4.6).
+    """
 
     stanza: Stanza
+    routed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

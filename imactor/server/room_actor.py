@@ -147,6 +147,9 @@ class RoomActor(Actor[m.RoomMessage]):
     async def _apply(self, outcome: Outcome) -> None:
         storage = self.services.storage
         if outcome.destroyed:
+            # Also a temporary room that its last occupant left (XEP-0045 §10.1). The actor goes
+            # on: stanzas queued behind the destruction (the creator joining again at once) find
+            # no room here and may create a new one, from nothing; it stops once idle.
             await storage.rooms.delete(self.name)
         elif outcome.state_changed:  # a room's creation too
             await self._save()
@@ -162,8 +165,6 @@ class RoomActor(Actor[m.RoomMessage]):
                 log.exception("%s: archive write failed", self.address)
         for outgoing in outcome.out:
             await self._send(outgoing.element, outgoing.recipients)
-        if outcome.destroyed:  # also a temporary room that its last occupant left (§10.1)
-            self.stop()
 
     async def _save(self) -> None:
         state = self.room.state

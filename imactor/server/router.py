@@ -6,7 +6,8 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | `to`                     | goes to                                                     |
 |--------------------------|-------------------------------------------------------------|
 | local user (bare/full)   | that user's `UserActor` at its home worker, activated on demand |
-| room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand |
+| room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand; |
+|                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
@@ -130,8 +131,42 @@ class Router:
     async def to_user(
         self, username: str, message: m.UserMessage, stanza: Stanza | None, *, wait: bool
     ) -> bool:
-        """Send `message` to the account's actor; False: it could not (`stanza` was bounced)."""
+        """Send `message` to the account's actor; False: it could not (`stanza` was bounced).
+
+        A session's presence to a chat room goes to the room from here (`_presence_to_room`);
+        the account gets it marked `routed`, to record it only.
+        """
+        if isinstance(message, m.FromResource) and await self._presence_to_room(message, wait=wait):
+            message = m.FromResource(message.stanza, routed=True)
         return await self.to_actor("user", username, message, stanza, wait=wait)
+
+    async def _presence_to_room(self, message: m.FromResource, *, wait: bool) -> bool:
+        """Deliver a session's available or unavailable presence to a room (a join, a change, an
+        exit) straight to the room actor; True when it was (or bounced). Other presence, or
+        presence already routed, is the account's to route.
+
+        Why not through the account, as other directed presence (RFC 6121 §4.6): the session's
+        IQs and messages to the room come here, to the room, directly. Presence taking a detour
+        through the account's actor (maybe on another worker) was overtaken by what the client
+        sent after it: a join followed by the owner's configuration request got item-not-found
+        (no room yet), against RFC 6120 §10.1 (in-order processing). Now every stanza from one
+        session to one room takes one path, and a mailbox, the mesh link and activation on
+        demand each keep their order.
+        """
+        presence = message.stanza
+        to, muc = presence.to_jid, self.muc
+        if (
+            message.routed
+            or presence.kind != "presence"
+            or presence.type not in ("", "unavailable")
+            or muc is None
+            or to.domainpart != muc.domain
+            or to.localpart is None
+        ):
+            return False
+        origin = self.mesh.index if self.mesh is not None else None  # the session's worker: this one
+        await self.to_actor("room", to.localpart, m.Route(presence, None, origin), presence, wait=wait)
+        return True
 
     async def to_actor(self, kind: str, key: str, message: Any, stanza: Stanza | None, *, wait: bool) -> bool:
         """Send `message` to a user or room actor; False: it could not (`stanza` was bounced)."""

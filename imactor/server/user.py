@@ -224,8 +224,8 @@ class UserActor(Actor[m.UserMessage]):
                     # sender's session may count it in its XEP-0198 `h` now.
                     if message.completion is not None:
                         message.completion.done()
-            case m.FromResource():
-                await self._from_resource(message.stanza)
+            case m.FromResource(stanza, routed):
+                await self._from_resource(stanza, routed=routed)
             case m.Undelivered():
                 await self._undelivered(message.stanzas)
             case m.AccountRemoved():
@@ -343,8 +343,14 @@ class UserActor(Actor[m.UserMessage]):
         await self._resource_gone(message.resource, resource)
 
     async def _resource_gone(self, name: str, resource: Resource) -> None:
-        """RFC 6121 §4.5.2 / §4.6.3: an available resource that vanishes goes unavailable."""
+        """RFC 6121 §4.5.2 / §4.6.3: an available resource that vanishes goes unavailable. One
+        that never sent initial presence goes unavailable only where it sent directed presence:
+        a client that joined chat rooms without it (aioxmpp's default) leaves them (XEP-0045
+        §7.14), or a temporary room would stay, with a ghost occupant, after its last one left."""
         if not resource.available:
+            unavailable = st.make("presence", from_=self.jid.with_resource(name), type_="unavailable")
+            gone = Stanza.from_element(_addressed(unavailable, self.jid))
+            await self._unavailable_to_directed(resource, gone)
             return
         self.resources.pop(name, None) if self.resources.get(name) is resource else None
         resource.available = False
@@ -356,9 +362,9 @@ class UserActor(Actor[m.UserMessage]):
 
     # ---- stanzas from the account's own resources ----------------------------------------
 
-    async def _from_resource(self, stanza: Stanza) -> None:
+    async def _from_resource(self, stanza: Stanza, *, routed: bool = False) -> None:
         if stanza.kind == "presence":
-            await self._outbound_presence(stanza)
+            await self._outbound_presence(stanza, routed=routed)
         elif stanza.kind == "iq":
             if stanza.type in ("result", "error"):
                 await self._iq_reply(stanza)
@@ -367,7 +373,9 @@ class UserActor(Actor[m.UserMessage]):
         elif stanza.kind == "message":
             await self._sent_hooks(stanza)
 
-    async def _outbound_presence(self, stanza: Stanza) -> None:
+    async def _outbound_presence(self, stanza: Stanza, *, routed: bool = False) -> None:
+        """`routed`: a directed presence the router delivered already (to a chat room): recorded
+        here, not sent again (see `Router.to_user`)."""
         resource_name = stanza.from_jid.resourcepart or ""
         resource = self.resources.get(resource_name)
         if resource is None:
@@ -385,7 +393,8 @@ class UserActor(Actor[m.UserMessage]):
                 resource.directed.add(stanza.to_jid)
             elif stanza.type == "unavailable" and resource.directed is not None:
                 resource.directed.discard(stanza.to_jid)
-            await self._route_presence(stanza, resource)
+            if not routed:
+                await self._route_presence(stanza, resource)
             return
         if stanza.type == "unavailable":
             if resource.available:
@@ -418,11 +427,15 @@ class UserActor(Actor[m.UserMessage]):
         for other in self.resources.values():
             if other.available or other is resource:
                 self._deliver_to(other, stanza.readdressed(self.jid))
-        if stanza.type == "unavailable" and resource.directed is not None:
-            directed, resource.directed = resource.directed, None
-            for target in directed:
-                await self._route_presence(stanza.readdressed(target), resource)
+        if stanza.type == "unavailable":
+            await self._unavailable_to_directed(resource, stanza)
         self.services.presence_changed(self.jid, name, stanza.type != "unavailable")
+
+    async def _unavailable_to_directed(self, resource: Resource, unavailable: Stanza) -> None:
+        """§4.6.3: the entities that got directed presence from `resource` learn it went away."""
+        directed, resource.directed = resource.directed, None
+        for target in directed or ():
+            await self._route_presence(unavailable.readdressed(target), resource)
 
     async def _on_initial_presence(self, name: str, resource: Resource) -> None:
         full = self.jid.with_resource(name)

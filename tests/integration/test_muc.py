@@ -18,9 +18,12 @@ from tests.support.muc import (
     NS_MUC,
     NS_MUC_USER,
     NS_SID,
+    UNLOCK,
     admin,
+    answer_to,
     configure,
     create_instant,
+    create_without_waiting,
     from_room,
     heard,
     join,
@@ -372,3 +375,88 @@ async def test_a_join_storm_leaves_the_room_working(peers: Peers, accounts: Acco
         inside = [peer for n, peer in enumerate(clients) if outcomes[f"guest{n}"] is None]
         for peer in inside:
             await heard(peer, room, "after the storm")
+
+
+# ---- what real clients trip over (issue 13) ------------------------------------------------------
+
+
+async def test_requests_right_behind_a_join_are_handled_after_it(peers: Peers, accounts: Accounts) -> None:
+    """RFC 6120 §10.1: a client that sends its join and, without waiting for it, the owner's
+    configuration requests and a first message (as aioxmpp's MUCClient does) gets the form,
+    not item-not-found, and the room is unlocked for the others. The room's actor runs already
+    (a disco#info before), and the account's actor is busy with a storage write when the join
+    comes: presence that went to the room through the account lost that race every time."""
+    alice, bob = accounts(2)
+    room = new_room("inorder")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        missing = await a.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=room)
+        assert error_condition(missing) == "item-not-found", show(missing)
+        await create_without_waiting(a, room, "alice", "1")
+        b = await peers.online(bob)
+        await join(b, room, "bob")  # unlocked: not "this room is not configured yet"
+
+
+async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(
+    peers: Peers, accounts: Accounts
+) -> None:
+    """XEP-0045 §10.1: the last occupant's exit destroys a temporary room; the creator's join
+    right behind it creates a new room, from nothing, in a room actor that goes on (the actor
+    used to stop, handle the queued join on its way out and drop its occupant)."""
+    alice, bob = accounts(2)
+    room = new_room("again")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        await create_instant(a, room, "alice")
+        assert (await configure(a, room, {"muc#roomconfig_membersonly": "1"})).get("type") == "result"
+        banned = await admin(a, room, f"<item affiliation='outcast' jid='{bob}@localhost'/>")
+        assert banned.get("type") == "result", show(banned)
+        await a.send(f"<presence to='{room}/alice' type='unavailable'/>"
+                     f"<presence to='{room}/alice'><x xmlns='{NS_MUC}'/></presence>")
+        left = await a.expect(from_room(room, kind="presence"))
+        assert left.get("type") == "unavailable", show(left)
+        created = await a.expect(from_room(room, kind="presence"))
+        assert {"110", "201"} <= status_codes(created), show(created)
+        assert muc_item(created).get("affiliation") == "owner"
+        unlocked = await a.iq(UNLOCK, type_="set", to=room)
+        assert unlocked.get("type") == "result", show(unlocked)
+        await a.send(f"<message type='groupchat' id='live' to='{room}'><body>still here</body></message>")
+        echo = await a.expect(answer_to("live"))
+        assert echo.get("type") == "groupchat", show(echo)  # an occupant of the new room
+        # Nothing of the old room: not members-only, and its outcast is nobody here.
+        b = await peers.online(bob)
+        joined = await join(b, room, "bob")
+        assert muc_item(joined.self_presence).get("affiliation") == "none"
+        for peer, nick in ((b, "bob"), (a, "alice")):
+            await peer.send(f"<presence to='{room}/{nick}' type='unavailable'/>")
+            await peer.expect(lambda e, nick=nick: e.get("from") == f"{room}/{nick}"  # type: ignore[misc]
+                              and e.get("type") == "unavailable" and "110" in status_codes(e))  # fmt: skip
+        # Empty again: gone again (its storage too).
+        third = await join(b, room, "bob")
+        assert "201" in status_codes(third.self_presence), show(third.self_presence)
+
+
+async def test_a_temporary_room_goes_when_its_last_occupant_disconnects(
+    peers: Peers, accounts: Accounts
+) -> None:
+    """A client that joined without initial presence (aioxmpp's default) and whose connection
+    ends leaves the room too (RFC 6121 §4.6: unavailable presence to where it sent directed
+    presence). The room was kept with a ghost occupant: the member who came next entered the
+    old room as 'member' instead of creating a new room as its owner."""
+    alice, bob = accounts(2)
+    room = new_room("ghost")
+    with trio.fail_after(TIMEOUT):
+        a = await peers.login(alice)  # bound, no initial presence
+        await create_instant(a, room, "alice")
+        assert (await configure(a, room, {"muc#roomconfig_membersonly": "1"})).get("type") == "result"
+        member = await admin(a, room, f"<item affiliation='member' jid='{bob}@localhost'/>")
+        assert member.get("type") == "result", show(member)
+        await a.drop()
+        # Once the same resource is bound again, the account has let the old one go (its
+        # `Unbind`, or the conflict that replaces it): what it sends the room is queued there.
+        await peers.login(alice)
+        b = await peers.online(bob)
+        created = await join(b, room, "bob")
+        assert created.presences == [], [show(p) for p in created.presences]
+        assert "201" in status_codes(created.self_presence), show(created.self_presence)
+        assert muc_item(created.self_presence).get("affiliation") == "owner"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.support.muc import (
     NS_MAM,
     configure,
     create_instant,
+    create_without_waiting,
     from_room,
     heard,
     join,
@@ -62,17 +64,32 @@ async def frames_out(path: Path, worker: int) -> int:
     return int(entry["mesh"]["frames_out"])
 
 
-async def test_a_broadcast_costs_one_frame_per_worker(tmp_path: Path) -> None:
-    # The speaker's session and account on the room's worker: its own traffic crosses nothing.
-    speaker_name = next(f"fan{n}" for n in range(10_000) if home("user", f"fan{n}", (0, 1)) == 0)
-    listener_names = [f"listen{n}" for n in range(LISTENERS)]
-    users = [(name, PASSWORD) for name in (speaker_name, *listener_names)]
+def account_homed_on(worker: int, prefix: str) -> str:
+    return next(f"{prefix}{n}" for n in range(10_000) if home("user", f"{prefix}{n}", (0, 1)) == worker)
+
+
+# The speaker's session and account on the room's worker: its own traffic crosses nothing.
+SPEAKER = account_homed_on(0, "fan")
+LISTENER_NAMES = [f"listen{n}" for n in range(LISTENERS)]
+#: An account whose actor lives on worker 1, for a session on worker 0.
+FAR_FROM_HOME = account_homed_on(1, "roamer")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A two-worker node shared by the tests that kill no worker."""
+    users = [(name, PASSWORD) for name in (SPEAKER, *LISTENER_NAMES, FAR_FROM_HOME)]
+    with running_server(tmp_path_factory.mktemp("node"), users=users, workers=WORKERS) as server:
+        yield server
+
+
+async def test_a_broadcast_costs_one_frame_per_worker(node: ServerProcess) -> None:
     room = room_homed_on(0, "fanout")
-    with running_server(tmp_path, users=users, workers=WORKERS) as server, trio.fail_after(TIMEOUT):
-        path = server.status_socket
+    with trio.fail_after(TIMEOUT):
+        path = node.status_socket
         await wait_for_workers(path, WORKERS)
-        speaker = await peer_on(server, 0, speaker_name)
-        listeners = [await peer_on(server, 1, name) for name in listener_names]
+        speaker = await peer_on(node, 0, SPEAKER)
+        listeners = [await peer_on(node, 1, name) for name in LISTENER_NAMES]
         await create_instant(speaker, room, "speaker")
         for n, listener in enumerate(listeners, 1):
             await join(listener, room, f"listener{n}")
@@ -89,6 +106,19 @@ async def test_a_broadcast_costs_one_frame_per_worker(tmp_path: Path) -> None:
         assert MESSAGES <= sent < MESSAGES + 5, f"{sent} frames, {MESSAGES} messages, {LISTENERS} occupants"
         for peer in (speaker, *listeners):
             await peer.aclose()
+
+
+async def test_a_join_and_the_requests_behind_it_stay_in_order_across_workers(node: ServerProcess) -> None:
+    """RFC 6120 §10.1 on a node: the client's session on worker 0, its account's actor on
+    worker 1, a room on each worker. The join went session → account (worker 1) → room, and
+    the configuration request sent right behind it went session → room, and came first: it got
+    item-not-found and the room stayed locked. Now both take the same path."""
+    with trio.fail_after(TIMEOUT):
+        await wait_for_workers(node.status_socket, WORKERS)
+        client = await peer_on(node, 0, FAR_FROM_HOME)
+        for worker in (0, 1):
+            await create_without_waiting(client, room_homed_on(worker, "inorder"), "roamer", f"w{worker}")
+        await client.aclose()
 
 
 async def test_a_room_comes_back_after_its_worker_dies(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tests.support.peer import C, Element, Peer, error_condition, new_id, show
@@ -119,3 +120,32 @@ async def heard(peer: Peer, room: str, body: str) -> Element:
 
 async def admin(peer: Peer, room: str, item: str) -> Element:
     return await peer.iq(f"<query xmlns='{NS_MUC_ADMIN}'>{item}</query>", type_="set", to=room)
+
+
+#: The owner's empty submission that unlocks a new room as an instant room (XEP-0045 §10.1.2).
+UNLOCK = f"<query xmlns='{NS_MUC_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>"
+
+
+def answer_to(request_id: str) -> Callable[[Element], bool]:
+    """Matches the answer to a request (or the room's echo of a groupchat message) by its id."""
+    return lambda e: e.get("id") == request_id and e.get("type") in ("result", "error", "groupchat")
+
+
+async def create_without_waiting(peer: Peer, room: str, nick: str, tag: str) -> None:
+    """What aioxmpp's MUCClient does: send the join and, without waiting for its answer, the
+    owner's configuration requests and a first message; each must succeed (RFC 6120 §10.1).
+
+    Right before, a private XML storage write (XEP-0049, `busy<tag>`) keeps the account's actor
+    busy with storage: a join that went through that actor would be overtaken by what follows.
+    """
+    note = f"<note xmlns='urn:example:busy'>{'n' * 4000}</note>"
+    await peer.send(f"<iq type='set' id='busy{tag}'><query xmlns='jabber:iq:private'>{note}</query></iq>"
+                    f"<presence to='{room}/{nick}'><x xmlns='{NS_MUC}'/></presence>"
+                    f"<iq type='get' id='form{tag}' to='{room}'><query xmlns='{NS_MUC_OWNER}'/></iq>"
+                    f"<iq type='set' id='unlock{tag}' to='{room}'>{UNLOCK}</iq>"
+                    f"<message type='groupchat' id='first{tag}' to='{room}'><body>first</body></message>")
+    for request in ("busy", "form", "unlock"):
+        reply = await peer.expect(answer_to(request + tag))
+        assert reply.get("type") == "result", show(reply)
+    echo = await peer.expect(answer_to(f"first{tag}"))
+    assert echo.get("type") == "groupchat", show(echo)

@@ -154,6 +154,24 @@ def test_banned_user_is_forbidden() -> None:
     assert only_error(h.join(BOB, "bob"), BOB) == "forbidden"
 
 
+def test_a_refused_join_is_a_presence_error_with_the_muc_payload() -> None:
+    """XEP-0045 §7.2 (each error example of entering, §7.6 for nick changes): the room's
+    presence error carries an empty <x xmlns='http://jabber.org/protocol/muc'/>; slixmpp's
+    join_muc_wait recognizes a refusal only by it (else it waits for its timeout)."""
+    room_state = state()
+    room_state.set_affiliation("bob@localhost", "outcast", "spam")
+    h = Harness(room_state)
+    (refused,) = h.join(BOB, "bob", muc="<password>secret</password>").out
+    assert refused.element.get("type") == "error"
+    payload = refused.element.find("{http://jabber.org/protocol/muc}x")
+    assert payload is not None
+    assert len(payload) == 0  # the password is not echoed
+    h.join(CAROL, "carol")
+    (conflict,) = h.join(DAVE, "carol").out
+    assert condition(conflict.element) == "conflict"
+    assert conflict.element.find("{http://jabber.org/protocol/muc}x") is not None
+
+
 def test_max_users_then_service_unavailable_but_owners_and_server_admins_still_enter() -> None:
     h = Harness(state(max_users=2))
     h.join(BOB, "bob")

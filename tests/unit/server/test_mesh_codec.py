@@ -102,6 +102,7 @@ PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="
         m.BlocklistChanged(frozenset()),
         m.Unbind("phone", SESSION),  # type: ignore[arg-type]
         m.FromResource(message_stanza()),
+        m.FromResource(PRESENCE, routed=True),
         m.Undelivered((message_stanza("one"), message_stanza("two"))),
         m.Undelivered(()),
         m.AccountRemoved(),
