@@ -100,7 +100,9 @@ class Actor(ABC, Generic[M]):
                 with trio.move_on_after(self.idle_timeout) as scope:
                     message = await self._mailbox.receive()
                 if scope.cancelled_caught:
-                    if self.is_idle():
+                    # A message may have landed after the timer fired (it no longer found us
+                    # waiting): an actor that stops now would handle it unregistered, going away.
+                    if self.is_idle() and not self._mailbox.pending:
                         return
                     continue
             await self._dispatch(message)

@@ -172,3 +172,32 @@ async def test_registry_failed_start_releases_waiters(autojump_clock: trio.testi
         await registry.get_or_start("counter", "x", failing)
     assert registry.lookup("counter", "x") is None
     assert str(ActorAddress("user", "a@b", 2)) == "user:a@b@w2"
+
+
+class LateArrival(Counter):
+    """A message lands in the mailbox just as the idle timer fires (before the idle check)."""
+
+    def __init__(self) -> None:
+        super().__init__(idle=10)
+        self.arrived = False
+
+    def is_idle(self) -> bool:
+        if not self.arrived and trio.current_time() >= 10:
+            self.arrived = True
+            self.ref.send_nowait(Add(1))
+        return True
+
+
+async def test_a_message_queued_as_the_idle_timer_fires_keeps_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A stopping actor has unregistered: a message it handles then may have side effects nobody
+    # sees again (a room created in an actor that is going away). It must go on instead.
+    async with trio.open_nursery() as nursery:
+        actor = LateArrival()
+        ref: LocalRef[Msg] = await nursery.start(actor.run)
+        await trio.sleep(15)
+        assert actor.arrived
+        assert not actor.stopped  # the late message was handled by a live actor
+        assert await ask(ref, Get) == 1
+        nursery.cancel_scope.cancel()
