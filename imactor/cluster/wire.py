@@ -1,6 +1,6 @@
 """Inter-worker frames: typed messages to bytes and back (sans-IO; no trio, no zmq, no clock).
 
-Workers never exchange pickled objects (DESIGN.md). Every message that crosses a process boundary
+Workers never exchange pickled objects (docs/design.md). Every message that crosses a process boundary
 is one of the frozen dataclasses below, and travels as one *frame*: a fixed 14-byte envelope
 header followed by the message's payload. The layout, the versioning rule and the error handling
 are documented in ``docs/wire-format.md``; this module is its only implementation.

@@ -31,9 +31,9 @@ channel is bounded too: a slow consumer stops the PULL owner, whose HWM then pus
 
 Delivery is at most once: frames queued for a peer that is removed, or that dies with frames in
 its socket buffers, are lost (and counted in `dropped` when they were still in an outbox).
-Durability is the storage layer's job (DESIGN.md, "The failover promise").
+Durability is the storage layer's job (docs/design.md, "The failover promise").
 
-TODO: CURVE authentication on tcp:// endpoints between machines (DESIGN.md). Until then a tcp://
+TODO: CURVE authentication on tcp:// endpoints between machines (docs/design.md). Until then a tcp://
 endpoint accepts frames from anyone who can reach it: bind it on a private interface.
 
 Error handling:

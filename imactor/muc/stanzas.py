@@ -103,5 +103,5 @@ def add_delay(element: Element, by: str, when: float) -> None:
 
 
 def copy(element: Element) -> Element:
-    """A deep copy: an element sent to an actor belongs to it (STYLE.md, element ownership)."""
+    """A deep copy: an element sent to an actor belongs to it, which may change it."""
     return stanza.parse(etree.tostring(element))

@@ -1,4 +1,4 @@
-"""`imactor supervise`: the node supervisor (the master process of DESIGN.md's process tree).
+"""`imactor supervise`: the node supervisor (the master process of docs/design.md's process tree).
 
     imactor-supervisor                     ONE_FOR_ONE, budget [supervision] intensity/period
     ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.node.worker`)

@@ -1,6 +1,6 @@
 """The node supervisor tells its workers which of them are live (the membership, with an epoch).
 
-Placement is a pure function of a JID and the set of live workers (DESIGN.md), so every worker
+Placement is a pure function of a JID and the set of live workers (docs/design.md), so every worker
 must agree on that set. The supervisor is the one process that knows it first: it starts,
 watches and restarts the workers. `MembershipAnnouncer` turns what the supervisor sees into
 `MembershipChanged(epoch, live_workers)` frames on the ZeroMQ link:

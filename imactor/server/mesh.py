@@ -14,14 +14,14 @@ A frame that arrives under an older epoch for an actor that is no longer at home
 forwarded to its home under this worker's newer view; under an equal or newer epoch it is handled
 here, so two workers with different views can never bounce a frame back and forth.
 
-Membership changes (DESIGN.md, "A user's or room's home worker"):
+Membership changes (docs/design.md, "Actors"):
 - user actors whose home moved stop (`HandOff`): their state is in storage and the new home
   re-activates them on demand;
 - sessions whose account moved re-register with the new home (`Rehome` → `Rebind`);
 - when workers die, every local user actor drops the resources whose sessions lived there
   (`WorkersLost`: they go unavailable to contacts), asks pending towards them fail, and routed
   messages whose durable handling was pending there are marked lost, so that their senders'
-  sessions route them again (at least once: DESIGN.md, "The failover promise").
+  sessions route them again (at least once: docs/design.md, "The failover promise").
 
 BOSH (`imactor.web.bosh`): a request that reached this worker for a session of another one is
 asked of that worker (`BoshRequest`, target kind ``bosh``, key the sid); the handler the web layer

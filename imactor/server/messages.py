@@ -86,7 +86,7 @@ class Unbind:
 
 
 class Completion:
-    """A one-shot signal that a routed stanza is durably handled (XEP-0198 `h`, DESIGN.md "The
+    """A one-shot signal that a routed stanza is durably handled (XEP-0198 `h`, docs/design.md "The
     failover promise"): the recipient's `UserActor` calls `done` exactly once, when its durable
     writes for the stanza (archive, offline storage) are over or it decided it needs none; the
     sending session polls it before it reports `h`. `done` never blocks, so the user actor never

@@ -926,7 +926,7 @@ class SessionActor:
                 return  # messages to the server itself are not processed
             message = Stanza.from_element(element)
             if self.sm.enabled:
-                # XEP-0198: counted in `h` once the recipient's actor stored it (DESIGN.md step 4).
+                # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
                 self._durable = m.Completion(message)
             await self.services.router.route(message, wait=True, completion=self._durable)
             if self._sent_wanted:

@@ -13,7 +13,7 @@ of a `Session` in a worker thread.
   anyway and a second one would only wait on the lock. Writes are *group-committed*: the tasks
   that ask to write while a transaction is running are batched into the next transaction, each
   under its own SAVEPOINT, so one failing write does not undo the others and a burst of offline
-  messages costs one commit rather than one each (DESIGN.md "Storage").
+  messages costs one commit rather than one each (docs/design.md "Storage").
   `Database.write_sql` is the lean form for the writes on the message path (archive rows,
   offline messages, last activity): a function of `Sql` (plain statements with ``:name``
   parameters) instead of a `Session`. A batch made only of those runs, on SQLite, straight on the

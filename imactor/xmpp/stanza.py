@@ -2,7 +2,7 @@
 
 Between actors a stanza travels as a `Stanza`: the routing facts (kind, type, from, to, id) plus its
 serialized bytes. The receiving session writes the bytes to its socket without parsing them again,
-and the same value can cross a process boundary unchanged (DESIGN.md: stanzas travel as bytes).
+and the same value can cross a process boundary unchanged (docs/design.md: stanzas travel as bytes).
 An actor that must look inside parses its own private copy with `Stanza.element()`.
 """
 

@@ -1,6 +1,6 @@
 """Chaos: workers killed with SIGKILL under chat load; no message the server acknowledged is lost.
 
-DESIGN.md, "The failover promise". K pairs of accounts: each sender sends numbered chat messages
+docs/design.md, "The failover promise". K pairs of accounts: each sender sends numbered chat messages
 ("pair-i #n", with a XEP-0359 origin-id) to its receiver's bare JID at a steady rate, with an
 <r/> after each, through a resumable XEP-0198 session (`tests.support.chaos.SmClient`, which
 books exactly which messages an `h` from the server covered). Meanwhile the test SIGKILLs the

@@ -1,4 +1,4 @@
-"""Failover of a two-worker node, seen by clients (DESIGN.md, "The failover promise").
+"""Failover of a two-worker node, seen by clients (docs/design.md, "The failover promise").
 
 When a worker is killed with SIGKILL: sessions on the surviving worker go on without a break,
 even when their accounts' user actors lived on the dead one; the killed worker's users go

@@ -169,7 +169,7 @@ def offline_rows(database: Path, username: str, text: str) -> int:
 
 
 async def test_a_message_is_acked_once_it_is_stored(server: ServerProcess, accounts: Accounts) -> None:
-    """DESIGN.md "The failover promise": `h` counts a message only after its durable write."""
+    """docs/design.md "The failover promise": `h` counts a message only after its durable write."""
     alice, bob = accounts(2)  # bob stays offline: alice's messages go to offline storage
     database = server.data_dir / "imactor.sqlite3"
     with trio.fail_after(20):
