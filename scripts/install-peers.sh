@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install Debian's Prosody and ejabberd for the side-by-side benchmarks (bench/peers/).
+# Install Debian's Prosody and ejabberd for the side-by-side benchmarks (bench/peers/), with
+# what their PostgreSQL variants need (ejabberd-pg, prosody-pg: bench/peers/postgres.py).
 #
 # Only the packages: their system services are never started or enabled. A policy-rc.d that
 # answers 101 ("action forbidden") keeps the maintainer scripts from starting them while they
@@ -11,8 +12,10 @@
 set -eu
 
 # lua-dbi-sqlite3 and erlang-p1-sqlite3: their SQLite stores (bench.run --peer-store sqlite);
+# lua-dbi-postgresql and erlang-p1-pgsql: their PostgreSQL stores (the -pg variants), on a
+# throw-away cluster the bench starts itself with postgresql-15's initdb and pg_ctl;
 # lua-unbound: Prosody's DNS library (without it Prosody warns at every start).
-packages="prosody lua-dbi-sqlite3 lua-unbound ejabberd erlang-p1-sqlite3"
+packages="prosody lua-dbi-sqlite3 lua-dbi-postgresql lua-unbound ejabberd erlang-p1-sqlite3 erlang-p1-pgsql postgresql-15"
 missing=""
 for package in $packages; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -20,7 +23,7 @@ for package in $packages; do
     fi
 done
 if [ -z "$missing" ]; then
-    echo "prosody and ejabberd already installed"
+    echo "prosody, ejabberd and PostgreSQL 15 already installed"
     exit 0
 fi
 
@@ -53,11 +56,15 @@ done
 # The packages enable their units for systemd (and epmd's, with Erlang): disable them again, so
 # that no boot starts them either. deb-systemd-helper works without a running systemd (it wants
 # to be called from a maintainer script: the two variables say which).
-for unit in prosody:prosody.service ejabberd:ejabberd.service erlang-base:epmd.service erlang-base:epmd.socket; do
+units="prosody:prosody.service ejabberd:ejabberd.service erlang-base:epmd.service erlang-base:epmd.socket"
+# PostgreSQL's units only if this script installed it: a system cluster set up before is not ours.
+case " $missing " in *" postgresql-15 "*) units="$units postgresql:postgresql.service" ;; esac
+for unit in $units; do
     DPKG_MAINTSCRIPT_PACKAGE=${unit%%:*} DPKG_MAINTSCRIPT_NAME=postinst \
         deb-systemd-helper disable "${unit#*:}" >/dev/null 2>&1 || true
 done
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl stop prosody.service ejabberd.service epmd.service epmd.socket 2>/dev/null || true
+    # shellcheck disable=SC2086 # one word per unit
+    systemctl stop $(for unit in $units; do printf '%s ' "${unit#*:}"; done) 2>/dev/null || true
 fi
 echo "installed: $(prosodyctl about 2>/dev/null | grep -m1 -i '^prosody' || echo prosody), ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"

@@ -1,7 +1,8 @@
-"""A small raw XMPP client for load: trio sockets, lxml pull parsing, SCRAM-SHA-256, STARTTLS.
+"""A small raw XMPP client for load: trio sockets, lxml pull parsing, SCRAM, STARTTLS.
 
-Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256 (or SCRAM-SHA-1
-when that is all the server offers: Prosody 0.12's hashed store), bind, presence, IQ round trips,
+Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256 or SCRAM-SHA-1
+(the one asked for, `bench.run --sasl`, or else the first the server offers: Prosody 0.12's
+hashed store has SCRAM-SHA-1 only), bind, presence, IQ round trips,
 and sending/receiving messages. It keeps no object per stanza beyond the
 lxml element and parses nothing it does not use.
 """
@@ -54,13 +55,15 @@ def _salted(hash_name: str, password: str, salt: bytes, iterations: int) -> byte
     return salted_password(hash_name, password.encode(), salt, iterations)
 
 
-def choose_mechanism(features: etree._Element) -> str:
-    """The first of MECHANISMS that the stream features offer."""
+def choose_mechanism(features: etree._Element, wanted: str | None = None) -> str:
+    """`wanted` (one of MECHANISMS) if the stream features offer it, else a LoginError; without
+    `wanted`, the first of MECHANISMS that they offer."""
     offered = {m.text for m in features.iter(f"{{{SASL_NS}}}mechanism")}
-    for mechanism in MECHANISMS:
+    for mechanism in MECHANISMS if wanted is None else [wanted]:
         if mechanism in offered:
             return mechanism
-    raise LoginError(f"no SCRAM mechanism offered: {sorted(m or '' for m in offered)}")
+    asked = "no SCRAM mechanism" if wanted is None else wanted
+    raise LoginError(f"{asked} not offered: {sorted(m or '' for m in offered)}")
 
 
 class ScramClient:
@@ -208,14 +211,15 @@ class LoadClient:
         return jid
 
     async def login(self, username: str, password: str, resource: str,
-                    context: ssl.SSLContext | None) -> str:  # fmt: skip
-        """STARTTLS (when `context` is given), SCRAM-SHA-256, bind, initial presence."""
+                    context: ssl.SSLContext | None, mechanism: str | None = None) -> str:  # fmt: skip
+        """STARTTLS (when `context` is given), SCRAM (`mechanism`, or the first of MECHANISMS the
+        server offers), bind, initial presence."""
         features = await self.open_stream()
         if context is not None:
             if features.find(f"{{{TLS_NS}}}starttls") is None:
                 raise LoginError("server does not offer STARTTLS")
             features = await self.starttls(context)
-        await self.authenticate(username, password, choose_mechanism(features))
+        await self.authenticate(username, password, choose_mechanism(features, mechanism))
         await self.open_stream()
         jid = await self.bind(resource)
         await self.send("<presence/>")

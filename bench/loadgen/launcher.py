@@ -1,4 +1,10 @@
-"""Start imactor for a benchmark: a temp data dir, port 0, accounts added in bulk by the CLI."""
+"""Start imactor for a benchmark: a temp data dir, port 0, accounts added in bulk by the CLI.
+
+Two configurations: "default" is conf/imactor.toml's defaults (workers, modules: the archive
+on) with only what a benchmark must set (domain, data dir, loopback ports the OS picks, no
+STARTTLS requirement for `--transport tcp`, log level warning); "bench" (the former one) sets
+`[server] workers` and, if given, `[server] modules` explicitly, for scaling runs.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +26,7 @@ CONFIG = """
 [server]
 domain = "{domain}"
 data_dir = "{data_dir}"
-workers = {workers}
-{modules}
+{server_settings}
 [listen.c2s]
 host = "127.0.0.1"
 port = 0
@@ -31,8 +36,13 @@ starttls_required = {starttls_required}
 host = "127.0.0.1"
 port = 0
 
-[registration]
-enabled = false
+[listen.http]
+host = "127.0.0.1"
+port = 0
+
+[listen.https]
+host = "127.0.0.1"
+port = 0
 
 [log]
 level = "warning"
@@ -47,6 +57,7 @@ class Target:
     port: int
     domain: str
     pid: int | None
+    database_pid: int | None = None  # a database server of its own (PostgreSQL), measured too
 
 
 def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
@@ -60,17 +71,31 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
         raise RuntimeError(f"imactor user add failed: {result.stderr}")
 
 
+def server_settings(config: str, workers: int, modules: Sequence[str] | None) -> str:
+    """The `[server]` lines beyond domain and data dir: none for "default" (the server's own
+    defaults), workers and modules for "bench"."""
+    if config == "default":
+        return ""
+    if config != "bench":
+        raise ValueError(f"unknown imactor configuration {config!r}: default or bench")
+    lines = f"workers = {workers}\n"
+    if modules is not None:
+        lines += f"modules = {json.dumps(list(modules))}\n"
+    return lines
+
+
 @contextmanager
 def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
-                    domain: str = "localhost", workers: int = 1,
-                    modules: Sequence[str] | None = None) -> Iterator[Target]:  # fmt: skip
+                    domain: str = "localhost", workers: int = 1, modules: Sequence[str] | None = None,
+                    config_name: str = "bench") -> Iterator[Target]:  # fmt: skip
     """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`.
 
-    `modules`: the `[server] modules` list (None: the server's default list)."""
+    `config_name`: "default" or "bench" (the module's docstring); with "bench", `workers` and
+    `modules` (the `[server] modules` list; None: the server's default list)."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
-    modules_line = "" if modules is None else f"modules = {json.dumps(list(modules))}\n"
-    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, workers=workers, modules=modules_line,
+    settings = server_settings(config_name, workers, modules)
+    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, server_settings=settings,
                                     starttls_required=str(tls).lower()))  # fmt: skip
     if users:
         add_users(config, users)

@@ -19,7 +19,7 @@ import trio
 from lxml import etree
 
 from bench.loadgen.client import CLIENT_NS, LoadClient, LoginError, tls_context
-from bench.loadgen.epollread import EpollReader
+from bench.loadgen.epollread import EpollLoop, Plan, Sender, run_plan
 
 MESSAGE_TAG = f"{{{CLIENT_NS}}}message"
 IQ_TAG = f"{{{CLIENT_NS}}}iq"
@@ -36,6 +36,7 @@ class Scenario:
         self.domain: str = spec["domain"]
         self.context: ssl.SSLContext | None = tls_context() if spec["tls"] else None
         self.users: list[tuple[str, str]] = [(u[0], u[1]) for u in spec["users"]]
+        self.mechanism: str | None = spec.get("sasl")  # None: the first the server offers
         self.errors: list[str] = []
         self.clients: list[LoadClient] = []
 
@@ -46,7 +47,7 @@ class Scenario:
     async def open(self, user: tuple[str, str], resource: str) -> LoadClient:
         client = await LoadClient.connect(self.host, self.port, self.domain)
         try:
-            await client.login(user[0], user[1], resource, self.context)
+            await client.login(user[0], user[1], resource, self.context, self.mechanism)
             await client.ping()
         except BaseException:
             await client.aclose(graceful=False)
@@ -76,8 +77,14 @@ class Scenario:
         return {}
 
 
+_LOGIN_FAILURES = (LoginError, OSError, ssl.SSLError, trio.TooSlowError, trio.BrokenResourceError,
+                   trio.ClosedResourceError)  # fmt: skip
+
+
 class Login(Scenario):
-    """Concurrent workers, each looping full logins with its own account, closing each session."""
+    """Full logins, each session closed after its ping. `run`: concurrent loops, each logging in
+    again and again with its own account for a while; `distinct`: every account of this process
+    logs in once (each login a user the server has not seen in this run: a cold user)."""
 
     async def run(self, duration: float) -> dict[str, Any]:
         latencies: list[float] = []
@@ -95,8 +102,7 @@ class Login(Scenario):
                         client = await self.open(user, f"login{index}-{attempt}")
                     latencies.append(time.perf_counter() - start)
                     await client.aclose()
-                except (LoginError, OSError, ssl.SSLError, trio.TooSlowError,
-                        trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # fmt: skip
+                except _LOGIN_FAILURES as exc:
                     failed += 1
                     self.error(exc)
 
@@ -104,6 +110,32 @@ class Login(Scenario):
             for index, user in enumerate(self.users):
                 nursery.start_soon(loop, index, user)
         return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors}
+
+    async def distinct(self, concurrency: int) -> dict[str, Any]:
+        """Log every account of this process in once, `concurrency` logins at a time."""
+        latencies: list[float] = []
+        failed = 0
+        limiter = trio.CapacityLimiter(max(concurrency, 1))
+        started = time.monotonic()
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            nonlocal failed
+            async with limiter:
+                start = time.perf_counter()
+                try:
+                    with trio.fail_after(30):
+                        client = await self.open(user, f"login{index}")
+                    latencies.append(time.perf_counter() - start)
+                    await client.aclose()
+                except _LOGIN_FAILURES as exc:
+                    failed += 1
+                    self.error(exc)
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors,
+                "seconds": time.monotonic() - started}  # fmt: skip
 
 
 async def _drain(client: LoadClient, on_message: Callable[[etree._Element], None] | None = None) -> None:
@@ -138,8 +170,7 @@ class Idle(Scenario):
                 try:
                     with trio.fail_after(60):
                         client = await self.open(user, f"idle{index}")
-                except (LoginError, OSError, ssl.SSLError, trio.TooSlowError,
-                        trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # fmt: skip
+                except _LOGIN_FAILURES as exc:
                     failed += 1
                     self.error(exc)
                     return
@@ -162,6 +193,8 @@ class Chat(Scenario):
 
     Body: "<step> <sender index> <seq> <send time, monotonic ns>". The receiver (same process, same
     clock) computes the latency; a message of another step than the current one is counted late.
+    With io "epoll" (the default) one EpollLoop thread reads every connection and sends every
+    message on one schedule; with "trio", each user has a reading task and a sending task.
     """
 
     def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
@@ -172,6 +205,7 @@ class Chat(Scenario):
         self.late = 0
         self.duplicates = 0
         self.last_seq: list[int] = []
+        self.loop = EpollLoop() if spec.get("io", "epoll") == "epoll" else None
 
     def on_message(self, element: etree._Element) -> None:
         body = element.findtext(f"{{{CLIENT_NS}}}body")
@@ -197,26 +231,71 @@ class Chat(Scenario):
         self.received = [0] * len(self.clients)
         self.last_seq = [0] * len(self.clients)
         for client in self.clients:
-            self.nursery.start_soon(_drain, client, self.on_message)
+            if self.loop is not None:
+                self.loop.add(client, self.on_message)
+            else:
+                self.nursery.start_soon(_drain, client, self.on_message)
         return {"connected": len(self.clients)}
 
-    async def step(self, step_id: int, rate: float, duration: float, drain: float) -> dict[str, Any]:
-        """Send for `duration` s at `rate` messages/s in total (over this process's users), then wait
-        up to `drain` s for the last ones; return per-pair sent/received and the latencies."""
+    async def step(self, step_id: int, rate: float, duration: float, drain: float,
+                   active: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Send for `duration` s at `rate` messages/s in total over the first `active` users of
+        this process (all by default; pairs stay whole), then wait up to `drain` s for the last
+        ones; return per-pair sent/received and the latencies."""
         count = len(self.clients)
+        senders = count if active is None else min(active - active % 2, count)
         self.step_id = step_id
         self.received = [0] * count
         self.last_seq = [0] * count
         self.latencies = []
         self.late = self.duplicates = 0
         sent = [0] * count
-        per_user = rate / count
+        if senders and rate > 0:
+            if self.loop is not None:
+                await self._send_planned(step_id, rate, duration, senders, sent)
+            else:
+                await self._send_tasks(step_id, rate, duration, senders, sent)
+        with trio.move_on_after(drain):
+            while self.received != sent:  # noqa: ASYNC110 (polling a counter is enough here)
+                await trio.sleep(0.02)
+        received, latencies = list(self.received), self.latencies
+        self.step_id = -1
+        pairs = []
+        for index in range(0, senders - 1, 2):
+            pair_sent = sent[index] + sent[index + 1]
+            pair_received = received[index] + received[index + 1]
+            pairs.append({"users": [self.users[index][0], self.users[index + 1][0]],
+                          "sent": pair_sent, "received": pair_received})  # fmt: skip
+        return {"sent": sum(sent), "received": sum(received), "pairs": pairs, "latencies": latencies,
+                "duplicates": self.duplicates, "late": self.late,
+                "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
+
+    def _partner(self, index: int) -> str:
+        return self.clients[index ^ 1].jid.split("/")[0]
+
+    async def _send_planned(self, step_id: int, rate: float, duration: float, senders: int,
+                            sent: list[int]) -> None:  # fmt: skip
+        """One schedule for all: message j at start + j / rate from the j mod n-th user of a
+        shuffled order (so the total rate is smooth and partners do not send back to back)."""
+        assert self.loop is not None
+        order = random.sample(range(senders), senders)
+        plan = Plan(start=time.monotonic() + 0.05, rate=rate, count=int(rate * duration),
+                    senders=[Sender(self.clients[i], self._partner(i), "chat", f"{step_id} {i} ")
+                             for i in order])  # fmt: skip
+        await run_plan(self.loop, plan)
+        for index, sender in zip(order, plan.senders, strict=True):
+            sent[index] = sender.sent
+
+    async def _send_tasks(self, step_id: int, rate: float, duration: float, senders: int,
+                          sent: list[int]) -> None:  # fmt: skip
+        """A trio task per user, each sleeping until its next message (the former way)."""
+        per_user = rate / senders
         start = trio.current_time() + 0.05  # trio's clock: sleep_until() uses it
         end = start + duration
 
         async def sender(index: int) -> None:
             client = self.clients[index]
-            peer = self.clients[index ^ 1].jid.split("/")[0]
+            peer = self._partner(index)
             interval = 1.0 / per_user
             due = start + random.random() * interval
             seq = 0
@@ -234,22 +313,14 @@ class Chat(Scenario):
                 due += interval
 
         async with trio.open_nursery() as nursery:
-            for index in range(count):
+            for index in range(senders):
                 nursery.start_soon(sender, index)
-        with trio.move_on_after(drain):
-            while self.received != sent:  # noqa: ASYNC110 (polling a counter is enough here)
-                await trio.sleep(0.02)
-        received, latencies = list(self.received), self.latencies
-        self.step_id = -1
-        pairs = []
-        for index in range(0, count - 1, 2):
-            pair_sent = sent[index] + sent[index + 1]
-            pair_received = received[index] + received[index + 1]
-            pairs.append({"users": [self.users[index][0], self.users[index + 1][0]],
-                          "sent": pair_sent, "received": pair_received})  # fmt: skip
-        return {"sent": sum(sent), "received": sum(received), "pairs": pairs, "latencies": latencies,
-                "duplicates": self.duplicates, "late": self.late,
-                "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
+
+    async def close(self) -> dict[str, Any]:
+        if self.loop is not None:  # hand the connections back to trio for the close
+            self.loop.stop()
+            self.loop = None
+        return await super().close()
 
 
 MUC_NS = "http://jabber.org/protocol/muc"
@@ -281,15 +352,12 @@ class Muc(Scenario):
         self.late = self.duplicates = 0
         self.message_errors = 0
         self.joined = [False] * len(self.users)
-        # "epoll": occupants that never send are read by one EpollReader thread (epollread.py);
-        # "trio": every occupant by its own trio task, like the other scenarios.
-        self.reader = EpollReader() if spec.get("reader", "epoll") == "epoll" else None
+        # "epoll": every occupant is read, and every message sent, by one EpollLoop thread
+        # (epollread.py); "trio": each occupant has its own reading task, each sender a sending one.
+        self.loop = EpollLoop() if spec.get("io", "epoll") == "epoll" else None
 
     def on_message(self, local: int, element: etree._Element) -> None:
-        # Runs on the trio thread (senders) and on the EpollReader's (the others): each occupant's
-        # own counters are touched by one thread only; the shared ones are appends (atomic under
-        # the GIL) or diagnostics (late, duplicates: a rare lost increment does not matter;
-        # message_errors only needs to stay non-zero, which a lost increment cannot undo).
+        # Runs on the EpollLoop's thread, or on trio's (io "trio"): one thread either way.
         if element.get("type") == "error":
             self.message_errors += 1
             if len(self.errors) < MAX_ERRORS:
@@ -344,8 +412,8 @@ class Muc(Scenario):
                 raise LoginError(f"instant room: {etree.tostring(reply)[:300]!r}")
         self.joined[local] = True
         # From now on its reader runs (counting only messages of the current step).
-        if self.reader is not None and self.indices[local] not in self.senders:
-            self.reader.add(client, lambda e: self.on_message(local, e))
+        if self.loop is not None:
+            self.loop.add(client, lambda e: self.on_message(local, e))
         else:
             self.nursery.start_soon(_drain, client, lambda e: self.on_message(local, e))
 
@@ -375,6 +443,31 @@ class Muc(Scenario):
         self.late = self.duplicates = self.message_errors = 0
         self.errors = []
         sent: dict[int, int] = {}
+        local_senders = [local for local, index in enumerate(self.indices) if index in self.senders]
+        if local_senders and per_sender_rate > 0:
+            if self.loop is not None:
+                await self._send_planned(step_id, per_sender_rate, duration, local_senders, sent)
+            else:
+                await self._send_tasks(step_id, per_sender_rate, duration, local_senders, sent)
+        return {"sent": sent}
+
+    async def _send_planned(self, step_id: int, per_sender_rate: float, duration: float,
+                            local_senders: list[int], sent: dict[int, int]) -> None:  # fmt: skip
+        """One schedule for this process's senders, in turn (see Chat._send_planned)."""
+        assert self.loop is not None
+        rate = per_sender_rate * len(local_senders)
+        plan = Plan(start=time.monotonic() + 0.05, rate=rate, count=int(rate * duration),
+                    senders=[Sender(self.clients[local], self.room, "groupchat",
+                                    f"{step_id} {self.indices[local]} ")
+                             for local in local_senders])  # fmt: skip
+        await run_plan(self.loop, plan)
+        for local, sender in zip(local_senders, plan.senders, strict=True):
+            if sender.sent:
+                sent[self.indices[local]] = sender.sent
+
+    async def _send_tasks(self, step_id: int, per_sender_rate: float, duration: float,
+                          local_senders: list[int], sent: dict[int, int]) -> None:  # fmt: skip
+        """A trio task per sender, each sleeping until its next message (the former way)."""
         start = trio.current_time() + 0.05
         end = start + duration
         interval = 1.0 / per_sender_rate
@@ -396,10 +489,8 @@ class Muc(Scenario):
                 due += interval
 
         async with trio.open_nursery() as nursery:
-            for local, index in enumerate(self.indices):
-                if index in self.senders:
-                    nursery.start_soon(sender, local)
-        return {"sent": sent}
+            for local in local_senders:
+                nursery.start_soon(sender, local)
 
     async def collect(self, expected: int, drain: float) -> dict[str, Any]:
         """Wait up to `drain` s until every local occupant has `expected` deliveries; report."""
@@ -415,9 +506,9 @@ class Muc(Scenario):
                 "errors": self.errors, "closed": sum(1 for c in self.clients if c.closed)}  # fmt: skip
 
     async def close(self) -> dict[str, Any]:
-        if self.reader is not None:  # hand the connections back to trio for the close
-            self.reader.stop()
-            self.reader = None
+        if self.loop is not None:  # hand the connections back to trio for the close
+            self.loop.stop()
+            self.loop = None
         return await super().close()
 
 

@@ -1,12 +1,22 @@
-"""Prosody (Debian's package) for a benchmark run: loopback, its own config and data dirs.
+"""Prosody (Debian's package, 0.12) for a benchmark run: loopback, its own config and data dirs.
 
-Fairness settings (bench/README.md lists them): STARTTLS with the same kind of self-signed
-certificate imactor uses (required for `--transport starttls`, not for `tcp`); Prosody's own
-default store (`internal`: files under data_path) or, with store="sqlite", SQLite (imactor's
-store, in WAL mode like imactor's) for accounts, rosters, offline messages and the archive; mod_mam on, every
-message archived (imactor archives every chat message); MUC on conference.<domain> with
-mod_muc_mam archiving every room; offline storage on (Prosody loads mod_offline itself); no
-mod_limits, so no rate limit caps the generator; no s2s, no HTTP. Logging at warning.
+Two configurations (bench/README.md, "Prosody and ejabberd side by side", lists both):
+
+- "default": the configuration Debian ships (/etc/prosody/prosody.cfg.lua, Prosody's example
+  config): its `modules_enabled` list, `internal_hashed` authentication, `archive_expires_after =
+  "1w"`; only what a run must change is changed: loopback ports the OS picks, the domain, our
+  certificate, log level warn, and three modules left out: dialback (no s2s here), posix
+  (daemonising and syslog; the bench runs it in the foreground) and limits (its 10 kB/s per
+  client would pace the 60 msg/s-per-user phase). The store is the default, `internal` (files),
+  without mod_mam (commented out in the package), or with `store="pgsql"` the package's own
+  commented lines for it: `storage = "sql"` with the PostgreSQL driver (lua-dbi-postgresql),
+  "mam" enabled and the MUC component's `modules_enabled = { "muc_mam" }`. Prosody creates its
+  tables itself.
+- "bench": the earlier minimal profile (roster, saslauth, tls, disco, ping, mam, every room
+  archived, no mod_limits), on the internal store (`store="native"`), SQLite (`store="sqlite"`,
+  WAL like imactor's) or PostgreSQL (`store="pgsql"`).
+
+Prosody 0.12's hashed store keeps SCRAM-SHA-1 credentials only: it offers no SCRAM-SHA-256.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.loadgen.launcher import Target
@@ -28,15 +38,19 @@ from bench.peers.common import (
     wal_database,
     write_certificate,
 )
+from bench.peers.postgres import Database, running_postgres
 
 PROVISION_TIMEOUT = 1800.0
-STORES = ("native", "sqlite")  # native: Prosody's default store (internal: files in data_path)
+STORES = ("native", "sqlite", "pgsql")  # native: Prosody's default store (internal: files in data_path)
 SQLITE_STORAGE = """storage = "sql"
 sql = {{ driver = "SQLite3", database = "prosody.sqlite" }}
 """
+PGSQL_STORAGE = """storage = "sql"
+sql = {{ driver = "PostgreSQL", database = "{db.name}", username = "{db.user}",
+        password = "{db.password}", host = "{db.host}", port = {db.port} }}
+"""
 
-CONFIG = """-- written by bench/peers/prosody.py for one benchmark run
-pidfile = "{dir}/prosody.pid"
+COMMON = """pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 admin_socket = "{dir}/data/prosody.sock"
 run_as_root = {run_as_root}
@@ -49,16 +63,19 @@ c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_disabled = {{ "s2s" }}
+c2s_require_encryption = {require_tls}
+ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+"""
+
+BENCH_CONFIG = """-- written by bench/peers/prosody.py for one benchmark run ("bench" profile)
+{common}modules_disabled = {{ "s2s" }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "mam"; "admin_shell";
 }}
-c2s_require_encryption = {require_tls}
 allow_registration = false
 authentication = "internal_hashed"
 {storage}default_archive_policy = true
 archive_expires_after = "1w"
-ssl = {{ certificate = "{cert}"; key = "{key}"; }}
 
 VirtualHost "{domain}"
 
@@ -68,6 +85,30 @@ Component "conference.{domain}" "muc"
     muc_log_by_default = true
     muc_log_all_rooms = true
 """
+
+# Debian's /etc/prosody/prosody.cfg.lua of Prosody 0.12, with the changes the module's
+# docstring names (each marked "bench:").
+DEFAULT_CONFIG = """-- written by bench/peers/prosody.py for one benchmark run ("default" profile):
+-- Debian's /etc/prosody/prosody.cfg.lua (Prosody's example config); changes marked "bench:"
+-- bench: pid, data, socket, certificates, log and listeners in the run's dir, on loopback
+{common}admins = {{ }}
+modules_enabled = {{
+    "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "bookmarks"; "carbons";
+    -- bench: no "dialback" (no s2s here)
+    -- bench: no "limits" (10 kB/s per client would pace 60 msg/s per user)
+    "pep"; "private"; "smacks"; "vcard4"; "vcard_legacy"; "csi_simple";
+    "invites"; "invites_adhoc"; "invites_register"; "ping"; "register"; "time"; "uptime";
+    "version"; "admin_adhoc"; "admin_shell";
+    -- bench: no "posix" (the bench runs Prosody in the foreground)
+{mam}}}
+modules_disabled = {{ "s2s" }}  -- bench: no s2s
+authentication = "internal_hashed"
+archive_expires_after = "1w"
+{storage}
+VirtualHost "{domain}"
+
+Component "conference.{domain}" "muc"
+{muc_mam}"""
 
 
 def _ctl(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -102,35 +143,70 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _storage(store: str, home: Path, database: Database | None) -> str:
+    if store == "sqlite":
+        wal_database(home / "data" / "prosody.sqlite")  # Prosody creates its tables in it
+        return SQLITE_STORAGE.format()
+    if store == "pgsql":
+        assert database is not None
+        return PGSQL_STORAGE.format(db=database)
+    if store == "native":
+        return ""
+    raise PeerError(f"prosody profile: unknown store {store!r}: one of {', '.join(STORES)}")
+
+
+def write_config(home: Path, *, profile: str, store: str, database: Database | None, domain: str,
+                 port: int, tls: bool) -> Path:  # fmt: skip
+    """prosody.cfg.lua for `profile` ("default" or "bench") and `store` (module docstring)."""
+    cert, key = write_certificate(home, domain)
+    common = COMMON.format(dir=home, port=port, cert=cert, key=key, require_tls=str(tls).lower(),
+                           run_as_root=str(os.geteuid() == 0).lower())  # fmt: skip
+    storage = _storage(store, home, database)
+    if profile == "default":
+        if store == "sqlite":
+            raise PeerError("prosody default profile: internal (native) or PostgreSQL (pgsql)")
+        archive = store == "pgsql"  # the package's commented lines, enabled with the SQL store
+        mam = '    "mam";\n' if archive else ""
+        muc_mam = '    modules_enabled = { "muc_mam" }\n' if archive else ""
+        text = DEFAULT_CONFIG.format(common=common, domain=domain, storage=storage, mam=mam, muc_mam=muc_mam)
+    elif profile == "bench":
+        text = BENCH_CONFIG.format(common=common, domain=domain, storage=storage)
+    else:
+        raise PeerError(f"prosody: unknown profile {profile!r}: default or bench")
+    config = home / "prosody.cfg.lua"
+    config.write_text(text)
+    return config
+
+
 @contextmanager
 def running_prosody(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
-                    domain: str = "localhost", store: str = "native") -> Iterator[Target]:  # fmt: skip
+                    domain: str = "localhost", store: str = "native",
+                    profile: str = "bench") -> Iterator[Target]:  # fmt: skip
+    """Prosody with `profile` on `store` (with "pgsql", on a throw-away PostgreSQL cluster
+    started here, measured as part of the server); the accounts `users` created."""
     prosody = require("prosody")
     home = directory / "prosody"
     for sub in ("data", "certs"):  # certs: Prosody indexes it even when `ssl` names the files
         (home / sub).mkdir(parents=True)
-    cert, key = write_certificate(home, domain)
     (port,) = free_ports(1)
-    config = home / "prosody.cfg.lua"
-    storage = ""
-    if store == "sqlite":
-        storage = SQLITE_STORAGE.format()
-        wal_database(home / "data" / "prosody.sqlite")  # Prosody creates its tables in it
-    elif store != "native":
-        raise PeerError(f"prosody profile: unknown store {store!r}: one of {', '.join(STORES)}")
-    config.write_text(CONFIG.format(dir=home, port=port, domain=domain, cert=cert, key=key, storage=storage,
-                                    require_tls=str(tls).lower(),
-                                    run_as_root=str(os.geteuid() == 0).lower()))  # fmt: skip
-    log = home / "stderr.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen([prosody, "--config", str(config), "-F"], stdout=err, stderr=err,
-                                stdin=subprocess.DEVNULL, cwd=home)  # fmt: skip
-    try:
-        wait_for_port(port, proc, log)
+    with ExitStack() as stack:
+        database, database_pid = None, None
+        if store == "pgsql":
+            postgres = stack.enter_context(running_postgres(directory))
+            database = postgres.create_database("prosody")  # Prosody creates its tables
+            database_pid = postgres.pid
+        config = write_config(home, profile=profile, store=store, database=database, domain=domain,
+                              port=port, tls=tls)  # fmt: skip
+        log = home / "stderr.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen([prosody, "--config", str(config), "-F"], stdout=err, stderr=err,
+                                    stdin=subprocess.DEVNULL, cwd=home)  # fmt: skip
         try:
-            add_users(config, users, domain)
-        except PeerError as exc:
-            raise PeerError(f"{exc}\nprosody log:\n{tail(home / 'prosody.log')}") from exc
-        yield Target("127.0.0.1", port, domain, proc.pid)
-    finally:
-        stop_tree(proc)
+            wait_for_port(port, proc, log)
+            try:
+                add_users(config, users, domain)
+            except PeerError as exc:
+                raise PeerError(f"{exc}\nprosody log:\n{tail(home / 'prosody.log')}") from exc
+            yield Target("127.0.0.1", port, domain, proc.pid, database_pid)
+        finally:
+            stop_tree(proc)

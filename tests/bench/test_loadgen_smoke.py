@@ -41,10 +41,13 @@ def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     return report_data
 
 
-def test_chat_smoke_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["epoll", "trio"])
+def test_chat_smoke_loses_nothing(tmp_path: Path, io: str) -> None:
+    """The hot shape, with both ways of sending and reading (one epoll loop per generator
+    process, or a trio task per connection and per sender)."""
     report = run_bench(
         tmp_path, "--scenario", "chat", "--processes", "2", "--pairs", "4",
-        "--rates", "40", "--duration", "3", "--drain", "10",
+        "--rates", "40", "--duration", "3", "--drain", "10", "--io", io,
     )  # fmt: skip
     assert {"scenario", "server", "transport", "processes", "machine", "result"} <= report.keys()
     assert report["scenario"] == "chat"
@@ -121,6 +124,8 @@ def test_compare_servers_smoke(tmp_path: Path) -> None:
     assert entry["imactor_ratio"] == 1.0
     assert entry["server_cpu_cores"][0] > 0
     assert entry["generator_cpu_cores"][0] > 0
+    assert set(entry["extra"]) == {"p50 ms", "p99 ms", "failed", "server ms/login"}
+    assert entry["extra"]["failed"] == 0
     [run] = report["runs"]["imactor"]
     assert run["result"]["failed"] == 0, run["result"]["errors"]
 
@@ -134,8 +139,8 @@ def _imactor_has_muc() -> bool:
 @pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")
 @pytest.mark.parametrize("transport", ["starttls", "tcp"])
 def test_muc_smoke_loses_nothing(tmp_path: Path, transport: str) -> None:
-    """Both of the occupants' readers run: the 4 that do not send are read by the epoll thread
-    (TLS decrypted there, or plain), the 2 senders by trio tasks."""
+    """Every occupant is read by the generator's epoll loop (TLS decrypted there, or plain),
+    which also sends the 2 senders' messages on its schedule."""
     report = run_bench(
         tmp_path, "--scenario", "muc", "--processes", "2", "--occupants", "6", "--senders", "2",
         "--rates", "10", "--duration", "2", "--drain", "10", "--warmup", "1", "--transport", transport,
@@ -156,3 +161,78 @@ def test_muc_smoke_loses_nothing(tmp_path: Path, transport: str) -> None:
     assert step["duplicates"] == 0
     assert step["message_errors"] == 0, step["errors"]
     assert step["cpu"]["generator"]["processes"] == 2
+
+
+# ---- the company shapes, small: many accounts provisioned, a spread subset used, SCRAM-SHA-1,
+# imactor on its default configuration
+
+
+def test_company_chat_smoke_uses_spread_accounts_and_loses_nothing(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path, "--shape", "company", "--scenario", "chat", "--accounts", "40", "--pairs", "10",
+        "--rates", "20,40", "--duration", "2", "--warmup", "1", "--drain", "10",
+    )  # fmt: skip
+    assert (report["shape"], report["server_config"], report["sasl"]) == ("company", "default", "SCRAM-SHA-1")
+    assert (report["accounts"], report["users"]) == (40, 20)
+    # every other account of bench0..bench39, not bench0..bench19
+    assert report["user_sample"] == ["bench0", "bench2", "bench4", "bench38"]
+    result = report["result"]
+    assert result["pairs"] == 10
+    for step, seconds in [(result["warmup"], 1), *((step, 2) for step in result["steps"])]:
+        # one schedule per generator process: exactly rate × duration messages in all
+        assert step["sent"] == step["target_rate"] * seconds, step
+        assert step["received"] == step["sent"], step
+        assert step["lost"] == 0
+        assert step["users"] == 20
+        assert step["server_cpu_us_per_message"] > 0
+        assert step["generator_cpu_us_per_message"] > 0
+
+
+@pytest.mark.parametrize("transport", ["starttls", "tcp"])
+def test_company_logins_over_distinct_accounts_all_succeed(tmp_path: Path, transport: str) -> None:
+    report = run_bench(
+        tmp_path, "--shape", "company", "--scenario", "login", "--accounts", "40", "--logins", "20",
+        "--login-concurrency", "3", "--transport", transport,
+    )  # fmt: skip
+    result = report["result"]
+    assert result["distinct"] is True
+    assert result["failed"] == 0, result["errors"]
+    assert result["logins"] == result["attempted"] == 20
+    assert result["concurrency"] == 3
+    assert result["server_cpu_ms_per_login"] > 0
+    assert result["cpu"]["generator"]["processes"] == 2
+
+
+def test_cpu_per_message_reports_both_phases_and_their_ratio(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path, "--shape", "company", "--scenario", "cpu", "--accounts", "40", "--cpu-users", "20,4",
+        "--cpu-user-rates", "0.5,10", "--duration", "2", "--warmup", "1", "--drain", "10",
+    )  # fmt: skip
+    result = report["result"]
+    low, high = result["phases"]
+    assert (low["users"], low["per_user_rate"], low["target_rate"]) == (20, 0.5, 10.0)
+    assert (high["users"], high["per_user_rate"], high["target_rate"]) == (4, 10.0, 40.0)
+    for phase in (low, high):
+        assert phase["sent"] > 0
+        assert phase["received"] == phase["sent"], phase
+    assert result["server_cpu_us_per_message"] == [low["server_cpu_us_per_message"],
+                                                   high["server_cpu_us_per_message"]]  # fmt: skip
+    assert result["ratio_first_to_last"] == round(
+        low["server_cpu_us_per_message"] / high["server_cpu_us_per_message"], 2
+    )
+
+
+@pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")
+def test_company_muc_every_occupant_sends_and_nothing_is_lost(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path, "--shape", "company", "--scenario", "muc", "--accounts", "40", "--occupants", "6",
+        "--rates", "12", "--duration", "2", "--warmup", "0", "--drain", "10",
+    )  # fmt: skip
+    result = report["result"]
+    assert (result["occupants"], result["senders"]) == (6, 6)
+    [step] = result["steps"]
+    assert step["sent"] == 24  # 12 msg/s for 2 s, each occupant in turn
+    assert step["received"] == step["expected_deliveries"] == 24 * 6, step
+    assert step["short_occupants"] == []
+    assert step["message_errors"] == 0, step["errors"]
+    assert step["server_cpu_us_per_delivery"] > 0

@@ -1,4 +1,5 @@
-"""The side-by-side table of `bench.run --compare-servers` (pure: built from a report dict)."""
+"""The pure parts of bench.run and its driver: the side-by-side tables (built from report dicts),
+the shapes' defaults, and which accounts and users a scenario takes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from lxml import etree
+
 # bench/ is not an installed package (the smoke runs start it with `python -m` from the root).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.run import servers_table
+from bench.loadgen.client import LoginError, choose_mechanism
+from bench.loadgen.driver import Driver, account_names, spread
+from bench.run import parse_args, servers_table, steps_summary, steps_table
 
 
 def _report(scenario: str) -> dict[str, Any]:
@@ -44,3 +50,130 @@ def test_muc_table_adds_deliveries_per_second() -> None:
     assert "| median | deliveries/s | imactor / server |" in lines[1]
     assert lines[3] == "| imactor | 700, 800, 700 | 700 | 70000 | 1 | 0.95 | 0.35 |"
     assert lines[2].count("---") == lines[1].count("|") - 1
+
+
+def test_table_adds_the_scenarios_other_figures_as_columns() -> None:
+    report = _report("chat") | {"shape": "company"}
+    report["summary"][0]["extra"] = {"server µs/msg": 812.5}
+    report["summary"][1]["extra"] = {"server µs/msg": None}
+    lines = servers_table(report).splitlines()
+    assert lines[0] == "chat, starttls, company shape, medians of 3 run(s)"
+    assert lines[1].endswith("| generator CPU (cores) | server µs/msg |")
+    assert lines[3] == "| imactor | 700, 800, 700 | 700 | 1 | 0.95 | 0.35 | 812.5 |"
+    assert lines[4].endswith("| 0.25 | – |")
+    assert lines[5].endswith("| – | – |")  # a server without the figure
+
+
+def test_steps_table_gives_cpu_per_message_per_rate_and_server() -> None:
+    steps = {
+        "imactor": {"100.0": {"server_cpu_us_per_message": 900.0, "passed": 3, "runs": 3},
+                    "200.0": {"server_cpu_us_per_message": 600.0, "passed": 1, "runs": 3}},
+        "ejabberd": {"100.0": {"server_cpu_us_per_message": 300.0, "passed": 3, "runs": 3}},
+    }  # fmt: skip
+    lines = steps_table({"steps": steps}).splitlines()
+    assert lines[1] == "| msg/s | imactor µs/msg (passed/runs) | ejabberd µs/msg (passed/runs) |"
+    assert lines[3] == "| 100 | 900 (3/3) | 300 (3/3) |"
+    assert lines[4] == "| 200 | 600 (1/3) | – |"  # ejabberd never got to 200
+    assert steps_table({"steps": {}}) == ""
+
+
+def test_steps_summary_takes_medians_over_the_runs_that_reached_each_step() -> None:
+    def run(*steps: tuple[float, float, bool]) -> dict[str, Any]:
+        return {"result": {"steps": [{"target_rate": r, "server_cpu_us_per_message": us, "passed": ok}
+                                     for r, us, ok in steps]}}  # fmt: skip
+
+    runs = {"imactor": [run((100, 900, True), (200, 500, False)), run((100, 700, True), (200, 700, True)),
+                        {"figure": None, "error": "boom"}]}  # fmt: skip
+    summary = steps_summary("chat", runs)["imactor"]
+    assert summary["100.0"] == {"server_cpu_us_per_message": 800.0, "passed": 2, "runs": 2}
+    assert summary["200.0"] == {"server_cpu_us_per_message": 600.0, "passed": 1, "runs": 2}
+    assert steps_summary("login", runs) == {}
+
+
+def test_spread_takes_accounts_from_all_over_the_provisioned_ones() -> None:
+    accounts = account_names(10_000)
+    used = spread(accounts, 1000)
+    assert len({name for name, _ in used}) == 1000
+    assert [name for name, _ in used[:3]] == ["bench0", "bench10", "bench20"]
+    assert used[-1][0] == "bench9990"
+    assert spread(accounts[:40], 40) == accounts[:40]  # all of them: the hot shape's accounts
+    assert [name for name, _ in spread(accounts, 4000)[:5]] == [
+        "bench0",
+        "bench2",
+        "bench5",
+        "bench7",
+        "bench10",
+    ]
+    with pytest.raises(ValueError, match="needs 41 accounts, only 40"):
+        spread(accounts[:40], 41)
+
+
+def test_company_shape_fills_what_is_not_given_and_an_explicit_option_wins() -> None:
+    args = parse_args(["--shape", "company", "--scenario", "chat"])
+    assert (args.accounts, args.pairs, args.sasl, args.server_config) == (
+        10_000,
+        500,
+        "SCRAM-SHA-1",
+        "default",
+    )
+    assert args.rates == "100,200,300,500,700,1000,1500,2000,3000,4000,5000"
+    args = parse_args(
+        ["--shape", "company", "--scenario", "login", "--sasl", "SCRAM-SHA-256", "--accounts", "5000"]
+    )
+    assert (args.logins, args.login_concurrency, args.sasl, args.accounts) == (
+        4000,
+        50,
+        "SCRAM-SHA-256",
+        5000,
+    )
+    args = parse_args(["--shape", "company", "--scenario", "muc"])
+    assert (args.occupants, args.senders) == (100, 100)
+    args = parse_args(["--shape", "company", "--scenario", "idle"])
+    assert args.sessions == 10_000
+    args = parse_args(["--scenario", "chat"])  # the hot shape: the former defaults
+    assert (args.accounts, args.pairs, args.sasl, args.server_config, args.logins) == (
+        None,
+        20,
+        None,
+        "bench",
+        0,
+    )
+
+
+def test_options_that_contradict_each_other_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in [
+        (["--shape", "company", "--scenario", "login", "--accounts", "100"], "the scenario uses 4000"),
+        (
+            ["--scenario", "chat", "--server-config", "default", "--server-workers", "2"],
+            "need --server-config bench",
+        ),
+        (["--scenario", "cpu", "--cpu-users", "10,2", "--cpu-user-rates", "1"], "as many values"),
+        (["--scenario", "chat", "--compare-servers", "imactor,openfire"], "unknown openfire"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_active_users_are_whole_pairs_dealt_like_the_pairs() -> None:
+    driver = Driver.__new__(Driver)  # the dealing is pure: no processes needed
+    # 20 users in 2 processes hold pairs 0, 2, 4, ... and 1, 3, 5, ...: 10 users each
+    assert driver._active_per_process([10, 10], None) == [10, 10]
+    assert driver._active_per_process([10, 10], 4) == [2, 2]  # pairs 0 and 1
+    assert driver._active_per_process([10, 10], 6) == [4, 2]  # pairs 0, 2 and 1
+    assert driver._active_per_process([10, 10], 5) == [4, 2]  # an odd count: its partner too
+    assert driver._active_per_process([10, 10], 40) == [10, 10]
+
+
+def test_sasl_names_the_one_mechanism_every_login_uses() -> None:
+    """--sasl is not a preference: a server that does not offer it fails the login (e.g.
+    SCRAM-SHA-256 against Prosody 0.12), it never falls back to another mechanism."""
+    features = etree.fromstring(
+        "<features xmlns='http://etherx.jabber.org/streams'><mechanisms "
+        "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism>"
+        "<mechanism>PLAIN</mechanism></mechanisms></features>"
+    )
+    assert choose_mechanism(features) == "SCRAM-SHA-1"  # without --sasl: the first SCRAM offered
+    assert choose_mechanism(features, "SCRAM-SHA-1") == "SCRAM-SHA-1"
+    with pytest.raises(LoginError, match=r"SCRAM-SHA-256 not offered: \['PLAIN', 'SCRAM-SHA-1'\]"):
+        choose_mechanism(features, "SCRAM-SHA-256")
