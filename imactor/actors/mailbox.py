@@ -3,8 +3,8 @@
 Semantics are those of a Trio memory channel with one receiver (`trio.open_memory_channel`):
 `send` waits while the mailbox is full, `send_nowait` raises `trio.WouldBlock` then; once the
 owner has closed it, senders get `trio.BrokenResourceError` (which `LocalRef` turns into
-`ActorGone`) and the owner gets `trio.ClosedResourceError`. Both `send` and `receive` are Trio
-checkpoints.
+`ActorGone`) and the owner gets `trio.ClosedResourceError`. `receive` is a Trio checkpoint;
+`send` is one only when it waits (see there).
 
 Why not a memory channel itself: every session and every account has a mailbox that is empty
 nearly all the time, and a channel pair (its state, a deque of 64 slots, two ordered dicts of
@@ -100,6 +100,11 @@ class Mailbox(Generic[M]):
     async def send(self, message: M) -> None:
         """Queue `message`, waiting for room while the mailbox is full.
 
+        A cancellation point always; a schedule point only when it waits. A send that finds room
+        does not yield: the receiver runs at the sender's next wait, as it would have after the
+        yield, and a message that arrives alone costs one scheduler round less. Every sender
+        (a session's reader, an actor's loop) waits for its own input between sends anyway.
+
         Raises:
             trio.BrokenResourceError: The owner closed the mailbox (also while this waited).
         """
@@ -109,7 +114,6 @@ class Mailbox(Generic[M]):
         except trio.WouldBlock:
             pass
         else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         task = trio.lowlevel.current_task()
         senders = self._senders
@@ -128,6 +132,11 @@ class Mailbox(Generic[M]):
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     # ---- receiving ---------------------------------------------------------------------------
+
+    def peek_nowait(self) -> M | None:
+        """The oldest message, left in the mailbox; None when there is none (or it is closed)."""
+        queue = self._queue
+        return None if queue is None or self._closed else queue[0]
 
     def receive_nowait(self) -> M:
         """The oldest message.

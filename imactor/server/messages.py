@@ -57,7 +57,14 @@ class SentHooks:
     wanted: bool
 
 
-SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState | SentHooks
+@dataclass(frozen=True, slots=True)
+class RequestAck:
+    """XEP-0198: stanzas went out unacknowledged and the stream has been quiet since; ask for an
+    ack (<r/>). Sent by the session to itself from its timers (`SessionActor.tick`); never
+    crosses processes."""
+
+
+SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState | SentHooks | RequestAck
 
 # ---- to a UserActor --------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalR
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
+from imactor.server.socket_stream import SocketStream
 from imactor.server.tls_stream import TLSSocketStream
 from imactor.web.transport import FramedStream
 from imactor.xmpp import events as ev
@@ -58,12 +58,9 @@ LOST_WRITE_GRACE = 0.5
 #: What a dead or misbehaving peer makes socket calls raise.
 TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
-#: XEP-0198: ask for an ack (<r/>) after this many stanzas, or after ACK_IDLE seconds of quiet.
+#: XEP-0198: ask for an ack (<r/>) after this many stanzas, or once the stream went quiet with
+#: some unacknowledged (between one and two ticks of the session timers, `session_timers.TICK`).
 ACK_EVERY = 5
-ACK_IDLE = 1.0
-#: Seconds of quiet after which the reader frees the stream's lxml parser (about 10 KB; priming a
-#: fresh one costs about 10 µs, so not after every read).
-PARSER_LINGER = 0.2
 #: Seconds the writer task (`_mailbox_task`) waits for more deliveries before it ends.
 WRITER_LINGER = 0.5
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
@@ -138,6 +135,7 @@ class SessionActor:
     # One per connection: slots instead of a __dict__, which for this many attributes (more than
     # CPython shares between instances) costs about 1.5 KB per session.
     __slots__ = (
+        "_ack_mark",
         "_ack_target",
         "_acking",
         "_blocklist",
@@ -150,13 +148,17 @@ class SessionActor:
         "_handed_over",
         "_handover",
         "_handover_ready",
+        "_handshake_deadline",
         "_handshaken",
+        "_handshaking",
         "_held",
         "_interested",
         "_kicked",
+        "_last_read",
         "_mailbox",
         "_moved_to",
         "_nursery",
+        "_pinged_at",
         "_presence",
         "_resource_state",
         "_scope",
@@ -167,6 +169,7 @@ class SessionActor:
         "_stanzas_in",
         "_stanzas_out",
         "_takeover",
+        "_unsent",
         "_write_lock",
         "_writing",
         "address",
@@ -185,7 +188,14 @@ class SessionActor:
         self, services: Services, transport: trio.abc.Stream, remote: str, *, direct_tls: bool
     ) -> None:
         self.services = services
+        if isinstance(transport, trio.SocketStream):
+            # Our own socket stream: a read that waits before it reads, and writes without a task
+            # (`send_nowait`, used by `_on_queued`).
+            transport = SocketStream.from_trio(transport, send_patience=WRITE_TIMEOUT)
         self.transport = transport
+        #: Bytes a write without waiting (`_write_nowait`) could not hand to the socket: the
+        #: writer task sends them first (for TLS, OpenSSL wants them again, as they were).
+        self._unsent = b""
         self.remote = remote
         self.direct_tls = direct_tls
         conn_id = services.new_id()
@@ -225,6 +235,13 @@ class SessionActor:
         )
         self._stanzas_in = 0
         self._stanzas_out = 0
+        # Timers, read by the worker's session timers (`tick`) rather than armed per read.
+        now = trio.current_time()
+        self._handshake_deadline = now + config.limits.handshake_timeout
+        self._last_read = now  #: when the client last sent something
+        self._pinged_at: float | None = None  #: when we pinged the quiet client, if we did
+        self._handshaking = False  #: a TLS handshake is running (it has its own timeout)
+        self._ack_mark = -1  #: `sm.sent` at the last tick (XEP-0198 idle ack requests)
         self._scope: trio.CancelScope | None = None
         # XEP-0198 (see the module docstring).
         self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
@@ -245,7 +262,7 @@ class SessionActor:
         self._handshaken = False
         #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
         #: TLS ClientHello instead (see `_receive`).
-        self._sniffing = not direct_tls and isinstance(transport, trio.SocketStream)
+        self._sniffing = not direct_tls and type(self.transport) is SocketStream
         self._serve_scope: trio.CancelScope | None = None
         self._detached = False
         self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
@@ -277,7 +294,7 @@ class SessionActor:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 self._nursery = nursery
-                self._mailbox.on_queued = self._wake_writer
+                self._mailbox.on_queued = self._on_queued
                 if self._mailbox.pending:
                     self._wake_writer()
                 while await self._serve() and await self._detached_wait():
@@ -459,6 +476,7 @@ class SessionActor:
             self._handover = None
             self._handover_ready = None
             self.transport, self.stream, self.remote = handover.transport, handover.stream, handover.remote
+            self._unsent = b""  # went with the old transport; XEP-0198 sends those stanzas again
             self._seen_in = self.stream.stanzas_in
             self.stream.track_sent = True
             self._detached = False
@@ -533,43 +551,19 @@ class SessionActor:
     # ---- reading -----------------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        limits = self.services.config.limits
-        handshake_deadline = trio.current_time() + limits.handshake_timeout
         if self.direct_tls and not self._handshaken and not await self._direct_tls_handshake():
             return
-        pinged = False
         while True:
             if await self._drain_events():
                 return
-            now = trio.current_time()
-            deadline = (
-                handshake_deadline
-                if self.jid is None
-                else now + (limits.ping_timeout if pinged else limits.idle_timeout)
-            )
-            # First wait only PARSER_LINGER: a stream that stays quiet that long releases its
-            # parser, then waits out the rest (the same cancel scope, so no extra cost per read).
-            release_at = now + PARSER_LINGER
-            with trio.move_on_at(min(release_at, deadline)) as scope:
-                data = await self._receive()
-            if scope.cancelled_caught and release_at < deadline:
-                self.stream.release_idle()
-                with trio.move_on_at(deadline) as scope:
-                    data = await self._receive()
-            if scope.cancelled_caught:
-                if self.jid is None:
-                    self.stream.close("connection-timeout", "authenticate and bind in time")
-                elif pinged:
-                    self.stream.close("connection-timeout", "no answer to ping")
-                else:
-                    pinged = True
-                    await self._ping_client()
-                continue
+            # No timer per read: the worker's session timers (`tick`) watch `_last_read`.
+            data = await self._receive()
             if data is None:  # a TLS ClientHello on the STARTTLS port
                 if not await self._direct_tls_handshake():
                     return
                 continue
-            pinged = False
+            self._last_read = trio.current_time()
+            self._pinged_at = None
             self.stream.receive_data(bytes(data))
 
     async def _receive(self) -> bytes | bytearray | None:
@@ -580,13 +574,14 @@ class SessionActor:
         SRV records: direct TLS, then STARTTLS), and a TLS handshake record (content type 22,
         0x16) can never begin an XML stream. So the first byte is peeked (MSG_PEEK leaves it
         to OpenSSL) and the connection becomes what it would have been on the direct TLS port
-        (XEP-0368). The peek waits inside the caller's read deadline: no timer or task of its own,
-        and an XML client pays one extra `recv` on its first read only. Any other first byte goes
-        to the parser, which refuses at once what cannot begin an XML stream.
+        (XEP-0368). The peek needs no timer or task of its own (the session timers watch the
+        handshake deadline), and an XML client pays one extra `recv` on its first read only.
+        Any other first byte goes to the parser, which refuses at once what cannot begin an XML
+        stream.
         """
         if self._sniffing:
-            assert isinstance(self.transport, trio.SocketStream)
-            first = await self.transport.socket.recv(1, socket.MSG_PEEK)
+            assert isinstance(self.transport, SocketStream)
+            first = await self.transport.peek(1)
             self._sniffing = False
             if first == TLS_HANDSHAKE_RECORD:
                 self.transport = TLSSocketStream.server_side(
@@ -603,11 +598,46 @@ class SessionActor:
         tls = self.transport
         assert isinstance(tls, TLSSocketStream)
         with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
-            await tls.do_handshake()
+            self._handshaking = True  # the session timers leave the handshake its own timeout
+            try:
+                await tls.do_handshake()
+            finally:
+                self._handshaking = False
         if scope.cancelled_caught:
             return False
         self.stream.direct_tls_established(self.services.channel_bindings(tls.ssl_object))
         return True
+
+    def tick(self, now: float) -> None:
+        """Called by the worker's session timers (`imactor.server.session_timers`) once per tick:
+        the deadlines that each read used to arm, and XEP-0198's request for an ack once the
+        stream goes quiet. What must be written goes through our own mailbox, so it is written
+        in order with the deliveries (without a task when it can: `_on_queued`)."""
+        if self._ended or self._detached or self._kicked or self._handed_over or self._handshaking:
+            return
+        limits = self.services.config.limits
+        if self.jid is None:
+            if now >= self._handshake_deadline:
+                self.kick("connection-timeout", "authenticate and bind in time")
+            return
+        if self._pinged_at is not None:
+            if now >= self._pinged_at + limits.ping_timeout:
+                self.kick("connection-timeout", "no answer to ping")
+            return
+        if now >= self._last_read + limits.idle_timeout:
+            self._pinged_at = now
+            self._ping_client()
+            return
+        if self.sm.wants_ack_request(idle=True):
+            # Quiet since the last tick with stanzas unacknowledged: ask for an ack now.
+            if self._ack_mark == self.sm.sent:
+                self._to_self(m.RequestAck())
+            self._ack_mark = self.sm.sent
+
+    def _to_self(self, message: m.SessionMessage) -> None:
+        with contextlib.suppress(trio.WouldBlock, ActorGone):
+            # A full mailbox: the client does not read; the timers' next tick tries again.
+            self.ref.send_nowait(message)
 
     async def _drain_events(self) -> bool:
         """Act on every event the stream has; True when the stream is over (or handed over)."""
@@ -615,7 +645,8 @@ class SessionActor:
             event = self.stream.next_event()
             if event is NEED_DATA:
                 self._count_in()
-                await self._flush()
+                if self.stream.has_output() or self._unsent:
+                    await self._flush()
                 return False
             if isinstance(event, ev.StreamClosed):
                 self._count_in()
@@ -660,12 +691,18 @@ class SessionActor:
 
     async def _start_tls(self) -> None:
         await self._flush()
-        assert isinstance(self.transport, trio.SocketStream)  # STARTTLS is offered on TCP only
+        # STARTTLS is offered on TCP only.
+        assert isinstance(self.transport, SocketStream)
+        assert not isinstance(self.transport, TLSSocketStream)
         context = self.services.ssl_context
         tls = TLSSocketStream.server_side(self.transport, context, send_patience=WRITE_TIMEOUT)
         self.transport = tls
         with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
-            await tls.do_handshake()
+            self._handshaking = True
+            try:
+                await tls.do_handshake()
+            finally:
+                self._handshaking = False
         if scope.cancelled_caught:
             raise trio.BrokenResourceError("TLS handshake timed out")
         self.stream.tls_established(self.services.channel_bindings(tls.ssl_object))
@@ -1014,16 +1051,54 @@ class SessionActor:
         blocked = self._blocklist
         return bool(blocked) and (str(to) in blocked or str(to.bare) in blocked or to.domainpart in blocked)
 
-    async def _ping_client(self) -> None:
+    def _ping_client(self) -> None:
+        """XEP-0199 §4.2: a quiet client is pinged; one that does not answer is cut off (`tick`)."""
         assert self.jid is not None
         iq = st.make("iq", from_=self.services.domain, to=self.jid, type_="get", id_=self.services.new_id())
         st.child(iq, NS_PING, "ping")
-        await self._write_element(iq)
+        self._to_self(m.Deliver(Stanza.from_element(iq)))
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def _on_queued(self) -> None:
+        """A message arrived in the empty mailbox while no writer waits for it (`Mailbox.on_queued`,
+        called by the sender, synchronously): act on it here and now, or start the writer.
+
+        A company's users are quiet: most deliveries arrive alone, and waking a task, then a timer
+        to end it, for one write costs more than the write. So while nothing else is being written
+        and the transport is a socket, a message that needs no wait (a delivery, a kick, an ack
+        request...) is handled here and what it makes the stream say is handed to the socket
+        without waiting (`_write_nowait`); only what the socket does not take, or a message that
+        needs the session's own task (`m.Rehome`), starts the writer task."""
+        if self._writing or self._nursery is None:
+            return
+        first = self._mailbox.peek_nowait()
+        if (
+            first is not None
+            and not isinstance(first, m.Rehome)
+            and not self._detached
+            and not self._write_lock.locked()
+            and not self._unsent
+            and isinstance(self.transport, SocketStream)
+            and self.stream.state is not State.CLOSED
+        ):
+            self._mailbox.receive_nowait()
+            try:
+                self._act(first)
+                self._write_nowait()
+            except Exception:
+                # We run in the sender's task (an account, a room): a fault of this session must
+                # end this session, not the sender.
+                log.exception("%s: failed to write a message; ending the session", self.address)
+                if self._scope is not None:
+                    self._scope.cancel()
+                return
+            if not self._unsent:
+                return
+        self._wake_writer()
+
     def _wake_writer(self) -> None:
-        """A message was queued and no writer waits for it: start one (`_mailbox_task`)."""
+        """Start the writer task (`_mailbox_task`) if it is not running."""
         if self._writing or self._nursery is None:
             return
         try:
@@ -1032,33 +1107,44 @@ class SessionActor:
             return
         self._writing = True
 
+    def _write_nowait(self) -> None:
+        """Hand what the stream has queued to the socket, without waiting: the parts of
+        `_flush_locked` that need no wait. What the socket does not take stays in `_unsent`."""
+        assert isinstance(self.transport, SocketStream)
+        self._track_sent()
+        data = self.stream.data_to_send()
+        if data:
+            try:
+                done = self.transport.send_nowait(data)
+            except TRANSPORT_GONE as exc:
+                self._write_lost(exc)
+                return
+            if done < len(data):
+                self._unsent = data[done:]
+        if self.stream.state is State.CLOSED and self._serve_scope is not None:
+            self._serve_scope.cancel()
+
     async def _mailbox_task(self) -> None:
         """Act on what other actors deliver, and write it.
 
-        The task runs only while there is work: `_wake_writer` starts it when a message arrives,
-        and it ends once the mailbox stayed empty for `WRITER_LINGER` seconds with no ack to ask
-        for, so an idle session holds no task, coroutine or timer for it."""
+        The task runs only while there is work that the sender could not do for us (`_on_queued`):
+        `_wake_writer` starts it, and it ends once the mailbox stayed empty for `WRITER_LINGER`
+        seconds, so an idle session holds no task, coroutine or timer for it."""
         try:
+            if self._unsent and not self._detached:
+                await self._flush()  # what the socket did not take from `_write_nowait`
             await self._deliver_while_busy()
         finally:
             self._writing = False
 
     async def _deliver_while_busy(self) -> None:
         while True:
-            idle = not self._detached and self.sm.wants_ack_request(idle=True)
             try:
-                with trio.move_on_after(ACK_IDLE if idle else WRITER_LINGER) as idle_scope:
+                with trio.move_on_after(WRITER_LINGER) as idle_scope:
                     message = await self._mailbox.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             if idle_scope.cancelled_caught:
-                if idle:
-                    # Quiet for a while with stanzas unacknowledged: ask for an ack now.
-                    if not self._detached and self.sm.wants_ack_request(idle=True):
-                        self.stream.send_nonza(sm.REQUEST)
-                        self.sm.ack_requested()
-                        await self._flush()
-                    continue
                 if self._mailbox.pending:
                     continue  # queued as the timer fired, when no receiver was waiting any more
                 return  # no await from this check to `_writing = False`: no wake-up is lost
@@ -1069,35 +1155,50 @@ class SessionActor:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             for item in batch:
-                match item:
-                    case m.Deliver() if self._forwarded(item):
-                        pass
-                    case m.Deliver(stanza=stanza):
-                        self._stanzas_out += 1
-                        self.services.stanzas_out_total += 1
-                        for data in self._filtered(stanza):
-                            if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
-                                self._held.append(data)  # for a resumption, or offline storage
-                            else:
-                                self.stream.send(data)
-                    case m.Kick(condition=condition, text=text):
-                        self._kicked = True
-                        self.stream.close(condition, text)
-                        if self._detached and self._scope is not None:
-                            self._scope.cancel()  # replaced or removed while detached: over
-                    case m.BlocklistChanged(jids=jids):
-                        self._blocklist = jids
-                    case m.Rehome():
-                        await self._rebind()
-                    case m.ResourceState(state=state):
-                        self._resource_state = state
-                    case m.SentHooks(wanted=wanted):
-                        self._sent_wanted = wanted
+                if isinstance(item, m.Rehome):
+                    await self._rebind()
+                else:
+                    self._act(item)
             if self._detached:
                 continue
             await self._flush()
             if self.stream.state is State.CLOSED and self._serve_scope is not None:
                 self._serve_scope.cancel()
+
+    def _act(self, item: m.SessionMessage) -> None:
+        """Act on a message that needs no wait (all but `m.Rehome`); the writer flushes after."""
+        match item:
+            case m.Deliver():
+                self._deliver(item)
+            case m.Kick(condition=condition, text=text):
+                self._kicked = True
+                self.stream.close(condition, text)
+                if self._detached and self._scope is not None:
+                    self._scope.cancel()  # replaced or removed while detached: over
+            case m.RequestAck():
+                if not self._detached and self.sm.wants_ack_request(idle=True):
+                    self.stream.send_nonza(sm.REQUEST)
+                    self.sm.ack_requested()
+            case m.BlocklistChanged(jids=jids):
+                self._blocklist = jids
+            case m.ResourceState(state=state):
+                self._resource_state = state
+            case m.SentHooks(wanted=wanted):
+                self._sent_wanted = wanted
+            case m.Rehome():
+                raise AssertionError("Rehome needs the writer task")
+
+    def _deliver(self, item: m.Deliver) -> None:
+        """Queue a delivered stanza on the stream (or hold it, or pass it on: see the cases)."""
+        if self._forwarded(item):
+            return
+        self._stanzas_out += 1
+        self.services.stanzas_out_total += 1
+        for data in self._filtered(item.stanza):
+            if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
+                self._held.append(data)  # for a resumption, or offline storage
+            else:
+                self.stream.send(data)
 
     def _filtered(self, stanza: Stanza) -> list[bytes]:
         """What to write now for a delivered stanza, once the modules' filters saw it."""
@@ -1144,37 +1245,45 @@ class SessionActor:
         else:
             lock.acquire_nowait()
         try:
-            await self._flush_locked()
+            # Output queued while we waited for the socket (a tick's ping, a nonza) goes too.
+            while True:
+                await self._flush_locked()
+                if not self.stream.has_output() and not self._unsent:
+                    break
         finally:
             lock.release()
 
     async def _flush_locked(self) -> None:
-        if self.stream.track_sent:
-            for sent in self.stream.take_sent():
-                self.sm.stanza_sent(sent)
-            if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
-                self.stream.close("policy-violation", "too many unacknowledged stanzas")
-            elif self.sm.wants_ack_request():
-                self.stream.send_nonza(sm.REQUEST)
-                self.sm.ack_requested()
+        self._track_sent()
         if isinstance(self.transport, FramedStream):
             frames = self.stream.frames_to_send()
             with trio.move_on_after(WRITE_TIMEOUT) as scope:
                 if frames:
                     await self.transport.send_frames(frames)
-        else:
-            data = self.stream.data_to_send()
-            if not data:
-                return
-            if isinstance(self.transport, TLSSocketStream):
-                # It times out itself (send_patience), with no timer while the socket has room.
-                await self.transport.send_all(data)
-                return
-            with trio.move_on_after(WRITE_TIMEOUT) as scope:
-                await self.transport.send_all(data)
-        if scope.cancelled_caught:
-            # A client that stops reading is cut off rather than hold the worker's memory.
-            raise trio.BrokenResourceError("write timed out: client not reading")
+            if scope.cancelled_caught:
+                # A client that stops reading is cut off rather than hold the worker's memory.
+                raise trio.BrokenResourceError("write timed out: client not reading")
+            return
+        data = self.stream.data_to_send()
+        if self._unsent:
+            data, self._unsent = self._unsent + data, b""
+        if data:
+            # A SocketStream times out itself (send_patience), with no timer while it has room:
+            # a client that stops reading is cut off rather than hold the worker's memory.
+            await self.transport.send_all(data)
+
+    def _track_sent(self) -> None:
+        """XEP-0198: count what the stream sent, cut off a client that leaves too much of it
+        unacknowledged, and ask for an ack every `ACK_EVERY` stanzas."""
+        if not self.stream.track_sent:
+            return
+        for sent in self.stream.take_sent():
+            self.sm.stanza_sent(sent)
+        if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
+            self.stream.close("policy-violation", "too many unacknowledged stanzas")
+        elif self.sm.wants_ack_request():
+            self.stream.send_nonza(sm.REQUEST)
+            self.sm.ack_requested()
 
     def _forwarded(self, delivery: m.Deliver) -> bool:
         """Pass a delivery on to the session on another worker that resumed this one, if any."""

@@ -4,6 +4,7 @@
     ├── users      DynamicSupervisor, TEMPORARY UserActors (re-activated from storage on demand)
     ├── rooms      DynamicSupervisor, TEMPORARY RoomActors (XEP-0045; likewise)
     ├── sessions   DynamicSupervisor, TEMPORARY SessionActors (a lost TCP stream is not restarted)
+    ├── session-timers  one task that ticks for every session: timeouts, pings, XEP-0198 ack requests
     ├── mesh       ZeroMQ link to the node's other workers and the node supervisor (multi-worker)
     ├── c2s        accept loop, STARTTLS port
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
@@ -38,6 +39,7 @@ from imactor.server.listener import open_listeners, serve_c2s
 from imactor.server.mesh import Mesh
 from imactor.server.modules import ModuleHost
 from imactor.server.reload import reload_config
+from imactor.server.session_timers import run_session_timers
 from imactor.server.worker_services import Services
 from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
@@ -102,6 +104,7 @@ async def run_worker(
             ChildSpec("users", services.user_supervisor.run, shutdown=math.inf),
             ChildSpec("rooms", services.room_supervisor.run, shutdown=math.inf),
             ChildSpec("sessions", services.session_supervisor.run, shutdown=math.inf),
+            ChildSpec("session-timers", _session_timers_start(services)),
         ]
         if placement.run_dir is not None:
             # After the actor supervisors: frames queued for this worker while it was down (held
@@ -155,6 +158,13 @@ async def run_worker(
 def _listener_start(services: Services, listener: trio.SocketListener, *, direct_tls: bool):  # type: ignore[no-untyped-def]
     async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_c2s(services, listener, direct_tls=direct_tls, task_status=task_status)
+
+    return start
+
+
+def _session_timers_start(services: Services):  # type: ignore[no-untyped-def]
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_session_timers(services, task_status=task_status)
 
     return start
 

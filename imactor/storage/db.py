@@ -72,8 +72,10 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
+from imactor.storage import sqlite_inline
 from imactor.storage.errors import StorageError
 from imactor.storage.schema import ensure_schema
+from imactor.storage.sqlite_inline import InlineWriter, is_busy, run_selects
 
 T = TypeVar("T")
 
@@ -98,6 +100,10 @@ class StorageStatistics:
     writes: int  #: writes run in those transactions
     largest_batch: int  #: most writes group-committed in one transaction
     reads_in_flight: int  #: read transactions running in threads now
+    #: SQLite: lean batches committed on the loop's thread, and those that found the file busy
+    #: (another process writing) and went to a thread (`imactor.storage.sqlite_inline`).
+    inline_batches: int = 0
+    deferred_batches: int = 0
 
 
 class Sql:
@@ -178,6 +184,13 @@ class Database:
         self._closed = False
         #: SQLite: the connection `select_many` uses on the event loop's own thread (see there).
         self._inline_reader: sqlite3.Connection | None = None
+        #: SQLite: the writer of lean batches on the event loop's own thread (`_queue`).
+        self._inline_writer: InlineWriter | None = None
+        if write_engine.dialect.name == "sqlite":
+            database = make_url(url).database
+            assert database is not None  # _make_engines refused a URL without a file
+            lock = None if writer_lock is None else str(writer_lock)
+            self._inline_writer = InlineWriter(database, lock)
         self._transactions = 0
         self._writes = 0
         self._largest_batch = 0
@@ -190,6 +203,8 @@ class Database:
             writes=self._writes,
             largest_batch=self._largest_batch,
             reads_in_flight=self._read_limiter.borrowed_tokens,
+            inline_batches=0 if self._inline_writer is None else self._inline_writer.inline_batches,
+            deferred_batches=0 if self._inline_writer is None else self._inline_writer.deferred_batches,
         )
 
     @classmethod
@@ -236,6 +251,8 @@ class Database:
         if self._inline_reader is not None:
             self._inline_reader.close()
             self._inline_reader = None
+        if self._inline_writer is not None:
+            self._inline_writer.close()
         self._write_engine.dispose()
         self._read_engine.dispose()
         if self._writer_lock_fd is not None:
@@ -289,9 +306,9 @@ class Database:
         self._check_open()
         if self._read_engine.dialect.name == "sqlite":
             try:
-                return _sqlite_selects(self._inline_connection().cursor(), queries)
+                return run_selects(self._inline_connection().cursor(), queries)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise StorageError(f"database read failed: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StorageError(f"database read failed: {exc}") from exc
@@ -302,12 +319,9 @@ class Database:
         if connection is None:
             database = make_url(self.url).database
             assert database is not None  # _make_engines refused a URL without a file
-            # Autocommit (isolation_level None): each statement is its own snapshot unless
-            # _sqlite_selects opens a transaction. busy_timeout 0: never sleep on this thread.
-            connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout = 0")
-            connection.execute("PRAGMA query_only = ON")
-            self._inline_reader = connection
+            # Autocommit: each statement is its own snapshot unless run_selects opens a
+            # transaction. Busy timeout 0: never sleep on this thread.
+            connection = self._inline_reader = sqlite_inline.connect(database, query_only=True)
         return connection
 
     def _run_selects(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[tuple[Any, ...]]]:
@@ -320,7 +334,7 @@ class Database:
                             [tuple(row) for row in conn.execute(text(sql), params)] for sql, params in queries
                         ]
                 with _driver_cursor(self._read_engine) as (_, cursor):
-                    return _sqlite_selects(cursor, queries)
+                    return run_selects(cursor, queries)
             except (OperationalError, sqlite3.OperationalError) as exc:
                 if not _should_retry(exc, deadline):
                     raise StorageError(f"database read failed: {exc}") from exc
@@ -352,7 +366,9 @@ class Database:
         self._pending.append(job)
         try:
             # The lock holder drains the queue; tasks that queued meanwhile usually find their
-            # job already done when they get the lock (leader/follower group commit).
+            # job already done when they get the lock (leader/follower group commit). Taking a
+            # free lock is a checkpoint: the tasks that run in the same scheduler round queue
+            # their writes first, and join the leader's batch.
             async with self._write_lock:
                 if self._closed and not job.taken:
                     raise StorageError("storage is closed")
@@ -364,12 +380,27 @@ class Database:
                     self._transactions += 1
                     self._writes += len(batch)
                     self._largest_batch = max(self._largest_batch, len(batch))
-                    await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._write_limiter)
+                    if not self._run_inline(batch):
+                        await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._write_limiter)
         except BaseException:
             if not job.taken:
                 self._pending.remove(job)
             raise
         return job.unwrap()
+
+    def _run_inline(self, batch: list[_Job[Any]]) -> bool:
+        """A batch of lean writes on SQLite, on the loop's thread if no other process is writing
+        (`imactor.storage.sqlite_inline`); False: not run, write it in a thread."""
+        writer = self._inline_writer
+        if writer is None or not all(job.lean for job in batch):
+            return False
+        try:
+            if not writer.run(lambda cursor: _run_lean_jobs(batch, cursor)):
+                return False
+        except sqlite3.Error as exc:
+            _fail_batch(batch, exc)
+        writer.maybe_checkpoint()
+        return True
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -393,30 +424,14 @@ class Database:
                         session.expunge_all()
                 session.commit()
         except Exception as exc:
-            # Nothing of this batch is durable: every job fails, including those that "succeeded".
-            for job in batch:
-                job.error = StorageError(f"database commit failed: {exc}")
-                job.error.__cause__ = exc
+            _fail_batch(batch, exc)
 
     def _run_lean_batch(self, batch: list[_Job[Any]]) -> None:
         """`_run_batch` on SQLite's own connection: same transaction shape, no SQLAlchemy."""
         with self._writer_turn(), _driver_cursor(self._write_engine) as (connection, cursor):
             _begin_immediate(cursor)
             try:
-                sql = Sql(cursor=cursor)
-                for job in batch:
-                    cursor.execute("SAVEPOINT job")
-                    try:
-                        job.value = job.fn(sql)
-                        job.ran = True
-                    except sqlite3.Error as exc:
-                        job.error = StorageError(f"database write failed: {exc}")
-                        job.error.__cause__ = exc
-                    except Exception as exc:
-                        job.error = exc
-                    if job.error is not None:
-                        cursor.execute("ROLLBACK TO job")
-                    cursor.execute("RELEASE job")
+                _run_lean_jobs(batch, cursor)
                 cursor.execute("COMMIT")
             except BaseException:
                 if connection.driver_connection.in_transaction:  # type: ignore[union-attr]
@@ -473,16 +488,36 @@ def _should_retry(exc: Exception, deadline: float) -> bool:
 
     `exc` is SQLAlchemy's wrapper or, from `Database.select`, the sqlite3 module's own error.
     """
-    if not _is_busy(exc) or time.monotonic() >= deadline:
+    if not is_busy(exc) or time.monotonic() >= deadline:
         return False
     log.warning("database busy for %d ms (other processes writing); retrying", BUSY_TIMEOUT_MS)
     return True
 
 
-def _is_busy(exc: Exception) -> bool:
-    """Whether `exc` (SQLAlchemy's wrapper or the sqlite3 module's own) is SQLite's busy/locked."""
-    code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", None)
-    return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) if isinstance(code, int) else False
+def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
+    """The jobs of a lean batch inside an open SQLite transaction, each under a SAVEPOINT: a
+    failing job is rolled back alone and keeps its error; the others go on."""
+    sql = Sql(cursor=cursor)
+    for job in batch:
+        cursor.execute("SAVEPOINT job")
+        try:
+            job.value = job.fn(sql)
+            job.ran = True
+        except sqlite3.Error as exc:
+            job.error = StorageError(f"database write failed: {exc}")
+            job.error.__cause__ = exc
+        except Exception as exc:
+            job.error = exc
+        if job.error is not None:
+            cursor.execute("ROLLBACK TO job")
+        cursor.execute("RELEASE job")
+
+
+def _fail_batch(batch: Sequence[_Job[Any]], exc: Exception) -> None:
+    """Nothing of this batch is durable: every job fails, including those that "succeeded"."""
+    for job in batch:
+        job.error = StorageError(f"database commit failed: {exc}")
+        job.error.__cause__ = exc
 
 
 @contextmanager
@@ -497,25 +532,6 @@ def _driver_cursor(engine: Engine) -> Iterator[tuple[PoolProxiedConnection, DBAP
             cursor.close()
     finally:
         connection.close()  # back to the pool
-
-
-def _sqlite_selects(
-    cursor: sqlite3.Cursor | DBAPICursor, queries: Sequence[tuple[str, Mapping[str, Any]]]
-) -> list[list[tuple[Any, ...]]]:
-    """Run `queries` on an autocommit SQLite cursor, several in one snapshot (one BEGIN)."""
-    # sqlite3 takes ``:name`` parameters itself.
-    several = len(queries) > 1
-    if several:
-        cursor.execute("BEGIN")
-    try:
-        results = []
-        for sql, params in queries:
-            cursor.execute(sql, params)
-            results.append(list(cursor.fetchall()))
-    finally:
-        if several:
-            cursor.execute("ROLLBACK")  # read only: nothing to keep
-    return results
 
 
 def json_list(value: object) -> tuple[str, ...]:

@@ -62,12 +62,17 @@ way it does:
   lxml parser is replaced after `_LOG_ROLLOVER` warnings by a fresh one primed with the saved stream
   header.
 - An lxml parser with its libxml2 context and document costs about 10 KB, most of what an idle stream
-  holds apart from TLS. So the owner of an idle stream calls `release_idle`: between depth-1
-  elements (or after the stream closed) the lxml parser is closed and dropped, and the next element
-  gets a fresh one primed with the saved stream header, which gives it the same namespace bindings.
-  Priming costs about 10 µs, against a few µs to parse a stanza: so it is done once a stream has
-  gone quiet, not after every feed (a login of ten exchanges would pay it ten times).
-  Dropping a push parser without ``close()`` leaks a few bytes in libxml2 each time, so it is closed.
+  holds apart from TLS, and priming a fresh one with a stream header costs more than parsing a small
+  stanza. Between depth-1 elements an lxml parser holds nothing of its stream but the header's namespace
+  bindings, so a stream lends it out: at the end of every `feed` that leaves no element half-parsed,
+  the lxml parser goes back to a `ParserPool`, keyed by those bindings, and the next feed of any
+  stream with the same bindings takes one from there (a new one, primed with the saved stream header,
+  only when none is free). In a worker that reads one stream at a time, a handful of lxml parsers
+  serve every quiet stream: an idle stream holds none, and a stanza that arrives alone after a pause
+  pays for no new parser and no timer. A pooled parser is retired (closed) after
+  `ParserPool.max_uses` elements or `_LOG_ROLLOVER` warnings, so libxml2's per-document state (its
+  name dictionary, the warning log) stays bounded. Dropping a push parser without ``close()`` leaks
+  a few bytes in libxml2 each time, so a parser that leaves for good is closed.
 
 Size accounting: every byte is fed to lxml in segments chosen so that a depth-1 element can only end at
 the end of a segment (the first ``>`` after ``</`` + the element's own qualified name). So the element's
@@ -181,12 +186,68 @@ class _State(enum.Enum):
     CLOSED = enum.auto()
 
 
+NamespaceKey: TypeAlias = tuple[tuple[str, str], ...]
+
+
+class ParserPool:
+    """Idle lxml parsers, primed with a stream header, lent to streams between their elements.
+
+    Keyed by the header's namespace bindings (the only part of a header that changes how an
+    element parses), so streams of different clients share parsers as long as they declare the
+    same namespaces. Bounded: `per_key` parsers per key and `max_keys` keys; a parser is closed
+    after `max_uses` elements. Not thread-safe: one per thread (a worker reads in one thread).
+    """
+
+    __slots__ = ("_idle", "max_keys", "max_uses", "per_key")
+
+    def __init__(self, *, per_key: int = 8, max_keys: int = 64, max_uses: int = 10_000) -> None:
+        self.per_key = per_key
+        self.max_keys = max_keys
+        self.max_uses = max_uses
+        #: key → [(parser, its stream root, elements it parsed)]
+        self._idle: dict[NamespaceKey, list[tuple[etree.XMLPullParser, etree._Element, int]]] = {}
+
+    def take(self, key: NamespaceKey) -> tuple[etree.XMLPullParser, etree._Element, int] | None:
+        idle = self._idle.get(key)
+        return idle.pop() if idle else None
+
+    def give(self, key: NamespaceKey, parser: etree.XMLPullParser, root: etree._Element, uses: int) -> None:
+        if uses >= self.max_uses or len(parser.feed_error_log) > _LOG_ROLLOVER:
+            _close_quietly(parser)
+            return
+        idle = self._idle.get(key)
+        if idle is None:
+            if len(self._idle) >= self.max_keys:
+                self.clear()
+            idle = self._idle[key] = []
+        if len(idle) >= self.per_key:
+            _close_quietly(parser)
+            return
+        idle.append((parser, root, uses))
+
+    def clear(self) -> None:
+        """Close every idle parser."""
+        for idle in self._idle.values():
+            for parser, _root, _uses in idle:
+                _close_quietly(parser)
+        self._idle.clear()
+
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+
+#: The pool of the streams that do not bring their own (one per process: a worker is one thread).
+SHARED_POOL: Final = ParserPool()
+
+
 class XMLStreamParser:
     """Incremental parser for one XML stream, restricted per RFC 6120 §11.
 
     Args:
         max_stanza_size: Most bytes a depth-1 element may span, from its ``<`` to its final ``>``.
         max_header_size: Most bytes before the end of the stream header (XML declaration included).
+        pool: Where the lxml parser goes between depth-1 elements (see the module docstring);
+            None: the stream keeps its own.
 
     Error handling:
         `feed` raises `RemoteProtocolError` carrying the stream error condition (see the module
@@ -198,20 +259,28 @@ class XMLStreamParser:
     __slots__ = (
         "_depth", "_element_bytes", "_end_matched", "_end_prefix", "_header", "_header_fed",
         "_in_end_tag", "_log_base", "_log_seen", "_max_header_size", "_max_stanza_size", "_maybe_cdata",
-        "_parser", "_quote", "_root", "_state",
+        "_namespaces", "_parser", "_pool", "_quote", "_root", "_state", "_uses",
     )  # fmt: skip
 
-    def __init__(self, *, max_stanza_size: int = 262144, max_header_size: int = 8192) -> None:
+    def __init__(
+        self, *, max_stanza_size: int = 262144, max_header_size: int = 8192,
+        pool: ParserPool | None = SHARED_POOL,
+    ) -> None:  # fmt: skip
         if max_stanza_size < 1 or max_header_size < 1:
             raise ValueError("size limits must be positive")
         self._max_stanza_size = max_stanza_size
         self._max_header_size = max_header_size
+        self._pool = pool
         self._start()
 
     def _start(self) -> None:
-        # Created on demand; released by `release_idle` once the stream goes quiet between depth-1
-        # elements, and when the stream closes (see the module docstring).
+        # Created (or borrowed from the pool) on demand; lent back to the pool after each feed
+        # that ends between depth-1 elements (see the module docstring).
         self._parser: etree.XMLPullParser | None = None
+        #: Elements the current lxml parser has parsed, over all the streams it served.
+        self._uses = 0
+        #: The stream header's namespace bindings: the pool's key for this stream's parsers.
+        self._namespaces: NamespaceKey = ()
         self._state = _State.HEADER
         self._root: etree._Element | None = None
         self._depth = 0
@@ -258,20 +327,38 @@ class XMLStreamParser:
             self._consume(data, events)
         except RemoteProtocolError:
             self._state = _State.FAILED
+            self._release()
             raise
-        if self._state is _State.STREAM_CLOSED:
+        if self._state is _State.BETWEEN:
+            self._lend()
+        elif self._state is _State.STREAM_CLOSED:
             self._release()
         return events
 
     def release_idle(self) -> None:
-        """Drop the lxml parser if nothing is half-parsed; the next element gets a fresh one.
+        """Give up the lxml parser if nothing is half-parsed; the next element gets another.
 
-        For a stream that has gone quiet: the owner calls this after a pause, not after every
-        feed, because priming a fresh parser costs more than parsing a small stanza.
+        A stream with a pool does this after every feed; for one without, the owner calls it once
+        the stream has gone quiet.
         """
         if self._state is _State.BETWEEN or self._state is _State.STREAM_CLOSED:
             # lxml holds only the stream header, which is saved.
             self._release()
+
+    def holds_parser(self) -> bool:
+        """Whether an lxml parser is attached now (for tests and memory accounting)."""
+        return self._parser is not None
+
+    def _lend(self) -> None:
+        """Between depth-1 elements: lend the lxml parser to the pool (module docstring)."""
+        parser, pool = self._parser, self._pool
+        if parser is None or pool is None:
+            return
+        root = self._root
+        assert root is not None
+        self._parser = None
+        self._root = None
+        pool.give(self._namespaces, parser, root, self._uses)
 
     def reset(self) -> None:
         """Start over with a fresh parser, for a stream restart (after STARTTLS or SASL success).
@@ -288,6 +375,8 @@ class XMLStreamParser:
         self._state = _State.CLOSED
 
     def _discard(self) -> None:
+        if self._state is _State.BETWEEN:
+            self._lend()
         self._release()
 
     def _release(self) -> None:
@@ -298,17 +387,27 @@ class XMLStreamParser:
             _close_quietly(parser)
 
     def _lxml(self) -> etree.XMLPullParser:
-        """The lxml parser; after a release, a fresh one primed with the stream header."""
+        """The lxml parser: once the stream is open, one from the pool with the same namespace
+        bindings, or a fresh one primed with the stream header."""
         parser = self._parser
-        if parser is None:
-            parser = self._parser = _new_lxml_parser()
+        if parser is not None:
+            return parser
+        lent = None
+        if self._state is not _State.HEADER and self._pool is not None:
+            lent = self._pool.take(self._namespaces)
+        if lent is not None:
+            parser, self._root, self._uses = lent
+        else:
+            parser = _new_lxml_parser()
+            self._uses = 0
             if self._state is not _State.HEADER:
                 parser.feed(bytes(self._header))
                 for action, node in cast("_Events", parser.read_events()):
                     if action == "start":
                         self._root = node
-                # The header's own warnings are not the element's (see _check_log).
-                self._log_seen = self._log_base = len(parser.feed_error_log)
+        self._parser = parser
+        # Warnings logged before (the header's, or another stream's) are not this element's.
+        self._log_seen = self._log_base = len(parser.feed_error_log)
         return parser
 
     def _consume(self, buf: bytes, events: list[ParserEvent]) -> None:
@@ -481,6 +580,7 @@ class XMLStreamParser:
                     self._root = node
                     self._log_base = self._log_seen
                     self._state = _State.BETWEEN
+                    self._namespaces = _namespace_key(node)
                     events.append(_stream_opened(node))
             elif action == "end":
                 depth -= 1
@@ -493,6 +593,7 @@ class XMLStreamParser:
                     size = length if completed else self._element_bytes + length
                     events.append(ElementReceived(copy.copy(node), size))
                     completed += 1
+                    self._uses += 1
                     self._state = _State.BETWEEN
                 elif depth == 0:
                     self._state = _State.STREAM_CLOSED
@@ -588,6 +689,12 @@ def _check_prolog(header: bytearray) -> None:
             encoding = (match.group(1) or match.group(2) or b"").decode("ascii", "replace")
             if encoding.lower() != "utf-8":
                 raise RemoteProtocolError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+
+def _namespace_key(root: etree._Element) -> NamespaceKey:
+    """The stream header's namespace bindings, in a canonical order (the default one as "")."""
+    nsmap: dict[str | None, str] = root.nsmap
+    return tuple(sorted((prefix or "", uri) for prefix, uri in nsmap.items()))
 
 
 def _stream_opened(root: etree._Element) -> StreamOpened:

@@ -202,6 +202,10 @@ class ServerStream:
                 self.close(exc.stream_condition, exc.text)
         return self._events.pop(0)
 
+    def has_output(self) -> bool:
+        """Whether `data_to_send` (or `frames_to_send`) has something."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         data = b"".join(self._out)
         self._out.clear()

@@ -136,3 +136,21 @@ async def test_one_receiver_at_a_time(autojump_clock: trio.testing.MockClock) ->
         with pytest.raises(trio.BusyResourceError):
             await mailbox.receive()
         mailbox.send_nowait(1)
+
+
+async def test_send_that_finds_room_does_not_yield() -> None:
+    # A message that arrives alone must not cost its sender a scheduler round (the receiver runs
+    # at the sender's next wait); a send that waits for room is a schedule point as before.
+    mailbox: Mailbox[int] = Mailbox(1)
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await mailbox.send(1)
+        assert ran == []  # `other` has not run: the send did not yield
+        await trio.testing.wait_all_tasks_blocked()
+        assert ran == ["other"]
+    assert mailbox.receive_nowait() == 1

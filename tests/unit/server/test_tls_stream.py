@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from imactor.server.socket_stream import SocketStream
 from imactor.server.tls_stream import TLSSocketStream
 from imactor.tls import generate_self_signed, make_server_context
 
@@ -180,3 +181,84 @@ async def test_handshake_failure_is_broken_resource(server_context: ssl.SSLConte
             await server.do_handshake()
         await server.aclose()
         await client.aclose()
+
+
+# ---- writes without waiting, and reads that wait first (SocketStream) -------------------------
+
+
+@asynccontextmanager
+async def plain_pair() -> AsyncIterator[tuple[SocketStream, trio.SocketStream]]:
+    """A (server, client) pair of plain TCP streams over loopback."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0]:
+        client = await trio.testing.open_stream_to_socket_listener(listeners[0])
+        server = SocketStream.from_trio(await listeners[0].accept())
+    try:
+        yield server, client
+    finally:
+        await server.aclose()
+        await client.aclose()
+
+
+async def test_send_nowait_then_send_all_with_the_rest(server_context: ssl.SSLContext) -> None:
+    # What a session does for a delivery: write what the socket takes at once, and hand the rest
+    # to the writer task; for TLS, OpenSSL wants exactly the same bytes again (and may get more).
+    payload = os.urandom(4_000_000)  # more than the socket buffers hold while nobody reads
+    more = os.urandom(1000)
+    with trio.fail_after(TIMEOUT):
+        async with tls_pair(server_context) as (server, client):
+            assert server.send_nowait(b"small") == 5
+            assert await receive_exactly(client, 5) == b"small"
+            done = server.send_nowait(payload)
+            assert done == 0  # all or nothing over TLS, and the socket filled up first
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.send_all, payload + more)
+                assert await receive_exactly(client, len(payload) + len(more)) == payload + more
+
+
+async def test_plain_send_nowait_takes_part_and_the_rest_follows() -> None:
+    payload = os.urandom(4_000_000)
+    with trio.fail_after(TIMEOUT):
+        async with plain_pair() as (server, client):
+            done = server.send_nowait(payload)
+            assert 0 < done < len(payload)  # the kernel took what fitted
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.send_all, payload[done:])
+                assert await receive_exactly(client, len(payload)) == payload
+
+
+async def test_plain_send_nowait_to_a_closed_peer_is_broken_resource() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with plain_pair() as (server, client):
+            raw = client.socket
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await client.aclose()  # RST
+            with pytest.raises(trio.BrokenResourceError):
+                await server.receive_some(100)
+            with pytest.raises(trio.BrokenResourceError):
+                server.send_nowait(b"x")
+
+
+async def test_reads_after_a_drained_read_wait_and_see_everything() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with plain_pair() as (server, client):
+            for round_ in range(20):
+                await client.send_all(b"stanza %d;" % round_)
+                assert await server.receive_some(65536) == b"stanza %d;" % round_  # drained
+            # Bytes that arrive while the reader is parked wake it.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.send_all, b"late")
+                assert await server.receive_some(65536) == b"late"
+            await server.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                await server.receive_some(100)
+
+
+async def test_tls_reads_in_small_pieces_use_what_openssl_holds(server_context: ssl.SSLContext) -> None:
+    # A record bigger than the reads: the rest is decrypted already, in OpenSSL, not in the
+    # socket, so a read must not wait for the socket first.
+    with trio.fail_after(TIMEOUT):
+        async with tls_pair(server_context) as (server, client):
+            await client.send_all(b"0123456789" * 10)
+            pieces = [await server.receive_some(10) for _ in range(10)]
+            assert b"".join(pieces) == b"0123456789" * 10

@@ -313,3 +313,91 @@ async def test_lean_and_orm_writes_share_a_batch(storage: Storage, alice: str) -
             nursery.start_soon(storage.roster.put, alice, RosterItem(f"c{i}@localhost"))
     assert await storage.offline.count(alice) == 10
     assert len((await storage.roster.get(alice))[1]) == 10
+
+
+# ---- lean writes on the event loop's thread (imactor.storage.sqlite_inline) --------------------
+
+
+async def test_lean_writes_commit_on_the_loop_thread(storage: Storage, alice: str) -> None:
+    import threading
+
+    threads: list[threading.Thread] = []
+
+    def store(sql: Any) -> None:
+        threads.append(threading.current_thread())
+        sql.run("INSERT INTO offline_message (username, stanza, stored_at) VALUES (:u, :s, 0)",
+                {"u": alice, "s": b"<m/>"})  # fmt: skip
+
+    await storage._db.write_sql(store)
+    assert threads == [threading.main_thread()]  # no trip to a worker thread
+    stats = storage.statistics()
+    assert (stats.inline_batches, stats.deferred_batches) == (1, 0)
+    assert await storage.offline.count(alice) == 1
+
+
+async def test_lean_writes_go_to_a_thread_while_another_process_writes(
+    storage: Storage, alice: str, db_url: str
+) -> None:
+    # Another process holding the node's writer turn (the flock) or SQLite's write lock must not
+    # stall the event loop: the batch goes to a thread, which waits its turn, and commits.
+    import fcntl
+    import os
+
+    lock_fd = os.open(f"{_path(db_url)}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.offline.store, alice, b"<waited/>")
+            await trio.testing.wait_all_tasks_blocked()
+            assert storage.statistics().deferred_batches == 1
+            assert await storage.offline.count(alice) == 0  # not written yet: waiting its turn
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    finally:
+        os.close(lock_fd)
+    assert await storage.offline.count(alice) == 1
+    # SQLite's own lock, taken by a connection that does not use the flock (another program).
+    holder = sqlite3.connect(_path(db_url), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.offline.store, alice, b"<waited too/>")
+            await trio.testing.wait_all_tasks_blocked()
+            assert storage.statistics().deferred_batches == 2
+            holder.execute("COMMIT")
+    finally:
+        holder.close()
+    assert await storage.offline.count(alice) == 2
+
+
+async def test_inline_writes_checkpoint_the_wal_in_a_thread(
+    storage: Storage, alice: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inline writer never checkpoints on the loop's thread (wal_autocheckpoint = 0): every
+    # CHECKPOINT_EVERY commits a thread copies the WAL into the database, after which SQLite
+    # starts the WAL over, so it stays short. Without those checkpoints it would only grow.
+    from imactor.storage import sqlite_inline
+
+    writer = storage._db._inline_writer
+    assert writer is not None
+
+    async def write(count: int) -> int:
+        start = _wal_bytes(db_url)
+        for i in range(count):
+            await storage.offline.store(alice, b"<m%d/>" % i)
+            with trio.fail_after(10):
+                while writer._checkpointing:  # noqa: ASYNC110 (cleared by the checkpoint thread)
+                    await trio.sleep(0.005)
+        return _wal_bytes(db_url) - start
+
+    monkeypatch.setattr(sqlite_inline, "CHECKPOINT_EVERY", 10**9)
+    grown = await write(60)
+    monkeypatch.setattr(sqlite_inline, "CHECKPOINT_EVERY", 5)
+    await write(5)  # the first checkpoint
+    assert await write(60) == 0  # the WAL is reused from its start: it does not grow
+    assert grown > 60 * 4096  # each commit appended at least a page
+    assert await storage.offline.count(alice) == 125
+
+
+def _wal_bytes(db_url: str) -> int:
+    wal = Path(f"{_path(db_url)}-wal")
+    return wal.stat().st_size if wal.exists() else 0

@@ -15,6 +15,7 @@ from imactor.xmpp.parser import (
     MAX_DEPTH,
     ElementReceived,
     ParserEvent,
+    ParserPool,
     StreamClosed,
     StreamOpened,
     XMLStreamParser,
@@ -67,8 +68,13 @@ def one_element(events: list[ParserEvent]) -> ElementReceived:
     return event
 
 
+def fresh() -> XMLStreamParser:
+    """A parser with a pool of its own, so that no test borrows another's lxml parser."""
+    return XMLStreamParser(pool=ParserPool())
+
+
 def feed_all(chunks: list[bytes], parser: XMLStreamParser | None = None) -> list[Any]:
-    parser = parser or XMLStreamParser()
+    parser = parser or fresh()
     events: list[Any] = []
     for chunk in chunks:
         events += parser.feed(chunk)
@@ -76,14 +82,14 @@ def feed_all(chunks: list[bytes], parser: XMLStreamParser | None = None) -> list
 
 
 def opened(parser: XMLStreamParser | None = None, header: bytes = BARE_HEADER) -> XMLStreamParser:
-    parser = parser or XMLStreamParser()
+    parser = parser or fresh()
     [event] = parser.feed(header)
     assert isinstance(event, StreamOpened)
     return parser
 
 
 def condition_of(data: bytes, parser: XMLStreamParser | None = None) -> str:
-    parser = parser or XMLStreamParser()
+    parser = parser or fresh()
     with pytest.raises(RemoteProtocolError) as info:
         parser.feed(data)
     return info.value.stream_condition
@@ -351,13 +357,13 @@ def count_feeds(monkeypatch: pytest.MonkeyPatch) -> CountingFeeds:
 
 def test_gt_in_attribute_values_costs_no_extra_feeds(monkeypatch: pytest.MonkeyPatch) -> None:
     # Stopping at every ">" would cost one lxml feed per byte of such a start tag.
-    parser = opened()
     counter = count_feeds(monkeypatch)
+    parser = opened()
     value = b">" * 50_000
     stanza = b"<message a='" + value + b"' b=\"'" + value + b'"><body>x</body></message>'
     chunks = [stanza[i : i + 4096] for i in range(0, len(stanza), 4096)]
     assert one_element(feed_all(chunks, parser)).size == len(stanza)
-    assert counter.feeds <= len(chunks) + 2  # + 1: priming the fresh lxml parser with the header
+    assert counter.feeds <= len(chunks) + 2  # + 1: the stream header, fed to the same lxml parser
     header = b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' a='" + b">" * 4000 + b"'>"
     parser = XMLStreamParser()
     counter = count_feeds(monkeypatch)
@@ -670,7 +676,7 @@ def test_warnings_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parser.feed(b"</stream:stream>") == [StreamClosed()]
 
 
-# --- The lxml parser is released between elements ------------------------------------------------
+# --- The lxml parser is lent to a pool between elements ------------------------------------------
 
 PREFIXED_HEADER = (
     b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
@@ -678,22 +684,24 @@ PREFIXED_HEADER = (
 )
 
 
-def test_lxml_parser_released_between_elements_and_primed_again() -> None:
-    parser = opened(header=PREFIXED_HEADER)
-    parser.release_idle()
-    assert parser._parser is None  # white box: nothing held once the header is parsed
+def pooled(pool: ParserPool, header: bytes = PREFIXED_HEADER) -> XMLStreamParser:
+    return opened(XMLStreamParser(pool=pool), header)
+
+
+def test_lxml_parser_lent_to_the_pool_between_elements() -> None:
+    pool = ParserPool()
+    parser = pooled(pool)
+    assert not parser.holds_parser()  # nothing held once the header is parsed...
+    assert pool.idle_count() == 1  # ...the header's lxml parser waits in the pool
     for i in range(3):
         [event] = parser.feed(b"<message id='%d'><body>hi</body><foo:x/></message>" % i)
-        assert parser._parser is not None  # kept until the owner says the stream is quiet
-        parser.release_idle()
-        assert parser._parser is None
-        assert parser._root is None
+        assert not parser.holds_parser()
+        assert pool.idle_count() == 1  # the same one, borrowed and given back
         assert isinstance(event, ElementReceived)
         element = event.element
-        # The fresh parser got the stream's bindings from the saved header: the default namespace
-        # and the prefixes declared only there.
+        # The borrowed parser has the stream's bindings: the default namespace and the prefixes
+        # declared only in the header.
         assert element.tag == "{jabber:client}message"
-        assert element.get("id") == str(i)
         assert [child.tag for child in element] == ["{jabber:client}body", "{urn:foo}x"]
         assert etree.tostring(element) == (
             b'<message xmlns="jabber:client" xmlns:foo="urn:foo" id="%d">'
@@ -703,45 +711,96 @@ def test_lxml_parser_released_between_elements_and_primed_again() -> None:
     [event] = parser.feed(b"<stream:features/>")
     assert one_element([event]).element.tag == "{http://etherx.jabber.org/streams}features"
     assert parser.feed(b"</stream:stream>") == [StreamClosed()]
-    assert parser._parser is None  # white box
+    assert not parser.holds_parser()
+
+
+def test_streams_with_the_same_bindings_share_one_lxml_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ParserPool()
+    counter = count_feeds(monkeypatch)
+    streams = [pooled(pool, HEADER) for _ in range(50)]
+    for round_ in range(3):
+        for index, stream in enumerate(streams):
+            element = one_element(stream.feed(b"<message id='%d-%d'/>" % (round_, index))).element
+            assert element.get("id") == f"{round_}-{index}"
+    # Each header needs a parser of its own (the bindings are known only once it is parsed); after
+    # that, the pool keeps at most `per_key` of them and every later element reuses one.
+    assert len(counter.parsers) == 50
+    assert pool.idle_count() == pool.per_key
+
+
+def test_streams_with_other_bindings_get_other_parsers() -> None:
+    pool = ParserPool()
+    with_foo = pooled(pool, PREFIXED_HEADER)
+    without = pooled(pool, BARE_HEADER)
+    # "foo" is bound only in the first stream's header: the second must not parse it.
+    assert one_element(with_foo.feed(b"<message><foo:x/></message>")).element[0].tag == "{urn:foo}x"
+    assert condition_of(b"<message><foo:x/></message>", without) == "not-well-formed"
+    assert one_element(with_foo.feed(b"<message><foo:y/></message>")).element[0].tag == "{urn:foo}y"
+
+
+def test_a_failed_parser_is_not_lent_again() -> None:
+    pool = ParserPool()
+    parser = pooled(pool, BARE_HEADER)
+    assert pool.idle_count() == 1
+    assert condition_of(b"<message><bar:x/></message>", parser) == "not-well-formed"
+    assert pool.idle_count() == 0  # closed, not given back half-used
+    other = pooled(pool, BARE_HEADER)
+    assert one_element(other.feed(b"<message><body>ok</body></message>")).element[0].text == "ok"
+
+
+def test_pooled_parsers_retire_after_max_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ParserPool(max_uses=10)
+    parser = pooled(pool, BARE_HEADER)
+    counter = count_feeds(monkeypatch)
+    for i in range(25):
+        one_element(parser.feed(b"<presence id='%d'/>" % i))
+    assert len(counter.parsers) == 2  # the header's parser retired after 10, then two more
+    assert pool.idle_count() == 1
 
 
 def test_lxml_parser_kept_inside_an_element() -> None:
-    parser = opened(header=PREFIXED_HEADER)
+    pool = ParserPool()
+    parser = pooled(pool)
     for part in (b"<", b"message id='a'>", b"<body>one ", b"two</body></mess", b"age>"):
-        parser.release_idle()  # a no-op while half an element lives in lxml
         events = parser.feed(part)
         if part != b"age>":
             assert events == []
-            assert parser._parser is not None  # white box: half an element lives in lxml
+            assert parser.holds_parser()  # half an element lives in lxml
+            assert pool.idle_count() == 0
     element = one_element(events).element
     assert element.findtext("{jabber:client}body") == "one two"
-    parser.release_idle()
-    assert parser._parser is None  # white box
-    # Whitespace keepalives neither create nor need a parser.
+    assert not parser.holds_parser()
+    # Whitespace keepalives neither borrow nor need a parser.
     assert parser.feed(b"\n \n") == []
-    assert parser._parser is None  # white box
+    assert not parser.holds_parser()
 
 
-def test_errors_still_found_after_a_release() -> None:
-    parser = opened(header=PREFIXED_HEADER)
-    one_element(parser.feed(b"<presence/>"))
+def test_without_a_pool_the_owner_releases_the_parser() -> None:
+    parser = opened(XMLStreamParser(pool=None), PREFIXED_HEADER)
+    assert parser.holds_parser()
+    one_element(parser.feed(b"<message><foo:x/></message>"))
+    assert parser.holds_parser()  # kept until the owner says the stream is quiet
     parser.release_idle()
-    assert condition_of(b"<message><bar:x/></message>", parser) == "not-well-formed"  # unbound prefix
-    parser = opened(header=PREFIXED_HEADER)
-    one_element(parser.feed(b"<presence/>"))
-    parser.release_idle()
-    assert condition_of(b"<message>&foo;</message>", parser) == "restricted-xml"
-    parser = opened(header=PREFIXED_HEADER)
-    one_element(parser.feed(b"<presence/>"))
-    parser.release_idle()
-    assert condition_of(b"<!-- hi --><presence/>", parser) == "restricted-xml"
+    assert not parser.holds_parser()
+    # The next element gets a fresh parser primed with the saved header.
+    assert one_element(parser.feed(b"<message><foo:x/></message>")).element[0].tag == "{urn:foo}x"
+
+
+def test_errors_still_found_with_a_borrowed_parser() -> None:
+    pool = ParserPool()
+    for data, condition in (
+        (b"<message><bar:x/></message>", "not-well-formed"),  # unbound prefix
+        (b"<message>&foo;</message>", "restricted-xml"),
+        (b"<!-- hi --><presence/>", "restricted-xml"),
+    ):
+        parser = pooled(pool)
+        one_element(parser.feed(b"<presence/>"))
+        assert condition_of(data, parser) == condition
 
 
 def test_reset_after_a_release_parses_a_new_stream() -> None:
     parser = opened(header=PREFIXED_HEADER)
     one_element(parser.feed(b"<presence/>"))
-    parser.release_idle()
     parser.reset()
     opened(parser)  # BARE_HEADER: no "foo" prefix any more
     one_element(parser.feed(b"<presence/>"))
