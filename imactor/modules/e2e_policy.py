@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imactor.server.modules import MessageContext, Module, ModuleConfigError
+from imactor.server.modules import AccountApi, MessageContext, Module, ModuleConfigError
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
@@ -76,6 +76,15 @@ async def enforce_sent(ctx: MessageContext) -> None:
     """The sender's side: a refused message gets no XEP-0280 <sent/> copies either (the
     recipient's actor refuses it and bounces the error)."""
     await enforce(ctx)
+
+
+@module.wants_sent
+def never_by_itself(account: AccountApi) -> bool:
+    """This check only keeps other modules' sent hooks (carbons) from acting on a refused
+    message, so it never asks for the sent messages itself: a session hands its messages to the
+    account only when another module wants them, and every chat message would otherwise cost a
+    second trip to the sender's account."""
+    return False
 
 
 @module.on_message

@@ -56,3 +56,33 @@ def test_check_config_reports_module_errors(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "modules.ping.fast: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _Resources:
+    """The part of `AccountApi` that the modules' `wants_sent` predicates read."""
+
+    def __init__(self, states: dict[str, dict[str, str]]) -> None:
+        self.states = states
+
+    def bound_resources(self) -> list[str]:
+        return list(self.states)
+
+    def resource_state(self, resource: str) -> dict[str, str] | None:
+        return self.states.get(resource)
+
+
+def test_default_modules_want_sent_messages_only_for_carbons() -> None:
+    # A chat message costs its sender's session a second trip (to its own account) only when a
+    # module needs it: with the default modules, when another resource of the sender has
+    # XEP-0280 carbons on. The e2e policy's sent hook must not ask for it by itself.
+    from imactor.config import DEFAULT_MODULES
+    from imactor.modules.carbons import ENABLED
+
+    host = ModuleHost(list(DEFAULT_MODULES), {}, "f.toml")
+    assert host.sent_hooks  # carbons and the e2e policy run when it does come
+    alone = _Resources({"phone": {}})
+    two_without = _Resources({"phone": {}, "laptop": {}})
+    two_with = _Resources({"phone": {}, "laptop": {ENABLED: "1"}})
+    assert not host.wants_sent(alone)  # type: ignore[arg-type]
+    assert not host.wants_sent(two_without)  # type: ignore[arg-type]
+    assert host.wants_sent(two_with)  # type: ignore[arg-type]
