@@ -961,7 +961,8 @@ class SessionActor:
                 element.set("to", str(own))  # RFC 6120 §10.3.1: to the sender's bare JID
             elif to.localpart is None and to.domainpart == domain:
                 return  # messages to the server itself are not processed
-            message = Stanza.from_element(element)
+            # The element is ours no more: the recipient's account takes it instead of parsing.
+            message = Stanza.from_element(element, hand_over=True)
             if self.sm.enabled:
                 # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
                 self._durable = m.Completion(message)

@@ -599,7 +599,7 @@ class UserActor(Actor[m.UserMessage]):
         hooks = self.services.modules.message_hooks
         if not hooks:
             return stanza
-        element = stanza.element()
+        element = stanza.take_element()
         for hook, options in hooks:
             ctx = MessageContext(
                 stanza=element, account=self, options=options, storage=self.services.storage,

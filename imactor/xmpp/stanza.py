@@ -8,7 +8,7 @@ An actor that must look inside parses its own private copy with `Stanza.element(
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -45,10 +45,17 @@ class Stanza:
     to_jid: JID
     id: str | None
     data: bytes
+    #: The element `data` was serialized from, handed over by its maker for the one actor that
+    #: would otherwise parse the bytes again (`take_element`); never shared, never sent.
+    _element: Element | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_element(cls, element: Element) -> Stanza:
-        """Freeze an element whose `from` and `to` are set and valid."""
+    def from_element(cls, element: Element, *, hand_over: bool = False) -> Stanza:
+        """Freeze an element whose `from` and `to` are set and valid.
+
+        With `hand_over`, the caller gives up `element` (it must not touch it again): the first
+        `take_element` returns it instead of parsing `data`.
+        """
         return cls(
             kind=etree.QName(element).localname,
             type=element.get("type", ""),
@@ -56,11 +63,21 @@ class Stanza:
             to_jid=JID.parse(element.get("to", "")),
             id=element.get("id"),
             data=etree.tostring(element),
+            _element=element if hand_over else None,
         )
 
     def element(self) -> Element:
         """A fresh, private element parsed from the bytes."""
         return etree.fromstring(self.data, _SAFE_PARSER)
+
+    def take_element(self) -> Element:
+        """A private element equal to the bytes: the handed-over one the first time (no parse;
+        the chat message's path: session → recipient's account), a fresh parse after that."""
+        element = self._element
+        if element is None:
+            return self.element()
+        object.__setattr__(self, "_element", None)  # frozen: only this cache slot ever changes
+        return element
 
     def readdressed(self, to_jid: JID) -> Stanza:
         el = self.element()
