@@ -11,6 +11,7 @@ in every process and every run (Python's `hash` of a str is salted per process).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -41,9 +42,14 @@ def _score(kind: str, key: str, worker: int) -> int:
     return int.from_bytes(digest, "big")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def home(kind: str, key: str, live: tuple[int, ...]) -> int:
     """The live worker with the highest score for `kind:key` (ties, astronomically rare, go to
-    the lowest number so that every process agrees)."""
+    the lowest number so that every process agrees).
+
+    Cached: routing asks it several times per stanza, and two BLAKE2b digests per live worker
+    cost about 6 µs where a cache hit costs 0.3 µs (the answer is a pure function of the
+    arguments, so a cached one is never stale)."""
     if len(live) == 1:
         return live[0]
     return max(live, key=lambda worker: (_score(kind, key, worker), -worker))
