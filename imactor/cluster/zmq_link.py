@@ -29,6 +29,15 @@ and queues the frame in the peer's bounded outbox, raising `trio.WouldBlock` whe
 owner waits for POLLOUT, the outbox fills, and senders see `WouldBlock`. Inbound, the receive
 channel is bounded too: a slow consumer stops the PULL owner, whose HWM then pushes back on peers.
 
+Quiet traffic. A frame that finds its peer's owner idle (nothing in hand, waiting on an empty
+outbox) and follows the last such frame by at least `_DIRECT_GAP` is sent by the caller itself,
+at once, instead of waking the owner for a batch of one: a trio task wake-up per frame saved, and
+order kept (the owner holds nothing that could go after it). Frames closer together are a burst
+and queue for the owner, which sends them as one batch. Inbound, with an `on_receive` handler,
+the PULL owner hands each envelope to it synchronously instead of queuing it for a reader task:
+another wake-up saved per batch. Both matter when messages arrive one at a time, as a company's
+chat does; under load, frames still queue and go out in batches.
+
 Delivery is at most once: frames queued for a peer that is removed, or that dies with frames in
 its socket buffers, are lost (and counted in `dropped` when they were still in an outbox).
 Durability is the storage layer's job (docs/design.md, "The failover promise").
@@ -47,7 +56,9 @@ Error handling:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias, cast
 
@@ -59,6 +70,11 @@ from imactor.cluster.wire import Envelope, FrameError, Message, decode_batch, en
 logger = logging.getLogger("imactor.cluster")
 
 _MAX_EPOCH: Final = 0xFFFF_FFFF_FFFF_FFFF
+#: Inbound batches read in a row before the PULL owner yields to the other tasks.
+_BATCHES_PER_CHECKPOINT: Final = 16
+#: Seconds between two direct sends to one peer: a frame that follows the last one closer than
+#: this is part of a burst, and goes through the owner, which sends the burst as one batch.
+_DIRECT_GAP: Final = 0.0005
 _MAX_WORKER: Final = 0xFFFF_FFFF
 
 # pyzmq's Socket and Context are generic in the payload type; the link only sends and receives
@@ -90,7 +106,10 @@ class LinkStatistics:
 class _Peer:
     """One outbound peer: its endpoint, its outbox and the cancel scope of its owner task."""
 
-    __slots__ = ("cancel_scope", "endpoint", "has_owner", "outbox_receive", "outbox_send", "worker")
+    __slots__ = (
+        "cancel_scope", "endpoint", "has_owner", "idle", "last_direct", "outbox_receive", "outbox_send",
+        "socket", "worker",
+    )  # fmt: skip
 
     def __init__(self, worker: int, endpoint: str, capacity: int) -> None:
         self.worker = worker
@@ -99,6 +118,13 @@ class _Peer:
         # Created unbound so `remove_peer` can cancel the owner before it has even started.
         self.cancel_scope = trio.CancelScope()
         self.has_owner = False
+        #: The owner's socket, for a caller's direct send while the owner is `idle`.
+        self.socket: _Socket | None = None
+        #: The owner waits on an empty outbox with no frame in hand: a caller may send directly.
+        self.idle = False
+        #: When a caller last sent directly (`time.monotonic`): frames closer together than
+        #: `_DIRECT_GAP` are a burst, which the owner batches.
+        self.last_direct = -math.inf
 
     @property
     def depth(self) -> int:
@@ -122,6 +148,9 @@ class ZmqLink:
         hwm: ZeroMQ high-water mark, in multipart messages (batches), per socket (SNDHWM on
             each PUSH, RCVHWM on the PULL).
         max_frame_size: inbound frames above this many bytes cut the sender's connection.
+        on_receive: called with each inbound envelope, in order, in the PULL owner's task,
+            instead of queuing it in `receive_channel` (it must not block; an exception it raises
+            stops the link).
     """
 
     def __init__(
@@ -137,6 +166,7 @@ class ZmqLink:
         max_batch_bytes: int = 1 << 20,
         hwm: int = 32,
         max_frame_size: int = 16 << 20,
+        on_receive: Callable[[Envelope], None] | None = None,
     ) -> None:
         for name, value in (
             ("outbox_capacity", outbox_capacity),
@@ -158,6 +188,7 @@ class ZmqLink:
         self._max_batch_bytes = max_batch_bytes
         self._hwm = hwm
         self._max_frame_size = max_frame_size
+        self._on_receive = on_receive
         self._receive_send, self._receive_channel = trio.open_memory_channel[Envelope](receive_capacity)
         self._peers: dict[int, _Peer] = {}
         self._context: zmq.Context[_Socket] | None = None
@@ -273,9 +304,12 @@ class ZmqLink:
             UnknownPeer: `peer` is not a peer.
             ValueError: `message` does not fit the wire format.
         """
-        outbox = self._outbox(peer)
+        target = self._peer(peer)
+        frame = encode(Envelope(self._worker, self._epoch, message))
+        if self._send_direct(target, frame):
+            return
         try:
-            outbox.send_nowait(encode(Envelope(self._worker, self._epoch, message)))
+            target.outbox_send.send_nowait(frame)
         except trio.BrokenResourceError:  # the owner has stopped: the link is shutting down
             raise UnknownPeer(f"w{peer} is no longer reachable: the link is stopping") from None
 
@@ -288,18 +322,41 @@ class ZmqLink:
             UnknownPeer: `peer` is not a peer, or was removed while this call waited.
             ValueError: `message` does not fit the wire format.
         """
-        outbox = self._outbox(peer)
+        target = self._peer(peer)
         frame = encode(Envelope(self._worker, self._epoch, message))
+        if self._send_direct(target, frame):
+            await trio.lowlevel.checkpoint()
+            return
         try:
-            await outbox.send(frame)
+            await target.outbox_send.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise UnknownPeer(f"w{peer} was removed (or the link stopped) while a send waited") from None
 
-    def _outbox(self, worker: int) -> trio.MemorySendChannel[bytes]:
+    def _peer(self, worker: int) -> _Peer:
         peer = self._peers.get(worker)
         if peer is None:
             raise UnknownPeer(f"w{worker} is not a peer of w{self._worker}")
-        return peer.outbox_send
+        return peer
+
+    def _send_direct(self, peer: _Peer, frame: bytes) -> bool:
+        """Send `frame` from the caller's task if the peer's owner is idle (module docstring);
+        False: it is not, or ZeroMQ would block, and the frame goes through the outbox. From then
+        on the owner has (or is about to have) frames in hand, so no later one may go around it."""
+        socket = peer.socket
+        if peer.idle and socket is not None:
+            now = time.monotonic()
+            if now - peer.last_direct >= _DIRECT_GAP:
+                try:
+                    socket.send_multipart([frame], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+                else:
+                    peer.last_direct = now
+                    self._frames_out += 1
+                    self._batches_out += 1
+                    return True
+        peer.idle = False
+        return False
 
     # ---- statistics ----------------------------------------------------------------------------
 
@@ -419,6 +476,7 @@ class ZmqLink:
         fd: int | None = None
         try:
             fd = socket.FD
+            unbroken = 0  # batches since the last wait
             while True:
                 if _events(socket) & zmq.POLLIN:
                     try:
@@ -428,9 +486,14 @@ class ZmqLink:
                         await trio.lowlevel.checkpoint()
                         continue
                     await self._deliver(frames)
+                    unbroken += 1
+                    if unbroken % _BATCHES_PER_CHECKPOINT == 0:
+                        # A steady inbound stream never starves the other tasks.
+                        await trio.lowlevel.checkpoint()
                 else:
                     # EVENTS was read just now and said "nothing": any later change makes the FD
                     # readable, so this wait cannot miss an edge.
+                    unbroken = 0
                     await trio.lowlevel.wait_readable(fd)
         finally:
             _close(socket, fd)
@@ -452,13 +515,15 @@ class ZmqLink:
                     exc.reason,
                 )
         else:
+            handler = self._on_receive
             for envelope in envelopes:
+                if handler is not None:
+                    handler(envelope)
+                    continue
                 try:
                     self._receive_send.send_nowait(envelope)
                 except trio.WouldBlock:
                     await self._receive_send.send(envelope)
-        # One checkpoint per batch, so a steady inbound stream never starves the other tasks.
-        await trio.lowlevel.checkpoint()
 
     async def _run_outbound(self, peer: _Peer, socket: _Socket) -> None:
         """Owner of one PUSH socket: drain the outbox into multipart sends until removed."""
@@ -467,9 +532,19 @@ class ZmqLink:
         try:
             with peer.cancel_scope:
                 fd = socket.FD
+                peer.socket = socket
                 while True:
                     try:
-                        batch = [await peer.outbox_receive.receive()]
+                        batch = [peer.outbox_receive.receive_nowait()]
+                    except trio.WouldBlock:
+                        # Nothing in hand: callers may send directly until a frame is queued.
+                        peer.idle = True
+                        try:
+                            batch = [await peer.outbox_receive.receive()]
+                        except trio.EndOfChannel:
+                            return
+                        finally:
+                            peer.idle = False
                     except trio.EndOfChannel:
                         return
                     size = len(batch[0])
@@ -485,6 +560,8 @@ class ZmqLink:
                     self._batches_out += 1
                     batch = []
         finally:
+            peer.idle = False
+            peer.socket = None
             self._dropped += len(batch) + peer.depth
             peer.outbox_receive.close()
             _close(socket, fd)

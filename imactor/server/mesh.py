@@ -44,7 +44,7 @@ import trio
 from imactor.actors import ActorAddress, ActorGone, ActorRef, Reply
 from imactor.cluster.endpoints import MASTER, worker_endpoint
 from imactor.cluster.placement import Membership
-from imactor.cluster.wire import ActorMessage, MembershipChanged
+from imactor.cluster.wire import ActorMessage, Envelope, MembershipChanged
 from imactor.cluster.zmq_link import UnknownPeer, ZmqLink
 from imactor.server import fanout
 from imactor.server import mesh_codec as codec
@@ -209,6 +209,7 @@ class Mesh:
         return ZmqLink(
             index, worker_endpoint(run_dir, index), peers, epoch=self.membership.epoch,
             outbox_capacity=OUTBOX_CAPACITY, receive_capacity=OUTBOX_CAPACITY,
+            on_receive=self._on_envelope,
         )  # fmt: skip
 
     # ---- placement -----------------------------------------------------------------------------
@@ -302,20 +303,23 @@ class Mesh:
             await nursery.start(self.link.run)
             nursery.start_soon(self._sweep)
             task_status.started(self)
-            async for envelope in self.link.receive_channel:
-                self._frames_in += 1
-                message = envelope.message
-                if isinstance(message, MembershipChanged):
-                    # No live worker at all is the node going down (or up): nothing to place.
-                    if envelope.source == MASTER and message.live_workers:
-                        self.apply_membership(Membership(message.epoch, message.live_workers))
-                elif isinstance(message, ActorMessage):
-                    try:
-                        self._dispatch(envelope.source, envelope.epoch, message)
-                    except codec.BodyError as exc:
-                        self._decode_errors += 1
-                        log.warning("w%d: dropped a %s frame from w%d: %s", self.index,
-                                    message.body_kind, envelope.source, exc)  # fmt: skip
+
+    def _on_envelope(self, envelope: Envelope) -> None:
+        """What arrives from the link, handled at once in the link's inbound task: every step
+        of a dispatch is a `send_nowait` or a task started, so nothing here waits."""
+        self._frames_in += 1
+        message = envelope.message
+        if isinstance(message, MembershipChanged):
+            # No live worker at all is the node going down (or up): nothing to place.
+            if envelope.source == MASTER and message.live_workers:
+                self.apply_membership(Membership(message.epoch, message.live_workers))
+        elif isinstance(message, ActorMessage):
+            try:
+                self._dispatch(envelope.source, envelope.epoch, message)
+            except codec.BodyError as exc:
+                self._decode_errors += 1
+                log.warning("w%d: dropped a %s frame from w%d: %s", self.index,
+                            message.body_kind, envelope.source, exc)  # fmt: skip
 
     async def _sweep(self) -> None:
         """Forget reply slots and completions nobody answered (their askers gave up long ago)."""

@@ -158,12 +158,12 @@ async def test_two_links_exchange_ten_thousand_messages_each_way(endpoint: Endpo
             traffic.start_soon(send_numbered, b, 0, N)
 
         assert results == {0: {1: list(range(N))}, 1: {0: list(range(N))}}
-        for link in (a, b):
+        for link, peer in ((a, b), (b, a)):
             stats = link.statistics()
             assert (stats.frames_out, stats.frames_in, stats.decode_errors, stats.dropped) == (N, N, 0, 0)
             # Whatever queued while the owner was busy left in one multipart send.
             assert stats.batches_out * 10 <= stats.frames_out
-            assert stats.batches_in == stats.batches_out
+            assert stats.batches_out == peer.statistics().batches_in
 
 
 async def test_three_links_exchange_ten_thousand_messages_each_way(ipc_dir: Path) -> None:
@@ -486,3 +486,46 @@ async def test_run_exits_cleanly_and_releases_everything() -> None:
         async with trio.open_nursery() as nursery:
             assert await nursery.start(again.run) == endpoint
             nursery.cancel_scope.cancel()
+
+
+# ---- quiet traffic: direct sends and synchronous dispatch ---------------------------------------
+
+
+async def test_a_frame_to_an_idle_owner_leaves_at_once_and_order_holds(ipc_dir: Path) -> None:
+    # One frame at a time (a quiet chat): the caller hands it to ZeroMQ itself, without waking
+    # the peer's owner task. Under a burst the frames queue behind the owner as before, and the
+    # two paths never reorder what one sender sent.
+    with trio.fail_after(TIMEOUT):
+        a, b = ZmqLink(0, f"ipc://{ipc_dir}/w0.sock"), ZmqLink(1, f"ipc://{ipc_dir}/w1.sock")
+        async with running(a, b):
+            await trio.testing.wait_all_tasks_blocked()  # the owners wait on empty outboxes
+            before = a.statistics().batches_out
+            a.send_nowait(1, numbered(0))
+            assert a.statistics().batches_out == before + 1  # sent before any task ran
+            assert seq_of(await b.receive_channel.receive()) == 0
+            for burst in range(20):
+                await trio.testing.wait_all_tasks_blocked()
+                for seq in range(1 + burst * 50, 1 + (burst + 1) * 50):
+                    a.send_nowait(1, numbered(seq))  # the first direct, the rest queued
+            got = [seq_of(await b.receive_channel.receive()) for _ in range(1000)]
+            assert got == list(range(1, 1001))
+            assert a.statistics().batches_out < 200  # the bursts still went out in batches
+
+
+async def test_on_receive_gets_every_envelope_in_order_without_a_reader(ipc_dir: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        received: list[int] = []
+        done = trio.Event()
+
+        def handle(envelope: Envelope) -> None:
+            received.append(seq_of(envelope))
+            if len(received) == N:
+                done.set()
+
+        a = ZmqLink(0, f"ipc://{ipc_dir}/w0.sock")
+        b = ZmqLink(1, f"ipc://{ipc_dir}/w1.sock", on_receive=handle)
+        async with running(a, b):
+            await send_numbered(a, 1, N)
+            await done.wait()
+        assert received == list(range(N))
+        assert b.statistics().receive_backlog == 0  # nothing went through the channel
