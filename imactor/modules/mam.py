@@ -36,6 +36,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from imactor.ids import random_id
 from imactor.server.modules import (
     AccountApi,
     IqContext,
@@ -103,7 +104,7 @@ async def archive(ctx: MessageContext) -> None:
     account = ctx.account
     sender = JID.parse(element.get("from", ""))
     recipient = JID.parse(element.get("to", ""))
-    stanza_id = secrets.token_urlsafe(12)
+    stanza_id = random_id(12)
     data = st.serialize(element)
     sender_resource = sender.resourcepart or ""
     entries = [ArchiveEntry(account.username, stanza_id, str(sender.bare), "in", data, sender_resource)]

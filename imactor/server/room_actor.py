@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from imactor.actors import Actor, ActorAddress, ActorGone
+from imactor.ids import random_id
 from imactor.modules import mam
 from imactor.muc.room import ArchiveItem, Outcome, Room
 from imactor.muc.state import RoomState
@@ -265,4 +265,4 @@ def removed_presence(occupant: JID) -> Stanza:
 
 
 def _new_id() -> str:
-    return secrets.token_urlsafe(12)
+    return random_id(12)

@@ -33,6 +33,8 @@ import trio
 
 log = logging.getLogger("imactor.storage")
 
+#: Bytes of the database file each inline connection maps (address space, not memory).
+MMAP_SIZE = 256 << 20
 #: Inline commits between two checkpoints (SQLite's own default is 1,000 WAL pages; a chat
 #: message's commit writes about four).
 CHECKPOINT_EVERY = 250
@@ -49,6 +51,9 @@ def connect(database: str, *, query_only: bool) -> sqlite3.Connection:
     # check_same_thread=False: the owner hands the connection to a thread only when it is idle.
     connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA busy_timeout = 0")
+    # Pages read through a memory map instead of a pread each: a chat message's write reads
+    # the b-tree pages it changes (a quarter of its SQLite time, measured on the archive insert).
+    connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
     if query_only:
         connection.execute("PRAGMA query_only = ON")
     else:
