@@ -158,6 +158,26 @@ async def test_enable_and_count_both_ways(server: ServerProcess, accounts: Accou
         await b.aclose()
 
 
+async def test_a_quiet_stream_is_asked_for_an_ack(server: ServerProcess, accounts: Accounts) -> None:
+    # Fewer stanzas than ask for an <r/> by count: the session timers ask once the stream has
+    # been quiet for a tick or two, so unacknowledged stanzas do not wait for more traffic.
+    alice, bob = accounts(2)
+    with trio.fail_after(20):
+        a = await login(server, alice, "pc")
+        b = await login(server, bob, "pc")
+        await enable(a, resume=False)
+        start = trio.current_time()
+        await message(b, f"{alice}@localhost/pc", "only one")
+        assert await messages(a, 1) == ["only one"]
+        request = await a.expect(tag("r"))
+        assert request is not None
+        assert trio.current_time() - start < 5  # one to two ticks of a second
+        await a.send(f"<a xmlns='{SM}' h='1'/>")
+        assert await ack(a) == 0
+        await a.aclose()
+        await b.aclose()
+
+
 def offline_rows(database: Path, username: str, text: str) -> int:
     """Offline messages of `username` holding `text`, read straight from the server's database."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
