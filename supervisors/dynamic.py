@@ -7,6 +7,7 @@ and ``statistics()`` are O(1) per child even with tens of thousands of them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import trio
@@ -161,6 +162,34 @@ class DynamicSupervisor:
         self._started_total += 1
         return run.value
 
+    def start_child_soon(self, spec: ChildSpec) -> None:
+        """Starts a TEMPORARY child without waiting for it to be ready.
+
+        For children that are started by the thousand and whose starter needs nothing back
+        (a client connection's actor): `start_child` costs a temporary nursery, a cancel scope
+        and a round of the scheduler per child to hand back a value nobody uses. A child
+        that fails before calling ``started()`` is logged and counted as a failed start, and
+        forgotten.
+
+        Raises:
+            SupervisorError: If the supervisor is not running.
+            ValueError: If a live child already has this id, or the child would be restarted
+                (only TEMPORARY children may start this way: a restart needs a known start).
+        """
+        if self._restart_send is None or self._nursery is None:
+            raise SupervisorError(f"supervisor {self.name!r} is not running")
+        if spec.id in self._children:
+            raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
+        if spec.restart.wants_restart(failed=True):
+            raise ValueError(f"child {spec.id!r} is not TEMPORARY: start it with start_child")
+        child = _Child(spec)
+        self._children[spec.id] = child
+        run = Run()
+        child.run, child.state = run, ChildState.RUNNING
+        self._started_total += 1
+        start = functools.partial(run_child, task_status=_SoonStatus(self, child))
+        self._nursery.start_soon(start, spec, run, self._on_exit, child)
+
     async def terminate_child(self, child_id: str) -> bool:
         """Stops a child and forgets it; it is not restarted.
 
@@ -275,3 +304,25 @@ class DynamicSupervisor:
     def _forget(self, child: _Child) -> None:
         if self._children.get(child.spec.id) is child:
             del self._children[child.spec.id]
+
+
+class _SoonStatus(trio.TaskStatus[StartFailed | None]):
+    """The status `start_child_soon` hands to `run_child` instead of Trio's: nobody waits for
+    the start, so a start that failed is reported here (logged, counted, forgotten)."""
+
+    __slots__ = ("_child", "_supervisor")
+
+    def __init__(self, supervisor: DynamicSupervisor, child: _Child) -> None:
+        self._supervisor = supervisor
+        self._child = child
+
+    def started(self, value: StartFailed | None = None) -> None:
+        if value is None:
+            return
+        supervisor, child = self._supervisor, self._child
+        supervisor._started_total -= 1
+        if value.error is not None:
+            supervisor._failed_total += 1
+            logger.error("supervisor %s: child %r failed to start", supervisor.name, child.spec.id,
+                         exc_info=value.error)  # fmt: skip
+        supervisor._forget(child)

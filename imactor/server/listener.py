@@ -109,6 +109,8 @@ async def serve_c2s(
             else tcp
         )
         session = SessionActor(services, stream, remote, direct_tls=direct_tls)
-        await supervisor.start_child(
+        # Nothing to wait for: the session reports no value, and a start round trip per
+        # connection is a login's cost. The accept loop still yields at every accept.
+        supervisor.start_child_soon(
             ChildSpec(id=str(session.address), start=session.run, restart=Restart.TEMPORARY)
         )

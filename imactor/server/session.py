@@ -53,6 +53,8 @@ READ_SIZE = 65536
 #: The first byte of a TLS handshake record (content type 22): what a ClientHello starts with.
 TLS_HANDSHAKE_RECORD = b"\x16"
 WRITE_TIMEOUT = 30.0
+#: Seconds the last writes of an ending session may wait for the client to read them.
+CLOSE_PATIENCE = 2.0
 #: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
 LOST_WRITE_GRACE = 0.5
 #: What a dead or misbehaving peer makes socket calls raise.
@@ -145,6 +147,7 @@ class SessionActor:
         "_durable",
         "_ended",
         "_filters",
+        "_flushing",
         "_handed_over",
         "_handover",
         "_handover_ready",
@@ -255,6 +258,8 @@ class SessionActor:
         self._nursery: trio.Nursery | None = None
         #: `_mailbox_task` is running (it runs only while there is something to deliver).
         self._writing = False
+        #: A task is in `_flush_now`'s loop: what the stream says meanwhile goes out with it.
+        self._flushing = False
         #: An <r/> was answered before the message numbered this was durably handled: an <a/>
         #: follows once it is (`_ack_when_handled`, running while `_acking`).
         self._ack_target = sm.NOT_COUNTED
@@ -537,16 +542,29 @@ class SessionActor:
     async def _unbind(self) -> None:
         if self.jid is not None and self.jid.localpart is not None:
             message = m.Unbind(self.jid.resourcepart or "", self.ref)
+            # Nearly always the account's mailbox has room: no timer for the common case.
+            if await self.services.router.to_user(self.jid.localpart, message, None, wait=False):
+                return
             with trio.move_on_after(5):
                 await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
 
     async def _close_transport(self) -> None:
-        with trio.move_on_after(2):
+        transport = self.transport
+        if isinstance(transport, SocketStream) and not self._write_lock.locked():
+            # Its writes time out by themselves (a client that does not read gets 2 s more, not
+            # 30), and closing it never waits: no timer per session's end.
+            transport.send_patience = min(transport.send_patience, CLOSE_PATIENCE)
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await self._flush()
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await transport.aclose()
+            return
+        with trio.move_on_after(CLOSE_PATIENCE):
             with contextlib.suppress(*TRANSPORT_GONE):
                 await self._flush()
         with trio.move_on_after(1):
             with contextlib.suppress(*TRANSPORT_GONE):
-                await self.transport.aclose()
+                await transport.aclose()
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -1078,7 +1096,7 @@ class SessionActor:
             first is not None
             and not isinstance(first, m.Rehome)
             and not self._detached
-            and not self._write_lock.locked()
+            and (self._flushing or not self._write_lock.locked())
             and not self._unsent
             and isinstance(self.transport, SocketStream)
             and self.stream.state is not State.CLOSED
@@ -1086,7 +1104,8 @@ class SessionActor:
             self._mailbox.receive_nowait()
             try:
                 self._act(first)
-                self._write_nowait()
+                if not self._flushing:  # a flush in progress sends it, after what it sends now
+                    self._write_nowait()
             except Exception:
                 # We run in the sender's task (an account, a room): a fault of this session must
                 # end this session, not the sender.
@@ -1245,13 +1264,16 @@ class SessionActor:
             await lock.acquire()
         else:
             lock.acquire_nowait()
+        self._flushing = True
         try:
-            # Output queued while we waited for the socket (a tick's ping, a nonza) goes too.
+            # Output queued while we waited for the socket (a tick's ping, a delivery: see
+            # `_on_queued`) goes too.
             while True:
                 await self._flush_locked()
                 if not self.stream.has_output() and not self._unsent:
                     break
         finally:
+            self._flushing = False
             lock.release()
 
     async def _flush_locked(self) -> None:

@@ -69,7 +69,9 @@ way it does:
   stream with the same bindings takes one from there (a new one, primed with the saved stream header,
   only when none is free). In a worker that reads one stream at a time, a handful of lxml parsers
   serve every quiet stream: an idle stream holds none, and a stanza that arrives alone after a pause
-  pays for no new parser and no timer. A pooled parser is retired (closed) after
+  pays for no new parser and no timer. A stream header takes a parser whose document ended (an
+  lxml parser accepts a new document after ``close()``) before it makes a new one. A pooled parser
+  is retired (closed) after
   `ParserPool.max_uses` elements or `_LOG_ROLLOVER` warnings, so libxml2's per-document state (its
   name dictionary, the warning log) stays bounded. Dropping a push parser without ``close()`` leaks
   a few bytes in libxml2 each time, so a parser that leaves for good is closed.
@@ -196,9 +198,13 @@ class ParserPool:
     element parses), so streams of different clients share parsers as long as they declare the
     same namespaces. Bounded: `per_key` parsers per key and `max_keys` keys; a parser is closed
     after `max_uses` elements. Not thread-safe: one per thread (a worker reads in one thread).
+
+    It also keeps parsers whose document ended (`close()`d) for the next stream header: an lxml
+    parser takes a new document after `close()`, for half what a new one costs, and a login
+    parses three headers (the first, after STARTTLS, after SASL).
     """
 
-    __slots__ = ("_idle", "max_keys", "max_uses", "per_key")
+    __slots__ = ("_fresh", "_idle", "max_keys", "max_uses", "per_key")
 
     def __init__(self, *, per_key: int = 8, max_keys: int = 64, max_uses: int = 10_000) -> None:
         self.per_key = per_key
@@ -206,6 +212,8 @@ class ParserPool:
         self.max_uses = max_uses
         #: key → [(parser, its stream root, elements it parsed)]
         self._idle: dict[NamespaceKey, list[tuple[etree.XMLPullParser, etree._Element, int]]] = {}
+        #: Closed parsers, ready for a new document: (parser, elements it parsed)
+        self._fresh: list[tuple[etree.XMLPullParser, int]] = []
 
     def take(self, key: NamespaceKey) -> tuple[etree.XMLPullParser, etree._Element, int] | None:
         idle = self._idle.get(key)
@@ -221,9 +229,22 @@ class ParserPool:
                 self.clear()
             idle = self._idle[key] = []
         if len(idle) >= self.per_key:
-            _close_quietly(parser)
+            self.give_closed(parser, uses)
             return
         idle.append((parser, root, uses))
+
+    def take_fresh(self) -> tuple[etree.XMLPullParser, int]:
+        """A parser for a new document (a stream header): a closed one, or a new one."""
+        return self._fresh.pop() if self._fresh else (_new_lxml_parser(), 0)
+
+    def give_closed(self, parser: etree.XMLPullParser, uses: int) -> None:
+        """Close `parser`'s document and keep the parser for `take_fresh`, unless it is worn out."""
+        _close_quietly(parser)
+        if uses >= self.max_uses or len(self._fresh) >= self.per_key:
+            return
+        for _event in parser.read_events():  # what close() completed belongs to the old document
+            pass
+        self._fresh.append((parser, uses))
 
     def clear(self) -> None:
         """Close every idle parser."""
@@ -231,6 +252,7 @@ class ParserPool:
             for parser, _root, _uses in idle:
                 _close_quietly(parser)
         self._idle.clear()
+        self._fresh.clear()
 
     def idle_count(self) -> int:
         return sum(len(idle) for idle in self._idle.values())
@@ -384,7 +406,10 @@ class XMLStreamParser:
         if parser is not None:
             self._parser = None
             self._root = None
-            _close_quietly(parser)
+            if self._pool is not None and self._state is not _State.FAILED:
+                self._pool.give_closed(parser, self._uses)
+            else:
+                _close_quietly(parser)
 
     def _lxml(self) -> etree.XMLPullParser:
         """The lxml parser: once the stream is open, one from the pool with the same namespace
@@ -398,8 +423,7 @@ class XMLStreamParser:
         if lent is not None:
             parser, self._root, self._uses = lent
         else:
-            parser = _new_lxml_parser()
-            self._uses = 0
+            parser, self._uses = (_new_lxml_parser(), 0) if self._pool is None else self._pool.take_fresh()
             if self._state is not _State.HEADER:
                 parser.feed(bytes(self._header))
                 for action, node in cast("_Events", parser.read_events()):

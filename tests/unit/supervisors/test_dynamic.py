@@ -243,3 +243,33 @@ async def test_shutdown_cancels_all_children_at_once(
     assert sorted(events[:3]) == ["stop a", "stop b", "stop c"]  # all cancelled before any finished
     assert trio.current_time() - before == 1.0
     assert sup.statistics().active == 0
+
+
+async def test_start_child_soon_runs_temporary_children_without_waiting(
+    autojump_clock: trio.testing.MockClock, fake: Fake, events: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = DynamicSupervisor("sessions")
+    good = fake("a", restart=Restart.TEMPORARY)
+    bad = fake("b", restart=Restart.TEMPORARY, fail_starts=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        sup.start_child_soon(good.spec)
+        assert events == []  # not started yet: nobody waited
+        await trio.testing.wait_all_tasks_blocked()
+        assert events == ["start a"]
+        assert sup.lookup("a") == "a#1"
+        # A start that fails is logged and forgotten, and its id is free again.
+        sup.start_child_soon(bad.spec)
+        await trio.testing.wait_all_tasks_blocked()
+        assert "child 'b' failed to start" in caplog.text
+        assert sup.statistics() == DynamicSupervisorStatistics("sessions", 1, 1, 1, 0)
+        sup.start_child_soon(bad.spec)
+        await trio.testing.wait_all_tasks_blocked()
+        assert events[-1] == "start b"
+        # Only TEMPORARY children: the others would need a start to restart with.
+        with pytest.raises(ValueError, match="TEMPORARY"):
+            sup.start_child_soon(fake("c", restart=Restart.PERMANENT).spec)
+        good.crash()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.statistics().active == 1  # crashed and forgotten: temporary
+        nursery.cancel_scope.cancel()

@@ -321,6 +321,7 @@ class CountingFeeds:
 
     def __init__(self) -> None:
         self.feeds = 0
+        self.fed: list[bytes] = []
         self.parsers: list[CountingParser] = []
 
     def new_parser(self) -> CountingParser:
@@ -338,6 +339,7 @@ class CountingParser:
 
     def feed(self, data: bytes) -> None:
         self.counter.feeds += 1
+        self.counter.fed.append(data)
         self.parser.feed(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -365,8 +367,8 @@ def test_gt_in_attribute_values_costs_no_extra_feeds(monkeypatch: pytest.MonkeyP
     assert one_element(feed_all(chunks, parser)).size == len(stanza)
     assert counter.feeds <= len(chunks) + 2  # + 1: the stream header, fed to the same lxml parser
     header = b"<stream:stream xmlns:stream='" + NS_STREAMS.encode() + b"' a='" + b">" * 4000 + b"'>"
-    parser = XMLStreamParser()
     counter = count_feeds(monkeypatch)
+    parser = fresh()
     assert isinstance(
         feed_all([header[i : i + 100] for i in range(0, len(header), 100)], parser)[0], StreamOpened
     )
@@ -664,14 +666,16 @@ def test_memory_stays_flat_over_a_long_stream() -> None:
 
 def test_warnings_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
     # libxml2 warns about the relative namespace URI "vcard-temp" on every declaration; the parser
-    # swaps in a fresh lxml parser before the warning log grows past a bound, also within one feed.
-    parser = opened(header=HEADER)
+    # starts a new lxml document (primed with the stream header) before the warning log grows past
+    # a bound, also within one feed.
     counter = count_feeds(monkeypatch)
+    parser = opened(header=HEADER)
     stanza = b"<iq id='1' type='get'><vCard xmlns='vcard-temp'/></iq>"
     events = parser.feed(stanza * 1000)
     assert len(events) == 1000
     assert all(one_element([e]).element[0].tag == "{vcard-temp}vCard" for e in events)
-    assert 1 < len(counter.parsers) < 100
+    primed = sum(1 for data in counter.fed if data == HEADER)
+    assert 1 < primed < 100  # the first document, then each new one after a rollover
     assert all(len(p.feed_error_log) <= 100 for p in counter.parsers)  # white box
     assert parser.feed(b"</stream:stream>") == [StreamClosed()]
 
@@ -722,9 +726,10 @@ def test_streams_with_the_same_bindings_share_one_lxml_parser(monkeypatch: pytes
         for index, stream in enumerate(streams):
             element = one_element(stream.feed(b"<message id='%d-%d'/>" % (round_, index))).element
             assert element.get("id") == f"{round_}-{index}"
-    # Each header needs a parser of its own (the bindings are known only once it is parsed); after
-    # that, the pool keeps at most `per_key` of them and every later element reuses one.
-    assert len(counter.parsers) == 50
+    # Each header needs a new document (the bindings are known only once it is parsed): the pool
+    # keeps `per_key` parsers open and closes the others, whose lxml parsers take the next headers.
+    # Every later element reuses one.
+    assert len(counter.parsers) == pool.per_key + 1
     assert pool.idle_count() == pool.per_key
 
 
@@ -805,3 +810,21 @@ def test_reset_after_a_release_parses_a_new_stream() -> None:
     opened(parser)  # BARE_HEADER: no "foo" prefix any more
     one_element(parser.feed(b"<presence/>"))
     assert condition_of(b"<message><foo:x/></message>", parser) == "not-well-formed"
+
+
+def test_a_stream_header_takes_a_parser_whose_document_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A login parses three headers; an lxml parser takes a new document after close(), so a
+    # closed stream's parser serves the next stream's header, with nothing of the old one.
+    pool = ParserPool()
+    counter = count_feeds(monkeypatch)
+    first = pooled(pool, PREFIXED_HEADER)
+    one_element(first.feed(b"<message><foo:x/></message>"))
+    assert first.feed(b"</stream:stream>") == [StreamClosed()]
+    assert pool.idle_count() == 0  # nothing open: the closed parser waits for a new document
+    assert len(counter.parsers) == 1
+    second = pooled(pool, BARE_HEADER)
+    assert len(counter.parsers) == 1  # the same lxml parser, a new document
+    assert condition_of(b"<message><foo:x/></message>", second) == "not-well-formed"  # no old "foo"
+    third = pooled(pool, BARE_HEADER)  # the failed one was not kept
+    assert len(counter.parsers) == 2
+    assert one_element(third.feed(b"<presence/>")).element.tag == "{jabber:client}presence"
