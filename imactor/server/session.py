@@ -550,6 +550,12 @@ class SessionActor:
 
     async def _close_transport(self) -> None:
         transport = self.transport
+        if isinstance(transport, TLSSocketStream) and not transport.handshaken:
+            # TLS never came up (a silent or failed handshake): nothing can be said, and a
+            # flush would start the handshake again from the write side.
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await transport.aclose()
+            return
         if isinstance(transport, SocketStream) and not self._write_lock.locked():
             # Its writes time out by themselves (a client that does not read gets 2 s more, not
             # 30), and closing it never waits: no timer per session's end.

@@ -63,6 +63,11 @@ class TLSSocketStream(SocketStream):
         return cls(sock, send_patience=send_patience)
 
     @property
+    def handshaken(self) -> bool:
+        """Whether the TLS handshake is done (before it, nothing can be said to the peer)."""
+        return self._handshaken
+
+    @property
     def ssl_object(self) -> ssl.SSLSocket:
         """The TLS session: protocol version, channel bindings, ALPN."""
         return self._sock
@@ -106,7 +111,12 @@ class TLSSocketStream(SocketStream):
 
     async def _before_send(self) -> None:
         if not self._handshaken:
-            await self.do_handshake()
+            # A write before the handshake (a session ending before TLS was up) waits for the
+            # handshake no longer than for the write itself: a silent peer must not hold it.
+            with trio.move_on_after(self.send_patience) as scope:
+                await self.do_handshake()
+            if scope.cancelled_caught:
+                raise trio.BrokenResourceError("the TLS handshake did not end in time for a write")
 
     def _before_close(self) -> None:
         """Send close_notify if the socket takes it at once (not waiting for the peer's)."""

@@ -183,6 +183,24 @@ async def test_handshake_failure_is_broken_resource(server_context: ssl.SSLConte
         await client.aclose()
 
 
+async def test_a_write_before_a_silent_handshake_gives_up_after_its_patience(
+    server_context: ssl.SSLContext,
+) -> None:
+    """A session that ends before TLS came up must not wait for a handshake forever (the peer
+    connected on the direct TLS port and never said a word)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    with trio.fail_after(TIMEOUT):
+        async with listeners[0]:
+            client = await trio.testing.open_stream_to_socket_listener(listeners[0])
+            server = TLSSocketStream.server_side(await listeners[0].accept(), server_context)
+        server.send_patience = 0.3
+        assert not server.handshaken
+        with pytest.raises(trio.BrokenResourceError, match="handshake"):
+            await server.send_all(b"<stream:error/>")
+        await server.aclose()
+        await client.aclose()
+
+
 # ---- writes without waiting, and reads that wait first (SocketStream) -------------------------
 
 
