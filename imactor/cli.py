@@ -10,7 +10,7 @@
     imactor user list                      list usernames
 
 ``imactor worker ...`` is internal: the node supervisor runs one per worker process (see
-`imactor.node.worker`); it is left out of the help listing.
+`imactor.worker.process`); it is left out of the help listing.
 
 ``--config`` defaults to ``conf/imactor.toml`` and may be given before or after the command.
 Expected failures (invalid config, bad username, existing or missing account, unreadable file)
@@ -146,7 +146,7 @@ def _supervise(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def _worker(args: argparse.Namespace, config_path: Path) -> int:
-    from imactor.node.worker import parse_listen, run
+    from imactor.worker.process import parse_listen, run
 
     try:
         listen = parse_listen(args.listen)

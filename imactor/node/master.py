@@ -1,7 +1,7 @@
 """`imactor supervise`: the node supervisor (the master process of docs/design.md's process tree).
 
     imactor-supervisor                     ONE_FOR_ONE, budget [supervision] intensity/period
-    ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.node.worker`)
+    ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.worker.process`)
     ├── ZeroMQ link (PUSH to each worker)  membership announcements (`imactor.node.membership`)
     └── status server ([status] socket)    the workers' status, merged (`imactor.node.node_status`)
 
@@ -17,7 +17,7 @@ another. Once all workers are ready, one line on stdout announces the ports::
 Signals: SIGTERM or SIGINT stop the workers one at a time in reverse order (SIGTERM each; each
 ends its streams with ``system-shutdown`` and exits 0; SIGKILL after `WORKER_SHUTDOWN` seconds),
 then the supervisor exits 0. SIGHUP is forwarded to every running worker, which reloads the
-config file (`imactor.server.reload`). A worker restarted later reads the file as it is then.
+config file (`imactor.worker.reload`). A worker restarted later reads the file as it is then.
 
 Exit status: 0 after a signal; 1 if the node cannot start (a bad certificate, database, port or
 status socket; a worker that fails its first start); 3 when restarts exceed the budget, so that
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from imactor.c2s.listener import open_listeners
 from imactor.cluster.endpoints import MASTER, master_endpoint, worker_endpoint
 from imactor.cluster.zmq_link import ZmqLink
 from imactor.log import setup_logging
@@ -48,7 +49,6 @@ from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
 from imactor.node.status import StatusServer
-from imactor.server.listener import open_listeners
 from supervisors import (
     ChildFailedToStart,
     ChildState,

@@ -99,7 +99,7 @@ class Completion:
     sending session polls it before it reports `h`. `done` never blocks, so the user actor never
     waits on the session (the actor rule); a repeated `done` is ignored.
 
-    Across workers the mesh (`imactor.server.mesh`) sends a correlation id in place of this
+    Across workers the mesh (`imactor.mesh.mesh`) sends a correlation id in place of this
     object and the recipient's worker answers with a "done" frame; if the recipient's worker dies
     first, the mesh calls `lost` and the session routes the message again (at least once).
     """

@@ -29,8 +29,8 @@ from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.mesh import Mesh
-    from imactor.server.muc_service import MucService
+    from imactor.mesh.mesh import Mesh
+    from imactor.rooms.service import MucService
 
 log = logging.getLogger("imactor.router")
 

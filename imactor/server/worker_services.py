@@ -1,6 +1,6 @@
 """What the actors of one worker share: config, storage, registry, router, modules, TLS, throttles.
 
-Built once per worker by `imactor.server.tree`; handed to actors by reference. It holds no
+Built once per worker by `imactor.worker.tree`; handed to actors by reference. It holds no
 per-account state (that lives in user actors) and nothing that needs a lock.
 """
 
@@ -26,9 +26,9 @@ from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
+    from imactor.c2s.session import SessionActor
     from imactor.config import Config
-    from imactor.server.mesh import Mesh
-    from imactor.server.session import SessionActor
+    from imactor.mesh.mesh import Mesh
     from imactor.storage import Storage
     from supervisors import DynamicSupervisor, TaskSupervisor
 
@@ -114,7 +114,7 @@ class Services:
     def __post_init__(self) -> None:
         limits = self.config.limits
         self.domain = self.config.server.domain
-        from imactor.server.muc_service import MucService
+        from imactor.rooms.service import MucService
 
         #: The multi-user chat service ([muc] enabled), whose rooms this worker may host.
         self.muc = MucService(self) if self.config.muc.enabled else None
@@ -145,7 +145,7 @@ class Services:
         self.stanzas_in_total = self.stanzas_out_total = 0
 
     async def _start_user(self, username: str) -> ActorRef[m.UserMessage]:
-        from imactor.server.user import UserActor
+        from imactor.user.actor import UserActor
         from supervisors import ChildSpec, Restart
 
         assert self.user_supervisor is not None
@@ -156,7 +156,7 @@ class Services:
         return ref  # type: ignore[return-value]
 
     async def _start_room(self, name: str) -> ActorRef[m.RoomMessage]:
-        from imactor.server.room_actor import RoomActor
+        from imactor.rooms.actor import RoomActor
         from supervisors import ChildSpec, Restart
 
         assert self.room_supervisor is not None

@@ -53,10 +53,10 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from imactor.actors import ActorGone, AskTimeout, ask
+from imactor.c2s.session import SessionActor
+from imactor.c2s.transport import FramedStream
 from imactor.server import messages as m
-from imactor.server.session import SessionActor
 from imactor.web.messages import Request, Response
-from imactor.web.transport import FramedStream
 from imactor.xmpp.bosh import (
     MAX_PAUSE,
     MAX_RID,
@@ -81,7 +81,7 @@ log = logging.getLogger("imactor.web.bosh")
 CONTENT_TYPE: Final = "text/xml; charset=utf-8"
 #: Bytes of responses waiting for requests before the session's writes wait (back-pressure).
 MAX_BUFFERED: Final = 1 << 20
-#: The mesh target kind of forwarded requests (`imactor.server.mesh`).
+#: The mesh target kind of forwarded requests (`imactor.mesh.mesh`).
 TARGET_KIND: Final = "bosh"
 #: Seconds a forwarded request may take beyond the longest a local one can (waiting up to 'wait'
 #: for an earlier rid, then held up to 'wait'), before it ends with remote-connection-failed.

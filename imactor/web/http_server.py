@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from imactor.server.listener import accept
-from imactor.server.tls_stream import TLSSocketStream
+from imactor.c2s.listener import accept
+from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.web import cors, hostmeta
 from imactor.web.messages import Request, Response, text_response
 from imactor.web.websocket import serve_websocket

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import trio
 import trio_websocket
 
-from imactor.server.session import SessionActor
+from imactor.c2s.session import SessionActor
+from imactor.c2s.transport import FramedStream
 from imactor.web.messages import Request, text_response
-from imactor.web.transport import FramedStream
 from imactor.xmpp.errors import RemoteProtocolError
 from imactor.xmpp.framing import close_frame, open_frame, parse_frame
 from imactor.xmpp.parser import StreamOpened

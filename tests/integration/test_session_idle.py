@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import trio
 
-from imactor.server.session import WRITER_LINGER
+from imactor.c2s.session import WRITER_LINGER
 from tests.integration.conftest import Accounts
 from tests.integration.test_messaging import send_message
 from tests.support.peer import C, Peers, bare, message

@@ -64,6 +64,11 @@ MUC_MAY_IMPORT = ("imactor.xmpp", "imactor.muc")
 HTTP_LIBRARIES = frozenset({"h11", "trio_websocket", "wsproto"})
 WEB_MAY_NOT_IMPORT = ("imactor.storage", "imactor.cluster", "imactor.node", "imactor.modules")
 
+#: What the modules reach only through the module API (`imactor.server.modules`).
+MODULES_MAY_NOT_IMPORT = (
+    "imactor.server", "imactor.cluster", "imactor.node", "imactor.mesh", "imactor.c2s", "imactor.user",
+    "imactor.rooms", "imactor.web", "imactor.worker",
+)  # fmt: skip
 STORAGE_ONLY = frozenset({"sqlmodel", "sqlalchemy"})
 ZMQ_LINK = "imactor/cluster/zmq_link.py"
 
@@ -224,7 +229,7 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
             report(imp, "the actor runtime knows nothing of server, modules or xmpp")
         if (
             _under(relpath, "imactor/modules")
-            and any(_is(imp.module, inner) for inner in ("imactor.server", "imactor.cluster", "imactor.node"))
+            and any(_is(imp.module, inner) for inner in MODULES_MAY_NOT_IMPORT)
             and not _is(imp.module, "imactor.server.modules")
         ):
             report(imp, "modules use the module API (imactor.server.modules) only")
@@ -302,14 +307,14 @@ def test_imports_of_resolves_every_form() -> None:
         "    from zmq import Socket\n"
         "def f():\n"
         "    import sqlmodel\n"
-        "    importlib.import_module('imactor.server.session')\n"
+        "    importlib.import_module('imactor.c2s.session')\n"
         "    __import__('random')\n"
     )
     modules = {imp.module for imp in imports_of(source, "imactor/xmpp/stream.py")}
     assert {
         "trio", "os.path", "imactor.xmpp", "imactor.xmpp.events", "imactor.xmpp.parser",
         "imactor.xmpp.parser.XMLStreamParser", "imactor", "imactor.storage", "typing", "zmq",
-        "zmq.Socket", "sqlmodel", "imactor.server.session", "random",
+        "zmq.Socket", "sqlmodel", "imactor.c2s.session", "random",
     } <= modules  # fmt: skip
     # In a package's __init__, "." is the package itself.
     init = {imp.module for imp in imports_of("from .jid import JID\n", "imactor/xmpp/__init__.py")}
@@ -328,18 +333,18 @@ def test_imports_of_resolves_every_form() -> None:
         ("imactor/xmpp/stanza.py", "from imactor.server import router\n", "imports only imactor.xmpp"),
         ("imactor/xmpp/stanza.py", "from .. import config\n", "imports only imactor.xmpp"),
         ("imactor/xmpp/stanza.py", "import imactor\n", "imports only imactor.xmpp"),
-        ("imactor/server/user.py", "from sqlalchemy import select\n", "only imactor/storage"),
+        ("imactor/user/actor.py", "from sqlalchemy import select\n", "only imactor/storage"),
         ("imactor/modules/roster.py", "import sqlmodel\n", "only imactor/storage"),
-        ("imactor/server/tree.py", "import zmq\n", "imports zmq"),
-        ("imactor/server/session.py", "import h11\n", "only imactor/web speaks HTTP"),
-        ("imactor/server/listener.py", "from trio_websocket import serve_websocket\n", "speaks HTTP"),
+        ("imactor/worker/tree.py", "import zmq\n", "imports zmq"),
+        ("imactor/c2s/session.py", "import h11\n", "only imactor/web speaks HTTP"),
+        ("imactor/c2s/listener.py", "from trio_websocket import serve_websocket\n", "speaks HTTP"),
         ("imactor/web/bosh.py", "from imactor.storage import Storage\n", "through the server only"),
         ("imactor/cluster/other.py", "import zmq.asyncio\n", "imports zmq"),
         ("supervisors/dynamic.py", "from imactor.actors import Mailbox\n", "never import imactor"),
         ("imactor/actors/actor.py", "from imactor.xmpp.jid import JID\n", "knows nothing"),
         ("imactor/actors/registry.py", "import imactor.server.router\n", "knows nothing"),
         ("imactor/actors/ref.py", "from ..modules import roster\n", "knows nothing"),
-        ("imactor/modules/roster.py", "from imactor.server.user import UserActor\n", "module API"),
+        ("imactor/modules/roster.py", "from imactor.user.actor import UserActor\n", "module API"),
         ("imactor/modules/disco.py", "from ..server import router\n", "module API"),
         ("imactor/modules/ping.py", "import imactor.node.master\n", "module API"),
         # The exceptions are exact: another attribute, a bare use or a from-import is refused.
@@ -374,7 +379,7 @@ def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str)
         ("imactor/storage/db.py", "from sqlalchemy import create_engine\nimport sqlmodel\n"),
         (ZMQ_LINK, "import zmq\n"),
         (
-            "imactor/server/session.py",
+            "imactor/c2s/session.py",
             "import trio\nimport ssl\nfrom imactor.xmpp.stream import ServerStream\n",
         ),
         ("imactor/actors/actor.py", "import trio\nfrom imactor.actors.mailbox import Mailbox\n"),

@@ -14,7 +14,7 @@ adds what the session needs:
 - `send_all` has a patience (`send_patience`) instead of a cancel scope per write: the clock
   starts only if the socket is full.
 
-`TLSSocketStream` (`imactor.server.tls_stream`) is the same over OpenSSL.
+`TLSSocketStream` (`imactor.c2s.tls_stream`) is the same over OpenSSL.
 """
 
 from __future__ import annotations

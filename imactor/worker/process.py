@@ -5,7 +5,7 @@
 
 The supervisor passes the listening sockets it bound as inherited descriptors (``--listen``), the
 node's run directory (``--run-dir``) and the worker's place in the node. The worker reads the
-config file itself (it re-reads it on SIGHUP), runs its tree (`imactor.server.tree.run_worker`),
+config file itself (it re-reads it on SIGHUP), runs its tree (`imactor.worker.tree.run_worker`),
 reports ready on the health channel (`supervisors.health`) once the tree has started, answers
 the supervisor's pings from its event loop, and exits 0 after a clean SIGTERM shutdown.
 
@@ -28,7 +28,7 @@ from imactor.log import setup_logging
 from imactor.node.proctitle import set_title, worker_title
 from imactor.node.rundir import remove_run_dir
 from imactor.node.startup import is_start_error, sole_cause
-from imactor.server.tree import WorkerPlacement, run_worker
+from imactor.worker.tree import WorkerPlacement, run_worker
 from supervisors.health import SupervisorLost, serve_health
 
 log = logging.getLogger("imactor.worker")

@@ -3,7 +3,7 @@
 Every user actor has a home worker, `Membership.home("user", username)` (rendezvous hashing over
 the live workers, `imactor.cluster.placement`); every worker computes the same home from the same
 membership, which the node supervisor announces with an epoch. A message for an actor at home
-elsewhere is encoded (`imactor.server.mesh_codec`) into one `ActorMessage` frame for that worker's
+elsewhere is encoded (`imactor.mesh.codec`) into one `ActorMessage` frame for that worker's
 ZeroMQ link (`imactor.cluster.zmq_link`); references, reply slots and XEP-0198 completions travel
 as addresses and correlation ids and come back as stand-ins (`RemoteRef`, `_RemoteReply`,
 `_RemoteCompletion`) that send frames in turn.
@@ -46,16 +46,16 @@ from imactor.cluster.endpoints import MASTER, worker_endpoint
 from imactor.cluster.placement import Membership
 from imactor.cluster.wire import ActorMessage, Envelope, MembershipChanged
 from imactor.cluster.zmq_link import UnknownPeer, ZmqLink
-from imactor.server import fanout
-from imactor.server import mesh_codec as codec
+from imactor.mesh import codec
+from imactor.rooms import fanout
+from imactor.rooms.actor import removed_presence
 from imactor.server import messages as m
-from imactor.server.room_actor import removed_presence
 from imactor.xmpp.errors import StanzaError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from imactor.server.session import SessionActor
+    from imactor.c2s.session import SessionActor
     from imactor.server.worker_services import Services
 
 log = logging.getLogger("imactor.mesh")

@@ -7,7 +7,7 @@ the outcome, in this order:
 1. the room's state (configuration, affiliations, subject), when it changed, is saved;
 2. broadcast messages are appended to the room's archive; only then is the sender's XEP-0198
    completion signalled, so a message counted in the sender's `h` is in the archive;
-3. the stanzas go out (`imactor.server.fanout`: one frame per worker).
+3. the stanzas go out (`imactor.rooms.fanout`: one frame per worker).
 
 The room learns where each occupant's session lives from the `origin` of its presence
 (`m.Route`), and forgets the occupants of a worker that dies (`WorkersLost`: they leave with
@@ -31,7 +31,7 @@ from imactor.ids import random_id
 from imactor.modules import mam
 from imactor.muc.room import ArchiveItem, Outcome, Room
 from imactor.muc.state import RoomState
-from imactor.server import fanout
+from imactor.rooms import fanout
 from imactor.server import messages as m
 from imactor.storage import ArchiveFilter, ArchivePage, StorageError
 from imactor.storage.rooms import RoomArchiveEntry, StoredRoom
@@ -41,7 +41,7 @@ from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.muc_service import MucService
+    from imactor.rooms.service import MucService
     from imactor.server.worker_services import Services
 
 log = logging.getLogger("imactor.room")

@@ -32,19 +32,19 @@ from typing import TYPE_CHECKING
 import trio
 
 from imactor import tls
+from imactor.c2s.listener import open_listeners, serve_c2s
+from imactor.c2s.timers import run_session_timers
+from imactor.mesh.mesh import Mesh
 from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
-from imactor.server import admin
-from imactor.server.listener import open_listeners, serve_c2s
-from imactor.server.mesh import Mesh
 from imactor.server.modules import ModuleHost
-from imactor.server.reload import reload_config
-from imactor.server.session_timers import run_session_timers
 from imactor.server.worker_services import Services
-from imactor.server.worker_status import WorkerStatusSource
 from imactor.storage import Storage
 from imactor.web.bosh import BoshSessions
 from imactor.web.http_server import WebEndpoints, serve_http
+from imactor.worker import admin
+from imactor.worker.reload import reload_config
+from imactor.worker.status import WorkerStatusSource
 from supervisors import ChildSpec, DynamicSupervisor, RestartBudget, Strategy, TaskSupervisor
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ async def run_worker(
     """Run one worker until SIGTERM; then end every stream with `system-shutdown`.
 
     Calls ``task_status.started()`` once its tree runs (the worker entry then reports ready to
-    the node supervisor). SIGHUP reloads the config file (`imactor.server.reload`). SIGINT stops
+    the node supervisor). SIGHUP reloads the config file (`imactor.worker.reload`). SIGINT stops
     a standalone worker too; under a node supervisor it is the supervisor's (Ctrl-C reaches the
     whole process group, and the supervisor stops the workers in order).
     """

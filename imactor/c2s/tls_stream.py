@@ -9,7 +9,7 @@ two BIOs keep the size of the largest burst they ever carried for the life of th
 `TLSSocketStream` hands the socket to OpenSSL instead (a non-blocking `ssl.SSLSocket`) and only
 waits with trio when OpenSSL says it would block. It serves both STARTTLS (the TCP stream is
 taken over after <proceed/>) and direct TLS (XEP-0368). It is a `SocketStream`
-(`imactor.server.socket_stream`): the same contract and the same cheap paths (`send_nowait`, a
+(`imactor.c2s.socket_stream`): the same contract and the same cheap paths (`send_nowait`, a
 read that waits first once the socket was drained and OpenSSL holds no decrypted bytes).
 
 A connection that ends without TLS close_notify reads as end of stream (CPython's
@@ -27,7 +27,7 @@ import ssl
 import trio
 from trio.lowlevel import checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
 
-from imactor.server.socket_stream import SocketStream, Waiter
+from imactor.c2s.socket_stream import SocketStream, Waiter
 
 __all__ = ["TLSSocketStream"]
 

@@ -30,11 +30,11 @@ from lxml import etree
 
 from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
+from imactor.c2s.socket_stream import SocketStream
+from imactor.c2s.tls_stream import TLSSocketStream
+from imactor.c2s.transport import FramedStream
 from imactor.server import messages as m
 from imactor.server.modules import IqContext, Scope
-from imactor.server.socket_stream import SocketStream
-from imactor.server.tls_stream import TLSSocketStream
-from imactor.web.transport import FramedStream
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
@@ -633,7 +633,7 @@ class SessionActor:
         return True
 
     def tick(self, now: float) -> None:
-        """Called by the worker's session timers (`imactor.server.session_timers`) once per tick:
+        """Called by the worker's session timers (`imactor.c2s.timers`) once per tick:
         the deadlines that each read used to arm, and XEP-0198's request for an ack once the
         stream goes quiet. What must be written goes through our own mailbox, so it is written
         in order with the deliveries (without a task when it can: `_on_queued`)."""

@@ -1,6 +1,6 @@
 """The multi-user chat service (XEP-0045) at `<[muc] subdomain>.<domain>`: its rooms and itself.
 
-Each room is a `RoomActor` (`imactor.server.room_actor`) placed like a user actor: its home is
+Each room is a `RoomActor` (`imactor.rooms.actor`) placed like a user actor: its home is
 `Membership.home("room", name)`, it is activated on demand from storage, and it stops when it
 has been empty for `[muc] idle_timeout`. Stanzas to the service's own JID (no localpart) are
 answered here, statelessly, in the task that routes them: disco#info (the service identity and
