@@ -14,7 +14,7 @@ from imactor.c2s.tls_stream import TLSSocketStream
 from supervisors import ChildSpec, Restart
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.listener")
 

@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
+from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.c2s.socket_stream import SocketStream
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
-from imactor.server import messages as m
+from imactor.rooms.actor import removed_presence
+from imactor.rooms.fanout import addressed
 from imactor.server.modules import IqContext, Scope
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
@@ -45,7 +47,8 @@ from imactor.xmpp.stanza import Element, Stanza
 from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.cluster.placement import Membership
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.session")
 
@@ -294,7 +297,7 @@ class SessionActor:
         self, *, task_status: trio.TaskStatus[LocalRef[m.SessionMessage]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started(self.ref)
-        self.services.sessions_open(self)
+        self.services.sessions.opened(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -312,7 +315,7 @@ class SessionActor:
             self._ended = True
             self._drain_mailbox()
             self._mailbox.close()
-            self.services.sessions_closed(self)
+            self.services.sessions.closed(self)
             self._forget_resumption()
             if not self._handed_over:
                 with trio.CancelScope(shield=True):
@@ -428,7 +431,7 @@ class SessionActor:
             self._handed_over = True
             self._moved_to = request.session
             if self.sm.id is not None:
-                self.services.session_moved(self.address.key, self.sm.id, request.session)
+                self.services.sessions.moved(self.address.key, self.sm.id, request.session)
             request.reply.send(moved)
         log.debug("%s: moved to %s", self.address, request.session.address)
 
@@ -452,7 +455,7 @@ class SessionActor:
             self.stream.send_nonza(sm.failed("item-not-found"))
             return
         self.jid = moved.full_jid
-        self.services.session_bound(self)
+        self.services.sessions.bound(self)
         self._blocklist, self._presence, self._interested = moved.blocklist, moved.presence, moved.interested
         self._resource_state = moved.state
         self.sm = sm.StreamManagement.moved(
@@ -461,8 +464,8 @@ class SessionActor:
         )  # fmt: skip
         self.stream.resumed(moved.full_jid)
         self.stream.track_sent = True
-        self.services.resumable[previd] = self
-        mesh.resumed_here += 1
+        self.services.sessions.resumable[previd] = self
+        mesh.count("resumed_here")
         async with self._write_lock:
             self.stream.send_nonza(self.sm.resumed(previd))
             for data in moved.unacked:
@@ -505,11 +508,11 @@ class SessionActor:
     def _forget_resumption(self) -> None:
         if self.sm.id is None:
             return
-        if self.services.resumable.get(self.sm.id) is self:
-            del self.services.resumable[self.sm.id]
+        if self.services.sessions.resumable.get(self.sm.id) is self:
+            del self.services.sessions.resumable[self.sm.id]
         if self._moved_to is None and self.jid is not None and self.jid.localpart is not None:
             self._collect_completions()
-            self.services.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
+            self.services.sessions.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
 
     def _drain_mailbox(self) -> None:
         """A managed session keeps what was delivered after its last batch, for `_undelivered`."""
@@ -751,7 +754,7 @@ class SessionActor:
                 return
             break
         self.jid = bound.full_jid
-        self.services.session_bound(self)
+        self.services.sessions.bound(self)
         self._blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
         if mesh is not None and mesh.home("user", username) != home:
@@ -843,7 +846,7 @@ class SessionActor:
             reply = self.sm.handle(
                 element,
                 bound=self.jid is not None,
-                new_id=self.services.new_resumption_id,
+                new_id=self.services.sessions.new_resumption_id,
                 max_resume=int(self.services.config.limits.resume_timeout),
             )
         except sm.SmStreamError as error:
@@ -854,7 +857,7 @@ class SessionActor:
         if reply.enabled:
             self.stream.track_sent = True
             if self.sm.id is not None:
-                self.services.resumable[self.sm.id] = self
+                self.services.sessions.resumable[self.sm.id] = self
         self.stream.send_nonza(reply.data)
         if element.tag == sm.R and self._completions:
             self._ack_target = self._completions[-1][0]
@@ -885,14 +888,14 @@ class SessionActor:
         if h is None or not previd:
             self.stream.send_nonza(sm.failed("bad-request"))
             return
-        old = self.services.resumable.get(previd)
-        elsewhere = self.services.resumption_worker(previd)
+        old = self.services.sessions.resumable.get(previd)
+        elsewhere = self.services.sessions.resumption_worker(previd)
         if old is None and elsewhere is not None and self.services.mesh is not None:
             await self._resume_elsewhere(previd, elsewhere, h)
             return
         if old is None or old is self or not old.can_resume(username):
             # Unknown, expired, or another account's id: all look the same to the client.
-            stale = self.services.expired_resumption(previd, username or "")
+            stale = self.services.sessions.expired_resumption(previd, username or "")
             self.stream.send_nonza(sm.failed("item-not-found", stale))
             return
         await self._flush()
@@ -999,8 +1002,8 @@ class SessionActor:
     def _track_room(self, presence: Stanza) -> None:
         """Remember the rooms (XEP-0045) this client joined: if a room's worker dies, the client
         is told it left (status 333) and joins again at the room's new home."""
-        to, muc = presence.to_jid, self.services.muc
-        if muc is None or to.domainpart != muc.domain or to.localpart is None or to.resourcepart is None:
+        to, rooms = presence.to_jid, self.services.room_domain
+        if rooms is None or to.domainpart != rooms or to.localpart is None or to.resourcepart is None:
             return
         if presence.type == "":
             self.joined_rooms[to.bare] = to
@@ -1211,8 +1214,21 @@ class SessionActor:
                 self._resource_state = state
             case m.SentHooks(wanted=wanted):
                 self._sent_wanted = wanted
+            case m.RoomsLost(before=before, lost=lost):
+                self._rooms_lost(before, lost)
             case m.Rehome():
                 raise AssertionError("Rehome needs the writer task")
+
+    def _rooms_lost(self, before: Membership, lost: frozenset[int]) -> None:
+        """The rooms this client is in that lived on `lost` restart elsewhere without their
+        occupants: tell the client it left each (XEP-0045 status 333) so that it joins again."""
+        if self.jid is None:
+            return
+        for room, occupant in list(self.joined_rooms.items()):
+            if room.localpart is None or before.home("room", room.localpart) not in lost:
+                continue
+            del self.joined_rooms[room]
+            self._deliver(m.Deliver(addressed(removed_presence(occupant), self.jid)))
 
     def _deliver(self, item: m.Deliver) -> None:
         """Queue a delivered stanza on the stream (or hold it, or pass it on: see the cases)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 #: Longest tick: XEP-0198's idle ack request goes out one to two ticks after the last stanza.
 TICK = 1.0

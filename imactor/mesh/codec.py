@@ -1,4 +1,4 @@
-"""Actor messages of the server (`imactor.server.messages`) as bytes for another worker, and back.
+"""Actor messages of the server (`imactor.messages`) as bytes for another worker, and back.
 
 The cluster wire format (`imactor.cluster.wire`, docs/wire-format.md) carries an `ActorMessage`:
 a target (kind, key), a `body_kind` naming the message and an opaque body. This module fills the
@@ -51,8 +51,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, Final, Protocol
 
+from imactor import messages as m
 from imactor.actors import ActorRef, Reply
-from imactor.server import messages as m
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.stanza import Stanza

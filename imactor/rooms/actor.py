@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone
 from imactor.ids import random_id
 from imactor.modules import mam
 from imactor.muc.room import ArchiveItem, Outcome, Room
 from imactor.muc.state import RoomState
 from imactor.rooms import fanout
-from imactor.server import messages as m
 from imactor.storage import ArchiveFilter, ArchivePage, StorageError
 from imactor.storage.rooms import RoomArchiveEntry, StoredRoom
 from imactor.xmpp import stanza as st
@@ -42,7 +42,7 @@ from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
     from imactor.rooms.service import MucService
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.room")
 

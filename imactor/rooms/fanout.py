@@ -24,13 +24,14 @@ from xml.sax.saxutils import quoteattr
 
 import trio
 
+from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone
-from imactor.server import messages as m
+from imactor.mesh.codec import BodyError
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.fanout")
 
@@ -73,7 +74,7 @@ def deliver_here(services: Services, template: Stanza, recipients: Iterable[JID]
     elsewhere: list[Stanza] = []
     for jid in recipients:
         stanza = addressed(template, jid)
-        session = services.session_by_jid(jid)
+        session = services.sessions.by_jid(jid)
         if session is None:
             elsewhere.append(stanza)
             continue
@@ -90,6 +91,21 @@ async def by_account(services: Services, stanza: Stanza) -> None:
     """The normal route, through the recipient's account (see the module docstring)."""
     with contextlib.suppress(ActorGone):
         await services.router.route(stanza, wait=False)
+
+
+def install(services: Services) -> None:
+    """Take the mesh's ``fanout`` frames: another worker's room broadcasting to sessions here."""
+    mesh = services.mesh
+    assert mesh is not None
+
+    def on_frame(_room: str, message: object) -> None:
+        if not isinstance(message, m.Fanout):
+            raise BodyError(f"a {type(message).__name__} for a room broadcast")
+        # At once, in frame order: a room's broadcasts reach each session in the room's order.
+        for stanza in deliver_here(services, message.stanza, message.recipients):
+            mesh.spawn(by_account, services, stanza)
+
+    mesh.handle("fanout", on_frame)
 
 
 def _group(recipients: Iterable[tuple[JID, int | None]]) -> dict[int | None, list[JID]]:

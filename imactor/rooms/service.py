@@ -20,7 +20,7 @@ from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 NS_MUC = "http://jabber.org/protocol/muc"
 #: disco#info features of the service itself (XEP-0045 §6.1, XEP-0313 for room archives).

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, assert_never
 import trio
 from lxml import etree
 
+from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
-from imactor.server import messages as m
 from imactor.server.modules import DeliveredContext, IqContext, MessageContext, PresenceContext, Scope
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
@@ -32,7 +32,7 @@ from imactor.xmpp.roster import RosterItem, item_element
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.user")
 
@@ -815,7 +815,7 @@ class UserActor(Actor[m.UserMessage]):
             log.warning("%s: session mailbox full, disconnecting %s", self.address, resource.session.address)
             with contextlib.suppress(trio.WouldBlock, ActorGone):
                 resource.session.send_nowait(m.Kick("policy-violation", "not reading"))
-            self.services.kill_session(resource.session)
+            self.services.sessions.kill(resource.session)
         except ActorGone:
             pass
 

@@ -11,23 +11,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from imactor import messages as m
 from imactor.actors import ask
 from imactor.node.status import CommandHandler
-from imactor.server import messages as m
 from imactor.xmpp.jid import JID, InvalidJID
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.rooms.service import MucService
+    from imactor.server.services import Services
 
 #: Seconds the room's actor has to answer.
 ROOM_TIMEOUT = 8.0
 
 
-def commands(services: Services) -> dict[str, CommandHandler]:
+def commands(services: Services, rooms: MucService | None) -> dict[str, CommandHandler]:
     async def destroy_room(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
         name, reason = arguments.get("room"), arguments.get("reason", "")
         alternate = arguments.get("alternate")
-        if services.muc is None:
+        if rooms is None:
             return {"error": "multi-user chat is not enabled ([muc] enabled)"}
         if not isinstance(name, str) or not name or not isinstance(reason, str):
             return {"error": "destroy-room needs a room name and a text reason"}
@@ -39,6 +40,6 @@ def commands(services: Services) -> dict[str, CommandHandler]:
         destroyed: bool = await ask(
             ref, lambda reply: m.DestroyRoom(reason, venue, reply), timeout=ROOM_TIMEOUT
         )
-        return {"room": f"{name}@{services.muc.domain}", "destroyed": destroyed}
+        return {"room": f"{name}@{rooms.domain}", "destroyed": destroyed}
 
     return {"destroy-room": destroy_room}

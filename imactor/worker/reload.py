@@ -30,7 +30,7 @@ from imactor.config import Config, ConfigError, load_config
 from imactor.server.modules import ModuleHost
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.reload")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from imactor.node.status import WorkerStatus
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 
 class WorkerStatusSource:

@@ -12,7 +12,7 @@ import pytest
 from imactor import tls
 from imactor.config import Config, load_config
 from imactor.server.modules import ModuleHost
-from imactor.server.worker_services import FailureThrottle, LoginThrottle
+from imactor.server.services import FailureThrottle, LoginThrottle
 from imactor.worker.reload import reload_config
 
 BASE = """

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import trio
 
+from imactor import messages as m
 from imactor.actors import ActorAddress, Reply
 from imactor.mesh import codec
-from imactor.server import messages as m
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import trio
 
 from imactor.actors import ActorRef, Reply
+from imactor.cluster.placement import Membership
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza
 
@@ -42,6 +43,16 @@ class Rehome:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomsLost:
+    """Workers died (`lost`): the rooms of this session that lived there (their home under the
+    `before` membership) restart elsewhere without their occupants. The session tells its
+    client it left each (XEP-0045 status 333), so that it joins again."""
+
+    before: Membership
+    lost: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceState:
     """The modules' state of this session's resource changed (e.g. XEP-0280 carbons enabled):
     the session keeps it to hand to the account's next home (`Rebind`, `MovedSession`)."""
@@ -64,7 +75,9 @@ class RequestAck:
     crosses processes."""
 
 
-SessionMessage = Deliver | Kick | BlocklistChanged | Rehome | ResourceState | SentHooks | RequestAck
+SessionMessage = (
+    Deliver | Kick | BlocklistChanged | Rehome | RoomsLost | ResourceState | SentHooks | RequestAck
+)
 
 # ---- to a UserActor --------------------------------------------------------------------------
 
