@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 60.0
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from imactor import tls
 from tests.integration.conftest import PASSWORD
 from tests.support.raw import RawClient, assert_pong
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 60
 #: Most logins tried before every worker holds a session (the kernel picks the accepting worker).
 MAX_SPREAD = 40
 USERS = [("alice", PASSWORD), ("bob", PASSWORD)]

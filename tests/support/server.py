@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imactor.node.status import request_status
-
-START_TIMEOUT = 30.0
+from tests.support.timeouts import START_TIMEOUT
 
 BASE_CONFIG = """
 [server]
