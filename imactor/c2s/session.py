@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +30,8 @@ from lxml import etree
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
+from imactor.c2s.durable import COMPLETION_TIMEOUT, DurableAcks
+from imactor.c2s.policy import ClientPolicy
 from imactor.c2s.socket_stream import SocketStream
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
@@ -70,9 +71,6 @@ ACK_EVERY = 5
 WRITER_LINGER = 0.5
 #: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
 UNACKED_PER_SLOT = 4
-#: A routed message whose durable handling is not signalled in this many seconds is routed again;
-#: after `MAX_ROUTE_ATTEMPTS` it counts as handled anyway (logged), so that acks never stall.
-COMPLETION_TIMEOUT = 10.0
 ROSTER_QUERY = qname(NS_ROSTER, "query")
 #: Binds tried when the account's home worker dies while it is asked.
 BIND_ATTEMPTS = 3
@@ -80,8 +78,8 @@ BIND_ATTEMPTS = 3
 #: (the resuming side asks with `TAKE_OVER_TIMEOUT`).
 MOVE_SETTLE = 4.0
 TAKE_OVER_TIMEOUT = 10.0
-#: Times a message whose recipient's worker died is routed (the first time included).
-MAX_ROUTE_ATTEMPTS = 3
+#: Seconds a re-registration with the account's new home may take (`_rebind`).
+REBIND_TIMEOUT = COMPLETION_TIMEOUT
 
 
 PREBIND_NONZAS = frozenset({sm.ENABLE, sm.RESUME})
@@ -119,35 +117,12 @@ class SessionStatistics:
     mailbox: MailboxStatistics
 
 
-class TokenBucket:
-    """Per-connection stanza rate: `rate` per second, bursts up to `burst` (traffic shaping)."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), now
-
-    def delay_for_one(self, now: float) -> float:
-        """Take a token; return how long the caller must wait before the stanza is processed."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
 class SessionActor:
     # One per connection: slots instead of a __dict__, which for this many attributes (more than
     # CPython shares between instances) costs about 1.5 KB per session.
     __slots__ = (
         "_ack_mark",
-        "_ack_target",
-        "_acking",
-        "_blocklist",
-        "_bucket",
-        "_completions",
         "_detached",
-        "_durable",
         "_ended",
         "_filters",
         "_flushing",
@@ -178,10 +153,12 @@ class SessionActor:
         "_unsent",
         "_write_lock",
         "_writing",
+        "acks",
         "address",
         "direct_tls",
         "jid",
         "joined_rooms",
+        "policy",
         "ref",
         "remote",
         "services",
@@ -234,9 +211,9 @@ class SessionActor:
         self.jid: JID | None = None
         #: Rooms joined (room JID → occupant JID), see `_track_room`.
         self.joined_rooms: dict[JID, JID] = {}
-        self._blocklist: frozenset[str] = frozenset()
         self._write_lock = trio.Lock()
-        self._bucket = TokenBucket(
+        #: The client's stanza rate and the account's block list.
+        self.policy = ClientPolicy(
             config.limits.stanzas_per_second, config.limits.stanza_burst, trio.current_time()
         )
         self._stanzas_in = 0
@@ -252,21 +229,13 @@ class SessionActor:
         # XEP-0198 (see the module docstring).
         self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
         self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
-        #: The client's messages awaiting durable handling: (sequence number, signal, deadline),
-        #: in arrival order. `_durable` is the signal of the stanza being processed, if routed.
-        #: A list, not a deque: it is short (messages in flight), and empty in most sessions,
-        #: where a deque would cost 600 bytes each.
-        self._completions: list[tuple[int, m.Completion, float]] = []
-        self._durable: m.Completion | None = None
+        #: The client's messages awaiting durable handling, and the acks that wait for them.
+        self.acks = DurableAcks(self.address, self.sm, services.router)
         self._nursery: trio.Nursery | None = None
         #: `_mailbox_task` is running (it runs only while there is something to deliver).
         self._writing = False
         #: A task is in `_flush_now`'s loop: what the stream says meanwhile goes out with it.
         self._flushing = False
-        #: An <r/> was answered before the message numbered this was durably handled: an <a/>
-        #: follows once it is (`_ack_when_handled`, running while `_acking`).
-        self._ack_target = sm.NOT_COUNTED
-        self._acking = False
         self._handshaken = False
         #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
         #: TLS ClientHello instead (see `_receive`).
@@ -302,6 +271,7 @@ class SessionActor:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 self._nursery = nursery
+                self.acks.start(nursery.start_soon)
                 self._mailbox.on_queued = self._on_queued
                 if self._mailbox.pending:
                     self._wake_writer()
@@ -413,7 +383,7 @@ class SessionActor:
         The wait for pending stores is bounded well within the asker's patience: what is not
         confirmed by then stays out of `h`, and the client sends it again after <resumed/>."""
         with trio.move_on_after(MOVE_SETTLE):
-            await self._settle_completions()
+            await self.acks.settle()
         assert self.jid is not None
         async with self._write_lock:
             for data in self.stream.take_sent():
@@ -426,7 +396,7 @@ class SessionActor:
             held, self._held = self._held + self._release_filters(), []
             moved = m.MovedSession(
                 self.jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, tuple(resend),
-                tuple(held), self._blocklist, self._presence, self._interested, self._resource_state,
+                tuple(held), self.policy.blocklist, self._presence, self._interested, self._resource_state,
             )  # fmt: skip
             self._handed_over = True
             self._moved_to = request.session
@@ -456,12 +426,14 @@ class SessionActor:
             return
         self.jid = moved.full_jid
         self.services.sessions.bound(self)
-        self._blocklist, self._presence, self._interested = moved.blocklist, moved.presence, moved.interested
+        self.policy.blocklist = moved.blocklist
+        self._presence, self._interested = moved.presence, moved.interested
         self._resource_state = moved.state
         self.sm = sm.StreamManagement.moved(
             session_id=previd, max_resume=moved.max, h_in=moved.h_in, sent=moved.sent, acked=moved.acked,
             unacked=list(moved.unacked), ack_every=ACK_EVERY,
         )  # fmt: skip
+        self.acks.adopt(self.sm)
         self.stream.resumed(moved.full_jid)
         self.stream.track_sent = True
         self.services.sessions.resumable[previd] = self
@@ -477,7 +449,7 @@ class SessionActor:
         log.debug("%s: resumed %s from w%d", self.address, moved.full_jid, worker)
 
     async def _take_over(self, handover: Handover) -> None:
-        await self._settle_completions()  # <resumed h/> counts what is durably handled by now
+        await self.acks.settle()  # <resumed h/> counts what is durably handled by now
         async with self._write_lock:
             for data in self.stream.take_sent():
                 self.sm.stanza_sent(data)
@@ -511,7 +483,7 @@ class SessionActor:
         if self.services.sessions.resumable.get(self.sm.id) is self:
             del self.services.sessions.resumable[self.sm.id]
         if self._moved_to is None and self.jid is not None and self.jid.localpart is not None:
-            self._collect_completions()
+            self.acks.collect()
             self.services.sessions.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
 
     def _drain_mailbox(self) -> None:
@@ -755,7 +727,7 @@ class SessionActor:
             break
         self.jid = bound.full_jid
         self.services.sessions.bound(self)
-        self._blocklist = bound.blocklist
+        self.policy.blocklist = bound.blocklist
         self.stream.bind_succeeded(bound.full_jid)
         if mesh is not None and mesh.home("user", username) != home:
             # The membership changed while we asked: the actor that bound us may have handed off
@@ -766,70 +738,13 @@ class SessionActor:
 
     async def _on_counted_stanza(self, element: Element) -> None:
         """Act on a stanza and count it in `h`: once acted on, or for a message routed to an
-        account once that account's actor signals its durable writes done (`m.Completion`)."""
+        account once that account's actor signals its durable writes done (`DurableAcks`)."""
         self._seen_in += 1
-        self._collect_completions()
-        seq = self.sm.stanza_received()
-        self._durable = None
+        seq = self.acks.received()
         try:
             await self._on_stanza(element)
         finally:
-            durable = self._take_durable()
-            if durable is None or durable.is_done or seq == sm.NOT_COUNTED:
-                self.sm.stanza_handled(seq)
-            else:
-                self._completions.append((seq, durable, trio.current_time() + COMPLETION_TIMEOUT))
-
-    def _take_durable(self) -> m.Completion | None:
-        durable, self._durable = self._durable, None
-        return durable
-
-    def _collect_completions(self) -> None:
-        """Count the routed messages whose durable handling is over, oldest first (only the
-        oldest pending one holds `h` back); one overdue is logged and counted anyway."""
-        now = trio.current_time()
-        while self._completions:
-            seq, completion, deadline = self._completions[0]
-            overdue = not completion.is_done and now >= deadline
-            if (completion.failed or overdue) and self._route_again(seq, completion):
-                # Lost with its recipient's worker, or no word of it in time (a frame lost on
-                # the way): route it again rather than count what may not be stored.
-                return
-            if not completion.is_done:
-                if now < deadline:
-                    return
-                log.error("%s: stanza %d not durably handled after %d routes; counted anyway",
-                          self.address, seq, completion.attempt)  # fmt: skip
-            del self._completions[0]
-            self.sm.stanza_handled(seq)
-
-    def _route_again(self, seq: int, lost: m.Completion) -> bool:
-        """Message `seq` may not be stored (its recipient's worker died, or it was not confirmed
-        in time): route it again (a duplicate at worst, with the same origin-id; never a loss).
-        False when it cannot be: then it is counted as it is."""
-        if lost.stanza is None or lost.attempt >= MAX_ROUTE_ATTEMPTS or self._nursery is None:
-            return False
-        again = m.Completion(lost.stanza, lost.attempt + 1)
-        self._completions[0] = (seq, again, trio.current_time() + COMPLETION_TIMEOUT)
-        try:
-            self._nursery.start_soon(self._route_durable, again)
-        except RuntimeError:  # the session is ending: its nursery takes no more tasks
-            self._completions[0] = (seq, lost, trio.current_time())
-            return False
-        return True
-
-    async def _route_durable(self, completion: m.Completion) -> None:
-        assert completion.stanza is not None
-        await self.services.router.route(completion.stanza, wait=True, completion=completion)
-
-    async def _settle_completions(self, through: float = math.inf) -> None:
-        """Wait (each at most until its deadline) for the pending routed messages numbered up to
-        `through` (all by default) to be handled."""
-        while self._completions and self._completions[0][0] <= through:
-            _seq, completion, deadline = self._completions[0]
-            with trio.move_on_at(deadline):
-                await completion.wait()
-            self._collect_completions()
+            self.acks.processed(seq)
 
     async def _on_nonza(self, element: etree._Element) -> None:
         if element.tag in self.services.modules.nonzas:
@@ -841,7 +756,7 @@ class SessionActor:
             await self._resume(element)
             return
         if element.tag == sm.R:
-            self._collect_completions()  # §4: answer at once with what is handled so far
+            self.acks.collect()  # §4: answer at once with what is handled so far
         try:
             reply = self.sm.handle(
                 element,
@@ -859,26 +774,14 @@ class SessionActor:
             if self.sm.id is not None:
                 self.services.sessions.resumable[self.sm.id] = self
         self.stream.send_nonza(reply.data)
-        if element.tag == sm.R and self._completions:
-            self._ack_target = self._completions[-1][0]
-            if not self._acking and self._nursery is not None:
-                self._acking = True
-                self._nursery.start_soon(self._ack_when_handled)
+        if element.tag == sm.R:
+            self.acks.ack_later(self._send_unasked_ack)
 
-    async def _ack_when_handled(self) -> None:
-        """§4 lets a server send <a/> unasked: an <r/> was answered while messages before it were
-        still being stored, so the client (aioxmpp waits for it) learns when they are."""
-        try:
-            while True:
-                target = self._ack_target
-                await self._settle_completions(through=target)
-                if not self._detached and self.stream.state is State.ESTABLISHED:
-                    self.stream.send_nonza(sm.ack(self.sm.h_in))
-                    await self._flush()
-                if self._ack_target == target:
-                    return
-        finally:
-            self._acking = False
+    async def _send_unasked_ack(self) -> None:
+        """§4 lets a server send <a/> unasked (`DurableAcks.ack_later`)."""
+        if not self._detached and self.stream.state is State.ESTABLISHED:
+            self.stream.send_nonza(sm.ack(self.sm.h_in))
+            await self._flush()
 
     async def _resume(self, element: etree._Element) -> None:
         """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
@@ -908,7 +811,7 @@ class SessionActor:
         assert self.jid is not None
         self._stanzas_in += 1
         self.services.stanzas_in_total += 1
-        delay = self._bucket.delay_for_one(trio.current_time())
+        delay = self.policy.delay_for_one(trio.current_time())
         if delay > 0:
             await self._flush()
             await trio.sleep(delay)  # shaping: a flooding client only slows itself down
@@ -936,7 +839,7 @@ class SessionActor:
             element.set("to", str(to))
         if kind == "iq" and not await self._valid_iq(element):
             return
-        if to is not None and self._blocked(to):
+        if to is not None and self.policy.blocks(to):
             # XEP-0191 §3.6: nothing goes to a blocked JID; presence is dropped silently.
             if kind != "presence":
                 blocked = (NS_BLOCKING_ERRORS, "blocked")
@@ -990,10 +893,9 @@ class SessionActor:
                 return  # messages to the server itself are not processed
             # The element is ours no more: the recipient's account takes it instead of parsing.
             message = Stanza.from_element(element, hand_over=True)
-            if self.sm.enabled:
-                # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
-                self._durable = m.Completion(message)
-            await self.services.router.route(message, wait=True, completion=self._durable)
+            # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
+            completion = self.acks.routed(message)
+            await self.services.router.route(message, wait=True, completion=completion)
             if self._sent_wanted:
                 await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
             return
@@ -1074,10 +976,6 @@ class SessionActor:
         elif "to" in reply.attrib:
             del reply.attrib["to"]
         await self._write_element(reply)
-
-    def _blocked(self, to: JID) -> bool:
-        blocked = self._blocklist
-        return bool(blocked) and (str(to) in blocked or str(to.bare) in blocked or to.domainpart in blocked)
 
     def _ping_client(self) -> None:
         """XEP-0199 §4.2: a quiet client is pinged; one that does not answer is cut off (`tick`)."""
@@ -1209,7 +1107,7 @@ class SessionActor:
                     self.stream.send_nonza(sm.REQUEST)
                     self.sm.ack_requested()
             case m.BlocklistChanged(jids=jids):
-                self._blocklist = jids
+                self.policy.blocklist = jids
             case m.ResourceState(state=state):
                 self._resource_state = state
             case m.SentHooks(wanted=wanted):
@@ -1345,7 +1243,7 @@ class SessionActor:
         rebind = m.Rebind(
             self.jid.resourcepart or "", self.ref, self._presence, self._interested, self._resource_state
         )
-        with trio.move_on_after(COMPLETION_TIMEOUT):
+        with trio.move_on_after(REBIND_TIMEOUT):
             await self.services.router.to_user(self.jid.localpart, rebind, None, wait=True)
 
     @property
