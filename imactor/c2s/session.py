@@ -37,7 +37,7 @@ from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
-from imactor.server.modules import IqContext, Scope
+from imactor.server.modules import Scope
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
@@ -945,10 +945,7 @@ class SessionActor:
             return
         handler, options = found
         from_jid = self.jid or JID.make(None, self.services.domain)
-        ctx = IqContext(
-            stanza=element, from_jid=from_jid, to_jid=to, options=options, storage=self.services.storage,
-            config=self.services.config, server=self.services.server, remote_address=self.remote,
-        )  # fmt: skip
+        ctx = self.services.contexts.iq(element, from_jid, to, options, remote_address=self.remote)
         try:
             reply = await handler(ctx)
         except StanzaError as error:

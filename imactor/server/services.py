@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imactor.actors import Registry
-from imactor.server.modules import ModuleHost
+from imactor.server.modules import Contexts, ModuleHost
 from imactor.server.router import Router
 from imactor.server.server_api import ServerFacade
 from imactor.server.sessions import SessionTable
@@ -80,6 +80,8 @@ class Services:
             registrations=self.registration_throttle, room_domain=self.room_domain,
             started_at=self.started_at,
         )  # fmt: skip
+        #: Builds every context handed to modules (`imactor.server.modules.Contexts`).
+        self.contexts = Contexts(self)
         self.bound_features = (*self.server.stream_features(), sm.FEATURE, *self.modules.stream_features)
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()

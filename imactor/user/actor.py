@@ -22,7 +22,8 @@ from lxml import etree
 
 from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
-from imactor.server.modules import DeliveredContext, IqContext, MessageContext, PresenceContext, Scope
+from imactor.server.modules import Scope
+from imactor.user.account import Account
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
 from imactor.xmpp.errors import StanzaError
@@ -69,6 +70,8 @@ class UserActor(Actor[m.UserMessage]):
         self.username = username
         self.services = services
         self.jid = JID.make(username, services.domain)
+        #: What modules see of this account (never the actor itself).
+        self.account = Account(self)
         self.exists = False
         self.resources: dict[str, Resource] = {}
         self.roster: dict[str, RosterItem] = {}
@@ -194,10 +197,7 @@ class UserActor(Actor[m.UserMessage]):
             return stanza
         element = stanza.element()
         for hook, options in hooks:
-            ctx = PresenceContext(
-                stanza=element, account=self, own=own, options=options, storage=self.services.storage,
-                config=self.services.config, server=self.services.server,
-            )  # fmt: skip
+            ctx = self.services.contexts.presence(element, self.account, options, own=own)
             await hook(ctx)
         return Stanza.from_element(element) if own else stanza
 
@@ -601,10 +601,7 @@ class UserActor(Actor[m.UserMessage]):
             return stanza
         element = stanza.take_element()
         for hook, options in hooks:
-            ctx = MessageContext(
-                stanza=element, account=self, options=options, storage=self.services.storage,
-                config=self.services.config, server=self.services.server,
-            )  # fmt: skip
+            ctx = self.services.contexts.message(element, self.account, options)
             try:
                 await hook(ctx)
             except StanzaError as error:
@@ -620,11 +617,9 @@ class UserActor(Actor[m.UserMessage]):
         if not hooks:
             return
         for hook, options in hooks:
-            ctx = DeliveredContext(
-                message=stanza, account=self, options=options, storage=self.services.storage,
-                config=self.services.config, server=self.services.server, delivered_to=names,
-                offline=offline,
-            )  # fmt: skip
+            ctx = self.services.contexts.delivered(
+                stanza, self.account, options, delivered_to=names, offline=offline
+            )
             try:
                 await hook(ctx)
             except StanzaError as error:
@@ -637,10 +632,7 @@ class UserActor(Actor[m.UserMessage]):
             return
         element = stanza.element()
         for hook, options in hooks:
-            ctx = MessageContext(
-                stanza=element, account=self, options=options, storage=self.services.storage,
-                config=self.services.config, server=self.services.server,
-            )  # fmt: skip
+            ctx = self.services.contexts.message(element, self.account, options)
             try:
                 await hook(ctx)
             except StanzaError as error:
@@ -733,11 +725,8 @@ class UserActor(Actor[m.UserMessage]):
         handler, options = found
         if own and etree.QName(element[0]).namespace == NS_ROSTER:
             self._mark_interested(stanza.from_jid)
-        ctx = IqContext(
-            stanza=element, from_jid=stanza.from_jid, to_jid=stanza.to_jid, options=options,
-            storage=self.services.storage, config=self.services.config, server=self.services.server,
-            account=self,
-        )  # fmt: skip
+        contexts = self.services.contexts
+        ctx = contexts.iq(element, stanza.from_jid, stanza.to_jid, options, account=self.account)
         try:
             result = await handler(ctx)
         except StanzaError as error:
