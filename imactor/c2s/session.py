@@ -9,11 +9,22 @@ reconnects.
 XEP-0198 (`imactor.xmpp.sm` holds the counters and the unacked queue): once a client enabled
 resumption, a transport that breaks without </stream:stream> leaves the actor *detached*: still
 bound in its user actor, holding what is delivered, for `[limits] resume_timeout` seconds. A new
-connection that authenticates and sends <resume previd/> finds it in `Services.resumable` and hands
+connection that authenticates and sends <resume previd/> finds it in the session table's
+`resumable` (`imactor.server.sessions`) and hands
 it its transport and its `ServerStream` (`take_over`); the detached actor answers <resumed/>, sends
 again what the client did not acknowledge and carries on with the new transport, under the same
 actor reference, so the user actor never notices. The new connection's actor then ends without
 unbinding or closing the transport it gave away.
+
+Collaborators the session owns and calls one way: `DurableAcks` (`imactor.c2s.durable`, what `h`
+may count), `ClientPolicy` (`imactor.c2s.policy`, the stanza rate and the block list), the
+transport (`imactor.c2s.socket_stream`, `imactor.c2s.tls_stream`, or a web `FramedStream`).
+
+Why this file is still over 450 lines: the writer (the inline write on delivery, the mailbox task,
+the flush under the write lock) and the resumption and hand-over (same worker, other worker)
+share the stream, the write lock and the XEP-0198 state with the reader, and are still methods of
+the session. They are the next two collaborators to take out, each as an object given the
+stream and the transport it needs (issue 15, point 4).
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ class NoOptions:
 
 class AccountApi(Protocol):
     """What a module may do with the account it runs for: a narrow view of its `UserActor`
-    (`imactor.user.account.Account`), never the actor itself."""
+    (`imactor.user.account.Account`), never the actor itself. Contexts carry it; they are built
+    in one place, `imactor.server.contexts.Contexts`."""
 
     @property
     def username(self) -> str: ...
@@ -211,64 +212,6 @@ class PresenceContext:
 
 
 PresenceHook = Callable[[PresenceContext], Awaitable[None]]
-
-
-class ContextSource(Protocol):
-    """Where contexts take what every handler gets (the worker's `Services`; read per call, since
-    a reload replaces the config)."""
-
-    @property
-    def storage(self) -> Storage: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def server(self) -> ServerApi: ...
-
-
-class Contexts:
-    """The one place where the contexts handed to modules are built, for the account actors and
-    the sessions alike: what every context carries comes from `source`."""
-
-    __slots__ = ("_source",)
-
-    def __init__(self, source: ContextSource) -> None:
-        self._source = source
-
-    def iq(
-        self, stanza: Element, from_jid: JID, to_jid: JID | None, options: Any, *,
-        account: AccountApi | None = None, remote_address: str | None = None,
-    ) -> IqContext:  # fmt: skip
-        source = self._source
-        return IqContext(
-            stanza=stanza, from_jid=from_jid, to_jid=to_jid, options=options, storage=source.storage,
-            config=source.config, server=source.server, account=account, remote_address=remote_address,
-        )  # fmt: skip
-
-    def message(self, stanza: Element, account: AccountApi, options: Any) -> MessageContext:
-        source = self._source
-        return MessageContext(
-            stanza=stanza, account=account, options=options, storage=source.storage,
-            config=source.config, server=source.server,
-        )  # fmt: skip
-
-    def delivered(
-        self, message: Stanza, account: AccountApi, options: Any, *, delivered_to: tuple[str, ...],
-        offline: bool,
-    ) -> DeliveredContext:  # fmt: skip
-        source = self._source
-        return DeliveredContext(
-            message=message, account=account, options=options, storage=source.storage,
-            config=source.config, server=source.server, delivered_to=delivered_to, offline=offline,
-        )  # fmt: skip
-
-    def presence(self, stanza: Element, account: AccountApi, options: Any, *, own: bool) -> PresenceContext:
-        source = self._source
-        return PresenceContext(
-            stanza=stanza, account=account, own=own, options=options, storage=source.storage,
-            config=source.config, server=source.server,
-        )  # fmt: skip
 
 
 class SessionFilter(Protocol):

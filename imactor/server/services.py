@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imactor.actors import Registry
-from imactor.server.modules import Contexts, ModuleHost
+from imactor.server.contexts import Contexts
+from imactor.server.modules import ModuleHost
 from imactor.server.router import Router
 from imactor.server.server_api import ServerFacade
 from imactor.server.sessions import SessionTable

@@ -6,6 +6,14 @@ change to the account is serialized through its mailbox, so nothing here takes a
 
 Delivery to sessions uses `send_nowait`: a session whose mailbox is full has a client that stopped
 reading, and it is kicked rather than allowed to slow the account (or its senders) down.
+
+Modules see the account through `imactor.user.account.Account`, never this actor, in contexts
+built by `imactor.server.contexts.Contexts`.
+
+Why this file is still over 450 lines: presence (broadcast, directed presence, subscriptions),
+the roster and message delivery (RFC 6121 §8.5, offline storage, the hooks) each read and change
+the same resources and roster, and are still methods of the actor. Each is to become an object
+of its own that the actor owns, given the state it works on (issue 15, point 5).
 """
 
 from __future__ import annotations
