@@ -9,5 +9,6 @@ once); a test that hits one has hung, and the bound turns the hang into a failur
 TIMEOUT = 40.0
 #: A test that starts, kills or restarts worker processes (failover, the mesh, rooms moving home).
 WORKERS_TIMEOUT = 120.0
-#: A server process (the node supervisor and its workers) printing its listening ports.
+#: A server process (the node supervisor and its workers) printing its listening ports; a killed
+#: worker replaced by a new one.
 START_TIMEOUT = 60.0
