@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imactor.user.actor import UserActor
+    from imactor.server.modules import AccountApi
     from imactor.xmpp.jid import JID
     from imactor.xmpp.stanza import Element
 
@@ -20,11 +20,12 @@ __all__ = ["Account"]
 
 
 class Account:
-    """One account's `AccountApi`, backed by its actor."""
+    """One account's `AccountApi`, backed by its actor: the actor has these methods among many
+    others (it is typed by the protocol here, so this file does not import the actor)."""
 
     __slots__ = ("_actor",)
 
-    def __init__(self, actor: UserActor) -> None:
+    def __init__(self, actor: AccountApi) -> None:
         self._actor = actor
 
     @property
