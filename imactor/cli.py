@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=_non_negative, required=True, help="this worker's number")
     worker.add_argument("--workers", type=_positive, required=True, help="how many workers the node runs")
     worker.add_argument("--run-dir", type=Path, required=True, help="the node's private run directory")
+    worker.add_argument("--node-started", type=float, default=None, help="when the node started (epoch s)")
     worker.add_argument(
         "--listen", action="append", default=[], metavar="NAME=FD[,FD...]", help="inherited listening sockets"
     )
@@ -154,7 +155,7 @@ def _worker(args: argparse.Namespace, config_path: Path) -> int:
         raise CommandError(str(exc)) from None
     if args.index >= args.workers:
         raise CommandError(f"--index {args.index}: a node of {args.workers} workers numbers them from 0")
-    return run(config_path, args.index, args.workers, args.run_dir, listen)
+    return run(config_path, args.index, args.workers, args.run_dir, listen, node_started=args.node_started)
 
 
 def _non_negative(text: str) -> int:

@@ -31,6 +31,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -131,13 +132,14 @@ async def _run(
     signals: AsyncIterator[int],
 ) -> int:
     count = config.server.worker_count
+    started_at = time.time()  # the server's uptime (XEP-0012) counts from here, not per worker
     fds = {name: [listener.socket.fileno() for listener in bound] for name, bound in listeners.items()}
     inherited = [fd for bound in fds.values() for fd in bound]
     workers = {f"worker[{index}]": index for index in range(count)}
     specs = [
         ProcessSpec(
             child_id,
-            _worker_argv(config, index, count, run_dir, fds),
+            _worker_argv(config, index, count, run_dir, fds, started_at),
             restart=Restart.PERMANENT,
             shutdown=WORKER_SHUTDOWN,
             health_interval=HEALTH_INTERVAL,
@@ -232,10 +234,11 @@ async def _drain(link: ZmqLink) -> None:
 
 
 def _worker_argv(
-    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]]
+    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]], started_at: float
 ) -> list[str]:
     argv = [sys.executable, "-m", "imactor", "worker", "--config", str(Path(config.source).absolute())]
     argv += ["--index", str(index), "--workers", str(count), "--run-dir", str(run_dir)]
+    argv += ["--node-started", repr(started_at)]
     for name, numbers in fds.items():
         argv += ["--listen", f"{name}={','.join(map(str, numbers))}"]
     return argv

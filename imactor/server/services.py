@@ -57,7 +57,11 @@ class Services:
     room_supervisor: DynamicSupervisor | None = None
     session_supervisor: DynamicSupervisor | None = None
     worker_supervisor: TaskSupervisor | None = None
+    #: When this worker started (the status socket's per-worker uptime).
     started_at: float = field(default_factory=time.time)
+    #: When the node started: the server's uptime (XEP-0012) is the node's, also as seen from a
+    #: worker that replaced a dead one. None: a worker alone, started_at.
+    node_started_at: float | None = None
 
     def __post_init__(self) -> None:
         config = self.config
@@ -79,7 +83,7 @@ class Services:
         self.server = ServerFacade(
             domain=self.domain, router=self.router, modules=self.modules,
             registrations=self.registration_throttle, room_domain=self.room_domain,
-            started_at=self.started_at,
+            started_at=self.started_at if self.node_started_at is None else self.node_started_at,
         )  # fmt: skip
         #: Builds every context handed to modules (`imactor.server.modules.Contexts`).
         self.contexts = Contexts(self)

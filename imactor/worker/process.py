@@ -54,7 +54,8 @@ def parse_listen(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 def run(
-    config_path: Path, index: int, workers: int, run_dir: Path, listen: Mapping[str, Sequence[int]]
+    config_path: Path, index: int, workers: int, run_dir: Path, listen: Mapping[str, Sequence[int]],
+    *, node_started: float | None = None,
 ) -> int:
     """Run the worker until SIGTERM; returns the process exit status.
 
@@ -65,7 +66,9 @@ def run(
     set_title(worker_title(index))
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.format, worker_title(index))
-    placement = WorkerPlacement(index=index, workers=workers, run_dir=run_dir, listener_fds=dict(listen))
+    placement = WorkerPlacement(
+        index=index, workers=workers, run_dir=run_dir, listener_fds=dict(listen), node_started=node_started
+    )
     try:
         trio.run(_main, config, placement)
     except BaseException as exc:

@@ -77,6 +77,9 @@ class WorkerPlacement:
     #: Listening sockets inherited from the node supervisor, by listener name ("c2s", "c2s_tls");
     #: None: the worker binds the configured addresses itself.
     listener_fds: Mapping[str, Sequence[int]] | None = None
+    #: When the node started (`time.time()`): the server's uptime (XEP-0012) is the node's, not
+    #: this worker's, which may be a replacement. None: the worker's own start.
+    node_started: float | None = None
 
 
 async def run_worker(
@@ -101,6 +104,7 @@ async def run_worker(
             config=config, storage=storage, modules=modules, ssl_context=ssl_context,
             endpoint_binding=tls.server_end_point_binding(cert), tls_key_bytes=key.read_bytes(),
             worker_index=placement.index,
+            node_started_at=placement.node_started,
         )  # fmt: skip
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         rooms = _assemble(services, placement, budget)
