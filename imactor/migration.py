@@ -184,7 +184,8 @@ async def plan_changes(storage: Storage, account: pie.Account, config: Config) -
         old = old_nodes.get(node.node)
         old_items = dict(old.items) if old is not None else {}
         new_items = tuple((i, p) for i, p in node.items if old_items.get(i) != p)
-        if old is None or old.config != wanted.to_json() or new_items:
+        # Compared as values: the stored JSON has lists where the configuration has tuples.
+        if old is None or ps.NodeConfig.from_json(old.config) != wanted or new_items:
             changes.pep.append((StoredNode(node.node, wanted.to_json(), new_items), wanted.max_items))
     return changes
 
