@@ -138,7 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export", parents=[common], help="write every account's data to a XEP-0227 file"
     )
-    export.add_argument("file", type=Path, help="the file to write (created with mode 0600)")
+    export.add_argument("file", type=Path, help="the file (mode 0600); a directory with --for prosody")
+    export.add_argument("--for", dest="flavour", choices=("xep0227", "ejabberd", "prosody"),
+                        default="xep0227",
+                        help="what the importing server reads (default: the XEP's single file)")  # fmt: skip
     export.set_defaults(handler=_export)
     load = commands.add_parser("import", parents=[common], help="import accounts from XEP-0227 files")
     load.add_argument(
@@ -362,7 +365,7 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
 def _export(args: argparse.Namespace, config_path: Path) -> int:
     from imactor.migration import export_command
 
-    return export_command(load_config(config_path), args.file)
+    return export_command(load_config(config_path), args.file, args.flavour)
 
 
 def _import(args: argparse.Namespace, config_path: Path) -> int:

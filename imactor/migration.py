@@ -46,14 +46,45 @@ Say = Callable[[str], None]
 # ---- export --------------------------------------------------------------------------------------
 
 
-async def export_document(storage: Storage, domain: str, limits: ps.Limits) -> tuple[bytes, int]:
-    """The XEP-0227 document of every account, and how many there are."""
+#: What `imactor export --for` writes: the XEP's single file, or what a peer's importer reads.
+FLAVOURS = ("xep0227", "ejabberd", "prosody")
+
+
+async def export_accounts(storage: Storage, limits: ps.Limits) -> list[pie.Account]:
+    """Every account, as the format's values."""
     accounts = []
     for name in await storage.accounts.list_usernames():
         stored = await storage.xep0227.read(name)
         if stored is not None:
             accounts.append(_to_pie(stored, limits))
+    return accounts
+
+
+async def export_document(storage: Storage, domain: str, limits: ps.Limits) -> tuple[bytes, int]:
+    """The XEP-0227 document of every account, and how many there are."""
+    accounts = await export_accounts(storage, limits)
     return pie.encode(domain, accounts), len(accounts)
+
+
+def export_files(accounts: Sequence[pie.Account], domain: str, path: Path, flavour: str) -> list[Path]:
+    """Write `accounts` for `flavour` (`FLAVOURS`):
+
+    - "xep0227": one document, `path`;
+    - "ejabberd": one document for `ejabberdctl import_piefxis`, SCRAM values encoded as
+      ejabberd 23.01 expects (`pie.encode`);
+    - "prosody": `path` is a directory; one document per user, named ``user@domain.xml``, as
+      Prosody's `xep0227` storage module reads them (its data path; `prosody-migrator`).
+    """
+    if flavour != "prosody":
+        write_private(path, pie.encode(domain, accounts, scram_base64_twice=flavour == "ejabberd"))
+        return [path]
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for account in accounts:
+        target = path / f"{account.name}@{domain}.xml"
+        write_private(target, pie.encode(domain, [account]))
+        written.append(target)
+    return written
 
 
 def _to_pie(stored: StoredAccount, limits: ps.Limits) -> pie.Account:
@@ -268,16 +299,17 @@ async def import_accounts(storage: Storage, config: Config, accounts: Sequence[p
 # ---- the commands ------------------------------------------------------------------------------
 
 
-def export_command(config: Config, path: Path) -> int:
-    """`imactor export FILE`."""
+def export_command(config: Config, path: Path, flavour: str = "xep0227") -> int:
+    """`imactor export [--for FLAVOUR] FILE`."""
 
-    async def run() -> tuple[bytes, int]:
+    async def run() -> list[pie.Account]:
         async with await Storage.open(config.storage_url) as storage:
-            return await export_document(storage, config.server.domain, pep_limits(config))
+            return await export_accounts(storage, pep_limits(config))
 
-    document, count = trio.run(run)
-    write_private(path, document)
-    print(f"exported {count} accounts of {config.server.domain} to {path}")
+    accounts = trio.run(run)
+    written = export_files(accounts, config.server.domain, path, flavour)
+    where = path if len(written) == 1 or flavour != "prosody" else f"{len(written)} files in {path}"
+    print(f"exported {len(accounts)} accounts of {config.server.domain} to {where}")
     return 0
 
 

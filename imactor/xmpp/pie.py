@@ -366,17 +366,20 @@ def _set_node(account: Account, node: PepNode) -> None:
 # ---- writing -----------------------------------------------------------------------------------
 
 
-def encode(domain: str, accounts: Iterable[Account]) -> bytes:
-    """A XEP-0227 document of `accounts` on host `domain`, in canonical order."""
+def encode(domain: str, accounts: Iterable[Account], *, scram_base64_twice: bool = False) -> bytes:
+    """A XEP-0227 document of `accounts` on host `domain`, in canonical order.
+
+    `scram_base64_twice`: COMPAT ejabberd (23.01 at least), whose import expects the base64 of
+    the base64 text it keeps, as its export writes (`_scram` reads both)."""
     root = etree.Element(f"{{{NS_PIE}}}server-data", nsmap=default_ns(NS_PIE))
     host = etree.SubElement(root, f"{{{NS_PIE}}}host", jid=domain)
     for account in sorted(accounts, key=lambda a: a.name):
-        host.append(encode_user(account))
+        host.append(encode_user(account, scram_base64_twice=scram_base64_twice))
     _indent(root, 0)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8") + b"\n"
 
 
-def encode_user(account: Account) -> Element:
+def encode_user(account: Account, *, scram_base64_twice: bool = False) -> Element:
     user = etree.Element(f"{{{NS_PIE}}}user", nsmap=default_ns(NS_PIE), name=account.name)
     if account.password is not None:
         user.set("password", account.password)
@@ -385,7 +388,10 @@ def encode_user(account: Account) -> Element:
         _sub(scram, NS_PIE_SCRAM, "iter-count").text = str(creds.iterations)
         for name, value in (("salt", creds.salt), ("server-key", creds.server_key),
                             ("stored-key", creds.stored_key)):  # fmt: skip
-            _sub(scram, NS_PIE_SCRAM, name).text = base64.b64encode(value).decode()
+            text = base64.b64encode(value)
+            _sub(scram, NS_PIE_SCRAM, name).text = (
+                base64.b64encode(text) if scram_base64_twice else text
+            ).decode()
     visible = [item for item in account.roster if item.is_visible]
     if visible:
         query = _sub(user, NS_ROSTER, "query")
