@@ -30,7 +30,7 @@ from lxml import etree
 from imactor.config import Config
 from imactor.storage import Storage
 from imactor.storage.xep0227 import AccountChanges, StoredAccount, StoredNode
-from imactor.xmpp import dataforms, pie
+from imactor.xmpp import dataforms, pie, pie_write
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import prep_password
@@ -63,7 +63,7 @@ async def export_accounts(storage: Storage, limits: ps.Limits) -> list[pie.Accou
 async def export_document(storage: Storage, domain: str, limits: ps.Limits) -> tuple[bytes, int]:
     """The XEP-0227 document of every account, and how many there are."""
     accounts = await export_accounts(storage, limits)
-    return pie.encode(domain, accounts), len(accounts)
+    return pie_write.encode(domain, accounts), len(accounts)
 
 
 def export_files(accounts: Sequence[pie.Account], domain: str, path: Path, flavour: str) -> list[Path]:
@@ -71,18 +71,18 @@ def export_files(accounts: Sequence[pie.Account], domain: str, path: Path, flavo
 
     - "xep0227": one document, `path`;
     - "ejabberd": one document for `ejabberdctl import_piefxis`, SCRAM values encoded as
-      ejabberd 23.01 expects (`pie.encode`);
+      ejabberd 23.01 expects (`pie_write.encode`);
     - "prosody": `path` is a directory; one document per user, named ``user@domain.xml``, as
       Prosody's `xep0227` storage module reads them (its data path; `prosody-migrator`).
     """
     if flavour != "prosody":
-        write_private(path, pie.encode(domain, accounts, scram_base64_twice=flavour == "ejabberd"))
+        write_private(path, pie_write.encode(domain, accounts, scram_base64_twice=flavour == "ejabberd"))
         return [path]
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
     for account in accounts:
         target = path / f"{account.name}@{domain}.xml"
-        write_private(target, pie.encode(domain, [account]))
+        write_private(target, pie_write.encode(domain, [account]))
         written.append(target)
     return written
 
