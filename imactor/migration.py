@@ -1,7 +1,7 @@
 """`imactor export FILE` and `imactor import FILE...`: user data in XEP-0227 files.
 
 An export writes every account of the server's domain as one document (`imactor.xmpp.pie`,
-canonical order), created with mode 0600 (XEP-0227 §7: it holds credentials), in a temporary
+canonical order), created with mode 0600 (XEP-0227 §6: it holds credentials), in a temporary
 file renamed into place. An import reads files of Prosody, ejabberd, Openfire or imactor:
 
 - the whole input is read and checked before anything is written: a malformed element stops the
@@ -102,7 +102,7 @@ def _form_values(config: dict[str, object], limits: ps.Limits) -> dict[str, tupl
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` readable by its owner only (XEP-0227 §7), replacing it atomically."""
+    """Write `data` to `path` readable by its owner only (XEP-0227 §6), replacing it atomically."""
     directory = path.resolve().parent
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)  # mkstemp: mode 0600
     try:
@@ -122,7 +122,7 @@ def write_private(path: Path, data: bytes) -> None:
 def read_document(path: Path) -> etree._Element:
     """Parse a file and resolve its XIncludes (§5: relative hrefs, no parse or xpointer
     attribute) at the levels the XEP puts them: children of <server-data/>, <host/> and <user/>
-    (§5 and §7: an include deeper inside a user's data is user data, never followed).
+    (§5 and §6: an include deeper inside a user's data is user data, never followed).
 
     Raises:
         PieError: The file, or a file it includes, is not well-formed, or an include is not one

@@ -52,5 +52,5 @@ def test_dry_run_import_export_file_mode(tmp_path: Path, config: Path) -> None:
     out = tmp_path / "export.xml"
     result = imactor(config, "export", str(out))
     assert result.stdout == f"exported 3 accounts of localhost to {out}\n", result.stderr
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # XEP-0227 §7: it holds credentials
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # XEP-0227 §6: it holds credentials
     assert out.read_bytes().startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<server-data")

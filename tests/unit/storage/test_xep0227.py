@@ -183,7 +183,7 @@ def test_other_hosts_are_skipped_and_said(tmp_path: Path) -> None:
 
 
 def test_includes_below_a_user_are_user_data(tmp_path: Path) -> None:
-    """XEP-0227 §5 and §7: only includes at the top levels are followed."""
+    """XEP-0227 §5 and §6: only includes at the top levels are followed."""
     (tmp_path / "secret.xml").write_text("<secret/>")
     path = tmp_path / "main.xml"
     path.write_text(HEAD + "<user name='a'><query xmlns='jabber:iq:private'><x xmlns='urn:example'>"
