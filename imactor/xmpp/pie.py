@@ -44,6 +44,7 @@ from imactor.xmpp.namespaces import (
 )
 from imactor.xmpp.roster import RosterItem
 from imactor.xmpp.scram import SCRAM_HASHES, ScramCredentials, hash_digest
+from imactor.xmpp.stanza import default_ns
 
 NS_PIE = "urn:xmpp:pie:0"
 NS_PIE_OLD = "http://www.xmpp.org/extensions/xep-0227.html#ns"  # before 1.0 (Openfire's exports)
@@ -113,7 +114,9 @@ def fail(element: Element, problem: str) -> PieError:
 
 
 def is_pie(element: Element, name: str) -> bool:
-    return element.tag in (f"{{{NS_PIE}}}{name}", f"{{{NS_PIE_OLD}}}{name}")
+    """Whether `element` is XEP-0227's `name`: current or draft namespace, or none at all
+    (COMPAT Openfire: its export plugin builds elements with dom4j's namespace-less addElement)."""
+    return element.tag in (f"{{{NS_PIE}}}{name}", f"{{{NS_PIE_OLD}}}{name}", name)
 
 
 def hosts(root: Element) -> list[Element]:
@@ -165,13 +168,14 @@ def decode_user(user: Element, domain: str) -> Account:
             else:
                 account.skipped.append(f"{where(child)}: a presence that is no subscription request")
         elif tag == f"{{{NS_VCARD}}}vCard":
-            account.vcard = detach(child)
+            account.vcard = detach(_adopted(child, NS_VCARD))
         elif tag == f"{{{NS_PRIVATE}}}query":
             for fragment in _elements(child):
                 account.private[str(fragment.tag)] = detach(fragment)
         elif is_pie(child, "offline-messages"):
             messages = [m for m in _elements(child) if m.tag == f"{{{NS_CLIENT}}}message"]
-            account.offline.extend(detach(_without_old_ids(m, (self_jid, domain))) for m in messages)
+            ours = (self_jid, domain)
+            account.offline.extend(detach(_without_old_ids(_adopted(m, NS_CLIENT), ours)) for m in messages)
         elif tag == f"{{{NS_PIE_MAM}}}archive":
             account.archive.extend(_archived(result) for result in _elements(child))
         elif tag == f"{{{NS_PUBSUB_OWNER}}}pubsub":
@@ -187,6 +191,32 @@ def decode_user(user: Element, domain: str) -> Account:
     roster.pop(self_jid, None)
     account.roster = [roster[jid] for jid in sorted(roster)]
     return account
+
+
+def _adopted(element: Element, namespace: str) -> Element:
+    """`element` with its namespace-less descendants in `namespace`, as the element's own are.
+    COMPAT Openfire: its export plugin writes a vCard's fields, a message's body and roster
+    items without a namespace (dom4j's addElement with a name only)."""
+    if all(not isinstance(e.tag, str) or e.tag.startswith("{") for e in element.iter()):
+        return element
+    return _rebuilt(element, namespace, None)
+
+
+def _rebuilt(element: Element, namespace: str, parent: Element | None) -> Element:
+    tag = element.tag if element.tag.startswith("{") else f"{{{namespace}}}{element.tag}"
+    own = etree.QName(tag).namespace
+    attributes = {str(k): str(v) for k, v in element.attrib.items()}
+    if parent is not None and etree.QName(parent).namespace == own:
+        copied = etree.SubElement(parent, tag, attributes)
+    elif parent is not None:
+        copied = etree.SubElement(parent, tag, attributes, nsmap=default_ns(own))
+    else:
+        copied = etree.Element(tag, attributes, nsmap=default_ns(own))
+    copied.text, copied.tail = element.text, element.tail
+    for child in element:
+        if isinstance(child.tag, str):
+            _rebuilt(child, namespace, copied)
+    return copied
 
 
 def _without_old_ids(message: Element, ours: tuple[str, ...]) -> Element:
@@ -275,6 +305,8 @@ def _twice_base64(element: Element, name: str, size: int | None) -> bytes:
 
 def _roster(query: Element, self_jid: str) -> Iterator[RosterItem]:
     for item in _elements(query):
+        if item.tag == "item":  # COMPAT Openfire (`_adopted`); a copy: keep the original for messages
+            item = _adopted(item, NS_ROSTER)
         if item.tag != f"{{{NS_ROSTER}}}item":
             continue
         jid = _jid_attr(item, "jid", bare=False)

@@ -20,7 +20,16 @@ from pathlib import Path
 import trio
 from lxml import etree
 
-from tests.support.clients import SASL_NS, ScramClient, bound_jid, raw_bind, raw_scram, raw_tls_stream
+from tests.support import clients
+from tests.support.clients import (
+    SASL_NS,
+    ScramClient,
+    bound_jid,
+    raw_bind,
+    raw_scram,
+    raw_tls_stream,
+    slixmpp_client,
+)
 from tests.support.peer import C, Peer, message, presence
 from tests.support.server import imactor_cli, running_server
 
@@ -169,3 +178,14 @@ def test_ejabberd_export_logs_in_with_old_passwords(tmp_path: Path) -> None:
             await check_offline(server.c2s_port)
 
         run(checks)
+
+        async def with_slixmpp() -> None:
+            """A real client library, with the mechanism the old verifier serves."""
+            jid, password = "alice@localhost/slixmpp", PASSWORDS["alice"]
+            async with slixmpp_client(jid, password, server.c2s_port, mechanism="SCRAM-SHA-1") as xmpp:
+                await xmpp.get_roster()
+                bob = xmpp.client_roster["bob@localhost"]
+                state = (bob["name"], bob["subscription"], sorted(bob["groups"]))
+                assert state == ("Bob", "both", ["Friends", "Work"])
+
+        clients.run(with_slixmpp())

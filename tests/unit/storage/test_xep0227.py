@@ -193,3 +193,29 @@ def test_includes_below_a_user_are_user_data(tmp_path: Path) -> None:
     [account] = pie.decode_host(pie.hosts(root)[0])
     assert b"include" in account.private["{urn:example}x"]
     assert b"secret" not in account.private["{urn:example}x"].replace(b"secret.xml", b"")
+
+
+def test_openfire_export_plugin_shape(tmp_path: Path) -> None:
+    """The elements Openfire's user import/export plugin writes (per its source): the draft
+    namespace, a plaintext password, and roster items, vCard fields and message bodies that
+    dom4j leaves without a namespace."""
+    path = tmp_path / "openfire.xml"
+    path.write_text(
+        "<server-data xmlns='http://www.xmpp.org/extensions/xep-0227.html#ns'>"
+        "<host xmlns='' jid='localhost'><user name='frank' password='secret'>"
+        "<query xmlns='jabber:iq:roster'>"
+        "<item xmlns='' jid='alice@localhost' name='Alice' subscription='both'>"
+        "<group>Friends</group></item></query>"
+        "<vCard xmlns='vcard-temp'><FN xmlns=''>Frank</FN></vCard>"
+        "<offline-messages><message xmlns='jabber:client' from='alice@localhost/x' to='frank@localhost' "
+        "type='chat'><body xmlns=''>hello</body><delay xmlns='urn:xmpp:delay' from='localhost' "
+        "stamp='Mon Dec 07 05:55:58 UTC 2026'>Offline Storage</delay></message></offline-messages>"
+        "</user></host></server-data>"
+    )
+    [frank] = decode_files([path], "localhost", lambda _: None)
+    assert (frank.name, frank.password) == ("frank", "secret")
+    assert frank.roster == [RosterItem("alice@localhost", "Alice", "both", groups=("Friends",))]
+    assert frank.vcard == b'<vCard xmlns="vcard-temp"><FN>Frank</FN></vCard>'
+    [message] = frank.offline
+    assert b"<body>hello</body>" in message
+    assert b'xmlns=""' not in message
