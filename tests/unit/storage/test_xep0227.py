@@ -4,13 +4,22 @@ malformed input named by file, line and element."""
 
 from __future__ import annotations
 
+import base64
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
 from imactor.config import Config, load_config
-from imactor.migration import decode_files, export_document, import_accounts, pep_limits, read_document
+from imactor.migration import (
+    decode_files,
+    export_document,
+    export_files,
+    import_accounts,
+    pep_limits,
+    read_document,
+)
 from imactor.storage import ArchiveEntry, RosterItem, Storage
 from imactor.xmpp import pie
 from imactor.xmpp import pubsub as ps
@@ -219,3 +228,22 @@ def test_openfire_export_plugin_shape(tmp_path: Path) -> None:
     [message] = frank.offline
     assert b"<body>hello</body>" in message
     assert b'xmlns=""' not in message
+
+
+def test_exports_for_the_peers_importers(tmp_path: Path) -> None:
+    """--for ejabberd: SCRAM values as ejabberd 23.01's import_piefxis decodes them (base64 of
+    the base64 text); --for prosody: one file per user, as Prosody's xep0227 store reads them.
+    (scripts/make_xep0227_samples.py back imports both into the real peers.)"""
+    accounts = decode_files(PROSODY_FILES, "localhost", lambda _: None)
+    [ejabberd] = export_files(accounts, "localhost", tmp_path / "ejabberd.xml", "ejabberd")
+    salt = accounts[0].credentials[0].salt
+    twice = base64.b64encode(base64.b64encode(salt))
+    assert b"<salt>" + twice + b"</salt>" in ejabberd.read_bytes()
+    again = {a.name: a for a in decode_files([ejabberd], "localhost", lambda _: None)}
+    assert all(again[a.name].credentials == a.credentials for a in accounts)
+
+    files = export_files(accounts, "localhost", tmp_path / "prosody", "prosody")
+    assert [f.name for f in files] == [f"{a.name}@localhost.xml" for a in accounts]
+    for account, path in zip(accounts, files, strict=True):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [a.name for a in decode_files([path], "localhost", lambda _: None)] == [account.name]
