@@ -34,7 +34,7 @@ from imactor.xmpp import dataforms, pie, pie_write
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import prep_password
-from imactor.xmpp.scram import derive_credentials, verify_password
+from imactor.xmpp.scram import ScramCredentials, derive_credentials, verify_password
 
 #: XInclude depth: the main file, a host file, a user file (§5.1), and one more for slack.
 MAX_INCLUDE_DEPTH = 4
@@ -207,7 +207,10 @@ async def plan_changes(storage: Storage, account: pie.Account, config: Config) -
         else:
             changes.offline.append(message)
     known = set() if stored is None else {item.stanza_id for item in stored.archive}
-    changes.archive = [message for message in account.archive if message.stanza_id not in known]
+    for archived in account.archive:
+        if archived.stanza_id not in known:  # and not twice: ids are unique in an archive
+            known.add(archived.stanza_id)
+            changes.archive.append(archived)
     old_nodes = {} if stored is None else {node.node: node for node in stored.pep}
     limits = pep_limits(config)
     for node in account.pep:
@@ -221,7 +224,9 @@ async def plan_changes(storage: Storage, account: pie.Account, config: Config) -
     return changes
 
 
-def _credentials(account: pie.Account, stored: StoredAccount | None, iterations: int) -> list | None:  # type: ignore[type-arg]
+def _credentials(
+    account: pie.Account, stored: StoredAccount | None, iterations: int
+) -> list[ScramCredentials] | None:
     old = [] if stored is None else stored.credentials
     if account.password is not None:
         password = prep_password(account.password)

@@ -247,3 +247,24 @@ def test_exports_for_the_peers_importers(tmp_path: Path) -> None:
     for account, path in zip(accounts, files, strict=True):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert [a.name for a in decode_files([path], "localhost", lambda _: None)] == [account.name]
+
+
+async def test_an_archive_id_given_twice_is_imported_once(
+    tmp_path: Path, storage: Storage, config: Config
+) -> None:
+    result = (
+        "<result xmlns='urn:xmpp:mam:2' id='same'><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>"
+        "<message xmlns='jabber:client' from='a@localhost/x' to='b@localhost'><body>{}</body></message>"
+        "</forwarded></result>"
+    )
+    path = tmp_path / "twice.xml"
+    path.write_text(HEAD + "<user name='a'><archive xmlns='urn:xmpp:pie:0#mam'>" + result.format(1)
+                    + result.format(2) + "</archive></user>\n" + TAIL)  # fmt: skip
+    said = await run_import(storage, config, [path])
+    assert said == ["a: new account; archived messages 1",
+                    "  a has no password or SCRAM-SHA-1/-256 verifier: it cannot log in until "
+                    "`imactor user passwd a`"]  # fmt: skip
+    stored = await storage.xep0227.read("a")
+    assert stored is not None
+    assert [(m.stanza_id, m.timestamp) for m in stored.archive] == [("same", 1577836800.0)]
