@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from imactor.xmpp.jid import JID, InvalidJID, prep_localpart
+from imactor.xmpp.jid import JID, InvalidJID, prep_localpart, prep_password
 from imactor.xmpp.namespaces import (
     NS_CLIENT,
     NS_DATA_FORMS,
@@ -53,6 +53,9 @@ NS_PIE_MAM = "urn:xmpp:pie:0#mam"
 NS_MAM2 = "urn:xmpp:mam:2"
 NS_XINCLUDE = "http://www.w3.org/2001/XInclude"
 SUBSCRIPTIONS = ("none", "to", "from", "both")
+#: PBKDF2 rounds a login may cost: servers use 4,096 to 100,000; a count far beyond is a mistake
+#: (or an attack) that would cost seconds of CPU at every login of the account.
+MAX_ITERATIONS = 1_000_000
 
 Element = etree._Element
 
@@ -152,6 +155,11 @@ def decode_user(user: Element, domain: str) -> Account:
     except ValueError as exc:
         raise fail(user, f"name {raw_name!r} is not a valid username: {exc}") from None
     account = Account(name, password=user.get("password") or None)
+    if account.password is not None:
+        try:
+            prep_password(account.password)  # RFC 8265 §4.2, as `imactor user passwd` checks it
+        except ValueError as exc:
+            raise fail(user, f"the password is not a valid password: {exc}") from None
     self_jid = f"{name}@{domain}"
     roster: dict[str, RosterItem] = {}
     pending: list[str] = []
@@ -281,6 +289,9 @@ def _scram(element: Element, account: Account) -> None:
     count = element.findtext(f"{{{NS_PIE_SCRAM}}}iter-count", "").strip()
     if not count.isdigit() or int(count) < 1:
         raise fail(element, f"iter-count {count!r} is not a positive integer")
+    if int(count) > MAX_ITERATIONS:
+        raise fail(element, f"iter-count {count}: every login would spend that many rounds (at most "
+                            f"{MAX_ITERATIONS})")  # fmt: skip
     try:
         keys = [_base64(element, name, size) for name in ("stored-key", "server-key")]
         salt = _base64(element, "salt", None)

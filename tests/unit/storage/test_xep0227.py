@@ -168,6 +168,12 @@ MALFORMED = [
     ("<server-data xmlns='urn:xmpp:pie:0' xmlns:xi='http://www.w3.org/2001/XInclude'>\n"
      "<xi:include href='/etc/passwd'/></server-data>", 2, "<include>: href '/etc/passwd'"),
     ("<users/>", 1, "<users>: expected <server-data"),
+    (HEAD + "<user name='a' password='a&#x378;'/>\n" + TAIL, 3,
+     "<user>: the password is not a valid password"),
+    (HEAD + "<user name='a'>\n<scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'>"
+     "<iter-count>1000000000</iter-count></scram-credentials></user>\n" + TAIL, 4,
+     "<scram-credentials>: iter-count 1000000000: every login"),
+    ("", 1, "not well-formed XML"),
 ]  # fmt: skip
 
 
