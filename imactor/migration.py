@@ -321,6 +321,9 @@ def export_command(config: Config, path: Path, flavour: str = "xep0227") -> int:
 def import_command(config: Config, paths: Sequence[Path], *, dry_run: bool) -> int:
     """`imactor import [--dry-run] FILE...`; raises `PieError` for malformed input, before any write."""
     accounts = decode_files(paths, config.server.domain, print)
+    if _server_running(config):
+        print("note: the server is running; an account logged in now sees the imported roster only "
+              "after it logs in again (import with the server stopped to move a whole server)")  # fmt: skip
 
     async def run() -> int:
         async with await Storage.open(config.storage_url) as storage:
@@ -329,3 +332,13 @@ def import_command(config: Config, paths: Sequence[Path], *, dry_run: bool) -> i
     changed = trio.run(run)
     print(f"{'would change' if dry_run else 'changed'} {changed} of {len(accounts)} accounts")
     return 0
+
+
+def _server_running(config: Config) -> bool:
+    from imactor.node.status import StatusUnavailable, request_status
+
+    try:
+        request_status(config.status_socket, timeout=2.0)
+    except StatusUnavailable:
+        return False
+    return True

@@ -147,6 +147,7 @@ def test_prosody_export_logs_in_with_old_passwords(tmp_path: Path) -> None:
         result = imactor_cli(server.config_path, "import", *map(str, PROSODY_FILES))
         assert result.returncode == 0, result.stderr
         assert "changed 3 of 3 accounts" in result.stdout
+        assert "note: the server is running" in result.stdout  # its status socket answered
 
         async def checks() -> None:
             success, fields = await scram_login(server.c2s_port, "alice", "SCRAM-SHA-1")

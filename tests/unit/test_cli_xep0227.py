@@ -45,6 +45,7 @@ def test_dry_run_import_export_file_mode(tmp_path: Path, config: Path) -> None:
     dry = imactor(config, "import", "--dry-run", *files)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[-1] == "would change 3 of 3 accounts"
+    assert "server is running" not in dry.stdout
     assert imactor(config, "user", "list").stdout == ""
 
     assert imactor(config, "import", *files).stdout.splitlines()[-1] == "changed 3 of 3 accounts"
