@@ -1,8 +1,11 @@
 """`imactor export FILE` and `imactor import FILE...`: user data in XEP-0227 files.
 
-An export writes every account of the server's domain as one document (`imactor.xmpp.pie`,
+An export writes every account of the server's domain as one document (`imactor.xmpp.pie_write`,
 canonical order), created with mode 0600 (XEP-0227 §6: it holds credentials), in a temporary
-file renamed into place. An import reads files of Prosody, ejabberd, Openfire or imactor:
+file renamed into place. Each account is read in one transaction (consistent in itself; with
+the server running, two accounts may be read a moment apart).
+
+An import reads files of Prosody, ejabberd, Openfire or imactor:
 
 - the whole input is read and checked before anything is written: a malformed element stops the
   import with its file, line and name, and nothing changes;
