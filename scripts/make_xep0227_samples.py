@@ -1,7 +1,9 @@
 """Regenerate tests/data/xep0227/: XEP-0227 exports written by a real Prosody and a real ejabberd.
 
     sh scripts/install-peers.sh                     # once, as root: Debian's prosody and ejabberd
-    .venv/bin/python scripts/make_xep0227_samples.py
+    .venv/bin/python scripts/make_xep0227_samples.py            # both peers' samples
+    .venv/bin/python scripts/make_xep0227_samples.py prosody    # or one of them
+    .venv/bin/python scripts/make_xep0227_samples.py back       # and back: see below
 
 Each peer runs as the current user, on loopback ports the OS picks, with its config, data and
 logs in a temp dir (the system services and their files are never touched; the processes this
@@ -23,6 +25,12 @@ Then the peer is stopped and its own exporter writes the XEP-0227 files:
   runs a copy of the script with the temp dir in its place.
 - ejabberd: `ejabberdctl export_piefxis DIR` (XInclude: a main file, a file per host, a file
   per user).
+
+`back` checks the other direction (nothing is written to the repository): the Prosody samples
+and an account of imactor's own go into a temporary imactor, `imactor export --for ejabberd` and
+`--for prosody` write them out, `ejabberdctl import_piefxis` and `prosody-migrator` (from its
+xep0227 store to its internal one) read them in, and the users log in to each peer with their
+old passwords over SCRAM-SHA-1 and find their rosters.
 
 The samples in the repository were produced with Debian 12's prosody 0.12.3-1+deb12u1 and
 ejabberd 23.01-1 (Erlang/OTP 25). The script prints the versions it finds.
