@@ -135,6 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", default="", help="told to the occupants")
     destroy.add_argument("--alternate", default="", metavar="JID", help="a room to go to instead")
     destroy.set_defaults(handler=_room_destroy)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write every account's data to a XEP-0227 file"
+    )
+    export.add_argument("file", type=Path, help="the file (mode 0600); a directory with --for prosody")
+    export.add_argument("--for", dest="flavour", choices=("xep0227", "ejabberd", "prosody"),
+                        default="xep0227",
+                        help="what the importing server reads (default: the XEP's single file)")  # fmt: skip
+    export.set_defaults(handler=_export)
+    load = commands.add_parser("import", parents=[common], help="import accounts from XEP-0227 files")
+    load.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="Prosody, ejabberd, Openfire or imactor"
+    )
+    load.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    load.set_defaults(handler=_import)
     return parser
 
 
@@ -346,6 +361,22 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
         return 1
     print(f"destroyed {name}@{domain}")
     return 0
+
+
+def _export(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.migration import export_command
+
+    return export_command(load_config(config_path), args.file, args.flavour)
+
+
+def _import(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.migration import import_command
+    from imactor.xmpp.pie import PieError
+
+    try:
+        return import_command(load_config(config_path), args.files, dry_run=args.dry_run)
+    except PieError as exc:  # malformed input: the file, line and element, and no traceback
+        raise CommandError(f"{exc}; nothing imported") from None
 
 
 def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:

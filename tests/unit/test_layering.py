@@ -81,6 +81,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.__main__",),
     ("imactor.cli",),  # the command line
     ("imactor.xep_table",),  # the README's table of standards, from the modules
+    ("imactor.migration",),  # imactor export / import (XEP-0227), over storage; asks the node's status socket
     ("imactor.worker",),  # a worker's composition root: capabilities wired to the wings
     ("imactor.node",),  # the node supervisor, its status server and start-up checks
     ("imactor.web",),  # HTTP: WebSocket and BOSH transports for client sessions
