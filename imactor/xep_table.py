@@ -96,6 +96,7 @@ TITLES: dict[str, str] = {
     "XEP-0203": "Delayed Delivery",
     "XEP-0206": "XMPP Over BOSH",
     "XEP-0249": "Direct MUC Invitations",
+    "XEP-0215": "External Service Discovery",
     "XEP-0223": "Persistent Storage of Private Data via PubSub",
     "XEP-0237": "Roster Versioning",
     "XEP-0280": "Message Carbons",
@@ -139,6 +140,7 @@ FEATURES: dict[str, str | None] = {
     "0202": "urn:xmpp:time",
     "0203": "urn:xmpp:delay",
     "0206": None,  # an HTTP transport
+    "0215": "urn:xmpp:extdisco:2",
     "0223": "http://jabber.org/protocol/pubsub#publish-options",
     "0237": None,  # a stream feature
     "0249": None,  # the MUC service's disco#info (jabber:x:conference)
