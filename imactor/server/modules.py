@@ -26,6 +26,11 @@ unavailable presence of its own resources (`own`, before it is broadcast: a hook
 and for the presence of contacts' resources that reaches the account (PEP: +notify filtering,
 last items on presence, XEP-0153 avatar hashes).
 
+Node hooks (`Module.on_node`) follow the PEP nodes of an account (XEP-0163): the PEP module
+announces each change of a node (`NodeEvent`) to the modules that named that node, in the
+account's `UserActor`, so that a module mirroring a node elsewhere (avatars into the vCard,
+bookmarks into private storage) needs no call from PEP, and PEP imports none of them.
+
 Per-session hooks (`Module.session_filter`, `nonzas`, `stream_features`): a module may see every
 stanza written to a client and hold some back (XEP-0352 client state indication), and handle
 top-level elements (nonzas) of its namespace; its `SessionFilter` lives in the `SessionActor`.
@@ -214,6 +219,35 @@ class PresenceContext:
 PresenceHook = Callable[[PresenceContext], Awaitable[None]]
 
 
+@dataclass
+class NodeEvent:
+    """A change of one of an account's PEP nodes, announced by the PEP module (`Module.on_node`).
+
+    `kind` is one of `NODE_EVENTS`: "publishing" comes before an item is stored, and a hook may
+    refuse the item by raising `StanzaError` (the publisher gets that error); the others come
+    after the change: "published" (`item_id`, `payload`), "retracted" (`item_ids`), and
+    "configured", "deleted", "purged" of the whole node.
+    """
+
+    kind: str
+    node: str
+    account: AccountApi  #: the node's owner
+    storage: Storage
+    #: the node's configuration (`imactor.xmpp.pubsub.NodeConfig`) before the change; None for
+    #: "publishing" (the node may not exist yet)
+    config: Any
+    service_options: Any  #: the PEP module's options (limits such as the avatar size)
+    item_id: str | None = None
+    payload: Element | None = None
+    item_ids: tuple[str, ...] = ()
+
+
+#: The kinds of `NodeEvent`, in the order one publication sees them.
+NODE_EVENTS = ("publishing", "published", "retracted", "configured", "deleted", "purged")
+
+NodeHook = Callable[[NodeEvent], Awaitable[None]]
+
+
 class SessionFilter(Protocol):
     """One session's view of what it writes (see the module docstring); it never blocks.
 
@@ -282,6 +316,8 @@ class Module:
     session_filter: Callable[[Any], SessionFilter] | None = None
     nonzas: frozenset[str] = frozenset()  #: Clark names of the nonzas `session_filter` handles
     stream_features: tuple[bytes, ...] = ()  #: offered to bound clients
+    #: (PEP node, hook): the changes of that node the module follows (`on_node`)
+    node_hooks: list[tuple[str, NodeHook]] = field(default_factory=list)
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -313,6 +349,15 @@ class Module:
         """Register `hook` to run in the sender's actor for each message its resources send."""
         self.sent_hooks.append(hook)
         return hook
+
+    def on_node(self, *nodes: str) -> Callable[[NodeHook], NodeHook]:
+        """Register a hook for every `NodeEvent` of these PEP nodes (module docstring)."""
+
+        def register(hook: NodeHook) -> NodeHook:
+            self.node_hooks.extend((node, hook) for node in nodes)
+            return hook
+
+        return register
 
     def wants_sent(self, predicate: Callable[[AccountApi], bool]) -> Callable[[AccountApi], bool]:
         """Register when an account needs the `on_sent` hooks: sessions hand their messages to
