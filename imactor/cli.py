@@ -186,7 +186,8 @@ def _check_config(args: argparse.Namespace, config_path: Path) -> int:
 
 def _status(args: argparse.Namespace, config_path: Path) -> int:
     config = load_config(config_path)
-    from imactor.node.status import StatusUnavailable, format_status, request_status
+    from imactor.node.status.client import StatusUnavailable, request_status
+    from imactor.node.status.render import format_status
 
     try:
         document = request_status(config.status_socket)
@@ -321,7 +322,7 @@ def _room_list(args: argparse.Namespace, config_path: Path) -> int:
 def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
     """Through the running server (the room's actor tells its occupants), or in the database
     when the server is not running."""
-    from imactor.node.status import ServerNotRunning, request_command
+    from imactor.node.status.client import ServerNotRunning, request_command
     from imactor.xmpp.jid import prep_localpart
 
     config = load_config(config_path)
