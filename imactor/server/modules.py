@@ -8,6 +8,9 @@ Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
 - `HOST`: IQs to the server itself; they run in the sender's session, statelessly.
 - `ACCOUNT`: IQs to a bare JID (or with no `to`) that the server answers for the account; they run
   in that account's `UserActor`, which serializes every change to the account.
+- `ROOM`: IQs to a chat room's bare JID that a module answers for the room (XEP-0313 on the
+  room's archive); they run in the room's `RoomActor` (`IqContext.room`), in order with its other
+  stanzas. IQs a module does not claim go to the room itself (XEP-0045).
 
 Message hooks (`Module.on_message`) run in the recipient's `UserActor` for every message it is
 about to deliver or store offline; a hook may change the message (the changed copy is delivered)
@@ -25,6 +28,11 @@ Presence hooks (`Module.on_presence`) run in an account's `UserActor` for the av
 unavailable presence of its own resources (`own`, before it is broadcast: a hook may change it)
 and for the presence of contacts' resources that reaches the account (PEP: +notify filtering,
 last items on presence, XEP-0153 avatar hashes).
+
+Room hooks (`Module.on_room_messages`) run in a `RoomActor` for the messages the room is about to
+broadcast that it keeps (`RoomMessagesContext.messages`: bodies and subject changes of a logged
+room, with the room's stanza ids), before they are sent and before the sender's XEP-0198
+completion: the room archive (Prosody's mod_muc_mam) is one. A room hook refuses nothing.
 
 Node hooks (`Module.on_node`) follow the PEP nodes of an account (XEP-0163): the PEP module
 announces each change of a node (`NodeEvent`) to the modules that named that node, in the
@@ -54,12 +62,14 @@ from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
     from imactor.config import Config
+    from imactor.muc.values import ArchiveItem
     from imactor.storage import Storage
 
 
 class Scope(enum.Enum):
     HOST = "host"
     ACCOUNT = "account"
+    ROOM = "room"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +144,24 @@ class AccountApi(Protocol):
         ...
 
 
+class RoomApi(Protocol):
+    """What a ROOM-scope handler or a room hook may do with the room it runs for (its RoomActor)."""
+
+    name: str  #: the room's name (the localpart of its JID)
+    jid: JID  #: the room's bare JID
+
+    @property
+    def exists(self) -> bool: ...
+
+    def may_read_archive(self, requester: JID) -> bool:
+        """Whether `requester` may read the room's history (XEP-0313 on a room: whoever may enter)."""
+        ...
+
+    async def send(self, element: Element) -> None:
+        """Route a stanza from the room (it waits for no recipient)."""
+        ...
+
+
 @dataclass
 class IqContext:
     """Everything a handler gets: the request, who sent it, options, storage and the server's verbs."""
@@ -146,6 +174,7 @@ class IqContext:
     config: Config
     server: ServerApi
     account: AccountApi | None = None  #: set for ACCOUNT-scope handlers
+    room: RoomApi | None = None  #: set for ROOM-scope handlers
     remote_address: str | None = None  #: the client's IP address, for HOST-scope handlers
 
     @property
@@ -217,6 +246,21 @@ class PresenceContext:
 
 
 PresenceHook = Callable[[PresenceContext], Awaitable[None]]
+
+
+@dataclass
+class RoomMessagesContext:
+    """Messages a room keeps, about to be broadcast (module docstring, room hooks)."""
+
+    room: RoomApi
+    messages: Sequence[ArchiveItem]  #: oldest first; the elements are the room's, not to be changed
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+RoomMessagesHook = Callable[[RoomMessagesContext], Awaitable[None]]
 
 
 @dataclass
@@ -318,6 +362,9 @@ class Module:
     stream_features: tuple[bytes, ...] = ()  #: offered to bound clients
     #: (PEP node, hook): the changes of that node the module follows (`on_node`)
     node_hooks: list[tuple[str, NodeHook]] = field(default_factory=list)
+    room_hooks: list[RoomMessagesHook] = field(default_factory=list)
+    #: disco#info features of every chat room (and of the chat service), e.g. XEP-0313's
+    room_features: tuple[str, ...] = ()
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -348,6 +395,11 @@ class Module:
     def on_sent(self, hook: MessageHook) -> MessageHook:
         """Register `hook` to run in the sender's actor for each message its resources send."""
         self.sent_hooks.append(hook)
+        return hook
+
+    def on_room_messages(self, hook: RoomMessagesHook) -> RoomMessagesHook:
+        """Register `hook` to see the messages a room keeps, before they go out (module docstring)."""
+        self.room_hooks.append(hook)
         return hook
 
     def on_node(self, *nodes: str) -> Callable[[NodeHook], NodeHook]:
@@ -397,6 +449,7 @@ class ModuleHost:
         self._sent_always = False
         self._sent_wanted: list[Callable[[AccountApi], bool]] = []
         self.presence_hooks: list[tuple[PresenceHook, Any]] = []
+        self.room_hooks: list[tuple[RoomMessagesHook, Any]] = []
         self.nonzas: frozenset[str] = frozenset()
         self.stream_features: tuple[bytes, ...] = ()
         for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
@@ -412,6 +465,7 @@ class ModuleHost:
                 self._sent_always |= not loaded.module.sent_wanted
                 self._sent_wanted.extend(loaded.module.sent_wanted)
             self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
+            self.room_hooks.extend((hook, loaded.options) for hook in loaded.module.room_hooks)
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
 
@@ -447,6 +501,13 @@ class ModuleHost:
         found: list[str] = []
         for loaded in self.loaded.values():
             found.extend(f for f in loaded.module.features if f not in found)
+        return found
+
+    def room_features(self) -> list[str]:
+        """The disco#info features that the enabled modules add to chat rooms."""
+        found: list[str] = []
+        for loaded in self.loaded.values():
+            found.extend(f for f in loaded.module.room_features if f not in found)
         return found
 
 

@@ -6,16 +6,13 @@ follow them, so avatar and bookmarks import PEP and PEP imports neither (issue 1
 
 from __future__ import annotations
 
-from tests.unit.test_layering import imports_of, product_files
+from tests.unit.test_layering import imports_of, module_name, product_files
 
 
-def module_graph(files: dict[str, str]) -> dict[str, set[str]]:
-    """imactor.modules.X → the imactor.modules.Y it imports (anywhere in the file)."""
-    names = {
-        path: path.removesuffix(".py").replace("/", ".")
-        for path in files
-        if path.startswith("imactor/modules/")
-    }
+def module_graph(files: dict[str, str], folder: str = "imactor/modules/") -> dict[str, set[str]]:
+    """For the files under `folder`: module → the modules of that folder it imports (anywhere in
+    the file, under TYPE_CHECKING too)."""
+    names = {path: module_name(path) for path in files if path.startswith(folder)}
     known = set(names.values())
     return {
         name: {
