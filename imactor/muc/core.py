@@ -2,7 +2,7 @@
 of the stanza being handled, and the outcome being built for the actor.
 
 `RoomCore` knows no occupant and no message. The parts of a room (`occupancy`, `conversation`,
-`iq_relay`, `admin`) each get it, and what they need of one another through a narrow protocol;
+`iq_relay`, `admin`, `disco`) each get it, and what they need of one another through a narrow protocol;
 `room.Room` composes them and is all that the actor sees.
 """
 
@@ -75,10 +75,6 @@ class RoomCore:
         """The room is gone (destroyed, or a temporary room left empty)."""
         self._destroyed = True
         self.outcome.destroyed = True
-
-    @property
-    def has_ended(self) -> bool:
-        return self._destroyed
 
     def affiliation(self, bare: JID) -> str:
         if str(bare) in self.service.admins:
