@@ -174,7 +174,8 @@ def _positive(text: str) -> int:
 def _check_config(args: argparse.Namespace, config_path: Path) -> int:
     config = load_config(config_path)
     # Module names and [modules.*] options are checked by the loader the server itself uses.
-    from imactor.server.modules import ModuleConfigError, ModuleHost
+    from imactor.server.module_host import ModuleHost
+    from imactor.server.modules import ModuleConfigError
 
     try:
         ModuleHost(config.server.modules, config.modules, str(config.source))

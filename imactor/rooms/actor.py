@@ -35,7 +35,7 @@ from imactor.muc.room import Room
 from imactor.muc.state import RoomState
 from imactor.muc.values import ArchiveItem, Outcome
 from imactor.rooms import fanout
-from imactor.server.modules import IqContext, RoomMessagesContext, Scope
+from imactor.server.modules import Scope
 from imactor.storage.rooms import StoredRoom
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
@@ -151,10 +151,9 @@ class RoomActor(Actor[m.RoomMessage]):
         elif outcome.state_changed:  # a room's creation too
             await self._save()
         if outcome.archive and self.room.state is not None and self.room.state.config.enable_logging:
-            services = self.services
-            for hook, options in services.modules.room_hooks:
-                await hook(RoomMessagesContext(self._api, outcome.archive, options, storage, services.config,
-                                               services.server))  # fmt: skip
+            contexts = self.services.contexts
+            for hook, options in self.services.modules.room_hooks:
+                await hook(contexts.room_messages(self._api, outcome.archive, options))
         for outgoing in outcome.out:
             await self._send(outgoing.element, outgoing.recipients)
 
@@ -223,8 +222,7 @@ class RoomActor(Actor[m.RoomMessage]):
         if found is None:
             return False
         handler, options = found
-        ctx = IqContext(request, stanza.from_jid, stanza.to_jid, options, services.storage, services.config,
-                        services.server, room=self._api)  # fmt: skip
+        ctx = services.contexts.iq(request, stanza.from_jid, stanza.to_jid, options, room=self._api)
         try:
             reply = await handler(ctx)
         except StanzaError as error:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imactor import messages as m
-from imactor.server.modules import Module, ModuleHost
+from imactor.server.module_host import ModuleHost
+from imactor.server.modules import Module
 from imactor.server.router import Router
 from imactor.server.throttles import FailureThrottle
 from imactor.xmpp import caps

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imactor.server.modules import ModuleConfigError, ModuleHost, Scope
+from imactor.server.module_host import ModuleHost
+from imactor.server.modules import ModuleConfigError, Scope
 from imactor.xmpp.namespaces import NS_PING, NS_ROSTER, NS_VERSION
 
 
