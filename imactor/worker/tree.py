@@ -44,7 +44,7 @@ from imactor.node.status import StatusServer
 from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
-from imactor.server.modules import ModuleHost
+from imactor.server.module_host import ModuleHost
 from imactor.server.router import Starter
 from imactor.server.services import Services
 from imactor.storage import Storage
