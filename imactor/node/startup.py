@@ -2,36 +2,66 @@
 
 Workers must never race on shared first-time work, so the supervisor does it alone:
 
+- create the data directory, private (`imactor.storage.files`), before anything is put in it;
 - generate the self-signed certificate when none is configured (two workers writing it at once
   could each present a different one);
 - validate the module list and options (a typo fails here, with its message, not in N workers);
 - open the database and close it: that creates or upgrades the schema (`Storage.open`), so
-  workers never run migrations concurrently, and puts SQLite in WAL mode.
+  workers never run migrations concurrently, and puts SQLite in WAL mode;
+- warn about every file with secrets or personal data that others than the server's user may
+  read (an administrator loosened its mode, or an older version created it so): the node starts
+  anyway, since refusing would turn a privacy problem into an outage.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imactor import tls
 from imactor.server.module_host import ModuleHost
 from imactor.server.modules import ModuleConfigError
 from imactor.storage import Storage, StorageError
+from imactor.storage.db import sqlite_path
+from imactor.storage.files import loose_modes, private_directory, sqlite_files
 
 if TYPE_CHECKING:
     from imactor.config import Config
 
+log = logging.getLogger("imactor.node")
+
 
 async def prepare_node(config: Config) -> None:
-    """Certificate, module options, schema (see the module doc).
+    """Data directory, certificate, module options, schema, file modes (see the module doc).
 
     Raises:
         OSError, ModuleConfigError, StorageError: The node cannot start; `is_start_error` is true.
     """
+    private_directory(config.server.data_dir)
     tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
     ModuleHost(config.server.modules, config.modules, str(config.source))
     storage = await Storage.open(config.storage_url)
     await storage.aclose()
+    warn_loose_modes(config)
+
+
+def private_paths(config: Config) -> dict[Path, str]:
+    """The files and directories only the server's user should read, with what each holds."""
+    data = "account credentials (SCRAM verifiers) and messages"
+    paths = {config.server.data_dir: f"the data directory: {data}", config.tls_key: "the TLS private key"}
+    database = sqlite_path(config.storage_url)
+    if database is not None:
+        paths.setdefault(database.parent, f"the database's directory: {data}")
+        for path in sqlite_files(database):
+            paths[path] = f"the database: {data}"
+    return paths
+
+
+def warn_loose_modes(config: Config) -> None:
+    """One warning per private path whose mode lets others read it (`private_paths`)."""
+    for loose in loose_modes(private_paths(config)):
+        log.warning("%s", loose.describe())
 
 
 def sole_cause(exc: BaseException) -> BaseException:

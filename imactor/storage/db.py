@@ -74,6 +74,7 @@ from sqlmodel import Session
 
 from imactor.storage import sqlite_inline
 from imactor.storage.errors import StorageError
+from imactor.storage.files import private_directory, private_file
 from imactor.storage.schema import ensure_schema
 from imactor.storage.sqlite_inline import InlineWriter, is_busy, run_selects
 
@@ -551,6 +552,17 @@ def _begin_immediate(cursor: DBAPICursor) -> None:
                 raise
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases (or a bad URL)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
 def _writer_lock_path(url: str) -> Path | None:
     """``<file>-writer.lock`` beside a SQLite database file; None for other databases."""
     parsed = make_url(url)
@@ -574,7 +586,10 @@ def _make_engines(url: str) -> tuple[Engine, Engine]:
     database = parsed.database
     if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
         raise StorageError(f"{url}: an in-memory SQLite database is not supported; use a file")
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # Private from the first instant (`imactor.storage.files`): SQLite would create the file 0644
+    # and its -wal and -shm files after it with the same mode.
+    private_directory(Path(database).parent)
+    private_file(Path(database))
     write_engine = create_engine(url, pool_size=1, max_overflow=0)
     read_engine = create_engine(url, pool_size=READERS, max_overflow=0)
     _tune_sqlite(write_engine, begin="BEGIN IMMEDIATE", query_only=False)

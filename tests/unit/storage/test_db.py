@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -401,3 +404,29 @@ async def test_inline_writes_checkpoint_the_wal_in_a_thread(
 def _wal_bytes(db_url: str) -> int:
     wal = Path(f"{_path(db_url)}-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.fixture
+def common_umask() -> Iterator[None]:
+    """The usual umask 022, under which SQLite alone would create its files 0644."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("common_umask")
+async def test_a_new_database_its_wal_and_directory_are_private(tmp_path: Path) -> None:
+    database = tmp_path / "data" / "imactor.sqlite3"
+    async with await Storage.open(f"sqlite:///{database}") as storage:
+        await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+        await storage.offline.store("alice", b"<message/>")  # the inline writer: -wal and -shm
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in database.parent.iterdir()}
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+    assert modes == {
+        "imactor.sqlite3": 0o600,
+        "imactor.sqlite3-wal": 0o600,
+        "imactor.sqlite3-shm": 0o600,
+        "imactor.sqlite3-writer.lock": 0o600,
+    }
