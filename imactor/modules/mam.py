@@ -48,6 +48,7 @@ from imactor.server.modules import (
     ModuleConfigError,
     Scope,
     Xep,
+    storage_failure,
 )
 from imactor.storage import (
     ARCHIVE_MODES,
@@ -117,7 +118,9 @@ async def archive(ctx: MessageContext) -> None:
     try:
         kept = await ctx.storage.archive.append_wanted(entries, ctx.options.default_mode)
     except StorageError as exc:
-        raise StanzaError("internal-server-error", "the message could not be archived") from exc
+        # Refused rather than delivered unarchived: the sender learns it was not kept (a full
+        # disk: resource-constraint, wait), and no stanza-id names a row that does not exist.
+        raise storage_failure(exc, "the message") from exc
     if any(entry.username == account.username for entry in kept):
         sid = st.child(element, NS_SID, "stanza-id")
         sid.set("by", str(account.jid))

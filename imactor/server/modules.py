@@ -53,6 +53,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from imactor.storage.errors import StorageError, StorageFull
+from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
@@ -417,3 +419,16 @@ class Module:
 
 class ModuleConfigError(ValueError):
     pass
+
+
+def storage_failure(exc: StorageError, what: str) -> StanzaError:
+    """The error for a stanza whose write could not be stored (`what`: "the message"...).
+
+    RFC 6120 §8.3.3.18 ``resource-constraint`` (type wait: the sender may retry later) when the
+    disk is full, which frees up without a restart; §8.3.3.6 ``internal-server-error`` for any
+    other failure of the database (a read-only file, an I/O error), which needs an administrator.
+    The database layer logs the cause (rate limited), so the text names no path or error.
+    """
+    if isinstance(exc, StorageFull):
+        return StanzaError("resource-constraint", f"{what} could not be stored: the server's disk is full")
+    return StanzaError("internal-server-error", f"{what} could not be stored")

@@ -20,7 +20,13 @@ from imactor.storage.archive import (
 )
 from imactor.storage.core import Storage
 from imactor.storage.db import StorageStatistics
-from imactor.storage.errors import AccountExists, AccountNotFound, ArchiveItemNotFound, StorageError
+from imactor.storage.errors import (
+    AccountExists,
+    AccountNotFound,
+    ArchiveItemNotFound,
+    StorageError,
+    StorageFull,
+)
 from imactor.storage.roster import SUBSCRIPTIONS, RosterItem, RosterStore
 from imactor.storage.stores import (
     BlockingStore,
@@ -52,6 +58,7 @@ __all__ = [
     "RosterStore",
     "Storage",
     "StorageError",
+    "StorageFull",
     "StorageStatistics",
     "VCardStore",
     "archiving_wanted",

@@ -53,9 +53,11 @@ would bounce or lose a message. So:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -73,7 +75,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
 from imactor.storage import sqlite_inline
-from imactor.storage.errors import StorageError
+from imactor.storage.errors import StorageError, StorageFull
 from imactor.storage.files import private_directory, private_file
 from imactor.storage.schema import ensure_schema
 from imactor.storage.sqlite_inline import InlineWriter, is_busy, run_selects
@@ -88,6 +90,9 @@ MAX_BATCH = 256
 BUSY_TIMEOUT_MS = 10_000
 #: Seconds a transaction keeps retrying after busy timeouts before the error reaches the caller.
 LOCK_PATIENCE = 120.0
+#: Seconds between two log lines about writes that keep failing (a full disk fails every write:
+#: one line each would flood the log that the administrator needs to read).
+FAULT_LOG_INTERVAL = 60.0
 
 log = logging.getLogger("imactor.storage")
 
@@ -195,6 +200,7 @@ class Database:
         self._transactions = 0
         self._writes = 0
         self._largest_batch = 0
+        self._faults = _WriteFaults(make_url(url).render_as_string(hide_password=True))
 
     def statistics(self) -> StorageStatistics:
         """Counters of the write batching and the readers (Trio's ``statistics()`` convention)."""
@@ -383,6 +389,7 @@ class Database:
                     self._largest_batch = max(self._largest_batch, len(batch))
                     if not self._run_inline(batch):
                         await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._write_limiter)
+                    self._faults.observe(batch)
         except BaseException:
             if not job.taken:
                 self._pending.remove(job)
@@ -415,8 +422,7 @@ class Database:
                             job.value = job.fn(Sql(session=session) if job.lean else session)
                         job.ran = True
                     except SQLAlchemyError as exc:
-                        job.error = StorageError(f"database write failed: {exc}")
-                        job.error.__cause__ = exc
+                        job.error = storage_error("database write failed", exc)
                     except Exception as exc:
                         job.error = exc
                     finally:
@@ -505,8 +511,11 @@ def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
             job.value = job.fn(sql)
             job.ran = True
         except sqlite3.Error as exc:
-            job.error = StorageError(f"database write failed: {exc}")
-            job.error.__cause__ = exc
+            job.error = storage_error("database write failed", exc)
+            if not cursor.connection.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): nothing
+                # of the batch stands, and there is no savepoint left to roll back to.
+                raise
         except Exception as exc:
             job.error = exc
         if job.error is not None:
@@ -517,8 +526,85 @@ def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
 def _fail_batch(batch: Sequence[_Job[Any]], exc: Exception) -> None:
     """Nothing of this batch is durable: every job fails, including those that "succeeded"."""
     for job in batch:
-        job.error = StorageError(f"database commit failed: {exc}")
-        job.error.__cause__ = exc
+        job.error = exc if isinstance(exc, StorageError) else storage_error("database commit failed", exc)
+
+
+def storage_error(what: str, exc: BaseException) -> StorageError:
+    """`StorageError` for a database failure, `StorageFull` when the disk (or quota) is full."""
+    error = (StorageFull if _caused_by(exc, _is_full) else StorageError)(f"{what}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _caused_by(exc: BaseException | None, test: Callable[[BaseException], bool]) -> bool:
+    """Whether `exc` or an exception in its chain (causes, contexts, SQLAlchemy's ``orig``) passes `test`."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        orig = getattr(exc, "orig", None)
+        if test(exc) or (isinstance(orig, BaseException) and test(orig)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _is_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """A failure of the database itself (disk full, read-only file, I/O error, lock timeout),
+    as opposed to a write it refused (a constraint) or an error of the store's own code."""
+    return isinstance(exc, sqlite3.OperationalError | OperationalError | OSError) or _is_full(exc)
+
+
+class _WriteFaults:
+    """The log of writes that fail because of the database (a full disk, a read-only file):
+    one error line when it starts, at most one every `FAULT_LOG_INTERVAL` seconds while it lasts
+    (with how many writes were refused), and one line when a transaction commits again. The
+    callers turn each refused write into an error for whoever asked for it."""
+
+    __slots__ = ("_last_line", "_name", "_refused", "_since", "_total")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._since: float | None = None  #: when the writes began to fail; None: they work
+        self._last_line = -math.inf
+        self._refused = 0  #: since the last line
+        self._total = 0  #: since `_since`
+
+    @property
+    def failing(self) -> bool:
+        return self._since is not None
+
+    def observe(self, batch: Sequence[_Job[Any]]) -> None:
+        """Account for a batch the writer has run (committed or failed)."""
+        faults = [job.error for job in batch if job.error is not None and _caused_by(job.error, _is_fault)]
+        now = time.monotonic()
+        if not faults:
+            if self._since is not None and any(job.ran for job in batch):
+                log.warning("database %s: writes succeed again after %.0f s; %d writes were refused "
+                            "meanwhile", self._name, now - self._since, self._total)  # fmt: skip
+                self._since = None
+            return
+        self._refused += len(faults)
+        self._total += len(faults)
+        if self._since is None:
+            self._since = now
+            self._total = self._refused = len(faults)
+            self._last_line = -math.inf
+        if now - self._last_line < FAULT_LOG_INTERVAL:
+            return
+        full = any(isinstance(error, StorageFull) for error in faults)
+        log.error("database %s: %d writes refused%s: %s; %s", self._name, self._refused,
+                  "" if self._refused == self._total else f" ({self._total} since the first)",
+                  faults[-1], "free disk space: writes resume by themselves" if full else
+                  "writes resume by themselves once the database file is writable again")  # fmt: skip
+        self._refused = 0
+        self._last_line = now
 
 
 @contextmanager

@@ -11,6 +11,11 @@ class StorageError(Exception):
     """The database failed or cannot be used (I/O error, newer schema, unsupported URL…)."""
 
 
+class StorageFull(StorageError):
+    """A write failed because the disk (or the user's quota) is full: nothing of it was stored,
+    and the same write may succeed once space returns."""
+
+
 class AccountExists(Exception):
     """An account with this username already exists."""
 

@@ -30,7 +30,8 @@ from lxml import etree
 
 from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
-from imactor.server.modules import Scope
+from imactor.server.modules import Scope, storage_failure
+from imactor.storage.errors import StorageError
 from imactor.user.account import Account
 from imactor.xmpp import stanza as st
 from imactor.xmpp import subscription as subs
@@ -227,13 +228,21 @@ class UserActor(Actor[m.UserMessage]):
             case m.Route():
                 try:
                     await self._inbound(message.stanza, message.origin)
+                except StorageError as exc:
+                    # Not stored (a full disk, a read-only database): the sender gets an error,
+                    # never silence; the completion below then counts the stanza in the sender's
+                    # XEP-0198 `h` as handled, by that error (XEP-0198 §4, RFC 6120 §8.3).
+                    await self._refuse_unstored(message.stanza, exc)
                 finally:
                     # Archived, stored offline, delivered, bounced or dropped (or failed): the
                     # sender's session may count it in its XEP-0198 `h` now.
                     if message.completion is not None:
                         message.completion.done()
             case m.FromResource(stanza, routed):
-                await self._from_resource(stanza, routed=routed)
+                try:
+                    await self._from_resource(stanza, routed=routed)
+                except StorageError as exc:  # a roster, vCard, private or PEP write: as above
+                    await self._refuse_unstored(stanza, exc)
             case m.Undelivered():
                 await self._undelivered(message.stanzas)
             case m.AccountRemoved():
@@ -469,7 +478,10 @@ class UserActor(Actor[m.UserMessage]):
             return
         for _, data in stored:
             self._deliver_to(resource, _stanza_from_bytes(data))
-        await offline.delete(self.username, [stored_id for stored_id, _ in stored])
+        with contextlib.suppress(StorageError):
+            # Delivered but not deleted (a full disk; the database logs it): they come again at
+            # the next login, a duplicate rather than a loss, and the login goes on.
+            await offline.delete(self.username, [stored_id for stored_id, _ in stored])
 
     async def _outbound_subscription(self, stanza: Stanza) -> None:
         contact = stanza.to_jid.bare
@@ -578,7 +590,10 @@ class UserActor(Actor[m.UserMessage]):
             return
         for stanza in stanzas:
             if stanza.kind == "message" and stanza.type in ("", "normal", "chat"):
-                await self._store_offline(stanza)
+                try:
+                    await self._store_offline(stanza)
+                except StorageError as exc:  # neither delivered nor kept: the sender learns it
+                    await self._refuse_unstored(stanza, exc)
 
     async def _store_offline(self, stanza: Stanza, *, run_hooks: bool = False) -> None:
         """Keep a message for later; `run_hooks` for a new one (not one handed back undelivered,
@@ -748,13 +763,14 @@ class UserActor(Actor[m.UserMessage]):
     async def set_roster_item(self, item: RosterItem | None, jid: str) -> None:
         """Store an item (None: remove it) and push it to interested resources (RFC 6121 §2.1.6)."""
         roster = self.services.storage.roster
+        # Stored first: a write that fails (StorageError) leaves the roster in memory as stored.
         if item is None:
-            self.roster.pop(jid, None)
             self.roster_version = await roster.remove(self.username, jid)
+            self.roster.pop(jid, None)
             pushed = RosterItem(jid=jid, subscription="remove")
         else:
-            self.roster[jid] = item
             self.roster_version = await roster.put(self.username, item)
+            self.roster[jid] = item
             pushed = item
         if item is not None and not item.is_visible:
             return
@@ -774,8 +790,8 @@ class UserActor(Actor[m.UserMessage]):
             # An item the user never saw (it only held an inbound request) that is now empty:
             # a refused or withdrawn request leaves no trace in the roster (RFC 6121 §3.1.3).
             if item is not None:
-                self.roster.pop(key, None)
                 self.roster_version = await self.services.storage.roster.remove(self.username, key)
+                self.roster.pop(key, None)
             return
         if item is None and not hidden_ok and not state.pending_out and not state.approved:
             return
@@ -828,6 +844,11 @@ class UserActor(Actor[m.UserMessage]):
         if stanza.type in ("error", "result"):
             return
         await self._send_back(st.error_reply(stanza.element(), error))
+
+    async def _refuse_unstored(self, stanza: Stanza, exc: StorageError) -> None:
+        """Answer a stanza whose write failed with the error `storage_failure` chooses."""
+        what = {"message": "the message", "iq": "the request"}.get(stanza.kind, "the change")
+        await self._bounce(stanza, storage_failure(exc, what))
 
     async def _reply(self, request: Element, error: StanzaError) -> None:
         if request.get("type") in ("error", "result"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from imactor.storage import AccountExists, RosterItem, Storage, StorageError, schema
+from imactor.storage import AccountExists, RosterItem, Storage, StorageError, StorageFull, schema
 from imactor.storage.schema import Migration
+from tests.support.disk import fill, small_tmpfs
 
 #: Fewer PBKDF2 rounds than production keep these tests fast (the value is still checked).
 FAST_ITERATIONS = 512
@@ -430,3 +432,27 @@ async def test_a_new_database_its_wal_and_directory_are_private(tmp_path: Path) 
         "imactor.sqlite3-shm": 0o600,
         "imactor.sqlite3-writer.lock": 0o600,
     }
+
+
+async def test_a_full_disk_fails_writes_with_storage_full_and_they_work_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        async with await Storage.open(f"sqlite:///{disk / 'imactor.sqlite3'}") as storage:
+            await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+            filler = fill(disk)
+            with pytest.raises(StorageFull, match="database or disk is full"):
+                await storage.offline.store("alice", b"<message/>" * 500)  # lean, on the loop's thread
+            with pytest.raises(StorageFull, match="database or disk is full"):
+                await storage.private.set("alice", "k", b"<x/>" * 2000)  # ORM, in a thread
+            filler.unlink()
+            await storage.offline.store("alice", b"<message>kept</message>")
+            await storage.private.set("alice", "k", b"<x/>")
+            assert [s for _, s in await storage.offline.fetch("alice")] == [b"<message>kept</message>"]
+            assert await storage.private.get("alice", "k") == b"<x/>"
+    # One line when the writes begin to fail (the next within a minute are only counted), one
+    # when they work again.
+    lines = [r.getMessage() for r in caplog.records if r.name == "imactor.storage"]
+    assert len(lines) == 2, lines
+    assert re.search(r": 1 writes refused: .*database or disk is full; free disk space", lines[0]), lines
+    assert re.search(r": writes succeed again after \d+ s; 2 writes were refused meanwhile$", lines[1]), lines
