@@ -8,6 +8,8 @@
     imactor user passwd USER               change a password
     imactor user del USER                  delete an account and all its data
     imactor user list                      list usernames
+    imactor backup DEST                    online backup of the SQLite database (file or directory)
+    imactor restore SRC                    replace the database with a backup (server stopped)
 
 ``imactor worker ...`` is internal: the node supervisor runs one per worker process (see
 `imactor.worker.process`); it is left out of the help listing.
@@ -150,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     load.set_defaults(handler=_import)
+    backup = commands.add_parser("backup", parents=[common], help="back up the database (online)")
+    backup.add_argument("destination", type=Path, help="a file, or a directory for a time-stamped file")
+    backup.set_defaults(handler=_backup)
+    restore = commands.add_parser("restore", parents=[common], help="restore the database from a backup")
+    restore.add_argument("source", type=Path, help="a file written by `imactor backup`")
+    restore.set_defaults(handler=_restore)
     return parser
 
 
@@ -427,3 +435,36 @@ def _password(given: str | None) -> str:
     if not line:
         raise CommandError("no password: give --password, or one line on standard input")
     return _check_password(line.rstrip("\r\n"))
+
+
+def _backup(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.storage.backup import backup
+
+    summary = backup(load_config(config_path).storage_url, args.destination)
+    print(f"backed up to {summary.describe()}")
+    return 0
+
+
+def _restore(args: argparse.Namespace, config_path: Path) -> int:
+    """Refused while a server answers on the configured status socket: it would go on writing
+    to the old database's open files, and the restored one would be overwritten or damaged."""
+    from imactor.node.status import ServerNotRunning, StatusUnavailable, request_status
+    from imactor.storage.backup import restore
+
+    config = load_config(config_path)
+    try:
+        request_status(config.status_socket, timeout=5.0)
+    except ServerNotRunning:
+        pass
+    except StatusUnavailable as exc:
+        raise CommandError(f"cannot tell whether the server is stopped ({exc}); stop it first") from None
+    else:
+        raise CommandError(
+            f"a server is running on this database (it answers on {config.status_socket}): stop it "
+            "(SIGTERM to `imactor supervise`, e.g. systemctl stop imactor), restore, then start it again"
+        )
+    summary, kept = restore(args.source, config.storage_url)
+    print(f"restored {summary.describe()}")
+    if kept is not None:
+        print(f"the previous database is kept as {kept}")
+    return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 from slixmpp import JID
@@ -23,7 +25,7 @@ from tests.support.peer import (
     new_id,
     show,
 )
-from tests.support.server import ServerProcess, add_users
+from tests.support.server import ServerProcess, add_users, imactor_cli, running_server, write_config
 from tests.support.timeouts import TIMEOUT
 
 Accounts = Callable[..., list[str]]
@@ -443,3 +445,40 @@ def test_slixmpp_pages_one_by_one_both_ways(server: ServerProcess, accounts: Acc
                 assert got == expected, reverse
 
     run(scenario())
+
+
+async def test_backup_of_a_running_server_restores_accounts_and_archives(
+    server: ServerProcess, accounts: Accounts, peers: Peers, tmp_path: Path
+) -> None:
+    alice, bob = accounts(2)
+    sent = ["kept 1", "kept 2", "kept 3"]
+    with trio.fail_after(TIMEOUT):
+        a = await peers.login(alice)
+        for text in sent:
+            await chat(a, bare(bob), text)
+        await settled(a, bare(bob))
+    backup = tmp_path / "nightly.sqlite3"
+    done = await trio.to_thread.run_sync(imactor_cli, server.config_path, "backup", str(backup))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    # Not over a running server's database: it would go on writing to the old file.
+    refused = await trio.to_thread.run_sync(imactor_cli, server.config_path, "restore", str(backup))
+    assert refused.returncode == 1
+    assert "a server is running on this database" in refused.stderr, refused.stderr
+
+    elsewhere = tmp_path / "restored"
+    elsewhere.mkdir()
+    restored = await trio.to_thread.run_sync(imactor_cli, write_config(elsewhere), "restore", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    with running_server(elsewhere) as second:
+        with trio.fail_after(TIMEOUT):
+            b = await Peer.login(second.c2s_port, bob, PASSWORD)  # the restored credentials
+            try:
+                assert (await query(b)).bodies == sent
+            finally:
+                await b.aclose()
+            a = await Peer.login(second.c2s_port, alice, PASSWORD)
+            try:
+                assert (await query(a)).bodies == sent  # the sender's copies too
+            finally:
+                await a.aclose()
