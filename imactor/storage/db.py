@@ -214,6 +214,11 @@ class Database:
             deferred_batches=0 if self._inline_writer is None else self._inline_writer.deferred_batches,
         )
 
+    @property
+    def writes_failing(self) -> bool:
+        """Whether the last write batch failed because of the database (already logged)."""
+        return self._faults.failing
+
     @classmethod
     async def open(cls, url: str) -> Database:
         """Connect to `url`, creating the SQLite file's directory and the schema as needed.
@@ -405,7 +410,7 @@ class Database:
         try:
             if not writer.run(lambda cursor: _run_lean_jobs(batch, cursor)):
                 return False
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the lock file on a read-only disk
             _fail_batch(batch, exc)
         writer.maybe_checkpoint()
         return True

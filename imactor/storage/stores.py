@@ -276,7 +276,9 @@ class LastActivityStore:
         try:
             await self._write(self._writing, strict=False)
         except StorageError as exc:
-            log.warning("last activity of %d accounts not saved: %s", len(self._writing), exc)
+            # While the database refuses writes (a full disk), it logs that itself, rate limited.
+            level = logging.DEBUG if self._db.writes_failing else logging.WARNING
+            log.log(level, "last activity of %d accounts not saved: %s", len(self._writing), exc)
         finally:
             self._writing = {}
 

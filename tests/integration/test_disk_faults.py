@@ -1,21 +1,25 @@
-"""Faults of the disk (issue 20): a full disk turns each write that could not be stored into an
-error for whoever asked for it, one log line says so (rate limited), and the server recovers by
-itself when space returns.
+"""Faults of the disk (issue 20): a full disk or a read-only database turns each write that could
+not be stored into an error for whoever asked for it, one log line says so (rate limited), and
+the server recovers by itself when space returns.
 
-The server's data directory is a small tmpfs (`tests.support.disk`), filled with a filler file
-for a real ENOSPC under SQLite and emptied again, with the server running throughout.
+Full disk: the server's data directory is a small tmpfs (`tests.support.disk`), filled with a
+filler file for a real ENOSPC under SQLite and emptied again, with the server running throughout.
+Read-only: an ext4 image on a loop device, which the kernel turns read-only under the running
+server as it does on an I/O error (`ext4_image`). A tmpfs cannot stand in: ``mount -o
+remount,ro`` is refused (EBUSY) while the server holds the database open for writing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
 from lxml import etree
 
 from tests.integration.conftest import PASSWORD, server_log
-from tests.support.disk import fill, small_tmpfs
+from tests.support.disk import ext4_image, fill, small_tmpfs
 from tests.support.peer import NS_STANZAS, C, Peer, Peers, bare, message, new_id, show, stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
@@ -121,3 +125,37 @@ async def test_a_full_disk_refuses_unstored_writes_with_errors_and_recovers(
     assert "database or disk is full" in refused[0], refused
     assert "free disk space: writes resume by themselves" in refused[0], refused
     assert sum("writes succeed again" in line for line in log.splitlines()) == 1, log
+
+
+async def test_a_database_turned_read_only_refuses_writes_with_errors(tmp_path: Path) -> None:
+    with ext4_image(tmp_path / "data", "16M") as disk, running_server(
+        tmp_path, users=[("alice", PASSWORD), ("bob", PASSWORD)], log_level="info"
+    ) as server:
+        peers = Peers(server.c2s_port, PASSWORD)
+        try:
+            with trio.fail_after(TIMEOUT):
+                alice = await peers.online("alice")
+                # A server that has written before: its writer's files are open (as they would
+                # be in a server that ran for a while) when the disk turns read-only.
+                assert (await alice.iq(_private("before"), type_="set")).get("type") == "result"
+                await _chat(alice, bare("bob"), "kept before")
+                # An IQ through bob's actor, behind the message: it is stored by the answer.
+                await alice.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=bare("bob"))
+                disk.make_read_only()
+                sent = await _chat(alice, bare("bob"), "not kept")
+                error = await alice.expect(message(id_=sent, type_="error"))
+                assert stanza_error(error) == ("cancel", "internal-server-error"), show(error)
+                assert _error_text(error) == "the message could not be stored"
+                reply = await alice.iq(_private("during"), type_="set")
+                assert stanza_error(reply) == ("cancel", "internal-server-error"), show(reply)
+                await alice.sync()  # the account's actor lives on and answers what needs no write
+                again = await _chat(alice, bare("bob"), "not kept either")
+                await alice.expect(message(id_=again, type_="error"))
+        finally:
+            await peers.aclose()
+    log = server_log(server)  # stopped: its shutdown is in the log too
+    assert "Traceback" not in log, log
+    refused = [line for line in log.splitlines() if "writes refused" in line]
+    assert len(refused) == 1, log
+    assert "disk I/O error" in refused[0], refused
+    assert "once the database file is writable again" in refused[0], refused

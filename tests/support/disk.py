@@ -60,3 +60,48 @@ def free_space(directory: Path) -> int:
     """Bytes still free in `directory`'s filesystem."""
     stats = os.statvfs(directory)
     return stats.f_bfree * stats.f_frsize
+
+
+class Ext4Image:
+    """An ext4 file system in an image file, mounted through a loop device with
+    ``errors=remount-ro``: `make_read_only` raises a file-system error, and the kernel makes it
+    read-only at once, open files and all, as it does on a failing disk."""
+
+    def __init__(self, mount_point: Path, device: str) -> None:
+        self.mount_point = mount_point
+        self.device = device  #: e.g. "loop3"
+
+    def make_read_only(self) -> None:
+        # ext4's own fault injection (/sys/fs/ext4/<dev>/trigger_fs_error): the error handling
+        # of a real I/O error, here the switch to read-only ("emergency_ro").
+        Path(f"/sys/fs/ext4/{self.device}/trigger_fs_error").write_text("1\n")
+        command = ["findmnt", "-n", "-o", "OPTIONS", str(self.mount_point)]
+        options = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        assert "ro" in options.split(",") or "emergency_ro" in options, options
+
+
+@contextlib.contextmanager
+def ext4_image(path: Path, size: str) -> Iterator[Ext4Image]:
+    """Make an ext4 image of `size` beside `path` and mount it at `path` for the block."""
+    image = path.with_name(f"{path.name}.img")
+    path.mkdir(parents=True, exist_ok=True)
+    command = ["mkfs.ext4", "-q", "-F", str(image), size]
+    made = subprocess.run(command, capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make an ext4 image: {made.stderr.strip()}")
+    command = ["mount", "-o", "loop,errors=remount-ro", str(image), str(path)]
+    mounted = subprocess.run(command, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        image.unlink()
+        pytest.skip(f"cannot mount an ext4 image on a loop device (root needed): {mounted.stderr.strip()}")
+    try:
+        source = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        path.chmod(0o700)
+        yield Ext4Image(path, Path(source).name)
+    finally:
+        # The loop device is released with the mount (mount -o loop sets autoclear).
+        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(path)], capture_output=True, check=False)
+        image.unlink(missing_ok=True)
