@@ -11,6 +11,7 @@ import trio
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
+from imactor.storage.files import sqlite_files
 from tests.integration.conftest import PASSWORD
 from tests.support.clients import run, slixmpp_client
 from tests.support.peer import (
@@ -471,6 +472,11 @@ async def test_backup_of_a_running_server_restores_accounts_and_archives(
     restored = await trio.to_thread.run_sync(imactor_cli, write_config(elsewhere), "restore", str(backup))
     assert restored.returncode == 0, restored.stderr
     with running_server(elsewhere) as second:
+        # Restored into a directory that did not exist: private from the start, WAL included.
+        database = second.data_dir / "imactor.sqlite3"
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (second.data_dir, *sqlite_files(database))}
+        assert modes == {"data": 0o700, database.name: 0o600, f"{database.name}-wal": 0o600,
+                         f"{database.name}-shm": 0o600}  # fmt: skip
         with trio.fail_after(TIMEOUT):
             b = await Peer.login(second.c2s_port, bob, PASSWORD)  # the restored credentials
             try:
