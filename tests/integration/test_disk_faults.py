@@ -23,8 +23,8 @@ from tests.support.disk import ext4_image, fill, small_tmpfs
 from tests.support.peer import NS_STANZAS, C, Peer, Peers, bare, message, new_id, show, stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 SM = "urn:xmpp:sm:3"
 NS_PRIVATE = "jabber:iq:private"
 USERS = ("alice", "bob", "carol")
