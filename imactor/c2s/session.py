@@ -48,7 +48,8 @@ from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
-from imactor.server.modules import Scope
+from imactor.server.modules import Scope, storage_failure
+from imactor.storage.errors import StorageError
 from imactor.xmpp import events as ev
 from imactor.xmpp import sm
 from imactor.xmpp import stanza as st
@@ -961,6 +962,9 @@ class SessionActor:
             reply = await handler(ctx)
         except StanzaError as error:
             await self._error(element, error, from_=on_behalf_of)
+            return
+        except StorageError as exc:  # e.g. a XEP-0077 password change on a full disk
+            await self._error(element, storage_failure(exc, "the request"), from_=on_behalf_of)
             return
         if reply is not None:
             if on_behalf_of is not None:

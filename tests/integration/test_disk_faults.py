@@ -80,6 +80,10 @@ async def test_a_full_disk_refuses_unstored_writes_with_errors_and_recovers(
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             reply = await alice.roster_set(f"<item jid='{bare('carol')}' name='Carol'/>")
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
+            # One the session answers itself (XEP-0077 password change): an error, the stream lives.
+            change = "<username>alice</username><password>not stored</password>"
+            reply = await alice.iq(f"<query xmlns='jabber:iq:register'>{change}</query>", type_="set")
+            assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             # Stream management: the error reaches the sender, and `h` counts the message as
             # handled by that error (XEP-0198 §4), so the stream's later acks are not held up.
             sm_client = await RawClient.connect(server.c2s_port)
