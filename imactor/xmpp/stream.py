@@ -438,7 +438,11 @@ class ServerStream:
 
     def _close_quietly(self) -> None:
         if self.state is not State.CLOSED:
-            self._out.append(self._end_of_stream())
+            # Our closing tag ends the stream our header opened (RFC 6120 §4.4). Before that header
+            # (EOF first thing, or right after a restart) there is no stream to close: a lone
+            # </stream:stream> would not even be XML.
+            if self.stream_id is not None:
+                self._out.append(self._end_of_stream())
             self.state = State.CLOSED
             self._events.append(ev.StreamClosed(None))
 

@@ -1134,6 +1134,26 @@ def test_eof_closes_the_stream() -> None:
     assert client.stream.state is State.CLOSED
 
 
+@pytest.mark.parametrize("where", ["before any header", "after STARTTLS", "after SASL success"])
+def test_eof_before_our_header_writes_no_stray_end_tag(where: str) -> None:
+    """Found by the stream fuzzer: EOF where the server had not (yet, after a restart) sent its
+    header wrote a lone </stream:stream>, which is not XML. A closing tag ends the stream
+    that our header opened (RFC 6120 §4.4); with no header there is nothing to close."""
+    client = Client()
+    if where == "after STARTTLS":
+        client.open()
+        assert client.send(STARTTLS) == [ev.StartTLSRequested()]
+        client.read()
+        client.stream.tls_established({})
+    elif where == "after SASL success":
+        client = at_sasl()
+        client.login()
+    client.stream.receive_data(b"")
+    assert client.events() == [ev.StreamClosed(None)]
+    assert client.stream.data_to_send() == b""
+    assert client.stream.state is State.CLOSED
+
+
 def test_data_received_before_eof_is_still_read() -> None:
     client = established()
     client.stream.receive_data(b"<message id='last'><body>bye</body></message>")
