@@ -334,10 +334,7 @@ class BoshSessions:
         session: BoshTransport | None = None
         try:
             body = parse_body(data, limits.max_stanza_size)
-            rid_text = body.attributes.get("rid", "")
-            if not rid_text.isdigit() or not 0 < int(rid_text) <= MAX_RID:
-                raise BoshError("bad-request", "rid must be a positive integer")
-            rid = int(rid_text)
+            rid = request_rid(body.attributes)
             sid = body.attributes.get("sid")
             if sid is None:
                 if remote is None:
@@ -391,8 +388,8 @@ class BoshSessions:
             raise BoshError("host-unknown", f"this server does not serve {to!r}")
         if XMPP_VERSION not in attributes:
             raise BoshError("bad-request", "XEP-0206: xmpp:version is required")
-        wait = _number(attributes.get("wait"), config.bosh_max_wait)
-        hold = _number(attributes.get("hold"), config.bosh_max_hold, low=0)
+        wait = client_number(attributes.get("wait"), config.bosh_max_wait)
+        hold = client_number(attributes.get("hold"), config.bosh_max_hold, low=0)
         sid = f"{self.services.worker_index}.{secrets.token_urlsafe(18)}"
         transport = BoshTransport(self, sid, rid, wait=wait, hold=hold, secure=secure)
         self.sessions[sid] = transport
@@ -416,7 +413,15 @@ class BoshSessions:
 _FAILED_AS: Final = {"item-not-found": "item-not-found", "service-unavailable": "remote-connection-failed"}
 
 
-def _number(value: str | None, ceiling: int, *, low: int = 1) -> int:
+def request_rid(attributes: dict[str, str]) -> int:
+    """The request's 'rid' (XEP-0124 §14): a positive integer up to `MAX_RID`."""
+    rid_text = attributes.get("rid", "")
+    if not rid_text.isdigit() or not 0 < int(rid_text) <= MAX_RID:
+        raise BoshError("bad-request", "rid must be a positive integer")
+    return int(rid_text)
+
+
+def client_number(value: str | None, ceiling: int, *, low: int = 1) -> int:
     """A client's 'wait' or 'hold': at most the configured ceiling (XEP-0124 §7.1)."""
     if value is None:
         return ceiling

@@ -110,6 +110,19 @@ async def _run_guarded(connection: HttpConnection, remote: str) -> None:
         log.exception("http %s: connection failed", remote)
 
 
+def read_head(event: h11.Request) -> Request:
+    """The endpoints' view of a request head: the path without query or fragment, headers
+    lower-cased, a repeated header's values joined (RFC 9110 §5.3)."""
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = event.target.decode("latin-1")
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return Request(event.method.decode("ascii"), path, headers)
+
+
 def is_loopback(address: str) -> bool:
     return address.startswith(LOOPBACK_PREFIXES)
 
@@ -213,14 +226,7 @@ class HttpConnection:
         if size > self.endpoints.config.max_header_size:
             await self.refuse(431, "request headers too large")
             return None
-        headers: dict[str, str] = {}
-        for name, value in event.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        target = event.target.decode("latin-1")
-        path = target.split("?", 1)[0].split("#", 1)[0]
-        return Request(event.method.decode("ascii"), path, headers)
+        return read_head(event)
 
     async def _read_body(self, request: Request) -> bytes | None:
         """The request body; None (after answering 413 or 408) when it is too big or too slow."""
