@@ -351,7 +351,9 @@ class ServerStream:
             raise RemoteProtocolError("bad-namespace-prefix")
         version = opened.attributes.get("version", "0.9")
         major = version.split(".", 1)[0]
-        if not major.isdigit() or int(major) != 1:
+        # §4.7.5: major.minor are integers, in ASCII digits (str.isdigit() also takes "²", which
+        # int() refuses with a ValueError, and "١", which int() reads as 1).
+        if not (major.isascii() and major.isdigit()) or int(major) != 1:
             raise RemoteProtocolError("unsupported-version", "imactor speaks version 1.0")
         to = opened.attributes.get("to")
         if to is None:

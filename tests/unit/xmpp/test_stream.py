@@ -383,6 +383,11 @@ def test_header_answered_with_header_and_starttls_required_features() -> None:
         pytest.param(header(version="2.0"), "unsupported-version", id="version-2"),
         pytest.param(header(version=None), "unsupported-version", id="no-version"),
         pytest.param(header(version="x.y"), "unsupported-version", id="garbage-version"),
+        # str.isdigit() takes "²" for a digit and int() refuses it: this ended the session with a
+        # ValueError instead of a stream error (RFC 6120 §4.7.5: the numbers are integers, and
+        # XML's digits are ASCII).
+        pytest.param(header(version="\u00b2.0"), "unsupported-version", id="superscript-digit-version"),
+        pytest.param(header(version="\u0661.0"), "unsupported-version", id="arabic-indic-digit-version"),
         pytest.param(header(to="elsewhere.org"), "host-unknown", id="unknown-to"),
         # RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header.
         pytest.param(header(to=None), "improper-addressing", id="no-to"),
