@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         f"-seed={args.seed}",
         f"-artifact_prefix={crashes}/",
         "-print_final_stats=1",
+        f"-dict={HERE / 'xmpp.dict'}",
     ]
     if args.replay:
         libfuzzer += [str(path) for path in args.replay]
