@@ -17,7 +17,7 @@ from imactor.xmpp.errors import RemoteProtocolError
 from imactor.xmpp.framing import OPEN
 from imactor.xmpp.namespaces import NS_FRAMING, NS_HTTPBIND, NS_STREAMS, NS_XBOSH, qname
 from imactor.xmpp.parser import ElementReceived, StreamClosed, StreamOpened, XMLStreamParser
-from imactor.xmpp.stanza import default_ns
+from imactor.xmpp.stanza import default_ns, serialize
 
 BODY: Final = qname(NS_HTTPBIND, "body")
 XMPP_VERSION: Final = qname(NS_XBOSH, "version")
@@ -71,7 +71,7 @@ def parse_body(data: bytes, max_stanza_size: int) -> ParsedBody:
     opened = events[0]
     if opened.tag != BODY:
         raise BoshError("bad-request", "the root is <body xmlns='http://jabber.org/protocol/httpbind'/>")
-    children = [etree.tostring(e.element) for e in events[1:-1] if isinstance(e, ElementReceived)]
+    children = [serialize(e.element) for e in events[1:-1] if isinstance(e, ElementReceived)]
     return ParsedBody(dict(opened.attributes), children)
 
 

@@ -144,6 +144,19 @@ async def test_a_pause_that_is_not_a_number_is_bad_request(autojump_clock: trio.
         await bosh.request(10, ParsedBody({"pause": "\u00b2"}, []))
 
 
+def test_body_children_with_non_ascii_names_come_out_as_xml() -> None:
+    """Found by the BOSH fuzzer: a child whose element or attribute name is not ASCII came out as
+    "<b&#246;dy>" (lxml's ASCII serialization), which the session's own parser then refused
+    (not-well-formed): the client's stream ended over a well-formed stanza (XML 1.0 §2.3)."""
+    parsed = parse_body(
+        "<body xmlns='http://jabber.org/protocol/httpbind' rid='5'><message xmlns='jabber:client'>"
+        "<bödy xmlns='urn:example:names' ä='1'/></message></body>".encode(),
+        1000,
+    )
+    (child,) = parsed.children
+    assert etree.fromstring(child).find("{urn:example:names}bödy").get("ä") == "1"
+
+
 def test_parse_body() -> None:
     parsed = parse_body(
         b"<body xmlns='http://jabber.org/protocol/httpbind' rid='5' xmlns:xmpp='urn:xmpp:xbosh'"
