@@ -55,6 +55,7 @@ from imactor.xmpp.sasl import (
 )
 from imactor.xmpp.sasl_scram import SaslError, parse_client_final, parse_client_first
 from imactor.xmpp.scram import ScramCredentials, credentials_from_salted_password, salted_password
+from imactor.xmpp.stanza import serialize
 from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
 
 DOMAIN = "localhost"
@@ -114,7 +115,7 @@ def _outcome(events: list[ParserEvent]) -> list[object]:
                 ("open", event.tag, dict(event.attributes), event.default_namespace, event.stream_prefix)
             )
         elif isinstance(event, ElementReceived):
-            out.append(("element", etree.tostring(event.element)))
+            out.append(("element", serialize(event.element)))
         else:
             out.append(("close",))
     return out
@@ -171,7 +172,7 @@ def _reparses(element: bytes) -> None:
         raise InvariantBroken(f"{element[:200]!r} parsed once, not twice: {exc}") from None
     finally:
         parser.close()
-    again = [etree.tostring(e.element) for e in events if isinstance(e, ElementReceived)]
+    again = [serialize(e.element) for e in events if isinstance(e, ElementReceived)]
     if again != [element]:
         raise InvariantBroken(f"{element[:200]!r} parses again as {again!r}")
 
