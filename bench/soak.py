@@ -59,6 +59,7 @@ import trio
 from lxml import etree
 
 from imactor.node.status import StatusUnavailable, request_status
+from tests.support import server as server_support
 from tests.support.chaos import Receipt, SmClient
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
@@ -457,6 +458,8 @@ async def soak(directory: Path, options: Options) -> dict[str, Any]:
     limits = SERVER_LIMITS.format(idle=options.idle, ping=options.ping, resume=options.resume)
     quiet_timeout = max(options.idle + options.ping + options.resume, 60) + 30
     started = time.monotonic()
+    # On a busy machine two workers can take longer than the tests' 30 s to come up.
+    server_support.START_TIMEOUT = max(server_support.START_TIMEOUT, 180.0)
     with running_server(directory, users=users, workers=options.workers, extra=limits) as server:
         provisioned_s = time.monotonic() - started
         timeline: list[dict[str, Any]] = []
