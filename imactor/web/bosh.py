@@ -59,13 +59,15 @@ from imactor.web.messages import Request, Response
 from imactor.web.transport import FramedStream
 from imactor.xmpp.bosh import (
     MAX_PAUSE,
-    MAX_RID,
     XMPP_RESTART,
     XMPP_VERSION,
     BoshError,
     ParsedBody,
+    client_number,
+    decimal,
     open_for,
     parse_body,
+    request_rid,
     response_body,
     terminate_body,
 )
@@ -246,7 +248,7 @@ class BoshTransport(FramedStream):
             return terminate_body()
         if "pause" in attributes:
             pause = attributes["pause"]
-            if not _decimal(pause) or int(pause) > MAX_PAUSE:
+            if not decimal(pause) or int(pause) > MAX_PAUSE:
                 raise BoshError("bad-request", f"pause is at most {MAX_PAUSE}")
             self._pause_until = now + int(pause)
             while self._held:
@@ -357,7 +359,7 @@ class BoshSessions:
         """The other worker of this node that `sid` names; None: none (a local or forged sid)."""
         mesh = self.services.mesh
         prefix, dot, _ = sid.partition(".")
-        if mesh is None or not dot or not _decimal(prefix) or len(prefix) > 6:
+        if mesh is None or not dot or not decimal(prefix) or len(prefix) > 6:
             return None
         owner = int(prefix)
         return owner if owner != mesh.index and owner < mesh.workers else None
@@ -411,27 +413,3 @@ class BoshSessions:
 
 #: The BOSH condition for each way a forwarded request can fail on the owner's side.
 _FAILED_AS: Final = {"item-not-found": "item-not-found", "service-unavailable": "remote-connection-failed"}
-
-
-def request_rid(attributes: dict[str, str]) -> int:
-    """The request's 'rid' (XEP-0124 §14): a positive integer up to `MAX_RID`."""
-    rid_text = attributes.get("rid", "")
-    if not _decimal(rid_text) or not 0 < int(rid_text) <= MAX_RID:
-        raise BoshError("bad-request", "rid must be a positive integer")
-    return int(rid_text)
-
-
-def client_number(value: str | None, ceiling: int, *, low: int = 1) -> int:
-    """A client's 'wait' or 'hold': at most the configured ceiling (XEP-0124 §7.1)."""
-    if value is None:
-        return ceiling
-    if not _decimal(value) or int(value) < low:
-        raise BoshError("bad-request", f"expected an integer >= {low}, got {value!r}")
-    return min(int(value), ceiling)
-
-
-def _decimal(text: str) -> bool:
-    """ASCII digits only: XEP-0124's numbers are xs:unsignedLong/xs:unsignedShort (XML Schema
-    Part 2 §3.3), and str.isdigit() alone also takes "²", which int() refuses (a ValueError that
-    failed the whole HTTP connection instead of answering with a terminate body)."""
-    return text.isascii() and text.isdigit()

@@ -27,7 +27,7 @@ import trio
 from imactor.server.listener import accept
 from imactor.server.tls_stream import TLSSocketStream
 from imactor.web import cors, hostmeta
-from imactor.web.messages import Request, Response, text_response
+from imactor.web.messages import Request, Response, read_head, text_response
 from imactor.web.websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -108,19 +108,6 @@ async def _run_guarded(connection: HttpConnection, remote: str) -> None:
             log.debug("http %s: transport lost: %r", remote, group.exceptions)
     except Exception:  # a protocol boundary: one connection's bug must not stop the others
         log.exception("http %s: connection failed", remote)
-
-
-def read_head(event: h11.Request) -> Request:
-    """The endpoints' view of a request head: the path without query or fragment, headers
-    lower-cased, a repeated header's values joined (RFC 9110 §5.3)."""
-    headers: dict[str, str] = {}
-    for name, value in event.headers:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    target = event.target.decode("latin-1")
-    path = target.split("?", 1)[0].split("#", 1)[0]
-    return Request(event.method.decode("ascii"), path, headers)
 
 
 def is_loopback(address: str) -> bool:

@@ -7,7 +7,7 @@ entities, the stanza size limit on each child), so a body is as safe to read as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -81,3 +81,27 @@ def open_for(attributes: dict[str, str], domain: str) -> bytes:
     element.set("to", attributes.get("to", domain))
     element.set("version", attributes.get(XMPP_VERSION, "1.0"))
     return etree.tostring(element)
+
+
+def request_rid(attributes: Mapping[str, str]) -> int:
+    """The request's 'rid' (XEP-0124 §14): a positive integer up to `MAX_RID`."""
+    rid_text = attributes.get("rid", "")
+    if not decimal(rid_text) or not 0 < int(rid_text) <= MAX_RID:
+        raise BoshError("bad-request", "rid must be a positive integer")
+    return int(rid_text)
+
+
+def client_number(value: str | None, ceiling: int, *, low: int = 1) -> int:
+    """A client's 'wait' or 'hold': at most the configured ceiling (XEP-0124 §7.1)."""
+    if value is None:
+        return ceiling
+    if not decimal(value) or int(value) < low:
+        raise BoshError("bad-request", f"expected an integer >= {low}, got {value!r}")
+    return min(int(value), ceiling)
+
+
+def decimal(text: str) -> bool:
+    """ASCII digits only: XEP-0124's numbers are xs:unsignedLong/xs:unsignedShort (XML Schema
+    Part 2 §3.3), and str.isdigit() alone also takes "²", which int() refuses (a ValueError that
+    failed the whole HTTP connection instead of answering with a terminate body)."""
+    return text.isascii() and text.isdigit()

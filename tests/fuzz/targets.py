@@ -29,11 +29,10 @@ from imactor.muc.config_form import apply_submission
 from imactor.muc.state import RoomConfig
 from imactor.server import mesh_codec
 from imactor.server import messages as m
-from imactor.web import bosh as web_bosh
-from imactor.web import http_server
+from imactor.web.messages import read_head
 from imactor.xmpp import dataforms, sm
 from imactor.xmpp import events as ev
-from imactor.xmpp.bosh import BoshError, parse_body
+from imactor.xmpp.bosh import BoshError, client_number, parse_body, request_rid
 from imactor.xmpp.errors import RemoteProtocolError, StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.parser import (
@@ -472,14 +471,14 @@ def bosh_body(data: bytes) -> None:
     for child in body.children:
         _reparses(child)
     with contextlib.suppress(BoshError):
-        web_bosh.request_rid(body.attributes)
+        request_rid(body.attributes)
     for name, low in (("wait", 1), ("hold", 0)):
         with contextlib.suppress(BoshError):
-            web_bosh.client_number(body.attributes.get(name), 60, low=low)
+            client_number(body.attributes.get(name), 60, low=low)
 
 
 def http_request(data: bytes) -> None:
-    """HTTP/1.1 requests as the web listener reads them (h11 and `http_server.read_head`), with the
+    """HTTP/1.1 requests as the web listener reads them (h11 and `messages.read_head`), with the
     body of a BOSH POST through `bosh_body`. Errors: `h11.RemoteProtocolError` (400, 431, ...).
     """
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=4096)
@@ -495,7 +494,7 @@ def http_request(data: bytes) -> None:
                 if event is h11.NEED_DATA or event is h11.PAUSED:
                     break
                 if isinstance(event, h11.Request):
-                    request = http_server.read_head(event)
+                    request = read_head(event)
                 elif isinstance(event, h11.Data):
                     content += event.data
                 elif isinstance(event, h11.EndOfMessage):

@@ -17,9 +17,9 @@ from trio.testing import MockClock
 from imactor.actors import ActorAddress, ActorGone
 from imactor.config import Config
 from imactor.server import messages as m
-from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport, client_number, request_rid
+from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport
 from imactor.web.messages import Request
-from imactor.xmpp.bosh import BoshError, ParsedBody, parse_body, terminate_body
+from imactor.xmpp.bosh import BoshError, ParsedBody, client_number, parse_body, request_rid, terminate_body
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.namespaces import NS_HTTPBIND
 
