@@ -2,6 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# Test files run on this many parallel pytest workers (pytest-xdist, one file per worker at a
+# time: a module's shared server stays in one process). Most of a test's time is waiting on
+# servers and clients, so more workers than cores pay; 0 runs everything in one process.
+PYTEST_WORKERS ?= 3
 
 .PHONY: run test check unit integration lint typecheck clean xeps fuzz
 
@@ -17,7 +21,7 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check imactor supervisors tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 check: $(BIN)/.installed
 	$(BIN)/ruff check imactor supervisors tests bench

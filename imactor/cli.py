@@ -10,7 +10,7 @@
     imactor user list                      list usernames
 
 ``imactor worker ...`` is internal: the node supervisor runs one per worker process (see
-`imactor.node.worker`); it is left out of the help listing.
+`imactor.worker.process`); it is left out of the help listing.
 
 ``--config`` defaults to ``conf/imactor.toml`` and may be given before or after the command.
 Expected failures (invalid config, bad username, existing or missing account, unreadable file)
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=_non_negative, required=True, help="this worker's number")
     worker.add_argument("--workers", type=_positive, required=True, help="how many workers the node runs")
     worker.add_argument("--run-dir", type=Path, required=True, help="the node's private run directory")
+    worker.add_argument("--node-started", type=float, default=None, help="when the node started (epoch s)")
     worker.add_argument(
         "--listen", action="append", default=[], metavar="NAME=FD[,FD...]", help="inherited listening sockets"
     )
@@ -134,6 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", default="", help="told to the occupants")
     destroy.add_argument("--alternate", default="", metavar="JID", help="a room to go to instead")
     destroy.set_defaults(handler=_room_destroy)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write every account's data to a XEP-0227 file"
+    )
+    export.add_argument("file", type=Path, help="the file (mode 0600); a directory with --for prosody")
+    export.add_argument("--for", dest="flavour", choices=("xep0227", "ejabberd", "prosody"),
+                        default="xep0227",
+                        help="what the importing server reads (default: the XEP's single file)")  # fmt: skip
+    export.set_defaults(handler=_export)
+    load = commands.add_parser("import", parents=[common], help="import accounts from XEP-0227 files")
+    load.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="Prosody, ejabberd, Openfire or imactor"
+    )
+    load.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    load.set_defaults(handler=_import)
     return parser
 
 
@@ -146,7 +162,7 @@ def _supervise(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def _worker(args: argparse.Namespace, config_path: Path) -> int:
-    from imactor.node.worker import parse_listen, run
+    from imactor.worker.process import parse_listen, run
 
     try:
         listen = parse_listen(args.listen)
@@ -154,7 +170,7 @@ def _worker(args: argparse.Namespace, config_path: Path) -> int:
         raise CommandError(str(exc)) from None
     if args.index >= args.workers:
         raise CommandError(f"--index {args.index}: a node of {args.workers} workers numbers them from 0")
-    return run(config_path, args.index, args.workers, args.run_dir, listen)
+    return run(config_path, args.index, args.workers, args.run_dir, listen, node_started=args.node_started)
 
 
 def _non_negative(text: str) -> int:
@@ -345,6 +361,22 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
         return 1
     print(f"destroyed {name}@{domain}")
     return 0
+
+
+def _export(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.migration import export_command
+
+    return export_command(load_config(config_path), args.file, args.flavour)
+
+
+def _import(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.migration import import_command
+    from imactor.xmpp.pie import PieError
+
+    try:
+        return import_command(load_config(config_path), args.files, dry_run=args.dry_run)
+    except PieError as exc:  # malformed input: the file, line and element, and no traceback
+        raise CommandError(f"{exc}; nothing imported") from None
 
 
 def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:

@@ -42,8 +42,8 @@ class CoreSpec:
 
 
 CORE: tuple[CoreSpec, ...] = (
-    CoreSpec("RFC 6120", "", "complete for client-to-server", "xmpp/stream.py, server/session.py"),
-    CoreSpec("RFC 6121", "", "complete", "server/user.py, xmpp/subscription.py"),
+    CoreSpec("RFC 6120", "", "complete for client-to-server", "xmpp/stream.py, c2s/session.py"),
+    CoreSpec("RFC 6121", "", "complete", "user/actor.py, xmpp/subscription.py"),
     CoreSpec("RFC 7622", "", "complete", "xmpp/jid.py"),
     CoreSpec("RFC 5802 / 7677", "",
              "partial: no tls-exporter (Python's ssl module does not expose it)", "xmpp/sasl_scram.py"),
@@ -55,13 +55,13 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("XEP-0156", "", "complete: host-meta and host-meta.json", "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
     CoreSpec("XEP-0045", "", "partial: no room registration, presence-broadcast setting or occupant ids",
-             "muc/, server/room_actor.py, server/fanout.py"),
+             "muc/, rooms/actor.py, rooms/fanout.py"),
     CoreSpec("XEP-0249", "", "complete: passed through, the service announces jabber:x:conference",
-             "server/muc_service.py"),
+             "rooms/service.py"),
     CoreSpec("XEP-0410", "", "complete: the room answers pings to its occupants' own JIDs", "muc/room.py"),
     CoreSpec("XEP-0198", "", "complete: acks after the durable write, resumption on any worker of the node",
-             "xmpp/sm.py, server/session.py"),
-    CoreSpec("XEP-0368", "", "complete", "server/listener.py"),
+             "xmpp/sm.py, c2s/session.py"),
+    CoreSpec("XEP-0368", "", "complete", "c2s/listener.py"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
 )  # fmt: skip
@@ -96,6 +96,7 @@ TITLES: dict[str, str] = {
     "XEP-0203": "Delayed Delivery",
     "XEP-0206": "XMPP Over BOSH",
     "XEP-0249": "Direct MUC Invitations",
+    "XEP-0215": "External Service Discovery",
     "XEP-0223": "Persistent Storage of Private Data via PubSub",
     "XEP-0237": "Roster Versioning",
     "XEP-0280": "Message Carbons",
@@ -139,6 +140,7 @@ FEATURES: dict[str, str | None] = {
     "0202": "urn:xmpp:time",
     "0203": "urn:xmpp:delay",
     "0206": None,  # an HTTP transport
+    "0215": "urn:xmpp:extdisco:2",
     "0223": "http://jabber.org/protocol/pubsub#publish-options",
     "0237": None,  # a stream feature
     "0249": None,  # the MUC service's disco#info (jabber:x:conference)

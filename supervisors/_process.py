@@ -23,7 +23,7 @@ from supervisors.health import HEALTH_FD_ENV, HealthProbe
 from supervisors.statistics import ChildState, ProcessChildStatistics
 
 if TYPE_CHECKING:
-    from supervisors.processes import ProcessSpec
+    from supervisors.process_spec import ProcessSpec
 
 __all__ = ["ProcessChild"]
 

@@ -1,6 +1,6 @@
 """RFC 6121 presence: subscriptions (Appendix A tables), broadcast, probes, directed presence.
 
-The logic lives in the account's `UserActor` (`imactor.server.user`) and the pure tables in
+The logic lives in the account's `UserActor` (`imactor.user.actor`) and the pure tables in
 `imactor.xmpp.subscription`; this module declares the feature (pre-approval, §3.4) and carries
 its metadata. No options.
 """

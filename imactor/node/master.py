@@ -1,7 +1,7 @@
 """`imactor supervise`: the node supervisor (the master process of docs/design.md's process tree).
 
     imactor-supervisor                     ONE_FOR_ONE, budget [supervision] intensity/period
-    ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.node.worker`)
+    ├── imactor-worker[0] … [N-1]          PERMANENT worker processes (`imactor.worker.process`)
     ├── ZeroMQ link (PUSH to each worker)  membership announcements (`imactor.node.membership`)
     └── status server ([status] socket)    the workers' status, merged (`imactor.node.node_status`)
 
@@ -17,7 +17,7 @@ another. Once all workers are ready, one line on stdout announces the ports::
 Signals: SIGTERM or SIGINT stop the workers one at a time in reverse order (SIGTERM each; each
 ends its streams with ``system-shutdown`` and exits 0; SIGKILL after `WORKER_SHUTDOWN` seconds),
 then the supervisor exits 0. SIGHUP is forwarded to every running worker, which reloads the
-config file (`imactor.server.reload`). A worker restarted later reads the file as it is then.
+config file (`imactor.worker.reload`). A worker restarted later reads the file as it is then.
 
 Exit status: 0 after a signal; 1 if the node cannot start (a bad certificate, database, port or
 status socket; a worker that fails its first start); 3 when restarts exceed the budget, so that
@@ -31,6 +31,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from imactor.c2s.listener import open_listeners
 from imactor.cluster.endpoints import MASTER, master_endpoint, worker_endpoint
 from imactor.cluster.zmq_link import ZmqLink
 from imactor.log import setup_logging
@@ -48,7 +50,6 @@ from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
 from imactor.node.status import StatusServer
-from imactor.server.listener import open_listeners
 from supervisors import (
     ChildFailedToStart,
     ChildState,
@@ -131,13 +132,14 @@ async def _run(
     signals: AsyncIterator[int],
 ) -> int:
     count = config.server.worker_count
+    started_at = time.time()  # the server's uptime (XEP-0012) counts from here, not per worker
     fds = {name: [listener.socket.fileno() for listener in bound] for name, bound in listeners.items()}
     inherited = [fd for bound in fds.values() for fd in bound]
     workers = {f"worker[{index}]": index for index in range(count)}
     specs = [
         ProcessSpec(
             child_id,
-            _worker_argv(config, index, count, run_dir, fds),
+            _worker_argv(config, index, count, run_dir, fds, started_at),
             restart=Restart.PERMANENT,
             shutdown=WORKER_SHUTDOWN,
             health_interval=HEALTH_INTERVAL,
@@ -232,10 +234,11 @@ async def _drain(link: ZmqLink) -> None:
 
 
 def _worker_argv(
-    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]]
+    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]], started_at: float
 ) -> list[str]:
     argv = [sys.executable, "-m", "imactor", "worker", "--config", str(Path(config.source).absolute())]
     argv += ["--index", str(index), "--workers", str(count), "--run-dir", str(run_dir)]
+    argv += ["--node-started", repr(started_at)]
     for name, numbers in fds.items():
         argv += ["--listen", f"{name}={','.join(map(str, numbers))}"]
     return argv

@@ -8,7 +8,7 @@ at ``[status] socket`` (mode 0600: only the server's user, and root, may connect
 Administrative commands use the same socket: the line is a JSON object ``{"command": NAME, ...}``
 (at most `MAX_COMMAND` bytes) and the answer is the JSON object the command's handler returns.
 The server that owns the socket registers the handlers (`commands`); this module only carries
-them (the worker destroys a room with ``destroy-room``, say; see `imactor.server.admin`).
+them (the worker destroys a room with ``destroy-room``, say; see `imactor.worker.admin`).
 
 The document::
 

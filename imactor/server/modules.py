@@ -70,11 +70,18 @@ class NoOptions:
 
 
 class AccountApi(Protocol):
-    """What an ACCOUNT-scope handler may do with the account it runs for (its UserActor)."""
+    """What a module may do with the account it runs for: a narrow view of its `UserActor`
+    (`imactor.user.account.Account`), never the actor itself. Contexts carry it; they are built
+    in one place, `imactor.server.contexts.Contexts`."""
 
-    username: str
-    jid: JID
-    roster_version: int
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def jid(self) -> JID: ...
+
+    @property
+    def roster_version(self) -> int: ...
 
     def roster_items(self) -> Mapping[str, Any]: ...
 

@@ -22,15 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from imactor import messages as m
 from imactor.actors import ActorGone, ActorRef, Registry
-from imactor.server import messages as m
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
-    from imactor.server.mesh import Mesh
-    from imactor.server.muc_service import MucService
+    from imactor.mesh.mesh import Mesh
+
+#: Starts the actor of a key on this worker (registered by the worker's root per actor kind).
+Starter = Callable[[str], Awaitable[ActorRef[Any]]]
+#: Answers a stanza to the room service's own JID (disco of the service).
+ServiceHandler = Callable[[Stanza], Awaitable[None]]
 
 log = logging.getLogger("imactor.router")
 
@@ -42,25 +46,25 @@ class RouterStatistics:
 
 
 class Router:
-    def __init__(
-        self,
-        domain: str,
-        registry: Registry,
-        start_user: Callable[[str], Awaitable[ActorRef[m.UserMessage]]],
-        start_room: Callable[[str], Awaitable[ActorRef[m.RoomMessage]]] | None = None,
-        muc: MucService | None = None,
-    ) -> None:
+    def __init__(self, domain: str, registry: Registry) -> None:
         self.domain = domain
         self._registry = registry
-        self._starters = {"user": start_user}
-        if start_room is not None:
-            self._starters["room"] = start_room  # type: ignore[assignment]
-        #: The multi-user chat service, when enabled ([muc] enabled).
-        self.muc = muc
+        self._starters: dict[str, Starter] = {}
+        #: The room service's domain and its own handler ([muc] enabled; see `serve_rooms`).
+        self.room_domain: str | None = None
+        self._room_service: ServiceHandler | None = None
         self.routed_total = 0
         self.bounced_total = 0
         #: The node's other workers (set by the worker tree); None: every account lives here.
         self.mesh: Mesh | None = None
+
+    def starts(self, kind: str, starter: Starter) -> None:
+        """How an actor of `kind` ("user", "room") starts on this worker (the root's to say)."""
+        self._starters[kind] = starter
+
+    def serve_rooms(self, domain: str, service: ServiceHandler) -> None:
+        """Stanzas to `domain` go to room actors; to the bare domain, to `service`."""
+        self.room_domain, self._room_service = domain, service
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
@@ -107,10 +111,9 @@ class Router:
         """
         try:
             to = stanza.to_jid
-            muc = self.muc
-            if muc is not None and to.domainpart == muc.domain:
+            if self._room_service is not None and to.domainpart == self.room_domain:
                 if to.localpart is None:
-                    await muc.handle_service_stanza(stanza)
+                    await self._room_service(stanza)
                 elif await self.to_actor("room", to.localpart, m.Route(stanza, completion, origin), stanza,
                                          wait=wait):  # fmt: skip
                     completion = None  # the room's to signal now
@@ -154,13 +157,13 @@ class Router:
         demand each keep their order.
         """
         presence = message.stanza
-        to, muc = presence.to_jid, self.muc
+        to = presence.to_jid
         if (
             message.routed
             or presence.kind != "presence"
             or presence.type not in ("", "unavailable")
-            or muc is None
-            or to.domainpart != muc.domain
+            or self.room_domain is None
+            or to.domainpart != self.room_domain
             or to.localpart is None
         ):
             return False
@@ -204,7 +207,9 @@ class Router:
         back = Stanza.from_element(reply)
         if back.to_jid.localpart is not None and back.to_jid.domainpart == self.domain:
             await self.to_user(back.to_jid.localpart, m.Route(back), None, wait=False)
-        elif back.to_jid.localpart is not None and self.muc is not None and (
-            back.to_jid.domainpart == self.muc.domain
+        elif (
+            back.to_jid.localpart is not None
+            and self.room_domain is not None
+            and (back.to_jid.domainpart == self.room_domain)
         ):
             await self.to_actor("room", back.to_jid.localpart, m.Route(back), None, wait=False)

@@ -19,6 +19,7 @@ from imactor.storage.stores import (
     PrivateStore,
     VCardStore,
 )
+from imactor.storage.xep0227 import Xep0227Store
 
 #: What a user actor reads when it starts: the account, its roster and its blocklist.
 _ACCOUNT_SNAPSHOT = (
@@ -58,6 +59,7 @@ class Storage:
         self.pep = PepStore(db)
         self.push = PushStore(db)
         self.rooms = RoomStore(db)
+        self.xep0227 = Xep0227Store(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:

@@ -52,11 +52,12 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from imactor import messages as m
 from imactor.actors import ActorGone, AskTimeout, ask
-from imactor.server import messages as m
-from imactor.server.session import SessionActor
+from imactor.c2s.session import SessionActor
+from imactor.c2s.transport import FramedStream
+from imactor.mesh.codec import BodyError
 from imactor.web.messages import Request, Response
-from imactor.web.transport import FramedStream
 from imactor.xmpp.bosh import (
     MAX_PAUSE,
     XMPP_RESTART,
@@ -76,14 +77,14 @@ from imactor.xmpp.framing import CLOSE_FRAME
 from supervisors import ChildSpec, Restart
 
 if TYPE_CHECKING:
-    from imactor.server.worker_services import Services
+    from imactor.server.services import Services
 
 log = logging.getLogger("imactor.web.bosh")
 
 CONTENT_TYPE: Final = "text/xml; charset=utf-8"
 #: Bytes of responses waiting for requests before the session's writes wait (back-pressure).
 MAX_BUFFERED: Final = 1 << 20
-#: The mesh target kind of forwarded requests (`imactor.server.mesh`).
+#: The mesh target kind of forwarded requests (`imactor.mesh.mesh`).
 TARGET_KIND: Final = "bosh"
 #: Seconds a forwarded request may take beyond the longest a local one can (waiting up to 'wait'
 #: for an earlier rid, then held up to 'wait'), before it ends with remote-connection-failed.
@@ -304,7 +305,7 @@ class BoshSessions:
         #: How long a request forwarded to the session's worker may take (see the module doc).
         self.forward_timeout = 2 * services.config.http.bosh_max_wait + FORWARD_MARGIN
         if services.mesh is not None:
-            services.mesh.bosh = self.serve_forwarded
+            services.mesh.handle(TARGET_KIND, self._on_forwarded)
 
     def forget(self, session: BoshTransport) -> None:
         if self.sessions.get(session.sid) is session:
@@ -313,6 +314,15 @@ class BoshSessions:
     async def handle(self, request: Request, remote: str, *, secure: bool) -> Response:
         """Answer one POST to the BOSH path (HTTP 200 even for errors: XEP-0124 §17)."""
         return Response(200, await self._answer(request.body, remote, secure), CONTENT_TYPE)
+
+    def _on_forwarded(self, sid: str, request: object) -> None:
+        """A frame of the mesh's ``bosh`` kind: served in a task of its own, since a held
+        request waits for data."""
+        if not isinstance(request, m.BoshRequest):
+            raise BodyError(f"a {type(request).__name__} for a BOSH session")
+        mesh = self.services.mesh
+        assert mesh is not None
+        mesh.spawn(self.serve_forwarded, sid, request)
 
     async def serve_forwarded(self, sid: str, request: m.BoshRequest) -> None:
         """Answer a request that another worker received for a session of this one (run by the
@@ -368,7 +378,7 @@ class BoshSessions:
         """Have the worker that owns `sid` answer the request (see the module doc)."""
         mesh = self.services.mesh
         assert mesh is not None
-        mesh.bosh_forwarded += 1
+        mesh.count("bosh_forwarded")
         target = mesh.remote(TARGET_KIND, sid, owner)
         try:
             response: m.BoshResponse = await ask(

@@ -17,43 +17,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import h11
 import trio
 
-from imactor.server.listener import accept
-from imactor.server.tls_stream import TLSSocketStream
+from imactor.c2s.listener import accept
+from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.web import cors, hostmeta
+from imactor.web.endpoints import WebEndpoints
 from imactor.web.messages import Request, Response, read_head, text_response
 from imactor.web.websocket import serve_websocket
 
 if TYPE_CHECKING:
-    from imactor.config import HTTPConfig
-    from imactor.server.worker_services import Services
-    from imactor.web.bosh import BoshSessions
+    pass
 
 log = logging.getLogger("imactor.web")
 
 READ_SIZE = 16384
 TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
-
-
-@dataclass
-class WebEndpoints:
-    """What the web listeners of one worker share: the services and the BOSH sessions."""
-
-    services: Services
-    bosh: BoshSessions
-    connections: int = 0  #: open HTTP connections of this worker (WebSockets included)
-    origins: cors.OriginGuard = field(default_factory=cors.OriginGuard)  #: checks, refusals logged
-
-    @property
-    def config(self) -> HTTPConfig:
-        return self.services.config.http
 
 
 async def serve_http(

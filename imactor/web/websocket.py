@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 import trio_websocket
 
-from imactor.server.session import SessionActor
+from imactor.c2s.session import SessionActor
+from imactor.c2s.transport import FramedStream
 from imactor.web.messages import Request, text_response
-from imactor.web.transport import FramedStream
 from imactor.xmpp.errors import RemoteProtocolError
 from imactor.xmpp.framing import close_frame, open_frame, parse_frame
 from imactor.xmpp.parser import StreamOpened
 from supervisors import ChildSpec, Restart
 
 if TYPE_CHECKING:
-    from imactor.web.http_server import HttpConnection
+    from imactor.web.endpoints import WebEndpoints
+    from imactor.web.messages import Response
 
 log = logging.getLogger("imactor.web")
 
@@ -44,6 +45,19 @@ SUBPROTOCOL = "xmpp"
 MESSAGE_SLACK = 4096
 #: WebSocket close codes (RFC 6455 §7.4.1).
 UNSUPPORTED_DATA = 1003
+
+
+class HttpConnection(Protocol):
+    """What an upgrade needs of the HTTP connection it takes over (`imactor.web.http_server`)."""
+
+    endpoints: WebEndpoints
+    stream: trio.abc.Stream
+    remote: str
+    secure: bool
+
+    async def send(self, response: Response, request: Request | None = None) -> None: ...
+
+    async def refuse(self, status: int, text: str) -> None: ...
 
 
 async def serve_websocket(http: HttpConnection, request: Request, raw: bytes) -> None:

@@ -125,7 +125,7 @@ class StreamConfig:
 
 
 class ServerStream:
-    """One client stream, from header to close, for the shell in `imactor.server.session`."""
+    """One client stream, from header to close, for the shell in `imactor.c2s.session`."""
 
     def __init__(
         self,

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 60.0
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -131,9 +132,9 @@ def test_compare_servers_smoke(tmp_path: Path) -> None:
 
 
 def _imactor_has_muc() -> bool:
-    # imactor's conference.<domain> service (imactor/server/muc_service.py) landed beside this
+    # imactor's conference.<domain> service (imactor/rooms/service.py) landed beside this
     # test; without it the room cannot exist and this smoke run has nothing to measure.
-    return importlib.util.find_spec("imactor.server.muc_service") is not None
+    return importlib.util.find_spec("imactor.rooms.service") is not None
 
 
 @pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")

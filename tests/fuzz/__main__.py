@@ -25,7 +25,7 @@ ROOT = HERE.parents[1]
 #: Coverage is measured in the parsers and what reads their results, not in the rest of imactor
 #: that they import (instrumenting it all makes every run start seconds later).
 INSTRUMENTED = [
-    "imactor.xmpp", "imactor.web", "imactor.server.mesh_codec", "imactor.cluster.wire", "imactor.muc",
+    "imactor.xmpp", "imactor.web", "imactor.mesh.codec", "imactor.cluster.wire", "imactor.muc",
     "h11",
 ]  # fmt: skip
 

@@ -6,7 +6,7 @@
 The derived seeds are the inputs no capture can give as they are: a whole session against the
 fuzz targets' fixed SCRAM nonce (so the fuzzer starts past authentication), SCRAM exchanges, the
 frames workers exchange (built with the real encoders, `imactor.cluster.wire` and
-`imactor.server.mesh_codec.pack`), and JIDs of the shapes clients send.
+`imactor.mesh.codec.pack`), and JIDs of the shapes clients send.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 
 from imactor.cluster import wire
-from imactor.server.mesh_codec import pack
+from imactor.mesh.codec import pack
 from tests.fuzz import targets
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

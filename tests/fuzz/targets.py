@@ -24,11 +24,11 @@ from typing import Any
 import h11
 from lxml import etree
 
+from imactor import messages as m
 from imactor.cluster import wire
+from imactor.mesh import codec as mesh_codec
 from imactor.muc.config_form import apply_submission
 from imactor.muc.state import RoomConfig
-from imactor.server import mesh_codec
-from imactor.server import messages as m
 from imactor.web.messages import read_head
 from imactor.xmpp import dataforms, sm
 from imactor.xmpp import events as ev

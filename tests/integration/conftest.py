@@ -34,14 +34,43 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
+#: Accounts made per CLI call by `accounts`: each call is a process start and a SCRAM derivation
+#: per account, so one call makes a stock for many tests instead of one call per test.
+STOCK_BATCH = 48
+
+
+class _Stock:
+    """Fresh `user<n>` accounts of one module's server, made `STOCK_BATCH` at a time."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self._ready: list[str] = []
+
+    def take(self, count: int, prefix: str) -> list[str]:
+        if prefix != "user":
+            names = [f"{prefix}{next(_counter)}" for _ in range(count)]
+            add_users(self._server.config_path, [(name, PASSWORD) for name in names])
+            return names
+        if len(self._ready) < count:
+            batch = [f"user{next(_counter)}" for _ in range(max(STOCK_BATCH, count))]
+            add_users(self._server.config_path, [(name, PASSWORD) for name in batch])
+            self._ready.extend(batch)
+        taken, self._ready = self._ready[:count], self._ready[count:]
+        return taken
+
+
+@pytest.fixture(scope="module")
+def _account_stock(server: ServerProcess) -> _Stock:
+    return _Stock(server)
+
+
 @pytest.fixture
-def accounts(server: ServerProcess) -> Accounts:
-    """`accounts(n)` creates n fresh accounts (password `PASSWORD`) and returns their usernames."""
+def accounts(_account_stock: _Stock) -> Accounts:
+    """`accounts(n)` gives n fresh accounts (password `PASSWORD`), never used before, and returns
+    their usernames; they come from a stock the module's server made in one CLI call."""
 
     def make(count: int = 2, prefix: str = "user") -> list[str]:
-        names = [f"{prefix}{next(_counter)}" for _ in range(count)]
-        add_users(server.config_path, [(name, PASSWORD) for name in names])
-        return names
+        return _account_stock.take(count, prefix)
 
     return make
 

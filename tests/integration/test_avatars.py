@@ -18,6 +18,7 @@ from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.clients import run, slixmpp_client
 from tests.support.peer import C, Peer, error_condition, presence, show, subscribe
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -27,7 +28,6 @@ NS_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 MAX_AVATAR = 2048
 IMAGE = bytes(range(256)) * 6  # 1536 bytes: under the limit
 IMAGE_ID = hashlib.sha1(IMAGE).hexdigest()
-TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from tests.support.clients import raw_login
 from tests.support.peer import error_condition
 from tests.support.raw import PING, STREAM_NS, RawClient, assert_pong
 from tests.support.server import ServerProcess, add_users, running_server
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -29,7 +30,6 @@ HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='{content}' xmlns:stream='{streams}' to='{domain}'"
     " version='{version}'>"
 )
-TIMEOUT = 20
 
 
 def header(*, content: str = CLIENT, streams: str = STREAM_NS, domain: str = "localhost",

@@ -21,6 +21,7 @@ from tests.integration.test_pep import (
 )
 from tests.support.peer import Element, Peer, Peers, error_condition, show
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -30,7 +31,6 @@ NS_PRIVATE = "jabber:iq:private"
 NS_DISCO = "http://jabber.org/protocol/disco#info"
 B = f"{{{NS_BOOKMARKS}}}"
 L = f"{{{NS_LEGACY}}}"
-TIMEOUT = 30
 
 OPTIONS = (
     "<publish-options><x xmlns='jabber:x:data' type='submit'>"

@@ -15,11 +15,10 @@ import trio
 from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.peer import Peer, message
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 from tests.support.web_clients import HTTPBIND, SM, XBOSH, BoshClient, show, tag
 
 pytestmark = pytest.mark.usefixtures("server_alive")
-
-TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from lxml import etree
 from tests.integration.conftest import PASSWORD
 from tests.support.peer import Peer, message
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 from tests.support.web_clients import SM, BoshClient, show, tag
 
-TIMEOUT = 90
 #: Most tries at getting a request onto a given worker (the kernel chooses; each try is a coin toss).
 MAX_TRIES = 30
 USERS = [(f"bw{i}", PASSWORD) for i in range(8)]

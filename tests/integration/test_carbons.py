@@ -14,8 +14,8 @@ from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import event_queue, run, slixmpp_client
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, message, new_id, show
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DISCO = "http://jabber.org/protocol/disco#info"

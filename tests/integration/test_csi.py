@@ -21,8 +21,8 @@ from tests.support.clients import event_queue, raw_authenticated, run, slixmpp_c
 from tests.support.peer import C, Element, Peer, Peers, bare, message, new_id, show
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 NS_CSI = "urn:xmpp:csi:0"
 NS_SM = "urn:xmpp:sm:3"
 NS_DISCO = "http://jabber.org/protocol/disco#info"

@@ -16,8 +16,8 @@ from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import event_queue, run, slixmpp_client
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, message, new_id, show
 from tests.support.server import ServerProcess, add_users, running_server
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 NS_MAM = "urn:xmpp:mam:2"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 OMEMO = (

@@ -33,8 +33,8 @@ from tests.support.chaos import SmClient, kill_worker, land_on, node_status, wai
 from tests.support.peer import Element, Match, Peer, any_message, bare, message, presence, show, subscribe
 from tests.support.raw import PING
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 90
 #: Seconds for an expected stanza to arrive (after a failover, too).
 EXPECT_TIMEOUT = 15
 WORKERS = 2

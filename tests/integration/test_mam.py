@@ -24,9 +24,9 @@ from tests.support.peer import (
     show,
 )
 from tests.support.server import ServerProcess, add_users
+from tests.support.timeouts import TIMEOUT
 
 Accounts = Callable[..., list[str]]
-TIMEOUT = 30
 NS_MAM = "urn:xmpp:mam:2"
 NS_SID = "urn:xmpp:sid:0"
 NS_RSM = "http://jabber.org/protocol/rsm"

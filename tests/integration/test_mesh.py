@@ -37,8 +37,8 @@ from tests.integration.test_stream_management import (
 )
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 60
 
 def _homed(per_worker: int) -> dict[int, list[str]]:
     """Account names by home worker under the membership (0, 1), `per_worker` each."""

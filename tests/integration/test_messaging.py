@@ -29,8 +29,8 @@ from tests.support.peer import (
     show,
 )
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 20
 NS_DELAY = "urn:xmpp:delay"
 NOT_FOUND = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
 

@@ -33,8 +33,8 @@ from tests.support.muc import (
     status_codes,
 )
 from tests.support.peer import C, Peer, Peers, error_condition, show
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 20
 SERVICE = "conference.localhost"
 _rooms = itertools.count()
 

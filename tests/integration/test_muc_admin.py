@@ -11,8 +11,8 @@ from tests.integration.conftest import PASSWORD
 from tests.support.muc import configure, create_instant, heard, join, join_error, say, status_codes
 from tests.support.peer import C, Peer, show
 from tests.support.server import imactor_cli, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 60
 SERVICE = "conference.localhost"
 LIMITS = """
 [muc]

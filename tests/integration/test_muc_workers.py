@@ -38,10 +38,10 @@ from tests.support.muc import (
 )
 from tests.support.peer import C, Peer
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
 pytestmark = pytest.mark.cluster
 
-TIMEOUT = 90
 WORKERS = 2
 SERVICE = "conference.localhost"
 MESSAGES = 20

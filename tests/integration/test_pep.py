@@ -15,6 +15,7 @@ import trio
 from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.peer import C, Element, Match, Peer, Peers, error_condition, new_id, show, subscribe
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -28,7 +29,6 @@ P = f"{{{NS_PUBSUB}}}"
 EV = f"{{{NS_EVENT}}}"
 MAX_ITEMS = 20  # [modules.pep] max_items of this module's server
 MAX_BYTES = 2000
-TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,7 @@ from tests.support.peer import (
     subscribe,
 )
 from tests.support.server import ServerProcess
-
-TIMEOUT = 20
+from tests.support.timeouts import TIMEOUT
 
 
 def presences_from(elements: list[Element], jid_prefix: str) -> list[str]:

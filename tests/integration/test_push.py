@@ -13,8 +13,8 @@ from lxml import etree
 from tests.integration.conftest import Accounts
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, new_id, presence, show
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_DATA = "jabber:x:data"

@@ -20,8 +20,7 @@ from tests.support.peer import (
     show,
 )
 from tests.support.server import ServerProcess
-
-TIMEOUT = 20
+from tests.support.timeouts import TIMEOUT
 
 
 def groups_of(item: object) -> list[str]:

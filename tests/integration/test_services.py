@@ -51,6 +51,7 @@ from tests.support.clients import (
 from tests.support.peer import any_message, any_presence, error_condition, stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, add_users, running_server
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -66,7 +67,6 @@ VCARD = "vcard-temp"
 PRIVATE = "jabber:iq:private"
 BLOCKING = "urn:xmpp:blocking"
 BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
-TIMEOUT = 20
 
 
 # ---- raw helpers (trio) ------------------------------------------------------------------------

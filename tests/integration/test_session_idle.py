@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import trio
 
-from imactor.server.session import WRITER_LINGER
+from imactor.c2s.session import WRITER_LINGER
 from tests.integration.conftest import Accounts
 from tests.integration.test_messaging import send_message
 from tests.support.peer import C, Peers, bare, message
-
-TIMEOUT = 20
+from tests.support.timeouts import TIMEOUT
 
 
 async def test_deliveries_after_idle_pauses_arrive_in_order(peers: Peers, accounts: Accounts) -> None:

@@ -18,8 +18,8 @@ import trio
 from tests.integration.conftest import PASSWORD
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, imactor_cli, running_server
+from tests.support.timeouts import TIMEOUT
 
-TIMEOUT = 30
 MESSAGES = 5
 
 

@@ -29,8 +29,7 @@ from tests.support.peer import (
     subscribe,
 )
 from tests.support.server import ServerProcess, add_users
-
-TIMEOUT = 20
+from tests.support.timeouts import TIMEOUT
 
 
 async def roster_state(peer: Peer, jid: str) -> tuple[str, str | None] | None:

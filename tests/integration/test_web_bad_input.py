@@ -16,6 +16,7 @@ import trio_websocket
 
 from tests.integration.conftest import PASSWORD, account_pool, server_log
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 from tests.support.web_clients import (
     FRAMING,
     STREAMS,
@@ -32,7 +33,6 @@ from tests.support.web_clients import (
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
-TIMEOUT = 20
 GOOD_ORIGIN = "https://chat.example.com"
 MAX_STANZA = 10000
 CONFIG = f"""

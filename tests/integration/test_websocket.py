@@ -22,6 +22,7 @@ from tests.support.clients import event_queue, run, slixmpp_client
 from tests.support.peer import Peer, message
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 from tests.support.web_clients import (
     FRAMING,
     SASL,
@@ -39,8 +40,6 @@ from tests.support.web_clients import (
 )
 
 pytestmark = pytest.mark.usefixtures("server_alive")
-
-TIMEOUT = 20
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,22 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
 from imactor import tls
 from tests.integration.conftest import PASSWORD
+from tests.support.chaos import land_on
 from tests.support.raw import RawClient, assert_pong
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 60
 #: Most logins tried before every worker holds a session (the kernel picks the accepting worker).
 MAX_SPREAD = 40
 USERS = [("alice", PASSWORD), ("bob", PASSWORD)]
@@ -167,7 +170,27 @@ async def test_a_killed_worker_is_replaced_and_the_others_serve_on(tmp_path: Pat
             await login_works(server, "after")
             for client in alive:
                 await assert_pong(client)
+            # XEP-0012: the server's uptime is the node's, on the replacement worker too.
+            open_bob = partial(bob_online, server)
+            on_replacement = await land_on(server.status_socket, 0, open_bob, RawClient.aclose)
+            node_uptime = (await status(server))["node"]["uptime"]
+            assert await server_uptime(on_replacement) >= int(node_uptime) - 1
+            await on_replacement.aclose()
         assert is_gone(pids[0])
+
+
+async def bob_online(server: ServerProcess) -> RawClient:
+    client = await RawClient.connect(server.c2s_port)
+    await client.login("bob", PASSWORD, "uptime")
+    return client
+
+
+async def server_uptime(client: RawClient) -> int:
+    """XEP-0012 §4: the server's uptime, asked of its domain."""
+    reply = await client.iq("<query xmlns='jabber:iq:last'/>", to="localhost")
+    query = reply.find("{jabber:iq:last}query")
+    assert query is not None, etree.tostring(reply)
+    return int(query.get("seconds", "-1"))
 
 
 async def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from tests.support.chaos import land_on
 from tests.support.clients import raw_authenticated
 from tests.support.peer import Peer, message
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
-TIMEOUT = 60
 SM = "{urn:xmpp:sm:3}"
 
 

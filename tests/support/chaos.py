@@ -36,6 +36,7 @@ from lxml import etree
 
 from imactor.node.status import StatusUnavailable, request_status
 from tests.support.raw import RawClient
+from tests.support.timeouts import START_TIMEOUT
 
 SM = "urn:xmpp:sm:3"
 C = "{jabber:client}"
@@ -532,7 +533,7 @@ def running_workers(document: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 async def wait_for_workers(path: Path, count: int, *, not_pids: Sequence[int] = (),
-                           timeout: float = 20.0) -> dict[int, dict[str, Any]]:  # fmt: skip
+                           timeout: float = START_TIMEOUT) -> dict[int, dict[str, Any]]:  # fmt: skip
     """Poll the status socket until `count` workers run, none of them with a pid in `not_pids`."""
     with trio.fail_after(timeout):
         while True:
@@ -563,7 +564,9 @@ class Kill:
                 else round(self.clients_back_after, 3)}  # fmt: skip
 
 
-async def kill_worker(path: Path, workers: int, *, index: int | None = None, timeout: float = 20.0) -> Kill:
+async def kill_worker(
+    path: Path, workers: int, *, index: int | None = None, timeout: float = START_TIMEOUT
+) -> Kill:
     """SIGKILL a worker (by default the one with most sessions) and wait until the status shows
     a new process running in its place."""
     running = await wait_for_workers(path, workers, timeout=timeout)
@@ -578,7 +581,7 @@ async def kill_worker(path: Path, workers: int, *, index: int | None = None, tim
     return kill
 
 
-async def wait_clients_back(clients: Sequence[SmClient], kill: Kill, timeout: float = 30.0) -> None:
+async def wait_clients_back(clients: Sequence[SmClient], kill: Kill, timeout: float = START_TIMEOUT) -> None:
     """Wait until every client is connected; record in `kill` when the last one that dropped
     after it came back."""
     with trio.fail_after(timeout):

@@ -65,11 +65,11 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from tests.support.raw import RawClient, client_context
+from tests.support.timeouts import TIMEOUT  # default overall bound of one scenario
 
 T = TypeVar("T")
 
-#: Default overall timeout of one scenario, in seconds.
-TIMEOUT = 30.0
+
 HOST = "127.0.0.1"
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}

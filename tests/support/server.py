@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from imactor.node.status import request_status
-
-START_TIMEOUT = 30.0
+from tests.support.timeouts import START_TIMEOUT
 
 BASE_CONFIG = """
 [server]
 domain = "{domain}"
 data_dir = "{data_dir}"
 workers = {workers}
-
+{server_options}
 [listen.c2s]
 host = "127.0.0.1"
 port = 0
@@ -103,12 +102,14 @@ def imactor_cli(
 
 def write_config(directory: Path, *, domain: str = "localhost", registration: bool = False,
                  extra: str = "", log_level: str = "warning", c2s_options: str = "",
-                 workers: int = 1) -> Path:  # fmt: skip
-    """`extra` is appended (new tables only); `c2s_options` are lines inside [listen.c2s]."""
+                 workers: int = 1, server_options: str = "") -> Path:  # fmt: skip
+    """`extra` is appended (new tables only); `c2s_options` are lines inside [listen.c2s],
+    `server_options` inside [server] (e.g. ``modules = [...]``)."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
     text = BASE_CONFIG.format(domain=domain, data_dir=data_dir, registration=str(registration).lower(),
-                              log_level=log_level, c2s_options=c2s_options, workers=workers)  # fmt: skip
+                              log_level=log_level, c2s_options=c2s_options, workers=workers,
+                              server_options=server_options)  # fmt: skip
     config.write_text(text + extra)
     return config
 
@@ -126,11 +127,13 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
 @contextmanager
 def running_server(directory: Path, *, users: Sequence[tuple[str, str]] = (), domain: str = "localhost",
                    registration: bool = False, extra: str = "", c2s_options: str = "",
-                   workers: int = 1, log_level: str = "warning") -> Iterator[ServerProcess]:  # fmt: skip
+                   server_options: str = "", workers: int = 1,
+                   log_level: str = "warning") -> Iterator[ServerProcess]:  # fmt: skip
     """Run `imactor supervise` (the node supervisor and its `workers` worker processes) until the
     block ends; stderr, the workers' too, goes to `directory/server.log`."""
     config = write_config(directory, domain=domain, registration=registration, extra=extra,
-                          c2s_options=c2s_options, workers=workers, log_level=log_level)  # fmt: skip
+                          c2s_options=c2s_options, workers=workers, log_level=log_level,
+                          server_options=server_options)  # fmt: skip
     add_users(config, users)
     log = (directory / "server.log").open("wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -25,6 +25,13 @@ literal name count too. The rules:
    trio_websocket, and it reaches storage, the cluster and the node only through the server
    (no ``imactor.storage``, ``imactor.cluster``, ``imactor.node``, ``imactor.modules``).
 
+9. Floors (`FLOORS`, ARCHITECTURE.md): each package stands on a floor and imports only packages
+   on the floors below it, or its own package: no upward import, and no sideways import between
+   two packages of one floor. The worker's assembly is at the top, the protocol core and the
+   supervisors at the bottom.
+10. No import circles between files, anywhere in the product (`circles`): a circle is a knot
+    that no floor can untie, and the next feature would tighten it.
+
 Tests, benchmarks and scripts are not product code and are not checked.
 """
 
@@ -63,6 +70,31 @@ CORE_EXCEPTIONS: dict[tuple[str, str], frozenset[str]] = {
 MUC_MAY_IMPORT = ("imactor.xmpp", "imactor.muc")
 HTTP_LIBRARIES = frozenset({"h11", "trio_websocket", "wsproto"})
 WEB_MAY_NOT_IMPORT = ("imactor.storage", "imactor.cluster", "imactor.node", "imactor.modules")
+
+#: What the modules reach only through the module API (`imactor.server.modules`).
+MODULES_MAY_NOT_IMPORT = (
+    "imactor.server", "imactor.cluster", "imactor.node", "imactor.mesh", "imactor.c2s", "imactor.user",
+    "imactor.rooms", "imactor.web", "imactor.worker",
+)  # fmt: skip
+#: The floors, top first: a package imports only its own package and those on lower floors.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("imactor.__main__",),
+    ("imactor.cli",),  # the command line
+    ("imactor.xep_table",),  # the README's table of standards, from the modules
+    ("imactor.migration",),  # imactor export / import (XEP-0227), over storage; asks the node's status socket
+    ("imactor.worker",),  # a worker's composition root: capabilities wired to the wings
+    ("imactor.node",),  # the node supervisor, its status server and start-up checks
+    ("imactor.web",),  # HTTP: WebSocket and BOSH transports for client sessions
+    ("imactor.c2s",),  # the client sessions' wing
+    ("imactor.user", "imactor.rooms"),  # the account and room actors' wings
+    ("imactor.modules",),  # the features, on the module API
+    ("imactor.server",),  # the worker's capabilities: router, sessions table, module API, throttles
+    ("imactor.mesh",),  # transport between workers: frames, epochs, remote references, hand-off
+    ("imactor.messages",),  # the vocabulary of messages between actors
+    ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
+    ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor"),
+    ("supervisors",),
+)
 
 STORAGE_ONLY = frozenset({"sqlmodel", "sqlalchemy"})
 ZMQ_LINK = "imactor/cluster/zmq_link.py"
@@ -224,7 +256,7 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
             report(imp, "the actor runtime knows nothing of server, modules or xmpp")
         if (
             _under(relpath, "imactor/modules")
-            and any(_is(imp.module, inner) for inner in ("imactor.server", "imactor.cluster", "imactor.node"))
+            and any(_is(imp.module, inner) for inner in MODULES_MAY_NOT_IMPORT)
             and not _is(imp.module, "imactor.server.modules")
         ):
             report(imp, "modules use the module API (imactor.server.modules) only")
@@ -240,6 +272,100 @@ def _check_file(relpath: str, source: str, imports: Iterable[Import]) -> list[st
     return problems
 
 
+def package_of(module: str) -> str | None:
+    """The floor package `module` belongs to (the longest match in `FLOORS`), or None (outside).
+    ``imactor`` itself is only the top package's ``__init__`` (its version), not all below it."""
+    best: str | None = None
+    for floor in FLOORS:
+        for package in floor:
+            matches = module == package if package == "imactor" else _is(module, package)
+            if matches and (best is None or len(package) > len(best)):
+                best = package
+    return best
+
+
+def floor_of(package: str) -> int:
+    return next(number for number, floor in enumerate(FLOORS) if package in floor)
+
+
+def floor_violations(files: Mapping[str, str]) -> list[str]:
+    """Imports that go up a floor, or sideways to another package of the same floor."""
+    found: dict[tuple[str, int], str] = {}
+    for relpath, source in files.items():
+        mine = package_of(module_name(relpath))
+        if mine is None:
+            found[(relpath, 0)] = f"{relpath}: stands on no floor: add its package to FLOORS"
+            continue
+        for imp in imports_of(source, relpath):
+            theirs = package_of(imp.module)
+            if theirs is None or theirs == mine:
+                continue
+            if floor_of(theirs) < floor_of(mine):
+                reason = f"imports {imp.module}: {theirs} stands above {mine}"
+            elif floor_of(theirs) == floor_of(mine):
+                reason = f"imports {imp.module}: {theirs} and {mine} share a floor"
+            else:
+                continue
+            found.setdefault((relpath, imp.line), f"{relpath}:{imp.line} {reason}")
+    return list(found.values())
+
+
+def import_graph(files: Mapping[str, str]) -> dict[str, set[str]]:
+    """file → the product files it imports (a package import counts as its __init__.py)."""
+    by_module = {module_name(relpath): relpath for relpath in files}
+    graph: dict[str, set[str]] = {relpath: set() for relpath in files}
+    for relpath, source in files.items():
+        imports = imports_of(source, relpath)
+        # ``from package import submodule`` imports the submodule, not the package's other names.
+        submodule_lines = {
+            (imp.line, imp.module.rpartition(".")[0]) for imp in imports if imp.module in by_module
+        }
+        for imp in imports:
+            target = by_module.get(imp.module)
+            if target is None or target == relpath:
+                continue
+            if target.endswith("__init__.py") and (imp.line, imp.module) in submodule_lines:
+                continue
+            graph[relpath].add(target)
+    return graph
+
+
+def circles(files: Mapping[str, str]) -> list[list[str]]:
+    """The import circles between files: strongly connected sets of more than one file."""
+    graph = import_graph(files)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm; the graph is a few hundred files deep at most
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
 # ---- the real tree -----------------------------------------------------------------------------
 
 
@@ -250,6 +376,14 @@ def files() -> dict[str, str]:
 
 def test_the_product_packages_keep_their_boundaries(files: dict[str, str]) -> None:
     assert violations(files) == []
+
+
+def test_every_import_goes_down_a_floor(files: dict[str, str]) -> None:
+    assert floor_violations(files) == []
+
+
+def test_no_import_circles(files: dict[str, str]) -> None:
+    assert circles(files) == []
 
 
 def test_the_core_exceptions_are_still_needed(files: dict[str, str]) -> None:
@@ -302,14 +436,14 @@ def test_imports_of_resolves_every_form() -> None:
         "    from zmq import Socket\n"
         "def f():\n"
         "    import sqlmodel\n"
-        "    importlib.import_module('imactor.server.session')\n"
+        "    importlib.import_module('imactor.c2s.session')\n"
         "    __import__('random')\n"
     )
     modules = {imp.module for imp in imports_of(source, "imactor/xmpp/stream.py")}
     assert {
         "trio", "os.path", "imactor.xmpp", "imactor.xmpp.events", "imactor.xmpp.parser",
         "imactor.xmpp.parser.XMLStreamParser", "imactor", "imactor.storage", "typing", "zmq",
-        "zmq.Socket", "sqlmodel", "imactor.server.session", "random",
+        "zmq.Socket", "sqlmodel", "imactor.c2s.session", "random",
     } <= modules  # fmt: skip
     # In a package's __init__, "." is the package itself.
     init = {imp.module for imp in imports_of("from .jid import JID\n", "imactor/xmpp/__init__.py")}
@@ -328,18 +462,18 @@ def test_imports_of_resolves_every_form() -> None:
         ("imactor/xmpp/stanza.py", "from imactor.server import router\n", "imports only imactor.xmpp"),
         ("imactor/xmpp/stanza.py", "from .. import config\n", "imports only imactor.xmpp"),
         ("imactor/xmpp/stanza.py", "import imactor\n", "imports only imactor.xmpp"),
-        ("imactor/server/user.py", "from sqlalchemy import select\n", "only imactor/storage"),
+        ("imactor/user/actor.py", "from sqlalchemy import select\n", "only imactor/storage"),
         ("imactor/modules/roster.py", "import sqlmodel\n", "only imactor/storage"),
-        ("imactor/server/tree.py", "import zmq\n", "imports zmq"),
-        ("imactor/server/session.py", "import h11\n", "only imactor/web speaks HTTP"),
-        ("imactor/server/listener.py", "from trio_websocket import serve_websocket\n", "speaks HTTP"),
+        ("imactor/worker/tree.py", "import zmq\n", "imports zmq"),
+        ("imactor/c2s/session.py", "import h11\n", "only imactor/web speaks HTTP"),
+        ("imactor/c2s/listener.py", "from trio_websocket import serve_websocket\n", "speaks HTTP"),
         ("imactor/web/bosh.py", "from imactor.storage import Storage\n", "through the server only"),
         ("imactor/cluster/other.py", "import zmq.asyncio\n", "imports zmq"),
         ("supervisors/dynamic.py", "from imactor.actors import Mailbox\n", "never import imactor"),
         ("imactor/actors/actor.py", "from imactor.xmpp.jid import JID\n", "knows nothing"),
         ("imactor/actors/registry.py", "import imactor.server.router\n", "knows nothing"),
         ("imactor/actors/ref.py", "from ..modules import roster\n", "knows nothing"),
-        ("imactor/modules/roster.py", "from imactor.server.user import UserActor\n", "module API"),
+        ("imactor/modules/roster.py", "from imactor.user.actor import UserActor\n", "module API"),
         ("imactor/modules/disco.py", "from ..server import router\n", "module API"),
         ("imactor/modules/ping.py", "import imactor.node.master\n", "module API"),
         # The exceptions are exact: another attribute, a bare use or a from-import is refused.
@@ -374,7 +508,7 @@ def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str)
         ("imactor/storage/db.py", "from sqlalchemy import create_engine\nimport sqlmodel\n"),
         (ZMQ_LINK, "import zmq\n"),
         (
-            "imactor/server/session.py",
+            "imactor/c2s/session.py",
             "import trio\nimport ssl\nfrom imactor.xmpp.stream import ServerStream\n",
         ),
         ("imactor/actors/actor.py", "import trio\nfrom imactor.actors.mailbox import Mailbox\n"),
@@ -387,3 +521,48 @@ def test_each_rule_catches_a_violation(relpath: str, source: str, expected: str)
 )
 def test_allowed_imports_pass(relpath: str, source: str) -> None:
     assert violations({relpath: source}) == []
+
+
+# ---- the floor and circle checkers catch a deliberate violation ---------------------------------
+
+
+def test_an_upward_import_is_caught() -> None:
+    files = {
+        "imactor/server/router.py": "from imactor.c2s.session import SessionActor\n",
+        "imactor/c2s/session.py": "from imactor.server.router import Router\n",
+    }
+    (found,) = floor_violations(files)
+    assert found.startswith("imactor/server/router.py:1 ")
+    assert "imactor.c2s stands above imactor.server" in found
+
+
+def test_a_sideways_import_is_caught() -> None:
+    (found,) = floor_violations({"imactor/user/actor.py": "from imactor.rooms import fanout\n"})
+    assert "share a floor" in found
+
+
+def test_a_file_outside_every_floor_is_caught() -> None:
+    (found,) = floor_violations({"imactor/newthing/x.py": "import trio\n"})
+    assert "stands on no floor" in found
+
+
+def test_a_circle_is_caught_even_inside_one_package() -> None:
+    files = {
+        "imactor/muc/room.py": "from imactor.muc.admin import admin_iq\n",
+        "imactor/muc/admin.py": "from imactor.muc import history\n",
+        "imactor/muc/history.py": "from imactor.muc.room import Room\n",
+        "imactor/muc/state.py": "from imactor.muc.room import Room\n",  # leans on it, outside the knot
+        "imactor/muc/__init__.py": "",
+    }
+    assert circles(files) == [["imactor/muc/admin.py", "imactor/muc/history.py", "imactor/muc/room.py"]]
+    del files["imactor/muc/history.py"]
+    assert circles(files) == []
+
+
+def test_a_circle_through_type_checking_imports_counts() -> None:
+    files = {
+        "imactor/mesh/mesh.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from imactor.mesh.refs import RemoteRef\n",
+        "imactor/mesh/refs.py": "from imactor.mesh.mesh import Mesh\n",
+    }
+    assert circles(files) == [["imactor/mesh/mesh.py", "imactor/mesh/refs.py"]]

@@ -1,4 +1,4 @@
-"""SIGHUP reload (`imactor.server.reload`) against a fake worker: what changes, what stays, and a
+"""SIGHUP reload (`imactor.worker.reload`) against a fake worker: what changes, what stays, and a
 bad file that changes nothing."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from imactor import tls
 from imactor.config import Config, load_config
 from imactor.server.modules import ModuleHost
-from imactor.server.reload import reload_config
-from imactor.server.worker_services import FailureThrottle, LoginThrottle
+from imactor.server.services import FailureThrottle, LoginThrottle
+from imactor.worker.reload import reload_config
 
 BASE = """
 [server]

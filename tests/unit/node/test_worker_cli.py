@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imactor.cli import _parser, main
-from imactor.node.worker import parse_listen
+from imactor.worker.process import parse_listen
 
 
 def test_worker_is_not_in_the_help_listing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from imactor.server.fanout import addressed
+from imactor.rooms.fanout import addressed
 from imactor.xmpp import stanza as st
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza

@@ -1,4 +1,4 @@
-"""Server actor messages to frame bodies and back (imactor.server.mesh_codec)."""
+"""Server actor messages to frame bodies and back (imactor.mesh.codec)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import trio
 
+from imactor import messages as m
 from imactor.actors import ActorAddress, Reply
-from imactor.server import mesh_codec as codec
-from imactor.server import messages as m
+from imactor.mesh import codec
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID

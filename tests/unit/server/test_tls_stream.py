@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from imactor.server.socket_stream import SocketStream
-from imactor.server.tls_stream import TLSSocketStream
+from imactor.c2s.socket_stream import SocketStream
+from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.tls import generate_self_signed, make_server_context
 
 TIMEOUT = 10

@@ -14,9 +14,9 @@ import trio.testing
 from lxml import etree
 from trio.testing import MockClock
 
+from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone
 from imactor.config import Config
-from imactor.server import messages as m
 from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport
 from imactor.web.messages import Request
 from imactor.xmpp.bosh import BoshError, ParsedBody, client_number, parse_body, request_rid, terminate_body
@@ -176,18 +176,29 @@ def test_parse_body() -> None:
 
 class LinkedMesh:
     """What `BoshSessions` uses of a worker's mesh, with a peer reached the way the real mesh
-    reaches it: a `BoshRequest` runs the peer's handler in a task of its own (`Mesh._dispatch`).
+    reaches it: a `BoshRequest` frame goes to the handler the peer registered for its kind, which
+    serves it in a task of its own (`Mesh.handle`, `Mesh.spawn`).
     `peer_state`: "live", "gone" (sends raise `ActorGone`) or "silent" (the frame is lost)."""
 
     def __init__(self, index: int, nursery: trio.Nursery) -> None:
         self.index, self.workers, self.nursery = index, 2, nursery
-        self.bosh: Any = None
+        self.handlers: dict[str, Any] = {}
         self.bosh_forwarded = 0
         self.peer: LinkedMesh | None = None
         self.peer_state = "live"
 
     def remote(self, kind: str, key: str, worker: int) -> Any:
         return _PeerRef(self, ActorAddress(kind, key, worker))
+
+    def handle(self, kind: str, handler: Any) -> None:
+        self.handlers[kind] = handler
+
+    def spawn(self, function: Any, *args: object) -> None:
+        self.nursery.start_soon(function, *args)
+
+    def count(self, counter: str) -> None:
+        assert counter == "bosh_forwarded"
+        self.bosh_forwarded += 1
 
 
 class _PeerRef:
@@ -202,7 +213,7 @@ class _PeerRef:
         if self.mesh.peer_state == "gone":
             raise ActorGone(str(self.address))
         if self.mesh.peer_state == "live":
-            self.mesh.nursery.start_soon(peer.bosh, self.address.key, message)
+            peer.handlers["bosh"](self.address.key, message)
 
 
 def workers(nursery: trio.Nursery) -> tuple[BoshSessions, BoshSessions]:

@@ -1,0 +1,1283 @@
+"""SessionActor: the I/O shell around one client stream (TCP, STARTTLS or direct TLS).
+
+The only code that awaits a client socket. Two tasks share one write lock: the reader feeds bytes
+to the sans-IO `ServerStream` and acts on its events; the mailbox task writes what other actors
+deliver; it runs only while there is something to deliver, so an idle session (the common case)
+holds only its reader. The session is TEMPORARY: a broken connection is not restarted, the client
+reconnects.
+
+XEP-0198 (`imactor.xmpp.sm` holds the counters and the unacked queue): once a client enabled
+resumption, a transport that breaks without </stream:stream> leaves the actor *detached*: still
+bound in its user actor, holding what is delivered, for `[limits] resume_timeout` seconds. A new
+connection that authenticates and sends <resume previd/> finds it in the session table's
+`resumable` (`imactor.server.sessions`) and hands
+it its transport and its `ServerStream` (`take_over`); the detached actor answers <resumed/>, sends
+again what the client did not acknowledge and carries on with the new transport, under the same
+actor reference, so the user actor never notices. The new connection's actor then ends without
+unbinding or closing the transport it gave away.
+
+Collaborators the session owns and calls one way: `DurableAcks` (`imactor.c2s.durable`, what `h`
+may count), `ClientPolicy` (`imactor.c2s.policy`, the stanza rate and the block list), the
+transport (`imactor.c2s.socket_stream`, `imactor.c2s.tls_stream`, or a web `FramedStream`).
+
+Why this file is still over 450 lines: the writer (the inline write on delivery, the mailbox task,
+the flush under the write lock) and the resumption and hand-over (same worker, other worker)
+share the stream, the write lock and the XEP-0198 state with the reader, and are still methods of
+the session. They are the next two collaborators to take out, each as an object given the
+stream and the transport it needs (issue 15, point 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+from lxml import etree
+
+from imactor import messages as m
+from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
+from imactor.actors.mailbox import Mailbox, MailboxStatistics
+from imactor.c2s.durable import COMPLETION_TIMEOUT, DurableAcks
+from imactor.c2s.policy import ClientPolicy
+from imactor.c2s.socket_stream import SocketStream
+from imactor.c2s.tls_stream import TLSSocketStream
+from imactor.c2s.transport import FramedStream
+from imactor.rooms.actor import removed_presence
+from imactor.rooms.fanout import addressed
+from imactor.server.modules import Scope
+from imactor.xmpp import events as ev
+from imactor.xmpp import sm
+from imactor.xmpp import stanza as st
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID, InvalidJID
+from imactor.xmpp.namespaces import NS_BLOCKING_ERRORS, NS_PING, NS_ROSTER, qname
+from imactor.xmpp.stanza import Element, Stanza
+from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
+
+if TYPE_CHECKING:
+    from imactor.cluster.placement import Membership
+    from imactor.server.services import Services
+
+log = logging.getLogger("imactor.session")
+
+READ_SIZE = 65536
+#: The first byte of a TLS handshake record (content type 22): what a ClientHello starts with.
+TLS_HANDSHAKE_RECORD = b"\x16"
+WRITE_TIMEOUT = 30.0
+#: Seconds the last writes of an ending session may wait for the client to read them.
+CLOSE_PATIENCE = 2.0
+#: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
+LOST_WRITE_GRACE = 0.5
+#: What a dead or misbehaving peer makes socket calls raise.
+TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+IQ_TYPES = frozenset({"get", "set", "result", "error"})
+#: XEP-0198: ask for an ack (<r/>) after this many stanzas, or once the stream went quiet with
+#: some unacknowledged (between one and two ticks of the session timers, `session_timers.TICK`).
+ACK_EVERY = 5
+#: Seconds the writer task (`_mailbox_task`) waits for more deliveries before it ends.
+WRITER_LINGER = 0.5
+#: Stanzas a client may leave unacknowledged (per mailbox slot) before it is cut off.
+UNACKED_PER_SLOT = 4
+ROSTER_QUERY = qname(NS_ROSTER, "query")
+#: Binds tried when the account's home worker dies while it is asked.
+BIND_ATTEMPTS = 3
+#: Seconds a session resumed on another worker waits for its pending stores before it hands over
+#: (the resuming side asks with `TAKE_OVER_TIMEOUT`).
+MOVE_SETTLE = 4.0
+TAKE_OVER_TIMEOUT = 10.0
+#: Seconds a re-registration with the account's new home may take (`_rebind`).
+REBIND_TIMEOUT = COMPLETION_TIMEOUT
+
+
+PREBIND_NONZAS = frozenset({sm.ENABLE, sm.RESUME})
+#: Stream configurations in use, each kept once: all the sessions of a listener have equal ones,
+#: and a copy per session (with its own set of nonzas) would cost each about 1 KB.
+_STREAM_CONFIGS: dict[StreamConfig, StreamConfig] = {}
+
+
+def _shared_config(config: StreamConfig) -> StreamConfig:
+    found = _STREAM_CONFIGS.get(config)
+    if found is None:
+        if len(_STREAM_CONFIGS) >= 64:  # bounded, whatever reloads or tests do
+            _STREAM_CONFIGS.clear()
+        found = _STREAM_CONFIGS[config] = config
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a resuming connection gives the detached session: its transport and stream."""
+
+    transport: trio.abc.Stream
+    stream: ServerStream
+    h: int
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    address: str
+    state: str
+    jid: str | None
+    stanzas_in: int
+    stanzas_out: int
+    mailbox: MailboxStatistics
+
+
+class SessionActor:
+    # One per connection: slots instead of a __dict__, which for this many attributes (more than
+    # CPython shares between instances) costs about 1.5 KB per session.
+    __slots__ = (
+        "_ack_mark",
+        "_detached",
+        "_ended",
+        "_filters",
+        "_flushing",
+        "_handed_over",
+        "_handover",
+        "_handover_ready",
+        "_handshake_deadline",
+        "_handshaken",
+        "_handshaking",
+        "_held",
+        "_interested",
+        "_kicked",
+        "_last_read",
+        "_mailbox",
+        "_moved_to",
+        "_nursery",
+        "_pinged_at",
+        "_presence",
+        "_resource_state",
+        "_scope",
+        "_seen_in",
+        "_sent_wanted",
+        "_serve_scope",
+        "_sniffing",
+        "_stanzas_in",
+        "_stanzas_out",
+        "_takeover",
+        "_unsent",
+        "_write_lock",
+        "_writing",
+        "acks",
+        "address",
+        "direct_tls",
+        "jid",
+        "joined_rooms",
+        "policy",
+        "ref",
+        "remote",
+        "services",
+        "sm",
+        "stream",
+        "transport",
+    )  # fmt: skip
+
+    def __init__(
+        self, services: Services, transport: trio.abc.Stream, remote: str, *, direct_tls: bool
+    ) -> None:
+        self.services = services
+        if isinstance(transport, trio.SocketStream):
+            # Our own socket stream: a read that waits before it reads, and writes without a task
+            # (`send_nowait`, used by `_on_queued`).
+            transport = SocketStream.from_trio(transport, send_patience=WRITE_TIMEOUT)
+        self.transport = transport
+        #: Bytes a write without waiting (`_write_nowait`) could not hand to the socket: the
+        #: writer task sends them first (for TLS, OpenSSL wants them again, as they were).
+        self._unsent = b""
+        self.remote = remote
+        self.direct_tls = direct_tls
+        conn_id = services.new_id()
+        self.address = ActorAddress("session", conn_id, services.worker_index)
+        self._mailbox: Mailbox[m.SessionMessage] = Mailbox(services.config.limits.mailbox_size)
+        self.ref: LocalRef[m.SessionMessage] = LocalRef(self.address, self._mailbox.send_channel)
+        config = services.config
+        # WebSocket and BOSH (`imactor.web`): RFC 7395 framing, no STARTTLS; HTTPS counts as TLS.
+        framed = isinstance(transport, FramedStream)
+        stream_config = StreamConfig(
+            domain=services.domain,
+            tls_available=not framed,
+            tls_required=config.listen.c2s.starttls_required and not framed,
+            framed=framed,
+            max_stanza_size=config.limits.max_stanza_size,
+            idle_seconds=int(config.limits.idle_timeout),
+            registration_enabled=config.registration.enabled,
+            allow_plain=config.auth.allow_plain,
+            sasl_retries=config.auth.sasl_retries,
+            nonzas=sm.NONZAS | services.modules.nonzas,
+            prebind_nonzas=PREBIND_NONZAS,
+            bound_features=services.bound_features,
+            fake_salt_secret=services.fake_salt_secret,
+        )
+        self.stream = ServerStream(
+            _shared_config(stream_config),
+            stream_id_factory=services.new_id,
+            tls_active=direct_tls or (isinstance(transport, FramedStream) and transport.secure),
+        )
+        self.jid: JID | None = None
+        #: Rooms joined (room JID → occupant JID), see `_track_room`.
+        self.joined_rooms: dict[JID, JID] = {}
+        self._write_lock = trio.Lock()
+        #: The client's stanza rate and the account's block list.
+        self.policy = ClientPolicy(
+            config.limits.stanzas_per_second, config.limits.stanza_burst, trio.current_time()
+        )
+        self._stanzas_in = 0
+        self._stanzas_out = 0
+        # Timers, read by the worker's session timers (`tick`) rather than armed per read.
+        now = trio.current_time()
+        self._handshake_deadline = now + config.limits.handshake_timeout
+        self._last_read = now  #: when the client last sent something
+        self._pinged_at: float | None = None  #: when we pinged the quiet client, if we did
+        self._handshaking = False  #: a TLS handshake is running (it has its own timeout)
+        self._ack_mark = -1  #: `sm.sent` at the last tick (XEP-0198 idle ack requests)
+        self._scope: trio.CancelScope | None = None
+        # XEP-0198 (see the module docstring).
+        self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
+        self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
+        #: The client's messages awaiting durable handling, and the acks that wait for them.
+        self.acks = DurableAcks(self.address, self.sm, services.router)
+        self._nursery: trio.Nursery | None = None
+        #: `_mailbox_task` is running (it runs only while there is something to deliver).
+        self._writing = False
+        #: A task is in `_flush_now`'s loop: what the stream says meanwhile goes out with it.
+        self._flushing = False
+        self._handshaken = False
+        #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
+        #: TLS ClientHello instead (see `_receive`).
+        self._sniffing = not direct_tls and type(self.transport) is SocketStream
+        self._serve_scope: trio.CancelScope | None = None
+        self._detached = False
+        self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
+        self._handover: Handover | None = None
+        #: Set when a resumption arrives (`take_over`): created on demand (`_handover_event`).
+        self._handover_ready: trio.Event | None = None
+        self._handed_over = False  #: this actor gave its transport to a detached session
+        self._ended = False
+        self._kicked = False  #: told to end (conflict, account removed, not reading): no resumption
+        self._takeover: m.TakeOver | None = None  #: resumed on another worker: hand over
+        self._moved_to: ActorRef[m.SessionMessage] | None = None  #: ...to this session
+        self._presence: Stanza | None = None  #: the last available presence broadcast, if any
+        self._interested = False  #: asked for the roster (gets pushes)
+        #: Modules' views of what is written to the client (XEP-0352 holds some stanzas back).
+        self._filters = services.modules.session_filters()
+        #: The modules' state of our resource, for the account's next home (`m.ResourceState`).
+        self._resource_state: tuple[tuple[str, str], ...] = ()
+        #: The account wants the messages we send (`m.SentHooks`; sent carbons).
+        self._sent_wanted = False
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[LocalRef[m.SessionMessage]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started(self.ref)
+        self.services.sessions.opened(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                self._nursery = nursery
+                self.acks.start(nursery.start_soon)
+                self._mailbox.on_queued = self._on_queued
+                if self._mailbox.pending:
+                    self._wake_writer()
+                while await self._serve() and await self._detached_wait():
+                    pass
+                nursery.cancel_scope.cancel()
+        # except*: the nursery wraps even a lone transport error in an ExceptionGroup.
+        except* TRANSPORT_GONE as group:
+            log.debug("%s: transport lost: %r", self.address, group.exceptions)
+        finally:
+            self._ended = True
+            self._drain_mailbox()
+            self._mailbox.close()
+            self.services.sessions.closed(self)
+            self._forget_resumption()
+            if not self._handed_over:
+                with trio.CancelScope(shield=True):
+                    await self._undelivered()
+                    await self._unbind()
+                    await self._close_transport()
+
+    async def _serve(self) -> bool:
+        """Read the current transport until it or the stream ends; True: wait for a resumption."""
+        with trio.CancelScope() as self._serve_scope:
+            try:
+                await self._reader()
+            except TRANSPORT_GONE as exc:
+                log.debug("%s: transport lost: %r", self.address, exc)
+        self._serve_scope = None
+        # Stanzas parsed but never acted on (the transport broke mid-batch) were not handled: h
+        # does not count them.
+        self._seen_in = self.stream.stanzas_in
+        if self._handed_over or self._kicked:
+            return False
+        if self._handover is not None or self._takeover is not None:
+            return True
+        return self.sm.resumable and not self.stream.clean_close
+
+    async def _detached_wait(self) -> bool:
+        """Detached: bound, holding deliveries, until a connection resumes us (True) or time is up."""
+        self._detached = True
+        log.debug("%s: detached, resumable for %s s", self.address, self.sm.max)
+        resumed = self._handover is not None or self._takeover is not None
+        if resumed and self.stream.state is not State.CLOSED:
+            self.stream.close("conflict", "the session was resumed on another connection")
+        await self._close_transport()
+        if not resumed:
+            await self._tell_detached(True)
+            with trio.move_on_after(self.sm.max):
+                await self._handover_event().wait()
+        if self._takeover is not None:
+            await self._move_to(self._takeover)
+            return False
+        handover = self._handover
+        if handover is None:
+            return False
+        await self._take_over(handover)
+        return True
+
+    async def _tell_detached(self, detached: bool) -> None:
+        """Tell the account whether this session reaches its client (`m.Detached`)."""
+        if self.jid is None or self.jid.localpart is None or self._ended:
+            return
+        notice = m.Detached(self.jid.resourcepart or "", self.ref, detached)
+        with trio.move_on_after(5):
+            await self.services.router.to_user(self.jid.localpart, notice, None, wait=True)
+
+    def _release_filters(self) -> list[bytes]:
+        """What the modules' filters held back, in order (a new transport starts unfiltered)."""
+        return [data for session_filter in self._filters for data in session_filter.release()]
+
+    def can_resume(self, username: str | None) -> bool:
+        return (
+            not self._ended
+            and not self._kicked
+            and self._handover is None
+            and self._takeover is None
+            and self.sm.resumable
+            and self.jid is not None
+            and self.jid.localpart == username
+        )
+
+    def take_over(self, handover: Handover) -> None:
+        """Called by the resuming connection's actor (same worker, synchronously): adopt its
+        transport. A session still attached to a half-open connection drops that one first."""
+        self._handover = handover
+        self._handover_event().set()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    def take_over_remote(self, request: m.TakeOver) -> None:
+        """Called by the mesh when the client resumed this session on another worker: hand the
+        session over there (`_move_to`)."""
+        self._takeover = request
+        self._handover_event().set()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    def _handover_event(self) -> trio.Event:
+        event = self._handover_ready
+        if event is None:
+            event = self._handover_ready = trio.Event()
+        return event
+
+    async def _move_to(self, request: m.TakeOver) -> None:
+        """Give this session's state to the resuming session on another worker and end quietly:
+        the resource stays bound (the new session re-registers it), nothing goes offline.
+
+        The wait for pending stores is bounded well within the asker's patience: what is not
+        confirmed by then stays out of `h`, and the client sends it again after <resumed/>."""
+        with trio.move_on_after(MOVE_SETTLE):
+            await self.acks.settle()
+        assert self.jid is not None
+        async with self._write_lock:
+            for data in self.stream.take_sent():
+                self.sm.stanza_sent(data)
+            try:
+                resend = self.sm.resume(request.h)
+            except sm.SmStreamError:
+                request.reply.fail(StanzaError("bad-request", "h is more than was sent"))
+                return
+            held, self._held = self._held + self._release_filters(), []
+            moved = m.MovedSession(
+                self.jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, tuple(resend),
+                tuple(held), self.policy.blocklist, self._presence, self._interested, self._resource_state,
+            )  # fmt: skip
+            self._handed_over = True
+            self._moved_to = request.session
+            if self.sm.id is not None:
+                self.services.sessions.moved(self.address.key, self.sm.id, request.session)
+            request.reply.send(moved)
+        log.debug("%s: moved to %s", self.address, request.session.address)
+
+    async def _resume_elsewhere(self, previd: str, worker: int, h: int) -> None:
+        """§5 across workers: the detached session lives on `worker`; it hands its state over."""
+        mesh = self.services.mesh
+        username = self.stream.username or ""
+        assert mesh is not None
+        target = mesh.remote("resume", previd, worker)
+        try:
+            moved: m.MovedSession = await ask(
+                target,
+                lambda reply: m.TakeOver(previd, username, h, self.ref, reply),
+                timeout=TAKE_OVER_TIMEOUT,
+            )
+        except StanzaError as error:
+            stale = int(error.text) if error.text.isdigit() else None
+            self.stream.send_nonza(sm.failed("item-not-found", stale))
+            return
+        except (AskTimeout, ActorGone):
+            self.stream.send_nonza(sm.failed("item-not-found"))
+            return
+        self.jid = moved.full_jid
+        self.services.sessions.bound(self)
+        self.policy.blocklist = moved.blocklist
+        self._presence, self._interested = moved.presence, moved.interested
+        self._resource_state = moved.state
+        self.sm = sm.StreamManagement.moved(
+            session_id=previd, max_resume=moved.max, h_in=moved.h_in, sent=moved.sent, acked=moved.acked,
+            unacked=list(moved.unacked), ack_every=ACK_EVERY,
+        )  # fmt: skip
+        self.acks.adopt(self.sm)
+        self.stream.resumed(moved.full_jid)
+        self.stream.track_sent = True
+        self.services.sessions.resumable[previd] = self
+        mesh.count("resumed_here")
+        async with self._write_lock:
+            self.stream.send_nonza(self.sm.resumed(previd))
+            for data in moved.unacked:
+                self.stream.send_nonza(data)  # counted when first sent
+            for data in moved.held:
+                self.stream.send(data)
+        await self._flush()
+        await self._rebind()
+        log.debug("%s: resumed %s from w%d", self.address, moved.full_jid, worker)
+
+    async def _take_over(self, handover: Handover) -> None:
+        await self.acks.settle()  # <resumed h/> counts what is durably handled by now
+        async with self._write_lock:
+            for data in self.stream.take_sent():
+                self.sm.stanza_sent(data)
+            self._handover = None
+            self._handover_ready = None
+            self.transport, self.stream, self.remote = handover.transport, handover.stream, handover.remote
+            self._unsent = b""  # went with the old transport; XEP-0198 sends those stanzas again
+            self._seen_in = self.stream.stanzas_in
+            self.stream.track_sent = True
+            self._detached = False
+            try:
+                resend = self.sm.resume(handover.h)
+            except sm.SmStreamError as error:
+                self.stream.close(error.condition, error.text, error.app)
+                return
+            assert self.jid is not None
+            assert self.sm.id is not None
+            self.stream.resumed(self.jid)
+            self.stream.send_nonza(self.sm.resumed(self.sm.id))
+            for data in resend:
+                self.stream.send_nonza(data)  # counted when first sent
+            held, self._held = self._held + self._release_filters(), []
+            for data in held:
+                self.stream.send(data)
+        log.debug("%s: resumed (%d sent again, %d held)", self.address, len(resend), len(held))
+        await self._tell_detached(False)
+
+    def _forget_resumption(self) -> None:
+        if self.sm.id is None:
+            return
+        if self.services.sessions.resumable.get(self.sm.id) is self:
+            del self.services.sessions.resumable[self.sm.id]
+        if self._moved_to is None and self.jid is not None and self.jid.localpart is not None:
+            self.acks.collect()
+            self.services.sessions.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
+
+    def _drain_mailbox(self) -> None:
+        """A managed session keeps what was delivered after its last batch, for `_undelivered`."""
+        while self.sm.enabled:
+            try:
+                item = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if isinstance(item, m.Deliver) and not self._forwarded(item):
+                self._held.append(item.stanza.data)
+
+    async def _undelivered(self) -> None:
+        """§4: stanzas the client never acknowledged are treated as undelivered (offline storage)."""
+        for data in self.stream.take_sent():
+            self.sm.stanza_sent(data)
+        pending = self.sm.take_unacked() + self._held
+        self._held = []
+        undelivered: list[Stanza] = []
+        for data in pending:
+            element = st.parse(data)
+            if etree.QName(element).localname == "message":
+                with contextlib.suppress(InvalidJID):
+                    undelivered.append(Stanza.from_element(element))
+        if undelivered and self.jid is not None and self.jid.localpart is not None:
+            with trio.move_on_after(5):
+                await self.services.router.to_user(
+                    self.jid.localpart, m.Undelivered(tuple(undelivered)), None, wait=True
+                )
+
+    async def _unbind(self) -> None:
+        if self.jid is not None and self.jid.localpart is not None:
+            message = m.Unbind(self.jid.resourcepart or "", self.ref)
+            # Nearly always the account's mailbox has room: no timer for the common case.
+            if await self.services.router.to_user(self.jid.localpart, message, None, wait=False):
+                return
+            with trio.move_on_after(5):
+                await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
+
+    async def _close_transport(self) -> None:
+        transport = self.transport
+        if isinstance(transport, TLSSocketStream) and not transport.handshaken:
+            # TLS never came up (a silent or failed handshake): nothing can be said, and a
+            # flush would start the handshake again from the write side.
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await transport.aclose()
+            return
+        if isinstance(transport, SocketStream) and not self._write_lock.locked():
+            # Its writes time out by themselves (a client that does not read gets 2 s more, not
+            # 30), and closing it never waits: no timer per session's end.
+            transport.send_patience = min(transport.send_patience, CLOSE_PATIENCE)
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await self._flush()
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await transport.aclose()
+            return
+        with trio.move_on_after(CLOSE_PATIENCE):
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await self._flush()
+        with trio.move_on_after(1):
+            with contextlib.suppress(*TRANSPORT_GONE):
+                await transport.aclose()
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        if self.direct_tls and not self._handshaken and not await self._direct_tls_handshake():
+            return
+        while True:
+            if await self._drain_events():
+                return
+            # No timer per read: the worker's session timers (`tick`) watch `_last_read`.
+            data = await self._receive()
+            if data is None:  # a TLS ClientHello on the STARTTLS port
+                if not await self._direct_tls_handshake():
+                    return
+                continue
+            self._last_read = trio.current_time()
+            self._pinged_at = None
+            self.stream.receive_data(bytes(data))
+
+    async def _receive(self) -> bytes | bytearray | None:
+        """The next bytes from the client; None when it opened the connection on the STARTTLS
+        port with a TLS handshake, which is then served as direct TLS.
+
+        Clients try direct TLS first on the port they were given (slixmpp, for a domain without
+        SRV records: direct TLS, then STARTTLS), and a TLS handshake record (content type 22,
+        0x16) can never begin an XML stream. So the first byte is peeked (MSG_PEEK leaves it
+        to OpenSSL) and the connection becomes what it would have been on the direct TLS port
+        (XEP-0368). The peek needs no timer or task of its own (the session timers watch the
+        handshake deadline), and an XML client pays one extra `recv` on its first read only.
+        Any other first byte goes to the parser, which refuses at once what cannot begin an XML
+        stream.
+        """
+        if self._sniffing:
+            assert isinstance(self.transport, SocketStream)
+            first = await self.transport.peek(1)
+            self._sniffing = False
+            if first == TLS_HANDSHAKE_RECORD:
+                self.transport = TLSSocketStream.server_side(
+                    self.transport, self.services.ssl_context, send_patience=WRITE_TIMEOUT
+                )
+                self.direct_tls = True
+                return None
+        return await self.transport.receive_some(READ_SIZE)
+
+    async def _direct_tls_handshake(self) -> bool:
+        """XEP-0368: the TLS handshake before the first stream header, within the handshake
+        timeout; False when it did not end in time (a failed one raises)."""
+        self._handshaken = True
+        tls = self.transport
+        assert isinstance(tls, TLSSocketStream)
+        with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
+            self._handshaking = True  # the session timers leave the handshake its own timeout
+            try:
+                await tls.do_handshake()
+            finally:
+                self._handshaking = False
+        if scope.cancelled_caught:
+            return False
+        self.stream.direct_tls_established(self.services.channel_bindings(tls.ssl_object))
+        return True
+
+    def tick(self, now: float) -> None:
+        """Called by the worker's session timers (`imactor.c2s.timers`) once per tick:
+        the deadlines that each read used to arm, and XEP-0198's request for an ack once the
+        stream goes quiet. What must be written goes through our own mailbox, so it is written
+        in order with the deliveries (without a task when it can: `_on_queued`)."""
+        if self._ended or self._detached or self._kicked or self._handed_over or self._handshaking:
+            return
+        limits = self.services.config.limits
+        if self.jid is None:
+            if now >= self._handshake_deadline:
+                self.kick("connection-timeout", "authenticate and bind in time")
+            return
+        if self._pinged_at is not None:
+            if now >= self._pinged_at + limits.ping_timeout:
+                self.kick("connection-timeout", "no answer to ping")
+            return
+        if now >= self._last_read + limits.idle_timeout:
+            self._pinged_at = now
+            self._ping_client()
+            return
+        if self.sm.wants_ack_request(idle=True):
+            # Quiet since the last tick with stanzas unacknowledged: ask for an ack now.
+            if self._ack_mark == self.sm.sent:
+                self._to_self(m.RequestAck())
+            self._ack_mark = self.sm.sent
+
+    def _to_self(self, message: m.SessionMessage) -> None:
+        with contextlib.suppress(trio.WouldBlock, ActorGone):
+            # A full mailbox: the client does not read; the timers' next tick tries again.
+            self.ref.send_nowait(message)
+
+    async def _drain_events(self) -> bool:
+        """Act on every event the stream has; True when the stream is over (or handed over)."""
+        while True:
+            event = self.stream.next_event()
+            if event is NEED_DATA:
+                self._count_in()
+                if self.stream.has_output() or self._unsent:
+                    await self._flush()
+                return False
+            if isinstance(event, ev.StreamClosed):
+                self._count_in()
+                await self._flush()
+                return True
+            await self._on_event(event)  # type: ignore[arg-type]
+            if self._handed_over:
+                return True  # the stream is another actor's now: not one more event from it
+
+    def _count_in(self) -> None:
+        """XEP-0198 `h`: with every event acted on, the stanzas the stream received but gave no
+        event for (it answered them itself) are handled too."""
+        self.sm.received(self.stream.stanzas_in - self._seen_in)
+        self._seen_in = self.stream.stanzas_in
+
+    async def _on_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.StartTLSRequested():
+                await self._start_tls()
+            case ev.CredentialsNeeded(username=username):
+                throttle = self.services.login_throttle
+                if throttle.is_blocked(username, self.remote):
+                    self.stream.refuse_auth("temporary-auth-failure", "too many failed attempts; wait")
+                else:
+                    self.stream.provide_credentials(
+                        await self.services.storage.accounts.get_credentials(username)
+                    )
+            case ev.AuthFailed(username=username):
+                self.services.login_throttle.record_failure(username, self.remote)
+            case ev.Authenticated():
+                pass
+            case ev.BindRequested(resource=resource):
+                await self._bind(resource)
+            case ev.PreAuthIqReceived(element=element):
+                await self._host_iq(element, JID.make(None, self.services.domain))
+            case ev.StanzaReceived(element=element):
+                await self._on_counted_stanza(element)
+            case ev.NonzaReceived(element=element):
+                await self._on_nonza(element)
+            case _:
+                raise AssertionError(event)
+
+    async def _start_tls(self) -> None:
+        await self._flush()
+        # STARTTLS is offered on TCP only.
+        assert isinstance(self.transport, SocketStream)
+        assert not isinstance(self.transport, TLSSocketStream)
+        context = self.services.ssl_context
+        tls = TLSSocketStream.server_side(self.transport, context, send_patience=WRITE_TIMEOUT)
+        self.transport = tls
+        with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
+            self._handshaking = True
+            try:
+                await tls.do_handshake()
+            finally:
+                self._handshaking = False
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError("TLS handshake timed out")
+        self.stream.tls_established(self.services.channel_bindings(tls.ssl_object))
+
+    async def _bind(self, resource: str | None) -> None:
+        username = self.stream.username or ""
+        mesh = self.services.mesh
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            home = None if mesh is None else mesh.home("user", username)
+            try:
+                user = await self.services.router.user(username)
+                bound: m.Bound = await ask(user, lambda reply: m.Bind(resource, self.ref, reply), timeout=10)
+            except StanzaError as error:
+                self.stream.bind_failed(error.condition, error.error_type)
+                return
+            except (AskTimeout, ActorGone) as error:
+                # ActorGone: the account's home worker died as we asked (the mesh fails the ask
+                # when the membership changes): ask its new home.
+                if isinstance(error, ActorGone) and attempt < BIND_ATTEMPTS:
+                    continue
+                self.stream.bind_failed("internal-server-error")
+                return
+            break
+        self.jid = bound.full_jid
+        self.services.sessions.bound(self)
+        self.policy.blocklist = bound.blocklist
+        self.stream.bind_succeeded(bound.full_jid)
+        if mesh is not None and mesh.home("user", username) != home:
+            # The membership changed while we asked: the actor that bound us may have handed off
+            # before the mesh saw us bound (no `Rehome` for us then): register with the new home.
+            await self._rebind()
+
+    # ---- XEP-0198 -------------------------------------------------------------------------
+
+    async def _on_counted_stanza(self, element: Element) -> None:
+        """Act on a stanza and count it in `h`: once acted on, or for a message routed to an
+        account once that account's actor signals its durable writes done (`DurableAcks`)."""
+        self._seen_in += 1
+        seq = self.acks.received()
+        try:
+            await self._on_stanza(element)
+        finally:
+            self.acks.processed(seq)
+
+    async def _on_nonza(self, element: etree._Element) -> None:
+        if element.tag in self.services.modules.nonzas:
+            for session_filter in self._filters:
+                for data in session_filter.nonza(element):
+                    self.stream.send(data)  # released stanzas, in their order
+            return
+        if element.tag == sm.RESUME and self.stream.state is State.WAIT_FOR_BIND:
+            await self._resume(element)
+            return
+        if element.tag == sm.R:
+            self.acks.collect()  # §4: answer at once with what is handled so far
+        try:
+            reply = self.sm.handle(
+                element,
+                bound=self.jid is not None,
+                new_id=self.services.sessions.new_resumption_id,
+                max_resume=int(self.services.config.limits.resume_timeout),
+            )
+        except sm.SmStreamError as error:
+            self.stream.close(error.condition, error.text, error.app)
+            return
+        if reply is None:
+            return
+        if reply.enabled:
+            self.stream.track_sent = True
+            if self.sm.id is not None:
+                self.services.sessions.resumable[self.sm.id] = self
+        self.stream.send_nonza(reply.data)
+        if element.tag == sm.R:
+            self.acks.ack_later(self._send_unasked_ack)
+
+    async def _send_unasked_ack(self) -> None:
+        """§4 lets a server send <a/> unasked (`DurableAcks.ack_later`)."""
+        if not self._detached and self.stream.state is State.ESTABLISHED:
+            self.stream.send_nonza(sm.ack(self.sm.h_in))
+            await self._flush()
+
+    async def _resume(self, element: etree._Element) -> None:
+        """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
+        username = self.stream.username
+        previd = element.get("previd", "")
+        h = sm.parse_h(element)
+        if h is None or not previd:
+            self.stream.send_nonza(sm.failed("bad-request"))
+            return
+        old = self.services.sessions.resumable.get(previd)
+        elsewhere = self.services.sessions.resumption_worker(previd)
+        if old is None and elsewhere is not None and self.services.mesh is not None:
+            await self._resume_elsewhere(previd, elsewhere, h)
+            return
+        if old is None or old is self or not old.can_resume(username):
+            # Unknown, expired, or another account's id: all look the same to the client.
+            stale = self.services.sessions.expired_resumption(previd, username or "")
+            self.stream.send_nonza(sm.failed("item-not-found", stale))
+            return
+        await self._flush()
+        old.take_over(Handover(self.transport, self.stream, h, self.remote))
+        self._handed_over = True
+
+    # ---- stanzas from the client ---------------------------------------------------------
+
+    async def _on_stanza(self, element: Element) -> None:
+        assert self.jid is not None
+        self._stanzas_in += 1
+        self.services.stanzas_in_total += 1
+        delay = self.policy.delay_for_one(trio.current_time())
+        if delay > 0:
+            await self._flush()
+            await trio.sleep(delay)  # shaping: a flooding client only slows itself down
+        kind = etree.QName(element).localname
+        from_attr = element.get("from")
+        if from_attr is not None and from_attr not in (str(self.jid), str(self.jid.bare)):
+            try:
+                claimed = JID.parse(from_attr)
+            except InvalidJID:
+                claimed = None
+            if claimed != self.jid and claimed != self.jid.bare:
+                # RFC 6120 §8.1.2.1: a spoofed 'from' ends the stream.
+                self.stream.close("invalid-from", "the from address is not yours")
+                return
+        element.set("from", str(self.jid))
+        to_attr = element.get("to")
+        to: JID | None = None
+        if to_attr is not None:
+            try:
+                to = JID.parse(to_attr)
+            except InvalidJID:
+                element.attrib.pop("to")
+                await self._error(element, StanzaError("jid-malformed", "invalid 'to' address"))
+                return
+            element.set("to", str(to))
+        if kind == "iq" and not await self._valid_iq(element):
+            return
+        if to is not None and self.policy.blocks(to):
+            # XEP-0191 §3.6: nothing goes to a blocked JID; presence is dropped silently.
+            if kind != "presence":
+                blocked = (NS_BLOCKING_ERRORS, "blocked")
+                await self._error(element, StanzaError("not-acceptable", "you blocked this contact",
+                                                       app_condition=blocked))  # fmt: skip
+            return
+        await self._dispatch(kind, element, to)
+
+    async def _dispatch(self, kind: str, element: Element, to: JID | None) -> None:
+        assert self.jid is not None
+        own = self.jid.bare
+        domain = self.services.domain
+        if kind == "presence":
+            element.set("to", str(to or own))
+            presence = Stanza.from_element(element)
+            self._track_room(presence)
+            if to is None and presence.type in ("", "unavailable"):
+                # Kept for a re-registration with the account's next home (`m.Rebind`).
+                self._presence = presence if presence.type == "" else None
+            await self._to_own_user(m.FromResource(presence))
+            return
+        if kind == "iq":
+            iq_type = element.get("type", "")
+            if to is None or to == own:
+                if iq_type in ("result", "error"):
+                    if to is not None:  # an answer to the account's own request (PEP caps query)
+                        element.set("to", str(own))
+                        await self._to_own_user(m.FromResource(Stanza.from_element(element)))
+                    return  # answers to our keepalive pings
+                if (
+                    to is None
+                    and self.services.modules.iq_handler(iq_type, element[0], Scope.ACCOUNT) is None
+                ):
+                    # RFC 6120 §10.3.3: handled by the server on behalf of the account, so the
+                    # answer comes from the account's bare JID (§8.1.2.1).
+                    await self._host_iq(element, JID.make(None, domain), on_behalf_of=own)
+                    return
+                element.set("to", str(own))
+                if element[0].tag == ROSTER_QUERY and iq_type == "get":
+                    self._interested = True  # RFC 6121 §2.1.6: it gets roster pushes from now on
+                await self._to_own_user(m.FromResource(Stanza.from_element(element)))
+                return
+            if to.localpart is None and to.resourcepart is None and to.domainpart == domain:
+                if iq_type in ("get", "set"):
+                    await self._host_iq(element, to)
+                return
+        if kind == "message":
+            if to is None:
+                element.set("to", str(own))  # RFC 6120 §10.3.1: to the sender's bare JID
+            elif to.localpart is None and to.domainpart == domain:
+                return  # messages to the server itself are not processed
+            # The element is ours no more: the recipient's account takes it instead of parsing.
+            message = Stanza.from_element(element, hand_over=True)
+            # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
+            completion = self.acks.routed(message)
+            await self.services.router.route(message, wait=True, completion=completion)
+            if self._sent_wanted:
+                await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
+            return
+        await self.services.router.route(Stanza.from_element(element), wait=True)
+
+    def _track_room(self, presence: Stanza) -> None:
+        """Remember the rooms (XEP-0045) this client joined: if a room's worker dies, the client
+        is told it left (status 333) and joins again at the room's new home."""
+        to, rooms = presence.to_jid, self.services.room_domain
+        if rooms is None or to.domainpart != rooms or to.localpart is None or to.resourcepart is None:
+            return
+        if presence.type == "":
+            self.joined_rooms[to.bare] = to
+        elif presence.type == "unavailable":
+            self.joined_rooms.pop(to.bare, None)
+
+    async def _valid_iq(self, element: Element) -> bool:
+        iq_type = element.get("type")
+        if not element.get("id") or iq_type not in IQ_TYPES:
+            await self._error(element, StanzaError("bad-request", "an IQ needs an id and a valid type"))
+            return False
+        if iq_type in ("get", "set") and len(element) != 1:
+            await self._error(element, StanzaError("bad-request", "an IQ get/set has exactly one payload"))
+            return False
+        return True
+
+    async def _host_iq(self, element: Element, to: JID, *, on_behalf_of: JID | None = None) -> None:
+        """Answer an IQ get/set addressed to the server (`to`) with its HOST handler.
+
+        `on_behalf_of`: the request came without 'to', and the server handles it for the account
+        (RFC 6120 §10.3.3), so its answer, result or error, comes from the account's bare JID, as
+        §8.1.2.1 wants of what the server sends on an account's behalf (or no 'from'). That is what
+        a client matches an answer to a request without 'to' by: aioxmpp takes no 'from' or its
+        bare JID, and one from the domain left it waiting until its timeout.
+        """
+        iq_type = element.get("type", "")
+        if iq_type not in ("get", "set"):
+            return
+        if len(element) != 1:
+            await self._error(element, StanzaError("bad-request"), from_=on_behalf_of)
+            return
+        if element.get("to") is None:
+            element.set("to", str(to))
+        found = self.services.modules.iq_handler(iq_type, element[0], Scope.HOST)
+        if found is None:
+            await self._error(element, StanzaError("service-unavailable"), from_=on_behalf_of)
+            return
+        handler, options = found
+        from_jid = self.jid or JID.make(None, self.services.domain)
+        ctx = self.services.contexts.iq(element, from_jid, to, options, remote_address=self.remote)
+        try:
+            reply = await handler(ctx)
+        except StanzaError as error:
+            await self._error(element, error, from_=on_behalf_of)
+            return
+        if reply is not None:
+            if on_behalf_of is not None:
+                reply.set("from", str(on_behalf_of))
+            await self._write_element(reply)
+
+    async def _to_own_user(self, message: m.UserMessage) -> None:
+        assert self.jid is not None
+        assert self.jid.localpart is not None
+        await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
+
+    async def _error(self, element: Element, error: StanzaError, *, from_: JID | None = None) -> None:
+        """Bounce `element` with `error` to the client (from its 'to', or from `from_`)."""
+        if element.get("type") in ("error", "result"):
+            return
+        reply = st.error_reply(element, error)
+        if from_ is not None:
+            reply.set("from", str(from_))
+        if self.jid is not None:
+            reply.set("to", str(self.jid))
+        elif "to" in reply.attrib:
+            del reply.attrib["to"]
+        await self._write_element(reply)
+
+    def _ping_client(self) -> None:
+        """XEP-0199 §4.2: a quiet client is pinged; one that does not answer is cut off (`tick`)."""
+        assert self.jid is not None
+        iq = st.make("iq", from_=self.services.domain, to=self.jid, type_="get", id_=self.services.new_id())
+        st.child(iq, NS_PING, "ping")
+        self._to_self(m.Deliver(Stanza.from_element(iq)))
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def _on_queued(self) -> None:
+        """A message arrived in the empty mailbox while no writer waits for it (`Mailbox.on_queued`,
+        called by the sender, synchronously): act on it here and now, or start the writer.
+
+        A company's users are quiet: most deliveries arrive alone, and waking a task, then a timer
+        to end it, for one write costs more than the write. So while nothing else is being written
+        and the transport is a socket, a message that needs no wait (a delivery, a kick, an ack
+        request...) is handled here and what it makes the stream say is handed to the socket
+        without waiting (`_write_nowait`); only what the socket does not take, or a message that
+        needs the session's own task (`m.Rehome`), starts the writer task."""
+        if self._writing or self._nursery is None:
+            return
+        first = self._mailbox.peek_nowait()
+        if (
+            first is not None
+            and not isinstance(first, m.Rehome)
+            and not self._detached
+            and (self._flushing or not self._write_lock.locked())
+            and not self._unsent
+            and isinstance(self.transport, SocketStream)
+            and self.stream.state is not State.CLOSED
+        ):
+            self._mailbox.receive_nowait()
+            try:
+                self._act(first)
+                if not self._flushing:  # a flush in progress sends it, after what it sends now
+                    self._write_nowait()
+            except Exception:
+                # We run in the sender's task (an account, a room): a fault of this session must
+                # end this session, not the sender.
+                log.exception("%s: failed to write a message; ending the session", self.address)
+                if self._scope is not None:
+                    self._scope.cancel()
+                return
+            if not self._unsent:
+                return
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Start the writer task (`_mailbox_task`) if it is not running."""
+        if self._writing or self._nursery is None:
+            return
+        try:
+            self._nursery.start_soon(self._mailbox_task)
+        except RuntimeError:  # the session is ending: `_drain_mailbox` looks at what is queued
+            return
+        self._writing = True
+
+    def _write_nowait(self) -> None:
+        """Hand what the stream has queued to the socket, without waiting: the parts of
+        `_flush_locked` that need no wait. What the socket does not take stays in `_unsent`."""
+        assert isinstance(self.transport, SocketStream)
+        self._track_sent()
+        data = self.stream.data_to_send()
+        if data:
+            try:
+                done = self.transport.send_nowait(data)
+            except TRANSPORT_GONE as exc:
+                self._write_lost(exc)
+                return
+            if done < len(data):
+                self._unsent = data[done:]
+        if self.stream.state is State.CLOSED and self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    async def _mailbox_task(self) -> None:
+        """Act on what other actors deliver, and write it.
+
+        The task runs only while there is work that the sender could not do for us (`_on_queued`):
+        `_wake_writer` starts it, and it ends once the mailbox stayed empty for `WRITER_LINGER`
+        seconds, so an idle session holds no task, coroutine or timer for it."""
+        try:
+            if self._unsent and not self._detached:
+                await self._flush()  # what the socket did not take from `_write_nowait`
+            await self._deliver_while_busy()
+        finally:
+            self._writing = False
+
+    async def _deliver_while_busy(self) -> None:
+        while True:
+            try:
+                with trio.move_on_after(WRITER_LINGER) as idle_scope:
+                    message = await self._mailbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if idle_scope.cancelled_caught:
+                if self._mailbox.pending:
+                    continue  # queued as the timer fired, when no receiver was waiting any more
+                return  # no await from this check to `_writing = False`: no wake-up is lost
+            batch = [message]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._mailbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            for item in batch:
+                if isinstance(item, m.Rehome):
+                    await self._rebind()
+                else:
+                    self._act(item)
+            if self._detached:
+                continue
+            await self._flush()
+            if self.stream.state is State.CLOSED and self._serve_scope is not None:
+                self._serve_scope.cancel()
+
+    def _act(self, item: m.SessionMessage) -> None:
+        """Act on a message that needs no wait (all but `m.Rehome`); the writer flushes after."""
+        match item:
+            case m.Deliver():
+                self._deliver(item)
+            case m.Kick(condition=condition, text=text):
+                self._kicked = True
+                self.stream.close(condition, text)
+                if self._detached and self._scope is not None:
+                    self._scope.cancel()  # replaced or removed while detached: over
+            case m.RequestAck():
+                if not self._detached and self.sm.wants_ack_request(idle=True):
+                    self.stream.send_nonza(sm.REQUEST)
+                    self.sm.ack_requested()
+            case m.BlocklistChanged(jids=jids):
+                self.policy.blocklist = jids
+            case m.ResourceState(state=state):
+                self._resource_state = state
+            case m.SentHooks(wanted=wanted):
+                self._sent_wanted = wanted
+            case m.RoomsLost(before=before, lost=lost):
+                self._rooms_lost(before, lost)
+            case m.Rehome():
+                raise AssertionError("Rehome needs the writer task")
+
+    def _rooms_lost(self, before: Membership, lost: frozenset[int]) -> None:
+        """The rooms this client is in that lived on `lost` restart elsewhere without their
+        occupants: tell the client it left each (XEP-0045 status 333) so that it joins again."""
+        if self.jid is None:
+            return
+        for room, occupant in list(self.joined_rooms.items()):
+            if room.localpart is None or before.home("room", room.localpart) not in lost:
+                continue
+            del self.joined_rooms[room]
+            self._deliver(m.Deliver(addressed(removed_presence(occupant), self.jid)))
+
+    def _deliver(self, item: m.Deliver) -> None:
+        """Queue a delivered stanza on the stream (or hold it, or pass it on: see the cases)."""
+        if self._forwarded(item):
+            return
+        self._stanzas_out += 1
+        self.services.stanzas_out_total += 1
+        for data in self._filtered(item.stanza):
+            if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
+                self._held.append(data)  # for a resumption, or offline storage
+            else:
+                self.stream.send(data)
+
+    def _filtered(self, stanza: Stanza) -> list[bytes]:
+        """What to write now for a delivered stanza, once the modules' filters saw it."""
+        out: list[bytes] = []
+        for session_filter in self._filters:
+            got = session_filter.outbound(stanza)
+            if not got or got[-1] is not stanza.data:
+                return out + got  # held back (maybe releasing older ones)
+            out.extend(got[:-1])
+        out.append(stanza.data)
+        return out
+
+    def _write_lost(self, exc: BaseException) -> None:
+        """A write found the transport gone: the reader gets `LOST_WRITE_GRACE` to read what the
+        client sent before it went, then ends. A client that sends </stream:stream> (or <close/>)
+        and closes at once often makes our next write fail before the reader has seen the closing
+        tag; that clean close must still end the session rather than leave it waiting for a
+        XEP-0198 resumption that will never come."""
+        log.debug("%s: transport lost while writing: %r", self.address, exc)
+        if self._serve_scope is not None:
+            grace = trio.current_time() + LOST_WRITE_GRACE
+            self._serve_scope.deadline = min(self._serve_scope.deadline, grace)
+
+    async def _write_element(self, element: Element) -> None:
+        self._stanzas_out += 1
+        self.services.stanzas_out_total += 1
+        self.stream.send(st.serialize(element))
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Write what the stream has queued. A transport that is gone raises nothing here (see
+        `_write_lost`): what was queued is lost with it, as unread data is with any connection
+        (stream management has counted the stanzas as unacknowledged, for a resumption)."""
+        try:
+            await self._flush_now()
+        except TRANSPORT_GONE as exc:
+            self._write_lost(exc)
+
+    async def _flush_now(self) -> None:
+        lock = self._write_lock
+        # No checkpoint to take a free lock: the write below is one (a login flushes ten times).
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        self._flushing = True
+        try:
+            # Output queued while we waited for the socket (a tick's ping, a delivery: see
+            # `_on_queued`) goes too.
+            while True:
+                await self._flush_locked()
+                if not self.stream.has_output() and not self._unsent:
+                    break
+        finally:
+            self._flushing = False
+            lock.release()
+
+    async def _flush_locked(self) -> None:
+        self._track_sent()
+        if isinstance(self.transport, FramedStream):
+            frames = self.stream.frames_to_send()
+            with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                if frames:
+                    await self.transport.send_frames(frames)
+            if scope.cancelled_caught:
+                # A client that stops reading is cut off rather than hold the worker's memory.
+                raise trio.BrokenResourceError("write timed out: client not reading")
+            return
+        data = self.stream.data_to_send()
+        if self._unsent:
+            data, self._unsent = self._unsent + data, b""
+        if data:
+            # A SocketStream times out itself (send_patience), with no timer while it has room:
+            # a client that stops reading is cut off rather than hold the worker's memory.
+            await self.transport.send_all(data)
+
+    def _track_sent(self) -> None:
+        """XEP-0198: count what the stream sent, cut off a client that leaves too much of it
+        unacknowledged, and ask for an ack every `ACK_EVERY` stanzas."""
+        if not self.stream.track_sent:
+            return
+        for sent in self.stream.take_sent():
+            self.sm.stanza_sent(sent)
+        if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
+            self.stream.close("policy-violation", "too many unacknowledged stanzas")
+        elif self.sm.wants_ack_request():
+            self.stream.send_nonza(sm.REQUEST)
+            self.sm.ack_requested()
+
+    def _forwarded(self, delivery: m.Deliver) -> bool:
+        """Pass a delivery on to the session on another worker that resumed this one, if any."""
+        if self._moved_to is None:
+            return False
+        with contextlib.suppress(ActorGone, trio.WouldBlock):
+            self._moved_to.send_nowait(delivery)
+        return True
+
+    async def _rebind(self) -> None:
+        """Register with the account's new home after a membership change (see `m.Rebind`)."""
+        if self.jid is None or self.jid.localpart is None or self._ended:
+            return
+        rebind = m.Rebind(
+            self.jid.resourcepart or "", self.ref, self._presence, self._interested, self._resource_state
+        )
+        with trio.move_on_after(REBIND_TIMEOUT):
+            await self.services.router.to_user(self.jid.localpart, rebind, None, wait=True)
+
+    @property
+    def username(self) -> str | None:
+        """The account this session is bound to, if it is bound."""
+        return None if self.jid is None else self.jid.localpart
+
+    def kick(self, condition: str, text: str = "") -> None:
+        try:
+            self.ref.send_nowait(m.Kick(condition, text))
+        except trio.WouldBlock:
+            # A full mailbox: the client stopped reading, so a queued Kick would never be seen.
+            # End the session now; its writes are stuck and the stream error goes out if it can.
+            self._kicked = True
+            self.stream.close(condition, text)
+            if self._scope is not None:
+                self._scope.cancel()
+        except ActorGone:
+            pass
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(
+            address=str(self.address),
+            state=self.stream.state.value,
+            jid=None if self.jid is None else str(self.jid),
+            stanzas_in=self._stanzas_in,
+            stanzas_out=self._stanzas_out,
+            mailbox=self._mailbox.statistics(),
+        )

@@ -1,0 +1,97 @@
+"""The multi-user chat service (XEP-0045) at `<[muc] subdomain>.<domain>`: its rooms and itself.
+
+Each room is a `RoomActor` (`imactor.rooms.actor`) placed like a user actor: its home is
+`Membership.home("room", name)`, it is activated on demand from storage, and it stops when it
+has been empty for `[muc] idle_timeout`. Stanzas to the service's own JID (no localpart) are
+answered here, statelessly, in the task that routes them: disco#info (the service identity and
+features) and disco#items (the public rooms, from storage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from imactor.muc.room import ServiceInfo
+from imactor.xmpp import stanza as st
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID
+from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
+from imactor.xmpp.stanza import Stanza
+
+if TYPE_CHECKING:
+    from imactor.server.services import Services
+
+NS_MUC = "http://jabber.org/protocol/muc"
+#: disco#info features of the service itself (XEP-0045 §6.1, XEP-0313 for room archives).
+SERVICE_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, "urn:xmpp:mam:2", "urn:xmpp:sid:0",
+                    "jabber:x:conference")  # fmt: skip
+
+
+class MucService:
+    def __init__(self, services: Services) -> None:
+        config = services.config.muc
+        self._services = services
+        self.domain = f"{config.subdomain}.{services.domain}"
+        self.jid = JID.make(None, self.domain)
+        self.admins = frozenset(services.config.server.admins)
+
+    def service_info(self, may_create: Callable[[JID], bool]) -> ServiceInfo:
+        """What a room needs to know of its service; `may_create` answers for its creator."""
+        return ServiceInfo(
+            jid=self.jid, admins=self.admins, max_occupants=self._services.config.muc.max_occupants,
+            may_create=may_create,
+        )  # fmt: skip
+
+    async def creation_allowed(self, creator: JID) -> bool:
+        """May this account create one more room ([muc] create_rooms, max_rooms_per_user)?"""
+        config = self._services.config.muc
+        bare = str(creator.bare)
+        if bare in self.admins:
+            return True
+        if config.create_rooms == "admins" or creator.domainpart != self._services.domain:
+            return False
+        return await self._services.storage.rooms.count_created_by(bare) < config.max_rooms_per_user
+
+    async def handle_service_stanza(self, stanza: Stanza) -> None:
+        """A stanza to the service's own JID: disco IQs are answered, other IQs refused."""
+        if stanza.kind != "iq" or stanza.type not in ("get", "set"):
+            return
+        request = stanza.element()
+        router = self._services.router
+        payload = request[0] if len(request) else None
+        try:
+            if payload is None or stanza.type != "get" or payload.get("node"):
+                raise StanzaError("service-unavailable")
+            if payload.tag == f"{{{NS_DISCO_INFO}}}query":
+                reply = self._info(request)
+            elif payload.tag == f"{{{NS_DISCO_ITEMS}}}query":
+                reply = await self._items(request)
+            else:
+                raise StanzaError("service-unavailable")
+        except StanzaError as error:
+            await router.bounce(stanza, error)
+            return
+        await router.route(Stanza.from_element(reply), wait=False)
+
+    def _info(self, request: st.Element) -> st.Element:
+        reply = st.iq_result(request)
+        query = st.child(reply, NS_DISCO_INFO, "query")
+        identity = st.child(query, NS_DISCO_INFO, "identity")
+        identity.set("category", "conference")
+        identity.set("type", "text")
+        identity.set("name", "Chat rooms")
+        for feature in SERVICE_FEATURES:
+            st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
+        return reply
+
+    async def _items(self, request: st.Element) -> st.Element:
+        reply = st.iq_result(request)
+        query = st.child(reply, NS_DISCO_ITEMS, "query")
+        for room in await self._services.storage.rooms.listing(public_only=True):
+            item = st.child(query, NS_DISCO_ITEMS, "item")
+            item.set("jid", f"{room.name}@{self.domain}")
+            config = room.state.get("config")
+            name = config.get("name") if isinstance(config, dict) else None
+            item.set("name", name if isinstance(name, str) and name else room.name)
+        return reply

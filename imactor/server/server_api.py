@@ -1,0 +1,78 @@
+"""The server as the module API sees it (`imactor.server.modules.ServerApi`): routing, the
+server's identity and features, registration throttling, account removal.
+
+A capability built by the worker's root from the router, the module host and the registration
+throttle; it does not know the actors that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from imactor import messages as m
+from imactor.server.modules import Module, ModuleHost
+from imactor.server.router import Router
+from imactor.server.throttles import FailureThrottle
+from imactor.xmpp.stanza import Element, Stanza
+
+__all__ = ["ServerFacade"]
+
+
+class ServerFacade:
+    """The `ServerApi` handed to module handlers."""
+
+    def __init__(
+        self, *, domain: str, router: Router, modules: ModuleHost, registrations: FailureThrottle,
+        room_domain: str | None, started_at: float,
+    ) -> None:  # fmt: skip
+        self.domain = domain
+        self.started_at = started_at
+        self._router, self._modules, self._registrations = router, modules, registrations
+        self._room_domain = room_domain
+
+    async def route(self, element: Element) -> None:
+        await self._router.route(Stanza.from_element(element), wait=False)
+
+    def features(self) -> Sequence[str]:
+        return self._modules.features()
+
+    def identities(self) -> Sequence[tuple[str, str, str]]:
+        return [("server", "im", "imactor")]
+
+    def modules(self) -> Sequence[Module]:
+        return [loaded.module for loaded in self._modules.loaded.values()]
+
+    def service_items(self) -> Sequence[str]:
+        return [] if self._room_domain is None else [self._room_domain]
+
+    def caps_nodes(self) -> Sequence[str]:
+        """`node#ver` of the server's XEP-0115 caps, if the caps module is enabled."""
+        if "caps" not in self._modules.loaded:
+            return []
+        from imactor.modules import caps
+
+        return [f"{caps.NODE}#{caps.ver(self.identities(), self.features())}"]
+
+    def stream_features(self) -> tuple[bytes, ...]:
+        """Extra stream features offered to clients (XEP-0115 §6.3)."""
+        if "caps" not in self._modules.loaded:
+            return ()
+        from imactor.modules import caps
+
+        return (caps.caps_feature(self.identities(), self.features()),)
+
+    def registration_allowed(self, address: str) -> bool:
+        """Counts this attempt; False once the address used up its registrations in the window."""
+        throttle = self._registrations
+        if throttle.is_blocked(address):
+            return False
+        throttle.record(address)
+        return True
+
+    async def account_removed(self, username: str) -> None:
+        """XEP-0077 §3.2: the account's sessions end once the reply has been sent.
+
+        `send_nowait` has no checkpoint, so the session that asked queues its IQ result before
+        its user actor can run and kick it. No user actor means no bound session.
+        """
+        await self._router.to_user(username, m.AccountRemoved(), None, wait=False)

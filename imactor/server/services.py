@@ -1,0 +1,114 @@
+"""The capabilities of one worker, handed by reference to the actors and wings it runs.
+
+Built once per worker by its root (`imactor.worker.tree`), which also registers what the
+capabilities must not know: how user and room actors start (`Router.starts`), the room service
+(`Router.serve_rooms`), the mesh. Each capability lives in a module of its own and knows none of
+its consumers:
+
+| capability            | module                      | used by                               |
+|-----------------------|-----------------------------|---------------------------------------|
+| `sessions`            | `imactor.server.sessions`   | c2s wing, room fan-out, shutdown      |
+| `login_throttle`, `registration_throttle` | `imactor.server.throttles` | c2s wing, module API, reload |
+| `server`              | `imactor.server.server_api` | modules (the module API)              |
+| `router`              | `imactor.server.router`     | every actor                           |
+| `modules`             | `imactor.server.modules`    | sessions, accounts, rooms             |
+| `mesh`                | `imactor.mesh`              | the wings (None: a worker alone)      |
+
+It holds no per-account state (that lives in user actors) and nothing that needs a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from imactor.actors import Registry
+from imactor.server.contexts import Contexts
+from imactor.server.modules import ModuleHost
+from imactor.server.router import Router
+from imactor.server.server_api import ServerFacade
+from imactor.server.sessions import SessionTable
+from imactor.server.throttles import FailureThrottle, LoginThrottle
+from imactor.xmpp import sm
+from imactor.xmpp.jid import JID
+
+if TYPE_CHECKING:
+    from imactor.config import Config
+    from imactor.mesh.mesh import Mesh
+    from imactor.storage import Storage
+    from supervisors import DynamicSupervisor, TaskSupervisor
+
+
+@dataclass
+class Services:
+    config: Config
+    storage: Storage
+    modules: ModuleHost
+    ssl_context: ssl.SSLContext
+    endpoint_binding: bytes
+    tls_key_bytes: bytes
+    worker_index: int = 0
+    registry: Registry = field(default_factory=Registry)
+    user_supervisor: DynamicSupervisor | None = None
+    room_supervisor: DynamicSupervisor | None = None
+    session_supervisor: DynamicSupervisor | None = None
+    worker_supervisor: TaskSupervisor | None = None
+    #: When this worker started (the status socket's per-worker uptime).
+    started_at: float = field(default_factory=time.time)
+    #: When the node started: the server's uptime (XEP-0012) is the node's, also as seen from a
+    #: worker that replaced a dead one. None: a worker alone, started_at.
+    node_started_at: float | None = None
+
+    def __post_init__(self) -> None:
+        config = self.config
+        limits = config.limits
+        self.domain = config.server.domain
+        #: The multi-user chat service's domain ([muc] enabled), else None.
+        self.room_domain = f"{config.muc.subdomain}.{self.domain}" if config.muc.enabled else None
+        self.router = Router(self.domain, self.registry)
+        #: The client sessions of this worker: the c2s wing's (`imactor.c2s.session.SessionActor`);
+        #: the table sits below the wing and knows them only as `LocalSession`.
+        self.sessions: SessionTable[Any] = SessionTable(self.worker_index)
+        self.login_throttle = LoginThrottle(
+            FailureThrottle(limits.login_failures, limits.login_failure_window),
+            FailureThrottle(limits.login_failures * 4, limits.login_failure_window),
+        )
+        self.registration_throttle = FailureThrottle(
+            limits.registrations_per_address, limits.registration_window
+        )
+        self.server = ServerFacade(
+            domain=self.domain, router=self.router, modules=self.modules,
+            registrations=self.registration_throttle, room_domain=self.room_domain,
+            started_at=self.started_at if self.node_started_at is None else self.node_started_at,
+        )  # fmt: skip
+        #: Builds every context handed to modules (`imactor.server.modules.Contexts`).
+        self.contexts = Contexts(self)
+        self.bound_features = (*self.server.stream_features(), sm.FEATURE, *self.modules.stream_features)
+        # Derived from the TLS key: stable across restarts and identical in every worker.
+        self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
+        #: The link to the node's other workers; None for a standalone worker (no peers).
+        self.mesh: Mesh | None = None
+        # Counted by the sessions, for the status socket: O(1) to sample every second.
+        self.stanzas_in_total = self.stanzas_out_total = 0
+
+    def new_id(self) -> str:
+        return secrets.token_hex(8)
+
+    def new_resource(self) -> str:
+        return "imactor-" + secrets.token_hex(6)
+
+    def channel_bindings(self, ssl_object: ssl.SSLSocket | ssl.SSLObject) -> dict[str, bytes]:
+        """RFC 5929 bindings this TLS session supports (tls-unique is undefined for TLS 1.3)."""
+        bindings = {"tls-server-end-point": self.endpoint_binding}
+        if ssl_object.version() == "TLSv1.2":
+            unique = ssl_object.get_channel_binding("tls-unique")
+            if unique:
+                bindings["tls-unique"] = unique
+        return bindings
+
+    def presence_changed(self, jid: JID, resource: str, available: bool) -> None:
+        """Hook for statistics; per-resource availability is owned by the user actor."""

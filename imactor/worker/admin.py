@@ -1,0 +1,45 @@
+"""Administrative commands a worker answers on its status socket (`imactor.node.status`).
+
+``destroy-room``: destroy a room as its owner would (XEP-0045 §10.9): its occupants are told,
+with the reason and the alternate venue, and it is deleted with its archive. The command goes to
+the room's home worker (the node supervisor forwards it there), where the room's actor does it;
+a room that does not exist answers ``{"destroyed": false}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from imactor import messages as m
+from imactor.actors import ask
+from imactor.node.status import CommandHandler
+from imactor.xmpp.jid import JID, InvalidJID
+
+if TYPE_CHECKING:
+    from imactor.rooms.service import MucService
+    from imactor.server.services import Services
+
+#: Seconds the room's actor has to answer.
+ROOM_TIMEOUT = 8.0
+
+
+def commands(services: Services, rooms: MucService | None) -> dict[str, CommandHandler]:
+    async def destroy_room(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        name, reason = arguments.get("room"), arguments.get("reason", "")
+        alternate = arguments.get("alternate")
+        if rooms is None:
+            return {"error": "multi-user chat is not enabled ([muc] enabled)"}
+        if not isinstance(name, str) or not name or not isinstance(reason, str):
+            return {"error": "destroy-room needs a room name and a text reason"}
+        try:
+            venue = JID.parse(alternate) if isinstance(alternate, str) and alternate else None
+        except InvalidJID as exc:
+            return {"error": f"alternate venue: {exc}"}
+        ref = await services.router.local("room", name)
+        destroyed: bool = await ask(
+            ref, lambda reply: m.DestroyRoom(reason, venue, reply), timeout=ROOM_TIMEOUT
+        )
+        return {"room": f"{name}@{rooms.domain}", "destroyed": destroyed}
+
+    return {"destroy-room": destroy_room}

@@ -1,0 +1,90 @@
+"""SIGHUP: a worker re-reads its config file and applies what it can without dropping sessions.
+
+What changes at once, for what comes next (open sessions keep what they started with):
+
+- ``[tls]``: a new TLS context (certificate, key, min_version) for new connections and new
+  STARTTLS handshakes, and the matching ``tls-server-end-point`` channel binding;
+- ``[limits]``, ``[auth]``, ``[registration]``, ``[resources]``: read through ``services.config``
+  by sessions and user actors as they start (and by the login and registration throttles);
+- ``[modules.*]`` options, when ``server.modules`` (the set of enabled modules) is unchanged: a
+  new `ModuleHost` answers the next IQ and message hooks.
+
+The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervision]``, ``[log]``)
+is fixed by the node supervisor or by open resources: a change is logged as needing a restart
+and the running value is kept.
+
+Error handling: a file that does not load (`ConfigError`), a certificate or key that does not
+load, or module options that do not validate are logged with the reason, and the running
+configuration stays as it was, whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from imactor import tls
+from imactor.config import Config, ConfigError, load_config
+from imactor.server.modules import ModuleHost
+
+if TYPE_CHECKING:
+    from imactor.server.services import Services
+
+log = logging.getLogger("imactor.reload")
+
+#: Config sections a running worker cannot change (the running value is kept).
+RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log")
+
+
+def reload_config(services: Services) -> bool:
+    """Re-read ``services.config.source`` and apply it (see the module doc).
+
+    Returns:
+        Whether the new configuration was applied.
+    """
+    old = services.config
+    try:
+        new = load_config(old.source)
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return False
+    fixed = [name for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)]
+    if fixed:
+        log.warning("reload: [%s] changed; that takes effect at the next start", "], [".join(fixed))
+    merged = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+    try:
+        context = tls.make_server_context(merged.tls_certificate, merged.tls_key, merged.tls.min_version)
+        binding = tls.server_end_point_binding(merged.tls_certificate)
+        modules = _modules(services, merged)
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ModuleConfigError is a ValueError
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return False
+    services.config = merged
+    services.ssl_context = context
+    services.endpoint_binding = binding
+    services.modules = modules
+    limits = merged.limits
+    for throttle, limit in (
+        (services.login_throttle.per_account, limits.login_failures),
+        (services.login_throttle.per_address, limits.login_failures * 4),
+    ):
+        throttle.limit, throttle.window = limit, limits.login_failure_window
+    services.registration_throttle.limit = limits.registrations_per_address
+    services.registration_throttle.window = limits.registration_window
+    log.info("configuration reloaded from %s", merged.source)
+    return True
+
+
+def _modules(services: Services, config: Config) -> ModuleHost:
+    """The module host for `config`: a new one if module options changed, else the running one.
+
+    Raises:
+        ModuleConfigError: The new options do not validate.
+    """
+    if config.modules == services.config.modules:
+        return services.modules
+    host = ModuleHost(config.server.modules, config.modules, str(config.source))
+    host.started_at = services.modules.started_at  # the modules have not restarted
+    return host

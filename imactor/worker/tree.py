@@ -1,0 +1,269 @@
+"""The supervision tree of one worker, declared in dependency order (ejabberd_sup style).
+
+    worker (REST_FOR_ONE)                        `_children`: one ordered list
+    ├── users      DynamicSupervisor, TEMPORARY UserActors (re-activated from storage on demand)
+    ├── rooms      DynamicSupervisor, TEMPORARY RoomActors (XEP-0045; likewise)
+    ├── sessions   DynamicSupervisor, TEMPORARY SessionActors (a lost TCP stream is not restarted)
+    ├── session-timers  one task that ticks for every session: timeouts, pings, XEP-0198 ack requests
+    ├── mesh       ZeroMQ link to the node's other workers and the node supervisor (multi-worker)
+    ├── c2s        accept loop, STARTTLS port
+    ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
+    ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
+    ├── https      the same over TLS, 5443
+    ├── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
+    └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
+
+This module is the worker's composition root: the capabilities (`imactor.server.services`)
+are plain objects built before the tree (storage's one task is the last-activity writer above),
+and here they are wired to the wings that use them (`_assemble`): how user and room actors
+start, the room service, and the mesh with the inbound kinds each wing handles. If one of them
+fails the worker fails and its supervisor restarts the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from imactor import tls
+from imactor.actors import Actor, ActorRef
+from imactor.c2s.listener import open_listeners, serve_c2s
+from imactor.c2s.mesh_wing import SessionWing
+from imactor.c2s.timers import run_session_timers
+from imactor.mesh.mesh import Mesh
+from imactor.node.rundir import worker_status_path
+from imactor.node.status import StatusServer
+from imactor.rooms import fanout
+from imactor.rooms.actor import RoomActor
+from imactor.rooms.service import MucService
+from imactor.server.modules import ModuleHost
+from imactor.server.router import Starter
+from imactor.server.services import Services
+from imactor.storage import Storage
+from imactor.user.actor import UserActor
+from imactor.web.bosh import BoshSessions
+from imactor.web.endpoints import WebEndpoints
+from imactor.web.http_server import serve_http
+from imactor.worker import admin
+from imactor.worker.reload import reload_config
+from imactor.worker.status import WorkerStatusSource
+from supervisors import ChildSpec, DynamicSupervisor, Restart, RestartBudget, Strategy, TaskSupervisor
+
+if TYPE_CHECKING:
+    from imactor.config import Config
+
+log = logging.getLogger("imactor.worker")
+
+SHUTDOWN_GRACE = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlacement:
+    """Where this worker stands in its node (given by the node supervisor on the command line)."""
+
+    index: int = 0  #: this worker's number, 0 … workers-1
+    workers: int = 1  #: how many workers the node runs
+    #: The node's private run directory with the ZeroMQ endpoints (`imactor.cluster.endpoints`);
+    #: None: a standalone worker with no peers (unit-level runs).
+    run_dir: Path | None = None
+    #: Listening sockets inherited from the node supervisor, by listener name ("c2s", "c2s_tls");
+    #: None: the worker binds the configured addresses itself.
+    listener_fds: Mapping[str, Sequence[int]] | None = None
+    #: When the node started (`time.time()`): the server's uptime (XEP-0012) is the node's, not
+    #: this worker's, which may be a replacement. None: the worker's own start.
+    node_started: float | None = None
+
+
+async def run_worker(
+    config: Config,
+    placement: WorkerPlacement = WorkerPlacement(),
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one worker until SIGTERM; then end every stream with `system-shutdown`.
+
+    Calls ``task_status.started()`` once its tree runs (the worker entry then reports ready to
+    the node supervisor). SIGHUP reloads the config file (`imactor.worker.reload`). SIGINT stops
+    a standalone worker too; under a node supervisor it is the supervisor's (Ctrl-C reaches the
+    whole process group, and the supervisor stops the workers in order).
+    """
+    cert, key = tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
+    ssl_context = tls.make_server_context(cert, key, min_version=config.tls.min_version)
+    modules = ModuleHost(config.server.modules, config.modules, str(config.source))
+    storage = await Storage.open(config.storage_url)
+    try:
+        services = Services(
+            config=config, storage=storage, modules=modules, ssl_context=ssl_context,
+            endpoint_binding=tls.server_end_point_binding(cert), tls_key_bytes=key.read_bytes(),
+            worker_index=placement.index,
+            node_started_at=placement.node_started,
+        )  # fmt: skip
+        budget = RestartBudget(config.supervision.intensity, config.supervision.period)
+        rooms = _assemble(services, placement, budget)
+        listeners = await _open_listeners(config, placement)
+        status = await _bind_status(services, placement, rooms)
+        tree = TaskSupervisor(
+            "worker", _children(services, listeners, status), strategy=Strategy.REST_FOR_ONE, budget=budget
+        )
+        services.worker_supervisor = tree
+        stop = (signal.SIGTERM,) if placement.run_dir is not None else (signal.SIGTERM, signal.SIGINT)
+        with trio.open_signal_receiver(*stop, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(tree.run)
+                task_status.started()
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reload_config(services)
+                        continue
+                    log.info("shutting down")
+                    services.sessions.kick_all("system-shutdown", "the server is shutting down")
+                    with trio.move_on_after(SHUTDOWN_GRACE):
+                        await services.sessions.wait_closed()
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()
+
+
+def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBudget) -> MucService | None:
+    """Wire the capabilities to the wings: the actor supervisors, how user and room actors start,
+    the room service, and (with peers) the mesh with each wing's inbound kinds. Returns the room
+    service ([muc] enabled), which the admin commands use too."""
+    services.user_supervisor = DynamicSupervisor("users", budget)
+    services.room_supervisor = DynamicSupervisor("rooms", budget)
+    services.session_supervisor = DynamicSupervisor("sessions", budget)
+    router = services.router
+    router.starts("user", _starter(services.user_supervisor, lambda name: UserActor(name, services)))
+    rooms = MucService(services) if services.config.muc.enabled else None
+    if rooms is not None:
+        router.starts(
+            "room", _starter(services.room_supervisor, lambda name: RoomActor(name, services, rooms))
+        )
+        router.serve_rooms(rooms.domain, rooms.handle_service_stanza)
+    if placement.run_dir is not None:
+        mesh = Mesh(placement.index, placement.workers, placement.run_dir, registry=services.registry,
+                    activate=router.local, bounce=router.bounce)  # fmt: skip
+        mesh.host("user", "room")
+        services.mesh = router.mesh = mesh
+        SessionWing(mesh, services.sessions).install()
+        fanout.install(services)
+    return rooms
+
+
+def _children(
+    services: Services, listeners: Mapping[str, Sequence[trio.SocketListener]], status: StatusServer
+) -> list[ChildSpec]:
+    """The worker's children, in start order (REST_FOR_ONE: a child's restart restarts those
+    after it). A supervisor child gets all the time it needs to stop its own children (OTP:
+    infinity); sessions and users bound their own clean-up."""
+    users, rooms, sessions = services.user_supervisor, services.room_supervisor, services.session_supervisor
+    assert users is not None
+    assert rooms is not None
+    assert sessions is not None
+    web = WebEndpoints(services, BoshSessions(services))  # BOSH registers its mesh kind here
+    return [
+        ChildSpec("users", users.run, shutdown=math.inf),
+        ChildSpec("rooms", rooms.run, shutdown=math.inf),
+        ChildSpec("sessions", sessions.run, shutdown=math.inf),
+        ChildSpec("session-timers", _session_timers_start(services)),
+        # After the actor supervisors: frames queued for this worker while it was down (held by
+        # the peers' ZeroMQ sockets) arrive at once and must find them running. Before the
+        # listeners: no session exists before it, so none holds a reference it lost.
+        *([ChildSpec("mesh", services.mesh.run)] if services.mesh is not None else []),
+        *(
+            ChildSpec(
+                f"{name}[{listener.socket.getsockname()[0]}]", _listener_child(services, web, name, listener)
+            )
+            for name, bound in listeners.items()
+            for listener in bound
+        ),
+        ChildSpec("status", status.run),
+        # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
+        ChildSpec("last-activity", services.storage.last_activity.run),
+    ]
+
+
+async def _bind_status(
+    services: Services, placement: WorkerPlacement, rooms: MucService | None
+) -> StatusServer:
+    """The status socket, bound now like the listeners, so that a bad path fails the start cleanly.
+    Under a node supervisor, the configured path is the supervisor's, which merges this one."""
+    path = services.config.status_socket
+    if placement.run_dir is not None:
+        path = worker_status_path(placement.run_dir, placement.index)
+    status = StatusServer(path, [WorkerStatusSource(services)], domain=services.domain,
+                          commands=admin.commands(services, rooms))  # fmt: skip
+    await status.bind()
+    return status
+
+
+def _starter(supervisor: DynamicSupervisor, make: Callable[[str], Actor[Any]]) -> Starter:
+    """Start the actor `make(key)` as a TEMPORARY child of `supervisor` (re-activated on demand)."""
+
+    async def start(key: str) -> ActorRef[Any]:
+        actor = make(key)
+        ref = await supervisor.start_child(
+            ChildSpec(id=str(actor.address), start=actor.run, restart=Restart.TEMPORARY)
+        )
+        return ref  # type: ignore[return-value]
+
+    return start
+
+
+def _listener_child(services: Services, web: WebEndpoints, name: str, listener: trio.SocketListener):  # type: ignore[no-untyped-def]
+    if name in ("http", "https"):
+        return _web_start(web, listener, tls=name == "https")
+    return _listener_start(services, listener, direct_tls=name == "c2s_tls")
+
+
+def _listener_start(services: Services, listener: trio.SocketListener, *, direct_tls: bool):  # type: ignore[no-untyped-def]
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_c2s(services, listener, direct_tls=direct_tls, task_status=task_status)
+
+    return start
+
+
+def _session_timers_start(services: Services):  # type: ignore[no-untyped-def]
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_session_timers(services, task_status=task_status)
+
+    return start
+
+
+def _web_start(web: WebEndpoints, listener: trio.SocketListener, *, tls: bool):  # type: ignore[no-untyped-def]
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_http(web, listener, tls=tls, task_status=task_status)
+
+    return start
+
+
+async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[str, list[trio.SocketListener]]:
+    """The client listeners by name: inherited from the node supervisor, or bound here.
+
+    The supervisor binds each port once and every worker accepts on the same sockets: the
+    kernel hands each connection to one of them, and a dead worker's share goes to the others
+    (the backlog lives as long as the supervisor holds the socket, so nothing queued is lost).
+    """
+    if placement.listener_fds is not None:
+        inherit = trio.socket.from_stdlib_socket
+        return {
+            name: [trio.SocketListener(inherit(socket.socket(fileno=fd))) for fd in numbers]
+            for name, numbers in placement.listener_fds.items()
+        }
+    listeners = {"c2s": await open_listeners(config.listen.c2s.host, config.listen.c2s.port)}
+    if config.listen.c2s_tls.enabled:
+        direct = config.listen.c2s_tls
+        listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+    for name, web in (("http", config.listen.http), ("https", config.listen.https)):
+        if web.enabled:
+            listeners[name] = await open_listeners(web.host, web.port)
+    return listeners
