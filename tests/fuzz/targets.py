@@ -166,7 +166,9 @@ def xml_parser(data: bytes) -> None:
 def _reparses(element: bytes) -> None:
     """An element the parser accepted, serialized, is accepted again and serializes the same (what
     a session relays is read by the recipient's server or session with this same parser)."""
-    parser = XMLStreamParser(max_stanza_size=len(element) + 1)
+    # A generous limit: fed with the header in one read, the element may be charged for more
+    # than its own bytes (never less; see XMLStreamParser._feed_lxml).
+    parser = XMLStreamParser(max_stanza_size=len(element) + 4096)
     try:
         events = parser.feed(_NEUTRAL_HEADER + element + b"</stream:stream>")
     except RemoteProtocolError as exc:
