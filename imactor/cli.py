@@ -190,7 +190,8 @@ def _positive(text: str) -> int:
 def _check_config(args: argparse.Namespace, config_path: Path) -> int:
     config = load_config(config_path)
     # Module names and [modules.*] options are checked by the loader the server itself uses.
-    from imactor.server.modules import ModuleConfigError, ModuleHost
+    from imactor.server.module_host import ModuleHost
+    from imactor.server.modules import ModuleConfigError
 
     try:
         ModuleHost(config.server.modules, config.modules, str(config.source))
@@ -202,7 +203,8 @@ def _check_config(args: argparse.Namespace, config_path: Path) -> int:
 
 def _status(args: argparse.Namespace, config_path: Path) -> int:
     config = load_config(config_path)
-    from imactor.node.status import StatusUnavailable, format_status, request_status
+    from imactor.node.status.client import StatusUnavailable, request_status
+    from imactor.node.status.render import format_status
 
     try:
         document = request_status(config.status_socket)
@@ -337,7 +339,7 @@ def _room_list(args: argparse.Namespace, config_path: Path) -> int:
 def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
     """Through the running server (the room's actor tells its occupants), or in the database
     when the server is not running."""
-    from imactor.node.status import ServerNotRunning, request_command
+    from imactor.node.status.client import ServerNotRunning, request_command
     from imactor.xmpp.jid import prep_localpart
 
     config = load_config(config_path)

@@ -30,7 +30,7 @@ LogFormat = Literal["text", "json"]
 
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "caps", "ping", "version", "entity_time", "last", "vcard", "private", "blocking",
-    "register", "roster", "presence", "offline", "keepalive", "mam",
+    "register", "roster", "presence", "offline", "keepalive", "mam", "muc_mam",
     "carbons", "e2e_policy", "csi", "push",
     "pep",
     "avatar",

@@ -2,8 +2,9 @@
 
 Clients publish the image to the `urn:xmpp:avatar:data` node (item id: the SHA-1 of the image)
 and its description to `urn:xmpp:avatar:metadata`; the PEP module stores and notifies them like
-any other node, and refuses an image larger than `[modules.pep] max_avatar_bytes` (decoded) with
-`not-acceptable` + `payload-too-big`. This module adds what XEP-0398 asks of the server:
+any other node and announces their changes, which this module follows (`Module.on_node`): it
+refuses an image larger than `[modules.pep] max_avatar_bytes` (decoded) with `not-acceptable` +
+`payload-too-big`, and adds what XEP-0398 asks of the server:
 
 - when new metadata is published, the image becomes the account's vCard PHOTO (XEP-0054), so
   that vCard-only clients see it, and an empty <metadata/> (avatar disabled) removes it;
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from imactor.server.modules import AccountApi, Module, PresenceContext, Xep
+from imactor.modules import pep
+from imactor.server.modules import AccountApi, Module, NodeEvent, PresenceContext, Xep
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.namespaces import (
@@ -79,6 +81,17 @@ def check_data(payload: st.Element, max_bytes: int) -> None:
 
 def enabled(modules: list[Module]) -> bool:
     return any(m.name == module.name for m in modules)
+
+
+@module.on_node(NS_AVATAR_DATA, NS_AVATAR_METADATA)
+async def node_event(event: NodeEvent) -> None:
+    """The image is checked before PEP stores it; new metadata updates the vCard."""
+    if event.kind == "publishing" and event.node == NS_AVATAR_DATA:
+        assert event.payload is not None
+        check_data(event.payload, event.service_options.max_avatar_bytes)
+    elif event.kind == "published" and event.node == NS_AVATAR_METADATA:
+        assert event.payload is not None
+        await metadata_published(event.account, event.storage, event.payload)
 
 
 async def metadata_published(account: AccountApi, storage: Storage, metadata: st.Element) -> None:
@@ -150,8 +163,6 @@ async def vcard_stored(account: AccountApi, storage: Storage, vcard: st.Element)
 
     Nodes this creates get PEP's default configuration and `max_items` 1 (the vCard handler does
     not see the PEP module's options)."""
-    from imactor.modules import pep  # a cycle: pep imports this module
-
     binval = vcard.findtext(f"{qname(NS_VCARD, 'PHOTO')}/{qname(NS_VCARD, 'BINVAL')}")
     image = None
     if binval is not None:

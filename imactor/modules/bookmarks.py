@@ -4,9 +4,9 @@ XEP-0402 bookmarks are ordinary PEP items (node `urn:xmpp:bookmarks:1`, one item
 item id being the room's JID), so the PEP module stores, retrieves and notifies them. This module
 adds the unification XEP-0402 §5.3 describes, announced as `urn:xmpp:bookmarks:1#compat`:
 
-- after every change of the node, its items are collated into the `<storage
-  xmlns='storage:bookmarks'/>` fragment of private XML storage (XEP-0049), which is what
-  XEP-0048 clients read; URL bookmarks already stored there are kept;
+- after every change of the node (PEP announces it: `Module.on_node`), its items are collated
+  into the `<storage xmlns='storage:bookmarks'/>` fragment of private XML storage (XEP-0049),
+  which is what XEP-0048 clients read; URL bookmarks already stored there are kept;
 - when a XEP-0048 client stores a new list through private storage, the node's items are updated
   one by one (published or retracted, with notifications to the account's resources).
 """
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from imactor.server.modules import AccountApi, Module, Xep
+from imactor.modules import pep
+from imactor.server.modules import AccountApi, Module, NodeEvent, Xep
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.jid import JID
@@ -96,6 +97,13 @@ def native_items(storage: st.Element, limit: int) -> dict[str, bytes]:
 # ---- the two directions ----------------------------------------------------------------------
 
 
+@module.on_node(NS_BOOKMARKS)
+async def node_event(event: NodeEvent) -> None:
+    """Every change of the node, once made, is collated for XEP-0048 clients."""
+    if event.kind != "publishing":
+        await node_changed(event.account, event.storage, event.config)
+
+
 async def node_changed(account: AccountApi, storage: Storage, config: ps.NodeConfig) -> None:
     """PEP → private storage: the whole node, collated for XEP-0048 clients."""
     stored = await storage.pep.items(account.username, NS_BOOKMARKS, limit=config.max_items)
@@ -109,8 +117,6 @@ async def legacy_stored(account: AccountApi, storage: Storage, fragment: st.Elem
 
     A node this creates keeps the PEP module's default `max_items` (the private storage handler
     does not see the PEP module's options)."""
-    from imactor.modules import pep  # a cycle: pep imports this module
-
     node = await storage.pep.node(account.username, NS_BOOKMARKS)
     if node is None:
         config = replace(NODE_CONFIG, max_items=pep.Options().max_items)

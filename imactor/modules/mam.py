@@ -1,5 +1,8 @@
 """XEP-0313: Message Archive Management, for one-to-one chat, with XEP-0359 stanza ids.
 
+(The archives of chat rooms are the `muc_mam` module's, which answers their queries with
+`answer_query` below.)
+
 What is archived (XEP-0313 §6): chat and normal messages with a <body/> between accounts of this
 server, unless they carry a XEP-0334 <no-store/> or <no-permanent-store/> hint; never groupchat,
 headline or error messages. Each such message goes to BOTH archives: the recipient's (direction
@@ -84,7 +87,7 @@ class Options:
 
 module = Module(
     name="mam", summary="Message Archive Management",
-    xeps=(Xep("0313", "1.1.3", "partial: chat and room archives, no pubsub archives, no 'ids' field"),
+    xeps=(Xep("0313", "1.1.3", "partial: chat archives, no pubsub archives, no 'ids' field"),
           Xep("0359", "0.7.0", "complete"), Xep("0059", "1.0", "partial: MAM paging, no <index/> requests")),
     features=(NS_SID, NS_RSM), account_features=(NS_MAM, NS_MAM_EXTENDED), options=Options,
 )  # fmt: skip

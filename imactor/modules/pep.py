@@ -17,6 +17,11 @@ sent to a resource when it becomes available (`send_last_published_item`), and w
 become known. The account's disco#items lists the nodes the asker may access, and a node's
 items (`account_items`, called by the disco module).
 
+Every change that an IQ makes to a node is announced (`NodeEvent`) to the enabled modules that
+follow that node (`Module.on_node`): avatar (XEP-0398) and bookmarks (XEP-0402 §5.3) mirror
+their nodes into other storage that way. This module imports neither; they import it, to
+publish and notify on the account's behalf.
+
 Options (`[modules.pep]`): `max_items` (the most items a node keeps; "max" means it),
 `max_item_bytes` (largest item payload; larger is `not-acceptable` + `payload-too-big`),
 `max_nodes` (nodes per account), `max_avatar_bytes` (largest XEP-0084 image, see `avatar.py`).
@@ -31,16 +36,21 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from imactor.modules import avatar, bookmarks
-from imactor.server.modules import AccountApi, IqContext, Module, PresenceContext, Scope, Xep
+from imactor.server.modules import (
+    AccountApi,
+    IqContext,
+    Module,
+    NodeEvent,
+    PresenceContext,
+    Scope,
+    Xep,
+)
+from imactor.xmpp import caps
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import (
-    NS_AVATAR_DATA,
-    NS_AVATAR_METADATA,
-    NS_BOOKMARKS,
     NS_CAPS,
     NS_DISCO_INFO,
     NS_PUBSUB,
@@ -183,10 +193,9 @@ async def _publish(ctx: IqContext, publish: st.Element) -> st.Element:
     if len(items) != 1:
         raise ps.pubsub_error("bad-request", "item-required" if not items else "invalid-payload")
     payload = ps.check_payload(items[0], limits)
-    with_avatars = avatar.enabled(list(ctx.server.modules()))
-    if node == NS_AVATAR_DATA and with_avatars:
-        avatar.check_data(payload, ctx.options.max_avatar_bytes)
     item_id = items[0].get("id") or uuid.uuid4().hex
+    # Before anything is stored: a module that follows the node may refuse the item.
+    await _announce(ctx, "publishing", node, None, item_id=item_id, payload=payload)
     options = ps.parse_options_form(ctx.payload.find(qname(NS_PUBSUB, "publish-options")))
     if options is not None and options.form_type != ps.PUBLISH_OPTIONS:
         raise StanzaError("bad-request", "publish-options needs FORM_TYPE " + ps.PUBLISH_OPTIONS)
@@ -212,9 +221,7 @@ async def _publish(ctx: IqContext, publish: st.Element) -> st.Element:
     data = st.serialize(payload)  # UTF-8: a client's names need not be ASCII
     if config.persist_items:
         await ctx.storage.pep.publish(account.username, node, item_id, data, config.max_items)
-    if node == NS_AVATAR_METADATA and with_avatars:
-        await avatar.metadata_published(account, ctx.storage, payload)
-    await _node_changed(ctx, node, config)
+    await _announce(ctx, "published", node, config, item_id=item_id, payload=payload)
     await notify(
         account, node, config, ps.items_event(node, [(item_id, data if config.deliver_payloads else None)])
     )
@@ -238,7 +245,7 @@ async def _retract(ctx: IqContext, retract: st.Element) -> st.Element:
         raise StanzaError("item-not-found", "no such item")
     if retract.get("notify") in ("true", "1") and config.notify_retract:
         await notify(account, node, config, ps.retract_event(node, found))
-    await _node_changed(ctx, node, config)
+    await _announce(ctx, "retracted", node, config, item_ids=tuple(found))
     return _result(ctx)[0]
 
 
@@ -350,15 +357,18 @@ async def owner_set(ctx: IqContext) -> st.Element:
             return _result(ctx)[0]
         new = config.configured(form, ctx.options.limits())
         await ctx.storage.pep.set_node(account.username, node, new.to_json(), new.max_items)
+        kind = "configured"
     elif name == "delete":  # §8.4
+        kind = "deleted"
         await ctx.storage.pep.delete_node(account.username, node)
         if config.notify_delete:
             await notify(account, node, config, ps.event(node, "delete")[0])
     else:  # purge, §8.5
+        kind = "purged"
         await ctx.storage.pep.purge(account.username, node)
         if config.notify_retract:
             await notify(account, node, config, ps.event(node, "purge")[0])
-    await _node_changed(ctx, node, config)
+    await _announce(ctx, kind, node, config)
     return _result(ctx)[0]
 
 
@@ -366,7 +376,9 @@ async def publish_item(
     account: AccountApi, storage: Storage, node: str, item_id: str, payload: st.Element
 ) -> None:
     """Publish on the account's behalf (conversions from other storage, XEP-0398 §4): the node
-    is created with the defaults if needed; its subscribers are notified."""
+    is created with the defaults if needed; its subscribers are notified. No `NodeEvent` is
+    announced: the module that publishes is the one that follows the node, and the change
+    comes from the storage it mirrors."""
     stored = await storage.pep.node(account.username, node)
     config = ps.NodeConfig() if stored is None else ps.NodeConfig.from_json(stored)
     if stored is None:
@@ -379,10 +391,17 @@ async def publish_item(
     )
 
 
-async def _node_changed(ctx: IqContext, node: str, config: ps.NodeConfig) -> None:
-    """Items of `node` changed: the modules that mirror a node elsewhere follow."""
-    if node == NS_BOOKMARKS and bookmarks.enabled(list(ctx.server.modules())):
-        await bookmarks.node_changed(_owner(ctx), ctx.storage, config)
+async def _announce(
+    ctx: IqContext, kind: str, node: str, config: ps.NodeConfig | None, *, item_id: str | None = None,
+    payload: st.Element | None = None, item_ids: tuple[str, ...] = (),
+) -> None:  # fmt: skip
+    """Tell the enabled modules that follow `node` (`Module.on_node`: avatar, bookmarks) that it
+    changed; a hook of a "publishing" event may refuse the item (`StanzaError`)."""
+    event = NodeEvent(kind, node, _owner(ctx), ctx.storage, config, ctx.options, item_id, payload, item_ids)
+    for enabled in ctx.server.modules():
+        for followed, hook in enabled.node_hooks:
+            if followed == node:
+                await hook(event)
 
 
 async def account_items(ctx: IqContext, node: str | None) -> list[tuple[str, str | None, str | None]] | None:
@@ -515,12 +534,12 @@ def _on_caps(
         if spread:
             state.asked.discard(key)
         query = reply.find(qname(NS_DISCO_INFO, "query"))
-        features = None if query is None else ps.caps_verify(query, key[0], key[1])
+        features = None if query is None else caps.verify(query, key[0], key[1])
         if features is None:
             # XEP-0115 §5.4: a ver that does not match is never cached; the answer is still what
             # that one resource supports (some clients hash stale feature lists).
             if query is not None and reply.get("type") == "result" and state.caps.get(asked) == key:
-                state.unverified[asked] = ps.disco_features(query)
+                state.unverified[asked] = caps.disco_features(query)
                 await _send_last_items(account, storage, asked, ps.notify_nodes(state.unverified[asked]))
             if spread:
                 waiting = [

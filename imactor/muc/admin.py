@@ -1,22 +1,27 @@
 """Administration of a room: muc#admin (roles, affiliations, lists), muc#owner (configuration,
-destruction), disco#info/#items on the room, and mediated invitations (XEP-0045 §7.8, §8-§10).
+destruction), and mediated invitations (XEP-0045 §7.8, §8-§10). Disco of the room: `disco`.
 
 Permissions follow XEP-0045 §5 and the use cases: an action of a kind the actor may not do at all
 is `forbidden`; an action on someone the actor may not touch (an occupant with a higher
 affiliation, an admin or owner who is a moderator by affiliation) is `not-allowed`; leaving a
 room without an owner is `conflict`. A muc#admin set with several items is checked whole before
 any item is applied, so it succeeds or fails as one.
+
+These functions take the room's `RoomCore` (state, affiliations, output) and its occupants
+through `Occupants`, the few things administration does to them; nothing of the conversation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lxml import etree
 
-from imactor.muc import config_form
+from imactor.muc.config_form import apply_submission, config_form
+from imactor.muc.core import RoomCore
 from imactor.muc.occupants import Occupant
 from imactor.muc.stanzas import MUC_USER_X, result
 from imactor.muc.state import AFFILIATION_RANK, AFFILIATIONS, ROLES
@@ -27,87 +32,46 @@ from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.namespaces import (
     NS_CLIENT,
     NS_DATA_FORMS,
-    NS_DISCO_INFO,
-    NS_DISCO_ITEMS,
-    NS_MUC,
     NS_MUC_ADMIN,
     NS_MUC_OWNER,
-    NS_MUC_REQUEST,
     NS_MUC_USER,
-    NS_SID,
     qname,
 )
 from imactor.xmpp.stanza import Element
 
-if TYPE_CHECKING:
-    from imactor.muc.room import Room
-
-NS_MAM = "urn:xmpp:mam:2"
-NS_SELF_PING_OPTIMIZATION = "http://jabber.org/protocol/muc#self-ping-optimization"
 _ITEM = qname(NS_MUC_ADMIN, "item")
 _MODERATING = ("owner", "admin")
 #: Invitations (and declines) that one message may carry.
 MAX_INVITES = 20
 
 
-# ---- disco ----------------------------------------------------------------------------------------
+class Occupants(Protocol):
+    """What administration needs of the room's occupants (`occupancy.Occupancy`)."""
 
+    def occupant(self, nick: str) -> Occupant | None: ...
 
-def disco_info(room: Room, request: Element, query: Element, sender: JID) -> Element:
-    """XEP-0045 §6.4: identity, features that describe the room, and the muc#roominfo form."""
-    reply = result(request)
-    answer = stanza.child(reply, NS_DISCO_INFO, "query")
-    node = query.get("node")
-    if node is not None:
-        answer.set("node", node)
-    if node == "x-roomuser-item":  # §7.12: the nick this user reserved, if any
-        reserved = room.st.affiliations.get(str(sender.bare))
-        if reserved is not None and reserved.nick:
-            _identity(answer, reserved.nick)
-        return reply
-    if node is not None:
-        raise StanzaError("item-not-found", "no such node")
-    config = room.st.config
-    _identity(answer, config.name or (room.jid.localpart or ""))
-    features = [
-        NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC_REQUEST, NS_SID, NS_MAM, NS_SELF_PING_OPTIMIZATION,
-        "muc_public" if config.public else "muc_hidden",
-        "muc_persistent" if config.persistent else "muc_temporary",
-        "muc_membersonly" if config.members_only else "muc_open",
-        "muc_moderated" if config.moderated else "muc_unmoderated",
-        "muc_nonanonymous" if config.is_non_anonymous else "muc_semianonymous",
-        "muc_passwordprotected" if config.password else "muc_unsecured",
-    ]  # fmt: skip
-    for var in features:
-        stanza.child(answer, NS_DISCO_INFO, "feature").set("var", var)
-    config_form.room_info_form(answer, config, room.st.subject, len(room.by_nick))
-    return reply
+    def occupant_of(self, session: JID) -> Occupant | None: ...
 
+    def all(self) -> list[Occupant]: ...
 
-def _identity(query: Element, name: str) -> None:
-    identity = stanza.child(query, NS_DISCO_INFO, "identity")
-    identity.set("category", "conference")
-    identity.set("type", "text")
-    if name:
-        identity.set("name", name)
+    def sessions(self) -> list[JID]: ...
 
+    def broadcast_presence(
+        self, occ: Occupant, *, reason: str | None = None, actor: str | None = None
+    ) -> None: ...
 
-def disco_items(room: Room, request: Element, sender: JID) -> Element:
-    """§6.5: the occupants of a public room, to its occupants only (nobody else learns nicks)."""
-    reply = result(request)
-    answer = stanza.child(reply, NS_DISCO_ITEMS, "query")
-    if room.st.config.public and sender in room.by_session:
-        for nick in room.by_nick:
-            item = stanza.child(answer, NS_DISCO_ITEMS, "item")
-            item.set("jid", room.occupant_jid(nick))
-            item.set("name", nick)
-    return reply
+    def remove(self, occ: Occupant, codes: Sequence[str], *, reason: str | None = None,
+               actor: str | None = None) -> None: ...  # fmt: skip
+
+    def destroy_room(self, reason: str | None, alternate: JID | None) -> None: ...
 
 
 # ---- invitations --------------------------------------------------------------------------------
 
 
-def invitations(room: Room, element: Element, sender: JID, occ: Occupant | None) -> None:
+def invitations(
+    core: RoomCore, occupants: Occupants, element: Element, sender: JID, occ: Occupant | None
+) -> None:
     """§7.8.2 mediated invitations (from occupants) and declines (from the invitees)."""
     x = element.find(MUC_USER_X)
     assert x is not None
@@ -117,22 +81,22 @@ def invitations(room: Room, element: Element, sender: JID, occ: Occupant | None)
         raise StanzaError("bad-request", "nothing to do with this muc#user payload")
     if len(invites) + len(declines) > MAX_INVITES:  # one stanza must not become a flood
         raise StanzaError("policy-violation", f"at most {MAX_INVITES} invitations at once")
-    state = room.st
+    state = core.st
     if invites:
         if occ is None:
             raise StanzaError("not-acceptable", "only occupants may invite")
-        inviter = room.affiliation(sender.bare)
+        inviter = core.affiliation(sender.bare)
         if state.config.members_only and not (state.config.allow_invites or inviter in _MODERATING):
             raise StanzaError("forbidden", "only admins may invite to this room")
         targets = [
             (_jid(invite.get("to")), invite.findtext(qname(NS_MUC_USER, "reason"))) for invite in invites
         ]
         for invitee, reason in targets:
-            if state.config.members_only and room.affiliation(invitee.bare) == "none":
+            if state.config.members_only and core.affiliation(invitee.bare) == "none":
                 state.set_affiliation(str(invitee.bare), "member")
-                room.changed()
-            message = stanza.make("message", from_=str(room.jid), id_=element.get("id") or room.new_id())
-            stanza.child(message, NS_CLIENT, "body", f"{sender.bare} invites you to the room {room.jid}")
+                core.changed()
+            message = stanza.make("message", from_=str(core.jid), id_=element.get("id") or core.new_id())
+            stanza.child(message, NS_CLIENT, "body", f"{sender.bare} invites you to the room {core.jid}")
             out_x = stanza.child(message, NS_MUC_USER, "x")
             invite = etree.SubElement(out_x, qname(NS_MUC_USER, "invite"))
             invite.set("from", str(sender))
@@ -140,17 +104,17 @@ def invitations(room: Room, element: Element, sender: JID, occ: Occupant | None)
                 etree.SubElement(invite, qname(NS_MUC_USER, "reason")).text = reason
             if state.config.password:
                 etree.SubElement(out_x, qname(NS_MUC_USER, "password")).text = state.config.password
-            room.emit(message, [invitee])
+            core.emit(message, [invitee])
     for decline in declines:
         inviter_jid = _jid(decline.get("to"))
-        message = stanza.make("message", from_=str(room.jid), id_=element.get("id") or room.new_id())
+        message = stanza.make("message", from_=str(core.jid), id_=element.get("id") or core.new_id())
         out_x = stanza.child(message, NS_MUC_USER, "x")
         out = etree.SubElement(out_x, qname(NS_MUC_USER, "decline"))
         out.set("from", str(sender.bare))
         reason = decline.findtext(qname(NS_MUC_USER, "reason"))
         if reason:
             etree.SubElement(out, qname(NS_MUC_USER, "reason")).text = reason
-        room.emit(message, [inviter_jid])
+        core.emit(message, [inviter_jid])
 
 
 def _jid(text: str | None) -> JID:
@@ -178,16 +142,16 @@ class _AffiliationChange:
     nick: str | None = None  #: a nick to reserve for it
 
 
-def admin_iq(room: Room, request: Element, query: Element, sender: JID) -> None:
+def admin_iq(core: RoomCore, occupants: Occupants, request: Element, query: Element, sender: JID) -> None:
     items = query.findall(_ITEM)
     if not items:
         raise StanzaError("bad-request", "an <item/> is required")
     if request.get("type") == "get":
-        room.emit(_list(room, request, items, sender), [sender])
+        core.emit(_list(core, occupants, request, items, sender), [sender])
         return
-    actor = room.by_session.get(sender)
-    changes = [_check(room, item, sender, actor) for item in items]
-    owners = set(room.st.with_affiliation("owner"))
+    actor = occupants.occupant_of(sender)
+    changes = [_check(core, occupants, item, sender, actor) for item in items]
+    owners = set(core.st.with_affiliation("owner"))
     for change in changes:
         if isinstance(change, _AffiliationChange):
             (owners.add if change.affiliation == "owner" else owners.discard)(change.bare)
@@ -196,33 +160,33 @@ def admin_iq(room: Room, request: Element, query: Element, sender: JID) -> None:
     actor_nick = actor.nick if actor is not None else None
     for change in changes:
         if isinstance(change, _RoleChange):
-            _apply_role(room, change, actor_nick)
+            _apply_role(occupants, change, actor_nick)
         else:
-            apply_affiliation(room, change.bare, change.affiliation, change.reason, actor_nick)
+            apply_affiliation(core, occupants, change.bare, change.affiliation, change.reason, actor_nick)
             if change.nick is not None:
-                room.st.affiliations[change.bare].nick = change.nick
-    room.emit(result(request), [sender])
+                core.st.affiliations[change.bare].nick = change.nick
+    core.emit(result(request), [sender])
 
 
 def _check(
-    room: Room, item: Element, sender: JID, actor: Occupant | None
+    core: RoomCore, occupants: Occupants, item: Element, sender: JID, actor: Occupant | None
 ) -> _RoleChange | _AffiliationChange:
     """Validate one item of a muc#admin set; raise the error the XEP asks for."""
     reason = item.findtext(qname(NS_MUC_ADMIN, "reason"))
-    actor_affiliation = room.affiliation(sender.bare)
+    actor_affiliation = core.affiliation(sender.bare)
     role, affiliation = item.get("role"), item.get("affiliation")
     if (role is None) == (affiliation is None):
         raise StanzaError("bad-request", "an item changes either a role or an affiliation")
     if role is not None:
         if role not in ROLES or item.get("nick") is None:
             raise StanzaError("bad-request", "a role change names a valid role and a nick")
-        target = room.by_nick.get(item.get("nick", ""))
+        target = occupants.occupant(item.get("nick", ""))
         if target is None:
             raise StanzaError("item-not-found", "no occupant has this nickname")
         is_moderator = (actor is not None and actor.role == "moderator") or actor_affiliation in _MODERATING
         if not is_moderator:
             raise StanzaError("forbidden", "only moderators change roles")
-        target_affiliation = room.affiliation(target.bare)
+        target_affiliation = core.affiliation(target.bare)
         above = AFFILIATION_RANK[target_affiliation] > AFFILIATION_RANK[actor_affiliation]
         if role == "moderator" and actor_affiliation not in _MODERATING:
             raise StanzaError("forbidden", "only admins and owners grant moderation")
@@ -242,7 +206,7 @@ def _check(
     if item.get("jid") is not None:
         bare = str(_jid(item.get("jid")).bare)
     else:
-        holder = room.by_nick.get(item.get("nick") or "")
+        holder = occupants.occupant(item.get("nick") or "")
         if holder is None:
             raise StanzaError("bad-request" if item.get("nick") is None else "item-not-found", "whose?")
         bare = str(holder.bare)
@@ -250,50 +214,54 @@ def _check(
         raise StanzaError("forbidden", "only admins and owners change affiliations")
     if affiliation == "outcast" and bare == str(sender.bare):
         raise StanzaError("conflict", "you cannot ban yourself")  # §9.1
-    current = room.st.affiliation_of(bare)
+    current = core.st.affiliation_of(bare)
     if actor_affiliation != "owner":
-        if current in _MODERATING or bare in room.service.admins:
+        if current in _MODERATING or bare in core.service.admins:
             raise StanzaError("not-allowed", "admins may not change admins or owners")
         if affiliation in _MODERATING:
             raise StanzaError("forbidden", "only owners grant admin or owner")
     nick = None
     if item.get("jid") is not None and item.get("nick") and affiliation in ("owner", "admin", "member"):
         nick = item.get("nick")  # §9.3: with a JID, the nick becomes the user's reserved nick
-        holder_of_nick = room.st.nick_owner(nick or "")
+        holder_of_nick = core.st.nick_owner(nick or "")
         if holder_of_nick is not None and holder_of_nick != bare:
             raise StanzaError("conflict", "this nickname is reserved by someone else")
     return _AffiliationChange(bare, affiliation, reason, nick)
 
 
-def _apply_role(room: Room, change: _RoleChange, actor: str | None) -> None:
+def _apply_role(occupants: Occupants, change: _RoleChange, actor: str | None) -> None:
     if change.role == "none":
-        room.remove(change.target, ("307",), reason=change.reason, actor=actor)  # kicked
+        occupants.remove(change.target, ("307",), reason=change.reason, actor=actor)  # kicked
         return
     change.target.role = change.role
-    room.broadcast_presence(change.target, reason=change.reason, actor=actor)
+    occupants.broadcast_presence(change.target, reason=change.reason, actor=actor)
 
 
-def apply_affiliation(room: Room, bare: str, affiliation: str, reason: str | None, actor: str | None) -> None:
+def apply_affiliation(
+    core: RoomCore, occupants: Occupants, bare: str, affiliation: str, reason: str | None, actor: str | None
+) -> None:
     """Store an affiliation and show its effect on the occupants who hold that bare JID."""
-    room.st.set_affiliation(bare, affiliation, reason or "")
-    room.changed()
-    for occ in [o for o in room.by_nick.values() if str(o.bare) == bare]:
-        effective = room.affiliation(occ.bare)
+    core.st.set_affiliation(bare, affiliation, reason or "")
+    core.changed()
+    for occ in [o for o in occupants.all() if str(o.bare) == bare]:
+        effective = core.affiliation(occ.bare)
         if effective == "outcast":
-            room.remove(occ, ("301",), reason=reason, actor=actor)  # banned
-        elif effective == "none" and room.st.config.members_only:
-            room.remove(occ, ("321",), reason=reason, actor=actor)
+            occupants.remove(occ, ("301",), reason=reason, actor=actor)  # banned
+        elif effective == "none" and core.st.config.members_only:
+            occupants.remove(occ, ("321",), reason=reason, actor=actor)
         else:
-            occ.role = room.default_role(effective)
-            room.broadcast_presence(occ, reason=reason, actor=actor)
+            occ.role = core.default_role(effective)
+            occupants.broadcast_presence(occ, reason=reason, actor=actor)
 
 
-def _list(room: Room, request: Element, items: list[Element], sender: JID) -> Element:
+def _list(
+    core: RoomCore, occupants: Occupants, request: Element, items: list[Element], sender: JID
+) -> Element:
     """§9.5 and §8.5 lists: by affiliation (admins and owners) or by role (moderators)."""
     if len(items) != 1 or (items[0].get("role") is None) == (items[0].get("affiliation") is None):
         raise StanzaError("bad-request", "ask for one affiliation or one role")
     wanted_role, wanted_affiliation = items[0].get("role"), items[0].get("affiliation")
-    actor_affiliation = room.affiliation(sender.bare)
+    actor_affiliation = core.affiliation(sender.bare)
     reply = result(request)
     query = stanza.child(reply, NS_MUC_ADMIN, "query")
     if wanted_affiliation is not None:
@@ -301,8 +269,8 @@ def _list(room: Room, request: Element, items: list[Element], sender: JID) -> El
             raise StanzaError("bad-request", f"no list of affiliation {wanted_affiliation!r}")
         if actor_affiliation not in _MODERATING:
             raise StanzaError("forbidden", "only admins and owners see affiliation lists")
-        for bare in room.st.with_affiliation(wanted_affiliation):
-            entry = room.st.affiliations[bare]
+        for bare in core.st.with_affiliation(wanted_affiliation):
+            entry = core.st.affiliations[bare]
             item = etree.SubElement(query, _ITEM)
             item.set("affiliation", wanted_affiliation)
             item.set("jid", bare)
@@ -311,17 +279,17 @@ def _list(room: Room, request: Element, items: list[Element], sender: JID) -> El
             if entry.reason:
                 etree.SubElement(item, qname(NS_MUC_ADMIN, "reason")).text = entry.reason
         return reply
-    actor = room.by_session.get(sender)
+    actor = occupants.occupant_of(sender)
     if wanted_role not in ("moderator", "participant", "visitor"):
         raise StanzaError("bad-request", f"no list of role {wanted_role!r}")
     if not ((actor is not None and actor.role == "moderator") or actor_affiliation in _MODERATING):
         raise StanzaError("forbidden", "only moderators see role lists")
-    for occ in room.by_nick.values():
+    for occ in occupants.all():
         if occ.role == wanted_role:
             item = etree.SubElement(query, _ITEM)
             item.set("nick", occ.nick)
             item.set("role", occ.role)
-            item.set("affiliation", room.affiliation(occ.bare))
+            item.set("affiliation", core.affiliation(occ.bare))
             item.set("jid", str(occ.current))
     return reply
 
@@ -329,8 +297,8 @@ def _list(room: Room, request: Element, items: list[Element], sender: JID) -> El
 # ---- muc#owner ----------------------------------------------------------------------------------
 
 
-def owner_iq(room: Room, request: Element, query: Element, sender: JID) -> None:
-    if room.affiliation(sender.bare) != "owner":
+def owner_iq(core: RoomCore, occupants: Occupants, request: Element, query: Element, sender: JID) -> None:
+    if core.affiliation(sender.bare) != "owner":
         raise StanzaError("forbidden", "only owners configure the room")
     children = [child for child in query if isinstance(child.tag, str)]
     if request.get("type") == "get":
@@ -338,16 +306,16 @@ def owner_iq(room: Room, request: Element, query: Element, sender: JID) -> None:
             raise StanzaError("bad-request", "a configuration request is an empty query")
         reply = result(request)
         answer = stanza.child(reply, NS_MUC_OWNER, "query")
-        state = room.st
-        config_form.config_form(answer, state.config, state.with_affiliation("owner"),
-                                state.with_affiliation("admin"), room.service.max_occupants)  # fmt: skip
-        room.emit(reply, [sender])
+        state = core.st
+        config_form(answer, state.config, state.with_affiliation("owner"),
+                                state.with_affiliation("admin"), core.service.max_occupants)  # fmt: skip
+        core.emit(reply, [sender])
         return
     destroy = query.find(qname(NS_MUC_OWNER, "destroy"))
     if destroy is not None:
         alternate = _jid(destroy.get("jid")) if destroy.get("jid") else None
-        room.destroy_now(destroy.findtext(qname(NS_MUC_OWNER, "reason")), alternate)
-        room.emit(result(request), [sender])
+        occupants.destroy_room(destroy.findtext(qname(NS_MUC_OWNER, "reason")), alternate)
+        core.emit(result(request), [sender])
         return
     form_element = query.find(qname(NS_DATA_FORMS, "x"))
     if form_element is None:
@@ -357,42 +325,41 @@ def owner_iq(room: Room, request: Element, query: Element, sender: JID) -> None:
     except FormError as exc:
         raise StanzaError("bad-request", str(exc)) from None
     if form.type == "cancel":
-        if room.st.locked:  # §10.1.2: the creator gave up configuring the new room
-            room.destroy_now(None, None)
-        room.emit(result(request), [sender])
+        if core.st.locked:  # §10.1.2: the creator gave up configuring the new room
+            occupants.destroy_room(None, None)
+        core.emit(result(request), [sender])
         return
     if form.type != "submit":
         raise StanzaError("bad-request", "the form must be submitted")
-    _configure(room, form, sender)
-    room.emit(result(request), [sender])
+    _configure(core, occupants, form, sender)
+    core.emit(result(request), [sender])
 
 
-def _configure(room: Room, form: dataforms.SubmittedForm, sender: JID) -> None:
-    state = room.st
+def _configure(core: RoomCore, occupants: Occupants, form: dataforms.SubmittedForm, sender: JID) -> None:
+    state = core.st
     before = state.config
-    submitted = config_form.apply_submission(form, before, room.service.max_occupants)
+    submitted = apply_submission(form, before, core.service.max_occupants)
     was_locked = state.locked
     state.config = submitted.config
     state.locked = False
-    room.changed()
-    room.trim_history()
-    actor = room.by_session.get(sender)
+    core.changed()
+    actor = occupants.occupant_of(sender)
     actor_nick = actor.nick if actor is not None else None
     for wanted, affiliation in ((submitted.owners, "owner"), (submitted.admins, "admin")):
         if wanted is None:
             continue
         for bare in state.with_affiliation(affiliation):
             if bare not in wanted and not (affiliation == "admin" and bare in (submitted.owners or ())):
-                apply_affiliation(room, bare, "none", None, actor_nick)
+                apply_affiliation(core, occupants, bare, "none", None, actor_nick)
         for bare in wanted:
             if state.affiliation_of(bare) != affiliation and not (
                 affiliation == "admin" and bare in (submitted.owners or ())
             ):
-                apply_affiliation(room, bare, affiliation, None, actor_nick)
+                apply_affiliation(core, occupants, bare, affiliation, None, actor_nick)
     after = state.config
     if after.members_only and not before.members_only:
-        for occ in [o for o in room.by_nick.values() if room.affiliation(o.bare) == "none"]:
-            room.remove(occ, ("322",))  # §9.x: removed because the room became members-only
+        for occ in [o for o in occupants.all() if core.affiliation(o.bare) == "none"]:
+            occupants.remove(occ, ("322",))  # §9.x: removed because the room became members-only
     if was_locked:
         return
     # §10.2.1: a code per change of the room's privacy profile, 104 for any other change
@@ -405,8 +372,8 @@ def _configure(room: Room, form: dataforms.SubmittedForm, sender: JID) -> None:
         codes.insert(0, "104")
     if not codes:
         return
-    notice = stanza.make("message", type_="groupchat", from_=str(room.jid), id_=room.new_id())
+    notice = stanza.make("message", type_="groupchat", from_=str(core.jid), id_=core.new_id())
     x = stanza.child(notice, NS_MUC_USER, "x")
     for code in codes:
         etree.SubElement(x, qname(NS_MUC_USER, "status")).set("code", code)
-    room.emit(notice, room.sessions())
+    core.emit(notice, occupants.sessions())

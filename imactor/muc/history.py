@@ -1,5 +1,9 @@
 """Discussion history for a newcomer (XEP-0045 §7.2.15): which messages, and how they look.
 
+`History` keeps the room's last messages (subject changes are not replayed: the subject comes
+last on entering anyway) up to the room's muc#maxhistoryfetch. It takes a narrow core
+(`HistoryCore`: the room's JID and that length), not the room.
+
 The client may limit what it gets with `<history maxchars maxstanzas seconds since/>` in its join
 presence; every limit applies, and a value that is not a number (or a date, for `since`) is
 ignored as if absent. Replayed messages carry a XEP-0203 delay from the room.
@@ -7,15 +11,66 @@ ignored as if absent. Replayed messages carry a XEP-0203 delay from the room.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from lxml import etree
 
 from imactor.muc.stanzas import add_delay, copy, parse_stamp
+from imactor.muc.values import ArchiveItem
+from imactor.xmpp.jid import JID
+from imactor.xmpp.namespaces import NS_CLIENT, qname
 from imactor.xmpp.stanza import Element
 
-if TYPE_CHECKING:
-    from imactor.muc.room import ArchiveItem
+_BODY = qname(NS_CLIENT, "body")
+_SUBJECT = qname(NS_CLIENT, "subject")
+
+
+class HistoryCore(Protocol):
+    """What the history needs of its room."""
+
+    @property
+    def jid(self) -> JID: ...
+
+    def history_length(self) -> int: ...
+
+
+class History:
+    """The room's last messages, oldest first, for newcomers; iterable, sized."""
+
+    def __init__(self, core: HistoryCore, items: Iterable[ArchiveItem] = ()) -> None:
+        self._core = core
+        self._items: deque[ArchiveItem] = deque(item for item in items if not is_subject(item.element))
+        self.trim()
+
+    def __iter__(self) -> Iterator[ArchiveItem]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, item: ArchiveItem) -> None:
+        self._items.append(item)
+        self.trim()
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def trim(self) -> None:
+        """Keep no more than the room's length (which its owner may have just lowered)."""
+        keep = self._core.history_length()
+        while len(self._items) > keep:
+            self._items.popleft()
+
+    def replay(self, wanted: Element | None, now: float) -> list[Element]:
+        """What a newcomer gets, by its `<history/>` request (None: no limit), as delayed copies."""
+        return [replay(item, str(self._core.jid)) for item in select(list(self._items), wanted, now)]
+
+
+def is_subject(element: Element) -> bool:
+    """A subject change (a <subject/> and no <body/>, XEP-0045 §8.1), not a message."""
+    return element.find(_SUBJECT) is not None and element.find(_BODY) is None
 
 
 def select(items: list[ArchiveItem], wanted: Element | None, now: float) -> list[ArchiveItem]:

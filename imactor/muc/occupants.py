@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from imactor.xmpp.jid import JID
+from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.namespaces import NS_MUC, NS_MUC_USER
 from imactor.xmpp.stanza import Element, make
 
@@ -62,3 +62,18 @@ def presence_payload(presence: Element) -> Element:
         copied.tail = None
         kept.append(copied)
     return kept
+
+
+def nick_of(to: JID, raw_to: str) -> tuple[str | None, bool]:
+    """The nick of an occupant JID, white space collapsed; and whether that changed what the
+    client asked for (status 210). None when there is no nick or it is blank or invalid."""
+    if to.resourcepart is None:
+        return None, False
+    nick = " ".join(to.resourcepart.split())
+    if not nick:
+        return None, False
+    try:
+        to.with_resource(nick)
+    except InvalidJID:
+        return None, False
+    return nick, nick != raw_to.partition("/")[2]

@@ -49,7 +49,7 @@ from imactor.node.node_status import NodeStatus
 from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
-from imactor.node.status import StatusServer
+from imactor.node.status.server import StatusServer
 from supervisors import (
     ChildFailedToStart,
     ChildState,

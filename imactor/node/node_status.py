@@ -25,15 +25,9 @@ from imactor.cluster.placement import Membership
 from imactor.node.membership import MembershipAnnouncer
 from imactor.node.proctitle import SUPERVISOR_TITLE, worker_title
 from imactor.node.rundir import worker_status_path
-from imactor.node.status import (
-    CommandHandler,
-    StatusUnavailable,
-    empty_worker_entry,
-    fetch_command,
-    fetch_status,
-    rss_bytes,
-    sum_workers,
-)
+from imactor.node.status.client import StatusUnavailable, fetch_command, fetch_status
+from imactor.node.status.document import empty_worker_entry, rss_bytes, sum_workers
+from imactor.node.status.server import CommandHandler
 from supervisors import ChildState, ProcessChildStatistics, ProcessSupervisor
 
 #: Seconds a worker has to answer the supervisor's status request.

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imactor import tls
-from imactor.server.modules import ModuleConfigError, ModuleHost
+from imactor.server.module_host import ModuleHost
+from imactor.server.modules import ModuleConfigError
 from imactor.storage import Storage, StorageError
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ sees the same order of messages. It feeds the stanza to `imactor.muc.room.Room` 
 the outcome, in this order:
 
 1. the room's state (configuration, affiliations, subject), when it changed, is saved;
-2. broadcast messages are appended to the room's archive; only then is the sender's XEP-0198
+2. the messages the room keeps go to the modules' room hooks (`Module.on_room_messages`: the
+   `muc_mam` module appends them to the room's archive); only then is the sender's XEP-0198
    completion signalled, so a message counted in the sender's `h` is in the archive;
 3. the stanzas go out (`imactor.rooms.fanout`: one frame per worker).
 
@@ -13,8 +14,9 @@ The room learns where each occupant's session lives from the `origin` of its pre
 (`m.Route`), and forgets the occupants of a worker that dies (`WorkersLost`: they leave with
 status 333). A room that moves to another worker while both live (`HandOff`: a worker came
 back) hands its occupants to the new home, which re-activates the room from storage and takes
-them over (`RoomMoved`): they stay in the room. MAM queries on the room's JID (XEP-0313) are
-answered here, with the archive in storage.
+them over (`RoomMoved`): they stay in the room. IQs to the room's JID that a module claims
+(`Scope.ROOM`: XEP-0313 queries of its archive, `muc_mam`) run that module's handler here, in
+order with the room's other stanzas; the room gets the rest.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from lxml import etree
 from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone
 from imactor.ids import random_id
-from imactor.modules import mam
-from imactor.muc.room import ArchiveItem, Outcome, Room
+from imactor.muc.room import Room
 from imactor.muc.state import RoomState
+from imactor.muc.values import ArchiveItem, Outcome
 from imactor.rooms import fanout
-from imactor.storage import ArchiveFilter, ArchivePage, StorageError
-from imactor.storage.rooms import RoomArchiveEntry, StoredRoom
+from imactor.server.modules import Scope
+from imactor.storage.rooms import StoredRoom
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imactor.room")
 
-MAM_QUERY = f"{{{mam.NS_MAM}}}query"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 #: XEP-0045 status code: removed from the room because of a technical problem.
 STATUS_TECHNICAL = "333"
@@ -66,6 +67,7 @@ class RoomActor(Actor[m.RoomMessage]):
         self._may_create = False
         self._handed_off = False
         self.room: Room
+        self._api = _RoomApi(self)
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -121,13 +123,8 @@ class RoomActor(Actor[m.RoomMessage]):
 
     async def _stanza(self, stanza: Stanza, origin: int | None) -> None:
         element = stanza.element()
-        if (
-            stanza.kind == "iq"
-            and stanza.to_jid.resourcepart is None
-            and len(element)
-            and (element[0].tag == MAM_QUERY)
-        ):
-            await self._archive_query(stanza, element)
+        to_room = stanza.to_jid.resourcepart is None
+        if stanza.kind == "iq" and to_room and await self._module_iq(stanza, element):
             return
         if stanza.kind == "presence" and not self.room.exists and stanza.type == "":
             self._may_create = await self.muc.creation_allowed(stanza.from_jid)
@@ -138,7 +135,7 @@ class RoomActor(Actor[m.RoomMessage]):
 
     def _track(self, real_jid: JID, origin: int | None) -> None:
         """Remember (or forget) where an occupant's session lives, after its presence."""
-        if real_jid in self.room.by_session:
+        if self.room.has_session(real_jid):
             if origin is not None:
                 self._workers[real_jid] = origin
         else:
@@ -154,15 +151,9 @@ class RoomActor(Actor[m.RoomMessage]):
         elif outcome.state_changed:  # a room's creation too
             await self._save()
         if outcome.archive and self.room.state is not None and self.room.state.config.enable_logging:
-            entries = [
-                RoomArchiveEntry(self.name, str(self.jid), item.stanza_id, item.stamp, item.nick,
-                                 str(item.real_jid), st.serialize(item.element))
-                for item in outcome.archive
-            ]  # fmt: skip
-            try:
-                await storage.rooms.append(entries)
-            except StorageError:
-                log.exception("%s: archive write failed", self.address)
+            contexts = self.services.contexts
+            for hook, options in self.services.modules.room_hooks:
+                await hook(contexts.room_messages(self._api, outcome.archive, options))
         for outgoing in outcome.out:
             await self._send(outgoing.element, outgoing.recipients)
 
@@ -221,34 +212,44 @@ class RoomActor(Actor[m.RoomMessage]):
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: a hand-over that does not decode: %s", self.address, exc)
 
-    async def _archive_query(self, stanza: Stanza, request: st.Element) -> None:
-        router = self.services.router
-        if stanza.type != "set" and stanza.type != "get":
-            return
-        if not self.room.exists or not self.room.may_read_archive(stanza.from_jid):
-            await router.bounce(stanza, StanzaError("forbidden" if self.room.exists else "item-not-found"))
-            return
-        if stanza.type == "get":
-            form = mam.query_form_reply(request, stanza.from_jid)
-            await router.route(Stanza.from_element(form), wait=False)
-            return
-        rooms = self.services.storage.rooms
-
-        async def fetch(where: ArchiveFilter, after: str | None, before: str | None, backwards: bool,
-                        limit: int) -> ArchivePage:  # fmt: skip
-            return await rooms.query(self.name, where, after=after, before=before, backwards=backwards,
-                                     limit=limit)  # fmt: skip
-
-        async def send(message: st.Element) -> None:
-            await router.route(Stanza.from_element(message), wait=False)
-
-        max_page = self.services.config.muc.max_history
+    async def _module_iq(self, stanza: Stanza, request: st.Element) -> bool:
+        """An IQ get/set to the room's JID that a module claims (`Scope.ROOM`): run its handler
+        and route its answer (or bounce its error). False: no module claims it."""
+        if stanza.type not in ("get", "set") or not len(request) or not isinstance(request[0].tag, str):
+            return False
+        services = self.services
+        found = services.modules.iq_handler(stanza.type, request[0], Scope.ROOM)
+        if found is None:
+            return False
+        handler, options = found
+        ctx = services.contexts.iq(request, stanza.from_jid, stanza.to_jid, options, room=self._api)
         try:
-            reply = await mam.answer_query(request, stanza.from_jid, self.jid, fetch, send, max(max_page, 50))
+            reply = await handler(ctx)
         except StanzaError as error:
-            await router.bounce(stanza, error)
-            return
-        await router.route(Stanza.from_element(reply), wait=False)
+            await services.router.bounce(stanza, error)
+            return True
+        if reply is not None:
+            await services.router.route(Stanza.from_element(reply), wait=False)
+        return True
+
+
+class _RoomApi:
+    """The `RoomApi` of one room: what its modules may see and do (`imactor.server.modules`)."""
+
+    def __init__(self, actor: RoomActor) -> None:
+        self._actor = actor
+        self.name = actor.name
+        self.jid = actor.jid
+
+    @property
+    def exists(self) -> bool:
+        return self._actor.room.exists
+
+    def may_read_archive(self, requester: JID) -> bool:
+        return self._actor.room.may_read_archive(requester)
+
+    async def send(self, element: st.Element) -> None:
+        await self._actor.services.router.route(Stanza.from_element(element), wait=False)
 
 
 def removed_presence(occupant: JID) -> Stanza:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from imactor.muc.room import ServiceInfo
+from imactor.muc.values import ServiceInfo
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from imactor.server.services import Services
 
 NS_MUC = "http://jabber.org/protocol/muc"
-#: disco#info features of the service itself (XEP-0045 §6.1, XEP-0313 for room archives).
-SERVICE_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, "urn:xmpp:mam:2", "urn:xmpp:sid:0",
-                    "jabber:x:conference")  # fmt: skip
+#: disco#info features of the service itself (XEP-0045 §6.1); the modules' room features
+#: (XEP-0313 for room archives) come after NS_MUC.
+SERVICE_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, "urn:xmpp:sid:0", "jabber:x:conference")
 
 
 class MucService:
@@ -35,12 +35,14 @@ class MucService:
         self.domain = f"{config.subdomain}.{services.domain}"
         self.jid = JID.make(None, self.domain)
         self.admins = frozenset(services.config.server.admins)
+        #: disco#info features the enabled modules add to rooms (and to the service)
+        self.room_features = tuple(services.modules.room_features())
 
     def service_info(self, may_create: Callable[[JID], bool]) -> ServiceInfo:
         """What a room needs to know of its service; `may_create` answers for its creator."""
         return ServiceInfo(
             jid=self.jid, admins=self.admins, max_occupants=self._services.config.muc.max_occupants,
-            may_create=may_create,
+            may_create=may_create, room_features=self.room_features,
         )  # fmt: skip
 
     async def creation_allowed(self, creator: JID) -> bool:
@@ -81,7 +83,8 @@ class MucService:
         identity.set("category", "conference")
         identity.set("type", "text")
         identity.set("name", "Chat rooms")
-        for feature in SERVICE_FEATURES:
+        features = (*SERVICE_FEATURES[:3], *self.room_features, *SERVICE_FEATURES[3:])
+        for feature in features:
             st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
         return reply
 

@@ -1,5 +1,5 @@
 """The one place where the contexts handed to modules are built (`Contexts`), for the account
-actors and the sessions alike. The context types themselves are the module API's
+actors, the sessions and the room actors alike. The context types themselves are the module API's
 (`imactor.server.modules`)."""
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ from imactor.server.modules import (
     IqContext,
     MessageContext,
     PresenceContext,
+    RoomApi,
+    RoomMessagesContext,
     ServerApi,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from imactor.config import Config
+    from imactor.muc.values import ArchiveItem
     from imactor.storage import Storage
     from imactor.xmpp.jid import JID
     from imactor.xmpp.stanza import Element, Stanza
@@ -49,12 +54,13 @@ class Contexts:
 
     def iq(
         self, stanza: Element, from_jid: JID, to_jid: JID | None, options: Any, *,
-        account: AccountApi | None = None, remote_address: str | None = None,
+        account: AccountApi | None = None, remote_address: str | None = None, room: RoomApi | None = None,
     ) -> IqContext:  # fmt: skip
         source = self._source
         return IqContext(
             stanza=stanza, from_jid=from_jid, to_jid=to_jid, options=options, storage=source.storage,
             config=source.config, server=source.server, account=account, remote_address=remote_address,
+            room=room,
         )  # fmt: skip
 
     def message(self, stanza: Element, account: AccountApi, options: Any) -> MessageContext:
@@ -79,4 +85,13 @@ class Contexts:
         return PresenceContext(
             stanza=stanza, account=account, own=own, options=options, storage=source.storage,
             config=source.config, server=source.server,
+        )  # fmt: skip
+
+    def room_messages(
+        self, room: RoomApi, messages: Sequence[ArchiveItem], options: Any
+    ) -> RoomMessagesContext:
+        source = self._source
+        return RoomMessagesContext(
+            room=room, messages=messages, options=options, storage=source.storage, config=source.config,
+            server=source.server,
         )  # fmt: skip

@@ -2,12 +2,16 @@
 
 A module file builds one `Module` with its XEP metadata, its `Options` class and its IQ handlers,
 registered by decorator. Nothing is registered at import time in any global: the `ModuleHost`
+(`imactor.server.module_host`)
 collects the enabled modules' declarations when the worker starts.
 
 Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
 - `HOST`: IQs to the server itself; they run in the sender's session, statelessly.
 - `ACCOUNT`: IQs to a bare JID (or with no `to`) that the server answers for the account; they run
   in that account's `UserActor`, which serializes every change to the account.
+- `ROOM`: IQs to a chat room's bare JID that a module answers for the room (XEP-0313 on the
+  room's archive); they run in the room's `RoomActor` (`IqContext.room`), in order with its other
+  stanzas. IQs a module does not claim go to the room itself (XEP-0045).
 
 Message hooks (`Module.on_message`) run in the recipient's `UserActor` for every message it is
 about to deliver or store offline; a hook may change the message (the changed copy is delivered)
@@ -26,6 +30,16 @@ unavailable presence of its own resources (`own`, before it is broadcast: a hook
 and for the presence of contacts' resources that reaches the account (PEP: +notify filtering,
 last items on presence, XEP-0153 avatar hashes).
 
+Room hooks (`Module.on_room_messages`) run in a `RoomActor` for the messages the room is about to
+broadcast that it keeps (`RoomMessagesContext.messages`: bodies and subject changes of a logged
+room, with the room's stanza ids), before they are sent and before the sender's XEP-0198
+completion: the room archive (Prosody's mod_muc_mam) is one. A room hook refuses nothing.
+
+Node hooks (`Module.on_node`) follow the PEP nodes of an account (XEP-0163): the PEP module
+announces each change of a node (`NodeEvent`) to the modules that named that node, in the
+account's `UserActor`, so that a module mirroring a node elsewhere (avatars into the vCard,
+bookmarks into private storage) needs no call from PEP, and PEP imports none of them.
+
 Per-session hooks (`Module.session_filter`, `nonzas`, `stream_features`): a module may see every
 stanza written to a client and hold some back (XEP-0352 client state indication), and handle
 top-level elements (nonzas) of its namespace; its `SessionFilter` lives in the `SessionActor`.
@@ -33,28 +47,25 @@ top-level elements (nonzas) of its namespace; its `SessionFilter` lives in the `
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
-import importlib
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-from lxml import etree
 
 from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
     from imactor.config import Config
+    from imactor.muc.values import ArchiveItem
     from imactor.storage import Storage
 
 
 class Scope(enum.Enum):
     HOST = "host"
     ACCOUNT = "account"
+    ROOM = "room"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,24 @@ class AccountApi(Protocol):
         ...
 
 
+class RoomApi(Protocol):
+    """What a ROOM-scope handler or a room hook may do with the room it runs for (its RoomActor)."""
+
+    name: str  #: the room's name (the localpart of its JID)
+    jid: JID  #: the room's bare JID
+
+    @property
+    def exists(self) -> bool: ...
+
+    def may_read_archive(self, requester: JID) -> bool:
+        """Whether `requester` may read the room's history (XEP-0313 on a room: whoever may enter)."""
+        ...
+
+    async def send(self, element: Element) -> None:
+        """Route a stanza from the room (it waits for no recipient)."""
+        ...
+
+
 @dataclass
 class IqContext:
     """Everything a handler gets: the request, who sent it, options, storage and the server's verbs."""
@@ -141,6 +170,7 @@ class IqContext:
     config: Config
     server: ServerApi
     account: AccountApi | None = None  #: set for ACCOUNT-scope handlers
+    room: RoomApi | None = None  #: set for ROOM-scope handlers
     remote_address: str | None = None  #: the client's IP address, for HOST-scope handlers
 
     @property
@@ -214,6 +244,50 @@ class PresenceContext:
 PresenceHook = Callable[[PresenceContext], Awaitable[None]]
 
 
+@dataclass
+class RoomMessagesContext:
+    """Messages a room keeps, about to be broadcast (module docstring, room hooks)."""
+
+    room: RoomApi
+    messages: Sequence[ArchiveItem]  #: oldest first; the elements are the room's, not to be changed
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+RoomMessagesHook = Callable[[RoomMessagesContext], Awaitable[None]]
+
+
+@dataclass
+class NodeEvent:
+    """A change of one of an account's PEP nodes, announced by the PEP module (`Module.on_node`).
+
+    `kind` is one of `NODE_EVENTS`: "publishing" comes before an item is stored, and a hook may
+    refuse the item by raising `StanzaError` (the publisher gets that error); the others come
+    after the change: "published" (`item_id`, `payload`), "retracted" (`item_ids`), and
+    "configured", "deleted", "purged" of the whole node.
+    """
+
+    kind: str
+    node: str
+    account: AccountApi  #: the node's owner
+    storage: Storage
+    #: the node's configuration (`imactor.xmpp.pubsub.NodeConfig`) before the change; None for
+    #: "publishing" (the node may not exist yet)
+    config: Any
+    service_options: Any  #: the PEP module's options (limits such as the avatar size)
+    item_id: str | None = None
+    payload: Element | None = None
+    item_ids: tuple[str, ...] = ()
+
+
+#: The kinds of `NodeEvent`, in the order one publication sees them.
+NODE_EVENTS = ("publishing", "published", "retracted", "configured", "deleted", "purged")
+
+NodeHook = Callable[[NodeEvent], Awaitable[None]]
+
+
 class SessionFilter(Protocol):
     """One session's view of what it writes (see the module docstring); it never blocks.
 
@@ -282,6 +356,11 @@ class Module:
     session_filter: Callable[[Any], SessionFilter] | None = None
     nonzas: frozenset[str] = frozenset()  #: Clark names of the nonzas `session_filter` handles
     stream_features: tuple[bytes, ...] = ()  #: offered to bound clients
+    #: (PEP node, hook): the changes of that node the module follows (`on_node`)
+    node_hooks: list[tuple[str, NodeHook]] = field(default_factory=list)
+    room_hooks: list[RoomMessagesHook] = field(default_factory=list)
+    #: disco#info features of every chat room (and of the chat service), e.g. XEP-0313's
+    room_features: tuple[str, ...] = ()
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -314,6 +393,20 @@ class Module:
         self.sent_hooks.append(hook)
         return hook
 
+    def on_room_messages(self, hook: RoomMessagesHook) -> RoomMessagesHook:
+        """Register `hook` to see the messages a room keeps, before they go out (module docstring)."""
+        self.room_hooks.append(hook)
+        return hook
+
+    def on_node(self, *nodes: str) -> Callable[[NodeHook], NodeHook]:
+        """Register a hook for every `NodeEvent` of these PEP nodes (module docstring)."""
+
+        def register(hook: NodeHook) -> NodeHook:
+            self.node_hooks.extend((node, hook) for node in nodes)
+            return hook
+
+        return register
+
     def wants_sent(self, predicate: Callable[[AccountApi], bool]) -> Callable[[AccountApi], bool]:
         """Register when an account needs the `on_sent` hooks: sessions hand their messages to
         the account's actor only then (a chat message would otherwise cost a second trip,
@@ -324,107 +417,3 @@ class Module:
 
 class ModuleConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class LoadedModule:
-    module: Module
-    options: Any
-
-
-class ModuleHost:
-    """The enabled modules of a worker, their validated options and the IQ dispatch table."""
-
-    def __init__(
-        self, names: Sequence[str], raw_options: Mapping[str, Mapping[str, object]], source: str
-    ) -> None:
-        self.started_at = time.time()
-        self.loaded: dict[str, LoadedModule] = {}
-        for name in names:
-            self._load(name, raw_options.get(name, {}), source)
-        for name in raw_options:
-            if name not in self.loaded:
-                raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
-        self._iq: dict[tuple[str, str, str, Scope], tuple[IqHandler, Any]] = {}
-        self.message_hooks: list[tuple[MessageHook, Any]] = []
-        self.delivered_hooks: list[tuple[DeliveredHook, Any]] = []
-        self.sent_hooks: list[tuple[MessageHook, Any]] = []
-        self._sent_always = False
-        self._sent_wanted: list[Callable[[AccountApi], bool]] = []
-        self.presence_hooks: list[tuple[PresenceHook, Any]] = []
-        self.nonzas: frozenset[str] = frozenset()
-        self.stream_features: tuple[bytes, ...] = ()
-        for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
-            for dep in loaded.module.depends:
-                if dep not in self.loaded:
-                    raise ModuleConfigError(f"{source}: server.modules: {loaded.module.name} needs {dep!r}")
-            for key, handler in loaded.module.iq_handlers.items():
-                self._iq[key] = (handler, loaded.options)
-            self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
-            self.delivered_hooks.extend((hook, loaded.options) for hook in loaded.module.delivered_hooks)
-            self.sent_hooks.extend((hook, loaded.options) for hook in loaded.module.sent_hooks)
-            if loaded.module.sent_hooks:
-                self._sent_always |= not loaded.module.sent_wanted
-                self._sent_wanted.extend(loaded.module.sent_wanted)
-            self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
-            self.nonzas |= loaded.module.nonzas
-            self.stream_features += loaded.module.stream_features
-
-    def _load(self, name: str, raw: Mapping[str, object], source: str) -> None:
-        try:
-            python_module = importlib.import_module(f"imactor.modules.{name}")
-        except ModuleNotFoundError as exc:
-            raise ModuleConfigError(f"{source}: server.modules: no module named {name!r}") from exc
-        module: Module = python_module.module
-        self.loaded[name] = LoadedModule(module, _build_options(module, raw, source))
-
-    def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
-        qn = etree.QName(payload)
-        return self._iq.get((iq_type, qn.namespace or "", qn.localname, scope))
-
-    def wants_sent(self, account: AccountApi) -> bool:
-        """Whether `account`'s sessions must hand it the messages they send (`Module.wants_sent`)."""
-        return self._sent_always or any(predicate(account) for predicate in self._sent_wanted)
-
-    def session_filters(self) -> list[SessionFilter]:
-        """A fresh filter of each module that has one, for a new session."""
-        return [
-            loaded.module.session_filter(loaded.options)
-            for loaded in self.loaded.values()
-            if loaded.module.session_filter is not None
-        ]
-
-    def options(self, name: str) -> Any:
-        loaded = self.loaded.get(name)
-        return None if loaded is None else loaded.options
-
-    def features(self) -> list[str]:
-        found: list[str] = []
-        for loaded in self.loaded.values():
-            found.extend(f for f in loaded.module.features if f not in found)
-        return found
-
-
-def _build_options(module: Module, raw: Mapping[str, object], source: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(module.options)}
-    for key, value in raw.items():
-        spec = fields.get(key)
-        if spec is None:
-            raise ModuleConfigError(f"{source}: modules.{module.name}.{key}: unknown key")
-        expected = spec.type if isinstance(spec.type, type) else _TYPE_NAMES.get(str(spec.type))
-        if expected is not None and not _type_ok(value, expected):
-            raise ModuleConfigError(
-                f"{source}: modules.{module.name}.{key}: expected {expected.__name__}, got {value!r}"
-            )
-    return module.options(**raw)
-
-
-_TYPE_NAMES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _type_ok(value: object, expected: type) -> bool:
-    if expected is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, expected)

@@ -10,12 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imactor import messages as m
-from imactor.server.modules import Module, ModuleHost
+from imactor.server.module_host import ModuleHost
+from imactor.server.modules import Module
 from imactor.server.router import Router
 from imactor.server.throttles import FailureThrottle
+from imactor.xmpp import caps
 from imactor.xmpp.stanza import Element, Stanza
 
-__all__ = ["ServerFacade"]
+__all__ = ["CAPS_NODE", "ServerFacade"]
+
+#: The `node` of the server's XEP-0115 caps (§4: a URI that names the software).
+CAPS_NODE = "https://imactor.example/caps"
 
 
 class ServerFacade:
@@ -49,17 +54,13 @@ class ServerFacade:
         """`node#ver` of the server's XEP-0115 caps, if the caps module is enabled."""
         if "caps" not in self._modules.loaded:
             return []
-        from imactor.modules import caps
-
-        return [f"{caps.NODE}#{caps.ver(self.identities(), self.features())}"]
+        return [f"{CAPS_NODE}#{caps.ver(self.identities(), self.features())}"]
 
     def stream_features(self) -> tuple[bytes, ...]:
         """Extra stream features offered to clients (XEP-0115 §6.3)."""
         if "caps" not in self._modules.loaded:
             return ()
-        from imactor.modules import caps
-
-        return (caps.caps_feature(self.identities(), self.features()),)
+        return (caps.caps_element(CAPS_NODE, self.identities(), self.features()),)
 
     def registration_allowed(self, address: str) -> bool:
         """Counts this attempt; False once the address used up its registrations in the window."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from imactor.actors import Registry
 from imactor.server.contexts import Contexts
-from imactor.server.modules import ModuleHost
+from imactor.server.module_host import ModuleHost
 from imactor.server.router import Router
 from imactor.server.server_api import ServerFacade
 from imactor.server.sessions import SessionTable

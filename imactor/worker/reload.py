@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from imactor import tls
 from imactor.config import Config, ConfigError, load_config
-from imactor.server.modules import ModuleHost
+from imactor.server.module_host import ModuleHost
 
 if TYPE_CHECKING:
     from imactor.server.services import Services

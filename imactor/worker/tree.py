@@ -10,7 +10,7 @@
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
     ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
     ├── https      the same over TLS, 5443
-    ├── status     unix socket answering `imactor status` with JSON (imactor/node/status.py)
+    ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
 
 This module is the worker's composition root: the capabilities (`imactor.server.services`)
@@ -44,7 +44,7 @@ from imactor.node.status import StatusServer
 from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
-from imactor.server.modules import ModuleHost
+from imactor.server.module_host import ModuleHost
 from imactor.server.router import Starter
 from imactor.server.services import Services
 from imactor.storage import Storage

@@ -3,8 +3,8 @@
 What a PEP service decides without touching storage or the network: a node's configuration and
 its data form (§16.4 `pubsub#node_config`), the access models (§4.5: open, presence, roster,
 whitelist), publish-options preconditions (§7.1.5), item and node limits, the event payloads of
-notifications (§7.1.2, §7.2.2, §8.4, §8.5), and XEP-0115 caps verification (§5) that +notify
-filtering (XEP-0163 §4.2) relies on.
+notifications (§7.1.2, §7.2.2, §8.4, §8.5), and the `+notify` features of XEP-0163 §4.2 (the
+caps that carry them are verified by `imactor.xmpp.caps`).
 
 The shell (`imactor/modules/pep.py`) reads nodes and items from storage, asks `NodeConfig` and
 the checks here, and routes what they build.
@@ -12,8 +12,6 @@ the checks here, and routes what they build.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -22,8 +20,6 @@ from lxml import etree
 from imactor.xmpp import dataforms as forms
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.namespaces import (
-    NS_DATA_FORMS,
-    NS_DISCO_INFO,
     NS_PUBSUB,
     NS_PUBSUB_ERRORS,
     NS_PUBSUB_EVENT,
@@ -344,57 +340,6 @@ def retract_event(node: str, item_ids: Iterable[str]) -> Element:
     for item_id in item_ids:
         child(inner, NS_PUBSUB_EVENT, "retract").set("id", item_id)
     return root
-
-
-# ---- entity capabilities (XEP-0115 §5) ---------------------------------------------------
-
-_HASHES = {"sha-1": hashlib.sha1, "sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
-
-
-def caps_verify(query: Element, hash_name: str, ver: str) -> frozenset[str] | None:
-    """The features of a disco#info result if it hashes to `ver` (§5.4), else None.
-
-    The verification string is §5.1's: identities (category/type/lang/name, sorted), features
-    (sorted), then each extended form (§5.1 step 6: sorted by FORM_TYPE, its fields by var).
-    A result with duplicate identities or features, or a form without FORM_TYPE, is refused
-    (§5.4 3.c-e), as is an unknown hash function.
-    """
-    digest = _HASHES.get(hash_name.lower())
-    if digest is None:
-        return None
-    identities = []
-    for identity in query.iterchildren(qname(NS_DISCO_INFO, "identity")):
-        lang = identity.get("{http://www.w3.org/XML/1998/namespace}lang", "")
-        identities.append(
-            f"{identity.get('category', '')}/{identity.get('type', '')}/{lang}/{identity.get('name', '')}"
-        )
-    features = [f.get("var", "") for f in query.iterchildren(qname(NS_DISCO_INFO, "feature"))]
-    if len(set(identities)) != len(identities) or len(set(features)) != len(features):
-        return None
-    parts = [f"{i}<" for i in sorted(identities)] + [f"{f}<" for f in sorted(features)]
-    extended: list[tuple[str, str]] = []
-    for form in query.iterchildren(qname(NS_DATA_FORMS, "x")):
-        try:
-            parsed = forms.parse(form)
-        except forms.FormError:
-            return None
-        form_type = parsed.form_type
-        if form_type is None:
-            continue  # §5.4 3.f: a form without FORM_TYPE is ignored
-        text = f"{form_type}<"
-        for var in sorted(v for v in parsed.values if v != "FORM_TYPE"):
-            text += f"{var}<" + "".join(f"{value}<" for value in sorted(parsed.values[var]))
-        extended.append((form_type, text))
-    if len({form_type for form_type, _ in extended}) != len(extended):
-        return None
-    parts.extend(text for _, text in sorted(extended))
-    computed = base64.b64encode(digest("".join(parts).encode("utf-8")).digest()).decode("ascii")
-    return frozenset(features) if computed == ver else None
-
-
-def disco_features(query: Element) -> frozenset[str]:
-    """The features of a disco#info result, as they are."""
-    return frozenset(f.get("var", "") for f in query.iterchildren(qname(NS_DISCO_INFO, "feature")))
 
 
 def notify_nodes(features: Iterable[str]) -> frozenset[str]:

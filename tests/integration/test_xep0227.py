@@ -31,14 +31,9 @@ from tests.support.clients import (
     slixmpp_client,
 )
 from tests.support.peer import C, Peer, message, presence
+from tests.support.pie_samples import EJABBERD_MAIN, PASSWORDS, PROSODY_FILES
 from tests.support.server import imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
-
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "xep0227"
-PROSODY_FILES = sorted((SAMPLES / "prosody").glob("*.xml"))
-EJABBERD_MAIN = next(p for p in (SAMPLES / "ejabberd").glob("*.xml") if "_" not in p.name)
-# The passwords of scripts/make_xep0227_samples.py: what the users typed on the old server.
-PASSWORDS = {"alice": "Wonderland-1865", "bob": "builder!Bob", "carol": "c@rol's secret"}
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_NICK = "http://jabber.org/protocol/nick"

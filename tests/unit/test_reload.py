@@ -11,7 +11,7 @@ import pytest
 
 from imactor import tls
 from imactor.config import Config, load_config
-from imactor.server.modules import ModuleHost
+from imactor.server.module_host import ModuleHost
 from imactor.server.services import FailureThrottle, LoginThrottle
 from imactor.worker.reload import reload_config
 

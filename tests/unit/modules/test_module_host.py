@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from imactor.server.modules import ModuleConfigError, ModuleHost, Scope
+from imactor.server.module_host import ModuleHost
+from imactor.server.modules import ModuleConfigError, Scope
 from imactor.xmpp.namespaces import NS_PING, NS_ROSTER, NS_VERSION
 
 
@@ -86,3 +87,30 @@ def test_default_modules_want_sent_messages_only_for_carbons() -> None:
     assert not host.wants_sent(alone)  # type: ignore[arg-type]
     assert not host.wants_sent(two_without)  # type: ignore[arg-type]
     assert host.wants_sent(two_with)  # type: ignore[arg-type]
+
+
+def test_room_archiving_is_a_module_with_a_room_scope() -> None:
+    # Issue 15, point 6: the room archive is the muc_mam module's (room hooks, ROOM-scope IQs,
+    # the feature rooms announce); without it, rooms keep no archive and announce none.
+    from imactor.modules.mam import NS_MAM
+
+    query = etree.Element(f"{{{NS_MAM}}}query")
+    host = ModuleHost(["mam", "muc_mam"], {}, "f.toml")
+    assert host.iq_handler("set", query, Scope.ROOM) is not None
+    assert host.iq_handler("get", query, Scope.ROOM) is not None
+    assert host.iq_handler("set", query, Scope.ACCOUNT) is not None  # the account's archive: mam
+    assert len(host.room_hooks) == 1
+    assert host.room_features() == [NS_MAM]
+    without = ModuleHost(["mam"], {}, "f.toml")
+    assert without.iq_handler("set", query, Scope.ROOM) is None
+    assert without.room_hooks == []
+    assert without.room_features() == []
+
+
+def test_pep_announces_node_changes_to_the_modules_that_follow_them() -> None:
+    # Issue 15, point 6: avatar and bookmarks follow their nodes through `Module.on_node`.
+    from imactor.modules import avatar, bookmarks
+    from imactor.xmpp.namespaces import NS_AVATAR_DATA, NS_AVATAR_METADATA, NS_BOOKMARKS
+
+    assert {node for node, _ in avatar.module.node_hooks} == {NS_AVATAR_DATA, NS_AVATAR_METADATA}
+    assert {node for node, _ in bookmarks.module.node_hooks} == {NS_BOOKMARKS}

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from imactor.muc.room import ArchiveItem, Outcome, Room, ServiceInfo
+from imactor.muc.room import Room
 from imactor.muc.state import RoomConfig, RoomState
+from imactor.muc.values import ArchiveItem, Outcome, ServiceInfo
 from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_DATA_FORMS, NS_MUC_USER, NS_STANZA_ERRORS, qname
 from imactor.xmpp.stanza import Element
@@ -34,6 +35,7 @@ def service(max_occupants: int = 100) -> ServiceInfo:
         admins=frozenset({"root@localhost"}),
         max_occupants=max_occupants,
         may_create=lambda jid: jid.localpart != "guest",
+        room_features=("urn:xmpp:mam:2",),  # the muc_mam module, enabled by default
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from imactor.muc.room import ArchiveItem
+from imactor.muc.values import ArchiveItem
 from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_DELAY, qname
 from tests.unit.muc.support import (

@@ -21,7 +21,6 @@ import pytest
 import trio
 import trio.testing
 
-from imactor.node import status as status_module
 from imactor.node.status import (
     MAX_CLIENTS,
     REQUEST_TIMEOUT,
@@ -38,6 +37,7 @@ from imactor.node.status import (
     rss_bytes,
     sum_workers,
 )
+from imactor.node.status import render as status_render
 
 TIMEOUT = 10
 
@@ -433,6 +433,6 @@ def test_plain_and_rss() -> None:
     assert plain({"a": (1, Mode.FAST), 2: float("nan")}) == {"a": [1, "fast"], "2": None}
     assert rss_bytes(os.getpid()) > 0
     assert rss_bytes(2**22 + 12345) == 0  # no such process
-    assert status_module._size(5) == "5 B"
-    assert status_module._size(50 * 2**20) == "50.0 MiB"
-    assert status_module._duration(3725) == "1h 2m"
+    assert status_render._size(5) == "5 B"
+    assert status_render._size(50 * 2**20) == "50.0 MiB"
+    assert status_render._duration(3725) == "1h 2m"

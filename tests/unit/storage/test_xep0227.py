@@ -25,12 +25,9 @@ from imactor.xmpp import pie
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp.jid import prep_password
 from imactor.xmpp.scram import verify_password
+from tests.support.pie_samples import EJABBERD_MAIN, PASSWORDS, PROSODY_FILES
 from tests.unit.storage.conftest import FAST_ITERATIONS
 
-SAMPLES = Path(__file__).resolve().parents[2] / "data" / "xep0227"
-PROSODY_FILES = sorted((SAMPLES / "prosody").glob("*.xml"))
-EJABBERD_MAIN = next(p for p in (SAMPLES / "ejabberd").glob("*.xml") if "_" not in p.name)
-PASSWORDS = {"alice": "Wonderland-1865", "bob": "builder!Bob", "carol": "c@rol's secret"}
 HEAD = "<server-data xmlns='urn:xmpp:pie:0'>\n<host jid='localhost'>\n"
 TAIL = "</host>\n</server-data>\n"
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
 import pytest
 from lxml import etree
 
@@ -139,59 +136,6 @@ def test_payload_checks() -> None:
     )
     with pytest.raises(StanzaError):
         ps.check_payload(two, LIMITS)
-
-
-# XEP-0115 §5.2, the simple example: its ver is QgayPKawpkPSDYmwT/WM94uAlu0=
-SIMPLE = """<query xmlns='http://jabber.org/protocol/disco#info'
-  node='http://code.google.com/p/exodus#QgayPKawpkPSDYmwT/WM94uAlu0='>
-  <identity category='client' name='Exodus 0.9.1' type='pc'/>
-  <feature var='http://jabber.org/protocol/caps'/>
-  <feature var='http://jabber.org/protocol/disco#info'/>
-  <feature var='http://jabber.org/protocol/disco#items'/>
-  <feature var='http://jabber.org/protocol/muc'/>
-</query>"""
-
-# XEP-0115 §5.3, the complex example (with an extended form): ver q07IKJEyjvHSyhy//CH0CxmKi8w=
-COMPLEX = """<query xmlns='http://jabber.org/protocol/disco#info'
-  node='http://psi-im.org#q07IKJEyjvHSyhy//CH0CxmKi8w='>
-  <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>
-  <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>
-  <feature var='http://jabber.org/protocol/caps'/>
-  <feature var='http://jabber.org/protocol/disco#info'/>
-  <feature var='http://jabber.org/protocol/disco#items'/>
-  <feature var='http://jabber.org/protocol/muc'/>
-  <x xmlns='jabber:x:data' type='result'>
-    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>
-    <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>
-    <field var='os'><value>Mac</value></field>
-    <field var='os_version'><value>10.5.1</value></field>
-    <field var='software'><value>Psi</value></field>
-    <field var='software_version'><value>0.11</value></field>
-  </x>
-</query>"""
-
-
-def test_caps_verify_examples_of_the_xep() -> None:
-    simple = ps.caps_verify(etree.fromstring(SIMPLE), "sha-1", "QgayPKawpkPSDYmwT/WM94uAlu0=")
-    assert simple is not None
-    assert "http://jabber.org/protocol/muc" in simple
-    complex_ = etree.fromstring(COMPLEX.encode())
-    assert ps.caps_verify(complex_, "sha-1", "q07IKJEyjvHSyhy//CH0CxmKi8w=") is not None
-
-
-def test_caps_verify_refuses_mismatch_unknown_hash_and_duplicates() -> None:
-    query = etree.fromstring(SIMPLE)
-    assert ps.caps_verify(query, "sha-1", "AAAA") is None
-    assert ps.caps_verify(query, "md4", "QgayPKawpkPSDYmwT/WM94uAlu0=") is None
-    etree.SubElement(query, "{http://jabber.org/protocol/disco#info}feature").set(
-        "var", "http://jabber.org/protocol/muc"
-    )
-    s = "client/pc//Exodus 0.9.1<" + "".join(f"{f}<" for f in sorted(
-        ["http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info",
-         "http://jabber.org/protocol/disco#items", "http://jabber.org/protocol/muc",
-         "http://jabber.org/protocol/muc"]))  # fmt: skip
-    ver = base64.b64encode(hashlib.sha1(s.encode()).digest()).decode()
-    assert ps.caps_verify(query, "sha-1", ver) is None
 
 
 def test_notify_nodes() -> None:
