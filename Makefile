@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # servers and clients, so more workers than cores pay; 0 runs everything in one process.
 PYTEST_WORKERS ?= 3
 
-.PHONY: run test check unit integration lint typecheck clean xeps
+.PHONY: run test check unit integration lint typecheck clean xeps fuzz
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,12 @@ xeps: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Coverage-guided fuzzing (atheris): every target for FUZZ_SECONDS each, one after the other on
+# one core; a crash stops its target and leaves the input in fuzz-work/TARGET/crashes/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= xml_parser stream sasl jid data_forms bosh http mesh
+fuzz: $(BIN)/.installed
+	@status=0; for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m tests.fuzz $$target --seconds $(FUZZ_SECONDS) || status=1; \
+	done; exit $$status

@@ -128,7 +128,7 @@ async def _set_photo(account: AccountApi, storage: Storage, mime: str | None, im
         st.child(photo, NS_VCARD, "BINVAL", base64.b64encode(image).decode("ascii"))
     elif stored is None:
         return
-    await storage.vcards.set(account.username, etree.tostring(vcard))
+    await storage.vcards.set(account.username, st.serialize(vcard))
 
 
 async def _current_hash(account: AccountApi, storage: Storage) -> str:

@@ -67,7 +67,7 @@ def legacy_storage(items: Mapping[str, bytes], previous: bytes | None) -> bytes:
     if previous is not None:  # XEP-0402 §1: URL bookmarks are out of its scope, so they stay here
         for url in etree.fromstring(previous).iterchildren(qname(NS_BOOKMARKS_LEGACY, "url")):
             storage.append(url)
-    return etree.tostring(storage)
+    return st.serialize(storage)
 
 
 def native_items(storage: st.Element, limit: int) -> dict[str, bytes]:
@@ -88,7 +88,7 @@ def native_items(storage: st.Element, limit: int) -> dict[str, bytes]:
             text = legacy.findtext(qname(NS_BOOKMARKS_LEGACY, tag))
             if text is not None:
                 st.child(conference, NS_BOOKMARKS, tag, text)
-        found[room] = etree.tostring(conference)
+        found[room] = st.serialize(conference)
         if len(found) >= limit:
             break
     return found

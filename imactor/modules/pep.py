@@ -218,7 +218,7 @@ async def _publish(ctx: IqContext, publish: st.Element) -> st.Element:
         config = ps.NodeConfig.from_json(stored)
         if options is not None:
             config.check_preconditions(options, limits)
-    data = etree.tostring(payload)
+    data = st.serialize(payload)  # UTF-8: a client's names need not be ASCII
     if config.persist_items:
         await ctx.storage.pep.publish(account.username, node, item_id, data, config.max_items)
     await _announce(ctx, "published", node, config, item_id=item_id, payload=payload)
@@ -383,7 +383,7 @@ async def publish_item(
     config = ps.NodeConfig() if stored is None else ps.NodeConfig.from_json(stored)
     if stored is None:
         await storage.pep.set_node(account.username, node, config.to_json(), config.max_items)
-    data = etree.tostring(payload)
+    data = st.serialize(payload)  # UTF-8: a client's names need not be ASCII
     if config.persist_items:
         await storage.pep.publish(account.username, node, item_id, data, config.max_items)
     await notify(
@@ -449,7 +449,7 @@ async def notify(account: AccountApi, node: str, config: ps.NodeConfig, payload:
 async def _send_event(account: AccountApi, to: JID, config: ps.NodeConfig, payload: st.Element) -> None:
     message = st.make("message", to=to, from_=account.jid, type_=config.notification_type,
                       id_=uuid.uuid4().hex)  # fmt: skip
-    message.append(st.parse(etree.tostring(payload)))
+    message.append(st.parse(st.serialize(payload)))
     await account.route(message)
 
 

@@ -45,7 +45,7 @@ async def private_get(ctx: IqContext) -> st.Element:
 @module.iq("set", NS_PRIVATE, "query", scope=Scope.ACCOUNT)
 async def private_set(ctx: IqContext) -> st.Element:
     username, fragment = _checked(ctx)
-    data = etree.tostring(fragment)
+    data = st.serialize(fragment)  # UTF-8: a client's names need not be ASCII
     if len(data) > ctx.options.max_bytes:
         raise StanzaError("not-acceptable", "private data too large")
     await ctx.storage.private.set(username, _key(fragment), data)

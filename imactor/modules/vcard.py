@@ -43,7 +43,7 @@ async def vcard_get(ctx: IqContext) -> st.Element:
 async def vcard_set(ctx: IqContext) -> st.Element:
     if ctx.account is None or not ctx.is_self:
         raise StanzaError("forbidden", "only the account may change its vCard")
-    data = etree.tostring(ctx.payload)
+    data = st.serialize(ctx.payload)  # UTF-8: a client's names need not be ASCII
     if len(data) > ctx.options.max_bytes:
         raise StanzaError("not-acceptable", "vCard too large")
     await ctx.storage.vcards.set(ctx.account.username, data)

@@ -104,4 +104,4 @@ def add_delay(element: Element, by: str, when: float) -> None:
 
 def copy(element: Element) -> Element:
     """A deep copy: an element sent to an actor belongs to it, which may change it."""
-    return stanza.parse(etree.tostring(element))
+    return stanza.parse(stanza.serialize(element))

@@ -60,13 +60,15 @@ from imactor.mesh.codec import BodyError
 from imactor.web.messages import Request, Response
 from imactor.xmpp.bosh import (
     MAX_PAUSE,
-    MAX_RID,
     XMPP_RESTART,
     XMPP_VERSION,
     BoshError,
     ParsedBody,
+    client_number,
+    decimal,
     open_for,
     parse_body,
+    request_rid,
     response_body,
     terminate_body,
 )
@@ -247,7 +249,7 @@ class BoshTransport(FramedStream):
             return terminate_body()
         if "pause" in attributes:
             pause = attributes["pause"]
-            if not pause.isdigit() or int(pause) > MAX_PAUSE:
+            if not decimal(pause) or int(pause) > MAX_PAUSE:
                 raise BoshError("bad-request", f"pause is at most {MAX_PAUSE}")
             self._pause_until = now + int(pause)
             while self._held:
@@ -344,10 +346,7 @@ class BoshSessions:
         session: BoshTransport | None = None
         try:
             body = parse_body(data, limits.max_stanza_size)
-            rid_text = body.attributes.get("rid", "")
-            if not rid_text.isdigit() or not 0 < int(rid_text) <= MAX_RID:
-                raise BoshError("bad-request", "rid must be a positive integer")
-            rid = int(rid_text)
+            rid = request_rid(body.attributes)
             sid = body.attributes.get("sid")
             if sid is None:
                 if remote is None:
@@ -370,7 +369,7 @@ class BoshSessions:
         """The other worker of this node that `sid` names; None: none (a local or forged sid)."""
         mesh = self.services.mesh
         prefix, dot, _ = sid.partition(".")
-        if mesh is None or not dot or not prefix.isdigit() or len(prefix) > 6:
+        if mesh is None or not dot or not decimal(prefix) or len(prefix) > 6:
             return None
         owner = int(prefix)
         return owner if owner != mesh.index and owner < mesh.workers else None
@@ -401,8 +400,8 @@ class BoshSessions:
             raise BoshError("host-unknown", f"this server does not serve {to!r}")
         if XMPP_VERSION not in attributes:
             raise BoshError("bad-request", "XEP-0206: xmpp:version is required")
-        wait = _number(attributes.get("wait"), config.bosh_max_wait)
-        hold = _number(attributes.get("hold"), config.bosh_max_hold, low=0)
+        wait = client_number(attributes.get("wait"), config.bosh_max_wait)
+        hold = client_number(attributes.get("hold"), config.bosh_max_hold, low=0)
         sid = f"{self.services.worker_index}.{secrets.token_urlsafe(18)}"
         transport = BoshTransport(self, sid, rid, wait=wait, hold=hold, secure=secure)
         self.sessions[sid] = transport
@@ -424,12 +423,3 @@ class BoshSessions:
 
 #: The BOSH condition for each way a forwarded request can fail on the owner's side.
 _FAILED_AS: Final = {"item-not-found": "item-not-found", "service-unavailable": "remote-connection-failed"}
-
-
-def _number(value: str | None, ceiling: int, *, low: int = 1) -> int:
-    """A client's 'wait' or 'hold': at most the configured ceiling (XEP-0124 §7.1)."""
-    if value is None:
-        return ceiling
-    if not value.isdigit() or int(value) < low:
-        raise BoshError("bad-request", f"expected an integer >= {low}, got {value!r}")
-    return min(int(value), ceiling)

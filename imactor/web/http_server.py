@@ -27,7 +27,7 @@ from imactor.c2s.listener import accept
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.web import cors, hostmeta
 from imactor.web.endpoints import WebEndpoints
-from imactor.web.messages import Request, Response, text_response
+from imactor.web.messages import Request, Response, read_head, text_response
 from imactor.web.websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -197,14 +197,7 @@ class HttpConnection:
         if size > self.endpoints.config.max_header_size:
             await self.refuse(431, "request headers too large")
             return None
-        headers: dict[str, str] = {}
-        for name, value in event.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        target = event.target.decode("latin-1")
-        path = target.split("?", 1)[0].split("#", 1)[0]
-        return Request(event.method.decode("ascii"), path, headers)
+        return read_head(event)
 
     async def _read_body(self, request: Request) -> bytes | None:
         """The request body; None (after answering 413 or 408) when it is too big or too slow."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import h11
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -25,3 +27,16 @@ class Response:
 
 def text_response(status: int, text: str) -> Response:
     return Response(status, (text + "\n").encode())
+
+
+def read_head(event: h11.Request) -> Request:
+    """The endpoints' view of a request head: the path without query or fragment, headers
+    lower-cased, a repeated header's values joined (RFC 9110 §5.3)."""
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = event.target.decode("latin-1")
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return Request(event.method.decode("ascii"), path, headers)

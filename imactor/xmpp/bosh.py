@@ -7,7 +7,7 @@ entities, the stanza size limit on each child), so a body is as safe to read as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,7 +17,7 @@ from imactor.xmpp.errors import RemoteProtocolError
 from imactor.xmpp.framing import OPEN
 from imactor.xmpp.namespaces import NS_FRAMING, NS_HTTPBIND, NS_STREAMS, NS_XBOSH, qname
 from imactor.xmpp.parser import ElementReceived, StreamClosed, StreamOpened, XMLStreamParser
-from imactor.xmpp.stanza import default_ns
+from imactor.xmpp.stanza import default_ns, serialize
 
 BODY: Final = qname(NS_HTTPBIND, "body")
 XMPP_VERSION: Final = qname(NS_XBOSH, "version")
@@ -71,7 +71,7 @@ def parse_body(data: bytes, max_stanza_size: int) -> ParsedBody:
     opened = events[0]
     if opened.tag != BODY:
         raise BoshError("bad-request", "the root is <body xmlns='http://jabber.org/protocol/httpbind'/>")
-    children = [etree.tostring(e.element) for e in events[1:-1] if isinstance(e, ElementReceived)]
+    children = [serialize(e.element) for e in events[1:-1] if isinstance(e, ElementReceived)]
     return ParsedBody(dict(opened.attributes), children)
 
 
@@ -81,3 +81,27 @@ def open_for(attributes: dict[str, str], domain: str) -> bytes:
     element.set("to", attributes.get("to", domain))
     element.set("version", attributes.get(XMPP_VERSION, "1.0"))
     return etree.tostring(element)
+
+
+def request_rid(attributes: Mapping[str, str]) -> int:
+    """The request's 'rid' (XEP-0124 §14): a positive integer up to `MAX_RID`."""
+    rid_text = attributes.get("rid", "")
+    if not decimal(rid_text) or not 0 < int(rid_text) <= MAX_RID:
+        raise BoshError("bad-request", "rid must be a positive integer")
+    return int(rid_text)
+
+
+def client_number(value: str | None, ceiling: int, *, low: int = 1) -> int:
+    """A client's 'wait' or 'hold': at most the configured ceiling (XEP-0124 §7.1)."""
+    if value is None:
+        return ceiling
+    if not decimal(value) or int(value) < low:
+        raise BoshError("bad-request", f"expected an integer >= {low}, got {value!r}")
+    return min(int(value), ceiling)
+
+
+def decimal(text: str) -> bool:
+    """ASCII digits only: XEP-0124's numbers are xs:unsignedLong/xs:unsignedShort (XML Schema
+    Part 2 §3.3), and str.isdigit() alone also takes "²", which int() refuses (a ValueError that
+    failed the whole HTTP connection instead of answering with a terminate body)."""
+    return text.isascii() and text.isdigit()

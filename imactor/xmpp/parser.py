@@ -729,7 +729,9 @@ def _stream_opened(root: etree._Element) -> StreamOpened:
         stream_prefix = next((p for p, uri in nsmap.items() if uri == NS_STREAMS and p is not None), None)
     return StreamOpened(
         tag=root.tag,
-        attributes=MappingProxyType(dict(cast("Mapping[str, str]", root.attrib))),
+        # items(), not dict(attrib): lxml cannot look up again the Clark key of an attribute whose
+        # namespace name holds a "}" (no URI does, RFC 3986 §2, but libxml2 only warns about it).
+        attributes=MappingProxyType(dict(cast("Mapping[str, str]", root.attrib).items())),
         default_namespace=nsmap.get(None),
         stream_prefix=stream_prefix,
     )

@@ -78,7 +78,8 @@ REQUEST = f"<r xmlns='{NS_SM}'/>".encode()
 def parse_h(element: etree._Element) -> int | None:
     """The `h` attribute as an unsigned 32-bit integer, or None if missing or malformed."""
     text = element.get("h", "")
-    if not text.isdigit() or len(text) > 10:
+    # xs:unsignedInt: ASCII digits. str.isdigit() alone takes "²" (which int() refuses) and "١".
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     value = int(text)
     return value if value < MOD else None
@@ -155,7 +156,9 @@ class StreamManagement:
             self.resumable = True
             self.id = new_id()
             wanted = element.get("max", "")
-            self.max = min(max_resume, int(wanted)) if wanted.isdigit() and int(wanted) > 0 else max_resume
+            # 'max' is an xs:unsignedInt (ASCII digits); anything else leaves the server's maximum.
+            number = wanted.isascii() and wanted.isdigit() and int(wanted) > 0
+            self.max = min(max_resume, int(wanted)) if number else max_resume
             enabled.set("id", self.id)
             enabled.set("resume", "true")
             enabled.set("max", str(self.max))

@@ -62,7 +62,7 @@ class Stanza:
             from_jid=JID.parse(element.get("from", "")),
             to_jid=JID.parse(element.get("to", "")),
             id=element.get("id"),
-            data=etree.tostring(element),
+            data=serialize(element),
             _element=element if hand_over else None,
         )
 
@@ -82,7 +82,7 @@ class Stanza:
     def readdressed(self, to_jid: JID) -> Stanza:
         el = self.element()
         el.set("to", str(to_jid))
-        return Stanza(self.kind, self.type, self.from_jid, to_jid, self.id, etree.tostring(el))
+        return Stanza(self.kind, self.type, self.from_jid, to_jid, self.id, serialize(el))
 
 
 def make(kind: str, *, to: JID | str | None = None, from_: JID | str | None = None,
@@ -147,7 +147,14 @@ def is_error_or_result(element: Element) -> bool:
 
 
 def serialize(element: Element) -> bytes:
-    return etree.tostring(element)
+    """The element as UTF-8 bytes, how everything a client sent must be written out again.
+
+    Never lxml's default (ASCII): it writes a non-ASCII character of an element or attribute
+    *name* as a character reference, "<b&#246;dy>", which is not XML (XML 1.0 §2.3 allows any
+    letter in names; references are for content), so one client's extension would break every
+    parser that reads it after us, our own included.
+    """
+    return etree.tostring(element, encoding="utf-8")
 
 
 def parse(data: bytes) -> Element:
@@ -156,4 +163,4 @@ def parse(data: bytes) -> Element:
 
 
 def _copy(element: Element) -> Element:
-    return etree.fromstring(etree.tostring(element), _SAFE_PARSER)
+    return etree.fromstring(serialize(element), _SAFE_PARSER)

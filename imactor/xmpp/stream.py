@@ -351,7 +351,9 @@ class ServerStream:
             raise RemoteProtocolError("bad-namespace-prefix")
         version = opened.attributes.get("version", "0.9")
         major = version.split(".", 1)[0]
-        if not major.isdigit() or int(major) != 1:
+        # §4.7.5: major.minor are integers, in ASCII digits (str.isdigit() also takes "²", which
+        # int() refuses with a ValueError, and "١", which int() reads as 1).
+        if not (major.isascii() and major.isdigit()) or int(major) != 1:
             raise RemoteProtocolError("unsupported-version", "imactor speaks version 1.0")
         to = opened.attributes.get("to")
         if to is None:
@@ -438,7 +440,11 @@ class ServerStream:
 
     def _close_quietly(self) -> None:
         if self.state is not State.CLOSED:
-            self._out.append(self._end_of_stream())
+            # Our closing tag ends the stream our header opened (RFC 6120 §4.4). Before that header
+            # (EOF first thing, or right after a restart) there is no stream to close: a lone
+            # </stream:stream> would not even be XML.
+            if self.stream_id is not None:
+                self._out.append(self._end_of_stream())
             self.state = State.CLOSED
             self._events.append(ev.StreamClosed(None))
 

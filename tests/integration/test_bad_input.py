@@ -551,3 +551,28 @@ async def test_server_still_serves_a_fresh_login(server: ServerProcess) -> None:
         client = await raw_login(server.c2s_port, "survivor", PASSWORD)
         await assert_pong(client)
         await client.aclose()
+
+
+async def test_extension_names_that_are_not_ascii_reach_the_recipient_as_xml(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    """Found by the fuzzers: a child element or attribute whose name is not ASCII (well-formed:
+    XML 1.0 §2.3) went out as "<b&#246;dy>" (lxml's ASCII serialization), so the recipient's
+    parser failed on it: live, and from offline storage at each later login."""
+    alice, bob = accounts(2)
+    extension = "<bödy xmlns='urn:example:names' ä='1'>hé</bödy>"
+    with trio.fail_after(TIMEOUT):
+        sender = await raw_login(server.c2s_port, alice, PASSWORD)
+        # Offline first: stored, then delivered at Bob's initial presence.
+        await sender.send(f"<message to='{bob}@localhost' id='u-offline' type='chat'>{extension}</message>")
+        await assert_pong(sender)  # the message was handled (stored) before Bob comes
+        recipient = await raw_login(server.c2s_port, bob, PASSWORD, available=True)
+        await sender.send(f"<message to='{bob}@localhost' id='u-live' type='chat'>{extension}</message>")
+        for message_id in ("u-offline", "u-live"):
+            message = await recipient.next_element(lambda e, i=message_id: e.get("id") == i)
+            child = message.find("{urn:example:names}bödy")
+            assert child is not None, etree.tostring(message)
+            assert (child.get("ä"), child.text) == ("1", "hé")
+        await assert_pong(recipient)  # its stream is still up
+        await recipient.aclose()
+        await sender.aclose()

@@ -420,9 +420,12 @@ class SmClient:
                     "<error type='cancel'><service-unavailable "
                     "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
                 )  # fmt: skip
+                data = (f"<iq type='{reply}' id='{element.get('id', '')}'"
+                        f" to='{element.get('from', self.domain)}'>{body}</iq>").encode()  # fmt: skip
+                # A reply is a stanza like any other: the server counts it in its `h` (XEP-0198
+                # §4), so it is numbered here too, or a pinged client reads an `h` beyond its count.
                 async with self._send_lock:
-                    await conn.send(f"<iq type='{reply}' id='{element.get('id', '')}'"
-                                    f" to='{element.get('from', self.domain)}'>{body}</iq>")  # fmt: skip
+                    await self._send_counted(conn, data, None)
 
     def _on_message(self, element: Element) -> None:
         result = element.find(f"{{{NS_MAM}}}result")

@@ -19,7 +19,7 @@ from imactor.actors import ActorAddress, ActorGone
 from imactor.config import Config
 from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport
 from imactor.web.messages import Request
-from imactor.xmpp.bosh import BoshError, ParsedBody, parse_body, terminate_body
+from imactor.xmpp.bosh import BoshError, ParsedBody, client_number, parse_body, request_rid, terminate_body
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.namespaces import NS_HTTPBIND
 
@@ -124,6 +124,37 @@ async def test_terminate_and_stream_errors(autojump_clock: trio.testing.MockCloc
     body = etree.fromstring(answers[0])
     assert (body.get("type"), body.get("condition")) == ("terminate", "remote-stream-error")
     assert [etree.QName(e).localname for e in body] == ["error"]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "", "-1", "0x10"])
+def test_rid_wait_hold_and_pause_take_ascii_digits_only(value: str) -> None:
+    """Found by review while writing the fuzz targets: "²" passed str.isdigit() and made int()
+    raise ValueError, which escaped as a failed HTTP connection instead of a terminate body
+    (XEP-0124 §14: rid, wait, hold and pause are positive integers, written in ASCII digits)."""
+    with pytest.raises(BoshError, match="bad-request"):
+        request_rid({"rid": value})
+    for low in (0, 1):
+        with pytest.raises(BoshError, match="bad-request"):
+            client_number(value, 60, low=low)
+
+
+async def test_a_pause_that_is_not_a_number_is_bad_request(autojump_clock: trio.testing.MockClock) -> None:
+    bosh = transport()
+    with pytest.raises(BoshError, match="bad-request"):
+        await bosh.request(10, ParsedBody({"pause": "\u00b2"}, []))
+
+
+def test_body_children_with_non_ascii_names_come_out_as_xml() -> None:
+    """Found by the BOSH fuzzer: a child whose element or attribute name is not ASCII came out as
+    "<b&#246;dy>" (lxml's ASCII serialization), which the session's own parser then refused
+    (not-well-formed): the client's stream ended over a well-formed stanza (XML 1.0 §2.3)."""
+    parsed = parse_body(
+        "<body xmlns='http://jabber.org/protocol/httpbind' rid='5'><message xmlns='jabber:client'>"
+        "<bödy xmlns='urn:example:names' ä='1'/></message></body>".encode(),
+        1000,
+    )
+    (child,) = parsed.children
+    assert etree.fromstring(child).find("{urn:example:names}bödy").get("ä") == "1"
 
 
 def test_parse_body() -> None:
@@ -251,7 +282,16 @@ async def test_a_request_for_another_workers_session_runs_on_its_owner(autojump_
 async def test_unknown_and_forged_sids_are_item_not_found(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         owner, other = workers(nursery)
-        for sid in ("0.unknown", "1.mine-but-unknown", "7.no-such-worker", "nodot", "x.y", "1234567.z"):
+        # "².z": a superscript two is a digit to str.isdigit(), not to int(), which raised.
+        for sid in (
+            "0.unknown",
+            "1.mine-but-unknown",
+            "7.no-such-worker",
+            "nodot",
+            "x.y",
+            "1234567.z",
+            "\u00b2.z",
+        ):
             answer = (await other.handle(post(sid, 10), "127.0.0.1", secure=True)).body
             assert condition(answer) == ("terminate", "item-not-found"), sid
         # Only the first went to the owner (which has no such session).

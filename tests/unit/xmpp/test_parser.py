@@ -590,6 +590,19 @@ def test_header_limit() -> None:
     assert condition_of(header, XMLStreamParser(max_header_size=len(header) - 1)) == "policy-violation"
 
 
+def test_a_header_attribute_in_a_namespace_with_a_brace_is_kept() -> None:
+    """Found by the BOSH fuzzer: lxml names such an attribute "{urn:a}b}x" in Clark notation and
+    cannot look that key up again, so copying the attributes raised KeyError out of `feed` (a
+    crashed session instead of a stream). A brace cannot be in a URI (RFC 3986 §2), but libxml2
+    only warns about it (Namespaces in XML §2.2): the attribute is kept, unreachable by name."""
+    header = HEADER[:-1] + b" xmlns:x='urn:a}b' x:restart='true'>"
+    opened, element = XMLStreamParser().feed(header + b"<presence x:y='1'/>")
+    assert isinstance(opened, StreamOpened)
+    assert opened.attributes["{urn:a}b}restart"] == "true"
+    assert opened.attributes["to"] == "example.com"
+    assert isinstance(element, ElementReceived)
+
+
 def test_endless_header_is_cut_off() -> None:
     parser = XMLStreamParser(max_header_size=8192)
     parser.feed(b"<stream:stream to='")

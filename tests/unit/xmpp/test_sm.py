@@ -75,6 +75,14 @@ def test_client_max_lowers_the_resumption_time() -> None:
     assert parsed(handle(other, el("enable", resume="true", max="9999"))).get("max") == "300"
 
 
+@pytest.mark.parametrize("wanted", ["\u00b2", "\u0661\u0662", "-5", "abc"])
+def test_a_max_that_is_not_a_number_gives_the_servers_max(wanted: str) -> None:
+    """XEP-0198 §5: 'max' is the client's preferred maximum, an xs:unsignedInt; one that is not
+    (here non-ASCII digits, which str.isdigit() accepts) is ignored, not a crashed session."""
+    state = StreamManagement()
+    assert parsed(handle(state, el("enable", resume="true", max=wanted))).get("max") == "300"
+
+
 def test_no_resumption_when_the_server_allows_none() -> None:
     state = StreamManagement()
     reply = state.handle(el("enable", resume="true"), bound=True, new_id=lambda: "x", max_resume=0)
@@ -224,7 +232,10 @@ def test_a_beyond_what_was_sent_is_handled_count_too_high() -> None:
     assert (app.get("h"), app.get("send-count")) == ("2", "1")
 
 
-@pytest.mark.parametrize("h", ["", "-1", "x", str(MOD), "99999999999"])
+# "²" and "١" are digits to str.isdigit(); the first made int() raise ValueError (a crashed
+# session instead of a stream error), the second passed as 1. XEP-0198's h is an xs:unsignedInt,
+# whose lexical form has ASCII digits only (XML Schema Part 2 §3.3.22).
+@pytest.mark.parametrize("h", ["", "-1", "x", str(MOD), "99999999999", "\u00b2", "\u0661"])
 def test_a_with_a_bad_h_is_invalid_xml(h: str) -> None:
     with pytest.raises(SmStreamError) as caught:
         handle(enabled(), el("a", h=h))

@@ -383,6 +383,11 @@ def test_header_answered_with_header_and_starttls_required_features() -> None:
         pytest.param(header(version="2.0"), "unsupported-version", id="version-2"),
         pytest.param(header(version=None), "unsupported-version", id="no-version"),
         pytest.param(header(version="x.y"), "unsupported-version", id="garbage-version"),
+        # str.isdigit() takes "²" for a digit and int() refuses it: this ended the session with a
+        # ValueError instead of a stream error (RFC 6120 §4.7.5: the numbers are integers, and
+        # XML's digits are ASCII).
+        pytest.param(header(version="\u00b2.0"), "unsupported-version", id="superscript-digit-version"),
+        pytest.param(header(version="\u0661.0"), "unsupported-version", id="arabic-indic-digit-version"),
         pytest.param(header(to="elsewhere.org"), "host-unknown", id="unknown-to"),
         # RFC 6120 §4.7.2: the initiating entity MUST include 'to' in its initial stream header.
         pytest.param(header(to=None), "improper-addressing", id="no-to"),
@@ -1131,6 +1136,26 @@ def test_eof_closes_the_stream() -> None:
     assert client.events() == [ev.StreamClosed(None)]
     assert client.read() == []
     assert client.out.closed
+    assert client.stream.state is State.CLOSED
+
+
+@pytest.mark.parametrize("where", ["before any header", "after STARTTLS", "after SASL success"])
+def test_eof_before_our_header_writes_no_stray_end_tag(where: str) -> None:
+    """Found by the stream fuzzer: EOF where the server had not (yet, after a restart) sent its
+    header wrote a lone </stream:stream>, which is not XML. A closing tag ends the stream
+    that our header opened (RFC 6120 §4.4); with no header there is nothing to close."""
+    client = Client()
+    if where == "after STARTTLS":
+        client.open()
+        assert client.send(STARTTLS) == [ev.StartTLSRequested()]
+        client.read()
+        client.stream.tls_established({})
+    elif where == "after SASL success":
+        client = at_sasl()
+        client.login()
+    client.stream.receive_data(b"")
+    assert client.events() == [ev.StreamClosed(None)]
+    assert client.stream.data_to_send() == b""
     assert client.stream.state is State.CLOSED
 
 
