@@ -54,11 +54,14 @@ CORE: tuple[CoreSpec, ...] = (
              "web/bosh.py, xmpp/bosh.py"),
     CoreSpec("XEP-0156", "", "complete: host-meta and host-meta.json", "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
-    CoreSpec("XEP-0045", "", "partial: no room registration, presence-broadcast setting or occupant ids",
+    CoreSpec("XEP-0045", "", "partial: no room registration or presence-broadcast setting",
              "muc/, rooms/actor.py, rooms/fanout.py"),
     CoreSpec("XEP-0249", "", "complete: passed through, the service announces jabber:x:conference",
              "rooms/service.py"),
     CoreSpec("XEP-0410", "", "complete: the room answers pings to its occupants' own JIDs", "muc/room.py"),
+    CoreSpec("XEP-0421", "1.0.1",
+             "complete: one id per account and room on its presence and messages, forged ids replaced",
+             "muc/stanzas.py"),
     CoreSpec("XEP-0198", "", "complete: acks after the durable write, resumption on any worker of the node",
              "xmpp/sm.py, c2s/session.py"),
     CoreSpec("XEP-0368", "", "complete", "c2s/listener.py"),
@@ -75,6 +78,7 @@ TITLES: dict[str, str] = {
     "XEP-0012": "Last Activity",
     "XEP-0030": "Service Discovery",
     "XEP-0045": "Multi-User Chat",
+    "XEP-0421": "Occupant identifiers for semi-anonymous MUCs",
     "XEP-0048": "Bookmarks",
     "XEP-0049": "Private XML Storage",
     "XEP-0054": "vcard-temp",
@@ -120,6 +124,7 @@ FEATURES: dict[str, str | None] = {
     "0012": "jabber:iq:last",
     "0030": "http://jabber.org/protocol/disco#info",
     "0045": None,  # the MUC service's own disco#info (identity conference/text)
+    "0421": None,  # a room's disco#info
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",
     "0054": "vcard-temp",

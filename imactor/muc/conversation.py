@@ -16,7 +16,7 @@ from typing import Protocol
 from imactor.muc.core import RoomCore
 from imactor.muc.history import History
 from imactor.muc.occupants import Occupant, nick_of
-from imactor.muc.stanzas import MUC_USER_X, copy, unaddress
+from imactor.muc.stanzas import MUC_USER_X, copy, mark_occupant, unaddress
 from imactor.muc.values import ArchiveItem
 from imactor.xmpp import dataforms, stanza
 from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
@@ -76,6 +76,7 @@ class Conversation:
         out = copy(element)
         unaddress(out)
         out.set("from", core.occupant_jid(occ.nick))
+        mark_occupant(out, core.occupant_id(occ.bare))
         for claimed in out.findall(_STANZA_ID):
             if claimed.get("by") == str(core.jid):
                 out.remove(claimed)  # only the room may claim its own ids (XEP-0359 §3)
@@ -113,6 +114,7 @@ class Conversation:
         out = copy(element)
         unaddress(out)
         out.set("from", core.occupant_jid(occ.nick))
+        mark_occupant(out, core.occupant_id(occ.bare))
         if out.find(MUC_USER_X) is None:
             stanza.child(out, NS_MUC_USER, "x")  # XEP-0045 §7.5: marks it as a private message
         core.emit(out, list(target.sessions))

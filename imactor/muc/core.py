@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from imactor.muc.stanzas import occupant_id
 from imactor.muc.state import RoomState
 from imactor.muc.values import ArchiveItem, Outcome, Outgoing, ServiceInfo
 from imactor.xmpp.jid import JID
@@ -87,6 +88,10 @@ class RoomCore:
         if affiliation == "member" or not self.st.config.moderated:
             return "participant"
         return "visitor"
+
+    def occupant_id(self, bare: JID) -> str:
+        """The XEP-0421 id of the real bare JID `bare` in this room."""
+        return occupant_id(self.service.occupant_id_key, str(self.jid), str(bare))
 
     def occupant_jid(self, nick: str) -> str:
         return f"{self.jid}/{nick}"

@@ -11,7 +11,7 @@ from typing import Protocol
 from imactor.muc.config_form import room_info_form
 from imactor.muc.core import RoomCore
 from imactor.muc.occupants import Occupant
-from imactor.muc.stanzas import result
+from imactor.muc.stanzas import NS_OCCUPANT_ID, result
 from imactor.xmpp import stanza
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
@@ -50,7 +50,8 @@ def disco_info(
     config = core.st.config
     _identity(answer, config.name or (core.jid.localpart or ""))
     features = [
-        NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC_REQUEST, NS_SID, *core.service.room_features,
+        NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC_REQUEST, NS_SID, NS_OCCUPANT_ID,
+        *core.service.room_features,
         NS_SELF_PING_OPTIMIZATION,
         "muc_public" if config.public else "muc_hidden",
         "muc_persistent" if config.persistent else "muc_temporary",

@@ -18,7 +18,7 @@ from lxml import etree
 
 from imactor.muc.core import RoomCore
 from imactor.muc.occupants import Occupant, OccupantInfo, nick_of, presence_payload
-from imactor.muc.stanzas import MUC_USER_X, copy, muc_user
+from imactor.muc.stanzas import MUC_USER_X, copy, mark_occupant, muc_user
 from imactor.xmpp import stanza
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
@@ -237,6 +237,7 @@ class Occupancy:
             reason=reason,
             actor=actor,
         )
+        mark_occupant(element, self._core.occupant_id(occ.bare))
         return element
 
     def broadcast_presence(self, occ: Occupant, payload: Element | None = None, *,

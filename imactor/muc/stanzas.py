@@ -6,6 +6,9 @@ recipient (`Outgoing.recipients`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -17,6 +20,23 @@ from imactor.xmpp.namespaces import NS_DELAY, NS_MUC, NS_MUC_USER, qname
 from imactor.xmpp.stanza import Element
 
 MUC_USER_X = qname(NS_MUC_USER, "x")
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+OCCUPANT_ID = qname(NS_OCCUPANT_ID, "occupant-id")
+
+
+def occupant_id(key: bytes, room: str, bare: str) -> str:
+    """XEP-0421 §4: a stable, opaque id of a real bare JID in one room (HMAC-SHA-256, 128 bits,
+    base64url): the same every time the account joins, another in every other room."""
+    digest = hmac.new(key, f"{room}\0{bare}".encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def mark_occupant(element: Element, occupant: str) -> None:
+    """XEP-0421 §4: the room's own occupant id on a presence or message it sends on behalf of an
+    occupant; any the client put there is removed first (§6: it could claim another's)."""
+    for claimed in element.findall(OCCUPANT_ID):
+        element.remove(claimed)
+    stanza.child(element, NS_OCCUPANT_ID, "occupant-id").set("id", occupant)
 
 
 def stamp(now: float) -> str:

@@ -20,6 +20,9 @@ class ServiceInfo:
     may_create: Callable[[JID], bool]  #: may this real bare JID create a new room
     #: disco#info features that the server's modules add to every room (XEP-0313: `muc_mam`)
     room_features: tuple[str, ...] = ()
+    #: Key of the XEP-0421 occupant ids: the same in every worker and across restarts, and
+    #: unknown to clients, so an id can neither be forged nor traced back to its JID.
+    occupant_id_key: bytes = b""
 
 
 @dataclass(frozen=True)

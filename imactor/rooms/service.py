@@ -9,6 +9,7 @@ features) and disco#items (the public rooms, from storage).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,12 +38,15 @@ class MucService:
         self.admins = frozenset(services.config.server.admins)
         #: disco#info features the enabled modules add to rooms (and to the service)
         self.room_features = tuple(services.modules.room_features())
+        # XEP-0421 occupant ids: derived from the TLS key, so every worker (and every restart)
+        # gives one account the same id in a room, and no client can compute another's.
+        self._occupant_id_key = hashlib.sha256(b"imactor-occupant-id\0" + services.tls_key_bytes).digest()
 
     def service_info(self, may_create: Callable[[JID], bool]) -> ServiceInfo:
         """What a room needs to know of its service; `may_create` answers for its creator."""
         return ServiceInfo(
             jid=self.jid, admins=self.admins, max_occupants=self._services.config.muc.max_occupants,
-            may_create=may_create, room_features=self.room_features,
+            may_create=may_create, room_features=self.room_features, occupant_id_key=self._occupant_id_key,
         )  # fmt: skip
 
     async def creation_allowed(self, creator: JID) -> bool:

@@ -369,3 +369,45 @@ def test_slixmpp_room_use_cases_without_waiting(server: ServerProcess, accounts:
             assert again["muc"]["affiliation"] == "owner"
 
     run(scenario())
+
+
+def test_slixmpp_tells_one_sender_under_two_nicks_by_its_occupant_id(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    """XEP-0421 with slixmpp's plugin: Alice speaks, leaves, comes back under another nick and
+    speaks again; Bob sees both messages with one occupant id, and his own with another."""
+    alice, bob = accounts(2)
+    room = slixmpp.JID(f"masks@{SERVICE}")
+    plugins = (*SLIXMPP_PLUGINS, "xep_0421")
+
+    async def scenario() -> None:
+        async with (
+            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port, plugins=plugins) as a,
+            slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port, plugins=plugins) as b,
+        ):
+            muc = a.plugin["xep_0045"]
+            await muc.join_muc_wait(room, "alice", maxstanzas=0, timeout=WAIT)
+            form = await muc.get_room_config(room, timeout=WAIT)  # unlock the new room as it is
+            await muc.set_room_config(room, form, timeout=WAIT)
+            await b.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=WAIT)
+            heard = event_queue(b, "groupchat_message")
+            seen: dict[str, tuple[str, str]] = {}
+
+            async def hear(body: str) -> None:
+                message = await next_matching(heard, lambda m: m["body"] == body)
+                seen[body] = (message["mucnick"], message["occupant-id"]["id"])
+
+            a.send_message(mto=room, mbody="first", mtype="groupchat")
+            await hear("first")
+            a.plugin["xep_0045"].leave_muc(room, "alice")
+            await a.plugin["xep_0045"].join_muc_wait(room, "mask", maxstanzas=0, timeout=WAIT)
+            a.send_message(mto=room, mbody="second", mtype="groupchat")
+            await hear("second")
+            b.send_message(mto=room, mbody="mine", mtype="groupchat")
+            await hear("mine")
+            assert seen["first"][0] == "alice"
+            assert seen["second"][0] == "mask"
+            assert seen["first"][1] == seen["second"][1] != ""
+            assert seen["mine"][1] not in ("", seen["first"][1])
+
+    run(scenario())

@@ -36,6 +36,7 @@ def service(max_occupants: int = 100) -> ServiceInfo:
         max_occupants=max_occupants,
         may_create=lambda jid: jid.localpart != "guest",
         room_features=("urn:xmpp:mam:2",),  # the muc_mam module, enabled by default
+        occupant_id_key=b"the service's occupant id key",
     )
 
 
