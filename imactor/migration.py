@@ -20,8 +20,6 @@ An import reads files of Prosody, ejabberd, Openfire or imactor:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,6 +31,7 @@ from lxml import etree
 from imactor.config import Config
 from imactor.storage import Storage
 from imactor.storage.xep0227 import AccountChanges, StoredAccount, StoredNode
+from imactor.tls import write_atomically
 from imactor.xmpp import dataforms, pie, pie_write
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp.errors import StanzaError
@@ -106,17 +105,7 @@ def _form_values(config: dict[str, object], limits: ps.Limits) -> dict[str, tupl
 
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` readable by its owner only (XEP-0227 §6), replacing it atomically."""
-    directory = path.resolve().parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path.resolve(), data, mode=0o600)
 
 
 # ---- reading files -----------------------------------------------------------------------------

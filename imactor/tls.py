@@ -54,8 +54,8 @@ def ensure_certificate(cert_path: Path, key_path: Path, domain: str) -> tuple[Pa
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     cert_pem, key_pem = generate_self_signed(domain)
-    _write_atomically(key_path, key_pem, mode=0o600)
-    _write_atomically(cert_path, cert_pem, mode=0o644)
+    write_atomically(key_path, key_pem, mode=0o600)
+    write_atomically(cert_path, cert_pem, mode=0o644)
     return cert_path, key_path
 
 
@@ -161,8 +161,9 @@ def server_end_point_binding(cert_path: Path) -> bytes:
     return hashlib.new(name, certificate.public_bytes(serialization.Encoding.DER)).digest()
 
 
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    """Write through a temporary file created with `mode`, then rename it into place."""
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Write through a temporary file created with `mode`, then rename it into place (the TLS
+    key, and the exports of `imactor.migration`: never readable by others, never half written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # O_EXCL + mode at creation: the key is never readable by others, not even for an instant.
