@@ -96,15 +96,8 @@ class Login(Scenario):
             attempt = 0
             while time.monotonic() < deadline:
                 attempt += 1
-                start = time.perf_counter()
-                try:
-                    with trio.fail_after(30):
-                        client = await self.open(user, f"login{index}-{attempt}")
-                    latencies.append(time.perf_counter() - start)
-                    await client.aclose()
-                except _LOGIN_FAILURES as exc:
+                if not await self._timed_login(user, f"login{index}-{attempt}", latencies):
                     failed += 1
-                    self.error(exc)
 
         async with trio.open_nursery() as nursery:
             for index, user in enumerate(self.users):
@@ -121,21 +114,27 @@ class Login(Scenario):
         async def one(index: int, user: tuple[str, str]) -> None:
             nonlocal failed
             async with limiter:
-                start = time.perf_counter()
-                try:
-                    with trio.fail_after(30):
-                        client = await self.open(user, f"login{index}")
-                    latencies.append(time.perf_counter() - start)
-                    await client.aclose()
-                except _LOGIN_FAILURES as exc:
+                if not await self._timed_login(user, f"login{index}", latencies):
                     failed += 1
-                    self.error(exc)
 
         async with trio.open_nursery() as nursery:
             for index, user in enumerate(self.users):
                 nursery.start_soon(one, index, user)
         return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors,
                 "seconds": time.monotonic() - started}  # fmt: skip
+
+    async def _timed_login(self, user: tuple[str, str], resource: str, latencies: list[float]) -> bool:
+        """One login as `user`, its time appended to `latencies`; False (the error kept) if it failed."""
+        start = time.perf_counter()
+        try:
+            with trio.fail_after(30):
+                client = await self.open(user, resource)
+            latencies.append(time.perf_counter() - start)
+            await client.aclose()
+        except _LOGIN_FAILURES as exc:
+            self.error(exc)
+            return False
+        return True
 
 
 async def _drain(client: LoadClient, on_message: Callable[[etree._Element], None] | None = None) -> None:
