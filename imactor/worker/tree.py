@@ -26,8 +26,9 @@ import logging
 import math
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +175,7 @@ def _children(
         ChildSpec("users", users.run, shutdown=math.inf),
         ChildSpec("rooms", rooms.run, shutdown=math.inf),
         ChildSpec("sessions", sessions.run, shutdown=math.inf),
-        ChildSpec("session-timers", _session_timers_start(services)),
+        ChildSpec("session-timers", partial(run_session_timers, services)),
         # After the actor supervisors: frames queued for this worker while it was down (held by
         # the peers' ZeroMQ sockets) arrive at once and must find them running. Before the
         # listeners: no session exists before it, so none holds a reference it lost.
@@ -219,31 +220,13 @@ def _starter(supervisor: DynamicSupervisor, make: Callable[[str], Actor[Any]]) -
     return start
 
 
-def _listener_child(services: Services, web: WebEndpoints, name: str, listener: trio.SocketListener):  # type: ignore[no-untyped-def]
+def _listener_child(
+    services: Services, web: WebEndpoints, name: str, listener: trio.SocketListener
+) -> Callable[..., Awaitable[object]]:
+    """The start function of one listener's child (called with ``task_status=``)."""
     if name in ("http", "https"):
-        return _web_start(web, listener, tls=name == "https")
-    return _listener_start(services, listener, direct_tls=name == "c2s_tls")
-
-
-def _listener_start(services: Services, listener: trio.SocketListener, *, direct_tls: bool):  # type: ignore[no-untyped-def]
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_c2s(services, listener, direct_tls=direct_tls, task_status=task_status)
-
-    return start
-
-
-def _session_timers_start(services: Services):  # type: ignore[no-untyped-def]
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await run_session_timers(services, task_status=task_status)
-
-    return start
-
-
-def _web_start(web: WebEndpoints, listener: trio.SocketListener, *, tls: bool):  # type: ignore[no-untyped-def]
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_http(web, listener, tls=tls, task_status=task_status)
-
-    return start
+        return partial(serve_http, web, listener, tls=name == "https")
+    return partial(serve_c2s, services, listener, direct_tls=name == "c2s_tls")
 
 
 async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[str, list[trio.SocketListener]]:
