@@ -150,6 +150,9 @@ async def test_a_room_comes_back_after_its_worker_dies(tmp_path: Path) -> None:
             gone = await peer.expect(lambda e, nick=nick: e.get("from") == f"{room}/{nick}"  # type: ignore[misc]
                                      and e.get("type") == "unavailable")  # fmt: skip
             assert {"110", "333"} <= status_codes(gone)
+        # Once every worker sees the replacement live, the room comes back at its home. (Joins
+        # that race the room's move back home are another scenario: see test_occupants_stay_...)
+        await wait_mesh_views(path, live=[0, 1])
         # Back, from storage: history, configuration and affiliations.
         again = await join(member, room, "mem", history="<history maxstanzas='10'/>")
         assert [m.findtext(f"{C}body") for m in again.history] == [f"before {n}" for n in range(3)]
@@ -212,6 +215,15 @@ async def mesh_counter(path: Path, worker: int, name: str) -> int:
     document = await node_status(path)
     entry = next(w for w in document["workers"] if w["index"] == worker)
     return int(entry["mesh"][name])
+
+
+async def wait_mesh_views(path: Path, *, live: list[int]) -> None:
+    """Poll the status socket until every worker's mesh sees exactly `live` as the live workers."""
+    while True:
+        workers = (await node_status(path))["workers"]
+        if len(workers) == len(live) and all(w.get("mesh", {}).get("live_workers") == live for w in workers):
+            return
+        await trio.sleep(0.05)
 
 
 async def wait_counter(path: Path, worker: int, name: str, at_least: int) -> None:
