@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from imactor.c2s.tls_stream import TLSSocketStream
+from imactor.c2s.writer import WRITE_TIMEOUT
 from supervisors import ChildSpec, Restart
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ async def serve_c2s(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept client connections forever; STARTTLS streams or, with `direct_tls`, XEP-0368 TLS."""
-    from imactor.c2s.session import WRITE_TIMEOUT, SessionActor
+    from imactor.c2s.session import SessionActor
 
     supervisor = services.session_supervisor
     assert supervisor is not None

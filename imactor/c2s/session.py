@@ -10,28 +10,29 @@ XEP-0198 (`imactor.xmpp.sm` holds the counters and the unacked queue): once a cl
 resumption, a transport that breaks without </stream:stream> leaves the actor *detached*: still
 bound in its user actor, holding what is delivered, for `[limits] resume_timeout` seconds. A new
 connection that authenticates and sends <resume previd/> finds it in the session table's
-`resumable` (`imactor.server.sessions`) and hands
-it its transport and its `ServerStream` (`take_over`); the detached actor answers <resumed/>, sends
-again what the client did not acknowledge and carries on with the new transport, under the same
-actor reference, so the user actor never notices. The new connection's actor then ends without
-unbinding or closing the transport it gave away.
+`resumable` (`imactor.server.sessions`) and offers it its transport and stream (`take_over`), or,
+on another worker, asks it through the mesh to move there (`take_over_remote`).
 
-Collaborators the session owns and calls one way: `DurableAcks` (`imactor.c2s.durable`, what `h`
-may count), `ClientPolicy` (`imactor.c2s.policy`, the stanza rate and the block list), the
-transport (`imactor.c2s.socket_stream`, `imactor.c2s.tls_stream`, or a web `FramedStream`).
+Collaborators the session owns and calls one way, each given what it needs and nothing of the
+session: `ClientWriter` (`imactor.c2s.writer`: the transport, the write lock, the bytes a socket
+did not take, XEP-0198's count of what was sent), `Resumption` (`imactor.c2s.resumption`:
+detached or not, the deliveries held meanwhile, the hand-over to a resuming connection or worker),
+`DurableAcks` (`imactor.c2s.durable`: what `h` may count), `ClientPolicy` (`imactor.c2s.policy`:
+the stanza rate and the block list). The transport itself is `imactor.c2s.socket_stream`,
+`imactor.c2s.tls_stream`, or a web `FramedStream`.
 
-Why this file is still over 450 lines: the writer (the inline write on delivery, the mailbox task,
-the flush under the write lock) and the resumption and hand-over (same worker, other worker)
-share the stream, the write lock and the XEP-0198 state with the reader, and are still methods of
-the session. They are the next two collaborators to take out, each as an object given the
-stream and the transport it needs (issue 15, point 4).
+Why this file is still over 450 lines: what is left is the session's own work, one reader's
+events in order: the stream's events (STARTTLS, credentials, bind, XEP-0198 nonzas), the checks
+and routing of each stanza from the client (RFC 6120 §8.1.2.1 'from', §10.3 'to', blocking), the
+mailbox task and the write without a task, and the session timers' deadlines. Each of these reads
+and changes the session's bound JID and stream state; split further, they would call each other
+back through the session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,13 +40,15 @@ import trio
 from lxml import etree
 
 from imactor import messages as m
-from imactor.actors import ActorAddress, ActorGone, ActorRef, AskTimeout, LocalRef, ask
+from imactor.actors import ActorAddress, ActorGone, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
 from imactor.c2s.durable import COMPLETION_TIMEOUT, DurableAcks
 from imactor.c2s.policy import ClientPolicy
+from imactor.c2s.resumption import TAKE_OVER_TIMEOUT, Handover, Resumption, resume_moved
 from imactor.c2s.socket_stream import SocketStream
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
+from imactor.c2s.writer import TRANSPORT_GONE, WRITE_TIMEOUT, ClientWriter
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
 from imactor.server.modules import Scope, storage_failure
@@ -68,13 +71,8 @@ log = logging.getLogger("imactor.session")
 READ_SIZE = 65536
 #: The first byte of a TLS handshake record (content type 22): what a ClientHello starts with.
 TLS_HANDSHAKE_RECORD = b"\x16"
-WRITE_TIMEOUT = 30.0
-#: Seconds the last writes of an ending session may wait for the client to read them.
-CLOSE_PATIENCE = 2.0
 #: Seconds the reader may go on once a write found the transport gone (`_write_lost`).
 LOST_WRITE_GRACE = 0.5
-#: What a dead or misbehaving peer makes socket calls raise.
-TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
 #: XEP-0198: ask for an ack (<r/>) after this many stanzas, or once the stream went quiet with
 #: some unacknowledged (between one and two ticks of the session timers, `session_timers.TICK`).
@@ -86,10 +84,6 @@ UNACKED_PER_SLOT = 4
 ROSTER_QUERY = qname(NS_ROSTER, "query")
 #: Binds tried when the account's home worker dies while it is asked.
 BIND_ATTEMPTS = 3
-#: Seconds a session resumed on another worker waits for its pending stores before it hands over
-#: (the resuming side asks with `TAKE_OVER_TIMEOUT`).
-MOVE_SETTLE = 4.0
-TAKE_OVER_TIMEOUT = 10.0
 #: Seconds a re-registration with the account's new home may take (`_rebind`).
 REBIND_TIMEOUT = COMPLETION_TIMEOUT
 
@@ -110,16 +104,6 @@ def _shared_config(config: StreamConfig) -> StreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Handover:
-    """What a resuming connection gives the detached session: its transport and stream."""
-
-    transport: trio.abc.Stream
-    stream: ServerStream
-    h: int
-    remote: str
-
-
-@dataclass(frozen=True, slots=True)
 class SessionStatistics:
     address: str
     state: str
@@ -134,22 +118,15 @@ class SessionActor:
     # CPython shares between instances) costs about 1.5 KB per session.
     __slots__ = (
         "_ack_mark",
-        "_detached",
         "_ended",
         "_filters",
-        "_flushing",
-        "_handed_over",
-        "_handover",
-        "_handover_ready",
         "_handshake_deadline",
         "_handshaken",
         "_handshaking",
-        "_held",
         "_interested",
         "_kicked",
         "_last_read",
         "_mailbox",
-        "_moved_to",
         "_nursery",
         "_pinged_at",
         "_presence",
@@ -161,9 +138,6 @@ class SessionActor:
         "_sniffing",
         "_stanzas_in",
         "_stanzas_out",
-        "_takeover",
-        "_unsent",
-        "_write_lock",
         "_writing",
         "acks",
         "address",
@@ -173,10 +147,10 @@ class SessionActor:
         "policy",
         "ref",
         "remote",
+        "resumption",
         "services",
         "sm",
-        "stream",
-        "transport",
+        "writer",
     )  # fmt: skip
 
     def __init__(
@@ -187,10 +161,6 @@ class SessionActor:
             # Our own socket stream: a read that waits before it reads, and writes without a task
             # (`send_nowait`, used by `_on_queued`).
             transport = SocketStream.from_trio(transport, send_patience=WRITE_TIMEOUT)
-        self.transport = transport
-        #: Bytes a write without waiting (`_write_nowait`) could not hand to the socket: the
-        #: writer task sends them first (for TLS, OpenSSL wants them again, as they were).
-        self._unsent = b""
         self.remote = remote
         self.direct_tls = direct_tls
         conn_id = services.new_id()
@@ -215,7 +185,7 @@ class SessionActor:
             bound_features=services.bound_features,
             fake_salt_secret=services.fake_salt_secret,
         )
-        self.stream = ServerStream(
+        stream = ServerStream(
             _shared_config(stream_config),
             stream_id_factory=services.new_id,
             tls_active=direct_tls or (isinstance(transport, FramedStream) and transport.secure),
@@ -223,7 +193,6 @@ class SessionActor:
         self.jid: JID | None = None
         #: Rooms joined (room JID → occupant JID), see `_track_room`.
         self.joined_rooms: dict[JID, JID] = {}
-        self._write_lock = trio.Lock()
         #: The client's stanza rate and the account's block list.
         self.policy = ClientPolicy(
             config.limits.stanzas_per_second, config.limits.stanza_burst, trio.current_time()
@@ -240,29 +209,26 @@ class SessionActor:
         self._scope: trio.CancelScope | None = None
         # XEP-0198 (see the module docstring).
         self.sm = sm.StreamManagement(ack_every=ACK_EVERY)
+        #: The transport and everything written to it.
+        self.writer = ClientWriter(
+            transport, stream, self.sm,
+            unacked_limit=UNACKED_PER_SLOT * self._mailbox.capacity, on_lost=self._write_lost,
+        )  # fmt: skip
+        #: XEP-0198 §5: detached, held deliveries, and the connection or worker that resumes us.
+        self.resumption = Resumption()
         self._seen_in = 0  #: `stream.stanzas_in` already counted into `sm`
         #: The client's messages awaiting durable handling, and the acks that wait for them.
         self.acks = DurableAcks(self.address, self.sm, services.router)
         self._nursery: trio.Nursery | None = None
         #: `_mailbox_task` is running (it runs only while there is something to deliver).
         self._writing = False
-        #: A task is in `_flush_now`'s loop: what the stream says meanwhile goes out with it.
-        self._flushing = False
         self._handshaken = False
         #: A connection on the STARTTLS port whose first byte is still unread: it may open with a
         #: TLS ClientHello instead (see `_receive`).
-        self._sniffing = not direct_tls and type(self.transport) is SocketStream
+        self._sniffing = not direct_tls and type(transport) is SocketStream
         self._serve_scope: trio.CancelScope | None = None
-        self._detached = False
-        self._held: list[bytes] = []  #: delivered while detached (not yet sent, not counted)
-        self._handover: Handover | None = None
-        #: Set when a resumption arrives (`take_over`): created on demand (`_handover_event`).
-        self._handover_ready: trio.Event | None = None
-        self._handed_over = False  #: this actor gave its transport to a detached session
         self._ended = False
         self._kicked = False  #: told to end (conflict, account removed, not reading): no resumption
-        self._takeover: m.TakeOver | None = None  #: resumed on another worker: hand over
-        self._moved_to: ActorRef[m.SessionMessage] | None = None  #: ...to this session
         self._presence: Stanza | None = None  #: the last available presence broadcast, if any
         self._interested = False  #: asked for the roster (gets pushes)
         #: Modules' views of what is written to the client (XEP-0352 holds some stanzas back).
@@ -299,11 +265,11 @@ class SessionActor:
             self._mailbox.close()
             self.services.sessions.closed(self)
             self._forget_resumption()
-            if not self._handed_over:
+            if not self.resumption.handed_over:
                 with trio.CancelScope(shield=True):
                     await self._undelivered()
                     await self._unbind()
-                    await self._close_transport()
+                    await self.writer.close()
 
     async def _serve(self) -> bool:
         """Read the current transport until it or the stream ends; True: wait for a resumption."""
@@ -316,31 +282,37 @@ class SessionActor:
         # Stanzas parsed but never acted on (the transport broke mid-batch) were not handled: h
         # does not count them.
         self._seen_in = self.stream.stanzas_in
-        if self._handed_over or self._kicked:
+        if self.resumption.handed_over or self._kicked:
             return False
-        if self._handover is not None or self._takeover is not None:
+        if self.resumption.pending:
             return True
         return self.sm.resumable and not self.stream.clean_close
 
     async def _detached_wait(self) -> bool:
         """Detached: bound, holding deliveries, until a connection resumes us (True) or time is up."""
-        self._detached = True
+        resumption = self.resumption
+        resumption.detached = True
         log.debug("%s: detached, resumable for %s s", self.address, self.sm.max)
-        resumed = self._handover is not None or self._takeover is not None
+        resumed = resumption.pending
         if resumed and self.stream.state is not State.CLOSED:
             self.stream.close("conflict", "the session was resumed on another connection")
-        await self._close_transport()
+        await self.writer.close()
         if not resumed:
             await self._tell_detached(True)
-            with trio.move_on_after(self.sm.max):
-                await self._handover_event().wait()
-        if self._takeover is not None:
-            await self._move_to(self._takeover)
+            await resumption.wait(self.sm.max)
+        if resumption.remote is not None:
+            await self._move_out()
             return False
-        handover = self._handover
-        if handover is None:
+        if not resumption.pending:
             return False
-        await self._take_over(handover)
+        assert self.jid is not None
+        self.remote, sent = await resumption.adopt_connection(
+            self.writer, self.acks, self.jid, self._release_filters()
+        )
+        self._seen_in = self.stream.stanzas_in
+        if sent is not None:
+            log.debug("%s: resumed (%d sent again, %d held)", self.address, *sent)
+            await self._tell_detached(False)
         return True
 
     async def _tell_detached(self, detached: bool) -> None:
@@ -359,8 +331,7 @@ class SessionActor:
         return (
             not self._ended
             and not self._kicked
-            and self._handover is None
-            and self._takeover is None
+            and not self.resumption.pending
             and self.sm.resumable
             and self.jid is not None
             and self.jid.localpart == username
@@ -369,53 +340,35 @@ class SessionActor:
     def take_over(self, handover: Handover) -> None:
         """Called by the resuming connection's actor (same worker, synchronously): adopt its
         transport. A session still attached to a half-open connection drops that one first."""
-        self._handover = handover
-        self._handover_event().set()
+        self.resumption.offer(handover)
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 
     def take_over_remote(self, request: m.TakeOver) -> None:
         """Called by the mesh when the client resumed this session on another worker: hand the
-        session over there (`_move_to`)."""
-        self._takeover = request
-        self._handover_event().set()
+        session over there (`_move_out`)."""
+        self.resumption.offer_remote(request)
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 
-    def _handover_event(self) -> trio.Event:
-        event = self._handover_ready
-        if event is None:
-            event = self._handover_ready = trio.Event()
-        return event
-
-    async def _move_to(self, request: m.TakeOver) -> None:
-        """Give this session's state to the resuming session on another worker and end quietly:
-        the resource stays bound (the new session re-registers it), nothing goes offline.
-
-        The wait for pending stores is bounded well within the asker's patience: what is not
-        confirmed by then stays out of `h`, and the client sends it again after <resumed/>."""
-        with trio.move_on_after(MOVE_SETTLE):
-            await self.acks.settle()
+    async def _move_out(self) -> None:
+        """The client resumed us on another worker: our state goes there, we end quietly."""
         assert self.jid is not None
-        async with self._write_lock:
-            for data in self.stream.take_sent():
-                self.sm.stanza_sent(data)
-            try:
-                resend = self.sm.resume(request.h)
-            except sm.SmStreamError:
-                request.reply.fail(StanzaError("bad-request", "h is more than was sent"))
-                return
-            held, self._held = self._held + self._release_filters(), []
-            moved = m.MovedSession(
-                self.jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, tuple(resend),
-                tuple(held), self.policy.blocklist, self._presence, self._interested, self._resource_state,
+        jid = self.jid
+
+        def moved(unacked: tuple[bytes, ...], held: tuple[bytes, ...]) -> m.MovedSession:
+            return m.MovedSession(
+                jid, self.sm.h_in, self.sm.sent, self.sm.acked, self.sm.max, unacked, held,
+                self.policy.blocklist, self._presence, self._interested, self._resource_state,
             )  # fmt: skip
-            self._handed_over = True
-            self._moved_to = request.session
-            if self.sm.id is not None:
-                self.services.sessions.moved(self.address.key, self.sm.id, request.session)
-            request.reply.send(moved)
-        log.debug("%s: moved to %s", self.address, request.session.address)
+
+        if not await self.resumption.move_out(self.writer, self.acks, self._release_filters(), moved):
+            return
+        moved_to = self.resumption.moved_to
+        assert moved_to is not None
+        if self.sm.id is not None:
+            self.services.sessions.moved(self.address.key, self.sm.id, moved_to)
+        log.debug("%s: moved to %s", self.address, moved_to.address)
 
     async def _resume_elsewhere(self, previd: str, worker: int, h: int) -> None:
         """§5 across workers: the detached session lives on `worker`; it hands its state over."""
@@ -441,7 +394,7 @@ class SessionActor:
         self.policy.blocklist = moved.blocklist
         self._presence, self._interested = moved.presence, moved.interested
         self._resource_state = moved.state
-        self.sm = sm.StreamManagement.moved(
+        self.sm = self.writer.sm = sm.StreamManagement.moved(
             session_id=previd, max_resume=moved.max, h_in=moved.h_in, sent=moved.sent, acked=moved.acked,
             unacked=list(moved.unacked), ack_every=ACK_EVERY,
         )  # fmt: skip
@@ -450,51 +403,16 @@ class SessionActor:
         self.stream.track_sent = True
         self.services.sessions.resumable[previd] = self
         mesh.count("resumed_here")
-        async with self._write_lock:
-            self.stream.send_nonza(self.sm.resumed(previd))
-            for data in moved.unacked:
-                self.stream.send_nonza(data)  # counted when first sent
-            for data in moved.held:
-                self.stream.send(data)
-        await self._flush()
+        await resume_moved(self.writer, previd, moved)
         await self._rebind()
         log.debug("%s: resumed %s from w%d", self.address, moved.full_jid, worker)
-
-    async def _take_over(self, handover: Handover) -> None:
-        await self.acks.settle()  # <resumed h/> counts what is durably handled by now
-        async with self._write_lock:
-            for data in self.stream.take_sent():
-                self.sm.stanza_sent(data)
-            self._handover = None
-            self._handover_ready = None
-            self.transport, self.stream, self.remote = handover.transport, handover.stream, handover.remote
-            self._unsent = b""  # went with the old transport; XEP-0198 sends those stanzas again
-            self._seen_in = self.stream.stanzas_in
-            self.stream.track_sent = True
-            self._detached = False
-            try:
-                resend = self.sm.resume(handover.h)
-            except sm.SmStreamError as error:
-                self.stream.close(error.condition, error.text, error.app)
-                return
-            assert self.jid is not None
-            assert self.sm.id is not None
-            self.stream.resumed(self.jid)
-            self.stream.send_nonza(self.sm.resumed(self.sm.id))
-            for data in resend:
-                self.stream.send_nonza(data)  # counted when first sent
-            held, self._held = self._held + self._release_filters(), []
-            for data in held:
-                self.stream.send(data)
-        log.debug("%s: resumed (%d sent again, %d held)", self.address, len(resend), len(held))
-        await self._tell_detached(False)
 
     def _forget_resumption(self) -> None:
         if self.sm.id is None:
             return
         if self.services.sessions.resumable.get(self.sm.id) is self:
             del self.services.sessions.resumable[self.sm.id]
-        if self._moved_to is None and self.jid is not None and self.jid.localpart is not None:
+        if self.resumption.moved_to is None and self.jid is not None and self.jid.localpart is not None:
             self.acks.collect()
             self.services.sessions.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
 
@@ -505,15 +423,13 @@ class SessionActor:
                 item = self._mailbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if isinstance(item, m.Deliver) and not self._forwarded(item):
-                self._held.append(item.stanza.data)
+            if isinstance(item, m.Deliver) and not self.resumption.forward(item):
+                self.resumption.hold(item.stanza.data)
 
     async def _undelivered(self) -> None:
         """§4: stanzas the client never acknowledged are treated as undelivered (offline storage)."""
-        for data in self.stream.take_sent():
-            self.sm.stanza_sent(data)
-        pending = self.sm.take_unacked() + self._held
-        self._held = []
+        self.writer.count_sent()
+        pending = self.sm.take_unacked() + self.resumption.take_held()
         undelivered: list[Stanza] = []
         for data in pending:
             element = st.parse(data)
@@ -535,29 +451,14 @@ class SessionActor:
             with trio.move_on_after(5):
                 await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
 
-    async def _close_transport(self) -> None:
-        transport = self.transport
-        if isinstance(transport, TLSSocketStream) and not transport.handshaken:
-            # TLS never came up (a silent or failed handshake): nothing can be said, and a
-            # flush would start the handshake again from the write side.
-            with contextlib.suppress(*TRANSPORT_GONE):
-                await transport.aclose()
-            return
-        if isinstance(transport, SocketStream) and not self._write_lock.locked():
-            # Its writes time out by themselves (a client that does not read gets 2 s more, not
-            # 30), and closing it never waits: no timer per session's end.
-            transport.send_patience = min(transport.send_patience, CLOSE_PATIENCE)
-            with contextlib.suppress(*TRANSPORT_GONE):
-                await self._flush()
-            with contextlib.suppress(*TRANSPORT_GONE):
-                await transport.aclose()
-            return
-        with trio.move_on_after(CLOSE_PATIENCE):
-            with contextlib.suppress(*TRANSPORT_GONE):
-                await self._flush()
-        with trio.move_on_after(1):
-            with contextlib.suppress(*TRANSPORT_GONE):
-                await transport.aclose()
+    @property
+    def stream(self) -> ServerStream:
+        """The sans-IO stream of the current connection (a resumption brings its own)."""
+        return self.writer.stream
+
+    @property
+    def transport(self) -> trio.abc.Stream:
+        return self.writer.transport
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -595,8 +496,10 @@ class SessionActor:
             first = await self.transport.peek(1)
             self._sniffing = False
             if first == TLS_HANDSHAKE_RECORD:
-                self.transport = TLSSocketStream.server_side(
-                    self.transport, self.services.ssl_context, send_patience=WRITE_TIMEOUT
+                self.writer.upgrade(
+                    TLSSocketStream.server_side(
+                        self.transport, self.services.ssl_context, send_patience=WRITE_TIMEOUT
+                    )
                 )
                 self.direct_tls = True
                 return None
@@ -624,7 +527,8 @@ class SessionActor:
         the deadlines that each read used to arm, and XEP-0198's request for an ack once the
         stream goes quiet. What must be written goes through our own mailbox, so it is written
         in order with the deliveries (without a task when it can: `_on_queued`)."""
-        if self._ended or self._detached or self._kicked or self._handed_over or self._handshaking:
+        resumption = self.resumption
+        if self._ended or self._kicked or self._handshaking or resumption.detached or resumption.handed_over:
             return
         limits = self.services.config.limits
         if self.jid is None:
@@ -656,15 +560,15 @@ class SessionActor:
             event = self.stream.next_event()
             if event is NEED_DATA:
                 self._count_in()
-                if self.stream.has_output() or self._unsent:
-                    await self._flush()
+                if self.stream.has_output() or self.writer.has_unsent:
+                    await self.writer.flush()
                 return False
             if isinstance(event, ev.StreamClosed):
                 self._count_in()
-                await self._flush()
+                await self.writer.flush()
                 return True
             await self._on_event(event)  # type: ignore[arg-type]
-            if self._handed_over:
+            if self.resumption.handed_over:
                 return True  # the stream is another actor's now: not one more event from it
 
     def _count_in(self) -> None:
@@ -701,13 +605,13 @@ class SessionActor:
                 raise AssertionError(event)
 
     async def _start_tls(self) -> None:
-        await self._flush()
+        await self.writer.flush()
         # STARTTLS is offered on TCP only.
         assert isinstance(self.transport, SocketStream)
         assert not isinstance(self.transport, TLSSocketStream)
         context = self.services.ssl_context
         tls = TLSSocketStream.server_side(self.transport, context, send_patience=WRITE_TIMEOUT)
-        self.transport = tls
+        self.writer.upgrade(tls)
         with trio.move_on_after(self.services.config.limits.handshake_timeout) as scope:
             self._handshaking = True
             try:
@@ -791,9 +695,9 @@ class SessionActor:
 
     async def _send_unasked_ack(self) -> None:
         """§4 lets a server send <a/> unasked (`DurableAcks.ack_later`)."""
-        if not self._detached and self.stream.state is State.ESTABLISHED:
+        if not self.resumption.detached and self.stream.state is State.ESTABLISHED:
             self.stream.send_nonza(sm.ack(self.sm.h_in))
-            await self._flush()
+            await self.writer.flush()
 
     async def _resume(self, element: etree._Element) -> None:
         """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
@@ -813,9 +717,9 @@ class SessionActor:
             stale = self.services.sessions.expired_resumption(previd, username or "")
             self.stream.send_nonza(sm.failed("item-not-found", stale))
             return
-        await self._flush()
+        await self.writer.flush()
         old.take_over(Handover(self.transport, self.stream, h, self.remote))
-        self._handed_over = True
+        self.resumption.handed_over = True
 
     # ---- stanzas from the client ---------------------------------------------------------
 
@@ -825,7 +729,7 @@ class SessionActor:
         self.services.stanzas_in_total += 1
         delay = self.policy.delay_for_one(trio.current_time())
         if delay > 0:
-            await self._flush()
+            await self.writer.flush()
             await trio.sleep(delay)  # shaping: a flooding client only slows itself down
         kind = etree.QName(element).localname
         from_attr = element.get("from")
@@ -1014,16 +918,13 @@ class SessionActor:
         if (
             first is not None
             and not isinstance(first, m.Rehome)
-            and not self._detached
-            and (self._flushing or not self._write_lock.locked())
-            and not self._unsent
-            and isinstance(self.transport, SocketStream)
-            and self.stream.state is not State.CLOSED
+            and not self.resumption.detached
+            and self.writer.can_write_nowait()
         ):
             self._mailbox.receive_nowait()
             try:
                 self._act(first)
-                if not self._flushing:  # a flush in progress sends it, after what it sends now
+                if not self.writer.flushing:  # a flush in progress sends it, after what it sends now
                     self._write_nowait()
             except Exception:
                 # We run in the sender's task (an account, a room): a fault of this session must
@@ -1032,7 +933,7 @@ class SessionActor:
                 if self._scope is not None:
                     self._scope.cancel()
                 return
-            if not self._unsent:
+            if not self.writer.has_unsent:
                 return
         self._wake_writer()
 
@@ -1047,19 +948,7 @@ class SessionActor:
         self._writing = True
 
     def _write_nowait(self) -> None:
-        """Hand what the stream has queued to the socket, without waiting: the parts of
-        `_flush_locked` that need no wait. What the socket does not take stays in `_unsent`."""
-        assert isinstance(self.transport, SocketStream)
-        self._track_sent()
-        data = self.stream.data_to_send()
-        if data:
-            try:
-                done = self.transport.send_nowait(data)
-            except TRANSPORT_GONE as exc:
-                self._write_lost(exc)
-                return
-            if done < len(data):
-                self._unsent = data[done:]
+        self.writer.write_nowait()
         if self.stream.state is State.CLOSED and self._serve_scope is not None:
             self._serve_scope.cancel()
 
@@ -1070,8 +959,8 @@ class SessionActor:
         `_wake_writer` starts it, and it ends once the mailbox stayed empty for `WRITER_LINGER`
         seconds, so an idle session holds no task, coroutine or timer for it."""
         try:
-            if self._unsent and not self._detached:
-                await self._flush()  # what the socket did not take from `_write_nowait`
+            if self.writer.has_unsent and not self.resumption.detached:
+                await self.writer.flush()  # what the socket did not take from `_write_nowait`
             await self._deliver_while_busy()
         finally:
             self._writing = False
@@ -1098,9 +987,9 @@ class SessionActor:
                     await self._rebind()
                 else:
                     self._act(item)
-            if self._detached:
+            if self.resumption.detached:
                 continue
-            await self._flush()
+            await self.writer.flush()
             if self.stream.state is State.CLOSED and self._serve_scope is not None:
                 self._serve_scope.cancel()
 
@@ -1112,10 +1001,10 @@ class SessionActor:
             case m.Kick(condition=condition, text=text):
                 self._kicked = True
                 self.stream.close(condition, text)
-                if self._detached and self._scope is not None:
+                if self.resumption.detached and self._scope is not None:
                     self._scope.cancel()  # replaced or removed while detached: over
             case m.RequestAck():
-                if not self._detached and self.sm.wants_ack_request(idle=True):
+                if not self.resumption.detached and self.sm.wants_ack_request(idle=True):
                     self.stream.send_nonza(sm.REQUEST)
                     self.sm.ack_requested()
             case m.BlocklistChanged(jids=jids):
@@ -1142,13 +1031,13 @@ class SessionActor:
 
     def _deliver(self, item: m.Deliver) -> None:
         """Queue a delivered stanza on the stream (or hold it, or pass it on: see the cases)."""
-        if self._forwarded(item):
+        if self.resumption.forward(item):
             return
         self._stanzas_out += 1
         self.services.stanzas_out_total += 1
         for data in self._filtered(item.stanza):
-            if self.sm.enabled and (self._detached or self.stream.state is State.CLOSED):
-                self._held.append(data)  # for a resumption, or offline storage
+            if self.sm.enabled and (self.resumption.detached or self.stream.state is State.CLOSED):
+                self.resumption.hold(data)  # for a resumption, or offline storage
             else:
                 self.stream.send(data)
 
@@ -1178,75 +1067,7 @@ class SessionActor:
         self._stanzas_out += 1
         self.services.stanzas_out_total += 1
         self.stream.send(st.serialize(element))
-        await self._flush()
-
-    async def _flush(self) -> None:
-        """Write what the stream has queued. A transport that is gone raises nothing here (see
-        `_write_lost`): what was queued is lost with it, as unread data is with any connection
-        (stream management has counted the stanzas as unacknowledged, for a resumption)."""
-        try:
-            await self._flush_now()
-        except TRANSPORT_GONE as exc:
-            self._write_lost(exc)
-
-    async def _flush_now(self) -> None:
-        lock = self._write_lock
-        # No checkpoint to take a free lock: the write below is one (a login flushes ten times).
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        self._flushing = True
-        try:
-            # Output queued while we waited for the socket (a tick's ping, a delivery: see
-            # `_on_queued`) goes too.
-            while True:
-                await self._flush_locked()
-                if not self.stream.has_output() and not self._unsent:
-                    break
-        finally:
-            self._flushing = False
-            lock.release()
-
-    async def _flush_locked(self) -> None:
-        self._track_sent()
-        if isinstance(self.transport, FramedStream):
-            frames = self.stream.frames_to_send()
-            with trio.move_on_after(WRITE_TIMEOUT) as scope:
-                if frames:
-                    await self.transport.send_frames(frames)
-            if scope.cancelled_caught:
-                # A client that stops reading is cut off rather than hold the worker's memory.
-                raise trio.BrokenResourceError("write timed out: client not reading")
-            return
-        data = self.stream.data_to_send()
-        if self._unsent:
-            data, self._unsent = self._unsent + data, b""
-        if data:
-            # A SocketStream times out itself (send_patience), with no timer while it has room:
-            # a client that stops reading is cut off rather than hold the worker's memory.
-            await self.transport.send_all(data)
-
-    def _track_sent(self) -> None:
-        """XEP-0198: count what the stream sent, cut off a client that leaves too much of it
-        unacknowledged, and ask for an ack every `ACK_EVERY` stanzas."""
-        if not self.stream.track_sent:
-            return
-        for sent in self.stream.take_sent():
-            self.sm.stanza_sent(sent)
-        if len(self.sm.unacked) > UNACKED_PER_SLOT * self._mailbox.capacity:
-            self.stream.close("policy-violation", "too many unacknowledged stanzas")
-        elif self.sm.wants_ack_request():
-            self.stream.send_nonza(sm.REQUEST)
-            self.sm.ack_requested()
-
-    def _forwarded(self, delivery: m.Deliver) -> bool:
-        """Pass a delivery on to the session on another worker that resumed this one, if any."""
-        if self._moved_to is None:
-            return False
-        with contextlib.suppress(ActorGone, trio.WouldBlock):
-            self._moved_to.send_nowait(delivery)
-        return True
+        await self.writer.flush()
 
     async def _rebind(self) -> None:
         """Register with the account's new home after a membership change (see `m.Rebind`)."""

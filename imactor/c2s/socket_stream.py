@@ -231,4 +231,3 @@ class SocketStream(trio.abc.Stream):
                 raise
             except (OSError, ValueError) as exc:
                 raise self._broken(exc) from exc
-
