@@ -231,6 +231,24 @@ class HandOff:
     in storage; the new home re-activates it and the sessions re-register there)."""
 
 
+@dataclass(frozen=True, slots=True)
+class AccountMoved:
+    """The account's previous home hands its bound resources over (`Resources.export`), as JSON:
+    the new home knows its sessions before it handles anything (`HandOffGate`), rather than once
+    each session re-registered (`Rebind`)."""
+
+    snapshot: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandOffs:
+    """Between workers: the hosted actors a worker handed over on the membership change of
+    `epoch` (kind, key), each of which sends its state to its new home (`HandOffGate`)."""
+
+    epoch: int
+    keys: tuple[tuple[str, str], ...]
+
+
 # ---- between the workers of a node: XEP-0198 resumption on another worker --------------------
 
 
@@ -266,7 +284,7 @@ class TakeOver:
 
 UserMessage = (
     Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved
-    | Rebind | SessionLost | WorkersLost | HandOff | Detached
+    | Rebind | SessionLost | WorkersLost | HandOff | Detached | AccountMoved
 )  # fmt: skip
 
 

@@ -42,8 +42,8 @@ class Mailbox(Generic[M]):
     """
 
     __slots__ = (
-        "_closed", "_high_watermark", "_queue", "_received_total", "_receiver", "_senders", "capacity",
-        "on_queued",
+        "_closed", "_high_watermark", "_queue", "_received_total", "_receiver", "_sealed", "_senders",
+        "capacity", "on_queued",
     )  # fmt: skip
 
     def __init__(self, capacity: int) -> None:
@@ -57,6 +57,7 @@ class Mailbox(Generic[M]):
         #: The task waiting in `receive`, if any.
         self._receiver: trio.lowlevel.Task | None = None
         self._closed = False
+        self._sealed = False  #: `seal`: the owner reads what is queued, nobody may add to it
         #: Called when a message is queued into an empty mailbox with no task waiting in `receive`:
         #: an owner that reads only while there is work starts its reader here.
         self.on_queued: Callable[[], object] | None = None
@@ -75,9 +76,9 @@ class Mailbox(Generic[M]):
 
         Raises:
             trio.WouldBlock: The mailbox is full.
-            trio.BrokenResourceError: The owner closed the mailbox.
+            trio.BrokenResourceError: The owner closed (or sealed) the mailbox.
         """
-        if self._closed:
+        if self._closed or self._sealed:
             raise trio.BrokenResourceError
         receiver = self._receiver
         if receiver is not None:
@@ -191,6 +192,36 @@ class Mailbox(Generic[M]):
         # mailbox clears `_receiver` before rescheduling it, and no second task can wait meanwhile.
         self._receiver = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def seal(self, last: M) -> None:
+        """Queue `last` (even when full) as the final message, and refuse every message after it:
+        senders, also those waiting for room, get `trio.BrokenResourceError` (→ `ActorGone`) and
+        look for the actor anew. The owner still reads what is queued, `last` at the end.
+
+        For an actor whose home moved (`m.HandOff`): what was queued before the move is handled
+        here, what comes after goes to the new home, and nothing is in between.
+
+        Raises:
+            trio.BrokenResourceError: The mailbox was closed or sealed already.
+        """
+        if self._closed or self._sealed:
+            raise trio.BrokenResourceError
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            self._received_total += 1
+            trio.lowlevel.reschedule(receiver, outcome.Value(last))
+        elif self._queue is None:
+            self._queue = deque((last,))
+            if self.on_queued is not None:
+                self.on_queued()
+        else:
+            self._queue.append(last)
+        self._sealed = True
+        senders, self._senders = self._senders, None
+        if senders is not None:
+            for task in senders:
+                trio.lowlevel.reschedule(task, outcome.Error(trio.BrokenResourceError()))
 
     def close(self) -> None:
         """Refuse further messages: senders get `trio.BrokenResourceError` (→ `ActorGone`).

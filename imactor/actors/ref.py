@@ -15,6 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
+from imactor.actors.mailbox import Mailbox
+
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
 R = TypeVar("R")
@@ -82,6 +84,18 @@ class LocalRef(Generic[M]):
         """Raises: `trio.WouldBlock` when the mailbox is full; `ActorGone` when the actor stopped."""
         try:
             self._channel.send_nowait(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ActorGone(str(self._address)) from exc
+
+    def seal(self, last: M) -> None:
+        """`last` is the actor's final message: every send after it raises `ActorGone`
+        (`Mailbox.seal`; a plain channel just gets `last`)."""
+        channel = self._channel
+        try:
+            if isinstance(channel, Mailbox):
+                channel.seal(last)
+            else:
+                channel.send_nowait(last)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ActorGone(str(self._address)) from exc
 

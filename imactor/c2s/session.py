@@ -192,7 +192,8 @@ class SessionActor:
         )
         self.jid: JID | None = None
         #: Rooms joined (room JID → occupant JID), see `_track_room`.
-        self.joined_rooms: dict[JID, JID] = {}
+        #: Rooms joined: room JID → (occupant JID, the membership epoch when the join was sent).
+        self.joined_rooms: dict[JID, tuple[JID, int]] = {}
         #: The client's stanza rate and the account's block list.
         self.policy = ClientPolicy(
             config.limits.stanzas_per_second, config.limits.stanza_burst, trio.current_time()
@@ -824,7 +825,8 @@ class SessionActor:
         if rooms is None or to.domainpart != rooms or to.localpart is None or to.resourcepart is None:
             return
         if presence.type == "":
-            self.joined_rooms[to.bare] = to
+            mesh = self.services.mesh
+            self.joined_rooms[to.bare] = (to, 0 if mesh is None else mesh.membership.epoch)
         elif presence.type == "unavailable":
             self.joined_rooms.pop(to.bare, None)
 
@@ -1023,7 +1025,9 @@ class SessionActor:
         occupants: tell the client it left each (XEP-0045 status 333) so that it joins again."""
         if self.jid is None:
             return
-        for room, occupant in list(self.joined_rooms.items()):
+        for room, (occupant, joined_at) in list(self.joined_rooms.items()):
+            if joined_at > before.epoch:
+                continue  # joined once the change was known: at the room's new home
             if room.localpart is None or before.home("room", room.localpart) not in lost:
                 continue
             del self.joined_rooms[room]

@@ -29,6 +29,8 @@ texts are UTF-8. What each message holds, field by field:
 |                   | count, unacked..., count, held..., count, (key, value)..., blocked JIDs... |
 |                   | (a reply)                                                               |
 | RoomMoved         | the room's occupants, JSON (`Room.export_occupants` and their workers)  |
+| AccountMoved      | the account's bound resources, JSON (`Resources.export`)                |
+| HandOffs          | epoch, then kind, key, kind, key, ... (target kind ``handoffs``)         |
 | Fanout            | stanza (its bytes have no `to`), then one recipient JID per field       |
 | BoshRequest       | the HTTP request body, reply id  (target kind ``bosh``, key the sid)    |
 | BoshResponse      | the HTTP response body                     (a reply)                    |
@@ -61,6 +63,8 @@ _LENGTH: Final = struct.Struct("!I")
 #: Target kinds besides the actors: the asking side of a reply and the sender of a completion.
 REPLY: Final = "reply"
 COMPLETION: Final = "completion"
+#: Target kind of a worker's list of the actors it handed over (`m.HandOffs`).
+HANDOFFS: Final = "handoffs"
 
 
 class BodyError(ValueError):
@@ -222,8 +226,10 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
         case m.TakeOver(previd, username, h, session, reply):
             fields = [previd.encode(), username.encode(), str(h).encode(), *_session(session),
                       endpoints.reply_id(reply, target_worker).encode()]  # fmt: skip
-        case m.RoomMoved(snapshot):
+        case m.RoomMoved(snapshot) | m.AccountMoved(snapshot):
             fields = [snapshot]
+        case m.HandOffs(epoch, keys):
+            fields = [str(epoch).encode(), *(part.encode() for pair in keys for part in pair)]
         case m.Fanout(stanza, recipients):
             fields = [*_stanza_fields(stanza), *(str(jid).encode() for jid in recipients)]
         case m.BoshRequest(body, reply):
@@ -341,6 +347,14 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
         case "RoomMoved":
             (snapshot,) = exactly(1)
             return m.RoomMoved(snapshot)
+        case "AccountMoved":
+            (snapshot,) = exactly(1)
+            return m.AccountMoved(snapshot)
+        case "HandOffs":
+            if not fields or len(fields) % 2 != 1:
+                raise BodyError("HandOffs is an epoch and whole (kind, key) pairs")
+            epoch = _int(next(it))
+            return m.HandOffs(epoch, tuple(_unpairs(list(it))))
         case "Fanout":
             if len(fields) <= _STANZA_FIELDS:
                 raise BodyError("Fanout has no recipient")

@@ -46,7 +46,7 @@ from imactor.cluster.wire import ActorMessage, Envelope, MembershipChanged
 from imactor.cluster.zmq_link import UnknownPeer, ZmqLink
 from imactor.mesh import codec, handoff
 from imactor.mesh.pending import Pending
-from imactor.mesh.refs import GoneRef, RemoteCompletion, RemoteRef, RemoteReply
+from imactor.mesh.refs import GatedRef, GoneRef, RemoteCompletion, RemoteRef, RemoteReply
 from imactor.xmpp.errors import StanzaError
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ class Mesh:
         self._listeners: list[MembershipListener] = []
         #: Messages for hosted actors being activated here, in arrival order.
         self._activating: dict[tuple[str, str], list[Any]] = {}
+        #: What waits here for an actor's previous home to hand it over.
+        self._gate = handoff.HandOffGate(index, closed=workers > 1)
         self._nursery: trio.Nursery | None = None
         self._frames_in = self._frames_out = self._forwarded = 0
         self._dropped = self._decode_errors = self._handoffs = 0
@@ -253,6 +255,7 @@ class Mesh:
             self._nursery = nursery
             await nursery.start(self.link.run)
             nursery.start_soon(self._sweep)
+            nursery.start_soon(self._stop_holding, self.membership.epoch)
             task_status.started(self)
 
     def _on_envelope(self, envelope: Envelope) -> None:
@@ -295,6 +298,11 @@ class Mesh:
                 completion.done()
             return
         message = codec.decode(frame.body_kind, frame.body, source, self)
+        if kind == codec.HANDOFFS:
+            if not isinstance(message, m.HandOffs):
+                raise codec.BodyError(f"{frame.body_kind} is not a list of hand-overs")
+            self._release(self._gate.handoffs(source, message))
+            return
         if kind in self._hosted:
             home = self.home(kind, key)
             if home != self.index and epoch < self.membership.epoch:
@@ -312,7 +320,46 @@ class Mesh:
         self.counters[kind] += 1
         handler(key, message)
 
+    def holds(self, kind: str, key: str) -> bool:
+        """Messages for this hosted actor wait here for its previous home's hand-over."""
+        return self._gate.holds(kind, key)
+
+    def local_ref(self, kind: str, key: str) -> ActorRef[Any]:
+        """A reference to the hosted actor of `key` here that goes through the hand-over gate:
+        for the router, while `holds` says so."""
+        return GatedRef(ActorAddress(kind, key, self.index), self)
+
+    def deliver_here(self, kind: str, key: str, message: object) -> None:
+        """To the hosted actor of `key` on this worker (its home), through the gate (`GatedRef`)."""
+        self._to_local(kind, key, message)
+
     def _to_local(self, kind: str, key: str, message: Any) -> None:
+        """To the hosted actor of `key` on this worker, once its previous home handed it over."""
+        if isinstance(message, m.AccountMoved | m.RoomMoved):
+            held = self._gate.moved(kind, key)
+            self._deliver_local(kind, key, message)
+            self._release(held)
+            return
+        if self._gate.holds(kind, key):
+            self._gate.park(kind, key, message)
+            return
+        self._deliver_local(kind, key, message)
+
+    def _release(self, held: list[tuple[tuple[str, str], Any]]) -> None:
+        for (kind, key), message in held:
+            self._deliver_local(kind, key, message)
+
+    async def _stop_holding(self, epoch: int) -> None:
+        await trio.sleep(handoff.HANDOFF_PATIENCE)
+        workers, states = self._gate.waiting_for()
+        released = self._gate.expire(epoch)
+        if released or workers or states:
+            log.warning("w%d: epoch %d: no hand-over list from %s, %d states missing after %s s; "
+                        "%d held messages go on", self.index, epoch, workers, states,
+                        handoff.HANDOFF_PATIENCE, len(released))  # fmt: skip
+        self._release(released)
+
+    def _deliver_local(self, kind: str, key: str, message: Any) -> None:
         """To the hosted actor of `key` on this worker, activating it if need be."""
         queued = self._activating.get((kind, key))
         if queued is not None:
@@ -350,7 +397,7 @@ class Mesh:
                 self._refuse(message, StanzaError("resource-constraint", "recipient is overloaded"))
             except ActorGone:
                 for rest in queued[index:]:
-                    self._to_local(kind, key, rest)
+                    self._deliver_local(kind, key, rest)
                 return
 
     def _refuse(self, message: Any, error: StanzaError) -> None:
@@ -380,7 +427,18 @@ class Mesh:
             if self._nursery is not None:
                 self.spawn(handoff.workers_lost, self._registry, self._hosted, self.home, self.index,
                            lost, new.epoch, completions)  # fmt: skip
-        self._handoffs += handoff.hand_off(self._registry, self._hosted, new, self.index)
+        told = handoff.hand_off(self._registry, self._hosted, new, self.index)
+        self._handoffs += sum(len(keys) for keys in told.values())
+        held = self._gate.reset(old, new)
+        for worker in new.live:
+            if worker != self.index:
+                # Every live worker hears what moved from here, if nothing: it holds until then.
+                keys = tuple(told.get(worker, ()))
+                with contextlib.suppress(ActorGone):
+                    self.send_nowait(ActorAddress(codec.HANDOFFS, "", worker), m.HandOffs(new.epoch, keys))
+        if self._nursery is not None:
+            self.spawn(self._stop_holding, new.epoch)
+        self._release(held)
         for listener in self._listeners:
             listener(old, new, lost)
 

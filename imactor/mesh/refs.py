@@ -15,7 +15,7 @@ from imactor.actors import ActorAddress, ActorGone, Reply
 from imactor.cluster.wire import ActorMessage
 from imactor.mesh import codec
 
-__all__ = ["FrameSender", "GoneRef", "RemoteCompletion", "RemoteRef", "RemoteReply"]
+__all__ = ["FrameSender", "GatedRef", "GoneRef", "RemoteCompletion", "RemoteRef", "RemoteReply"]
 
 M = TypeVar("M")
 
@@ -57,6 +57,36 @@ class RemoteRef(Generic[M]):
 
     def __repr__(self) -> str:
         return f"<RemoteRef {self._address}>"
+
+
+class LocalDelivery(Protocol):
+    """What a `GatedRef` needs of the mesh: a hosted actor's messages, through the gate."""
+
+    def deliver_here(self, kind: str, key: str, message: object) -> None: ...
+
+
+class GatedRef(Generic[M]):
+    """A hosted actor of this worker whose previous home may still be handing it over: sends go
+    through the mesh's `HandOffGate` (held until the hand-over, in order), never waiting."""
+
+    __slots__ = ("_address", "_mesh")
+
+    def __init__(self, address: ActorAddress, mesh: LocalDelivery) -> None:
+        self._address = address
+        self._mesh = mesh
+
+    @property
+    def address(self) -> ActorAddress:
+        return self._address
+
+    async def send(self, message: M) -> None:
+        self._mesh.deliver_here(self._address.kind, self._address.key, message)
+
+    def send_nowait(self, message: M) -> None:
+        self._mesh.deliver_here(self._address.kind, self._address.key, message)
+
+    def __repr__(self) -> str:
+        return f"<GatedRef {self._address}>"
 
 
 class GoneRef(Generic[M]):

@@ -182,8 +182,8 @@ class RoomActor(Actor[m.RoomMessage]):
         cannot be reached, the occupants are told to join again (333)."""
         self._handed_off = True
         self.stop()
-        if self.room.is_empty:
-            return
+        # Sent even for a room without occupants: its new home holds the room's messages until
+        # the hand-over arrives (the mesh's `HandOffGate`).
         snapshot = {
             "occupants": self.room.export_occupants(),
             "workers": [[str(jid), worker] for jid, worker in self._workers.items()],

@@ -80,6 +80,8 @@ class Router:
             home = mesh.home(kind, key)
             if home != mesh.index:
                 return mesh.remote(kind, key, home)
+            if mesh.holds(kind, key):
+                return mesh.local_ref(kind, key)  # its previous home is handing it over
         return await self.local(kind, key)
 
     async def local_user(self, username: str) -> ActorRef[m.UserMessage]:

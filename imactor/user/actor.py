@@ -21,6 +21,7 @@ modules see through `imactor.user.account.Account` in contexts built by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from lxml import etree
 
 from imactor import messages as m
-from imactor.actors import Actor, ActorAddress
+from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
 from imactor.server.modules import Scope
 from imactor.storage.errors import StorageError
 from imactor.user.account import Account
@@ -246,22 +247,45 @@ class UserActor(Actor[m.UserMessage]):
                 )
                 self.presence.contacts_lost(message.workers, message.epoch)
             case m.HandOff():
-                log.debug("%s: handing off (%d resources)", self.address, len(self.resources))
-                # Our home moved: the new home takes over from storage and our sessions
-                # re-register there (`Rebind`), so nothing is announced to contacts from here.
-                # Each session's worker sends it `Rehome` when it sees the new membership; we
-                # send one too, since a worker may see a change that the session's worker never
-                # does (a restarted worker catching up on announcements).
-                self.resources.send_to_all(m.Rehome())
-                self.resources.clear()
-                self._handed_off = True
-                self.stop()
+                self._hand_off()
+            case m.AccountMoved(snapshot):
+                try:
+                    taken = self.resources.adopt(snapshot, self._session_at)
+                except ValueError as exc:
+                    log.warning("%s: a hand-over that does not decode: %s", self.address, exc)
+                else:
+                    log.debug("%s: took over %d resources", self.address, taken)
             case _:
                 assert_never(message)
         if not isinstance(message, m.Route):  # a stanza from elsewhere changes no resource
             self._tell_sent_wanted()
 
     # ---- resources ---------------------------------------------------------------------------
+
+    def _hand_off(self) -> None:
+        """Our home moved. The new home takes the account over from storage and its resources
+        from us (`m.AccountMoved`, ahead of anything else there: the mesh's `HandOffGate`), so
+        nothing is announced to contacts from here. The sessions re-register there too
+        (`Rebind`): each session's worker sends it `Rehome` when it sees the new membership; we
+        send one too, since a worker may see a change that the session's worker never does (a
+        restarted worker catching up on announcements)."""
+        log.debug("%s: handing off (%d resources)", self.address, len(self.resources))
+        mesh = self.services.mesh
+        if mesh is not None:
+            home = mesh.home("user", self.username)
+            with contextlib.suppress(ActorGone):
+                mesh.send_nowait(
+                    ActorAddress("user", self.username, home), m.AccountMoved(self.resources.export())
+                )
+        self.resources.send_to_all(m.Rehome())
+        self.resources.clear()
+        self._handed_off = True
+        self.stop()
+
+    def _session_at(self, key: str, worker: int) -> ActorRef[m.SessionMessage]:
+        mesh = self.services.mesh
+        assert mesh is not None  # a hand-over comes only through the mesh
+        return mesh.session_ref(key, worker)
 
     async def _drop_resources(self, lost: Callable[[Resource], bool]) -> None:
         """Unbind the resources whose sessions are `lost` (gone without an `Unbind`)."""
@@ -277,6 +301,7 @@ class UserActor(Actor[m.UserMessage]):
         existing = self.resources.get(request.resource)
         if existing is not None and existing.session != request.session:
             self.resources.send(existing, m.Kick("conflict", "replaced by a new session"))
+            existing = None
         presence = request.presence
         log.debug("%s: rebound %s to %s", self.address, request.resource, request.session.address)
         self.resources[request.resource] = Resource(
@@ -285,6 +310,9 @@ class UserActor(Actor[m.UserMessage]):
             priority=0 if presence is None else priority(presence),
             presence=presence,
             interested=request.interested,
+            # Known from the previous home's hand-over (`m.AccountMoved`), not from the session.
+            directed=None if existing is None else existing.directed,
+            detached=existing is not None and existing.detached,
             epoch=membership_epoch(self.services),
             state=dict(request.state),
         )

@@ -7,8 +7,9 @@ and it is kicked rather than allowed to slow the account (or its senders) down.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import trio
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone, ActorRef
 from imactor.xmpp import stanza as st
-from imactor.xmpp.jid import JID
+from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.stanza import Element, Stanza
 
 if TYPE_CHECKING:
@@ -98,3 +99,48 @@ class Resources(dict[str, Resource]):
             if copy.get("from") is None:
                 copy.set("from", str(self._jid))
             self.deliver(resource, Stanza.from_element(copy))
+
+    # ---- across a hand-over to the account's next home -----------------------------------------
+
+    def export(self) -> bytes:
+        """The resources as JSON, for the account's next home (`m.AccountMoved`)."""
+        return json.dumps([
+            {
+                "name": name, "session": [r.session.address.key, r.session.address.worker],
+                "available": r.available, "priority": r.priority,
+                "presence": None if r.presence is None else r.presence.data.decode(),
+                "interested": r.interested, "directed": sorted(str(jid) for jid in r.directed or ()),
+                "epoch": r.epoch, "detached": r.detached, "state": r.state,
+            }
+            for name, r in self.items()
+        ]).encode()  # fmt: skip
+
+    def adopt(self, snapshot: bytes, session_at: Callable[[str, int], ActorRef[m.SessionMessage]]) -> int:
+        """Take the resources a previous home exported (those not bound here meanwhile); how many.
+
+        Raises:
+            ValueError: the snapshot is not what `export` writes.
+        """
+        taken = 0
+        try:
+            for entry in json.loads(snapshot):
+                name = str(entry["name"])
+                if name in self:
+                    continue
+                key, worker = entry["session"]
+                presence = entry["presence"]
+                self[name] = Resource(
+                    session=session_at(str(key), int(worker)),
+                    available=bool(entry["available"]),
+                    priority=int(entry["priority"]),
+                    presence=None if presence is None else Stanza.from_element(st.parse(presence.encode())),
+                    interested=bool(entry["interested"]),
+                    directed={JID.parse(jid) for jid in entry["directed"]} or None,
+                    epoch=int(entry["epoch"]),
+                    detached=bool(entry["detached"]),
+                    state={str(k): str(v) for k, v in entry["state"].items()},
+                )
+                taken += 1
+        except (KeyError, TypeError, AttributeError, InvalidJID) as exc:
+            raise ValueError(f"not a resources snapshot: {exc!r}") from None
+        return taken

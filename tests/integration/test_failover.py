@@ -16,6 +16,7 @@ its status socket in bounded loops; every test runs under `trio.fail_after`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 EXPECT_TIMEOUT = 15
 WORKERS = 2
 SURVIVOR, KILLED = 0, 1
+#: Messages written at once by a sender that keeps an account busy across a move.
+BURST = 5
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_DISCO = "http://jabber.org/protocol/disco#info"
 NS_ROSTER = "jabber:iq:roster"
@@ -80,6 +83,17 @@ async def wait_membership(path: Path, done: Callable[[dict[str, Any]], bool]) ->
             membership: dict[str, Any] = (await node_status(path))["supervisor"]["membership"]
             if done(membership):
                 return membership
+        await trio.sleep(0.05)
+
+
+async def wait_survivor_alone(path: Path) -> None:
+    """Poll the status socket until the survivor's mesh sees itself as the only live worker."""
+    while True:
+        with contextlib.suppress(StatusUnavailable):
+            workers = (await node_status(path))["workers"]
+            views = [w.get("mesh", {}).get("live_workers") for w in workers if w["index"] == SURVIVOR]
+            if views == [[SURVIVOR]]:
+                return
         await trio.sleep(0.05)
 
 
@@ -267,4 +281,69 @@ async def test_a_user_actor_moves_and_comes_back_with_its_state(tmp_path: Path) 
         pong = await h.iq(PING, to="localhost")  # homer's stream never broke
         assert pong.get("type") == "result", show(pong)
         for peer in (a, h, f):
+            await peer.aclose()
+
+
+async def test_messages_to_an_account_moving_back_home_arrive_live(tmp_path: Path) -> None:
+    """`homer`'s actor lives on the killed worker; his session, and his friend's, on the survivor.
+    While the killed worker's replacement joins and the account moves back home, friend sends him
+    a steady stream of messages: each one arrives live (none stored offline for an account
+    whose session never left, none bounced), in order. The account's new home must not handle a
+    message before it knows the resources its previous home had."""
+    (homer,) = homed_on(KILLED, "mover")
+    (friend,) = homed_on(SURVIVOR, "sender")
+    users = [(homer, PASSWORD), (friend, PASSWORD)]
+    with running_server(tmp_path, users=users, workers=WORKERS) as server, trio.fail_after(TIMEOUT):
+        path = server.status_socket
+        await wait_for_workers(path, WORKERS)
+        f = await peer_on(server, SURVIVOR, friend, "desk")
+        h = await peer_on(server, SURVIVOR, homer, "desk")
+        before = await node_status(path)
+        pid = next(w["pid"] for w in before["workers"] if w["index"] == KILLED)
+        epoch = before["supervisor"]["membership"]["epoch"]
+        os.kill(pid, signal.SIGKILL)
+        # From the moment the survivor knows: no message is sent to the dead worker (one would
+        # wait for its successor, out of order with those the survivor handles meanwhile).
+        await wait_membership(path, lambda m: m["epoch"] > epoch)
+        await wait_survivor_alone(path)
+        sent, got = 0, list[Element]()
+        replaced, all_sent, all_received = trio.Event(), trio.Event(), trio.Event()
+
+        async def replacement() -> None:
+            await wait_for_workers(path, WORKERS, not_pids=[pid])
+            replaced.set()
+
+        async def receive() -> None:
+            while not all_sent.is_set() or len(got) < sent:
+                got.append(await h.expect(message()))
+            all_received.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replacement)
+            nursery.start_soon(receive)
+            # Bursts of messages every 10 ms while the replacement starts and 1 s after it is up:
+            # some land in the moment the account moves back home.
+            deadline = math.inf
+            while trio.current_time() < deadline:
+                burst = [f"<message to='{bare(homer)}' type='chat' id='m{n}'><body>{n}</body></message>"
+                         for n in range(sent + 1, sent + 1 + BURST)]  # fmt: skip
+                sent += BURST
+                await f.send("".join(burst))
+                await trio.sleep(0.01)
+                if replaced.is_set() and deadline == math.inf:
+                    deadline = trio.current_time() + 1.0
+            all_sent.set()
+            with trio.move_on_after(EXPECT_TIMEOUT):
+                await all_received.wait()
+            nursery.cancel_scope.cancel()
+        ids = [m.get("id") for m in got]
+        missing = sorted(set(range(1, sent + 1)) - {int(i[1:]) for i in ids if i})
+        assert not missing, f"{len(missing)} of {sent} messages never arrived live: {missing[:20]}"
+        expected = [f"m{n}" for n in range(1, sent + 1)]
+        first = next((n for n, (a, b) in enumerate(zip(ids, expected, strict=True)) if a != b), None)
+        assert first is None, f"out of order from the {first + 1}th: {ids[max(0, first - 3) : first + 8]}"
+        stored = [m.get("id") for m in got if m.find("{urn:xmpp:delay}delay") is not None]
+        assert stored == [], f"delivered from offline storage instead of live: {stored}"
+        assert not [e for e in f.inbox if e.get("type") == "error"], [show(e) for e in f.inbox]
+        for peer in (h, f):
             await peer.aclose()

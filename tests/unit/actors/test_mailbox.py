@@ -154,3 +154,47 @@ async def test_send_that_finds_room_does_not_yield() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert ran == ["other"]
     assert mailbox.receive_nowait() == 1
+
+
+async def test_a_sealed_mailbox_is_read_to_its_last_message_and_refuses_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`seal` (an actor whose home moved): what was queued and the last message are read; a
+    sender waiting for room, and every later sender, learn the actor is gone."""
+    mailbox: Mailbox[str] = Mailbox(2)
+    mailbox.send_nowait("a")
+    mailbox.send_nowait("b")
+    refused: list[str] = []
+
+    async def waiting_sender() -> None:
+        try:
+            await mailbox.send("c")
+        except trio.BrokenResourceError:
+            refused.append("c")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiting_sender)
+        await trio.testing.wait_all_tasks_blocked()
+        mailbox.seal("last")  # even into a full mailbox
+    assert refused == ["c"]
+    with pytest.raises(trio.BrokenResourceError):
+        mailbox.send_nowait("d")
+    with pytest.raises(trio.BrokenResourceError):
+        mailbox.seal("again")
+    assert [mailbox.receive_nowait() for _ in range(3)] == ["a", "b", "last"]
+
+
+async def test_sealing_hands_the_last_message_to_a_waiting_receiver(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mailbox: Mailbox[str] = Mailbox(2)
+    got: list[str] = []
+
+    async def receiver() -> None:
+        got.append(await mailbox.receive())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        mailbox.seal("last")
+    assert got == ["last"]
