@@ -20,6 +20,7 @@ from tests.support.chaos import land_on
 from tests.support.clients import raw_authenticated
 from tests.support.peer import Peer, message
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import START_TIMEOUT
 from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
 SM = "{urn:xmpp:sm:3}"
@@ -92,7 +93,7 @@ def resumed_elsewhere(server: ServerProcess) -> int:
     """How many sessions of another worker were resumed on worker 0 (the status socket)."""
     out = subprocess.run(
         [sys.executable, "-m", "imactor", "status", "--json", "--config", str(server.config_path)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=START_TIMEOUT, check=True,
     )  # fmt: skip
     workers = json.loads(out.stdout)["workers"]
     return sum(worker["mesh"]["resumed_here"] for worker in workers if worker["index"] == 0)
