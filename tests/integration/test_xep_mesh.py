@@ -75,6 +75,8 @@ def test_carbons_and_push_cross_workers(server: ServerProcess) -> None:
                 assert reply.get("type") == "result"
                 await laptop.aclose()  # only the phone is left, and it goes away without a word
                 await phone.drop()
+                # The session learns of the dropped socket on its own time: send until it is
+                # detached (one try a second) and the push service is notified.
                 while True:
                     await send(b, phone.jid, "still there?")
                     with trio.move_on_after(1):
