@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clients import Clients
 from tests.support.peer import Peers
 from tests.support.server import ServerProcess, add_users, running_server
+from tests.support.timeouts import TIMEOUT
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
@@ -90,13 +92,24 @@ def user(pool: Iterator[str]) -> str:
 
 
 @pytest.fixture
-async def peers(server: ServerProcess) -> AsyncIterator[Peers]:
-    """Logs accounts of `server` in as `Peer`s (password `PASSWORD`); all are closed after the test."""
-    logins = Peers(server.c2s_port, PASSWORD)
+async def peers(server: ServerProcess, _account_stock: _Stock) -> AsyncIterator[Peers]:
+    """Logs accounts of `server` in as `Peer`s (password `PASSWORD`); all are closed after the test.
+
+    Its fresh accounts come from the same stock as `accounts`: `await peers.online_users(2)`,
+    `await peers.friends()`, `await peers.devices("phone", "laptop")` (tests/support/peer.py).
+    """
+    logins = Peers(server.c2s_port, PASSWORD, lambda count: _account_stock.take(count, "user"))
     try:
         yield logins
     finally:
         await logins.aclose()
+
+
+@pytest.fixture
+def clients(server: ServerProcess) -> Clients:
+    """Logs accounts of `server` in with slixmpp or aioxmpp (password `PASSWORD`):
+    ``async with clients.slixmpp(alice, "pc") as xmpp`` (tests/support/clients.py)."""
+    return Clients(server.c2s_port, PASSWORD)
 
 
 def server_log(server: ServerProcess) -> str:
@@ -105,7 +118,7 @@ def server_log(server: ServerProcess) -> str:
 
 def _round_trip(server: ServerProcess) -> None:
     """Open a stream and read the server's features: a full trip through its event loop."""
-    with socket.create_connection(("127.0.0.1", server.c2s_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.c2s_port), timeout=TIMEOUT) as sock:
         sock.sendall(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
                      b" to='localhost' version='1.0'>")  # fmt: skip
         received = b""

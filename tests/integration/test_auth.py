@@ -22,6 +22,7 @@ from tests.support.clients import (
     BIND_NS,
     SASL_NS,
     AuthFailed,
+    Clients,
     ScramClient,
     aioxmpp_client,
     bound_jid,
@@ -42,6 +43,7 @@ from tests.support.clients import (
 from tests.support.peer import stanza_error
 from tests.support.raw import assert_pong
 from tests.support.server import ServerProcess, imactor_cli, running_server
+from tests.support.timeouts import SLOW_TIMEOUT, TIMEOUT
 
 SCRAM = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
 SCRAM_PLUS = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]
@@ -66,13 +68,11 @@ def pool(server: ServerProcess) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("mechanism", [*SCRAM, "PLAIN"])
-def test_slixmpp_login(server: ServerProcess, user: str, mechanism: str) -> None:
+def test_slixmpp_login(clients: Clients, user: str, mechanism: str) -> None:
     alice = user
 
     async def scenario() -> None:
-        async with slixmpp_client(
-            f"{alice}@localhost/lib", PASSWORD, server.c2s_port, mechanism=mechanism
-        ) as x:
+        async with clients.slixmpp(alice, "lib", mechanism=mechanism) as x:
             assert str(x.boundjid) == f"{alice}@localhost/lib"
             assert x.plugin["feature_mechanisms"].mech.name == mechanism
 
@@ -80,13 +80,12 @@ def test_slixmpp_login(server: ServerProcess, user: str, mechanism: str) -> None
 
 
 @pytest.mark.parametrize("mechanism", SCRAM_PLUS)
-def test_slixmpp_scram_plus_tls_unique(server: ServerProcess, user: str, mechanism: str) -> None:
+def test_slixmpp_scram_plus_tls_unique(clients: Clients, user: str, mechanism: str) -> None:
     """slixmpp binds with tls-unique, which exists on TLS 1.2 only (RFC 9266)."""
     alice = user
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/plus", PASSWORD, server.c2s_port, mechanism=mechanism,
-                                  tls_max_version="1.2") as x:  # fmt: skip
+        async with clients.slixmpp(alice, "plus", mechanism=mechanism, tls_max_version="1.2") as x:
             assert x.socket.version() == "TLSv1.2"
             assert x.plugin["feature_mechanisms"].mech.name == mechanism
             assert str(x.boundjid) == f"{alice}@localhost/plus"
@@ -102,14 +101,19 @@ def test_slixmpp_scram_plus_tls_unique(server: ServerProcess, user: str, mechani
     ],
 )
 def test_aioxmpp_login(
-    server: ServerProcess, user: str, mechanism: str, tls_max_version: str | None, channel_binding: str
+    server: ServerProcess,
+    clients: Clients,
+    user: str,
+    mechanism: str,
+    tls_max_version: str | None,
+    channel_binding: str,
 ) -> None:
     """aiosasl; the -PLUS variants bind with tls-server-end-point, or with tls-unique on TLS 1.2 (TLS 1.3
     has no tls-unique)."""
     bob = user
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{bob}@localhost/aio", PASSWORD, server.c2s_port, mechanism=mechanism,
+        async with clients.aioxmpp(bob, "aio", mechanism=mechanism,
                                   tls_max_version=tls_max_version,
                                   channel_binding=channel_binding) as c:  # fmt: skip
             assert str(c.local_jid) == f"{bob}@localhost/aio"
@@ -158,7 +162,7 @@ def test_aioxmpp_wrong_password(server: ServerProcess, user: str) -> None:
 async def test_offer_under_tls(
     server: ServerProcess, tls_max_version: str | None, version: str, cb_types: list[str]
 ) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, features = await raw_tls_stream(server.c2s_port, tls_max_version)
         assert client.stream.version() == version  # type: ignore[attr-defined]
         assert mechanisms(features) == ALL_MECHANISMS
@@ -172,7 +176,7 @@ async def test_no_plain_and_no_plus_without_tls(tmp_path: Path) -> None:
     options = "starttls_required = false\n"
     with (
         running_server(tmp_path, users=[("carol", PASSWORD)], c2s_options=options) as srv,
-        trio.fail_after(15),
+        trio.fail_after(TIMEOUT),
     ):
         client = await raw_connect(srv.c2s_port)
         features = await client.open_stream()
@@ -214,7 +218,7 @@ async def test_raw_scram(
     tls_max_version: str | None,
 ) -> None:  # fmt: skip
     alice = user
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port, tls_max_version)
         cb_data = b"" if cb_type is None else tls_channel_binding(client, cb_type)
         scram = ScramClient(mechanism, alice, PASSWORD, cb_type=cb_type, cb_data=cb_data)
@@ -233,7 +237,7 @@ async def test_raw_scram(
 async def test_forged_channel_binding_refused(server: ServerProcess, user: str, cb_type: str) -> None:
     """A man in the middle terminates TLS, so the binding the client sees differs from the server's."""
     alice = user
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port, "1.2")
         forged = bytes(b ^ 0xFF for b in tls_channel_binding(client, cb_type))
         scram = ScramClient("SCRAM-SHA-256-PLUS", alice, PASSWORD, cb_type=cb_type, cb_data=forged)
@@ -245,7 +249,7 @@ async def test_forged_channel_binding_refused(server: ServerProcess, user: str, 
 
 async def test_tls_unique_refused_on_tls13(server: ServerProcess, user: str) -> None:
     alice = user
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256-PLUS", alice, PASSWORD, cb_type="tls-unique", cb_data=b"x" * 12)
         failure, server_first = await raw_scram(client, scram, "SCRAM-SHA-256-PLUS")
@@ -257,7 +261,7 @@ async def test_tls_unique_refused_on_tls13(server: ServerProcess, user: str) -> 
 async def test_binding_downgrade_detected(server: ServerProcess, user: str) -> None:
     """gs2 flag "y": the client could bind but saw no -PLUS offer, so someone stripped it (RFC 5802 §6)."""
     alice = user
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", alice, PASSWORD, gs2_flag="y")
         failure, _ = await raw_scram(client, scram, "SCRAM-SHA-256")
@@ -273,7 +277,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
     server: ServerProcess, user: str, mechanism: str
 ) -> None:
     alice = user
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         answers = []
         firsts = []
@@ -305,7 +309,7 @@ async def test_too_many_failed_attempts_end_the_stream(server: ServerProcess, us
     """RFC 6120 §6.4.5: a client may retry `[auth] sasl_retries` times (3 by default) on one stream.
     The failure after that is still reported with <failure/> (its cause), then the stream ends
     with <policy-violation/>. Only that stream: a new one logs in."""
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         for _ in range(3):
             assert sasl_condition(await raw_plain(client, user, "wrong")) == "not-authorized"
@@ -318,7 +322,7 @@ async def test_too_many_failed_attempts_end_the_stream(server: ServerProcess, us
 
 
 async def test_unknown_mechanism(server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='DIGEST-MD5'/>")
         assert sasl_condition(await client.next_element()) == "invalid-mechanism"
@@ -328,7 +332,7 @@ async def test_unknown_mechanism(server: ServerProcess) -> None:
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "PLAIN"])
 async def test_auth_without_initial_response(server: ServerProcess, user: str, mechanism: str) -> None:
     """RFC 6120 §6.4.2: no initial response in <auth/>; the server asks with an empty challenge."""
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='{mechanism}'/>")
         empty = await client.next_element()
@@ -354,7 +358,7 @@ async def test_auth_without_initial_response(server: ServerProcess, user: str, m
 
 
 async def test_abort(server: ServerProcess, user: str) -> None:
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", user, PASSWORD)
         first = base64.b64encode(scram.client_first()).decode()
@@ -371,7 +375,7 @@ async def test_abort(server: ServerProcess, user: str) -> None:
 async def test_authzid(server: ServerProcess, pool: Iterator[str], mechanism: str) -> None:
     """Acting as oneself (bare JID as authzid) is fine; acting as another account is not."""
     alice, bob = next(pool), next(pool)
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         for authzid, expected in [(f"{alice}@localhost", "success"), (f"{bob}@localhost", "invalid-authzid")]:
             client, _ = await raw_tls_stream(server.c2s_port)
             if mechanism == "PLAIN":
@@ -412,7 +416,7 @@ async def _plain_login(server: ServerProcess, username: str, password: str) -> e
 
 async def test_failed_login_throttle(throttled_server: ServerProcess) -> None:
     srv = throttled_server
-    with trio.fail_after(60):
+    with trio.fail_after(SLOW_TIMEOUT):
         # Per account: three failures block alice, even with the right password and another mechanism.
         client, _ = await raw_tls_stream(srv.c2s_port)
         # Failures of any mechanism count.
@@ -452,7 +456,7 @@ async def test_failed_login_throttle(throttled_server: ServerProcess) -> None:
 
 async def test_bind_client_chosen_resource(server: ServerProcess, user: str) -> None:
     alice = user
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         bound = await raw_bind(client, "Laptöp Home")
         assert bound.get("type") == "result"
@@ -464,7 +468,7 @@ async def test_bind_client_chosen_resource(server: ServerProcess, user: str) -> 
 @pytest.mark.parametrize("request_body", ["", "<resource/>"])
 async def test_bind_server_chosen_resource(server: ServerProcess, user: str, request_body: str) -> None:
     alice = user
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         first = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         second = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         jids = []
@@ -484,7 +488,7 @@ async def test_bind_server_chosen_resource(server: ServerProcess, user: str, req
 
 async def test_bind_conflict_kicks_old_session(server: ServerProcess, user: str) -> None:
     alice = user
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         old = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         assert (await raw_bind(old, "desk")).get("type") == "result"
         new = await raw_authenticated(server.c2s_port, alice, PASSWORD)
@@ -499,7 +503,7 @@ async def test_bind_conflict_kicks_old_session(server: ServerProcess, user: str)
 
 async def test_legacy_session_iq(server: ServerProcess, user: str) -> None:
     alice = user
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         features = await client.open_stream()
         # RFC 6121 Appendix E: offered, and optional.
@@ -519,7 +523,7 @@ async def test_legacy_session_iq(server: ServerProcess, user: str) -> None:
 async def test_bind_invalid_resource(server: ServerProcess, user: str, resource: str) -> None:
     """A control character (PRECIS OpaqueString) or over 1023 octets: bad-request; binding may be retried."""
     alice = user
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         refused = await raw_bind(client, resource)
         assert stanza_error(refused) == ("modify", "bad-request")
@@ -530,7 +534,7 @@ async def test_bind_invalid_resource(server: ServerProcess, user: str, resource:
 
 async def test_bind_conflict_refuse(tmp_path: Path) -> None:
     extra = '\n[resources]\nconflict = "refuse"\n'
-    with running_server(tmp_path, users=[("dave", PASSWORD)], extra=extra) as srv, trio.fail_after(20):
+    with running_server(tmp_path, users=[("dave", PASSWORD)], extra=extra) as srv, trio.fail_after(TIMEOUT):
         first = await raw_authenticated(srv.c2s_port, "dave", PASSWORD)
         assert (await raw_bind(first, "desk")).get("type") == "result"
         second = await raw_authenticated(srv.c2s_port, "dave", PASSWORD)
@@ -546,7 +550,7 @@ async def test_bind_conflict_refuse(tmp_path: Path) -> None:
 
 async def test_bind_conflict_random(tmp_path: Path) -> None:
     extra = '\n[resources]\nconflict = "random"\n'
-    with running_server(tmp_path, users=[("erin", PASSWORD)], extra=extra) as srv, trio.fail_after(20):
+    with running_server(tmp_path, users=[("erin", PASSWORD)], extra=extra) as srv, trio.fail_after(TIMEOUT):
         first = await raw_authenticated(srv.c2s_port, "erin", PASSWORD)
         assert (await raw_bind(first, "desk")).get("type") == "result"
         second = await raw_authenticated(srv.c2s_port, "erin", PASSWORD)
@@ -563,7 +567,7 @@ async def test_bind_conflict_random(tmp_path: Path) -> None:
 
 async def test_stanza_before_bind_refused(server: ServerProcess, user: str) -> None:
     alice = user
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         await client.open_stream()
         await client.send("<message to='localhost'><body>early</body></message>")
@@ -582,7 +586,7 @@ async def test_bulk_user_add_then_login(server: ServerProcess, tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr
     assert "2000" in result.stdout
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         scram = ScramClient("SCRAM-SHA-256", "bulk1234", "secret-1234")
         success, _ = await raw_scram(client, scram, "SCRAM-SHA-256")

@@ -15,7 +15,7 @@ import trio
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import PASSWORD, account_pool
-from tests.support.clients import run, slixmpp_client
+from tests.support.clients import Clients, run, slixmpp_client
 from tests.support.peer import C, Peer, error_condition, presence, show, subscribe
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
@@ -160,7 +160,9 @@ def test_avatar_too_large_is_refused(server: ServerProcess, pool: Iterator[str])
     trio.run(check)
 
 
-def test_avatar_notification_reaches_contacts(server: ServerProcess, pool: Iterator[str]) -> None:
+def test_avatar_notification_reaches_contacts(
+    server: ServerProcess, clients: Clients, pool: Iterator[str]
+) -> None:
     """A contact whose client asks for avatar metadata (+notify, slixmpp's XEP-0084 plugin with
     caps) gets the metadata when it is published."""
     alice_name, bob_name = next(pool), next(pool)
@@ -178,22 +180,20 @@ def test_avatar_notification_reaches_contacts(server: ServerProcess, pool: Itera
 
     async def scenario() -> None:
         plugins = ("xep_0030", "xep_0060", "xep_0115", "xep_0163", "xep_0084")
-        async with slixmpp_client(f"{bob_name}@localhost/watch", PASSWORD, server.c2s_port,
-                                  plugins=plugins) as bob:  # fmt: skip
+        async with clients.slixmpp(bob_name, "watch", plugins=plugins) as bob:
             bob.plugin["xep_0163"].add_interest("urn:xmpp:avatar:metadata")
             events: asyncio.Queue[object] = asyncio.Queue()
             bob.add_event_handler("avatar_metadata_publish", events.put_nowait)
             bob.send_presence()
             # Whether alice's service learns bob's caps before or after the publish, bob gets the
             # metadata: as a notification, or as the last item once his caps are known.
-            async with slixmpp_client(f"{alice_name}@localhost/pub", PASSWORD, server.c2s_port,
-                                      plugins=plugins, send_presence=True) as alice:  # fmt: skip
+            async with clients.slixmpp(alice_name, "pub", plugins=plugins, send_presence=True) as alice:
                 avatars = alice.plugin["xep_0084"]
                 await avatars.publish_avatar(IMAGE)
                 await avatars.publish_avatar_metadata(
                     [{"id": IMAGE_ID, "type": "image/png", "bytes": len(IMAGE)}]
                 )
-                message = await asyncio.wait_for(events.get(), 20)
+                message = await asyncio.wait_for(events.get(), TIMEOUT)
                 assert IMAGE_ID in str(message)
 
     run(scenario())

@@ -10,8 +10,8 @@ import asyncio
 
 import trio
 
-from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import event_queue, run, slixmpp_client
+from tests.integration.conftest import Accounts
+from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, message, new_id, show
 from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
@@ -74,22 +74,18 @@ async def test_server_advertises_carbons(server: ServerProcess, accounts: Accoun
         assert NS_CARBONS in features, show(reply)
 
 
-async def test_received_copy_goes_to_other_enabled_resources(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_received_copy_goes_to_other_enabled_resources(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        tablet = await peers.online(alice, "tablet")  # carbons not enabled
-        b = await peers.online(bob)
+        # The tablet never enables carbons.
+        phone, laptop, tablet = await peers.devices("phone", "laptop", "tablet")
+        b = await peers.online_user()
         await enable(phone)
         await enable(laptop)
         message_id = await send(b, phone.jid, "to the phone")
         original = await phone.expect(message(id_=message_id))
         assert original.find(f"{CARBONS}received") is None, show(original)
         copy = await laptop.expect(copy_of("received", message_id))
-        assert copy.get("from") == bare(alice), show(copy)
+        assert copy.get("from") == phone.bare, show(copy)
         assert copy.get("to") == laptop.jid, show(copy)
         assert copy.get("type") == "chat", show(copy)
         forwarded = inner(copy, "received")
@@ -119,36 +115,32 @@ async def test_bare_jid_message_copies_reach_lower_priority_resources(
 
 
 async def test_sent_copy_goes_to_other_resources_but_not_the_sender(
-    server: ServerProcess, accounts: Accounts, peers: Peers
+    server: ServerProcess, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        b = await peers.online(bob)
+        phone, laptop = await peers.devices("phone", "laptop")
+        b = await peers.online_user()
         await enable(phone)
         await enable(laptop)
-        message_id = await send(phone, bare(bob), "from the phone")
+        message_id = await send(phone, b.bare, "from the phone")
         got = await b.expect(message(id_=message_id))
         assert got.find(f"{CARBONS}sent") is None, show(got)
         copy = await laptop.expect(copy_of("sent", message_id))
-        assert copy.get("from") == bare(alice), show(copy)
+        assert copy.get("from") == phone.bare, show(copy)
         assert copy.get("to") == laptop.jid, show(copy)
         forwarded = inner(copy, "sent")
         assert forwarded.get("from") == phone.jid, show(copy)
-        assert forwarded.get("to") == bare(bob), show(copy)
+        assert forwarded.get("to") == b.bare, show(copy)
         await marker(b, phone)
         assert copies(phone) == [], [show(e) for e in phone.inbox]
 
 
 async def test_chat_states_and_receipts_pass_through_and_are_copied(
-    server: ServerProcess, accounts: Accounts, peers: Peers
+    server: ServerProcess, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        b = await peers.online(bob)
+        phone, laptop = await peers.devices("phone", "laptop")
+        b = await peers.online_user()
         await enable(laptop)
         composing = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
         state_id = await send(b, phone.jid, "", composing)
@@ -162,20 +154,16 @@ async def test_chat_states_and_receipts_pass_through_and_are_copied(
         await laptop.expect(copy_of("sent", receipt_id))
 
 
-async def test_private_and_no_copy_hints_stop_copies(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_private_and_no_copy_hints_stop_copies(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        b = await peers.online(bob)
+        phone, laptop = await peers.devices("phone", "laptop")
+        b = await peers.online_user()
         await enable(phone)
         await enable(laptop)
         private = f"<private xmlns='{NS_CARBONS}'/>"
         no_copy = "<no-copy xmlns='urn:xmpp:hints'/>"
-        sent_private = await send(phone, bare(bob), "private out", private)
-        sent_no_copy = await send(phone, bare(bob), "no-copy out", no_copy)
+        sent_private = await send(phone, b.bare, "private out", private)
+        sent_no_copy = await send(phone, b.bare, "no-copy out", no_copy)
         in_private = await send(b, phone.jid, "private in", private)
         in_no_copy = await send(b, phone.jid, "no-copy in", no_copy)
         await b.expect(message(id_=sent_private))
@@ -186,12 +174,10 @@ async def test_private_and_no_copy_hints_stop_copies(
         assert copies(laptop) == [], [show(e) for e in laptop.inbox]
 
 
-async def test_disable_stops_copies(server: ServerProcess, accounts: Accounts, peers: Peers) -> None:
-    alice, bob = accounts(2)
+async def test_disable_stops_copies(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        b = await peers.online(bob)
+        phone, laptop = await peers.devices("phone", "laptop")
+        b = await peers.online_user()
         await enable(laptop)
         await enable(laptop)  # §10.1: enabling twice is no error
         reply = await laptop.iq(f"<disable xmlns='{NS_CARBONS}'/>", type_="set")
@@ -202,23 +188,17 @@ async def test_disable_stops_copies(server: ServerProcess, accounts: Accounts, p
         assert copies(laptop) == [], [show(e) for e in laptop.inbox]
 
 
-async def test_another_account_cannot_switch_my_carbons(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_another_account_cannot_switch_my_carbons(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        await peers.online(alice)
-        b = await peers.online(bob)
-        reply = await b.iq(f"<enable xmlns='{NS_CARBONS}'/>", type_="set", to=bare(alice))
+        a, b = await peers.online_users(2)
+        reply = await b.iq(f"<enable xmlns='{NS_CARBONS}'/>", type_="set", to=a.bare)
         assert error_condition(reply) == "not-allowed", show(reply)
 
 
-async def test_forged_carbons_are_refused(server: ServerProcess, accounts: Accounts, peers: Peers) -> None:
-    alice, mallory = accounts(2)
+async def test_forged_carbons_are_refused(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "phone")
-        other = await peers.online(alice, "laptop")
-        m = await peers.online(mallory)
+        a, other = await peers.devices("phone", "laptop")
+        m = await peers.online_user()
         await enable(a)
         forged = (
             f"<received xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>"
@@ -237,27 +217,25 @@ async def test_forged_carbons_are_refused(server: ServerProcess, accounts: Accou
         assert copies(a) == [], [show(e) for e in a.inbox]
 
 
-def test_slixmpp_sees_carbons_of_both_directions(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_sees_carbons_of_both_directions(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         plugins = ("xep_0030", "xep_0280")
         async with (
-            slixmpp_client(f"{alice}@localhost/pc", PASSWORD, server.c2s_port, plugins=plugins,
-                           send_presence=True) as pc,
-            slixmpp_client(f"{alice}@localhost/phone", PASSWORD, server.c2s_port, plugins=plugins,
-                           send_presence=True) as phone,
-            slixmpp_client(f"{bob}@localhost/desk", PASSWORD, server.c2s_port, send_presence=True) as b,
+            clients.slixmpp(alice, "pc", plugins=plugins, send_presence=True) as pc,
+            clients.slixmpp(alice, "phone", plugins=plugins, send_presence=True) as phone,
+            clients.slixmpp(bob, "desk", send_presence=True) as b,
         ):  # fmt: skip
             await pc.plugin["xep_0280"].enable()
             received = event_queue(pc, "carbon_received")
             sent = event_queue(pc, "carbon_sent")
             b.send_message(mto=f"{alice}@localhost/phone", mbody="to your phone", mtype="chat")
-            carbon = await asyncio.wait_for(received.get(), 10)
+            carbon = await asyncio.wait_for(received.get(), TIMEOUT)
             assert carbon["carbon_received"]["body"] == "to your phone"
             assert str(carbon["carbon_received"]["from"]) == f"{bob}@localhost/desk"
             phone.send_message(mto=f"{bob}@localhost", mbody="answered on the phone", mtype="chat")
-            carbon = await asyncio.wait_for(sent.get(), 10)
+            carbon = await asyncio.wait_for(sent.get(), TIMEOUT)
             assert carbon["carbon_sent"]["body"] == "answered on the phone"
             assert str(carbon["carbon_sent"]["to"]) == f"{bob}@localhost"
 

@@ -17,7 +17,7 @@ from lxml import etree
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import event_queue, raw_authenticated, run, slixmpp_client
+from tests.support.clients import Clients, event_queue, raw_authenticated, run
 from tests.support.peer import C, Element, Peer, Peers, bare, message, new_id, show
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess
@@ -73,18 +73,16 @@ async def test_csi_is_a_stream_feature(server: ServerProcess, accounts: Accounts
 
 
 async def test_inactive_client_gets_unimportant_stanzas_with_the_next_message(
-    server: ServerProcess, accounts: Accounts, peers: Peers
+    server: ServerProcess, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         await a.send(f"<inactive xmlns='{NS_CSI}'/>")
         assert await pinged(a) == []  # the nonza is handled, in order, before the ping
         await presence_to(b, a.jid, "away")
         await presence_to(b, a.jid, "dnd")  # replaces the held "away"
         await b.send(f"<message to='{a.jid}' type='chat'><composing xmlns='{CHATSTATES}'/></message>")
-        await through_actor(b, bare(alice))
+        await through_actor(b, a.bare)
         assert await pinged(a) == [], "held while inactive"
         message_id = new_id("m")
         await b.send(f"<message to='{a.jid}' id='{message_id}' type='chat'><body>wake up</body></message>")
@@ -92,23 +90,19 @@ async def test_inactive_client_gets_unimportant_stanzas_with_the_next_message(
         assert shows(earlier) == ["dnd", "composing"], [show(e) for e in earlier]
         # Still inactive: the next presence waits again, until <active/> releases it.
         await presence_to(b, a.jid, "xa")
-        await through_actor(b, bare(alice))
+        await through_actor(b, a.bare)
         assert await pinged(a) == []
         await a.send(f"<active xmlns='{NS_CSI}'/>")
         assert shows(await pinged(a)) == ["xa"]
         # Active again: nothing is held.
         await presence_to(b, a.jid, "chat")
-        await through_actor(b, bare(alice))
+        await through_actor(b, a.bare)
         assert shows(await pinged(a)) == ["chat"]
 
 
-async def test_iq_and_encrypted_messages_are_not_held(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_iq_and_encrypted_messages_are_not_held(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         await a.send(f"<inactive xmlns='{NS_CSI}'/>")
         await pinged(a)
         await presence_to(b, a.jid, "away")
@@ -163,17 +157,16 @@ async def test_held_stanzas_survive_a_resumption(
         assert shows([e for e in await pinged(resumed) if e.tag != f"{{{NS_SM}}}r"]) == ["dnd"]
 
 
-def test_slixmpp_client_state_indication(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_client_state_indication(clients: Clients, accounts: Accounts) -> None:
     """slixmpp's XEP-0352 plugin finds the feature; while it says inactive, presence waits."""
     alice, bob = accounts(2)
 
     async def scenario() -> None:
+        phone_plugins = ("xep_0030", "xep_0199", "xep_0352")
         async with (
-            slixmpp_client(f"{alice}@localhost/phone", PASSWORD, server.c2s_port,
-                           plugins=("xep_0030", "xep_0199", "xep_0352"), send_presence=True) as a,
-            slixmpp_client(f"{bob}@localhost/pc", PASSWORD, server.c2s_port, plugins=("xep_0030",),
-                           send_presence=True) as b,
-        ):  # fmt: skip
+            clients.slixmpp(alice, "phone", plugins=phone_plugins, send_presence=True) as a,
+            clients.slixmpp(bob, "pc", plugins=("xep_0030",), send_presence=True) as b,
+        ):
             assert a.plugin["xep_0352"].enabled
             seen: list[str] = []
             from_bob = f"{bob}@localhost/pc"
@@ -182,16 +175,16 @@ def test_slixmpp_client_state_indication(server: ServerProcess, accounts: Accoun
             )
             a.add_event_handler("message", lambda m: seen.append(f"message {m['body']}"))
             a.plugin["xep_0352"].send_inactive()
-            await a.plugin["xep_0199"].ping(jid="localhost", timeout=10)  # the nonza is handled
+            await a.plugin["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)  # the nonza is handled
             b.send_presence(pto=f"{alice}@localhost/phone", pshow="away")
             await b.get_roster()  # through Bob's actor, which forwards the presence first
             with contextlib.suppress(IqError):  # a round trip through Alice's actor
-                await b.plugin["xep_0030"].get_info(jid=f"{alice}@localhost", timeout=10)
-            await a.plugin["xep_0199"].ping(jid="localhost", timeout=10)
+                await b.plugin["xep_0030"].get_info(jid=f"{alice}@localhost", timeout=TIMEOUT)
+            await a.plugin["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
             assert seen == [], "held while inactive"
             done = event_queue(a, "message")
             b.send_message(mto=f"{alice}@localhost/phone", mbody="wake up", mtype="chat")
-            await asyncio.wait_for(done.get(), 10)
+            await asyncio.wait_for(done.get(), TIMEOUT)
             assert seen == ["presence away", "message wake up"]
 
     run(scenario())

@@ -13,6 +13,7 @@ from imactor.config import DEFAULT_MODULES
 from tests.integration.conftest import Accounts
 from tests.support.peer import Peers, bare, show
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
 NS_DISCO = "http://jabber.org/protocol/disco#info"
 
@@ -21,7 +22,7 @@ async def test_disco_lists_every_implemented_xep(
     server: ServerProcess, accounts: Accounts, peers: Peers
 ) -> None:
     (alice,) = accounts(1)
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         a = await peers.login(alice)
         server_info = await a.iq(f"<query xmlns='{NS_DISCO}'/>", to="localhost")
         account_info = await a.iq(f"<query xmlns='{NS_DISCO}'/>", to=bare(alice))

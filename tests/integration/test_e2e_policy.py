@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import event_queue, run, slixmpp_client
+from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, message, new_id, show
 from tests.support.server import ServerProcess, add_users, running_server
 from tests.support.timeouts import TIMEOUT
@@ -57,19 +57,15 @@ def refusal_text(bounce: Element) -> str:
     return bounce.findtext(f"{C}error/{{{NS_STANZAS}}}text") or ""
 
 
-async def test_require_refuses_plaintext_and_stores_nothing(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_require_refuses_plaintext_and_stores_nothing(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
-        plain = await send(a, bare(bob), "<body>the launch code is 1234</body>")
+        a, b = await peers.online_users(2)
+        plain = await send(a, b.bare, "<body>the launch code is 1234</body>")
         bounce = await a.expect(message(id_=plain))
         assert error_condition(bounce) == "policy-violation", show(bounce)
         assert bounce.find(f"{C}error").get("type") == "modify", show(bounce)  # type: ignore[union-attr]
         assert "requires end-to-end encryption" in refusal_text(bounce), show(bounce)
-        encrypted = await send(a, bare(bob), OMEMO)
+        encrypted = await send(a, b.bare, OMEMO)
         earlier = await b.before(message(id_=encrypted))
         assert all(e.get("id") != plain for e in earlier), [show(e) for e in earlier]
         assert await archived_ids(b) == [encrypted]
@@ -94,12 +90,10 @@ async def test_require_refuses_plaintext_to_an_offline_account(
 
 
 async def test_require_lets_encrypted_and_exempt_messages_through(
-    server: ServerProcess, accounts: Accounts, peers: Peers
+    server: ServerProcess, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         passing = [
             await send(a, b.jid, OMEMO),
             await send(a, b.jid, OMEMO2),
@@ -115,17 +109,17 @@ async def test_require_lets_encrypted_and_exempt_messages_through(
         assert all(error_condition(e) is None for e in a.inbox), [show(e) for e in a.inbox]
 
 
-def test_slixmpp_sender_gets_the_policy_error(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_sender_gets_the_policy_error(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/pc", PASSWORD, server.c2s_port, send_presence=True) as a,
-            slixmpp_client(f"{bob}@localhost/pc", PASSWORD, server.c2s_port, send_presence=True),
+            clients.slixmpp(alice, "pc", send_presence=True) as a,
+            clients.slixmpp(bob, "pc", send_presence=True),
         ):
             errors = event_queue(a, "message_error")
             a.send_message(mto=f"{bob}@localhost", mbody="plaintext", mtype="chat")
-            error = await asyncio.wait_for(errors.get(), 10)
+            error = await asyncio.wait_for(errors.get(), TIMEOUT)
             # COMPAT: slixmpp's error plugin predates RFC 6120's <policy-violation/>; read the XML.
             assert error.xml.find(f"{C}error/{{{NS_STANZAS}}}policy-violation") is not None, str(error)
             assert "end-to-end" in error["error"]["text"]
@@ -167,20 +161,16 @@ def test_an_unknown_mode_stops_the_server_from_starting(tmp_path_factory: pytest
         pass
 
 
-async def test_require_makes_no_carbon_of_a_refused_message(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_require_makes_no_carbon_of_a_refused_message(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        phone = await peers.online(alice, "phone")
-        laptop = await peers.online(alice, "laptop")
-        await peers.online(bob)
+        phone, laptop = await peers.devices("phone", "laptop")
+        b = await peers.online_user()
         enabled = await laptop.iq("<enable xmlns='urn:xmpp:carbons:2'/>", type_="set")
         assert enabled.get("type") == "result", show(enabled)
-        plain = await send(phone, bare(bob), "<body>plaintext</body>")
+        plain = await send(phone, b.bare, "<body>plaintext</body>")
         bounce = await phone.expect(message(id_=plain))
         assert error_condition(bounce) == "policy-violation", show(bounce)
-        encrypted = await send(phone, bare(bob), OMEMO)
+        encrypted = await send(phone, b.bare, OMEMO)
 
         def sent_copy(e: Element) -> bool:
             inner = e.find("{urn:xmpp:carbons:2}sent/{urn:xmpp:forward:0}forwarded/{jabber:client}message")

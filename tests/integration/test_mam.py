@@ -13,7 +13,7 @@ from slixmpp.exceptions import IqError
 
 from imactor.storage.files import sqlite_files
 from tests.integration.conftest import PASSWORD
-from tests.support.clients import run, slixmpp_client
+from tests.support.clients import Clients, run
 from tests.support.peer import (
     C,
     Element,
@@ -126,18 +126,14 @@ async def query(peer: Peer, rsm: str = "", **fields: str) -> Fin:
     return Fin(results, reply)
 
 
-async def test_chat_is_archived_in_both_archives(
-    server: ServerProcess, accounts: Accounts, peers: Peers
-) -> None:
-    alice, bob = accounts(2)
+async def test_chat_is_archived_in_both_archives(server: ServerProcess, peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
-        forged = f"<stanza-id xmlns='{NS_SID}' by='{bare(bob)}' id='forged'/>"
+        a, b = await peers.online_users(2)
+        forged = f"<stanza-id xmlns='{NS_SID}' by='{b.bare}' id='forged'/>"
         origin = "<origin-id xmlns='urn:xmpp:sid:0' id='origin-1'/>"
-        first_id = await chat(a, bare(bob), "online", forged + origin)
+        first_id = await chat(a, b.bare, "online", forged + origin)
         got = await b.expect(message(id_=first_id))
-        online_sid = stanza_id(got, bare(bob))
+        online_sid = stanza_id(got, b.bare)
         assert online_sid is not None, show(got)
         assert online_sid != "forged", show(got)
         assert len(got.findall(f"{{{NS_SID}}}stanza-id")) == 1, show(got)
@@ -146,26 +142,25 @@ async def test_chat_is_archived_in_both_archives(
         await b.send("<presence type='unavailable'/>")
         await b.sync()  # now unavailable: the next message is stored offline
         await b.aclose()
-        second_id = await chat(a, bare(bob), "offline")
-        await settled(a, bare(bob))
-        b = await peers.online(bob, "later")
+        second_id = await chat(a, b.bare, "offline")
+        await settled(a, b.bare)
+        b = await peers.online(b.username, "later")
         got = await b.expect(message(id_=second_id))
-        offline_sid = stanza_id(got, bare(bob))
+        offline_sid = stanza_id(got, b.bare)
         assert offline_sid is not None, show(got)
         assert offline_sid != online_sid, show(got)
 
-        for peer, peer_of in ((b, alice), (a, bob)):
+        for peer in (b, a):
             fin = await query(peer)
             assert fin.ids == [online_sid, offline_sid]
             assert fin.bodies == ["online", "offline"]
             assert (fin.count, fin.complete, fin.first, fin.last) == (2, True, online_sid, offline_sid)
             inner = forwarded(fin.results[0])
-            assert inner.get("to") == bare(bob)
-            assert inner.get("from", "").startswith(bare(alice) + "/")
-            assert stanza_id(inner, bare(bob)) is None  # the archived copy has no forged id either
+            assert inner.get("to") == b.bare
+            assert inner.get("from", "").startswith(a.bare + "/")
+            assert stanza_id(inner, b.bare) is None  # the archived copy has no forged id either
             assert fin.results[0].get("to") == peer.jid
             assert stamp(fin.results[0]).endswith("Z")
-            del peer_of
 
 
 async def test_paging_forwards_and_backwards(server: ServerProcess, accounts: Accounts, peers: Peers) -> None:
@@ -404,14 +399,12 @@ async def test_account_removal_deletes_the_archive(
         assert (await query(a)).bodies == ["before removal"]  # the other party keeps its copy
 
 
-def test_slixmpp_retrieves_the_archive(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_retrieves_the_archive(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         plugins = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
-        async with slixmpp_client(
-            f"{alice}@localhost/pc", PASSWORD, server.c2s_port, plugins=plugins
-        ) as xmpp:
+        async with clients.slixmpp(alice, "pc", plugins=plugins) as xmpp:
             for n in range(3):
                 xmpp.send_message(mto=JID(bare(bob)), mbody=f"slix {n}", mtype="chat")
             with contextlib.suppress(IqError):  # through bob's user actor: all archived
@@ -423,7 +416,7 @@ def test_slixmpp_retrieves_the_archive(server: ServerProcess, accounts: Accounts
     run(scenario())
 
 
-def test_slixmpp_pages_one_by_one_both_ways(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_pages_one_by_one_both_ways(clients: Clients, accounts: Accounts) -> None:
     """Issue 13 (3): slixmpp's archive iterator with one result per page, backwards (reverse=True:
     <before/>, then <before>first id of the previous page</before>) and forwards, gets every
     message, in its order."""
@@ -432,9 +425,7 @@ def test_slixmpp_pages_one_by_one_both_ways(server: ServerProcess, accounts: Acc
 
     async def scenario() -> None:
         plugins = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
-        async with slixmpp_client(
-            f"{alice}@localhost/pc", PASSWORD, server.c2s_port, plugins=plugins
-        ) as xmpp:
+        async with clients.slixmpp(alice, "pc", plugins=plugins) as xmpp:
             for body in bodies:
                 xmpp.send_message(mto=JID(bare(bob)), mbody=body, mtype="chat")
             with contextlib.suppress(IqError):  # through bob's user actor: all archived

@@ -37,6 +37,7 @@ from tests.integration.test_stream_management import (
 )
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import START_TIMEOUT
 from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
 
@@ -66,7 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def status(server: ServerProcess) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "imactor", "status", "--json", "--config", str(server.config_path)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=START_TIMEOUT, check=True,
     )  # fmt: skip
     doc: dict[str, Any] = json.loads(out.stdout)
     return doc
@@ -213,7 +214,7 @@ def test_a_frame_that_does_not_decode_is_dropped_and_the_worker_carries_on(serve
                     link.send_nowait(worker, ActorMessage("user", USERS[0], "Route", b"\x00\x00\x00\xffjunk"))
                     link.send_nowait(worker, ActorMessage("user", USERS[0], "NoSuchMessage", b""))
                     link.send_nowait(worker, ActorMessage("nobody", "x", "Kick", b""))
-                with trio.fail_after(10):
+                with trio.fail_after(TIMEOUT):
                     while True:
                         counters = mesh_counters(server)
                         if all(counters[w]["decode_errors"] >= errors_before[w] + 3 for w in endpoints):
@@ -226,7 +227,7 @@ def test_a_frame_that_does_not_decode_is_dropped_and_the_worker_carries_on(serve
                 await nursery.start(master.run)
                 for worker in endpoints:
                     await master.send(worker, MembershipChanged(2**40, ()))
-                with trio.fail_after(10):
+                with trio.fail_after(TIMEOUT):
                     # Handed to ZeroMQ (the link counts it; there is no event to wait on).
                     while master.statistics().frames_out < 2:  # noqa: ASYNC110
                         await trio.sleep(0.05)

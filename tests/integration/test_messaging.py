@@ -11,8 +11,8 @@ import aioxmpp.dispatcher
 import aioxmpp.misc  # (registers Message.xep0203_delay)
 import trio
 
-from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.integration.conftest import Accounts
+from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import (
     C,
     Element,
@@ -28,7 +28,6 @@ from tests.support.peer import (
     nothing_before_marker,
     show,
 )
-from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
 
 NS_DELAY = "urn:xmpp:delay"
@@ -325,14 +324,14 @@ async def test_message_without_to_goes_to_own_bare_jid(peers: Peers, accounts: A
 # ---- real client libraries ----------------------------------------------------------------------
 
 
-def test_slixmpp_chat_follows_priority(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_chat_follows_priority(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as a,
-            slixmpp_client(f"{bob}@localhost/high", PASSWORD, server.c2s_port) as high,
-            slixmpp_client(f"{bob}@localhost/low", PASSWORD, server.c2s_port) as low,
+            clients.slixmpp(alice) as a,
+            clients.slixmpp(bob, "high") as high,
+            clients.slixmpp(bob, "low") as low,
         ):
             high_messages = event_queue(high, "message")
             low_messages = event_queue(low, "message")
@@ -340,36 +339,32 @@ def test_slixmpp_chat_follows_priority(server: ServerProcess, accounts: Accounts
             high.send_presence(ppriority=5)
             low.send_presence(ppriority=1)
             while True:  # both of Bob's resources are available (high sees low's presence)
-                got = await asyncio.wait_for(own.get(), 10)
+                got = await asyncio.wait_for(own.get(), TIMEOUT)
                 if str(got["from"]) == f"{bob}@localhost/low":
                     break
             a.send_message(mto=f"{bob}@localhost", mbody="to the bare JID", mtype="chat")
             a.send_message(mto=f"{bob}@localhost/low", mbody="to low", mtype="chat")
-            first = await asyncio.wait_for(high_messages.get(), 10)
+            first = await asyncio.wait_for(high_messages.get(), TIMEOUT)
             assert first["body"] == "to the bare JID"
             assert str(first["from"]) == f"{alice}@localhost/sx"
             # Low gets only the message addressed to it (it was sent second).
-            second = await asyncio.wait_for(low_messages.get(), 10)
+            second = await asyncio.wait_for(low_messages.get(), TIMEOUT)
             assert second["body"] == "to low"
 
     run(scenario())
 
 
-def test_slixmpp_offline_message_has_delay(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_offline_message_has_delay(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
-        async with slixmpp_client(
-            f"{alice}@localhost/sx", PASSWORD, server.c2s_port, plugins=("xep_0054",)
-        ) as a:
+        async with clients.slixmpp(alice, plugins=("xep_0054",)) as a:
             a.send_message(mto=f"{bob}@localhost", mbody="while you were out", mtype="chat")
             await a.plugin["xep_0054"].get_vcard(f"{bob}@localhost")  # a round trip through Bob's actor
-        async with slixmpp_client(
-            f"{bob}@localhost/sx", PASSWORD, server.c2s_port, plugins=("xep_0203",)
-        ) as b:
+        async with clients.slixmpp(bob, plugins=("xep_0203",)) as b:
             received = event_queue(b, "message")
             b.send_presence()
-            got = await asyncio.wait_for(received.get(), 10)
+            got = await asyncio.wait_for(received.get(), TIMEOUT)
             assert got["body"] == "while you were out"
             assert str(got["from"]) == f"{alice}@localhost/sx"
             stamp = got["delay"]["stamp"]
@@ -379,28 +374,28 @@ def test_slixmpp_offline_message_has_delay(server: ServerProcess, accounts: Acco
     run(scenario())
 
 
-def test_aioxmpp_offline_message_and_full_jid(server: ServerProcess, accounts: Accounts) -> None:
+def test_aioxmpp_offline_message_and_full_jid(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a:
+        async with clients.aioxmpp(alice) as a:
             note = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr(f"{bob}@localhost"))
             note.body[None] = "stored for you"
             await a.send(note)
-            async with aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b:
+            async with clients.aioxmpp(bob) as b:
                 inbox: asyncio.Queue[aioxmpp.Message] = asyncio.Queue()
                 b.summon(aioxmpp.dispatcher.SimpleMessageDispatcher).register_callback(
                     aioxmpp.MessageType.CHAT, None, inbox.put_nowait
                 )
                 b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
-                stored = await asyncio.wait_for(inbox.get(), 10)
+                stored = await asyncio.wait_for(inbox.get(), TIMEOUT)
                 assert stored.body.any() == "stored for you"
                 assert stored.xep0203_delay, "offline messages carry a delay stamp"
                 # A live message to his full JID has none.
                 live = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=b.local_jid)
                 live.body[None] = "now"
                 await a.send(live)
-                got = await asyncio.wait_for(inbox.get(), 10)
+                got = await asyncio.wait_for(inbox.get(), TIMEOUT)
                 assert got.body.any() == "now"
                 assert got.from_ == a.local_jid
                 assert not got.xep0203_delay

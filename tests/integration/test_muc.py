@@ -29,6 +29,7 @@ from tests.support.muc import (
     join,
     join_error,
     muc_item,
+    room_with,
     say,
     status_codes,
 )
@@ -43,15 +44,13 @@ def new_room(prefix: str = "room") -> str:
     return f"{prefix}{next(_rooms)}@{SERVICE}"
 
 
-async def test_create_join_and_talk(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_create_join_and_talk(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         created = await create_instant(a, room, "alice")
         assert {"110", "201"} <= status_codes(created.self_presence)
         assert muc_item(created.self_presence).get("affiliation") == "owner"
-        b = await peers.online(bob)
         joined = await join(b, room, "bob")
         assert [p.get("from") for p in joined.presences] == [f"{room}/alice"]
         assert "110" in status_codes(joined.self_presence)
@@ -68,18 +67,16 @@ async def test_create_join_and_talk(peers: Peers, accounts: Accounts) -> None:
             assert sid.get("by") == room
 
 
-async def test_history_and_subject_on_join(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_history_and_subject_on_join(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
         await a.send(f"<message to='{room}' type='groupchat'><subject>plans</subject></message>")
         await a.expect(lambda e: from_room(room, "groupchat")(e) and e.findtext(f"{C}subject") == "plans")
         for n in range(4):
             await say(a, room, f"m{n}")
             await heard(a, room, f"m{n}")
-        b = await peers.online(bob)
         joined = await join(b, room, "bob", history="<history maxstanzas='2'/>")
         assert [m.findtext(f"{C}body") for m in joined.history] == ["m2", "m3"]
         for old in joined.history:
@@ -89,11 +86,10 @@ async def test_history_and_subject_on_join(peers: Peers, accounts: Accounts) -> 
         assert joined.subject.findtext(f"{C}subject") == "plans"
 
 
-async def test_room_archive_query(peers: Peers, accounts: Accounts) -> None:
-    (alice,) = accounts(1)
+async def test_room_archive_query(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a = await peers.online_user()
         await create_instant(a, room, "alice")
         ids = []
         for n in range(3):
@@ -112,13 +108,11 @@ async def test_room_archive_query(peers: Peers, accounts: Accounts) -> None:
         assert fields >= {"FORM_TYPE", "with", "start", "end"}
 
 
-async def test_nick_conflict_change_and_leave(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_nick_conflict_change_and_leave(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
-        b = await peers.online(bob)
         assert await join_error(b, room, "alice") == "conflict"
         await join(b, room, "bob")
         await b.send(f"<presence to='{room}/robert'/>")
@@ -132,14 +126,10 @@ async def test_nick_conflict_change_and_leave(peers: Peers, accounts: Accounts) 
         await a.expect(lambda e: e.get("from") == f"{room}/robert" and e.get("type") == "unavailable")
 
 
-async def test_private_message_through_the_room(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_private_message_through_the_room(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        await create_instant(a, room, "alice")
-        b = await peers.online(bob)
-        await join(b, room, "bob")
+        a, b = await room_with(peers, room, "alice", "bob")
         await a.send(f"<message to='{room}/bob' type='chat' id='pm1'><body>psst</body></message>")
         got = await b.expect(lambda e: e.get("id") == "pm1")
         assert got.get("from") == f"{room}/alice"
@@ -149,18 +139,15 @@ async def test_private_message_through_the_room(peers: Peers, accounts: Accounts
         assert error_condition(error) == "item-not-found"
 
 
-async def test_non_occupant_and_moderated_room_refusals(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_non_occupant_and_moderated_room_refusals(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b, c = await peers.online_users(3)
         await create_instant(a, room, "alice")
         reply = await configure(a, room, {"muc#roomconfig_moderatedroom": "1"})
         assert reply.get("type") == "result", show(reply)
-        c = await peers.online(carol)
         await c.send(f"<message to='{room}' type='groupchat' id='out'><body>let me in</body></message>")
         assert error_condition(await c.expect(lambda e: e.get("id") == "out")) == "not-acceptable"
-        b = await peers.online(bob)
         joined = await join(b, room, "bob")
         assert muc_item(joined.self_presence).get("role") == "visitor"
         await b.send(f"<message to='{room}' type='groupchat' id='v1'><body>can I talk?</body></message>")
@@ -172,21 +159,19 @@ async def test_non_occupant_and_moderated_room_refusals(peers: Peers, accounts: 
         await heard(a, room, "thanks")
 
 
-async def test_members_only_password_and_ban(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_members_only_password_and_ban(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b, c = await peers.online_users(3)
         await create_instant(a, room, "alice")
         reply = await configure(a, room, {"muc#roomconfig_membersonly": "1"})
         assert reply.get("type") == "result", show(reply)
-        b = await peers.online(bob)
         assert await join_error(b, room, "bob") == "registration-required"
-        member = await admin(a, room, f"<item affiliation='member' jid='{bob}@localhost'/>")
+        member = await admin(a, room, f"<item affiliation='member' jid='{b.bare}'/>")
         assert member.get("type") == "result", show(member)
         await join(b, room, "bob")
         # Banned: removed with 301, and cannot come back.
-        ban = await admin(a, room, f"<item affiliation='outcast' jid='{bob}@localhost'/>")
+        ban = await admin(a, room, f"<item affiliation='outcast' jid='{b.bare}'/>")
         assert ban.get("type") == "result", show(ban)
         banned = await b.expect(lambda e: e.get("from") == f"{room}/bob" and e.get("type") == "unavailable")
         assert "301" in status_codes(banned)
@@ -197,19 +182,14 @@ async def test_members_only_password_and_ban(peers: Peers, accounts: Accounts) -
         reply = await configure(a, locked, {"muc#roomconfig_passwordprotectedroom": "1",
                                             "muc#roomconfig_roomsecret": "s3cret"})  # fmt: skip
         assert reply.get("type") == "result", show(reply)
-        c = await peers.online(carol)
         assert await join_error(c, locked, "carol") == "not-authorized"
         await join(c, locked, "carol", password="s3cret")
 
 
-async def test_kick_with_reason(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_kick_with_reason(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        await create_instant(a, room, "alice")
-        b = await peers.online(bob)
-        await join(b, room, "bob")
+        a, b = await room_with(peers, room, "alice", "bob")
         reply = await admin(a, room, "<item nick='bob' role='none'><reason>spam</reason></item>")
         assert reply.get("type") == "result", show(reply)
         kicked = await b.expect(lambda e: e.get("from") == f"{room}/bob" and e.get("type") == "unavailable")
@@ -220,11 +200,10 @@ async def test_kick_with_reason(peers: Peers, accounts: Accounts) -> None:
         assert refused.get("type") == "error"
 
 
-async def test_config_form_with_wrong_types_is_refused(peers: Peers, accounts: Accounts) -> None:
-    (alice,) = accounts(1)
+async def test_config_form_with_wrong_types_is_refused(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a = await peers.online_user()
         await create_instant(a, room, "alice")
         reply = await configure(a, room, {"muc#roomconfig_persistentroom": "maybe"})
         assert error_condition(reply) in ("bad-request", "not-acceptable"), show(reply)
@@ -235,12 +214,11 @@ async def test_config_form_with_wrong_types_is_refused(peers: Peers, accounts: A
         assert wanted <= fields
 
 
-async def test_discovery_of_service_and_rooms(peers: Peers, accounts: Accounts) -> None:
-    (alice,) = accounts(1)
+async def test_discovery_of_service_and_rooms(peers: Peers) -> None:
     room = new_room("listed")
     hidden = new_room("hidden")
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a = await peers.online_user()
         await create_instant(a, room, "alice")
         await create_instant(a, hidden, "alice")
         assert (await configure(a, hidden, {"muc#roomconfig_publicroom": "0"})).get("type") == "result"
@@ -260,15 +238,11 @@ async def test_discovery_of_service_and_rooms(peers: Peers, accounts: Accounts) 
         assert SERVICE in services
 
 
-async def test_destroy_with_reason_and_alternate_venue(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_destroy_with_reason_and_alternate_venue(peers: Peers) -> None:
     room = new_room()
     venue = new_room("venue")
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        await create_instant(a, room, "alice")
-        b = await peers.online(bob)
-        await join(b, room, "bob")
+        a, b = await room_with(peers, room, "alice", "bob")
         reply = await a.iq(f"<query xmlns='{NS_MUC}#owner'><destroy jid='{venue}'><reason>moved</reason>"
                            "</destroy></query>", type_="set", to=room)  # fmt: skip
         assert reply.get("type") == "result", show(reply)
@@ -282,62 +256,52 @@ async def test_destroy_with_reason_and_alternate_venue(peers: Peers, accounts: A
         assert "201" in status_codes(created.self_presence)
 
 
-async def test_self_ping(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_self_ping(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
         pong = await a.iq("<ping xmlns='urn:xmpp:ping'/>", to=f"{room}/alice")
         assert pong.get("type") == "result", show(pong)
-        b = await peers.online(bob)
         outsider = await b.iq("<ping xmlns='urn:xmpp:ping'/>", to=f"{room}/alice")
         assert error_condition(outsider) == "not-acceptable"
 
 
-async def test_mediated_and_direct_invitations(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_mediated_and_direct_invitations(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b, c = await peers.online_users(3)
         await create_instant(a, room, "alice")
-        b = await peers.online(bob)
-        await a.send(f"<message to='{room}'><x xmlns='{NS_MUC_USER}'><invite to='{bob}@localhost'>"
+        await a.send(f"<message to='{room}'><x xmlns='{NS_MUC_USER}'><invite to='{b.bare}'>"
                      "<reason>join us</reason></invite></x></message>")  # fmt: skip
         invitation = await b.expect(lambda e: e.get("from") == room and e.tag == f"{C}message")
         invite = invitation.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}invite")
         assert invite is not None, show(invitation)
-        assert invite.get("from", "").startswith(f"{alice}@localhost")
-        c = await peers.online(carol)
+        assert invite.get("from", "").startswith(a.bare)
         direct_invite = f"<x xmlns='jabber:x:conference' jid='{room}'/>"
-        await a.send(f"<message to='{carol}@localhost'>{direct_invite}</message>")
+        await a.send(f"<message to='{c.bare}'>{direct_invite}</message>")
         direct = await c.expect(lambda e: e.find("{jabber:x:conference}x") is not None)
         assert direct.find("{jabber:x:conference}x").get("jid") == room  # type: ignore[union-attr]
 
 
-async def test_temporary_room_goes_away_when_empty(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_temporary_room_goes_away_when_empty(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
         await a.send(f"<presence to='{room}/alice' type='unavailable'/>")
         await a.expect(lambda e: e.get("from") == f"{room}/alice" and e.get("type") == "unavailable")
-        b = await peers.online(bob)
         again = await join(b, room, "bob")
         assert "201" in status_codes(again.self_presence)
 
 
-async def test_join_beyond_max_users_is_refused(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_join_beyond_max_users_is_refused(peers: Peers) -> None:
     room = new_room()
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b, c = await peers.online_users(3)
         await create_instant(a, room, "alice")
         assert (await configure(a, room, {"muc#roomconfig_maxusers": "2"})).get("type") == "result"
-        b = await peers.online(bob)
         await join(b, room, "bob")
-        c = await peers.online(carol)
         assert await join_error(c, room, "carol") == "service-unavailable"
         await say(b, room, "still here")
         await heard(a, room, "still here")
@@ -380,36 +344,31 @@ async def test_a_join_storm_leaves_the_room_working(peers: Peers, accounts: Acco
 # ---- what real clients trip over (issue 13) ------------------------------------------------------
 
 
-async def test_requests_right_behind_a_join_are_handled_after_it(peers: Peers, accounts: Accounts) -> None:
+async def test_requests_right_behind_a_join_are_handled_after_it(peers: Peers) -> None:
     """RFC 6120 §10.1: a client that sends its join and, without waiting for it, the owner's
     configuration requests and a first message (as aioxmpp's MUCClient does) gets the form,
     not item-not-found, and the room is unlocked for the others. The room's actor runs already
     (a disco#info before), and the account's actor is busy with a storage write when the join
     comes: presence that went to the room through the account lost that race every time."""
-    alice, bob = accounts(2)
     room = new_room("inorder")
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         missing = await a.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=room)
         assert error_condition(missing) == "item-not-found", show(missing)
         await create_without_waiting(a, room, "alice", "1")
-        b = await peers.online(bob)
         await join(b, room, "bob")  # unlocked: not "this room is not configured yet"
 
 
-async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(
-    peers: Peers, accounts: Accounts
-) -> None:
+async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(peers: Peers) -> None:
     """XEP-0045 §10.1: the last occupant's exit destroys a temporary room; the creator's join
     right behind it creates a new room, from nothing, in a room actor that goes on (the actor
     used to stop, handle the queued join on its way out and drop its occupant)."""
-    alice, bob = accounts(2)
     room = new_room("again")
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
         assert (await configure(a, room, {"muc#roomconfig_membersonly": "1"})).get("type") == "result"
-        banned = await admin(a, room, f"<item affiliation='outcast' jid='{bob}@localhost'/>")
+        banned = await admin(a, room, f"<item affiliation='outcast' jid='{b.bare}'/>")
         assert banned.get("type") == "result", show(banned)
         await a.send(f"<presence to='{room}/alice' type='unavailable'/>"
                      f"<presence to='{room}/alice'><x xmlns='{NS_MUC}'/></presence>")
@@ -424,7 +383,6 @@ async def test_a_temporary_room_left_and_entered_at_once_is_a_new_live_room(
         echo = await a.expect(answer_to("live"))
         assert echo.get("type") == "groupchat", show(echo)  # an occupant of the new room
         # Nothing of the old room: not members-only, and its outcast is nobody here.
-        b = await peers.online(bob)
         joined = await join(b, room, "bob")
         assert muc_item(joined.self_presence).get("affiliation") == "none"
         for peer, nick in ((b, "bob"), (a, "alice")):

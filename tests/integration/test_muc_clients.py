@@ -21,9 +21,8 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import PresenceError
 
-from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
-from tests.support.server import ServerProcess
+from tests.integration.conftest import Accounts
+from tests.support.clients import Clients, event_queue, run
 
 SERVICE = "conference.localhost"
 WAIT = 10
@@ -32,15 +31,12 @@ NS_REQUEST = "http://jabber.org/protocol/muc#request"
 T = TypeVar("T")
 
 
-def test_slixmpp_creates_a_room_and_aioxmpp_joins_and_talks(
-    server: ServerProcess, accounts: Accounts
-) -> None:
+def test_slixmpp_creates_a_room_and_aioxmpp_joins_and_talks(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     room = f"libraries@{SERVICE}"
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0030", "xep_0045", "xep_0004")) as a:  # fmt: skip
+        async with clients.slixmpp(alice, plugins=("xep_0030", "xep_0045", "xep_0004")) as a:
             muc = a.plugin["xep_0045"]
             self_presence, _subject, _occupants, _history = await muc.join_muc_wait(
                 slixmpp.JID(room), "alice", maxstanzas=0, timeout=WAIT
@@ -51,7 +47,7 @@ def test_slixmpp_creates_a_room_and_aioxmpp_joins_and_talks(
             await muc.set_room_config(room, form, timeout=WAIT)
             heard = event_queue(a, "groupchat_message")
 
-            async with aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b:
+            async with clients.aioxmpp(bob) as b:
                 client = b.summon(aioxmpp.MUCClient)
                 bob_room, entered = client.join(aioxmpp.JID.fromstr(room), "bob")
                 await asyncio.wait_for(entered, WAIT)
@@ -158,15 +154,15 @@ def private(to: aioxmpp.JID, body: str) -> aioxmpp.Message:
     return message
 
 
-def test_aioxmpp_room_use_cases_without_waiting(server: ServerProcess, accounts: Accounts) -> None:
+def test_aioxmpp_room_use_cases_without_waiting(clients: Clients, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     room_jid = aioxmpp.JID.fromstr(f"aioxmpp-cases@{SERVICE}")
 
     async def scenario() -> None:
         async with (
-            aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a,
-            aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b,
-            aioxmpp_client(f"{carol}@localhost/ax", PASSWORD, server.c2s_port) as c,
+            clients.aioxmpp(alice) as a,
+            clients.aioxmpp(bob) as b,
+            clients.aioxmpp(carol) as c,
         ):
             muc_a, muc_b, muc_c = (client.summon(aioxmpp.MUCClient) for client in (a, b, c))
             await online(c)
@@ -267,16 +263,15 @@ def from_nick(nick: str, type_: str | None = None) -> Callable[[Any], bool]:
     return lambda stanza: stanza["from"].resource == nick and (type_ is None or stanza["type"] == type_)
 
 
-def test_slixmpp_room_use_cases_without_waiting(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_room_use_cases_without_waiting(clients: Clients, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     room = slixmpp.JID(f"slixmpp-cases@{SERVICE}")
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port, plugins=SLIXMPP_PLUGINS) as a,
-            slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port, plugins=SLIXMPP_PLUGINS) as b,
-            slixmpp_client(f"{carol}@localhost/sx", PASSWORD, server.c2s_port, plugins=SLIXMPP_PLUGINS,
-                           send_presence=True) as c,  # fmt: skip
+            clients.slixmpp(alice, plugins=SLIXMPP_PLUGINS) as a,
+            clients.slixmpp(bob, plugins=SLIXMPP_PLUGINS) as b,
+            clients.slixmpp(carol, plugins=SLIXMPP_PLUGINS, send_presence=True) as c,
         ):
             muc_a, muc_b, muc_c = (client.plugin["xep_0045"] for client in (a, b, c))
             heard_a = event_queue(a, "groupchat_message")
@@ -372,7 +367,7 @@ def test_slixmpp_room_use_cases_without_waiting(server: ServerProcess, accounts:
 
 
 def test_slixmpp_tells_one_sender_under_two_nicks_by_its_occupant_id(
-    server: ServerProcess, accounts: Accounts
+    clients: Clients, accounts: Accounts
 ) -> None:
     """XEP-0421 with slixmpp's plugin: Alice speaks, leaves, comes back under another nick and
     speaks again; Bob sees both messages with one occupant id, and his own with another."""
@@ -382,8 +377,8 @@ def test_slixmpp_tells_one_sender_under_two_nicks_by_its_occupant_id(
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port, plugins=plugins) as a,
-            slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port, plugins=plugins) as b,
+            clients.slixmpp(alice, plugins=plugins) as a,
+            clients.slixmpp(bob, plugins=plugins) as b,
         ):
             muc = a.plugin["xep_0045"]
             await muc.join_muc_wait(room, "alice", maxstanzas=0, timeout=WAIT)

@@ -20,6 +20,7 @@ from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.clients import event_queue, make_slixmpp, run, wait_disconnected
 from tests.support.peer import befriend
 from tests.support.server import ServerProcess
+from tests.support.timeouts import SLOW_TIMEOUT, TIMEOUT
 
 SECRETS = ("the launch code is 0000 swordfish", "offline: meet at the old mill at dawn")
 
@@ -121,8 +122,8 @@ class OmemoClient:
         self.xmpp.add_event_handler("session_start", on_start)
         self.xmpp.add_event_handler("omemo_initialized", on_omemo)
         self.xmpp.connect("127.0.0.1", port)
-        await asyncio.wait_for(started, 20)
-        await asyncio.wait_for(ready, 60)  # device list and bundles published on PEP
+        await asyncio.wait_for(started, TIMEOUT)
+        await asyncio.wait_for(ready, SLOW_TIMEOUT)  # device list and bundles published on PEP
 
     async def send_encrypted(self, to: str, body: str) -> None:
         message = self.xmpp.make_message(mto=to, mtype="chat")
@@ -166,13 +167,13 @@ def test_omemo_end_to_end_and_only_ciphertext_stored(server: ServerProcess, pool
         await bob.start(server.c2s_port)
         # Live: Alice → Bob, and Bob answers.
         await alice.send_encrypted(bob_jid, SECRETS[0])
-        assert await asyncio.wait_for(bob.plain.get(), 20) == SECRETS[0]
+        assert await asyncio.wait_for(bob.plain.get(), TIMEOUT) == SECRETS[0]
         await bob.send_encrypted(alice_jid, "ack " + SECRETS[0])
-        assert await asyncio.wait_for(alice.plain.get(), 20) == "ack " + SECRETS[0]
+        assert await asyncio.wait_for(alice.plain.get(), TIMEOUT) == "ack " + SECRETS[0]
         # Offline: Bob leaves (Alice sees him go); her message waits in the offline store.
         gone = event_queue(alice.xmpp, "presence_unavailable")
         await bob.stop()
-        while str((await asyncio.wait_for(gone.get(), 20))["from"]) != f"{bob_jid}/laptop":
+        while str((await asyncio.wait_for(gone.get(), TIMEOUT))["from"]) != f"{bob_jid}/laptop":
             pass
         await alice.send_encrypted(bob_jid, SECRETS[1])
         # No event tells a client that a message was stored offline: poll the database (bounded).
@@ -185,13 +186,13 @@ def test_omemo_end_to_end_and_only_ciphertext_stored(server: ServerProcess, pool
         assert SECRETS[1].encode() not in offline
         bob = OmemoClient(f"{bob_jid}/laptop", bob_store)
         await bob.start(server.c2s_port)
-        assert await asyncio.wait_for(bob.plain.get(), 20) == SECRETS[1]
+        assert await asyncio.wait_for(bob.plain.get(), TIMEOUT) == SECRETS[1]
         assert not alice.errors, alice.errors
         assert not bob.errors, bob.errors
         await alice.stop()
         await bob.stop()
 
-    run(scenario(), timeout=150)
+    run(scenario(), timeout=SLOW_TIMEOUT)
     stored = db_rows(server)
     # The server kept the conversation (archive) and the device lists and bundles (PEP) ...
     archived = b"".join(stored["archive"])

@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from tests.integration.conftest import PASSWORD, account_pool
-from tests.support.peer import C, Element, Match, Peer, Peers, error_condition, new_id, show, subscribe
+from tests.support.peer import C, Element, Match, Peer, Peers, error_condition, make_contacts, new_id, show
 from tests.support.server import ServerProcess, running_server
-from tests.support.timeouts import TIMEOUT
+from tests.support.timeouts import SLOW_TIMEOUT, TIMEOUT, WORKERS_TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -46,13 +46,7 @@ def pool(server: ServerProcess) -> Iterator[str]:
 
 async def befriend(server: ServerProcess, user: str, contact: str, kind: str) -> None:
     """`user` subscribes to `contact` ("to"), or both ways ("both"); all settled."""
-    u = await Peer.online(server.c2s_port, user, PASSWORD, "setup")
-    c = await Peer.online(server.c2s_port, contact, PASSWORD, "setup")
-    await subscribe(u, c)
-    if kind == "both":
-        await subscribe(c, u)
-    await u.aclose()
-    await c.aclose()
+    await make_contacts(server.c2s_port, [(user, contact, kind)], PASSWORD)
 
 
 def form(form_type: str, **fields: str) -> str:
@@ -212,7 +206,7 @@ async def test_max_items_and_retrieval_bound(peers: Peers, user: str) -> None:
 
 async def test_node_with_thousands_of_items_is_bounded(peers: Peers, user: str) -> None:
     """A client that pushes 1000 items keeps at most max_items of them; retrieval is bounded."""
-    with trio.fail_after(120):
+    with trio.fail_after(SLOW_TIMEOUT):
         alice = await peers.login(user)
         opts = publish_options(max_items="max")
         ids = [new_id("flood") for _ in range(1000)]
@@ -565,7 +559,7 @@ async def test_pep_across_workers(tmp_path: Path) -> None:
     with running_server(tmp_path, users=users, workers=2) as two_workers:
         logins = Peers(two_workers.c2s_port, PASSWORD)
         try:
-            with trio.fail_after(60):
+            with trio.fail_after(WORKERS_TIMEOUT):
                 await befriend(two_workers, alice_name, bob_name, "both")
                 alice = await logins.online(alice_name)
                 ok(await publish(alice, "urn:test:mesh", "m1", "first"))

@@ -12,14 +12,13 @@ import aioxmpp.disco
 import trio
 
 from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.clients import Clients, aioxmpp_client, event_queue, run
 from tests.support.muc import NS_MUC, create_instant
 from tests.support.peer import (
     C,
     Element,
     Peers,
     any_presence,
-    bare,
     befriend,
     marker,
     new_id,
@@ -36,26 +35,22 @@ def presences_from(elements: list[Element], jid_prefix: str) -> list[str]:
     return [show(e) for e in elements if any_presence(e) and (e.get("from") or "").startswith(jid_prefix)]
 
 
-async def test_initial_presence_goes_to_from_and_both_contacts_only(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol, dave, eve = accounts(5)
+async def test_initial_presence_goes_to_from_and_both_contacts_only(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "setup")
-        b = await peers.online(bob)
-        c = await peers.online(carol)
-        d = await peers.online(dave)
-        e = await peers.online(eve)
+        a = await peers.online_user("setup")
+        b, c, d, e = await peers.online_users(4)
         await subscribe(b, a)  # Bob: To Alice (Alice: From Bob)
         await subscribe(a, b)  # now Both
         await subscribe(c, a)  # Carol: To Alice (Alice: From Carol)
         await subscribe(a, d)  # Alice: To Dave (Dave gets no presence from Alice)
-        await a.roster_set(f"<item jid='{bare(eve)}' name='Eve'/>")  # Eve: None
+        await a.roster_set(f"<item jid='{e.bare}' name='Eve'/>")  # Eve: None
         await a.aclose()
         for peer in (b, c):
             await peer.expect(presence(from_=a.jid, type_="unavailable"))
         for peer in (b, c, d, e):
             peer.inbox.clear()
 
-        pc = await peers.login(alice, "pc")
+        pc = await peers.login(a.username, "pc")
         await pc.send("<presence><show>away</show><status>lunch</status><priority>3</priority></presence>")
         await pc.expect(presence(from_=pc.jid))
         for peer in (b, c):
@@ -67,25 +62,23 @@ async def test_initial_presence_goes_to_from_and_both_contacts_only(peers: Peers
         await pc.sync()  # the broadcast was handed to every recipient's actor
         for peer in (d, e):
             earlier = await marker(b, peer)
-            assert presences_from(earlier, bare(alice)) == [], earlier
+            assert presences_from(earlier, a.bare) == [], earlier
 
 
-async def test_probes_at_login_bring_contacts_presence(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_probes_at_login_bring_contacts_presence(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "setup")
-        b = await peers.online(bob, "desk")
-        c = await peers.online(carol, "desk")
+        a = await peers.online_user("setup")
+        b, c = await peers.online_users(2, resource="desk")
         await subscribe(a, b)
         await subscribe(b, a)  # Both
         await subscribe(a, c)  # Alice: To Carol
         await a.aclose()
         await b.send("<presence><show>dnd</show><status>busy</status></presence>")
         await b.expect(presence(from_=b.jid))
-        b2 = await peers.login(bob, "phone")
+        b2 = await peers.login(b.username, "phone")
         await b2.available("<show>xa</show>")
 
-        pc = await peers.login(alice, "pc")
+        pc = await peers.login(a.username, "pc")
         await pc.send("<presence/>")
         # §4.2.3 / §4.3.2: the probes bring the current presence of every available resource.
         desk = await pc.expect(presence(from_=b.jid))
@@ -96,19 +89,17 @@ async def test_probes_at_login_bring_contacts_presence(peers: Peers, accounts: A
         await pc.expect(presence(from_=c.jid))
 
 
-async def test_probe_is_not_answered_for_non_subscribers(peers: Peers, accounts: Accounts) -> None:
-    alice, bob, carol = accounts(3)
+async def test_probe_is_not_answered_for_non_subscribers(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "setup")
-        b = await peers.online(bob)
-        c = await peers.online(carol)
+        a = await peers.online_user("setup")
+        b, c = await peers.online_users(2)
         await subscribe(b, a)  # Bob may see Alice: Alice has From Bob
         await a.aclose()
         # Carol (no subscription) is in Alice's roster as a plain item; Bob is To Alice.
-        await b.roster_set(f"<item jid='{bare(carol)}'/>")
+        await b.roster_set(f"<item jid='{c.bare}'/>")
         # Alice logs in again; she is To nobody, so she probes nobody and gets nothing.
-        pc = await peers.login(alice, "pc")
-        await pc.roster_set(f"<item jid='{bare(carol)}' name='Carol'/>")
+        pc = await peers.login(a.username, "pc")
+        await pc.roster_set(f"<item jid='{c.bare}' name='Carol'/>")
         await pc.available()
         await pc.sync()
         # Bob's presence must not reach Alice: she has no subscription to it.
@@ -116,13 +107,13 @@ async def test_probe_is_not_answered_for_non_subscribers(peers: Peers, accounts:
         await b.expect(presence(from_=b.jid))
         await b.sync()
         earlier = await marker(c, pc)
-        assert presences_from(earlier, bare(bob)) == [], earlier
-        assert presences_from(earlier, bare(carol)) == [], earlier
+        assert presences_from(earlier, b.bare) == [], earlier
+        assert presences_from(earlier, c.bare) == [], earlier
         # A probe sent by a client is not the server's to send (§4.3): nothing comes back.
-        await c.send(f"<presence type='probe' to='{bare(alice)}'/>")
+        await c.send(f"<presence type='probe' to='{a.bare}'/>")
         await c.sync()
         earlier = await marker(pc, c)
-        assert presences_from(earlier, bare(alice)) == [], earlier
+        assert presences_from(earlier, a.bare) == [], earlier
 
 
 async def test_own_resources_see_each_other(peers: Peers, accounts: Accounts) -> None:
@@ -147,12 +138,10 @@ async def test_own_resources_see_each_other(peers: Peers, accounts: Accounts) ->
         await pc.expect(presence(from_=phone.jid, type_="unavailable"))
 
 
-async def test_unavailable_is_broadcast(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_unavailable_is_broadcast(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "pc")
-        phone = await peers.online(alice, "phone")
-        b = await peers.online(bob)
+        a, phone = await peers.devices("pc", "phone")
+        b = await peers.online_user()
         await subscribe(b, a)
         phone.inbox.clear()
 
@@ -168,12 +157,10 @@ async def test_unavailable_is_broadcast(peers: Peers, accounts: Accounts) -> Non
         assert back.findtext(f"{C}show") == "chat"
 
 
-async def test_unavailable_is_broadcast_when_the_connection_drops(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_unavailable_is_broadcast_when_the_connection_drops(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "pc")
-        phone = await peers.online(alice, "phone")
-        b = await peers.online(bob)
+        a, phone = await peers.devices("pc", "phone")
+        b = await peers.online_user()
         await subscribe(b, a)
         phone.inbox.clear()
         await a.drop()  # no </stream:stream>, no TLS close_notify: the TCP connection just ends
@@ -185,13 +172,10 @@ async def test_unavailable_is_broadcast_when_the_connection_drops(peers: Peers, 
         await b.expect(presence(from_=phone.jid, type_="unavailable"))
 
 
-async def test_directed_presence_to_a_non_contact(peers: Peers, accounts: Accounts) -> None:
-    alice, carol, dave = accounts(3)
+async def test_directed_presence_to_a_non_contact(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "pc")
-        phone = await peers.online(alice, "phone")
-        c = await peers.online(carol)
-        d = await peers.online(dave)
+        a, phone = await peers.devices("pc", "phone")
+        c, d = await peers.online_users(2)
         await phone.sync()
         phone.inbox.clear()
 
@@ -200,10 +184,10 @@ async def test_directed_presence_to_a_non_contact(peers: Peers, accounts: Accoun
         got = await c.expect(presence(from_=a.jid))
         assert got.findtext(f"{C}status") == "psst", show(got)
         assert got.get("to") == c.jid
-        await a.send(f"<presence to='{bare(dave)}'/>")
+        await a.send(f"<presence to='{d.bare}'/>")
         await d.expect(presence(from_=a.jid))
         # Directed unavailable to Dave before leaving: he is not told twice.
-        await a.send(f"<presence to='{bare(dave)}' type='unavailable'/>")
+        await a.send(f"<presence to='{d.bare}' type='unavailable'/>")
         await d.expect(presence(from_=a.jid, type_="unavailable"))
         # The directed presence was not broadcast to Alice's own other resource.
         await a.sync()
@@ -217,26 +201,22 @@ async def test_directed_presence_to_a_non_contact(peers: Peers, accounts: Accoun
         await phone.expect(presence(from_=a.jid, type_="unavailable"))
         await phone.sync()  # the user actor finished with the dropped resource
         earlier = await marker(phone, d)
-        assert presences_from(earlier, bare(alice)) == [], earlier
+        assert presences_from(earlier, a.bare) == [], earlier
 
 
-async def test_no_presence_leaks(peers: Peers, accounts: Accounts) -> None:
+async def test_no_presence_leaks(peers: Peers) -> None:
     """Contacts that are To, None, pending in or pending out, and strangers, get nothing."""
-    alice, bob, to_contact, pending_in, pending_out, stranger = accounts(6)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice, "pc")
-        b = await peers.online(bob)
-        t = await peers.online(to_contact)
-        pi = await peers.online(pending_in)
-        po = await peers.online(pending_out)
-        s = await peers.online(stranger)
+        a = await peers.online_user("pc")
+        # Bob, whom Alice's presence may reach; her To contact, pending in, pending out; a stranger.
+        b, t, pi, po, s = await peers.online_users(5)
         await subscribe(b, a)  # the one who may see Alice
         await subscribe(a, t)  # Alice: To t
-        await pi.send(f"<presence to='{bare(alice)}' type='subscribe'/>")  # unanswered
+        await pi.send(f"<presence to='{a.bare}' type='subscribe'/>")  # unanswered
         await a.expect(presence(from_=pi.bare, type_="subscribe"))
-        await a.send(f"<presence to='{bare(pending_out)}' type='subscribe'/>")  # unanswered
+        await a.send(f"<presence to='{po.bare}' type='subscribe'/>")  # unanswered
         await po.expect(presence(from_=a.bare, type_="subscribe"))
-        await a.roster_set(f"<item jid='{bare(stranger)}'/>")
+        await a.roster_set(f"<item jid='{s.bare}'/>")
 
         await a.send("<presence><show>away</show></presence>")
         await b.expect(presence(from_=a.jid))
@@ -245,58 +225,60 @@ async def test_no_presence_leaks(peers: Peers, accounts: Accounts) -> None:
         await a.sync()
         for peer in (t, pi, po, s):
             earlier = await marker(b, peer)
-            assert presences_from(earlier, bare(alice)) == [], (peer.bare, earlier)
+            assert presences_from(earlier, a.bare) == [], (peer.bare, earlier)
 
 
 # ---- real client libraries ----------------------------------------------------------------------
 
 
-def test_slixmpp_sees_contact_come_and_go(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_sees_contact_come_and_go(
+    server: ServerProcess, clients: Clients, accounts: Accounts
+) -> None:
     alice, bob = accounts(2)
     befriend(server.c2s_port, [(alice, bob, "both")], PASSWORD)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as a:
+        async with clients.slixmpp(alice) as a:
             await a.get_roster()
             online = event_queue(a, "got_online")
             offline = event_queue(a, "got_offline")
             changed = event_queue(a, "changed_status")
             a.send_presence()
-            async with slixmpp_client(f"{bob}@localhost/sx", PASSWORD, server.c2s_port) as b:
+            async with clients.slixmpp(bob) as b:
                 await b.get_roster()
                 b.send_presence(pshow="away", pstatus="coffee", ppriority=2)
-                got = await asyncio.wait_for(online.get(), 10)
+                got = await asyncio.wait_for(online.get(), TIMEOUT)
                 while got["from"] != f"{bob}@localhost/sx":
-                    got = await asyncio.wait_for(online.get(), 10)
+                    got = await asyncio.wait_for(online.get(), TIMEOUT)
                 assert got["show"] == "away"
                 assert got["status"] == "coffee"
                 assert got["priority"] == 2
                 b.send_presence(pshow="dnd")
                 while True:
-                    update = await asyncio.wait_for(changed.get(), 10)
+                    update = await asyncio.wait_for(changed.get(), TIMEOUT)
                     if update["from"] == f"{bob}@localhost/sx" and update["show"] == "dnd":
                         break
             # Bob's client closed its stream: his unavailable presence reaches Alice.
-            gone = await asyncio.wait_for(offline.get(), 10)
+            gone = await asyncio.wait_for(offline.get(), TIMEOUT)
             assert gone["from"] == f"{bob}@localhost/sx"
 
     run(scenario())
 
 
-def test_aioxmpp_presence_client(server: ServerProcess, accounts: Accounts) -> None:
+def test_aioxmpp_presence_client(server: ServerProcess, clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     befriend(server.c2s_port, [(alice, bob, "both")], PASSWORD)
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        async with aioxmpp_client(f"{bob}@localhost/ax", PASSWORD, server.c2s_port) as b:
+        async with clients.aioxmpp(bob) as b:
             bob_watcher = b.summon(aioxmpp.PresenceClient)  # (tracks Alice from her first presence on)
             gone: asyncio.Future[aioxmpp.JID] = loop.create_future()
             bob_watcher.on_unavailable.connect(lambda jid, stanza: gone.done() or gone.set_result(jid))
             b.summon(aioxmpp.PresenceServer).set_presence(
                 aioxmpp.PresenceState(True, aioxmpp.PresenceShow.AWAY)
             )
-            async with aioxmpp_client(f"{alice}@localhost/ax", PASSWORD, server.c2s_port) as a:
+            async with clients.aioxmpp(alice) as a:
                 watcher = a.summon(aioxmpp.PresenceClient)
                 available: asyncio.Future[aioxmpp.JID] = loop.create_future()
 
@@ -308,13 +290,13 @@ def test_aioxmpp_presence_client(server: ServerProcess, accounts: Accounts) -> N
                 watcher.on_available.connect(on_available)
                 a.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
                 # Her initial presence probes Bob; his current presence comes back.
-                jid = await asyncio.wait_for(available, 10)
+                jid = await asyncio.wait_for(available, TIMEOUT)
                 assert jid == aioxmpp.JID.fromstr(f"{bob}@localhost/ax")
                 state = watcher.get_most_available_stanza(jid.bare())
                 assert state is not None
                 assert state.show == aioxmpp.PresenceShow.AWAY
 
-            assert await asyncio.wait_for(gone, 10) == aioxmpp.JID.fromstr(f"{alice}@localhost/ax")
+            assert await asyncio.wait_for(gone, TIMEOUT) == aioxmpp.JID.fromstr(f"{alice}@localhost/ax")
 
     run(scenario())
 
@@ -341,14 +323,14 @@ def test_aioxmpp_entity_caps_are_asked_once(server: ServerProcess, accounts: Acc
             for name in (bob, carol):
                 to = aioxmpp.JID.fromstr(f"{alice}@localhost/caps")
                 await clients[name].send(aioxmpp.Presence(type_=aioxmpp.PresenceType.AVAILABLE, to=to))
-            got = {name: await asyncio.wait_for(seen[name], 10) for name in (bob, carol)}
+            got = {name: await asyncio.wait_for(seen[name], TIMEOUT) for name in (bob, carol)}
             for name in (bob, carol):
                 assert_same_caps(sent[name][0], got[name])
             assert sent[bob][0].xep0115_caps.ver == sent[carol][0].xep0115_caps.ver  # the same caps
 
             disco = clients[alice].summon(aioxmpp.DiscoClient)
-            bob_info = await asyncio.wait_for(disco.query_info(got[bob].from_), 10)
-            carol_info = await asyncio.wait_for(disco.query_info(got[carol].from_), 10)
+            bob_info = await asyncio.wait_for(disco.query_info(got[bob].from_), TIMEOUT)
+            carol_info = await asyncio.wait_for(disco.query_info(got[carol].from_), TIMEOUT)
             assert bob_info.features == carol_info.features
             assert (len(asked[bob]), asked[carol]) == (1, []), asked
 
@@ -374,28 +356,26 @@ def test_caps_pass_through_presence_unchanged(server: ServerProcess, accounts: A
             b = await stack.enter_async_context(caps_client(bob, server.c2s_port))
             sent = outbound_presence(b)
             b.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
-            by_alice = await asyncio.wait_for(seen_by_alice[bob], 10)
-            by_self = await asyncio.wait_for(seen_by_self[bob], 10)
+            by_alice = await asyncio.wait_for(seen_by_alice[bob], TIMEOUT)
+            by_self = await asyncio.wait_for(seen_by_self[bob], TIMEOUT)
             d = await stack.enter_async_context(caps_client(dave, server.c2s_port))
             seen_by_dave = watch_available(d, loop, (bob,), resource="caps")
             d.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
-            by_dave = await asyncio.wait_for(seen_by_dave[bob], 10)
+            by_dave = await asyncio.wait_for(seen_by_dave[bob], TIMEOUT)
             for received in (by_alice, by_self, by_dave):
                 assert_same_caps(sent[0], received)
 
     run(scenario())
 
 
-async def test_caps_pass_through_room_presence(peers: Peers, accounts: Accounts) -> None:
+async def test_caps_pass_through_room_presence(peers: Peers) -> None:
     """Issue 13 (8): an occupant's <c/> reaches the other occupants and itself in the room's
     presence (XEP-0045 §7.2.3 reflects the occupant's presence), also in a presence update."""
-    alice, bob = accounts(2)
     room = f"caps-{new_id()}@conference.localhost"
     caps = "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test:caps' ver='{}'/>"
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
+        a, b = await peers.online_users(2)
         await create_instant(a, room, "alice")
-        b = await peers.online(bob)
         await b.send(f"<presence to='{room}/bob'><x xmlns='{NS_MUC}'/>{caps.format('one=')}</presence>")
         from_bob = presence(from_=f"{room}/bob")
         for peer in (a, b):

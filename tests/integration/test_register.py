@@ -27,6 +27,7 @@ from tests.support.clients import (
 from tests.support.peer import stanza_error
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 REGISTER = "jabber:iq:register"
 Q = f"{{{REGISTER}}}"
@@ -84,7 +85,7 @@ async def login_answer(server: ServerProcess, username: str, password: str) -> s
 
 
 async def test_form_before_auth(server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, features = await raw_tls_stream(server.c2s_port)
         assert features.find(REGISTER_FEATURE) is not None
         form = await iq(client, "form", "get", "")
@@ -100,7 +101,7 @@ async def test_form_before_auth(server: ServerProcess) -> None:
 
 async def test_register_then_login(server: ServerProcess) -> None:
     name = fresh_name()
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         result = await register(client, name, "n3w-secret")
         assert result.get("type") == "result", etree.tostring(result)
@@ -119,7 +120,7 @@ def test_register_then_login_slixmpp(server: ServerProcess) -> None:
     name = fresh_name()
 
     async def make() -> None:
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             await register_account(server, name, "lib-pass")
 
     trio.run(make)
@@ -134,7 +135,7 @@ def test_register_then_login_slixmpp(server: ServerProcess) -> None:
 @pytest.mark.parametrize("second", ["same", "UPPER"])
 async def test_duplicate_username(server: ServerProcess, second: str) -> None:
     name = fresh_name()
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         assert (await register(client, name, "first", "r1")).get("type") == "result"
         duplicate = name if second == "same" else name.upper()  # usernames are case-insensitive
@@ -156,7 +157,7 @@ async def test_duplicate_username(server: ServerProcess, second: str) -> None:
     ],
 )
 async def test_unacceptable_registration(server: ServerProcess, payload: str, condition: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         refused = await iq(client, "bad", "set", payload)
         assert stanza_error(refused)[1] == condition
@@ -177,7 +178,7 @@ def throttled_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 async def test_registrations_per_address(throttled_server: ServerProcess) -> None:
     srv = throttled_server
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         for index in range(2):
             await register_account(srv, f"ok{index}", "pw")
         client, _ = await raw_tls_stream(srv.c2s_port)
@@ -197,7 +198,7 @@ def closed_server(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.mark.parametrize("type_", ["get", "set"])
 async def test_registration_disabled(closed_server: ServerProcess, type_: str) -> None:
     srv = closed_server
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client, features = await raw_tls_stream(srv.c2s_port)
         assert features.find(REGISTER_FEATURE) is None
         payload = "<username>intruder</username><password>pw</password>" if type_ == "set" else ""
@@ -219,7 +220,7 @@ async def test_registration_disabled(closed_server: ServerProcess, type_: str) -
 
 async def test_password_change(server: ServerProcess) -> None:
     name = fresh_name()
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         await register_account(server, name, "old-pass")
         session = await login(server, name, "old-pass")
         form = await iq(session, "form", "get", "")
@@ -244,7 +245,7 @@ async def test_password_change(server: ServerProcess) -> None:
 
 async def test_account_removal(server: ServerProcess) -> None:
     name = fresh_name()
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         await register_account(server, name, "pw")
         other = await login(server, name, "pw", "other")
         session = await login(server, name, "pw", "main")
@@ -265,7 +266,7 @@ async def test_account_removal(server: ServerProcess) -> None:
 
 
 async def test_remove_before_auth_refused(server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         refused = await iq(client, "rm", "set", "<remove/>")
         assert stanza_error(refused)[1] == "not-allowed"

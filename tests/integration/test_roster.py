@@ -8,8 +8,8 @@ import aioxmpp
 import aioxmpp.roster
 import trio
 
-from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import event_queue, run, slixmpp_client
+from tests.integration.conftest import Accounts
+from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import (
     NS_ROSTER,
     Peers,
@@ -19,7 +19,6 @@ from tests.support.peer import (
     roster_push,
     show,
 )
-from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
 
 
@@ -221,43 +220,42 @@ async def test_someone_elses_roster_is_forbidden(peers: Peers, accounts: Account
 # ---- real client libraries ----------------------------------------------------------------------
 
 
-def test_slixmpp_roster_roundtrip(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_roster_roundtrip(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as xmpp:
+        async with clients.slixmpp(alice) as xmpp:
             await xmpp.get_roster()
             assert list(xmpp.client_roster) == []
             updates = event_queue(xmpp, "roster_update")
             await xmpp.client_roster.update(f"{bob}@localhost", name="Bob", groups=["Friends"])
-            await asyncio.wait_for(updates.get(), 10)  # the push
+            await asyncio.wait_for(updates.get(), TIMEOUT)  # the push
             entry = xmpp.client_roster[f"{bob}@localhost"]
             assert entry["name"] == "Bob"
             assert entry["groups"] == ["Friends"]
             assert entry["subscription"] == "none"
 
         # A second session sees the stored roster.
-        async with slixmpp_client(f"{alice}@localhost/sx2", PASSWORD, server.c2s_port) as xmpp:
+        async with clients.slixmpp(alice, "sx2") as xmpp:
             await xmpp.get_roster()
             assert f"{bob}@localhost" in xmpp.client_roster
             assert xmpp.client_roster[f"{bob}@localhost"]["name"] == "Bob"
             removed = event_queue(xmpp, "roster_update")
             await xmpp.del_roster_item(f"{bob}@localhost")
-            await asyncio.wait_for(removed.get(), 10)
+            await asyncio.wait_for(removed.get(), TIMEOUT)
             assert f"{bob}@localhost" not in xmpp.client_roster
 
     run(scenario())
 
 
-def test_aioxmpp_push_to_two_resources(server: ServerProcess, accounts: Accounts) -> None:
-    from tests.support.clients import aioxmpp_client
+def test_aioxmpp_push_to_two_resources(clients: Clients, accounts: Accounts) -> None:
 
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         async with (
-            aioxmpp_client(f"{alice}@localhost/one", PASSWORD, server.c2s_port) as one,
-            aioxmpp_client(f"{alice}@localhost/two", PASSWORD, server.c2s_port) as two,
+            clients.aioxmpp(alice, "one") as one,
+            clients.aioxmpp(alice, "two") as two,
         ):
             roster_one = one.summon(aioxmpp.roster.RosterClient)
             roster_two = two.summon(aioxmpp.roster.RosterClient)
@@ -269,7 +267,7 @@ def test_aioxmpp_push_to_two_resources(server: ServerProcess, accounts: Accounts
             roster_two.on_entry_added.connect(lambda item: added.done() or added.set_result(item))
             bob_jid = aioxmpp.JID.fromstr(f"{bob}@localhost")
             await roster_one.set_entry(bob_jid, name="Bob", add_to_groups={"Team"})
-            item = await asyncio.wait_for(added, 10)
+            item = await asyncio.wait_for(added, TIMEOUT)
             assert item.jid == bob_jid
             assert item.name == "Bob"
             assert item.groups == {"Team"}

@@ -38,7 +38,7 @@ from imactor.config import DEFAULT_MODULES
 from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import (
     HOST,
-    aioxmpp_client,
+    Clients,
     event_queue,
     make_slixmpp,
     raw_authenticated,
@@ -133,12 +133,13 @@ def disco_features(query: etree._Element) -> list[str]:
 # ---- XEP-0030 service discovery ---------------------------------------------------------------
 
 
-def test_disco_info_of_the_server_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_disco_info_of_the_server_slixmpp(
+    server: ServerProcess, clients: Clients, accounts: Accounts
+) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0030",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, plugins=("xep_0030",)) as xmpp:
             info = (await xmpp.plugin["xep_0030"].get_info(jid="localhost"))["disco_info"]
             assert ("server", "im") in {(c, t) for c, t, _lang, _name in info["identities"]}
             features = info.get_features(dedupe=False)
@@ -152,11 +153,13 @@ def test_disco_info_of_the_server_slixmpp(server: ServerProcess, accounts: Accou
     run(scenario())
 
 
-def test_disco_info_of_the_server_aioxmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_disco_info_of_the_server_aioxmpp(
+    server: ServerProcess, clients: Clients, accounts: Accounts
+) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{alice}@localhost/aio", PASSWORD, server.c2s_port) as client:
+        async with clients.aioxmpp(alice, "aio") as client:
             disco = client.summon(aioxmpp.DiscoClient)
             info = await disco.query_info(aioxmpp.JID.fromstr("localhost"), require_fresh=True)
             assert ("server", "im") in {(i.category, i.type_) for i in info.identities}
@@ -256,7 +259,7 @@ def test_caps_verified_by_slixmpp(server: ServerProcess, accounts: Accounts) -> 
             )
             assert xmpp.plugin["xep_0115"].generate_verstring(info["disco_info"], "sha-1") == caps["ver"]
         finally:
-            await asyncio.wait_for(xmpp.disconnect(wait=2.0), 5)
+            await asyncio.wait_for(xmpp.disconnect(wait=2.0), TIMEOUT)
             xmpp.abort()
 
     run(scenario())
@@ -265,39 +268,41 @@ def test_caps_verified_by_slixmpp(server: ServerProcess, accounts: Accounts) -> 
 # ---- XEP-0199 ping, XEP-0092 version, XEP-0202 time ------------------------------------------
 
 
-def test_ping_server_and_client_to_client_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_ping_server_and_client_to_client_slixmpp(
+    server: ServerProcess, clients: Clients, accounts: Accounts
+) -> None:
     alice, bob, carol = accounts(3)
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/a", PASSWORD, server.c2s_port, plugins=("xep_0199",)) as a,
-            slixmpp_client(f"{bob}@localhost/b", PASSWORD, server.c2s_port, plugins=("xep_0199",)) as b,
+            clients.slixmpp(alice, "a", plugins=("xep_0199",)) as a,
+            clients.slixmpp(bob, "b", plugins=("xep_0199",)) as b,
         ):
             # send_ping raises IqError on an error (ping() would count an error from the server as a pong).
-            pong = await a.plugin["xep_0199"].send_ping("localhost", timeout=10)
+            pong = await a.plugin["xep_0199"].send_ping("localhost", timeout=TIMEOUT)
             assert pong["type"] == "result"
             assert pong["from"] == JID("localhost")
             # Through the server to Bob's client, which answers itself.
-            pong = await a.plugin["xep_0199"].send_ping(b.boundjid, timeout=10)
+            pong = await a.plugin["xep_0199"].send_ping(b.boundjid, timeout=TIMEOUT)
             assert pong["type"] == "result"
             assert pong["from"] == b.boundjid
-            pong = await b.plugin["xep_0199"].send_ping(a.boundjid, timeout=10)
+            pong = await b.plugin["xep_0199"].send_ping(a.boundjid, timeout=TIMEOUT)
             assert pong["from"] == a.boundjid
             # A resource that does not exist: the server answers for it.
             with pytest.raises(IqError) as caught:
-                await a.plugin["xep_0199"].send_ping(JID(f"{carol}@localhost/nowhere"), timeout=10)
+                await a.plugin["xep_0199"].send_ping(JID(f"{carol}@localhost/nowhere"), timeout=TIMEOUT)
             assert caught.value.iq["error"]["condition"] == "service-unavailable"
 
     run(scenario())
 
 
-def test_ping_aioxmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_ping_aioxmpp(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
         async with (
-            aioxmpp_client(f"{alice}@localhost/a", PASSWORD, server.c2s_port) as a,
-            aioxmpp_client(f"{bob}@localhost/b", PASSWORD, server.c2s_port) as b,
+            clients.aioxmpp(alice, "a") as a,
+            clients.aioxmpp(bob, "b") as b,
         ):
             b.summon(aioxmpp.PingService)  # Bob's client answers pings
             await aioxmpp.ping.ping(a, aioxmpp.JID.fromstr("localhost"))
@@ -356,49 +361,47 @@ async def test_iq_without_to_is_answered_for_the_account(server: ServerProcess, 
         await a.aclose()
 
 
-def test_iq_without_to_gets_an_error_the_client_matches(server: ServerProcess, accounts: Accounts) -> None:
+def test_iq_without_to_gets_an_error_the_client_matches(clients: Clients, accounts: Accounts) -> None:
     """aioxmpp matches the answer to a request sent without 'to' only if it comes from nobody or
     from its bare JID; slixmpp also takes its domain. Both get the error, not a timeout."""
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{alice}@localhost/aio", PASSWORD, server.c2s_port) as client:
+        async with clients.aioxmpp(alice, "aio") as client:
             request = aioxmpp.IQ(type_=aioxmpp.IQType.GET, payload=UnknownQuery())
             with pytest.raises(aioxmpp.errors.XMPPCancelError) as error:
-                await client.send(request, timeout=5)
+                await client.send(request, timeout=TIMEOUT)
             assert error.value.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port) as x:
+        async with clients.slixmpp(alice) as x:
             with pytest.raises(IqError) as iq_error:
-                await x.make_iq_get(queryxmlns=UNKNOWN_NS).send(timeout=5)
+                await x.make_iq_get(queryxmlns=UNKNOWN_NS).send(timeout=TIMEOUT)
             assert iq_error.value.iq["error"]["condition"] == "service-unavailable"
 
     run(scenario())
 
 
-def test_software_version(server: ServerProcess, accounts: Accounts) -> None:
+def test_software_version(clients: Clients, accounts: Accounts) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0092",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, plugins=("xep_0092",)) as xmpp:
             answer = await xmpp.plugin["xep_0092"].get_version("localhost")
             version = answer["software_version"]
             assert version["name"] == "imactor"
             assert version["version"] == imactor.__version__
             assert not version["os"]  # show_os defaults to false
-        async with aioxmpp_client(f"{alice}@localhost/aio", PASSWORD, server.c2s_port) as client:
+        async with clients.aioxmpp(alice, "aio") as client:
             query = await aioxmpp.version.query_version(client.stream, aioxmpp.JID.fromstr("localhost"))
             assert (query.name, query.version, query.os) == ("imactor", imactor.__version__, None)
 
     run(scenario())
 
 
-def test_entity_time(server: ServerProcess, accounts: Accounts) -> None:
+def test_entity_time(clients: Clients, accounts: Accounts) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0202",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, plugins=("xep_0202",)) as xmpp:
             answer = await xmpp.plugin["xep_0202"].get_entity_time("localhost")
             stamp = answer["entity_time"]
             raw_utc = stamp.xml.findtext(f"{{{TIME}}}utc")
@@ -425,12 +428,11 @@ def process_age(pid: int) -> float:
     return since_boot - started
 
 
-def test_server_uptime_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_server_uptime_slixmpp(server: ServerProcess, clients: Clients, accounts: Accounts) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/sx", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0012",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, plugins=("xep_0012",)) as xmpp:
             answer = (await xmpp.plugin["xep_0012"].get_last_activity("localhost"))["last_activity"]
             # The uptime is about the age of the server process (which starts up in a few seconds).
             age = process_age(server.proc.pid)
@@ -487,13 +489,13 @@ async def test_last_activity_after_explicit_unavailable_keeps_its_status(
 # ---- XEP-0054 vcard-temp --------------------------------------------------------------------------
 
 
-def test_vcard_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_vcard_slixmpp(clients: Clients, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
 
     async def scenario() -> None:
         async with (
-            slixmpp_client(f"{alice}@localhost/a", PASSWORD, server.c2s_port, plugins=("xep_0054",)) as a,
-            slixmpp_client(f"{bob}@localhost/b", PASSWORD, server.c2s_port, plugins=("xep_0054",)) as b,
+            clients.slixmpp(alice, "a", plugins=("xep_0054",)) as a,
+            clients.slixmpp(bob, "b", plugins=("xep_0054",)) as b,
         ):
             card = a.plugin["xep_0054"].make_vcard()
             card["FN"] = "Alice Liddell"
@@ -513,17 +515,17 @@ def test_vcard_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
     run(scenario())
 
 
-def test_vcard_photo_aioxmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_vcard_photo_aioxmpp(clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     photo = bytes(range(256)) * 40
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{alice}@localhost/a", PASSWORD, server.c2s_port) as a:
+        async with clients.aioxmpp(alice, "a") as a:
             vcards = a.summon(aioxmpp.vcard.VCardService)
             card = await vcards.get_vcard()
             card.set_photo_data("image/png", photo)
             await vcards.set_vcard(card)
-        async with aioxmpp_client(f"{bob}@localhost/b", PASSWORD, server.c2s_port) as b:
+        async with clients.aioxmpp(bob, "b") as b:
             card = await b.summon(aioxmpp.vcard.VCardService).get_vcard(
                 aioxmpp.JID.fromstr(f"{alice}@localhost")
             )
@@ -575,12 +577,11 @@ class Prefs(ElementBase):  # type: ignore[misc]
     sub_interfaces = {"color"}
 
 
-def test_private_storage_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_private_storage_slixmpp(clients: Clients, accounts: Accounts) -> None:
     (alice,) = accounts(1)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/a", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0049",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, "a", plugins=("xep_0049",)) as xmpp:
             xmpp.plugin["xep_0049"].register(Prefs)
             empty = await xmpp.plugin["xep_0049"].retrieve("imactor_prefs")
             assert empty["private"]["imactor_prefs"]["color"] == ""
@@ -590,8 +591,7 @@ def test_private_storage_slixmpp(server: ServerProcess, accounts: Accounts) -> N
             stored = await xmpp.plugin["xep_0049"].retrieve("imactor_prefs")
             assert stored["private"]["imactor_prefs"]["color"] == "blue"
         # Another session of the account reads the same data.
-        async with slixmpp_client(f"{alice}@localhost/b", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0049",)) as xmpp:  # fmt: skip
+        async with clients.slixmpp(alice, "b", plugins=("xep_0049",)) as xmpp:
             xmpp.plugin["xep_0049"].register(Prefs)
             stored = await xmpp.plugin["xep_0049"].retrieve("imactor_prefs")
             assert stored["private"]["imactor_prefs"]["color"] == "blue"
@@ -631,15 +631,15 @@ async def test_private_storage_errors_raw(server: ServerProcess, accounts: Accou
 # ---- XEP-0191 blocking command ----------------------------------------------------------------
 
 
-def test_blocking_list_and_pushes_slixmpp(server: ServerProcess, accounts: Accounts) -> None:
+def test_blocking_list_and_pushes_slixmpp(clients: Clients, accounts: Accounts) -> None:
     alice, bob, carol = accounts(3)
     bob_jid, carol_jid = JID(f"{bob}@localhost"), JID(f"{carol}@localhost")
 
     async def scenario() -> None:
         plugins = ("xep_0191",)
         async with (
-            slixmpp_client(f"{alice}@localhost/one", PASSWORD, server.c2s_port, plugins=plugins) as one,
-            slixmpp_client(f"{alice}@localhost/two", PASSWORD, server.c2s_port, plugins=plugins) as two,
+            clients.slixmpp(alice, "one", plugins=plugins) as one,
+            clients.slixmpp(alice, "two", plugins=plugins) as two,
         ):
             assert await one.plugin["xep_0191"].get_blocked_jids() == set()
             assert await two.plugin["xep_0191"].get_blocked_jids() == set()
@@ -838,7 +838,7 @@ def test_slixmpp_answers_server_keepalive(keepalive_server: ServerProcess) -> No
             for _ in range(3):
                 request = await pings.get()
                 assert request["from"] == JID("localhost")
-            pong = await xmpp.plugin["xep_0199"].send_ping("localhost", timeout=5)
+            pong = await xmpp.plugin["xep_0199"].send_ping("localhost", timeout=TIMEOUT)
             assert pong["type"] == "result"
             assert stream_errors(xmpp) == []
 

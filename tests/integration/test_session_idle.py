@@ -7,19 +7,16 @@ from __future__ import annotations
 import trio
 
 from imactor.c2s.session import WRITER_LINGER
-from tests.integration.conftest import Accounts
 from tests.integration.test_messaging import send_message
-from tests.support.peer import C, Peers, bare, message
+from tests.support.peer import C, Peers, message
 from tests.support.timeouts import TIMEOUT
 
 
-async def test_deliveries_after_idle_pauses_arrive_in_order(peers: Peers, accounts: Accounts) -> None:
-    alice, bob = accounts(2)
+async def test_deliveries_after_idle_pauses_arrive_in_order(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         for round_ in range(3):
-            sent = [await send_message(a, bare(bob), body=f"r{round_} #{n}") for n in range(5)]
+            sent = [await send_message(a, b.bare, body=f"r{round_} #{n}") for n in range(5)]
             for message_id in sent:
                 got = await b.expect(message(id_=message_id))
                 assert got.findtext(f"{C}body") is not None
@@ -29,7 +26,7 @@ async def test_deliveries_after_idle_pauses_arrive_in_order(peers: Peers, accoun
         # Namespaced payloads still parse right after an idle pause (fresh parser, same bindings).
         await trio.sleep(WRITER_LINGER * 3)
         await a.send(
-            f"<message to='{bare(bob)}' id='ns1' type='chat'><body>x</body>"
+            f"<message to='{b.bare}' id='ns1' type='chat'><body>x</body>"
             "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
         )
         got = await b.expect(message(id_="ns1"))

@@ -21,6 +21,7 @@ from tests.support.clients import (
 )
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 USERS = [("alice", "pw-a"), ("bob", "pw-b")]
 
@@ -30,7 +31,7 @@ async def _exit_code(server: ServerProcess, timeout: float = 15.0) -> int | None
 
 
 async def test_sigterm_ends_every_stream(tmp_path: Path) -> None:
-    with running_server(tmp_path, users=USERS) as server, trio.fail_after(30):
+    with running_server(tmp_path, users=USERS) as server, trio.fail_after(TIMEOUT):
         bound = await raw_connect(server.c2s_port)
         assert await bound.login("alice", "pw-a", "desk") == "alice@localhost/desk"
         direct = await raw_connect(server.c2s_tls_port, direct_tls=True)

@@ -10,11 +10,12 @@ from lxml import etree
 from tests.integration.conftest import PASSWORD
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess
+from tests.support.timeouts import TIMEOUT
 
 
 async def test_two_clients_chat(server: ServerProcess, accounts: Callable[..., list[str]]) -> None:
     alice, bob = accounts(2)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         a = await RawClient.connect(server.c2s_port)
         b = await RawClient.connect(server.c2s_port)
         assert await a.login(alice, PASSWORD, "pc") == f"{alice}@localhost/pc"

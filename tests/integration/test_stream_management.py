@@ -21,9 +21,10 @@ import trio
 from lxml import etree
 
 from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import HOST, event_queue, raw_authenticated, run, slixmpp_client
+from tests.support.clients import HOST, Clients, event_queue, raw_authenticated, run
 from tests.support.raw import STREAM_NS, RawClient
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 SM = "urn:xmpp:sm:3"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -125,7 +126,7 @@ async def ping_echo(client: RawClient, marker: str, own: str) -> list[str]:
 
 async def test_sm_is_offered_once_authenticated(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         features = await client.open_stream()
         assert features.find(tag("sm")) is not None, etree.tostring(features)
@@ -134,7 +135,7 @@ async def test_sm_is_offered_once_authenticated(server: ServerProcess, accounts:
 
 async def test_enable_and_count_both_ways(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "pc")
         b = await login(server, bob, "pc")
         enabled = await enable(a, resume=False)
@@ -162,7 +163,7 @@ async def test_a_quiet_stream_is_asked_for_an_ack(server: ServerProcess, account
     # Fewer stanzas than ask for an <r/> by count: the session timers ask once the stream has
     # been quiet for a tick or two, so unacknowledged stanzas do not wait for more traffic.
     alice, bob = accounts(2)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "pc")
         b = await login(server, bob, "pc")
         await enable(a, resume=False)
@@ -192,7 +193,7 @@ async def test_a_message_is_acked_once_it_is_stored(server: ServerProcess, accou
     """docs/design.md "The failover promise": `h` counts a message only after its durable write."""
     alice, bob = accounts(2)  # bob stays offline: alice's messages go to offline storage
     database = server.data_dir / "imactor.sqlite3"
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "pc")
         await enable(a, resume=False)
         # Stanza 1 and 3 are messages, 2 a ping the session answers itself, then an <r/>.
@@ -217,7 +218,7 @@ async def test_a_message_is_acked_once_it_is_stored(server: ServerProcess, accou
 
 async def test_enable_before_bind_or_twice_fails(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         client = await raw_authenticated(server.c2s_port, alice, PASSWORD)
         await client.open_stream()
         assert failed_condition(await enable(client)) == "unexpected-request"
@@ -231,7 +232,7 @@ async def test_enable_before_bind_or_twice_fails(server: ServerProcess, accounts
 
 async def test_ack_beyond_what_was_sent_is_a_stream_error(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         client = await login(server, alice, "pc")
         await enable(client, resume=False)
         await client.send(f"<a xmlns='{SM}' h='5'/>")
@@ -243,21 +244,20 @@ async def test_ack_beyond_what_was_sent_is_a_stream_error(server: ServerProcess,
         await client.wait_closed()
 
 
-def test_slixmpp_acks(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_acks(server: ServerProcess, clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/pc", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0198",)) as a:  # fmt: skip
+        async with clients.slixmpp(alice, "pc", plugins=("xep_0198",)) as a:
             sm = a.plugin["xep_0198"]
             if not sm.enabled_in:
-                await asyncio.wait_for(event_queue(a, "sm_enabled").get(), 10)
+                await asyncio.wait_for(event_queue(a, "sm_enabled").get(), TIMEOUT)
             got = event_queue(a, "message")
-            async with slixmpp_client(f"{bob}@localhost/pc", PASSWORD, server.c2s_port) as b:
+            async with clients.slixmpp(bob, "pc") as b:
                 for i in range(6):
                     b.send_message(mto=f"{alice}@localhost/pc", mbody=f"m{i}", mtype="chat")
                     a.send_message(mto=f"{bob}@localhost/pc", mbody=f"r{i}", mtype="chat")
-                bodies = [str((await asyncio.wait_for(got.get(), 10))["body"]) for _ in range(6)]
+                bodies = [str((await asyncio.wait_for(got.get(), TIMEOUT))["body"]) for _ in range(6)]
                 assert bodies == [f"m{i}" for i in range(6)]
                 # The server acknowledged what alice sent, and asked for (and got) her acks.
                 deadline = asyncio.get_running_loop().time() + 10
@@ -271,24 +271,23 @@ def test_slixmpp_acks(server: ServerProcess, accounts: Accounts) -> None:
     run(scenario())
 
 
-def test_aioxmpp_enables_sm_and_talks(server: ServerProcess, accounts: Accounts) -> None:
+def test_aioxmpp_enables_sm_and_talks(server: ServerProcess, clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
-    from tests.support.clients import aioxmpp_client
 
     async def scenario() -> None:
-        async with aioxmpp_client(f"{alice}@localhost/pc", PASSWORD, server.c2s_port) as a:
+        async with clients.aioxmpp(alice, "pc") as a:
             assert a.stream.sm_enabled
             assert a.stream.sm_resumable
             received: asyncio.Queue[aioxmpp.Message] = asyncio.Queue()
             dispatcher = a.summon(aioxmpp.dispatcher.SimpleMessageDispatcher)
             dispatcher.register_callback(aioxmpp.MessageType.CHAT, None, received.put_nowait)
-            async with aioxmpp_client(f"{bob}@localhost/pc", PASSWORD, server.c2s_port) as b:
+            async with clients.aioxmpp(bob, "pc") as b:
                 for i in range(8):
                     msg = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT,
                                           to=aioxmpp.JID.fromstr(f"{alice}@localhost/pc"))  # fmt: skip
                     msg.body[None] = f"m{i}"
                     await b.send(msg)
-                bodies = [(await asyncio.wait_for(received.get(), 10)).body.any() for _ in range(8)]
+                bodies = [(await asyncio.wait_for(received.get(), TIMEOUT)).body.any() for _ in range(8)]
                 assert bodies == [f"m{i}" for i in range(8)]
                 # Alice's acks reached the server without a stream error: still connected.
                 await asyncio.sleep(1.5)
@@ -304,7 +303,7 @@ def test_aioxmpp_enables_sm_and_talks(server: ServerProcess, accounts: Accounts)
 async def test_resume_after_a_broken_connection(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     own = f"{alice}@localhost/phone"
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "phone")
         b = await login(server, bob, "pc")
         enabled = await enable(a)
@@ -341,7 +340,7 @@ async def test_resume_after_a_broken_connection(server: ServerProcess, accounts:
 
 async def test_resume_with_a_forged_or_foreign_id_fails(server: ServerProcess, accounts: Accounts) -> None:
     alice, mallory = accounts(2)
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "phone")
         previd = (await enable(a)).get("id")
         assert previd
@@ -369,7 +368,7 @@ async def test_expired_session_goes_offline_and_late_resume_fails(
 ) -> None:
     alice, bob = accounts(2)
     own = f"{alice}@localhost/phone"
-    with trio.fail_after(40):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "phone")
         b = await login(server, bob, "pc")
         previd = (await enable(a)).get("id")
@@ -396,7 +395,7 @@ async def test_expired_session_goes_offline_and_late_resume_fails(
 
 async def test_clean_close_is_not_resumable(server: ServerProcess, accounts: Accounts) -> None:
     (alice,) = accounts(1)
-    with trio.fail_after(20):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "phone")
         previd = (await enable(a)).get("id")
         assert previd
@@ -411,7 +410,7 @@ async def test_clean_close_is_not_resumable(server: ServerProcess, accounts: Acc
 async def test_resume_takes_over_a_half_open_connection(server: ServerProcess, accounts: Accounts) -> None:
     alice, bob = accounts(2)
     own = f"{alice}@localhost/phone"
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         a = await login(server, alice, "phone")
         b = await login(server, bob, "pc")
         previd = (await enable(a)).get("id")
@@ -429,30 +428,29 @@ async def test_resume_takes_over_a_half_open_connection(server: ServerProcess, a
         await b.aclose()
 
 
-def test_slixmpp_resumes(server: ServerProcess, accounts: Accounts) -> None:
+def test_slixmpp_resumes(server: ServerProcess, clients: Clients, accounts: Accounts) -> None:
     alice, bob = accounts(2)
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{alice}@localhost/pc", PASSWORD, server.c2s_port,
-                                  plugins=("xep_0198",)) as a:  # fmt: skip
+        async with clients.slixmpp(alice, "pc", plugins=("xep_0198",)) as a:
             sm = a.plugin["xep_0198"]
             if not sm.enabled_in:
-                await asyncio.wait_for(event_queue(a, "sm_enabled").get(), 10)
+                await asyncio.wait_for(event_queue(a, "sm_enabled").get(), TIMEOUT)
             assert sm.sm_id
             resumed = event_queue(a, "session_resumed")
             got = event_queue(a, "message")
-            async with slixmpp_client(f"{bob}@localhost/pc", PASSWORD, server.c2s_port) as b:
+            async with clients.slixmpp(bob, "pc") as b:
                 b.send_message(mto=f"{alice}@localhost/pc", mbody="before", mtype="chat")
-                assert str((await asyncio.wait_for(got.get(), 10))["body"]) == "before"
+                assert str((await asyncio.wait_for(got.get(), TIMEOUT))["body"]) == "before"
                 assert a.transport is not None
                 disconnected = event_queue(a, "disconnected")
                 a.transport.abort()  # the connection breaks without a closing tag
-                await asyncio.wait_for(disconnected.get(), 10)
+                await asyncio.wait_for(disconnected.get(), TIMEOUT)
                 b.send_message(mto=f"{alice}@localhost/pc", mbody="during", mtype="chat")
                 await asyncio.sleep(0.3)
                 a.connect(HOST, server.c2s_port)  # slixmpp then resumes the session
-                await asyncio.wait_for(resumed.get(), 15)
-                assert str((await asyncio.wait_for(got.get(), 10))["body"]) == "during"
+                await asyncio.wait_for(resumed.get(), TIMEOUT)
+                assert str((await asyncio.wait_for(got.get(), TIMEOUT))["body"]) == "during"
                 assert got.empty()
 
     run(scenario())

@@ -16,6 +16,7 @@ from lxml import etree
 from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.clients import (
     SASL_NS,
+    Clients,
     ScramClient,
     aioxmpp_client,
     bound_jid,
@@ -34,6 +35,7 @@ from tests.support.clients import (
 )
 from tests.support.raw import TLS_NS, RawClient, assert_pong
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
 
 LIMITS = "{urn:xmpp:stanza-limits:0}"
 REGISTER_FEATURE = "{http://jabber.org/features/iq-register}register"
@@ -55,7 +57,7 @@ def assert_stanza_limits(features: etree._Element) -> None:
 
 
 async def test_only_starttls_offered_before_tls(server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_port)
         features = await client.open_stream()
         starttls = features.find(f"{{{TLS_NS}}}starttls")
@@ -68,7 +70,7 @@ async def test_only_starttls_offered_before_tls(server: ServerProcess) -> None:
 
 
 async def test_auth_before_starttls(server: ServerProcess, user: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_port)
         await client.open_stream()
         await client.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>biwsbj1hLHI9eA==</auth>")
@@ -88,7 +90,7 @@ async def test_auth_before_starttls(server: ServerProcess, user: str) -> None:
 )
 async def test_stanza_before_starttls(server: ServerProcess, stanza: str) -> None:
     """RFC 6120 §4.9.3.12: stanzas before authentication (here: before TLS, even) end the stream."""
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_port)
         await client.open_stream()
         await client.send(stanza)
@@ -98,7 +100,7 @@ async def test_stanza_before_starttls(server: ServerProcess, stanza: str) -> Non
 
 async def test_no_registration_in_cleartext(server: ServerProcess) -> None:
     """The password of an in-band registration must not cross the wire before TLS (XEP-0077 §8)."""
-    with trio.fail_after(15):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_port)
         await client.open_stream()
         await client.send(
@@ -114,7 +116,7 @@ async def test_no_registration_in_cleartext(server: ServerProcess) -> None:
 
 
 async def test_features_after_starttls(server: ServerProcess, user: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, features = await raw_tls_stream(server.c2s_port)
         assert features.find(f"{{{TLS_NS}}}starttls") is None
         assert "PLAIN" in mechanisms(features)
@@ -127,7 +129,7 @@ async def test_features_after_starttls(server: ServerProcess, user: str) -> None
 
 
 async def test_starttls_twice(server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client, _ = await raw_tls_stream(server.c2s_port)
         await client.send(f"<starttls xmlns='{TLS_NS}'/>")
         assert await client.stream_error() == "policy-violation"
@@ -136,7 +138,7 @@ async def test_starttls_twice(server: ServerProcess) -> None:
 
 async def test_cleartext_after_starttls_is_dropped(server: ServerProcess) -> None:
     """Bytes pipelined behind <starttls/> are not processed (CVE-2011-0411 class injection)."""
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_port)
         await client.open_stream()
         # One write: <starttls/> and a cleartext stream restart an attacker could have injected.
@@ -160,7 +162,7 @@ async def test_cleartext_after_starttls_is_dropped(server: ServerProcess) -> Non
 
 
 async def test_direct_tls_raw(server: ServerProcess, user: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(
             server.c2s_tls_port, direct_tls=True, context=raw_client_context(alpn=["xmpp-client"])
         )
@@ -184,7 +186,7 @@ async def test_direct_tls_raw(server: ServerProcess, user: str) -> None:
 @pytest.mark.parametrize("cb_type", ["tls-unique", "tls-server-end-point"])
 async def test_direct_tls_scram_plus(server: ServerProcess, user: str, cb_type: str) -> None:
     """Channel binding works on direct TLS too (TLS 1.2 here, so both types are offered)."""
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_tls_port, direct_tls=True, context=raw_client_context("1.2"))
         features = await client.open_stream()
         assert channel_binding_types(features) == ["tls-server-end-point", "tls-unique"]
@@ -223,7 +225,7 @@ async def test_client_hello_on_the_starttls_port_gets_direct_tls(server: ServerP
     """A client that starts TLS at once on the STARTTLS port is served direct TLS on that very
     connection, as on the XEP-0368 port: no STARTTLS offered, channel binding to that TLS session,
     then a full login."""
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(
             server.c2s_port, direct_tls=True, context=raw_client_context(alpn=["xmpp-client"])
         )
@@ -244,26 +246,25 @@ async def test_client_hello_on_the_starttls_port_gets_direct_tls(server: ServerP
         await client.aclose()
 
 
-def test_slixmpp_direct_tls_first_on_the_starttls_port(server: ServerProcess, user: str) -> None:
+def test_slixmpp_direct_tls_first_on_the_starttls_port(clients: Clients, user: str) -> None:
     """slixmpp's own order (since 1.9, for a domain without SRV records): direct TLS to the port it
     was given, then STARTTLS. Its direct TLS attempt succeeds on the STARTTLS port, at once: it
     never falls back to STARTTLS, and never waits for the handshake timeout (30 s here)."""
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{user}@localhost/first", PASSWORD, server.c2s_port, direct_tls=True,
-                                  starttls_fallback=True) as x:  # fmt: skip
+        async with clients.slixmpp(user, "first", direct_tls=True, starttls_fallback=True) as x:
             assert x.enable_direct_tls
             assert x.enable_starttls
             assert "starttls" not in x.features  # the stream was TLS from its first byte
             assert x.socket.version() in ("TLSv1.2", "TLSv1.3")
             assert str(x.boundjid) == f"{user}@localhost/first"
 
-    run(scenario(), timeout=10)
+    run(scenario())
 
 
 async def test_plaintext_on_direct_tls_port(server: ServerProcess) -> None:
     """A cleartext client on the TLS port gets no XMPP at all."""
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = RawClient(await trio.open_tcp_stream("127.0.0.1", server.c2s_tls_port), "localhost")
         await client.send(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -297,7 +298,7 @@ def _old_tls_context(version: ssl.TLSVersion) -> ssl.SSLContext:
 @pytest.mark.parametrize("direct_tls", [False, True])
 async def test_old_tls_refused(server: ServerProcess, version: str, direct_tls: bool) -> None:
     context = _old_tls_context(getattr(ssl.TLSVersion, version))
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         tcp = await trio.open_tcp_stream("127.0.0.1", server.c2s_tls_port if direct_tls else server.c2s_port)
         client = RawClient(tcp, "localhost")
         if not direct_tls:
@@ -314,7 +315,7 @@ async def test_old_tls_refused(server: ServerProcess, version: str, direct_tls: 
 async def test_tls12_accepted_by_default(server: ServerProcess) -> None:
     """The control for the refusals: the same kind of client at TLS 1.2 gets through."""
     context = _old_tls_context(ssl.TLSVersion.TLSv1_2)
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         client = await raw_connect(server.c2s_tls_port, direct_tls=True, context=context)
         assert client.stream.version() == "TLSv1.2"  # type: ignore[attr-defined]
         assert "PLAIN" in mechanisms(await client.open_stream())
@@ -328,7 +329,7 @@ def tls13_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 async def test_min_version_13(tls13_server: ServerProcess) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         tls13 = await raw_connect(tls13_server.c2s_tls_port, direct_tls=True)
         assert tls13.stream.version() == "TLSv1.3"  # type: ignore[attr-defined]
         await tls13.aclose()

@@ -18,11 +18,11 @@ import trio
 from lxml import etree
 
 from tests.integration.conftest import PASSWORD, account_pool
-from tests.support.clients import event_queue, run, slixmpp_client
+from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import Peer, message
 from tests.support.raw import RawClient
 from tests.support.server import ServerProcess, running_server
-from tests.support.timeouts import TIMEOUT
+from tests.support.timeouts import SLOW_TIMEOUT, TIMEOUT
 from tests.support.web_clients import (
     FRAMING,
     SASL,
@@ -138,7 +138,7 @@ async def test_stream_management_and_resumption_over_websocket(server: ServerPro
             await tcp.aclose()
 
 
-def test_chat_with_slixmpp(server: ServerProcess, pool: Iterator[str]) -> None:
+def test_chat_with_slixmpp(server: ServerProcess, clients: Clients, pool: Iterator[str]) -> None:
     """A slixmpp client on TCP and a WebSocket client exchange messages."""
     web_user, tcp_user = next(pool), next(pool)
     received: list[str] = []
@@ -175,7 +175,7 @@ def test_chat_with_slixmpp(server: ServerProcess, pool: Iterator[str]) -> None:
     thread.start()
 
     async def scenario() -> None:
-        async with slixmpp_client(f"{tcp_user}@localhost/sx", PASSWORD, server.c2s_port) as xmpp:
+        async with clients.slixmpp(tcp_user) as xmpp:
             messages = event_queue(xmpp, "message")
             await asyncio.get_running_loop().run_in_executor(None, ready_flag.wait, TIMEOUT)
             xmpp.send_message(mto=f"{web_user}@localhost/web", mbody="ping", mtype="chat")
@@ -340,7 +340,7 @@ async def test_a_clean_close_ends_a_resumable_session(tmp_path: Path) -> None:
     answer to the presence then fails to be written, often before the server has read the
     <close/>. The session must still end, not wait for a resumption (regression: it lingered
     for `resume_timeout`, about one close in three)."""
-    with running_server(tmp_path, users=[("closer", PASSWORD)]) as server, trio.fail_after(60):
+    with running_server(tmp_path, users=[("closer", PASSWORD)]) as server, trio.fail_after(SLOW_TIMEOUT):
         for n in range(12):
             secure = n % 2 == 0
             async with ws_client(server.https_port if secure else server.http_port, tls=secure) as client:

@@ -20,6 +20,7 @@ from tests.support.chaos import land_on
 from tests.support.clients import raw_authenticated
 from tests.support.peer import Peer, message
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import START_TIMEOUT
 from tests.support.timeouts import WORKERS_TIMEOUT as TIMEOUT
 
 SM = "{urn:xmpp:sm:3}"
@@ -74,6 +75,8 @@ def test_carbons_and_push_cross_workers(server: ServerProcess) -> None:
                 assert reply.get("type") == "result"
                 await laptop.aclose()  # only the phone is left, and it goes away without a word
                 await phone.drop()
+                # The session learns of the dropped socket on its own time: send until it is
+                # detached (one try a second) and the push service is notified.
                 while True:
                     await send(b, phone.jid, "still there?")
                     with trio.move_on_after(1):
@@ -92,7 +95,7 @@ def resumed_elsewhere(server: ServerProcess) -> int:
     """How many sessions of another worker were resumed on worker 0 (the status socket)."""
     out = subprocess.run(
         [sys.executable, "-m", "imactor", "status", "--json", "--config", str(server.config_path)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=START_TIMEOUT, check=True,
     )  # fmt: skip
     workers = json.loads(out.stdout)["workers"]
     return sum(worker["mesh"]["resumed_here"] for worker in workers if worker["index"] == 0)

@@ -29,6 +29,10 @@ API (kept stable; other test modules rely on it):
   ``name`` (call it before triggering the event).
 - ``stream_errors(xmpp)``: the stream error conditions a slixmpp client received so far.
 - ``wait_disconnected(xmpp, timeout)``: wait until a slixmpp client's connection is gone.
+- ``Clients(port, password)``, the integration tests' ``clients`` fixture:
+  ``clients.slixmpp(username, resource="sx", *, <slixmpp_client's options>)`` and
+  ``clients.aioxmpp(username, resource="ax", *, ...)``: the two context managers above for an
+  account of the server, on its STARTTLS port.
 
 Raw (trio, over `tests.support.raw.RawClient`) SASL helpers: ``raw_connect``, ``raw_starttls``
 (with a custom ``ssl.SSLContext``, e.g. ``raw_client_context("1.2")``), ``raw_tls_stream`` (both),
@@ -372,6 +376,58 @@ async def aioxmpp_client(
     async with client.connected() as stream:
         del stream
         yield client
+
+
+# ---- the `clients` fixture ----------------------------------------------------------------------
+
+
+class Clients:
+    """Real client libraries logged in to one test server (the `clients` fixture of
+    tests/integration/conftest.py): the JID, password and port of every test in one place.
+
+    ``clients.slixmpp(alice, "pc", plugins=...)`` is ``slixmpp_client(f"{alice}@localhost/pc",
+    PASSWORD, server.c2s_port, plugins=...)``; ``clients.aioxmpp`` likewise for ``aioxmpp_client``.
+    Direct TLS to the direct TLS port is not here: those tests name the port themselves.
+    """
+
+    def __init__(self, port: int, password: str, domain: str = "localhost") -> None:
+        self.port = port
+        self.password = password
+        self.domain = domain
+
+    def jid(self, username: str, resource: str) -> str:
+        return f"{username}@{self.domain}/{resource}"
+
+    def slixmpp(
+        self,
+        username: str,
+        resource: str = "sx",
+        *,
+        mechanism: str | None = None,
+        direct_tls: bool = False,
+        starttls_fallback: bool = False,
+        tls_max_version: str | None = None,
+        plugins: Sequence[str] = (),
+        send_presence: bool = False,
+    ) -> contextlib.AbstractAsyncContextManager[slixmpp.ClientXMPP]:
+        """`slixmpp_client` for `username` at `resource`, on the STARTTLS port."""
+        return slixmpp_client(self.jid(username, resource), self.password, self.port, mechanism=mechanism,
+                              direct_tls=direct_tls, starttls_fallback=starttls_fallback,
+                              tls_max_version=tls_max_version, plugins=plugins,
+                              send_presence=send_presence)  # fmt: skip
+
+    def aioxmpp(
+        self,
+        username: str,
+        resource: str = "ax",
+        *,
+        mechanism: str | None = None,
+        tls_max_version: str | None = None,
+        channel_binding: str = "tls-server-end-point",
+    ) -> contextlib.AbstractAsyncContextManager[aioxmpp.Client]:
+        """`aioxmpp_client` for `username` at `resource`, on the STARTTLS port."""
+        return aioxmpp_client(self.jid(username, resource), self.password, self.port, mechanism=mechanism,
+                              tls_max_version=tls_max_version, channel_binding=channel_binding)  # fmt: skip
 
 
 # ---- raw SASL over tests.support.raw (trio) --------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.support.peer import C, Element, Peer, error_condition, new_id, show
+from tests.support.peer import C, Element, Peer, Peers, error_condition, new_id, show
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = f"{NS_MUC}#user"
@@ -92,6 +92,20 @@ async def create_instant(peer: Peer, room: str, nick: str = "owner") -> Joined:
                           type_="set", to=room)  # fmt: skip
     assert reply.get("type") == "result", show(reply)
     return joined
+
+
+async def room_with(peers: Peers, room: str, *nicks: str) -> list[Peer]:
+    """A live instant room with one fresh online user per nick: the first creates `room` (its
+    owner), the others then join in order; the occupants' `Peer`s, in the order of `nicks`.
+
+    What each saw of the others' arrival stays in its inbox (the creator has every join).
+    """
+    occupants: list[Peer] = []
+    for username, nick in zip(peers.accounts(len(nicks)), nicks, strict=True):
+        peer = await peers.online(username)
+        await (join(peer, room, nick) if occupants else create_instant(peer, room, nick))
+        occupants.append(peer)
+    return occupants
 
 
 async def configure(peer: Peer, room: str, fields: dict[str, str | list[str]]) -> Element:

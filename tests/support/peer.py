@@ -17,6 +17,7 @@ import trio
 from lxml import etree
 
 from tests.support.raw import RawClient
+from tests.support.timeouts import TIMEOUT
 
 C = "{jabber:client}"
 NS_ROSTER = "jabber:iq:roster"
@@ -124,6 +125,7 @@ class Peer:
         self.raw = raw
         self.jid = jid
         self.bare = jid.split("/", 1)[0]
+        self.username = self.bare.split("@", 1)[0]
         self.resource = jid.split("/", 1)[1]
         self.inbox: list[Element] = []
 
@@ -234,12 +236,16 @@ class Peer:
 class Peers:
     """Logs accounts of one server in as `Peer`s and closes every one of them in `aclose`.
 
-    The `peers` fixture (tests/integration/conftest.py) gives a test one, closed after the test.
+    The `peers` fixture (tests/integration/conftest.py) gives a test one, closed after the test,
+    that also draws fresh accounts from its module's stock: what most tests start from is one
+    call (`online_users`, `friends`, `devices`; a room: `tests.support.muc.room_with`).
     """
 
-    def __init__(self, port: int, password: str) -> None:
+    def __init__(self, port: int, password: str,
+                 new_accounts: Callable[[int], list[str]] | None = None) -> None:  # fmt: skip
         self.port = port
         self.password = password
+        self._new_accounts = new_accounts
         self.opened: list[Peer] = []
 
     async def login(self, username: str, resource: str = "r") -> Peer:
@@ -253,6 +259,35 @@ class Peers:
         peer = await Peer.online(self.port, username, self.password, resource, presence_xml)
         self.opened.append(peer)
         return peer
+
+    def accounts(self, count: int) -> list[str]:
+        """`count` fresh accounts (never logged in before), by username."""
+        if self._new_accounts is None:
+            raise RuntimeError("these Peers were made without a stock of fresh accounts")
+        return self._new_accounts(count)
+
+    async def online_users(self, count: int = 2, resource: str = "r") -> list[Peer]:
+        """`count` fresh accounts, each `online` at `resource`, in order: users who have never
+        met (empty rosters, no subscriptions)."""
+        return [await self.online(username, resource) for username in self.accounts(count)]
+
+    async def online_user(self, resource: str = "r") -> Peer:
+        """One fresh account `online` at `resource`."""
+        (username,) = self.accounts(1)
+        return await self.online(username, resource)
+
+    async def friends(self, resource: str = "r") -> tuple[Peer, Peer]:
+        """Two fresh accounts online, each subscribed to the other's presence (RFC 6121
+        'both'), everything settled and both inboxes empty."""
+        user, contact = await self.online_users(2, resource)
+        await subscribe(user, contact)
+        await subscribe(contact, user)
+        return user, contact
+
+    async def devices(self, *resources: str) -> list[Peer]:
+        """One fresh account `online` at each of `resources`, in order: one user's devices."""
+        (username,) = self.accounts(1)
+        return [await self.online(username, resource) for resource in resources]
 
     async def aclose(self) -> None:
         for peer in self.opened:
@@ -305,21 +340,26 @@ async def nothing_before_marker(sender: Peer, recipient: Peer, match: Match) -> 
     assert not [e for e in earlier if match(e)], [show(e) for e in earlier]
 
 
-def befriend(port: int, pairs: list[tuple[str, str, str]], password: str) -> None:
-    """Set up subscriptions from a sync test (before an asyncio scenario), with raw clients.
+async def make_contacts(port: int, pairs: list[tuple[str, str, str]], password: str) -> None:
+    """Set up subscriptions between accounts with raw clients that log out again afterwards.
 
     `pairs`: (user, contact, kind): kind "to" (user subscribed to contact) or "both".
     """
+    for user, contact, kind in pairs:
+        u = await Peer.online(port, user, password, "setup-" + new_id())
+        c = await Peer.online(port, contact, password, "setup-" + new_id())
+        await subscribe(u, c)
+        if kind == "both":
+            await subscribe(c, u)
+        await u.aclose()
+        await c.aclose()
+
+
+def befriend(port: int, pairs: list[tuple[str, str, str]], password: str) -> None:
+    """`make_contacts` from a sync test (before an asyncio scenario)."""
 
     async def main() -> None:
-        with trio.fail_after(30):
-            for user, contact, kind in pairs:
-                u = await Peer.online(port, user, password, "setup-" + new_id())
-                c = await Peer.online(port, contact, password, "setup-" + new_id())
-                await subscribe(u, c)
-                if kind == "both":
-                    await subscribe(c, u)
-                await u.aclose()
-                await c.aclose()
+        with trio.fail_after(TIMEOUT):
+            await make_contacts(port, pairs, password)
 
     trio.run(main)
