@@ -170,30 +170,35 @@ class HttpConnection:
 
     async def _serve_module(self, route: HttpRoute, head: Request) -> None:
         services = self.endpoints.services
-        request = HttpRequest(head.method, head.path, head.query, head.headers, _StreamedBody(self),
-                              self.remote, self.tls)  # fmt: skip
+        body = _StreamedBody(self)
+        request = HttpRequest(head.method, head.path, head.query, head.headers, body, self.remote, self.tls)
         try:
             reply = await route.handler(HttpContext(request, route.options, services.config, services.server))
         except Exception:  # a protocol boundary: one request's bug must not end the listener
             log.exception("http %s: %s %s failed", self.remote, head.method, head.path)
             reply = HttpReply(500, [("Content-Type", "text/plain; charset=utf-8")], b"internal error\n")
-        if self._h11.their_state is h11.SEND_BODY:
+        if self._h11.their_state is h11.SEND_BODY and not body.failed:
             await self._discard_body(head)
         await self._send_reply(reply, head)
 
     async def _discard_body(self, head: Request) -> None:
-        """Read and drop what is left of a refused request's body (at most `DISCARD_LIMIT`)."""
+        """Read and drop what is left of a refused request's body, up to `DISCARD_LIMIT` bytes:
+        closing with unread bytes would reset the connection, and the client might lose the
+        answer. A larger body is not read: the connection closes after the answer."""
         if self._h11.they_are_waiting_for_100_continue:
             return  # the client sends no body unless told to go on: nothing to drop
-        declared = head.headers.get("content-length", "")
-        if not declared.isdigit() or int(declared) > DISCARD_LIMIT:
+        declared = head.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > DISCARD_LIMIT:
             return
+        dropped = 0
         deadline = trio.current_time() + self.endpoints.config.header_timeout
         with contextlib.suppress(h11.RemoteProtocolError):
-            while self._h11.their_state is h11.SEND_BODY:
+            while self._h11.their_state is h11.SEND_BODY and dropped <= DISCARD_LIMIT:
                 event = await self._next_event(deadline)
                 if event is None or isinstance(event, h11.ConnectionClosed):
                     return
+                if isinstance(event, h11.Data):
+                    dropped += len(event.data)
 
     async def _send_reply(self, reply: HttpReply, head: Request) -> None:
         length = reply.length if reply.stream is not None else len(reply.body)
@@ -321,6 +326,7 @@ class _StreamedBody:
     def __init__(self, connection: HttpConnection) -> None:
         self._connection = connection
         self._done = False
+        self.failed = False  #: it did not arrive whole: the connection closes, nothing more is read
 
     async def receive(self) -> bytes:
         connection = self._connection
@@ -335,6 +341,7 @@ class _StreamedBody:
             try:
                 event = await connection._next_event(deadline)
             except h11.RemoteProtocolError as exc:
+                self.failed = True
                 raise HttpBodyError(str(exc)) from exc
             if isinstance(event, h11.Data):
                 if event.data:
@@ -343,4 +350,5 @@ class _StreamedBody:
             if isinstance(event, h11.EndOfMessage):
                 self._done = True
                 return b""
+            self.failed = True
             raise HttpBodyError("the body did not arrive whole")

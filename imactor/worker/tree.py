@@ -220,12 +220,15 @@ async def _bind_status(
 async def _run_module_tasks(
     services: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The enabled modules' background tasks (`Module.background`), for the worker's life."""
+    """The enabled modules' background tasks (`Module.background`), for the worker's life. A task
+    may end (one that runs in one worker of the node only): the child stays, a PERMANENT child
+    that returned would be restarted."""
     async with trio.open_nursery() as nursery:
         for task, options in services.modules.background_tasks:
             context = TaskContext(options, services.config, services.server, services.worker_index)
             nursery.start_soon(task, context)
         task_status.started()
+        await trio.sleep_forever()
 
 
 def _starter(supervisor: DynamicSupervisor, make: Callable[[str], Actor[Any]]) -> Starter:
