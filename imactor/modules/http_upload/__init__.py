@@ -50,7 +50,7 @@ import trio
 from lxml import etree
 
 from imactor.modules.http_upload import tokens
-from imactor.modules.http_upload.store import Slot, UploadStore, new_slot_id
+from imactor.modules.http_upload.store import SLOT_ID, Slot, UploadStore, new_slot_id
 from imactor.server.modules import (
     HttpBodyError,
     HttpContext,
@@ -307,7 +307,7 @@ def _text(status: int, text: str, *extra: tuple[str, str]) -> HttpReply:
 def parse_path(path: str, prefix: str) -> tuple[str, str] | None:
     """(slot id, file name) of ``<prefix><slot id>/<name>``; None for any other path."""
     parts = path[len(prefix):].split("/")
-    if len(parts) != 2 or not all(parts):
+    if len(parts) != 2 or not SLOT_ID.fullmatch(parts[0]) or not parts[1]:
         return None
     try:
         name = urllib.parse.unquote(parts[1], errors="strict")
