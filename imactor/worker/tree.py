@@ -156,7 +156,8 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
         )
         router.serve_rooms(rooms.domain, rooms.handle_service_stanza)
     for service in services.modules.services(services.domain):
-        handler = ModuleServiceHandler(service, services.modules, services.contexts, router)
+        handler = ModuleServiceHandler(service.domain, services.domain, lambda: services.modules,
+                                       services.contexts, router)  # fmt: skip
         router.serve(service.domain, handler.handle)
     if placement.run_dir is not None:
         mesh = Mesh(placement.index, placement.workers, placement.run_dir, registry=services.registry,

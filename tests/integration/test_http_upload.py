@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import ssl
 import stat
 import time
@@ -56,7 +57,7 @@ max_file_size = {MAX_FILE_SIZE}
 quota = {QUOTA}
 slot_ttl = {SLOT_TTL}
 expire_days = 30
-cleanup_interval = 0.2
+cleanup_interval = 3600  # the first sweep at start, then none while the tests run
 users = [{", ".join(f'"{name}@localhost"' for name in ALLOWED)}]
 
 [http]
@@ -399,19 +400,82 @@ async def test_a_slot_not_yet_uploaded_is_not_found(server: ServerProcess, peers
     assert (await https(server, "DELETE", get_url)).status == 405
 
 
-# ---- expiry and the clean-up --------------------------------------------------------------------
+# ---- expiry and the clean-up; reloaded options --------------------------------------------------
 
 
-async def test_expired_files_are_gone_and_swept(server: ServerProcess, peers: Peers, user: str) -> None:
-    put_url, get_url = await slot(peers, user, "old.txt", 3)
-    assert (await put(server, put_url, b"old")).status == 201
+def age(server: ServerProcess, get_url: str, days: float) -> Path:
+    """Make the slot of `get_url` look `days` old (as if uploaded then); its directory."""
     slot_dir = uploads(server) / urllib.parse.urlsplit(get_url).path.split("/")[2]
     meta = json.loads((slot_dir / "meta.json").read_text())
-    meta["created"] = time.time() - 31 * 86400  # as if uploaded 31 days ago (expire_days = 30)
+    meta["created"] = time.time() - days * 86400
     (slot_dir / "meta.json").write_text(json.dumps(meta))
-    assert (await https(server, "GET", get_url)).status == 404  # expired: gone at once
-    with trio.fail_after(TIMEOUT):  # and deleted by the next clean-up (every 0.2 s here)
+    return slot_dir
+
+
+async def test_an_expired_file_is_gone_before_the_clean_up(server: ServerProcess, peers: Peers,
+                                                           user: str) -> None:  # fmt: skip
+    put_url, get_url = await slot(peers, user, "old.txt", 3)
+    assert (await put(server, put_url, b"old")).status == 201
+    slot_dir = age(server, get_url, 31)  # expire_days = 30
+    assert (await https(server, "GET", get_url)).status == 404
+    assert (await https(server, "HEAD", get_url)).status == 404
+    assert (slot_dir / "data").exists()  # the next clean-up is an hour away: the GET itself refused it
+
+
+SMALL_CONFIG = """
+[modules.http_upload]
+max_file_size = 1000
+cleanup_interval = 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One worker, the default modules, a clean-up every 0.2 s and a small size limit."""
+    directory = tmp_path_factory.mktemp("upload-small")
+    with running_server(directory, users=[("ann", PASSWORD)], extra=SMALL_CONFIG) as process:
+        yield process
+
+
+async def test_the_clean_up_deletes_expired_files(small_server: ServerProcess) -> None:
+    server = small_server
+    logins = Peers(server.c2s_port, PASSWORD)
+    try:
+        put_url, get_url = await slot(logins, "ann", "old.txt", 3)
+        assert (await put(server, put_url, b"old")).status == 201
+        kept_put, kept_get = await slot(logins, "ann", "new.txt", 3)
+        assert (await put(server, kept_put, b"new")).status == 201
+    finally:
+        await logins.aclose()
+    slot_dir = age(server, get_url, 31)
+    with trio.fail_after(TIMEOUT):  # deleted by the next clean-up, in the server's own time
         while slot_dir.exists():  # noqa: ASYNC110 - removed by the server's process
             await trio.sleep(0.05)
     owners = uploads(server) / "owners"
     assert not any(mark.name == slot_dir.name for mark in owners.rglob("*"))
+    assert (await https(server, "GET", kept_get)).body == b"new"  # a recent file stays
+
+
+async def test_reloaded_options_apply_to_the_service(small_server: ServerProcess) -> None:
+    server = small_server
+    config = server.config_path.read_text()
+    logins = Peers(server.c2s_port, PASSWORD)
+    try:
+        peer = await logins.login("ann")
+        assert error_condition(await peer.iq(slot_request("a.bin", 1500), to=SERVICE)) == "not-acceptable"
+        server.config_path.write_text(config.replace("max_file_size = 1000", "max_file_size = 2000"))
+        server.proc.send_signal(signal.SIGHUP)
+        with trio.fail_after(TIMEOUT):
+            while await max_file_size(peer) != "2000":  # noqa: ASYNC110 - reloaded by the server's process
+                await trio.sleep(0.05)
+        reply = await peer.iq(slot_request("a.bin", 1500), to=SERVICE)
+        assert reply.get("type") == "result", show(reply)
+    finally:
+        server.config_path.write_text(config)
+        await logins.aclose()
+
+
+async def max_file_size(peer: Any) -> str | None:
+    info = await peer.iq(f"<query xmlns='{DISCO_INFO}'/>", to=SERVICE)
+    fields = {f.get("var"): f.findtext("{jabber:x:data}value") for f in info.iter("{jabber:x:data}field")}
+    return fields.get("max-file-size")
