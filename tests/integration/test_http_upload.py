@@ -33,6 +33,7 @@ from imactor.modules.http_upload import tokens
 from tests.integration.conftest import PASSWORD
 from tests.support.clients import event_queue, run, slixmpp_client
 from tests.support.peer import Peers, error_condition, show
+from tests.support.raw import client_context
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
 from tests.support.web_clients import http_request
@@ -352,6 +353,38 @@ async def test_a_slot_takes_one_upload(server: ServerProcess, peers: Peers, user
     second = await put(server, put_url, b"two!")
     assert second.status == 409, second
     assert (await https(server, "GET", get_url)).body == b"one!"
+
+
+async def test_a_client_that_waits_for_100_continue_gets_it_or_its_refusal(
+    server: ServerProcess, peers: Peers, user: str
+) -> None:
+    """RFC 9110 §10.1.1 (curl asks so for bodies over 1 MiB): the body follows a 100 once the
+    headers are accepted; a refused PUT gets its answer without the client sending the body."""
+    body = b"z" * 2000
+    put_url, get_url = await slot(peers, user, "big.txt", len(body))
+    split = urllib.parse.urlsplit(put_url)
+
+    def head(target: str) -> bytes:
+        return (f"PUT {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode()  # fmt: skip
+
+    with trio.fail_after(TIMEOUT):
+        stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", server.https_port), client_context(),
+                                server_hostname="localhost")  # fmt: skip
+        async with stream:
+            await stream.send_all(head(f"{split.path}?e=1&t=forged"))  # refused: no 100, the answer
+            refused = await stream.receive_some(65536)
+            assert refused.startswith(b"HTTP/1.1 403 "), refused
+        stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", server.https_port), client_context(),
+                                server_hostname="localhost")  # fmt: skip
+        async with stream:
+            await stream.send_all(head(f"{split.path}?{split.query}"))
+            go_on = await stream.receive_some(65536)
+            assert go_on.startswith(b"HTTP/1.1 100 "), go_on
+            await stream.send_all(body)
+            created = await stream.receive_some(65536)
+            assert created.startswith(b"HTTP/1.1 201 "), created
+    assert (await https(server, "GET", get_url)).body == body
 
 
 # ---- the GET: open, never a listing, never outside the store -----------------------------------
