@@ -35,6 +35,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "pep",
     "avatar",
     "bookmarks",
+    "http_upload",
 )  # fmt: skip
 
 

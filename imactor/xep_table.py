@@ -110,6 +110,7 @@ TITLES: dict[str, str] = {
     "XEP-0352": "Client State Indication",
     "XEP-0357": "Push Notifications",
     "XEP-0359": "Unique and Stable Stanza IDs",
+    "XEP-0363": "HTTP File Upload",
     "XEP-0368": "SRV records for XMPP over TLS (direct TLS)",
     "XEP-0384": "OMEMO Encryption",
     "XEP-0398": "User Avatar to vCard-Based Avatars Conversion",
@@ -156,6 +157,7 @@ FEATURES: dict[str, str | None] = {
     "0352": "urn:xmpp:csi:0",
     "0357": "urn:xmpp:push:0",
     "0359": "urn:xmpp:sid:0",
+    "0363": None,  # the upload service's own disco#info (upload.<domain>)
     "0368": None,  # a port
     "0384": None,  # PEP nodes and message payloads between clients
     "0398": "urn:xmpp:pep-vcard-conversion:0",

@@ -18,7 +18,9 @@ from lxml import etree
 
 from imactor.server.modules import (
     AccountApi,
+    BackgroundTask,
     DeliveredHook,
+    HttpHandler,
     IqHandler,
     MessageHook,
     Module,
@@ -26,16 +28,33 @@ from imactor.server.modules import (
     PresenceHook,
     RoomMessagesHook,
     Scope,
+    ServiceSpec,
     SessionFilter,
 )
 from imactor.xmpp.stanza import Element
 
-__all__ = ["LoadedModule", "ModuleHost"]
+__all__ = ["HttpRoute", "LoadedModule", "ModuleHost", "ModuleService"]
 
 
 @dataclass(frozen=True)
 class LoadedModule:
     module: Module
+    options: Any
+
+
+@dataclass(frozen=True)
+class ModuleService:
+    """A module's own service JID (`Module.service`), resolved against the server's domain."""
+
+    domain: str  #: "upload.example.com"
+    spec: ServiceSpec
+    options: Any
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    prefix: str  #: requests whose path starts with it go to `handler`
+    handler: HttpHandler
     options: Any
 
 
@@ -49,6 +68,8 @@ class ModuleHost:
         self.loaded: dict[str, LoadedModule] = {}
         for name in names:
             self._load(name, raw_options.get(name, {}), source)
+        self.http_routes: list[HttpRoute] = []
+        self.background_tasks: list[tuple[BackgroundTask, Any]] = []
         for name in raw_options:
             if name not in self.loaded:
                 raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
@@ -78,6 +99,9 @@ class ModuleHost:
             self.room_hooks.extend((hook, loaded.options) for hook in loaded.module.room_hooks)
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
+            for prefix, http_handler in loaded.module.http_routes:
+                self.http_routes.append(HttpRoute(prefix(loaded.options), http_handler, loaded.options))
+            self.background_tasks.extend((task, loaded.options) for task in loaded.module.background_tasks)
 
     def _load(self, name: str, raw: Mapping[str, object], source: str) -> None:
         try:
@@ -86,6 +110,21 @@ class ModuleHost:
             raise ModuleConfigError(f"{source}: server.modules: no module named {name!r}") from exc
         module: Module = python_module.module
         self.loaded[name] = LoadedModule(module, _build_options(module, raw, source))
+
+    def services(self, domain: str) -> list[ModuleService]:
+        """The service JIDs of the enabled modules under the server's `domain`."""
+        return [
+            ModuleService(f"{spec.subdomain(loaded.options)}.{domain}", spec, loaded.options)
+            for loaded in self.loaded.values()
+            if (spec := loaded.module.service) is not None
+        ]
+
+    def http_route(self, path: str) -> HttpRoute | None:
+        """The module route whose prefix `path` starts with, if any."""
+        for route in self.http_routes:
+            if path.startswith(route.prefix):
+                return route
+        return None
 
     def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
         qn = etree.QName(payload)
@@ -132,7 +171,11 @@ def _build_options(module: Module, raw: Mapping[str, object], source: str) -> An
             raise ModuleConfigError(
                 f"{source}: modules.{module.name}.{key}: expected {expected.__name__}, got {value!r}"
             )
-    return module.options(**raw)
+    try:
+        return module.options(**raw)
+    except ModuleConfigError as exc:  # the module's own checks name the key; add the file
+        message = str(exc)
+        raise ModuleConfigError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 _TYPE_NAMES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}

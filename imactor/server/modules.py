@@ -43,13 +43,23 @@ bookmarks into private storage) needs no call from PEP, and PEP imports none of 
 Per-session hooks (`Module.session_filter`, `nonzas`, `stream_features`): a module may see every
 stanza written to a client and hold some back (XEP-0352 client state indication), and handle
 top-level elements (nonzas) of its namespace; its `SessionFilter` lives in the `SessionActor`.
+
+Services, HTTP and background tasks (XEP-0363 HTTP upload is the first user of all three):
+- `Module.service`: the module answers at a JID of its own, a subdomain of the server's domain
+  (``upload.<domain>``), listed in the server's disco#items. Its IQ handlers are registered with
+  `Scope.SERVICE` and run in the task of the sender's session, as HOST handlers do; disco#info of
+  the service (its identities, `ServiceSpec.features` and XEP-0128 forms) is answered for it.
+- `Module.http`: a handler for the requests whose path starts with a prefix, on the web listeners
+  of `imactor.web` (the same ports as BOSH and WebSocket). It reads the body itself, as a stream
+  (`HttpRequest.body`), so a large upload never sits in memory, and may answer before reading it.
+- `Module.background`: a task that runs as long as the worker runs (clean-ups), in every worker.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +78,7 @@ class Scope(enum.Enum):
     HOST = "host"
     ACCOUNT = "account"
     ROOM = "room"
+    SERVICE = "service"  #: IQs to the module's own service JID (`Module.service`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +344,82 @@ class ServerApi(Protocol):
 
     async def account_removed(self, username: str) -> None: ...
 
+    def https_url(self) -> str | None:
+        """``https://<domain>:<port>`` of this node's HTTPS listener (None: no HTTPS listener)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A module that answers at a JID of its own (see the module docstring)."""
+
+    subdomain: Callable[[Any], str]  #: from the module's options: "upload" for upload.<domain>
+    identities: tuple[tuple[str, str, str], ...]  #: disco#info (category, type, name)
+    features: tuple[str, ...] = ()  #: disco#info features of the service (not of the server)
+    #: XEP-0128 extended information (data forms) of its disco#info, from the module's options
+    forms: Callable[[Any], Sequence[Element]] = lambda options: ()
+
+
+class HttpBody(Protocol):
+    """The body of an HTTP request, read as it arrives."""
+
+    async def receive(self) -> bytes:
+        """The next piece of the body; b"" once it is complete. Raises `HttpBodyError` when the
+        client stops sending before the end (or too slowly)."""
+        ...
+
+
+class HttpBodyError(Exception):
+    """The body of a request did not arrive whole (the connection closed, or timed out)."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str  #: as sent, without the query; still percent-encoded
+    query: str  #: after "?", still percent-encoded ("" without one)
+    headers: Mapping[str, str]  #: names lower-cased, a repeated header's values joined
+    body: HttpBody
+    remote: str  #: the client's address
+    tls: bool  #: it came over HTTPS
+
+
+@dataclass
+class HttpReply:
+    """The answer to an `HttpRequest`. The web listener adds Content-Length (of `body`, or
+    `length` with `stream`); a HEAD request gets the headers alone."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    #: A body too large for memory (a stored file): `length` bytes, from the iterator it returns.
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
+    length: int = 0
+
+
+@dataclass
+class HttpContext:
+    request: HttpRequest
+    options: Any
+    config: Config
+    server: ServerApi
+
+
+HttpHandler = Callable[[HttpContext], Awaitable[HttpReply]]
+
+
+@dataclass
+class TaskContext:
+    """What a background task gets (`Module.background`)."""
+
+    options: Any
+    config: Config
+    server: ServerApi
+    worker: int  #: the worker's index in its node
+
+
+BackgroundTask = Callable[[TaskContext], Awaitable[None]]
+
 
 @dataclass
 class Module:
@@ -363,6 +450,10 @@ class Module:
     room_hooks: list[RoomMessagesHook] = field(default_factory=list)
     #: disco#info features of every chat room (and of the chat service), e.g. XEP-0313's
     room_features: tuple[str, ...] = ()
+    service: ServiceSpec | None = None  #: answers at a JID of its own (module docstring)
+    #: (path prefix from the options, handler): HTTP requests the module answers
+    http_routes: list[tuple[Callable[[Any], str], HttpHandler]] = field(default_factory=list)
+    background_tasks: list[BackgroundTask] = field(default_factory=list)
 
     def iq(
         self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
@@ -408,6 +499,20 @@ class Module:
             return hook
 
         return register
+
+    def http(self, prefix: Callable[[Any], str]) -> Callable[[HttpHandler], HttpHandler]:
+        """Register a handler for the HTTP requests whose path starts with `prefix(options)`."""
+
+        def register(handler: HttpHandler) -> HttpHandler:
+            self.http_routes.append((prefix, handler))
+            return handler
+
+        return register
+
+    def background(self, task: BackgroundTask) -> BackgroundTask:
+        """Register a task that runs while the worker runs (module docstring)."""
+        self.background_tasks.append(task)
+        return task
 
     def wants_sent(self, predicate: Callable[[AccountApi], bool]) -> Callable[[AccountApi], bool]:
         """Register when an account needs the `on_sent` hooks: sessions hand their messages to

@@ -9,6 +9,7 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand; |
 |                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
+| a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
 """
@@ -53,6 +54,8 @@ class Router:
         #: The room service's domain and its own handler ([muc] enabled; see `serve_rooms`).
         self.room_domain: str | None = None
         self._room_service: ServiceHandler | None = None
+        #: The modules' own service domains (`Module.service`: upload.<domain>), see `serve`.
+        self._module_services: dict[str, ServiceHandler] = {}
         self.routed_total = 0
         self.bounced_total = 0
         #: The node's other workers (set by the worker tree); None: every account lives here.
@@ -65,6 +68,10 @@ class Router:
     def serve_rooms(self, domain: str, service: ServiceHandler) -> None:
         """Stanzas to `domain` go to room actors; to the bare domain, to `service`."""
         self.room_domain, self._room_service = domain, service
+
+    def serve(self, domain: str, service: ServiceHandler) -> None:
+        """Stanzas to `domain` (and to JIDs under it) go to `service`, in the routing task."""
+        self._module_services[domain] = service
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
@@ -119,6 +126,10 @@ class Router:
                 elif await self.to_actor("room", to.localpart, m.Route(stanza, completion, origin), stanza,
                                          wait=wait):  # fmt: skip
                     completion = None  # the room's to signal now
+                return
+            module_service = self._module_services.get(to.domainpart)
+            if module_service is not None:
+                await module_service(stanza)
                 return
             if to.domainpart != self.domain:
                 await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))

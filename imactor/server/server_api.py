@@ -34,6 +34,10 @@ class ServerFacade:
         self.started_at = started_at
         self._router, self._modules, self._registrations = router, modules, registrations
         self._room_domain = room_domain
+        #: The modules' service JIDs (`Module.service`), listed in disco#items after the MUC's.
+        self.module_service_domains = tuple(service.domain for service in modules.services(domain))
+        #: The node's HTTPS listener as the worker bound it (`https_url`); set by the worker.
+        self.https_port: int | None = None
 
     async def route(self, element: Element) -> None:
         await self._router.route(Stanza.from_element(element), wait=False)
@@ -48,7 +52,11 @@ class ServerFacade:
         return [loaded.module for loaded in self._modules.loaded.values()]
 
     def service_items(self) -> Sequence[str]:
-        return [] if self._room_domain is None else [self._room_domain]
+        rooms = [] if self._room_domain is None else [self._room_domain]
+        return [*rooms, *self.module_service_domains]
+
+    def https_url(self) -> str | None:
+        return None if self.https_port is None else f"https://{self.domain}:{self.https_port}"
 
     def caps_nodes(self) -> Sequence[str]:
         """`node#ver` of the server's XEP-0115 caps, if the caps module is enabled."""

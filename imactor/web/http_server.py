@@ -8,7 +8,9 @@ off), a body may not exceed ``max_body_size`` (413), an idle keep-alive connecti
 Malformed HTTP gets h11's status hint (400 mostly) and the connection closes.
 
 Requests are routed by path (`WebEndpoints`): the WebSocket upgrade (`imactor.web.websocket`), BOSH
-(`imactor.web.bosh`), host-meta (`imactor.web.hostmeta`). Origins are checked first
+(`imactor.web.bosh`), host-meta (`imactor.web.hostmeta`), and the paths that enabled modules
+claim (`Module.http`: XEP-0363 uploads and downloads), which read their bodies as a stream, bounded
+by the module rather than by ``max_body_size``. Origins are checked first
 (`imactor.web.cors`): any is allowed by default; with ``[http] allowed_origins`` set, a browser
 request from another origin gets 403 and a (rate-limited) warning in the log.
 """
@@ -25,19 +27,24 @@ import trio
 
 from imactor.c2s.listener import accept
 from imactor.c2s.tls_stream import TLSSocketStream
+from imactor.server.modules import HttpBodyError, HttpContext, HttpReply, HttpRequest
 from imactor.web import cors, hostmeta
 from imactor.web.endpoints import WebEndpoints
 from imactor.web.messages import Request, Response, read_head, text_response
 from imactor.web.websocket import serve_websocket
 
 if TYPE_CHECKING:
-    pass
+    from imactor.server.module_host import HttpRoute
 
 log = logging.getLogger("imactor.web")
 
 READ_SIZE = 16384
 TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+#: Bytes of a refused request's body read and dropped before the answer, so that the connection
+#: can serve the next request (and the client reads the answer instead of a reset). Beyond it
+#: the connection closes after the answer.
+DISCARD_LIMIT = 1 << 20
 
 
 async def serve_http(
@@ -135,6 +142,12 @@ class HttpConnection:
             if upgrade and request.path == config.websocket_path:
                 await serve_websocket(self, request, bytes(self._raw))
                 return
+            route = self.endpoints.services.modules.http_route(request.path)
+            if route is not None:
+                await self._serve_module(route, request)
+                if not self._next_cycle():
+                    return
+                continue
             # The whole request is read before it is answered (so the connection can be reused).
             body = await self._read_body(request)
             if body is None:
@@ -142,10 +155,66 @@ class HttpConnection:
             request = Request(request.method, request.path, request.headers, body)
             response = await self._respond_to(request)
             await self.send(response, request)
-            if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+            if not self._next_cycle():
                 return
-            self._h11.start_next_cycle()
-            self._raw = bytearray(self._h11.trailing_data[0])
+
+    def _next_cycle(self) -> bool:
+        """Ready for the next request on this connection (False: it must close)."""
+        if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+            return False
+        self._h11.start_next_cycle()
+        self._raw = bytearray(self._h11.trailing_data[0])
+        return True
+
+    # ---- module routes (`Module.http`) ---------------------------------------------------------
+
+    async def _serve_module(self, route: HttpRoute, head: Request) -> None:
+        services = self.endpoints.services
+        body = _StreamedBody(self)
+        request = HttpRequest(head.method, head.path, head.query, head.headers, body, self.remote, self.tls)
+        try:
+            reply = await route.handler(HttpContext(request, route.options, services.config, services.server))
+        except Exception:  # a protocol boundary: one request's bug must not end the listener
+            log.exception("http %s: %s %s failed", self.remote, head.method, head.path)
+            reply = HttpReply(500, [("Content-Type", "text/plain; charset=utf-8")], b"internal error\n")
+        if self._h11.their_state is h11.SEND_BODY and not body.failed:
+            await self._discard_body(head)
+        await self._send_reply(reply, head)
+
+    async def _discard_body(self, head: Request) -> None:
+        """Read and drop what is left of a refused request's body, up to `DISCARD_LIMIT` bytes:
+        closing with unread bytes would reset the connection, and the client might lose the
+        answer. A larger body is not read: the connection closes after the answer."""
+        if self._h11.they_are_waiting_for_100_continue:
+            return  # the client sends no body unless told to go on: nothing to drop
+        declared = head.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > DISCARD_LIMIT:
+            return
+        dropped = 0
+        deadline = trio.current_time() + self.endpoints.config.header_timeout
+        with contextlib.suppress(h11.RemoteProtocolError):
+            while self._h11.their_state is h11.SEND_BODY and dropped <= DISCARD_LIMIT:
+                event = await self._next_event(deadline)
+                if event is None or isinstance(event, h11.ConnectionClosed):
+                    return
+                if isinstance(event, h11.Data):
+                    dropped += len(event.data)
+
+    async def _send_reply(self, reply: HttpReply, head: Request) -> None:
+        length = reply.length if reply.stream is not None else len(reply.body)
+        headers = [("Content-Length", str(length)), *reply.headers]
+        if self._h11.their_state is not h11.DONE:
+            headers.append(("Connection", "close"))
+        reason = HTTPStatus(reply.status).phrase.encode()
+        data = self._h11.send(h11.Response(status_code=reply.status, headers=headers, reason=reason))
+        await self.stream.send_all(data or b"")
+        if head.method != "HEAD":  # h11 frames a HEAD answer without a body
+            if reply.stream is not None:
+                async for chunk in reply.stream():
+                    await self.stream.send_all(self._h11.send(h11.Data(data=chunk)) or b"")
+            elif reply.body:
+                await self.stream.send_all(self._h11.send(h11.Data(data=reply.body)) or b"")
+        await self.stream.send_all(self._h11.send(h11.EndOfMessage()) or b"")
 
     async def _respond_to(self, request: Request) -> Response:
         config = self.endpoints.config
@@ -248,3 +317,38 @@ class HttpConnection:
             await self.send(text_response(status, text))
         except (h11.LocalProtocolError, *TRANSPORT_GONE):
             pass
+
+
+class _StreamedBody:
+    """A module route's request body (`imactor.server.modules.HttpBody`), read from h11 as the
+    handler asks for it; a client that pauses longer than ``[http] header_timeout`` is cut off."""
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self._connection = connection
+        self._done = False
+        self.failed = False  #: it did not arrive whole: the connection closes, nothing more is read
+
+    async def receive(self) -> bytes:
+        connection = self._connection
+        h11_connection = connection._h11
+        if self._done:
+            return b""
+        if h11_connection.they_are_waiting_for_100_continue:  # RFC 9110 §10.1.1: tell it to go on
+            go_on = h11_connection.send(h11.InformationalResponse(status_code=100, headers=[]))
+            await connection.stream.send_all(go_on or b"")
+        while True:
+            deadline = trio.current_time() + connection.endpoints.config.header_timeout
+            try:
+                event = await connection._next_event(deadline)
+            except h11.RemoteProtocolError as exc:
+                self.failed = True
+                raise HttpBodyError(str(exc)) from exc
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                self._done = True
+                return b""
+            self.failed = True
+            raise HttpBodyError("the body did not arrive whole")

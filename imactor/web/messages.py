@@ -15,6 +15,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes = b""
+    query: str = ""  #: after "?", as sent
 
 
 @dataclass(slots=True)
@@ -37,6 +38,6 @@ def read_head(event: h11.Request) -> Request:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    target = event.target.decode("latin-1")
-    path = target.split("?", 1)[0].split("#", 1)[0]
-    return Request(event.method.decode("ascii"), path, headers)
+    target = event.target.decode("latin-1").split("#", 1)[0]
+    path, _, query = target.partition("?")
+    return Request(event.method.decode("ascii"), path, headers, query=query)

@@ -10,6 +10,7 @@
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
     ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
     ├── https      the same over TLS, 5443
+    ├── module-tasks  the modules' background tasks (the HTTP upload clean-up)
     ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
 
@@ -46,6 +47,8 @@ from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
 from imactor.server.module_host import ModuleHost
+from imactor.server.module_services import ModuleServiceHandler
+from imactor.server.modules import TaskContext
 from imactor.server.router import Starter
 from imactor.server.services import Services
 from imactor.storage import Storage
@@ -110,6 +113,8 @@ async def run_worker(
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         rooms = _assemble(services, placement, budget)
         listeners = await _open_listeners(config, placement)
+        if listeners.get("https"):  # the URLs modules hand out (XEP-0363 slots) name the real port
+            services.server.https_port = listeners["https"][0].socket.getsockname()[1]
         status = await _bind_status(services, placement, rooms)
         tree = TaskSupervisor(
             "worker", _children(services, listeners, status), strategy=Strategy.REST_FOR_ONE, budget=budget
@@ -150,6 +155,10 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
             "room", _starter(services.room_supervisor, lambda name: RoomActor(name, services, rooms))
         )
         router.serve_rooms(rooms.domain, rooms.handle_service_stanza)
+    for service in services.modules.services(services.domain):
+        handler = ModuleServiceHandler(service.domain, services.domain, lambda: services.modules,
+                                       services.contexts, router)  # fmt: skip
+        router.serve(service.domain, handler.handle)
     if placement.run_dir is not None:
         mesh = Mesh(placement.index, placement.workers, placement.run_dir, registry=services.registry,
                     activate=router.local, bounce=router.bounce)  # fmt: skip
@@ -187,6 +196,8 @@ def _children(
             for name, bound in listeners.items()
             for listener in bound
         ),
+        *([ChildSpec("module-tasks", partial(_run_module_tasks, services))]
+          if services.modules.background_tasks else []),
         ChildSpec("status", status.run),
         # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
         ChildSpec("last-activity", services.storage.last_activity.run),
@@ -205,6 +216,20 @@ async def _bind_status(
                           commands=admin.commands(services, rooms))  # fmt: skip
     await status.bind()
     return status
+
+
+async def _run_module_tasks(
+    services: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The enabled modules' background tasks (`Module.background`), for the worker's life. A task
+    may end (one that runs in one worker of the node only): the child stays, a PERMANENT child
+    that returned would be restarted."""
+    async with trio.open_nursery() as nursery:
+        for task, options in services.modules.background_tasks:
+            context = TaskContext(options, services.config, services.server, services.worker_index)
+            nursery.start_soon(task, context)
+        task_status.started()
+        await trio.sleep_forever()
 
 
 def _starter(supervisor: DynamicSupervisor, make: Callable[[str], Actor[Any]]) -> Starter:

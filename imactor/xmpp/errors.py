@@ -8,6 +8,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lxml import etree
+
 #: RFC 6120 §4.9.3 stream error conditions.
 STREAM_CONDITIONS = frozenset(
     {
@@ -76,6 +81,7 @@ class StanzaError(Exception):
         *,
         error_type: str | None = None,
         app_condition: tuple[str, str] | None = None,
+        app_element: etree._Element | None = None,
     ) -> None:
         if condition not in STANZA_CONDITIONS:
             raise ValueError(f"unknown stanza error condition {condition!r}")
@@ -85,3 +91,6 @@ class StanzaError(Exception):
         self.error_type = error_type or STANZA_CONDITIONS[condition]
         #: (namespace, tag) of an application-specific condition element, e.g. blocking's <blocked/>.
         self.app_condition = app_condition
+        #: An application-specific element with content (an lxml element, copied into the
+        #: <error/>), e.g. XEP-0363's <file-too-large><max-file-size>N</max-file-size></file-too-large>.
+        self.app_element = app_element

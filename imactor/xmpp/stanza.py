@@ -139,6 +139,8 @@ def error_reply(stanza: Element, error: StanzaError, *, by: str | None = None) -
     if error.app_condition is not None:
         namespace, tag = error.app_condition
         etree.SubElement(err, qname(namespace, tag), nsmap=default_ns(namespace))
+    if error.app_element is not None:
+        err.append(_copy(error.app_element))
     return reply
 
 

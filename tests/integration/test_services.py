@@ -147,8 +147,9 @@ def test_disco_info_of_the_server_slixmpp(
             assert set(features) == enabled_module_features()
             assert set(features) >= SERVICE_FEATURES
             items = (await xmpp.plugin["xep_0030"].get_items(jid="localhost"))["disco_items"]
-            # The server's services: the multi-user chat service.
-            assert [jid for jid, _node, _name in items["items"]] == ["conference.localhost"]
+            # The server's services: the multi-user chat service, the upload service (XEP-0363).
+            services = sorted(jid for jid, _node, _name in items["items"])  # slixmpp gives a set
+            assert services == ["conference.localhost", "upload.localhost"]
 
     run(scenario())
 
@@ -165,7 +166,7 @@ def test_disco_info_of_the_server_aioxmpp(
             assert ("server", "im") in {(i.category, i.type_) for i in info.identities}
             assert set(info.features) == enabled_module_features()
             items = await disco.query_items(aioxmpp.JID.fromstr("localhost"), require_fresh=True)
-            assert [str(item.jid) for item in items.items] == ["conference.localhost"]
+            assert [str(item.jid) for item in items.items] == ["conference.localhost", "upload.localhost"]
 
     run(scenario())
 
