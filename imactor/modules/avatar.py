@@ -22,12 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from imactor.modules import pep
-from imactor.server.modules import AccountApi, Module, NodeEvent, PresenceContext, Xep
+from imactor.server.modules import AccountApi, EnabledModule, Module, NodeEvent, PresenceContext, Xep
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.namespaces import (
@@ -79,7 +80,7 @@ def check_data(payload: st.Element, max_bytes: int) -> None:
         )
 
 
-def enabled(modules: list[Module]) -> bool:
+def enabled(modules: Iterable[EnabledModule]) -> bool:
     return any(m.name == module.name for m in modules)
 
 

@@ -13,14 +13,14 @@ adds the unification XEP-0402 §5.3 describes, announced as `urn:xmpp:bookmarks:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from imactor.modules import pep
-from imactor.server.modules import AccountApi, Module, NodeEvent, Xep
+from imactor.server.modules import AccountApi, EnabledModule, Module, NodeEvent, Xep
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.jid import JID
@@ -43,7 +43,7 @@ module = Module(
 NODE_CONFIG = ps.NodeConfig(access_model="whitelist", send_last_published_item="never")
 
 
-def enabled(modules: list[Module]) -> bool:
+def enabled(modules: Iterable[EnabledModule]) -> bool:
     return any(m.name == module.name for m in modules)
 
 
