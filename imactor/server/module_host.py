@@ -24,7 +24,9 @@ from imactor.server.modules import (
     Module,
     ModuleConfigError,
     PresenceHook,
+    ReloadHook,
     RoomMessagesHook,
+    RoomStanzaHook,
     Scope,
     SessionFilter,
 )
@@ -60,6 +62,8 @@ class ModuleHost:
         self._sent_wanted: list[Callable[[AccountApi], bool]] = []
         self.presence_hooks: list[tuple[PresenceHook, Any]] = []
         self.room_hooks: list[tuple[RoomMessagesHook, Any]] = []
+        self.room_stanza_hooks: list[tuple[RoomStanzaHook, Any]] = []
+        self.reload_hooks: list[tuple[ReloadHook, Any]] = []
         self.nonzas: frozenset[str] = frozenset()
         self.stream_features: tuple[bytes, ...] = ()
         for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
@@ -76,6 +80,8 @@ class ModuleHost:
                 self._sent_wanted.extend(loaded.module.sent_wanted)
             self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
             self.room_hooks.extend((hook, loaded.options) for hook in loaded.module.room_hooks)
+            self.room_stanza_hooks.extend((hook, loaded.options) for hook in loaded.module.room_stanza_hooks)
+            self.reload_hooks.extend((hook, loaded.options) for hook in loaded.module.reload_hooks)
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
 
@@ -132,7 +138,10 @@ def _build_options(module: Module, raw: Mapping[str, object], source: str) -> An
             raise ModuleConfigError(
                 f"{source}: modules.{module.name}.{key}: expected {expected.__name__}, got {value!r}"
             )
-    return module.options(**raw)
+    try:
+        return module.options(**raw)
+    except ModuleConfigError as exc:  # the options' own checks name the key; add the file
+        raise ModuleConfigError(f"{source}: {exc}") from None
 
 
 _TYPE_NAMES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
