@@ -313,6 +313,8 @@ def _account_sender(element: st.Element, config: Config) -> JID | None:
 
 
 async def _check_message(ctx: MessageContext, *, alerts: bool) -> None:
+    """`alerts`: the recipient's side, which also reports and logs (the sender's side only masks
+    and refuses, for its carbons)."""
     element = ctx.stanza
     sender = _account_sender(element, ctx.config)
     if sender is None:
@@ -330,8 +332,9 @@ async def _check_message(ctx: MessageContext, *, alerts: bool) -> None:
     if not scan.hits:
         return
     if scan.of("reject"):
-        log.info("word filter refused a message %s -> %s: %s", sender, element.get("to"),
-                 scan.words("reject"))  # fmt: skip
+        if alerts:  # logged once, on the recipient's side
+            log.info("word filter refused a message %s -> %s: %s", sender, element.get("to"),
+                     scan.words("reject"))  # fmt: skip
         raise _refusal("the message")
     _apply_masks(scan)
     if alerts:

@@ -1,9 +1,9 @@
 """The sensitive-word filter (module `word_filter`, `imactor filter ...`) end to end.
 
-One server for the module, with `word_filter` enabled, a compliance officer (`officer`) as
-`alert_to`, and `check_interval` an hour: a list changed while the server runs must reach it
-through the CLI's `reload-modules` request, not by the periodic check. Its lists, made with the
-CLI once the server runs:
+One server for the module, two workers, with `word_filter` enabled, a compliance officer
+(`officer`) as `alert_to`, and `check_interval` an hour: a list changed while the server runs must
+reach every worker through the CLI's `reload-modules` request or SIGHUP, not by the periodic
+check. Its lists, made with the CLI once the server runs:
 
 - `profanity` (server, mask): darn, 敏感词
 - `secrets` (server, reject): verboten, 绝密
@@ -17,6 +17,7 @@ application would use it.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def filter_cli(server: ServerProcess, *args: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("word-filter")
-    with running_server(directory, server_options=MODULES, extra=SETTINGS) as process:
+    with running_server(
+        directory, server_options=MODULES, extra=SETTINGS, workers=2, log_level="info"
+    ) as process:
         add_users(process.config_path, [(OFFICER, PASSWORD)])
         words = directory / "secrets.txt"
         words.write_text("# refused everywhere\nverboten\n\n绝密\n", encoding="utf-8")
@@ -406,13 +409,42 @@ async def test_a_list_changed_with_the_cli_applies_at_once(
         b = await peers.online(bob)
         assert await delivered_body(a, b, "a gizmo and a 小工具") == "a gizmo and a 小工具"
         out = await trio.to_thread.run_sync(filter_cli, server, "add", "late", "gizmo", "小工具")
-        assert "the running server uses the new lists" in out, out
+        assert "the running server uses the new lists (2 workers)" in out, out
         assert await delivered_body(a, b, "a gizmo and a 小 工 具") == "a ***** and a *****"
         await trio.to_thread.run_sync(filter_cli, server, "set", "late", "--action", "reject")
         refused = await send(a, b.jid, "one more gizmo")
         assert refusal(await a.expect(message(id_=refused)))[0] == "policy-violation"
         await trio.to_thread.run_sync(filter_cli, server, "drop", "late")
         assert await delivered_body(a, b, "gizmo again") == "gizmo again"
+
+
+def log_count(server: ServerProcess, text: str) -> int:
+    return server_log(server).count(text)
+
+
+async def test_sighup_makes_every_worker_read_the_lists(
+    server: ServerProcess, accounts: Accounts, peers: Peers
+) -> None:
+    """A change the running server was not told of (the CLI found no status socket to tell)
+    applies once SIGHUP makes each worker read the lists (`Module.on_reload`)."""
+    alice, bob = accounts(2)
+    elsewhere = server.config_path.with_name("no-status.toml")
+    elsewhere.write_text(
+        server.config_path.read_text() + '\n[status]\nsocket = "/nonexistent/imactor.sock"\n'
+    )
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        b = await peers.online(bob)
+        done = await trio.to_thread.run_sync(imactor_cli, elsewhere, "filter", "add", "unheard", "widget")
+        assert done.returncode == 0, done.stderr
+        assert "running server" not in done.stdout, done.stdout
+        assert await delivered_body(a, b, "a widget") == "a widget"  # not told, and not due to look
+        loaded = log_count(server, "word lists loaded")
+        server.proc.send_signal(signal.SIGHUP)
+        while log_count(server, "word lists loaded") < loaded + 2:  # noqa: ASYNC110 - another process's log
+            await trio.sleep(0.05)
+        assert await delivered_body(a, b, "a widget") == "a ******"
+        await trio.to_thread.run_sync(filter_cli, server, "drop", "unheard")
 
 
 def test_a_word_file_with_a_bad_line_changes_nothing(server: ServerProcess, tmp_path: Path) -> None:
