@@ -11,7 +11,8 @@ Texts and words are compared after the same folding, so that look-alike spelling
   (``b.a d``, ``敏 感 词``, ``敏\u200b感词``, ``b̶a̶d̶``).
 
 Matching is substring matching, done by one Aho-Corasick automaton (pyahocorasick) over every word
-of every list, so its cost grows with the text, not with the number of words. One rule keeps it
+of every list (fed UTF-8 bytes: `_bytewise`), so its cost grows with the text, not with the
+number of words. One rule keeps it
 from firing inside other words of scripts that separate words with spaces (the Scunthorpe problem:
 ``ass`` in ``class``, or ``sad`` across ``is a dog`` once separators are gone): where a match begins
 or ends between two adjacent narrow letters or digits of the original text (no separator between
@@ -64,13 +65,42 @@ class Hit:
     action: str  #: of the list it is in
 
 
-@dataclass(frozen=True, slots=True)
 class Folded:
-    """A text folded for matching, with where each folded character came from."""
+    """A text folded for matching, with where each folded character came from.
 
-    text: str
-    starts: tuple[int, ...]  #: per folded character: the index of its first original character
-    ends: tuple[int, ...]  #: per folded character: the index after its last original character
+    `starts[k]` is the index of the first original character of folded character k, `ends[k]`
+    the index after its last one. Most texts fold character by character (no combining marks,
+    nothing that folds to two characters): their folded form is one `str.translate`, and the map
+    back is built only when a match needs it."""
+
+    __slots__ = ("_ends", "_original", "_starts", "text")
+
+    def __init__(self, text: str, original: str, starts: list[int] | None = None,
+                 ends: list[int] | None = None) -> None:  # fmt: skip
+        self.text = text
+        self._original = original
+        self._starts = starts
+        self._ends = ends
+
+    @property
+    def starts(self) -> list[int]:
+        if self._starts is None:
+            self._map()
+        assert self._starts is not None
+        return self._starts
+
+    @property
+    def ends(self) -> list[int]:
+        if self._ends is None:
+            self._map()
+        assert self._ends is not None
+        return self._ends
+
+    def _map(self) -> None:
+        """The fast path's map: every original character that is no separator, one for one."""
+        table = _SIMPLE
+        self._starts = [i for i, ch in enumerate(self._original) if table[ord(ch)]]
+        self._ends = [i + 1 for i in self._starts]
 
 
 @lru_cache(maxsize=8192)
@@ -80,8 +110,44 @@ def _fold_cluster(cluster: str) -> str:
     return "".join(ch for ch in folded if unicodedata.category(ch)[0] in "LN")
 
 
+#: Characters that fold alone to at most one character, by code point → that character ("" for a
+#: separator): the `str.translate` table of the fast path. Learned as texts bring them.
+_SIMPLE: dict[int, str] = {}
+#: Characters that do not: combining marks (they fold with the character before them) and those
+#: that fold to several characters (ß, ligatures). A text with one goes the slow way.
+_COMPLEX: set[str] = set()
+#: Bound on `_SIMPLE`: a text bringing more unknown characters than this goes the slow way.
+_SIMPLE_LIMIT = 1 << 16
+
+
+#: Every character in `_SIMPLE` or `_COMPLEX`.
+_KNOWN: set[str] = set()
+
+
+def _learn(chars: Iterable[str]) -> bool:
+    """Classify new characters; False when the table is full (the caller folds slowly)."""
+    for ch in chars:
+        folded = _fold_cluster(ch)
+        if unicodedata.category(ch)[0] == "M" or len(folded) > 1:
+            _COMPLEX.add(ch)
+        elif len(_SIMPLE) < _SIMPLE_LIMIT:
+            _SIMPLE[ord(ch)] = folded
+        else:
+            return False
+        _KNOWN.add(ch)
+    return True
+
+
 def fold(text: str) -> Folded:
     """Fold `text` for matching (module docstring), keeping the map back to the original."""
+    chars = set(text)
+    unknown = chars - _KNOWN  # set operations in C: this runs for every text checked
+    if (not unknown or _learn(unknown)) and chars.isdisjoint(_COMPLEX):
+        return Folded(text.translate(_SIMPLE), text)
+    return _fold_slowly(text)
+
+
+def _fold_slowly(text: str) -> Folded:
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -96,7 +162,7 @@ def fold(text: str) -> Folded:
             starts.append(i)
             ends.append(j)
         i = j
-    return Folded("".join(out), tuple(starts), tuple(ends))
+    return Folded("".join(out), text, starts, ends)
 
 
 def fold_word(word: str) -> str:
@@ -131,7 +197,7 @@ class Matcher:
         if owners:
             automaton = ahocorasick.Automaton()
             for word, indexes in owners.items():
-                automaton.add_word(word, (word, tuple(indexes)))
+                automaton.add_word(_bytewise(word), (word, tuple(indexes)))
             automaton.make_automaton()
             self._automaton = automaton
         self.words = len(owners)
@@ -145,7 +211,9 @@ class Matcher:
             return []
         folded = fold(text)
         hits: list[Hit] = []
-        for last, (word, indexes) in self._automaton.iter(folded.text):
+        bytewise = _bytewise(folded.text)
+        for last_byte, (word, indexes) in self._automaton.iter(bytewise):
+            last = _char_index(bytewise, last_byte, folded.text)
             first = last - len(word) + 1
             if not _at_edges(folded, first, last):
                 continue
@@ -156,6 +224,23 @@ class Matcher:
                                     word_list.scope, word_list.action))  # fmt: skip
         hits.sort(key=lambda hit: (hit.start, hit.end))
         return hits
+
+
+def _bytewise(text: str) -> str:
+    """`text` as its UTF-8 bytes, one character per byte (Latin-1), for the automaton.
+
+    pyahocorasick looks up a node's next character by scanning its children: fed Chinese words
+    as characters, the root has thousands of children, and a text took 20 times longer to scan
+    than fed their UTF-8 bytes (at most 256 children per node; Han characters share few lead
+    bytes). UTF-8 is self-synchronising, so a word's bytes match only on character boundaries."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _char_index(bytewise: str, byte_index: int, text: str) -> int:
+    """The index in `text` of the character whose last byte is at `byte_index` of `bytewise`."""
+    if len(bytewise) == len(text):  # ASCII: one byte per character
+        return byte_index
+    return len(bytewise[: byte_index + 1].encode("latin-1").decode("utf-8")) - 1
 
 
 def _at_edges(folded: Folded, first: int, last: int) -> bool:
