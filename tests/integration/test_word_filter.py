@@ -45,6 +45,7 @@ from tests.support.server import ServerProcess, add_users, imactor_cli, running_
 from tests.support.timeouts import TIMEOUT
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+SENT = "{urn:xmpp:carbons:2}sent/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
 OFFICER = "officer"
 ROOM = "filtered@conference.localhost"
 MODULES = "modules = [" + ", ".join(f'"{name}"' for name in (*DEFAULT_MODULES, "word_filter")) + "]\n"
@@ -227,6 +228,32 @@ def test_slixmpp_clients_see_masks_and_the_policy_error(server: ServerProcess, a
             assert got["body"] == "oh *** again", str(got)
 
     run(scenario())
+
+
+async def test_sent_carbons_show_the_mask_and_nothing_of_a_refused_message(
+    server: ServerProcess, accounts: Accounts, peers: Peers
+) -> None:
+    """The sender's other resources (XEP-0280) see what was delivered: masked, and nothing of
+    a refused message."""
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        phone = await peers.online(alice, "phone")
+        laptop = await peers.online(alice, "laptop")
+        b = await peers.online(bob)
+        enabled = await laptop.iq("<enable xmlns='urn:xmpp:carbons:2'/>", type_="set")
+        assert enabled.get("type") == "result", show(enabled)
+        refused = await send(phone, bare(bob), "verboten")
+        assert refusal(await phone.expect(message(id_=refused)))[0] == "policy-violation"
+        masked = await send(phone, bare(bob), "darn it")
+        assert (await b.expect(message(id_=masked))).findtext(f"{C}body") == "**** it"
+
+        def sent_copy(e: Element, message_id: str = masked) -> bool:
+            inner = e.find(SENT)
+            return inner is not None and inner.get("id") == message_id
+
+        copy = await laptop.expect(sent_copy)
+        assert copy.findtext(f"{SENT}/{C}body") == "**** it", show(copy)
+        assert not [e for e in laptop.inbox if sent_copy(e, refused)], [show(e) for e in laptop.inbox]
 
 
 # ---- encrypted messages -----------------------------------------------------------------------
