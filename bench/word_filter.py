@@ -128,21 +128,13 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             runs[mode].append({
                 "best_rate": best["target_rate"] if best else 0,
                 "steps": [{"rate": step.get("target_rate"), "passed": step.get("passed"),
-                           "server_cpu_us_per_message": _cpu_per_message(step)}
+                           "server_cpu_us_per_message": step.get("server_cpu_us_per_message")}
                           for step in result.get("steps", [])],
             })  # fmt: skip
             print(f"{mode}: best passing rate {runs[mode][-1]['best_rate']} msg/s", file=sys.stderr)
     medians = {mode: statistics.median(r["best_rate"] for r in runs[mode]) for mode in runs}
     return {"words": len(words), "rates": args.rates, "duration": args.duration, "runs": runs,
             "median_best_rate": medians}  # fmt: skip
-
-
-def _cpu_per_message(step: dict[str, Any]) -> float | None:
-    cpu = step.get("server_cpu_seconds")
-    delivered = step.get("received") or step.get("delivered")
-    if not cpu or not delivered:
-        return None
-    return round(cpu / delivered * 1e6, 1)
 
 
 def _import_words(config: Path, words: Sequence[str]) -> None:
