@@ -8,6 +8,7 @@
     imactor user passwd USER               change a password
     imactor user del USER                  delete an account and all its data
     imactor user list                      list usernames
+    imactor filter list|add|remove|set|import|drop   sensitive-word lists (docs/word-filter.md)
     imactor backup DEST                    online backup of the SQLite database (file or directory)
     imactor restore SRC                    replace the database with a backup (server stopped)
 
@@ -27,6 +28,7 @@ import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -138,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     destroy.add_argument("--alternate", default="", metavar="JID", help="a room to go to instead")
     destroy.set_defaults(handler=_room_destroy)
 
+    _filter_parser(commands, common)
+
     export = commands.add_parser(
         "export", parents=[common], help="write every account's data to a XEP-0227 file"
     )
@@ -159,6 +163,41 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("source", type=Path, help="a file written by `imactor backup`")
     restore.set_defaults(handler=_restore)
     return parser
+
+
+def _filter_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                   common: argparse.ArgumentParser) -> None:  # fmt: skip
+    """``imactor filter ...``: the named word lists of the sensitive-word filter (word_filter)."""
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("--scope", default=None,
+                          help='"server" (default of a new list), "domain:DOMAIN" or "room:ROOM"')
+    settings.add_argument("--action", default=None, choices=("mask", "reject", "alert"),
+                          help="what the list does (a new list's default: mask)")  # fmt: skip
+    actions = commands.add_parser("filter", help="manage the sensitive-word lists").add_subparsers(
+        title="filter commands", required=True, metavar="ACTION"
+    )
+    listing = actions.add_parser("list", parents=[common], help="the lists: scope, action, words")
+    listing.add_argument("name", nargs="?", help="only this list")
+    listing.add_argument("--json", action="store_true", help="one JSON object per list")
+    listing.set_defaults(handler=_filter_list)
+    add = actions.add_parser("add", parents=[common, settings], help="add words to a list (created if new)")
+    add.add_argument("name", help="the list's name, e.g. profanity")
+    add.add_argument("words", nargs="+", metavar="WORD")
+    add.set_defaults(handler=_filter_add)
+    remove = actions.add_parser("remove", parents=[common], help="remove words from a list")
+    remove.add_argument("name")
+    remove.add_argument("words", nargs="+", metavar="WORD")
+    remove.set_defaults(handler=_filter_remove)
+    configure = actions.add_parser("set", parents=[common, settings], help="set a list's scope or action")
+    configure.add_argument("name")
+    configure.set_defaults(handler=_filter_set)
+    load = actions.add_parser("import", parents=[common, settings], help="add a file's words, one a line")
+    load.add_argument("name")
+    load.add_argument("file", type=Path, help="UTF-8, one word or phrase a line, # comments; - for stdin")
+    load.set_defaults(handler=_filter_import)
+    drop = actions.add_parser("drop", parents=[common], help="delete a list and its words")
+    drop.add_argument("name")
+    drop.set_defaults(handler=_filter_drop)
 
 
 def _supervise(args: argparse.Namespace, config_path: Path) -> int:
@@ -370,6 +409,195 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
         print(f"imactor: error: no room {name}@{domain}", file=sys.stderr)
         return 1
     print(f"destroyed {name}@{domain}")
+    return 0
+
+
+def filter_scope(raw: str, config: Config) -> str:
+    """A list's scope as stored: "server", "domain:<domain>", "room:<room bare JID>".
+
+    Raises:
+        CommandError: not one of those forms, or not a valid domain or room.
+    """
+    from imactor.xmpp.jid import JID, InvalidJID, prep_localpart
+
+    kind, _, value = raw.partition(":")
+    if kind == "server" and not value:
+        return "server"
+    try:
+        if kind == "domain" and value:
+            jid = JID.parse(value)
+            if jid.localpart is None and jid.resourcepart is None:
+                return f"domain:{jid}"
+        elif kind == "room" and value:
+            if "@" not in value:
+                return f"room:{prep_localpart(value)}@{config.muc.subdomain}.{config.server.domain}"
+            jid = JID.parse(value)
+            if jid.localpart is not None and jid.resourcepart is None:
+                return f"room:{jid}"
+    except (InvalidJID, ValueError) as exc:
+        raise CommandError(f"--scope {raw}: {exc}") from None
+    raise CommandError(f'--scope {raw}: expected "server", "domain:DOMAIN" or "room:ROOM"')
+
+
+def parse_word_file(lines: Iterable[str], source: str) -> list[str]:
+    """The words of a word file: one word or phrase a line; blank lines and # comments skipped.
+
+    Raises:
+        CommandError: a line is not a usable word (no letter or digit, too long), naming the
+            source and the line number.
+    """
+    from imactor.wordmatch import BadWord, fold_word
+
+    words = []
+    for number, raw in enumerate(lines, 1):
+        word = raw.strip()
+        if not word or word.startswith("#"):
+            continue
+        try:
+            fold_word(word)
+        except BadWord as exc:
+            raise CommandError(f"{source}:{number}: {exc}") from None
+        words.append(word)
+    return words
+
+
+def _filter_change(
+    config_path: Path, args: argparse.Namespace, change: Callable[[Storage, FilterSettings], Awaitable[str]]
+) -> int:
+    """Run one change of a word list, print what it did, and tell a running server."""
+    from imactor.storage.word_lists import NoSuchList, check_name
+    from imactor.wordmatch import BadWord
+
+    config = load_config(config_path)
+    scope = getattr(args, "scope", None)
+    try:
+        name = check_name(args.name)
+        settings = FilterSettings(name, None if scope is None else filter_scope(scope, config),
+                                  getattr(args, "action", None))  # fmt: skip
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+    async def run(storage: Storage) -> str:
+        try:
+            return await change(storage, settings)
+        except (BadWord, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        except NoSuchList:
+            raise CommandError(f"no word list {settings.name!r} (imactor filter list)") from None
+
+    print(_with_storage(config, run))
+    if "word_filter" not in config.server.modules:
+        print("note: the word_filter module is not in server.modules: no list applies", file=sys.stderr)
+    _tell_server_lists_changed(config)
+    return 0
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """What an `imactor filter` command names: the list, and the scope and action it sets."""
+
+    name: str
+    scope: str | None
+    action: str | None
+
+
+def _tell_server_lists_changed(config: Config) -> None:
+    """Ask the running server's workers to read the lists now (`reload-modules`); without an
+    answer they still see the change by themselves within [modules.word_filter] check_interval."""
+    from imactor.node.status.client import ServerNotRunning, StatusUnavailable, request_command
+
+    try:
+        answer = request_command(config.status_socket, {"command": "reload-modules"})
+    except ServerNotRunning:
+        return  # a server started later reads the lists as they are
+    except StatusUnavailable as exc:
+        print(f"note: the running server did not confirm ({exc}); it reads the lists within "
+              "check_interval seconds", file=sys.stderr)  # fmt: skip
+        return
+    workers = answer.get("workers", [answer])  # a lone worker answers for itself
+    failed = [worker for worker in workers if "error" in worker]
+    if failed:
+        print(f"note: not every worker confirmed ({failed}); they read the lists within "
+              "check_interval seconds", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"the running server uses the new lists ({len(workers)} workers)")
+
+
+def _filter_add(args: argparse.Namespace, config_path: Path) -> int:
+    async def add(storage: Storage, the: FilterSettings) -> str:
+        added = await storage.word_lists.add_words(the.name, args.words, scope=the.scope, action=the.action)
+        return f"{the.name}: added {added} words ({len(args.words) - added} were there)"
+
+    return _filter_change(config_path, args, add)
+
+
+def _filter_remove(args: argparse.Namespace, config_path: Path) -> int:
+    async def remove(storage: Storage, the: FilterSettings) -> str:
+        removed = await storage.word_lists.remove_words(the.name, args.words)
+        return f"{the.name}: removed {removed} words ({len(args.words) - removed} were not there)"
+
+    return _filter_change(config_path, args, remove)
+
+
+def _filter_set(args: argparse.Namespace, config_path: Path) -> int:
+    if args.scope is None and args.action is None:
+        raise CommandError("filter set: give --scope and/or --action")
+
+    async def configure(storage: Storage, the: FilterSettings) -> str:
+        await storage.word_lists.configure(the.name, scope=the.scope, action=the.action)
+        changed = ", ".join(f"{key} {value}" for key, value in (("scope", the.scope), ("action", the.action))
+                            if value is not None)  # fmt: skip
+        return f"{the.name}: {changed}"
+
+    return _filter_change(config_path, args, configure)
+
+
+def _filter_import(args: argparse.Namespace, config_path: Path) -> int:
+    source = str(args.file)
+    try:
+        if source == "-":
+            words = parse_word_file(sys.stdin, "<stdin>")
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                words = parse_word_file(f, source)
+    except UnicodeDecodeError as exc:
+        reason = f"{exc.reason} at byte {exc.start}"
+        raise CommandError(f"{source}: not UTF-8 ({reason}); nothing imported") from None
+
+    async def add(storage: Storage, the: FilterSettings) -> str:
+        added = await storage.word_lists.add_words(the.name, words, scope=the.scope, action=the.action)
+        return f"{the.name}: imported {len(words)} words from {source}, {added} new"
+
+    return _filter_change(config_path, args, add)
+
+
+def _filter_drop(args: argparse.Namespace, config_path: Path) -> int:
+    async def drop(storage: Storage, the: FilterSettings) -> str:
+        if not await storage.word_lists.drop(the.name):
+            raise CommandError(f"no word list {the.name!r}")
+        return f"{the.name}: deleted"
+
+    return _filter_change(config_path, args, drop)
+
+
+def _filter_list(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.storage.word_lists import WordLists
+
+    config = load_config(config_path)
+
+    async def load(storage: Storage) -> WordLists:
+        return await storage.word_lists.load()
+
+    found = [wl for wl in _with_storage(config, load).lists if args.name in (None, wl.name)]
+    if args.name is not None and not found:
+        raise CommandError(f"no word list {args.name!r}")
+    for word_list in found:
+        if args.json:
+            print(json.dumps({"name": word_list.name, "scope": word_list.scope, "action": word_list.action,
+                              "words": list(word_list.words)}, ensure_ascii=False))  # fmt: skip
+        else:
+            print(f"{word_list.name}\t{word_list.scope}\t{word_list.action}\t{len(word_list.words)} words: "
+                  + " ".join(word_list.words))  # fmt: skip
     return 0
 
 

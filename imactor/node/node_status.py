@@ -66,7 +66,8 @@ class NodeStatus:
 
     def commands(self) -> dict[str, CommandHandler]:
         """Administrative commands, forwarded to the worker that owns their object: a room's
-        commands to the room's home worker under the announced membership."""
+        commands to the room's home worker under the announced membership; ``reload-modules``
+        to every live worker (their answers in a list)."""
 
         async def to_room_home(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
             room = arguments.get("room")
@@ -81,7 +82,21 @@ class NodeStatus:
             except StatusUnavailable as exc:
                 return {"error": str(exc)}
 
-        return {"destroy-room": to_room_home}
+        async def to_every_worker(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            answers: list[Mapping[str, Any]] = []
+
+            async def ask(index: int) -> None:
+                try:
+                    answers.append(await fetch_command(worker_status_path(self._run_dir, index), arguments))
+                except StatusUnavailable as exc:
+                    answers.append({"worker": index, "error": str(exc)})
+
+            async with trio.open_nursery() as nursery:
+                for index in self._membership.live:
+                    nursery.start_soon(ask, index)
+            return {"workers": sorted(answers, key=lambda answer: int(answer.get("worker", -1)))}
+
+        return {"destroy-room": to_room_home, "reload-modules": to_every_worker}
 
     async def document(self) -> dict[str, Any]:
         stats = self._supervisor.statistics()

@@ -10,6 +10,10 @@ the outcome, in this order:
    completion signalled, so a message counted in the sender's `h` is in the archive;
 3. the stanzas go out (`imactor.rooms.fanout`: one frame per worker).
 
+Before the room sees a message or presence, the modules' room stanza hooks may change or refuse
+it (`Module.on_room_stanza`: the word filter masks or refuses words in bodies, subjects, nicks and
+status texts); a refused stanza is bounced to its sender and the room never sees it.
+
 The room learns where each occupant's session lives from the `origin` of its presence
 (`m.Route`), and forgets the occupants of a worker that dies (`WorkersLost`: they leave with
 status 333). A room that moves to another worker while both live (`HandOff`: a worker came
@@ -126,6 +130,8 @@ class RoomActor(Actor[m.RoomMessage]):
         to_room = stanza.to_jid.resourcepart is None
         if stanza.kind == "iq" and to_room and await self._module_iq(stanza, element):
             return
+        if stanza.kind != "iq" and stanza.type != "error" and not await self._stanza_hooks(stanza, element):
+            return
         if stanza.kind == "presence" and not self.room.exists and stanza.type == "":
             self._may_create = await self.muc.creation_allowed(stanza.from_jid)
         outcome = self.room.handle(element, time.time())
@@ -211,6 +217,19 @@ class RoomActor(Actor[m.RoomMessage]):
                 self._workers.setdefault(JID.parse(jid), int(worker))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: a hand-over that does not decode: %s", self.address, exc)
+
+    async def _stanza_hooks(self, stanza: Stanza, element: st.Element) -> bool:
+        """Run the modules' room stanza hooks (`Module.on_room_stanza`: the word filter) on a
+        message or presence before the room sees it; False: a hook refused it, and the sender
+        got the error (nothing was broadcast, kept or archived)."""
+        services = self.services
+        for hook, options in services.modules.room_stanza_hooks:
+            try:
+                await hook(services.contexts.room_stanza(element, self._api, options))
+            except StanzaError as error:
+                await services.router.bounce(stanza, error)
+                return False
+        return True
 
     async def _module_iq(self, stanza: Stanza, request: st.Element) -> bool:
         """An IQ get/set to the room's JID that a module claims (`Scope.ROOM`): run its handler

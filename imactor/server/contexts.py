@@ -12,8 +12,10 @@ from imactor.server.modules import (
     IqContext,
     MessageContext,
     PresenceContext,
+    ReloadContext,
     RoomApi,
     RoomMessagesContext,
+    RoomStanzaContext,
     ServerApi,
 )
 
@@ -95,3 +97,16 @@ class Contexts:
             room=room, messages=messages, options=options, storage=source.storage, config=source.config,
             server=source.server,
         )  # fmt: skip
+
+    def room_stanza(self, stanza: Element, room: RoomApi, options: Any) -> RoomStanzaContext:
+        source = self._source
+        return RoomStanzaContext(
+            stanza=stanza, room=room, options=options, storage=source.storage, config=source.config,
+            server=source.server,
+        )  # fmt: skip
+
+    def reload(self, options: Any) -> ReloadContext:
+        source = self._source
+        return ReloadContext(
+            options=options, storage=source.storage, config=source.config, server=source.server
+        )

@@ -202,6 +202,34 @@ RoomMessagesHook = Callable[[RoomMessagesContext], Awaitable[None]]
 
 
 @dataclass
+class RoomStanzaContext:
+    """A message or presence from a user to a room, before the room handles it (`on_room_stanza`)."""
+
+    stanza: Element  #: the room's copy; what the hooks leave in it is what the room handles
+    room: RoomApi
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+RoomStanzaHook = Callable[[RoomStanzaContext], Awaitable[None]]
+
+
+@dataclass
+class ReloadContext:
+    """The server was told to reload (`Module.on_reload`): re-read what the module caches."""
+
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+ReloadHook = Callable[[ReloadContext], Awaitable[None]]
+
+
+@dataclass
 class NodeEvent:
     """A change of one of an account's PEP nodes, announced by the PEP module (`Module.on_node`).
 

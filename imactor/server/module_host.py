@@ -26,7 +26,9 @@ from imactor.server.modules import (
     Module,
     ModuleConfigError,
     PresenceHook,
+    ReloadHook,
     RoomMessagesHook,
+    RoomStanzaHook,
     Scope,
     ServiceSpec,
     SessionFilter,
@@ -81,6 +83,8 @@ class ModuleHost:
         self._sent_wanted: list[Callable[[AccountApi], bool]] = []
         self.presence_hooks: list[tuple[PresenceHook, Any]] = []
         self.room_hooks: list[tuple[RoomMessagesHook, Any]] = []
+        self.room_stanza_hooks: list[tuple[RoomStanzaHook, Any]] = []
+        self.reload_hooks: list[tuple[ReloadHook, Any]] = []
         self.nonzas: frozenset[str] = frozenset()
         self.stream_features: tuple[bytes, ...] = ()
         for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
@@ -97,6 +101,8 @@ class ModuleHost:
                 self._sent_wanted.extend(loaded.module.sent_wanted)
             self.presence_hooks.extend((hook, loaded.options) for hook in loaded.module.presence_hooks)
             self.room_hooks.extend((hook, loaded.options) for hook in loaded.module.room_hooks)
+            self.room_stanza_hooks.extend((hook, loaded.options) for hook in loaded.module.room_stanza_hooks)
+            self.reload_hooks.extend((hook, loaded.options) for hook in loaded.module.reload_hooks)
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
             for prefix, http_handler in loaded.module.http_routes:

@@ -35,6 +35,16 @@ broadcast that it keeps (`RoomMessagesContext.messages`: bodies and subject chan
 room, with the room's stanza ids), before they are sent and before the sender's XEP-0198
 completion: the room archive (Prosody's mod_muc_mam) is one. A room hook refuses nothing.
 
+Room stanza hooks (`Module.on_room_stanza`) run in a `RoomActor` for each message and presence
+that reaches the room from a user (groupchat messages, subject changes, private messages between
+occupants, presence with the nick in `to` and a status), before the room sees it: a hook may change
+it (the room handles the changed copy) or refuse it by raising `StanzaError` (the sender gets the
+error; the room never sees it, so nothing is broadcast, kept in history or archived). The word
+filter is one.
+
+Reload hooks (`Module.on_reload`) run in each worker when the server is told to reload (SIGHUP, or
+the status socket's ``reload-modules`` command): for modules that cache what storage holds.
+
 Node hooks (`Module.on_node`) follow the PEP nodes of an account (XEP-0163): the PEP module
 announces each change of a node (`NodeEvent`) to the modules that named that node, in the
 account's `UserActor`, so that a module mirroring a node elsewhere (avatars into the vCard,
@@ -62,9 +72,9 @@ __all__ = [
     "NODE_EVENTS", "AccountApi", "AccountItems", "BackgroundTask", "DeliveredContext", "DeliveredHook",
     "EnabledModule", "HttpBody", "HttpBodyError", "HttpContext", "HttpHandler", "HttpReply", "HttpRequest",
     "IqContext", "IqHandler", "MessageContext", "MessageHook", "Module", "ModuleConfigError", "NoOptions",
-    "NodeEvent", "NodeHook", "PresenceContext", "PresenceHook", "RoomApi", "RoomMessagesContext",
-    "RoomMessagesHook", "Scope", "ServerApi", "ServiceSpec", "SessionFilter", "TaskContext", "Xep",
-    "storage_failure",
+    "NodeEvent", "NodeHook", "PresenceContext", "PresenceHook", "ReloadContext", "ReloadHook", "RoomApi",
+    "RoomMessagesContext", "RoomMessagesHook", "RoomStanzaContext", "RoomStanzaHook", "Scope", "ServerApi",
+    "ServiceSpec", "SessionFilter", "TaskContext", "Xep", "storage_failure",
 ]  # fmt: skip
 
 import enum
@@ -94,9 +104,13 @@ from imactor.server.module_api import (
     NodeHook,
     PresenceContext,
     PresenceHook,
+    ReloadContext,
+    ReloadHook,
     RoomApi,
     RoomMessagesContext,
     RoomMessagesHook,
+    RoomStanzaContext,
+    RoomStanzaHook,
     ServerApi,
     ServiceSpec,
     SessionFilter,
@@ -152,6 +166,8 @@ class Module:
     #: (PEP node, hook): the changes of that node the module follows (`on_node`)
     node_hooks: list[tuple[str, NodeHook]] = field(default_factory=list)
     room_hooks: list[RoomMessagesHook] = field(default_factory=list)
+    room_stanza_hooks: list[RoomStanzaHook] = field(default_factory=list)
+    reload_hooks: list[ReloadHook] = field(default_factory=list)
     #: disco#info features of every chat room (and of the chat service), e.g. XEP-0313's
     room_features: tuple[str, ...] = ()
     service: ServiceSpec | None = None  #: answers at a JID of its own (module docstring)
@@ -193,6 +209,16 @@ class Module:
     def on_room_messages(self, hook: RoomMessagesHook) -> RoomMessagesHook:
         """Register `hook` to see the messages a room keeps, before they go out (module docstring)."""
         self.room_hooks.append(hook)
+        return hook
+
+    def on_room_stanza(self, hook: RoomStanzaHook) -> RoomStanzaHook:
+        """Register `hook` to see (change or refuse) what users send to rooms (module docstring)."""
+        self.room_stanza_hooks.append(hook)
+        return hook
+
+    def on_reload(self, hook: ReloadHook) -> ReloadHook:
+        """Register `hook` to run in each worker when the server is told to reload."""
+        self.reload_hooks.append(hook)
         return hook
 
     def on_node(self, *nodes: str) -> Callable[[NodeHook], NodeHook]:

@@ -19,6 +19,7 @@ from imactor.storage.stores import (
     PrivateStore,
     VCardStore,
 )
+from imactor.storage.word_lists import WordListStore
 from imactor.storage.xep0227 import Xep0227Store
 
 #: What a user actor reads when it starts: the account, its roster and its blocklist.
@@ -60,6 +61,7 @@ class Storage:
         self.push = PushStore(db)
         self.rooms = RoomStore(db)
         self.xep0227 = Xep0227Store(db)
+        self.word_lists = WordListStore(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:

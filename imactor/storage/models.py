@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.errors import AccountNotFound
+from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -256,6 +257,9 @@ TABLES: tuple[Table, ...] = tuple(
         PepNode,
         PepItem,
         PushRegistration,
+        WordListRow,
+        WordListWord,
+        WordFilterVersion,
     )
 )
 

@@ -60,12 +60,21 @@ def _add_push(conn: Connection) -> None:
     getattr(PushRegistration, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_word_lists(conn: Connection) -> None:
+    """Version 6: the sensitive-word filter's lists, words and change counter."""
+    from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
+
+    for model in (WordListRow, WordListWord, WordFilterVersion):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
     Migration(3, "multi-user chat rooms (XEP-0045) and their archives", _add_rooms),
     Migration(4, "PEP nodes and items (XEP-0163)", _add_pep),
     Migration(5, "push registrations (XEP-0357)", _add_push),
+    Migration(6, "sensitive-word filter lists", _add_word_lists),
 )
 
 

@@ -4,6 +4,10 @@
 with the reason and the alternate venue, and it is deleted with its archive. The command goes to
 the room's home worker (the node supervisor forwards it there), where the room's actor does it;
 a room that does not exist answers ``{"destroyed": false}``.
+
+``reload-modules``: run the modules' reload hooks (`imactor.worker.reload.reload_modules`), as
+SIGHUP does after the config: `imactor filter ...` sends it to every worker (through the node
+supervisor) after changing the word lists, and answers once every worker has the new lists.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from imactor import messages as m
 from imactor.actors import ask
 from imactor.node.status import CommandHandler
+from imactor.worker.reload import reload_modules
 from imactor.xmpp.jid import JID, InvalidJID
 
 if TYPE_CHECKING:
@@ -42,4 +47,7 @@ def commands(services: Services, rooms: MucService | None) -> dict[str, CommandH
         )
         return {"room": f"{name}@{rooms.domain}", "destroyed": destroyed}
 
-    return {"destroy-room": destroy_room}
+    async def reload(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"worker": services.worker_index, "hooks": await reload_modules(services)}
+
+    return {"destroy-room": destroy_room, "reload-modules": reload}

@@ -13,6 +13,10 @@ The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervis
 is fixed by the node supervisor or by open resources: a change is logged as needing a restart
 and the running value is kept.
 
+Then (and on the status socket's ``reload-modules`` command, `reload_modules`) the modules'
+reload hooks run (`Module.on_reload`): modules that cache what storage holds read it again (the
+word filter's lists).
+
 Error handling: a file that does not load (`ConfigError`), a certificate or key that does not
 load, or module options that do not validate are logged with the reason, and the running
 configuration stays as it was, whole.
@@ -88,3 +92,11 @@ def _modules(services: Services, config: Config) -> ModuleHost:
     host = ModuleHost(config.server.modules, config.modules, str(config.source))
     host.started_at = services.modules.started_at  # the modules have not restarted
     return host
+
+
+async def reload_modules(services: Services) -> int:
+    """Run every enabled module's reload hook (`Module.on_reload`); returns how many ran."""
+    hooks = services.modules.reload_hooks
+    for hook, options in hooks:
+        await hook(services.contexts.reload(options))
+    return len(hooks)

@@ -57,7 +57,7 @@ from imactor.web.bosh import BoshSessions
 from imactor.web.endpoints import WebEndpoints
 from imactor.web.http_server import serve_http
 from imactor.worker import admin
-from imactor.worker.reload import reload_config
+from imactor.worker.reload import reload_config, reload_modules
 from imactor.worker.status import WorkerStatusSource
 from supervisors import ChildSpec, DynamicSupervisor, Restart, RestartBudget, Strategy, TaskSupervisor
 
@@ -128,6 +128,7 @@ async def run_worker(
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         reload_config(services)
+                        await reload_modules(services)
                         continue
                     log.info("shutting down")
                     services.sessions.kick_all("system-shutdown", "the server is shutting down")

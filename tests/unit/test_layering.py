@@ -92,7 +92,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.mesh",),  # transport between workers: frames, epochs, remote references, hand-off
     ("imactor.messages",),  # the vocabulary of messages between actors
     ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
-    ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor"),
+    # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core)
+    ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor.wordmatch",
+     "imactor"),
     ("supervisors",),
 )
 
