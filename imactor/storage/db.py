@@ -728,6 +728,14 @@ def _begin_immediate(cursor: DBAPICursor) -> None:
                 raise
 
 
+def url_without_password(url: str) -> str:
+    """The database URL as messages show it: with its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL; None for other databases (or a bad URL)."""
     try:
