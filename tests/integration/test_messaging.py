@@ -9,6 +9,7 @@ import time
 import aioxmpp
 import aioxmpp.dispatcher
 import aioxmpp.misc  # (registers Message.xep0203_delay)
+import pytest
 import trio
 
 from tests.integration.conftest import PASSWORD, Accounts
@@ -33,6 +34,12 @@ from tests.support.timeouts import TIMEOUT
 
 NS_DELAY = "urn:xmpp:delay"
 NOT_FOUND = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Offline storage and the account reads of every login: on SQLite and on PostgreSQL."""
+    return server_on_each_backend
 
 
 def messages(elements: list[Element]) -> list[str]:
