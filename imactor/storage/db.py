@@ -112,6 +112,8 @@ class StorageStatistics:
     #: (another process writing) and went to a thread (`imactor.storage.sqlite_inline`).
     inline_batches: int = 0
     deferred_batches: int = 0
+    #: PostgreSQL: batches rolled back and run again after a deadlock with another node's writes.
+    retried_batches: int = 0
 
 
 class Sql:
@@ -222,6 +224,7 @@ class Database:
         self._transactions = 0
         self._writes = 0
         self._largest_batch = 0
+        self._retried_batches = 0
         #: What opening the database did to its schema (`imactor db migrate` reports it).
         self.schema_change: SchemaChange | None = None
         self._faults = _WriteFaults(
@@ -238,6 +241,7 @@ class Database:
             reads_in_flight=self._read_limiter.borrowed_tokens,
             inline_batches=0 if self._inline_writer is None else self._inline_writer.inline_batches,
             deferred_batches=0 if self._inline_writer is None else self._inline_writer.deferred_batches,
+            retried_batches=self._retried_batches,
         )
 
     @property
@@ -456,28 +460,39 @@ class Database:
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
             if self._lean_pg is not None and all(job.lean for job in batch):
-                self._lean_pg.write(lambda cursor: _run_lean_jobs_pg(batch, cursor))
+                self._run_lean_batch_pg(self._lean_pg, batch)
                 return
             if self._write_engine.dialect.name == "sqlite" and all(job.lean for job in batch):
                 self._run_lean_batch(batch)
                 return
-            with self._locked_session() as session:
-                for job in batch:
-                    try:
-                        with session.begin_nested():
-                            job.value = job.fn(Sql(session=session) if job.lean else session)
-                        job.ran = True
-                    except SQLAlchemyError as exc:
-                        job.error = storage_error("database write failed", exc)
-                    except Exception as exc:
-                        job.error = exc
-                    finally:
-                        # Each job must see the database, not ORM rows cached by an earlier job of
-                        # the batch (a cascade in SQL does not update the identity map).
-                        session.expunge_all()
-                session.commit()
+            for attempt in range(TRANSIENT_RETRIES + 1):
+                with self._locked_session() as session:
+                    for job in batch:
+                        _run_nested(session, job)
+                    if attempt < TRANSIENT_RETRIES and _must_retry(batch):
+                        self._retried_batches += 1
+                        session.rollback()
+                        continue
+                    session.commit()
+                    return
         except Exception as exc:
             _fail_batch(batch, exc)
+
+    def _run_lean_batch_pg(self, lean: LeanConnections, batch: list[_Job[Any]]) -> None:
+        """A batch of lean writes on PostgreSQL's own connection (`imactor.storage.postgres`)."""
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            again = False
+
+            def body(cursor: Any, may_retry: bool = attempt < TRANSIENT_RETRIES) -> bool:
+                nonlocal again
+                keep = _run_lean_jobs_pg(batch, cursor)
+                again = may_retry and _must_retry(batch)
+                return keep and not again  # ROLLBACK before running it again
+
+            lean.write(body)
+            if not again:
+                return
+            self._retried_batches += 1
 
     def _run_lean_batch(self, batch: list[_Job[Any]]) -> None:
         """`_run_batch` on SQLite's own connection: same transaction shape, no SQLAlchemy."""
@@ -569,6 +584,48 @@ def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
         cursor.execute("RELEASE job")
 
 
+def _run_nested(session: Session, job: _Job[Any]) -> None:
+    """One job of an ORM batch under its own SAVEPOINT: if it fails, only its own changes are
+    rolled back and it keeps its error."""
+    job.ran, job.error = False, None
+    try:
+        with session.begin_nested():
+            job.value = job.fn(Sql(session=session) if job.lean else session)
+        job.ran = True
+    except SQLAlchemyError as exc:
+        job.error = storage_error("database write failed", exc)
+    except Exception as exc:
+        job.error = exc
+    finally:
+        # Each job must see the database, not ORM rows cached by an earlier job of the batch
+        # (a cascade in SQL does not update the identity map).
+        session.expunge_all()
+
+
+#: SQLSTATEs of a transaction PostgreSQL chose to fail so that others go on, which may succeed
+#: when run again: a deadlock (writers of two nodes locking the same accounts in opposite
+#: orders) and a serialization failure.
+_PG_TRANSIENT = frozenset({"40P01", "40001"})
+#: Times a batch is run again from its start after such a failure.
+TRANSIENT_RETRIES = 3
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in _PG_TRANSIENT
+
+
+def _must_retry(batch: Sequence[_Job[Any]]) -> bool:
+    """Whether a job of the batch failed in a deadlock: then the whole batch is rolled back and
+    run again. Rolling back only that job's savepoint would not do: the locks the other side
+    waits for may be held by an earlier job of the batch, and the deadlock would recur."""
+    if not any(job.error is not None and _caused_by(job.error, _is_transient) for job in batch):
+        return False
+    log.info("a write batch met a deadlock with another node's writes: rolled back, run again")
+    for job in batch:
+        job.ran, job.error, job.value = False, None, None
+    return True
+
+
 def _run_lean_jobs_pg(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
     """`_run_lean_jobs` on PostgreSQL; True: commit. A batch of one job (most chat messages
     arrive alone) needs no SAVEPOINT: if it fails, the whole transaction is rolled back, which
@@ -576,6 +633,7 @@ def _run_lean_jobs_pg(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
     sql = Sql(cursor=cursor, convert=postgres.pyformat)
     alone = len(batch) == 1
     for job in batch:
+        job.ran, job.error = False, None
         if not alone:
             cursor.execute("SAVEPOINT job")
         try:

@@ -285,7 +285,8 @@ class LastActivityStore:
             self._writing = {}
 
     async def _write(self, stamps: dict[str, tuple[float, str]], *, strict: bool) -> None:
-        rows = [{"username": u, "timestamp": t, "status": s} for u, (t, s) in stamps.items()]
+        # Sorted: two nodes writing stamps of the same accounts lock their rows in one order.
+        rows = [{"username": u, "timestamp": t, "status": s} for u, (t, s) in sorted(stamps.items())]
 
         def upsert(sql: Sql) -> None:
             # Lean write path; the statement writes nothing for an account that no longer exists.

@@ -8,12 +8,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import trio
+import trio.testing
 
 from imactor.storage import RosterItem, Storage, StorageError
 from imactor.storage.archive import ArchiveEntry
@@ -156,6 +157,65 @@ async def test_a_server_restarted_between_writes_loses_no_write(
         await trio.to_thread.run_sync(postgres.resume)
         await storage.offline.store("alice", b"<two/>")
         assert [stanza for _, stanza in await storage.offline.fetch("alice")] == [b"<one/>", b"<two/>"]
+
+
+async def test_a_batch_caught_in_a_deadlock_with_another_node_is_run_again(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    # Another node's transaction holds bob's account row; this node's batch (two roster changes,
+    # group-committed) locks alice, then waits for bob; the other node then asks for alice: a
+    # deadlock. PostgreSQL fails the batch's statement; the batch is rolled back (releasing
+    # alice, so the other node goes on) and run again, and both writes succeed.
+    async with await Storage.open(pg_url) as storage:
+        await storage.accounts.create_many([("alice", "pw"), ("bob", "pw")], iterations=FAST_ITERATIONS)
+        schema = pg_url.rsplit("%3D", 1)[1]
+        other = psycopg.connect(f"host=127.0.0.1 port={postgres.port} user={SUPERUSER} dbname=postgres")
+        try:
+            other.execute(f'SET search_path = "{schema}"')
+            # The batch's session (deadlock_timeout 1 s) looks for the deadlock first: it is
+            # the one PostgreSQL fails.
+            other.execute("SET deadlock_timeout = '20s'")
+            other.execute("SELECT 1 FROM account WHERE username = 'bob' FOR UPDATE")
+            versions: list[int] = []
+
+            async def put(owner: str) -> None:
+                versions.append(await storage.roster.put(owner, RosterItem(f"friend-of-{owner}@localhost")))
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    # Held while both queue: one batch, in this order (alice's lock, then bob's).
+                    async with storage._db._write_lock:
+                        for owner in ("alice", "bob"):
+                            nursery.start_soon(put, owner)
+                            await trio.testing.wait_all_tasks_blocked()
+                    await _polled(lambda: _row_lock_waiters(postgres) >= 1)  # the batch waits for bob
+                    await trio.to_thread.run_sync(
+                        other.execute, "SELECT 1 FROM account WHERE username = 'alice' FOR UPDATE"
+                    )
+                    other.commit()
+            assert sorted(versions) == [1, 1]
+            assert storage.statistics().transactions == 2  # the accounts, then one batch of both
+            assert storage.statistics().retried_batches == 1  # it did meet the deadlock
+        finally:
+            other.close()
+        assert (await storage.roster.get("alice"))[0] == 1
+        assert [item.jid for item in (await storage.roster.get("bob"))[1]] == ["friend-of-bob@localhost"]
+
+
+async def _polled(condition: Callable[[], bool]) -> None:
+    """Until `condition` holds: pg_locks tells what a session waits for, no event does."""
+    for _ in range(1000):
+        if condition():
+            return
+        await trio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def _row_lock_waiters(postgres: PostgresServer) -> int:
+    """Sessions waiting for a row (or transaction) lock, on any database of the server."""
+    query = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')"
+    [(count,)] = postgres.execute(query)
+    return int(str(count))
 
 
 def _lock_waiters(postgres: PostgresServer, database: str) -> int:
