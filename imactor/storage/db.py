@@ -315,7 +315,11 @@ class Database:
             StorageError: The database failed; whatever `fn` raises otherwise.
         """
         self._check_open()
-        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+        try:
+            return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+        except StorageError as exc:
+            self._faults.observe_read(exc)
+            raise
 
     def _run_read(self, fn: Callable[[Session], T]) -> T:
         deadline = time.monotonic() + LOCK_PATIENCE
@@ -325,7 +329,7 @@ class Database:
                     return fn(session)
             except OperationalError as exc:
                 if not _should_retry(exc, deadline):
-                    raise StorageError(f"database read failed: {exc}") from exc
+                    raise storage_error("database read failed", exc) from exc
             except SQLAlchemyError as exc:
                 raise storage_error("database read failed", exc) from exc
 
@@ -361,7 +365,11 @@ class Database:
                     raise StorageError(f"database read failed: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StorageError(f"database read failed: {exc}") from exc
-        return await trio.to_thread.run_sync(self._run_selects, queries, limiter=self._read_limiter)
+        try:
+            return await trio.to_thread.run_sync(self._run_selects, queries, limiter=self._read_limiter)
+        except StorageError as exc:
+            self._faults.observe_read(exc)
+            raise
 
     def _inline_connection(self) -> sqlite3.Connection:
         connection = self._inline_reader
@@ -391,9 +399,9 @@ class Database:
                     return run_selects(cursor, queries)
             except (OperationalError, sqlite3.OperationalError) as exc:
                 if not _should_retry(exc, deadline):
-                    raise StorageError(f"database read failed: {exc}") from exc
+                    raise storage_error("database read failed", exc) from exc
             except (SQLAlchemyError, sqlite3.Error) as exc:
-                raise StorageError(f"database read failed: {exc}") from exc
+                raise storage_error("database read failed", exc) from exc
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in the writer's next transaction and return its result once committed.
@@ -727,6 +735,30 @@ class _WriteFaults:
     def failing(self) -> bool:
         return self._since is not None
 
+    def observe_read(self, error: StorageError) -> None:
+        """Account for a read that failed: logged like failing writes (a database server that is
+        down fails the reads of logins and deliveries first), rate limited with them. The next
+        write that succeeds ends the episode."""
+        if not _caused_by(error, _is_fault):
+            return
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            self._total = self._refused = 0
+            self._last_line = -math.inf
+        if now - self._last_line < FAULT_LOG_INTERVAL:
+            return
+        log.error("database %s: reads fail: %s; %s", self._name, error,
+                  self._hint(full=False).replace("writes resume", "reads and writes resume"))  # fmt: skip
+        self._last_line = now
+
+    def _hint(self, *, full: bool) -> str:
+        if full:
+            return "free disk space: writes resume by themselves"
+        if self._server:
+            return "writes resume by themselves once the database server answers again"
+        return "writes resume by themselves once the database file is writable again"
+
     def observe(self, batch: Sequence[_Job[Any]]) -> None:
         """Account for a batch the writer has run (committed or failed)."""
         faults = [job.error for job in batch if job.error is not None and _caused_by(job.error, _is_fault)]
@@ -748,9 +780,7 @@ class _WriteFaults:
         full = any(isinstance(error, StorageFull) for error in faults)
         log.error("database %s: %d writes refused%s: %s; %s", self._name, self._refused,
                   "" if self._refused == self._total else f" ({self._total} since the first)",
-                  faults[-1], "free disk space: writes resume by themselves" if full else
-                  "writes resume by themselves once the database server answers again" if self._server
-                  else "writes resume by themselves once the database file is writable again")  # fmt: skip
+                  faults[-1], self._hint(full=full))  # fmt: skip
         self._refused = 0
         self._last_line = now
 
