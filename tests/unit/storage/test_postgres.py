@@ -159,6 +159,39 @@ async def test_a_server_restarted_between_writes_loses_no_write(
         assert [stanza for _, stanza in await storage.offline.fetch("alice")] == [b"<one/>", b"<two/>"]
 
 
+async def test_pg_dump_and_pg_restore_as_documented(postgres: PostgresServer, tmp_path: Path) -> None:
+    # docs/postgresql.md, "Backups": pg_dump of a live database, pg_restore into a new one,
+    # the server pointed at it.
+    url = postgres.database_url("live")
+    async with await Storage.open(url, partitions=2) as storage:
+        await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+        await storage.archive.append([ArchiveEntry("alice", "s1", "bob@localhost", "in", b"<m/>")])
+        await storage.offline.store("alice", b"<offline/>")
+        dump = tmp_path / "imactor.dump"
+        libpq = url.replace("postgresql+psycopg://", "postgresql://")
+        await trio.to_thread.run_sync(_tool, postgres, "pg_dump", "--format=custom", f"--file={dump}", libpq)
+    restored = postgres.database_url("restored")
+    await trio.to_thread.run_sync(
+        _tool, postgres, "pg_restore", "--no-owner", f"--dbname={restored.replace('+psycopg', '')}", str(dump)
+    )
+    async with await Storage.open(restored) as storage:
+        assert storage.schema_change is not None
+        assert storage.schema_change.describe().startswith("the schema is current")
+        assert await storage.accounts.get_credentials("alice")
+        assert [item.stanza_id for item in (await storage.archive.query("alice")).items] == ["s1"]
+        assert [stanza for _, stanza in await storage.offline.fetch("alice")] == [b"<offline/>"]
+    database = restored.rsplit("/", 1)[1]
+    partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'archive'::regclass"
+    assert postgres.execute(partitions, database) == [(2,)]
+
+
+def _tool(postgres: PostgresServer, name: str, *args: str) -> None:
+    done = subprocess.run(
+        [str(postgres.bin_dir / name), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
 async def test_a_batch_caught_in_a_deadlock_with_another_node_is_run_again(
     postgres: PostgresServer, pg_url: str
 ) -> None:
