@@ -848,7 +848,7 @@ def _make_engines(url: str) -> tuple[Engine, Engine]:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StorageError(f"invalid database URL {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "postgresql":
+    if parsed.get_backend_name() in ("postgresql", "postgres"):
         return _postgresql_engines(url)
     if parsed.get_backend_name() != "sqlite":
         raise StorageError(

@@ -116,10 +116,20 @@ async def test_tables_without_version_are_refused(db_url: str) -> None:
         await Storage.open(db_url)
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "not a url"])
-async def test_unusable_urls(url: str) -> None:
-    with pytest.raises(StorageError, match=r"."):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("not a url", "invalid database URL"),
+        ("mysql://imactor:secret@localhost/imactor", "unsupported database; use SQLite .* or PostgreSQL"),
+        ("postgresql+asyncpg://imactor@localhost/imactor", "with psycopg 3: use postgresql\\+psycopg://"),
+    ],
+)
+async def test_unusable_urls(url: str, says: str) -> None:
+    with pytest.raises(StorageError, match=says) as refused:
         await Storage.open(url)
+    assert "secret" not in str(refused.value)
 
 
 async def test_concurrent_writers_never_hit_database_is_locked(db_url: str) -> None:

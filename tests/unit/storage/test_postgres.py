@@ -88,6 +88,13 @@ async def test_archive_and_offline_messages_are_partitioned_by_user(pg_url: str)
         assert await storage.archive.count("user4") == 2
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_a_url_without_the_driver_means_psycopg(pg_url: str, scheme: str) -> None:
+    async with await Storage.open(pg_url.replace("postgresql+psycopg", scheme)) as storage:
+        await storage.accounts.create("alice", "pw", iterations=FAST_ITERATIONS)
+        assert await storage.accounts.list_usernames() == ["alice"]
+
+
 async def test_partitions_zero_gives_plain_tables(pg_url: str) -> None:
     await (await Storage.open(pg_url, partitions=0)).aclose()
     kinds = dict(
