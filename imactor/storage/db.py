@@ -49,6 +49,15 @@ would bounce or lose a message. So:
 - the node supervisor opens the database once before any worker starts, so the schema is
   created or upgraded by one process, and the switch to WAL (which needs an exclusive lock)
   happens before anyone else is connected.
+
+**PostgreSQL** (``postgresql+psycopg://``; docs/postgresql.md) has none of the above: no file,
+no flock, no BEGIN IMMEDIATE or PRAGMA. Every call runs in a thread (each is a network round
+trip); the group commit is the same (one transaction per batch, a SAVEPOINT per write), the
+lean calls run on psycopg's own connections (`imactor.storage.postgres`), and the ORM calls on
+SQLAlchemy's pools, pinged before use so that a restarted server costs no failed call. The
+writers of several nodes are ordered by PostgreSQL's row locks: a batch that loses a deadlock is
+rolled back and run again (`TRANSIENT_RETRIES`); a lost connection fails its batch with
+`StorageError`, which `_WriteFaults` logs like a full disk.
 """
 
 from __future__ import annotations
