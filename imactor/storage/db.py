@@ -489,6 +489,7 @@ class Database:
                     if attempt < TRANSIENT_RETRIES and _must_retry(batch):
                         self._retried_batches += 1
                         session.rollback()
+                        _back_off(attempt)
                         continue
                     session.commit()
                     return
@@ -510,6 +511,7 @@ class Database:
             if not again:
                 return
             self._retried_batches += 1
+            _back_off(attempt)
 
     def _run_lean_batch(self, batch: list[_Job[Any]]) -> None:
         """`_run_batch` on SQLite's own connection: same transaction shape, no SQLAlchemy."""
@@ -625,6 +627,12 @@ def _run_nested(session: Session, job: _Job[Any]) -> None:
 _PG_TRANSIENT = frozenset({"40P01", "40001"})
 #: Times a batch is run again from its start after such a failure.
 TRANSIENT_RETRIES = 3
+
+
+def _back_off(attempt: int) -> None:
+    """Before a batch runs again after a deadlock (in the writer's thread): 10, 20, 40 ms, so that
+    the other side, whose waiting request our rollback granted, gets the rows first."""
+    time.sleep(0.01 * 2**attempt)
 
 
 def _is_transient(exc: BaseException) -> bool:

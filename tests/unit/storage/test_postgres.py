@@ -235,7 +235,9 @@ async def test_a_batch_caught_in_a_deadlock_with_another_node_is_run_again(
                     other.commit()
             assert sorted(versions) == [1, 1]
             assert storage.statistics().transactions == 2  # the accounts, then one batch of both
-            assert storage.statistics().retried_batches == 1  # it did meet the deadlock
+            # It did meet the deadlock (twice, when its new transaction took alice's row again
+            # before the other side's waiting request got it).
+            assert storage.statistics().retried_batches >= 1
         finally:
             other.close()
         assert (await storage.roster.get("alice"))[0] == 1
