@@ -36,6 +36,9 @@ SUPERUSER = "postgres"
 #: Settings for speed, not durability: nothing of a test cluster must outlive a crash.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
 _names = itertools.count()
+#: The temp dirs of the clusters, and the file in each that names the pytest process that owns it.
+DIRECTORY_PREFIX = "imactor-pg-"
+OWNER_FILE = "owner.pid"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -85,7 +88,9 @@ class PostgresServer:
             RuntimeError: initdb or the start failed (the message holds the server's log).
         """
         bin_dir = find_bin_dir()
-        directory = Path(tempfile.mkdtemp(prefix="imactor-pg-"))
+        _reap_orphans(bin_dir)
+        directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
+        (directory / OWNER_FILE).write_text(str(os.getpid()))
         try:
             if os.geteuid() == 0:
                 owner = pwd.getpwnam(SUPERUSER)
@@ -163,24 +168,31 @@ class PostgresServer:
         self.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE', database)
 
 
+def _reap_orphans(bin_dir: Path) -> None:
+    """Stop and remove the clusters of test processes that died without stopping them (a pytest
+    killed by a timeout: pg_ctl's server outlives it). Each cluster names its owner's pid."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"):
+        try:
+            owner = int((directory / OWNER_FILE).read_text())
+            os.kill(owner, 0)
+            continue  # its owner runs: not ours to touch
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # not (yet) a cluster with an owner
+        if (directory / "data" / "postmaster.pid").exists():
+            _run(bin_dir / "pg_ctl", "-D", str(directory / "data"), "-m", "immediate", "-w", "stop",
+                 check=False)  # fmt: skip
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _start_command(bin_dir: Path, directory: Path, port: int) -> tuple[str, ...]:
     """pg_ctl start: loopback only, on `port`, the unix socket in `directory`, fast settings."""
     options = " ".join(["-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {directory}"]
                        + [f"-c {setting}" for setting in FAST_SETTINGS])  # fmt: skip
     data, log = directory / "data", directory / "server.log"
-    return (
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(log),
-        "-w",
-        "-t",
-        "30",
-        "-o",
-        options,
-        "start",
-    )
+    return (str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options,
+            "start")  # fmt: skip
 
 
 def _run(program: Path | str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
