@@ -18,9 +18,12 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/imactor supervise --config conf/imactor.toml
 
+# The storage tests also run on a throw-away PostgreSQL server (tests/support/postgres.py):
+# scripts/ensure-postgres.sh installs its programs on a machine without them.
 test: $(BIN)/.installed
 	$(BIN)/ruff check imactor supervisors tests bench
 	$(BIN)/mypy
+	sh scripts/ensure-postgres.sh
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 check: $(BIN)/.installed

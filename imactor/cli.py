@@ -9,6 +9,7 @@
     imactor user del USER                  delete an account and all its data
     imactor user list                      list usernames
     imactor filter list|add|remove|set|import|drop   sensitive-word lists (docs/word-filter.md)
+    imactor db migrate                     create or upgrade the schema (safe on several nodes at once)
     imactor backup DEST                    online backup of the SQLite database (file or directory)
     imactor restore SRC                    replace the database with a backup (server stopped)
 
@@ -156,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     load.set_defaults(handler=_import)
+    database = commands.add_parser("db", help="manage the database").add_subparsers(
+        title="db commands", required=True, metavar="ACTION"
+    )
+    migrate = database.add_parser(
+        "migrate", parents=[common], help="create or upgrade the schema (server running or not)"
+    )
+    migrate.set_defaults(handler=_db_migrate)
     backup = commands.add_parser("backup", parents=[common], help="back up the database (online)")
     backup.add_argument("destination", type=Path, help="a file, or a directory for a time-stamped file")
     backup.set_defaults(handler=_backup)
@@ -624,7 +632,7 @@ def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:
     from imactor.storage import Storage
 
     async def run() -> T:
-        async with await Storage.open(config.storage_url) as storage:
+        async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
             return await fn(storage)
 
     return trio.run(run)
@@ -663,6 +671,23 @@ def _password(given: str | None) -> str:
     if not line:
         raise CommandError("no password: give --password, or one line on standard input")
     return _check_password(line.rstrip("\r\n"))
+
+
+def _db_migrate(args: argparse.Namespace, config_path: Path) -> int:
+    """Open the database, which creates or upgrades its schema (`imactor.storage.schema`), and say
+    what it did. On PostgreSQL under an advisory lock that every node's start takes too, so it is
+    safe to run on several nodes at once, or while they start."""
+    config = load_config(config_path)
+
+    async def migrate(storage: Storage) -> str:
+        change = storage.schema_change
+        assert change is not None  # set by Storage.open
+        return change.describe()
+
+    from imactor.storage.db import url_without_password
+
+    print(f"{_with_storage(config, migrate)} ({url_without_password(config.storage_url)})")
+    return 0
 
 
 def _backup(args: argparse.Namespace, config_path: Path) -> int:

@@ -203,6 +203,9 @@ class TLSConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     url: str = _opt("", _str(r"|\S+://.*", 'a database URL such as "sqlite:////path/db"'))  # "": in data_dir
+    # PostgreSQL: hash partitions of the archive and the offline messages, fixed when the schema
+    # is created (docs/postgresql.md); 0: plain tables. SQLite ignores it.
+    partitions: int = _opt(16, _int(0, 1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +353,7 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         source=source,
         server=dataclasses.replace(config.server, data_dir=_resolve(base_dir, config.server.data_dir)),
         tls=dataclasses.replace(tls, certificate=cert, key=key),
-        storage=StorageConfig(_resolve_sqlite_url(base_dir, config.storage.url)),
+        storage=dataclasses.replace(config.storage, url=_resolve_sqlite_url(base_dir, config.storage.url)),
     )
 
 

@@ -300,7 +300,7 @@ def export_command(config: Config, path: Path, flavour: str = "xep0227") -> int:
     """`imactor export [--for FLAVOUR] FILE`."""
 
     async def run() -> list[pie.Account]:
-        async with await Storage.open(config.storage_url) as storage:
+        async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
             return await export_accounts(storage, pep_limits(config))
 
     accounts = trio.run(run)
@@ -318,7 +318,7 @@ def import_command(config: Config, paths: Sequence[Path], *, dry_run: bool) -> i
               "after it logs in again (import with the server stopped to move a whole server)")  # fmt: skip
 
     async def run() -> int:
-        async with await Storage.open(config.storage_url) as storage:
+        async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
             return await import_accounts(storage, config, accounts, dry_run=dry_run, say=print)
 
     changed = trio.run(run)

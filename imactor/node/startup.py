@@ -41,7 +41,7 @@ async def prepare_node(config: Config) -> None:
     private_directory(config.server.data_dir)
     tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
     ModuleHost(config.server.modules, config.modules, str(config.source))
-    storage = await Storage.open(config.storage_url)
+    storage = await Storage.open(config.storage_url, partitions=config.storage.partitions)
     await storage.aclose()
     warn_loose_modes(config)
 

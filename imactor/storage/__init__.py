@@ -1,8 +1,10 @@
 """Persistent storage: the only package that imports sqlmodel / SQLAlchemy (STYLE §12 rule 2).
 
-SQLite (WAL) by default, any SQLAlchemy URL later (PostgreSQL for clusters). Every call is a
-coroutine that runs its SQL in a worker thread; writes are group-committed by one writer. See
-`imactor.storage.db` for the concurrency model and `imactor.storage.schema` for versioning.
+SQLite (WAL) by default, or PostgreSQL through psycopg 3 (a cluster's store; partitioned by
+user). Every call is a coroutine (its SQL in a worker thread, or on SQLite for the lean calls on
+the loop's own thread); writes are group-committed by one writer per process. See
+`imactor.storage.db` for the concurrency model, `imactor.storage.postgres` for PostgreSQL and
+`imactor.storage.schema` for versioning and partitions.
 """
 
 from __future__ import annotations

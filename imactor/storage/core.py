@@ -12,6 +12,7 @@ from imactor.storage.pubsub import PepStore
 from imactor.storage.push import PushStore
 from imactor.storage.rooms import RoomStore
 from imactor.storage.roster import RosterItem, RosterStore
+from imactor.storage.schema import DEFAULT_PARTITIONS, SchemaChange
 from imactor.storage.stores import (
     BlockingStore,
     LastActivityStore,
@@ -64,16 +65,24 @@ class Storage:
         self.word_lists = WordListStore(db)
 
     @classmethod
-    async def open(cls, url: str) -> Storage:
+    async def open(cls, url: str, *, partitions: int = DEFAULT_PARTITIONS) -> Storage:
         """Open the database at `url`, creating the SQLite file's directory and the schema.
 
         Args:
-            url: A SQLAlchemy URL, e.g. ``sqlite:////abs/path/imactor.sqlite3``.
+            url: A SQLAlchemy URL, e.g. ``sqlite:////abs/path/imactor.sqlite3`` or
+                ``postgresql+psycopg://imactor:secret@db.example.com/imactor``.
+            partitions: PostgreSQL: hash partitions of the per-user tables when the schema is
+                created by this call (``[storage] partitions``); ignored on SQLite.
 
         Raises:
             StorageError: Bad URL, unreachable database, or a schema newer than this code.
         """
-        return cls(await Database.open(url))
+        return cls(await Database.open(url, partitions=partitions))
+
+    @property
+    def schema_change(self) -> SchemaChange | None:
+        """What opening the database did to its schema."""
+        return self._db.schema_change
 
     @property
     def url(self) -> str:

@@ -49,6 +49,15 @@ would bounce or lose a message. So:
 - the node supervisor opens the database once before any worker starts, so the schema is
   created or upgraded by one process, and the switch to WAL (which needs an exclusive lock)
   happens before anyone else is connected.
+
+**PostgreSQL** (``postgresql+psycopg://``; docs/postgresql.md) has none of the above: no file,
+no flock, no BEGIN IMMEDIATE or PRAGMA. Every call runs in a thread (each is a network round
+trip); the group commit is the same (one transaction per batch, a SAVEPOINT per write), the
+lean calls run on psycopg's own connections (`imactor.storage.postgres`), and the ORM calls on
+SQLAlchemy's pools, pinged before use so that a restarted server costs no failed call. The
+writers of several nodes are ordered by PostgreSQL's row locks: a batch that loses a deadlock is
+rolled back and run again (`TRANSIENT_RETRIES`); a lost connection fails its batch with
+`StorageError`, which `_WriteFaults` logs like a full disk.
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
+import psycopg
 import trio
 from sqlalchemy import CursorResult, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPICursor
@@ -74,10 +84,11 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
-from imactor.storage import sqlite_inline
+from imactor.storage import postgres, sqlite_inline
 from imactor.storage.errors import StorageError, StorageFull
 from imactor.storage.files import private_directory, private_file
-from imactor.storage.schema import ensure_schema
+from imactor.storage.postgres import LeanConnections
+from imactor.storage.schema import SchemaChange, ensure_schema
 from imactor.storage.sqlite_inline import InlineWriter, is_busy, run_selects
 
 T = TypeVar("T")
@@ -110,21 +121,31 @@ class StorageStatistics:
     #: (another process writing) and went to a thread (`imactor.storage.sqlite_inline`).
     inline_batches: int = 0
     deferred_batches: int = 0
+    #: PostgreSQL: batches rolled back and run again after a deadlock with another node's writes.
+    retried_batches: int = 0
 
 
 class Sql:
     """Plain SQL with ``:name`` parameters inside a write transaction (`Database.write_sql`)."""
 
-    __slots__ = ("_cursor", "_session")
+    __slots__ = ("_convert", "_cursor", "_session")
 
-    def __init__(self, *, cursor: DBAPICursor | None = None, session: Session | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cursor: DBAPICursor | None = None,
+        session: Session | None = None,
+        convert: Callable[[str], str] | None = None,
+    ) -> None:
         self._cursor = cursor
         self._session = session
+        #: The driver's own parameter style, when it does not take ``:name`` (psycopg).
+        self._convert = convert or _same
 
     def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run a statement and return its rows."""
         if self._cursor is not None:
-            self._cursor.execute(sql, params)
+            self._cursor.execute(self._convert(sql), params)
             return list(self._cursor.fetchall())
         assert self._session is not None
         return [tuple(row) for row in self._session.execute(text(sql), params)]
@@ -132,7 +153,7 @@ class Sql:
     def run(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a statement and return how many rows it changed."""
         if self._cursor is not None:
-            self._cursor.execute(sql, params)
+            self._cursor.execute(self._convert(sql), params)
             return self._cursor.rowcount
         assert self._session is not None
         return cast("CursorResult[Any]", self._session.execute(text(sql), params)).rowcount
@@ -140,10 +161,14 @@ class Sql:
     def run_many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per parameter set (one executemany)."""
         if self._cursor is not None:
-            self._cursor.executemany(sql, rows)
+            self._cursor.executemany(self._convert(sql), rows)
             return
         assert self._session is not None
         self._session.execute(text(sql), list(rows))
+
+
+def _same(sql: str) -> str:
+    return sql
 
 
 class _Job(Generic[T]):
@@ -175,9 +200,12 @@ class Database:
     """
 
     def __init__(
-        self, url: str, write_engine: Engine, read_engine: Engine, writer_lock: Path | None = None
-    ) -> None:
+        self, url: str, write_engine: Engine, read_engine: Engine, writer_lock: Path | None = None,
+        *, partitions: int = 0,
+    ) -> None:  # fmt: skip
         self.url = url
+        #: PostgreSQL: hash partitions of the per-user tables when the schema is created here.
+        self.partitions = partitions
         #: Taken around every write transaction; None for a server database (no SQLite file).
         self._writer_lock_path = writer_lock
         self._writer_lock_fd: int | None = None
@@ -197,10 +225,20 @@ class Database:
             assert database is not None  # _make_engines refused a URL without a file
             lock = None if writer_lock is None else str(writer_lock)
             self._inline_writer = InlineWriter(database, lock)
+        #: PostgreSQL: the lean path's own psycopg connections (`imactor.storage.postgres`).
+        self._lean_pg: LeanConnections | None = None
+        if write_engine.dialect.name == "postgresql":
+            _, connect_kwargs = write_engine.dialect.create_connect_args(write_engine.url)
+            self._lean_pg = LeanConnections(connect_kwargs)
         self._transactions = 0
         self._writes = 0
         self._largest_batch = 0
-        self._faults = _WriteFaults(make_url(url).render_as_string(hide_password=True))
+        self._retried_batches = 0
+        #: What opening the database did to its schema (`imactor db migrate` reports it).
+        self.schema_change: SchemaChange | None = None
+        self._faults = _WriteFaults(
+            make_url(url).render_as_string(hide_password=True), server=self._lean_pg is not None
+        )
 
     def statistics(self) -> StorageStatistics:
         """Counters of the write batching and the readers (Trio's ``statistics()`` convention)."""
@@ -212,6 +250,7 @@ class Database:
             reads_in_flight=self._read_limiter.borrowed_tokens,
             inline_batches=0 if self._inline_writer is None else self._inline_writer.inline_batches,
             deferred_batches=0 if self._inline_writer is None else self._inline_writer.deferred_batches,
+            retried_batches=self._retried_batches,
         )
 
     @property
@@ -220,14 +259,18 @@ class Database:
         return self._faults.failing
 
     @classmethod
-    async def open(cls, url: str) -> Database:
+    async def open(cls, url: str, *, partitions: int = 0) -> Database:
         """Connect to `url`, creating the SQLite file's directory and the schema as needed.
+
+        Args:
+            partitions: PostgreSQL: hash partitions of the per-user tables, if the schema is
+                created now (`imactor.storage.schema`); 0: plain tables. Ignored on SQLite.
 
         Raises:
             StorageError: Bad URL, unreachable database, or a schema newer than this code.
         """
         write_engine, read_engine = await trio.to_thread.run_sync(_make_engines, url)
-        db = cls(url, write_engine, read_engine, _writer_lock_path(url))
+        db = cls(url, write_engine, read_engine, _writer_lock_path(url), partitions=partitions)
         try:
             await trio.to_thread.run_sync(db._create_schema, limiter=db._write_limiter)
         except StorageError as exc:
@@ -243,13 +286,14 @@ class Database:
 
     def _create_schema(self) -> None:
         try:
-            # Under the write lock, like any write: a second process opening the database at the
-            # same moment waits for the first to finish the schema, then finds it done.
+            # Under the write lock, like any write (and on PostgreSQL an advisory lock, which
+            # other nodes take too): a second process opening the database at the same moment
+            # waits for the first to finish the schema, then finds it done.
             with self._locked_session() as session:
-                ensure_schema(session.connection())
+                self.schema_change = ensure_schema(session.connection(), partitions=self.partitions)
                 session.commit()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot initialise the database schema: {exc}") from exc
+            raise storage_error("cannot initialise the database schema", exc) from exc
 
     async def aclose(self) -> None:
         """Wait for queued writes, then close every connection. Idempotent."""
@@ -265,6 +309,8 @@ class Database:
             self._inline_reader = None
         if self._inline_writer is not None:
             self._inline_writer.close()
+        if self._lean_pg is not None:
+            self._lean_pg.close()
         self._write_engine.dispose()
         self._read_engine.dispose()
         if self._writer_lock_fd is not None:
@@ -278,7 +324,11 @@ class Database:
             StorageError: The database failed; whatever `fn` raises otherwise.
         """
         self._check_open()
-        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+        try:
+            return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+        except StorageError as exc:
+            self._faults.observe_read(exc)
+            raise
 
     def _run_read(self, fn: Callable[[Session], T]) -> T:
         deadline = time.monotonic() + LOCK_PATIENCE
@@ -288,9 +338,9 @@ class Database:
                     return fn(session)
             except OperationalError as exc:
                 if not _should_retry(exc, deadline):
-                    raise StorageError(f"database read failed: {exc}") from exc
+                    raise storage_error("database read failed", exc) from exc
             except SQLAlchemyError as exc:
-                raise StorageError(f"database read failed: {exc}") from exc
+                raise storage_error("database read failed", exc) from exc
 
     async def select(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run one SELECT with ``:name`` parameters in a worker thread and return its rows.
@@ -324,7 +374,11 @@ class Database:
                     raise StorageError(f"database read failed: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StorageError(f"database read failed: {exc}") from exc
-        return await trio.to_thread.run_sync(self._run_selects, queries, limiter=self._read_limiter)
+        try:
+            return await trio.to_thread.run_sync(self._run_selects, queries, limiter=self._read_limiter)
+        except StorageError as exc:
+            self._faults.observe_read(exc)
+            raise
 
     def _inline_connection(self) -> sqlite3.Connection:
         connection = self._inline_reader
@@ -337,6 +391,11 @@ class Database:
         return connection
 
     def _run_selects(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+        if self._lean_pg is not None:
+            try:
+                return self._lean_pg.select(queries)
+            except psycopg.Error as exc:
+                raise storage_error("database read failed", exc) from exc
         deadline = time.monotonic() + LOCK_PATIENCE
         while True:
             try:
@@ -349,9 +408,9 @@ class Database:
                     return run_selects(cursor, queries)
             except (OperationalError, sqlite3.OperationalError) as exc:
                 if not _should_retry(exc, deadline):
-                    raise StorageError(f"database read failed: {exc}") from exc
+                    raise storage_error("database read failed", exc) from exc
             except (SQLAlchemyError, sqlite3.Error) as exc:
-                raise StorageError(f"database read failed: {exc}") from exc
+                raise storage_error("database read failed", exc) from exc
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in the writer's next transaction and return its result once committed.
@@ -417,26 +476,42 @@ class Database:
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
+            if self._lean_pg is not None and all(job.lean for job in batch):
+                self._run_lean_batch_pg(self._lean_pg, batch)
+                return
             if self._write_engine.dialect.name == "sqlite" and all(job.lean for job in batch):
                 self._run_lean_batch(batch)
                 return
-            with self._locked_session() as session:
-                for job in batch:
-                    try:
-                        with session.begin_nested():
-                            job.value = job.fn(Sql(session=session) if job.lean else session)
-                        job.ran = True
-                    except SQLAlchemyError as exc:
-                        job.error = storage_error("database write failed", exc)
-                    except Exception as exc:
-                        job.error = exc
-                    finally:
-                        # Each job must see the database, not ORM rows cached by an earlier job of
-                        # the batch (a cascade in SQL does not update the identity map).
-                        session.expunge_all()
-                session.commit()
+            for attempt in range(TRANSIENT_RETRIES + 1):
+                with self._locked_session() as session:
+                    for job in batch:
+                        _run_nested(session, job)
+                    if attempt < TRANSIENT_RETRIES and _must_retry(batch):
+                        self._retried_batches += 1
+                        session.rollback()
+                        _back_off(attempt)
+                        continue
+                    session.commit()
+                    return
         except Exception as exc:
             _fail_batch(batch, exc)
+
+    def _run_lean_batch_pg(self, lean: LeanConnections, batch: list[_Job[Any]]) -> None:
+        """A batch of lean writes on PostgreSQL's own connection (`imactor.storage.postgres`)."""
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            again = False
+
+            def body(cursor: Any, may_retry: bool = attempt < TRANSIENT_RETRIES) -> bool:
+                nonlocal again
+                keep = _run_lean_jobs_pg(batch, cursor)
+                again = may_retry and _must_retry(batch)
+                return keep and not again  # ROLLBACK before running it again
+
+            lean.write(body)
+            if not again:
+                return
+            self._retried_batches += 1
+            _back_off(attempt)
 
     def _run_lean_batch(self, batch: list[_Job[Any]]) -> None:
         """`_run_batch` on SQLite's own connection: same transaction shape, no SQLAlchemy."""
@@ -528,6 +603,80 @@ def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
         cursor.execute("RELEASE job")
 
 
+def _run_nested(session: Session, job: _Job[Any]) -> None:
+    """One job of an ORM batch under its own SAVEPOINT: if it fails, only its own changes are
+    rolled back and it keeps its error."""
+    job.ran, job.error = False, None
+    try:
+        with session.begin_nested():
+            job.value = job.fn(Sql(session=session) if job.lean else session)
+        job.ran = True
+    except SQLAlchemyError as exc:
+        job.error = storage_error("database write failed", exc)
+    except Exception as exc:
+        job.error = exc
+    finally:
+        # Each job must see the database, not ORM rows cached by an earlier job of the batch
+        # (a cascade in SQL does not update the identity map).
+        session.expunge_all()
+
+
+#: SQLSTATEs of a transaction PostgreSQL chose to fail so that others go on, which may succeed
+#: when run again: a deadlock (writers of two nodes locking the same accounts in opposite
+#: orders) and a serialization failure.
+_PG_TRANSIENT = frozenset({"40P01", "40001"})
+#: Times a batch is run again from its start after such a failure.
+TRANSIENT_RETRIES = 3
+
+
+def _back_off(attempt: int) -> None:
+    """Before a batch runs again after a deadlock (in the writer's thread): 10, 20, 40 ms, so that
+    the other side, whose waiting request our rollback granted, gets the rows first."""
+    time.sleep(0.01 * 2**attempt)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in _PG_TRANSIENT
+
+
+def _must_retry(batch: Sequence[_Job[Any]]) -> bool:
+    """Whether a job of the batch failed in a deadlock: then the whole batch is rolled back and
+    run again. Rolling back only that job's savepoint would not do: the locks the other side
+    waits for may be held by an earlier job of the batch, and the deadlock would recur."""
+    if not any(job.error is not None and _caused_by(job.error, _is_transient) for job in batch):
+        return False
+    log.info("a write batch met a deadlock with another node's writes: rolled back, run again")
+    for job in batch:
+        job.ran, job.error, job.value = False, None, None
+    return True
+
+
+def _run_lean_jobs_pg(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
+    """`_run_lean_jobs` on PostgreSQL; True: commit. A batch of one job (most chat messages
+    arrive alone) needs no SAVEPOINT: if it fails, the whole transaction is rolled back, which
+    saves two round trips to the server per message."""
+    sql = Sql(cursor=cursor, convert=postgres.pyformat)
+    alone = len(batch) == 1
+    for job in batch:
+        job.ran, job.error = False, None
+        if not alone:
+            cursor.execute("SAVEPOINT job")
+        try:
+            job.value = job.fn(sql)
+            job.ran = True
+        except psycopg.Error as exc:
+            job.error = storage_error("database write failed", exc)
+            if cursor.connection.broken:
+                raise  # nothing of the batch stands
+        except Exception as exc:
+            job.error = exc
+        if not alone:
+            if job.error is not None:
+                cursor.execute("ROLLBACK TO job")
+            cursor.execute("RELEASE job")
+    return not alone or batch[0].error is None
+
+
 def _fail_batch(batch: Sequence[_Job[Any]], exc: Exception) -> None:
     """Nothing of this batch is durable: every job fails, including those that "succeeded"."""
     for job in batch:
@@ -536,7 +685,11 @@ def _fail_batch(batch: Sequence[_Job[Any]], exc: Exception) -> None:
 
 def storage_error(what: str, exc: BaseException) -> StorageError:
     """`StorageError` for a database failure, `StorageFull` when the disk (or quota) is full."""
-    error = (StorageFull if _caused_by(exc, _is_full) else StorageError)(f"{what}: {exc}")
+    detail = str(exc)
+    if _caused_by(exc, postgres.connection_lost):
+        # libpq's message spans lines ("Is the server running...?"): the first one says it.
+        detail = "the PostgreSQL server is unreachable or restarting: " + detail.strip().splitlines()[0]
+    error = (StorageFull if _caused_by(exc, _is_full) else StorageError)(f"{what}: {detail}")
     error.__cause__ = exc
     return error
 
@@ -557,13 +710,26 @@ def _is_full(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF == sqlite3.SQLITE_FULL
+    if isinstance(exc, psycopg.Error):
+        return exc.sqlstate == _PG_DISK_FULL
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+#: PostgreSQL's SQLSTATE for a full disk (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
+#: SQLSTATE of a write sent to a read-only server: a standby, e.g. just after a failover.
+_PG_READ_ONLY = "25006"
+
+
 def _is_fault(exc: BaseException) -> bool:
-    """A failure of the database itself (disk full, read-only file, I/O error, lock timeout),
-    as opposed to a write it refused (a constraint) or an error of the store's own code."""
-    return isinstance(exc, sqlite3.OperationalError | OperationalError | OSError) or _is_full(exc)
+    """A failure of the database itself (disk full, read-only file, I/O error, lock timeout;
+    on PostgreSQL also a lost connection or a read-only standby), as opposed to a write it
+    refused (a constraint) or an error of the store's own code."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == _PG_READ_ONLY:
+        return True
+    return isinstance(
+        exc, sqlite3.OperationalError | OperationalError | OSError | psycopg.OperationalError
+    ) or _is_full(exc)
 
 
 class _WriteFaults:
@@ -572,10 +738,11 @@ class _WriteFaults:
     (with how many writes were refused), and one line when a transaction commits again. The
     callers turn each refused write into an error for whoever asked for it."""
 
-    __slots__ = ("_last_line", "_name", "_refused", "_since", "_total")
+    __slots__ = ("_last_line", "_name", "_refused", "_server", "_since", "_total")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, server: bool = False) -> None:
         self._name = name
+        self._server = server  #: a database server (PostgreSQL), not a file
         self._since: float | None = None  #: when the writes began to fail; None: they work
         self._last_line = -math.inf
         self._refused = 0  #: since the last line
@@ -584,6 +751,30 @@ class _WriteFaults:
     @property
     def failing(self) -> bool:
         return self._since is not None
+
+    def observe_read(self, error: StorageError) -> None:
+        """Account for a read that failed: logged like failing writes (a database server that is
+        down fails the reads of logins and deliveries first), rate limited with them. The next
+        write that succeeds ends the episode."""
+        if not _caused_by(error, _is_fault):
+            return
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            self._total = self._refused = 0
+            self._last_line = -math.inf
+        if now - self._last_line < FAULT_LOG_INTERVAL:
+            return
+        log.error("database %s: reads fail: %s; %s", self._name, error,
+                  self._hint(full=False).replace("writes resume", "reads and writes resume"))  # fmt: skip
+        self._last_line = now
+
+    def _hint(self, *, full: bool) -> str:
+        if full:
+            return "free disk space: writes resume by themselves"
+        if self._server:
+            return "writes resume by themselves once the database server answers again"
+        return "writes resume by themselves once the database file is writable again"
 
     def observe(self, batch: Sequence[_Job[Any]]) -> None:
         """Account for a batch the writer has run (committed or failed)."""
@@ -606,8 +797,7 @@ class _WriteFaults:
         full = any(isinstance(error, StorageFull) for error in faults)
         log.error("database %s: %d writes refused%s: %s; %s", self._name, self._refused,
                   "" if self._refused == self._total else f" ({self._total} since the first)",
-                  faults[-1], "free disk space: writes resume by themselves" if full else
-                  "writes resume by themselves once the database file is writable again")  # fmt: skip
+                  faults[-1], self._hint(full=full))  # fmt: skip
         self._refused = 0
         self._last_line = now
 
@@ -643,6 +833,14 @@ def _begin_immediate(cursor: DBAPICursor) -> None:
                 raise
 
 
+def url_without_password(url: str) -> str:
+    """The database URL as messages show it: with its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL; None for other databases (or a bad URL)."""
     try:
@@ -667,12 +865,12 @@ def _make_engines(url: str) -> tuple[Engine, Engine]:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StorageError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() in ("postgresql", "postgres"):
+        return _postgresql_engines(url)
     if parsed.get_backend_name() != "sqlite":
-        # PostgreSQL and friends: same code path, without the SQLite-specific tuning.
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        return (
-            create_engine(url, pool_size=1, max_overflow=0, **kwargs),
-            create_engine(url, pool_size=READERS, max_overflow=0, **kwargs),
+        raise StorageError(
+            f"{parsed.render_as_string(hide_password=True)}: unsupported database; use SQLite "
+            "(sqlite:////path/file) or PostgreSQL (postgresql+psycopg://user:password@host/database)"
         )
     database = parsed.database
     if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
@@ -685,6 +883,54 @@ def _make_engines(url: str) -> tuple[Engine, Engine]:
     read_engine = create_engine(url, pool_size=READERS, max_overflow=0)
     _tune_sqlite(write_engine, begin="BEGIN IMMEDIATE", query_only=False)
     _tune_sqlite(read_engine, begin="BEGIN", query_only=True)
+    return write_engine, read_engine
+
+
+def postgresql_url(url: str) -> str:
+    """A PostgreSQL URL with imactor's driver: ``postgresql://`` and ``postgres://`` mean psycopg 3
+    (SQLAlchemy would pick psycopg2, which imactor does not install).
+
+    Raises:
+        StorageError: Another PostgreSQL driver is named.
+    """
+    parsed = make_url(
+        url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise StorageError(
+            f"{parsed.drivername}: imactor talks to PostgreSQL with psycopg 3: use postgresql+psycopg://"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def _postgresql_engines(url: str) -> tuple[Engine, Engine]:
+    """The ORM's writer (one connection) and reader pool on PostgreSQL.
+
+    Both ping a pooled connection before use: after a server restart or failover the old
+    connections are dead, and the ping replaces them instead of failing the call (the lean path
+    has its own connections and retries: `imactor.storage.postgres`).
+    """
+    url = postgresql_url(url)
+    connect_args = {"connect_timeout": postgres.CONNECT_TIMEOUT}
+    if "connect_timeout" in make_url(url).query:
+        connect_args = {}
+    write_engine = create_engine(
+        url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
+    )
+    read_engine = create_engine(
+        url, pool_size=READERS, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
+    )
+
+    @event.listens_for(read_engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        # A read function cannot write by mistake (SQLite's query_only).
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SET default_transaction_read_only = on")
+        dbapi_connection.autocommit = autocommit
+
     return write_engine, read_engine
 
 

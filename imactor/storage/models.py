@@ -267,10 +267,16 @@ TABLES: tuple[Table, ...] = tuple(
 def require_account(session: Session, username: str) -> Account:
     """The account row, for writes that must not create data of a nonexistent account.
 
+    The row is locked until the transaction ends (``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL;
+    SQLite has no row locks and needs none, its writers take turns): writers in several
+    processes or nodes that change one account's data take turns on it, so a read-modify-write
+    such as the roster version bump never loses an update. NO KEY: the foreign-key checks of
+    the message path's inserts (archive, offline) need not wait for it.
+
     Raises:
         AccountNotFound: No such account.
     """
-    account = session.get(Account, username)
+    account = session.get(Account, username, with_for_update={"key_share": True})
     if account is None:
         raise AccountNotFound(username)
     return account

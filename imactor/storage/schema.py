@@ -10,6 +10,18 @@ The database records its schema version in the one-row `schema_version` table. A
 
 To change the schema, edit `models.py` (fresh databases are created from it) *and* append a step
 here that brings a database of the previous version to the same shape.
+
+On PostgreSQL:
+
+- the whole check, creation or upgrade runs under a transaction-scoped advisory lock
+  (`imactor.storage.postgres.SCHEMA_LOCK_KEY`): several nodes starting at once, or
+  ``imactor db migrate`` run on each, take turns, and the later ones find the work done
+  (PostgreSQL's DDL is transactional, so a failed step leaves nothing behind either);
+- a new database may get its large per-user tables (`PARTITIONED`: the archive and the offline
+  messages) as PostgreSQL's declarative partitions by hash of the username, `partitions` of
+  them. Each row lands in the partition of its user, and every query of these tables names the
+  user, so the planner reads one partition (pruning) and each partition's indexes stay small.
+  The count is fixed when the tables are created (docs/postgresql.md says how to change it).
 """
 
 from __future__ import annotations
@@ -17,10 +29,78 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, Table, inspect, select, text
 
 from imactor.storage.errors import StorageError
 from imactor.storage.models import TABLES, ArchivedMessage, ArchivePrefsRow, RoomMessage, RoomRow
+from imactor.storage.postgres import SCHEMA_LOCK_KEY
+
+#: The default number of hash partitions of each large per-user table on PostgreSQL.
+DEFAULT_PARTITIONS = 16
+#: Most partitions allowed: each is a table with its indexes, and every query plans over them.
+MAX_PARTITIONS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """What `ensure_schema` found and left."""
+
+    before: int | None  #: the version found; None: an empty database
+    after: int  #: the version it has now
+
+    def describe(self) -> str:
+        if self.before is None:
+            return f"created the schema, version {self.after}"
+        if self.before == self.after:
+            return f"the schema is current, version {self.after}"
+        return f"upgraded the schema from version {self.before} to {self.after}"
+
+
+#: PostgreSQL DDL of the partitioned per-user tables, with the columns, keys and indexes of
+#: `models.py` (the test suite checks that both give the same columns). PostgreSQL wants the
+#: partition key in every unique constraint, so the primary key is (username, id) instead of (id);
+#: id still comes from one sequence, so it still orders the rows of each user (bigint: a
+#: company's archive outgrows 2^31 rows).
+PARTITIONED: dict[str, str] = {
+    "archive": """
+        CREATE TABLE archive (
+            id BIGSERIAL NOT NULL,
+            username VARCHAR NOT NULL REFERENCES account (username) ON DELETE CASCADE,
+            stanza_id VARCHAR NOT NULL,
+            timestamp FLOAT NOT NULL,
+            peer VARCHAR NOT NULL,
+            peer_resource VARCHAR NOT NULL,
+            direction VARCHAR NOT NULL,
+            stanza BYTEA NOT NULL,
+            PRIMARY KEY (username, id),
+            CONSTRAINT uq_archive_username_stanza_id UNIQUE (username, stanza_id)
+        ) PARTITION BY HASH (username);
+        CREATE INDEX ix_archive_username_timestamp ON archive (username, timestamp);
+        CREATE INDEX ix_archive_username_peer ON archive (username, peer)""",
+    "offline_message": """
+        CREATE TABLE offline_message (
+            id BIGSERIAL NOT NULL,
+            username VARCHAR NOT NULL REFERENCES account (username) ON DELETE CASCADE,
+            stanza BYTEA NOT NULL,
+            stored_at FLOAT NOT NULL,
+            PRIMARY KEY (username, id)
+        ) PARTITION BY HASH (username)""",
+}
+
+
+def create_table(conn: Connection, table: Table, partitions: int) -> None:
+    """Create `table`: from `models.py`, or partitioned by user on PostgreSQL (`PARTITIONED`)."""
+    ddl = PARTITIONED.get(table.name)
+    if ddl is None or partitions <= 0 or conn.dialect.name != "postgresql":
+        table.create(conn)
+        return
+    for statement in ddl.split(";"):
+        conn.execute(text(statement))
+    for remainder in range(partitions):
+        conn.execute(text(
+            f"CREATE TABLE {table.name}_p{remainder} PARTITION OF {table.name} "
+            f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder})"
+        ))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +163,16 @@ def current_version() -> int:
     return 1 + len(MIGRATIONS)
 
 
-def ensure_schema(conn: Connection) -> int:
+def ensure_schema(conn: Connection, *, partitions: int = 0) -> SchemaChange:
     """Create or upgrade the schema inside the caller's transaction.
 
     Args:
         conn: A connection inside a write transaction.
+        partitions: PostgreSQL: hash partitions of each `PARTITIONED` table, if created now
+            (0: plain tables). Ignored elsewhere.
 
     Returns:
-        The schema version the database now has.
+        The version found and the version the database now has.
 
     Raises:
         StorageError: The database was written by a newer imactor, or holds imactor tables without
@@ -99,6 +181,11 @@ def ensure_schema(conn: Connection) -> int:
     # Read at call time (not bound as a default) so a test can add a step.
     migrations = MIGRATIONS
     target = current_version()
+    if not 0 <= partitions <= MAX_PARTITIONS:
+        raise StorageError(f"partitions = {partitions}: expected 0 (none) to {MAX_PARTITIONS}")
+    if conn.dialect.name == "postgresql":
+        # Released at the end of the caller's transaction: the next node then sees its result.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     version_table = TABLES[0]
     existing = set(inspect(conn).get_table_names())
     if version_table.name not in existing:
@@ -106,9 +193,9 @@ def ensure_schema(conn: Connection) -> int:
         if ours:
             raise StorageError(f"database has imactor tables {ours} but no schema_version table")
         for table in TABLES:
-            table.create(conn)
+            create_table(conn, table, partitions)
         conn.execute(version_table.insert().values(id=1, version=target))
-        return target
+        return SchemaChange(None, target)
     found = conn.execute(select(version_table.c.version)).scalar_one_or_none()
     if found is None:
         raise StorageError("database has an empty schema_version table")
@@ -117,6 +204,7 @@ def ensure_schema(conn: Connection) -> int:
             f"database schema version {found} is newer than this imactor supports ({target}); "
             "upgrade imactor or use a different database"
         )
+    before = found
     for step in migrations:
         if step.to_version <= found:
             continue
@@ -130,5 +218,6 @@ def ensure_schema(conn: Connection) -> int:
                 f"migration to schema version {step.to_version} ({step.description}) failed: {exc}"
             ) from exc
         found = step.to_version
-    conn.execute(version_table.update().values(version=found))
-    return found
+    if found != before:
+        conn.execute(version_table.update().values(version=found))
+    return SchemaChange(before, found)

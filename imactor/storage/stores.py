@@ -33,19 +33,21 @@ log = logging.getLogger("imactor.storage")
 #: Seconds a noted last-activity stamp waits, so that the logouts of that time share one write.
 LAST_ACTIVITY_DELAY = 0.5
 
-#: Append an offline message; no row at all if the account does not exist.
+#: Append an offline message; no row at all if the account does not exist. The username comes
+#: from the account row: PostgreSQL types a parameter once per statement, and the same one as a
+#: select-list value (text) and as a comparison with a column (varchar) is refused.
 _STORE_OFFLINE = (
     "INSERT INTO offline_message (username, stanza, stored_at) "
-    "SELECT :username, :stanza, :stored_at WHERE EXISTS (SELECT 1 FROM account WHERE username = :username)"
+    "SELECT username, :stanza, :stored_at FROM account WHERE username = :username"
 )
 #: An account's offline messages, oldest first (ids only grow: see `OfflineMessage`).
 _OFFLINE_OF = "SELECT id, stanza FROM offline_message WHERE username = :username ORDER BY id"
 #: Insert or replace an account's last activity; no row at all if the account does not exist
-#: (SQLite 3.24+ and PostgreSQL share this upsert syntax).
+#: (SQLite 3.24+ and PostgreSQL share this upsert syntax; SQLite needs the WHERE before ON
+#: CONFLICT to parse an INSERT ... SELECT).
 _UPSERT_LAST_ACTIVITY = (
     "INSERT INTO last_activity (username, timestamp, status) "
-    "SELECT :username, :timestamp, :status WHERE EXISTS "
-    "(SELECT 1 FROM account WHERE username = :username) "
+    "SELECT username, :timestamp, :status FROM account WHERE username = :username "
     "ON CONFLICT (username) DO UPDATE SET timestamp = excluded.timestamp, status = excluded.status"
 )
 
@@ -283,7 +285,8 @@ class LastActivityStore:
             self._writing = {}
 
     async def _write(self, stamps: dict[str, tuple[float, str]], *, strict: bool) -> None:
-        rows = [{"username": u, "timestamp": t, "status": s} for u, (t, s) in stamps.items()]
+        # Sorted: two nodes writing stamps of the same accounts lock their rows in one order.
+        rows = [{"username": u, "timestamp": t, "status": s} for u, (t, s) in sorted(stamps.items())]
 
         def upsert(sql: Sql) -> None:
             # Lean write path; the statement writes nothing for an account that no longer exists.

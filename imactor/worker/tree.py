@@ -102,7 +102,7 @@ async def run_worker(
     cert, key = tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
     ssl_context = tls.make_server_context(cert, key, min_version=config.tls.min_version)
     modules = ModuleHost(config.server.modules, config.modules, str(config.source))
-    storage = await Storage.open(config.storage_url)
+    storage = await Storage.open(config.storage_url, partitions=config.storage.partitions)
     try:
         services = Services(
             config=config, storage=storage, modules=modules, ssl_context=ssl_context,

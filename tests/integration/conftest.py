@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.clients import Clients
 from tests.support.peer import Peers
+from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess, add_users, running_server
 from tests.support.timeouts import TIMEOUT
 
@@ -34,6 +35,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("server")
     with running_server(directory, registration=True) as process:
         yield process
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server_on_each_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The module's server, once on SQLite and once on a database of its own on the session's
+    PostgreSQL server (`tests/support/postgres.py`): a module whose tests are about what is
+    stored opts in with a `server` fixture that returns this one; its tests then run on both."""
+    directory = tmp_path_factory.mktemp(f"server-{request.param}")
+    extra = ""
+    if request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        extra = f'\n[storage]\nurl = "{postgres.database_url("server")}"\npartitions = 4\n'
+    with running_server(directory, registration=True, extra=extra) as process:
+        yield process
+
+
+#: Marks a test of a module on both backends that is about SQLite alone (its files, its backup).
+sqlite_server_only = pytest.mark.parametrize("server_on_each_backend", ["sqlite"], indirect=True)
 
 
 #: Accounts made per CLI call by `accounts`: each call is a process start and a SCRAM derivation

@@ -7,12 +7,13 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from imactor.storage.files import sqlite_files
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, sqlite_server_only
 from tests.support.clients import Clients, run
 from tests.support.peer import (
     C,
@@ -38,6 +39,12 @@ NS_DELAY = "urn:xmpp:delay"
 NS_DISCO = "http://jabber.org/protocol/disco#info"
 M = f"{{{NS_MAM}}}"
 RSM = f"{{{NS_RSM}}}"
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """The archive is the largest table of a store: these tests run on SQLite and PostgreSQL."""
+    return server_on_each_backend
 
 
 async def chat(sender: Peer, to: str, body: str = "hello", extra: str = "", type_: str = "chat") -> str:
@@ -439,6 +446,7 @@ def test_slixmpp_pages_one_by_one_both_ways(clients: Clients, accounts: Accounts
     run(scenario())
 
 
+@sqlite_server_only  # SQLite's online backup; PostgreSQL's is pg_dump (docs/postgresql.md)
 async def test_backup_of_a_running_server_restores_accounts_and_archives(
     server: ServerProcess, accounts: Accounts, peers: Peers, tmp_path: Path
 ) -> None:

@@ -9,9 +9,10 @@ import time
 import aioxmpp
 import aioxmpp.dispatcher
 import aioxmpp.misc  # (registers Message.xep0203_delay)
+import pytest
 import trio
 
-from tests.integration.conftest import Accounts
+from tests.integration.conftest import Accounts, server_log
 from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import (
     C,
@@ -27,11 +28,20 @@ from tests.support.peer import (
     new_id,
     nothing_before_marker,
     show,
+    stanza_error,
 )
+from tests.support.postgres import PostgresServer
+from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
 
 NS_DELAY = "urn:xmpp:delay"
 NOT_FOUND = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Offline storage and the account reads of every login: on SQLite and on PostgreSQL."""
+    return server_on_each_backend
 
 
 def messages(elements: list[Element]) -> list[str]:
@@ -234,6 +244,40 @@ async def test_offline_messages_wait_for_a_non_negative_priority(peers: Peers, a
         await b.send("<presence><priority>1</priority></presence>")
         got = await b.expect(message(id_=stored_id))
         assert got.find(f"{{{NS_DELAY}}}delay") is not None, show(got)
+
+
+@pytest.mark.parametrize(
+    "server_on_each_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_database_restart_bounces_what_was_not_stored_and_the_server_stores_again(
+    server: ServerProcess, postgres: PostgresServer, peers: Peers, accounts: Accounts
+) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        a = await peers.login(alice)
+        await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))  # Bob's user actor is up
+        log_before = len(server_log(server))
+        await trio.to_thread.run_sync(postgres.halt)
+        try:
+            # Down: the message to offline Bob cannot be stored, and Alice is told so
+            # (RFC 6120 §8.3.3.6): never acknowledged as if it were kept.
+            lost = await send_message(a, bare(bob), body="lost")
+            error = await a.expect(message(id_=lost, type_="error"))
+            assert stanza_error(error)[1] == "internal-server-error", show(error)
+        finally:
+            await trio.to_thread.run_sync(postgres.resume)
+        # Back: the same server, with no restart of its own, stores again.
+        kept = await send_message(a, bare(bob), body="kept")
+        reply = await a.iq("<vCard xmlns='vcard-temp'/>", to=bare(bob))  # (stored by now)
+        assert reply.get("type") == "result", show(reply)
+        b = await peers.login(bob)
+        await b.send("<presence/>")
+        got = await b.expect(lambda e: kind(e) == "message")
+        assert (got.get("id"), got.findtext(f"{C}body")) == (kept, "kept")
+        await nothing_before_marker(a, b, any_message)  # and "lost" was not stored after all
+    log = server_log(server)[log_before:]
+    assert "PostgreSQL server is unreachable or restarting" in log, log
+    assert "writes succeed again" in log, log
 
 
 async def test_errors_for_unknown_and_remote_addressees(peers: Peers, accounts: Accounts) -> None:

@@ -157,3 +157,22 @@ def test_usage_errors_exit_2() -> None:
     result = imactor("user", "frobnicate")
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_db_migrate_creates_the_schema(config: Path) -> None:
+    # (PostgreSQL, several nodes at once, and "the schema is current": tests/unit/storage/test_postgres.py)
+    from imactor.storage.schema import current_version
+
+    database = config.parent.parent / "data" / "imactor.sqlite3"
+    first = imactor("db", "migrate", "--config", str(config))
+    assert (first.returncode, first.stdout) == (0, f"created the schema, version {current_version()} "
+                                                   f"(sqlite:///{database})\n"), first.stderr  # fmt: skip
+
+
+def test_db_migrate_of_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "imactor.toml"
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    config.write_text('[storage]\nurl = "postgresql+psycopg://imactor:secret@127.0.0.1:1/imactor"\n')
+    result = imactor("db", "migrate", "--config", str(config))
+    assert_one_line_error(result, "the PostgreSQL server is unreachable or restarting")
+    assert "secret" not in result.stderr

@@ -20,7 +20,7 @@ from imactor.storage import (
     models,
     schema,
 )
-from tests.unit.storage.conftest import FAST_ITERATIONS
+from tests.unit.storage.conftest import FAST_ITERATIONS, sqlite_only
 
 
 def entry(username: str, n: int, peer: str = "bob@localhost", direction: str = "in") -> ArchiveEntry:
@@ -138,6 +138,7 @@ async def test_delete_and_account_removal(storage: Storage, alice: str) -> None:
     assert await storage.archive.get_prefs(alice) is None
 
 
+@sqlite_only  # a version-1 database is a SQLite file: PostgreSQL came later
 async def test_a_version_1_database_is_upgraded(db_url: str) -> None:
     path = Path(db_url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True)

@@ -14,13 +14,14 @@ from pathlib import Path
 import trio
 
 from imactor.storage import Storage
-from tests.unit.storage.conftest import FAST_ITERATIONS
+from tests.unit.storage.conftest import FAST_ITERATIONS, sqlite_only
 
 PROGRAM = Path(__file__).parent / "programs" / "writer.py"
 WRITES = 150
 TIMEOUT = 60
 
 
+@sqlite_only  # SQLite's write lock and busy handler
 async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tmp_path: Path) -> None:
     async with await Storage.open(db_url) as storage:
         await storage.accounts.create("alice", "secret", iterations=FAST_ITERATIONS)
@@ -74,6 +75,7 @@ async def test_concurrent_processes_never_see_database_is_locked(db_url: str, tm
         assert await storage.offline.count("alice") == 2 * WRITES
 
 
+@sqlite_only  # the flock of a SQLite file
 async def test_writers_of_other_processes_wait_for_the_writer_lock(db_url: str) -> None:
     """A process holding the writer lock file keeps every other writer out until it lets go."""
     async with await Storage.open(db_url) as storage:

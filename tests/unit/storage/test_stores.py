@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 import trio
 
 from imactor.storage import AccountNotFound, RosterItem, Storage
-from tests.unit.storage.conftest import FAST_ITERATIONS
+from tests.unit.storage.conftest import FAST_ITERATIONS, execute
 
 
 async def test_offline_messages_oldest_first(storage: Storage, alice: str) -> None:
@@ -113,9 +111,7 @@ async def test_last_activity_stamps_noted_while_run_runs_are_written_together(
 
 
 def _rows(db_url: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-        query = "SELECT username, timestamp, status FROM last_activity ORDER BY username"
-        return conn.execute(query).fetchall()
+    return execute(db_url, "SELECT username, timestamp, status FROM last_activity ORDER BY username")
 
 
 async def test_writes_for_unknown_account_raise(storage: Storage) -> None:
