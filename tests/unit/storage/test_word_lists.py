@@ -9,6 +9,7 @@ import pytest
 from imactor.storage import Storage
 from imactor.storage.word_lists import NoSuchList, StoredWordList
 from imactor.wordmatch import BadWord
+from tests.unit.storage.conftest import sqlite_only
 
 
 async def test_lists_words_and_the_change_counter(storage: Storage) -> None:
@@ -51,6 +52,7 @@ async def test_bad_input_changes_nothing(storage: Storage) -> None:
     assert (await lists.load()).lists == (StoredWordList("profanity", "server", "mask", ("darn",)),)
 
 
+@sqlite_only  # the version-5 file is made with sqlite3 (on PostgreSQL, `test_postgres` covers migrations)
 async def test_a_version_5_database_gets_the_tables(db_url: str) -> None:
     """Schema version 6 adds the word lists to a database written before them."""
     path = db_url.removeprefix("sqlite:///")
