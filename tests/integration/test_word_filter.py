@@ -116,10 +116,8 @@ async def archived_bodies(peer: Peer, to: str | None = None) -> list[str]:
 async def test_a_masked_word_arrives_masked_and_is_archived_masked(
     server: ServerProcess, accounts: Accounts, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         assert await delivered_body(a, b, "well darn it, Darn!") == "well **** it, ****!"
         assert await archived_bodies(b) == ["well **** it, ****!"]
         assert await archived_bodies(a) == ["well **** it, ****!"]
@@ -144,10 +142,8 @@ async def test_a_masked_word_arrives_masked_and_is_archived_masked(
 async def test_words_match_across_separators_and_width(
     server: ServerProcess, accounts: Accounts, peers: Peers, text: str, expected: str
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         assert await delivered_body(a, b, text) == expected
 
 
@@ -262,10 +258,8 @@ async def test_sent_carbons_show_the_mask_and_nothing_of_a_refused_message(
 async def test_encrypted_messages_pass_unchecked_by_default(
     server: ServerProcess, accounts: Accounts, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         message_id = new_id("omemo")
         await a.send(f"<message to='{b.jid}' id='{message_id}' type='chat'>{OMEMO}</message>")
         got = await b.expect(message(id_=message_id))
@@ -430,10 +424,8 @@ async def test_a_room_list_applies_only_to_its_room(
 async def test_a_list_changed_with_the_cli_applies_at_once(
     server: ServerProcess, accounts: Accounts, peers: Peers
 ) -> None:
-    alice, bob = accounts(2)
     with trio.fail_after(TIMEOUT):
-        a = await peers.online(alice)
-        b = await peers.online(bob)
+        a, b = await peers.online_users(2)
         assert await delivered_body(a, b, "a gizmo and a 小工具") == "a gizmo and a 小工具"
         out = await trio.to_thread.run_sync(filter_cli, server, "add", "late", "gizmo", "小工具")
         assert "the running server uses the new lists (2 workers)" in out, out
