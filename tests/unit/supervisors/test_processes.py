@@ -175,8 +175,9 @@ async def test_killed_child_is_restarted_alone(log: Path) -> None:
             before = pids(sup)
             killed = sup.kill_child("b")
             assert killed == before["b"]
-            with trio.fail_after(2):
-                await wait_until(running_anew(sup, "b", killed))
+            # Bounded by the test's TIMEOUT, not a tighter one: a Python child starting on a loaded
+            # 2-core machine took over 2 s (how fast is a benchmark's question, not this test's).
+            await wait_until(running_anew(sup, "b", killed))
             after = pids(sup)
             assert (after["a"], after["c"]) == (before["a"], before["c"])
             assert is_reaped(killed)
