@@ -204,19 +204,12 @@ class Mailbox(Generic[M]):
         Raises:
             trio.BrokenResourceError: The mailbox was closed or sealed already.
         """
-        if self._closed or self._sealed:
-            raise trio.BrokenResourceError
-        receiver = self._receiver
-        if receiver is not None:
-            self._receiver = None
-            self._received_total += 1
-            trio.lowlevel.reschedule(receiver, outcome.Value(last))
-        elif self._queue is None:
-            self._queue = deque((last,))
-            if self.on_queued is not None:
-                self.on_queued()
-        else:
+        try:
+            self.send_nowait(last)
+        except trio.WouldBlock:
+            assert self._queue is not None  # full: the last message goes in all the same
             self._queue.append(last)
+            self._note_depth()
         self._sealed = True
         senders, self._senders = self._senders, None
         if senders is not None:

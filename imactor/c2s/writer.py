@@ -168,8 +168,7 @@ class ClientWriter:
         unacknowledged, and ask for an ack every `sm.ack_every` stanzas."""
         if not self.stream.track_sent:
             return
-        for sent in self.stream.take_sent():
-            self.sm.stanza_sent(sent)
+        self.count_sent()
         if len(self.sm.unacked) > self._unacked_limit:
             self.stream.close("policy-violation", "too many unacknowledged stanzas")
         elif self.sm.wants_ack_request():
