@@ -110,7 +110,7 @@ class AccountPresence:
                 resource.available = False
                 stanza = await self.hooks(stanza, own=True)
                 await self._broadcast(resource_name, resource, stanza)
-                if not self._resources.available():  # XEP-0012 §4: when and why it went away
+                if not self._resources.any_available():  # XEP-0012 §4: when and why it went away
                     status = stanza.element().findtext(qname("jabber:client", "status")) or ""
                     await self._services.storage.last_activity.set(self._username, time.time(), status)
             return
@@ -141,7 +141,7 @@ class AccountPresence:
         resource.available = False
         gone = await self.hooks(gone, own=True)
         await self._broadcast(name, resource, gone)
-        if not self._resources.available():
+        if not self._resources.any_available():
             await self._services.storage.last_activity.set(self._username, time.time(), "")
 
     async def _broadcast(self, name: str, resource: Resource, stanza: Stanza) -> None:

@@ -55,8 +55,8 @@ class Resources(dict[str, Resource]):
         self._jid = jid
         self._sessions = sessions
 
-    def available(self) -> list[Resource]:
-        return [resource for resource in self.values() if resource.available]
+    def any_available(self) -> bool:
+        return any(resource.available for resource in self.values())
 
     def available_names(self) -> list[str]:
         return [name for name, resource in self.items() if resource.available]
