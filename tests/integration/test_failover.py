@@ -30,7 +30,7 @@ import trio
 from imactor.cluster.placement import home
 from imactor.node.status import StatusUnavailable
 from tests.integration.conftest import PASSWORD
-from tests.support.chaos import SmClient, kill_worker, land_on, node_status, wait_for_workers
+from tests.support.chaos import SmClient, kill_worker, land_on, node_status, wait_for_workers, wait_mesh_views
 from tests.support.peer import Element, Match, Peer, any_message, bare, message, presence, show, subscribe
 from tests.support.raw import PING
 from tests.support.server import ServerProcess, running_server
@@ -83,17 +83,6 @@ async def wait_membership(path: Path, done: Callable[[dict[str, Any]], bool]) ->
             membership: dict[str, Any] = (await node_status(path))["supervisor"]["membership"]
             if done(membership):
                 return membership
-        await trio.sleep(0.05)
-
-
-async def wait_survivor_alone(path: Path) -> None:
-    """Poll the status socket until the survivor's mesh sees itself as the only live worker."""
-    while True:
-        with contextlib.suppress(StatusUnavailable):
-            workers = (await node_status(path))["workers"]
-            views = [w.get("mesh", {}).get("live_workers") for w in workers if w["index"] == SURVIVOR]
-            if views == [[SURVIVOR]]:
-                return
         await trio.sleep(0.05)
 
 
@@ -305,7 +294,7 @@ async def test_messages_to_an_account_moving_back_home_arrive_live(tmp_path: Pat
         # From the moment the survivor knows: no message is sent to the dead worker (one would
         # wait for its successor, out of order with those the survivor handles meanwhile).
         await wait_membership(path, lambda m: m["epoch"] > epoch)
-        await wait_survivor_alone(path)
+        await wait_mesh_views(path, live=[SURVIVOR], seen_by=[SURVIVOR])
         sent, got = 0, list[Element]()
         replaced, all_sent, all_received = trio.Event(), trio.Event(), trio.Event()
 

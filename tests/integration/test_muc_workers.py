@@ -23,7 +23,7 @@ import trio
 from imactor.cluster.placement import home
 from imactor.node.status import StatusUnavailable
 from tests.integration.conftest import PASSWORD
-from tests.support.chaos import kill_worker, land_on, node_status, wait_for_workers
+from tests.support.chaos import kill_worker, land_on, node_status, wait_for_workers, wait_mesh_views
 from tests.support.muc import (
     NS_MAM,
     configure,
@@ -215,15 +215,6 @@ async def mesh_counter(path: Path, worker: int, name: str) -> int:
     document = await node_status(path)
     entry = next(w for w in document["workers"] if w["index"] == worker)
     return int(entry["mesh"][name])
-
-
-async def wait_mesh_views(path: Path, *, live: list[int]) -> None:
-    """Poll the status socket until every worker's mesh sees exactly `live` as the live workers."""
-    while True:
-        workers = (await node_status(path))["workers"]
-        if len(workers) == len(live) and all(w.get("mesh", {}).get("live_workers") == live for w in workers):
-            return
-        await trio.sleep(0.05)
 
 
 async def wait_counter(path: Path, worker: int, name: str, at_least: int) -> None:

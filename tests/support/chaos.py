@@ -525,6 +525,22 @@ async def node_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
     return await trio.to_thread.run_sync(request_status, path, timeout)
 
 
+async def wait_mesh_views(path: Path, *, live: list[int], seen_by: Sequence[int] | None = None) -> None:
+    """Poll the status socket until the mesh of each worker in `seen_by` sees exactly `live` as the
+    live workers. Without `seen_by`: the node lists exactly as many workers as `live`, and every
+    one of them sees it."""
+    while True:
+        with contextlib.suppress(StatusUnavailable):
+            workers = (await node_status(path))["workers"]
+            if seen_by is None:
+                watched = workers if len(workers) == len(live) else []
+            else:
+                watched = [w for w in workers if w["index"] in seen_by]
+            if watched and all(w.get("mesh", {}).get("live_workers") == live for w in watched):
+                return
+        await trio.sleep(0.05)
+
+
 def running_workers(document: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Worker index → entry, for the workers that run and answered the supervisor."""
     return {
