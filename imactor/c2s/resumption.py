@@ -106,8 +106,8 @@ class Resumption:
         self.held.append(data)
 
     def take_held(self, released: Sequence[bytes] = ()) -> list[bytes]:
-        """What was held, then what the modules' filters `released` (a new transport starts
-        unfiltered), in order; nothing stays held."""
+        """What was held, then `released` (what the modules' filters held back: a new transport
+        starts unfiltered), in order; nothing stays held."""
         held, self.held = self.held + list(released), []
         return held
 
@@ -122,7 +122,7 @@ class Resumption:
     # ---- the steps of a hand-over --------------------------------------------------------------
 
     async def adopt_connection(
-        self, writer: ClientWriter, acks: DurableAcks, jid: JID, released: Sequence[bytes]
+        self, writer: ClientWriter, acks: DurableAcks, jid: JID, release: Callable[[], list[bytes]]
     ) -> tuple[str, tuple[int, int] | None]:
         """§5 on this worker: carry on over the resuming connection. Answers <resumed/>, sends
         again what the client did not acknowledge, then what was held. Returns the connection's
@@ -149,7 +149,7 @@ class Resumption:
             stream.send_nonza(writer.sm.resumed(writer.sm.id))
             for data in resend:
                 stream.send_nonza(data)  # counted when first sent
-            held = self.take_held(released)
+            held = self.take_held(release())
             for data in held:
                 stream.send(data)
         return handover.remote, (len(resend), len(held))
@@ -158,12 +158,13 @@ class Resumption:
         self,
         writer: ClientWriter,
         acks: DurableAcks,
-        released: Sequence[bytes],
+        release: Callable[[], list[bytes]],
         moved: Callable[[tuple[bytes, ...], tuple[bytes, ...]], m.MovedSession],
     ) -> bool:
         """§5 on another worker: give this session's state to the resuming session and end
         quietly. The resource stays bound (the new session re-registers it); nothing goes
-        offline. `moved(unacked, held)` makes the state from the session's own values.
+        offline. `moved(unacked, held)` makes the state from the session's own values; `release`
+        empties the modules' filters, called once the stores settled, under the lock.
 
         The wait for pending stores is bounded well within the asker's patience: what is not
         confirmed by then stays out of `h`, and the client sends it again after <resumed/>.
@@ -179,7 +180,7 @@ class Resumption:
             except sm.SmStreamError:
                 request.reply.fail(StanzaError("bad-request", "h is more than was sent"))
                 return False
-            state = moved(tuple(resend), tuple(self.take_held(released)))
+            state = moved(tuple(resend), tuple(self.take_held(release())))
             self.handed_over = True
             self.moved_to = request.session
             request.reply.send(state)

@@ -308,7 +308,7 @@ class SessionActor:
             return False
         assert self.jid is not None
         self.remote, sent = await resumption.adopt_connection(
-            self.writer, self.acks, self.jid, self._release_filters()
+            self.writer, self.acks, self.jid, self._release_filters
         )
         self._seen_in = self.stream.stanzas_in
         if sent is not None:
@@ -363,7 +363,7 @@ class SessionActor:
                 self.policy.blocklist, self._presence, self._interested, self._resource_state,
             )  # fmt: skip
 
-        if not await self.resumption.move_out(self.writer, self.acks, self._release_filters(), moved):
+        if not await self.resumption.move_out(self.writer, self.acks, self._release_filters, moved):
             return
         moved_to = self.resumption.moved_to
         assert moved_to is not None
