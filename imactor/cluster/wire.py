@@ -29,7 +29,7 @@ from typing import Final, TypeAlias, assert_never
 
 #: The layout version this module reads and writes. Any change to the header or to a payload
 #: layout, or a new message kind, bumps it (see docs/wire-format.md, "Versioning").
-VERSION: Final = 1
+VERSION: Final = 2
 
 #: Anything the codec reads from: ZeroMQ hands over `bytes` (or `zmq.Frame`, which `memoryview`
 #: accepts as well).
@@ -42,6 +42,7 @@ class Kind(IntEnum):
     ACTOR_MESSAGE = 1
     HEARTBEAT = 2
     MEMBERSHIP_CHANGED = 3
+    CLUSTER_VIEW = 4
 
 
 class FrameError(ValueError):
@@ -90,7 +91,32 @@ class MembershipChanged:
     live_workers: tuple[int, ...]
 
 
-Message: TypeAlias = ActorMessage | Heartbeat | MembershipChanged
+@dataclass(frozen=True, slots=True)
+class PeerWorker:
+    """A live worker of the cluster and how to reach it. `server_key`: its node's CURVE public key
+    (Z85), or "" for a worker of the receiver's own node, reached over its local endpoint."""
+
+    worker: int
+    endpoint: str
+    server_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The live workers of every node of a cluster (fact); `epoch` numbers this membership.
+
+    The node supervisor sends it to its own workers in place of `MembershipChanged`: with the live
+    workers it says where each is (workers of other nodes come and go, and so do their ports)."""
+
+    epoch: int
+    workers: tuple[PeerWorker, ...]
+
+    @property
+    def live_workers(self) -> tuple[int, ...]:
+        return tuple(peer.worker for peer in self.workers)
+
+
+Message: TypeAlias = ActorMessage | Heartbeat | MembershipChanged | ClusterView
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +135,8 @@ _ACTOR: Final = struct.Struct("!BHB")  # byte lengths of target_kind, target_key
 _HEARTBEAT: Final = struct.Struct("!IQd")  # worker, epoch, sent_at
 _MEMBERSHIP: Final = struct.Struct("!QI")  # epoch, number of live workers (then one u32 each)
 _WORKER: Final = struct.Struct("!I")
+_VIEW: Final = struct.Struct("!QI")  # epoch, number of workers (then one peer each)
+_PEER: Final = struct.Struct("!IHB")  # worker, byte lengths of endpoint and server key
 
 HEADER_SIZE: Final = _HEADER.size
 
@@ -159,6 +187,18 @@ def encode(envelope: Envelope) -> bytes:
                     struct.pack(f"!{len(workers)}I", *workers),
                 )
             )
+        case ClusterView(view_epoch, peers):
+            if len(peers) > _U32:  # pragma: no cover - four billion workers
+                raise ValueError("too many workers for one frame")
+            parts = [
+                _HEADER.pack(VERSION, Kind.CLUSTER_VIEW, source, epoch),
+                _VIEW.pack(_uint(view_epoch, _U64, "view epoch"), len(peers)),
+            ]
+            for peer in peers:
+                endpoint = _utf8(peer.endpoint, _U16, "endpoint")
+                key = _utf8(peer.server_key, _U8, "server_key")
+                parts += [_PEER.pack(_uint(peer.worker, _U32, "worker"), len(endpoint), len(key)), endpoint, key]
+            return b"".join(parts)
         case _:
             assert_never(message)
 
@@ -223,6 +263,8 @@ def decode(frame: Buffer) -> Envelope:
             message = _decode_heartbeat(payload)
         case Kind.MEMBERSHIP_CHANGED:
             message = _decode_membership(payload)
+        case Kind.CLUSTER_VIEW:
+            message = _decode_view(payload)
         case _:
             raise FrameError(f"unknown message kind {kind}")
     return Envelope(source, epoch, message)
@@ -288,6 +330,28 @@ def _decode_membership(payload: memoryview) -> MembershipChanged:
         )
     workers = struct.unpack_from(f"!{count}I", payload, _MEMBERSHIP.size)
     return MembershipChanged(epoch, workers)
+
+
+def _decode_view(payload: memoryview) -> ClusterView:
+    if len(payload) < _VIEW.size:
+        raise FrameError(f"truncated cluster view: {len(payload)} bytes, need at least {_VIEW.size}")
+    epoch, count = _VIEW.unpack_from(payload)
+    offset, peers = _VIEW.size, []
+    for index in range(count):
+        if offset + _PEER.size > len(payload):
+            raise FrameError(f"cluster view truncated in worker {index} of {count}")
+        worker, endpoint_length, key_length = _PEER.unpack_from(payload, offset)
+        offset += _PEER.size
+        end = offset + endpoint_length + key_length
+        if end > len(payload):
+            raise FrameError(f"cluster view worker {index}: lengths run past the payload")
+        endpoint = _text(payload[offset : offset + endpoint_length], "endpoint")
+        key = _text(payload[offset + endpoint_length : end], "server_key")
+        peers.append(PeerWorker(worker, endpoint, key))
+        offset = end
+    if offset != len(payload):
+        raise FrameError(f"cluster view has {len(payload) - offset} trailing bytes")
+    return ClusterView(epoch, tuple(peers))
 
 
 def _text(data: memoryview, name: str) -> str:

@@ -42,8 +42,14 @@ Delivery is at most once: frames queued for a peer that is removed, or that dies
 its socket buffers, are lost (and counted in `dropped` when they were still in an outbox).
 Durability is the storage layer's job (docs/design.md, "The failover promise").
 
-TODO: CURVE authentication on tcp:// endpoints between machines (docs/design.md). Until then a tcp://
-endpoint accepts frames from anyone who can reach it: bind it on a private interface.
+Between machines. A link may bind a second PULL socket, `remote_endpoint` (``tcp://host:port``),
+for the workers of other nodes. It is a ZeroMQ CURVE server with the node's key pair (`CurveKeys`):
+links are encrypted, and every connecting peer proves it holds the secret key of a public key that
+`authorized` accepts (the cluster's registered nodes); any other is refused by ZeroMQ's ZAP
+handshake, logged, and never delivers a frame. A peer added with a `server_key` is reached over
+CURVE as a client with the same key pair. Frames that arrive on the remote socket may only be actor
+messages: membership comes from this node's own supervisor over the local socket, never from
+another node. The local socket (ipc:// under the node's private run directory) is unencrypted.
 
 Error handling:
     A batch that does not decode is logged (logger ``imactor.cluster``), counted in
@@ -64,8 +70,9 @@ from typing import Final, TypeAlias, cast
 
 import trio
 import zmq
+import zmq.auth.thread
 
-from imactor.cluster.wire import Envelope, FrameError, Message, decode_batch, encode
+from imactor.cluster.wire import ActorMessage, Envelope, FrameError, Message, decode_batch, encode
 
 logger = logging.getLogger("imactor.cluster")
 
@@ -86,6 +93,56 @@ class UnknownPeer(LookupError):
     """The worker is not a peer of this link: never added, removed, or the link has stopped."""
 
 
+#: The ZAP domain of the remote socket (any constant; ZAP handlers are chosen by it).
+_ZAP_DOMAIN: Final = "imactor"
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """A node's CURVE key pair, Z85-encoded (40 characters each)."""
+
+    public: str
+    secret: str
+
+    @classmethod
+    def generate(cls) -> CurveKeys:
+        public, secret = zmq.curve_keypair()
+        return cls(public.decode("ascii"), secret.decode("ascii"))
+
+    @classmethod
+    def from_secret(cls, secret: str) -> CurveKeys:
+        """The pair of a Z85 secret key.
+
+        Raises:
+            ValueError: `secret` is not a Z85-encoded 32-byte key.
+        """
+        if len(secret) != 40:
+            raise ValueError(f"a CURVE secret key is 40 Z85 characters, not {len(secret)}")
+        try:
+            public = zmq.curve_public(secret.encode("ascii"))
+        except (zmq.ZMQError, UnicodeEncodeError, ValueError) as exc:
+            raise ValueError(f"not a Z85-encoded CURVE secret key: {exc}") from None
+        return cls(public.decode("ascii"), secret)
+
+
+class _KeyCheck:
+    """ZAP's credentials provider: asks `authorized` about each connecting peer's public key
+    (called in the authenticator's thread, once per connection, not per frame)."""
+
+    def __init__(self, owner: int, authorized: Callable[[str], bool]) -> None:
+        self._owner = owner
+        self._authorized = authorized
+        self.refused = 0
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        public = key.decode("ascii", "replace")
+        if self._authorized(public):
+            return True
+        self.refused += 1
+        logger.warning("w%d refused a mesh connection from an unregistered key %s", self._owner, public)
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class LinkStatistics:
     """A snapshot of a `ZmqLink` (Trio's `statistics()` rule)."""
@@ -101,6 +158,8 @@ class LinkStatistics:
     dropped: int  #: frames discarded unsent (peer removed, or link stopped, with frames queued)
     receive_backlog: int  #: envelopes waiting in `receive_channel`
     outbox_depth: Mapping[int, int]  #: peer → frames waiting in its outbox
+    remote_endpoint: str | None = None  #: the bound socket for other nodes' workers, if any
+    refused_keys: int = 0  #: connections from keys the cluster does not know
 
 
 class _Peer:
@@ -108,12 +167,13 @@ class _Peer:
 
     __slots__ = (
         "cancel_scope", "endpoint", "has_owner", "idle", "last_direct", "outbox_receive", "outbox_send",
-        "socket", "worker",
+        "server_key", "socket", "worker",
     )  # fmt: skip
 
-    def __init__(self, worker: int, endpoint: str, capacity: int) -> None:
+    def __init__(self, worker: int, endpoint: str, capacity: int, server_key: str | None = None) -> None:
         self.worker = worker
         self.endpoint = endpoint
+        self.server_key = server_key
         self.outbox_send, self.outbox_receive = trio.open_memory_channel[bytes](capacity)
         # Created unbound so `remove_peer` can cancel the owner before it has even started.
         self.cancel_scope = trio.CancelScope()
@@ -151,6 +211,10 @@ class ZmqLink:
         on_receive: called with each inbound envelope, in order, in the PULL owner's task,
             instead of queuing it in `receive_channel` (it must not block; an exception it raises
             stops the link).
+        remote_endpoint: a second PULL socket for other nodes' workers (``tcp://host:port``),
+            CURVE-encrypted and authenticated (module doc); needs `curve` and `authorized`.
+        curve: this node's key pair, for the remote socket and for peers added with a key.
+        authorized: whether a connecting peer's public key (Z85) belongs to the cluster.
     """
 
     def __init__(
@@ -167,7 +231,12 @@ class ZmqLink:
         hwm: int = 32,
         max_frame_size: int = 16 << 20,
         on_receive: Callable[[Envelope], None] | None = None,
+        remote_endpoint: str | None = None,
+        curve: CurveKeys | None = None,
+        authorized: Callable[[str], bool] | None = None,
     ) -> None:
+        if remote_endpoint is not None and (curve is None or authorized is None):
+            raise ValueError("a remote endpoint needs the node's CURVE keys and an authorization check")
         for name, value in (
             ("outbox_capacity", outbox_capacity),
             ("receive_capacity", receive_capacity),
@@ -189,6 +258,10 @@ class ZmqLink:
         self._hwm = hwm
         self._max_frame_size = max_frame_size
         self._on_receive = on_receive
+        self._remote_endpoint = remote_endpoint
+        self._curve = curve
+        self._key_check = None if authorized is None else _KeyCheck(worker, authorized)
+        self._bound_remote: str | None = None
         self._receive_send, self._receive_channel = trio.open_memory_channel[Envelope](receive_capacity)
         self._peers: dict[int, _Peer] = {}
         self._context: zmq.Context[_Socket] | None = None
@@ -199,6 +272,7 @@ class ZmqLink:
         self._frames_in = 0
         self._batches_in = 0
         self._decode_errors = 0
+        self._refused_kinds = 0
         self._frames_out = 0
         self._batches_out = 0
         self._dropped = 0
@@ -227,6 +301,16 @@ class ZmqLink:
         return self._bound_endpoint
 
     @property
+    def bound_remote_endpoint(self) -> str | None:
+        """Where the remote socket is bound (the real port when 0 was asked); None: no socket."""
+        return self._bound_remote
+
+    @property
+    def refused_keys(self) -> int:
+        """Connections refused because their public key is not the cluster's."""
+        return 0 if self._key_check is None else self._key_check.refused
+
+    @property
     def receive_channel(self) -> trio.MemoryReceiveChannel[Envelope]:
         """Every envelope received from any peer, in per-sender order; closed when `run` ends.
 
@@ -240,6 +324,10 @@ class ZmqLink:
     def peers(self) -> Mapping[int, str]:
         """worker → endpoint of the current peers (a copy)."""
         return {worker: peer.endpoint for worker, peer in self._peers.items()}
+
+    def peer_key(self, worker: int) -> str | None:
+        """The CURVE public key `worker` is reached with; None: a plain (same-node) peer."""
+        return self._peer(worker).server_key
 
     # ---- configuration -------------------------------------------------------------------------
 
@@ -260,20 +348,26 @@ class ZmqLink:
             raise ValueError(f"an epoch is an unsigned 64-bit integer, not {epoch}")
         return epoch
 
-    def add_peer(self, worker: int, endpoint: str) -> None:
+    def add_peer(self, worker: int, endpoint: str, server_key: str | None = None) -> None:
         """Connect to `worker` at `endpoint`. Before `run`, the connection is made when it starts.
 
+        `server_key`: the peer's node's CURVE public key; the connection is then encrypted and
+        authenticated with this link's own `curve` pair (a worker of another node).
+
         Raises:
-            ValueError: `worker` is this worker or already a peer, or ZeroMQ refuses `endpoint`.
+            ValueError: `worker` is this worker or already a peer, ZeroMQ refuses `endpoint`, or
+                a `server_key` is given to a link without keys.
             RuntimeError: the link has stopped.
         """
+        if server_key is not None and self._curve is None:
+            raise ValueError(f"w{worker}: a CURVE peer needs this link's own key pair")
         if self._stopped:
             raise RuntimeError("the link has stopped")
         if worker == self._worker:
             raise ValueError(f"w{worker} is this worker; local messages do not cross the link")
         if worker in self._peers:
             raise ValueError(f"w{worker} is already a peer (remove it first to change its endpoint)")
-        peer = _Peer(worker, endpoint, self._outbox_capacity)
+        peer = _Peer(worker, endpoint, self._outbox_capacity, server_key)
         if self._nursery is not None:
             self._start_peer(peer)
         self._peers[worker] = peer
@@ -367,12 +461,14 @@ class ZmqLink:
             epoch=self._epoch,
             frames_in=self._frames_in,
             batches_in=self._batches_in,
-            decode_errors=self._decode_errors,
+            decode_errors=self._decode_errors + self._refused_kinds,
             frames_out=self._frames_out,
             batches_out=self._batches_out,
             dropped=self._dropped,
             receive_backlog=self._receive_send.statistics().current_buffer_used,
             outbox_depth={worker: peer.depth for worker, peer in self._peers.items()},
+            remote_endpoint=self._bound_remote,
+            refused_keys=self.refused_keys,
         )
 
     # ---- running -------------------------------------------------------------------------------
@@ -395,12 +491,17 @@ class ZmqLink:
         self._has_run = True
         context: zmq.Context[_Socket] = zmq.Context()
         self._context = context
+        authenticator: zmq.auth.thread.ThreadAuthenticator | None = None
         try:
             # Sockets are created, bound and connected here, before any owner task exists, so a
             # bad endpoint raises from run() itself; each is then handed to its owner for good.
             inbound = self._bind(context)
+            remote: _Socket | None = None
             outbound: list[tuple[_Peer, _Socket]] = []
             try:
+                if self._remote_endpoint is not None:
+                    authenticator = self._start_authenticator(context)
+                    remote = self._bind_remote(context, self._remote_endpoint)
                 for peer in self._peers.values():
                     socket = self._connect(context, peer)  # may raise: close those made so far
                     outbound.append((peer, socket))
@@ -408,9 +509,13 @@ class ZmqLink:
                 for _, socket in outbound:
                     socket.close(linger=0)
                 inbound.close(linger=0)
+                if remote is not None:
+                    remote.close(linger=0)
                 raise
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._run_inbound, inbound, name=f"zmq-in w{self._worker}")
+                nursery.start_soon(self._run_inbound, inbound, False, name=f"zmq-in w{self._worker}")
+                if remote is not None:
+                    nursery.start_soon(self._run_inbound, remote, True, name=f"zmq-in w{self._worker} remote")
                 for peer, socket in outbound:
                     self._hand_over(nursery, peer, socket)
                 self._nursery = nursery
@@ -425,6 +530,8 @@ class ZmqLink:
                 peer.outbox_send.close()
             self._peers.clear()
             self._receive_send.close()
+            if authenticator is not None:
+                authenticator.stop()
             # Every owner closed its socket in its own `finally`; destroy() only ends the context
             # (it would close a socket left behind, with LINGER 0, rather than hang in term()).
             context.destroy(linger=0)
@@ -445,11 +552,45 @@ class ZmqLink:
             raise
         return socket
 
+    def _start_authenticator(self, context: zmq.Context[_Socket]) -> zmq.auth.thread.ThreadAuthenticator:
+        """ZeroMQ's ZAP handler, in a thread of its own: it answers the CURVE handshakes of the
+        remote socket with `_KeyCheck`."""
+        assert self._key_check is not None
+        authenticator = zmq.auth.thread.ThreadAuthenticator(context, log=logger.getChild("zap"))
+        authenticator.start()
+        authenticator.configure_curve_callback(_ZAP_DOMAIN, credentials_provider=self._key_check)
+        return authenticator
+
+    def _bind_remote(self, context: zmq.Context[_Socket], endpoint: str) -> _Socket:
+        assert self._curve is not None
+        socket = context.socket(zmq.PULL)
+        try:
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.RCVHWM, self._hwm)
+            socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size)
+            socket.setsockopt(zmq.CURVE_SERVER, 1)
+            socket.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode("ascii"))
+            socket.setsockopt_string(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
+            socket.bind(endpoint)
+            self._bound_remote = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            raise OSError(exc.errno, f"w{self._worker} cannot bind {endpoint!r}: {exc}") from exc
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        return socket
+
     def _connect(self, context: zmq.Context[_Socket], peer: _Peer) -> _Socket:
         socket = context.socket(zmq.PUSH)
         try:
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.SNDHWM, self._hwm)
+            if peer.server_key is not None:
+                assert self._curve is not None
+                socket.setsockopt(zmq.CURVE_SERVERKEY, peer.server_key.encode("ascii"))
+                socket.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public.encode("ascii"))
+                socket.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode("ascii"))
             socket.connect(peer.endpoint)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
@@ -471,8 +612,9 @@ class ZmqLink:
         peer.has_owner = True
         nursery.start_soon(self._run_outbound, peer, socket, name=f"zmq-out w{self._worker}→w{peer.worker}")
 
-    async def _run_inbound(self, socket: _Socket) -> None:
-        """Owner of the PULL socket: receive batches until cancelled."""
+    async def _run_inbound(self, socket: _Socket, remote: bool) -> None:
+        """Owner of a PULL socket: receive batches until cancelled. `remote`: the socket of other
+        nodes' workers, which may send actor messages only."""
         fd: int | None = None
         try:
             fd = socket.FD
@@ -485,7 +627,7 @@ class ZmqLink:
                         # EVENTS and recv disagreed; yield, then read EVENTS again before waiting.
                         await trio.lowlevel.checkpoint()
                         continue
-                    await self._deliver(frames)
+                    await self._deliver(frames, remote)
                     unbroken += 1
                     if unbroken % _BATCHES_PER_CHECKPOINT == 0:
                         # A steady inbound stream never starves the other tasks.
@@ -498,7 +640,7 @@ class ZmqLink:
         finally:
             _close(socket, fd)
 
-    async def _deliver(self, frames: list[bytes]) -> None:
+    async def _deliver(self, frames: list[bytes], remote: bool = False) -> None:
         self._batches_in += 1
         self._frames_in += len(frames)
         try:
@@ -515,6 +657,13 @@ class ZmqLink:
                     exc.reason,
                 )
         else:
+            if remote and not all(isinstance(e.message, ActorMessage) for e in envelopes):
+                # Membership and heartbeats come from this node's own supervisor, never from
+                # another node: a remote peer that sends them is faulty or hostile.
+                self._refused_kinds += 1
+                logger.warning("w%d dropped a frame from another node that was not an actor message",
+                               self._worker)  # fmt: skip
+                envelopes = [e for e in envelopes if isinstance(e.message, ActorMessage)]
             handler = self._on_receive
             for envelope in envelopes:
                 if handler is not None:

@@ -15,12 +15,14 @@ from imactor.cluster.wire import (
     HEADER_SIZE,
     VERSION,
     ActorMessage,
+    ClusterView,
     Envelope,
     FrameError,
     Heartbeat,
     Kind,
     MembershipChanged,
     Message,
+    PeerWorker,
     decode,
     decode_batch,
     encode,
@@ -41,6 +43,9 @@ MESSAGES: list[Message] = [
     MembershipChanged(epoch=12, live_workers=(0, 1, 2, 5)),
     MembershipChanged(epoch=0, live_workers=()),
     MembershipChanged(epoch=U64, live_workers=(*range(1000), U32)),
+    ClusterView(epoch=3, workers=(PeerWorker(1024, "ipc:///run/w0.sock"), PeerWorker(2049, "tcp://10.0.0.2:7601", "k" * 40))),
+    ClusterView(epoch=0, workers=()),
+    ClusterView(epoch=U64, workers=(PeerWorker(U32, "e" * 65535, "\u00e9" * 127),)),
 ]
 
 
@@ -96,15 +101,16 @@ def test_a_batch_may_straddle_a_membership_change() -> None:
 def test_the_header_layout_is_pinned() -> None:
     data = encode(Envelope(0x01020304, 0x05060708090A0B0C, Heartbeat(9, 10, 0.5)))
     assert HEADER_SIZE == 14
-    assert data[:HEADER_SIZE] == bytes.fromhex("01 02 01020304 05060708090a0b0c")
+    assert data[:HEADER_SIZE] == bytes.fromhex("02 02 01020304 05060708090a0b0c")
     assert data[HEADER_SIZE:] == struct.pack("!IQd", 9, 10, 0.5)
-    assert [int(kind) for kind in Kind] == [1, 2, 3]  # ACTOR_MESSAGE, HEARTBEAT, MEMBERSHIP_CHANGED
+    # ACTOR_MESSAGE, HEARTBEAT, MEMBERSHIP_CHANGED, CLUSTER_VIEW
+    assert [int(kind) for kind in Kind] == [1, 2, 3, 4]
 
 
 def test_the_actor_message_layout_is_pinned() -> None:
     data = frame(ActorMessage("user", "b\u00f6b@x", "stanza", b"<m/>"), source=2, epoch=1)
     assert data == (
-        bytes.fromhex("01 01 00000002 0000000000000001")
+        bytes.fromhex("02 01 00000002 0000000000000001")
         + bytes.fromhex("04 0006 06")
         + b"user"
         + "b\u00f6b@x".encode()
@@ -116,6 +122,27 @@ def test_the_actor_message_layout_is_pinned() -> None:
 def test_the_membership_layout_is_pinned() -> None:
     data = frame(MembershipChanged(7, (0, 2)), source=0, epoch=7)
     assert data[HEADER_SIZE:] == bytes.fromhex("0000000000000007 00000002 00000000 00000002")
+
+
+def test_the_cluster_view_layout_is_pinned() -> None:
+    data = frame(ClusterView(9, (PeerWorker(1025, "tcp://h:1", "K"),)), source=0, epoch=9)
+    assert data[:2] == bytes.fromhex("02 04")
+    assert data[HEADER_SIZE:] == bytes.fromhex("0000000000000009 00000001 00000401 0009 01") + b"tcp://h:1K"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (bytes.fromhex("00000000000000"), "truncated cluster view"),
+        (bytes.fromhex("0000000000000001 00000001 000004"), "truncated in worker 0 of 1"),
+        (bytes.fromhex("0000000000000001 00000001 00000401 0009 01") + b"tcp", "run past the payload"),
+        (bytes.fromhex("0000000000000001 00000000 00"), "1 trailing bytes"),
+        (bytes.fromhex("0000000000000001 00000001 00000401 0001 00") + b"\xff", "endpoint is not UTF-8"),
+    ],
+)
+def test_a_bad_cluster_view_is_a_frame_error(payload: bytes, reason: str) -> None:
+    with pytest.raises(FrameError, match=reason):
+        decode(bytes.fromhex("02 04 00000000 0000000000000000") + payload)
 
 
 def test_the_body_runs_to_the_end_of_the_frame() -> None:
@@ -170,10 +197,10 @@ ACTOR_LENGTHS = struct.pack("!BHB", 4, 3, 6)
         (b"", "truncated header: 0 bytes"),
         (header(Kind.HEARTBEAT)[:-1], "truncated header: 13 bytes"),
         (header(Kind.HEARTBEAT, version=0) + bytes(20), "unsupported version 0"),
-        (header(Kind.HEARTBEAT, version=2) + bytes(20), "unsupported version 2"),
+        (header(Kind.HEARTBEAT, version=1) + bytes(20), "unsupported version 1"),
         (header(Kind.HEARTBEAT, version=255) + bytes(20), "unsupported version 255"),
         (header(0) + bytes(20), "unknown message kind 0"),
-        (header(4) + bytes(20), "unknown message kind 4"),
+        (header(5) + bytes(20), "unknown message kind 5"),
         (header(255), "unknown message kind 255"),
         (header(Kind.ACTOR_MESSAGE), "truncated actor-message header: 0 bytes"),
         (header(Kind.ACTOR_MESSAGE) + ACTOR_LENGTHS[:3], "truncated actor-message header: 3 bytes"),
