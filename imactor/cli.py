@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from imactor.config import Config, ConfigError, load_config
+from imactor.node.cluster_cli import ClusterCommandError, add_cluster_parser
 
 if TYPE_CHECKING:
     from imactor.storage import Storage
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(exc: Exception) -> str | None:
     """The one-line message for an expected failure, or None for a bug (keep the traceback)."""
-    if isinstance(exc, CommandError | ConfigError):
+    if isinstance(exc, CommandError | ConfigError | ClusterCommandError):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
@@ -104,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--workers", type=_positive, required=True, help="how many workers the node runs")
     worker.add_argument("--run-dir", type=Path, required=True, help="the node's private run directory")
     worker.add_argument("--node-started", type=float, default=None, help="when the node started (epoch s)")
+    worker.add_argument("--node-id", type=_non_negative, default=0, help="this node's number in its cluster")
+    worker.add_argument("--mesh-endpoint", default=None, help="where to bind the socket for other nodes")
     worker.add_argument(
         "--listen", action="append", default=[], metavar="NAME=FD[,FD...]", help="inherited listening sockets"
     )
@@ -142,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     destroy.set_defaults(handler=_room_destroy)
 
     _filter_parser(commands, common)
+    add_cluster_parser(commands, common)
 
     export = commands.add_parser(
         "export", parents=[common], help="write every account's data to a XEP-0227 file"
@@ -225,7 +229,8 @@ def _worker(args: argparse.Namespace, config_path: Path) -> int:
         raise CommandError(str(exc)) from None
     if args.index >= args.workers:
         raise CommandError(f"--index {args.index}: a node of {args.workers} workers numbers them from 0")
-    return run(config_path, args.index, args.workers, args.run_dir, listen, node_started=args.node_started)
+    return run(config_path, args.index, args.workers, args.run_dir, listen, node_started=args.node_started,
+               node_id=args.node_id, mesh_endpoint=args.mesh_endpoint)  # fmt: skip
 
 
 def _non_negative(text: str) -> int:

@@ -266,6 +266,26 @@ class SupervisionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:  # several nodes on one PostgreSQL database (docs/cluster.md)
+    enabled: bool = _opt(False, _bool)
+    node: str = _opt("", _str(r"|[A-Za-z0-9][A-Za-z0-9._-]{0,62}", "a node name (letters, digits, . _ -)"))
+    # Where this node's workers bind their mesh sockets for the other nodes: worker N takes
+    # mesh_port + N (0: ports chosen by the OS at start). `advertise`: the address the other
+    # nodes use ("": mesh_host).
+    mesh_host: str = _opt("127.0.0.1", _str(_HOST_PATTERN, "a host name or address"))
+    mesh_port: int = _opt(7600, _int(0, 65535))
+    advertise: str = _opt("", _str(r"|\S+", "a host name or address"))
+    key_file: Path | None = _opt(None, _path)  # the node's CURVE secret key (imactor cluster keygen)
+    lease: float = _opt(6.0, _number)  # seconds a renewal keeps the node live for the others
+    heartbeat: float = _opt(1.0, _number)  # seconds between renewals
+    # How clients reach this node, for see-other-host redirects ("": the c2s listener's first host).
+    client_host: str = _opt("", _str(r"|\S+", "a host name or address"))
+    # RFC 6120 §4.9.3.19: send a new client to a less loaded node ("least-loaded") or never ("none").
+    redirect: Literal["none", "least-loaded"] = _opt("none", _choice("none", "least-loaded"))
+    redirect_margin: int = _opt(100, _int(1))  # sessions more than the least loaded node before redirecting
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: LogLevel = _opt("info", _choice(*get_args(LogLevel)))
     format: LogFormat = _opt("text", _choice(*get_args(LogFormat)))
@@ -298,6 +318,7 @@ class Config:
     muc: MucConfig = _table(MucConfig)
     log: LogConfig = _table(LogConfig)
     http: HTTPConfig = _table(HTTPConfig)
+    cluster: ClusterConfig = _table(ClusterConfig)
     modules: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
     )
@@ -348,13 +369,37 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         missing = "tls.key" if tls.key is None else "tls.certificate"
         raise ConfigError(f"{source}: {missing}: certificate and key must be set together")
     cert, key = (p and _resolve(base_dir, p) for p in (tls.certificate, tls.key))
+    cluster = _checked_cluster(config, str(source))
     return dataclasses.replace(
         config,
         source=source,
         server=dataclasses.replace(config.server, data_dir=_resolve(base_dir, config.server.data_dir)),
         tls=dataclasses.replace(tls, certificate=cert, key=key),
         storage=dataclasses.replace(config.storage, url=_resolve_sqlite_url(base_dir, config.storage.url)),
+        cluster=dataclasses.replace(
+            cluster, key_file=cluster.key_file and _resolve(base_dir, cluster.key_file)
+        ),
     )
+
+
+def _checked_cluster(config: Config, source: str) -> ClusterConfig:
+    """A cluster needs a name, a key and a database every node shares (docs/cluster.md)."""
+    cluster = config.cluster
+    if not cluster.enabled:
+        return cluster
+    if not cluster.node:
+        raise ConfigError(f"{source}: cluster.node: a cluster node needs a name, unique in the cluster")
+    if cluster.key_file is None:
+        raise ConfigError(
+            f"{source}: cluster.key_file: a cluster node needs its key (imactor cluster keygen)"
+        )
+    if not config.storage.url.startswith("postgresql"):
+        raise ConfigError(f"{source}: storage.url: a cluster's nodes share one PostgreSQL database, "
+                          f"not {config.storage.url or 'the default SQLite file'!r}")  # fmt: skip
+    if cluster.heartbeat * 3 > cluster.lease:
+        raise ConfigError(f"{source}: cluster.heartbeat: at most a third of cluster.lease "
+                          f"({cluster.lease:g} s), so that a lease survives a lost renewal")  # fmt: skip
+    return cluster
 
 
 def _build(cls: type[Any], raw: object, source: str, prefix: str) -> Any:

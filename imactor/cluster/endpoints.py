@@ -16,6 +16,13 @@ from typing import Final
 
 #: The `source` of frames the node supervisor sends (membership changes).
 MASTER: Final = 0xFFFF_FFFF
+#: In a cluster, a worker's number is its node's id × NODE_STRIDE + its index in the node, so
+#: every worker of every node has its own (a single node is node 0: the number is the index).
+NODE_STRIDE: Final = 1024
+
+
+def worker_id(node_id: int, index: int) -> int:
+    return node_id * NODE_STRIDE + index
 
 
 def worker_endpoint(run_dir: Path, index: int) -> str:

@@ -197,7 +197,11 @@ def encode(envelope: Envelope) -> bytes:
             for peer in peers:
                 endpoint = _utf8(peer.endpoint, _U16, "endpoint")
                 key = _utf8(peer.server_key, _U8, "server_key")
-                parts += [_PEER.pack(_uint(peer.worker, _U32, "worker"), len(endpoint), len(key)), endpoint, key]
+                parts += [
+                    _PEER.pack(_uint(peer.worker, _U32, "worker"), len(endpoint), len(key)),
+                    endpoint,
+                    key,
+                ]
             return b"".join(parts)
         case _:
             assert_never(message)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,18 +40,16 @@ import trio
 
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone, ActorRef, Registry, Reply
-from imactor.cluster.endpoints import MASTER, worker_endpoint
+from imactor.cluster.endpoints import MASTER
 from imactor.cluster.placement import Membership
-from imactor.cluster.wire import ActorMessage, Envelope, MembershipChanged
-from imactor.cluster.zmq_link import UnknownPeer, ZmqLink
+from imactor.cluster.wire import ActorMessage, ClusterView, Envelope, MembershipChanged
+from imactor.cluster.zmq_link import CurveKeys, UnknownPeer, ZmqLink
 from imactor.mesh import codec, handoff
 from imactor.mesh.pending import Pending
 from imactor.mesh.refs import GatedRef, GoneRef, RemoteCompletion, RemoteRef, RemoteReply
 from imactor.xmpp.errors import StanzaError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from imactor.xmpp.stanza import Stanza
 
 log = logging.getLogger("imactor.mesh")
@@ -78,6 +76,23 @@ Bounce = Callable[["Stanza", StanzaError], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class MeshAddressing:
+    """Where a worker's mesh listens and whom it reaches first.
+
+    `local`: this node's workers (this one included) by worker id → their ipc:// endpoints. In a
+    cluster, `remote_endpoint` is where this worker listens for the other nodes' workers, with
+    the node's CURVE `keys`; the other nodes' workers come and go with the node supervisor's
+    `ClusterView`s."""
+
+    local: Mapping[int, str]
+    remote_endpoint: str | None = None
+    keys: CurveKeys | None = None
+    #: Whether a public key is a registered node's (asks the database, from ZeroMQ's
+    #: authenticator thread, for a key no view has named yet: a node that just joined).
+    is_registered: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MeshStatistics:
     epoch: int
     live_workers: tuple[int, ...]
@@ -98,14 +113,17 @@ class Mesh:
     """This worker's view of the node and its link to the other workers. Run it with `run`."""
 
     def __init__(
-        self, index: int, workers: int, run_dir: Path, *, registry: Registry, activate: Activate,
+        self, index: int, addressing: MeshAddressing, *, registry: Registry, activate: Activate,
         bounce: Bounce,
     ) -> None:  # fmt: skip
         self.index = index
-        self._run_dir, self._workers = run_dir, workers
+        self._addressing = addressing
         self._registry, self._activate_actor, self._bounce = registry, activate, bounce
-        # Until the node supervisor's first announcement: every worker is assumed live.
-        self.membership = Membership(0, tuple(range(workers)))
+        # Until the node supervisor's first announcement: every worker of the node is assumed live.
+        self.membership = Membership(0, tuple(sorted(addressing.local)))
+        #: The CURVE public keys of the nodes seen in a `ClusterView`: the remote socket takes
+        #: connections from these only.
+        self._known_keys: set[str] = set()
         self.link = self._new_link()
         self._pending = Pending()
         self._hosted: tuple[str, ...] = ()
@@ -115,7 +133,9 @@ class Mesh:
         #: Messages for hosted actors being activated here, in arrival order.
         self._activating: dict[tuple[str, str], list[Any]] = {}
         #: What waits here for an actor's previous home to hand it over.
-        self._gate = handoff.HandOffGate(index, closed=workers > 1)
+        self._gate = handoff.HandOffGate(
+            index, closed=len(addressing.local) > 1 or addressing.remote_endpoint is not None
+        )
         self._nursery: trio.Nursery | None = None
         self._frames_in = self._frames_out = self._forwarded = 0
         self._dropped = self._decode_errors = self._handoffs = 0
@@ -123,13 +143,33 @@ class Mesh:
         self.counters: Counter[str] = Counter()
 
     def _new_link(self) -> ZmqLink:
-        run_dir, index = self._run_dir, self.index
-        peers = {w: worker_endpoint(run_dir, w) for w in range(self._workers) if w != index}
+        addressing, index = self._addressing, self.index
+        peers = {w: endpoint for w, endpoint in addressing.local.items() if w != index}
         return ZmqLink(
-            index, worker_endpoint(run_dir, index), peers, epoch=self.membership.epoch,
+            index, addressing.local[index], peers, epoch=self.membership.epoch,
             outbox_capacity=OUTBOX_CAPACITY, receive_capacity=OUTBOX_CAPACITY,
-            on_receive=self._on_envelope,
+            on_receive=self._on_envelope, remote_endpoint=addressing.remote_endpoint, curve=addressing.keys,
+            authorized=self._authorized if addressing.remote_endpoint is not None else None,
         )  # fmt: skip
+
+    def _authorized(self, public_key: str) -> bool:
+        """May a node with this key connect? Called in ZeroMQ's authenticator thread, once per
+        connection. A key in a view is known; another one may be a node that registered since
+        the last view (its workers connect at once), so the database decides. Refusing it would
+        cost more than a late frame: ZeroMQ drops what was queued on a refused connection."""
+        if public_key in self._known_keys:
+            return True
+        lookup = self._addressing.is_registered
+        if lookup is None:
+            return False
+        try:
+            registered = lookup(public_key)
+        except Exception as exc:  # the database is unreachable: refuse now, the peer retries
+            log.warning("w%d: cannot check a node key with the database: %s", self.index, exc)
+            return False
+        if registered:
+            self._known_keys.add(public_key)
+        return registered
 
     # ---- what the wings register ---------------------------------------------------------------
 
@@ -160,11 +200,6 @@ class Mesh:
         self.counters[counter] += 1
 
     # ---- placement -----------------------------------------------------------------------------
-
-    @property
-    def workers(self) -> int:
-        """How many workers the node runs (numbered 0 … workers-1, live or not)."""
-        return self._workers
 
     def home(self, kind: str, key: str) -> int:
         return self.membership.home(kind, key)
@@ -267,6 +302,9 @@ class Mesh:
             # No live worker at all is the node going down (or up): nothing to place.
             if envelope.source == MASTER and message.live_workers:
                 self.apply_membership(Membership(message.epoch, message.live_workers))
+        elif isinstance(message, ClusterView):
+            if envelope.source == MASTER and message.workers:
+                self.apply_view(message)
         elif isinstance(message, ActorMessage):
             try:
                 self._dispatch(envelope.source, envelope.epoch, message)
@@ -413,6 +451,32 @@ class Mesh:
             log.warning("w%d: %s dropped: %s", self.index, type(message).__name__, error.condition)
 
     # ---- membership ----------------------------------------------------------------------------
+
+    def apply_view(self, view: ClusterView) -> None:
+        """A cluster's membership: reach its workers where it says, then apply it."""
+        if view.epoch <= self.membership.epoch:
+            return
+        live = set(view.live_workers)
+        for peer in view.workers:
+            if peer.worker == self.index:
+                continue
+            key = peer.server_key or None
+            if key is not None:
+                self._known_keys.add(key)
+            if self.link.peers.get(peer.worker) == peer.endpoint and self.link.peer_key(peer.worker) == key:
+                continue
+            with contextlib.suppress(UnknownPeer):
+                self.link.remove_peer(peer.worker)  # a node that came back elsewhere
+            try:
+                self.link.add_peer(peer.worker, peer.endpoint, key)
+            except (ValueError, RuntimeError) as exc:
+                log.warning("w%d: cannot reach w%d at %s: %s", self.index, peer.worker, peer.endpoint, exc)
+        self.apply_membership(Membership(view.epoch, view.live_workers))
+        for worker in list(self.link.peers):
+            # Another node's worker that left: its socket goes (a node's own workers keep theirs,
+            # and the frames queued there for a successor).
+            if worker not in live and worker not in self._addressing.local:
+                self.link.remove_peer(worker)
 
     def apply_membership(self, new: Membership) -> None:
         old = self.membership

@@ -27,29 +27,34 @@ systemd or Docker can act.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 import trio
 
 from imactor.c2s.listener import open_listeners
 from imactor.cluster.endpoints import MASTER, master_endpoint, worker_endpoint
 from imactor.cluster.zmq_link import ZmqLink
 from imactor.log import setup_logging
+from imactor.node.cluster_node import cluster_member
+from imactor.node.lease import ClusterMember, Fenced
 from imactor.node.membership import MembershipAnnouncer
 from imactor.node.node_status import NodeStatus
 from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
 from imactor.node.status.server import StatusServer
+from imactor.storage import StorageError
 from supervisors import (
     ChildFailedToStart,
     ChildState,
@@ -104,15 +109,54 @@ async def run_node(config: Config) -> int:
         await prepare_node(config)
         run_dir = create_run_dir()
         try:
+            if config.cluster.enabled:
+                return await _run_cluster_node(config, run_dir, signals)
             async with _bound_listeners(config) as listeners:
-                return await _run(config, run_dir, listeners, signals)
+                return (await _run(config, run_dir, listeners, signals)).code
         finally:
             remove_run_dir(run_dir)
+
+
+async def _run_cluster_node(config: Config, run_dir: Path, signals: AsyncIterator[int]) -> int:
+    """A node of a cluster (`imactor.node.lease`): join, serve until stopped or fenced; after
+    fencing, wait for the database, join again and serve again on the same ports."""
+    member = cluster_member(config, run_dir)
+    ports: dict[str, int] | None = None
+    try:
+        while True:
+            async with _bound_listeners(config, ports) as listeners:
+                ports = {name: bound[0].socket.getsockname()[1] for name, bound in listeners.items()}
+                member.node = dataclasses.replace(member.node, clients=_client_address(config, ports))
+                if member.node_id:
+                    await member.rejoin()
+                else:
+                    try:
+                        await member.join()
+                    except (psycopg.Error, trio.TooSlowError) as exc:
+                        raise StorageError(
+                            f"cannot join the cluster: its database does not answer ({exc})"
+                        ) from None
+                outcome = await _run(config, run_dir, listeners, signals, member)
+            if not outcome.fenced:
+                return outcome.code
+            log.error("fenced: the node stopped serving; it joins again once the database answers")
+    finally:
+        with trio.CancelScope(shield=True):
+            if member.node_id:
+                await member.retire()
+            member.close()
+
+
+def _client_address(config: Config, ports: dict[str, int]) -> dict[str, object]:
+    """How clients reach this node, for the others' see-other-host redirects and host-meta."""
+    host = config.cluster.client_host or config.listen.c2s.host[0]
+    return {"host": host, **ports}
 
 
 @dataclass
 class _Outcome:
     code: int = EXIT_OK
+    fenced: bool = False
 
 
 class _Ready(trio.TaskStatus[object]):
@@ -130,7 +174,8 @@ async def _run(
     run_dir: Path,
     listeners: dict[str, list[trio.SocketListener]],
     signals: AsyncIterator[int],
-) -> int:
+    cluster: ClusterMember | None = None,
+) -> _Outcome:
     count = config.server.worker_count
     started_at = time.time()  # the server's uptime (XEP-0012) counts from here, not per worker
     fds = {name: [listener.socket.fileno() for listener in bound] for name, bound in listeners.items()}
@@ -139,7 +184,7 @@ async def _run(
     specs = [
         ProcessSpec(
             child_id,
-            _worker_argv(config, index, count, run_dir, fds, started_at),
+            _worker_argv(config, index, count, run_dir, fds, started_at, cluster),
             restart=Restart.PERMANENT,
             shutdown=WORKER_SHUTDOWN,
             health_interval=HEALTH_INTERVAL,
@@ -151,10 +196,16 @@ async def _run(
     ]
     budget = RestartBudget(config.supervision.intensity, config.supervision.period)
     supervisor = ProcessSupervisor("node", specs, Strategy.ONE_FOR_ONE, budget)
+    wid = cluster.worker_id if cluster is not None else (lambda index: index)
     link = ZmqLink(
-        MASTER, master_endpoint(run_dir), {i: worker_endpoint(run_dir, i) for i in workers.values()}
+        MASTER, master_endpoint(run_dir), {wid(i): worker_endpoint(run_dir, i) for i in workers.values()}
     )
-    membership = MembershipAnnouncer(link, _live(supervisor, workers))
+    membership: MembershipAnnouncer | ClusterMember
+    if cluster is not None:
+        cluster.watch(_live(supervisor, workers))
+        membership = cluster
+    else:
+        membership = MembershipAnnouncer(link, _live(supervisor, workers))
     node_status = NodeStatus(
         domain=config.server.domain,
         supervisor=supervisor,
@@ -163,7 +214,10 @@ async def _run(
         membership=membership,
     )
     status = StatusServer(
-        config.status_socket, [], domain=config.server.domain, document=node_status.document,
+        config.status_socket,
+        [],
+        domain=config.server.domain,
+        document=node_status.document,
         commands=node_status.commands(),
     )
     await status.bind()  # here: a path another server answers on fails the start, not a child
@@ -176,9 +230,33 @@ async def _run(
         ready = _Ready()
         nursery.start_soon(_supervise, supervisor, ready, outcome, nursery.cancel_scope)
         await ready.event.wait()
-        nursery.start_soon(membership.run)
+        if isinstance(membership, ClusterMember):
+            nursery.start_soon(_serve_cluster, membership, link, supervisor, outcome, nursery.cancel_scope)
+        else:
+            nursery.start_soon(membership.run)
         _announce(listeners, count)
-    return outcome.code
+    return outcome
+
+
+async def _serve_cluster(
+    member: ClusterMember,
+    link: ZmqLink,
+    supervisor: ProcessSupervisor,
+    outcome: _Outcome,
+    node: trio.CancelScope,
+) -> None:
+    """Renew the lease and announce the cluster's membership; when fenced, stop serving at once:
+    every worker is killed (their clients' connections drop, their actors stop) in the same step
+    as the node is cancelled, so none is restarted meanwhile."""
+    try:
+        await member.run(link)
+    except Fenced as exc:
+        log.critical("fenced: %s", exc)
+        outcome.fenced = True
+        node.cancel()
+        for child in supervisor.statistics().children:
+            with contextlib.suppress(ProcessLookupError):
+                supervisor.kill_child(child.id, signal.SIGKILL)
 
 
 async def _supervise(
@@ -234,28 +312,35 @@ async def _drain(link: ZmqLink) -> None:
 
 
 def _worker_argv(
-    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]], started_at: float
-) -> list[str]:
+    config: Config, index: int, count: int, run_dir: Path, fds: dict[str, list[int]], started_at: float,
+    cluster: ClusterMember | None = None,
+) -> list[str]:  # fmt: skip
     argv = [sys.executable, "-m", "imactor", "worker", "--config", str(Path(config.source).absolute())]
     argv += ["--index", str(index), "--workers", str(count), "--run-dir", str(run_dir)]
     argv += ["--node-started", repr(started_at)]
+    if cluster is not None:
+        argv += ["--node-id", str(cluster.node_id), "--mesh-endpoint", cluster.bind_endpoints[index]]
     for name, numbers in fds.items():
         argv += ["--listen", f"{name}={','.join(map(str, numbers))}"]
     return argv
 
 
 @asynccontextmanager
-async def _bound_listeners(config: Config) -> AsyncIterator[dict[str, list[trio.SocketListener]]]:
-    """The client listeners, bound here for every worker; closed when the node ends."""
+async def _bound_listeners(
+    config: Config, ports: Mapping[str, int] | None = None
+) -> AsyncIterator[dict[str, list[trio.SocketListener]]]:
+    """The client listeners, bound here for every worker; closed when the node ends. `ports`:
+    the ports to bind instead of the configured ones (a fenced node binds again those it had)."""
     listeners: dict[str, list[trio.SocketListener]] = {}
+    port = (lambda name, configured: configured) if ports is None else (lambda name, configured: ports[name])
     try:
-        listeners["c2s"] = await open_listeners(config.listen.c2s.host, config.listen.c2s.port)
+        listeners["c2s"] = await open_listeners(config.listen.c2s.host, port("c2s", config.listen.c2s.port))
         if config.listen.c2s_tls.enabled:
             direct = config.listen.c2s_tls
-            listeners["c2s_tls"] = await open_listeners(direct.host, direct.port)
+            listeners["c2s_tls"] = await open_listeners(direct.host, port("c2s_tls", direct.port))
         for name, web in (("http", config.listen.http), ("https", config.listen.https)):
             if web.enabled:  # WebSocket, BOSH and host-meta (imactor/web)
-                listeners[name] = await open_listeners(web.host, web.port)
+                listeners[name] = await open_listeners(web.host, port(name, web.port))
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

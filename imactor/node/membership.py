@@ -27,6 +27,7 @@ from typing import Protocol
 
 import trio
 
+from imactor.cluster.placement import Membership
 from imactor.cluster.wire import MembershipChanged, Message
 from imactor.cluster.zmq_link import UnknownPeer
 
@@ -70,6 +71,13 @@ class MembershipAnnouncer:
         self.live: tuple[int, ...] = ()
         self.sent_total = 0  #: frames handed to the link
         self.dropped_total = 0  #: frames refused by a full outbox
+
+    def local_home(self, kind: str, key: str) -> int | None:
+        """The index of the worker of this node that hosts `kind:key` (None: no worker runs)."""
+        return Membership(self.epoch, self.live).home(kind, key) if self.live else None
+
+    def document(self) -> dict[str, object]:
+        return {"epoch": self.epoch, "live_workers": list(self.live)}
 
     def observe(self) -> bool:
         """Read the live set; bump the epoch if it changed. Returns whether it did."""

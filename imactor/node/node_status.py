@@ -16,19 +16,31 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 import imactor
-from imactor.cluster.placement import Membership
-from imactor.node.membership import MembershipAnnouncer
 from imactor.node.proctitle import SUPERVISOR_TITLE, worker_title
 from imactor.node.rundir import worker_status_path
 from imactor.node.status.client import StatusUnavailable, fetch_command, fetch_status
 from imactor.node.status.document import empty_worker_entry, rss_bytes, sum_workers
 from imactor.node.status.server import CommandHandler
 from supervisors import ChildState, ProcessChildStatistics, ProcessSupervisor
+
+
+class NodeMembership(Protocol):
+    """What the status needs of the membership: a single node's announcer, or a cluster member."""
+
+    @property
+    def live(self) -> tuple[int, ...]:
+        """The indices of this node's live workers."""
+        ...
+
+    def local_home(self, kind: str, key: str) -> int | None: ...
+
+    def document(self) -> dict[str, object]: ...
+
 
 #: Seconds a worker has to answer the supervisor's status request.
 WORKER_TIMEOUT = 2.0
@@ -53,7 +65,7 @@ class NodeStatus:
         supervisor: ProcessSupervisor,
         workers: Mapping[str, int],
         run_dir: Path,
-        membership: MembershipAnnouncer,
+        membership: NodeMembership,
         worker_timeout: float = WORKER_TIMEOUT,
     ) -> None:
         self.domain = domain
@@ -71,12 +83,13 @@ class NodeStatus:
 
         async def to_room_home(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
             room = arguments.get("room")
-            live = self._membership.live
             if not isinstance(room, str) or not room:
                 return {"error": "a room command needs a room name"}
-            if not live:
-                return {"error": "no worker is running"}
-            index = Membership(self._membership.epoch, tuple(live)).home("room", room)
+            index = self._membership.local_home("room", room)
+            if index is None:
+                return {
+                    "error": "no worker of this node hosts the room (it runs on another node, or none runs)"
+                }
             try:
                 return await fetch_command(worker_status_path(self._run_dir, index), arguments)
             except StatusUnavailable as exc:
@@ -121,7 +134,7 @@ class NodeStatus:
             "rss_bytes": rss_bytes(pid),
             "strategy": stats.strategy.value,
             "restarts_total": stats.restarts_total,
-            "membership": {"epoch": self._membership.epoch, "live_workers": list(self._membership.live)},
+            "membership": self._membership.document(),
         }
         totals = sum_workers(workers)
         totals["rss_bytes"] += supervisor["rss_bytes"]

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imactor import tls
+from imactor.cluster.keys import KeyFileError
 from imactor.server.module_host import ModuleHost
 from imactor.server.modules import ModuleConfigError
 from imactor.storage import Storage, StorageError
+from imactor.storage.cluster import NodeNameInUse
 from imactor.storage.db import sqlite_path
 from imactor.storage.files import loose_modes, private_directory, sqlite_files
 
@@ -74,4 +76,4 @@ def sole_cause(exc: BaseException) -> BaseException:
 def is_start_error(exc: BaseException) -> bool:
     """An expected failure to start (a port in use, a bad certificate, database or module
     option): reported in one line, not as a bug with its traceback."""
-    return isinstance(exc, OSError | ModuleConfigError | StorageError)
+    return isinstance(exc, OSError | ModuleConfigError | StorageError | NodeNameInUse | KeyFileError)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
+from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
@@ -260,6 +261,8 @@ TABLES: tuple[Table, ...] = tuple(
         WordListRow,
         WordListWord,
         WordFilterVersion,
+        ClusterNodeRow,
+        ClusterStateRow,
     )
 )
 

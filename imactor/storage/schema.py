@@ -148,6 +148,14 @@ def _add_word_lists(conn: Connection) -> None:
         getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_cluster(conn: Connection) -> None:
+    """Version 7: the cluster's nodes and membership."""
+    from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
+
+    for model in (ClusterNodeRow, ClusterStateRow):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -155,6 +163,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "PEP nodes and items (XEP-0163)", _add_pep),
     Migration(5, "push registrations (XEP-0357)", _add_push),
     Migration(6, "sensitive-word filter lists", _add_word_lists),
+    Migration(7, "cluster nodes and membership", _add_cluster),
 )
 
 

@@ -372,7 +372,7 @@ class BoshSessions:
         if mesh is None or not dot or not decimal(prefix) or len(prefix) > 6:
             return None
         owner = int(prefix)
-        return owner if owner != mesh.index and owner < mesh.workers else None
+        return owner if owner != mesh.index and owner in mesh.membership.live else None
 
     async def _forward(self, owner: int, sid: str, data: bytes) -> bytes:
         """Have the worker that owns `sid` answer the request (see the module doc)."""

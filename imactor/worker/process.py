@@ -55,7 +55,7 @@ def parse_listen(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 def run(
     config_path: Path, index: int, workers: int, run_dir: Path, listen: Mapping[str, Sequence[int]],
-    *, node_started: float | None = None,
+    *, node_started: float | None = None, node_id: int = 0, mesh_endpoint: str | None = None,
 ) -> int:
     """Run the worker until SIGTERM; returns the process exit status.
 
@@ -67,8 +67,9 @@ def run(
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.format, worker_title(index))
     placement = WorkerPlacement(
-        index=index, workers=workers, run_dir=run_dir, listener_fds=dict(listen), node_started=node_started
-    )
+        index=index, workers=workers, run_dir=run_dir, listener_fds=dict(listen), node_started=node_started,
+        node_id=node_id, mesh_endpoint=mesh_endpoint,
+    )  # fmt: skip
     try:
         trio.run(_main, config, placement)
     except BaseException as exc:

@@ -40,7 +40,9 @@ from imactor.actors import Actor, ActorRef
 from imactor.c2s.listener import open_listeners, serve_c2s
 from imactor.c2s.mesh_wing import SessionWing
 from imactor.c2s.timers import run_session_timers
-from imactor.mesh.mesh import Mesh
+from imactor.cluster.endpoints import NODE_STRIDE, worker_endpoint
+from imactor.cluster.keys import read_key_file
+from imactor.mesh.mesh import Mesh, MeshAddressing
 from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
 from imactor.rooms import fanout
@@ -52,6 +54,7 @@ from imactor.server.modules import TaskContext
 from imactor.server.router import Starter
 from imactor.server.services import Services
 from imactor.storage import Storage
+from imactor.storage.cluster import ClusterStore
 from imactor.user.actor import UserActor
 from imactor.web.bosh import BoshSessions
 from imactor.web.endpoints import WebEndpoints
@@ -84,6 +87,15 @@ class WorkerPlacement:
     #: When the node started (`time.time()`): the server's uptime (XEP-0012) is the node's, not
     #: this worker's, which may be a replacement. None: the worker's own start.
     node_started: float | None = None
+    #: In a cluster: the node's number (0: a single node) and where this worker binds its mesh
+    #: socket for the other nodes' workers (None: no other nodes).
+    node_id: int = 0
+    mesh_endpoint: str | None = None
+
+    @property
+    def worker_id(self) -> int:
+        """This worker's number in the whole cluster (its index, on a single node)."""
+        return self.node_id * NODE_STRIDE + self.index
 
 
 async def run_worker(
@@ -107,7 +119,7 @@ async def run_worker(
         services = Services(
             config=config, storage=storage, modules=modules, ssl_context=ssl_context,
             endpoint_binding=tls.server_end_point_binding(cert), tls_key_bytes=key.read_bytes(),
-            worker_index=placement.index,
+            worker_index=placement.worker_id,
             node_started_at=placement.node_started,
         )  # fmt: skip
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
@@ -161,13 +173,30 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
                                        services.contexts, router)  # fmt: skip
         router.serve(service.domain, handler.handle)
     if placement.run_dir is not None:
-        mesh = Mesh(placement.index, placement.workers, placement.run_dir, registry=services.registry,
+        mesh = Mesh(placement.worker_id, _mesh_addressing(services, placement), registry=services.registry,
                     activate=router.local, bounce=router.bounce)  # fmt: skip
         mesh.host("user", "room")
         services.mesh = router.mesh = mesh
         SessionWing(mesh, services.sessions).install()
         fanout.install(services)
     return rooms
+
+
+def _mesh_addressing(services: Services, placement: WorkerPlacement) -> MeshAddressing:
+    """Where this worker's mesh listens and whom it reaches: the node's workers by their ipc://
+    sockets, and in a cluster the other nodes' over CURVE (`imactor.cluster.zmq_link`)."""
+    assert placement.run_dir is not None
+    local = {
+        placement.node_id * NODE_STRIDE + index: worker_endpoint(placement.run_dir, index)
+        for index in range(placement.workers)
+    }
+    cluster = services.config.cluster
+    if placement.mesh_endpoint is None or cluster.key_file is None:
+        return MeshAddressing(local)
+    registry = ClusterStore(services.config.storage_url)  # used by the ZAP thread alone
+    return MeshAddressing(
+        local, placement.mesh_endpoint, read_key_file(cluster.key_file), is_registered=registry.is_registered
+    )
 
 
 def _children(
@@ -197,8 +226,11 @@ def _children(
             for name, bound in listeners.items()
             for listener in bound
         ),
-        *([ChildSpec("module-tasks", partial(_run_module_tasks, services))]
-          if services.modules.background_tasks else []),
+        *(
+            [ChildSpec("module-tasks", partial(_run_module_tasks, services))]
+            if services.modules.background_tasks
+            else []
+        ),
         ChildSpec("status", status.run),
         # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
         ChildSpec("last-activity", services.storage.last_activity.run),
@@ -227,7 +259,10 @@ async def _run_module_tasks(
     that returned would be restarted."""
     async with trio.open_nursery() as nursery:
         for task, options in services.modules.background_tasks:
-            context = TaskContext(options, services.config, services.server, services.worker_index)
+            # The index in the node: a task that runs on one worker of each node asks for 0.
+            context = TaskContext(
+                options, services.config, services.server, services.worker_index % NODE_STRIDE
+            )
             nursery.start_soon(task, context)
         task_status.started()
         await trio.sleep_forever()

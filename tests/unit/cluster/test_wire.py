@@ -43,7 +43,10 @@ MESSAGES: list[Message] = [
     MembershipChanged(epoch=12, live_workers=(0, 1, 2, 5)),
     MembershipChanged(epoch=0, live_workers=()),
     MembershipChanged(epoch=U64, live_workers=(*range(1000), U32)),
-    ClusterView(epoch=3, workers=(PeerWorker(1024, "ipc:///run/w0.sock"), PeerWorker(2049, "tcp://10.0.0.2:7601", "k" * 40))),
+    ClusterView(
+        epoch=3,
+        workers=(PeerWorker(1024, "ipc:///run/w0.sock"), PeerWorker(2049, "tcp://10.0.0.2:7601", "k" * 40)),
+    ),
     ClusterView(epoch=0, workers=()),
     ClusterView(epoch=U64, workers=(PeerWorker(U32, "e" * 65535, "\u00e9" * 127),)),
 ]
