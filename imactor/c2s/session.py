@@ -190,6 +190,8 @@ class SessionActor:
             stream_id_factory=services.new_id,
             tls_active=direct_tls or (isinstance(transport, FramedStream) and transport.secure),
         )
+        if services.mesh is not None and services.mesh.redirect and not framed:
+            stream.redirect = services.mesh.redirect  # a busy node of a cluster (docs/cluster.md)
         self.jid: JID | None = None
         #: Rooms joined (room JID → occupant JID), see `_track_room`.
         #: Rooms joined: room JID → (occupant JID, the membership epoch when the join was sent).

@@ -110,6 +110,8 @@ class ClusterView:
 
     epoch: int
     workers: tuple[PeerWorker, ...]
+    #: Where this node sends new clients (``host:port``, RFC 6120 see-other-host); "": nowhere.
+    redirect: str = ""
 
     @property
     def live_workers(self) -> tuple[int, ...]:
@@ -187,7 +189,7 @@ def encode(envelope: Envelope) -> bytes:
                     struct.pack(f"!{len(workers)}I", *workers),
                 )
             )
-        case ClusterView(view_epoch, peers):
+        case ClusterView(view_epoch, peers, redirect):
             if len(peers) > _U32:  # pragma: no cover - four billion workers
                 raise ValueError("too many workers for one frame")
             parts = [
@@ -202,6 +204,8 @@ def encode(envelope: Envelope) -> bytes:
                     endpoint,
                     key,
                 ]
+            target = _utf8(redirect, _U8, "redirect")
+            parts += [bytes((len(target),)), target]
             return b"".join(parts)
         case _:
             assert_never(message)
@@ -353,9 +357,13 @@ def _decode_view(payload: memoryview) -> ClusterView:
         key = _text(payload[offset + endpoint_length : end], "server_key")
         peers.append(PeerWorker(worker, endpoint, key))
         offset = end
-    if offset != len(payload):
-        raise FrameError(f"cluster view has {len(payload) - offset} trailing bytes")
-    return ClusterView(epoch, tuple(peers))
+    if offset >= len(payload):
+        raise FrameError("cluster view truncated before its redirect")
+    end = offset + 1 + payload[offset]
+    redirect = _text(payload[offset + 1 : end], "redirect")
+    if end != len(payload):
+        raise FrameError(f"cluster view has {len(payload) - end} trailing bytes")
+    return ClusterView(epoch, tuple(peers), redirect)
 
 
 def _text(data: memoryview, name: str) -> str:

@@ -124,6 +124,8 @@ class Mesh:
         #: The CURVE public keys of the nodes seen in a `ClusterView`: the remote socket takes
         #: connections from these only.
         self._known_keys: set[str] = set()
+        #: Where the node sends new clients (``host:port``, see-other-host); "": it takes them.
+        self.redirect = ""
         self.link = self._new_link()
         self._pending = Pending()
         self._hosted: tuple[str, ...] = ()
@@ -454,6 +456,7 @@ class Mesh:
 
     def apply_view(self, view: ClusterView) -> None:
         """A cluster's membership: reach its workers where it says, then apply it."""
+        self.redirect = view.redirect  # resent every heartbeat, changes without a new epoch
         if view.epoch <= self.membership.epoch:
             return
         live = set(view.live_workers)

@@ -45,6 +45,7 @@ def cluster_member(config: Config, run_dir: Path) -> ClusterMember:
             index: f"tcp://{_bracketed(cluster.mesh_host)}:{port}" for index, port in enumerate(ports)
         },
         live_local=list,
+        redirect_margin=cluster.redirect_margin if cluster.redirect == "least-loaded" else None,
     )
 
 

@@ -64,7 +64,8 @@ class ClusterMember:
         local_endpoints: This node's workers by index → their ipc:// endpoints.
         bind_endpoints: This node's workers by index → where they bind their tcp:// mesh socket.
         live_local: The indices of this node's workers that run now.
-        sessions: How many client sessions this node holds (its load, for redirects).
+        redirect_margin: Send new clients to the least loaded node when this one holds this many
+            sessions more than it (RFC 6120 see-other-host); None: never.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class ClusterMember:
         local_endpoints: Mapping[int, str],
         bind_endpoints: Mapping[int, str],
         live_local: Callable[[], list[int]],
-        sessions: Callable[[], int] = lambda: 0,
+        redirect_margin: int | None = None,
     ) -> None:
         self._store = store
         self.node = node
@@ -87,7 +88,9 @@ class ClusterMember:
         self._local_endpoints = local_endpoints
         self.bind_endpoints = bind_endpoints
         self._live_local = live_local
-        self._sessions = sessions
+        self.redirect_margin = redirect_margin
+        #: The client sessions this node holds (its load), kept up to date by the supervisor.
+        self.sessions = 0
         self.node_id = 0  #: set by `join`
         self.snapshot: Snapshot | None = None  #: the last membership the database returned
         self.renewed_at = -math.inf  #: trio time at which the last successful renewal was asked
@@ -195,7 +198,8 @@ class ClusterMember:
         return {
             "epoch": self.epoch, "live_workers": list(self.live), "node": self.node.name,
             "node_id": self.node_id, "members": list(self.members),
-            "nodes": nodes, "renewal_failures": self.failures,
+            "nodes": nodes, "renewal_failures": self.failures, "sessions": self.sessions,
+            "redirect": self.redirect(),
         }  # fmt: skip
 
     # ---- serving ---------------------------------------------------------------------------------
@@ -224,7 +228,7 @@ class ClusterMember:
         asked = trio.current_time()
         try:
             snapshot: Snapshot = await self._call(
-                self._store.renew, self.node_id, self.node.incarnation, local, self._sessions(), self.lease
+                self._store.renew, self.node_id, self.node.incarnation, local, self.sessions, self.lease
             )
         except LeaseLost as exc:
             raise Fenced(str(exc)) from None
@@ -261,7 +265,24 @@ class ClusterMember:
                     peers.append(PeerWorker(wid, self._local_endpoints[index]))
                 elif index in node.endpoints:
                     peers.append(PeerWorker(wid, node.endpoints[index], node.public_key))
-        return ClusterView(snapshot.epoch, tuple(peers))
+        return ClusterView(snapshot.epoch, tuple(peers), self.redirect())
+
+    def redirect(self) -> str:
+        """Where new clients go instead of here: the least loaded other node, when this one holds
+        `redirect_margin` sessions more (as both last reported); "" to take them here."""
+        snapshot = self.snapshot
+        if self.redirect_margin is None or snapshot is None:
+            return ""
+        others = [
+            n for n in snapshot.nodes if n.id != self.node_id and n.live_workers and n.clients.get("c2s")
+        ]
+        if not others:
+            return ""
+        least = min(others, key=lambda node: (node.sessions, node.id))
+        if self.sessions - least.sessions < self.redirect_margin:
+            return ""
+        host = str(least.clients.get("host", ""))
+        return f"{f'[{host}]' if ':' in host else host}:{least.clients['c2s']}"
 
     def announce(self, local: tuple[int, ...]) -> None:
         """Send the view to this node's running workers, without waiting (resent every beat)."""

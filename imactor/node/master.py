@@ -232,6 +232,7 @@ async def _run(
         await ready.event.wait()
         if isinstance(membership, ClusterMember):
             nursery.start_soon(_serve_cluster, membership, link, supervisor, outcome, nursery.cancel_scope)
+            nursery.start_soon(_count_sessions, membership, node_status)
         else:
             nursery.start_soon(membership.run)
         _announce(listeners, count)
@@ -285,6 +286,14 @@ async def _handle_signals(
         log.info("%s: stopping the workers", signal.Signals(signum).name)
         node.cancel()  # the process supervisor stops them in reverse order, then the rest ends
         return
+
+
+async def _count_sessions(member: ClusterMember, node_status: NodeStatus) -> None:
+    """Keep the node's session count (its load, in the node table) fresh, once a heartbeat."""
+    while True:
+        document = await node_status.document()
+        member.sessions = int(document["totals"]["sessions"])
+        await trio.sleep(member.heartbeat)
 
 
 def _forward(supervisor: ProcessSupervisor, signum: int) -> None:

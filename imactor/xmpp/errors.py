@@ -63,12 +63,14 @@ class LocalProtocolError(ProtocolError):
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol; `stream_condition` is the stream error to send."""
 
-    def __init__(self, stream_condition: str, text: str = "") -> None:
+    def __init__(self, stream_condition: str, text: str = "", *, content: str = "") -> None:
         if stream_condition not in STREAM_CONDITIONS:
             raise ValueError(f"unknown stream error condition {stream_condition!r}")
         super().__init__(f"{stream_condition}: {text}" if text else stream_condition)
         self.stream_condition = stream_condition
         self.text = text
+        #: The condition element's character data (see-other-host's host and port, §4.9.3.19).
+        self.content = content
 
 
 class StanzaError(Exception):

@@ -141,6 +141,10 @@ class ServerStream:
         self.username: str | None = None
         self.jid: JID | None = None
         self.stream_id: str | None = None
+        #: Where to send a new client instead (``host`` or ``host:port``, RFC 6120 §4.9.3.19),
+        #: set by the shell before the first bytes: a busy node of a cluster (docs/cluster.md).
+        self.redirect: str | None = None
+        self._header_seen = False  #: a stream header came (restarts after TLS and SASL are not first)
         self._stream_id_factory = stream_id_factory
         self._nonce_factory = nonce_factory
         self._channel_bindings: Mapping[str, bytes] = {}
@@ -199,7 +203,7 @@ class ServerStream:
                 else:
                     return NEED_DATA
             except RemoteProtocolError as exc:
-                self.close(exc.stream_condition, exc.text)
+                self.close(exc.stream_condition, exc.text, content=exc.content)
         return self._events.pop(0)
 
     def has_output(self) -> bool:
@@ -306,9 +310,12 @@ class ServerStream:
         sent, self._sent = self._sent, []
         return sent
 
-    def close(self, condition: str | None = None, text: str = "", app: bytes | None = None) -> None:
+    def close(
+        self, condition: str | None = None, text: str = "", app: bytes | None = None, *, content: str = ""
+    ) -> None:
         """Send the stream error `condition` (if any, with an application-specific condition
-        `app`) and the closing tag; the stream is over."""
+        `app`, and `content` as the condition's character data) and the closing tag; the stream
+        is over."""
         if self.state is State.CLOSED:
             return
         self.clean_close = True
@@ -317,7 +324,11 @@ class ServerStream:
             self._open_stream()
         if condition is not None:
             error = etree.Element(qname(NS_STREAMS, "error"), nsmap={"stream": NS_STREAMS})
-            etree.SubElement(error, qname(NS_STREAM_ERRORS, condition), nsmap=default_ns(NS_STREAM_ERRORS))
+            named = etree.SubElement(
+                error, qname(NS_STREAM_ERRORS, condition), nsmap=default_ns(NS_STREAM_ERRORS)
+            )
+            if content:
+                named.text = content
             if text:
                 ns = default_ns(NS_STREAM_ERRORS)
                 etree.SubElement(error, qname(NS_STREAM_ERRORS, "text"), nsmap=ns).text = text
@@ -342,6 +353,7 @@ class ServerStream:
     def _on_stream_opened(self, opened: StreamOpened) -> None:
         if self.state is not State.WAIT_FOR_STREAM:
             raise RemoteProtocolError("not-well-formed", "a second stream header")
+        first, self._header_seen = not self._header_seen, True
         self._open_stream()
         if opened.tag != qname(NS_STREAMS, "stream"):
             raise RemoteProtocolError("invalid-namespace", "the root must be <stream:stream/>")
@@ -367,6 +379,10 @@ class ServerStream:
             raise RemoteProtocolError("improper-addressing", "the stream header needs a 'to' attribute")
         if to.lower().rstrip(".") != self.config.domain:
             raise RemoteProtocolError("host-unknown", f"this server does not serve {to!r}")
+        if first and self.redirect:
+            # §4.9.3.19: this node serves the domain but sends new clients to another node of
+            # the same service; only at the first header, before any credentials are exchanged.
+            raise RemoteProtocolError("see-other-host", content=self.redirect)
         self._out.append(self._features())
         if self.state is State.WAIT_FOR_STREAM:
             if self.username is not None:

@@ -8,6 +8,7 @@ every 0.5 s) so that a killed node's users move within seconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -24,8 +25,11 @@ import trio
 
 from imactor.cluster.endpoints import worker_id
 from imactor.cluster.placement import home
+from imactor.xmpp.namespaces import NS_STREAM_ERRORS
+from tests.support.clients import make_slixmpp, run, slixmpp_client
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer
+from tests.support.raw import HEADER, STREAM_NS, RawClient
 from tests.support.server import ServerProcess, imactor_cli, running_server, write_config
 from tests.support.timeouts import START_TIMEOUT, TIMEOUT
 
@@ -35,6 +39,8 @@ PASSWORD = "secret-pw"
 USERS = [f"u{n}" for n in range(40)]
 NODES = {"node-a": "127.0.0.2", "node-b": "127.0.0.3", "node-c": "127.0.0.4"}
 LEASE = 3.0
+#: Sessions a node holds beyond the least loaded one before it sends new clients there.
+REDIRECT_MARGIN = 6
 
 
 def cluster_options(directory: Path, name: str, mesh_host: str, database: str) -> str:
@@ -42,6 +48,7 @@ def cluster_options(directory: Path, name: str, mesh_host: str, database: str) -
         f'\n[storage]\nurl = "{database}"\npartitions = 4\n'
         f'\n[cluster]\nenabled = true\nnode = "{name}"\nmesh_host = "{mesh_host}"\nmesh_port = 0\n'
         f'key_file = "{directory / "node.key"}"\nlease = {LEASE}\nheartbeat = 0.5\n'
+        f'redirect = "least-loaded"\nredirect_margin = {REDIRECT_MARGIN}\n'
     )
 
 
@@ -189,6 +196,83 @@ async def test_a_killed_node_s_users_move_and_their_contacts_see_them_go(cluster
     assert epoch > 1
     cluster.restart(node_c)
     assert wait_for_members(cluster, len(NODES)) > epoch
+
+
+async def redirect_of(port: int) -> str | None:
+    """Open a stream to `port`; the see-other-host target it answers with, None for features."""
+    raw = await RawClient.connect(port)
+    try:
+        await raw.send(HEADER.format(domain="localhost"))
+        while True:
+            element = await raw.next_element()
+            if element.tag == f"{{{STREAM_NS}}}features":
+                return None
+            if element.tag == f"{{{STREAM_NS}}}error":
+                return element.findtext(f"{{{NS_STREAM_ERRORS}}}see-other-host")
+    finally:
+        await raw.aclose()
+
+
+async def test_a_busy_node_sends_new_clients_to_the_least_loaded_one(cluster: Cluster) -> None:
+    """RFC 6120 §4.9.3.19, by the node directory: node-b, holding REDIRECT_MARGIN sessions more
+    than the others, answers a new stream with see-other-host naming another node's c2s address,
+    and slixmpp, redirected, logs in there."""
+    node_b = cluster[1]
+    others = {f"127.0.0.1:{node.server.c2s_port}" for node in cluster if node is not node_b}
+    with trio.fail_after(TIMEOUT):
+        assert await redirect_of(node_b.server.c2s_port) is None
+        held = [
+            await Peer.login(node_b.server.c2s_port, user, PASSWORD)
+            for user in USERS[30 : 30 + REDIRECT_MARGIN]
+        ]
+        target = None
+        while target is None:
+            await trio.sleep(0.1)
+            target = await redirect_of(node_b.server.c2s_port)
+        assert target in others
+        told = await trio.to_thread.run_sync(see_other_host_as_slixmpp_reads_it, node_b.server.c2s_port)
+        assert told == target
+        port = int(target.rsplit(":", 1)[1])
+        assert await trio.to_thread.run_sync(login_with_slixmpp, port) == ("127.0.0.1", port)
+        for peer in held:
+            await peer.aclose()
+        # Load gone: once it counted again, the node takes new clients itself.
+        while await redirect_of(node_b.server.c2s_port) is not None:  # noqa: ASYNC110
+            await trio.sleep(0.1)
+
+
+def see_other_host_as_slixmpp_reads_it(port: int) -> str:
+    """slixmpp connects to `port` and parses the stream error: the host it would go to.
+
+    (slixmpp 1.8 then reconnects to the address given to `connect`, not to the one it parsed,
+    so a test that pins the address cannot let it follow the redirect itself; a client that
+    connects by the domain's DNS records does follow it.)"""
+
+    async def scenario() -> str:
+        xmpp = make_slixmpp(f"{USERS[39]}@localhost/sx", PASSWORD)
+        xmpp.max_redirects = -1  # report, do not reconnect
+        told: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        xmpp.add_event_handler(
+            "stream_error", lambda error: told.done() or told.set_result(error["see_other_host"])
+        )
+        xmpp.connect("127.0.0.1", port)
+        try:
+            return await told
+        finally:
+            xmpp.abort()
+
+    return run(scenario())
+
+
+def login_with_slixmpp(port: int) -> tuple[str, int]:
+    """slixmpp logs in at `port`; the address it is connected to."""
+
+    async def scenario() -> tuple[str, int]:
+        async with slixmpp_client(f"{USERS[39]}@localhost/sx", PASSWORD, port) as xmpp:
+            host, landed = xmpp.transport.get_extra_info("peername")[:2]
+            return host, landed
+
+    return run(scenario())
 
 
 def test_a_second_node_with_a_taken_name_refuses_to_start(cluster: Cluster, tmp_path: Path) -> None:

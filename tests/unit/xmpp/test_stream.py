@@ -461,6 +461,26 @@ def test_stanza_before_tls_is_not_authorized_even_a_register_iq(stanza: bytes) -
     assert_stream_error(client, events, "not-authorized")
 
 
+def test_a_redirecting_node_sends_the_first_header_to_another_host() -> None:
+    """RFC 6120 §4.9.3.19: see-other-host names the host (and port) to connect to instead."""
+    client = Client()
+    client.stream.redirect = "[2001:db8::2]:5222"
+    events = client.send(HEADER)
+    assert events[-1] == ev.StreamClosed("see-other-host")
+    (error,) = client.read()
+    assert error.findtext(qname(NS_STREAM_ERRORS, "see-other-host")) == "[2001:db8::2]:5222"
+    assert client.out.closed
+
+
+def test_a_redirect_set_after_the_first_header_does_not_cut_the_stream() -> None:
+    """Only a new client is sent elsewhere: restarts after STARTTLS and SASL go on."""
+    client = opened()
+    client.stream.redirect = "node-b.example.com"
+    features = client.start_tls()
+    assert features.tag == qname(NS_STREAMS, "features")
+    assert client.stream.state is State.WAIT_FOR_SASL
+
+
 def test_starttls_then_restart_offers_sasl() -> None:
     client = opened()
     assert client.send(STARTTLS) == [ev.StartTLSRequested()]
