@@ -81,7 +81,8 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     args: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
     args.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
     args["connect_timeout"] = TIMEOUT
-    args["options"] = f"-c statement_timeout={TIMEOUT * 1000} -c lock_timeout={TIMEOUT * 1000}"
+    limits = f"-c statement_timeout={TIMEOUT * 1000} -c lock_timeout={TIMEOUT * 1000}"
+    args["options"] = f"{args['options']} {limits}" if args.get("options") else limits
     return args
 
 
@@ -190,11 +191,23 @@ class ClusterStore:
         """Renew this node's lease and return the membership, bumping its epoch if it changed.
 
         Raises:
-            LeaseLost: the row now belongs to another incarnation (a second node took the name).
+            LeaseLost: the row now belongs to another incarnation (a second node took the name),
+                or the lease ran out before this renewal: the others may have taken over this
+                node's users meanwhile, so it must not go on serving as if nothing happened.
             psycopg.Error: the database cannot be reached, or the statements timed out.
         """
 
         def body(cursor: psycopg.Cursor[tuple[Any, ...]]) -> Snapshot:
+            cursor.execute(
+                "SELECT lease_expires > EXTRACT(EPOCH FROM now()) FROM cluster_node "
+                "WHERE id = %s AND incarnation = %s FOR UPDATE",
+                (node_id, incarnation),
+            )
+            held = cursor.fetchone()
+            if held is None:
+                raise LeaseLost(f"node {node_id}: its row belongs to another process now")
+            if not held[0]:
+                raise LeaseLost(f"node {node_id}: its lease ran out before it was renewed")
             cursor.execute(
                 "UPDATE cluster_node SET lease_expires = EXTRACT(EPOCH FROM now()) + %s, "
                 "renewed_at = EXTRACT(EPOCH FROM now()), live_workers = %s, sessions = %s "
