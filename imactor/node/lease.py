@@ -206,8 +206,7 @@ class ClusterMember:
 
     async def run(self, link: Link) -> None:
         """Renew and announce until cancelled; raises `Fenced` (module doc)."""
-        self._link = link
-        self.renewed_at = trio.current_time()
+        self._link = link  # the fencing clock runs from the last renewal, or from `join`
         local = tuple(sorted(self._live_local()))
         next_renewal = -math.inf
         while True:

@@ -227,11 +227,14 @@ async def _run(
         nursery.start_soon(_drain, link)
         await nursery.start(status.run)
         nursery.start_soon(_handle_signals, signals, supervisor, nursery.cancel_scope)
+        if isinstance(membership, ClusterMember):
+            # From the start: the lease granted at join must be renewed while the workers start
+            # (which may take longer than a lease); each is told the view once it runs.
+            nursery.start_soon(_serve_cluster, membership, link, supervisor, outcome, nursery.cancel_scope)
         ready = _Ready()
         nursery.start_soon(_supervise, supervisor, ready, outcome, nursery.cancel_scope)
         await ready.event.wait()
         if isinstance(membership, ClusterMember):
-            nursery.start_soon(_serve_cluster, membership, link, supervisor, outcome, nursery.cancel_scope)
             nursery.start_soon(_count_sessions, membership, node_status)
         else:
             nursery.start_soon(membership.run)

@@ -78,10 +78,17 @@ class PostgresServer:
     port: int
     pid: int
     bin_dir: Path
+    #: Addresses the server listens on (loopback unless a test gives it more).
+    listen: tuple[str, ...] = ("127.0.0.1",)
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(
+        cls, *, listen: tuple[str, ...] = ("127.0.0.1",), trust: tuple[str, ...] = ()
+    ) -> PostgresServer:
         """initdb a cluster in a new temp dir and start it (see the module docstring).
+
+        `listen`: its addresses; `trust`: more networks (CIDR) whose clients it lets in without a
+        password, like loopback's (a test's network namespace, `tests/support/netns.py`).
 
         Raises:
             PostgresUnavailable: No server programs.
@@ -97,14 +104,17 @@ class PostgresServer:
                 os.chown(directory, owner.pw_uid, owner.pw_gid)
             _run(bin_dir / "initdb", "-D", str(directory / "data"), "-U", SUPERUSER, "--auth=trust",
                  "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C")  # fmt: skip
+            if trust:
+                with open(directory / "data" / "pg_hba.conf", "a") as hba:
+                    hba.writelines(f"host all all {network} trust\n" for network in trust)
             # The port is free when the OS gives it; another process may take it before the
             # server binds it (rare): then try another.
             for _attempt in range(5):
                 port = _free_port()
-                started = _run(*_start_command(bin_dir, directory, port), check=False)
+                started = _run(*_start_command(bin_dir, directory, port, listen), check=False)
                 if started.returncode == 0:
                     pid = int((directory / "data" / "postmaster.pid").read_text().split()[0])
-                    return cls(directory, port, pid, bin_dir)
+                    return cls(directory, port, pid, bin_dir, listen)
             log = (directory / "server.log").read_text(errors="replace")
             raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
         except BaseException:
@@ -133,7 +143,7 @@ class PostgresServer:
         self.pid = self._postmaster_pid()
 
     def _start_command(self, port: int) -> tuple[str, ...]:
-        return _start_command(self.bin_dir, self.directory, port)
+        return _start_command(self.bin_dir, self.directory, port, self.listen)
 
     def _postmaster_pid(self) -> int:
         return int((self.directory / "data" / "postmaster.pid").read_text().split()[0])
@@ -186,9 +196,11 @@ def _reap_orphans(bin_dir: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _start_command(bin_dir: Path, directory: Path, port: int) -> tuple[str, ...]:
+def _start_command(
+    bin_dir: Path, directory: Path, port: int, listen: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[str, ...]:
     """pg_ctl start: loopback only, on `port`, the unix socket in `directory`, fast settings."""
-    options = " ".join(["-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {directory}"]
+    options = " ".join([f"-c listen_addresses={','.join(listen)}", f"-p {port}", f"-k {directory}"]
                        + [f"-c {setting}" for setting in FAST_SETTINGS])  # fmt: skip
     data, log = directory / "data", directory / "server.log"
     return (str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", options,

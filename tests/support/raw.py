@@ -47,9 +47,10 @@ class RawClient:
 
     @classmethod
     async def connect(cls, port: int, domain: str = "localhost", *, direct_tls: bool = False,
-                      context: ssl.SSLContext | None = None) -> RawClient:  # fmt: skip
+                      context: ssl.SSLContext | None = None,
+                      host: str = "127.0.0.1") -> RawClient:  # fmt: skip
         """With `direct_tls`, TLS from the first byte with `context` (default: `client_context()`)."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         if direct_tls:
             tls = trio.SSLStream(stream, context or client_context(), server_hostname=domain)
             await tls.do_handshake()

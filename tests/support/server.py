@@ -25,7 +25,7 @@ data_dir = "{data_dir}"
 workers = {workers}
 {server_options}
 [listen.c2s]
-host = "127.0.0.1"
+host = "{c2s_host}"
 port = 0
 {c2s_options}
 [listen.c2s_tls]
@@ -102,14 +102,15 @@ def imactor_cli(
 
 def write_config(directory: Path, *, domain: str = "localhost", registration: bool = False,
                  extra: str = "", log_level: str = "warning", c2s_options: str = "",
-                 workers: int = 1, server_options: str = "") -> Path:  # fmt: skip
+                 workers: int = 1, server_options: str = "",
+                 c2s_host: str = "127.0.0.1") -> Path:  # fmt: skip
     """`extra` is appended (new tables only); `c2s_options` are lines inside [listen.c2s],
     `server_options` inside [server] (e.g. ``modules = [...]``)."""
     data_dir = directory / "data"
     config = directory / "imactor.toml"
     text = BASE_CONFIG.format(domain=domain, data_dir=data_dir, registration=str(registration).lower(),
                               log_level=log_level, c2s_options=c2s_options, workers=workers,
-                              server_options=server_options)  # fmt: skip
+                              server_options=server_options, c2s_host=c2s_host)  # fmt: skip
     config.write_text(text + extra)
     return config
 
@@ -127,18 +128,20 @@ def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
 @contextmanager
 def running_server(directory: Path, *, users: Sequence[tuple[str, str]] = (), domain: str = "localhost",
                    registration: bool = False, extra: str = "", c2s_options: str = "",
-                   server_options: str = "", workers: int = 1,
-                   log_level: str = "warning") -> Iterator[ServerProcess]:  # fmt: skip
+                   server_options: str = "", workers: int = 1, log_level: str = "warning",
+                   c2s_host: str = "127.0.0.1",
+                   prefix: Sequence[str] = ()) -> Iterator[ServerProcess]:  # fmt: skip
     """Run `imactor supervise` (the node supervisor and its `workers` worker processes) until the
-    block ends; stderr, the workers' too, goes to `directory/server.log`."""
+    block ends; stderr, the workers' too, goes to `directory/server.log`. `prefix`: a command
+    that runs it (``ip netns exec NS``: a node in a network namespace of the test's)."""
     config = write_config(directory, domain=domain, registration=registration, extra=extra,
                           c2s_options=c2s_options, workers=workers, log_level=log_level,
-                          server_options=server_options)  # fmt: skip
+                          server_options=server_options, c2s_host=c2s_host)  # fmt: skip
     add_users(config, users)
     log = (directory / "server.log").open("wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imactor", "supervise", "--config", str(config)],
+        [*prefix, sys.executable, "-m", "imactor", "supervise", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=log, env=env,
     )  # fmt: skip
     server = None

@@ -1,0 +1,133 @@
+"""A node cut off from the network, not killed: it fences itself, and rejoins when the link is back.
+
+node-a runs on the host; node-b in a network namespace of the test's own (`tests/support/netns.py`),
+reaching the PostgreSQL server and node-a only through a veth pair, and reached by its clients
+the same way. Taking the link down cuts node-b from the database and from node-a at once, with no
+reset: packets vanish, as when a cable or switch fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from imactor.cluster.placement import home
+from imactor.node.status.client import StatusUnavailable
+from tests.integration.test_cluster import LEASE, PASSWORD, USERS, Node, cluster_options, keygen
+from tests.support.netns import Namespace, NetnsUnavailable, namespace
+from tests.support.peer import Peer, message, presence, subscribe
+from tests.support.postgres import PostgresServer
+from tests.support.server import running_server
+from tests.support.timeouts import START_TIMEOUT, TIMEOUT
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[Namespace]:
+    try:
+        with namespace("part", 213) as ns:
+            yield ns
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def nodes(net: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+    """node-a on the host, node-b in the namespace, one PostgreSQL server both reach."""
+    database = PostgresServer.start(listen=("127.0.0.1", net.host_address), trust=(net.network,))
+    try:
+        url = database.database_url("partition")
+        with contextlib.ExitStack() as stack:
+            a_dir, b_dir = tmp_path_factory.mktemp("node-a"), tmp_path_factory.mktemp("node-b")
+            for directory in (a_dir, b_dir):
+                keygen(directory)
+            a = stack.enter_context(running_server(
+                a_dir, users=[(u, PASSWORD) for u in USERS],
+                extra=cluster_options(a_dir, "node-a", net.host_address, url),
+            ))  # fmt: skip
+            from_inside = url.replace("@127.0.0.1:", f"@{net.host_address}:")
+            b = stack.enter_context(running_server(
+                b_dir, extra=cluster_options(b_dir, "node-b", net.address, from_inside),
+                c2s_host=net.address, prefix=net.prefix,
+            ))  # fmt: skip
+            pair = [Node("node-a", a_dir, a), Node("node-b", b_dir, b)]
+            wait_for_view(pair, 2)
+            yield pair
+    finally:
+        database.stop()
+
+
+def members(node: Node) -> list[int] | None:
+    """The node's membership, None while it does not answer (fenced: its status is down too)."""
+    try:
+        return list(node.membership()["members"])  # type: ignore[call-overload]
+    except (StatusUnavailable, OSError):
+        return None
+
+
+def wait_for_view(nodes: list[Node], count: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        views = [members(node) for node in nodes]
+        if (
+            all(view is not None and len(view) == count for view in views)
+            and len({str(v) for v in views}) == 1
+        ):
+            return
+        assert time.monotonic() < deadline, views
+        time.sleep(0.1)
+
+
+def chat(to: str, stanza_id: str, body: str) -> str:
+    return f"<message to='{to}' type='chat' id='{stanza_id}'><body>{body}</body></message>"
+
+
+def fenced(node: Node) -> bool:
+    return "fenced:" in (node.directory / "server.log").read_text(errors="replace")
+
+
+async def test_a_node_cut_off_fences_itself_and_rejoins_when_the_link_is_back(
+    nodes: list[Node], net: Namespace
+) -> None:
+    node_a, node_b = nodes
+    view = tuple(members(node_a) or ())
+    homes = {u: home("user", u, view) for u in USERS}
+    b_worker = max(view)  # node-b registered second: the higher node id
+    victim = next(u for u in USERS if homes[u] == b_worker)
+    friend = next(u for u in USERS if homes[u] != b_worker)
+    with trio.fail_after(TIMEOUT):
+        alice = await Peer.online(node_a.server.c2s_port, friend, PASSWORD)
+        carol = await Peer.online(node_b.server.c2s_port, victim, PASSWORD, host=net.address)
+        await subscribe(alice, carol)
+        await subscribe(carol, alice)
+        net.cut()
+        cut_at = trio.current_time()
+        # node-a's view loses node-b's worker once its lease ran out: carol goes unavailable, and
+        # her account is home on node-a now.
+        gone = await alice.expect(presence(from_=carol.jid, type_="unavailable"))
+        assert gone.get("type") == "unavailable"
+        assert trio.current_time() - cut_at >= LEASE / 2
+        await alice.send(
+            f"<message to='{carol.bare}' type='chat' id='cut'><body>while cut off</body></message>"
+        )
+        await alice.sync()
+    assert fenced(node_b), "node-b went on serving without its lease"
+    net.heal()
+    wait_for_view(nodes, 2)  # node-b joined again
+    with trio.fail_after(TIMEOUT):
+        back = await Peer.online(node_b.server.c2s_port, victim, PASSWORD, resource="back", host=net.address)
+        stored = await back.expect(message(from_=alice.jid, id_="cut"))
+        assert stored.findtext("{jabber:client}body") == "while cut off"
+        await alice.send(
+            f"<message to='{carol.bare}' type='chat' id='healed'><body>welcome back</body></message>"
+        )
+        live = await back.expect(message(from_=alice.jid, id_="healed"))
+        assert live.findtext("{jabber:client}body") == "welcome back"
+        for peer in (alice, back):
+            await peer.aclose()
+        await carol.drop()
