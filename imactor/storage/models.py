@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.errors import AccountNotFound
+from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
 
@@ -260,6 +261,9 @@ TABLES: tuple[Table, ...] = tuple(
         WordListRow,
         WordListWord,
         WordFilterVersion,
+        OrgDepartment,
+        OrgPerson,
+        OrgVersion,
     )
 )
 
