@@ -131,6 +131,11 @@ def _department_path(path: str, place: _Place, departments: dict[str, Department
 # ---- JSON ------------------------------------------------------------------------------------
 
 
+# Not in typeshed, stable since Python 2.7: the pure-Python object parser and scanner factory.
+_JSON_OBJECT: Callable[..., tuple[list[tuple[str, Any]], int]] = getattr(json.decoder, "JSONObject")  # noqa: B009
+_PY_MAKE_SCANNER: Callable[[json.JSONDecoder], Any] = getattr(json.scanner, "py_make_scanner")  # noqa: B009
+
+
 class _Located(dict[str, Any]):
     """A JSON object that knows the line of its opening brace."""
 
@@ -144,13 +149,13 @@ def _located_decoder(text: str) -> json.JSONDecoder:
 
     def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[_Located, int]:
         start = s_and_end[1]
-        pairs, end = json.decoder.JSONObject(s_and_end, *args)
+        pairs, end = _JSON_OBJECT(s_and_end, *args)
         located = _Located(pairs)
         located.line = text.count("\n", 0, start) + 1
         return located, end
 
     decoder.parse_object = parse_object  # type: ignore[attr-defined]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    decoder.scan_once = _PY_MAKE_SCANNER(decoder)  # type: ignore[attr-defined]
     return decoder
 
 
