@@ -105,7 +105,7 @@ def _legacy_criteria(query: st.Element) -> dict[str, str]:
     criteria: dict[str, str] = {}
     for element in query.iterchildren("{*}*"):  # elements only: no comments
         qn = etree.QName(element)
-        if qn.namespace == NS_RSM:
+        if qn.namespace == NS_RSM or (qn.namespace == NS_SEARCH and qn.localname == "instructions"):
             continue
         field = LEGACY_FIELDS.get(qn.localname) if qn.namespace == NS_SEARCH else None
         if field is None:
