@@ -80,8 +80,12 @@ def parse_csv(text: str, source: str) -> Org:
     departments: dict[str, Department] = {}
     people: dict[str, tuple[Person, int]] = {}
     counts: dict[str, int] = {}  #: people so far per department: the next one's position
-    for row in reader:
-        place = _Place(source, reader.line_num)
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: name the row's first
+        row = next(reader, None)
+        if row is None:
+            break
+        place = _Place(source, start)
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(columns):
