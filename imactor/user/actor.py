@@ -119,16 +119,12 @@ class UserActor(Actor[m.UserMessage]):
     async def _refresh_shared(self) -> None:
         """`m.SharedRosterChanged`: re-read the shared contacts, push what changed (RFC 6121
         §2.1.6) and give presence to the contacts who may now see it, or take it back (§3.1.5,
-        §3.2.2), as a subscription change would; probe the ones whose presence we now get."""
+        §3.2.2), as a subscription change would."""
         sees_us = set(self.roster.contacts("from", "both"))
-        we_see = set(self.roster.contacts("to", "both"))
         for key in await self._load_shared():
             self.roster.push_current(key)
-        await self.presence.subscriptions_changed(
-            gained_from=set(self.roster.contacts("from", "both")) - sees_us,
-            lost_from=sees_us - set(self.roster.contacts("from", "both")),
-            gained_to=set(self.roster.contacts("to", "both")) - we_see,
-        )
+        now = set(self.roster.contacts("from", "both"))
+        await self.presence.subscriptions_changed(gained_from=now - sees_us, lost_from=sees_us - now)
 
     def before_stop(self) -> None:
         self.services.registry.unregister("user", self.username, self.ref)

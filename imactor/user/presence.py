@@ -177,24 +177,18 @@ class AccountPresence:
         if resource.priority >= 0:
             await self._delivery.flush_offline(resource)
 
-    async def subscriptions_changed(
-        self, *, gained_from: set[str], lost_from: set[str], gained_to: set[str]
-    ) -> None:
+    async def subscriptions_changed(self, *, gained_from: set[str], lost_from: set[str]) -> None:
         """Shared contacts changed (`Roster.set_shared`): as if subscriptions had been approved
         or cancelled. Contacts who may now see our presence get it (§3.1.5), those who may no
-        longer get unavailable (§3.2.2), and those whose presence we may now see are probed
-        (§4.3), so that presence flows at once without a new login on either side."""
+        longer get unavailable (§3.2.2). No probes: the contact's own actor does the same for
+        its side (every actor of every worker is told), so presence flows at once both ways
+        without a new login, and a probe would only make each side's presence arrive twice."""
         for contact in sorted(gained_from):
             target = JID.parse(contact)
             if not self._blocklist.blocks(target):
                 await self._current_presence_to(target)
         for contact in sorted(lost_from):
             await self._unavailable_to(JID.parse(contact))
-        if not self._resources.any_available():
-            return
-        for contact in sorted(gained_to):
-            probe = st.make("presence", from_=self._jid, to=contact, type_="probe")
-            await self._out.route(Stanza.from_element(probe))
 
     async def _outbound_subscription(self, stanza: Stanza) -> None:
         contact = stanza.to_jid.bare
