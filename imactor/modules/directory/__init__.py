@@ -84,7 +84,7 @@ class Options:
 module = Module(
     name="directory", summary="Company directory",
     xeps=(Xep("0055", "1.3", "complete: the company directory at search.<domain>, with forms and paging"),
-          Xep("0059", "1.0", "partial: directory search paging, with <index/>")),
+          Xep("0059", "1.0", "complete: paging of directory searches (max, after, before, index)")),
     options=Options,
     service=ServiceSpec(
         subdomain=lambda options: options.subdomain,
