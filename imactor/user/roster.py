@@ -15,7 +15,7 @@ changes with every change of either (RFC 6121 §2.6.1: the version is opaque to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -65,10 +65,11 @@ class Roster:
         return replace(stored, name=stored.name or shared.name, subscription="both", ask=False,
                        pending_in=False, groups=groups)  # fmt: skip
 
-    def view(self) -> dict[str, RosterItem]:
-        """Every contact as the account sees it (`item`)."""
-        merged = {key: self.item(key) for key in (*self.items, *self.shared)}
-        return {key: item for key, item in merged.items() if item is not None}
+    def view(self) -> Mapping[str, RosterItem]:
+        """Every contact as the account sees it (`item`): the stored items themselves when
+        nothing is shared, else a merged view that builds nothing per lookup (modules ask it
+        for one contact at a time, on the presence and PEP paths)."""
+        return self.items if not self.shared else _MergedView(self)
 
     def is_shared(self, key: str) -> bool:
         return key in self.shared
@@ -175,3 +176,27 @@ class Roster:
         if item is None and not hidden_ok and not state.pending_out and not state.approved:
             return
         await self.set_item(new, key)
+
+
+class _MergedView(Mapping[str, RosterItem]):
+    """`Roster.view` with shared contacts: `Roster.item` per lookup."""
+
+    __slots__ = ("_roster",)
+
+    def __init__(self, roster: Roster) -> None:
+        self._roster = roster
+
+    def __getitem__(self, key: str) -> RosterItem:
+        item = self._roster.item(key)
+        if item is None:
+            raise KeyError(key)
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        roster = self._roster
+        yield from roster.items
+        yield from (key for key in roster.shared if key not in roster.items)
+
+    def __len__(self) -> int:
+        roster = self._roster
+        return len(roster.items) + sum(1 for key in roster.shared if key not in roster.items)
