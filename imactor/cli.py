@@ -9,6 +9,8 @@
     imactor user del USER                  delete an account and all its data
     imactor user list                      list usernames
     imactor filter list|add|remove|set|import|drop   sensitive-word lists (docs/word-filter.md)
+    imactor org import FILE [--dry-run]    replace the company directory (CSV or JSON, docs/directory.md)
+    imactor org export [FILE] [--format F] write the company directory (JSON by default, or CSV)
     imactor db migrate                     create or upgrade the schema (safe on several nodes at once)
     imactor backup DEST                    online backup of the SQLite database (file or directory)
     imactor restore SRC                    replace the database with a backup (server stopped)
@@ -145,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     destroy.set_defaults(handler=_room_destroy)
 
     _filter_parser(commands, common)
+    _org_parser(commands, common)
     add_cluster_parser(commands, common)
 
     export = commands.add_parser(
@@ -210,6 +213,24 @@ def _filter_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     drop = actions.add_parser("drop", parents=[common], help="delete a list and its words")
     drop.add_argument("name")
     drop.set_defaults(handler=_filter_drop)
+
+
+def _org_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: argparse.ArgumentParser) -> None:  # fmt: skip
+    """``imactor org ...``: the company directory (the directory module, docs/directory.md)."""
+    actions = commands.add_parser("org", help="manage the company directory").add_subparsers(
+        title="org commands", required=True, metavar="ACTION"
+    )
+    load = actions.add_parser("import", parents=[common], help="replace the directory with a file's")
+    load.add_argument("file", help="a .csv or .json file (docs/directory.md); - for stdin")
+    load.add_argument("--format", choices=("csv", "json"), default=None, help="default: from the extension")
+    load.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    load.set_defaults(handler=_org_import)
+    export = actions.add_parser("export", parents=[common], help="write the directory as a file")
+    export.add_argument("file", nargs="?", default="-", help="default: standard output")
+    export.add_argument("--format", choices=("csv", "json"), default=None,
+                        help="default: from the extension, else JSON")  # fmt: skip
+    export.set_defaults(handler=_org_export)
 
 
 def _supervise(args: argparse.Namespace, config_path: Path) -> int:
@@ -501,7 +522,7 @@ def _filter_change(
     print(_with_storage(config, run))
     if "word_filter" not in config.server.modules:
         print("note: the word_filter module is not in server.modules: no list applies", file=sys.stderr)
-    _tell_server_lists_changed(config)
+    _tell_server_reload(config, "lists")
     return 0
 
 
@@ -514,9 +535,10 @@ class FilterSettings:
     action: str | None
 
 
-def _tell_server_lists_changed(config: Config) -> None:
-    """Ask the running server's workers to read the lists now (`reload-modules`); without an
-    answer they still see the change by themselves within [modules.word_filter] check_interval."""
+def _tell_server_reload(config: Config, what: str) -> None:
+    """Ask the running server's workers to read `what` (the word lists, the directory) now
+    (`reload-modules`); without an answer they still see the change by themselves within the
+    module's check_interval."""
     from imactor.node.status.client import ServerNotRunning, StatusUnavailable, request_command
 
     try:
@@ -524,16 +546,16 @@ def _tell_server_lists_changed(config: Config) -> None:
     except ServerNotRunning:
         return  # a server started later reads the lists as they are
     except StatusUnavailable as exc:
-        print(f"note: the running server did not confirm ({exc}); it reads the lists within "
+        print(f"note: the running server did not confirm ({exc}); it reads the {what} within "
               "check_interval seconds", file=sys.stderr)  # fmt: skip
         return
     workers = answer.get("workers", [answer])  # a lone worker answers for itself
     failed = [worker for worker in workers if "error" in worker]
     if failed:
-        print(f"note: not every worker confirmed ({failed}); they read the lists within "
+        print(f"note: not every worker confirmed ({failed}); they read the {what} within "
               "check_interval seconds", file=sys.stderr)  # fmt: skip
     else:
-        print(f"the running server uses the new lists ({len(workers)} workers)")
+        print(f"the running server uses the new {what} ({len(workers)} workers)")
 
 
 def _filter_add(args: argparse.Namespace, config_path: Path) -> int:
@@ -611,6 +633,71 @@ def _filter_list(args: argparse.Namespace, config_path: Path) -> int:
         else:
             print(f"{word_list.name}\t{word_list.scope}\t{word_list.action}\t{len(word_list.words)} words: "
                   + " ".join(word_list.words))  # fmt: skip
+    return 0
+
+
+def _org_import(args: argparse.Namespace, config_path: Path) -> int:
+    """Replace the directory with the file's, all or nothing; print each change (``--dry-run``:
+    only print). The same file twice changes nothing the second time."""
+    from imactor.directory.files import OrgFileError, detect_format, parse
+    from imactor.directory.org import Org, changes
+
+    config = load_config(config_path)
+    source = str(args.file)
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        org = parse(data, "<stdin>" if source == "-" else source, args.format or detect_format(source))
+    except OSError as exc:
+        raise CommandError(f"{source}: {exc.strerror or exc}") from None
+    except OrgFileError as exc:
+        raise CommandError(f"{exc}; nothing imported") from None
+
+    async def replace(storage: Storage) -> tuple[list[str], Org]:
+        _, current = await storage.org.load()
+        lines = changes(current, org)
+        if lines and not args.dry_run:
+            await storage.org.replace(org)
+        return lines, current
+
+    lines, _ = _with_storage(config, replace)
+    for line in lines:
+        print(line)
+    people, departments = len(org.people), len(org.departments)
+    if not lines:
+        print(f"no changes ({departments} departments, {people} people)")
+        return 0
+    if args.dry_run:
+        print(f"dry run: {len(lines)} changes not made")
+        return 0
+    print(f"imported {departments} departments, {people} people: {len(lines)} changes")
+    if "directory" not in config.server.modules:
+        print("note: the directory module is not in server.modules: no one sees it", file=sys.stderr)
+    _tell_server_reload(config, "directory")
+    return 0
+
+
+def _org_export(args: argparse.Namespace, config_path: Path) -> int:
+    from imactor.directory.files import OrgFileError, detect_format, write
+    from imactor.directory.org import Org
+
+    config = load_config(config_path)
+
+    async def load(storage: Storage) -> Org:
+        return (await storage.org.load())[1]
+
+    file_format = args.format or (detect_format(args.file) if args.file != "-" else "json")
+    try:
+        text = write(_with_storage(config, load), file_format)
+    except OrgFileError as exc:
+        raise CommandError(str(exc)) from None
+    if args.file == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.file).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror or exc}") from None
+    print(f"wrote {args.file}", file=sys.stderr)
     return 0
 
 

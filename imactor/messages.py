@@ -282,9 +282,16 @@ class TakeOver:
     reply: Reply[MovedSession]
 
 
+@dataclass(frozen=True, slots=True)
+class SharedRosterChanged:
+    """To every user actor of a worker after a reload (`Module.shared_roster`): ask the modules
+    for the shared contacts again, push what changed and tell the contacts gained or lost.
+    Local to its worker, never encoded: an account handed off reads them afresh at its new home."""
+
+
 UserMessage = (
     Bind | Unbind | Route | FromResource | Undelivered | AccountRemoved
-    | Rebind | SessionLost | WorkersLost | HandOff | Detached | AccountMoved
+    | Rebind | SessionLost | WorkersLost | HandOff | Detached | AccountMoved | SharedRosterChanged
 )  # fmt: skip
 
 

@@ -82,6 +82,7 @@ TITLES: dict[str, str] = {
     "XEP-0048": "Bookmarks",
     "XEP-0049": "Private XML Storage",
     "XEP-0054": "vcard-temp",
+    "XEP-0055": "Jabber Search",
     "XEP-0059": "Result Set Management",
     "XEP-0060": "Publish-Subscribe",
     "XEP-0077": "In-Band Registration",
@@ -129,6 +130,7 @@ FEATURES: dict[str, str | None] = {
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",
     "0054": "vcard-temp",
+    "0055": None,  # the directory's own disco#info (search.<domain>)
     "0059": "http://jabber.org/protocol/rsm",
     "0060": "http://jabber.org/protocol/pubsub",
     "0077": "jabber:iq:register",

@@ -3,7 +3,9 @@
 Runs in the account's `UserActor` (ACCOUNT scope): roster get with `ver` (an unchanged version
 gets an empty result, pushes follow), roster set to add or update an item (name, groups),
 `subscription='remove'` to delete one (with unsubscribe/unsubscribed sent to the contact per
-§2.5.2), and pushes to every interested resource. Options: `max_items` (default 1000) and
+§2.5.2), and pushes to every interested resource. Contacts shared by a module (the company
+directory) are listed with the others; a set on one keeps the user's name and groups, a remove
+is refused with not-allowed. Options: `max_items` (default 1000) and
 `max_name_length` (default 1023).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from imactor.server.modules import IqContext, Module, Scope, Xep
+from imactor.server.modules import AccountApi, IqContext, Module, Scope, Xep
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
@@ -64,6 +66,10 @@ async def roster_set(ctx: IqContext) -> st.Element:
     if subscription == "remove":
         if existing is None:
             raise StanzaError("item-not-found")
+        if account.is_shared_contact(key):
+            # A colleague shared by the company directory (`Module.shared_roster`) stays; a user
+            # can rename it or add groups, not remove it (as with Prosody's mod_groups).
+            raise StanzaError("not-allowed", "this contact is shared by the company directory")
         await _cancel_subscriptions(ctx, existing, contact)
         await account.set_roster_item(None, key)
     else:
@@ -72,7 +78,7 @@ async def roster_set(ctx: IqContext) -> st.Element:
         name = entry.get("name") or None
         groups = [g.text or "" for g in entry.findall(qname(NS_ROSTER, "group"))]
         _check_names(ctx.options, name, groups)
-        if existing is None and len(account.roster_items()) >= ctx.options.max_items:
+        if existing is None and _own_items(account) >= ctx.options.max_items:
             raise StanzaError("not-allowed", "roster is full")
         base = existing or RosterItem(jid=key)
         # Clients cannot set subscription or ask (§2.1.2.5): only name and groups change here.
@@ -86,6 +92,11 @@ def _own_account(ctx: IqContext):  # type: ignore[no-untyped-def]
     if ctx.account is None or not ctx.is_self:
         raise StanzaError("forbidden", "a roster belongs to its account")  # §2.1.5
     return ctx.account
+
+
+def _own_items(account: AccountApi) -> int:
+    """Items the account added itself: shared contacts do not count against `max_items`."""
+    return sum(1 for key in account.roster_items() if not account.is_shared_contact(key))
 
 
 def _check_names(options: Options, name: str | None, groups: list[str]) -> None:

@@ -1,8 +1,10 @@
 """XEP-0054: vcard-temp.
 
 An account publishes its vCard with a set to its own bare JID (or no `to`); anyone may read it
-with a get to the bare JID (an account without a vCard answers an empty <vCard/>, §3.1). The
-server's own vCard (a get with no/`to` domain) is empty. Option `max_bytes` (default 131072,
+with a get to the bare JID (an account without a vCard answers an empty <vCard/>, §3.1). With
+the ``directory`` module, a member's vCard shows the directory's name, department, title, e-mail
+and phone where the member set none (`imactor.modules.directory.vcards`). The server's own
+vCard (a get with no/`to` domain) is empty. Option `max_bytes` (default 131072,
 photos included).
 """
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from imactor.modules import avatar
+from imactor.modules import avatar, directory
 from imactor.server.modules import IqContext, Module, Scope, Xep
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
@@ -34,8 +36,11 @@ async def vcard_get(ctx: IqContext) -> st.Element:
     assert ctx.account is not None
     stored = await ctx.storage.vcards.get(ctx.account.username)
     reply = st.iq_result(ctx.stanza)
-    reply.append(st.parse(stored) if stored is not None else etree.Element(
-        etree.QName(NS_VCARD, "vCard").text, nsmap=default_ns(NS_VCARD)))  # fmt: skip
+    vcard = st.parse(stored) if stored is not None else etree.Element(
+        etree.QName(NS_VCARD, "vCard").text, nsmap=default_ns(NS_VCARD))  # fmt: skip
+    if directory.enabled(list(ctx.server.modules())):
+        await directory.fill_vcard(ctx.storage, ctx.account.username, vcard)
+    reply.append(vcard)
     return reply
 
 

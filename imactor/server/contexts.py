@@ -17,6 +17,7 @@ from imactor.server.modules import (
     RoomMessagesContext,
     RoomStanzaContext,
     ServerApi,
+    SharedRosterContext,
 )
 
 if TYPE_CHECKING:
@@ -110,3 +111,10 @@ class Contexts:
         return ReloadContext(
             options=options, storage=source.storage, config=source.config, server=source.server
         )
+
+    def shared_roster(self, username: str, options: Any) -> SharedRosterContext:
+        source = self._source
+        return SharedRosterContext(
+            username=username, options=options, storage=source.storage, config=source.config,
+            server=source.server,
+        )  # fmt: skip

@@ -81,6 +81,11 @@ class AccountApi(Protocol):
         """The resource's session lost its transport and waits for a XEP-0198 resumption."""
         ...
 
+    def is_shared_contact(self, jid: str) -> bool:
+        """The bare JID `jid` is in the roster because a module shares it (`Module.shared_roster`):
+        its subscription is the module's to decide, not the account's."""
+        ...
+
 
 class RoomApi(Protocol):
     """What a ROOM-scope handler or a room hook may do with the room it runs for (its RoomActor)."""
@@ -227,6 +232,31 @@ class ReloadContext:
 
 
 ReloadHook = Callable[[ReloadContext], Awaitable[None]]
+
+
+@dataclass
+class SharedRosterContext:
+    """An account's actor asks a module which contacts it adds to the roster (`Module.shared_roster`)."""
+
+    username: str
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+@dataclass(frozen=True)
+class SharedRoster:
+    """Contacts a module adds to an account's roster without storing them (shared roster groups)."""
+
+    #: Changes whenever what any account gets may have changed: added to the stored roster
+    #: version, so the version a client caches changes with it (RFC 6121 §2.6).
+    revision: int
+    #: bare JID -> `imactor.xmpp.roster.RosterItem` (subscription "both", a name, groups)
+    items: Mapping[str, Any]
+
+
+SharedRosterHook = Callable[[SharedRosterContext], Awaitable[SharedRoster]]
 
 
 @dataclass

@@ -32,6 +32,7 @@ from imactor.server.modules import (
     Scope,
     ServiceSpec,
     SessionFilter,
+    SharedRosterHook,
 )
 from imactor.xmpp.stanza import Element
 
@@ -85,6 +86,7 @@ class ModuleHost:
         self.room_hooks: list[tuple[RoomMessagesHook, Any]] = []
         self.room_stanza_hooks: list[tuple[RoomStanzaHook, Any]] = []
         self.reload_hooks: list[tuple[ReloadHook, Any]] = []
+        self.shared_roster_hooks: list[tuple[SharedRosterHook, Any]] = []
         self.nonzas: frozenset[str] = frozenset()
         self.stream_features: tuple[bytes, ...] = ()
         for loaded in sorted(self.loaded.values(), key=lambda loaded: loaded.module.hook_order):
@@ -103,6 +105,9 @@ class ModuleHost:
             self.room_hooks.extend((hook, loaded.options) for hook in loaded.module.room_hooks)
             self.room_stanza_hooks.extend((hook, loaded.options) for hook in loaded.module.room_stanza_hooks)
             self.reload_hooks.extend((hook, loaded.options) for hook in loaded.module.reload_hooks)
+            self.shared_roster_hooks.extend(
+                (hook, loaded.options) for hook in loaded.module.shared_roster_hooks
+            )
             self.nonzas |= loaded.module.nonzas
             self.stream_features += loaded.module.stream_features
             for prefix, http_handler in loaded.module.http_routes:

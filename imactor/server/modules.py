@@ -45,6 +45,12 @@ filter is one.
 Reload hooks (`Module.on_reload`) run in each worker when the server is told to reload (SIGHUP, or
 the status socket's ``reload-modules`` command): for modules that cache what storage holds.
 
+Shared roster hooks (`Module.shared_roster`) run in an account's `UserActor` when it starts and
+when the server is told to reload: each gives contacts to add to the roster without storing them,
+with subscription "both" (shared roster groups: the company directory). The account treats them
+as subscribed both ways (presence, probes) and cannot cancel that subscription; after a reload
+the actor pushes what changed (RFC 6121 §2.1.6) and sends its presence to the new contacts.
+
 Node hooks (`Module.on_node`) follow the PEP nodes of an account (XEP-0163): the PEP module
 announces each change of a node (`NodeEvent`) to the modules that named that node, in the
 account's `UserActor`, so that a module mirroring a node elsewhere (avatars into the vCard,
@@ -74,7 +80,8 @@ __all__ = [
     "IqContext", "IqHandler", "MessageContext", "MessageHook", "Module", "ModuleConfigError", "NoOptions",
     "NodeEvent", "NodeHook", "PresenceContext", "PresenceHook", "ReloadContext", "ReloadHook", "RoomApi",
     "RoomMessagesContext", "RoomMessagesHook", "RoomStanzaContext", "RoomStanzaHook", "Scope", "ServerApi",
-    "ServiceSpec", "SessionFilter", "TaskContext", "Xep", "storage_failure",
+    "ServiceSpec", "SessionFilter", "SharedRoster", "SharedRosterContext", "SharedRosterHook", "TaskContext",
+    "Xep", "storage_failure",
 ]  # fmt: skip
 
 import enum
@@ -114,6 +121,9 @@ from imactor.server.module_api import (
     ServerApi,
     ServiceSpec,
     SessionFilter,
+    SharedRoster,
+    SharedRosterContext,
+    SharedRosterHook,
     TaskContext,
 )
 from imactor.storage.errors import StorageError, StorageFull
@@ -168,6 +178,7 @@ class Module:
     room_hooks: list[RoomMessagesHook] = field(default_factory=list)
     room_stanza_hooks: list[RoomStanzaHook] = field(default_factory=list)
     reload_hooks: list[ReloadHook] = field(default_factory=list)
+    shared_roster_hooks: list[SharedRosterHook] = field(default_factory=list)
     #: disco#info features of every chat room (and of the chat service), e.g. XEP-0313's
     room_features: tuple[str, ...] = ()
     service: ServiceSpec | None = None  #: answers at a JID of its own (module docstring)
@@ -219,6 +230,11 @@ class Module:
     def on_reload(self, hook: ReloadHook) -> ReloadHook:
         """Register `hook` to run in each worker when the server is told to reload."""
         self.reload_hooks.append(hook)
+        return hook
+
+    def shared_roster(self, hook: SharedRosterHook) -> SharedRosterHook:
+        """Register `hook` to add contacts to accounts' rosters without storing them (module docstring)."""
+        self.shared_roster_hooks.append(hook)
         return hook
 
     def on_node(self, *nodes: str) -> Callable[[NodeHook], NodeHook]:

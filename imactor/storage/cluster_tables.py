@@ -1,6 +1,6 @@
 """Tables of a cluster's membership (`imactor.storage.cluster` reads and writes them).
 
-Kept apart from `models.py`, which lists them in `TABLES` for fresh databases; schema version 7
+Kept apart from `models.py`, which lists them in `TABLES` for fresh databases; schema version 8
 adds them to older ones (`schema.py`). Only a cluster (on PostgreSQL) writes them. Times are the
 database server's clock in seconds (``EXTRACT(EPOCH FROM now())``): a lease is granted and judged
 by that one clock, so nodes whose clocks differ still agree on who is live.

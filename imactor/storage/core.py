@@ -8,6 +8,7 @@ from types import TracebackType
 from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics, json_list
+from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
 from imactor.storage.push import PushStore
 from imactor.storage.rooms import RoomStore
@@ -63,6 +64,7 @@ class Storage:
         self.rooms = RoomStore(db)
         self.xep0227 = Xep0227Store(db)
         self.word_lists = WordListStore(db)
+        self.org = OrgStore(db)
 
     @classmethod
     async def open(cls, url: str, *, partitions: int = DEFAULT_PARTITIONS) -> Storage:

@@ -16,6 +16,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.errors import AccountNotFound
+from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
 
@@ -261,6 +262,9 @@ TABLES: tuple[Table, ...] = tuple(
         WordListRow,
         WordListWord,
         WordFilterVersion,
+        OrgDepartment,
+        OrgPerson,
+        OrgVersion,
         ClusterNodeRow,
         ClusterStateRow,
     )

@@ -148,8 +148,16 @@ def _add_word_lists(conn: Connection) -> None:
         getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_org(conn: Connection) -> None:
+    """Version 7: the company directory: departments, people and its change counter."""
+    from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
+
+    for model in (OrgDepartment, OrgPerson, OrgVersion):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 def _add_cluster(conn: Connection) -> None:
-    """Version 7: the cluster's nodes and membership."""
+    """Version 8: the cluster's nodes and membership."""
     from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 
     for model in (ClusterNodeRow, ClusterStateRow):
@@ -163,7 +171,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "PEP nodes and items (XEP-0163)", _add_pep),
     Migration(5, "push registrations (XEP-0357)", _add_push),
     Migration(6, "sensitive-word filter lists", _add_word_lists),
-    Migration(7, "cluster nodes and membership", _add_cluster),
+    Migration(7, "company directory: departments and people", _add_org),
+    Migration(8, "cluster nodes and membership", _add_cluster),
 )
 
 

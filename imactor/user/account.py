@@ -81,3 +81,6 @@ class Account:
 
     def is_detached(self, resource: str) -> bool:
         return self._actor.is_detached(resource)
+
+    def is_shared_contact(self, jid: str) -> bool:
+        return self._actor.is_shared_contact(jid)

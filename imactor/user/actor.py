@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, assert_never
 
 from lxml import etree
@@ -93,6 +94,37 @@ class UserActor(Actor[m.UserMessage]):
         if snapshot is not None:
             self.roster.load(snapshot.roster, snapshot.roster_version)
             self.blocked.set(snapshot.blocked)
+            await self._load_shared()
+
+    async def _load_shared(self) -> list[str]:
+        """Ask the modules for the shared contacts (`Module.shared_roster`). A module that cannot
+        read what it shares leaves the previous ones in place (none at start): the roster still
+        serves, and the next reload tries again. Returns the contacts whose item changed."""
+        hooks = self.services.modules.shared_roster_hooks
+        if not hooks and not self.roster.shared:
+            return []
+        revision, items = 0, dict[str, RosterItem]()
+        try:
+            for hook, options in hooks:
+                shared = await hook(self.services.contexts.shared_roster(self.username, options))
+                revision += shared.revision
+                for key, item in shared.items.items():
+                    if key != str(self.jid):
+                        items[key] = _merge_groups(items.get(key), item)
+        except StorageError as exc:
+            log.warning("%s: shared roster not read, the previous one stays: %s", self.address, exc)
+            return []
+        return self.roster.set_shared(items, revision)
+
+    async def _refresh_shared(self) -> None:
+        """`m.SharedRosterChanged`: re-read the shared contacts, push what changed (RFC 6121
+        §2.1.6) and give presence to the contacts who may now see it, or take it back (§3.1.5,
+        §3.2.2), as a subscription change would."""
+        sees_us = set(self.roster.contacts("from", "both"))
+        for key in await self._load_shared():
+            self.roster.push_current(key)
+        now = set(self.roster.contacts("from", "both"))
+        await self.presence.subscriptions_changed(gained_from=now - sees_us, lost_from=sees_us - now)
 
     def before_stop(self) -> None:
         self.services.registry.unregister("user", self.username, self.ref)
@@ -104,10 +136,13 @@ class UserActor(Actor[m.UserMessage]):
 
     @property
     def roster_version(self) -> int:
-        return self.roster.version
+        return self.roster.client_version
 
     def roster_items(self) -> Mapping[str, RosterItem]:
-        return self.roster.items
+        return self.roster.view()
+
+    def is_shared_contact(self, jid: str) -> bool:
+        return self.roster.is_shared(jid)
 
     async def set_roster_item(self, item: RosterItem | None, jid: str) -> None:
         await self.roster.set_item(item, jid)
@@ -195,7 +230,7 @@ class UserActor(Actor[m.UserMessage]):
             # Queued before the hand-off: the account's new home handles it. Not the mesh's own
             # notices, though: they were meant for this actor (a second HandOff forwarded would
             # make the new home hand off too).
-            if not isinstance(message, m.HandOff | m.WorkersLost):
+            if not isinstance(message, m.HandOff | m.WorkersLost | m.SharedRosterChanged):
                 await self.services.router.to_user(self.username, message, None, wait=False)
             return
         match message:
@@ -246,6 +281,9 @@ class UserActor(Actor[m.UserMessage]):
                     )
                 )
                 self.presence.contacts_lost(message.workers, message.epoch)
+            case m.SharedRosterChanged():
+                if self.exists:
+                    await self._refresh_shared()
             case m.HandOff():
                 self._hand_off()
             case m.AccountMoved(snapshot):
@@ -431,3 +469,11 @@ class UserActor(Actor[m.UserMessage]):
             return
         if result is not None:
             await self.out.send_back(result)
+
+
+def _merge_groups(first: RosterItem | None, second: RosterItem) -> RosterItem:
+    """One contact shared by two modules: the first one's item with the groups of both."""
+    if first is None:
+        return second
+    return replace(first, groups=first.groups + tuple(g for g in second.groups if g not in first.groups))
+

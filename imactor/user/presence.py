@@ -177,9 +177,27 @@ class AccountPresence:
         if resource.priority >= 0:
             await self._delivery.flush_offline(resource)
 
+    async def subscriptions_changed(self, *, gained_from: set[str], lost_from: set[str]) -> None:
+        """Shared contacts changed (`Roster.set_shared`): as if subscriptions had been approved
+        or cancelled. Contacts who may now see our presence get it (§3.1.5), those who may no
+        longer get unavailable (§3.2.2). No probes: the contact's own actor does the same for
+        its side (every actor of every worker is told), so presence flows at once both ways
+        without a new login, and a probe would only make each side's presence arrive twice."""
+        for contact in sorted(gained_from):
+            target = JID.parse(contact)
+            if not self._blocklist.blocks(target):
+                await self._current_presence_to(target)
+        for contact in sorted(lost_from):
+            await self._unavailable_to(JID.parse(contact))
+
     async def _outbound_subscription(self, stanza: Stanza) -> None:
         contact = stanza.to_jid.bare
         key = str(contact)
+        if self._roster.is_shared(key) and stanza.type in ("unsubscribe", "unsubscribed"):
+            # A shared contact (the company directory) stays subscribed both ways: cancelling is
+            # not the account's to do, and the other side would lose our presence while its
+            # roster still says 'both'. Dropped, as the server may (RFC 6121 §3.2.2, §3.3.2).
+            return
         outcome = subs.outbound(self._roster.state(key), stanza.type)
         if outcome.changed:
             await self._roster.save_state(key, outcome.state)
@@ -239,6 +257,8 @@ class AccountPresence:
     async def _inbound_subscription(self, stanza: Stanza) -> None:
         contact = stanza.from_jid.bare
         key = str(contact)
+        if self._roster.is_shared(key) and stanza.type in ("unsubscribe", "unsubscribed"):
+            return  # as in `_outbound_subscription`: a shared contact's subscription stays
         before = self._roster.state(key)
         outcome = subs.inbound(before, stanza.type)
         if outcome.changed:

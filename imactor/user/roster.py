@@ -3,11 +3,19 @@ pushes that follow each change (§2.1.6).
 
 Every change is stored first: a write that fails (`StorageError`) leaves the items in memory as
 they are stored.
+
+Shared contacts (`Module.shared_roster`: the company directory's colleagues) are kept beside the
+stored items and never stored. What the account and its clients see of a contact (`item`) is
+the two merged: a shared contact is subscribed both ways, with the groups of both and the name
+the user gave, if any. Its subscription is not the account's to change (`save_state` leaves it,
+and a client's roster set stores only its name and groups). The version clients see is the
+stored one plus the shared contacts' revision (`client_version`): both only grow, so the sum
+changes with every change of either (RFC 6121 §2.6.1: the version is opaque to clients).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,7 +31,7 @@ if TYPE_CHECKING:
 
 
 class Roster:
-    __slots__ = ("_new_id", "_push", "_store", "_username", "items", "version")
+    __slots__ = ("_new_id", "_push", "_store", "_username", "items", "shared", "shared_revision", "version")
 
     def __init__(
         self,
@@ -38,8 +46,54 @@ class Roster:
         self._new_id = new_id
         #: Sends a roster push to the resources that asked for the roster.
         self._push = push
-        self.items: dict[str, RosterItem] = {}
-        self.version = 0
+        self.items: dict[str, RosterItem] = {}  #: as stored
+        self.version = 0  #: the stored version
+        self.shared: dict[str, RosterItem] = {}  #: shared contacts, never stored
+        self.shared_revision = 0
+
+    @property
+    def client_version(self) -> int:
+        """The version clients see and cache (module docstring)."""
+        return self.version + self.shared_revision
+
+    def item(self, key: str) -> RosterItem | None:
+        """The contact `key` as the account sees it: stored and shared parts merged."""
+        stored, shared = self.items.get(key), self.shared.get(key)
+        if shared is None or stored is None:
+            return stored or shared
+        groups = stored.groups + tuple(group for group in shared.groups if group not in stored.groups)
+        return replace(stored, name=stored.name or shared.name, subscription="both", ask=False,
+                       pending_in=False, groups=groups)  # fmt: skip
+
+    def view(self) -> Mapping[str, RosterItem]:
+        """Every contact as the account sees it (`item`): the stored items themselves when
+        nothing is shared, else a merged view that builds nothing per lookup (modules ask it
+        for one contact at a time, on the presence and PEP paths)."""
+        return self.items if not self.shared else _MergedView(self)
+
+    def is_shared(self, key: str) -> bool:
+        return key in self.shared
+
+    def set_shared(self, items: dict[str, RosterItem], revision: int) -> list[str]:
+        """Replace the shared contacts; returns the contacts whose `item` changed."""
+        keys = dict.fromkeys((*self.shared, *items))
+        before = {key: self.item(key) for key in keys}
+        self.shared, self.shared_revision = items, revision
+        return [key for key in keys if self.item(key) != before[key]]
+
+    def push_current(self, key: str) -> None:
+        """Push the contact `key` as it is now (removed, when it is no longer seen)."""
+        item = self.item(key)
+        if item is None or not item.is_visible:
+            item = RosterItem(jid=key, subscription="remove")
+        self._push_item(item)
+
+    def _push_item(self, item: RosterItem) -> None:
+        push = st.make("iq", type_="set", id_=self._new_id())
+        query = st.child(push, NS_ROSTER, "query")
+        query.set("ver", str(self.client_version))
+        query.append(item_element(item))
+        self._push(push)
 
     def load(self, items: Sequence[RosterItem], version: int) -> None:
         self.items = {item.jid: item for item in items}
@@ -47,33 +101,39 @@ class Roster:
 
     def clear(self) -> None:
         self.items.clear()
+        self.shared.clear()
 
     def state(self, key: str) -> subs.SubState:
         """The subscription state of the contact `key` (a bare JID), as RFC 6121 §3 tables read it."""
-        item = self.items.get(key)
+        item = self.item(key)
         if item is None:
             return subs.SubState()
         return subs.SubState(item.subscription, item.ask, item.pending_in, item.approved)  # type: ignore[arg-type]
 
     def subscribed_from(self, jid: JID) -> bool:
         """The contact gets our presence (a from/both subscription)."""
-        item = self.items.get(str(jid.bare))
+        item = self.item(str(jid.bare))
         return item is not None and item.subscription in ("from", "both")
 
     def contacts(self, *subscriptions: str) -> Iterator[str]:
         """The contacts whose subscription is one of `subscriptions`."""
-        for contact, item in self.items.items():
+        for contact, item in self.view().items():
             if item.subscription in subscriptions:
                 yield contact
 
     def pending_in(self) -> Iterator[str]:
         """Contacts whose subscription request waits for an answer (§3.1.3)."""
-        for contact, item in self.items.items():
+        for contact, item in self.view().items():
             if item.pending_in:
                 yield contact
 
     async def set_item(self, item: RosterItem | None, jid: str) -> None:
-        """Store an item (None: remove it) and push it to interested resources (§2.1.6)."""
+        """Store an item (None: remove it) and push it to interested resources (§2.1.6). Of a
+        shared contact, only the name and groups the user gave are stored (module docstring)."""
+        if item is not None and jid in self.shared:
+            item = self._personal_part(item, jid)
+            if item == RosterItem(jid=jid):
+                item = None  # nothing of the user's own left to keep
         if item is None:
             self.version = await self._store.remove(self._username, jid)
             self.items.pop(jid, None)
@@ -82,16 +142,26 @@ class Roster:
             self.version = await self._store.put(self._username, item)
             self.items[jid] = item
             pushed = item
+        if jid in self.shared:
+            self.push_current(jid)
+            return
         if item is not None and not item.is_visible:
             return
-        push = st.make("iq", type_="set", id_=self._new_id())
-        query = st.child(push, NS_ROSTER, "query")
-        query.set("ver", str(self.version))
-        query.append(item_element(pushed))
-        self._push(push)
+        self._push_item(pushed)
+
+    def _personal_part(self, item: RosterItem, jid: str) -> RosterItem:
+        """What the user set on a shared contact: a name other than the shared one, and groups
+        other than the shared ones; the subscription stays as stored."""
+        shared = self.shared[jid]
+        base = self.items.get(jid) or RosterItem(jid=jid)
+        name = None if item.name == shared.name else item.name
+        return replace(base, name=name, groups=tuple(g for g in item.groups if g not in shared.groups))
 
     async def save_state(self, key: str, state: subs.SubState, *, hidden_ok: bool = False) -> None:
-        """Store the contact's new subscription `state` (from the §3 tables)."""
+        """Store the contact's new subscription `state` (from the §3 tables); a shared contact's
+        stays as the module shares it."""
+        if key in self.shared:
+            return
         item = self.items.get(key)
         base = item or RosterItem(jid=key, name=None)
         new = replace(base, subscription=state.subscription, ask=state.pending_out,
@@ -106,3 +176,27 @@ class Roster:
         if item is None and not hidden_ok and not state.pending_out and not state.approved:
             return
         await self.set_item(new, key)
+
+
+class _MergedView(Mapping[str, RosterItem]):
+    """`Roster.view` with shared contacts: `Roster.item` per lookup."""
+
+    __slots__ = ("_roster",)
+
+    def __init__(self, roster: Roster) -> None:
+        self._roster = roster
+
+    def __getitem__(self, key: str) -> RosterItem:
+        item = self._roster.item(key)
+        if item is None:
+            raise KeyError(key)
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        roster = self._roster
+        yield from roster.items
+        yield from (key for key in roster.shared if key not in roster.items)
+
+    def __len__(self) -> int:
+        roster = self._roster
+        return len(roster.items) + sum(1 for key in roster.shared if key not in roster.items)

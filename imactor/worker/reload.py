@@ -29,7 +29,11 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+import trio
+
+from imactor import messages as m
 from imactor import tls
+from imactor.actors import ActorGone
 from imactor.config import Config, ConfigError, load_config
 from imactor.server.module_host import ModuleHost
 
@@ -95,8 +99,26 @@ def _modules(services: Services, config: Config) -> ModuleHost:
 
 
 async def reload_modules(services: Services) -> int:
-    """Run every enabled module's reload hook (`Module.on_reload`); returns how many ran."""
+    """Run every enabled module's reload hook (`Module.on_reload`), then, with modules that share
+    roster contacts (`Module.shared_roster`), tell every user actor of this worker to read them
+    again (`m.SharedRosterChanged`: pushes and presence for what changed); returns how many
+    hooks ran."""
     hooks = services.modules.reload_hooks
     for hook, options in hooks:
         await hook(services.contexts.reload(options))
+    if services.modules.shared_roster_hooks:
+        _shared_rosters_changed(services)
     return len(hooks)
+
+
+def _shared_rosters_changed(services: Services) -> None:
+    skipped = 0
+    for _username, ref in services.registry.refs("user"):
+        try:
+            ref.send_nowait(m.SharedRosterChanged())
+        except ActorGone:
+            pass  # stopped meanwhile: it reads the shared contacts afresh when it starts again
+        except trio.WouldBlock:
+            skipped += 1  # a full mailbox: its account is flooded; it sees the change at its next start
+    if skipped:
+        log.warning("reload: %d busy accounts keep their shared roster until they start again", skipped)

@@ -92,6 +92,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.mesh",),  # transport between workers: frames, epochs, remote references, hand-off
     ("imactor.messages",),  # the vocabulary of messages between actors
     ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
+    ("imactor.directory",),  # the company directory and its import files (pure, over the core)
     # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core)
     ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor.wordmatch",
      "imactor"),

@@ -6,8 +6,7 @@ import sqlite3
 
 import pytest
 
-from imactor.storage import Storage
-from imactor.storage.schema import current_version
+from imactor.storage import Storage, schema
 from imactor.storage.word_lists import NoSuchList, StoredWordList
 from imactor.wordmatch import BadWord
 from tests.unit.storage.conftest import sqlite_only
@@ -60,11 +59,11 @@ async def test_a_version_5_database_gets_the_tables(db_url: str) -> None:
     async with await Storage.open(db_url):
         pass
     with sqlite3.connect(path) as conn:
-        # and what later versions added (a real version 5 database has none of it)
-        for table in ("word_list_word", "word_list", "word_filter_version", "cluster_node", "cluster_state"):
+        for table in ("word_list_word", "word_list", "word_filter_version",  # and what came after them
+                      "org_person", "org_department", "org_version", "cluster_node", "cluster_state"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE schema_version SET version = 5")
     async with await Storage.open(db_url) as storage:
         assert await storage.word_lists.add_words("profanity", ["darn"]) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(current_version(),)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.current_version(),)]
