@@ -34,6 +34,8 @@ def format_status(document: Mapping[str, Any]) -> str:
             f"  rss {_size(worker['rss_bytes'])}  sessions {worker['sessions']['count']}"
             f"  users {worker['users']}  rooms {worker['rooms']}"
         )
+    if supervisor is not None:
+        lines += _cluster_lines(supervisor.get("membership", {}))
     stanzas, mailboxes = totals["stanzas"], totals["mailboxes"]
     by_state: dict[str, int] = {}
     for worker in workers:
@@ -52,6 +54,25 @@ def format_status(document: Mapping[str, Any]) -> str:
         f"  mailboxes: largest {mailboxes['max']}, queued {mailboxes['total']}",
     ]
     return "\n".join(lines)
+
+
+def _cluster_lines(membership: Mapping[str, Any]) -> list[str]:
+    """A cluster node's view of every node (docs/cluster.md); nothing for a single node."""
+    nodes = membership.get("nodes")
+    if not nodes:
+        return []
+    failures = membership.get("renewal_failures", 0)
+    lines = [
+        f"cluster: node {membership.get('node')} (id {membership.get('node_id')}), "
+        f"{len(nodes)} live node(s), renewal failures {failures}"
+    ]
+    for node in nodes:
+        workers = ",".join(map(str, node.get("live_workers", []))) or "-"
+        lines.append(
+            f"  node {node['name']} (id {node['id']})  workers {workers}  sessions {node['sessions']}"
+            f"  lease age {node['lease_age']:.1f}s"
+        )
+    return lines
 
 
 def _duration(seconds: float) -> str:

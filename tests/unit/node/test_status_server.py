@@ -429,6 +429,23 @@ def test_format_status_draws_the_supervisor_above_its_workers() -> None:
     assert lines[4].startswith("totals: 2 worker(s)  sessions 3")
 
 
+def test_format_status_lists_the_nodes_of_a_cluster() -> None:
+    document = new_server(Path("unused")).snapshot()
+    nodes = [
+        {"id": 1, "name": "im1", "live_workers": [0, 1], "sessions": 40, "lease_age": 0.25},
+        {"id": 2, "name": "im2", "live_workers": [], "sessions": 0, "lease_age": 1.5},
+    ]
+    document["supervisor"] = {
+        "title": "imactor-supervisor", "pid": 4242, "rss_bytes": 0, "restarts_total": 0,
+        "membership": {"epoch": 9, "live_workers": [0, 1], "node": "im1", "node_id": 1, "nodes": nodes,
+                       "renewal_failures": 2},
+    }  # fmt: skip
+    text = format_status(document)
+    assert "cluster: node im1 (id 1), 2 live node(s), renewal failures 2" in text
+    assert "  node im1 (id 1)  workers 0,1  sessions 40  lease age 0.2s" in text
+    assert "  node im2 (id 2)  workers -  sessions 0  lease age 1.5s" in text
+
+
 def test_plain_and_rss() -> None:
     assert plain({"a": (1, Mode.FAST), 2: float("nan")}) == {"a": [1, "fast"], "2": None}
     assert rss_bytes(os.getpid()) > 0
