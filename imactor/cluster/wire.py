@@ -112,6 +112,9 @@ class ClusterView:
     workers: tuple[PeerWorker, ...]
     #: Where this node sends new clients (``host:port``, RFC 6120 see-other-host); "": nowhere.
     redirect: str = ""
+    #: The web listeners of the other live nodes (``http://host:port``, ``https://host:port``),
+    #: for host-meta (XEP-0156).
+    web: tuple[str, ...] = ()
 
     @property
     def live_workers(self) -> tuple[int, ...]:
@@ -189,7 +192,7 @@ def encode(envelope: Envelope) -> bytes:
                     struct.pack(f"!{len(workers)}I", *workers),
                 )
             )
-        case ClusterView(view_epoch, peers, redirect):
+        case ClusterView(view_epoch, peers, redirect, web):
             if len(peers) > _U32:  # pragma: no cover - four billion workers
                 raise ValueError("too many workers for one frame")
             parts = [
@@ -205,7 +208,10 @@ def encode(envelope: Envelope) -> bytes:
                     key,
                 ]
             target = _utf8(redirect, _U8, "redirect")
-            parts += [bytes((len(target),)), target]
+            if any(not url or " " in url for url in web):
+                raise ValueError("a web URL is non-empty and has no space")
+            bases = _utf8(" ".join(web), _U16, "web")
+            parts += [bytes((len(target),)), target, len(bases).to_bytes(2, "big"), bases]
             return b"".join(parts)
         case _:
             assert_never(message)
@@ -361,9 +367,15 @@ def _decode_view(payload: memoryview) -> ClusterView:
         raise FrameError("cluster view truncated before its redirect")
     end = offset + 1 + payload[offset]
     redirect = _text(payload[offset + 1 : end], "redirect")
+    if end + 2 > len(payload):
+        raise FrameError("cluster view truncated before its web listeners")
+    start, end = end + 2, end + 2 + int.from_bytes(payload[end : end + 2], "big")
+    if end > len(payload):
+        raise FrameError("cluster view's web listeners run past the payload")
+    web = _text(payload[start:end], "web")
     if end != len(payload):
         raise FrameError(f"cluster view has {len(payload) - end} trailing bytes")
-    return ClusterView(epoch, tuple(peers), redirect)
+    return ClusterView(epoch, tuple(peers), redirect, tuple(web.split(" ")) if web else ())
 
 
 def _text(data: memoryview, name: str) -> str:

@@ -126,6 +126,8 @@ class Mesh:
         self._known_keys: set[str] = set()
         #: Where the node sends new clients (``host:port``, see-other-host); "": it takes them.
         self.redirect = ""
+        #: The other live nodes' web listeners (host-meta, XEP-0156).
+        self.web_nodes: tuple[str, ...] = ()
         self.link = self._new_link()
         self._pending = Pending()
         self._hosted: tuple[str, ...] = ()
@@ -456,7 +458,8 @@ class Mesh:
 
     def apply_view(self, view: ClusterView) -> None:
         """A cluster's membership: reach its workers where it says, then apply it."""
-        self.redirect = view.redirect  # resent every heartbeat, changes without a new epoch
+        # Resent every heartbeat: these change without a new epoch.
+        self.redirect, self.web_nodes = view.redirect, view.web
         if view.epoch <= self.membership.epoch:
             return
         live = set(view.live_workers)

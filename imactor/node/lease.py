@@ -264,7 +264,19 @@ class ClusterMember:
                     peers.append(PeerWorker(wid, self._local_endpoints[index]))
                 elif index in node.endpoints:
                     peers.append(PeerWorker(wid, node.endpoints[index], node.public_key))
-        return ClusterView(snapshot.epoch, tuple(peers), self.redirect())
+        return ClusterView(snapshot.epoch, tuple(peers), self.redirect(), self.web_listeners())
+
+    def web_listeners(self) -> tuple[str, ...]:
+        """The other live nodes' web listeners, for host-meta (XEP-0156)."""
+        snapshot, found = self.snapshot, []
+        for node in () if snapshot is None else snapshot.nodes:
+            if node.id == self.node_id or not node.live_workers:
+                continue
+            host = str(node.clients.get("host", ""))
+            host = f"[{host}]" if ":" in host else host
+            ports = {scheme: node.clients.get(scheme) for scheme in ("http", "https")}
+            found.extend(f"{scheme}://{host}:{port}" for scheme, port in ports.items() if port)
+        return tuple(found)
 
     def redirect(self) -> str:
         """Where new clients go instead of here: the least loaded other node, when this one holds

@@ -3,8 +3,10 @@
 ``/.well-known/host-meta`` (XRD, RFC 6415) and ``/.well-known/host-meta.json`` (JRD) list one link
 each for BOSH (``urn:xmpp:alt-connections:xbosh``) and WebSocket
 (``urn:xmpp:alt-connections:websocket``). The URLs use the host the client asked for (its ``Host``
-header, when it is a plain host[:port]) and the scheme of the listener it reached. Anyone may
-read them, from any origin (XEP-0156 §3.1: CORS ``*``).
+header, when it is a plain host[:port]) and the scheme of the listener it reached. In a cluster
+(docs/cluster.md) the other live nodes' listeners of the same scheme follow, so that a client
+whose node dies knows where else to go. Anyone may read them, from any origin (XEP-0156 §3.1:
+CORS ``*``).
 """
 
 from __future__ import annotations
@@ -23,15 +25,26 @@ REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
-def respond(request: Request, websocket_path: str, bosh_path: str, *, tls: bool, domain: str) -> Response:
+def respond(
+    request: Request,
+    websocket_path: str,
+    bosh_path: str,
+    *,
+    tls: bool,
+    domain: str,
+    others: tuple[str, ...] = (),
+) -> Response:
+    """`others`: the other nodes' web listeners (``http://host:port``), in a cluster."""
     if request.method not in ("GET", "HEAD"):
         return Response(405, b"GET only\n", headers=[("Allow", "GET")])
     host = request.headers.get("host", "")
     if not _HOST.fullmatch(host):
         host = domain
-    links = [
-        (REL_BOSH, f"{'https' if tls else 'http'}://{host}{bosh_path}"),
-        (REL_WEBSOCKET, f"{'wss' if tls else 'ws'}://{host}{websocket_path}"),
+    scheme = "https" if tls else "http"
+    bases = [f"{scheme}://{host}", *(base for base in others if base.startswith(f"{scheme}://"))]
+    links = [(REL_BOSH, f"{base}{bosh_path}") for base in bases]
+    links += [
+        (REL_WEBSOCKET, f"{'wss' if tls else 'ws'}{base[len(scheme) :]}{websocket_path}") for base in bases
     ]
     cors = [("Access-Control-Allow-Origin", "*")]
     if request.path == JRD_PATH:

@@ -219,10 +219,12 @@ class HttpConnection:
     async def _respond_to(self, request: Request) -> Response:
         config = self.endpoints.config
         if request.path in hostmeta.PATHS:
-            domain = self.endpoints.services.domain
+            services = self.endpoints.services
+            others = services.mesh.web_nodes if services.mesh is not None else ()
             return hostmeta.respond(
-                request, config.websocket_path, config.bosh_path, tls=self.tls, domain=domain
-            )
+                request, config.websocket_path, config.bosh_path, tls=self.tls, domain=services.domain,
+                others=others,
+            )  # fmt: skip
         if request.path == config.bosh_path:
             if not self.endpoints.origins.admits(request, config.allowed_origins, endpoint="BOSH request",
                                                  remote=self.remote):  # fmt: skip

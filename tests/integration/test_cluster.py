@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,25 @@ async def test_one_membership_over_three_nodes(cluster: Cluster) -> None:
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {row["name"] for row in rows if row["live"]} == set(NODES)
     assert all(row["lease_age"] < LEASE for row in rows)
+
+
+def test_host_meta_lists_the_web_endpoints_of_every_live_node(cluster: Cluster) -> None:
+    """XEP-0156: a web client that reads host-meta from one node learns where the others are."""
+    node_a = cluster[0]
+    url = f"http://127.0.0.1:{node_a.server.http_port}/.well-known/host-meta.json"
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the other nodes' listeners reach node-a's workers with the next heartbeat
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            links = json.load(response)["links"]
+        sockets = [link["href"] for link in links if link["rel"] == "urn:xmpp:alt-connections:websocket"]
+        expected = [f"ws://127.0.0.1:{node.server.http_port}/xmpp-websocket" for node in cluster]
+        if sorted(sockets) == sorted(expected):
+            break
+        assert time.monotonic() < deadline, sockets
+        time.sleep(0.1)
+    assert sockets[0] == expected[0]  # the node asked comes first
+    bosh = [link["href"] for link in links if link["rel"] == "urn:xmpp:alt-connections:xbosh"]
+    assert sorted(bosh) == sorted(f"http://127.0.0.1:{n.server.http_port}/http-bind" for n in cluster)
 
 
 async def test_chat_and_presence_between_users_on_three_nodes(cluster: Cluster) -> None:

@@ -47,7 +47,7 @@ MESSAGES: list[Message] = [
         epoch=3,
         workers=(PeerWorker(1024, "ipc:///run/w0.sock"), PeerWorker(2049, "tcp://10.0.0.2:7601", "k" * 40)),
     ),
-    ClusterView(epoch=0, workers=(), redirect="node-b.example.com:5222"),
+    ClusterView(0, (), redirect="node-b.example.com:5222", web=("http://b:5280", "https://b:5443")),
     ClusterView(epoch=U64, workers=(PeerWorker(U32, "e" * 65535, "\u00e9" * 127),)),
 ]
 
@@ -130,7 +130,7 @@ def test_the_membership_layout_is_pinned() -> None:
 def test_the_cluster_view_layout_is_pinned() -> None:
     data = frame(ClusterView(9, (PeerWorker(1025, "tcp://h:1", "K"),)), source=0, epoch=9)
     assert data[:2] == bytes.fromhex("02 04")
-    assert data[HEADER_SIZE:] == bytes.fromhex("0000000000000009 00000001 00000401 0009 01") + b"tcp://h:1K\x00"
+    assert data[HEADER_SIZE:] == bytes.fromhex("0000000000000009 00000001 00000401 0009 01") + b"tcp://h:1K\x00\x00\x00"
 
 
 @pytest.mark.parametrize(
@@ -139,10 +139,12 @@ def test_the_cluster_view_layout_is_pinned() -> None:
         (bytes.fromhex("00000000000000"), "truncated cluster view"),
         (bytes.fromhex("0000000000000001 00000001 000004"), "truncated in worker 0 of 1"),
         (bytes.fromhex("0000000000000001 00000001 00000401 0009 01") + b"tcp", "run past the payload"),
-        (bytes.fromhex("0000000000000001 00000000 00 00"), "1 trailing bytes"),
+        (bytes.fromhex("0000000000000001 00000000 00 0000 00"), "1 trailing bytes"),
         (bytes.fromhex("0000000000000001 00000000"), "truncated before its redirect"),
-        (bytes.fromhex("0000000000000001 00000000 01") + b"\xff", "redirect is not UTF-8"),
-        (bytes.fromhex("0000000000000001 00000001 00000401 0001 00") + b"\xff\x00", "endpoint is not UTF-8"),
+        (bytes.fromhex("0000000000000001 00000000 01") + b"\xff\x00\x00", "redirect is not UTF-8"),
+        (bytes.fromhex("0000000000000001 00000000 00 00"), "truncated before its web listeners"),
+        (bytes.fromhex("0000000000000001 00000000 00 0005") + b"http", "run past the payload"),
+        (bytes.fromhex("0000000000000001 00000001 00000401 0001 00 ff 00 0000"), "endpoint is not UTF-8"),
     ],
 )
 def test_a_bad_cluster_view_is_a_frame_error(payload: bytes, reason: str) -> None:

@@ -16,6 +16,7 @@ from trio.testing import MockClock
 
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone
+from imactor.cluster.placement import Membership
 from imactor.config import Config
 from imactor.web.bosh import FORWARD_MARGIN, BoshSessions, BoshTransport
 from imactor.web.messages import Request
@@ -181,7 +182,8 @@ class LinkedMesh:
     `peer_state`: "live", "gone" (sends raise `ActorGone`) or "silent" (the frame is lost)."""
 
     def __init__(self, index: int, nursery: trio.Nursery) -> None:
-        self.index, self.workers, self.nursery = index, 2, nursery
+        self.index, self.nursery = index, nursery
+        self.membership = Membership(1, (0, 1))
         self.handlers: dict[str, Any] = {}
         self.bosh_forwarded = 0
         self.peer: LinkedMesh | None = None
