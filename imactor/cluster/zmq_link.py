@@ -501,7 +501,7 @@ class ZmqLink:
             try:
                 if self._remote_endpoint is not None:
                     authenticator = self._start_authenticator(context)
-                    remote = self._bind_remote(context, self._remote_endpoint)
+                    remote = self._bind(context, self._remote_endpoint)
                 for peer in self._peers.values():
                     socket = self._connect(context, peer)  # may raise: close those made so far
                     outbound.append((peer, socket))
@@ -536,20 +536,33 @@ class ZmqLink:
             # (it would close a socket left behind, with LINGER 0, rather than hang in term()).
             context.destroy(linger=0)
 
-    def _bind(self, context: zmq.Context[_Socket]) -> _Socket:
+    def _bind(self, context: zmq.Context[_Socket], endpoint: str | None = None) -> _Socket:
+        """A PULL socket bound to the local endpoint, or (`endpoint`) the CURVE server socket for
+        other nodes' workers, whose handshakes ZAP answers (`_start_authenticator`)."""
+        remote = endpoint is not None
+        endpoint = endpoint or self._bind_endpoint
         socket = context.socket(zmq.PULL)
         try:
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.RCVHWM, self._hwm)
             socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size)
-            socket.bind(self._bind_endpoint)
-            self._bound_endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            if remote:
+                assert self._curve is not None
+                socket.setsockopt(zmq.CURVE_SERVER, 1)
+                socket.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode("ascii"))
+                socket.setsockopt_string(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
+            socket.bind(endpoint)
+            bound = socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
-            raise OSError(exc.errno, f"w{self._worker} cannot bind {self._bind_endpoint!r}: {exc}") from exc
+            raise OSError(exc.errno, f"w{self._worker} cannot bind {endpoint!r}: {exc}") from exc
         except BaseException:
             socket.close(linger=0)
             raise
+        if remote:
+            self._bound_remote = bound
+        else:
+            self._bound_endpoint = bound
         return socket
 
     def _start_authenticator(self, context: zmq.Context[_Socket]) -> zmq.auth.thread.ThreadAuthenticator:
@@ -560,26 +573,6 @@ class ZmqLink:
         authenticator.start()
         authenticator.configure_curve_callback(_ZAP_DOMAIN, credentials_provider=self._key_check)
         return authenticator
-
-    def _bind_remote(self, context: zmq.Context[_Socket], endpoint: str) -> _Socket:
-        assert self._curve is not None
-        socket = context.socket(zmq.PULL)
-        try:
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.RCVHWM, self._hwm)
-            socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size)
-            socket.setsockopt(zmq.CURVE_SERVER, 1)
-            socket.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode("ascii"))
-            socket.setsockopt_string(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
-            socket.bind(endpoint)
-            self._bound_remote = socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
-            socket.close(linger=0)
-            raise OSError(exc.errno, f"w{self._worker} cannot bind {endpoint!r}: {exc}") from exc
-        except BaseException:
-            socket.close(linger=0)
-            raise
-        return socket
 
     def _connect(self, context: zmq.Context[_Socket], peer: _Peer) -> _Socket:
         socket = context.socket(zmq.PUSH)
