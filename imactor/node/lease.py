@@ -268,7 +268,7 @@ class ClusterMember:
 
     def web_listeners(self) -> tuple[str, ...]:
         """The other live nodes' web listeners, for host-meta (XEP-0156)."""
-        snapshot, found = self.snapshot, []
+        snapshot, found = self.snapshot, list[str]()
         for node in () if snapshot is None else snapshot.nodes:
             if node.id == self.node_id or not node.live_workers:
                 continue
