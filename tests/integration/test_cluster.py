@@ -9,6 +9,7 @@ every 0.5 s) so that a killed node's users move within seconds.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -99,6 +100,7 @@ class Cluster(list[Node]):
         self.stack, self.database = stack, database
 
     def start(self, directory: Path, name: str, users: list[tuple[str, str]]) -> Node:
+        """Start a node (callable from several threads at once: the stack's pushes are atomic)."""
         extra = cluster_options(directory, name, NODES[name], self.database)
         server = self.stack.enter_context(running_server(directory, users=users, extra=extra))
         return Node(name, directory, server)
@@ -114,10 +116,17 @@ class Cluster(list[Node]):
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
         nodes = Cluster(stack, postgres.database_url("cluster"))
-        for number, name in enumerate(NODES):
-            directory = tmp_path_factory.mktemp(name)
+        directories = [tmp_path_factory.mktemp(name) for name in NODES]
+        for directory in directories:
             keygen(directory)
-            nodes.append(nodes.start(directory, name, [(u, PASSWORD) for u in USERS] if number == 0 else []))
+        # All at once, as a cluster comes up after a power cut (and three times faster).
+        with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
+            accounts = [(user, PASSWORD) for user in USERS]
+            started = [
+                pool.submit(nodes.start, directory, name, accounts if number == 0 else [])
+                for number, (directory, name) in enumerate(zip(directories, NODES, strict=True))
+            ]
+            nodes.extend(future.result() for future in started)
         wait_for_members(nodes, len(NODES))
         yield nodes
 
