@@ -13,10 +13,13 @@ The node supervisor of a cluster node runs one `ClusterMember` in place of the s
   ipc:// endpoints, the others' by their tcp:// endpoints and their node's CURVE key.
 - Fencing: a node judges its own lease by its monotonic clock from the moment it *asked* for the
   last renewal that succeeded, which is never later than the moment the database granted it. When
-  `fence_after` seconds (half the lease) pass without one, `run` raises `Fenced` well before the
-  others can see the lease expire: the supervisor then stops serving (its workers are killed, its
-  listeners closed) so that an account never has two live homes; it serves again once a renewal
-  succeeds (`rejoin`).
+  `fence_after` seconds (three quarters of the lease: the last quarter is the margin for killing
+  the workers on a loaded machine) pass without one, `run` raises `Fenced` before the others can
+  see the lease expire: the supervisor then stops serving (its workers are killed, its listeners
+  closed) so that an account never has two live homes; it serves again once a renewal succeeds
+  (`rejoin`). Until then it serves on: while its lease runs, no other node can take its users
+  (membership changes only in the database), so a database restart shorter than that costs no
+  node its clients; a renewal that finds the lease already expired fences the node too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ log = logging.getLogger("imactor.cluster")
 
 #: Seconds between two looks at this node's own workers (a cheap snapshot of N records).
 POLL_INTERVAL = 0.05
+#: The part of its lease a node serves without a renewal before it fences itself (module doc).
+FENCE_FRACTION = 0.75
 
 
 class Fenced(Exception):
@@ -84,7 +89,7 @@ class ClusterMember:
         self.node = node
         self.lease = lease
         self.heartbeat = heartbeat
-        self.fence_after = lease / 2
+        self.fence_after = lease * FENCE_FRACTION
         self._local_endpoints = local_endpoints
         self.bind_endpoints = bind_endpoints
         self._live_local = live_local
@@ -111,11 +116,20 @@ class ClusterMember:
     def worker_id(self, index: int) -> int:
         return worker_id(self.node_id, index)
 
-    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """A store call in a thread, abandoned (not waited for) if it outlives the heartbeat:
-        a database lost behind a silent network must not stall the fencing clock."""
-        with trio.fail_after(max(self.heartbeat, 1.0) * 2):
-            return await trio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+    async def _call(self, function: Callable[..., Any], *args: Any, deadline: float = math.inf) -> Any:
+        """A store call in a thread, abandoned (not waited for, its connection forgotten) if it
+        outlives two heartbeats or `deadline`: a database lost behind a silent network must not
+        stall the fencing clock.
+
+        Raises:
+            trio.TooSlowError: given up on.
+        """
+        with trio.fail_at(min(deadline, trio.current_time() + max(self.heartbeat, 1.0) * 2)):
+            try:
+                return await trio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+            except trio.Cancelled:
+                self._store.abandon()
+                raise
 
     # ---- joining ---------------------------------------------------------------------------------
 
@@ -227,8 +241,9 @@ class ClusterMember:
         asked = trio.current_time()
         try:
             snapshot: Snapshot = await self._call(
-                self._store.renew, self.node_id, self.node.incarnation, local, self.sessions, self.lease
-            )
+                self._store.renew, self.node_id, self.node.incarnation, local, self.sessions, self.lease,
+                deadline=self.renewed_at + self.fence_after,
+            )  # fmt: skip
         except LeaseLost as exc:
             raise Fenced(str(exc)) from None
         except (psycopg.Error, trio.TooSlowError, OSError) as exc:

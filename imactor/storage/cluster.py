@@ -81,6 +81,10 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     args: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
     args.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
     args["connect_timeout"] = TIMEOUT
+    # A network that drops packets (no reset) must fail a call in seconds too, not after TCP's
+    # retransmissions give up (minutes): libpq's TCP user timeout and keepalives.
+    args.update(tcp_user_timeout=TIMEOUT * 1000, keepalives=1, keepalives_idle=1, keepalives_interval=1,
+                keepalives_count=2)  # fmt: skip
     limits = f"-c statement_timeout={TIMEOUT * 1000} -c lock_timeout={TIMEOUT * 1000}"
     args["options"] = f"{args['options']} {limits}" if args.get("options") else limits
     return args
@@ -109,6 +113,11 @@ class ClusterStore:
         except BaseException:
             self.close()
             raise
+
+    def abandon(self) -> None:
+        """Forget the connection without closing it: a call given up on (its thread may still be
+        blocked in it) keeps it, and closes it when it fails; the next call opens a new one."""
+        self._connection = None
 
     def close(self) -> None:
         if self._connection is not None:

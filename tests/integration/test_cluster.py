@@ -45,11 +45,11 @@ LEASE = 3.0
 REDIRECT_MARGIN = 6
 
 
-def cluster_options(directory: Path, name: str, mesh_host: str, database: str) -> str:
+def cluster_options(directory: Path, name: str, mesh_host: str, database: str, lease: float = LEASE) -> str:
     return (
         f'\n[storage]\nurl = "{database}"\npartitions = 4\n'
         f'\n[cluster]\nenabled = true\nnode = "{name}"\nmesh_host = "{mesh_host}"\nmesh_port = 0\n'
-        f'key_file = "{directory / "node.key"}"\nlease = {LEASE}\nheartbeat = 0.5\n'
+        f'key_file = "{directory / "node.key"}"\nlease = {lease}\nheartbeat = 0.5\n'
         f'redirect = "least-loaded"\nredirect_margin = {REDIRECT_MARGIN}\n'
     )
 

@@ -1,4 +1,5 @@
-"""A node cut off from the network, not killed: it fences itself, and rejoins when the link is back.
+"""A node cut off from the network, not killed: it fences itself, and rejoins when the link is back;
+the database restarted under the nodes: they serve on.
 
 node-a runs on the host; node-b in a network namespace of the test's own (`tests/support/netns.py`),
 reaching the PostgreSQL server and node-a only through a veth pair, and reached by its clients
@@ -17,7 +18,7 @@ import trio
 
 from imactor.cluster.placement import home
 from imactor.node.status.client import StatusUnavailable
-from tests.integration.test_cluster import LEASE, PASSWORD, USERS, Node, cluster_options, keygen
+from tests.integration.test_cluster import PASSWORD, USERS, Node, cluster_options, keygen
 from tests.support.netns import Namespace, NetnsUnavailable, namespace
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer
@@ -25,6 +26,10 @@ from tests.support.server import running_server
 from tests.support.timeouts import START_TIMEOUT, TIMEOUT
 
 pytestmark = pytest.mark.postgres
+
+#: Longer than in test_cluster: a database restart on a loaded machine must fit in the three
+#: quarters of it that a node serves without a renewal.
+LEASE = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +42,37 @@ def net() -> Iterator[Namespace]:
 
 
 @pytest.fixture(scope="module")
-def nodes(net: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
-    """node-a on the host, node-b in the namespace, one PostgreSQL server both reach."""
-    database = PostgresServer.start(listen=("127.0.0.1", net.host_address), trust=(net.network,))
+def database(net: Namespace) -> Iterator[PostgresServer]:
+    """This module's own server (the test restarts it), reachable from the namespace too."""
+    server = PostgresServer.start(listen=("127.0.0.1", net.host_address), trust=(net.network,))
     try:
-        url = database.database_url("partition")
-        with contextlib.ExitStack() as stack:
-            a_dir, b_dir = tmp_path_factory.mktemp("node-a"), tmp_path_factory.mktemp("node-b")
-            for directory in (a_dir, b_dir):
-                keygen(directory)
-            a = stack.enter_context(running_server(
-                a_dir, users=[(u, PASSWORD) for u in USERS],
-                extra=cluster_options(a_dir, "node-a", net.host_address, url),
-            ))  # fmt: skip
-            from_inside = url.replace("@127.0.0.1:", f"@{net.host_address}:")
-            b = stack.enter_context(running_server(
-                b_dir, extra=cluster_options(b_dir, "node-b", net.address, from_inside),
-                c2s_host=net.address, prefix=net.prefix,
-            ))  # fmt: skip
-            pair = [Node("node-a", a_dir, a), Node("node-b", b_dir, b)]
-            wait_for_view(pair, 2)
-            yield pair
+        yield server
     finally:
-        database.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    net: Namespace, database: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Node]]:
+    """node-a on the host, node-b in the namespace, one PostgreSQL server both reach."""
+    url = database.database_url("partition")
+    with contextlib.ExitStack() as stack:
+        a_dir, b_dir = tmp_path_factory.mktemp("node-a"), tmp_path_factory.mktemp("node-b")
+        for directory in (a_dir, b_dir):
+            keygen(directory)
+        a = stack.enter_context(running_server(
+            a_dir, users=[(u, PASSWORD) for u in USERS],
+            extra=cluster_options(a_dir, "node-a", net.host_address, url, LEASE),
+        ))  # fmt: skip
+        from_inside = url.replace("@127.0.0.1:", f"@{net.host_address}:")
+        b = stack.enter_context(running_server(
+            b_dir, extra=cluster_options(b_dir, "node-b", net.address, from_inside, LEASE),
+            c2s_host=net.address, prefix=net.prefix,
+        ))  # fmt: skip
+        pair = [Node("node-a", a_dir, a), Node("node-b", b_dir, b)]
+        wait_for_view(pair, 2)
+        yield pair
 
 
 def members(node: Node) -> list[int] | None:
@@ -88,7 +101,7 @@ def chat(to: str, stanza_id: str, body: str) -> str:
 
 
 def fenced(node: Node) -> bool:
-    return "fenced:" in (node.directory / "server.log").read_text(errors="replace")
+    return "fenced:" in log_text(node)
 
 
 async def test_a_node_cut_off_fences_itself_and_rejoins_when_the_link_is_back(
@@ -131,3 +144,40 @@ async def test_a_node_cut_off_fences_itself_and_rejoins_when_the_link_is_back(
         for peer in (alice, back):
             await peer.aclose()
         await carol.drop()
+
+
+async def test_a_database_restart_costs_the_nodes_no_client(nodes: list[Node], net: Namespace,
+                                                            database: PostgresServer) -> None:  # fmt: skip
+    """PostgreSQL stops and starts again under both nodes: neither fences itself (its lease
+    outlives the restart, and nobody can take its users meanwhile), the membership stays, and
+    the clients' streams carry messages again once the database is back."""
+    node_a, node_b = nodes
+    view = tuple(members(node_a) or ())
+    epoch = node_a.membership()["epoch"]
+    logs = {node.name: len(log_text(node)) for node in nodes}
+    on_b = next(u for u in USERS[20:] if home("user", u, view) == max(view))
+    on_a = next(u for u in USERS[20:] if home("user", u, view) != max(view))
+    with trio.fail_after(TIMEOUT):
+        alice = await Peer.online(node_a.server.c2s_port, on_a, PASSWORD)
+        bob = await Peer.online(node_b.server.c2s_port, on_b, PASSWORD, host=net.address)
+        started = trio.current_time()
+        await trio.to_thread.run_sync(database.halt)
+        await trio.to_thread.run_sync(database.resume)
+        down_for = trio.current_time() - started
+        assert down_for < LEASE * 0.75, (
+            f"the restart took {down_for:.1f} s: longer than a node serves unrenewed"
+        )
+        await alice.send(chat(bob.bare, "after-restart", "still here"))
+        got = await bob.expect(message(from_=alice.jid, id_="after-restart"))
+        assert got.findtext("{jabber:client}body") == "still here"
+        await bob.send(chat(alice.bare, "reply", "me too"))
+        await alice.expect(message(from_=bob.jid, id_="reply"))
+        for peer in (alice, bob):
+            await peer.aclose()
+    for node in nodes:
+        assert "fenced:" not in log_text(node)[logs[node.name] :], node.name
+    assert node_a.membership()["epoch"] == epoch
+
+
+def log_text(node: Node) -> str:
+    return (node.directory / "server.log").read_text(errors="replace")
