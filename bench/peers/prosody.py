@@ -65,7 +65,7 @@ s2s_ports = {{ {s2s_port} }}
 http_ports = {{ }}
 https_ports = {{ }}
 c2s_require_encryption = {require_tls}
-ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+ssl = {{ certificate = "{cert}"; key = "{key}";{cafile} }}
 """
 
 BENCH_CONFIG = """-- written by bench/peers/prosody.py for one benchmark run ("bench" profile)
@@ -133,14 +133,17 @@ unbound = {{
     }};
 }}
 
+
 VirtualHost "{domain}"
 """
 
 
-def _common(home: Path, port: int, cert: Path, key: Path, *, tls: bool, s2s_port: int | None = None) -> str:
+def _common(home: Path, port: int, cert: Path, key: Path, *, tls: bool, s2s_port: int | None = None,
+            cafile: Path | None = None) -> str:  # fmt: skip
     return COMMON.format(dir=home, port=port, cert=cert, key=key, require_tls=str(tls).lower(),
                          run_as_root=str(os.geteuid() == 0).lower(),
-                         s2s_port="" if s2s_port is None else s2s_port)  # fmt: skip
+                         s2s_port="" if s2s_port is None else s2s_port,
+                         cafile="" if cafile is None else f' cafile = "{cafile}";')  # fmt: skip
 
 
 def _ctl(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -263,19 +266,24 @@ class FederatedProsody:
 @contextmanager
 def running_federated_prosody(directory: Path, users: Sequence[tuple[str, str]], *, domain: str,
                               s2s_port: int, peer: str, peer_port: int,
-                              secure_auth: bool = False) -> Iterator[FederatedProsody]:  # fmt: skip
+                              ca: tuple[Path, Path, Path] | None = None,
+                              ) -> Iterator[FederatedProsody]:  # fmt: skip
     """Prosody serving `domain`, federating on `s2s_port` (chosen by the caller, who pins it in
-    the peer's configuration first) with `peer`, whose server listens on loopback `peer_port`."""
+    the peer's configuration first) with `peer`, whose server listens on loopback `peer_port`.
+
+    Without `ca`, a self-signed certificate and dialback (`s2s_secure_auth = false`). With `ca`
+    (certificate, key, CA file): that certificate, and only peers whose certificates that CA
+    signed for their domain (`s2s_secure_auth = true`: SASL EXTERNAL, XEP-0178)."""
     prosody = require("prosody")
     home = directory / "prosody"
     for sub in ("data", "certs"):
         (home / sub).mkdir(parents=True)
     (port,) = free_ports(1)
-    cert, key = write_certificate(home, domain)
-    common = _common(home, port, cert, key, tls=True, s2s_port=s2s_port)
+    cert, key = write_certificate(home, domain) if ca is None else ca[:2]
+    common = _common(home, port, cert, key, tls=True, s2s_port=s2s_port, cafile=ca and ca[2])
     config = home / "prosody.cfg.lua"
     config.write_text(FEDERATION_CONFIG.format(common=common, domain=domain, peer=peer, peer_port=peer_port,
-                                               secure_auth=str(secure_auth).lower()))  # fmt: skip
+                                               secure_auth=str(ca is not None).lower()))  # fmt: skip
     with _started(prosody, home, config, port, users, domain) as pid:
         wait_for_port(s2s_port, None, home / "prosody.log")
         yield FederatedProsody(port, s2s_port, domain, home, pid)

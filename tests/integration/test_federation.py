@@ -3,10 +3,9 @@
 Both servers start once for the module. imactor reaches Prosody through `[s2s] routes`; Prosody
 reaches imactor through its own resolver's static configuration (an SRV record in a local zone
 of libunbound: Prosody 0.12 has no static s2s route, see bench/peers/prosody.py). No real DNS,
-no /etc/hosts. Both sides authenticate with Server Dialback over STARTTLS (self-signed
-certificates: `require_valid_certificates = false` here, `s2s_secure_auth = false` there).
-
-Prosody's accounts are bench0, bench1, ... (the shared helper's naming).
+no /etc/hosts. The first pair authenticates with Server Dialback over STARTTLS (self-signed
+certificates: `require_valid_certificates = false` here, `s2s_secure_auth = false` there); the
+second (`certified`) with certificates a test CA signed, SASL EXTERNAL both ways and no dialback.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from lxml import etree
 from bench.peers.common import free_ports
 from bench.peers.prosody import FederatedProsody, running_federated_prosody
 from imactor.tls import generate_self_signed
+from tests.support.ca import TestCA
 from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
 from tests.support.raw import DIALBACK_NS, RawClient, RawServer
 from tests.support.server import ServerProcess, running_server
@@ -56,7 +56,7 @@ class Federation:
         return await Peer.online(self.prosody.c2s_port, name, PASSWORD, domain=PROSODY)
 
 
-def s2s_config(routes: dict[str, str]) -> str:
+def s2s_config(routes: dict[str, str], options: str = "") -> str:
     pinned = ", ".join(f'"{domain}" = "{target}"' for domain, target in routes.items())
     return f"""
 [listen.s2s]
@@ -69,7 +69,7 @@ connect_timeout = 5.0
 handshake_timeout = 3.0
 deny = ["denied.test"]
 routes = {{ {pinned} }}
-"""
+{options}"""
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +298,46 @@ async def test_a_peer_that_never_authenticates_times_out(federation: Federation)
             assert await raw.stream_error() == "connection-timeout"
         await raw.wait_closed()
         assert raw.closed
+
+
+# ---- certificates from a CA both trust: SASL EXTERNAL both ways (XEP-0178) ----------------------
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A second pair where both sides require certificates that a test CA signed for their
+    domains: imactor neither offers nor accepts dialback, Prosody has s2s_secure_auth."""
+    directory = tmp_path_factory.mktemp("certified")
+    _mkdir(directory / "imactor")
+    ca = TestCA(_mkdir(directory / "ca"))
+    ours, theirs = ca.issue(IMACTOR), ca.issue(PROSODY)
+    (prosody_s2s,) = free_ports(1)
+    options = f"""require_valid_certificates = true
+ca_file = "{ca.path}"
+
+[tls]
+certificate = "{ours.certificate}"
+key = "{ours.key}"
+"""
+    extra = s2s_config({PROSODY: f"127.0.0.1:{prosody_s2s}"}, options)
+    imactor_users = [(name, PASSWORD) for name in IMACTOR_USERS]
+    prosody_users = [(name, PASSWORD) for name in PROSODY_USERS]
+    with (
+        running_server(directory / "imactor", domain=IMACTOR, extra=extra, users=imactor_users) as imactor,
+        running_federated_prosody(directory, prosody_users, domain=PROSODY, s2s_port=prosody_s2s,
+                                  peer=IMACTOR, peer_port=imactor.ports["s2s"],
+                                  ca=(theirs.certificate, theirs.key, ca.path)) as prosody,
+    ):  # fmt: skip
+        yield Federation(imactor, prosody, _listening(), directory)
+
+
+async def test_chat_both_ways_with_certificates(certified: Federation) -> None:
+    with trio.fail_after(TIMEOUT):
+        alice = await certified.imactor_user("alice")
+        bench0 = await certified.prosody_user("bench0")
+        await alice.send(f"<message to='{bench0.jid}' type='chat' id='c1'><body>signed out</body></message>")
+        got = await bench0.expect(message(from_=alice.jid, id_="c1"))
+        assert got.findtext("{jabber:client}body") == "signed out"
+        await bench0.send(f"<message to='{alice.jid}' type='chat' id='c2'><body>signed in</body></message>")
+        back = await alice.expect(message(from_=bench0.jid, id_="c2"))
+        assert back.findtext("{jabber:client}body") == "signed in"
