@@ -367,6 +367,10 @@ class InboundStream(_S2SStream):
     def authenticated_any(self) -> bool:
         return bool(self.authenticated)
 
+    def _end(self, condition: str | None, *, clean: bool) -> None:
+        self.state = InboundState.CLOSED
+        super()._end(condition, clean=clean)
+
     # ---- shell decisions -------------------------------------------------------------------
 
     def tls_established(self, certificate: CertificateIdentities | None) -> None:

@@ -1,6 +1,7 @@
 """Federation with a real Prosody (Debian's package): imactor.test <-> prosody.test on loopback.
 
-Both servers start once for the module. imactor reaches Prosody through `[s2s] routes`; Prosody
+Both servers start once for the module; imactor with two workers (each keeps its own outgoing
+streams, and a remote server's stream may land on either). imactor reaches Prosody through `[s2s] routes`; Prosody
 reaches imactor through its own resolver's static configuration (an SRV record in a local zone
 of libunbound: Prosody 0.12 has no static s2s route, see bench/peers/prosody.py). No real DNS,
 no /etc/hosts. The first pair authenticates with Server Dialback over STARTTLS (self-signed
@@ -88,7 +89,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     prosody_users = [(name, PASSWORD) for name in PROSODY_USERS]
     home = _mkdir(directory / "imactor")
     with (
-        running_server(home, domain=IMACTOR, extra=extra, users=imactor_users) as imactor,
+        running_server(home, domain=IMACTOR, extra=extra, users=imactor_users, workers=2) as imactor,
         running_federated_prosody(directory, prosody_users, domain=PROSODY, s2s_port=prosody_s2s,
                                   peer=IMACTOR, peer_port=imactor.ports["s2s"]) as prosody,
     ):  # fmt: skip
@@ -328,7 +329,9 @@ key = "{ours.key}"
                                   peer=IMACTOR, peer_port=imactor.ports["s2s"],
                                   ca=(theirs.certificate, theirs.key, ca.path)) as prosody,
     ):  # fmt: skip
-        yield Federation(imactor, prosody, _listening(), directory)
+        unused = _listening()
+        yield Federation(imactor, prosody, unused, directory)
+        unused.close()
 
 
 async def test_chat_both_ways_with_certificates(certified: Federation) -> None:

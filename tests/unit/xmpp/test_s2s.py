@@ -226,6 +226,7 @@ def test_a_stanza_from_an_unauthenticated_domain_is_refused_then_the_stream_ends
     stream.receive_data(forged.encode())
     (closed,) = drain(stream)
     assert closed == ev.StreamClosed("invalid-from")
+    assert stream.state is s2s.InboundState.CLOSED
     (error,) = (el for el in elements(stream.data_to_send()) if el.tag == f"{{{NS_STREAMS}}}error")
     assert error[0].tag == f"{{{NS_STREAM_ERRORS}}}invalid-from"
 
