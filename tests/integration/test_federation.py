@@ -1,12 +1,15 @@
 """Federation with a real Prosody (Debian's package): imactor.test <-> prosody.test on loopback.
 
 Both servers start once for the module; imactor with two workers (each keeps its own outgoing
-streams, and a remote server's stream may land on either). imactor reaches Prosody through `[s2s] routes`; Prosody
-reaches imactor through its own resolver's static configuration (an SRV record in a local zone
-of libunbound: Prosody 0.12 has no static s2s route, see bench/peers/prosody.py). No real DNS,
-no /etc/hosts. The first pair authenticates with Server Dialback over STARTTLS (self-signed
-certificates: `require_valid_certificates = false` here, `s2s_secure_auth = false` there); the
-second (`certified`) with certificates a test CA signed, SASL EXTERNAL both ways and no dialback.
+streams, and a remote server's stream may land on either). imactor reaches Prosody through
+`[s2s] routes`; Prosody reaches imactor through its own resolver's static configuration (an SRV
+record in a local zone of libunbound: Prosody 0.12 has no static s2s route, see
+bench/peers/prosody.py). No real DNS, no /etc/hosts. The first pair authenticates with Server
+Dialback over STARTTLS (self-signed certificates: `require_valid_certificates = false` here,
+`s2s_secure_auth = false` there); the second (`certified`) with certificates a test CA signed,
+SASL EXTERNAL both ways and no dialback.
+
+Prosody's accounts are bench0, bench1, ... (the shared helper's naming).
 """
 
 from __future__ import annotations
