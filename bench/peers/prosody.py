@@ -115,7 +115,9 @@ Component "conference.{domain}" "muc"
 # The federation tests' profile (tests/integration/test_federation.py): s2s on a loopback port,
 # dialback, and the peer's domain pinned to its loopback port through Prosody's own resolver:
 # Prosody 0.12 has no static s2s route, but its libunbound resolver takes unbound options, so
-# a static local zone gives the peer's domain an SRV record (port) pointing at localhost.
+# a "redirect" local zone answers every name under the peer's domain (its _xmpp-server SRV
+# record, and those of its subdomains such as conference.<domain>) with one SRV record: the
+# peer's port on localhost.
 FEDERATION_CONFIG = """-- written by bench/peers/prosody.py for the federation tests
 {common}s2s_interfaces = {{ "127.0.0.1" }}
 modules_enabled = {{
@@ -128,8 +130,8 @@ s2s_timeout = 20
 unbound = {{
     resolvconf = false; hoststxt = false;
     options = {{
-        ["local-zone:"] = "{peer}. static";
-        ["local-data:"] = "_xmpp-server._tcp.{peer}. 60 IN SRV 0 0 {peer_port} localhost.";
+        ["local-zone:"] = "{peer}. redirect";
+        ["local-data:"] = "{peer}. 60 IN SRV 0 0 {peer_port} localhost.";
     }};
 }}
 

@@ -118,7 +118,7 @@ class InboundConnection:
         our own outbound stream to it; policy first, so a denied domain costs no connection."""
         valid = False
         if self.wing.config.permits(event.originating):
-            valid = await self.wing.verify(event.originating, event.stream_id, event.key)
+            valid = await self.wing.verify(event.originating, event.receiving, event.stream_id, event.key)
         if not valid:
             log.info("s2s from %s: the dialback key of %s did not verify", self.remote, event.originating)
         self.stream.dialback_verified(event.originating, event.receiving, valid)

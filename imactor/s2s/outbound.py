@@ -43,9 +43,11 @@ class _Failed(Exception):
 class Outgoing:
     """Our stream to `domain` in this worker (one per remote domain per worker: ARCHITECTURE.md)."""
 
-    def __init__(self, wing: Wing, domain: str) -> None:
+    def __init__(self, wing: Wing, domain: str, local_domain: str) -> None:
         self.wing = wing
         self.domain = domain
+        #: Which of our domains this stream speaks for (the server's, or a service's).
+        self.local_domain = local_domain
         self.ready = False
         self.closed = False
         self._queue: list[Stanza] = []
@@ -114,7 +116,7 @@ class Outgoing:
             raise _Failed("remote-server-timeout", f"no connection within {config.connect_timeout:g} s")
         stream = s2s.OutboundStream(
             self.wing.protocol, self.domain, try_external=config.require_valid_certificates,
-            require_valid_certificate=config.require_valid_certificates,
+            require_valid_certificate=config.require_valid_certificates, local_domain=self.local_domain,
         )  # fmt: skip
         self._stream = stream
         certificate = self._peer_certificate() if target.direct_tls else None

@@ -36,7 +36,8 @@ class S2SWing:
         self.router = services.router
         self.config = services.config.s2s
         self._listeners = listeners
-        self._outgoing: dict[str, Outgoing] = {}
+        #: By (our domain, their domain): a stream speaks for one of our domains (XEP-0220 §2.5).
+        self._outgoing: dict[tuple[str, str], Outgoing] = {}
         self._nursery: trio.Nursery | None = None
         served = {
             services.domain,
@@ -116,11 +117,14 @@ class S2SWing:
                 stanza, StanzaError("remote-server-not-found", "federation with this domain is not allowed")
             )
             return
-        self._stream_to(domain).send(stanza)
+        sender = stanza.from_jid.domainpart
+        local = sender if self.protocol.serves(sender) else self.protocol.local_domain
+        self._stream_to(local, domain).send(stanza)
 
-    async def verify(self, originating: str, stream_id: str, key: str) -> bool:
-        """Whether `originating`'s server confirms `key` (XEP-0220 §2.1.2, on our stream there)."""
-        return await self._stream_to(originating).verify(originating, stream_id, key)
+    async def verify(self, originating: str, receiving: str, stream_id: str, key: str) -> bool:
+        """Whether `originating`'s server confirms `key`, which it sent to our domain `receiving`
+        (XEP-0220 §2.1.2: asked on our stream from `receiving` to `originating`)."""
+        return await self._stream_to(receiving, originating).verify(originating, stream_id, key)
 
     def bounce(self, stanza: Stanza, error: StanzaError) -> None:
         """Send `error` back to the local sender of `stanza`, from the router's side."""
@@ -129,14 +133,16 @@ class S2SWing:
             nursery.start_soon(self.router.bounce, stanza, error)
 
     def forget(self, outgoing: object) -> None:
-        if isinstance(outgoing, Outgoing) and self._outgoing.get(outgoing.domain) is outgoing:
-            del self._outgoing[outgoing.domain]
+        if isinstance(outgoing, Outgoing):
+            key = (outgoing.local_domain, outgoing.domain)
+            if self._outgoing.get(key) is outgoing:
+                del self._outgoing[key]
 
-    def _stream_to(self, domain: str) -> Outgoing:
-        outgoing = self._outgoing.get(domain)
+    def _stream_to(self, local: str, domain: str) -> Outgoing:
+        outgoing = self._outgoing.get((local, domain))
         if outgoing is None or outgoing.closed:
             assert self._nursery is not None, "the wing is not running"
-            outgoing = Outgoing(self, domain)
-            self._outgoing[domain] = outgoing
+            outgoing = Outgoing(self, domain, local)
+            self._outgoing[(local, domain)] = outgoing
             self._nursery.start_soon(outgoing.run)
         return outgoing

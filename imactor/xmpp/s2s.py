@@ -549,7 +549,7 @@ class InboundStream(_S2SStream):
         stream_id = element.get("id") or ""
         if receiving is None or originating is None or not stream_id:
             raise RemoteProtocolError("improper-addressing", "<db:verify/> needs 'from', 'to' and 'id'")
-        valid = originating == self.config.local_domain and key_matches(
+        valid = self.config.serves(originating) and key_matches(
             self.config.secret, receiving, originating, stream_id, element.text or ""
         )
         answer = _element(NS_DIALBACK, "verify", from_=originating, to=receiving, id=stream_id,
@@ -611,9 +611,13 @@ class OutboundStream(_S2SStream):
     """Our stream to `remote_domain` (module docstring). Call `start()` once connected."""
 
     def __init__(self, config: S2SConfig, remote_domain: str, *, try_external: bool = False,
-                 require_valid_certificate: bool = False) -> None:  # fmt: skip
+                 require_valid_certificate: bool = False,
+                 local_domain: str | None = None) -> None:  # fmt: skip
         super().__init__(config)
         self.remote_domain = remote_domain
+        #: The domain we authenticate as on this stream: the server's, or one of its services
+        #: (conference.<domain>), each on a stream of its own (no piggybacking, XEP-0220 §2.5).
+        self.local_domain = local_domain or config.local_domain
         self.state = OutboundState.WAIT_FOR_STREAM
         #: Offer SASL EXTERNAL when the peer offers it (our certificate may be trusted there).
         self.try_external = try_external
@@ -638,7 +642,7 @@ class OutboundStream(_S2SStream):
             if not self._certificate_acceptable():
                 self._fail("remote-server-not-found", "the peer's certificate is not valid for its domain")
                 return
-        self._send_header(self.remote_domain)
+        self._send_header(self.remote_domain, from_=self.local_domain)
 
     # ---- shell decisions -------------------------------------------------------------------
 
@@ -657,7 +661,7 @@ class OutboundStream(_S2SStream):
             return
         self._restart()
         self.state = OutboundState.WAIT_FOR_STREAM
-        self._send_header(self.remote_domain)
+        self._send_header(self.remote_domain, from_=self.local_domain)
 
     def send_stanza(self, element: etree._Element) -> None:
         """Queue a `jabber:client` stanza (translated to `jabber:server`) once established."""
@@ -670,7 +674,7 @@ class OutboundStream(_S2SStream):
         stream `stream_id` it opened to us (XEP-0220 §2.1.2)."""
         if not self.can_verify:
             raise LocalProtocolError("the stream cannot carry <db:verify/> yet")
-        verify = _element(NS_DIALBACK, "verify", from_=self.config.local_domain, to=originating, id=stream_id)
+        verify = _element(NS_DIALBACK, "verify", from_=self.local_domain, to=originating, id=stream_id)
         verify.text = key
         self._out.append(etree.tostring(verify))
 
@@ -749,8 +753,8 @@ class OutboundStream(_S2SStream):
         if not (self._offer.dialback and self.config.dialback_allowed and self.stream_id):
             self._fail("remote-server-not-found", "no authentication method in common with the peer")
             return
-        key = dialback_key(self.config.secret, self.remote_domain, self.config.local_domain, self.stream_id)
-        result = _element(NS_DIALBACK, "result", from_=self.config.local_domain, to=self.remote_domain)
+        key = dialback_key(self.config.secret, self.remote_domain, self.local_domain, self.stream_id)
+        result = _element(NS_DIALBACK, "result", from_=self.local_domain, to=self.remote_domain)
         result.text = key
         self._out.append(etree.tostring(result))
         self.state = OutboundState.WAIT_FOR_DIALBACK
@@ -762,7 +766,7 @@ class OutboundStream(_S2SStream):
         self._authenticated = True
         self._restart()
         self.state = OutboundState.WAIT_FOR_STREAM
-        self._send_header(self.remote_domain)
+        self._send_header(self.remote_domain, from_=self.local_domain)
 
     def _on_dialback_verdict(self, element: etree._Element) -> None:
         if _domain(element.get("from")) != self.remote_domain or element.get("type") != "valid":

@@ -29,6 +29,7 @@ from bench.peers.common import free_ports
 from bench.peers.prosody import FederatedProsody, running_federated_prosody
 from imactor.tls import generate_self_signed
 from tests.support.ca import TestCA
+from tests.support.muc import create_instant, heard, join, say
 from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
 from tests.support.raw import DIALBACK_NS, RawClient, RawServer
 from tests.support.server import ServerProcess, running_server
@@ -36,7 +37,7 @@ from tests.support.timeouts import TIMEOUT
 
 IMACTOR, PROSODY = "imactor.test", "prosody.test"
 PASSWORD = "federation password"
-IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave"]
+IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin"]
 RAW_DOMAINS = 3
 PROSODY_USERS = [f"bench{i}" for i in range(4)]
 
@@ -166,6 +167,21 @@ async def test_unknown_prosody_user_bounces_back(federation: Federation) -> None
         reply = await abel.expect(lambda e: e.get("id") == "v1")
         assert error_condition(reply) == "service-unavailable"
 
+
+async def test_a_prosody_user_in_an_imactor_room(federation: Federation) -> None:
+    """The room's stanzas leave from conference.imactor.test, on a stream authenticated for that
+    domain (Prosody checks it by dialback against conference.imactor.test)."""
+    room = f"lounge@conference.{IMACTOR}"
+    with trio.fail_after(TIMEOUT):
+        erin = await federation.imactor_user("erin")
+        await create_instant(erin, room, "erin")
+        bench3 = await federation.prosody_user("bench3")
+        joined = await join(bench3, room, "visitor")
+        assert joined.self_presence.get("from") == f"{room}/visitor"
+        await say(erin, room, "welcome across")
+        await heard(bench3, room, "welcome across")
+        await say(bench3, room, "glad to be here")
+        await heard(erin, room, "glad to be here")
 
 # ---- imactor's outbound streams that cannot be set up -------------------------------------------
 

@@ -343,3 +343,25 @@ def test_namespace_round_trip_keeps_other_namespaces_and_attributes() -> None:
     assert server[0].tag == "{jabber:iq:version}query"
     back = s2s.to_client_namespace(server)
     assert etree.tostring(back) == etree.tostring(original)
+
+
+def test_a_stream_per_local_domain_speaks_for_a_service_domain() -> None:
+    """XEP-0220 §2.5 without piggybacking: the room service's stanzas leave on a stream of its own."""
+    pair = Pair(inbound_options={"served_domains": frozenset({f"conference.{B}"})})
+    pair.outbound = s2s.OutboundStream(config(A, SECRET_A), B, local_domain=f"conference.{A}")
+    pair.outbound.start()
+    pair.pump()
+    assert s2s.PeerAuthenticated(f"conference.{A}", "dialback") in pair.in_events
+    assert pair.inbound.authenticated == {f"conference.{A}"}
+
+
+def test_db_verify_for_a_served_subdomain() -> None:
+    stream = inbound(tls_required=False, served_domains=frozenset({f"conference.{B}"}))
+    stream.receive_data(HEADER.format(frm=A, to=B).encode())
+    drain(stream)
+    stream.data_to_send()
+    key = dialback_key(SECRET_B, A, f"conference.{B}", "sid")
+    stream.receive_data(f"<db:verify {DB} from='{A}' to='conference.{B}' id='sid'>{key}</db:verify>".encode())
+    drain(stream)
+    (answer,) = elements(stream.data_to_send())
+    assert answer.get("type") == "valid"
