@@ -1,8 +1,9 @@
 """The worker's federation wing: the router's way out to other domains, and the way in.
 
 One `Outgoing` per remote domain in each worker (ARCHITECTURE.md, "Federation", says why not one
-per node), created on the first stanza or dialback question for that domain and dropped when it
-ends (failed or idle). Policy (`[s2s] allow` / `deny`) applies both ways: a stanza to a refused
+per node), and per local domain it speaks for (the server's, or `conference.<domain>` for the
+rooms), created on the first stanza or dialback question for that pair and dropped when it ends
+(failed or idle). Policy (`[s2s] allow` / `deny`) applies both ways: a stanza to a refused
 domain bounces with `remote-server-not-found` before any connection, and a refused domain
 cannot authenticate on an inbound stream.
 """
