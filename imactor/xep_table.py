@@ -69,8 +69,10 @@ CORE: tuple[CoreSpec, ...] = (
              "muc/stanzas.py"),
     CoreSpec("XEP-0198", "", "complete: acks after the durable write, resumption on any worker of the node",
              "xmpp/sm.py, c2s/session.py"),
-    CoreSpec("XEP-0368", "", "complete for clients; partial for servers: outgoing only (_xmpps-server)",
-             "c2s/listener.py, s2s/resolve.py"),
+    CoreSpec("XEP-0368", "",
+             "complete for clients; partial for servers: accepted on the s2s port, and used for "
+             "_xmpps-server SRV targets (that way untested against another server yet)",
+             "c2s/listener.py, s2s/inbound.py, s2s/resolve.py"),
     CoreSpec("XEP-0178", "", "complete: SASL EXTERNAL both ways with [s2s] require_valid_certificates",
              "xmpp/s2s.py"),
     CoreSpec("XEP-0185", "", "complete", "xmpp/dialback.py"),

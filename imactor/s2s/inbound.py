@@ -10,6 +10,7 @@ session's would (`wait=True`: a busy recipient slows this peer's stream, not the
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ class InboundConnection:
     def __init__(self, wing: Wing, transport: trio.SocketStream, remote: str) -> None:
         self.wing = wing
         self.remote = remote
+        self._tcp = transport
         self._transport: trio.abc.Stream = transport
         self._lock = trio.Lock()
         self.stream = s2s.InboundStream(wing.protocol, stream_id_factory=random_id)
@@ -56,6 +58,7 @@ class InboundConnection:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deadline)
+                await self._direct_tls_if_asked()
                 await self._serve(nursery)
                 nursery.cancel_scope.cancel()
         except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as group:
@@ -71,6 +74,22 @@ class InboundConnection:
             self.stream.close("connection-timeout", "authenticate sooner")
             await self._flush()
             await self._transport.aclose()
+
+    async def _direct_tls_if_asked(self) -> None:
+        """XEP-0368 on the s2s port too: a first byte that opens a TLS handshake record (0x16)
+        makes the connection direct TLS; anything else is a STARTTLS stream. Peeked, not read,
+        so the stream's parser still sees every byte (and refuses what is not XML)."""
+        first = await self._tcp.socket.recv(1, socket.MSG_PEEK)
+        if first != b"\x16":
+            return
+        tls = trio.SSLStream(self._transport, self.wing.server_context, server_side=True)
+        self._transport = tls
+        await tls.do_handshake()
+        self.stream.direct_tls_established(self._peer_certificate(tls))
+
+    def _peer_certificate(self, tls: trio.SSLStream[trio.abc.Stream]) -> CertificateIdentities | None:
+        der = tls.getpeercert(binary_form=True) if self.wing.config.require_valid_certificates else None
+        return CertificateIdentities.from_der(der) if der else None
 
     async def _serve(self, nursery: trio.Nursery) -> None:
         stream = self.stream
@@ -110,8 +129,7 @@ class InboundConnection:
             tls = trio.SSLStream(self._transport, self.wing.server_context, server_side=True)
             self._transport = tls
             await tls.do_handshake()
-        der = tls.getpeercert(binary_form=True) if self.wing.config.require_valid_certificates else None
-        self.stream.tls_established(CertificateIdentities.from_der(der) if der else None)
+        self.stream.tls_established(self._peer_certificate(tls))
 
     async def _check_key(self, event: s2s.DialbackKeyReceived) -> None:
         """XEP-0220 §2.1.2: ask the authoritative server (a server of the claimed domain) through

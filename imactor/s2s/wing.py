@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imactor.s2s")
 
+#: The ALPN protocol of server-to-server XMPP over direct TLS (XEP-0368 §4).
+ALPN_XMPP_SERVER = "xmpp-server"
+
 
 class S2SWing:
     def __init__(self, services: Services, listeners: Sequence[trio.SocketListener]) -> None:
@@ -64,6 +67,7 @@ class S2SWing:
     def _server_context(self) -> ssl.SSLContext:
         config = self.services.config
         context = tls.make_server_context(config.tls_certificate, config.tls_key, config.tls.min_version)
+        context.set_alpn_protocols([ALPN_XMPP_SERVER])  # XEP-0368 §4, for direct TLS
         if self.config.require_valid_certificates:
             # Ask for the peer's certificate and let OpenSSL check its chain; the names are ours
             # to check (RFC 6125, imactor.xmpp.certnames). Without this setting no certificate is
@@ -79,6 +83,7 @@ class S2SWing:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = False  # RFC 6125 matching is ours (SRV-ID, XmppAddr too)
         context.load_cert_chain(config.tls_certificate, config.tls_key)  # for the peer's SASL EXTERNAL
+        context.set_alpn_protocols([ALPN_XMPP_SERVER])
         if self.config.require_valid_certificates:
             context.verify_mode = ssl.CERT_REQUIRED
             self._load_trust(context)

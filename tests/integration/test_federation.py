@@ -31,7 +31,7 @@ from imactor.tls import generate_self_signed
 from tests.support.ca import TestCA
 from tests.support.muc import create_instant, heard, join, say
 from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
-from tests.support.raw import DIALBACK_NS, RawClient, RawServer
+from tests.support.raw import DIALBACK_NS, RawClient, RawServer, client_context
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
 
@@ -363,3 +363,19 @@ async def test_chat_both_ways_with_certificates(certified: Federation) -> None:
         await bench0.send(f"<message to='{alice.jid}' type='chat' id='c2'><body>signed in</body></message>")
         back = await alice.expect(message(from_=bench0.jid, id_="c2"))
         assert back.findtext("{jabber:client}body") == "signed in"
+
+
+async def test_direct_tls_on_the_s2s_port(federation: Federation) -> None:
+    """XEP-0368: a TLS ClientHello as the first byte makes the stream direct TLS (ALPN
+    xmpp-server); the features then offer dialback at once, with no STARTTLS."""
+    context = client_context()
+    context.set_alpn_protocols(["xmpp-server"])
+    with trio.fail_after(TIMEOUT):
+        port = federation.imactor.ports["s2s"]
+        raw = await RawServer.connect_to(port, IMACTOR, "raw2.test", context=context)
+        assert isinstance(raw.stream, trio.SSLStream)
+        assert raw.stream.selected_alpn_protocol() == "xmpp-server"
+        features = await raw.open_stream()
+        assert features.find(f"{{{TLS}}}starttls") is None
+        assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+        await raw.aclose()

@@ -184,8 +184,15 @@ class RawServer(RawClient):
         self.origin = origin
 
     @classmethod
-    async def connect_to(cls, port: int, domain: str, origin: str) -> RawServer:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port), domain, origin)
+    async def connect_to(cls, port: int, domain: str, origin: str, *,
+                         context: ssl.SSLContext | None = None) -> RawServer:  # fmt: skip
+        """With `context`, TLS from the first byte (XEP-0368)."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+        if context is not None:
+            tls = trio.SSLStream(stream, context, server_hostname=domain)
+            await tls.do_handshake()
+            stream = tls
+        return cls(stream, domain, origin)
 
     async def open_stream(self) -> etree._Element:
         self._new_parser()
