@@ -118,6 +118,11 @@ class S2SWing:
     async def route(self, stanza: Stanza) -> None:
         """A stanza for another domain: queue it on that domain's stream (never waits)."""
         domain = stanza.to_jid.domainpart
+        if self.protocol.serves(domain):
+            # One of our own domains that the router has no handler for: never a stream to
+            # ourselves (it would loop back in through our own listener).
+            self.bounce(stanza, StanzaError("service-unavailable"))
+            return
         if not self.config.permits(domain):
             self.bounce(
                 stanza, StanzaError("remote-server-not-found", "federation with this domain is not allowed")
