@@ -44,7 +44,7 @@ class CoreSpec:
 CORE: tuple[CoreSpec, ...] = (
     CoreSpec("RFC 6120", "",
              "complete for client-to-server; partial for server-to-server: STARTTLS, SASL EXTERNAL, "
-             "dialback, SRV, no reconnection backoff yet",
+             "dialback, SRV, no stanza rate limit per remote domain yet",
              "xmpp/stream.py, c2s/session.py, xmpp/s2s.py, s2s/"),
     CoreSpec("RFC 6125", "", "complete for XMPP servers: DNS-ID, SRV-ID, XmppAddr (no CN-ID, §6.4.4)",
              "xmpp/certnames.py"),

@@ -7,6 +7,7 @@ stream's own tasks connect (`resolve`, TCP, STARTTLS or direct TLS), run the san
 domain has no server or the peer refuses us, with `remote-server-not-found` (RFC 6120 §8.3.3.14,
 §8.3.3.15). The same stream carries our <db:verify/> questions about keys that servers of that
 domain sent on inbound streams (`verify`). After `[s2s] idle_timeout` without a stanza it closes.
+A stream that never got ready tells the wing, which backs off before the next attempt.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Outgoing:
         #: Which of our domains this stream speaks for (the server's, or a service's).
         self.local_domain = local_domain
         self.ready = False
+        #: Whether it was ever ready: its end is then no failure of the remote server.
+        self.was_ready = False
         self.closed = False
         self._queue: list[Stanza] = []
         self._verifies: list[tuple[str, str, str]] = []  # (originating, stream id, key) to send
@@ -100,7 +103,7 @@ class Outgoing:
         finally:
             self.closed = True
             self.ready = False
-            self.wing.forget(self)
+            self.wing.forget(self, None if self.was_ready else (condition, text))
             self._fail_pending(condition, text)
             if self._transport is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -210,7 +213,7 @@ class Outgoing:
                 await self._start_tls(stream)
             case s2s.OutboundReady(method=method):
                 log.info("s2s to %s: ready (%s)", self.domain, method)
-                self.ready = True
+                self.ready = self.was_ready = True
             case s2s.OutboundFailed(condition=condition, text=text):
                 await self._flush()
                 raise _Failed(condition, text)

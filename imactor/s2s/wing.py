@@ -14,6 +14,7 @@ import hashlib
 import logging
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,6 +33,18 @@ log = logging.getLogger("imactor.s2s")
 
 #: The ALPN protocol of server-to-server XMPP over direct TLS (XEP-0368 §4).
 ALPN_XMPP_SERVER = "xmpp-server"
+#: After a remote server could not be reached, the next attempt waits this long, doubled at each
+#: failure in a row up to `BACKOFF_MAX`; meanwhile stanzas for it bounce at once.
+BACKOFF_FIRST = 5.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Backoff:
+    failures: int  #: in a row
+    until: float  #: trio time of the next attempt
+    condition: str  #: the last failure's stanza error condition, for the bounces meanwhile
+    text: str
 
 
 class S2SWing:
@@ -42,6 +55,7 @@ class S2SWing:
         self._listeners = listeners
         #: By (our domain, their domain): a stream speaks for one of our domains (XEP-0220 §2.5).
         self._outgoing: dict[tuple[str, str], Outgoing] = {}
+        self._backoff: dict[tuple[str, str], _Backoff] = {}
         self._nursery: trio.Nursery | None = None
         served = {
             services.domain,
@@ -130,11 +144,20 @@ class S2SWing:
             return
         sender = stanza.from_jid.domainpart
         local = sender if self.protocol.serves(sender) else self.protocol.local_domain
+        backoff = self._held_back(local, domain)
+        if backoff is not None:
+            wait = backoff.until - trio.current_time()
+            self.bounce(
+                stanza, StanzaError(backoff.condition, f"{backoff.text}; next attempt in {wait:.0f} s")
+            )
+            return
         self._stream_to(local, domain).send(stanza)
 
     async def verify(self, originating: str, receiving: str, stream_id: str, key: str) -> bool:
         """Whether `originating`'s server confirms `key`, which it sent to our domain `receiving`
         (XEP-0220 §2.1.2: asked on our stream from `receiving` to `originating`)."""
+        if self._held_back(receiving, originating) is not None:
+            return False  # its server could not be reached a moment ago: the key cannot be checked
         return await self._stream_to(receiving, originating).verify(originating, stream_id, key)
 
     def bounce(self, stanza: Stanza, error: StanzaError) -> None:
@@ -143,11 +166,24 @@ class S2SWing:
         if nursery is not None:
             nursery.start_soon(self.router.bounce, stanza, error)
 
-    def forget(self, outgoing: object) -> None:
-        if isinstance(outgoing, Outgoing):
-            key = (outgoing.local_domain, outgoing.domain)
-            if self._outgoing.get(key) is outgoing:
-                del self._outgoing[key]
+    def forget(self, outgoing: object, failure: tuple[str, str] | None) -> None:
+        """`outgoing` ended; with `failure` (condition, text) it never got ready: back off."""
+        if not isinstance(outgoing, Outgoing):
+            return
+        key = (outgoing.local_domain, outgoing.domain)
+        if self._outgoing.get(key) is outgoing:
+            del self._outgoing[key]
+        if failure is None:
+            self._backoff.pop(key, None)
+            return
+        previous = self._backoff.get(key)
+        failures = previous.failures + 1 if previous is not None else 1
+        delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+        self._backoff[key] = _Backoff(failures, trio.current_time() + delay, *failure)
+
+    def _held_back(self, local: str, domain: str) -> _Backoff | None:
+        backoff = self._backoff.get((local, domain))
+        return backoff if backoff is not None and trio.current_time() < backoff.until else None
 
     def _stream_to(self, local: str, domain: str) -> Outgoing:
         outgoing = self._outgoing.get((local, domain))

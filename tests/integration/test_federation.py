@@ -87,7 +87,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     # The raw tests' own authoritative server for raw<N>.test, and a server that never speaks.
     authority, silent = _listening(), _listening()
     routes |= {f"raw{n}.test": f"127.0.0.1:{authority.getsockname()[1]}" for n in range(RAW_DOMAINS)}
-    routes["silent.test"] = f"127.0.0.1:{silent.getsockname()[1]}"
+    routes |= {name: f"127.0.0.1:{silent.getsockname()[1]}" for name in ("silent.test", "silent2.test")}
     extra = s2s_config(routes)
     imactor_users = [(name, PASSWORD) for name in IMACTOR_USERS]
     prosody_users = [(name, PASSWORD) for name in PROSODY_USERS]
@@ -201,6 +201,18 @@ async def test_unreachable_servers_bounce(federation: Federation, domain: str, c
         reply = await bob.expect(lambda e: e.get("id") == f"u-{domain}")
         assert error_condition(reply) == condition
 
+
+async def test_a_server_that_failed_is_not_tried_again_at_once(federation: Federation) -> None:
+    """Reconnection backs off: after a failed attempt (here the handshake timeout, 10 s), the
+    next stanzas bounce at once with the same condition instead of waiting out another attempt."""
+    with trio.fail_after(TIMEOUT):
+        bob = await federation.imactor_user("bob")
+        await bob.send("<message to='someone@silent2.test' id='first'><body>anyone?</body></message>")
+        assert error_condition(await bob.expect(lambda e: e.get("id") == "first")) == "remote-server-timeout"
+        with trio.fail_after(5.0):  # well under the 10 s another attempt would take
+            await bob.send("<message to='someone@silent2.test' id='second'><body>still?</body></message>")
+            second = await bob.expect(lambda e: e.get("id") == "second")
+        assert error_condition(second) == "remote-server-timeout"
 
 # ---- bad input from remote servers, raw XML -------------------------------------------------------
 
