@@ -130,16 +130,17 @@ class Peer:
         self.inbox: list[Element] = []
 
     @classmethod
-    async def login(cls, port: int, username: str, password: str, resource: str = "r") -> Peer:
-        raw = await RawClient.connect(port)
+    async def login(cls, port: int, username: str, password: str, resource: str = "r", *,
+                    domain: str = "localhost") -> Peer:  # fmt: skip
+        raw = await RawClient.connect(port, domain)
         jid = await raw.login(username, password, resource)
         return cls(raw, jid)
 
     @classmethod
     async def online(cls, port: int, username: str, password: str, resource: str = "r",
-                     presence_xml: str = "") -> Peer:  # fmt: skip
+                     presence_xml: str = "", *, domain: str = "localhost") -> Peer:  # fmt: skip
         """Logged in, roster requested (so it gets pushes), initial presence sent and echoed."""
-        peer = await cls.login(port, username, password, resource)
+        peer = await cls.login(port, username, password, resource, domain=domain)
         await peer.roster()
         await peer.available(presence_xml)
         return peer
