@@ -165,11 +165,18 @@ class HTTPSListenerConfig:  # the same over TLS
 
 
 @dataclass(frozen=True, slots=True)
+class S2SListenerConfig:  # server-to-server (RFC 6120), bound only when [s2s] enabled
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(5269, _int(0, 65535))
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     c2s: C2SListenerConfig = _table(C2SListenerConfig)
     c2s_tls: DirectTLSListenerConfig = _table(DirectTLSListenerConfig)
     http: HTTPListenerConfig = _table(HTTPListenerConfig)
     https: HTTPSListenerConfig = _table(HTTPSListenerConfig)
+    s2s: S2SListenerConfig = _table(S2SListenerConfig)
 
 
 _url_path = _str(r"/[^\s?#]*", "a path starting with /")
@@ -254,6 +261,57 @@ class MucConfig:  # XEP-0045 multi-user chat service
     create_rooms: Literal["anyone", "admins"] = _opt("anyone", _choice("anyone", "admins"))
 
 
+_DOMAIN_PATTERN = r"[^\s@/:*]+"
+
+
+def _routes(value: object) -> Mapping[str, tuple[str, int]]:
+    """`[s2s.routes]`: remote domain = "host:port" (an IPv6 address in brackets: "[::1]:5269")."""
+    if not isinstance(value, dict):
+        raise _Invalid(f'expected a table of domain = "host:port", got {_show(value)}')
+    routes: dict[str, tuple[str, int]] = {}
+    for domain, target in value.items():
+        match = (
+            re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", target)
+            if isinstance(target, str)
+            else None
+        )
+        if match is None or not re.fullmatch(_DOMAIN_PATTERN, domain):
+            raise _Invalid(f'expected "host:port", got {_show(target)}', domain)
+        host, port = match.group(1) or match.group(3), int(match.group(2) or match.group(4))
+        if not 0 < port < 65536:
+            raise _Invalid(f"expected a port from 1 to 65535, got {port}", domain)
+        routes[domain.lower().rstrip(".")] = (host, port)
+    return MappingProxyType(routes)
+
+
+@dataclass(frozen=True, slots=True)
+class S2SConfig:  # federation: server-to-server streams (imactor/s2s, docs/federation.md)
+    # Off by default: a company server talks to no other server unless the operator says so.
+    enabled: bool = _opt(False, _bool)
+    # true: a peer must present a certificate valid for its domain (SASL EXTERNAL, XEP-0178);
+    # false: Server Dialback (XEP-0220) authenticates peers whose certificates do not.
+    require_valid_certificates: bool = _opt(False, _bool)
+    starttls_required: bool = _opt(True, _bool)  # both directions
+    # PEM file of the CAs trusted for peers' certificates; "": the system's store
+    ca_file: Path | None = _opt(None, _path)
+    # the key of dialback keys (XEP-0185); "": derived from the TLS private key, so every worker
+    # and every node with that key agrees without configuration
+    dialback_secret: str = _opt("", _str(r".*", "a string"))
+    routes: Mapping[str, tuple[str, int]] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"check": _routes}
+    )
+    allow: tuple[str, ...] = _opt((), _strings(_DOMAIN_PATTERN, "domains"))  # []: any domain not denied
+    deny: tuple[str, ...] = _opt((), _strings(_DOMAIN_PATTERN, "domains"))
+    connect_timeout: float = _opt(10.0, _number)  # seconds to resolve, connect and authenticate out
+    handshake_timeout: float = _opt(30.0, _number)  # seconds an inbound peer has to authenticate
+    idle_timeout: float = _opt(600.0, _number)  # an outbound stream with no stanza for this long closes
+    max_queue: int = _opt(1000, _int())  # stanzas waiting for a remote domain's stream
+
+    def permits(self, domain: str) -> bool:
+        """Whether federation with `domain` is allowed by `allow` and `deny`."""
+        return domain not in self.deny and (not self.allow or domain in self.allow)
+
+
 @dataclass(frozen=True, slots=True)
 class StatusConfig:
     socket: Path = _opt(Path("imactor.sock"), _required_path)  # relative to data_dir
@@ -318,6 +376,7 @@ class Config:
     muc: MucConfig = _table(MucConfig)
     log: LogConfig = _table(LogConfig)
     http: HTTPConfig = _table(HTTPConfig)
+    s2s: S2SConfig = _table(S2SConfig)
     cluster: ClusterConfig = _table(ClusterConfig)
     modules: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
@@ -376,6 +435,9 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         server=dataclasses.replace(config.server, data_dir=_resolve(base_dir, config.server.data_dir)),
         tls=dataclasses.replace(tls, certificate=cert, key=key),
         storage=dataclasses.replace(config.storage, url=_resolve_sqlite_url(base_dir, config.storage.url)),
+        s2s=dataclasses.replace(
+            config.s2s, ca_file=config.s2s.ca_file and _resolve(base_dir, config.s2s.ca_file)
+        ),
         cluster=dataclasses.replace(
             cluster, key_file=cluster.key_file and _resolve(base_dir, cluster.key_file)
         ),

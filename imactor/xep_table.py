@@ -42,7 +42,12 @@ class CoreSpec:
 
 
 CORE: tuple[CoreSpec, ...] = (
-    CoreSpec("RFC 6120", "", "complete for client-to-server", "xmpp/stream.py, c2s/session.py"),
+    CoreSpec("RFC 6120", "",
+             "complete for client-to-server; partial for server-to-server: STARTTLS, SASL EXTERNAL, "
+             "dialback, SRV, no stanza rate limit per remote domain yet",
+             "xmpp/stream.py, c2s/session.py, xmpp/s2s.py, s2s/"),
+    CoreSpec("RFC 6125", "", "complete for XMPP servers: DNS-ID, SRV-ID, XmppAddr (no CN-ID, §6.4.4)",
+             "xmpp/certnames.py"),
     CoreSpec("RFC 6121", "", "complete", "user/actor.py, xmpp/subscription.py"),
     CoreSpec("RFC 7622", "", "complete", "xmpp/jid.py"),
     CoreSpec("RFC 5802 / 7677", "",
@@ -64,7 +69,15 @@ CORE: tuple[CoreSpec, ...] = (
              "muc/stanzas.py"),
     CoreSpec("XEP-0198", "", "complete: acks after the durable write, resumption on any worker of the node",
              "xmpp/sm.py, c2s/session.py"),
-    CoreSpec("XEP-0368", "", "complete", "c2s/listener.py"),
+    CoreSpec("XEP-0368", "",
+             "complete for clients; partial for servers: accepted on the s2s port, and used for "
+             "_xmpps-server SRV targets (that way untested against another server yet)",
+             "c2s/listener.py, s2s/inbound.py, s2s/resolve.py"),
+    CoreSpec("XEP-0178", "", "complete: SASL EXTERNAL both ways with [s2s] require_valid_certificates",
+             "xmpp/s2s.py"),
+    CoreSpec("XEP-0185", "", "complete", "xmpp/dialback.py"),
+    CoreSpec("XEP-0220", "", "partial: one domain per stream direction (no piggybacking)",
+             "xmpp/s2s.py, s2s/"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
 )  # fmt: skip
@@ -73,6 +86,10 @@ TITLES: dict[str, str] = {
     "RFC 6120": "XMPP Core: streams, STARTTLS, SASL, binding, restricted XML, stream and stanza errors",
     "RFC 6121": "XMPP IM: roster, versioning, subscriptions, presence, delivery rules",
     "RFC 7622": "JIDs with PRECIS",
+    "RFC 6125": "Verification of server identity in certificates",
+    "XEP-0178": "Best Practices for Use of SASL EXTERNAL with Certificates",
+    "XEP-0185": "Dialback Key Generation and Validation",
+    "XEP-0220": "Server Dialback",
     "RFC 7395": "XMPP over WebSocket",
     "RFC 5802 / 7677": "SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS (tls-server-end-point; tls-unique on TLS 1.2)",
     "XEP-0012": "Last Activity",
@@ -126,6 +143,9 @@ FEATURES: dict[str, str | None] = {
     "0012": "jabber:iq:last",
     "0030": "http://jabber.org/protocol/disco#info",
     "0045": None,  # the MUC service's own disco#info (identity conference/text)
+    "0178": None,  # a server-to-server stream feature (SASL mechanism EXTERNAL)
+    "0185": None,  # how dialback keys are made: nothing on the wire names it
+    "0220": None,  # a server-to-server stream feature (urn:xmpp:features:dialback)
     "0421": None,  # a room's disco#info
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",

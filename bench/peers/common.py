@@ -68,11 +68,11 @@ def wal_database(path: Path, schema: str = "") -> None:
         db.commit()
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path,
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, log: Path,
                   timeout: float = START_TIMEOUT) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise PeerError(f"server exited with {proc.returncode}; log:\n{tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return

@@ -25,6 +25,7 @@ import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.loadgen.launcher import Target
@@ -60,11 +61,11 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_direct_tls_ports = {{ }}
-s2s_ports = {{ }}
+s2s_ports = {{ {s2s_port} }}
 http_ports = {{ }}
 https_ports = {{ }}
 c2s_require_encryption = {require_tls}
-ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+ssl = {{ certificate = "{cert}"; key = "{key}";{cafile} }}
 """
 
 BENCH_CONFIG = """-- written by bench/peers/prosody.py for one benchmark run ("bench" profile)
@@ -109,6 +110,42 @@ VirtualHost "{domain}"
 
 Component "conference.{domain}" "muc"
 {muc_mam}"""
+
+
+# The federation tests' profile (tests/integration/test_federation.py): s2s on a loopback port,
+# dialback, and the peer's domain pinned to its loopback port through Prosody's own resolver:
+# Prosody 0.12 has no static s2s route, but its libunbound resolver takes unbound options, so
+# a "redirect" local zone answers every name under the peer's domain (its _xmpp-server SRV
+# record, and those of its subdomains such as conference.<domain>) with one SRV record: the
+# peer's port on localhost.
+FEDERATION_CONFIG = """-- written by bench/peers/prosody.py for the federation tests
+{common}s2s_interfaces = {{ "127.0.0.1" }}
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "admin_shell";
+}}
+authentication = "internal_hashed"
+s2s_require_encryption = true
+s2s_secure_auth = {secure_auth}
+s2s_timeout = 20
+unbound = {{
+    resolvconf = false; hoststxt = false;
+    options = {{
+        ["local-zone:"] = "{peer}. redirect";
+        ["local-data:"] = "{peer}. 60 IN SRV 0 0 {peer_port} localhost.";
+    }};
+}}
+
+
+VirtualHost "{domain}"
+"""
+
+
+def _common(home: Path, port: int, cert: Path, key: Path, *, tls: bool, s2s_port: int | None = None,
+            cafile: Path | None = None) -> str:  # fmt: skip
+    return COMMON.format(dir=home, port=port, cert=cert, key=key, require_tls=str(tls).lower(),
+                         run_as_root=str(os.geteuid() == 0).lower(),
+                         s2s_port="" if s2s_port is None else s2s_port,
+                         cafile="" if cafile is None else f' cafile = "{cafile}";')  # fmt: skip
 
 
 def _ctl(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -159,8 +196,7 @@ def write_config(home: Path, *, profile: str, store: str, database: Database | N
                  port: int, tls: bool) -> Path:  # fmt: skip
     """prosody.cfg.lua for `profile` ("default" or "bench") and `store` (module docstring)."""
     cert, key = write_certificate(home, domain)
-    common = COMMON.format(dir=home, port=port, cert=cert, key=key, require_tls=str(tls).lower(),
-                           run_as_root=str(os.geteuid() == 0).lower())  # fmt: skip
+    common = _common(home, port, cert, key, tls=tls)
     storage = _storage(store, home, database)
     if profile == "default":
         if store == "sqlite":
@@ -197,16 +233,59 @@ def running_prosody(directory: Path, users: Sequence[tuple[str, str]], *, tls: b
             database_pid = postgres.pid
         config = write_config(home, profile=profile, store=store, database=database, domain=domain,
                               port=port, tls=tls)  # fmt: skip
-        log = home / "stderr.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen([prosody, "--config", str(config), "-F"], stdout=err, stderr=err,
-                                    stdin=subprocess.DEVNULL, cwd=home)  # fmt: skip
+        with _started(prosody, home, config, port, users, domain) as pid:
+            yield Target("127.0.0.1", port, domain, pid, database_pid)
+
+
+@contextmanager
+def _started(prosody: str, home: Path, config: Path, port: int, users: Sequence[tuple[str, str]],
+             domain: str) -> Iterator[int]:  # fmt: skip
+    """Prosody running on `config` in the foreground, listening on `port`, `users` created; its pid."""
+    log = home / "stderr.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([prosody, "--config", str(config), "-F"], stdout=err, stderr=err,
+                                stdin=subprocess.DEVNULL, cwd=home)  # fmt: skip
+    try:
+        wait_for_port(port, proc, log)
         try:
-            wait_for_port(port, proc, log)
-            try:
-                add_users(config, users, domain)
-            except PeerError as exc:
-                raise PeerError(f"{exc}\nprosody log:\n{tail(home / 'prosody.log')}") from exc
-            yield Target("127.0.0.1", port, domain, proc.pid, database_pid)
-        finally:
-            stop_tree(proc)
+            add_users(config, users, domain)
+        except PeerError as exc:
+            raise PeerError(f"{exc}\nprosody log:\n{tail(home / 'prosody.log')}") from exc
+        yield proc.pid
+    finally:
+        stop_tree(proc)
+
+
+@dataclass(frozen=True)
+class FederatedProsody:
+    c2s_port: int
+    s2s_port: int
+    domain: str
+    home: Path
+    pid: int
+
+
+@contextmanager
+def running_federated_prosody(directory: Path, users: Sequence[tuple[str, str]], *, domain: str,
+                              s2s_port: int, peer: str, peer_port: int,
+                              ca: tuple[Path, Path, Path] | None = None,
+                              ) -> Iterator[FederatedProsody]:  # fmt: skip
+    """Prosody serving `domain`, federating on `s2s_port` (chosen by the caller, who pins it in
+    the peer's configuration first) with `peer`, whose server listens on loopback `peer_port`.
+
+    Without `ca`, a self-signed certificate and dialback (`s2s_secure_auth = false`). With `ca`
+    (certificate, key, CA file): that certificate, and only peers whose certificates that CA
+    signed for their domain (`s2s_secure_auth = true`: SASL EXTERNAL, XEP-0178)."""
+    prosody = require("prosody")
+    home = directory / "prosody"
+    for sub in ("data", "certs"):
+        (home / sub).mkdir(parents=True)
+    (port,) = free_ports(1)
+    cert, key = write_certificate(home, domain) if ca is None else ca[:2]
+    common = _common(home, port, cert, key, tls=True, s2s_port=s2s_port, cafile=ca and ca[2])
+    config = home / "prosody.cfg.lua"
+    config.write_text(FEDERATION_CONFIG.format(common=common, domain=domain, peer=peer, peer_port=peer_port,
+                                               secure_auth=str(ca is not None).lower()))  # fmt: skip
+    with _started(prosody, home, config, port, users, domain) as pid:
+        wait_for_port(s2s_port, None, home / "prosody.log")
+        yield FederatedProsody(port, s2s_port, domain, home, pid)

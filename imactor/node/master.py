@@ -353,6 +353,10 @@ async def _bound_listeners(
         for name, web in (("http", config.listen.http), ("https", config.listen.https)):
             if web.enabled:  # WebSocket, BOSH and host-meta (imactor/web)
                 listeners[name] = await open_listeners(web.host, port(name, web.port))
+        if config.s2s.enabled:  # federation (imactor/s2s): other servers connect here
+            listeners["s2s"] = await open_listeners(
+                config.listen.s2s.host, port("s2s", config.listen.s2s.port)
+            )
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

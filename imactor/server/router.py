@@ -11,7 +11,8 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
-| any other domain         | bounced: `remote-server-not-found` (no federation yet)      |
+| any other domain         | the s2s wing (`federate`, [s2s] enabled); else bounced:     |
+|                          | `remote-server-not-found`                                   |
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 Starter = Callable[[str], Awaitable[ActorRef[Any]]]
 #: Answers a stanza to the room service's own JID (disco of the service).
 ServiceHandler = Callable[[Stanza], Awaitable[None]]
+#: Takes a stanza for another server's domain (the s2s wing); it must not wait on the network.
+Federation = Callable[[Stanza], Awaitable[None]]
 
 log = logging.getLogger("imactor.router")
 
@@ -60,6 +63,8 @@ class Router:
         self.bounced_total = 0
         #: The node's other workers (set by the worker tree); None: every account lives here.
         self.mesh: Mesh | None = None
+        #: Where stanzas to other servers go (the s2s wing); None: federation is off.
+        self._federation: Federation | None = None
 
     def starts(self, kind: str, starter: Starter) -> None:
         """How an actor of `kind` ("user", "room") starts on this worker (the root's to say)."""
@@ -72,6 +77,10 @@ class Router:
     def serve(self, domain: str, service: ServiceHandler) -> None:
         """Stanzas to `domain` (and to JIDs under it) go to `service`, in the routing task."""
         self._module_services[domain] = service
+
+    def federate(self, federation: Federation | None) -> None:
+        """Stanzas to domains not served here go to `federation` (None: they bounce)."""
+        self._federation = federation
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
@@ -132,7 +141,7 @@ class Router:
                 await module_service(stanza)
                 return
             if to.domainpart != self.domain:
-                await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
+                await self._to_remote(stanza)
                 return
             if to.localpart is None:
                 if stanza.kind == "iq" and stanza.type in ("get", "set"):
@@ -209,6 +218,13 @@ class Router:
             await self.bounce(stanza, StanzaError("internal-server-error"))
         return False
 
+    async def _to_remote(self, stanza: Stanza) -> None:
+        if self._federation is None:
+            await self.bounce(stanza, StanzaError("remote-server-not-found", "federation is not enabled"))
+            return
+        self.routed_total += 1
+        await self._federation(stanza)
+
     async def bounce(self, stanza: Stanza, error: StanzaError) -> None:
         """Send an error back to the sender, unless the stanza is itself an error or result."""
         if stanza.type in ("error", "result"):
@@ -226,3 +242,5 @@ class Router:
             and (back.to_jid.domainpart == self.room_domain)
         ):
             await self.to_actor("room", back.to_jid.localpart, m.Route(back), None, wait=False)
+        elif back.to_jid.domainpart not in (self.domain, self.room_domain) and self._federation is not None:
+            await self._federation(back)  # the sender is on another server: the error goes back there

@@ -10,6 +10,7 @@
     ├── c2s_tls    accept loop, direct TLS port (XEP-0368)
     ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
     ├── https      the same over TLS, 5443
+    ├── s2s        federation ([s2s] enabled): accept loop (5269) and the outgoing streams
     ├── module-tasks  the modules' background tasks (the HTTP upload clean-up)
     ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
@@ -48,6 +49,7 @@ from imactor.node.status import StatusServer
 from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
+from imactor.s2s.wing import S2SWing
 from imactor.server.module_host import ModuleHost
 from imactor.server.module_services import ModuleServiceHandler
 from imactor.server.modules import TaskContext
@@ -210,6 +212,7 @@ def _children(
     assert rooms is not None
     assert sessions is not None
     web = WebEndpoints(services, BoshSessions(services))  # BOSH registers its mesh kind here
+    federation = S2SWing(services, listeners["s2s"]) if services.config.s2s.enabled else None
     return [
         ChildSpec("users", users.run, shutdown=math.inf),
         ChildSpec("rooms", rooms.run, shutdown=math.inf),
@@ -224,13 +227,13 @@ def _children(
                 f"{name}[{listener.socket.getsockname()[0]}]", _listener_child(services, web, name, listener)
             )
             for name, bound in listeners.items()
+            if name != "s2s"
             for listener in bound
         ),
-        *(
-            [ChildSpec("module-tasks", partial(_run_module_tasks, services))]
-            if services.modules.background_tasks
-            else []
-        ),
+        # Federation: the s2s listener and the outgoing streams, after the client listeners.
+        *([ChildSpec("s2s", federation.run)] if federation is not None else []),
+        *([ChildSpec("module-tasks", partial(_run_module_tasks, services))]
+          if services.modules.background_tasks else []),
         ChildSpec("status", status.run),
         # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
         ChildSpec("last-activity", services.storage.last_activity.run),
@@ -310,4 +313,6 @@ async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[st
     for name, web in (("http", config.listen.http), ("https", config.listen.https)):
         if web.enabled:
             listeners[name] = await open_listeners(web.host, web.port)
+    if config.s2s.enabled:
+        listeners["s2s"] = await open_listeners(config.listen.s2s.host, config.listen.s2s.port)
     return listeners

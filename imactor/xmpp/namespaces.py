@@ -4,6 +4,8 @@ from __future__ import annotations
 
 NS_CLIENT = "jabber:client"
 NS_SERVER = "jabber:server"
+NS_DIALBACK = "jabber:server:dialback"  # XEP-0220
+NS_DIALBACK_FEATURE = "urn:xmpp:features:dialback"  # XEP-0220 §2.4 stream feature
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 NS_STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"

@@ -323,18 +323,7 @@ class ServerStream:
             # §4.9.1.2: an error before the header is answered by a header first.
             self._open_stream()
         if condition is not None:
-            error = etree.Element(qname(NS_STREAMS, "error"), nsmap={"stream": NS_STREAMS})
-            named = etree.SubElement(
-                error, qname(NS_STREAM_ERRORS, condition), nsmap=default_ns(NS_STREAM_ERRORS)
-            )
-            if content:
-                named.text = content
-            if text:
-                ns = default_ns(NS_STREAM_ERRORS)
-                etree.SubElement(error, qname(NS_STREAM_ERRORS, "text"), nsmap=ns).text = text
-            if app is not None:
-                error.append(etree.fromstring(app))
-            self._out.append(etree.tostring(error))
+            self._out.append(stream_error(condition, text, app, content=content))
         self._out.append(self._end_of_stream())
         self.state = State.CLOSED
         self._events.append(ev.StreamClosed(condition))
@@ -644,6 +633,27 @@ UNEXPECTED: dict[State, tuple[str, str]] = {
     State.WAIT_FOR_SASL: ("not-authorized", "authenticate first"),
     State.WAIT_FOR_BIND: ("not-authorized", "bind a resource first"),
 }
+
+
+def stream_error(condition: str, text: str = "", app: bytes | None = None, *, content: str = "") -> bytes:
+    """A serialized <stream:error/> (RFC 6120 §4.9): the condition (with `content` as its
+    character data: see-other-host's host), an optional text and an optional
+    application-specific condition; client and server streams alike."""
+    error = etree.Element(qname(NS_STREAMS, "error"), nsmap={"stream": NS_STREAMS})
+    named = etree.SubElement(error, qname(NS_STREAM_ERRORS, condition), nsmap=default_ns(NS_STREAM_ERRORS))
+    if content:
+        named.text = content
+    if text:
+        ns = default_ns(NS_STREAM_ERRORS)
+        etree.SubElement(error, qname(NS_STREAM_ERRORS, "text"), nsmap=ns).text = text
+    if app is not None:
+        error.append(etree.fromstring(app))
+    return etree.tostring(error)
+
+
+def decode_sasl_payload(text: str | None) -> bytes | SaslFailure | None:
+    """SASL payload: None when absent, b"" for "=", else base64-decoded (RFC 6120 §6.4.2)."""
+    return _b64(text)
 
 
 @functools.lru_cache(maxsize=64)

@@ -131,16 +131,17 @@ class Peer:
 
     @classmethod
     async def login(cls, port: int, username: str, password: str, resource: str = "r", *,
-                    host: str = "127.0.0.1") -> Peer:  # fmt: skip
-        raw = await RawClient.connect(port, host=host)
+                    domain: str = "localhost", host: str = "127.0.0.1") -> Peer:  # fmt: skip
+        raw = await RawClient.connect(port, domain, host=host)
         jid = await raw.login(username, password, resource)
         return cls(raw, jid)
 
     @classmethod
     async def online(cls, port: int, username: str, password: str, resource: str = "r",
-                     presence_xml: str = "", *, host: str = "127.0.0.1") -> Peer:  # fmt: skip
+                     presence_xml: str = "", *, domain: str = "localhost",
+                     host: str = "127.0.0.1") -> Peer:  # fmt: skip
         """Logged in, roster requested (so it gets pushes), initial presence sent and echoed."""
-        peer = await cls.login(port, username, password, resource, host=host)
+        peer = await cls.login(port, username, password, resource, domain=domain, host=host)
         await peer.roster()
         await peer.available(presence_xml)
         return peer

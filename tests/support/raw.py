@@ -167,3 +167,47 @@ async def assert_pong(client: RawClient, to: str = "localhost") -> None:
     """A XEP-0199 ping to `to` is answered with a result."""
     reply = await client.iq(PING, to=to)
     assert reply.get("type") == "result", etree.tostring(reply)
+
+
+S2S_HEADER = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"
+    " xmlns:db='jabber:server:dialback' from='{origin}' to='{domain}' version='1.0'>"
+)
+DIALBACK_NS = "jabber:server:dialback"
+
+
+class RawServer(RawClient):
+    """A raw remote server's stream to the test server (RFC 6120 §2.4 s2s: jabber:server, the
+    dialback prefix declared), from the domain `origin`."""
+
+    def __init__(self, stream: trio.abc.Stream, domain: str, origin: str) -> None:
+        super().__init__(stream, domain)
+        self.origin = origin
+
+    @classmethod
+    async def connect_to(cls, port: int, domain: str, origin: str, *,
+                         context: ssl.SSLContext | None = None) -> RawServer:  # fmt: skip
+        """With `context`, TLS from the first byte (XEP-0368)."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+        if context is not None:
+            tls = trio.SSLStream(stream, context, server_hostname=domain)
+            await tls.do_handshake()
+            stream = tls
+        return cls(stream, domain, origin)
+
+    async def open_stream(self) -> etree._Element:
+        self._new_parser()
+        await self.send(S2S_HEADER.format(origin=self.origin, domain=self.domain))
+        return await self.expect(f"{{{STREAM_NS}}}features")
+
+    @property
+    def stream_id(self) -> str:
+        assert self.header is not None
+        return self.header.get("id", "")
+
+    async def dialback(self, key: str) -> etree._Element:
+        """Send our key (XEP-0220 §2.1.1); return the receiving server's <db:result/> verdict."""
+        await self.send(
+            f"<db:result xmlns:db='{DIALBACK_NS}' from='{self.origin}' to='{self.domain}'>{key}</db:result>"
+        )
+        return await self.expect(f"{{{DIALBACK_NS}}}result")

@@ -236,7 +236,8 @@ def test_validation_errors_name_file_and_key(tmp_path: Path, toml: str, message:
         ("colour = 1", "colour"),
         ("[serverr]\ndomain = 'x'", "serverr"),
         ("[server]\ndomian = 'x'", "server.domian"),
-        ("[listen.s2s]\nport = 5269", "listen.s2s"),
+        ("[listen.s2s]\nprot = 5269", "listen.s2s.prot"),
+        ("[s2s]\nroute = {}", "s2s.route"),
         ("[listen.c2s]\nprot = 5222", "listen.c2s.prot"),
         ("[limits]\nmax_stanza = 1", "limits.max_stanza"),
         ("source = 'x'", "source"),  # a field of Config, but not a key of the file
@@ -256,6 +257,45 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     broken = _write(tmp_path, "[server\n")
     with pytest.raises(ConfigError, match=rf"^{broken}: invalid TOML: "):
         load_config(broken)
+
+
+def test_s2s_defaults_routes_and_policy(tmp_path: Path) -> None:
+    assert Config().s2s.enabled is False  # a closed deployment federates only when told to
+    assert Config().listen.s2s.port == 5269
+    path = _write(
+        tmp_path,
+        '[s2s]\nenabled = true\nca_file = "cas.pem"\ndeny = ["evil.example"]\n'
+        'routes = { "Partner.Example" = "127.0.0.1:5270", "v6.example" = "[::1]:5269" }\n',
+    )
+    s2s = load_config(path).s2s
+    assert s2s.routes == {"partner.example": ("127.0.0.1", 5270), "v6.example": ("::1", 5269)}
+    assert s2s.ca_file == tmp_path / "conf" / "cas.pem"
+    assert s2s.permits("partner.example")
+    assert not s2s.permits("evil.example")
+    only = load_config(_write(tmp_path, '[s2s]\nallow = ["a.example"]\n')).s2s
+    assert only.permits("a.example")
+    assert not only.permits("b.example")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('routes = { "a.example" = "nohost" }', 's2s.routes.a.example: expected "host:port", got "nohost"'),
+        (
+            'routes = { "a.example" = "h:70000" }',
+            "s2s.routes.a.example: expected a port from 1 to 65535, got 70000",
+        ),
+        ('routes = { "a.example" = 5269 }', 's2s.routes.a.example: expected "host:port", got 5269'),
+        ("routes = 1", 's2s.routes: expected a table of domain = "host:port", got 1'),
+        ('deny = ["a b"]', 's2s.deny: expected a list of domains, got ["a b"]'),
+        ('enabled = "yes"', 's2s.enabled: expected true or false, got "yes"'),
+    ],
+)
+def test_s2s_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
+    path = _write(tmp_path, f"[s2s]\n{toml}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_parse_config_for_tests(tmp_path: Path) -> None:

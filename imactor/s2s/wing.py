@@ -1,0 +1,195 @@
+"""The worker's federation wing: the router's way out to other domains, and the way in.
+
+One `Outgoing` per remote domain in each worker (ARCHITECTURE.md, "Federation", says why not one
+per node), and per local domain it speaks for (the server's, or `conference.<domain>` for the
+rooms), created on the first stanza or dialback question for that pair and dropped when it ends
+(failed or idle). Policy (`[s2s] allow` / `deny`) applies both ways: a stanza to a refused
+domain bounces with `remote-server-not-found` before any connection, and a refused domain
+cannot authenticate on an inbound stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from imactor import tls
+from imactor.s2s.inbound import serve_s2s
+from imactor.s2s.outbound import Outgoing
+from imactor.xmpp import s2s
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.stanza import Stanza
+
+if TYPE_CHECKING:
+    from imactor.server.services import Services
+
+log = logging.getLogger("imactor.s2s")
+
+#: The ALPN protocol of server-to-server XMPP over direct TLS (XEP-0368 §4).
+ALPN_XMPP_SERVER = "xmpp-server"
+#: After a remote server could not be reached, the next attempt waits this long, doubled at each
+#: failure in a row up to `BACKOFF_MAX`; meanwhile stanzas for it bounce at once.
+BACKOFF_FIRST = 5.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Backoff:
+    failures: int  #: in a row
+    until: float  #: trio time of the next attempt
+    condition: str  #: the last failure's stanza error condition, for the bounces meanwhile
+    text: str
+
+
+class S2SWing:
+    def __init__(self, services: Services, listeners: Sequence[trio.SocketListener]) -> None:
+        self.services = services
+        self.router = services.router
+        self.config = services.config.s2s
+        self._listeners = listeners
+        #: By (our domain, their domain): a stream speaks for one of our domains (XEP-0220 §2.5).
+        self._outgoing: dict[tuple[str, str], Outgoing] = {}
+        self._backoff: dict[tuple[str, str], _Backoff] = {}
+        self._nursery: trio.Nursery | None = None
+        served = {
+            services.domain,
+            *(service.domain for service in services.modules.services(services.domain)),
+        }
+        if services.room_domain is not None:
+            served.add(services.room_domain)
+        secret = (
+            self.config.dialback_secret.encode()
+            or hashlib.sha256(b"imactor-dialback\0" + services.tls_key_bytes).digest()
+        )  # the same in every worker and node that shares the key
+        self.protocol = s2s.S2SConfig(
+            local_domain=services.domain, secret=secret, served_domains=frozenset(served),
+            tls_required=self.config.starttls_required,
+            dialback_allowed=not self.config.require_valid_certificates,
+            max_stanza_size=services.config.limits.max_stanza_size,
+        )  # fmt: skip
+        self.server_context = self._server_context()
+        self.client_context = self._client_context()
+
+    # ---- contexts ------------------------------------------------------------------------------
+
+    def _server_context(self) -> ssl.SSLContext:
+        config = self.services.config
+        context = tls.make_server_context(config.tls_certificate, config.tls_key, config.tls.min_version)
+        context.set_alpn_protocols([ALPN_XMPP_SERVER])  # XEP-0368 §4, for direct TLS
+        if self.config.require_valid_certificates:
+            # Ask for the peer's certificate and let OpenSSL check its chain; the names are ours
+            # to check (RFC 6125, imactor.xmpp.certnames). Without this setting no certificate is
+            # asked for: stdlib TLS cannot accept an untrusted one and still report it, so
+            # dialback is then the only way in.
+            context.verify_mode = ssl.CERT_OPTIONAL
+            self._load_trust(context)
+        return context
+
+    def _client_context(self) -> ssl.SSLContext:
+        config = self.services.config
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False  # RFC 6125 matching is ours (SRV-ID, XmppAddr too)
+        context.load_cert_chain(config.tls_certificate, config.tls_key)  # for the peer's SASL EXTERNAL
+        context.set_alpn_protocols([ALPN_XMPP_SERVER])
+        if self.config.require_valid_certificates:
+            context.verify_mode = ssl.CERT_REQUIRED
+            self._load_trust(context)
+        else:
+            context.verify_mode = ssl.CERT_NONE  # dialback authenticates the peer
+        return context
+
+    def _load_trust(self, context: ssl.SSLContext) -> None:
+        if self.config.ca_file is not None:
+            context.load_verify_locations(cafile=self.config.ca_file)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+
+    # ---- the worker's child --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the s2s listeners and host the outgoing streams' tasks until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for listener in self._listeners:
+                await nursery.start(serve_s2s, self, listener)
+            self.router.federate(self.route)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.router.federate(None)
+                self._nursery = None
+
+    # ---- what the router and the inbound streams call ------------------------------------------
+
+    async def route(self, stanza: Stanza) -> None:
+        """A stanza for another domain: queue it on that domain's stream (never waits)."""
+        domain = stanza.to_jid.domainpart
+        if self.protocol.serves(domain):
+            # One of our own domains that the router has no handler for: never a stream to
+            # ourselves (it would loop back in through our own listener).
+            self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        if not self.config.permits(domain):
+            self.bounce(
+                stanza, StanzaError("remote-server-not-found", "federation with this domain is not allowed")
+            )
+            return
+        sender = stanza.from_jid.domainpart
+        local = sender if self.protocol.serves(sender) else self.protocol.local_domain
+        backoff = self._held_back(local, domain)
+        if backoff is not None:
+            wait = backoff.until - trio.current_time()
+            self.bounce(
+                stanza, StanzaError(backoff.condition, f"{backoff.text}; next attempt in {wait:.0f} s")
+            )
+            return
+        self._stream_to(local, domain).send(stanza)
+
+    async def verify(self, originating: str, receiving: str, stream_id: str, key: str) -> bool:
+        """Whether `originating`'s server confirms `key`, which it sent to our domain `receiving`
+        (XEP-0220 §2.1.2: asked on our stream from `receiving` to `originating`)."""
+        if self._held_back(receiving, originating) is not None:
+            return False  # its server could not be reached a moment ago: the key cannot be checked
+        return await self._stream_to(receiving, originating).verify(originating, stream_id, key)
+
+    def bounce(self, stanza: Stanza, error: StanzaError) -> None:
+        """Send `error` back to the local sender of `stanza`, from the router's side."""
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.start_soon(self.router.bounce, stanza, error)
+
+    def forget(self, outgoing: object, failure: tuple[str, str] | None) -> None:
+        """`outgoing` ended; with `failure` (condition, text) it never got ready: back off."""
+        if not isinstance(outgoing, Outgoing):
+            return
+        key = (outgoing.local_domain, outgoing.domain)
+        if self._outgoing.get(key) is outgoing:
+            del self._outgoing[key]
+        if failure is None:
+            self._backoff.pop(key, None)
+            return
+        previous = self._backoff.get(key)
+        failures = previous.failures + 1 if previous is not None else 1
+        delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+        self._backoff[key] = _Backoff(failures, trio.current_time() + delay, *failure)
+
+    def _held_back(self, local: str, domain: str) -> _Backoff | None:
+        backoff = self._backoff.get((local, domain))
+        return backoff if backoff is not None and trio.current_time() < backoff.until else None
+
+    def _stream_to(self, local: str, domain: str) -> Outgoing:
+        outgoing = self._outgoing.get((local, domain))
+        if outgoing is None or outgoing.closed:
+            assert self._nursery is not None, "the wing is not running"
+            outgoing = Outgoing(self, domain, local)
+            self._outgoing[(local, domain)] = outgoing
+            self._nursery.start_soon(outgoing.run)
+        return outgoing
