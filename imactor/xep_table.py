@@ -43,9 +43,10 @@ class CoreSpec:
 
 CORE: tuple[CoreSpec, ...] = (
     CoreSpec("RFC 6120", "",
-             "complete for client-to-server; partial for server-to-server: STARTTLS, SASL EXTERNAL, "
-             "dialback, SRV, no stanza rate limit per remote domain yet",
-             "xmpp/stream.py, c2s/session.py, xmpp/s2s.py, s2s/"),
+             "complete for client-to-server (see-other-host from a busy cluster node); partial for "
+             "server-to-server: STARTTLS, SASL EXTERNAL, dialback, SRV, no stanza rate limit per remote "
+             "domain yet",
+             "xmpp/stream.py, c2s/session.py, xmpp/s2s.py, s2s/, node/lease.py"),
     CoreSpec("RFC 6125", "", "complete for XMPP servers: DNS-ID, SRV-ID, XmppAddr (no CN-ID, §6.4.4)",
              "xmpp/certnames.py"),
     CoreSpec("RFC 6121", "", "complete", "user/actor.py, xmpp/subscription.py"),
@@ -57,7 +58,8 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("XEP-0124", "",
              "partial: no ack or authid",
              "web/bosh.py, xmpp/bosh.py"),
-    CoreSpec("XEP-0156", "", "complete: host-meta and host-meta.json", "web/hostmeta.py"),
+    CoreSpec("XEP-0156", "", "complete: host-meta and host-meta.json; in a cluster, every live node's endpoints",
+             "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
     CoreSpec("XEP-0045", "", "partial: no room registration or presence-broadcast setting",
              "muc/, rooms/actor.py, rooms/fanout.py"),
