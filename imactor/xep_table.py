@@ -59,7 +59,7 @@ CORE: tuple[CoreSpec, ...] = (
              "partial: no ack or authid",
              "web/bosh.py, xmpp/bosh.py"),
     CoreSpec("XEP-0156", "",
-             "complete: host-meta and host-meta.json; in a cluster, every live node's endpoints",
+             "complete: host-meta and host-meta.json, with every live node's endpoints in a cluster",
              "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
     CoreSpec("XEP-0045", "", "partial: no room registration or presence-broadcast setting",
