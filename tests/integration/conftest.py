@@ -57,8 +57,8 @@ def server_on_each_backend(
 sqlite_server_only = pytest.mark.parametrize("server_on_each_backend", ["sqlite"], indirect=True)
 
 
-#: Accounts made per CLI call by `accounts`: each call is a process start and a SCRAM derivation
-#: per account, so one call makes a stock for many tests instead of one call per test.
+#: Accounts made per bulk creation by `accounts`: each is a database transaction and a SCRAM
+#: derivation per account, so one makes a stock for many tests instead of one per test.
 STOCK_BATCH = 48
 
 
@@ -90,7 +90,7 @@ def _account_stock(server: ServerProcess) -> _Stock:
 @pytest.fixture
 def accounts(_account_stock: _Stock) -> Accounts:
     """`accounts(n)` gives n fresh accounts (password `PASSWORD`), never used before, and returns
-    their usernames; they come from a stock the module's server made in one CLI call."""
+    their usernames; they come from a stock the module's server made in one bulk creation."""
 
     def make(count: int = 2, prefix: str = "user") -> list[str]:
         return _account_stock.take(count, prefix)
@@ -99,7 +99,7 @@ def accounts(_account_stock: _Stock) -> Accounts:
 
 
 def account_pool(server: ServerProcess, prefix: str, count: int) -> Iterator[str]:
-    """`count` fresh accounts (password `PASSWORD`) made with one CLI call: what a module's
+    """`count` fresh accounts (password `PASSWORD`) made in one bulk creation: what a module's
     module-scoped `pool` fixture returns, for the `user` fixture to hand out."""
     names = [f"{prefix}{i}" for i in range(count)]
     add_users(server.config_path, [(name, PASSWORD) for name in names])

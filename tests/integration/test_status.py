@@ -30,6 +30,14 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
 
 
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server no client ever connects to: its status socket is all its tests use, so they
+    share it (a server start is seconds of CPU)."""
+    with running_server(tmp_path_factory.mktemp("idle")) as process:
+        yield process
+
+
 def parent_pid(pid: int) -> int:
     """The parent of `pid`, from /proc (the field after the parenthesised command name)."""
     stat_line = Path(f"/proc/{pid}/stat").read_text()
@@ -121,14 +129,14 @@ async def test_status_counts_sessions_users_and_stanzas(fresh_server: ServerProc
         await bob.aclose()
 
 
-def test_the_socket_is_private(fresh_server: ServerProcess) -> None:
-    mode = os.stat(fresh_server.data_dir / "imactor.sock").st_mode
+def test_the_socket_is_private(idle_server: ServerProcess) -> None:
+    mode = os.stat(idle_server.data_dir / "imactor.sock").st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o600
 
 
-async def test_status_survives_bad_clients(fresh_server: ServerProcess) -> None:
-    path = str(fresh_server.data_dir / "imactor.sock")
+async def test_status_survives_bad_clients(idle_server: ServerProcess) -> None:
+    path = str(idle_server.data_dir / "imactor.sock")
     with trio.fail_after(TIMEOUT):
         async with await trio.open_unix_socket(path) as stream:
             await stream.send_all(b"shutdown\n")
@@ -137,7 +145,7 @@ async def test_status_survives_bad_clients(fresh_server: ServerProcess) -> None:
                 answer += chunk
         assert "unknown request" in json.loads(answer)["error"]
         silent = await trio.open_unix_socket(path)  # stays silent: must not block the others
-        assert (await status_json(fresh_server))["totals"]["sessions"] == 0
+        assert (await status_json(idle_server))["totals"]["sessions"] == 0
         await silent.aclose()
 
 

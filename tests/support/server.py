@@ -10,12 +10,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from imactor.config import Config, load_config
 from imactor.node.status import request_status
+from imactor.storage import Storage
 from tests.support.timeouts import START_TIMEOUT
 
 BASE_CONFIG = """
@@ -116,13 +121,22 @@ def write_config(directory: Path, *, domain: str = "localhost", registration: bo
 
 
 def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
+    """Create accounts as `imactor user add --file` does (`Accounts.create_many` on the config's
+    database, the server running or not), but in this process: a CLI process costs a second and
+    a half of CPU to import the storage layer, once per call, and the suite calls this a hundred
+    times. The command itself is tested in tests/unit/test_cli_user.py.
+
+    Runs `trio.run` in a thread of its own, so that sync fixtures and async tests (already inside
+    a Trio run) can both call it; the caller blocks meanwhile, as it did on the subprocess."""
     if not users:
         return
-    listing = config.parent / "users.txt"
-    listing.write_text("".join(f"{name}:{password}\n" for name, password in users))
-    result = imactor_cli(config, "user", "add", "--file", str(listing))
-    if result.returncode != 0:
-        raise RuntimeError(f"user add failed: {result.stderr}")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(trio.run, _create_accounts, load_config(config), list(users)).result(START_TIMEOUT)
+
+
+async def _create_accounts(config: Config, users: list[tuple[str, str]]) -> None:
+    async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
+        await storage.accounts.create_many(users, iterations=config.auth.scram_iterations)
 
 
 @contextmanager
