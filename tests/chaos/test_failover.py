@@ -150,7 +150,9 @@ def check(summary: dict[str, Any], directory: Path) -> None:
     write_summary(summary, directory, ("seconds", "kills", "recovery_s", "totals", "drained", "server_log"))
     assert len(summary["kills"]) == summary["plan"]["kills"]
     assert all(k["sessions"] > 0 for k in summary["kills"]), "a kill hit a worker without sessions"
-    check_books(summary["pairs"], summary["drained"])
+    # Its promise is at least once: a message whose recipient's worker died before confirming it
+    # is routed again, and may be stored twice (`sent_once_stored_twice`, reported, not checked).
+    check_books(summary["pairs"], summary["drained"], stored_once=False)
 
 
 @pytest.mark.cluster

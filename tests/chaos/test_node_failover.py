@@ -32,6 +32,7 @@ the long one (more pairs, more kills, some while clients are still reconnecting)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import time
@@ -64,6 +65,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.cluster]
 
 PASSWORD = "chaos password"
 LONG = os.environ.get("IMACTOR_CHAOS_LONG", "") not in ("", "0")
+#: The nodes' log level ("info" or "debug" to read a failure in their server.log files).
+LOG_LEVEL = os.environ.get("IMACTOR_CHAOS_LOG_LEVEL", "warning")
 #: Probes' pair numbers start here (the senders' pairs are 0 … K-1).
 PROBE_PAIRS = 1000
 #: Accounts a probe may send from (one homed on a survivor): a few, since each costs a SCRAM
@@ -156,7 +159,7 @@ def accounts(plan: Plan) -> tuple[list[str], list[str], list[str], list[str]]:
 @contextlib.contextmanager
 def three_nodes(directory: Path, database: str, users: list[str]) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
-        nodes = Cluster(stack, database)
+        nodes = Cluster(stack, database, log_level=LOG_LEVEL)
         for number, name in enumerate(NODES):
             node_dir = directory / name
             keygen(node_dir)
@@ -289,7 +292,7 @@ class Killer:
 # ---- the run -------------------------------------------------------------------------------------
 
 
-async def run_chaos(cluster: Cluster, plan: Plan) -> dict[str, Any]:
+async def run_chaos(cluster: Cluster, plan: Plan, directory: Path) -> dict[str, Any]:
     sender_names, receiver_names, targets, probers = accounts(plan)
     started = trio.current_time()
     ports = cluster.ports()
@@ -300,26 +303,30 @@ async def run_chaos(cluster: Cluster, plan: Plan) -> dict[str, Any]:
                  for i, name in enumerate(receiver_names)]  # fmt: skip
     everyone = senders + receivers
     killer = Killer(cluster, plan, (targets, probers))
-    with trio.fail_after(plan.timeout):
-        async with trio.open_nursery() as clients:
-            for client in everyone:
-                await clients.start(client.run)
-            print(f"{len(everyone)} clients logged in after {trio.current_time() - started:.1f} s")
-            stop = trio.Event()
-            async with trio.open_nursery() as traffic:
-                for pair, (sender, receiver) in enumerate(zip(senders, receivers, strict=True)):
-                    traffic.start_soon(send_steadily, sender, receiver.bare, pair, plan.rate, stop)
-                await wait_progress(senders, [plan.warmup_acks] * len(senders))
-                print(f"traffic flows after {trio.current_time() - started:.1f} s")
-                await killer.run(senders, everyone)
-                stop.set()
-            drained = [await sender.wait_all_acked(plan.drain) for sender in senders]
-            archives = [await r.archive(s.bare) for s, r in zip(senders, receivers, strict=True)]
-            for probe in killer.probes:
-                await read_probe(probe, clients, cluster.ports())
-            for client in everyone:
-                await client.aclose()
-            clients.cancel_scope.cancel()
+    try:
+        with trio.fail_after(plan.timeout):
+            async with trio.open_nursery() as clients:
+                for client in everyone:
+                    await clients.start(client.run)
+                print(f"{len(everyone)} clients logged in after {trio.current_time() - started:.1f} s")
+                stop = trio.Event()
+                async with trio.open_nursery() as traffic:
+                    for pair, (sender, receiver) in enumerate(zip(senders, receivers, strict=True)):
+                        traffic.start_soon(send_steadily, sender, receiver.bare, pair, plan.rate, stop)
+                    await wait_progress(senders, [plan.warmup_acks] * len(senders))
+                    print(f"traffic flows after {trio.current_time() - started:.1f} s")
+                    await killer.run(senders, everyone)
+                    stop.set()
+                drained = [await sender.wait_all_acked(plan.drain) for sender in senders]
+                archives = [await r.archive(s.bare) for s, r in zip(senders, receivers, strict=True)]
+                for probe in killer.probes:
+                    await read_probe(probe, clients, cluster.ports())
+                for client in everyone:
+                    await client.aclose()
+                clients.cancel_scope.cancel()
+    except BaseException:
+        write_unfinished(directory, killer, everyone)
+        raise
     for node in cluster:
         assert node.server.proc.poll() is None, f"{node.name}'s supervisor exited"
     pairs = [pair_report(i, senders[i], receivers[i], archives[i]) for i in range(plan.pairs)]
@@ -341,6 +348,16 @@ async def run_chaos(cluster: Cluster, plan: Plan) -> dict[str, Any]:
         "probes": probes,
         "clients": [client_report(c) for c in everyone],
     }
+
+
+def write_unfinished(directory: Path, killer: Killer, everyone: list[SmClient]) -> None:
+    """A run that failed half-way: what the kills and the clients had seen, in
+    ``chaos-unfinished.json`` (beside the nodes' logs), to tell why."""
+    clients = [{**client_report(c), "sent": len(c.books.sent), "unacked": c.unacked[:50], "ready": c.ready}
+               for c in everyone]  # fmt: skip
+    document = {"kills": [k.summary() for k in killer.kills], "clients": clients}
+    (directory / "chaos-unfinished.json").write_text(json.dumps(document, indent=2) + "\n")
+    print(f"unfinished run: {directory / 'chaos-unfinished.json'}")
 
 
 async def read_probe(probe: Probe, nursery: trio.Nursery, ports: list[int]) -> None:
@@ -372,11 +389,11 @@ def cluster(tmp_path: Path, postgres: PostgresServer, request: pytest.FixtureReq
 
 @pytest.mark.parametrize("cluster", [SHORT_PLAN], indirect=True, ids=["short"])
 async def test_acknowledged_messages_survive_node_kills(cluster: Cluster, tmp_path: Path) -> None:
-    check(await run_chaos(cluster, SHORT_PLAN), tmp_path)
+    check(await run_chaos(cluster, SHORT_PLAN, tmp_path), tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LONG, reason="long chaos run: set IMACTOR_CHAOS_LONG=1")
 @pytest.mark.parametrize("cluster", [LONG_PLAN], indirect=True, ids=["long"])
 async def test_acknowledged_messages_survive_node_kills_long(cluster: Cluster, tmp_path: Path) -> None:
-    check(await run_chaos(cluster, LONG_PLAN), tmp_path)
+    check(await run_chaos(cluster, LONG_PLAN, tmp_path), tmp_path)

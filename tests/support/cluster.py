@@ -88,18 +88,19 @@ class Cluster(list[Node]):
     """The running nodes (in NODES order); `restart` brings a killed one back."""
 
     def __init__(
-        self, stack: contextlib.ExitStack, database: str, *, workers: int = 1, extra: str = ""
-    ) -> None:
+        self, stack: contextlib.ExitStack, database: str, *, workers: int = 1, extra: str = "",
+        log_level: str = "warning",
+    ) -> None:  # fmt: skip
         super().__init__()
         self.stack, self.database = stack, database
-        self.workers, self.extra = workers, extra
+        self.workers, self.extra, self.log_level = workers, extra, log_level
         self.restarts = 0
 
     def start(self, directory: Path, name: str, users: list[tuple[str, str]]) -> Node:
         extra = cluster_options(directory, name, NODES[name], self.database) + self.extra
-        server = self.stack.enter_context(
-            running_server(directory, users=users, extra=extra, workers=self.workers)
-        )
+        server = self.stack.enter_context(running_server(
+            directory, users=users, extra=extra, workers=self.workers, log_level=self.log_level
+        ))  # fmt: skip
         return Node(name, directory, server)
 
     def restart(self, node: Node) -> Node:
