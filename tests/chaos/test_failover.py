@@ -22,10 +22,8 @@ docs/testing.md.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +33,18 @@ import trio
 
 from tests.support.chaos import (
     Kill,
-    Receipt,
     SmClient,
+    check_books,
+    client_report,
     kill_worker,
+    log_signs,
+    pair_report,
+    send_steadily,
+    totals,
     wait_clients_back,
     wait_for_workers,
+    wait_progress,
+    write_summary,
 )
 from tests.support.server import running_server
 
@@ -69,81 +74,6 @@ LONG_PLAN = Plan(workers=int(os.environ.get("IMACTOR_CHAOS_WORKERS", "2")),
                  kills=int(os.environ.get("IMACTOR_CHAOS_KILLS", "12")),
                  rate=10, warmup_acks=30, acks_between=60, quick_every=3, drain=40, timeout=900,
                  seed=SEED)  # fmt: skip
-#: Server log lines worth counting in the summary: each explains a failure of the promise.
-LOG_SIGNS = {
-    "acked_without_durable_write": "not durably handled",
-    "frames_dropped": "dropped a",
-    "tracebacks": "Traceback",
-}
-#: Seconds for traffic to show progress (acks) after a start or a recovery.
-PROGRESS_TIMEOUT = 60
-
-
-async def send_steadily(sender: SmClient, to: str, pair: int, rate: float, stop: trio.Event) -> None:
-    """Numbered messages 1, 2, … at `rate` per second until `stop`; a reconnection pauses the
-    clock (no burst afterwards)."""
-    interval = 1 / rate
-    next_at = trio.current_time()
-    n = 0
-    while not stop.is_set():
-        n += 1
-        await sender.send_chat(to, pair, n)
-        next_at = max(next_at + interval, trio.current_time())
-        with trio.move_on_at(next_at):
-            await stop.wait()
-
-
-async def wait_progress(senders: list[SmClient], targets: list[int]) -> None:
-    """Wait until each sender has `targets[i]` messages acked; fail after `PROGRESS_TIMEOUT` with
-    the state of those that lag."""
-    with trio.move_on_after(PROGRESS_TIMEOUT):
-        for sender, target in zip(senders, targets, strict=True):
-            await sender.wait_acked(target)
-        return
-    lagging = [f"{s.username}: acked {len(s.books.acked)}/{target}, sent {len(s.books.sent)}, "
-               f"ready {s.ready}, connections {[c.how for c in s.books.connections]}, "
-               f"drops {len(s.books.drops)}, failed attempts {s.books.failed_attempts}"
-               for s, target in zip(senders, targets, strict=True)
-               if len(s.books.acked) < target]  # fmt: skip
-    raise AssertionError(f"no progress within {PROGRESS_TIMEOUT} s: {lagging}")
-
-
-def pair_report(pair: int, sender: SmClient, receiver: SmClient, archive: list[Receipt]) -> dict[str, Any]:
-    acked = sender.books.acked
-    sent = set(sender.books.sent)
-    delivered = [r for r in receiver.books.receipts if r.pair == pair]
-    live = Counter(r.n for r in delivered if r.how == "live")
-    delayed = Counter(r.n for r in delivered if r.how == "delayed")
-    archived = Counter(r.n for r in archive if r.pair == pair)
-    received = set(live) | set(delayed) | set(archived)
-    by_n: dict[int, set[str | None]] = {}
-    for receipt in delivered:
-        by_n.setdefault(receipt.n, set()).add(receipt.stanza_id)
-    return {
-        "pair": pair,
-        "sent": len(sent),
-        "acked": len(acked),
-        "unacked_at_end": sorted(sent - acked),
-        "resent_after_failed_resumption": sender.books.resent,
-        "received_live": len(live),
-        "received_delayed": len(delayed),
-        "archived": len(archived),
-        "only_in_archive": len(acked - set(live) - set(delayed)),
-        "missing": sorted(acked - received),
-        "never_sent_but_received": sorted(received - sent),
-        "foreign": sorted({(r.pair, r.n) for r in receiver.books.receipts if r.pair != pair}),
-        "duplicates_delivered": sum((live + delayed).values()) - len(set(live) | set(delayed)),
-        "duplicates_delivered_with_another_stanza_id": sum(1 for ids in by_n.values() if len(ids) > 1),
-        "duplicates_archived": sum(archived.values()) - len(archived),
-        "over_acks": sender.books.over_acks,
-    }
-
-
-def client_report(client: SmClient) -> dict[str, Any]:
-    books = client.books
-    return {"account": client.username, "connections": Counter(c.how for c in books.connections),
-            "failed_attempts": books.failed_attempts, "failures": books.failures,
-            "stream_errors": books.stream_errors}  # fmt: skip
 
 
 async def kill_repeatedly(
@@ -198,7 +128,6 @@ async def run_chaos(directory: Path, plan: Plan) -> dict[str, Any]:
                 await client.aclose()
             clients.cancel_scope.cancel()
         assert server.proc.poll() is None, "the node supervisor exited"
-    log = (directory / "server.log").read_text(errors="replace")
     pairs = [pair_report(i, senders[i], receivers[i], archives[i]) for i in range(plan.pairs)]
     recovered = [k.clients_back_after for k in kills if k.clients_back_after is not None]
     return {
@@ -209,44 +138,21 @@ async def run_chaos(directory: Path, plan: Plan) -> dict[str, Any]:
             "max": round(max(recovered), 3) if recovered else None,
             "mean": round(sum(recovered) / len(recovered), 3) if recovered else None,
         },
-        "totals": {
-            key: sum(p[key] for p in pairs)
-            for key in (
-                "sent",
-                "acked",
-                "received_live",
-                "received_delayed",
-                "archived",
-                "only_in_archive",
-                "duplicates_delivered",
-                "duplicates_archived",
-                "resent_after_failed_resumption",
-            )
-        },
+        "totals": totals(pairs),
         "drained": drained,
-        "server_log": {name: log.count(text) for name, text in LOG_SIGNS.items()},
+        "server_log": log_signs([directory / "server.log"]),
         "pairs": pairs,
         "clients": [client_report(c) for c in senders + receivers],
     }
 
 
 def check(summary: dict[str, Any], directory: Path) -> None:
-    (directory / "chaos-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: summary[k] for k in ("seconds", "kills", "recovery_s", "totals", "drained", "server_log")},
-            indent=2,
-        )
-    )
-    print(f"summary: {directory / 'chaos-summary.json'}  (seed {summary['plan']['seed']})")
-    missing = {p["pair"]: p["missing"] for p in summary["pairs"] if p["missing"]}
-    assert not missing, f"acknowledged but never received (pair: numbers): {missing}"
-    assert all(not p["over_acks"] for p in summary["pairs"]), "the server acked more than was sent"
-    assert all(not p["never_sent_but_received"] and not p["foreign"] for p in summary["pairs"])
+    write_summary(summary, directory, ("seconds", "kills", "recovery_s", "totals", "drained", "server_log"))
     assert len(summary["kills"]) == summary["plan"]["kills"]
     assert all(k["sessions"] > 0 for k in summary["kills"]), "a kill hit a worker without sessions"
-    # Liveness: once the killing is over, everything sent gets acked.
-    assert all(summary["drained"]), [p["unacked_at_end"] for p in summary["pairs"]]
+    # Its promise is at least once: a message whose recipient's worker died before confirming it
+    # is routed again, and may be stored twice (`sent_once_stored_twice`, reported, not checked).
+    check_books(summary["pairs"], summary["drained"], stored_once=False)
 
 
 @pytest.mark.cluster

@@ -3,7 +3,8 @@
 Each node is a real `imactor supervise` (its supervisor and one worker) with its own data dir,
 its own CURVE key (`imactor cluster keygen`) and its mesh on its own loopback address
 (127.0.0.2, .3, .4); clients connect to each node's c2s port. The leases are short (3 s, renewed
-every 0.5 s) so that a killed node's users move within seconds.
+every 0.5 s) so that a killed node's users move within seconds. The helpers that start, kill and
+restart nodes are in tests/support/cluster.py.
 """
 
 from __future__ import annotations
@@ -19,103 +20,34 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
 from imactor.cluster.endpoints import worker_id
-from imactor.cluster.placement import home
 from imactor.xmpp.namespaces import NS_STREAM_ERRORS
 from tests.support.clients import make_slixmpp, run, slixmpp_client
+from tests.support.cluster import LEASE, NODES, Cluster, cluster_options, keygen, node_of, wait_for_members
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer
 from tests.support.raw import HEADER, STREAM_NS, RawClient
-from tests.support.server import ServerProcess, imactor_cli, running_server, write_config
+from tests.support.server import imactor_cli, write_config
 from tests.support.timeouts import START_TIMEOUT, TIMEOUT
 
 pytestmark = pytest.mark.postgres
 
 PASSWORD = "secret-pw"
 USERS = [f"u{n}" for n in range(40)]
-NODES = {"node-a": "127.0.0.2", "node-b": "127.0.0.3", "node-c": "127.0.0.4"}
-LEASE = 3.0
 #: Sessions a node holds beyond the least loaded one before it sends new clients there.
 REDIRECT_MARGIN = 6
-
-
-def cluster_options(directory: Path, name: str, mesh_host: str, database: str, lease: float = LEASE) -> str:
-    return (
-        f'\n[storage]\nurl = "{database}"\npartitions = 4\n'
-        f'\n[cluster]\nenabled = true\nnode = "{name}"\nmesh_host = "{mesh_host}"\nmesh_port = 0\n'
-        f'key_file = "{directory / "node.key"}"\nlease = {lease}\nheartbeat = 0.5\n'
-        f'redirect = "least-loaded"\nredirect_margin = {REDIRECT_MARGIN}\n'
-    )
-
-
-@dataclass
-class Node:
-    name: str
-    directory: Path
-    server: ServerProcess
-
-    def membership(self) -> dict[str, object]:
-        document: dict[str, object] = self.server.status()["supervisor"]["membership"]
-        return document
-
-    def pids(self) -> list[int]:
-        """The supervisor's pid and its workers'."""
-        workers = self.server.status()["workers"]
-        return [self.server.proc.pid, *(int(w["pid"]) for w in workers if w.get("pid"))]
-
-
-def keygen(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "imactor", "cluster", "keygen", str(directory / "node.key")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "public key" in result.stdout
-
-
-def wait_for_members(nodes: list[Node], count: int) -> int:
-    """Wait until every node announces one membership of `count` workers; returns its epoch."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        views = [node.membership() for node in nodes]
-        epochs = {v["epoch"] for v in views}
-        if len(epochs) == 1 and all(len(v["members"]) == count for v in views):  # type: ignore[arg-type]
-            return int(epochs.pop())  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, views
-        time.sleep(0.1)
-
-
-class Cluster(list[Node]):
-    """The running nodes (in NODES order); `restart` brings a killed one back."""
-
-    def __init__(self, stack: contextlib.ExitStack, database: str) -> None:
-        super().__init__()
-        self.stack, self.database = stack, database
-
-    def start(self, directory: Path, name: str, users: list[tuple[str, str]]) -> Node:
-        """Start a node (callable from several threads at once: the stack's pushes are atomic)."""
-        extra = cluster_options(directory, name, NODES[name], self.database)
-        server = self.stack.enter_context(running_server(directory, users=users, extra=extra))
-        return Node(name, directory, server)
-
-    def restart(self, node: Node) -> Node:
-        """The same node (name, key, data dir) started again in place of `node`."""
-        again = self.start(node.directory, node.name, [])
-        self[self.index(node)] = again
-        return again
+REDIRECT = f'redirect = "least-loaded"\nredirect_margin = {REDIRECT_MARGIN}\n'
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
-        nodes = Cluster(stack, postgres.database_url("cluster"))
+        nodes = Cluster(stack, postgres.database_url("cluster"), extra=REDIRECT)
         directories = [tmp_path_factory.mktemp(name) for name in NODES]
         for directory in directories:
             keygen(directory)
@@ -129,16 +61,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) 
             nodes.extend(future.result() for future in started)
         wait_for_members(nodes, len(NODES))
         yield nodes
-
-
-def node_of(nodes: list[Node], username: str, live: list[Node]) -> Node:
-    """The node whose worker is home to `username`'s user actor, under the membership of `live`."""
-    members = tuple(live[0].membership()["members"])  # type: ignore[arg-type]
-    owner = home("user", username, members)
-    for node in nodes:
-        if node.membership()["node_id"] == owner // 1024:
-            return node
-    raise AssertionError(f"no node holds w{owner}")
 
 
 async def test_one_membership_over_three_nodes(cluster: Cluster) -> None:

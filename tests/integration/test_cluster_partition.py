@@ -18,7 +18,8 @@ import trio
 
 from imactor.cluster.placement import home
 from imactor.node.status.client import StatusUnavailable
-from tests.integration.test_cluster import PASSWORD, USERS, Node, cluster_options, keygen
+from tests.integration.test_cluster import PASSWORD, USERS
+from tests.support.cluster import Node, cluster_options, keygen
 from tests.support.netns import Namespace, NetnsUnavailable, namespace
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer

@@ -10,6 +10,11 @@ sends again what was not acked (with the same origin-id: a duplicate at worst). 
 receives is recorded: live messages, delayed ones (offline storage or a resumption's re-send,
 both stamped with XEP-0203 <delay/>), and archive results (XEP-0313).
 
+In a cluster (`failover`: the c2s ports of every node) a client whose connection attempt fails
+tries the next node's port, as a client does with the next address its DNS SRV lookup gave it
+(RFC 6120 §3.2.1): so a client of a killed node moves to a surviving one, and resumes there or
+logs in again.
+
 The client's own `h` (what it tells the server it received) counts every stanza read after
 <enabled/>, and continues after <resumed/>; it answers every <r/> at once, so the server re-sends
 on resumption exactly what this client never read.
@@ -20,16 +25,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
 import ssl
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 from lxml import etree
@@ -109,6 +115,9 @@ class Books:
     sent: dict[int, str] = field(default_factory=dict)  #: n → message id, once handed to a stream
     acked: set[int] = field(default_factory=set)  #: n covered by an `h` from the server
     resent: int = 0  #: messages sent again on a new session (their ack was lost)
+    #: n → how many times it went out on a stream (more than once: re-sent after a resumption
+    #: or on a new session, so the server may rightly have it twice)
+    copies: Counter[int] = field(default_factory=Counter)
     receipts: list[Receipt] = field(default_factory=list)
     connections: list[Connection] = field(default_factory=list)
     drops: list[float] = field(default_factory=list)  #: when a usable connection ended
@@ -130,13 +139,17 @@ class SmClient:
         password: Its password.
         port: The STARTTLS client port.
         available: Send initial presence on each new session (and so get offline messages).
+        failover: The c2s ports of every node of a cluster, read anew at each attempt (a restarted
+            node listens on a new port): a failed attempt moves on to the next one.
     """
 
     def __init__(self, username: str, password: str, port: int, *, domain: str = "localhost",
-                 resource: str = "chaos", available: bool = True) -> None:  # fmt: skip
+                 resource: str = "chaos", available: bool = True,
+                 failover: Callable[[], Sequence[int]] | None = None) -> None:  # fmt: skip
         self.username = username
         self.password = password
         self.port = port
+        self.failover = failover
         self.domain = domain
         self.resource = resource
         self.available = available
@@ -185,6 +198,7 @@ class SmClient:
                     raise ClientGaveUp(
                         f"{self.bare}: {attempts} connection attempts failed; last: {reason}"
                     ) from None
+                self._next_port()
                 await trio.sleep(RETRY_DELAY)
                 continue
             self.books.connections.append(Connection(trio.current_time(), how, attempts))
@@ -203,6 +217,15 @@ class SmClient:
             if not self._closing:
                 self.books.drops.append(trio.current_time())
             await conn.aclose()
+
+    def _next_port(self) -> None:
+        """After a failed attempt: the next node's port, if there are several (module doc)."""
+        if self.failover is None:
+            return
+        ports = list(self.failover())
+        if ports:
+            after = ports.index(self.port) + 1 if self.port in ports else 0
+            self.port = ports[after % len(ports)]
 
     async def wait_ready(self) -> None:
         while not self.ready:
@@ -316,6 +339,8 @@ class SmClient:
         """Number a stanza in this SM session, then write it (a failed write leaves it unacked)."""
         self._out += 1
         self._unacked.append((self._out, data, n))
+        if n is not None:
+            self.books.copies[n] += 1
         await conn.send(data)
 
     async def send_chat(self, to: str, pair: int, n: int) -> None:
@@ -324,16 +349,16 @@ class SmClient:
         Once this returns, the message is on the books: it will be sent again on a new session
         until an `h` covers it.
         """
-        message_id = f"p{pair}n{n}"
-        data = (f"<message to='{to}' id='{message_id}' type='chat'><body>{chat_body(pair, n)}</body>"
-                f"<origin-id xmlns='{NS_SID}' id='{message_id}'/></message>").encode()  # fmt: skip
+        ident = message_id(pair, n)
+        data = (f"<message to='{to}' id='{ident}' type='chat'><body>{chat_body(pair, n)}</body>"
+                f"<origin-id xmlns='{NS_SID}' id='{ident}'/></message>").encode()  # fmt: skip
         while True:
             await self.wait_ready()
             async with self._send_lock:
                 conn = self._conn
                 if conn is None or not self.ready:
                     continue
-                self.books.sent[n] = message_id
+                self.books.sent[n] = ident
                 with contextlib.suppress(*_CONNECTION_ERRORS):
                     await self._send_counted(conn, data, n)
                     await conn.send(f"<r xmlns='{SM}'/>")
@@ -517,6 +542,154 @@ def _receipt(element: Element, parsed: tuple[int, int], how: str, by: str) -> Re
     return Receipt(parsed[0], parsed[1], how, None if origin is None else origin.get("id"), stanza_id)
 
 
+# ---- a chaos run: traffic and its books -------------------------------------------------------
+
+
+#: Server log lines worth counting in the summary: each explains a failure of the promise.
+LOG_SIGNS = {
+    "acked_without_durable_write": "not durably handled",
+    "frames_dropped": "dropped a",
+    "tracebacks": "Traceback",
+}
+#: Seconds for traffic to show progress (acks) after a start or a recovery.
+PROGRESS_TIMEOUT = 60
+
+
+async def send_steadily(sender: SmClient, to: str, pair: int, rate: float, stop: trio.Event) -> None:
+    """Numbered messages 1, 2, … at `rate` per second until `stop`; a reconnection pauses the
+    clock (no burst afterwards)."""
+    interval = 1 / rate
+    next_at = trio.current_time()
+    n = 0
+    while not stop.is_set():
+        n += 1
+        await sender.send_chat(to, pair, n)
+        next_at = max(next_at + interval, trio.current_time())
+        with trio.move_on_at(next_at):
+            await stop.wait()
+
+
+async def wait_progress(senders: list[SmClient], targets: list[int]) -> None:
+    """Wait until each sender has `targets[i]` messages acked; fail after `PROGRESS_TIMEOUT` with
+    the state of those that lag."""
+    with trio.move_on_after(PROGRESS_TIMEOUT):
+        for sender, target in zip(senders, targets, strict=True):
+            await sender.wait_acked(target)
+        return
+    lagging = [f"{s.username}: acked {len(s.books.acked)}/{target}, sent {len(s.books.sent)}, "
+               f"ready {s.ready}, connections {[c.how for c in s.books.connections]}, "
+               f"drops {len(s.books.drops)}, failed attempts {s.books.failed_attempts}"
+               for s, target in zip(senders, targets, strict=True)
+               if len(s.books.acked) < target]  # fmt: skip
+    raise AssertionError(f"no progress within {PROGRESS_TIMEOUT} s: {lagging}")
+
+
+def message_id(pair: int, n: int) -> str:
+    """The id and origin-id (XEP-0359) of chaos message `n` of `pair`."""
+    return f"p{pair}n{n}"
+
+
+def pair_report(pair: int, sender: SmClient, receiver: SmClient, archive: list[Receipt]) -> dict[str, Any]:
+    """What became of one sender's messages to one receiver: sent, acked, received (live, delayed,
+    archived), what is missing, and the duplicates.
+
+    A message the client put on a stream once (`Books.copies`) is one message to the server: all
+    its copies, delivered or archived, must carry one stanza-id (XEP-0359 §3: the server's id of
+    the one message it stored). One the client sent again, after a resumption failed or on a
+    resumption, may rightly have been stored twice (XEP-0198 §4: the client cannot know whether
+    the server had it), so its copies may carry two stanza-ids; they are counted, not faulted.
+    """
+    acked = sender.books.acked
+    sent = set(sender.books.sent)
+    delivered = [r for r in receiver.books.receipts if r.pair == pair]
+    live = Counter(r.n for r in delivered if r.how == "live")
+    delayed = Counter(r.n for r in delivered if r.how == "delayed")
+    archived = Counter(r.n for r in archive if r.pair == pair)
+    received = set(live) | set(delayed) | set(archived)
+    by_n: dict[int, set[str | None]] = {}
+    for receipt in delivered:
+        by_n.setdefault(receipt.n, set()).add(receipt.stanza_id)
+    stored_as: dict[int, set[str | None]] = {n: set(ids) for n, ids in by_n.items()}
+    for receipt in archive:
+        if receipt.pair == pair:
+            stored_as.setdefault(receipt.n, set()).add(receipt.stanza_id)
+    copies = sender.books.copies
+    return {
+        "pair": pair,
+        "sender": sender.username,
+        "receiver": receiver.username,
+        "sent": len(sent),
+        "acked": len(acked),
+        "unacked_at_end": sorted(sent - acked),
+        "resent_after_failed_resumption": sender.books.resent,
+        "sent_more_than_once": sum(1 for n in sent if copies[n] > 1),
+        "received_live": len(live),
+        "received_delayed": len(delayed),
+        "archived": len(archived),
+        "only_in_archive": len(acked - set(live) - set(delayed)),
+        "missing": sorted(acked - received),
+        "never_sent_but_received": sorted(received - sent),
+        "foreign": sorted({(r.pair, r.n) for r in receiver.books.receipts if r.pair != pair}),
+        "origin_id_changed": sorted(
+            {r.n for r in [*delivered, *archive] if r.pair == pair and r.origin_id != message_id(pair, r.n)}
+        ),
+        "duplicates_delivered": sum((live + delayed).values()) - len(set(live) | set(delayed)),
+        "duplicates_delivered_with_another_stanza_id": sum(1 for ids in by_n.values() if len(ids) > 1),
+        "duplicates_archived": sum(archived.values()) - len(archived),
+        "sent_once_stored_twice": sorted(
+            n for n, ids in stored_as.items() if len(ids) > 1 and copies[n] == 1
+        ),
+        "over_acks": sender.books.over_acks,
+    }
+
+
+def client_report(client: SmClient) -> dict[str, Any]:
+    books = client.books
+    return {"account": client.username, "connections": Counter(c.how for c in books.connections),
+            "failed_attempts": books.failed_attempts, "failures": books.failures,
+            "stream_errors": books.stream_errors}  # fmt: skip
+
+
+#: The summary's totals: sums over the pairs of these `pair_report` keys.
+TOTALS = ("sent", "acked", "received_live", "received_delayed", "archived", "only_in_archive",
+          "duplicates_delivered", "duplicates_delivered_with_another_stanza_id", "duplicates_archived",
+          "resent_after_failed_resumption", "sent_more_than_once")  # fmt: skip
+
+
+def totals(pairs: Sequence[dict[str, Any]]) -> dict[str, int]:
+    return {key: sum(p[key] for p in pairs) for key in TOTALS}
+
+
+def log_signs(logs: Sequence[Path]) -> dict[str, int]:
+    """How often each of `LOG_SIGNS` occurs in the server logs `logs`."""
+    text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    return {name: text.count(sign) for name, sign in LOG_SIGNS.items()}
+
+
+def write_summary(summary: dict[str, Any], directory: Path, headline: Sequence[str]) -> None:
+    """`chaos-summary.json` in `directory`, and its `headline` keys printed (pytest -s shows them)."""
+    (directory / "chaos-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({key: summary[key] for key in headline}, indent=2))
+    print(f"summary: {directory / 'chaos-summary.json'}  (seed {summary['plan']['seed']})")
+
+
+def check_books(
+    pairs: Sequence[dict[str, Any]], drained: Sequence[bool], *, stored_once: bool = True
+) -> None:
+    """The promise, from the pairs' reports: nothing acknowledged is lost, nothing is made up,
+    a message sent once is stored once (unless `stored_once` is False), and once the killing
+    stops everything gets acked."""
+    missing = {p["pair"]: p["missing"] for p in pairs if p["missing"]}
+    assert not missing, f"acknowledged but never received (pair: numbers): {missing}"
+    assert all(not p["over_acks"] for p in pairs), "the server acked more than was sent"
+    assert all(not p["never_sent_but_received"] and not p["foreign"] for p in pairs)
+    changed = {p["pair"]: p["origin_id_changed"] for p in pairs if p["origin_id_changed"]}
+    assert not changed, f"copies whose origin-id is not the sender's (pair: numbers): {changed}"
+    twice = {p["pair"]: p["sent_once_stored_twice"] for p in pairs if p["sent_once_stored_twice"]}
+    assert not stored_once or not twice, f"sent once, yet copies with two stanza-ids (pair: numbers): {twice}"
+    assert all(drained), [p["unacked_at_end"] for p in pairs]
+
+
 # ---- the status socket and the workers ----------------------------------------------------------
 
 
@@ -597,7 +770,17 @@ async def kill_worker(
     return kill
 
 
-async def wait_clients_back(clients: Sequence[SmClient], kill: Kill, timeout: float = START_TIMEOUT) -> None:
+class Outage(Protocol):
+    """A kill (of a worker, of a node) as `wait_clients_back` records the clients' return."""
+
+    at: float  #: trio.current_time() of the kill
+    clients_dropped: int
+    clients_back_after: float | None
+
+
+async def wait_clients_back(
+    clients: Sequence[SmClient], kill: Outage, timeout: float = START_TIMEOUT
+) -> None:
     """Wait until every client is connected; record in `kill` when the last one that dropped
     after it came back."""
     with trio.fail_after(timeout):
