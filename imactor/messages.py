@@ -117,13 +117,16 @@ class Completion:
     first, the mesh calls `lost` and the session routes the message again (at least once).
     """
 
-    __slots__ = ("_event", "attempt", "failed", "stanza")
+    __slots__ = ("_event", "attempt", "failed", "key", "stanza")
 
-    def __init__(self, stanza: Stanza | None = None, attempt: int = 1) -> None:
+    def __init__(self, stanza: Stanza | None = None, attempt: int = 1, key: str = "") -> None:
         self._event = trio.Event()
         #: The routed stanza, kept by the sending session to route it again if it is `lost`.
         self.stanza = stanza
         self.attempt = attempt
+        #: The same for every route of one message (its session and number): what stores it
+        #: more than once stores it under one id (the archive's XEP-0359 stanza-id).
+        self.key = key
         #: True when the worker that was to handle the stanza died first: nothing is known of it.
         self.failed = False
 

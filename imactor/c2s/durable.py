@@ -47,10 +47,13 @@ Spawn = Callable[..., None]
 class DurableAcks:
     """The client's messages awaiting durable handling, and the acks that wait for them."""
 
-    __slots__ = ("_ack_target", "_acking", "_address", "_current", "_pending", "_router", "_sm", "_spawn")
+    __slots__ = (
+        "_ack_target", "_acking", "_address", "_current", "_pending", "_routed", "_router", "_sm", "_spawn",
+    )  # fmt: skip
 
     def __init__(self, address: ActorAddress, state: sm.StreamManagement, router: Router) -> None:
         self._address, self._sm, self._router = address, state, router
+        self._routed = 0  #: messages routed so far: with the session's key, each one's key
         self._spawn: Spawn | None = None
         #: (sequence number, signal, deadline), in arrival order. A list, not a deque: it is
         #: short (messages in flight), and empty in most sessions, where a deque costs 600 bytes.
@@ -88,7 +91,8 @@ class DurableAcks:
         """The stanza being processed is a message routed to an account: its signal, if managed."""
         if not self._sm.enabled:
             return None
-        self._current = m.Completion(message)
+        self._routed += 1
+        self._current = m.Completion(message, key=f"{self._address.key}/{self._routed}")
         return self._current
 
     def processed(self, seq: int) -> None:
@@ -126,7 +130,7 @@ class DurableAcks:
         counted as it is."""
         if lost.stanza is None or lost.attempt >= MAX_ROUTE_ATTEMPTS or self._spawn is None:
             return False
-        again = m.Completion(lost.stanza, lost.attempt + 1)
+        again = m.Completion(lost.stanza, lost.attempt + 1, key=lost.key)
         self._pending[0] = (seq, again, trio.current_time() + COMPLETION_TIMEOUT)
         try:
             self._spawn(self._route, again)

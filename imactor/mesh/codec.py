@@ -13,7 +13,7 @@ texts are UTF-8. What each message holds, field by field:
 | BlocklistChanged  | one JID per field                                                       |
 | Bind              | has-resource ("1"/"0"), resource, session key, session worker, reply id |
 | Unbind            | resource, session key, session worker                                   |
-| Route             | completion id ("" for none), origin worker ("" for none), stanza        |
+| Route             | completion id ("" for none), message key, origin worker ("" for none), stanza |
 | FromResource      | routed ("1"/"0"), stanza                                                |
 | Undelivered       | stanza, stanza, ...                                                     |
 | AccountRemoved    | (none)                                                                  |
@@ -86,7 +86,7 @@ class Endpoints(Protocol):
 
     def remote_reply(self, worker: int, reply_id: str) -> Reply[Any]: ...
 
-    def remote_completion(self, worker: int, completion_id: str) -> m.Completion: ...
+    def remote_completion(self, worker: int, completion_id: str, key: str = "") -> m.Completion: ...
 
 
 # ---- fields ----------------------------------------------------------------------------------
@@ -204,7 +204,9 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [resource.encode(), *_session(session)]
         case m.Route(stanza, completion, origin):
             cid = "" if completion is None else endpoints.completion_id(completion, target_worker)
-            fields = [cid.encode(), b"" if origin is None else str(origin).encode(), *_stanza_fields(stanza)]
+            key = "" if completion is None else completion.key
+            fields = [cid.encode(), key.encode(), b"" if origin is None else str(origin).encode(),
+                      *_stanza_fields(stanza)]  # fmt: skip
         case m.FromResource(stanza, routed):
             fields = [b"1" if routed else b"0", *_stanza_fields(stanza)]
         case m.Undelivered(stanzas):
@@ -300,11 +302,11 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
             resource, key, worker = exactly(3)
             return m.Unbind(_text(resource), session_at(key, worker))
         case "Route":
-            exactly(2 + _STANZA_FIELDS)
-            cid = _text(next(it))
+            exactly(3 + _STANZA_FIELDS)
+            cid, message_key = _text(next(it)), _text(next(it))
             origin_field = next(it)
             stanza = _stanza(it)
-            completion = endpoints.remote_completion(source, cid) if cid else None
+            completion = endpoints.remote_completion(source, cid, message_key) if cid else None
             return m.Route(stanza, completion, _int(origin_field) if origin_field else None)
         case "FromResource":
             exactly(1 + _STANZA_FIELDS)

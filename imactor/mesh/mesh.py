@@ -281,8 +281,8 @@ class Mesh:
     def remote_reply(self, worker: int, reply_id: str) -> Reply[Any]:
         return RemoteReply(self, worker, reply_id)
 
-    def remote_completion(self, worker: int, completion_id: str) -> m.Completion:
-        return RemoteCompletion(self, worker, completion_id)
+    def remote_completion(self, worker: int, completion_id: str, key: str = "") -> m.Completion:
+        return RemoteCompletion(self, worker, completion_id, key)
 
     # ---- running -------------------------------------------------------------------------------
 

@@ -137,8 +137,8 @@ class RemoteCompletion(m.Completion):
 
     __slots__ = ("_id", "_mesh", "_worker")
 
-    def __init__(self, mesh: FrameSender, worker: int, completion_id: str) -> None:
-        super().__init__()
+    def __init__(self, mesh: FrameSender, worker: int, completion_id: str, key: str = "") -> None:
+        super().__init__(key=key)
         self._mesh, self._worker, self._id = mesh, worker, completion_id
 
     def done(self) -> None:

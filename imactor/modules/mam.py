@@ -34,7 +34,9 @@ Preferences (§6): default always/roster/never with always/never lists, applied 
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -108,7 +110,8 @@ async def archive(ctx: MessageContext) -> None:
     account = ctx.account
     sender = JID.parse(element.get("from", ""))
     recipient = JID.parse(element.get("to", ""))
-    stanza_id = random_id(12)
+    # One id per message, also when its sender routed it again (the archive keeps one row).
+    stanza_id = stable_id(ctx.message_key) if ctx.message_key else random_id(12)
     data = st.serialize(element)
     sender_resource = sender.resourcepart or ""
     entries = [ArchiveEntry(account.username, stanza_id, str(sender.bare), "in", data, sender_resource)]
@@ -125,6 +128,13 @@ async def archive(ctx: MessageContext) -> None:
         sid = st.child(element, NS_SID, "stanza-id")
         sid.set("by", str(account.jid))
         sid.set("id", stanza_id)
+
+
+def stable_id(key: str) -> str:
+    """A stanza-id for the message `key` names: the same for every route of it, and as hard to
+    guess as the key (which starts with the sending session's random id)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=9, person=b"imactor-sid").digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def archivable(element: st.Element) -> bool:

@@ -66,11 +66,11 @@ class Contexts:
             room=room,
         )  # fmt: skip
 
-    def message(self, stanza: Element, account: AccountApi, options: Any) -> MessageContext:
+    def message(self, stanza: Element, account: AccountApi, options: Any, key: str = "") -> MessageContext:
         source = self._source
         return MessageContext(
             stanza=stanza, account=account, options=options, storage=source.storage,
-            config=source.config, server=source.server,
+            config=source.config, server=source.server, message_key=key,
         )  # fmt: skip
 
     def delivered(

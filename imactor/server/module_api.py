@@ -147,6 +147,10 @@ class MessageContext:
     storage: Storage
     config: Config
     server: ServerApi
+    #: The same for every route of one message when its sender's session routes it again (its
+    #: recipient's worker died before confirming it): a hook that stores it stores it once, under
+    #: one id. "" when the message has none (no XEP-0198 on the sender's stream).
+    message_key: str = ""
 
 
 MessageHook = Callable[[MessageContext], Awaitable[None]]

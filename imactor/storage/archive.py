@@ -108,7 +108,10 @@ _ACCOUNT_PREFS = (
 _ROSTER_STATE = "SELECT subscription, ask FROM roster_item WHERE username = :username AND jid = :jid"
 _INSERT_ARCHIVED = (
     "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
-    "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza)"
+    "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza) "
+    # A message its sender routed again (its first recipient worker died unconfirmed) comes back
+    # with the same stanza-id (`MessageContext.message_key`): the archive keeps the first row.
+    "ON CONFLICT DO NOTHING"
 )
 
 

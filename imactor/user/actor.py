@@ -240,7 +240,8 @@ class UserActor(Actor[m.UserMessage]):
                 await self._unbind(message)
             case m.Route():
                 try:
-                    await self._inbound(message.stanza, message.origin)
+                    key = "" if message.completion is None else message.completion.key
+                    await self._inbound(message.stanza, message.origin, key)
                 except StorageError as exc:
                     # Not stored (a full disk, a read-only database): the sender gets an error,
                     # never silence; the completion below then counts the stanza in the sender's
@@ -403,7 +404,7 @@ class UserActor(Actor[m.UserMessage]):
 
     # ---- stanzas addressed to the account -----------------------------------------------
 
-    async def _inbound(self, stanza: Stanza, origin: int | None = None) -> None:
+    async def _inbound(self, stanza: Stanza, origin: int | None = None, key: str = "") -> None:
         if not self.exists:
             await self._no_such_account(stanza)
             return
@@ -413,7 +414,7 @@ class UserActor(Actor[m.UserMessage]):
                 await self.out.bounce(stanza, StanzaError("service-unavailable"))
             return
         if stanza.kind == "message":
-            await self.delivery.inbound(stanza)
+            await self.delivery.inbound(stanza, key)
         elif stanza.kind == "presence":
             await self.presence.inbound(stanza, origin)
         else:

@@ -42,14 +42,15 @@ class Delivery:
         self._resources = resources
         self._out = out
 
-    async def inbound(self, stanza: Stanza) -> None:
-        """§8.5.2 (bare JID) and §8.5.3 (full JID) for a message to an existing account."""
+    async def inbound(self, stanza: Stanza, key: str = "") -> None:
+        """§8.5.2 (bare JID) and §8.5.3 (full JID) for a message to an existing account. `key`:
+        the same for every route of one message (`Completion.key`; "" when it has none)."""
         resources = self._resources
         resource_name = stanza.to_jid.resourcepart
         if resource_name is not None:
             resource = resources.get(resource_name)
             if resource is not None:
-                hooked = await self._message_hooks(stanza)
+                hooked = await self._message_hooks(stanza, key)
                 if hooked is not None:
                     resources.deliver(resource, hooked)
                     await self._delivered_hooks(hooked, (resource_name,))
@@ -69,7 +70,7 @@ class Delivery:
             return  # §8.5.2.1.1 / §8.5.2.2.1: an error to the bare JID is silently ignored
         candidates = [r for r in resources.values() if r.available and r.priority >= 0]
         if candidates or stanza.type == "headline":
-            hooked = await self._message_hooks(stanza)
+            hooked = await self._message_hooks(stanza, key)
             if hooked is None:
                 return
             stanza = hooked
@@ -86,7 +87,7 @@ class Delivery:
                 resources.deliver(resource, stanza)
             await self._delivered_hooks(stanza, resources.names(chosen))
             return
-        await self._store_offline(stanza, run_hooks=True)
+        await self._store_offline(stanza, run_hooks=True, key=key)
 
     async def undelivered(self, stanzas: Sequence[Stanza]) -> None:
         """XEP-0198 §4: unacknowledged messages of an ended session wait offline (XEP-0160 types)."""
@@ -110,7 +111,7 @@ class Delivery:
             # the next login, a duplicate rather than a loss, and the login goes on.
             await offline.delete(self._username, [stored_id for stored_id, _ in stored])
 
-    async def _store_offline(self, stanza: Stanza, *, run_hooks: bool = False) -> None:
+    async def _store_offline(self, stanza: Stanza, *, run_hooks: bool = False, key: str = "") -> None:
         """Keep a message for later; `run_hooks` for a new one (not one handed back undelivered,
         which went through the message hooks, e.g. the archive, already)."""
         services = self._services
@@ -119,7 +120,7 @@ class Delivery:
             await self._out.bounce(stanza, StanzaError("service-unavailable", "offline storage is full"))
             return
         if run_hooks:
-            hooked = await self._message_hooks(stanza)
+            hooked = await self._message_hooks(stanza, key)
             if hooked is None:
                 return
             stanza = hooked
@@ -132,7 +133,7 @@ class Delivery:
         if run_hooks:
             await self._delivered_hooks(stanza, (), offline=True)
 
-    async def _message_hooks(self, stanza: Stanza) -> Stanza | None:
+    async def _message_hooks(self, stanza: Stanza, key: str = "") -> Stanza | None:
         """Run the modules' message hooks (e.g. the archive) on a message about to be delivered
         or stored; None: a hook refused it and the sender got the error."""
         hooks = self._services.modules.message_hooks
@@ -140,7 +141,7 @@ class Delivery:
             return stanza
         element = stanza.take_element()
         for hook, options in hooks:
-            ctx = self._services.contexts.message(element, self._account, options)
+            ctx = self._services.contexts.message(element, self._account, options, key)
             try:
                 await hook(ctx)
             except StanzaError as error:

@@ -531,8 +531,8 @@ class _Endpoints:
     def remote_reply(self, worker: int, reply_id: str) -> Any:
         return ("reply", worker, reply_id)
 
-    def remote_completion(self, worker: int, completion_id: str) -> Any:
-        return ("completion", worker, completion_id)
+    def remote_completion(self, worker: int, completion_id: str, key: str = "") -> Any:
+        return ("completion", worker, completion_id, key)
 
 
 _ENDPOINTS = _Endpoints()

@@ -63,9 +63,9 @@ class Endpoints:
         send, _ = trio.open_memory_channel[tuple[bool, Any]](1)
         return Reply(send)
 
-    def remote_completion(self, worker: int, completion_id: str) -> m.Completion:
+    def remote_completion(self, worker: int, completion_id: str, key: str = "") -> m.Completion:
         self.remote.append(("completion", worker, completion_id))
-        return m.Completion()
+        return m.Completion(key=key)
 
 
 def message_stanza(body: str = "hi ☃ <&>", id_: str | None = "m1") -> Stanza:
@@ -133,12 +133,13 @@ def test_plain_messages_come_back_equal(message: object) -> None:
 
 def test_a_completion_travels_as_an_id_and_comes_back_as_a_stand_in() -> None:
     endpoints = Endpoints()
-    completion = m.Completion()
+    completion = m.Completion(key="session-7/3")
     decoded = round_trip(m.Route(message_stanza(), completion), endpoints)
     assert endpoints.completions == {"c0": (completion, 2)}
     assert endpoints.remote == [("completion", 2, "c0")]
     assert isinstance(decoded, m.Route)
     assert decoded.completion is not None
+    assert decoded.completion.key == "session-7/3"  # every route of one message: one archive row
     assert decoded.stanza == message_stanza()
 
 

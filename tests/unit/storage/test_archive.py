@@ -116,6 +116,20 @@ async def test_preferences_applied_when_appending(storage: Storage, alice: str) 
         await storage.archive.set_prefs("nobody", ArchivePrefs())
 
 
+async def test_a_message_stored_again_under_its_stanza_id_keeps_one_row(
+    storage: Storage, alice: str
+) -> None:
+    """A message its sender routed again (its first recipient worker died before confirming)
+    comes back with the same stanza-id (`mam.stable_id`): the second write changes nothing."""
+    first = entry(alice, 1)
+    assert await storage.archive.append_wanted([first], "always") == [first]
+    again = ArchiveEntry(alice, "id1", first.peer, first.direction, b"<message id='2nd'/>", timestamp=2e3)
+    assert await storage.archive.append_wanted([again], "always") == [again]  # no error: kept once
+    page = await storage.archive.query(alice, limit=10)
+    assert ids(page.items) == ["id1"]
+    assert page.count == 1
+
+
 def test_archiving_wanted_never_wins() -> None:
     both = ArchivePrefs("always", always=("x@y",), never=("x@y",))
     assert not archiving_wanted(both, "x@y", True)
