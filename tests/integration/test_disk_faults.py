@@ -103,6 +103,14 @@ async def test_a_full_disk_refuses_unstored_writes_with_errors_and_recovers(
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             reply = await alice.roster_set(f"<item jid='{bare('carol')}' name='Carol'/>")
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
+            # vCard (XEP-0054) and PEP (XEP-0163) writes, answered by the account's actor.
+            reply = await alice.iq("<vCard xmlns='vcard-temp'><FN>not stored</FN></vCard>", type_="set")
+            assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
+            item = "<item id='current'><note xmlns='test:disk'>not stored</note></item>"
+            publish = f"<publish node='test:disk'>{item}</publish>"
+            publish = f"<pubsub xmlns='http://jabber.org/protocol/pubsub'>{publish}</pubsub>"
+            reply = await alice.iq(publish, type_="set")
+            assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             # One the session answers itself (XEP-0077 password change): an error, the stream lives.
             change = "<username>alice</username><password>not stored</password>"
             reply = await alice.iq(f"<query xmlns='jabber:iq:register'>{change}</query>", type_="set")
