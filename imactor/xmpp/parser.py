@@ -430,8 +430,14 @@ class XMLStreamParser:
                     if action == "start":
                         self._root = node
         self._parser = parser
-        # Warnings logged before (the header's, or another stream's) are not this element's.
-        self._log_seen = self._log_base = len(parser.feed_error_log)
+        if self._state is _State.HEADER:
+            # A new document: lxml starts its feed_error_log afresh with the first feed, so what a
+            # reused parser's old document logged (another stream's warnings) must not count as
+            # seen, or this header's errors (an unbound prefix) would be skipped as if checked.
+            self._log_seen = self._log_base = 0
+        else:
+            # Warnings logged before (the header's, or another stream's) are not this element's.
+            self._log_seen = self._log_base = len(parser.feed_error_log)
         return parser
 
     def _consume(self, buf: bytes, events: list[ParserEvent]) -> None:

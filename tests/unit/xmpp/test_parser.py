@@ -766,6 +766,24 @@ def test_a_failed_parser_is_not_lent_again() -> None:
     assert one_element(other.feed(b"<message><body>ok</body></message>")).element[0].text == "ok"
 
 
+def test_a_reused_parser_checks_a_new_stream_from_its_first_byte() -> None:
+    """A stream header takes a parser whose old document ended (`ParserPool.take_fresh`); lxml
+    starts that parser's error log afresh at the new document's first feed. Counting the old
+    document's entries (warnings on relative namespace URIs, its end) as already seen skipped the
+    new header's own errors: a header with an unbound prefix was accepted. Found by fuzzing
+    (xml_parser: a disagreement between reads that showed only after other inputs)."""
+    pool = ParserPool()
+    first = pooled(pool, BARE_HEADER)
+    warned = b"<iq type='get' id='v'><vCard xmlns='vcard-temp'/><x xmlns='storage:rosternotes'/></iq>"
+    one_element(first.feed(warned))  # two warnings: relative namespace URIs (not errors)
+    assert isinstance(first.feed(b"</stream:stream>")[-1], StreamClosed)  # its parser is kept for reuse
+    unbound = b"<stream:stream xmlns='jabber:client' to='example.com' version='1.0'>"
+    assert condition_of(unbound + b"<presence/>", XMLStreamParser(pool=pool)) == "not-well-formed"
+    # And a good stream after it still parses.
+    good = pooled(pool, BARE_HEADER)
+    assert one_element(good.feed(b"<presence/>")).element.tag == "{jabber:client}presence"
+
+
 def test_pooled_parsers_retire_after_max_uses(monkeypatch: pytest.MonkeyPatch) -> None:
     pool = ParserPool(max_uses=10)
     parser = pooled(pool, BARE_HEADER)
