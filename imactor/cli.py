@@ -420,7 +420,7 @@ def _room_list(args: argparse.Namespace, config_path: Path) -> int:
 def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
     """Through the running server (the room's actor tells its occupants), or in the database
     when the server is not running."""
-    from imactor.node.status.client import ServerNotRunning, request_command
+    from imactor.node.status.client import ServerNotRunning, StatusUnavailable, request_command
     from imactor.xmpp.jid import prep_localpart
 
     config = load_config(config_path)
@@ -439,6 +439,8 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
             return await storage.rooms.delete(name)
 
         destroyed = _with_storage(config, delete)
+    except StatusUnavailable as exc:  # the server refused it, e.g. the deletion could not be stored
+        raise CommandError(str(exc)) from None
     if not destroyed:
         print(f"imactor: error: no room {name}@{domain}", file=sys.stderr)
         return 1

@@ -5,6 +5,10 @@ sees the same order of messages. It feeds the stanza to `imactor.muc.room.Room` 
 the outcome, in this order:
 
 1. the room's state (configuration, affiliations, subject), when it changed, is saved;
+   when that write fails (a full disk, a read-only database), the room is put back as it was
+   before the stanza, nothing of it goes out, and its sender gets the error (RFC 6120 §8.3.3.18
+   ``resource-constraint`` or §8.3.3.6 ``internal-server-error``, as for an account's writes):
+   what occupants and storage know of the room never part ways;
 2. the messages the room keeps go to the modules' room hooks (`Module.on_room_messages`: the
    `muc_mam` module appends them to the room's archive); only then is the sender's XEP-0198
    completion signalled, so a message counted in the sender's `h` is in the archive;
@@ -25,6 +29,7 @@ order with the room's other stanzas; the room gets the rest.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -39,11 +44,13 @@ from imactor.muc.room import Room
 from imactor.muc.state import RoomState
 from imactor.muc.values import ArchiveItem, Outcome
 from imactor.rooms import fanout
-from imactor.server.modules import Scope
+from imactor.server.modules import Scope, storage_failure
+from imactor.storage.errors import StorageError
 from imactor.storage.rooms import StoredRoom
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
+from imactor.xmpp.namespaces import NS_CLIENT, qname
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
@@ -53,6 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.room")
 
 MUC_USER = "http://jabber.org/protocol/muc#user"
+#: What may change a room's state besides IQ sets and creation (`RoomActor._may_change_state`).
+_SUBJECT = qname(NS_CLIENT, "subject")
+_MUC_USER_X = qname(MUC_USER, "x")
 #: XEP-0045 status code: removed from the room because of a technical problem.
 STATUS_TECHNICAL = "333"
 
@@ -70,6 +80,9 @@ class RoomActor(Actor[m.RoomMessage]):
         self._workers: dict[JID, int] = {}
         self._may_create = False
         self._handed_off = False
+        #: Storage is behind the room in memory: a write that could not be undone failed (a
+        #: temporary room left empty whose row could not be deleted); written again at stop.
+        self._unsaved = False
         self.room: Room
         self._api = _RoomApi(self)
 
@@ -92,6 +105,15 @@ class RoomActor(Actor[m.RoomMessage]):
 
     def before_stop(self) -> None:
         self.services.registry.unregister("room", self.name, self.ref)
+
+    async def on_stop(self) -> None:
+        if not self._unsaved or self._handed_off:
+            return
+        try:
+            await self._store_current()
+        except StorageError as exc:
+            log.error("%s: the room's state could not be stored (%s); storage keeps its earlier state",
+                      self.address, exc)  # fmt: skip
 
     def is_idle(self) -> bool:
         return self.room.is_empty
@@ -122,7 +144,12 @@ class RoomActor(Actor[m.RoomMessage]):
             case m.DestroyRoom(reason, alternate, reply):
                 existed = self.room.exists
                 if existed:
-                    await self._apply(self.room.destroy(reason or None, alternate, time.time()))
+                    before = copy.deepcopy(self.room)
+                    outcome = self.room.destroy(reason or None, alternate, time.time())
+                    if (failed := await self._store_or_undo(outcome, before)) is not None:
+                        reply.fail(failed)  # the administrator's command says why (worker.admin)
+                        return
+                    await self._publish(outcome)
                 reply.send(existed)
 
     async def _stanza(self, stanza: Stanza, origin: int | None) -> None:
@@ -134,10 +161,33 @@ class RoomActor(Actor[m.RoomMessage]):
             return
         if stanza.kind == "presence" and not self.room.exists and stanza.type == "":
             self._may_create = await self.muc.creation_allowed(stanza.from_jid)
+        # A copy to go back to if the change cannot be stored; only for the stanzas that may
+        # change the state, so that the room's busiest stanzas (groupchat, presence) copy nothing.
+        before = copy.deepcopy(self.room) if self._may_change_state(stanza, element) else None
         outcome = self.room.handle(element, time.time())
         if stanza.kind == "presence":
             self._track(stanza.from_jid, origin)
-        await self._apply(outcome)
+        if before is None:
+            await self._apply(outcome)
+            return
+        if (failed := await self._store_or_undo(outcome, before)) is not None:
+            if stanza.kind == "presence":
+                self._track(stanza.from_jid, origin)  # a creator who did not enter after all
+            await self.services.router.bounce(stanza, storage_failure(failed, "the change to the room"))
+            return
+        await self._publish(outcome)
+
+    def _may_change_state(self, stanza: Stanza, element: st.Element) -> bool:
+        """Could this stanza change the room's stored state (`Outcome.state_changed`, or an
+        owner's destruction)? Creation (XEP-0045 §10.1), IQ sets to the room (muc#owner
+        configuration and destruction, muc#admin affiliations), a subject (§8.1) and invitations
+        (§7.8: an invitee to a members-only room becomes a member). A presence to a room that
+        exists never does; the last occupant leaving a temporary room ends it (`_apply`)."""
+        if stanza.kind == "presence":
+            return not self.room.exists
+        if stanza.kind == "iq":
+            return stanza.type == "set" and stanza.to_jid.resourcepart is None
+        return element.find(_SUBJECT) is not None or element.find(_MUC_USER_X) is not None
 
     def _track(self, real_jid: JID, origin: int | None) -> None:
         """Remember (or forget) where an occupant's session lives, after its presence."""
@@ -148,14 +198,47 @@ class RoomActor(Actor[m.RoomMessage]):
             self._workers.pop(real_jid, None)
 
     async def _apply(self, outcome: Outcome) -> None:
-        storage = self.services.storage
-        if outcome.destroyed:
+        """Store and send an outcome that cannot be undone: occupants leaving (which may end a
+        temporary room). If storing fails the room still changed (an occupant who left has
+        left): storage catches up at the next write, or when the actor stops."""
+        try:
+            await self._store(outcome)
+        except StorageError as exc:
+            self._unsaved = True
+            log.warning("%s: the room's state could not be stored (%s); written again when it stops",
+                        self.address, exc)  # fmt: skip
+        await self._publish(outcome)
+
+    async def _store_or_undo(self, outcome: Outcome, before: Room) -> StorageError | None:
+        """Store `outcome`; if that fails, put the room back as it was (`before`, a copy taken
+        before the change) and return the error: nothing of the outcome may go out then."""
+        try:
+            await self._store(outcome)
+        except StorageError as exc:
+            self.room = before
+            log.warning("%s: a change to the room was refused: its state could not be stored (%s)",
+                        self.address, exc)  # fmt: skip
+            return exc
+        return None
+
+    async def _store(self, outcome: Outcome) -> None:
+        """Write what the outcome changed of the room's state (`StorageError` if that failed)."""
+        if outcome.destroyed or outcome.state_changed or self._unsaved:
             # Also a temporary room that its last occupant left (XEP-0045 §10.1). The actor goes
             # on: stanzas queued behind the destruction (the creator joining again at once) find
             # no room here and may create a new one, from nothing; it stops once idle.
-            await storage.rooms.delete(self.name)
-        elif outcome.state_changed:  # a room's creation too
+            await self._store_current()
+
+    async def _store_current(self) -> None:
+        """Make storage hold the room as it is in memory: its state, or no row once it ended."""
+        if self.room.exists:
             await self._save()
+        else:
+            await self.services.storage.rooms.delete(self.name)
+        self._unsaved = False
+
+    async def _publish(self, outcome: Outcome) -> None:
+        """Hand the messages the room keeps to its archive (`muc_mam`), then send the stanzas."""
         if outcome.archive and self.room.state is not None and self.room.state.config.enable_logging:
             contexts = self.services.contexts
             for hook, options in self.services.modules.room_hooks:

@@ -3,7 +3,8 @@
 ``destroy-room``: destroy a room as its owner would (XEP-0045 §10.9): its occupants are told,
 with the reason and the alternate venue, and it is deleted with its archive. The command goes to
 the room's home worker (the node supervisor forwards it there), where the room's actor does it;
-a room that does not exist answers ``{"destroyed": false}``.
+a room that does not exist answers ``{"destroyed": false}``, and one whose deletion could not be
+stored (a full disk) an error: the room lives on, its occupants told nothing.
 
 ``reload-modules``: run the modules' reload hooks (`imactor.worker.reload.reload_modules`), as
 SIGHUP does after the config: `imactor filter ...` sends it to every worker (through the node
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from imactor import messages as m
 from imactor.actors import ask
 from imactor.node.status import CommandHandler
+from imactor.storage.errors import StorageError
 from imactor.worker.reload import reload_modules
 from imactor.xmpp.jid import JID, InvalidJID
 
@@ -42,9 +44,12 @@ def commands(services: Services, rooms: MucService | None) -> dict[str, CommandH
         except InvalidJID as exc:
             return {"error": f"alternate venue: {exc}"}
         ref = await services.router.local("room", name)
-        destroyed: bool = await ask(
-            ref, lambda reply: m.DestroyRoom(reason, venue, reply), timeout=ROOM_TIMEOUT
-        )
+        try:
+            destroyed: bool = await ask(
+                ref, lambda reply: m.DestroyRoom(reason, venue, reply), timeout=ROOM_TIMEOUT
+            )
+        except StorageError as exc:
+            return {"error": f"the room was not destroyed: its deletion could not be stored ({exc})"}
         return {"room": f"{name}@{rooms.domain}", "destroyed": destroyed}
 
     async def reload(arguments: Mapping[str, Any]) -> Mapping[str, Any]:

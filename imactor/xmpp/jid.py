@@ -295,6 +295,11 @@ def _prep_domainpart(s: str) -> str:
         prepared = idna.decode(idna.encode(mapped))
     except UnicodeError as exc:  # idna.IDNAError and its subclasses are UnicodeErrors
         raise InvalidJID(f"invalid domainpart: {exc}") from None
+    if _DOTTED_QUAD.fullmatch(prepared) is not None:
+        # The mapping made a dotted quad of it ("1.2.3.\u00b2", an ideographic full stop): judged
+        # as an IPv4 address, as its prepared form will be when parsed again, or a JID's string
+        # would not parse (RFC 7622 §3.2: a domainpart is an IP address or a domain name).
+        return _prep_domainpart(prepared)
     return _check_length(prepared, "domainpart")
 
 

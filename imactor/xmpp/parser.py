@@ -70,8 +70,9 @@ way it does:
   only when none is free). In a worker that reads one stream at a time, a handful of lxml parsers
   serve every quiet stream: an idle stream holds none, and a stanza that arrives alone after a pause
   pays for no new parser and no timer. A stream header takes a parser whose document ended (an
-  lxml parser accepts a new document after ``close()``) before it makes a new one. A pooled parser
-  is retired (closed) after
+  lxml parser accepts a new document after ``close()``), if one whose stream ended with its end tag is
+  free (lxml keeps an open root alive on the parser until its end event), before it makes a new one.
+  A pooled parser is retired (closed) after
   `ParserPool.max_uses` elements or `_LOG_ROLLOVER` warnings, so libxml2's per-document state (its
   name dictionary, the warning log) stays bounded. Dropping a push parser without ``close()`` leaks
   a few bytes in libxml2 each time, so a parser that leaves for good is closed.
@@ -229,7 +230,7 @@ class ParserPool:
                 self.clear()
             idle = self._idle[key] = []
         if len(idle) >= self.per_key:
-            self.give_closed(parser, uses)
+            _close_quietly(parser)  # its stream root is still open: not reusable (`give_closed`)
             return
         idle.append((parser, root, uses))
 
@@ -238,7 +239,14 @@ class ParserPool:
         return self._fresh.pop() if self._fresh else (_new_lxml_parser(), 0)
 
     def give_closed(self, parser: etree.XMLPullParser, uses: int) -> None:
-        """Close `parser`'s document and keep the parser for `take_fresh`, unless it is worn out."""
+        """Close `parser`'s document and keep the parser for `take_fresh`, unless it is worn out.
+
+        Only for a parser whose document ended with its root's end tag: lxml keeps every element
+        whose start it reported on a stack of the parser until its end comes, and `close()` does not
+        empty that stack. A stream root left open there (a STARTTLS or SASL restart, a connection
+        that dropped) stayed alive with its document for the parser's whole life: about 3 KB
+        per restart, two restarts per login, until the parser retired after `max_uses` elements.
+        """
         _close_quietly(parser)
         if uses >= self.max_uses or len(self._fresh) >= self.per_key:
             return
@@ -406,10 +414,10 @@ class XMLStreamParser:
         if parser is not None:
             self._parser = None
             self._root = None
-            if self._pool is not None and self._state is not _State.FAILED:
+            if self._pool is not None and self._state is _State.STREAM_CLOSED:
                 self._pool.give_closed(parser, self._uses)
             else:
-                _close_quietly(parser)
+                _close_quietly(parser)  # failed, or its stream root still open (`give_closed`)
 
     def _lxml(self) -> etree.XMLPullParser:
         """The lxml parser: once the stream is open, one from the pool with the same namespace
@@ -430,8 +438,14 @@ class XMLStreamParser:
                     if action == "start":
                         self._root = node
         self._parser = parser
-        # Warnings logged before (the header's, or another stream's) are not this element's.
-        self._log_seen = self._log_base = len(parser.feed_error_log)
+        if self._state is _State.HEADER:
+            # A new document: lxml starts its feed_error_log afresh with the first feed, so what a
+            # reused parser's old document logged (another stream's warnings) must not count as
+            # seen, or this header's errors (an unbound prefix) would be skipped as if checked.
+            self._log_seen = self._log_base = 0
+        else:
+            # Warnings logged before (the header's, or another stream's) are not this element's.
+            self._log_seen = self._log_base = len(parser.feed_error_log)
         return parser
 
     def _consume(self, buf: bytes, events: list[ParserEvent]) -> None:

@@ -14,7 +14,9 @@ seconds per input) or outgrew `--rss-mb`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import atheris
@@ -76,8 +78,23 @@ def main(argv: list[str] | None = None) -> None:
         libfuzzer += [str(corpus)] + ([str(seeds)] if seeds.is_dir() else [])
     libfuzzer += extra
     print(f"fuzz {target.name}: {' '.join(libfuzzer[1:])}", file=sys.stderr, flush=True)
-    atheris.Setup(libfuzzer, target.run)
+    atheris.Setup(libfuzzer, _keeping_input(target.run, crashes))
     atheris.Fuzz()
+
+
+def _keeping_input(run: Callable[[bytes], None], crashes: Path) -> Callable[[bytes], None]:
+    """`run`, which first saves an input that raises to `crashes`/exception-SHA1: libFuzzer's own
+    crash file is written by its signal handler, which did not always get to run after atheris
+    reported an uncaught exception (a long xml_parser run ended with the traceback and no file)."""
+
+    def guarded(data: bytes) -> None:
+        try:
+            run(data)
+        except BaseException:
+            (crashes / f"exception-{hashlib.sha1(data).hexdigest()}").write_bytes(data)
+            raise
+
+    return guarded
 
 
 if __name__ == "__main__":

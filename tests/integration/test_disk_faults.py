@@ -20,9 +20,30 @@ from lxml import etree
 
 from tests.integration.conftest import PASSWORD, server_log
 from tests.support.disk import ext4_image, fill, small_tmpfs
-from tests.support.peer import NS_STANZAS, C, Peer, Peers, bare, message, new_id, show, stanza_error
+from tests.support.muc import (
+    NS_MUC_OWNER,
+    configure,
+    create_instant,
+    heard,
+    join,
+    join_error,
+    say,
+    status_codes,
+)
+from tests.support.peer import (
+    NS_STANZAS,
+    C,
+    Peer,
+    Peers,
+    bare,
+    message,
+    new_id,
+    presence,
+    show,
+    stanza_error,
+)
 from tests.support.raw import RawClient
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import ServerProcess, imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
 
 SM = "urn:xmpp:sm:3"
@@ -30,6 +51,8 @@ NS_PRIVATE = "jabber:iq:private"
 USERS = ("alice", "bob", "carol")
 #: What the sender of a message reads when the disk is full (RFC 6120 §8.3.3.18).
 FULL_DISK_TEXT = "the message could not be stored: the server's disk is full"
+SERVICE = "conference.localhost"
+FULL = ("wait", "resource-constraint")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +103,14 @@ async def test_a_full_disk_refuses_unstored_writes_with_errors_and_recovers(
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             reply = await alice.roster_set(f"<item jid='{bare('carol')}' name='Carol'/>")
             assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
+            # vCard (XEP-0054) and PEP (XEP-0163) writes, answered by the account's actor.
+            reply = await alice.iq("<vCard xmlns='vcard-temp'><FN>not stored</FN></vCard>", type_="set")
+            assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
+            item = "<item id='current'><note xmlns='test:disk'>not stored</note></item>"
+            publish = f"<publish node='test:disk'>{item}</publish>"
+            publish = f"<pubsub xmlns='http://jabber.org/protocol/pubsub'>{publish}</pubsub>"
+            reply = await alice.iq(publish, type_="set")
+            assert stanza_error(reply) == ("wait", "resource-constraint"), show(reply)
             # One the session answers itself (XEP-0077 password change): an error, the stream lives.
             change = "<username>alice</username><password>not stored</password>"
             reply = await alice.iq(f"<query xmlns='jabber:iq:register'>{change}</query>", type_="set")
@@ -129,6 +160,80 @@ async def test_a_full_disk_refuses_unstored_writes_with_errors_and_recovers(
     assert "database or disk is full" in refused[0], refused
     assert "free disk space: writes resume by themselves" in refused[0], refused
     assert sum("writes succeed again" in line for line in log.splitlines()) == 1, log
+
+
+async def _room_name(owner: Peer, room: str) -> str | None:
+    """The room's muc#roomconfig_roomname, from the owner's configuration form (XEP-0045 §10.2)."""
+    form = await owner.iq(f"<query xmlns='{NS_MUC_OWNER}'/>", to=room)
+    assert form.get("type") == "result", show(form)
+    xdata = "{jabber:x:data}"
+    field = form.find(f"{{{NS_MUC_OWNER}}}query/{xdata}x/{xdata}field[@var='muc#roomconfig_roomname']")
+    assert field is not None, show(form)
+    return field.findtext(f"{xdata}value")
+
+
+async def test_a_room_refuses_changes_it_cannot_store(server: ServerProcess, peers: Peers) -> None:
+    """A room whose state save fails answers the stanza that changed it with the error (RFC 6120
+    §8.3.3.18), sends nothing of the change, keeps its earlier state and its occupants, and takes
+    the same change once space returns. (It crashed: its actor died with the exception.)"""
+    room, other_room, brief = (f"disk-{new_id('r')}@{SERVICE}" for _ in range(3))
+    with trio.fail_after(TIMEOUT):
+        owner, member, creator = await peers.online_users(3)
+        await create_instant(owner, room, "owner")
+        await join(member, room, "member")
+        await create_instant(creator, brief, "creator")  # temporary: it ends when its occupant leaves
+        log_before = len(server_log(server))
+        filler = fill(server.data_dir)
+        try:
+            # muc#owner configuration (§10.2): the IQ gets the error, the room keeps its name.
+            reply = await configure(owner, room, {"muc#roomconfig_roomname": "during"})
+            assert stanza_error(reply) == FULL, show(reply)
+            # A subject (§8.1): the sender gets the error, the occupants see no new subject.
+            subject_id = new_id("s")
+            subject = "<subject>during</subject>"
+            await owner.send(f"<message to='{room}' type='groupchat' id='{subject_id}'>{subject}</message>")
+            error = await owner.expect(message(id_=subject_id, type_="error"))
+            assert stanza_error(error) == FULL, show(error)
+            # An owner's destruction (§10.9): refused, the room and its occupants stay.
+            destroy = f"<query xmlns='{NS_MUC_OWNER}'><destroy><reason>full</reason></destroy></query>"
+            reply = await owner.iq(destroy, type_="set", to=room)
+            assert stanza_error(reply) == FULL, show(reply)
+            # The same through the administrator's command: it says so, and nothing else happens.
+            name = room.partition("@")[0]
+            command = await trio.to_thread.run_sync(imactor_cli, server.config_path, "room", "destroy", name)
+            assert command.returncode == 1, command
+            assert "the room was not destroyed: its deletion could not be stored" in command.stderr, command
+            # A new room (§10.1): the creator gets an error presence and no room is left behind.
+            assert await join_error(creator, other_room, "creator") == "resource-constraint"
+            info = await creator.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", to=other_room)
+            assert stanza_error(info) == ("cancel", "item-not-found"), show(info)
+            # Leaving cannot be refused: the last occupant of a temporary room leaves (§10.1),
+            # though the room's row could not be deleted yet (written again when its actor stops).
+            await creator.send(f"<presence to='{brief}/creator' type='unavailable'/>")
+            left = await creator.expect(presence(from_=f"{brief}/creator", type_="unavailable"))
+            assert "110" in status_codes(left), show(left)
+            # The room lives and talks: its messages go out (their archive write fails, logged).
+            await say(member, room, "still here")
+            await heard(owner, room, "still here")
+            assert await _room_name(owner, room) == ""
+        finally:
+            filler.unlink()
+
+        # Space is back: the same changes are stored and go out, with no restart.
+        reply = await configure(owner, room, {"muc#roomconfig_roomname": "after"})
+        assert reply.get("type") == "result", show(reply)
+        assert await _room_name(owner, room) == "after"
+        await owner.send(f"<message to='{room}' type='groupchat'><subject>after</subject></message>")
+        earlier = await member.before(lambda e: e.findtext(f"{C}subject") == "after")
+        assert not [e for e in earlier if e.find(f"{C}subject") is not None], [show(e) for e in earlier]
+        await create_instant(creator, other_room, "creator")
+        await create_instant(creator, brief, "creator")  # a new room: the one that ended is gone
+        await say(member, room, "after")
+        await heard(owner, room, "after")
+
+    log = server_log(server)[log_before:]
+    assert "Traceback" not in log, log
+    assert "a change to the room was refused" in log, log
 
 
 async def test_a_database_turned_read_only_refuses_writes_with_errors(tmp_path: Path) -> None:

@@ -171,6 +171,8 @@ def test_resource_disallowed_code_points(text: str) -> None:
         ("[2001:0DB8:0:0:0:0:0:1]", "[2001:db8::1]"),  # IPv6 literals in canonical form
         ("[::1]", "[::1]"),
         ("a-b.example", "a-b.example"),
+        ("1.2.3.\u00b2", "1.2.3.2"),  # mapped to a dotted quad: an IPv4 address (fuzzing, jid)
+        ("10\u30020.0.1", "10.0.0.1"),
     ],
 )
 def test_domainpart_preparation(text: str, expected: str) -> None:
@@ -198,6 +200,7 @@ def test_domainpart_preparation(text: str, expected: str) -> None:
         "a\u00b7b.example",  # CONTEXTO rule for MIDDLE DOT
         "\u05d0\u05d1a.example",  # bidi rule
         "999.1.1.1",
+        "1.2.07.\u00b27",  # maps to 1.2.07.27, no IPv4 address: it parsed, and its string did not
         "[::1",
         "[not-an-address]",
         "[fe80::1%eth0]",  # no zone identifiers

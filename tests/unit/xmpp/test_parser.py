@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from typing import Any
@@ -739,10 +740,12 @@ def test_streams_with_the_same_bindings_share_one_lxml_parser(monkeypatch: pytes
         for index, stream in enumerate(streams):
             element = one_element(stream.feed(b"<message id='%d-%d'/>" % (round_, index))).element
             assert element.get("id") == f"{round_}-{index}"
-    # Each header needs a new document (the bindings are known only once it is parsed): the pool
-    # keeps `per_key` parsers open and closes the others, whose lxml parsers take the next headers.
-    # Every later element reuses one.
-    assert len(counter.parsers) == pool.per_key + 1
+    # Each header needs a new document (the bindings are known only once it is parsed), and no
+    # stream ended, so no parser is free for one (an open stream root cannot be reused: see
+    # test_streams_that_end_without_their_end_tag_leave_nothing_behind): one lxml parser per
+    # header. The pool keeps `per_key` of them open and closes the others; every later element
+    # reuses one of those.
+    assert len(counter.parsers) == len(streams)
     assert pool.idle_count() == pool.per_key
 
 
@@ -764,6 +767,52 @@ def test_a_failed_parser_is_not_lent_again() -> None:
     assert pool.idle_count() == 0  # closed, not given back half-used
     other = pooled(pool, BARE_HEADER)
     assert one_element(other.feed(b"<message><body>ok</body></message>")).element[0].text == "ok"
+
+
+def test_a_reused_parser_checks_a_new_stream_from_its_first_byte() -> None:
+    """A stream header takes a parser whose old document ended (`ParserPool.take_fresh`); lxml
+    starts that parser's error log afresh at the new document's first feed. Counting the old
+    document's entries (warnings on relative namespace URIs, its end) as already seen skipped the
+    new header's own errors: a header with an unbound prefix was accepted. Found by fuzzing
+    (xml_parser: a disagreement between reads that showed only after other inputs)."""
+    pool = ParserPool()
+    first = pooled(pool, BARE_HEADER)
+    warned = b"<iq type='get' id='v'><vCard xmlns='vcard-temp'/><x xmlns='storage:rosternotes'/></iq>"
+    one_element(first.feed(warned))  # two warnings: relative namespace URIs (not errors)
+    assert isinstance(first.feed(b"</stream:stream>")[-1], StreamClosed)  # its parser is kept for reuse
+    unbound = b"<stream:stream xmlns='jabber:client' to='example.com' version='1.0'>"
+    assert condition_of(unbound + b"<presence/>", XMLStreamParser(pool=pool)) == "not-well-formed"
+    # And a good stream after it still parses.
+    good = pooled(pool, BARE_HEADER)
+    assert one_element(good.feed(b"<presence/>")).element.tag == "{jabber:client}presence"
+
+
+def live_elements() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, etree._Element))
+
+
+@pytest.mark.parametrize("restarts", [0, 2])
+def test_streams_that_end_without_their_end_tag_leave_nothing_behind(restarts: int) -> None:
+    """A stream restarted (STARTTLS, SASL success: RFC 6120 §5.4.3.3, §6.4.6) or dropped ends its
+    lxml document without the root's end event; lxml keeps such a root on the parser. A closed
+    parser reused for the next stream header kept every one of them: 2 per login (3 KB each, with
+    their documents), for as long as the parser lived. Nothing may pile up with the streams."""
+    pool = ParserPool()
+    before = live_elements()
+    for _ in range(300):
+        parser = pooled(pool, BARE_HEADER)
+        one_element(parser.feed(b"<presence/>"))
+        for _restart in range(restarts):
+            parser.reset()
+            opened(parser, BARE_HEADER)
+        parser.close()  # the connection dropped: no </stream:stream>
+        clean = pooled(pool, BARE_HEADER)  # and one that ends well, whose parser may be reused
+        assert isinstance(clean.feed(b"</stream:stream>")[-1], StreamClosed)
+        clean.close()
+    del parser, clean
+    # What the pool holds: at most `per_key` idle parsers, each with its stream root.
+    assert live_elements() - before <= pool.per_key
 
 
 def test_pooled_parsers_retire_after_max_uses(monkeypatch: pytest.MonkeyPatch) -> None:
