@@ -326,12 +326,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         for repetition in range(1, args.repeat + 1):
             for count in counts:
                 print(f"run {repetition}/{args.repeat}, {count} {dimension}...", file=sys.stderr, flush=True)
+                started = time.monotonic()
                 if cluster is None:
                     report = run(args, workers=count)
                 else:
                     report = run(args, nodes=count, cluster=cluster)
                 figure = headline(args.scenario, report["result"])
-                runs[count].append({"figure": figure, "result": report["result"]})
+                runs[count].append({"figure": figure, "started": report["started"],
+                                    "start_seconds": report["start_and_provision_seconds"],
+                                    "seconds": round(time.monotonic() - started, 1),
+                                    "result": report["result"]})  # fmt: skip
                 line = run_line(args.scenario, report["result"])
                 print(f"  {figure:g}  {line}", file=sys.stderr, flush=True)
     medians = {count: statistics.median(r["figure"] for r in runs[count]) for count in counts}

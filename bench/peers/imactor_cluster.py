@@ -7,8 +7,9 @@ Its `nodes(count)` then starts `count` nodes on a fresh copy of that database
 (`CREATE DATABASE ... TEMPLATE`: a second, not a minute of provisioning per run, and every run
 starts from the same rows: no archive left by the run before). Each node is an `imactor
 supervise` with its own data dir, its own CURVE key (`imactor cluster keygen`), every listener
-and its mesh on its own loopback address (127.0.0.2, .3, ...), started one after the other;
-the block is entered once every node announces one membership of all their workers. One node
+and its mesh on its own loopback address (127.0.0.2, .3, ...), all started at once (the schema
+check takes turns under PostgreSQL's advisory lock); the block is entered once every node
+announces one membership of all their workers. One node
 runs the same way (a cluster of one), so that the only difference between one node and two is
 the second node.
 
@@ -25,7 +26,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,6 @@ START_TIMEOUT = 60.0
 #: The nodes' loopback addresses: node i binds its listeners and its mesh on the i-th.
 NODE_HOSTS = tuple(f"127.0.0.{n}" for n in range(2, 10))
 DATABASE = "imactor"
-#: The lease and heartbeat of conf/imactor.toml's [cluster] defaults.
-LEASE, HEARTBEAT = 6.0, 1.0
 
 
 def database_url(database: Database, name: str | None = None) -> str:
@@ -49,13 +49,15 @@ def database_url(database: Database, name: str | None = None) -> str:
 
 
 def cluster_tables(url: str, node: str, host: str, key_file: Path) -> str:
-    """The `[storage]` and `[cluster]` tables of one node (extra TOML for its config)."""
+    """The `[storage]` and `[cluster]` tables of one node (extra TOML for its config); the lease
+    and the heartbeat keep their defaults (6 s, 1 s), as a deployment starts out."""
     return (f'\n[storage]\nurl = "{url}"\n'
             f'\n[cluster]\nenabled = true\nnode = "{node}"\nmesh_host = "{host}"\nmesh_port = 0\n'
-            f'key_file = "{key_file}"\nlease = {LEASE}\nheartbeat = {HEARTBEAT}\n')  # fmt: skip
+            f'key_file = "{key_file}"\n')  # fmt: skip
 
 
 def keygen(path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "imactor", "cluster", "keygen", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     if result.returncode != 0:
@@ -118,23 +120,53 @@ class ClusterDatabase:
         url = database_url(self.database, name)
         with contextlib.ExitStack() as stack:
             stack.callback(self.postgres.psql, "postgres", "-c", f"DROP DATABASE IF EXISTS {name}")
-            directories, targets = [], []
-            for index in range(count):
-                directory = self.directory / f"{name}-node{index}"
-                directory.mkdir()
-                keygen(directory / "node.key")
-                tables = cluster_tables(url, f"node{index}", NODE_HOSTS[index], directory / "node.key")
-                targets.append(stack.enter_context(running_imactor(
-                    directory, [], tls=self.tls, domain=self.domain, workers=self.workers,
-                    modules=self.modules, config_name=self.config_name, host=NODE_HOSTS[index],
-                    extra=tables)))  # fmt: skip
-                directories.append(directory)
+            directories = [self.directory / f"{name}-node{index}" for index in range(count)]
+            with ThreadPoolExecutor(count) as pool:  # keys, then nodes, all at once: seconds each
+                list(pool.map(keygen, [directory / "node.key" for directory in directories]))
+                starting = [self._node(index, directory, url) for index, directory in enumerate(directories)]
+                entered = [pool.submit(node.__enter__) for node in starting]
+                targets = _enter_all(stack, starting, entered)
             wait_for_members(directories, count * self.workers)
             first = targets[0]
             yield Target(first.host, first.port, self.domain, first.pid, self.postgres.pid,
                          endpoints=tuple((t.host, t.port) for t in targets),
                          other_pids=tuple(t.pid for t in targets[1:] if t.pid),
                          counters=lambda: mesh_counters(directories))  # fmt: skip
+
+    def _node(self, index: int, directory: Path, url: str) -> AbstractContextManager[Target]:
+        """Node `index` (not started yet): its listeners and mesh on its own loopback address."""
+        tables = cluster_tables(url, f"node{index}", NODE_HOSTS[index], directory / "node.key")
+        return running_imactor(directory, [], tls=self.tls, domain=self.domain, workers=self.workers,
+                               modules=self.modules, config_name=self.config_name, host=NODE_HOSTS[index],
+                               extra=tables)  # fmt: skip
+
+
+def _enter_all(stack: contextlib.ExitStack, nodes: Sequence[AbstractContextManager[Target]],
+               entered: Sequence[Future[Target]]) -> list[Target]:  # fmt: skip
+    """Every started node's exit on `stack`, then the first failure raised (if a node did not
+    start, the others are stopped with the stack, not left running)."""
+    targets, failure = [], None
+    for node, future in zip(nodes, entered, strict=True):
+        try:
+            targets.append(stack.enter_context(_Started(node, future)))
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return targets
+
+
+class _Started(AbstractContextManager[Target]):
+    """A node whose `running_imactor` was entered in another thread: its Target, and its exit."""
+
+    def __init__(self, node: AbstractContextManager[Target], entered: Future[Target]) -> None:
+        self._node, self._entered = node, entered
+
+    def __enter__(self) -> Target:
+        return self._entered.result()  # a node that did not start raises here (the others stop)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._node.__exit__(*exc)
 
 
 @contextmanager
