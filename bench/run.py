@@ -4,6 +4,7 @@
                         [--server imactor|ejabberd|ejabberd-pg|prosody|prosody-pg | --host H --port P]
                         [--transport starttls|tcp] [--processes N] [--duration S] [--json out.json]
     python -m bench.run --scenario chat --compare-workers 1,2 --repeat 3 [...]
+    python -m bench.run --shape company --scenario chat --compare-nodes 1,2 --repeat 3 --idle 5
     python -m bench.run --shape company --scenario chat \\
                         --compare-servers imactor,ejabberd,ejabberd-pg,prosody,prosody-pg --repeat 3
 
@@ -18,7 +19,9 @@ bench0..benchN-1 (password `--password`) must already exist there, and `--server
 process tree to measure. `--compare-workers` runs the scenario against imactor started here once
 per worker count and repetition (interleaved: 1, 2, 1, 2, ...), a fresh server each time, and
 reports the median of each count's headline figure and the ratio of each median to the first
-count's (the speedup). `--compare-servers` does the same over servers (interleaved) and prints a
+count's (the speedup). `--compare-nodes` does the same over imactor clusters of 1, 2, ...
+nodes on one PostgreSQL (clients spread over the nodes' c2s ports) and adds the CPU per
+node-to-node crossing. `--compare-servers` does the same over servers (interleaved) and prints a
 summary table per scenario with the ratios imactor / each other server. See bench/README.md.
 """
 
@@ -31,8 +34,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from bench.loadgen.client import MECHANISMS
 from bench.loadgen.driver import Driver, Options, account_names, machine, spread
 from bench.loadgen.launcher import Target
 from bench.peers import CONFIGS, SERVERS, running_server
+from bench.peers.imactor_cluster import ClusterDatabase, running_cluster_database
 
 SCENARIOS = ("login", "idle", "chat", "muc", "cpu")
 
@@ -160,6 +164,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default: its own list)")  # fmt: skip
     parser.add_argument("--compare-workers", metavar="N,M,...",
                         help="start imactor once per worker count (and --repeat) and compare")  # fmt: skip
+    parser.add_argument("--compare-nodes", metavar="N,M,...",
+                        help="chat: imactor as a cluster of N nodes (then M, ...) on one PostgreSQL, "
+                        "clients spread over the nodes, per --repeat; CPU per message and per "
+                        "node-to-node crossing")  # fmt: skip
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="chat: seconds measured with every user online and nothing sent, "
+                        "before the warm-up (the server's upkeep apart from messages)")  # fmt: skip
     parser.add_argument("--peer-store", choices=["native", "sqlite"], default="native",
                         help="ejabberd/prosody with --server-config bench: their own default store "
                         "(ejabberd: Mnesia; Prosody: internal files), or SQLite like imactor")  # fmt: skip
@@ -200,6 +211,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--compare-workers starts imactor itself: no --port, no other --server")
     if args.compare_workers and args.server_config != "bench":
         parser.error("--compare-workers sets [server] workers: use --server-config bench")
+    if args.compare_nodes:
+        if args.compare_workers or args.compare_servers or args.port is not None or args.server != "imactor":
+            parser.error("--compare-nodes starts imactor's nodes itself: no --port, no other --server, "
+                         "no other --compare-*")  # fmt: skip
+        if args.scenario != "chat":
+            parser.error("--compare-nodes measures the chat scenario")
     if args.compare_servers:
         if args.compare_workers or args.port is not None:
             parser.error("--compare-servers starts each server itself: no --port, no --compare-workers")
@@ -228,7 +245,7 @@ def options_from(args: argparse.Namespace) -> Options:
                    pairs=args.pairs, rates=_numbers(args.rates, float), p99_limit_ms=args.p99_limit_ms,
                    drain=args.drain, occupants=args.occupants, senders=args.senders, room=args.room,
                    warmup=args.warmup, io=args.io, sasl=args.sasl, logins=args.logins,
-                   login_concurrency=args.login_concurrency,
+                   login_concurrency=args.login_concurrency, idle=args.idle,
                    cpu_users=_numbers(args.cpu_users, int),
                    cpu_user_rates=_numbers(args.cpu_user_rates, float))  # fmt: skip
 
@@ -291,29 +308,130 @@ def _cpu(scenario: str, result: dict[str, Any], side: str) -> float | None:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the scenario for each worker count `repeat` times, interleaved; medians and ratios."""
-    counts = [int(count) for count in args.compare_workers.split(",") if count]
+    """Run the scenario for each worker count (`--compare-workers`) or node count
+    (`--compare-nodes`) `repeat` times, interleaved (1, 2, 1, 2, ...: a change in the machine's
+    load hits both alike), a fresh server each time; medians and ratios to the first count.
+    Nodes run on one PostgreSQL started and provisioned once (bench/peers/imactor_cluster.py),
+    each run on a fresh copy of its database; their report adds the cost per crossing."""
+    dimension = "nodes" if args.compare_nodes else "workers"
+    counts = [int(count) for count in (args.compare_nodes or args.compare_workers).split(",") if count]
     runs: dict[int, list[dict[str, Any]]] = {count: [] for count in counts}
-    for repetition in range(1, args.repeat + 1):
-        for count in counts:
-            print(f"run {repetition}/{args.repeat}, {count} worker(s)...", file=sys.stderr, flush=True)
-            report = run(args, workers=count)
-            figure = headline(args.scenario, report["result"])
-            runs[count].append({"figure": figure, "result": report["result"]})
-            print(f"  {figure:g}", file=sys.stderr, flush=True)
+    extra: dict[str, Any] = {}
+    with ExitStack() as stack:
+        cluster = None
+        if dimension == "nodes":
+            started = time.monotonic()
+            cluster = stack.enter_context(cluster_database(args))
+            extra["provision_seconds"] = round(time.monotonic() - started, 1)
+        for repetition in range(1, args.repeat + 1):
+            for count in counts:
+                print(f"run {repetition}/{args.repeat}, {count} {dimension}...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                if cluster is None:
+                    report = run(args, workers=count)
+                else:
+                    report = run(args, nodes=count, cluster=cluster)
+                figure = headline(args.scenario, report["result"])
+                runs[count].append({"figure": figure, "started": report["started"],
+                                    "start_seconds": report["start_and_provision_seconds"],
+                                    "seconds": round(time.monotonic() - started, 1),
+                                    "result": report["result"]})  # fmt: skip
+                line = run_line(args.scenario, report["result"])
+                print(f"  {figure:g}  {line}", file=sys.stderr, flush=True)
     medians = {count: statistics.median(r["figure"] for r in runs[count]) for count in counts}
     base = medians[counts[0]]
     summary = [
-        {"workers": count, "figures": [r["figure"] for r in runs[count]], "median": medians[count],
+        {dimension: count, "figures": [r["figure"] for r in runs[count]], "median": medians[count],
          "ratio": round(medians[count] / base, 3) if base else None,
          "server_cpu_cores": [_cpu(args.scenario, r["result"], "server") for r in runs[count]]}
         for count in counts
     ]  # fmt: skip
-    return {"scenario": args.scenario, "server": "imactor", "transport": args.transport,
-            "processes": args.processes, "server_modules": args.server_modules,
-            "compare_workers": counts, "repeat": args.repeat,
-            "figure": _FIGURES[args.scenario], "machine": machine(), "summary": summary,
+    if dimension == "nodes":
+        extra["crossings"] = crossing_cost(counts, runs)
+    return {"scenario": args.scenario, "shape": args.shape, "server": "imactor", "transport": args.transport,
+            "processes": args.processes, "server_config": args.server_config, "sasl": args.sasl,
+            "accounts": args.accounts, "server_modules": args.server_modules,
+            f"compare_{dimension}": counts, "repeat": args.repeat,
+            "figure": _FIGURES[args.scenario], "machine": machine(), "summary": summary, **extra,
             "runs": {str(count): runs[count] for count in counts}}  # fmt: skip
+
+
+@contextmanager
+def cluster_database(args: argparse.Namespace) -> Iterator[ClusterDatabase]:
+    """PostgreSQL with imactor's database provisioned, for the runs of `--compare-nodes`."""
+    options = options_from(args)
+    provisioned = account_names(args.accounts or options.accounts_needed(), args.password)
+    modules = None if args.server_modules is None else args.server_modules.split(",")
+    with ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imactor-nodes-bench-")))
+        yield stack.enter_context(running_cluster_database(
+            directory, provisioned, tls=options.tls, domain=args.domain, workers=args.server_workers,
+            modules=modules, config_name=args.server_config))  # fmt: skip
+
+
+def _step_figures(result: dict[str, Any]) -> dict[float, dict[str, float]]:
+    """A chat run's passed steps by rate: server µs/msg, crossings/msg, and µs/msg net of the
+    server's idle upkeep (its `--idle` CPU rate over the step's seconds), when measured."""
+    idle = result.get("idle")
+    idle_cores = (idle["cpu"].get("server") or {}).get("cpu_cores") if idle else None
+    figures: dict[float, dict[str, float]] = {}
+    for step in result.get("steps", []):
+        us = step.get("server_cpu_us_per_message")
+        if not step["passed"] or us is None or step.get("crossings_per_message") is None:
+            continue
+        entry = {"us": float(us), "crossings": float(step["crossings_per_message"])}
+        if idle_cores is not None:
+            entry["net_us"] = us - idle_cores * step["seconds"] / step["sent"] * 1e6
+        figures[float(step["target_rate"])] = entry
+    return figures
+
+
+def crossing_cost(counts: list[int], runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per rate passed by both runs of a repetition: each node count's server µs/msg and
+    crossings/msg, and the CPU per crossing = (µs/msg of the count − µs/msg of the first count)
+    / (crossings/msg of the count − of the first), paired within each repetition (the runs next
+    to each other in time), then medians over the repetitions. Also net of idle upkeep, where
+    `--idle` measured it. `rate`: the highest rate every run passed."""
+    first = counts[0]
+    paired: dict[int, dict[float, list[dict[str, float]]]] = {count: {} for count in counts[1:]}
+    reached: dict[int, dict[float, list[dict[str, float]]]] = {count: {} for count in counts}
+    for repetition in range(len(runs[first])):
+        base = _step_figures(runs[first][repetition]["result"])
+        for count in counts:
+            other = _step_figures(runs[count][repetition]["result"])
+            for rate, entry in other.items():
+                reached[count].setdefault(rate, []).append(entry)
+                if count == first or rate not in base:
+                    continue
+                crossings = entry["crossings"] - base[rate]["crossings"]
+                if crossings <= 0:
+                    continue
+                cost = {"us": (entry["us"] - base[rate]["us"]) / crossings}
+                if "net_us" in entry and "net_us" in base[rate]:
+                    cost["net_us"] = (entry["net_us"] - base[rate]["net_us"]) / crossings
+                paired[count].setdefault(rate, []).append(cost)
+    repetitions = len(runs[first])
+    common = [rate for rate in sorted(reached[first])
+              if all(len(reached[count].get(rate, [])) == repetitions for count in counts)]  # fmt: skip
+
+    def medians(entries: list[dict[str, float]], key: str) -> float | None:
+        found = _median([e.get(key) for e in entries])
+        return None if found is None else round(found, 1 if key != "crossings" else 3)
+
+    per_rate = {
+        str(rate): {
+            "server_cpu_us_per_message": {str(c): medians(reached[c].get(rate, []), "us") for c in counts},
+            "server_cpu_us_per_message_net_of_idle": {str(c): medians(reached[c].get(rate, []), "net_us")
+                                                      for c in counts},
+            "crossings_per_message": {str(c): medians(reached[c].get(rate, []), "crossings") for c in counts},
+            "passed": {str(c): len(reached[c].get(rate, [])) for c in counts},
+            "cpu_us_per_crossing": {str(c): medians(paired[c].get(rate, []), "us") for c in counts[1:]},
+            "cpu_us_per_crossing_net_of_idle": {str(c): medians(paired[c].get(rate, []), "net_us")
+                                                for c in counts[1:]},
+        }
+        for rate in sorted(set().union(*(reached[c] for c in counts)))
+    }  # fmt: skip
+    return {"rate": common[-1] if common else None, "per_rate": per_rate}
 
 
 def compare_servers(args: argparse.Namespace) -> dict[str, Any]:
@@ -453,14 +571,51 @@ def steps_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, workers: int | None = None, server: str | None = None) -> dict[str, Any]:
+def nodes_table(report: dict[str, Any]) -> str:
+    """The tables (Markdown) of a --compare-nodes report: a row per node count (its best rate
+    per run, their median and the ratio to the first count's), then per step rate every
+    count's server CPU per message and crossings per message, and the CPU per crossing."""
+    counts = report["compare_nodes"]
+    crossing = report["crossings"]
+    title = (f"{report['scenario']}, {report['transport']}, {report.get('shape')} shape, "
+             f"medians of {report['repeat']} run(s)")  # fmt: skip
+    lines = [title, f"| nodes | {report['figure']}: runs | median | ratio to {counts[0]} |",
+             "|---|---|---|---|"]  # fmt: skip
+    for entry in report["summary"]:
+        runs = ", ".join(_number(f) for f in entry["figures"])
+        median, ratio = _number(entry["median"]), _number(entry["ratio"])
+        lines.append(f"| {entry['nodes']} | {runs} | {median} | {ratio} |")
+    head = ("| msg/s | " + " | ".join(f"{c} node(s) µs/msg (passed) | crossings/msg" for c in counts)
+            + "".join(f" | µs per crossing, {c} nodes (net of idle)" for c in counts[1:]) + " |")  # fmt: skip
+    lines += ["", "server CPU per message and per node crossing at each step", head,
+              "|" + "---|" * (head.count("|") - 1)]  # fmt: skip
+    for rate, entry in crossing["per_rate"].items():
+        cells = [f"{float(rate):g}"]
+        for c in counts:
+            us, crossings = entry["server_cpu_us_per_message"][str(c)], entry["crossings_per_message"][str(c)]
+            cells += [f"{_number(us)} ({entry['passed'][str(c)]})", _number(crossings)]
+        for c in counts[1:]:
+            cells.append(f"{_number(entry['cpu_us_per_crossing'][str(c)])} "
+                         f"({_number(entry['cpu_us_per_crossing_net_of_idle'][str(c)])})")  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"highest rate every run passed: {_number(crossing['rate'])} msg/s")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, workers: int | None = None, server: str | None = None,
+        nodes: int | None = None, cluster: ClusterDatabase | None = None) -> dict[str, Any]:  # fmt: skip
+    """One run against a fresh server (or `nodes` nodes on `cluster`'s database) or --port."""
     options = options_from(args)
     provisioned = account_names(args.accounts or options.accounts_needed(), args.password)
     users = spread(provisioned, options.accounts_needed())
     count = args.server_workers if workers is None else workers
     name = server or args.server
     with ExitStack() as stack:
-        if args.port is None:
+        if cluster is not None and nodes is not None:
+            node_start = time.monotonic()
+            target = stack.enter_context(cluster.nodes(nodes))
+            start_seconds: float | None = round(time.monotonic() - node_start, 1)
+        elif args.port is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{name}-bench-")))
             modules = None if args.server_modules is None else args.server_modules.split(",")
             provision_started = time.monotonic()
@@ -469,7 +624,7 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
                                                         modules=modules, peer_store=args.peer_store,
                                                         config=args.server_config,
                                                         sasl=args.sasl))  # fmt: skip
-            start_seconds: float | None = round(time.monotonic() - provision_started, 1)
+            start_seconds = round(time.monotonic() - provision_started, 1)
         else:
             target = Target(args.host, args.port, args.domain, args.server_pid)
             start_seconds = None
@@ -480,7 +635,8 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
             "sasl": args.sasl, "processes": args.processes, "server_config": args.server_config,
             "server_workers": count if name == "imactor" and args.server_config == "bench" else None,
             "peer_store": None if name == "imactor" or args.server_config == "default" else args.peer_store,
-            "server_modules": args.server_modules, "accounts": len(provisioned), "users": len(users),
+            "server_modules": args.server_modules, "nodes": nodes,
+            "accounts": len(provisioned), "users": len(users),
             "user_sample": [name for name, _ in users[:3] + users[-1:]],
             "start_and_provision_seconds": start_seconds,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -497,7 +653,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if steps := steps_table(report):
             print("\n" + steps, file=sys.stderr)
     else:
-        report = compare(args) if args.compare_workers else run(args)
+        report = compare(args) if args.compare_workers or args.compare_nodes else run(args)
+        if args.compare_nodes:
+            print(nodes_table(report), file=sys.stderr)
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

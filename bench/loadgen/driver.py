@@ -66,6 +66,7 @@ class Options:
     login_concurrency: int = 50  # login with `logins`: simultaneous logins over all processes
     cpu_users: list[int] = field(default_factory=lambda: [1000, 20])  # cpu: users per phase
     cpu_user_rates: list[float] = field(default_factory=lambda: [0.5, 60.0])  # cpu: msg/s per user
+    idle: float = 0.0  # chat: seconds measured with every user online and nothing sent, first
 
     def accounts_needed(self) -> int:
         """The accounts the scenario logs in (a subset of those provisioned)."""
@@ -121,7 +122,8 @@ class Driver:
             spec = {"scenario": "chat" if self.options.scenario == "cpu" else self.options.scenario,
                     "host": self.target.host, "port": self.target.port, "domain": self.target.domain,
                     "tls": self.options.tls, "users": share, "sasl": self.options.sasl,
-                    "io": self.options.io}  # fmt: skip
+                    "io": self.options.io,
+                    "endpoints": self.target.endpoints or [(self.target.host, self.target.port)]}  # fmt: skip
             if self.options.scenario == "muc":  # _shares deals accounts round-robin: k, k + n, ...
                 indices = list(range(k, len(self.users), self.options.processes))
                 senders = list(range(min(self.options.senders, len(self.users))))
@@ -186,7 +188,7 @@ class Driver:
         """The server's process trees (its own and its database's, if it has one) and the
         generator's processes."""
         now = time.monotonic()
-        roots = [pid for pid in (self.target.pid, self.target.database_pid) if pid]
+        roots = self.target.roots
         pids = [pid for root in roots for pid in procstat.process_tree(root)]
         server = procstat.sample(pids, now) if roots else None
         generator = procstat.sample([p.pid for p in self.procs if p.pid is not None], now)
@@ -324,9 +326,11 @@ class Driver:
         per_process = [{"step_id": step_id, "rate": rate * n / total_active if total_active else 0.0,
                         "duration": duration, "drain": self.options.drain, "active": n}
                        for n in active]  # fmt: skip
+        before = self.counters()
         started = time.monotonic()
         answers, cpu = self.measured("step", per_process)
         elapsed = time.monotonic() - started
+        after = self.counters()
         sent = sum(a["sent"] for a in answers)
         received = sum(a["received"] for a in answers)
         latencies = [x for a in answers for x in a["latencies"]]
@@ -337,7 +341,8 @@ class Driver:
                 "received": received, "lost": sent - received, "lossy_pairs": lossy[:10],
                 "duplicates": sum(a["duplicates"] for a in answers),
                 "late": sum(a["late"] for a in answers), **latency_summary(latencies),
-                "seconds": round(elapsed, 3), "cpu": cpu, **per_message(cpu, sent)}  # fmt: skip
+                "seconds": round(elapsed, 3), "cpu": cpu, **per_message(cpu, sent),
+                **crossings(before, after, sent)}  # fmt: skip
         step["passed"] = bool(sent and sent == received and step["p99_ms"] is not None
                               and step["p99_ms"] < self.options.p99_limit_ms
                               and step["achieved_rate"] >= 0.95 * rate)  # fmt: skip
@@ -352,8 +357,22 @@ class Driver:
         pairs = _even(active_users) // 2
         return [min(2 * ((pairs - k + n - 1) // n), users) for k, users in enumerate(users_per_process)]
 
+    def counters(self) -> dict[str, int] | None:
+        """The server's own counters now (mesh frames, for several nodes), if it has any."""
+        return None if self.target.counters is None else self.target.counters()
+
+    def _idle(self) -> dict[str, Any]:
+        """The server's CPU for `--idle` s with every user online and nothing sent: what being up
+        costs per second, apart from the messages (e.g. a second node's own upkeep)."""
+        before = self.counters()
+        start = self.cpu_start()
+        time.sleep(self.options.idle)
+        cpu = self.cpu_since(start)
+        return {"seconds": self.options.idle, "cpu": cpu, **crossings(before, self.counters(), 0)}
+
     def run_chat(self) -> dict[str, Any]:
         users_per_process = self._connect_chat()
+        idle = {"idle": self._idle()} if self.options.idle > 0 else {}
 
         def one_step(step_id: int, rate: float, duration: float) -> dict[str, Any]:
             return self._chat_step(step_id, rate, duration, users_per_process)
@@ -361,7 +380,7 @@ class Driver:
         stepped = self._stepped(one_step)
         self.command("close")
         return {"pairs": len(self.users) // 2, "step_seconds": self.options.duration,
-                "p99_limit_ms": self.options.p99_limit_ms, **stepped}  # fmt: skip
+                "p99_limit_ms": self.options.p99_limit_ms, **idle, **stepped}  # fmt: skip
 
     def run_cpu(self) -> dict[str, Any]:
         """The server's CPU per message at each (users, msg/s per user) phase of the run, e.g.
@@ -433,6 +452,16 @@ class Driver:
         return {"room": self.room, "occupants": occupants, "senders": senders,
                 "step_seconds": self.options.duration, "p99_limit_ms": self.options.p99_limit_ms,
                 **stepped}  # fmt: skip
+
+
+def crossings(before: dict[str, int] | None, after: dict[str, int] | None, sent: int) -> dict[str, Any]:
+    """The mesh frames sent between workers while a step ran (none without counters): with one
+    worker per node, each is one node-to-node crossing; and how many per message sent."""
+    if before is None or after is None:
+        return {}
+    frames = after["mesh_frames_out"] - before["mesh_frames_out"]
+    return {"crossings": frames, "frames_in": after["mesh_frames_in"] - before["mesh_frames_in"],
+            "crossings_per_message": round(frames / sent, 3) if sent else None}  # fmt: skip
 
 
 def per_message(cpu: dict[str, Any], count: int, unit: str = "message") -> dict[str, float | None]:

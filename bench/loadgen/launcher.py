@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +28,25 @@ domain = "{domain}"
 data_dir = "{data_dir}"
 {server_settings}
 [listen.c2s]
-host = "127.0.0.1"
+host = "{host}"
 port = 0
 starttls_required = {starttls_required}
 
 [listen.c2s_tls]
-host = "127.0.0.1"
+host = "{host}"
 port = 0
 
 [listen.http]
-host = "127.0.0.1"
+host = "{host}"
 port = 0
 
 [listen.https]
-host = "127.0.0.1"
+host = "{host}"
 port = 0
 
 [log]
 level = "warning"
-"""
+{extra}"""
 
 
 @dataclass
@@ -58,6 +58,17 @@ class Target:
     domain: str
     pid: int | None
     database_pid: int | None = None  # a database server of its own (PostgreSQL), measured too
+    #: Several nodes (--compare-nodes): the c2s (host, port) of each, over which the generator
+    #: spreads its clients (empty: host and port above), and the other nodes' process trees.
+    endpoints: tuple[tuple[str, int], ...] = ()
+    other_pids: tuple[int, ...] = ()
+    #: The server's own counters (e.g. mesh frames between nodes), read around each step.
+    counters: Callable[[], dict[str, int]] | None = None
+
+    @property
+    def roots(self) -> list[int]:
+        """The roots of every process tree measured as the server's."""
+        return [pid for pid in (self.pid, *self.other_pids, self.database_pid) if pid]
 
 
 def add_users(config: Path, users: Sequence[tuple[str, str]]) -> None:
@@ -84,19 +95,31 @@ def server_settings(config: str, workers: int, modules: Sequence[str] | None) ->
     return lines
 
 
+def write_config(directory: Path, *, tls: bool = True, domain: str = "localhost", workers: int = 1,
+                 modules: Sequence[str] | None = None, config_name: str = "bench",
+                 host: str = "127.0.0.1", extra: str = "") -> Path:  # fmt: skip
+    """`directory/imactor.toml` (see `running_imactor`), its data dir `directory/data`."""
+    config = directory / "imactor.toml"
+    settings = server_settings(config_name, workers, modules)
+    config.write_text(CONFIG.format(domain=domain, data_dir=directory / "data", server_settings=settings,
+                                    starttls_required=str(tls).lower(), host=host,
+                                    extra=extra))  # fmt: skip
+    return config
+
+
 @contextmanager
 def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
                     domain: str = "localhost", workers: int = 1, modules: Sequence[str] | None = None,
-                    config_name: str = "bench") -> Iterator[Target]:  # fmt: skip
+                    config_name: str = "bench", host: str = "127.0.0.1",
+                    extra: str = "") -> Iterator[Target]:  # fmt: skip
     """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`.
 
     `config_name`: "default" or "bench" (the module's docstring); with "bench", `workers` and
-    `modules` (the `[server] modules` list; None: the server's default list)."""
-    data_dir = directory / "data"
-    config = directory / "imactor.toml"
-    settings = server_settings(config_name, workers, modules)
-    config.write_text(CONFIG.format(domain=domain, data_dir=data_dir, server_settings=settings,
-                                    starttls_required=str(tls).lower()))  # fmt: skip
+    `modules` (the `[server] modules` list; None: the server's default list). `host`: the
+    loopback address every listener binds; `extra`: more TOML tables (e.g. `[storage]` and
+    `[cluster]` for a node of a cluster)."""
+    config = write_config(directory, tls=tls, domain=domain, workers=workers, modules=modules,
+                          config_name=config_name, host=host, extra=extra)  # fmt: skip
     if users:
         add_users(config, users)
     log_path = directory / "server.log"
@@ -107,7 +130,7 @@ def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: b
         )  # fmt: skip
         try:
             ports = _wait_for_ports(proc, log_path)
-            yield Target("127.0.0.1", ports["c2s"], domain, proc.pid)
+            yield Target(host, ports["c2s"], domain, proc.pid)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

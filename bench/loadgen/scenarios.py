@@ -33,6 +33,10 @@ class Scenario:
         self.nursery = nursery
         self.host: str = spec["host"]
         self.port: int = spec["port"]
+        #: Several nodes: the user at index i of this process connects to endpoints[i % n] (a
+        #: chat pair's two members, adjacent, to two different nodes).
+        endpoints = spec.get("endpoints") or [(self.host, self.port)]
+        self.endpoints: list[tuple[str, int]] = [(host, port) for host, port in endpoints]
         self.domain: str = spec["domain"]
         self.context: ssl.SSLContext | None = tls_context() if spec["tls"] else None
         self.users: list[tuple[str, str]] = [(u[0], u[1]) for u in spec["users"]]
@@ -44,8 +48,9 @@ class Scenario:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
 
-    async def open(self, user: tuple[str, str], resource: str) -> LoadClient:
-        client = await LoadClient.connect(self.host, self.port, self.domain)
+    async def open(self, user: tuple[str, str], resource: str, index: int = 0) -> LoadClient:
+        host, port = self.endpoints[index % len(self.endpoints)]
+        client = await LoadClient.connect(host, port, self.domain)
         try:
             await client.login(user[0], user[1], resource, self.context, self.mechanism)
             await client.ping()
@@ -62,7 +67,7 @@ class Scenario:
         async def one(index: int, user: tuple[str, str]) -> None:
             async with limiter:
                 with trio.fail_after(60):
-                    clients[index] = await self.open(user, resource)
+                    clients[index] = await self.open(user, resource, index)
 
         async with trio.open_nursery() as nursery:
             for index, user in enumerate(self.users):

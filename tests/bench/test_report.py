@@ -14,8 +14,8 @@ from lxml import etree
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.loadgen.client import LoginError, choose_mechanism
-from bench.loadgen.driver import Driver, account_names, spread
-from bench.run import parse_args, servers_table, steps_summary, steps_table
+from bench.loadgen.driver import Driver, account_names, crossings, spread
+from bench.run import crossing_cost, nodes_table, parse_args, servers_table, steps_summary, steps_table
 
 
 def _report(scenario: str) -> dict[str, Any]:
@@ -149,6 +149,8 @@ def test_options_that_contradict_each_other_are_refused(capsys: pytest.CaptureFi
         ),
         (["--scenario", "cpu", "--cpu-users", "10,2", "--cpu-user-rates", "1"], "as many values"),
         (["--scenario", "chat", "--compare-servers", "imactor,openfire"], "unknown openfire"),
+        (["--scenario", "login", "--compare-nodes", "1,2"], "--compare-nodes measures the chat scenario"),
+        (["--scenario", "chat", "--compare-nodes", "1,2", "--compare-workers", "2"], "no other --compare-*"),
     ]:
         with pytest.raises(SystemExit):
             parse_args(argv)
@@ -177,3 +179,58 @@ def test_sasl_names_the_one_mechanism_every_login_uses() -> None:
     assert choose_mechanism(features, "SCRAM-SHA-1") == "SCRAM-SHA-1"
     with pytest.raises(LoginError, match=r"SCRAM-SHA-256 not offered: \['PLAIN', 'SCRAM-SHA-1'\]"):
         choose_mechanism(features, "SCRAM-SHA-256")
+
+
+def _nodes_run(idle_cores: float | None, *steps: tuple[float, float, float, bool]) -> dict[str, Any]:
+    """A chat run of --compare-nodes: (rate, server µs/msg, crossings/msg, passed) per step, each
+    10 s long with 1,000 messages sent."""
+    result: dict[str, Any] = {"steps": [
+        {"target_rate": rate, "server_cpu_us_per_message": us, "crossings_per_message": per, "passed": ok,
+         "seconds": 10.0, "sent": 1000}
+        for rate, us, per, ok in steps]}  # fmt: skip
+    if idle_cores is not None:
+        server = {"cpu_seconds": idle_cores * 5, "cpu_cores": idle_cores}
+        result["idle"] = {"seconds": 5.0, "cpu": {"server": server}}
+    return {"figure": max((r for r, _, _, ok in steps if ok), default=0.0), "result": result}
+
+
+def test_crossing_cost_pairs_the_runs_of_each_repetition_and_takes_medians() -> None:
+    """(µs/msg on 2 nodes − on 1 node) / (crossings/msg on 2 − on 1), per repetition, then the
+    median; net of idle subtracts each run's idle CPU rate × the step's seconds / messages."""
+    runs = {
+        1: [_nodes_run(0.02, (100, 1000, 0, True), (200, 800, 0, True), (300, 700, 0, False)),
+            _nodes_run(0.02, (100, 1100, 0, True), (200, 900, 0, True))],
+        2: [_nodes_run(0.03, (100, 1500, 1, True), (200, 1200, 1, True), (300, 1000, 1, True)),
+            _nodes_run(0.03, (100, 1500, 1, True), (200, 1300, 1, True), (300, 1000, 1, False))],
+    }  # fmt: skip
+    report = crossing_cost([1, 2], runs)
+    assert report["rate"] == 200  # 300 passed on 2 nodes only
+    at_100 = report["per_rate"]["100.0"]
+    assert at_100["server_cpu_us_per_message"] == {"1": 1050.0, "2": 1500.0}
+    assert at_100["crossings_per_message"] == {"1": 0.0, "2": 1.0}
+    assert at_100["passed"] == {"1": 2, "2": 2}
+    assert at_100["cpu_us_per_crossing"] == {"2": 450.0}  # median of 500 and 400
+    # idle: 0.02 and 0.03 cores × 10 s / 1,000 messages = 200 and 300 µs per message
+    assert at_100["server_cpu_us_per_message_net_of_idle"] == {"1": 850.0, "2": 1200.0}
+    assert at_100["cpu_us_per_crossing_net_of_idle"] == {"2": 350.0}
+    at_300 = report["per_rate"]["300.0"]
+    assert at_300["passed"] == {"1": 0, "2": 1}
+    assert at_300["cpu_us_per_crossing"] == {"2": None}  # no pair of runs both passed it
+    summary = [{"nodes": 1, "figures": [200.0, 200.0], "median": 200.0, "ratio": 1.0},
+               {"nodes": 2, "figures": [300.0, 200.0], "median": 250.0, "ratio": 1.25}]  # fmt: skip
+    lines = nodes_table({"scenario": "chat", "transport": "starttls", "shape": "company", "repeat": 2,
+                         "figure": "best passing rate (msg/s)", "compare_nodes": [1, 2], "crossings": report,
+                         "summary": summary})  # fmt: skip
+    assert lines.splitlines()[3:5] == ["| 1 | 200, 200 | 200 | 1 |", "| 2 | 300, 200 | 250 | 1.25 |"]
+    assert "| 100 | 1050 (2) | 0 | 1500 (2) | 1 | 450 (350) |" in lines.splitlines()
+    assert "| 300 | – (0) | – | 1000 (1) | 1 | – (–) |" in lines.splitlines()
+    assert lines.splitlines()[-1] == "highest rate every run passed: 200 msg/s"
+
+
+def test_crossings_are_the_mesh_frames_sent_during_a_step() -> None:
+    before = {"mesh_frames_out": 10, "mesh_frames_in": 30}
+    after = {"mesh_frames_out": 2010, "mesh_frames_in": 2040}
+    expected = {"crossings": 2000, "frames_in": 2010, "crossings_per_message": 2.0}
+    assert crossings(before, after, 1000) == expected
+    assert crossings(None, after, 1000) == {}  # a server without counters (one node, or a peer)
+    assert crossings(before, before, 0)["crossings_per_message"] is None
