@@ -17,12 +17,15 @@ turns into an error in seconds, never a hang.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy.engine import make_url
+
+T = TypeVar("T")
+_Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 #: Seconds to wait for a connection or a statement before giving up (a lease is a few seconds).
 TIMEOUT = 2
@@ -102,7 +105,7 @@ class ClusterStore:
             self._connection = psycopg.connect(**self._kwargs)
         return self._connection.cursor()
 
-    def _run(self, body: Any) -> Any:
+    def _run(self, body: Callable[[_Cursor], T]) -> T:
         """`body(cursor)` in one transaction; a failed one drops the connection (it may be dead)."""
         try:
             with self._cursor() as cursor:
@@ -174,8 +177,7 @@ class ClusterStore:
             )
             return int(node_id)
 
-        result: int = self._run(body)
-        return result
+        return self._run(body)
 
     def lease_of(self, name: str) -> tuple[str, float] | None:
         """(incarnation, seconds left) of the lease on `name`, None if the name has no row."""
@@ -189,8 +191,7 @@ class ClusterStore:
             row = cursor.fetchone()
             return None if row is None else (str(row[0]), float(row[1]))
 
-        result: tuple[str, float] | None = self._run(body)
-        return result
+        return self._run(body)
 
     # ---- the heartbeat -------------------------------------------------------------------------
 
@@ -243,8 +244,7 @@ class ClusterStore:
                 )
             return Snapshot(epoch, tuple(members), nodes)
 
-        result: Snapshot = self._run(body)
-        return result
+        return self._run(body)
 
     def retire(self, node_id: int, incarnation: str) -> None:
         """End this node's lease now (a clean stop): the others re-home its users at once."""
@@ -269,8 +269,7 @@ class ClusterStore:
             cursor.execute("SELECT 1 FROM cluster_node WHERE public_key = %s", (public_key,))
             return cursor.fetchone() is not None
 
-        result: bool = self._run(body)
-        return result
+        return self._run(body)
 
     def nodes(self) -> tuple[list[LiveNode], int]:
         """Every registered node (live or not, lease fields as the database sees them), and the
@@ -282,8 +281,7 @@ class ClusterStore:
             row = cursor.fetchone()
             return nodes, 0 if row is None else int(row[0])
 
-        result: tuple[list[LiveNode], int] = self._run(body)
-        return result
+        return self._run(body)
 
 
 def _live_nodes(cursor: psycopg.Cursor[tuple[Any, ...]], *, every: bool = False) -> tuple[LiveNode, ...]:

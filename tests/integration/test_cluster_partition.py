@@ -10,21 +10,19 @@ reset: packets vanish, as when a cable or switch fails.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 
 import pytest
 import trio
 
 from imactor.cluster.placement import home
-from imactor.node.status.client import StatusUnavailable
 from tests.integration.test_cluster import PASSWORD, USERS
-from tests.support.cluster import Node, cluster_options, keygen
+from tests.support.cluster import Node, cluster_options, keygen, wait_for_members
 from tests.support.netns import Namespace, NetnsUnavailable, namespace
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer
 from tests.support.server import running_server
-from tests.support.timeouts import START_TIMEOUT, TIMEOUT
+from tests.support.timeouts import TIMEOUT
 
 pytestmark = pytest.mark.postgres
 
@@ -72,29 +70,8 @@ def nodes(
             c2s_host=net.address, prefix=net.prefix,
         ))  # fmt: skip
         pair = [Node("node-a", a_dir, a), Node("node-b", b_dir, b)]
-        wait_for_view(pair, 2)
+        wait_for_members(pair, 2)
         yield pair
-
-
-def members(node: Node) -> list[int] | None:
-    """The node's membership, None while it does not answer (fenced: its status is down too)."""
-    try:
-        return list(node.membership()["members"])  # type: ignore[call-overload]
-    except (StatusUnavailable, OSError):
-        return None
-
-
-def wait_for_view(nodes: list[Node], count: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        views = [members(node) for node in nodes]
-        if (
-            all(view is not None and len(view) == count for view in views)
-            and len({str(v) for v in views}) == 1
-        ):
-            return
-        assert time.monotonic() < deadline, views
-        time.sleep(0.1)
 
 
 def chat(to: str, stanza_id: str, body: str) -> str:
@@ -109,7 +86,7 @@ async def test_a_node_cut_off_fences_itself_and_rejoins_when_the_link_is_back(
     nodes: list[Node], net: Namespace
 ) -> None:
     node_a, node_b = nodes
-    view = tuple(members(node_a) or ())
+    view = tuple(node_a.membership()["members"])
     homes = {u: home("user", u, view) for u in USERS}
     b_worker = max(view)  # node-b registered second: the higher node id
     victim = next(u for u in USERS if homes[u] == b_worker)
@@ -132,7 +109,7 @@ async def test_a_node_cut_off_fences_itself_and_rejoins_when_the_link_is_back(
         await alice.sync()
     assert fenced(node_b), "node-b went on serving without its lease"
     net.heal()
-    wait_for_view(nodes, 2)  # node-b joined again
+    wait_for_members(nodes, 2)  # node-b joined again
     with trio.fail_after(TIMEOUT):
         back = await Peer.online(node_b.server.c2s_port, victim, PASSWORD, resource="back", host=net.address)
         stored = await back.expect(message(from_=alice.jid, id_="cut"))
@@ -153,7 +130,7 @@ async def test_a_database_restart_costs_the_nodes_no_client(nodes: list[Node], n
     outlives the restart, and nobody can take its users meanwhile), the membership stays, and
     the clients' streams carry messages again once the database is back."""
     node_a, node_b = nodes
-    view = tuple(members(node_a) or ())
+    view = tuple(node_a.membership()["members"])
     epoch = node_a.membership()["epoch"]
     logs = {node.name: len(log_text(node)) for node in nodes}
     on_b = next(u for u in USERS[20:] if home("user", u, view) == max(view))

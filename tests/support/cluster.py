@@ -22,6 +22,7 @@ from typing import Any
 
 from imactor.cluster.endpoints import NODE_STRIDE
 from imactor.cluster.placement import home
+from imactor.node.status.client import StatusUnavailable
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import START_TIMEOUT
 
@@ -74,15 +75,24 @@ def keygen(directory: Path) -> None:
 
 
 def wait_for_members(nodes: list[Node], count: int) -> int:
-    """Wait until every node announces one membership of `count` workers; returns its epoch."""
+    """Wait until every node announces one membership of `count` workers; returns its epoch.
+    A node that does not answer (starting, or fenced: its status server is down too) is waited
+    for."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        views = [node.membership() for node in nodes]
-        epochs = {v["epoch"] for v in views}
-        if len(epochs) == 1 and all(len(v["members"]) == count for v in views):
+        views = [_membership_or_none(node) for node in nodes]
+        epochs = {v["epoch"] for v in views if v is not None}
+        if None not in views and len(epochs) == 1 and all(len(v["members"]) == count for v in views if v):
             return int(epochs.pop())
         assert time.monotonic() < deadline, views
         time.sleep(0.1)
+
+
+def _membership_or_none(node: Node) -> dict[str, Any] | None:
+    try:
+        return node.membership()
+    except (StatusUnavailable, OSError):
+        return None
 
 
 class Cluster(list[Node]):
