@@ -8,14 +8,29 @@
 # packages started anyway is stopped by the pid it wrote. bench/peers/ then runs each server as
 # the user running the bench, on loopback, with its own config and data dirs under a temp dir.
 #
-# Run as root: sh scripts/install-peers.sh
+# Run as root: sh scripts/install-peers.sh [prosody|ejabberd ...]
+# With no argument it installs both peers and PostgreSQL 15 (what the benchmarks need); with
+# names, only those peers and what they need (the federation tests install Prosody alone).
 set -eu
 
 # lua-dbi-sqlite3 and erlang-p1-sqlite3: their SQLite stores (bench.run --peer-store sqlite);
 # lua-dbi-postgresql and erlang-p1-pgsql: their PostgreSQL stores (the -pg variants), on a
 # throw-away cluster the bench starts itself with postgresql-15's initdb and pg_ctl;
 # lua-unbound: Prosody's DNS library (without it Prosody warns at every start).
-packages="prosody lua-dbi-sqlite3 lua-dbi-postgresql lua-unbound ejabberd erlang-p1-sqlite3 erlang-p1-pgsql postgresql-15"
+prosody_packages="prosody lua-dbi-sqlite3 lua-dbi-postgresql lua-unbound"
+ejabberd_packages="ejabberd erlang-p1-sqlite3 erlang-p1-pgsql"
+if [ "$#" -eq 0 ]; then
+    packages="$prosody_packages $ejabberd_packages postgresql-15"
+else
+    packages=""
+    for peer in "$@"; do
+        case "$peer" in
+            prosody) packages="$packages $prosody_packages" ;;
+            ejabberd) packages="$packages $ejabberd_packages" ;;
+            *) echo "install-peers: unknown peer '$peer' (prosody or ejabberd)" >&2; exit 2 ;;
+        esac
+    done
+fi
 missing=""
 for package in $packages; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -23,7 +38,7 @@ for package in $packages; do
     fi
 done
 if [ -z "$missing" ]; then
-    echo "prosody, ejabberd and PostgreSQL 15 already installed"
+    echo "already installed:$packages"
     exit 0
 fi
 
@@ -67,4 +82,7 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     # shellcheck disable=SC2086 # one word per unit
     systemctl stop $(for unit in $units; do printf '%s ' "${unit#*:}"; done) 2>/dev/null || true
 fi
-echo "installed: $(prosodyctl about 2>/dev/null | grep -m1 -i '^prosody' || echo prosody), ejabberd $(dpkg-query -W -f='${Version}' ejabberd)"
+for package in prosody ejabberd; do
+    version=$(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || true)
+    if [ -n "$version" ]; then echo "installed: $package $version"; fi
+done

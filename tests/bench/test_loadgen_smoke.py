@@ -8,7 +8,6 @@ succeeded.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -131,13 +130,6 @@ def test_compare_servers_smoke(tmp_path: Path) -> None:
     assert run["result"]["failed"] == 0, run["result"]["errors"]
 
 
-def _imactor_has_muc() -> bool:
-    # imactor's conference.<domain> service (imactor/rooms/service.py) landed beside this
-    # test; without it the room cannot exist and this smoke run has nothing to measure.
-    return importlib.util.find_spec("imactor.rooms.service") is not None
-
-
-@pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")
 @pytest.mark.parametrize("transport", ["starttls", "tcp"])
 def test_muc_smoke_loses_nothing(tmp_path: Path, transport: str) -> None:
     """Every occupant is read by the generator's epoll loop (TLS decrypted there, or plain),
@@ -229,7 +221,6 @@ def test_cpu_per_message_reports_both_phases_and_their_ratio(tmp_path: Path) -> 
     )
 
 
-@pytest.mark.skipif(not _imactor_has_muc(), reason="imactor has no MUC service yet")
 def test_company_muc_every_occupant_sends_and_nothing_is_lost(tmp_path: Path) -> None:
     report = run_bench(
         tmp_path, "--shape", "company", "--scenario", "muc", "--accounts", "40", "--occupants", "6",

@@ -14,7 +14,6 @@ Prosody's accounts are bench0, bench1, ... (the shared helper's naming).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from imactor.tls import generate_self_signed
 from tests.support.ca import TestCA
 from tests.support.muc import create_instant, heard, join, say
 from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
+from tests.support.peer_install import ensure_peer
 from tests.support.raw import DIALBACK_NS, RawClient, RawServer, client_context
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
@@ -41,9 +41,6 @@ IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin"]
 RAW_DOMAINS = 3
 PROSODY_USERS = [f"bench{i}" for i in range(4)]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prosody") is None, reason="Prosody not installed (sh scripts/install-peers.sh)"
-)
 
 
 @dataclass
@@ -79,6 +76,7 @@ routes = {{ {pinned} }}
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    ensure_peer("prosody")
     directory = tmp_path_factory.mktemp("federation")
     # Prosody's s2s port is chosen first (by the OS) so that imactor's route can name it;
     # imactor's is then the OS's choice at bind time, which Prosody's resolver is told.
