@@ -32,7 +32,7 @@ class Actor(ABC, Generic[M]):
     before its state is loaded. The loop then handles one message at a time. When the mailbox
     stays empty for `idle_timeout` seconds and `is_idle()` agrees, or `stop()` is called, the
     actor runs `before_stop()` (unregister here, so no new sender finds it), drains what is
-    already queued, closes its mailbox and runs `on_stop()`.
+    already queued, closes its mailbox, runs `on_stop()` and, last, `after_stop()`.
 
     `is_idle()` is asked before each wait for a message, and again when that wait times out: an
     actor that is not idle then waits without a timer, so its idleness may change only while it
@@ -64,6 +64,9 @@ class Actor(ABC, Generic[M]):
     async def on_stop(self) -> None:
         """Release resources after the last message."""
 
+    def after_stop(self) -> None:
+        """Synchronous hook run last, however the actor ended (tell the registry it is gone)."""
+
     def is_idle(self) -> bool:
         return True
 
@@ -87,8 +90,11 @@ class Actor(ABC, Generic[M]):
                 await self._dispatch(message)
         finally:
             self._mailbox.close()
-            with trio.CancelScope(shield=True):
-                await self.on_stop()
+            try:
+                with trio.CancelScope(shield=True):
+                    await self.on_stop()
+            finally:
+                self.after_stop()
 
     async def _loop(self) -> None:
         while not self._stopping:

@@ -39,6 +39,7 @@ from lxml import etree
 
 from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone
+from imactor.actors.registry import Retiring
 from imactor.ids import random_id
 from imactor.muc.room import Room
 from imactor.muc.state import RoomState
@@ -80,6 +81,7 @@ class RoomActor(Actor[m.RoomMessage]):
         self._workers: dict[JID, int] = {}
         self._may_create = False
         self._handed_off = False
+        self._retiring: Retiring | None = None  # from the decision to stop until the end
         #: Storage is behind the room in memory: a write that could not be undone failed (a
         #: temporary room left empty whose row could not be deleted); written again at stop.
         self._unsaved = False
@@ -104,7 +106,11 @@ class RoomActor(Actor[m.RoomMessage]):
         self.room = Room(self.jid, state, info, history=history, new_id=_new_id)
 
     def before_stop(self) -> None:
-        self.services.registry.unregister("room", self.name, self.ref)
+        self._retiring = self.services.registry.retire("room", self.name, self.ref)
+
+    def after_stop(self) -> None:
+        if self._retiring is not None:
+            self.services.registry.ended("room", self.name, self._retiring)
 
     async def on_stop(self) -> None:
         if not self._unsaved or self._handed_off:

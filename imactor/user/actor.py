@@ -31,6 +31,7 @@ from lxml import etree
 
 from imactor import messages as m
 from imactor.actors import Actor, ActorAddress, ActorGone, ActorRef
+from imactor.actors.registry import Retiring
 from imactor.server.modules import Scope
 from imactor.storage.errors import StorageError
 from imactor.user.account import Account
@@ -82,6 +83,7 @@ class UserActor(Actor[m.UserMessage]):
             blocklist=self.blocked, delivery=self.delivery, out=self.out,
         )  # fmt: skip
         self._handed_off = False
+        self._retiring: Retiring | None = None  # from the decision to stop until the end
         self._module_state: dict[str, Any] = {}  #: `account_state()`
         #: IQs the account sent (`request`), by id → what to run with the answer; bounded.
         self._requests: dict[str, tuple[str, Callable[[Element], Awaitable[None]]]] = {}
@@ -127,7 +129,11 @@ class UserActor(Actor[m.UserMessage]):
         await self.presence.subscriptions_changed(gained_from=now - sees_us, lost_from=sees_us - now)
 
     def before_stop(self) -> None:
-        self.services.registry.unregister("user", self.username, self.ref)
+        self._retiring = self.services.registry.retire("user", self.username, self.ref)
+
+    def after_stop(self) -> None:
+        if self._retiring is not None:
+            self.services.registry.ended("user", self.username, self._retiring)
 
     def is_idle(self) -> bool:
         return not self.resources

@@ -24,6 +24,7 @@ fails the worker fails and its supervisor restarts the worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import signal
@@ -274,10 +275,14 @@ async def _run_module_tasks(
 def _starter(supervisor: DynamicSupervisor, make: Callable[[str], Actor[Any]]) -> Starter:
     """Start the actor `make(key)` as a TEMPORARY child of `supervisor` (re-activated on demand)."""
 
+    incarnations = itertools.count()
+
     async def start(key: str) -> ActorRef[Any]:
         actor = make(key)
+        # The id names the incarnation: a predecessor that handed off may still be forwarding
+        # what was queued for it when its key comes back here (`Registry.retire`).
         ref = await supervisor.start_child(
-            ChildSpec(id=str(actor.address), start=actor.run, restart=Restart.TEMPORARY)
+            ChildSpec(id=f"{actor.address}#{next(incarnations)}", start=actor.run, restart=Restart.TEMPORARY)
         )
         return ref  # type: ignore[return-value]
 

@@ -5,11 +5,17 @@ its own CURVE key (`imactor cluster keygen`) and its mesh on its own loopback ad
 (127.0.0.2, .3, .4); clients connect to each node's c2s port. The leases are short (3 s, renewed
 every 0.5 s) so that a killed node's users move within seconds. The helpers that start, kill and
 restart nodes are in tests/support/cluster.py.
+
+The nodes' clocks disagree (`SKEWS`, libfaketime): node-b's runs 5 s ahead of the machine's and
+node-c's 5 s behind, more than the lease, as on machines whose NTP has drifted. Every test of the
+module runs so; a lease that a node judged by its own wall clock against another's would expire
+(or never) under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import concurrent.futures
 import contextlib
 import json
@@ -42,12 +48,14 @@ USERS = [f"u{n}" for n in range(40)]
 #: Sessions a node holds beyond the least loaded one before it sends new clients there.
 REDIRECT_MARGIN = 6
 REDIRECT = f'redirect = "least-loaded"\nredirect_margin = {REDIRECT_MARGIN}\n'
+#: Seconds each node's clock runs off the machine's.
+SKEWS = {"node-a": 0, "node-b": 5, "node-c": -5}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
-        nodes = Cluster(stack, postgres.database_url("cluster"), extra=REDIRECT)
+        nodes = Cluster(stack, postgres.database_url("cluster"), extra=REDIRECT, skews=SKEWS)
         directories = [tmp_path_factory.mktemp(name) for name in NODES]
         for directory in directories:
             keygen(directory)
@@ -73,6 +81,30 @@ async def test_one_membership_over_three_nodes(cluster: Cluster) -> None:
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {row["name"] for row in rows if row["live"]} == set(NODES)
     assert all(row["lease_age"] < LEASE for row in rows)
+
+
+async def test_nodes_whose_clocks_differ_by_more_than_a_lease_keep_one_membership(cluster: Cluster) -> None:
+    """Each node's XEP-0202 answer shows its clock off by its skew; over several leases the
+    membership keeps its epoch (no node saw another's lease expire) and every lease is fresh."""
+    epoch = wait_for_members(cluster, len(NODES))
+    with trio.fail_after(TIMEOUT):
+        for node in cluster:
+            peer = await Peer.online(node.server.c2s_port, "u4", PASSWORD)
+            before = time.time()
+            reply = await peer.iq("<time xmlns='urn:xmpp:time'/>", to="localhost")
+            after = time.time()
+            utc = reply.findtext("{urn:xmpp:time}time/{urn:xmpp:time}utc")
+            assert utc is not None, reply
+            stamp = calendar.timegm(time.strptime(utc, "%Y-%m-%dT%H:%M:%SZ"))
+            skew = SKEWS[node.name]
+            # Whole seconds on the wire: allow one either side, and the round trip.
+            assert before + skew - 1.5 <= stamp <= after + skew + 1.5, (node.name, utc, before, after)
+            await peer.aclose()
+    await trio.sleep(2 * LEASE)  # several leases' worth of heartbeats must change nothing
+    assert wait_for_members(cluster, len(NODES)) == epoch
+    listed = imactor_cli(cluster[0].server.config_path, "cluster", "nodes", "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert all(row["live"] and row["lease_age"] < LEASE for row in rows), rows
 
 
 def test_host_meta_lists_the_web_endpoints_of_every_live_node(cluster: Cluster) -> None:

@@ -3,7 +3,9 @@
 Each node is a real `imactor supervise` (its supervisor and its workers) with its own data dir,
 its own CURVE key (`imactor cluster keygen`) and its mesh on its own loopback address (`NODES`:
 127.0.0.2, .3, .4); clients connect to each node's c2s port. The leases are short (`LEASE` 3 s,
-renewed every 0.5 s) so that a killed node's users move within seconds.
+renewed every 0.5 s) so that a killed node's users move within seconds. A node may run with its
+clock set seconds off the others' (`Cluster(skews=...)`, libfaketime): leases are judged by the
+database's clock and each node's monotonic clock, never by comparing wall clocks.
 
 Used by tests/integration/test_cluster.py and tests/chaos/test_node_failover.py.
 """
@@ -64,6 +66,24 @@ class Node:
         return pids
 
 
+def skewed_clock(offset: int) -> list[str]:
+    """A command prefix that runs a program, its children too, with a clock `offset` seconds off
+    the machine's: libfaketime preloaded by `env`, which execs (the pid is the program's own, so
+    a kill by pid reaches it; the `faketime` wrapper would fork). Installed by
+    scripts/ensure-faketime.sh when missing."""
+    if not _faketime_libraries():
+        script = Path(__file__).resolve().parents[2] / "scripts" / "ensure-faketime.sh"
+        subprocess.run(["sh", str(script)], check=True, timeout=600)
+    found = _faketime_libraries()
+    assert found, "scripts/ensure-faketime.sh did not install libfaketimeMT"
+    return ["env", f"LD_PRELOAD={found[0]}", f"FAKETIME={offset:+d}"]
+
+
+def _faketime_libraries() -> list[Path]:
+    """The multi-threaded variant: a worker's ZeroMQ and storage threads read the clock too."""
+    return sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+
+
 def keygen(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
@@ -100,18 +120,21 @@ class Cluster(list[Node]):
 
     def __init__(
         self, stack: contextlib.ExitStack, database: str, *, workers: int = 1, extra: str = "",
-        log_level: str = "warning",
+        log_level: str = "warning", skews: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
+        """`skews`: seconds that a node's clock runs off the machine's, by node name."""
         super().__init__()
         self.stack, self.database = stack, database
         self.workers, self.extra, self.log_level = workers, extra, log_level
+        self.prefixes = {name: skewed_clock(offset) for name, offset in (skews or {}).items()}
         self.restarts = 0
 
     def start(self, directory: Path, name: str, users: list[tuple[str, str]]) -> Node:
         """Start a node (callable from several threads at once: the stack's pushes are atomic)."""
         extra = cluster_options(directory, name, NODES[name], self.database) + self.extra
         server = self.stack.enter_context(running_server(
-            directory, users=users, extra=extra, workers=self.workers, log_level=self.log_level
+            directory, users=users, extra=extra, workers=self.workers, log_level=self.log_level,
+            prefix=self.prefixes.get(name, ()),
         ))  # fmt: skip
         return Node(name, directory, server)
 

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from imactor.actors import Actor, ActorAddress, ActorGone, AskTimeout, LocalRef, Registry, Reply, ask
+from imactor.actors.registry import Retiring
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,86 @@ async def test_a_message_queued_as_the_idle_timer_fires_keeps_the_actor(
         assert not actor.stopped  # the late message was handled by a live actor
         assert await ask(ref, Get) == 1
         nursery.cancel_scope.cancel()
+
+
+class Saver(Counter):
+    """Retires its key when it stops and stores its total in `stored` (slowly) on the way out,
+    as a room does; a successor loads `stored` when it starts. With `forward`, the messages
+    queued when it decided to stop go to its successor, as an account that handed off does."""
+
+    def __init__(self, registry: Registry, stored: dict[str, int], starter: object, *, forward: bool) -> None:
+        super().__init__(capacity=8)
+        self.registry, self.stored, self.starter, self.forward = registry, stored, starter, forward
+        self.retiring: Retiring | None = None
+
+    async def on_start(self) -> None:
+        self.total = self.stored.get("total", 0)
+
+    async def handle(self, message: Msg) -> None:
+        if self.retiring is not None and self.forward:
+            successor = await self.registry.get_or_start("counter", "c1", self.starter)  # type: ignore[arg-type]
+            await successor.send(message)
+            return
+        await super().handle(message)
+
+    def before_stop(self) -> None:
+        self.retiring = self.registry.retire("counter", "c1", self.ref)
+
+    async def on_stop(self) -> None:
+        if not self.forward:
+            await trio.sleep(1)  # the write takes a while
+            self.stored["total"] = self.total
+
+    def after_stop(self) -> None:
+        if self.retiring is not None:  # None: cancelled at the test's end
+            self.registry.ended("counter", "c1", self.retiring)
+
+
+async def test_a_successor_starts_after_its_retiring_predecessor_stored_its_state(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry, stored, savers = Registry(), dict[str, int](), list[Saver]()
+    async with trio.open_nursery() as nursery:
+
+        async def start() -> LocalRef[Msg]:
+            savers.append(Saver(registry, stored, start, forward=False))
+            return await nursery.start(savers[-1].run)
+
+        first = await registry.get_or_start("counter", "c1", start)
+        await first.send(Add(5))
+        # Stop it (as an idle timer would), then ask for the key at once: the successor must
+        # load what the predecessor stores in its on_stop, a second later.
+        savers[0].stop()
+        await first.send(Add(0))  # wakes its loop, which then sees the stop
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.lookup("counter", "c1") is None
+        second = await registry.get_or_start("counter", "c1", start)
+        assert second is not first
+        assert await ask(second, Get) == 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_retiring_actor_forwarding_to_its_own_key_starts_the_successor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry, stored, savers = Registry(), dict[str, int](), list[Saver]()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def start() -> LocalRef[Msg]:
+                savers.append(Saver(registry, stored, start, forward=True))
+                return await nursery.start(savers[-1].run)
+
+            first = await registry.get_or_start("counter", "c1", start)
+            savers[0].stop()
+            # Add(0) wakes it and is its last message; the two queued behind it are forwarded
+            # from its drain to a successor it starts itself (waiting for its own end there
+            # would never end).
+            first.send_nowait(Add(0))
+            first.send_nowait(Add(2))
+            first.send_nowait(Add(3))
+            await trio.testing.wait_all_tasks_blocked()
+            second = registry.lookup("counter", "c1")
+            assert second is not None and second is not first
+            assert await ask(second, Get) == 5
+            nursery.cancel_scope.cancel()
