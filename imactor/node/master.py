@@ -18,6 +18,7 @@ Signals: SIGTERM or SIGINT stop the workers one at a time in reverse order (SIGT
 ends its streams with ``system-shutdown`` and exits 0; SIGKILL after `WORKER_SHUTDOWN` seconds),
 then the supervisor exits 0. SIGHUP is forwarded to every running worker, which reloads the
 config file (`imactor.worker.reload`). A worker restarted later reads the file as it is then.
+A fenced cluster node (no workers, waiting for its database) exits 0 at once on SIGTERM or SIGINT.
 
 Exit status: 0 after a signal; 1 if the node cannot start (a bad certificate, database, port or
 status socket; a worker that fails its first start); 3 when restarts exceed the budget, so that
@@ -128,7 +129,8 @@ async def _run_cluster_node(config: Config, run_dir: Path, signals: AsyncIterato
                 ports = {name: bound[0].socket.getsockname()[1] for name, bound in listeners.items()}
                 member.node = dataclasses.replace(member.node, clients=_client_address(config, ports))
                 if member.node_id:
-                    await member.rejoin()
+                    if not await _rejoin_unless_stopped(member, signals):
+                        return EXIT_OK
                 else:
                     try:
                         await member.join()
@@ -145,6 +147,31 @@ async def _run_cluster_node(config: Config, run_dir: Path, signals: AsyncIterato
             if member.node_id:
                 await member.retire()
             member.close()
+
+
+async def _rejoin_unless_stopped(member: ClusterMember, signals: AsyncIterator[int]) -> bool:
+    """Wait for the database after fencing; False when SIGTERM or SIGINT came first. A fenced
+    node serves nothing, so it stops at once (an administrator or systemd stopping a node cut
+    off from its database must not have to wait for the network, or for SIGKILL)."""
+    rejoined = False
+    async with trio.open_nursery() as nursery:
+
+        async def rejoin() -> None:
+            nonlocal rejoined
+            await member.rejoin()
+            rejoined = True
+            nursery.cancel_scope.cancel()
+
+        async def watch_signals() -> None:
+            async for signum in signals:
+                if signum != signal.SIGHUP:  # nothing to reload while fenced
+                    log.info("%s while fenced: stopping", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(rejoin)
+        nursery.start_soon(watch_signals)
+    return rejoined
 
 
 def _client_address(config: Config, ports: dict[str, int]) -> dict[str, object]:

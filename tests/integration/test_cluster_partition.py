@@ -10,6 +10,8 @@ reset: packets vanish, as when a cable or switch fails.
 from __future__ import annotations
 
 import contextlib
+import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,6 +157,24 @@ async def test_a_database_restart_costs_the_nodes_no_client(nodes: list[Node], n
     for node in nodes:
         assert "fenced:" not in log_text(node)[logs[node.name] :], node.name
     assert node_a.membership()["epoch"] == epoch
+
+
+def test_a_fenced_node_stops_at_once_on_sigterm(nodes: list[Node], net: Namespace) -> None:
+    """Cut off again and fenced, node-b waits for its database; SIGTERM then stops it at once,
+    with status 0, rather than when the network is back (or at systemd's SIGKILL). Last in the
+    module: node-b does not come back."""
+    node_b = nodes[1]
+    already = log_text(node_b).count("fenced:")
+    net.cut()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while log_text(node_b).count("fenced:") == already:  # fencing is logged, not announced
+            assert time.monotonic() < deadline, "node-b did not fence itself"
+            time.sleep(0.1)
+        node_b.server.proc.send_signal(signal.SIGTERM)
+        assert node_b.server.proc.wait(LEASE) == 0
+    finally:
+        net.heal()
 
 
 def log_text(node: Node) -> str:

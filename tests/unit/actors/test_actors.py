@@ -282,6 +282,7 @@ async def test_a_retiring_actor_forwarding_to_its_own_key_starts_the_successor(
             first.send_nowait(Add(3))
             await trio.testing.wait_all_tasks_blocked()
             second = registry.lookup("counter", "c1")
-            assert second is not None and second is not first
+            assert second is not None
+            assert second is not first
             assert await ask(second, Get) == 5
             nursery.cancel_scope.cancel()
