@@ -1,0 +1,233 @@
+"""The SOCKS5 side of the XEP-0065 proxy: accept, pair by stream hash, activate, relay.
+
+One task per connection. The SOCKS5 handshake is the sans-IO `Socks5Handshake`; its CONNECT
+names the stream's hash (SHA-1 of SID + requester JID + target JID). The first connection with a
+hash is the target's and opens a `_Pair`; the second is the requester's and completes it; a
+third gets "connection not allowed" (XEP-0065 §9.1: one target per stream). Both then wait,
+reading nothing (bytes sent before activation stay in the kernel's buffer, neither dropped nor
+relayed, §9.1), until the requester's activation (`Proxy.activate`, from the service's IQ
+handler) or the activation timeout, which closes both. Once active, the requester's task relays
+both ways (the target's task hands its socket over and ends); the end of either side, the idle
+timeout or `max_transfer` closes both.
+
+Limits ([proxy65], per node: one worker runs the proxy, see ARCHITECTURE.md): `max_pending`
+connections not yet active (one more is closed unread at once), `max_active` streams (an
+activation beyond it gets resource-constraint), `bandwidth` bytes per second per direction (a
+token bucket per direction: the relay waits before it writes), `idle_timeout` and `max_transfer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from imactor.c2s.listener import accept
+from imactor.config import Proxy65Config
+from imactor.xmpp import socks5
+from imactor.xmpp.socks5 import Socks5Error, Socks5Handshake, TokenBucket
+
+__all__ = ["Proxy", "ProxyStatistics"]
+
+log = logging.getLogger("imactor.proxy65")
+
+CHUNK = 65536
+HANDSHAKE_LIMIT = 1024  #: bytes a handshake may take: greeting (≤ 257) and request (≤ 262)
+
+
+class _State(enum.Enum):
+    WAITING = "waiting"  #: one or both connected, not activated yet
+    ACTIVE = "active"  #: relaying
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class _Pair:
+    key: str  #: the stream hash
+    target: trio.SocketStream
+    initiator: trio.SocketStream | None = None
+    state: _State = _State.WAITING
+    #: Set when the state leaves WAITING (activated or ended).
+    changed: trio.Event = field(default_factory=trio.Event)
+    activated: bool = False  #: once true, the relay owns both sockets
+    #: What each side sent after its CONNECT, before activation: relayed first.
+    early: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStatistics:
+    pending: int  #: connections not yet active
+    active: int  #: streams relaying
+    streams_total: int  #: streams activated since start
+    bytes_total: int  #: bytes relayed, both directions
+    refused_total: int  #: connections refused (limits, bad SOCKS5, unknown hash, timeouts)
+
+
+class Proxy:
+    """The bytestreams proxy of one node, run by one worker (`serve` with its listener)."""
+
+    def __init__(self, config: Proxy65Config) -> None:
+        self.config = config
+        self._pairs: dict[str, _Pair] = {}
+        self._pending = self._active = 0
+        self._streams_total = self._bytes_total = self._refused_total = 0
+
+    def statistics(self) -> ProxyStatistics:
+        return ProxyStatistics(self._pending, self._active, self._streams_total, self._bytes_total,
+                               self._refused_total)  # fmt: skip
+
+    def activate(self, key: str) -> str | None:
+        """Activate the stream of hash `key` (the requester's IQ): None, or the XEP-0065 §5.3.5
+        error condition: item-not-found (no such stream: the hash of a non-party's JID matches
+        none), not-allowed (only one side connected, or already active), resource-constraint
+        (`max_active` streams relay already)."""
+        pair = self._pairs.get(key)
+        if pair is None or pair.state is _State.ENDED:
+            return "item-not-found"
+        if pair.initiator is None or pair.state is _State.ACTIVE:
+            return "not-allowed"
+        if self._active >= self.config.max_active:
+            return "resource-constraint"
+        pair.state, pair.activated = _State.ACTIVE, True
+        self._pending -= 2  # both connections leave the pending count
+        self._active += 1
+        self._streams_total += 1
+        pair.changed.set()
+        return None
+
+    async def serve(
+        self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept SOCKS5 connections forever (the listener is the node's and is not closed)."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                stream, _remote = await accept(listener)
+                if self._pending >= self.config.max_pending:
+                    self._refused_total += 1
+                    await stream.aclose()  # a flood: closed unread, costs nothing more
+                    continue
+                self._pending += 1
+                nursery.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        pair: _Pair | None = None
+        role = ""
+        try:
+            with trio.move_on_after(self.config.activation_timeout):
+                pair, role = await self._join(stream)
+                if pair is not None and pair.state is _State.WAITING:
+                    await pair.changed.wait()
+            # The state, not the timeout, decides: an activation that came as the time ran out holds.
+            if pair is not None and pair.state is _State.WAITING:  # no activation in time: both go
+                self._refused_total += 1
+                self._end(pair)
+            elif pair is not None and pair.state is _State.ACTIVE and role == "initiator":
+                await self._relay(pair)  # it closes both sockets
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if pair is not None and pair.state is _State.WAITING:
+                self._end(pair)
+        finally:
+            if pair is None or not pair.activated:
+                self._pending -= 1
+            # An active pair's sockets are its relay's (the initiator's task) to close.
+            if pair is None or not pair.activated:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _join(self, stream: trio.SocketStream) -> tuple[_Pair | None, str]:
+        """The handshake, then a place in a pair: (pair, role), or (None, "") when refused (the
+        reply is sent)."""
+        handshake = Socks5Handshake()
+        try:
+            while handshake.request is None:
+                data = await stream.receive_some(HANDSHAKE_LIMIT)
+                if not data:
+                    return None, ""
+                out = handshake.receive_data(data)
+                if out:
+                    await stream.send_all(out)
+        except Socks5Error as error:
+            self._refused_total += 1
+            log.debug("SOCKS5 refused: %s", error)
+            if error.code is not None and error.code != socks5.METHOD_NONE_ACCEPTABLE:
+                address = handshake.request.address if handshake.request is not None else ""
+                await stream.send_all(socks5.reply(error.code, address))
+            elif error.code == socks5.METHOD_NONE_ACCEPTABLE:
+                await stream.send_all(bytes((socks5.VERSION, socks5.METHOD_NONE_ACCEPTABLE)))
+            return None, ""
+        key = handshake.request.address.lower()
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = self._pairs[key] = _Pair(key, stream)
+            role = "target"
+        elif pair.initiator is None and pair.state is _State.WAITING:
+            pair.initiator = stream
+            role = "initiator"
+        else:  # XEP-0065 §9.1: one target per stream, no third party
+            self._refused_total += 1
+            await stream.send_all(socks5.reply(socks5.NOT_ALLOWED, handshake.request.address))
+            return None, ""
+        pair.early[role] = handshake.leftover
+        await stream.send_all(socks5.reply(socks5.SUCCEEDED, handshake.request.address))
+        return pair, role
+
+    def _end(self, pair: _Pair) -> None:
+        """Forget `pair` and wake its other side, which closes its own socket."""
+        if pair.state is _State.ACTIVE:
+            self._active -= 1
+        pair.state = _State.ENDED
+        if self._pairs.get(pair.key) is pair:
+            del self._pairs[pair.key]
+        pair.changed.set()
+
+    async def _relay(self, pair: _Pair) -> None:
+        """Copy both ways until either side ends, then close both (run by the initiator's task,
+        which owns both sockets now)."""
+        assert pair.initiator is not None
+        initiator, target = pair.initiator, pair.target
+        try:
+            idle = trio.CancelScope(deadline=trio.current_time() + self.config.idle_timeout)
+            with idle:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._copy, initiator, target, pair.early.get("initiator", b""), idle,
+                                       nursery.cancel_scope)  # fmt: skip
+                    nursery.start_soon(self._copy, target, initiator, pair.early.get("target", b""), idle,
+                                       nursery.cancel_scope)  # fmt: skip
+        finally:
+            self._end(pair)
+            with trio.CancelScope(shield=True):
+                await initiator.aclose()
+                await target.aclose()
+
+    async def _copy(
+        self, source: trio.SocketStream, sink: trio.SocketStream, early: bytes, idle: trio.CancelScope,
+        both: trio.CancelScope,
+    ) -> None:  # fmt: skip
+        """One direction; its end (EOF, an error, the size limit) ends both."""
+        config = self.config
+        bucket = TokenBucket(float(config.bandwidth)) if config.bandwidth else None
+        sent = 0
+        chunk = min(CHUNK, config.bandwidth) if config.bandwidth else CHUNK
+        try:
+            data = early
+            while True:
+                if data:
+                    sent += len(data)
+                    if config.max_transfer and sent > config.max_transfer:
+                        log.info("a stream passed max_transfer (%d bytes): closed", config.max_transfer)
+                        return
+                    if bucket is not None:
+                        await trio.sleep(bucket.take(len(data), trio.current_time()))
+                    await sink.send_all(data)
+                    self._bytes_total += len(data)
+                    idle.deadline = trio.current_time() + config.idle_timeout
+                data = await source.receive_some(chunk)
+                if not data:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        finally:
+            both.cancel()
