@@ -6,7 +6,9 @@ hash is the target's and opens a `_Pair`; the second is the requester's and comp
 third gets "connection not allowed" (XEP-0065 §9.1: one target per stream). Both then wait,
 reading nothing (bytes sent before activation stay in the kernel's buffer, neither dropped nor
 relayed, §9.1), until the requester's activation (`Proxy.activate`, from the service's IQ
-handler) or the activation timeout, which closes both. Once active, the requester's task relays
+handler) or the activation timeout, which closes both; what they send meanwhile is kept and
+relayed first once active (§9.1: "ignore but not drop"), and one that leaves ends the pair at
+once. Once active, the requester's task relays
 both ways (the target's task hands its socket over and ends); the end of either side, the idle
 timeout or `max_transfer` closes both.
 
@@ -34,6 +36,7 @@ __all__ = ["Proxy", "ProxyStatistics"]
 log = logging.getLogger("imactor.proxy65")
 
 CHUNK = 65536
+EARLY_LIMIT = 65536  #: bytes kept from a side before activation (more waits in the kernel)
 HANDSHAKE_LIMIT = 1024  #: bytes a handshake may take: greeting (≤ 257) and request (≤ 262)
 
 
@@ -52,8 +55,11 @@ class _Pair:
     #: Set when the state leaves WAITING (activated or ended).
     changed: trio.Event = field(default_factory=trio.Event)
     activated: bool = False  #: once true, the relay owns both sockets
+    #: Set when the target's task no longer reads its socket: the relay may start.
+    target_free: trio.Event = field(default_factory=trio.Event)
     #: What each side sent after its CONNECT, before activation: relayed first.
     early: dict[str, bytes] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)  #: sides whose EOF came before the relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,23 +125,47 @@ class Proxy:
             with trio.move_on_after(self.config.activation_timeout):
                 pair, role = await self._join(stream)
                 if pair is not None and pair.state is _State.WAITING:
-                    await pair.changed.wait()
+                    await self._wait(stream, pair, role)
             # The state, not the timeout, decides: an activation that came as the time ran out holds.
             if pair is not None and pair.state is _State.WAITING:  # no activation in time: both go
                 self._refused_total += 1
                 self._end(pair)
             elif pair is not None and pair.state is _State.ACTIVE and role == "initiator":
+                await pair.target_free.wait()
                 await self._relay(pair)  # it closes both sockets
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if pair is not None and pair.state is _State.WAITING:
                 self._end(pair)
         finally:
+            if pair is not None and role == "target":
+                pair.target_free.set()
             if pair is None or not pair.activated:
                 self._pending -= 1
-            # An active pair's sockets are its relay's (the initiator's task) to close.
-            if pair is None or not pair.activated:
+                # An active pair's sockets are its relay's (the initiator's task) to close.
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
+
+    async def _wait(self, stream: trio.SocketStream, pair: _Pair, role: str) -> None:
+        """Until the pair is activated or ends. Meanwhile what the client sends is kept (up to
+        `EARLY_LIMIT`, then it waits in the kernel), and a client that leaves ends the pair
+        at once: its slot of `max_pending` is free again and its peer is closed."""
+
+        async def read() -> None:
+            while len(pair.early[role]) < EARLY_LIMIT:
+                data = await stream.receive_some(EARLY_LIMIT)
+                if not data:
+                    if pair.state is _State.WAITING:
+                        self._end(pair)
+                    else:  # it left as the activation came: the relay sends what it had, then ends
+                        pair.gone.add(role)
+                    return
+                pair.early[role] += data
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await pair.changed.wait()
+            nursery.cancel_scope.cancel()
 
     async def _join(self, stream: trio.SocketStream) -> tuple[_Pair | None, str]:
         """The handshake, then a place in a pair: (pair, role), or (None, "") when refused (the
@@ -152,11 +182,14 @@ class Proxy:
         except Socks5Error as error:
             self._refused_total += 1
             log.debug("SOCKS5 refused: %s", error)
-            if error.code is not None and error.code != socks5.METHOD_NONE_ACCEPTABLE:
+            answer = error.before
+            if error.code == socks5.METHOD_NONE_ACCEPTABLE:
+                answer += bytes((socks5.VERSION, socks5.METHOD_NONE_ACCEPTABLE))
+            elif error.code is not None:
                 address = handshake.request.address if handshake.request is not None else ""
-                await stream.send_all(socks5.reply(error.code, address))
-            elif error.code == socks5.METHOD_NONE_ACCEPTABLE:
-                await stream.send_all(bytes((socks5.VERSION, socks5.METHOD_NONE_ACCEPTABLE)))
+                answer += socks5.reply(error.code, address)
+            if answer:
+                await stream.send_all(answer)
             return None, ""
         key = handshake.request.address.lower()
         pair = self._pairs.get(key)
@@ -188,14 +221,14 @@ class Proxy:
         which owns both sockets now)."""
         assert pair.initiator is not None
         initiator, target = pair.initiator, pair.target
+        directions = (("initiator", initiator, target), ("target", target, initiator))
         try:
             idle = trio.CancelScope(deadline=trio.current_time() + self.config.idle_timeout)
             with idle:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._copy, initiator, target, pair.early.get("initiator", b""), idle,
-                                       nursery.cancel_scope)  # fmt: skip
-                    nursery.start_soon(self._copy, target, initiator, pair.early.get("target", b""), idle,
-                                       nursery.cancel_scope)  # fmt: skip
+                    for role, source, sink in directions:
+                        nursery.start_soon(self._copy, source, sink, pair.early.get(role, b""),
+                                           role in pair.gone, idle, nursery.cancel_scope)  # fmt: skip
         finally:
             self._end(pair)
             with trio.CancelScope(shield=True):
@@ -203,8 +236,8 @@ class Proxy:
                 await target.aclose()
 
     async def _copy(
-        self, source: trio.SocketStream, sink: trio.SocketStream, early: bytes, idle: trio.CancelScope,
-        both: trio.CancelScope,
+        self, source: trio.SocketStream, sink: trio.SocketStream, early: bytes, gone: bool,
+        idle: trio.CancelScope, both: trio.CancelScope,
     ) -> None:  # fmt: skip
         """One direction; its end (EOF, an error, the size limit) ends both."""
         config = self.config
@@ -224,6 +257,8 @@ class Proxy:
                     await sink.send_all(data)
                     self._bytes_total += len(data)
                     idle.deadline = trio.current_time() + config.idle_timeout
+                if gone:
+                    return
                 data = await source.receive_some(chunk)
                 if not data:
                     return

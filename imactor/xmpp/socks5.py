@@ -6,8 +6,9 @@ that is the hex SHA-1 of SID + requester JID + target JID (XEP-0065 §5.3.2, `st
 0. `Socks5Handshake` takes the bytes as they come (`receive_data`) and answers with what to
 write and, once the request is whole, the address asked for; a request the proxy refuses raises
 `Socks5Error` with the reply code to send (or None when no reply fits: a greeting that is not
-SOCKS5 gets nothing but a close, RFC 1928 §3). The shell then writes `reply(SUCCEEDED, address)`
-or `reply(error.code, address)` and closes.
+SOCKS5 gets nothing but a close, RFC 1928 §3) and what had to go before it (`before`). The
+shell then writes `reply(SUCCEEDED, address)`, or `error.before` and the error's reply and
+closes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Socks5Error(Exception):
     def __init__(self, message: str, code: int | None) -> None:
         super().__init__(message)
         self.code = code
+        #: What the handshake had to say before the error (the method choice, when the
+        #: greeting and a refused request came in one read): written first.
+        self.before = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,11 @@ class Socks5Handshake:
         if not self._greeted:
             out = self._parse_greeting()
         if self._greeted and self.request is None:
-            self._parse_request()
+            try:
+                self._parse_request()
+            except Socks5Error as error:
+                error.before = out
+                raise
         return out
 
     def _parse_greeting(self) -> bytes:

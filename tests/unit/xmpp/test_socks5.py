@@ -86,6 +86,15 @@ def test_refused_requests_carry_their_reply_code(request_bytes: bytes, code: int
     with pytest.raises(Socks5Error) as caught:
         handshake.receive_data(GREETING + request_bytes)
     assert caught.value.code == code
+    assert caught.value.before == b"\x05\x00"  # the method choice still goes out first
+
+
+def test_a_refused_request_after_the_greeting_has_nothing_before() -> None:
+    handshake = Socks5Handshake()
+    assert handshake.receive_data(GREETING) == b"\x05\x00"
+    with pytest.raises(Socks5Error) as caught:
+        handshake.receive_data(connect(command=2))
+    assert (caught.value.code, caught.value.before) == (socks5.COMMAND_NOT_SUPPORTED, b"")
 
 
 def test_a_request_cut_short_waits_for_more() -> None:
