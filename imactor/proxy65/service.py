@@ -137,6 +137,7 @@ class ProxyService:
         mesh = self._services.mesh
         if mesh is None or self._owner not in mesh.membership.live:
             raise StanzaError("internal-server-error", "the proxy is restarting; try again")
+        mesh.count("proxy65_forwarded")
         mesh.send_nowait(ActorAddress(MESH_KIND, "", self._owner), m.Deliver(stanza))
 
     async def activate_here(self, stanza: Stanza) -> None:

@@ -129,10 +129,10 @@ async def run_worker(
         budget = RestartBudget(config.supervision.intensity, config.supervision.period)
         rooms = _assemble(services, placement, budget)
         listeners = await _open_listeners(config, placement)
-        proxy = _proxy65(services, listeners)
         if listeners.get("https"):  # the URLs modules hand out (XEP-0363 slots) name the real port
             services.server.https_port = listeners["https"][0].socket.getsockname()[1]
-        status = await _bind_status(services, placement, rooms)
+        proxy = _proxy65(services, listeners)
+        status = await _bind_status(services, placement, rooms, proxy)
         children = _children(services, listeners, status, proxy)
         tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
         services.worker_supervisor = tree
@@ -266,14 +266,14 @@ def _children(
 
 
 async def _bind_status(
-    services: Services, placement: WorkerPlacement, rooms: MucService | None
+    services: Services, placement: WorkerPlacement, rooms: MucService | None, proxy: Proxy | None
 ) -> StatusServer:
     """The status socket, bound now like the listeners, so that a bad path fails the start cleanly.
     Under a node supervisor, the configured path is the supervisor's, which merges this one."""
     path = services.config.status_socket
     if placement.run_dir is not None:
         path = worker_status_path(placement.run_dir, placement.index)
-    status = StatusServer(path, [WorkerStatusSource(services)], domain=services.domain,
+    status = StatusServer(path, [WorkerStatusSource(services, proxy)], domain=services.domain,
                           commands=admin.commands(services, rooms))  # fmt: skip
     await status.bind()
     return status

@@ -190,37 +190,60 @@ def test_in_band_bytestreams_pass_through_untouched(server: ServerProcess) -> No
 # ---- raw: relay, activation errors ---------------------------------------------------------------
 
 
-async def test_activation_relays_both_ways_with_early_bytes_kept(server: ServerProcess, peers: Peers) -> None:
+async def mesh_counters(server: ServerProcess) -> dict[int, tuple[int, int]]:
+    """(activations forwarded to the proxy's worker, activations served for another), by worker."""
+    workers = (await trio.to_thread.run_sync(server.status))["workers"]
+    return {w["index"]: (w["mesh"]["proxy65_forwarded"], w["mesh"]["proxy65_served"]) for w in workers}
+
+
+async def relay_round(server: ServerProcess, requester: Peer, target: Peer, sid: str) -> None:
+    """Connect both sides, send before activation, activate, relay both ways, end."""
+    key = sha1_hash(sid, requester.jid, target.jid)
+    to_target = await socks_connect(server, key)
+    to_requester = await socks_connect(server, key)
+    await to_target.send_all(b"sent by the target before activation;")
+    await to_requester.send_all(b"sent by the requester before activation;")
+    reply = await activate(requester, sid, target.jid)
+    assert reply.get("type") == "result", show(reply)
+    assert reply.get("from") == PROXY
+    early = b"sent by the requester before activation;"
+    assert await receive_exactly(to_target, len(early)) == early
+    early = b"sent by the target before activation;"
+    assert await receive_exactly(to_requester, len(early)) == early
+    payload = os.urandom(200_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(to_requester.send_all, payload)
+        assert await receive_exactly(to_target, len(payload)) == payload
+    await to_target.send_all(b"and back")
+    assert await receive_exactly(to_requester, 8) == b"and back"
+    await to_requester.aclose()  # one side ends: the proxy closes the other
+    assert await receive_until_closed(to_target) == b""
+    await to_target.aclose()
+    # The stream is gone: activating it again finds nothing.
+    again = await activate(requester, sid, target.jid)
+    assert error_condition(again) == "item-not-found", show(again)
+
+
+async def test_activation_relays_both_ways_from_either_worker(server: ServerProcess, peers: Peers) -> None:
+    """Requesters log in until one's session is on worker 1: its activation goes over the mesh
+    to worker 0, which runs the SOCKS5 side (the status socket counts it on both)."""
     with trio.fail_after(TIMEOUT):
-        # Several requesters: their sessions land on both workers, and each activation reaches
-        # worker 0, where the SOCKS5 side runs.
-        for round_ in range(4):
+        before = await mesh_counters(server)
+        for round_ in range(16):
             requester, target = await peers.online_users(2)
-            sid = f"relay{round_}"
-            key = sha1_hash(sid, requester.jid, target.jid)
-            to_target = await socks_connect(server, key)
-            to_requester = await socks_connect(server, key)
-            await to_target.send_all(b"sent by the target before activation;")
-            await to_requester.send_all(b"sent by the requester before activation;")
-            reply = await activate(requester, sid, target.jid)
-            assert reply.get("type") == "result", show(reply)
-            assert reply.get("from") == PROXY
-            early = b"sent by the requester before activation;"
-            assert await receive_exactly(to_target, len(early)) == early
-            early = b"sent by the target before activation;"
-            assert await receive_exactly(to_requester, len(early)) == early
-            payload = os.urandom(200_000)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(to_requester.send_all, payload)
-                assert await receive_exactly(to_target, len(payload)) == payload
-            await to_target.send_all(b"and back")
-            assert await receive_exactly(to_requester, 8) == b"and back"
-            await to_requester.aclose()  # one side ends: the proxy closes the other
-            assert await receive_until_closed(to_target) == b""
-            await to_target.aclose()
-            # The stream is gone: activating it again finds nothing.
-            again = await activate(requester, sid, target.jid)
-            assert error_condition(again) == "item-not-found", show(again)
+            await relay_round(server, requester, target, f"relay{round_}")
+            after = await mesh_counters(server)
+            if after[1][0] > before[1][0] and round_ >= 1:
+                break
+        else:
+            pytest.fail("no requester's session landed on worker 1 in 16 logins")
+        assert after[1][0] - before[1][0] == after[0][1] - before[0][1]  # forwarded by 1 = served by 0
+        assert after[0][0] == before[0][0]  # worker 0 runs the proxy: it forwards nothing
+        workers = (await trio.to_thread.run_sync(server.status))["workers"]
+        proxy = next(w["proxy65"] for w in workers if w["index"] == 0)
+        assert proxy["streams_total"] >= 2
+        assert proxy["active"] == 0
+        assert all("proxy65" not in w for w in workers if w["index"] != 0)
 
 
 async def test_activation_errors(server: ServerProcess, peers: Peers) -> None:
