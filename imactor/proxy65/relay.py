@@ -38,6 +38,10 @@ log = logging.getLogger("imactor.proxy65")
 CHUNK = 65536
 EARLY_LIMIT = 65536  #: bytes kept from a side before activation (more waits in the kernel)
 HANDSHAKE_LIMIT = 1024  #: bytes a handshake may take: greeting (≤ 257) and request (≤ 262)
+HANDSHAKE_TIMEOUT = 10.0  #: seconds for the greeting and the request (within the activation timeout)
+
+#: A client's connection: a socket, or a memory stream in the unit tests.
+Stream = trio.abc.HalfCloseableStream
 
 
 class _State(enum.Enum):
@@ -49,8 +53,8 @@ class _State(enum.Enum):
 @dataclass(eq=False)
 class _Pair:
     key: str  #: the stream hash
-    target: trio.SocketStream
-    initiator: trio.SocketStream | None = None
+    target: Stream
+    initiator: Stream | None = None
     state: _State = _State.WAITING
     #: Set when the state leaves WAITING (activated or ended).
     changed: trio.Event = field(default_factory=trio.Event)
@@ -111,19 +115,28 @@ class Proxy:
             task_status.started()
             while True:
                 stream, _remote = await accept(listener)
-                if self._pending >= self.config.max_pending:
-                    self._refused_total += 1
+                if not self.admit():
                     await stream.aclose()  # a flood: closed unread, costs nothing more
                     continue
-                self._pending += 1
-                nursery.start_soon(self._connection, stream)
+                nursery.start_soon(self.handle, stream)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    def admit(self) -> bool:
+        """Whether a new connection may be handled (`max_pending`); if so it counts from now."""
+        if self._pending >= self.config.max_pending:
+            self._refused_total += 1
+            return False
+        self._pending += 1
+        return True
+
+    async def handle(self, stream: Stream) -> None:
+        """One admitted connection, to its end: handshake, pairing, waiting, and (the
+        requester's) relaying."""
         pair: _Pair | None = None
         role = ""
         try:
             with trio.move_on_after(self.config.activation_timeout):
-                pair, role = await self._join(stream)
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):  # a slow handshake holds a pending slot
+                    pair, role = await self._join(stream)
                 if pair is not None and pair.state is _State.WAITING:
                     await self._wait(stream, pair, role)
             # The state, not the timeout, decides: an activation that came as the time ran out holds.
@@ -145,7 +158,7 @@ class Proxy:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
 
-    async def _wait(self, stream: trio.SocketStream, pair: _Pair, role: str) -> None:
+    async def _wait(self, stream: Stream, pair: _Pair, role: str) -> None:
         """Until the pair is activated or ends. Meanwhile what the client sends is kept (up to
         `EARLY_LIMIT`, then it waits in the kernel), and a client that leaves ends the pair
         at once: its slot of `max_pending` is free again and its peer is closed."""
@@ -167,7 +180,7 @@ class Proxy:
             await pair.changed.wait()
             nursery.cancel_scope.cancel()
 
-    async def _join(self, stream: trio.SocketStream) -> tuple[_Pair | None, str]:
+    async def _join(self, stream: Stream) -> tuple[_Pair | None, str]:
         """The handshake, then a place in a pair: (pair, role), or (None, "") when refused (the
         reply is sent)."""
         handshake = Socks5Handshake()
@@ -176,7 +189,7 @@ class Proxy:
                 data = await stream.receive_some(HANDSHAKE_LIMIT)
                 if not data:
                     return None, ""
-                out = handshake.receive_data(data)
+                out = handshake.receive_data(bytes(data))
                 if out:
                     await stream.send_all(out)
         except Socks5Error as error:
@@ -236,7 +249,7 @@ class Proxy:
                 await target.aclose()
 
     async def _copy(
-        self, source: trio.SocketStream, sink: trio.SocketStream, early: bytes, gone: bool,
+        self, source: Stream, sink: Stream, early: bytes, gone: bool,
         idle: trio.CancelScope, both: trio.CancelScope,
     ) -> None:  # fmt: skip
         """One direction; its end (EOF, an error, the size limit) ends both."""
@@ -247,19 +260,22 @@ class Proxy:
         try:
             data = early
             while True:
+                over = bool(config.max_transfer) and sent + len(data) > config.max_transfer
+                if over:  # what fits still goes, then the stream is cut
+                    data = data[: config.max_transfer - sent]
                 if data:
                     sent += len(data)
-                    if config.max_transfer and sent > config.max_transfer:
-                        log.info("a stream passed max_transfer (%d bytes): closed", config.max_transfer)
-                        return
                     if bucket is not None:
                         await trio.sleep(bucket.take(len(data), trio.current_time()))
                     await sink.send_all(data)
                     self._bytes_total += len(data)
                     idle.deadline = trio.current_time() + config.idle_timeout
+                if over:
+                    log.info("a stream reached max_transfer (%d bytes): closed", config.max_transfer)
+                    return
                 if gone:
                     return
-                data = await source.receive_some(chunk)
+                data = bytes(await source.receive_some(chunk))
                 if not data:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
