@@ -15,7 +15,8 @@ timeout or `max_transfer` closes both.
 Limits ([proxy65], per node: one worker runs the proxy, see ARCHITECTURE.md): `max_pending`
 connections not yet active (one more is closed unread at once), `max_active` streams (an
 activation beyond it gets resource-constraint), `bandwidth` bytes per second per direction (a
-token bucket per direction: the relay waits before it writes), `idle_timeout` and `max_transfer`.
+token bucket per direction: the relay waits before it writes), `idle_timeout` and `max_transfer`
+(what fits is sent, then both close). A handshake has `HANDSHAKE_TIMEOUT`.
 """
 
 from __future__ import annotations
