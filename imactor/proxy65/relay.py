@@ -218,7 +218,12 @@ class Proxy:
             await stream.send_all(socks5.reply(socks5.NOT_ALLOWED, handshake.request.address))
             return None, ""
         pair.early[role] = handshake.leftover
-        await stream.send_all(socks5.reply(socks5.SUCCEEDED, handshake.request.address))
+        try:
+            await stream.send_all(socks5.reply(socks5.SUCCEEDED, handshake.request.address))
+        except BaseException:  # a timeout or a broken socket: no pair may keep a dead side
+            if pair.state is _State.WAITING:
+                self._end(pair)
+            raise
         return pair, role
 
     def _end(self, pair: _Pair) -> None:

@@ -55,6 +55,8 @@ class ProxyService:
         #: The announced address; the port is set once the listener is known (`announce`).
         self.host = config.announce_host or services.config.listen.proxy65.host[0]
         self.port = config.announce_port
+        if self.host in ("0.0.0.0", "::") and proxy is not None:
+            log.warning("[proxy65] announces %s, which no client can reach: set announce_host", self.host)
 
     def announce(self, bound_port: int) -> None:
         """The listener's port, for a configured ``announce_port`` of 0."""
