@@ -362,3 +362,4 @@ async def test_a_connection_flood_is_cut_at_max_pending(server: ServerProcess) -
                 continue
             await stream.aclose()
             break
+
