@@ -26,7 +26,7 @@ from tests.fuzz.targets import TARGETS
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
-#: Inputs per target: one to two seconds of CPU each, start included (all eight: about 20 s).
+#: Inputs per target: one to two seconds of CPU each, start included (all nine: about 20 s).
 RUNS = {
     "xml_parser": 2000,
     "stream": 1000,
