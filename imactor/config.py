@@ -171,12 +171,19 @@ class S2SListenerConfig:  # server-to-server (RFC 6120), bound only when [s2s] e
 
 
 @dataclass(frozen=True, slots=True)
+class Proxy65ListenerConfig:  # XEP-0065 SOCKS5 bytestreams proxy, bound only when [proxy65] enabled
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(7777, _int(0, 65535))
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     c2s: C2SListenerConfig = _table(C2SListenerConfig)
     c2s_tls: DirectTLSListenerConfig = _table(DirectTLSListenerConfig)
     http: HTTPListenerConfig = _table(HTTPListenerConfig)
     https: HTTPSListenerConfig = _table(HTTPSListenerConfig)
     s2s: S2SListenerConfig = _table(S2SListenerConfig)
+    proxy65: Proxy65ListenerConfig = _table(Proxy65ListenerConfig)
 
 
 _url_path = _str(r"/[^\s?#]*", "a path starting with /")
@@ -259,6 +266,23 @@ class MucConfig:  # XEP-0045 multi-user chat service
     max_history: int = _opt(200, _int(0))  # most messages a room keeps as history
     idle_timeout: float = _opt(300.0, _number)  # seconds before an empty room's actor stops
     create_rooms: Literal["anyone", "admins"] = _opt("anyone", _choice("anyone", "admins"))
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy65Config:  # XEP-0065 SOCKS5 bytestreams proxy (imactor/proxy65, docs/file-transfer.md)
+    enabled: bool = _opt(False, _bool)
+    subdomain: str = _opt("proxy", _str(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "a DNS label"))
+    name: str = _opt("SOCKS5 Bytestreams Service", _str(r".+", "a name"))
+    # What clients are told to connect to ("": the first [listen.proxy65] host; 0: its bound port),
+    # for a proxy behind NAT or a load balancer.
+    announce_host: str = _opt("", _str(r"|\S+", "a host name or address"))
+    announce_port: int = _opt(0, _int(0, 65535))
+    max_pending: int = _opt(100, _int())  # connections waiting for their pair or activation, per node
+    max_active: int = _opt(100, _int())  # activated streams relaying at once, per node
+    bandwidth: int = _opt(0, _int(0))  # bytes per second per connection and direction (0: no limit)
+    activation_timeout: float = _opt(60.0, _number)  # seconds a connection may wait for activation
+    idle_timeout: float = _opt(300.0, _number)  # seconds an active stream may carry nothing
+    max_transfer: int = _opt(0, _int(0))  # bytes per stream and direction before it is cut (0: no limit)
 
 
 _DOMAIN_PATTERN = r"[^\s@/:*]+"
@@ -374,6 +398,7 @@ class Config:
     status: StatusConfig = _table(StatusConfig)
     supervision: SupervisionConfig = _table(SupervisionConfig)
     muc: MucConfig = _table(MucConfig)
+    proxy65: Proxy65Config = _table(Proxy65Config)
     log: LogConfig = _table(LogConfig)
     http: HTTPConfig = _table(HTTPConfig)
     s2s: S2SConfig = _table(S2SConfig)

@@ -81,6 +81,10 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("XEP-0185", "", "complete", "xmpp/dialback.py"),
     CoreSpec("XEP-0220", "", "partial: one domain per stream direction (no piggybacking)",
              "xmpp/s2s.py, s2s/"),
+    CoreSpec("XEP-0065", "1.8.2",
+             "complete: the proxy (streamhost), over TCP (no optional UDP), off by default ([proxy65])",
+             "xmpp/socks5.py, proxy65/"),
+    CoreSpec("XEP-0047", "", "complete: passed through between clients, untouched", "c2s/, user/delivery.py"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
 )  # fmt: skip
@@ -98,6 +102,8 @@ TITLES: dict[str, str] = {
     "XEP-0012": "Last Activity",
     "XEP-0030": "Service Discovery",
     "XEP-0045": "Multi-User Chat",
+    "XEP-0047": "In-Band Bytestreams",
+    "XEP-0065": "SOCKS5 Bytestreams",
     "XEP-0421": "Occupant identifiers for semi-anonymous MUCs",
     "XEP-0048": "Bookmarks",
     "XEP-0049": "Private XML Storage",
@@ -150,6 +156,8 @@ FEATURES: dict[str, str | None] = {
     "0185": None,  # how dialback keys are made: nothing on the wire names it
     "0220": None,  # a server-to-server stream feature (urn:xmpp:features:dialback)
     "0421": None,  # a room's disco#info
+    "0047": None,  # between clients: the server carries it and announces nothing
+    "0065": None,  # the proxy's own disco#info (proxy.<domain>, identity proxy/bytestreams)
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",
     "0054": "vcard-temp",

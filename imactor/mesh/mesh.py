@@ -107,6 +107,8 @@ class MeshStatistics:
     pending_completions: int
     bosh_forwarded: int = 0  #: BOSH requests this worker received for another worker's session
     bosh_served: int = 0  #: BOSH requests another worker forwarded to a session of this one
+    proxy65_forwarded: int = 0  #: XEP-0065 activations this worker sent to the proxy's worker
+    proxy65_served: int = 0  #: XEP-0065 activations another worker sent to this one's proxy
 
 
 class Mesh:
@@ -527,4 +529,6 @@ class Mesh:
             pending_completions=self._pending.completions,
             bosh_forwarded=self.counters["bosh_forwarded"],
             bosh_served=self.counters["bosh"],
+            proxy65_forwarded=self.counters["proxy65_forwarded"],
+            proxy65_served=self.counters["proxy65"],
         )

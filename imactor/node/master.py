@@ -384,6 +384,10 @@ async def _bound_listeners(
             listeners["s2s"] = await open_listeners(
                 config.listen.s2s.host, port("s2s", config.listen.s2s.port)
             )
+        if config.proxy65.enabled:  # XEP-0065 (imactor/proxy65): every worker learns the port, one accepts
+            listeners["proxy65"] = await open_listeners(
+                config.listen.proxy65.host, port("proxy65", config.listen.proxy65.port)
+            )
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

@@ -28,12 +28,13 @@ class ServerFacade:
 
     def __init__(
         self, *, domain: str, router: Router, modules: ModuleHost, registrations: FailureThrottle,
-        room_domain: str | None, started_at: float,
+        room_domain: str | None, started_at: float, proxy_domain: str | None = None,
     ) -> None:  # fmt: skip
         self.domain = domain
         self.started_at = started_at
         self._router, self._modules, self._registrations = router, modules, registrations
         self._room_domain = room_domain
+        self._proxy_domain = proxy_domain  #: the XEP-0065 proxy's JID ([proxy65] enabled)
         #: The modules' service JIDs (`Module.service`), listed in disco#items after the MUC's.
         self.module_service_domains = tuple(service.domain for service in modules.services(domain))
         #: The node's HTTPS listener as the worker bound it (`https_url`); set by the worker.
@@ -53,7 +54,8 @@ class ServerFacade:
 
     def service_items(self) -> Sequence[str]:
         rooms = [] if self._room_domain is None else [self._room_domain]
-        return [*rooms, *self.module_service_domains]
+        proxy = [] if self._proxy_domain is None else [self._proxy_domain]
+        return [*rooms, *proxy, *self.module_service_domains]
 
     def https_url(self) -> str | None:
         return None if self.https_port is None else f"https://{self.domain}:{self.https_port}"

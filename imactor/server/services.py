@@ -83,6 +83,7 @@ class Services:
         self.server = ServerFacade(
             domain=self.domain, router=self.router, modules=self.modules,
             registrations=self.registration_throttle, room_domain=self.room_domain,
+            proxy_domain=f"{config.proxy65.subdomain}.{self.domain}" if config.proxy65.enabled else None,
             started_at=self.started_at if self.node_started_at is None else self.node_started_at,
         )  # fmt: skip
         #: Builds every context handed to modules (`imactor.server.modules.Contexts`).

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 from imactor.node.status import WorkerStatus
 
 if TYPE_CHECKING:
+    from imactor.proxy65.relay import Proxy
     from imactor.server.services import Services
 
 
 class WorkerStatusSource:
     """The `StatusSource` of the worker that owns `services`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, proxy65: Proxy | None = None) -> None:
         self._services = services
+        self._proxy65 = proxy65  #: the XEP-0065 proxy's SOCKS5 side, on the worker that runs it
 
     def stanza_totals(self) -> tuple[int, int]:
         return self._services.stanzas_in_total, self._services.stanzas_out_total
@@ -54,4 +56,6 @@ class WorkerStatusSource:
         if services.mesh is not None:
             records["mesh"] = services.mesh.statistics()
             records["link"] = services.mesh.link.statistics()
+        if self._proxy65 is not None:
+            records["proxy65"] = self._proxy65.statistics()
         return records

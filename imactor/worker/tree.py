@@ -47,6 +47,8 @@ from imactor.cluster.keys import read_key_file
 from imactor.mesh.mesh import Mesh, MeshAddressing
 from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
+from imactor.proxy65.relay import Proxy
+from imactor.proxy65.service import ProxyService
 from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
@@ -130,10 +132,10 @@ async def run_worker(
         listeners = await _open_listeners(config, placement)
         if listeners.get("https"):  # the URLs modules hand out (XEP-0363 slots) name the real port
             services.server.https_port = listeners["https"][0].socket.getsockname()[1]
-        status = await _bind_status(services, placement, rooms)
-        tree = TaskSupervisor(
-            "worker", _children(services, listeners, status), strategy=Strategy.REST_FOR_ONE, budget=budget
-        )
+        proxy = _proxy65(services, listeners)
+        status = await _bind_status(services, placement, rooms, proxy)
+        children = _children(services, listeners, status, proxy)
+        tree = TaskSupervisor("worker", children, strategy=Strategy.REST_FOR_ONE, budget=budget)
         services.worker_supervisor = tree
         stop = (signal.SIGTERM,) if placement.run_dir is not None else (signal.SIGTERM, signal.SIGINT)
         with trio.open_signal_receiver(*stop, signal.SIGHUP) as signals:
@@ -202,8 +204,24 @@ def _mesh_addressing(services: Services, placement: WorkerPlacement) -> MeshAddr
     )
 
 
+def _proxy65(services: Services, listeners: Mapping[str, Sequence[trio.SocketListener]]) -> Proxy | None:
+    """The XEP-0065 proxy's JID on every worker ([proxy65] enabled), and its SOCKS5 side on the
+    node's first worker alone: both connections of a stream must meet in one process, and the
+    kernel would deal them to any worker accepting on the port (ARCHITECTURE.md, "File transfer").
+    Returns that side on the owner, else None."""
+    if not services.config.proxy65.enabled:
+        return None
+    owner = services.worker_index - services.worker_index % NODE_STRIDE
+    proxy = Proxy(services.config.proxy65) if services.worker_index == owner else None
+    service = ProxyService(services, owner, proxy)
+    service.announce(listeners["proxy65"][0].socket.getsockname()[1])
+    service.install()
+    return proxy
+
+
 def _children(
-    services: Services, listeners: Mapping[str, Sequence[trio.SocketListener]], status: StatusServer
+    services: Services, listeners: Mapping[str, Sequence[trio.SocketListener]], status: StatusServer,
+    proxy: Proxy | None = None,
 ) -> list[ChildSpec]:
     """The worker's children, in start order (REST_FOR_ONE: a child's restart restarts those
     after it). A supervisor child gets all the time it needs to stop its own children (OTP:
@@ -228,8 +246,15 @@ def _children(
                 f"{name}[{listener.socket.getsockname()[0]}]", _listener_child(services, web, name, listener)
             )
             for name, bound in listeners.items()
-            if name != "s2s"
+            if name not in ("s2s", "proxy65")
             for listener in bound
+        ),
+        # The bytestreams proxy's SOCKS5 port, on the node's first worker only (`_proxy65`).
+        *(
+            [ChildSpec(f"proxy65[{listener.socket.getsockname()[0]}]", partial(proxy.serve, listener))
+             for listener in listeners.get("proxy65", ())]
+            if proxy is not None
+            else []
         ),
         # Federation: the s2s listener and the outgoing streams, after the client listeners.
         *([ChildSpec("s2s", federation.run)] if federation is not None else []),
@@ -242,14 +267,14 @@ def _children(
 
 
 async def _bind_status(
-    services: Services, placement: WorkerPlacement, rooms: MucService | None
+    services: Services, placement: WorkerPlacement, rooms: MucService | None, proxy: Proxy | None
 ) -> StatusServer:
     """The status socket, bound now like the listeners, so that a bad path fails the start cleanly.
     Under a node supervisor, the configured path is the supervisor's, which merges this one."""
     path = services.config.status_socket
     if placement.run_dir is not None:
         path = worker_status_path(placement.run_dir, placement.index)
-    status = StatusServer(path, [WorkerStatusSource(services)], domain=services.domain,
+    status = StatusServer(path, [WorkerStatusSource(services, proxy)], domain=services.domain,
                           commands=admin.commands(services, rooms))  # fmt: skip
     await status.bind()
     return status
@@ -320,4 +345,6 @@ async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[st
             listeners[name] = await open_listeners(web.host, web.port)
     if config.s2s.enabled:
         listeners["s2s"] = await open_listeners(config.listen.s2s.host, config.listen.s2s.port)
+    if config.proxy65.enabled:
+        listeners["proxy65"] = await open_listeners(config.listen.proxy65.host, config.listen.proxy65.port)
     return listeners

@@ -145,11 +145,25 @@ def mesh_seeds() -> None:
     )
 
 
+def socks5_seeds() -> None:
+    key = hashlib.sha1(b"sid" + b"alice@localhost/pc" + b"bob@localhost/phone").hexdigest().encode()
+    for name, data in {
+        # The first byte picks the size of the reads (its value + 1).
+        "connect": b"\xff\x05\x01\x00\x05\x01\x00\x03\x28" + key + b"\x00\x00",
+        "connect-bytewise": b"\x00\x05\x02\x02\x00\x05\x01\x00\x03\x28" + key + b"\x00\x00early",
+        "ipv4": b"\xff\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50",
+        "no-method": b"\x03\x05\x01\x02",
+        "socks4": b"\xff\x04\x01\x00\x50\x7f\x00\x00\x01\x00",
+    }.items():
+        write("socks5", name, data)
+
+
 def main() -> None:
     stream_seeds()
     sasl_seeds()
     jid_seeds()
     mesh_seeds()
+    socks5_seeds()
     for directory in sorted(CORPUS.iterdir()):
         digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(directory.iterdir()))).hexdigest()
         print(f"{directory.name}: {len(list(directory.iterdir()))} seeds ({digest[:8]})")

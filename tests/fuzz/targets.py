@@ -54,6 +54,7 @@ from imactor.xmpp.sasl import (
 )
 from imactor.xmpp.sasl_scram import SaslError, parse_client_final, parse_client_first
 from imactor.xmpp.scram import ScramCredentials, credentials_from_salted_password, salted_password
+from imactor.xmpp.socks5 import Request, Socks5Error, Socks5Handshake
 from imactor.xmpp.stanza import serialize
 from imactor.xmpp.stream import NEED_DATA, ServerStream, State, StreamConfig
 
@@ -583,6 +584,35 @@ def _body(kind: str, body: bytes, source: int) -> None:
         pass
 
 
+# ---- the SOCKS5 handshake of the XEP-0065 proxy ------------------------------------------------
+
+
+def _handshake(pieces: Iterator[bytes]) -> tuple[bytes, object, bytes]:
+    """What the proxy writes, the request or the error's reply code, and the bytes left over."""
+    handshake = Socks5Handshake()
+    written = b""
+    try:
+        for piece in pieces:
+            written += handshake.receive_data(piece)
+    except Socks5Error as error:
+        return written + error.before, ("refused", error.code), b""
+    return written, handshake.request, handshake.leftover
+
+
+def socks5(data: bytes) -> None:
+    size, rest = _chunks(data)
+    whole = _handshake(iter([rest]))
+    cut = _handshake(_cut(rest, size))
+    # An unfinished request may be refused in one read and not yet in reads that stop early:
+    # compare only when both finished.
+    if whole[1] is not None and cut[1] is not None and whole != cut:
+        raise InvariantBroken(f"one read gives {whole!r}, reads of {size} give {cut!r}")
+    written, outcome, _ = whole
+    # The handshake itself only ever chooses "no authentication"; a request needs that first.
+    if written not in (b"", b"\x05\x00") or (isinstance(outcome, Request) and written != b"\x05\x00"):
+        raise InvariantBroken(f"wrote {written!r} for {outcome!r}")
+
+
 TARGETS: dict[str, Target] = {
     target.name: target
     for target in (
@@ -594,5 +624,6 @@ TARGETS: dict[str, Target] = {
         Target("bosh", bosh_body, 4096, "BOSH <body/> (XEP-0124/0206)"),
         Target("http", http_request, 4096, "HTTP/1.1 request heads and BOSH POSTs"),
         Target("mesh", mesh, 4096, "inter-worker frames and actor message bodies"),
+        Target("socks5", socks5, 600, "the XEP-0065 proxy's SOCKS5 greeting and request (RFC 1928)"),
     )
 }

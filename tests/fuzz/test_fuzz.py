@@ -26,7 +26,7 @@ from tests.fuzz.targets import TARGETS
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
-#: Inputs per target: one to two seconds of CPU each, start included (all eight: about 20 s).
+#: Inputs per target: one to two seconds of CPU each, start included (all nine: about 20 s).
 RUNS = {
     "xml_parser": 2000,
     "stream": 1000,
@@ -36,6 +36,7 @@ RUNS = {
     "bosh": 5000,
     "http": 2000,
     "mesh": 5000,
+    "socks5": 5000,
 }
 #: A run that takes longer than this has hung somewhere libFuzzer's per-input limit does not see.
 TIMEOUT = 60
@@ -80,7 +81,8 @@ def test_bounded_fuzz_run(name: str, tmp_path: Path) -> None:
     # Coverage guidance is on: libFuzzer saw instrumented edges of imactor.
     coverage = re.findall(r" cov: (\d+) ", output)
     assert coverage, output[-2000:]
-    assert int(coverage[-1]) > 50, output[-2000:]
+    # (The SOCKS5 handshake is one small function: about 40 edges are all there is.)
+    assert int(coverage[-1]) > (30 if name == "socks5" else 50), output[-2000:]
 
 
 @pytest.mark.slow

@@ -53,6 +53,13 @@ def format_status(document: Mapping[str, Any]) -> str:
         f"  routed {routed}  bounced {bounced}",
         f"  mailboxes: largest {mailboxes['max']}, queued {mailboxes['total']}",
     ]
+    for worker in workers:  # the XEP-0065 proxy, on the worker that runs it
+        if proxy := worker.get("proxy65"):
+            lines.append(
+                f"  file transfer proxy (worker {worker['index']}): pending {proxy['pending']}"
+                f"  active {proxy['active']}  streams {proxy['streams_total']}"
+                f"  relayed {_size(proxy['bytes_total'])}  refused {proxy['refused_total']}"
+            )
     return "\n".join(lines)
 
 

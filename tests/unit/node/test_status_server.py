@@ -453,3 +453,13 @@ def test_plain_and_rss() -> None:
     assert status_render._size(5) == "5 B"
     assert status_render._size(50 * 2**20) == "50.0 MiB"
     assert status_render._duration(3725) == "1h 2m"
+
+
+def test_format_status_shows_the_file_transfer_proxy() -> None:
+    document = new_server(Path("unused")).snapshot()
+    assert "file transfer proxy" not in format_status(document)
+    document["workers"][0]["proxy65"] = {"pending": 2, "active": 1, "streams_total": 5,
+                                         "bytes_total": 3 * 2**20, "refused_total": 4}  # fmt: skip
+    text = format_status(document)
+    line = "file transfer proxy (worker 0): pending 2  active 1  streams 5  relayed 3.0 MiB  refused 4"
+    assert line in text
