@@ -357,6 +357,9 @@ async def _bound_listeners(
             listeners["s2s"] = await open_listeners(
                 config.listen.s2s.host, port("s2s", config.listen.s2s.port)
             )
+        if config.components:  # external components (XEP-0114, imactor/components)
+            component = config.listen.component
+            listeners["component"] = await open_listeners(component.host, port("component", component.port))
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

@@ -53,7 +53,7 @@ class ServerFacade:
 
     def service_items(self) -> Sequence[str]:
         rooms = [] if self._room_domain is None else [self._room_domain]
-        return [*rooms, *self.module_service_domains]
+        return [*rooms, *self.module_service_domains, *self._router.connected_components()]
 
     def https_url(self) -> str | None:
         return None if self.https_port is None else f"https://{self.domain}:{self.https_port}"

@@ -85,7 +85,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.worker",),  # a worker's composition root: capabilities wired to the wings
     ("imactor.node",),  # the node supervisor, its status server and start-up checks
     ("imactor.web",),  # HTTP: WebSocket and BOSH transports for client sessions
-    ("imactor.s2s",),  # federation: server-to-server streams (uses the c2s accept loop)
+    ("imactor.s2s", "imactor.components"),  # federation, external components (use the c2s accept loop)
     ("imactor.c2s",),  # the client sessions' wing
     ("imactor.user", "imactor.rooms"),  # the account and room actors' wings
     ("imactor.modules",),  # the features, on the module API

@@ -38,7 +38,7 @@ def stream_error_of(data: bytes) -> str | None:
     text = data.decode()
     for condition in ("host-unknown", "not-authorized", "invalid-from", "invalid-namespace",
                       "improper-addressing", "conflict", "unsupported-stanza-type"):  # fmt: skip
-        if f"<{condition} xmlns=\"{NS_STREAM_ERRORS}\"" in text:
+        if f'<{condition} xmlns="{NS_STREAM_ERRORS}"' in text:
             return condition
     return None
 
@@ -69,8 +69,10 @@ def test_header_answer_names_the_domain_and_a_stream_id() -> None:
     s = opened()
     out = s.data_to_send().decode()
     assert "xmlns='jabber:component:accept'" in out
-    assert f"from='{DOMAIN}'" in out and "id='abc123'" in out
-    assert "<stream:stream" in out and "version" not in out.split("?>", 1)[1]  # XEP-0114: none
+    assert f"from='{DOMAIN}'" in out
+    assert "id='abc123'" in out
+    assert "<stream:stream" in out
+    assert "version" not in out.split("?>", 1)[1]
     assert "features" not in out
     assert s.state is c.ComponentState.WAIT_FOR_HANDSHAKE
 
@@ -140,7 +142,8 @@ def test_accept_without_handshake_is_a_local_error() -> None:
 def test_stanzas_arrive_in_jabber_client() -> None:
     s = authenticated()
     events = feed(s, f"<message from='bot@{DOMAIN}/x' to='alice@localhost' id='1'><body>hi</body></message>")
-    assert len(events) == 1 and isinstance(events[0], ev.StanzaReceived)
+    assert len(events) == 1
+    assert isinstance(events[0], ev.StanzaReceived)
     element = events[0].element
     assert element.tag == f"{{{NS_CLIENT}}}message"
     assert element.find(f"{{{NS_CLIENT}}}body").text == "hi"  # type: ignore[union-attr]
@@ -164,11 +167,14 @@ def test_foreign_from_is_invalid_from(sender: str) -> None:
 def test_stanza_without_to_is_bounced_to_the_component() -> None:
     s = authenticated()
     events = feed(s, f"<iq from='bot@{DOMAIN}' id='q' type='get'><query xmlns='jabber:iq:version'/></iq>")
-    assert len(events) == 1 and isinstance(events[0], c.StanzaBounced)
+    assert len(events) == 1
+    assert isinstance(events[0], c.StanzaBounced)
     assert events[0].condition == "bad-request"
     reply = etree.fromstring(s.data_to_send())
-    assert reply.tag == f"{{{c.NS_COMPONENT}}}iq" and reply.get("type") == "error"
-    assert reply.get("to") == f"bot@{DOMAIN}" and reply.get("id") == "q"
+    assert reply.tag == f"{{{c.NS_COMPONENT}}}iq"
+    assert reply.get("type") == "error"
+    assert reply.get("to") == f"bot@{DOMAIN}"
+    assert reply.get("id") == "q"
     assert reply.find(f".//{{{NS_STANZA_ERRORS}}}bad-request") is not None
     assert not s.closed
 
@@ -176,7 +182,8 @@ def test_stanza_without_to_is_bounced_to_the_component() -> None:
 def test_malformed_to_is_jid_malformed_and_errors_are_not_answered() -> None:
     s = authenticated()
     (event,) = feed(s, f"<message from='{DOMAIN}' to='a@b@c'><body>x</body></message>")
-    assert isinstance(event, c.StanzaBounced) and event.condition == "jid-malformed"
+    assert isinstance(event, c.StanzaBounced)
+    assert event.condition == "jid-malformed"
     assert b"jid-malformed" in s.data_to_send()
     (event,) = feed(s, f"<message from='{DOMAIN}' to='a@b@c' type='error'/>")
     assert isinstance(event, c.StanzaBounced)

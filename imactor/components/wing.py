@@ -1,0 +1,207 @@
+"""The worker's component wing: the component listener, and the router's way to components.
+
+A component's stream lands on whichever worker the kernel hands its connection to. That worker
+tells every other live worker (`m.ComponentAt`, mesh kind ``component``), so each keeps a table
+of domain → worker, and a stanza for the component takes one mesh hop (`m.Route` to kind
+``component``) to the worker that holds its stream, whatever worker it started on. The tables
+are soft state: each worker announces its components again after every membership change (a
+restarted worker learns them at once), and forgets the entries of workers that left. One stream
+per domain: a second handshake for a domain connected here or at a live worker gets
+<conflict/>; two handshakes that race on two workers both win for a moment, and the first
+announcement each side receives settles it (the lower worker number keeps its stream, the other
+is closed with <conflict/>).
+
+Stanzas for a component that is not connected bounce with `service-unavailable`, type `wait`
+(`imactor.server.router.component_unavailable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from imactor import messages as m
+from imactor.actors import ActorAddress, ActorGone
+from imactor.c2s.listener import accept
+from imactor.cluster.placement import Membership
+from imactor.components.connection import ComponentConnection
+from imactor.mesh import codec
+from imactor.server.router import component_unavailable
+from imactor.xmpp import component as c
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.stanza import Stanza
+
+if TYPE_CHECKING:
+    from imactor.server.services import Services
+
+log = logging.getLogger("imactor.components")
+
+#: The mesh kind of stanzas for a component's stream and of the workers' announcements.
+KIND = "component"
+
+
+class ComponentWing:
+    def __init__(self, services: Services, listeners: Sequence[trio.SocketListener]) -> None:
+        self.services = services
+        self.router = services.router
+        self.config = services.config.listen.component
+        self.protocol = c.ComponentConfig(
+            secrets={domain: component.secret for domain, component in services.config.components.items()},
+            max_stanza_size=services.config.limits.max_stanza_size,
+        )
+        self.domains = frozenset(self.protocol.secrets)
+        self._listeners = listeners
+        #: The components whose stream is on this worker, and those on other workers.
+        self._local: dict[str, ComponentConnection] = {}
+        self._remote: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
+        # Until the wing runs, stanzas for components bounce (no handler).
+        self.router.serve_components(self.domains, None, self.connected)
+        mesh = services.mesh
+        if mesh is not None:
+            mesh.handle(KIND, self._on_frame)
+            mesh.on_membership(self._on_membership)
+
+    def connected(self) -> Iterator[str]:
+        """The domains whose component is connected to some worker (disco#items)."""
+        yield from self._local
+        yield from (domain for domain in self._remote if domain not in self._local)
+
+    # ---- the worker's child --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept components and route to them until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for listener in self._listeners:
+                await nursery.start(self._serve, listener)
+            self.router.serve_components(self.domains, self.route, self.connected)
+            for domain in self.domains:
+                # A worker restarted under its old number: whatever the others remember of its
+                # components is over (they forget only entries that name this worker).
+                self._announce(domain, connected=False)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.router.serve_components(self.domains, None, self.connected)
+                with trio.CancelScope(shield=True):
+                    for connection in list(self._local.values()):
+                        await connection.shutdown()
+                self._nursery = None
+
+    async def _serve(
+        self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                tcp, remote = await accept(listener)
+                nursery.start_soon(ComponentConnection(self, tcp, remote).run)
+
+    # ---- the router's side ---------------------------------------------------------------------
+
+    async def route(self, stanza: Stanza) -> None:
+        """A stanza for a component's domain: to its stream, here or on its worker (never waits)."""
+        domain = stanza.to_jid.domainpart
+        local = self._local.get(domain)
+        if local is not None:
+            error = self._deliver(local, stanza)
+            if error is not None:
+                await self.router.bounce(stanza, error)
+            return
+        worker, mesh = self._remote.get(domain), self.services.mesh
+        if worker is not None and mesh is not None:
+            try:
+                mesh.send_nowait(ActorAddress(KIND, domain, worker), m.Route(stanza))
+                return
+            except ActorGone:
+                pass
+        await self.router.bounce(stanza, component_unavailable())
+
+    def _deliver(self, connection: ComponentConnection, stanza: Stanza) -> StanzaError | None:
+        try:
+            connection.deliver(stanza)
+        except trio.WouldBlock:
+            return StanzaError("resource-constraint", "the component is not keeping up")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return component_unavailable()
+        return None
+
+    async def bounce_unavailable(self, stanza: Stanza) -> None:
+        await self.router.bounce(stanza, component_unavailable())
+
+    # ---- the connections' side -----------------------------------------------------------------
+
+    def claim(self, domain: str, connection: object) -> bool:
+        """May `connection`, which proved the secret of `domain`, carry its stanzas now?"""
+        assert isinstance(connection, ComponentConnection)
+        held = self._local.get(domain)
+        if held is not None and held is not connection and not held.stream.closed:
+            return False
+        worker, mesh = self._remote.get(domain), self.services.mesh
+        if worker is not None and mesh is not None and worker in mesh.membership.live:
+            return False
+        self._local[domain] = connection
+        self._remote.pop(domain, None)
+        self._announce(domain, connected=True)
+        return True
+
+    def release(self, connection: object) -> None:
+        """`connection` ended; its domain is free again."""
+        assert isinstance(connection, ComponentConnection)
+        domain = connection.domain
+        if domain is not None and self._local.get(domain) is connection:
+            del self._local[domain]
+            log.info("component %s disconnected", domain)
+            self._announce(domain, connected=False)
+
+    # ---- the other workers ---------------------------------------------------------------------
+
+    def _announce(self, domain: str, *, connected: bool) -> None:
+        mesh = self.services.mesh
+        if mesh is None:
+            return
+        news = m.ComponentAt(domain, mesh.index, connected)
+        for worker in mesh.membership.live:
+            if worker != mesh.index:
+                with contextlib.suppress(ActorGone):
+                    mesh.send_nowait(ActorAddress(KIND, domain, worker), news)
+
+    def _on_frame(self, key: str, message: Any) -> None:
+        mesh = self.services.mesh
+        assert mesh is not None
+        match message:
+            case m.Route(stanza=stanza):
+                local = self._local.get(key)
+                error = component_unavailable() if local is None else self._deliver(local, stanza)
+                if error is not None:
+                    mesh.spawn(self.router.bounce, stanza, error)
+            case m.ComponentAt(domain=domain, worker=worker, connected=True):
+                local = self._local.get(domain)
+                if local is not None and not local.stream.closed:
+                    if worker > mesh.index:
+                        return  # ours stays; that worker closes its stream on our announcement
+                    log.warning("component %s connected to w%d and here: this one goes", domain, worker)
+                    del self._local[domain]
+                    local.kick("conflict", "this component is already connected")
+                self._remote[domain] = worker
+            case m.ComponentAt(domain=domain, worker=worker, connected=False):
+                if self._remote.get(domain) == worker:
+                    del self._remote[domain]
+            case _:
+                raise codec.BodyError(f"{type(message).__name__} is not for a component")
+
+    def _on_membership(self, old: Membership, new: Membership, lost: frozenset[int]) -> None:
+        live = set(new.live)
+        for domain, worker in list(self._remote.items()):
+            if worker not in live:
+                del self._remote[domain]
+        # To every live worker, not only those that joined: a worker restarted between two polls
+        # of the node supervisor is the same number in both memberships, and knows nothing.
+        for domain in self._local:
+            self._announce(domain, connected=True)
