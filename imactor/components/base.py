@@ -15,6 +15,7 @@ class Wing(Protocol):
     config: ComponentListenerConfig
     protocol: ComponentConfig
     router: Router
+    stanzas_in: int
 
     def claim(self, domain: str, connection: object) -> bool:
         """May `connection`, which proved the secret of `domain`, carry its stanzas now?"""

@@ -122,6 +122,7 @@ class ComponentConnection:
                     log.warning("component %s from %s refused: already connected", domain, self.remote)
                     self.stream.close("conflict", "this component is already connected")
             case ev.StanzaReceived(element=element):
+                self.wing.stanzas_in += 1
                 await self.wing.router.route(Stanza.from_element(element, hand_over=True), wait=True)
             case c.StanzaBounced(element=element, condition=condition):
                 log.info("component %s: answered a stanza with %s (to=%r)", self.domain, condition,

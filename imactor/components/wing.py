@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -44,6 +45,15 @@ log = logging.getLogger("imactor.components")
 KIND = "component"
 
 
+@dataclass(frozen=True, slots=True)
+class ComponentStatistics:
+    here: tuple[str, ...]  #: domains whose component's stream this worker holds
+    elsewhere: tuple[str, ...]  #: domains connected to other workers, as this one knows
+    stanzas_in: int  #: stanzas the components here sent
+    stanzas_out: int  #: stanzas queued for the components here
+    bounced: int  #: stanzas for a component that was not connected (or not keeping up)
+
+
 class ComponentWing:
     def __init__(self, services: Services, listeners: Sequence[trio.SocketListener]) -> None:
         self.services = services
@@ -59,6 +69,8 @@ class ComponentWing:
         self._local: dict[str, ComponentConnection] = {}
         self._remote: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
+        self.stanzas_in = self._stanzas_out = self._bounced = 0
+        services.status_records["components"] = self.statistics
         # Until the wing runs, stanzas for components bounce (no handler).
         self.router.serve_components(self.domains, None, self.connected)
         mesh = services.mesh
@@ -70,6 +82,12 @@ class ComponentWing:
         """The domains whose component is connected to some worker (disco#items)."""
         yield from self._local
         yield from (domain for domain in self._remote if domain not in self._local)
+
+    def statistics(self) -> ComponentStatistics:
+        return ComponentStatistics(
+            here=tuple(sorted(self._local)), elsewhere=tuple(sorted(self._remote)),
+            stanzas_in=self.stanzas_in, stanzas_out=self._stanzas_out, bounced=self._bounced,
+        )  # fmt: skip
 
     # ---- the worker's child --------------------------------------------------------------------
 
@@ -121,18 +139,22 @@ class ComponentWing:
                 return
             except ActorGone:
                 pass
-        await self.router.bounce(stanza, component_unavailable())
+        await self.bounce_unavailable(stanza)
 
     def _deliver(self, connection: ComponentConnection, stanza: Stanza) -> StanzaError | None:
         try:
             connection.deliver(stanza)
         except trio.WouldBlock:
+            self._bounced += 1
             return StanzaError("resource-constraint", "the component is not keeping up")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._bounced += 1
             return component_unavailable()
+        self._stanzas_out += 1
         return None
 
     async def bounce_unavailable(self, stanza: Stanza) -> None:
+        self._bounced += 1
         await self.router.bounce(stanza, component_unavailable())
 
     # ---- the connections' side -----------------------------------------------------------------
@@ -178,6 +200,8 @@ class ComponentWing:
         match message:
             case m.Route(stanza=stanza):
                 local = self._local.get(key)
+                if local is None:
+                    self._bounced += 1
                 error = component_unavailable() if local is None else self._deliver(local, stanza)
                 if error is not None:
                     mesh.spawn(self.router.bounce, stanza, error)

@@ -54,4 +54,6 @@ class WorkerStatusSource:
         if services.mesh is not None:
             records["mesh"] = services.mesh.statistics()
             records["link"] = services.mesh.link.statistics()
+        for name, statistics in services.status_records.items():
+            records[name] = statistics()
         return records
