@@ -81,6 +81,10 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("XEP-0185", "", "complete", "xmpp/dialback.py"),
     CoreSpec("XEP-0220", "", "partial: one domain per stream direction (no piggybacking)",
              "xmpp/s2s.py, s2s/"),
+    CoreSpec("XEP-0114", "1.6",
+             "complete: one stream per component domain on any worker, <conflict/> for a second, "
+             "service-unavailable while it is away",
+             "xmpp/component.py, components/"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
 )  # fmt: skip
@@ -108,6 +112,7 @@ TITLES: dict[str, str] = {
     "XEP-0077": "In-Band Registration",
     "XEP-0084": "User Avatar",
     "XEP-0092": "Software Version",
+    "XEP-0114": "Jabber Component Protocol",
     "XEP-0115": "Entity Capabilities",
     "XEP-0124": "Bidirectional-streams Over Synchronous HTTP (BOSH)",
     "XEP-0153": "vCard-Based Avatars",
@@ -149,6 +154,7 @@ FEATURES: dict[str, str | None] = {
     "0178": None,  # a server-to-server stream feature (SASL mechanism EXTERNAL)
     "0185": None,  # how dialback keys are made: nothing on the wire names it
     "0220": None,  # a server-to-server stream feature (urn:xmpp:features:dialback)
+    "0114": None,  # a listener of its own (jabber:component:accept), nothing on the client side
     "0421": None,  # a room's disco#info
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 import trio
@@ -31,6 +32,21 @@ READ_SIZE = 65536
 QUEUE_SIZE = 1024
 #: Seconds a write to a component may take before the connection is dropped.
 SEND_TIMEOUT = 30.0
+#: TCP keepalive on component connections: probes after this many idle seconds, every
+#: `KEEPALIVE_INTERVAL`, `KEEPALIVE_PROBES` unanswered ones drop it. A component's connection
+#: holds its domain (a reconnect gets <conflict/>), so a peer that vanished without closing must
+#: not hold it for the kernel's default two hours.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 60, 10, 3
+
+
+def keep_alive(transport: trio.SocketStream) -> None:
+    """Turn TCP keepalive on with the timings above (where the platform has them)."""
+    transport.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES)):  # fmt: skip
+        option = getattr(socket, name, None)
+        if option is not None:
+            transport.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class ComponentConnection:
@@ -80,6 +96,7 @@ class ComponentConnection:
 
     async def run(self) -> None:
         try:
+            keep_alive(self._transport)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._deadline)

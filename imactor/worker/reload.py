@@ -9,7 +9,8 @@ What changes at once, for what comes next (open sessions keep what they started 
 - ``[modules.*]`` options, when ``server.modules`` (the set of enabled modules) is unchanged: a
   new `ModuleHost` answers the next IQ and message hooks.
 
-The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervision]``, ``[log]``)
+The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervision]``, ``[log]``,
+``[components]``)
 is fixed by the node supervisor or by open resources: a change is logged as needing a restart
 and the running value is kept.
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.reload")
 
 #: Config sections a running worker cannot change (the running value is kept).
-RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log")
+RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log", "components")
 
 
 def reload_config(services: Services) -> bool:
