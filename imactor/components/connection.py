@@ -63,6 +63,10 @@ class ComponentConnection:
     def domain(self) -> str | None:
         return self.stream.domain
 
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
     # ---- what the wing calls -------------------------------------------------------------------
 
     def deliver(self, stanza: Stanza) -> None:

@@ -30,6 +30,7 @@ from imactor.actors import ActorAddress, ActorGone
 from imactor.c2s.listener import accept
 from imactor.cluster.placement import Membership
 from imactor.components.connection import ComponentConnection
+from imactor.components.table import ComponentTable
 from imactor.mesh import codec
 from imactor.server.router import component_unavailable
 from imactor.xmpp import component as c
@@ -65,27 +66,27 @@ class ComponentWing:
         )
         self.domains = frozenset(self.protocol.secrets)
         self._listeners = listeners
+        mesh = services.mesh
         #: The components whose stream is on this worker, and those on other workers.
-        self._local: dict[str, ComponentConnection] = {}
-        self._remote: dict[str, int] = {}
+        self.table: ComponentTable[ComponentConnection] = ComponentTable(
+            mesh.index if mesh is not None else 0
+        )
         self._nursery: trio.Nursery | None = None
         self.stanzas_in = self._stanzas_out = self._bounced = 0
         services.status_records["components"] = self.statistics
         # Until the wing runs, stanzas for components bounce (no handler).
         self.router.serve_components(self.domains, None, self.connected)
-        mesh = services.mesh
         if mesh is not None:
             mesh.handle(KIND, self._on_frame)
             mesh.on_membership(self._on_membership)
 
     def connected(self) -> Iterator[str]:
         """The domains whose component is connected to some worker (disco#items)."""
-        yield from self._local
-        yield from (domain for domain in self._remote if domain not in self._local)
+        return self.table.connected()
 
     def statistics(self) -> ComponentStatistics:
         return ComponentStatistics(
-            here=tuple(sorted(self._local)), elsewhere=tuple(sorted(self._remote)),
+            here=tuple(sorted(self.table.local)), elsewhere=tuple(sorted(self.table.remote)),
             stanzas_in=self.stanzas_in, stanzas_out=self._stanzas_out, bounced=self._bounced,
         )  # fmt: skip
 
@@ -108,7 +109,7 @@ class ComponentWing:
             finally:
                 self.router.serve_components(self.domains, None, self.connected)
                 with trio.CancelScope(shield=True):
-                    for connection in list(self._local.values()):
+                    for connection in list(self.table.local.values()):
                         await connection.shutdown()
                 self._nursery = None
 
@@ -126,16 +127,15 @@ class ComponentWing:
     async def route(self, stanza: Stanza) -> None:
         """A stanza for a component's domain: to its stream, here or on its worker (never waits)."""
         domain = stanza.to_jid.domainpart
-        local = self._local.get(domain)
-        if local is not None:
-            error = self._deliver(local, stanza)
+        where, mesh = self.table.where(domain), self.services.mesh
+        if isinstance(where, ComponentConnection):
+            error = self._deliver(where, stanza)
             if error is not None:
                 await self.router.bounce(stanza, error)
             return
-        worker, mesh = self._remote.get(domain), self.services.mesh
-        if worker is not None and mesh is not None:
+        if where is not None and mesh is not None:
             try:
-                mesh.send_nowait(ActorAddress(KIND, domain, worker), m.Route(stanza))
+                mesh.send_nowait(ActorAddress(KIND, domain, where), m.Route(stanza))
                 return
             except ActorGone:
                 pass
@@ -162,14 +162,9 @@ class ComponentWing:
     def claim(self, domain: str, connection: object) -> bool:
         """May `connection`, which proved the secret of `domain`, carry its stanzas now?"""
         assert isinstance(connection, ComponentConnection)
-        held = self._local.get(domain)
-        if held is not None and held is not connection and not held.stream.closed:
+        mesh = self.services.mesh
+        if not self.table.claim(domain, connection, mesh.membership.live if mesh is not None else ()):
             return False
-        worker, mesh = self._remote.get(domain), self.services.mesh
-        if worker is not None and mesh is not None and worker in mesh.membership.live:
-            return False
-        self._local[domain] = connection
-        self._remote.pop(domain, None)
         self._announce(domain, connected=True)
         return True
 
@@ -177,8 +172,7 @@ class ComponentWing:
         """`connection` ended; its domain is free again."""
         assert isinstance(connection, ComponentConnection)
         domain = connection.domain
-        if domain is not None and self._local.get(domain) is connection:
-            del self._local[domain]
+        if domain is not None and self.table.release(domain, connection):
             log.info("component %s disconnected", domain)
             self._announce(domain, connected=False)
 
@@ -199,33 +193,24 @@ class ComponentWing:
         assert mesh is not None
         match message:
             case m.Route(stanza=stanza):
-                local = self._local.get(key)
+                local = self.table.local.get(key)
                 if local is None:
                     self._bounced += 1
                 error = component_unavailable() if local is None else self._deliver(local, stanza)
                 if error is not None:
                     mesh.spawn(self.router.bounce, stanza, error)
-            case m.ComponentAt(domain=domain, worker=worker, connected=True):
-                local = self._local.get(domain)
-                if local is not None and not local.stream.closed:
-                    if worker > mesh.index:
-                        return  # ours stays; that worker closes its stream on our announcement
-                    log.warning("component %s connected to w%d and here: this one goes", domain, worker)
-                    del self._local[domain]
-                    local.kick("conflict", "this component is already connected")
-                self._remote[domain] = worker
-            case m.ComponentAt(domain=domain, worker=worker, connected=False):
-                if self._remote.get(domain) == worker:
-                    del self._remote[domain]
+            case m.ComponentAt():
+                loser = self.table.heard(message)
+                if loser is not None:
+                    log.warning("component %s connected to w%d and here: this one goes", message.domain,
+                                message.worker)  # fmt: skip
+                    loser.kick("conflict", "this component is already connected")
             case _:
                 raise codec.BodyError(f"{type(message).__name__} is not for a component")
 
     def _on_membership(self, old: Membership, new: Membership, lost: frozenset[int]) -> None:
-        live = set(new.live)
-        for domain, worker in list(self._remote.items()):
-            if worker not in live:
-                del self._remote[domain]
+        self.table.membership(new.live)
         # To every live worker, not only those that joined: a worker restarted between two polls
         # of the node supervisor is the same number in both memberships, and knows nothing.
-        for domain in self._local:
+        for domain in self.table.local:
             self._announce(domain, connected=True)
