@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 from typing import TYPE_CHECKING
 
@@ -84,18 +85,6 @@ class ComponentConnection:
         if self._nursery is not None:
             self._nursery.start_soon(self._finish)
 
-    async def shutdown(self) -> None:
-        """The worker stops: tell the component (<system-shutdown/>), best effort."""
-        self.stream.close("system-shutdown", "the server is shutting down")
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(1),
-            contextlib.suppress(
-                OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
-            ),
-        ):
-            await self._flush()
-
     # ---- the connection's tasks ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -115,7 +104,10 @@ class ComponentConnection:
             self._nursery = None
             self._outbox.close()
             self.wing.release(self)
+            stopping = trio.current_effective_deadline() == -math.inf  # cancelled: the worker stops
             with trio.CancelScope(shield=True):
+                if stopping and not self.stream.closed:
+                    await self._say_goodbye()
                 await self._bounce_queued()
                 with trio.move_on_after(1):
                     await self._transport.aclose()
@@ -173,6 +165,14 @@ class ComponentConnection:
                 continue
             for each in batch:
                 self.stream.send_stanza(each.element())
+            await self._flush()
+
+    async def _say_goodbye(self) -> None:
+        """Tell the component the server stops (<system-shutdown/>), best effort, at most 1 s."""
+        self.stream.close("system-shutdown", "the server is shutting down")
+        with trio.move_on_after(1), contextlib.suppress(
+            OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+        ):  # fmt: skip
             await self._flush()
 
     async def _bounce_queued(self) -> None:

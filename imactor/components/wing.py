@@ -71,7 +71,6 @@ class ComponentWing:
         self.table: ComponentTable[ComponentConnection] = ComponentTable(
             mesh.index if mesh is not None else 0
         )
-        self._nursery: trio.Nursery | None = None
         self.stanzas_in = self._stanzas_out = self._bounced = 0
         services.status_records["components"] = self.statistics
         # Until the wing runs, stanzas for components bounce (no handler).
@@ -95,7 +94,6 @@ class ComponentWing:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Accept components and route to them until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             for listener in self._listeners:
                 await nursery.start(self._serve, listener)
             self.router.serve_components(self.domains, self.route, self.connected)
@@ -107,11 +105,8 @@ class ComponentWing:
             try:
                 await trio.sleep_forever()
             finally:
+                # Each connection says <system-shutdown/> as it is cancelled with the nursery.
                 self.router.serve_components(self.domains, None, self.connected)
-                with trio.CancelScope(shield=True):
-                    for connection in list(self.table.local.values()):
-                        await connection.shutdown()
-                self._nursery = None
 
     async def _serve(
         self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -17,6 +17,7 @@ import hashlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -393,3 +394,15 @@ def _wait_known(server: ServerProcess, domain: str) -> None:
         if all(domain in w["components"]["here"] + w["components"]["elsewhere"] for w in workers):
             return
         time.sleep(0.05)
+
+
+async def test_a_stopping_server_says_system_shutdown(tmp_path: Path) -> None:
+    extra = f'[listen.component]\nhost = "127.0.0.1"\nport = 0\n[components."{GATEWAY}"]\nsecret = "s"\n'
+    with running_server(tmp_path, extra=extra) as node, trio.fail_after(TIMEOUT):
+        raw = await RawComponent.connect(node)
+        await raw.authenticate(GATEWAY, "s")
+        await raw.read_until(b"<handshake/>")
+        await trio.to_thread.run_sync(node.stop)
+        assert node.proc.returncode == 0
+        data = await raw.read_to_end()
+        assert stream_error(data) == "system-shutdown"
