@@ -130,8 +130,9 @@ class ComponentConnection:
                     self.stream.accept()
                     log.info("component %s connected from %s", domain, self.remote)
                 else:
-                    # XEP-0114 §3: <conflict/> for a domain already connected. The connection
-                    # that holds it keeps it (Prosody refuses the newcomer too).
+                    # RFC 6120 §4.9.3.3: <conflict/> also refuses "a new stream for this entity
+                    # because allowing the new stream would conflict with an existing stream".
+                    # The connection that holds the domain keeps it (docs/components.md says why).
                     log.warning("component %s from %s refused: already connected", domain, self.remote)
                     self.stream.close("conflict", "this component is already connected")
             case ev.StanzaReceived(element=element):
