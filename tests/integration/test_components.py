@@ -27,9 +27,12 @@ from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import PASSWORD, Accounts
+from tests.support.chaos import kill_worker
 from tests.support.clients import HOST, event_queue, run, slixmpp_client
+from tests.support.muc import NS_MUC, from_room, heard, room_with
+from tests.support.peer import Peer, Peers, message, stanza_error
 from tests.support.server import ServerProcess, running_server
-from tests.support.timeouts import TIMEOUT
+from tests.support.timeouts import TIMEOUT, WORKERS_TIMEOUT
 
 GATEWAY, GATEWAY_SECRET = "gateway.example", "gateway's shared secret"
 FILES, FILES_SECRET = "files.example", "secret from a file"
@@ -387,11 +390,22 @@ async def test_a_second_connection_for_a_domain_is_a_conflict(server: ServerProc
         await first.read_to_end()
 
 
-def _wait_known(server: ServerProcess, domain: str) -> None:
-    """Until every worker knows where `domain`'s component is (polled, as the status socket is)."""
+def _wait_known(server: ServerProcess, domain: str) -> int:
+    """Until every worker knows where `domain`'s component is (polled, as the status socket is);
+    the worker that holds it."""
     while True:
         workers = server.status()["workers"]
         if all(domain in w["components"]["here"] + w["components"]["elsewhere"] for w in workers):
+            return next(w["index"] for w in workers if domain in w["components"]["here"])
+        time.sleep(0.05)
+
+
+def _wait_forgotten(server: ServerProcess, domain: str) -> None:
+    """Until no worker thinks `domain`'s component is connected."""
+    while True:
+        workers = server.status()["workers"]
+        known = [w.get("components", {}) for w in workers]
+        if all(domain not in c.get("here", []) + c.get("elsewhere", []) for c in known):
             return
         time.sleep(0.05)
 
@@ -406,3 +420,52 @@ async def test_a_stopping_server_says_system_shutdown(tmp_path: Path) -> None:
         assert node.proc.returncode == 0
         data = await raw.read_to_end()
         assert stream_error(data) == "system-shutdown"
+
+
+async def test_a_component_joins_a_room_and_speaks_in_it(server: ServerProcess, peers: Peers) -> None:
+    """Rooms treat a component's JIDs as those of another server's users: it may enter an
+    existing room (creating one is for local accounts, `[muc] create_rooms`) and talk there."""
+    room = "gatewayroom@conference.localhost"
+    with trio.fail_after(TIMEOUT):
+        (owner,) = await room_with(peers, room, "owner")
+        raw = await RawComponent.connect(server)
+        await raw.authenticate(FILES, FILES_SECRET)
+        await raw.read_until(b"<handshake/>")
+        await raw.send(f"<presence from='bob@{FILES}/irc' to='{room}/bob'><x xmlns='{NS_MUC}'/></presence>")
+        await raw.read_until(b"110")  # its self-presence
+        arrival = await owner.expect(from_room(room, kind="presence"))
+        assert arrival.get("from") == f"{room}/bob"
+        await raw.send(
+            f"<message from='bob@{FILES}/irc' to='{room}' type='groupchat'><body>from irc</body></message>"
+        )
+        message = await heard(owner, room, "from irc")
+        assert message.get("from") == f"{room}/bob"
+        await raw.read_until(b"from irc")  # the room's echo to the component's occupant
+        await raw.send("</stream:stream>")
+        await raw.read_to_end()
+
+
+async def test_the_component_of_a_dead_worker_reconnects_to_the_other(tmp_path: Path) -> None:
+    """Its worker is killed: stanzas for it bounce (service-unavailable, wait), nothing holds
+    its domain any more, and the component's next connection, on either worker, works."""
+    extra = f'[listen.component]\nhost = "127.0.0.1"\nport = 0\n[components."{GATEWAY}"]\nsecret = "s"\n'
+    with running_server(tmp_path, extra=extra, workers=2, users=[("alice", PASSWORD)]) as node:
+        with trio.fail_after(WORKERS_TIMEOUT):
+            first = await RawComponent.connect(node)
+            await first.authenticate(GATEWAY, "s")
+            await first.read_until(b"<handshake/>")
+            holder = await trio.to_thread.run_sync(_wait_known, node, GATEWAY)
+            await kill_worker(node.status_socket, 2, index=holder)
+            await first.read_to_end()  # the killed worker's socket is gone
+            await trio.to_thread.run_sync(_wait_forgotten, node, GATEWAY)
+            alice = await Peer.online(node.c2s_port, "alice", PASSWORD)
+            await alice.send(f"<message to='bot@{GATEWAY}' id='m1'><body>anyone?</body></message>")
+            bounce = await alice.expect(message(id_="m1"))
+            assert stanza_error(bounce) == ("wait", "service-unavailable")
+            again = await RawComponent.connect(node)
+            await again.authenticate(GATEWAY, "s")
+            await again.read_until(b"<handshake/>")
+            await trio.to_thread.run_sync(_wait_known, node, GATEWAY)
+            await alice.send(f"<message to='bot@{GATEWAY}' id='m2'><body>back?</body></message>")
+            await again.read_until(b"back?")
+            await alice.aclose()
