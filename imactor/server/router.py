@@ -10,8 +10,8 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 |                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
-| an external component's  | its stream, on whichever worker holds it (`serve_components`, |
-| domain (and JIDs under it) | `imactor.components`); bounced while it is not connected  |
+| a component's domain     | its stream, on whichever worker holds it (`serve_components`, |
+| (and JIDs under it)      | `imactor.components`); bounced while it is not connected    |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | the s2s wing (`federate`, [s2s] enabled); else bounced:     |
 |                          | `remote-server-not-found`                                   |
