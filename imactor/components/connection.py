@@ -80,7 +80,7 @@ class ComponentConnection:
         self._outbox.send_nowait(stanza)
 
     def kick(self, condition: str, text: str) -> None:
-        """End the stream with `condition` (another worker won the domain; the worker stops)."""
+        """End the stream with `condition` (another worker won the race for its domain)."""
         self.stream.close(condition, text)
         if self._nursery is not None:
             self._nursery.start_soon(self._finish)
