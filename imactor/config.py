@@ -177,6 +177,14 @@ class Proxy65ListenerConfig:  # XEP-0065 SOCKS5 bytestreams proxy, bound only wh
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentListenerConfig:  # XEP-0114 external components, bound only when [components] lists one
+    # Loopback by default: the handshake is a shared secret over plain TCP (docs/components.md).
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(5347, _int(0, 65535))
+    handshake_timeout: float = _opt(10.0, _number)  # seconds to open the stream and prove the secret
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     c2s: C2SListenerConfig = _table(C2SListenerConfig)
     c2s_tls: DirectTLSListenerConfig = _table(DirectTLSListenerConfig)
@@ -184,6 +192,7 @@ class ListenConfig:
     https: HTTPSListenerConfig = _table(HTTPSListenerConfig)
     s2s: S2SListenerConfig = _table(S2SListenerConfig)
     proxy65: Proxy65ListenerConfig = _table(Proxy65ListenerConfig)
+    component: ComponentListenerConfig = _table(ComponentListenerConfig)
 
 
 _url_path = _str(r"/[^\s?#]*", "a path starting with /")
@@ -337,6 +346,43 @@ class S2SConfig:  # federation: server-to-server streams (imactor/s2s, docs/fede
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentConfig:  # one external component (XEP-0114): [components."<domain>"]
+    secret: str = _opt("", _str(r"|\S.*", "a string"))  # the shared secret, or:
+    secret_file: Path | None = _opt(None, _path)  # a file holding it (trimmed; read at start)
+
+
+def _components(value: object) -> Mapping[str, ComponentConfig]:
+    """`[components."<domain>"]` tables: each names a domain and how its secret is found."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a table of component domains, got {_show(value)}")
+    components: dict[str, ComponentConfig] = {}
+    for domain, options in value.items():
+        where = f'"{domain}"'  # quoted: a domain has dots of its own
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", domain) or ".." in domain:
+            raise _Invalid("expected a domain name as the table's name", where)
+        if not isinstance(options, dict):
+            raise _Invalid(f"expected a table with secret or secret_file, got {_show(options)}", where)
+        for key in options:
+            if key not in ("secret", "secret_file"):
+                raise _Invalid("unknown key", where, key)
+        values: dict[str, Any] = {}
+        for name in ("secret", "secret_file"):
+            if name in options:
+                check = ComponentConfig.__dataclass_fields__[name].metadata["check"]
+                try:
+                    values[name] = check(options[name])
+                except _Invalid as exc:
+                    raise _Invalid(exc.args[0], where, name) from None
+        component = ComponentConfig(**values)
+        if bool(component.secret) == (component.secret_file is not None):
+            raise _Invalid("set one of secret and secret_file (not both, not neither)", where)
+        if domain.lower() in components:
+            raise _Invalid("is listed twice (domains are case-insensitive)", where)
+        components[domain.lower()] = component
+    return MappingProxyType(components)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusConfig:
     socket: Path = _opt(Path("imactor.sock"), _required_path)  # relative to data_dir
 
@@ -403,6 +449,9 @@ class Config:
     http: HTTPConfig = _table(HTTPConfig)
     s2s: S2SConfig = _table(S2SConfig)
     cluster: ClusterConfig = _table(ClusterConfig)
+    components: Mapping[str, ComponentConfig] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"check": _components}
+    )
     modules: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
     )
@@ -454,6 +503,7 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         raise ConfigError(f"{source}: {missing}: certificate and key must be set together")
     cert, key = (p and _resolve(base_dir, p) for p in (tls.certificate, tls.key))
     cluster = _checked_cluster(config, str(source))
+    components = _read_component_secrets(config, str(source), base_dir)
     return dataclasses.replace(
         config,
         source=source,
@@ -466,7 +516,35 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         cluster=dataclasses.replace(
             cluster, key_file=cluster.key_file and _resolve(base_dir, cluster.key_file)
         ),
+        components=components,
     )
+
+
+def _read_component_secrets(config: Config, source: str, base_dir: Path) -> Mapping[str, ComponentConfig]:
+    """Each component's secret in `secret` (read from `secret_file` now, so that a missing file
+    fails the start, naming the key); a component's domain must not be one the server serves."""
+    taken = {config.server.domain: "server.domain"}
+    if config.muc.enabled:
+        taken[f"{config.muc.subdomain}.{config.server.domain}"] = "muc.subdomain"
+    if config.proxy65.enabled:
+        taken[f"{config.proxy65.subdomain}.{config.server.domain}"] = "proxy65.subdomain"
+    read: dict[str, ComponentConfig] = {}
+    for domain, component in config.components.items():
+        key = f'components."{domain}"'
+        if domain in taken:
+            raise ConfigError(f"{source}: {key}: the same domain as {taken[domain]}")
+        if component.secret_file is not None:
+            path = _resolve(base_dir, component.secret_file)
+            try:
+                secret = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigError(f"{source}: {key}.secret_file: cannot read {path}: {reason}") from None
+            if not secret:
+                raise ConfigError(f"{source}: {key}.secret_file: {path} is empty")
+            component = ComponentConfig(secret=secret, secret_file=path)
+        read[domain] = component
+    return MappingProxyType(read)
 
 
 def _checked_cluster(config: Config, source: str) -> ClusterConfig:

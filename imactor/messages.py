@@ -350,3 +350,21 @@ class BoshRequest:
 
     body: bytes
     reply: Reply[BoshResponse]
+
+
+# ---- between the workers of a node: external components (XEP-0114) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentAt:
+    """The component of `domain` is connected to worker `worker` (`connected`), or no longer is
+    (target kind ``component``, key the domain). Each worker tells every other one when its
+    components come and go, and again after each membership change (`imactor.components`)."""
+
+    domain: str
+    worker: int
+    connected: bool
+
+
+#: Target kind ``component``: a stanza for the component's stream on the target worker, or news.
+ComponentMessage = Route | ComponentAt

@@ -85,6 +85,10 @@ CORE: tuple[CoreSpec, ...] = (
              "complete: the proxy (streamhost), over TCP (no optional UDP), off by default ([proxy65])",
              "xmpp/socks5.py, proxy65/"),
     CoreSpec("XEP-0047", "", "complete: passed through between clients, untouched", "c2s/, user/delivery.py"),
+    CoreSpec("XEP-0114", "1.6",
+             "complete: one stream per component domain on any worker, <conflict/> for a second, "
+             "service-unavailable while it is away",
+             "xmpp/component.py, components/"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
 )  # fmt: skip
@@ -114,6 +118,7 @@ TITLES: dict[str, str] = {
     "XEP-0077": "In-Band Registration",
     "XEP-0084": "User Avatar",
     "XEP-0092": "Software Version",
+    "XEP-0114": "Jabber Component Protocol",
     "XEP-0115": "Entity Capabilities",
     "XEP-0124": "Bidirectional-streams Over Synchronous HTTP (BOSH)",
     "XEP-0153": "vCard-Based Avatars",
@@ -155,6 +160,7 @@ FEATURES: dict[str, str | None] = {
     "0178": None,  # a server-to-server stream feature (SASL mechanism EXTERNAL)
     "0185": None,  # how dialback keys are made: nothing on the wire names it
     "0220": None,  # a server-to-server stream feature (urn:xmpp:features:dialback)
+    "0114": None,  # a listener of its own (jabber:component:accept), nothing on the client side
     "0421": None,  # a room's disco#info
     "0047": None,  # between clients: the server carries it and announces nothing
     "0065": None,  # the proxy's own disco#info (proxy.<domain>, identity proxy/bytestreams)

@@ -34,6 +34,7 @@ texts are UTF-8. What each message holds, field by field:
 | Fanout            | stanza (its bytes have no `to`), then one recipient JID per field       |
 | BoshRequest       | the HTTP request body, reply id  (target kind ``bosh``, key the sid)    |
 | BoshResponse      | the HTTP response body                     (a reply)                    |
+| ComponentAt       | domain, worker, connected ("1"/"0")  (target kind ``component``)        |
 | Failed            | stanza error condition, text               (a reply)                    |
 | Done              | (none)                                     (a completion)               |
 
@@ -236,6 +237,8 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [*_stanza_fields(stanza), *(str(jid).encode() for jid in recipients)]
         case m.BoshRequest(body, reply):
             fields = [body, endpoints.reply_id(reply, target_worker).encode()]
+        case m.ComponentAt(domain, worker, connected):
+            fields = [domain.encode(), str(worker).encode(), b"1" if connected else b"0"]
         case _:
             raise TypeError(f"{type(message).__name__} does not cross processes")
     return type(message).__name__, pack(fields)
@@ -365,6 +368,9 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
         case "BoshRequest":
             body, reply_id = exactly(2)
             return m.BoshRequest(body, endpoints.remote_reply(source, _text(reply_id)))
+        case "ComponentAt":
+            domain, worker, connected = exactly(3)
+            return m.ComponentAt(_text(domain), _int(worker), _flag(connected))
         case _:
             raise BodyError(f"unknown body kind {body_kind!r}")
 

@@ -388,6 +388,9 @@ async def _bound_listeners(
             listeners["proxy65"] = await open_listeners(
                 config.listen.proxy65.host, port("proxy65", config.listen.proxy65.port)
             )
+        if config.components:  # external components (XEP-0114, imactor/components)
+            component = config.listen.component
+            listeners["component"] = await open_listeners(component.host, port("component", component.port))
         yield listeners
     finally:
         with trio.CancelScope(shield=True):

@@ -57,6 +57,9 @@ def private_paths(config: Config) -> dict[Path, str]:
         paths.setdefault(database.parent, f"the database's directory: {data}")
         for path in sqlite_files(database):
             paths[path] = f"the database: {data}"
+    for domain, component in config.components.items():
+        if component.secret_file is not None:
+            paths[component.secret_file] = f"the shared secret of the component {domain}"
     return paths
 
 

@@ -63,6 +63,7 @@ class S2SWing:
         }
         if services.room_domain is not None:
             served.add(services.room_domain)
+        served.update(services.config.components)  # external components: reachable from other servers
         secret = (
             self.config.dialback_secret.encode()
             or hashlib.sha256(b"imactor-dialback\0" + services.tls_key_bytes).digest()

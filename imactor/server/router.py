@@ -10,6 +10,8 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 |                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
+| a component's domain     | its stream, on whichever worker holds it (`serve_components`, |
+| (and JIDs under it)      | `imactor.components`); bounced while it is not connected    |
 | the server's domain      | handled in the sender's session (host scope); never routed  |
 | any other domain         | the s2s wing (`federate`, [s2s] enabled); else bounced:     |
 |                          | `remote-server-not-found`                                   |
@@ -18,7 +20,7 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,8 @@ Starter = Callable[[str], Awaitable[ActorRef[Any]]]
 ServiceHandler = Callable[[Stanza], Awaitable[None]]
 #: Takes a stanza for another server's domain (the s2s wing); it must not wait on the network.
 Federation = Callable[[Stanza], Awaitable[None]]
+#: Takes a stanza for an external component's domain (the component wing); never waits on it.
+Components = Callable[[Stanza], Awaitable[None]]
 
 log = logging.getLogger("imactor.router")
 
@@ -65,6 +69,10 @@ class Router:
         self.mesh: Mesh | None = None
         #: Where stanzas to other servers go (the s2s wing); None: federation is off.
         self._federation: Federation | None = None
+        #: The external components' domains ([components]) and where their stanzas go.
+        self.component_domains: frozenset[str] = frozenset()
+        self._components: Components | None = None
+        self._connected_components: Callable[[], Iterable[str]] = tuple
 
     def starts(self, kind: str, starter: Starter) -> None:
         """How an actor of `kind` ("user", "room") starts on this worker (the root's to say)."""
@@ -81,6 +89,19 @@ class Router:
     def federate(self, federation: Federation | None) -> None:
         """Stanzas to domains not served here go to `federation` (None: they bounce)."""
         self._federation = federation
+
+    def serve_components(
+        self, domains: frozenset[str], handler: Components | None,
+        connected: Callable[[], Iterable[str]] = tuple,
+    ) -> None:  # fmt: skip
+        """Stanzas to these domains (and JIDs under them) go to `handler` (None: the wing is
+        down, they bounce); `connected` names the domains whose component is connected now."""
+        self.component_domains = domains
+        self._components, self._connected_components = handler, connected
+
+    def connected_components(self) -> list[str]:
+        """The domains of the components connected to some worker of the node (disco#items)."""
+        return sorted(self._connected_components())
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(routed_total=self.routed_total, bounced_total=self.bounced_total)
@@ -139,6 +160,9 @@ class Router:
             module_service = self._module_services.get(to.domainpart)
             if module_service is not None:
                 await module_service(stanza)
+                return
+            if to.domainpart in self.component_domains:
+                await self._to_component(stanza)
                 return
             if to.domainpart != self.domain:
                 await self._to_remote(stanza)
@@ -225,6 +249,13 @@ class Router:
         self.routed_total += 1
         await self._federation(stanza)
 
+    async def _to_component(self, stanza: Stanza) -> None:
+        if self._components is None:
+            await self.bounce(stanza, component_unavailable())
+            return
+        self.routed_total += 1
+        await self._components(stanza)
+
     async def bounce(self, stanza: Stanza, error: StanzaError) -> None:
         """Send an error back to the sender, unless the stanza is itself an error or result."""
         if stanza.type in ("error", "result"):
@@ -242,5 +273,16 @@ class Router:
             and (back.to_jid.domainpart == self.room_domain)
         ):
             await self.to_actor("room", back.to_jid.localpart, m.Route(back), None, wait=False)
+        elif back.to_jid.domainpart in self.component_domains:
+            if self._components is not None:
+                await self._components(back)  # an error about what a component sent
         elif back.to_jid.domainpart not in (self.domain, self.room_domain) and self._federation is not None:
             await self._federation(back)  # the sender is on another server: the error goes back there
+
+
+def component_unavailable() -> StanzaError:
+    """The error for a stanza to a configured component that is not connected. RFC 6120
+    §8.3.3.19 `service-unavailable`, type `wait` (it may connect again; Prosody answers the
+    same): the domain is ours, so `remote-server-not-found` (§8.3.3.16, for a domain that
+    cannot be reached) would tell the sender something false."""
+    return StanzaError("service-unavailable", "the component is not connected", error_type="wait")

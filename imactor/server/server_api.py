@@ -55,7 +55,7 @@ class ServerFacade:
     def service_items(self) -> Sequence[str]:
         rooms = [] if self._room_domain is None else [self._room_domain]
         proxy = [] if self._proxy_domain is None else [self._proxy_domain]
-        return [*rooms, *proxy, *self.module_service_domains]
+        return [*rooms, *proxy, *self.module_service_domains, *self._router.connected_components()]
 
     def https_url(self) -> str | None:
         return None if self.https_port is None else f"https://{self.domain}:{self.https_port}"

@@ -23,6 +23,7 @@ import hashlib
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ class Services:
     #: When the node started: the server's uptime (XEP-0012) is the node's, also as seen from a
     #: worker that replaced a dead one. None: a worker alone, started_at.
     node_started_at: float | None = None
+    #: A wing's own statistics for the status socket, by record name (the component wing's).
+    status_records: dict[str, Callable[[], object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         config = self.config

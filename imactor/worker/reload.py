@@ -10,7 +10,7 @@ What changes at once, for what comes next (open sessions keep what they started 
   new `ModuleHost` answers the next IQ and message hooks.
 
 The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervision]``, ``[log]``,
-``[proxy65]``: its relay and its listener are built once)
+``[proxy65]``: its relay and its listener are built once; ``[components]``)
 is fixed by the node supervisor or by open resources: a change is logged as needing a restart
 and the running value is kept.
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.reload")
 
 #: Config sections a running worker cannot change (the running value is kept).
-RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log", "proxy65")
+RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log", "proxy65", "components")
 
 
 def reload_config(services: Services) -> bool:

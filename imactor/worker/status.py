@@ -58,4 +58,6 @@ class WorkerStatusSource:
             records["link"] = services.mesh.link.statistics()
         if self._proxy65 is not None:
             records["proxy65"] = self._proxy65.statistics()
+        for name, statistics in services.status_records.items():
+            records[name] = statistics()
         return records

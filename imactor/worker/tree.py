@@ -11,6 +11,7 @@
     ├── http       HTTP accept loop: WebSocket, BOSH, host-meta (imactor/web), 5280
     ├── https      the same over TLS, 5443
     ├── s2s        federation ([s2s] enabled): accept loop (5269) and the outgoing streams
+    ├── components external components (XEP-0114, [components]): accept loop (5347), their streams
     ├── module-tasks  the modules' background tasks (the HTTP upload clean-up)
     ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
@@ -44,6 +45,7 @@ from imactor.c2s.mesh_wing import SessionWing
 from imactor.c2s.timers import run_session_timers
 from imactor.cluster.endpoints import NODE_STRIDE, worker_endpoint
 from imactor.cluster.keys import read_key_file
+from imactor.components.wing import ComponentWing
 from imactor.mesh.mesh import Mesh, MeshAddressing
 from imactor.node.rundir import worker_status_path
 from imactor.node.status import StatusServer
@@ -232,6 +234,8 @@ def _children(
     assert sessions is not None
     web = WebEndpoints(services, BoshSessions(services))  # BOSH registers its mesh kind here
     federation = S2SWing(services, listeners["s2s"]) if services.config.s2s.enabled else None
+    # External components (XEP-0114): registers its mesh kind here, like BOSH.
+    components = ComponentWing(services, listeners["component"]) if "component" in listeners else None
     return [
         ChildSpec("users", users.run, shutdown=math.inf),
         ChildSpec("rooms", rooms.run, shutdown=math.inf),
@@ -246,7 +250,7 @@ def _children(
                 f"{name}[{listener.socket.getsockname()[0]}]", _listener_child(services, web, name, listener)
             )
             for name, bound in listeners.items()
-            if name not in ("s2s", "proxy65")
+            if name not in ("s2s", "proxy65", "component")
             for listener in bound
         ),
         # The bytestreams proxy's SOCKS5 port, on the node's first worker only (`_proxy65`).
@@ -258,6 +262,7 @@ def _children(
         ),
         # Federation: the s2s listener and the outgoing streams, after the client listeners.
         *([ChildSpec("s2s", federation.run)] if federation is not None else []),
+        *([ChildSpec("components", components.run)] if components is not None else []),
         *([ChildSpec("module-tasks", partial(_run_module_tasks, services))]
           if services.modules.background_tasks else []),
         ChildSpec("status", status.run),
@@ -347,4 +352,7 @@ async def _open_listeners(config: Config, placement: WorkerPlacement) -> dict[st
         listeners["s2s"] = await open_listeners(config.listen.s2s.host, config.listen.s2s.port)
     if config.proxy65.enabled:
         listeners["proxy65"] = await open_listeners(config.listen.proxy65.host, config.listen.proxy65.port)
+    if config.components:
+        component = config.listen.component
+        listeners["component"] = await open_listeners(component.host, component.port)
     return listeners

@@ -161,15 +161,15 @@ S2SEvent = (
 def to_client_namespace(element: etree._Element) -> etree._Element:
     """A copy of a stanza received in `jabber:server` with that namespace replaced by
     `jabber:client` (its children too), as the router and the actors expect."""
-    return _renamespace(element, NS_SERVER, NS_CLIENT)
+    return renamespace(element, NS_SERVER, NS_CLIENT)
 
 
 def to_server_namespace(element: etree._Element) -> etree._Element:
     """The reverse, for a stanza about to leave on an s2s stream (RFC 6120 §4.8.3)."""
-    return _renamespace(element, NS_CLIENT, NS_SERVER)
+    return renamespace(element, NS_CLIENT, NS_SERVER)
 
 
-def _renamespace(element: etree._Element, old: str, new: str) -> etree._Element:
+def renamespace(element: etree._Element, old: str, new: str) -> etree._Element:
     # lxml cannot change the namespace a node's prefix is bound to; a copy with new tags and
     # nsmaps is the only clean way (renaming tags in place leaves "ns0:" prefixes behind).
     def swap(uri: str | None) -> str | None:

@@ -298,6 +298,49 @@ def test_s2s_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, message
     assert str(info.value) == f"{path}: {message}"
 
 
+def test_components_secrets_and_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "conf" / "bot.secret"
+    secret_file.parent.mkdir()
+    secret_file.write_text("from a file\n")
+    path = _write(tmp_path, '[listen.component]\nport = 0\n'
+                            '[components."Gateway.example"]\nsecret = "s"\n'
+                            '[components."bot.example"]\nsecret_file = "bot.secret"\n')  # fmt: skip
+    config = load_config(path)
+    assert config.listen.component.port == 0
+    assert config.listen.component.host == ("127.0.0.1", "::1")  # loopback unless told
+    assert config.components["gateway.example"].secret == "s"
+    assert config.components["bot.example"].secret == "from a file"
+    assert config.components["bot.example"].secret_file == secret_file
+    assert load_config(_write(tmp_path, "")).components == {}
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[components."g.example"]\n', 'components."g.example": set one of secret and secret_file'),
+        ('[components."g.example"]\nsecret = "a"\nsecret_file = "f"\n',
+         'components."g.example": set one of secret and secret_file'),
+        ('[components."g.example"]\nsecret = 5\n', 'components."g.example".secret: expected a string, got 5'),
+        ('[components."g.example"]\npassword = "x"\n', 'components."g.example".password: unknown key'),
+        ('[components."a b"]\nsecret = "x"\n', 'components."a b": expected a domain name'),
+        ('[components."g.example"]\nsecret_file = "missing"\n',
+         'components."g.example".secret_file: cannot read '),
+        ('[server]\ndomain = "g.example"\n[components."g.example"]\nsecret = "x"\n',
+         'components."g.example": the same domain as server.domain'),
+        ('[components."conference.localhost"]\nsecret = "x"\n',
+         'components."conference.localhost": the same domain as muc.subdomain'),
+        ("components = 1\n", "components: expected a table of component domains, got 1"),
+        ('[listen.component]\nhandshake_timeout = 0\n',
+         "listen.component.handshake_timeout: expected a positive number, got 0"),
+    ],
+)  # fmt: skip
+def test_component_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
 def test_parse_config_for_tests(tmp_path: Path) -> None:
     config = parse_config({"server": {"data_dir": "d"}}, source=Path("<test>"), base_dir=tmp_path)
     assert config.server.data_dir == tmp_path / "d"
@@ -327,7 +370,7 @@ def test_shipped_config_loads_with_every_key(tmp_path: Path) -> None:
     # Every key of every table is present in the file (so it documents them all).
     text = path.read_text(encoding="utf-8")
     for table in dataclasses.fields(Config):
-        if table.name in ("source", "modules"):
+        if table.name in ("source", "modules", "components"):
             continue
         section = getattr(config, table.name)
         for sub in dataclasses.fields(section):

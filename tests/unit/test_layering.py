@@ -85,7 +85,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.worker",),  # a worker's composition root: capabilities wired to the wings
     ("imactor.node",),  # the node supervisor, its status server and start-up checks
     ("imactor.web",),  # HTTP: WebSocket and BOSH transports for client sessions
-    ("imactor.s2s", "imactor.proxy65"),  # federation; the XEP-0065 proxy (both use the c2s accept loop)
+    # federation, the XEP-0065 proxy, external components (all use the c2s accept loop)
+    ("imactor.s2s", "imactor.proxy65", "imactor.components"),
     ("imactor.c2s",),  # the client sessions' wing
     ("imactor.user", "imactor.rooms"),  # the account and room actors' wings
     ("imactor.modules",),  # the features, on the module API

@@ -36,6 +36,7 @@ def format_status(document: Mapping[str, Any]) -> str:
         )
     if supervisor is not None:
         lines += _cluster_lines(supervisor.get("membership", {}))
+    lines += _component_lines(workers)
     stanzas, mailboxes = totals["stanzas"], totals["mailboxes"]
     by_state: dict[str, int] = {}
     for worker in workers:
@@ -80,6 +81,22 @@ def _cluster_lines(membership: Mapping[str, Any]) -> list[str]:
             f"  lease age {node['lease_age']:.1f}s"
         )
     return lines
+
+
+def _component_lines(workers: list[dict[str, Any]]) -> list[str]:
+    """The external components (docs/components.md) and the worker holding each; nothing when
+    none is configured."""
+    held = {
+        domain: worker["index"]
+        for worker in workers
+        for domain in worker.get("components", {}).get("here", [])
+    }
+    if not held and not any("components" in worker for worker in workers):
+        return []
+    listed = (
+        ", ".join(f"{domain} (worker {index})" for domain, index in sorted(held.items())) or "none connected"
+    )
+    return [f"components: {listed}"]
 
 
 def _duration(seconds: float) -> str:

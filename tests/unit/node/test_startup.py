@@ -56,3 +56,21 @@ async def test_loosened_modes_are_named_in_a_warning_and_the_node_starts(
     assert "chmod it to 0600 (0640 at most)" in warnings[0]
     assert warnings[1].startswith(f"file {config.tls_key} has mode 0604")
     assert "TLS private key" in warnings[1]
+
+
+async def test_a_components_secret_file_readable_by_others_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "gateway.secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    source = tmp_path / "imactor.toml"
+    source.write_text(
+        '[server]\ndata_dir = "data"\n[components."gateway.example"]\nsecret_file = "gateway.secret"\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="imactor.node"):
+        await prepare_node(load_config(source))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"file {secret} has mode 0644")
+    assert "component gateway.example" in warnings[0]

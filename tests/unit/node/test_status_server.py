@@ -429,6 +429,15 @@ def test_format_status_draws_the_supervisor_above_its_workers() -> None:
     assert lines[4].startswith("totals: 2 worker(s)  sessions 3")
 
 
+def test_format_status_names_the_connected_components_and_their_workers() -> None:
+    document = new_server(Path("unused")).snapshot()
+    assert "components:" not in format_status(document)  # none configured
+    document["workers"][0]["components"] = {"here": [], "elsewhere": []}
+    assert "components: none connected" in format_status(document)
+    document["workers"][0]["components"] = {"here": ["irc.example", "bot.example"], "elsewhere": []}
+    assert "components: bot.example (worker 0), irc.example (worker 0)" in format_status(document)
+
+
 def test_format_status_lists_the_nodes_of_a_cluster() -> None:
     document = new_server(Path("unused")).snapshot()
     nodes = [

@@ -124,6 +124,8 @@ PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="
         m.SentHooks(True),
         m.SentHooks(False),
         m.Fanout(ROOM_TEMPLATE, (JID.parse("a@example.com/x"), JID.parse("b@example.com/y"))),
+        m.ComponentAt("gateway.example", 3, True),
+        m.ComponentAt("gateway.example", 1025, False),
     ],
     ids=lambda message: type(message).__name__,
 )
@@ -198,6 +200,8 @@ def test_local_only_messages_do_not_encode() -> None:
         ("HandOffs", codec.pack([b"x", b"user", b"a"]), "not a small decimal"),
         ("BoshRequest", codec.pack([b"<body/>"]), "BoshRequest has 1 fields"),
         ("BoshRequest", codec.pack([b"<body/>", b"\xff"]), "not UTF-8"),
+        ("ComponentAt", codec.pack([b"gateway.example", b"1"]), "ComponentAt has 2 fields"),
+        ("ComponentAt", codec.pack([b"gateway.example", b"w", b"1"]), "not a small decimal"),
     ],
 )
 def test_malformed_bodies_raise_body_error(body_kind: str, body: bytes, reason: str) -> None:
