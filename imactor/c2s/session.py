@@ -589,9 +589,13 @@ class SessionActor:
                 if throttle.is_blocked(username, self.remote):
                     self.stream.refuse_auth("temporary-auth-failure", "too many failed attempts; wait")
                 else:
-                    self.stream.provide_credentials(
-                        await self.services.storage.accounts.get_credentials(username)
-                    )
+                    credentials, disabled = await self.services.storage.accounts.get_login(username)
+                    if disabled:
+                        # RFC 6120 §6.5.1: the account exists but may not log in (XEP-0133
+                        # disable-user); an administrator enables it again.
+                        self.stream.refuse_auth("account-disabled", "this account is disabled")
+                    else:
+                        self.stream.provide_credentials(credentials)
             case ev.AuthFailed(username=username):
                 self.services.login_throttle.record_failure(username, self.remote)
             case ev.Authenticated():

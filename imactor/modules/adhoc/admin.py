@@ -1,0 +1,293 @@
+"""XEP-0133 Service Administration: the commands a company's administrator needs, as XEP-0050
+commands of the server (`Command`), with the nodes and field names of XEP-0133 §4.
+
+Accounts are named by bare JIDs of this server's domain; a JID of another domain, a full JID
+where a bare one is expected, or a name that fails PRECIS preparation is a form error (the form
+is shown again with the reason). Commands that take several accounts do what they can and report
+the accounts they could not act on in an error note.
+
+What ends sessions: deleting an account (its sessions end with ``not-authorized``, as XEP-0077
+removal does), disabling it (``not-authorized``: it cannot log in again, SASL answers
+``account-disabled``, until ``reenable-user``), and ``end-user-session`` (``policy-violation``,
+for every resource of a bare JID or for one full JID); on every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from imactor.modules.adhoc.commands import Command, Done, Note, Stage, static
+from imactor.server.modules import IqContext
+from imactor.storage import AccountExists, AccountNotFound
+from imactor.xmpp import stanza as st
+from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
+from imactor.xmpp.jid import JID, InvalidJID, prep_password
+from imactor.xmpp.namespaces import NS_ADMIN, NS_CLIENT
+
+__all__ = ["COMMANDS", "motd_message"]
+
+#: XEP-0133 §4.20: how many online users to list.
+MAX_ITEMS = ("25", "50", "75", "100", "150", "200", "none")
+MOTD_SUBJECT = "Message of the day"
+
+
+def _node(name: str) -> str:
+    return f"{NS_ADMIN}#{name}"
+
+
+# ---- reading the forms ---------------------------------------------------------------------------
+
+
+def _account(ctx: IqContext, value: str | None, *, full: bool = False) -> JID:
+    """An account of this server named in a form (`full`: a full JID is accepted too)."""
+    if not value or not value.strip():
+        raise FormError("name an account (user@domain)")
+    try:
+        jid = JID.parse(value.strip())
+    except InvalidJID:
+        raise FormError(f"{value!r} is not a valid JID") from None
+    if jid.localpart is None or jid.domainpart != ctx.server.domain:
+        raise FormError(f"{value} is not an account of {ctx.server.domain}")
+    if jid.resourcepart is not None and not full:
+        raise FormError(f"{value}: name the account by its bare JID")
+    return jid
+
+
+def _accounts(ctx: IqContext, form: SubmittedForm, *, full: bool = False) -> list[JID]:
+    values = [value for value in form.texts("accountjids") if value.strip()]
+    if not values:
+        raise FormError("name at least one account (accountjids)")
+    return [_account(ctx, value, full=full) for value in values]
+
+
+def _password(form: SubmittedForm, var: str = "password") -> str:
+    password = form.text(var) or ""
+    if not password:
+        raise FormError("the password is empty")
+    try:
+        return prep_password(password)
+    except (InvalidJID, ValueError):
+        raise FormError("the password has characters a password may not have") from None
+
+
+def _multiline(form: SubmittedForm, var: str) -> str:
+    """A text-multi field: one line per value (XEP-0004 §3.3)."""
+    return "\n".join(form.texts(var)).strip()
+
+
+def _report(done: list[str], done_text: str, missing: list[str]) -> Done:
+    notes: list[Note] = []
+    if done:
+        notes.append(("info", f"{done_text}: {', '.join(done)}"))
+    if missing:
+        notes.append(("error", f"No such account: {', '.join(missing)}"))
+    return Done(tuple(notes))
+
+
+_ACCOUNTJIDS = Field("accountjids", "jid-multi", "The Jabber ID(s) of the accounts", required=True)
+
+
+# ---- accounts ---------------------------------------------------------------------------------
+
+
+async def _add_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    (form,) = forms
+    jid = _account(ctx, form.text("accountjid"))
+    password = _password(form)
+    if form.text("password-verify") != form.text("password"):
+        raise FormError("the two passwords differ")
+    try:
+        await ctx.storage.accounts.create(jid.localpart or "", password,
+                                          iterations=ctx.config.auth.scram_iterations)  # fmt: skip
+    except AccountExists:
+        raise FormError(f"{jid} exists already") from None
+    return Done((("info", f"Created {jid}"),))
+
+
+async def _delete_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    deleted, missing = [], []
+    for jid in _accounts(ctx, forms[0]):
+        username = jid.localpart or ""
+        try:
+            await ctx.storage.accounts.delete(username)
+        except AccountNotFound:
+            missing.append(str(jid))
+            continue
+        await ctx.server.account_removed(username)  # its sessions end, its actor forgets it
+        deleted.append(str(jid))
+    return _report(deleted, "Deleted", missing)
+
+
+async def _disable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    disabled, missing = [], []
+    for jid in _accounts(ctx, forms[0]):
+        username = jid.localpart or ""
+        try:
+            await ctx.storage.accounts.set_disabled(username, True)
+        except AccountNotFound:
+            missing.append(str(jid))
+            continue
+        await ctx.server.end_sessions(username, condition="not-authorized", text="account disabled")
+        disabled.append(str(jid))
+    return _report(disabled, "Disabled", missing)
+
+
+async def _reenable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    enabled, missing = [], []
+    for jid in _accounts(ctx, forms[0]):
+        try:
+            await ctx.storage.accounts.set_disabled(jid.localpart or "", False)
+        except AccountNotFound:
+            missing.append(str(jid))
+            continue
+        enabled.append(str(jid))
+    return _report(enabled, "Enabled", missing)
+
+
+async def _end_user_session(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    ended = []
+    for jid in _accounts(ctx, forms[0], full=True):
+        await ctx.server.end_sessions(jid.localpart or "", jid.resourcepart, condition="policy-violation",
+                                      text="session ended by an administrator")  # fmt: skip
+        ended.append(str(jid))
+    return Done((("info", f"Ended the sessions of {', '.join(ended)}"),))
+
+
+async def _change_user_password(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    (form,) = forms
+    jid = _account(ctx, form.text("accountjid"))
+    password = _password(form)
+    try:
+        await ctx.storage.accounts.set_password(jid.localpart or "", password,
+                                                iterations=ctx.config.auth.scram_iterations)  # fmt: skip
+    except AccountNotFound:
+        raise FormError(f"no such account: {jid}") from None
+    return Done((("info", f"Changed the password of {jid}"),))
+
+
+# ---- counts and lists ------------------------------------------------------------------------
+
+
+async def _online_users(ctx: IqContext) -> list[str]:
+    return sorted({str(jid.bare) for jid in await ctx.server.online_sessions()})
+
+
+async def _registered_num(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
+    count = await ctx.storage.accounts.count()
+    return Done(result=(Field("registeredusersnum", "text-single", "The number of registered users",
+                              values=(str(count),)),))  # fmt: skip
+
+
+async def _online_num(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
+    count = len(await _online_users(ctx))
+    return Done(result=(Field("onlineusersnum", "text-single", "The number of online users",
+                              values=(str(count),)),))  # fmt: skip
+
+
+def _check_max_items(form: SubmittedForm) -> None:
+    form.choice("max_items", MAX_ITEMS)
+
+
+async def _online_list(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    limit = forms[0].text("max_items", "none")
+    users = await _online_users(ctx)
+    shown = users if limit in (None, "none") else users[: int(limit)]
+    notes: tuple[Note, ...] = ()
+    if len(shown) < len(users):
+        notes = (("info", f"{len(shown)} of {len(users)} online users"),)
+    return Done(notes, (Field("onlineuserjids", "jid-multi", "The list of all online users", values=shown),))
+
+
+# ---- announcements and the message of the day ----------------------------------------------
+
+
+def _message(ctx: IqContext, kind: str, subject: str, body: str) -> st.Element:
+    message = st.make("message", from_=ctx.server.domain, type_=kind)
+    if subject:
+        st.child(message, NS_CLIENT, "subject", subject)
+    st.child(message, NS_CLIENT, "body", body)
+    return message
+
+
+def motd_message(domain: str, text: str, to: str) -> st.Element:
+    """The message of the day as a session gets it when it starts."""
+    message = st.make("message", from_=domain, to=to, type_="normal")
+    st.child(message, NS_CLIENT, "subject", MOTD_SUBJECT)
+    st.child(message, NS_CLIENT, "body", text)
+    return message
+
+
+async def _announce(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    (form,) = forms
+    body = _multiline(form, "announcement")
+    if not body:
+        raise FormError("the announcement is empty")
+    await ctx.server.announce(_message(ctx, "headline", (form.text("subject") or "").strip(), body))
+    return Done((("info", "The announcement was sent to every online user"),))
+
+
+async def _set_motd(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    text = _multiline(forms[0], "motd")
+    if not text:
+        raise FormError("the message of the day is empty")
+    await ctx.storage.motd.set(text)
+    # XEP-0133 §4.24: online users get it now, the others when they next log in.
+    await ctx.server.announce(_message(ctx, "normal", MOTD_SUBJECT, text))
+    return Done((("info", "The message of the day is set"),))
+
+
+async def _current_motd(ctx: IqContext) -> Sequence[Field]:
+    current = await ctx.storage.motd.get()
+    lines = tuple(current.split("\n")) if current else ()
+    return (Field("motd", "text-multi", "Message of the Day", values=lines, required=True),)
+
+
+async def _delete_motd(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
+    if await ctx.storage.motd.delete():
+        return Done((("info", "The message of the day is deleted"),))
+    return Done((("warn", "No message of the day was set"),))
+
+
+_MOTD_FIELD = Field("motd", "text-multi", "Message of the Day", required=True)
+
+COMMANDS: tuple[Command, ...] = (
+    Command(_node("add-user"), "Add a User", _add_user, (Stage(
+        "Adding a User", "Fill out this form to add a user.",
+        static(Field("accountjid", "jid-single", "The Jabber ID for the account to be added", required=True),
+               Field("password", "text-private", "The password for this account", required=True),
+               Field("password-verify", "text-private", "Retype password", required=True))),)),
+    Command(_node("delete-user"), "Delete a User", _delete_user, (Stage(
+        "Deleting a User", "Fill out this form to delete a user and all of their data.",
+        static(_ACCOUNTJIDS)),)),
+    Command(_node("disable-user"), "Disable a User", _disable_user, (Stage(
+        "Disabling a User", "Fill out this form to disable a user: they cannot log in until re-enabled.",
+        static(_ACCOUNTJIDS)),)),
+    Command(_node("reenable-user"), "Re-Enable a User", _reenable_user, (Stage(
+        "Re-Enabling a User", "Fill out this form to let a disabled user log in again.",
+        static(_ACCOUNTJIDS)),)),
+    Command(_node("end-user-session"), "End a User Session", _end_user_session, (Stage(
+        "Ending a User Session", "A bare JID ends every session of the account; a full JID ends one.",
+        static(Field("accountjids", "jid-multi", "The Jabber ID(s) whose sessions end", required=True))),)),
+    Command(_node("change-user-password"), "Change a User Password", _change_user_password, (Stage(
+        "Changing a User Password", "Fill out this form to change a user's password.",
+        static(Field("accountjid", "jid-single", "The Jabber ID for this account", required=True),
+               Field("password", "text-private", "The new password for this account", required=True))),)),
+    Command(_node("get-registered-users-num"), "Get Number of Registered Users", _registered_num),
+    Command(_node("get-online-users-num"), "Get Number of Online Users", _online_num),
+    Command(_node("get-online-users-list"), "Get List of Online Users", _online_list, (Stage(
+        "Requesting List of Online Users", "Fill out this form to request the online users of this service.",
+        static(Field("max_items", "list-single", "Maximum number of items to show", values=("100",),
+                     options=tuple((value.capitalize(), value) for value in MAX_ITEMS))),
+        _check_max_items),)),
+    Command(_node("announce"), "Send Announcement to Online Users", _announce, (Stage(
+        "Making an Announcement", "Fill out this form to make an announcement to all online users.",
+        static(Field("subject", "text-single", "Subject"),
+               Field("announcement", "text-multi", "Announcement", required=True))),)),
+    Command(_node("set-motd"), "Set Message of the Day", _set_motd, (Stage(
+        "Setting the Message of the Day", "Fill out this form to set the message of the day.",
+        static(_MOTD_FIELD)),)),
+    Command(_node("edit-motd"), "Edit Message of the Day", _set_motd, (Stage(
+        "Editing the Message of the Day", "Fill out this form to edit the message of the day.",
+        _current_motd),)),
+    Command(_node("delete-motd"), "Delete Message of the Day", _delete_motd),
+)  # fmt: skip
