@@ -260,8 +260,8 @@ def _bad_payload(text: str) -> StanzaError:
 async def motd_at_login(ctx: PresenceContext) -> None:
     """The message of the day, once per session: at its first available presence."""
     element = ctx.stanza
-    if not ctx.own or element.get("type", "") != "" or element.get("to"):
-        return
+    if not ctx.own or element.get("type", "") != "":
+        return  # own presence reaches the hooks only when broadcast: never a directed one
     try:
         full = JID.parse(element.get("from", ""))
     except InvalidJID:
