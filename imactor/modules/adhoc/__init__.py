@@ -168,7 +168,7 @@ async def _go_on(ctx: IqContext, command: Command, session: CommandSession, acti
         return await _show(ctx, command, session)
     if (action == "next") != (session.stage < last):
         raise _bad_action(f"{action} is not one of this stage's actions")
-    form = _submission(ctx.payload)
+    form = read_submission(ctx.payload)
     if form.type == "cancel":
         _SESSIONS.close(session)
         return _reply(ctx, session, "canceled")
@@ -229,7 +229,7 @@ def _reply(ctx: IqContext, session: CommandSession, status: str, done: Done | No
     return reply
 
 
-def _submission(payload: st.Element) -> SubmittedForm:
+def read_submission(payload: st.Element) -> SubmittedForm:
     """The stage's submitted form (§4.4), or ``bad-payload``."""
     found = dataforms.find_form(payload)
     if found is None:

@@ -24,7 +24,7 @@ from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
 from imactor.xmpp.jid import JID, InvalidJID, prep_password
 from imactor.xmpp.namespaces import NS_ADMIN, NS_CLIENT
 
-__all__ = ["COMMANDS", "motd_message"]
+__all__ = ["COMMANDS", "account_jid", "account_jids", "motd_message", "password_of"]
 
 #: XEP-0133 §4.20: how many online users to list.
 MAX_ITEMS = ("25", "50", "75", "100", "150", "200", "none")
@@ -38,29 +38,35 @@ def _node(name: str) -> str:
 # ---- reading the forms ---------------------------------------------------------------------------
 
 
-def _account(ctx: IqContext, value: str | None, *, full: bool = False) -> JID:
-    """An account of this server named in a form (`full`: a full JID is accepted too)."""
+def account_jid(domain: str, value: str | None, *, full: bool = False) -> JID:
+    """An account of `domain` named in a form (`full`: a full JID is accepted too).
+
+    Raises:
+        FormError: not a JID, not one of `domain`'s accounts, or a full JID where a bare one is due.
+    """
     if not value or not value.strip():
         raise FormError("name an account (user@domain)")
     try:
         jid = JID.parse(value.strip())
     except InvalidJID:
         raise FormError(f"{value!r} is not a valid JID") from None
-    if jid.localpart is None or jid.domainpart != ctx.server.domain:
-        raise FormError(f"{value} is not an account of {ctx.server.domain}")
+    if jid.localpart is None or jid.domainpart != domain:
+        raise FormError(f"{value} is not an account of {domain}")
     if jid.resourcepart is not None and not full:
         raise FormError(f"{value}: name the account by its bare JID")
     return jid
 
 
-def _accounts(ctx: IqContext, form: SubmittedForm, *, full: bool = False) -> list[JID]:
+def account_jids(domain: str, form: SubmittedForm, *, full: bool = False) -> list[JID]:
+    """The accounts of the jid-multi field ``accountjids`` (at least one), as `account_jid`."""
     values = [value for value in form.texts("accountjids") if value.strip()]
     if not values:
         raise FormError("name at least one account (accountjids)")
-    return [_account(ctx, value, full=full) for value in values]
+    return [account_jid(domain, value, full=full) for value in values]
 
 
-def _password(form: SubmittedForm, var: str = "password") -> str:
+def password_of(form: SubmittedForm, var: str = "password") -> str:
+    """The password of a text-private field, prepared (RFC 8265 OpaqueString); never empty."""
     password = form.text(var) or ""
     if not password:
         raise FormError("the password is empty")
@@ -92,8 +98,8 @@ _ACCOUNTJIDS = Field("accountjids", "jid-multi", "The Jabber ID(s) of the accoun
 
 async def _add_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     (form,) = forms
-    jid = _account(ctx, form.text("accountjid"))
-    password = _password(form)
+    jid = account_jid(ctx.server.domain, form.text("accountjid"))
+    password = password_of(form)
     if form.text("password-verify") != form.text("password"):
         raise FormError("the two passwords differ")
     try:
@@ -106,7 +112,7 @@ async def _add_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
 
 async def _delete_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     deleted, missing = [], []
-    for jid in _accounts(ctx, forms[0]):
+    for jid in account_jids(ctx.server.domain, forms[0]):
         username = jid.localpart or ""
         try:
             await ctx.storage.accounts.delete(username)
@@ -120,7 +126,7 @@ async def _delete_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
 
 async def _disable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     disabled, missing = [], []
-    for jid in _accounts(ctx, forms[0]):
+    for jid in account_jids(ctx.server.domain, forms[0]):
         username = jid.localpart or ""
         try:
             await ctx.storage.accounts.set_disabled(username, True)
@@ -134,7 +140,7 @@ async def _disable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
 
 async def _reenable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     enabled, missing = [], []
-    for jid in _accounts(ctx, forms[0]):
+    for jid in account_jids(ctx.server.domain, forms[0]):
         try:
             await ctx.storage.accounts.set_disabled(jid.localpart or "", False)
         except AccountNotFound:
@@ -146,7 +152,7 @@ async def _reenable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done
 
 async def _end_user_session(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     ended = []
-    for jid in _accounts(ctx, forms[0], full=True):
+    for jid in account_jids(ctx.server.domain, forms[0], full=True):
         await ctx.server.end_sessions(jid.localpart or "", jid.resourcepart, condition="policy-violation",
                                       text="session ended by an administrator")  # fmt: skip
         ended.append(str(jid))
@@ -155,8 +161,8 @@ async def _end_user_session(ctx: IqContext, forms: Sequence[SubmittedForm]) -> D
 
 async def _change_user_password(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     (form,) = forms
-    jid = _account(ctx, form.text("accountjid"))
-    password = _password(form)
+    jid = account_jid(ctx.server.domain, form.text("accountjid"))
+    password = password_of(form)
     try:
         await ctx.storage.accounts.set_password(jid.localpart or "", password,
                                                 iterations=ctx.config.auth.scram_iterations)  # fmt: skip
