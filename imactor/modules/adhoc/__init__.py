@@ -69,7 +69,8 @@ class Options:
     session_timeout: float = 600.0  #: seconds a command session waits for its next stage
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.session_timeout, int | float) and 0 < self.session_timeout <= 86400):
+        value: object = self.session_timeout  # TOML gives an int, a float, or anything else
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
             raise ModuleConfigError(f"modules.adhoc.session_timeout: expected seconds in (0, 86400], "
                                     f"got {self.session_timeout!r}")  # fmt: skip
 

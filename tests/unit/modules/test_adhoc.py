@@ -139,7 +139,7 @@ def test_a_stage_needs_a_submitted_admin_form() -> None:
 
 def test_options_are_checked() -> None:
     assert Options().session_timeout == 600.0
-    for bad in (0, -1, 86401, "10"):
+    for bad in (0, -1, 86401, "10", True):
         with pytest.raises(ModuleConfigError, match=r"modules\.adhoc\.session_timeout"):
             Options(session_timeout=bad)  # type: ignore[arg-type]
 
