@@ -37,6 +37,8 @@ CMD = f"{{{NS_COMMANDS}}}command"
 X = f"{{{NS_DATA}}}x"
 BOSS = "boss"
 DOMAIN = "localhost"
+#: After each test: the server runs and logged no traceback.
+pytestmark = pytest.mark.usefixtures("server_alive")
 COMMANDS = {
     "add-user", "delete-user", "disable-user", "reenable-user", "end-user-session", "change-user-password",
     "get-registered-users-num", "get-online-users-num", "get-online-users-list", "announce", "set-motd",
