@@ -1094,6 +1094,11 @@ class SessionActor:
         """The account this session is bound to, if it is bound."""
         return None if self.jid is None else self.jid.localpart
 
+    @property
+    def authenticated_as(self) -> str | None:
+        """The account this session authenticated as, bound yet or not (SASL succeeded)."""
+        return self.jid.localpart if self.jid is not None else self.stream.username
+
     def kick(self, condition: str, text: str = "") -> None:
         try:
             self.ref.send_nowait(m.Kick(condition, text))

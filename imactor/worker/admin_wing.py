@@ -11,7 +11,8 @@ and each worker answers for its own sessions from its session table:
 - `Announce`: one frame per worker with the serialized message (no `to`); that worker splices
   each session's JID into the bytes and hands the copies to its sessions without waiting, as a
   room's fan-out does. A session whose mailbox is full is ended (it stopped reading).
-- `EndSessions`: the account's sessions here (or the one of a resource) end with a stream error.
+- `EndSessions`: the account's sessions here (or the one of a resource) end with a stream error,
+  also those that authenticated and have not bound a resource yet.
 
 A worker alone (no mesh) answers all three from its own table.
 """
@@ -120,10 +121,13 @@ class AdminWing:
         deliver_here(self._services, template, self._bound_here())
 
     def _end_here(self, message: m.EndSessions) -> None:
+        wanted = (message.username, message.resource)
         for session in list(self._services.sessions):
             jid = session.jid
-            if jid is None or jid.localpart != message.username:
-                continue
-            if message.resource and jid.resourcepart != message.resource:
-                continue
-            session.kick(message.condition, message.text)
+            if message.resource:
+                if jid is not None and (jid.localpart, jid.resourcepart) == wanted:
+                    session.kick(message.condition, message.text)
+            elif session.authenticated_as == message.username:
+                # Sessions that authenticated but have not bound yet end too: a login that read
+                # the account before it was disabled must not slip in after this.
+                session.kick(message.condition, message.text)

@@ -9,6 +9,7 @@ worker took each connection): announcements and ended sessions cross the mesh.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -33,6 +34,7 @@ NS_ADMIN = "http://jabber.org/protocol/admin"
 NS_DATA = "jabber:x:data"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 CMD = f"{{{NS_COMMANDS}}}command"
 X = f"{{{NS_DATA}}}x"
 BOSS = "boss"
@@ -322,6 +324,25 @@ async def test_a_disabled_user_is_logged_out_cannot_log_in_until_reenabled(
         await run_command(admin, "reenable-user", {"accountjids": f"{victim}@localhost"})
         back = await peers.online(victim)
         assert back.jid.startswith(f"{victim}@localhost/")
+
+
+async def test_disabling_ends_a_login_that_authenticated_but_has_not_bound_yet(
+    server: ServerProcess, peers: Peers, accounts: Accounts
+) -> None:
+    with trio.fail_after(WORKERS_TIMEOUT):
+        admin = await boss(peers)
+        (victim,) = accounts(1)
+        raw = await RawClient.connect(server.c2s_port, DOMAIN)
+        try:
+            await raw.starttls()
+            token = base64.b64encode(f"\0{victim}\0{PASSWORD}".encode()).decode()
+            await raw.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
+            await raw.expect(f"{{{NS_SASL}}}success")
+            await raw.open_stream()  # authenticated; no resource bound yet
+            await run_command(admin, "disable-user", {"accountjids": f"{victim}@localhost"})
+            assert await raw.stream_error() == "not-authorized"
+        finally:
+            await raw.aclose()
 
 
 async def test_a_deleted_user_is_logged_out_and_cannot_log_in(
