@@ -105,10 +105,20 @@ class AccountStore:
         rows = await self._db.select(_DISABLED, {"username": name})
         return bool(rows and rows[0][0])
 
-    async def count(self) -> int:
-        """How many accounts exist (disabled ones included)."""
-        rows = await self._db.select("SELECT COUNT(*) FROM account", {})
+    async def count(self, *, disabled: bool = False) -> int:
+        """How many accounts exist (disabled ones included), or only the disabled ones."""
+        sql, params = _filtered("SELECT COUNT(*) FROM account", disabled)
+        rows = await self._db.select(sql, params)
         return int(rows[0][0])
+
+    async def list_page(self, *, limit: int | None = None, disabled: bool = False) -> list[str]:
+        """Usernames, sorted: the first `limit` (None: all), of every account or the disabled ones."""
+        sql, params = _filtered("SELECT username FROM account", disabled)
+        sql += " ORDER BY username"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        return [str(row[0]) for row in await self._db.select(sql, params)]
 
     async def exists(self, username: str) -> bool:
         """Whether an account with this username exists."""
@@ -219,6 +229,13 @@ class AccountStore:
             return created
 
         return await self._db.write(insert)
+
+
+def _filtered(sql: str, disabled_only: bool) -> tuple[str, dict[str, Any]]:
+    """`sql` over the accounts, restricted to the disabled ones when asked."""
+    if disabled_only:
+        return f"{sql} WHERE disabled = :disabled", {"disabled": True}
+    return sql, {}
 
 
 def _credentials(rows: Sequence[Sequence[Any]]) -> dict[str, ScramCredentials]:

@@ -43,8 +43,8 @@ DOMAIN = "localhost"
 pytestmark = pytest.mark.usefixtures("server_alive")
 COMMANDS = {
     "add-user", "delete-user", "disable-user", "reenable-user", "end-user-session", "change-user-password",
-    "get-registered-users-num", "get-online-users-num", "get-online-users-list", "announce", "set-motd",
-    "edit-motd", "delete-motd",
+    "get-registered-users-num", "get-disabled-users-num", "get-online-users-num", "get-registered-users-list",
+    "get-disabled-users-list", "get-online-users-list", "announce", "set-motd", "edit-motd", "delete-motd",
 }  # fmt: skip
 
 
@@ -320,8 +320,19 @@ async def test_a_disabled_user_is_logged_out_cannot_log_in_until_reenabled(
         ]
         assert await online.raw.stream_error() == "not-authorized"
         assert "account-disabled" in await login_refused(server, victim)
-        # Still an account: counted, and its data kept until deleted.
+        # Still an account, listed among the disabled ones.
+        registered = await run_command(admin, "get-registered-users-list", {"max_items": "none"})
+        assert f"{victim}@localhost" in form_fields(registered)["registereduserjids"]
+        disabled = await run_command(admin, "get-disabled-users-list", {"max_items": "none"})
+        assert f"{victim}@localhost" in form_fields(disabled)["disableduserjids"]
+        counted = await command(admin, "get-disabled-users-num")
+        assert int(form_fields(counted)["disabledusersnum"][0]) == len(
+            form_fields(disabled)["disableduserjids"]
+        )
+
         await run_command(admin, "reenable-user", {"accountjids": f"{victim}@localhost"})
+        disabled = await run_command(admin, "get-disabled-users-list", {"max_items": "none"})
+        assert f"{victim}@localhost" not in form_fields(disabled).get("disableduserjids", [])
         back = await peers.online(victim)
         assert back.jid.startswith(f"{victim}@localhost/")
 

@@ -24,11 +24,12 @@ all reach its session task there), in memory: a client that resumes its stream o
 worker starts its command again. At most 8 open sessions per requester.
 
 The commands (`admin.py`): add-user, delete-user, disable-user, reenable-user, end-user-session,
-change-user-password, get-registered-users-num, get-online-users-num, get-online-users-list,
-announce (a headline to every online session, on every worker), set-motd, edit-motd,
-delete-motd. The message of the day is stored in the database and sent to each client session
-once, when it sends its first available presence (Prosody's mod_motd), until it is deleted;
-setting it also sends it to every online session at once (XEP-0133 §4.24).
+change-user-password, get-registered-users-num, get-disabled-users-num, get-online-users-num,
+get-registered-users-list, get-disabled-users-list, get-online-users-list, announce (a headline
+to every online session, on every worker), set-motd, edit-motd, delete-motd. The message of the
+day is stored in the database and sent to each client session once, when it sends its first
+available presence (Prosody's mod_motd), until it is deleted; setting it also sends it to every
+online session at once (XEP-0133 §4.24).
 
 Options (``[modules.adhoc]``): ``session_timeout`` (seconds, default 600).
 """
@@ -99,7 +100,7 @@ class _Nodes:
 module = Module(
     name="adhoc", summary="Ad-Hoc Commands: service administration",
     xeps=(Xep("0050", "1.3.0", "complete"),
-          Xep("0133", "1.3.1", "partial: accounts, sessions, counts, online list, announce, motd")),
+          Xep("0133", "1.3.1", "partial: users, sessions, counts and lists, announce, motd")),
     features=(NS_COMMANDS,), options=Options, host_nodes=_Nodes(),
 )  # fmt: skip
 

@@ -184,6 +184,40 @@ async def _registered_num(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Do
                               values=(str(count),)),))  # fmt: skip
 
 
+async def _disabled_num(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
+    count = await ctx.storage.accounts.count(disabled=True)
+    return Done(result=(Field("disabledusersnum", "text-single", "The number of disabled users",
+                              values=(str(count),)),))  # fmt: skip
+
+
+def _limit(form: SubmittedForm) -> int | None:
+    """XEP-0133 ``max_items``: how many to list (None: all)."""
+    chosen = form.choice("max_items", MAX_ITEMS, "none")
+    return None if chosen in (None, "none") else int(chosen)
+
+
+async def _stored_list(ctx: IqContext, form: SubmittedForm, *, disabled: bool, var: str, label: str) -> Done:
+    limit = _limit(form)
+    names = await ctx.storage.accounts.list_page(limit=limit, disabled=disabled)
+    notes: tuple[Note, ...] = ()
+    if limit is not None and len(names) == limit:
+        total = await ctx.storage.accounts.count(disabled=disabled)
+        if total > limit:
+            notes = (("info", f"the first {limit} of {total}"),)
+    jids = [f"{name}@{ctx.server.domain}" for name in names]
+    return Done(notes, (Field(var, "jid-multi", label, values=jids),))
+
+
+async def _registered_list(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    return await _stored_list(ctx, forms[0], disabled=False, var="registereduserjids",
+                              label="The list of all users")  # fmt: skip
+
+
+async def _disabled_list(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
+    return await _stored_list(ctx, forms[0], disabled=True, var="disableduserjids",
+                              label="The list of all disabled users")  # fmt: skip
+
+
 async def _online_num(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
     count = len(await _online_users(ctx))
     return Done(result=(Field("onlineusersnum", "text-single", "The number of online users",
@@ -195,12 +229,12 @@ def _check_max_items(form: SubmittedForm) -> None:
 
 
 async def _online_list(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
-    limit = forms[0].text("max_items", "none")
+    limit = _limit(forms[0])
     users = await _online_users(ctx)
-    shown = users if limit in (None, "none") else users[: int(limit)]
+    shown = users if limit is None else users[:limit]
     notes: tuple[Note, ...] = ()
     if len(shown) < len(users):
-        notes = (("info", f"{len(shown)} of {len(users)} online users"),)
+        notes = (("info", f"the first {len(shown)} of {len(users)}"),)
     return Done(notes, (Field("onlineuserjids", "jid-multi", "The list of all online users", values=shown),))
 
 
@@ -255,6 +289,13 @@ async def _delete_motd(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
 
 
 _MOTD_FIELD = Field("motd", "text-multi", "Message of the Day", required=True)
+_MAX_ITEMS = Field("max_items", "list-single", "Maximum number of items to show", values=("100",),
+                   options=tuple((value.capitalize(), value) for value in MAX_ITEMS))  # fmt: skip
+
+
+def _list_stage(title: str, what: str) -> Stage:
+    return Stage(title, f"Fill out this form to request {what} of this service.", static(_MAX_ITEMS),
+                 _check_max_items)  # fmt: skip
 
 COMMANDS: tuple[Command, ...] = (
     Command(_node("add-user"), "Add a User", _add_user, (Stage(
@@ -280,11 +321,13 @@ COMMANDS: tuple[Command, ...] = (
                Field("password", "text-private", "The new password for this account", required=True))),)),
     Command(_node("get-registered-users-num"), "Get Number of Registered Users", _registered_num),
     Command(_node("get-online-users-num"), "Get Number of Online Users", _online_num),
-    Command(_node("get-online-users-list"), "Get List of Online Users", _online_list, (Stage(
-        "Requesting List of Online Users", "Fill out this form to request the online users of this service.",
-        static(Field("max_items", "list-single", "Maximum number of items to show", values=("100",),
-                     options=tuple((value.capitalize(), value) for value in MAX_ITEMS))),
-        _check_max_items),)),
+    Command(_node("get-disabled-users-num"), "Get Number of Disabled Users", _disabled_num),
+    Command(_node("get-registered-users-list"), "Get List of Registered Users", _registered_list,
+            (_list_stage("Requesting List of Registered Users", "the registered users"),)),
+    Command(_node("get-disabled-users-list"), "Get List of Disabled Users", _disabled_list,
+            (_list_stage("Requesting List of Disabled Users", "the disabled users"),)),
+    Command(_node("get-online-users-list"), "Get List of Online Users", _online_list,
+            (_list_stage("Requesting List of Online Users", "the online users"),)),
     Command(_node("announce"), "Send Announcement to Online Users", _announce, (Stage(
         "Making an Announcement", "Fill out this form to make an announcement to all online users.",
         static(Field("subject", "text-single", "Subject"),

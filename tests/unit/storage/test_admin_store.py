@@ -37,13 +37,23 @@ async def test_unknown_accounts_cannot_be_disabled(storage: Storage) -> None:
     assert not await storage.accounts.is_disabled("nobody")
 
 
-async def test_the_count_includes_disabled_accounts(storage: Storage, alice: str) -> None:
+async def test_counts_and_lists_of_all_and_of_disabled_accounts(storage: Storage, alice: str) -> None:
     assert await storage.accounts.count() == 1
-    await storage.accounts.create_many([("bob", "x"), ("carol", "y")], iterations=FAST_ITERATIONS)
+    assert await storage.accounts.count(disabled=True) == 0
+    assert await storage.accounts.list_page(disabled=True) == []
+    await storage.accounts.create_many(
+        [("dave", "x"), ("bob", "x"), ("carol", "y")], iterations=FAST_ITERATIONS
+    )
+    await storage.accounts.set_disabled("dave", True)
     await storage.accounts.set_disabled("bob", True)
-    assert await storage.accounts.count() == 3
-    await storage.accounts.delete("carol")
-    assert await storage.accounts.count() == 2
+    assert await storage.accounts.count() == 4
+    assert await storage.accounts.count(disabled=True) == 2
+    assert await storage.accounts.list_page() == ["alice", "bob", "carol", "dave"]
+    assert await storage.accounts.list_page(limit=2) == ["alice", "bob"]
+    assert await storage.accounts.list_page(disabled=True) == ["bob", "dave"]
+    assert await storage.accounts.list_page(limit=1, disabled=True) == ["bob"]
+    await storage.accounts.delete("bob")
+    assert (await storage.accounts.count(), await storage.accounts.count(disabled=True)) == (3, 1)
 
 
 async def test_the_message_of_the_day_is_set_replaced_and_deleted(storage: Storage) -> None:
