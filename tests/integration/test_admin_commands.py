@@ -22,7 +22,7 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import PASSWORD, Accounts, Clients
-from tests.support.chaos import land_on
+from tests.support.chaos import land_on, wait_session_counts
 from tests.support.clients import AuthFailed, run, slixmpp_client
 from tests.support.peer import C, Element, Peer, Peers, error_condition, message, new_id, show
 from tests.support.raw import RawClient
@@ -137,6 +137,12 @@ async def peer_on(server: ServerProcess, worker: int, username: str) -> Peer:
     """`username` online with its session on `worker`."""
     open_ = partial(Peer.online, server.c2s_port, username, PASSWORD, new_id("w"))
     return await land_on(server.status_socket, worker, open_, Peer.aclose)
+
+
+async def wait_no_sessions(server: ServerProcess) -> None:
+    """Until the sessions of earlier tests (and of the last test's liveness check) have ended on
+    the server's side: `land_on` reads which worker's count grows, and must see no other change."""
+    await wait_session_counts(server.status_socket, lambda counts: not any(counts.values()))
 
 
 # ---- discovery and who may run commands --------------------------------------------------------
@@ -379,6 +385,7 @@ async def test_announcements_and_lists_reach_users_on_both_workers(
 ) -> None:
     with trio.fail_after(WORKERS_TIMEOUT):
         first, second = accounts(2)
+        await wait_no_sessions(server)
         on_0, on_1 = await peer_on(server, 0, first), await peer_on(server, 1, second)
         try:
             admin = await boss(peers)
@@ -407,6 +414,7 @@ async def test_end_user_session_ends_one_resource_or_all_on_any_worker(
 ) -> None:
     with trio.fail_after(WORKERS_TIMEOUT):
         (name,) = accounts(1)
+        await wait_no_sessions(server)
         far, near = await peer_on(server, 1, name), await peer_on(server, 0, name)
         admin = await boss(peers)
         await run_command(admin, "end-user-session", {"accountjids": far.jid})
