@@ -25,11 +25,11 @@ worker starts its command again. At most 8 open sessions per requester.
 
 The commands (`admin.py`): add-user, delete-user, disable-user, reenable-user, end-user-session,
 change-user-password, get-registered-users-num, get-disabled-users-num, get-online-users-num,
-get-registered-users-list, get-disabled-users-list, get-online-users-list, announce (a headline
-to every online session, on every worker), set-motd, edit-motd, delete-motd. The message of the
-day is stored in the database and sent to each client session once, when it sends its first
-available presence (Prosody's mod_motd), until it is deleted; setting it also sends it to every
-online session at once (XEP-0133 §4.24).
+get-registered-users-list, get-disabled-users-list, get-online-users-list; and (`announce.py`)
+announce (a headline to every online session, on every worker), set-motd, edit-motd,
+delete-motd. The message of the day is stored in the database and sent to each client session
+once, when it sends its first available presence (Prosody's mod_motd), until it is deleted;
+setting it also sends it to every online session at once (XEP-0133 §4.24).
 
 Options (``[modules.adhoc]``): ``session_timeout`` (seconds, default 600).
 """
@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imactor.modules.adhoc import admin
+from imactor.modules.adhoc.announce import motd_message
 from imactor.modules.adhoc.commands import Command, Done, Note
 from imactor.modules.adhoc.sessions import CommandSession, CommandSessions, bad_sessionid
 from imactor.server.modules import (
@@ -278,4 +279,4 @@ async def motd_at_login(ctx: PresenceContext) -> None:
     except StorageError:
         return  # the database logs it; a message of the day is not worth refusing a presence
     if text:
-        ctx.account.send_to_resource(resource, admin.motd_message(ctx.server.domain, text, str(full)))
+        ctx.account.send_to_resource(resource, motd_message(ctx.server.domain, text, str(full)))

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from imactor.modules.adhoc.announce import MOTD_FIELD, announce, current_motd, delete_motd, set_motd
 from imactor.modules.adhoc.commands import Command, Done, Note, Stage, static
 from imactor.server.modules import IqContext
 from imactor.storage import AccountExists, AccountNotFound
-from imactor.xmpp import stanza as st
 from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
 from imactor.xmpp.jid import JID, InvalidJID, prep_password
-from imactor.xmpp.namespaces import NS_ADMIN, NS_CLIENT
+from imactor.xmpp.namespaces import NS_ADMIN
 
-__all__ = ["COMMANDS", "account_jid", "account_jids", "motd_message", "password_of"]
+__all__ = ["COMMANDS", "account_jid", "account_jids", "password_of"]
 
-#: XEP-0133 §4.20: how many online users to list.
+#: XEP-0133 §4.18-4.20: how many users a list shows.
 MAX_ITEMS = ("25", "50", "75", "100", "150", "200", "none")
-MOTD_SUBJECT = "Message of the day"
 
 
 def _node(name: str) -> str:
@@ -74,11 +73,6 @@ def password_of(form: SubmittedForm, var: str = "password") -> str:
         return prep_password(password)
     except (InvalidJID, ValueError):
         raise FormError("the password has characters a password may not have") from None
-
-
-def _multiline(form: SubmittedForm, var: str) -> str:
-    """A text-multi field: one line per value (XEP-0004 §3.3)."""
-    return "\n".join(form.texts(var)).strip()
 
 
 def _report(done: list[str], done_text: str, missing: list[str]) -> Done:
@@ -238,57 +232,6 @@ async def _online_list(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     return Done(notes, (Field("onlineuserjids", "jid-multi", "The list of all online users", values=shown),))
 
 
-# ---- announcements and the message of the day ----------------------------------------------
-
-
-def _message(ctx: IqContext, kind: str, subject: str, body: str) -> st.Element:
-    message = st.make("message", from_=ctx.server.domain, type_=kind)
-    if subject:
-        st.child(message, NS_CLIENT, "subject", subject)
-    st.child(message, NS_CLIENT, "body", body)
-    return message
-
-
-def motd_message(domain: str, text: str, to: str) -> st.Element:
-    """The message of the day as a session gets it when it starts."""
-    message = st.make("message", from_=domain, to=to, type_="normal")
-    st.child(message, NS_CLIENT, "subject", MOTD_SUBJECT)
-    st.child(message, NS_CLIENT, "body", text)
-    return message
-
-
-async def _announce(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
-    (form,) = forms
-    body = _multiline(form, "announcement")
-    if not body:
-        raise FormError("the announcement is empty")
-    await ctx.server.announce(_message(ctx, "headline", (form.text("subject") or "").strip(), body))
-    return Done((("info", "The announcement was sent to every online user"),))
-
-
-async def _set_motd(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
-    text = _multiline(forms[0], "motd")
-    if not text:
-        raise FormError("the message of the day is empty")
-    await ctx.storage.motd.set(text)
-    # XEP-0133 §4.24: online users get it now, the others when they next log in.
-    await ctx.server.announce(_message(ctx, "normal", MOTD_SUBJECT, text))
-    return Done((("info", "The message of the day is set"),))
-
-
-async def _current_motd(ctx: IqContext) -> Sequence[Field]:
-    current = await ctx.storage.motd.get()
-    lines = tuple(current.split("\n")) if current else ()
-    return (Field("motd", "text-multi", "Message of the Day", values=lines, required=True),)
-
-
-async def _delete_motd(ctx: IqContext, _forms: Sequence[SubmittedForm]) -> Done:
-    if await ctx.storage.motd.delete():
-        return Done((("info", "The message of the day is deleted"),))
-    return Done((("warn", "No message of the day was set"),))
-
-
-_MOTD_FIELD = Field("motd", "text-multi", "Message of the Day", required=True)
 _MAX_ITEMS = Field("max_items", "list-single", "Maximum number of items to show", values=("100",),
                    options=tuple((value.capitalize(), value) for value in MAX_ITEMS))  # fmt: skip
 
@@ -296,6 +239,7 @@ _MAX_ITEMS = Field("max_items", "list-single", "Maximum number of items to show"
 def _list_stage(title: str, what: str) -> Stage:
     return Stage(title, f"Fill out this form to request {what} of this service.", static(_MAX_ITEMS),
                  _check_max_items)  # fmt: skip
+
 
 COMMANDS: tuple[Command, ...] = (
     Command(_node("add-user"), "Add a User", _add_user, (Stage(
@@ -328,15 +272,15 @@ COMMANDS: tuple[Command, ...] = (
             (_list_stage("Requesting List of Disabled Users", "the disabled users"),)),
     Command(_node("get-online-users-list"), "Get List of Online Users", _online_list,
             (_list_stage("Requesting List of Online Users", "the online users"),)),
-    Command(_node("announce"), "Send Announcement to Online Users", _announce, (Stage(
+    Command(_node("announce"), "Send Announcement to Online Users", announce, (Stage(
         "Making an Announcement", "Fill out this form to make an announcement to all online users.",
         static(Field("subject", "text-single", "Subject"),
                Field("announcement", "text-multi", "Announcement", required=True))),)),
-    Command(_node("set-motd"), "Set Message of the Day", _set_motd, (Stage(
+    Command(_node("set-motd"), "Set Message of the Day", set_motd, (Stage(
         "Setting the Message of the Day", "Fill out this form to set the message of the day.",
-        static(_MOTD_FIELD)),)),
-    Command(_node("edit-motd"), "Edit Message of the Day", _set_motd, (Stage(
+        static(MOTD_FIELD)),)),
+    Command(_node("edit-motd"), "Edit Message of the Day", set_motd, (Stage(
         "Editing the Message of the Day", "Fill out this form to edit the message of the day.",
-        _current_motd),)),
-    Command(_node("delete-motd"), "Delete Message of the Day", _delete_motd),
+        current_motd),)),
+    Command(_node("delete-motd"), "Delete Message of the Day", delete_motd),
 )  # fmt: skip
