@@ -404,6 +404,17 @@ async def test_announcements_and_lists_reach_users_on_both_workers(
                 assert got.get("to") == peer.jid
                 assert got.findtext(f"{C}subject") == "Maintenance"
                 assert got.findtext(f"{C}body") == "Down at 18:00.\nBack at 18:30."
+
+            # As a normal message instead (a field of this server's), without a subject.
+            await run_command(admin, "announce", {"announcement": "Read this.", "type": "normal"})
+            for peer in (on_0, on_1):
+                got = await peer.expect(message(from_=DOMAIN, type_="normal"))
+                assert (got.findtext(f"{C}subject"), got.findtext(f"{C}body")) == (None, "Read this.")
+            _, sessionid = status(await command(admin, "announce"))
+            refused = await command(admin, "announce", sessionid=sessionid,
+                                    fields={"announcement": "x", "type": "chat"})  # fmt: skip
+            assert status(refused)[0] == "executing"
+            assert [kind for kind, _ in notes(refused)] == ["error"]
         finally:
             await on_0.aclose()
             await on_1.aclose()

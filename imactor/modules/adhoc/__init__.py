@@ -26,7 +26,7 @@ worker starts its command again. At most 8 open sessions per requester.
 The commands (`admin.py`): add-user, delete-user, disable-user, reenable-user, end-user-session,
 change-user-password, get-registered-users-num, get-disabled-users-num, get-online-users-num,
 get-registered-users-list, get-disabled-users-list, get-online-users-list; and (`announce.py`)
-announce (a headline to every online session, on every worker), set-motd, edit-motd,
+announce (a headline or normal message to every online session, on every worker), set-motd, edit-motd,
 delete-motd. The message of the day is stored in the database and sent to each client session
 once, when it sends its first available presence (Prosody's mod_motd), until it is deleted;
 setting it also sends it to every online session at once (XEP-0133 §4.24).

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from imactor.modules.adhoc.announce import MOTD_FIELD, announce, current_motd, delete_motd, set_motd
+from imactor.modules.adhoc.announce import (
+    ANNOUNCE_FIELDS,
+    MOTD_FIELD,
+    announce,
+    check_announcement,
+    current_motd,
+    delete_motd,
+    set_motd,
+)
 from imactor.modules.adhoc.commands import Command, Done, Note, Stage, static
 from imactor.server.modules import IqContext
 from imactor.storage import AccountExists, AccountNotFound
@@ -274,8 +282,7 @@ COMMANDS: tuple[Command, ...] = (
             (_list_stage("Requesting List of Online Users", "the online users"),)),
     Command(_node("announce"), "Send Announcement to Online Users", announce, (Stage(
         "Making an Announcement", "Fill out this form to make an announcement to all online users.",
-        static(Field("subject", "text-single", "Subject"),
-               Field("announcement", "text-multi", "Announcement", required=True))),)),
+        static(*ANNOUNCE_FIELDS), check_announcement),)),
     Command(_node("set-motd"), "Set Message of the Day", set_motd, (Stage(
         "Setting the Message of the Day", "Fill out this form to set the message of the day.",
         static(MOTD_FIELD)),)),

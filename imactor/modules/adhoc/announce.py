@@ -1,7 +1,9 @@
 """XEP-0133 §4.23-4.26: announcements to every online user, and the message of the day.
 
-An announcement is a ``headline`` message from the server's JID, handed to every bound client
-session of every worker (`ServerApi.announce`); nothing keeps it for users who are offline. The
+An announcement is a message from the server's JID, handed to every bound client session of every
+worker (`ServerApi.announce`); nothing keeps it for users who are offline. Its type is
+``headline`` (RFC 6121 §5.2.2: clients show it and keep no conversation) or, when the form's
+extra field ``type`` asks for it, ``normal``, which clients show as a message to read. The
 message of the day is stored (`imactor.storage.motd`): setting it sends it to every session at
 once, and the ``adhoc`` module's presence hook sends it to each session that starts afterwards,
 as a ``normal`` message with the subject "Message of the day", until it is deleted.
@@ -17,10 +19,28 @@ from imactor.xmpp import stanza as st
 from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
 from imactor.xmpp.namespaces import NS_CLIENT
 
-__all__ = ["MOTD_FIELD", "announce", "current_motd", "delete_motd", "motd_message", "set_motd"]
+__all__ = [
+    "ANNOUNCE_FIELDS", "MOTD_FIELD", "announce", "check_announcement", "current_motd", "delete_motd",
+    "motd_message", "set_motd",
+]  # fmt: skip
 
 MOTD_SUBJECT = "Message of the day"
 MOTD_FIELD = Field("motd", "text-multi", "Message of the Day", required=True)
+#: The message types an announcement may have (the first is the default).
+ANNOUNCE_TYPES = ("headline", "normal")
+ANNOUNCE_FIELDS = (
+    Field("subject", "text-single", "Subject"),
+    Field("announcement", "text-multi", "Announcement", required=True),
+    # Not in XEP-0133 (which allows a service more fields): how clients show it.
+    Field("type", "list-single", "Message type", values=(ANNOUNCE_TYPES[0],),
+          options=(("Headline", "headline"), ("Normal message", "normal"))),
+)  # fmt: skip
+
+
+def check_announcement(form: SubmittedForm) -> None:
+    form.choice("type", ANNOUNCE_TYPES)
+    if not _multiline(form, "announcement"):
+        raise FormError("the announcement is empty")
 
 
 def _multiline(form: SubmittedForm, var: str) -> str:
@@ -46,10 +66,9 @@ def motd_message(domain: str, text: str, to: str) -> st.Element:
 
 async def announce(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     (form,) = forms
-    body = _multiline(form, "announcement")
-    if not body:
-        raise FormError("the announcement is empty")
-    await ctx.server.announce(_message(ctx, "headline", (form.text("subject") or "").strip(), body))
+    kind = form.choice("type", ANNOUNCE_TYPES, ANNOUNCE_TYPES[0]) or ANNOUNCE_TYPES[0]
+    subject = (form.text("subject") or "").strip()
+    await ctx.server.announce(_message(ctx, kind, subject, _multiline(form, "announcement")))
     return Done((("info", "The announcement was sent to every online user"),))
 
 
