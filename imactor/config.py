@@ -36,6 +36,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "avatar",
     "bookmarks",
     "http_upload",
+    "adhoc",
 )  # fmt: skip
 
 

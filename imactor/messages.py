@@ -368,3 +368,39 @@ class ComponentAt:
 
 #: Target kind ``component``: a stanza for the component's stream on the target worker, or news.
 ComponentMessage = Route | ComponentAt
+
+
+# ---- between the workers of a node: the administrator's view of every worker's sessions -------
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineSessions:
+    """The full JIDs bound to the client sessions of one worker (the reply to `ListSessions`)."""
+
+    jids: tuple[JID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListSessions:
+    """Which sessions are bound on the target worker? (target kind ``admin``: XEP-0133 lists)"""
+
+    reply: Reply[OnlineSessions]
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Deliver a copy of `stanza` (serialized without a `to`) to every bound session of the
+    target worker (target kind ``admin``: XEP-0133 announcements and the message of the day)."""
+
+    stanza: Stanza
+
+
+@dataclass(frozen=True, slots=True)
+class EndSessions:
+    """End the sessions of `username` on the target worker, all of them or only `resource`
+    (target kind ``admin``: XEP-0133 end-user-session, disable-user), with a stream error."""
+
+    username: str
+    resource: str  #: "" for every resource
+    condition: str
+    text: str

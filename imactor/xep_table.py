@@ -111,6 +111,7 @@ TITLES: dict[str, str] = {
     "XEP-0421": "Occupant identifiers for semi-anonymous MUCs",
     "XEP-0048": "Bookmarks",
     "XEP-0049": "Private XML Storage",
+    "XEP-0050": "Ad-Hoc Commands",
     "XEP-0054": "vcard-temp",
     "XEP-0055": "Jabber Search",
     "XEP-0059": "Result Set Management",
@@ -121,6 +122,7 @@ TITLES: dict[str, str] = {
     "XEP-0114": "Jabber Component Protocol",
     "XEP-0115": "Entity Capabilities",
     "XEP-0124": "Bidirectional-streams Over Synchronous HTTP (BOSH)",
+    "XEP-0133": "Service Administration",
     "XEP-0153": "vCard-Based Avatars",
     "XEP-0156": "Discovering Alternative XMPP Connection Methods",
     "XEP-0160": "Best Practices for Handling Offline Messages",
@@ -166,6 +168,7 @@ FEATURES: dict[str, str | None] = {
     "0065": None,  # the proxy's own disco#info (proxy.<domain>, identity proxy/bytestreams)
     "0048": None,  # a format for XEP-0049/XEP-0223 storage
     "0049": "jabber:iq:private",
+    "0050": "http://jabber.org/protocol/commands",
     "0054": "vcard-temp",
     "0055": None,  # the directory's own disco#info (search.<domain>)
     "0059": "http://jabber.org/protocol/rsm",
@@ -175,6 +178,7 @@ FEATURES: dict[str, str | None] = {
     "0092": "jabber:iq:version",
     "0115": "http://jabber.org/protocol/caps",
     "0124": None,  # an HTTP transport
+    "0133": None,  # command nodes under XEP-0050's, listed to administrators
     "0153": None,  # a presence payload
     "0156": None,  # host-meta over HTTP
     "0160": "msgoffline",

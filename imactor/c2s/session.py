@@ -589,9 +589,13 @@ class SessionActor:
                 if throttle.is_blocked(username, self.remote):
                     self.stream.refuse_auth("temporary-auth-failure", "too many failed attempts; wait")
                 else:
-                    self.stream.provide_credentials(
-                        await self.services.storage.accounts.get_credentials(username)
-                    )
+                    credentials, disabled = await self.services.storage.accounts.get_login(username)
+                    if disabled:
+                        # RFC 6120 §6.5.1: the account exists but may not log in (XEP-0133
+                        # disable-user); an administrator enables it again.
+                        self.stream.refuse_auth("account-disabled", "this account is disabled")
+                    else:
+                        self.stream.provide_credentials(credentials)
             case ev.AuthFailed(username=username):
                 self.services.login_throttle.record_failure(username, self.remote)
             case ev.Authenticated():
@@ -1089,6 +1093,11 @@ class SessionActor:
     def username(self) -> str | None:
         """The account this session is bound to, if it is bound."""
         return None if self.jid is None else self.jid.localpart
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The account this session authenticated as, bound yet or not (SASL succeeded)."""
+        return self.jid.localpart if self.jid is not None else self.stream.username
 
     def kick(self, condition: str, text: str = "") -> None:
         try:

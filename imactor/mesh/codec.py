@@ -35,6 +35,10 @@ texts are UTF-8. What each message holds, field by field:
 | BoshRequest       | the HTTP request body, reply id  (target kind ``bosh``, key the sid)    |
 | BoshResponse      | the HTTP response body                     (a reply)                    |
 | ComponentAt       | domain, worker, connected ("1"/"0")  (target kind ``component``)        |
+| ListSessions      | reply id                                   (target kind ``admin``)      |
+| OnlineSessions    | one full JID per field                     (a reply)                    |
+| Announce          | stanza (its bytes have no `to`)            (target kind ``admin``)      |
+| EndSessions       | username, resource ("" all), condition, text  (target kind ``admin``)   |
 | Failed            | stanza error condition, text               (a reply)                    |
 | Done              | (none)                                     (a completion)               |
 
@@ -239,6 +243,12 @@ def encode(message: object, target_worker: int, endpoints: Endpoints) -> tuple[s
             fields = [body, endpoints.reply_id(reply, target_worker).encode()]
         case m.ComponentAt(domain, worker, connected):
             fields = [domain.encode(), str(worker).encode(), b"1" if connected else b"0"]
+        case m.ListSessions(reply):
+            fields = [endpoints.reply_id(reply, target_worker).encode()]
+        case m.Announce(stanza):
+            fields = _stanza_fields(stanza)
+        case m.EndSessions(username, resource, condition, text):
+            fields = [username.encode(), resource.encode(), condition.encode(), text.encode()]
         case _:
             raise TypeError(f"{type(message).__name__} does not cross processes")
     return type(message).__name__, pack(fields)
@@ -260,6 +270,8 @@ def encode_reply(value: object) -> tuple[str, bytes]:
         return "MovedSession", pack(fields)
     if isinstance(value, m.BoshResponse):
         return "BoshResponse", pack([value.body])
+    if isinstance(value, m.OnlineSessions):
+        return "OnlineSessions", pack([str(jid).encode() for jid in value.jids])
     if isinstance(value, StanzaError):
         return "Failed", pack([value.condition.encode(), (value.text or "").encode()])
     return "Failed", pack([b"internal-server-error", b""])
@@ -371,6 +383,15 @@ def decode(body_kind: str, body: bytes, source: int, endpoints: Endpoints) -> ob
         case "ComponentAt":
             domain, worker, connected = exactly(3)
             return m.ComponentAt(_text(domain), _int(worker), _flag(connected))
+        case "ListSessions":
+            (reply_id,) = exactly(1)
+            return m.ListSessions(endpoints.remote_reply(source, _text(reply_id)))
+        case "Announce":
+            exactly(_STANZA_FIELDS)
+            return m.Announce(_stanza(it))
+        case "EndSessions":
+            username, resource, condition, text = exactly(4)
+            return m.EndSessions(_text(username), _text(resource), _text(condition), _text(text))
         case _:
             raise BodyError(f"unknown body kind {body_kind!r}")
 
@@ -399,6 +420,8 @@ def decode_reply(body_kind: str, body: bytes) -> tuple[bool, object]:
         if len(fields) != 1:
             raise BodyError(f"BoshResponse has {len(fields)} fields, expected 1")
         return True, m.BoshResponse(fields[0])
+    if body_kind == "OnlineSessions":
+        return True, m.OnlineSessions(tuple(_jid(field) for field in fields))
     if body_kind == "Failed":
         if len(fields) != 2:
             raise BodyError(f"Failed has {len(fields)} fields, expected 2")

@@ -1,10 +1,11 @@
 """XEP-0030: Service Discovery.
 
 The server answers disco#info with its identity (server/im) and the features of every enabled
-module, and disco#items with its services (the multi-user chat service, when enabled). An account's bare
-JID answers disco#info for the account (identity account/registered, and the modules'
-`account_features`) to its owner and to contacts with a presence subscription. Option
-`extra_items`: list of JIDs to add to disco#items.
+module, and disco#items with its services (the multi-user chat service, when enabled); a `node`
+of the server is answered by the module that declares it (`Module.host_nodes`: XEP-0050's
+commands). An account's bare JID answers disco#info for the account (identity
+account/registered, and the modules' `account_features`) to its owner and to contacts with a
+presence subscription. Option `extra_items`: list of JIDs to add to disco#items.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ module = Module(
 async def server_info(ctx: IqContext) -> st.Element:
     node = ctx.payload.get("node")
     if node and node not in ctx.server.caps_nodes():
-        raise StanzaError("item-not-found")
+        return await _module_node_info(ctx, node)
     reply = st.iq_result(ctx.stanza)
     query = st.child(reply, NS_DISCO_INFO, "query")
     if node:
@@ -49,13 +50,55 @@ async def server_info(ctx: IqContext) -> st.Element:
 
 @module.iq("get", NS_DISCO_ITEMS, "query")
 async def server_items(ctx: IqContext) -> st.Element:
-    if ctx.payload.get("node"):
-        raise StanzaError("item-not-found")
+    node = ctx.payload.get("node")
+    if node:
+        return await _module_node_items(ctx, node)
     reply = st.iq_result(ctx.stanza)
     query = st.child(reply, NS_DISCO_ITEMS, "query")
     for jid in (*ctx.server.service_items(), *ctx.options.extra_items):
         st.child(query, NS_DISCO_ITEMS, "item").set("jid", jid)
     return reply
+
+
+async def _module_node_info(ctx: IqContext, node: str) -> st.Element:
+    """disco#info of a node of the server that a module answers (`Module.host_nodes`)."""
+    for enabled in ctx.server.modules():
+        info = None if enabled.host_nodes is None else await enabled.host_nodes.info(ctx, node)
+        if info is None:
+            continue
+        reply = st.iq_result(ctx.stanza)
+        query = st.child(reply, NS_DISCO_INFO, "query")
+        query.set("node", node)
+        for category, kind, name in info.identities:
+            identity = st.child(query, NS_DISCO_INFO, "identity")
+            identity.set("category", category)
+            identity.set("type", kind)
+            if name:
+                identity.set("name", name)
+        for feature in info.features:
+            st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
+        return reply
+    raise StanzaError("item-not-found")
+
+
+async def _module_node_items(ctx: IqContext, node: str) -> st.Element:
+    """disco#items of a node of the server that a module answers (`Module.host_nodes`)."""
+    for enabled in ctx.server.modules():
+        items = None if enabled.host_nodes is None else await enabled.host_nodes.items(ctx, node)
+        if items is None:
+            continue
+        reply = st.iq_result(ctx.stanza)
+        query = st.child(reply, NS_DISCO_ITEMS, "query")
+        query.set("node", node)
+        for jid, item_node, name in items:
+            item = st.child(query, NS_DISCO_ITEMS, "item")
+            item.set("jid", jid)
+            if item_node is not None:
+                item.set("node", item_node)
+            if name is not None:
+                item.set("name", name)
+        return reply
+    raise StanzaError("item-not-found")
 
 
 @module.iq("get", NS_DISCO_INFO, "query", scope=Scope.ACCOUNT)

@@ -311,6 +311,26 @@ class SessionFilter(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """disco#info of a node of the server that a module answers (`Module.host_nodes`)."""
+
+    identities: tuple[tuple[str, str, str], ...]  #: (category, type, name)
+    features: tuple[str, ...]
+
+
+class HostNodes(Protocol):
+    """Service discovery nodes of the server's own JID that a module answers (XEP-0030 §3.2,
+    §4.2): XEP-0050's commands node and one node per command. Both take the request, for who
+    asks, and return None for a node that is not the module's."""
+
+    async def items(self, ctx: IqContext, node: str) -> list[tuple[str, str | None, str | None]] | None:
+        """(jid, node, name) items of `node`."""
+        ...
+
+    async def info(self, ctx: IqContext, node: str) -> NodeInfo | None: ...
+
+
 class EnabledModule(Protocol):
     """What a module may read of the other enabled modules (`ServerApi.modules`): the parts of
     their declarations (`imactor.server.modules.Module`) that describe an account."""
@@ -320,6 +340,7 @@ class EnabledModule(Protocol):
     account_identities: tuple[tuple[str, str, str], ...]
     account_items: AccountItems | None
     node_hooks: list[tuple[str, NodeHook]]
+    host_nodes: HostNodes | None
 
 
 class ServerApi(Protocol):
@@ -345,6 +366,22 @@ class ServerApi(Protocol):
         ...
 
     async def account_removed(self, username: str) -> None: ...
+
+    async def online_sessions(self) -> Sequence[JID]:
+        """The full JIDs of the bound client sessions of every live worker (of every node): a
+        worker that does not answer in time is left out, and logged."""
+        ...
+
+    async def announce(self, element: Element) -> None:
+        """Deliver a copy of `element` (a message without `to`) to every bound client session
+        of every live worker, each addressed to its full JID; it waits for no recipient."""
+        ...
+
+    async def end_sessions(self, username: str, resource: str | None = None, *, condition: str,
+                           text: str = "") -> None:  # fmt: skip
+        """End the client sessions of an account (only `resource`'s, if given) on every live
+        worker, with the stream error `condition`; it waits for none to end."""
+        ...
 
     def https_url(self) -> str | None:
         """``https://<domain>:<port>`` of this node's HTTPS listener (None: no HTTPS listener)."""

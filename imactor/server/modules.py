@@ -76,12 +76,12 @@ from __future__ import annotations
 # The types modules are given live in `module_api`; they are imported from here by every module.
 __all__ = [
     "NODE_EVENTS", "AccountApi", "AccountItems", "BackgroundTask", "DeliveredContext", "DeliveredHook",
-    "EnabledModule", "HttpBody", "HttpBodyError", "HttpContext", "HttpHandler", "HttpReply", "HttpRequest",
-    "IqContext", "IqHandler", "MessageContext", "MessageHook", "Module", "ModuleConfigError", "NoOptions",
-    "NodeEvent", "NodeHook", "PresenceContext", "PresenceHook", "ReloadContext", "ReloadHook", "RoomApi",
-    "RoomMessagesContext", "RoomMessagesHook", "RoomStanzaContext", "RoomStanzaHook", "Scope", "ServerApi",
-    "ServiceSpec", "SessionFilter", "SharedRoster", "SharedRosterContext", "SharedRosterHook", "TaskContext",
-    "Xep", "storage_failure",
+    "EnabledModule", "HostNodes", "HttpBody", "HttpBodyError", "HttpContext", "HttpHandler", "HttpReply",
+    "HttpRequest", "IqContext", "IqHandler", "MessageContext", "MessageHook", "Module", "ModuleConfigError",
+    "NoOptions", "NodeEvent", "NodeHook", "NodeInfo", "PresenceContext", "PresenceHook", "ReloadContext",
+    "ReloadHook", "RoomApi", "RoomMessagesContext", "RoomMessagesHook", "RoomStanzaContext",
+    "RoomStanzaHook", "Scope", "ServerApi", "ServiceSpec", "SessionFilter", "SharedRoster",
+    "SharedRosterContext", "SharedRosterHook", "TaskContext", "Xep", "storage_failure",
 ]  # fmt: skip
 
 import enum
@@ -97,6 +97,7 @@ from imactor.server.module_api import (
     DeliveredContext,
     DeliveredHook,
     EnabledModule,
+    HostNodes,
     HttpBody,
     HttpBodyError,
     HttpContext,
@@ -109,6 +110,7 @@ from imactor.server.module_api import (
     MessageHook,
     NodeEvent,
     NodeHook,
+    NodeInfo,
     PresenceContext,
     PresenceHook,
     ReloadContext,
@@ -161,6 +163,8 @@ class Module:
     #: disco#info identities (category, type, name) of an account's bare JID, e.g. pubsub/pep
     account_identities: tuple[tuple[str, str, str], ...] = ()
     account_items: AccountItems | None = None  #: disco#items of an account's bare JID (e.g. PEP nodes)
+    #: disco nodes of the server's own JID the module answers (XEP-0050's commands)
+    host_nodes: HostNodes | None = None
     iq_handlers: dict[tuple[str, str, str, Scope], IqHandler] = field(default_factory=dict)
     message_hooks: list[MessageHook] = field(default_factory=list)
     hook_order: int = 0  #: message hooks of lower order run first (policy checks: negative)

@@ -8,6 +8,7 @@ throttle; it does not know the actors that use it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from imactor import messages as m
 from imactor.server.module_host import ModuleHost
@@ -15,12 +16,24 @@ from imactor.server.modules import Module
 from imactor.server.router import Router
 from imactor.server.throttles import FailureThrottle
 from imactor.xmpp import caps
-from imactor.xmpp.stanza import Element, Stanza
+from imactor.xmpp.jid import JID
+from imactor.xmpp.stanza import Element, Stanza, serialize
 
-__all__ = ["CAPS_NODE", "ServerFacade"]
+__all__ = ["CAPS_NODE", "ServerFacade", "SessionsAdmin"]
 
 #: The `node` of the server's XEP-0115 caps (§4: a URI that names the software).
 CAPS_NODE = "https://imactor.example/caps"
+
+
+class SessionsAdmin(Protocol):
+    """The client sessions of every worker, as an administrator sees them: what the worker's
+    root provides (`imactor.worker.admin_wing`), across the mesh when there are peers."""
+
+    async def online(self) -> list[JID]: ...
+
+    async def announce(self, template: Stanza) -> None: ...
+
+    async def end_sessions(self, username: str, resource: str, condition: str, text: str) -> None: ...
 
 
 class ServerFacade:
@@ -39,6 +52,8 @@ class ServerFacade:
         self.module_service_domains = tuple(service.domain for service in modules.services(domain))
         #: The node's HTTPS listener as the worker bound it (`https_url`); set by the worker.
         self.https_port: int | None = None
+        #: Every worker's sessions (`online_sessions`, `announce`, `end_sessions`); set by the worker.
+        self.sessions_admin: SessionsAdmin | None = None
 
     async def route(self, element: Element) -> None:
         await self._router.route(Stanza.from_element(element), wait=False)
@@ -79,6 +94,29 @@ class ServerFacade:
             return False
         throttle.record(address)
         return True
+
+    def _sessions(self) -> SessionsAdmin:
+        if self.sessions_admin is None:
+            raise RuntimeError("the worker has not wired its sessions to the server API")
+        return self.sessions_admin
+
+    async def online_sessions(self) -> Sequence[JID]:
+        return await self._sessions().online()
+
+    async def announce(self, element: Element) -> None:
+        # Serialized once, without `to`: every worker splices each recipient's JID into the
+        # bytes (`imactor.rooms.fanout.addressed`); `to_jid` names the server meanwhile.
+        if "to" in element.attrib:
+            del element.attrib["to"]
+        domain = JID.parse(self.domain)
+        sender = JID.parse(element.get("from") or self.domain)
+        template = Stanza("message", element.get("type", ""), sender, domain, element.get("id"),
+                          serialize(element))  # fmt: skip
+        await self._sessions().announce(template)
+
+    async def end_sessions(self, username: str, resource: str | None = None, *, condition: str,
+                           text: str = "") -> None:  # fmt: skip
+        await self._sessions().end_sessions(username, resource or "", condition, text)
 
     async def account_removed(self, username: str) -> None:
         """XEP-0077 §3.2: the account's sessions end once the reply has been sent.

@@ -38,6 +38,11 @@ class LocalSession(Protocol):
     @property
     def jid(self) -> JID | None: ...
 
+    @property
+    def authenticated_as(self) -> str | None:
+        """The account it authenticated as, before binding too."""
+        ...
+
     def kick(self, condition: str, text: str = "") -> None: ...
 
 

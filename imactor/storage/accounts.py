@@ -17,6 +17,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 from sqlmodel import Session, col, select
@@ -39,6 +40,12 @@ _CREDENTIALS = (
     "SELECT hash_name, salt, iterations, stored_key, server_key FROM scram_credential "
     "WHERE username = :username"
 )
+_DISABLED = "SELECT disabled FROM account WHERE username = :username"
+#: A login: the same verifiers and whether the account is disabled, in one statement.
+_LOGIN = (
+    "SELECT c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key, a.disabled "
+    "FROM scram_credential c JOIN account a ON a.username = c.username WHERE c.username = :username"
+)
 
 
 class AccountStore:
@@ -56,20 +63,62 @@ class AccountStore:
         if name is None:
             return None
 
-        # Every login asks this: the lean single-statement read (`Database.select`).
         rows = await self._db.select(_CREDENTIALS, {"username": name})
+        return _credentials(rows) if rows else None
+
+    async def get_login(self, username: str) -> tuple[dict[str, ScramCredentials] | None, bool]:
+        """What a login needs: the account's verifiers as `get_credentials` gives them, and
+        whether the account is disabled (XEP-0133 disable-user), in one read.
+
+        Every login asks this: the lean single-statement read (`Database.select`).
+        """
+        name = _prep_or_none(username)
+        if name is None:
+            return None, False
+        rows = await self._db.select(_LOGIN, {"username": name})
         if not rows:
-            return None
-        return {
-            hash_name: ScramCredentials(
-                hash_name=hash_name,
-                salt=bytes(salt),
-                iterations=iterations,
-                stored_key=bytes(stored_key),
-                server_key=bytes(server_key),
-            )
-            for hash_name, salt, iterations, stored_key, server_key in rows
-        }
+            return None, False
+        return _credentials([row[:5] for row in rows]), bool(rows[0][5])
+
+    async def set_disabled(self, username: str, disabled: bool) -> None:
+        """Disable an account (it keeps its data but cannot log in) or enable it again.
+
+        Raises:
+            AccountNotFound: No such account (including names that fail PRECIS preparation).
+        """
+        name = _prep_or_none(username)
+
+        def update(session: Session) -> None:
+            account = session.get(Account, name) if name is not None else None
+            if account is None:
+                raise AccountNotFound(username)
+            account.disabled = disabled
+            session.add(account)
+
+        await self._db.write(update)
+
+    async def is_disabled(self, username: str) -> bool:
+        """Whether the account exists and is disabled."""
+        name = _prep_or_none(username)
+        if name is None:
+            return False
+        rows = await self._db.select(_DISABLED, {"username": name})
+        return bool(rows and rows[0][0])
+
+    async def count(self, *, disabled: bool = False) -> int:
+        """How many accounts exist (disabled ones included), or only the disabled ones."""
+        sql, params = _filtered("SELECT COUNT(*) FROM account", disabled)
+        rows = await self._db.select(sql, params)
+        return int(rows[0][0])
+
+    async def list_page(self, *, limit: int | None = None, disabled: bool = False) -> list[str]:
+        """Usernames, sorted: the first `limit` (None: all), of every account or the disabled ones."""
+        sql, params = _filtered("SELECT username FROM account", disabled)
+        sql += " ORDER BY username"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        return [str(row[0]) for row in await self._db.select(sql, params)]
 
     async def exists(self, username: str) -> bool:
         """Whether an account with this username exists."""
@@ -180,6 +229,26 @@ class AccountStore:
             return created
 
         return await self._db.write(insert)
+
+
+def _filtered(sql: str, disabled_only: bool) -> tuple[str, dict[str, Any]]:
+    """`sql` over the accounts, restricted to the disabled ones when asked."""
+    if disabled_only:
+        return f"{sql} WHERE disabled = :disabled", {"disabled": True}
+    return sql, {}
+
+
+def _credentials(rows: Sequence[Sequence[Any]]) -> dict[str, ScramCredentials]:
+    return {
+        hash_name: ScramCredentials(
+            hash_name=hash_name,
+            salt=bytes(salt),
+            iterations=iterations,
+            stored_key=bytes(stored_key),
+            server_key=bytes(server_key),
+        )
+        for hash_name, salt, iterations, stored_key, server_key in rows
+    }
 
 
 def _prep_or_none(username: str) -> str | None:

@@ -8,6 +8,7 @@ from types import TracebackType
 from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics, json_list
+from imactor.storage.motd import MotdStore
 from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
 from imactor.storage.push import PushStore
@@ -52,6 +53,7 @@ class Storage:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.accounts = AccountStore(db)
+        self.motd = MotdStore(db)
         self.roster = RosterStore(db)
         self.offline = OfflineStore(db)
         self.private = PrivateStore(db)

@@ -11,7 +11,7 @@ leave the writer or reader thread, so no ORM object ever reaches Trio code.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint, false
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
@@ -37,6 +37,19 @@ class Account(SQLModel, table=True):
     username: str = Field(primary_key=True)  # PRECIS-prepared localpart
     created_at: float
     roster_version: int = 0  # RFC 6121 §2.6: bumped on every roster change
+    #: XEP-0133 disable-user: the account keeps its data but cannot log in (re-enable-user).
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+
+
+class Motd(SQLModel, table=True):
+    """The server's message of the day (XEP-0133 set-motd), sent to each session as it starts;
+    one row at most (id 1), none when no message is set."""
+
+    __tablename__ = "motd"
+
+    id: int = Field(default=1, primary_key=True)
+    text: str
+    set_at: float
 
 
 class Credential(SQLModel, table=True):
@@ -245,6 +258,7 @@ TABLES: tuple[Table, ...] = tuple(
     for m in (
         SchemaVersion,
         Account,
+        Motd,
         Credential,
         RosterEntry,
         OfflineMessage,

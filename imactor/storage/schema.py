@@ -164,6 +164,21 @@ def _add_cluster(conn: Connection) -> None:
         getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_admin(conn: Connection) -> None:
+    """Version 9: XEP-0133 administration: the accounts' disabled flag and the message of the day.
+
+    Idempotent: a database that gained them from `models.py` (tests that roll the version back)
+    is left as it is."""
+    from imactor.storage.models import Motd
+
+    columns = {column["name"] for column in inspect(conn).get_columns("account")}
+    if "disabled" not in columns:
+        false = "FALSE" if conn.dialect.name == "postgresql" else "0"
+        conn.execute(text(f"ALTER TABLE account ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT {false}"))
+    if not inspect(conn).has_table("motd"):
+        getattr(Motd, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -173,6 +188,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "sensitive-word filter lists", _add_word_lists),
     Migration(7, "company directory: departments and people", _add_org),
     Migration(8, "cluster nodes and membership", _add_cluster),
+    Migration(9, "disabled accounts and the message of the day (XEP-0133)", _add_admin),
 )
 
 

@@ -67,6 +67,7 @@ from imactor.web.bosh import BoshSessions
 from imactor.web.endpoints import WebEndpoints
 from imactor.web.http_server import serve_http
 from imactor.worker import admin
+from imactor.worker.admin_wing import AdminWing
 from imactor.worker.reload import reload_config, reload_modules
 from imactor.worker.status import WorkerStatusSource
 from supervisors import ChildSpec, DynamicSupervisor, Restart, RestartBudget, Strategy, TaskSupervisor
@@ -186,6 +187,7 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
         services.mesh = router.mesh = mesh
         SessionWing(mesh, services.sessions).install()
         fanout.install(services)
+    AdminWing(services).install()
     return rooms
 
 

@@ -88,6 +88,11 @@ ROOM_TEMPLATE = Stanza(
     b"<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>",
 )  # fmt: skip
 PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="a@example.com"))
+#: An administrator's announcement to every session of a worker: no `to` in its bytes either.
+ANNOUNCEMENT = Stanza(
+    "message", "headline", JID.parse("example.com"), JID.parse("example.com"), None,
+    "<message xmlns='jabber:client' type='headline'><body>Down at 18:00 ☃</body></message>".encode(),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -126,6 +131,9 @@ PRESENCE = Stanza.from_element(st.make("presence", from_="a@example.com/x", to="
         m.Fanout(ROOM_TEMPLATE, (JID.parse("a@example.com/x"), JID.parse("b@example.com/y"))),
         m.ComponentAt("gateway.example", 3, True),
         m.ComponentAt("gateway.example", 1025, False),
+        m.Announce(ANNOUNCEMENT),
+        m.EndSessions("alice", "phone", "policy-violation", "session ended by an administrator"),
+        m.EndSessions("bob", "", "not-authorized", ""),
     ],
     ids=lambda message: type(message).__name__,
 )
@@ -202,6 +210,9 @@ def test_local_only_messages_do_not_encode() -> None:
         ("BoshRequest", codec.pack([b"<body/>", b"\xff"]), "not UTF-8"),
         ("ComponentAt", codec.pack([b"gateway.example", b"1"]), "ComponentAt has 2 fields"),
         ("ComponentAt", codec.pack([b"gateway.example", b"w", b"1"]), "not a small decimal"),
+        ("ListSessions", codec.pack([]), "ListSessions has 0 fields"),
+        ("Announce", codec.pack([b"message"]), "Announce has 1 fields"),
+        ("EndSessions", codec.pack([b"alice", b"", b"conflict"]), "EndSessions has 3 fields"),
     ],
 )
 def test_malformed_bodies_raise_body_error(body_kind: str, body: bytes, reason: str) -> None:
@@ -243,3 +254,17 @@ def test_a_bosh_request_carries_its_body_and_reply_id_and_the_response_comes_bac
     response = m.BoshResponse(b"<body xmlns='http://jabber.org/protocol/httpbind'/>")
     assert codec.decode_reply(*codec.encode_reply(response)) == (True, response)
     assert codec.decode_reply(*codec.encode_reply(m.BoshResponse(b""))) == (True, m.BoshResponse(b""))
+
+
+def test_a_session_list_is_asked_with_a_reply_id_and_comes_back_as_full_jids() -> None:
+    endpoints = Endpoints()
+    send, _ = trio.open_memory_channel[tuple[bool, Any]](1)
+    decoded = round_trip(m.ListSessions(Reply(send)), endpoints)
+    assert isinstance(decoded, m.ListSessions)
+    assert [target for _, target in endpoints.replies.values()] == [2]
+    assert endpoints.remote == [("reply", 2, "r0")]
+    answer = m.OnlineSessions((JID.parse("a@example.com/phone"), JID.parse("b@example.com/pc")))
+    assert codec.decode_reply(*codec.encode_reply(answer)) == (True, answer)
+    assert codec.decode_reply(*codec.encode_reply(m.OnlineSessions(()))) == (True, m.OnlineSessions(()))
+    with pytest.raises(codec.BodyError, match="JID is invalid"):
+        codec.decode_reply("OnlineSessions", codec.pack([b"a@example.com/x", b"@bad"]))
