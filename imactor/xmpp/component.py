@@ -36,10 +36,11 @@ from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError, StanzaError
 from imactor.xmpp.jid import JID, InvalidJID, prep_domainpart
 from imactor.xmpp.namespaces import NS_CLIENT, NS_STREAMS, qname
-from imactor.xmpp.parser import ElementReceived, ParserEvent, StreamOpened, XMLStreamParser
+from imactor.xmpp.parser import ElementReceived, ParserEvent, StreamOpened
 from imactor.xmpp.parser import StreamClosed as ParserStreamClosed
+from imactor.xmpp.pump import ParsingStream
 from imactor.xmpp.s2s import renamespace
-from imactor.xmpp.stream import NEED_DATA, STREAM_ERROR, _NeedData, stream_error
+from imactor.xmpp.stream import NEED_DATA, STREAM_ERROR, stream_error
 
 NS_COMPONENT = "jabber:component:accept"
 HANDSHAKE = qname(NS_COMPONENT, "handshake")
@@ -105,21 +106,17 @@ def to_component_namespace(element: etree._Element) -> etree._Element:
     return renamespace(element, NS_CLIENT, NS_COMPONENT)
 
 
-class ComponentStream:
+class ComponentStream(ParsingStream["ComponentEvent"]):
     """The server's side of one component connection (module docstring)."""
 
     def __init__(self, config: ComponentConfig, *, stream_id_factory: Callable[[], str]) -> None:
+        super().__init__(config.max_stanza_size)
         self.config = config
         self.state = ComponentState.WAIT_FOR_STREAM
         self.stream_id: str | None = None
         #: The domain the header named (known once the header is accepted).
         self.domain: str | None = None
         self._stream_id_factory = stream_id_factory
-        self._parser = XMLStreamParser(max_stanza_size=config.max_stanza_size)
-        self._pending: list[bytes] = []
-        self._parsed: list[ParserEvent] = []
-        self._events: list[ComponentEvent] = []
-        self._out: list[bytes] = []
         self._header_sent = False
 
     @property
@@ -132,36 +129,11 @@ class ComponentStream:
 
     # ---- bytes in and out ----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the component; `b""` when it closed its side."""
-        if not self.closed:
-            self._pending.append(data)
+    def _held(self) -> bool:
+        return self.state is ComponentState.WAIT_FOR_SHELL
 
-    def next_event(self) -> ComponentEvent | _NeedData:
-        while not self._events:
-            if self.closed or self.state is ComponentState.WAIT_FOR_SHELL:
-                return NEED_DATA
-            try:
-                if self._parsed:
-                    self._on_parsed(self._parsed.pop())
-                elif self._pending:
-                    data = self._pending.pop(0)
-                    if not data:
-                        self._end(None, clean=False)
-                    else:
-                        parsed = self._parser.feed(data)
-                        parsed.reverse()
-                        self._parsed = parsed
-                else:
-                    return NEED_DATA
-            except RemoteProtocolError as exc:
-                self.close(exc.stream_condition, exc.text)
-        return self._events.pop(0)
-
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+    def _on_eof(self) -> None:
+        self._end(None, clean=False)
 
     # ---- shell decisions -----------------------------------------------------------------------
 

@@ -45,9 +45,10 @@ from imactor.xmpp.namespaces import (
     NS_TLS,
     qname,
 )  # fmt: skip
-from imactor.xmpp.parser import ElementReceived, ParserEvent, StreamOpened, XMLStreamParser
+from imactor.xmpp.parser import ElementReceived, ParserEvent, StreamOpened
 from imactor.xmpp.parser import StreamClosed as ParserStreamClosed
-from imactor.xmpp.stream import NEED_DATA, STREAM_ERROR, _NeedData, decode_sasl_payload, stream_error
+from imactor.xmpp.pump import ParsingStream
+from imactor.xmpp.stream import NEED_DATA, STREAM_ERROR, decode_sasl_payload, stream_error
 
 DB_RESULT = qname(NS_DIALBACK, "result")
 DB_VERIFY = qname(NS_DIALBACK, "verify")
@@ -203,52 +204,27 @@ def renamespace(element: etree._Element, old: str, new: str) -> etree._Element:
 # ---- the common machinery ----------------------------------------------------------------------
 
 
-class _S2SStream:
-    """Parsing, output, events and closing, shared by both directions."""
+class _S2SStream(ParsingStream[S2SEvent]):
+    """Output, events and closing, shared by both directions (parsing: `ParsingStream`)."""
 
     def __init__(self, config: S2SConfig) -> None:
+        super().__init__(config.max_stanza_size)
         self.config = config
         self.tls_active = False
         self.stream_id: str | None = None
-        self.closed = False
-        self._parser = XMLStreamParser(max_stanza_size=config.max_stanza_size)
-        self._pending: list[bytes] = []
-        self._parsed: list[ParserEvent] = []
-        self._events: list[S2SEvent] = []
-        self._out: list[bytes] = []
+        self._closed = False
         self._awaiting_shell = False
         self._header_sent = False
 
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; `b""` when it closed its side."""
-        if not self.closed:
-            self._pending.append(data)
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def next_event(self) -> S2SEvent | _NeedData:
-        while not self._events:
-            if self.closed or self._awaiting_shell:
-                return NEED_DATA
-            try:
-                if self._parsed:
-                    self._on_parsed(self._parsed.pop())
-                elif self._pending:
-                    data = self._pending.pop(0)
-                    if not data:
-                        self._end(None, clean=False)
-                    else:
-                        parsed = self._parser.feed(data)
-                        parsed.reverse()
-                        self._parsed = parsed
-                else:
-                    return NEED_DATA
-            except RemoteProtocolError as exc:
-                self.close(exc.stream_condition, exc.text)
-        return self._events.pop(0)
+    def _held(self) -> bool:
+        return self._awaiting_shell
 
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+    def _on_eof(self) -> None:
+        self._end(None, clean=False)
 
     def close(self, condition: str | None = None, text: str = "") -> None:
         """Send the stream error `condition` (if any) and our closing tag; the stream is over."""
@@ -265,7 +241,7 @@ class _S2SStream:
     def _end(self, condition: str | None, *, clean: bool) -> None:
         if self._header_sent and (clean or condition is None):
             self._out.append(b"</stream:stream>")
-        self.closed = True
+        self._closed = True
         self._events.append(ev.StreamClosed(condition))
 
     def _send_header(self, to: str | None, *, stream_id: str | None = None, from_: str | None = None) -> None:
