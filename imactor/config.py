@@ -11,6 +11,7 @@ each module validates its own options. Each field declares its default and check
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -171,6 +172,28 @@ class S2SListenerConfig:  # server-to-server (RFC 6120), bound only when [s2s] e
     port: int = _opt(5269, _int(0, 65535))
 
 
+def _networks(value: object) -> tuple[str, ...]:
+    """A list of addresses or networks ("127.0.0.0/8", "::1"), each checked and normalised."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(f"expected a list of addresses or networks, got {_show(value)}")
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise _Invalid(f"{_show(item)} is not an address or a network") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsListenerConfig:  # Prometheus metrics of the whole node, served by the node supervisor
+    enabled: bool = _opt(False, _bool)
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
+    port: int = _opt(9580, _int(0, 65535))
+    # Who may read them (the others get 403): the metrics name no user, but they show the load.
+    allow: tuple[str, ...] = _opt(("127.0.0.0/8", "::1/128"), _networks)
+
+
 @dataclass(frozen=True, slots=True)
 class Proxy65ListenerConfig:  # XEP-0065 SOCKS5 bytestreams proxy, bound only when [proxy65] enabled
     host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
@@ -193,6 +216,7 @@ class ListenConfig:
     https: HTTPSListenerConfig = _table(HTTPSListenerConfig)
     s2s: S2SListenerConfig = _table(S2SListenerConfig)
     proxy65: Proxy65ListenerConfig = _table(Proxy65ListenerConfig)
+    metrics: MetricsListenerConfig = _table(MetricsListenerConfig)
     component: ComponentListenerConfig = _table(ComponentListenerConfig)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -818,7 +819,9 @@ class SessionActor:
             message = Stanza.from_element(element, hand_over=True)
             # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
             completion = self.acks.routed(message)
+            started = time.perf_counter()
             await self.services.router.route(message, wait=True, completion=completion)
+            self.services.route_latency.observe(time.perf_counter() - started)
             if self._sent_wanted:
                 await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
             return

@@ -50,12 +50,14 @@ from imactor.log import setup_logging
 from imactor.node.cluster_node import cluster_member
 from imactor.node.lease import ClusterMember, Fenced
 from imactor.node.membership import MembershipAnnouncer
+from imactor.node.metrics import render
 from imactor.node.node_status import NodeStatus
 from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
 from imactor.node.status.server import StatusServer
 from imactor.storage import StorageError
+from imactor.web.metrics_endpoint import serve_metrics
 from supervisors import (
     ChildFailedToStart,
     ChildState,
@@ -248,9 +250,17 @@ async def _run(
         commands=node_status.commands(),
     )
     await status.bind()  # here: a path another server answers on fails the start, not a child
+    metrics = config.listen.metrics
+    metrics_listeners = await open_listeners(metrics.host, metrics.port) if metrics.enabled else []
     outcome = _Outcome()
     async with trio.open_nursery() as nursery:
         await nursery.start(link.run)
+        if metrics_listeners:
+
+            async def render_metrics() -> bytes:
+                return render(await node_status.document())
+
+            await nursery.start(serve_metrics, metrics_listeners, render_metrics, metrics.allow)
         nursery.start_soon(_drain, link)
         await nursery.start(status.run)
         nursery.start_soon(_handle_signals, signals, supervisor, nursery.cancel_scope)
@@ -265,7 +275,7 @@ async def _run(
             nursery.start_soon(_count_sessions, membership, node_status)
         else:
             nursery.start_soon(membership.run)
-        _announce(listeners, count)
+        _announce({**listeners, **({"metrics": metrics_listeners} if metrics_listeners else {})}, count)
     return outcome
 
 

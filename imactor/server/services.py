@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imactor.actors import Registry
+from imactor.histogram import LatencyHistogram
 from imactor.server.contexts import Contexts
 from imactor.server.module_host import ModuleHost
 from imactor.server.router import Router
@@ -98,6 +99,8 @@ class Services:
         self.mesh: Mesh | None = None
         # Counted by the sessions, for the status socket: O(1) to sample every second.
         self.stanzas_in_total = self.stanzas_out_total = 0
+        #: Seconds a session's routing of a message takes (to the recipient's mailbox or link).
+        self.route_latency = LatencyHistogram()
 
     def new_id(self) -> str:
         return secrets.token_hex(8)

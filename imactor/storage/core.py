@@ -121,6 +121,10 @@ class Storage:
         """Write batching and reader counters (see `StorageStatistics`)."""
         return self._db.statistics()
 
+    def commit_latency(self) -> dict[str, object]:
+        """The histogram of the write batches' commit times (`imactor.histogram`)."""
+        return self._db.commit_latency.snapshot()
+
     async def aclose(self) -> None:
         """Write what is noted or queued and close the database. Idempotent."""
         await self.last_activity.flush()

@@ -84,6 +84,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
+from imactor.histogram import LatencyHistogram
 from imactor.storage import postgres, sqlite_inline
 from imactor.storage.errors import StorageError, StorageFull
 from imactor.storage.files import private_directory, private_file
@@ -234,6 +235,8 @@ class Database:
         self._writes = 0
         self._largest_batch = 0
         self._retried_batches = 0
+        #: Seconds each batch's commit took (its transaction, inline or in a thread).
+        self.commit_latency = LatencyHistogram()
         #: What opening the database did to its schema (`imactor db migrate` reports it).
         self.schema_change: SchemaChange | None = None
         self._faults = _WriteFaults(
@@ -451,8 +454,10 @@ class Database:
                     self._transactions += 1
                     self._writes += len(batch)
                     self._largest_batch = max(self._largest_batch, len(batch))
+                    started = time.perf_counter()
                     if not self._run_inline(batch):
                         await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._write_limiter)
+                    self.commit_latency.observe(time.perf_counter() - started)
                     self._faults.observe(batch)
         except BaseException:
             if not job.taken:

@@ -53,6 +53,10 @@ class WorkerStatusSource:
     def _records(self, registry: object) -> dict[str, object]:
         services = self._services
         records: dict[str, object] = {"router": services.router.statistics(), "registry": registry}
+        records["latency"] = {
+            "route_seconds": services.route_latency.snapshot(),
+            "storage_commit_seconds": services.storage.commit_latency(),
+        }
         if services.mesh is not None:
             records["mesh"] = services.mesh.statistics()
             records["link"] = services.mesh.link.statistics()

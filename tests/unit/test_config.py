@@ -220,6 +220,11 @@ def test_relative_config_path_still_gives_absolute_paths(
         ),
         ('[log]\nformat = "xml"', 'log.format: expected one of "text", "json", got "xml"'),
         ("modules = 1", "modules: expected a table, got 1"),
+        (
+            '[listen.metrics]\nallow = ["10.0.0.0/33"]',
+            'listen.metrics.allow: "10.0.0.0/33" is not an address or a network',
+        ),
+        ('[listen.metrics]\nallow = "::1"', "listen.metrics.allow: expected a list of addresses or networks"),
         ("[modules]\nping = 1", "modules.ping: expected a table, got 1"),
     ],
 )

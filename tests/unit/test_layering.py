@@ -95,9 +95,10 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.messages",),  # the vocabulary of messages between actors
     ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
     ("imactor.directory",),  # the company directory and its import files (pure, over the core)
-    # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core)
+    # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core);
+    # `imactor.histogram`: the latency histograms the status carries
     ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor.wordmatch",
-     "imactor"),
+     "imactor.histogram", "imactor"),
     ("supervisors",),
 )
 
