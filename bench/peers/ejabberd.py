@@ -27,6 +27,18 @@ Two configurations (bench/README.md, "Prosody and ejabberd side by side", lists 
   lite.sql, WAL like imactor's) or PostgreSQL (`store="pgsql"`).
 
 SCRAM: `auth_scram_hash` is `sha` for SCRAM-SHA-1 (ejabberd's default) or `sha256`.
+
+For the federation tests, `running_federated_ejabberd` (FEDERATION_CONFIG): an ordinary s2s setup
+(an `ejabberd_s2s_in` listener, STARTTLS required, dialback or certificates), pointed at a test
+DNS server. ejabberd has no static s2s route; it finds a peer as its own xmpp_stream_out does
+(p1_xmpp 1.6.1): the `_xmpps-server` and `_xmpp-server` SRV records through Erlang's resolver
+(`inet_res`, which the node's inetrc points at the test's DNS server alone), then the SRV
+target's address through the C library's getaddrinfo (`net:getaddrinfo`), which reads
+/etc/hosts and /etc/resolv.conf and never the inetrc. So the test's SRV records name
+`localhost.` as their target (the address the C library finds in /etc/hosts), not the peer's
+domain: an A record for imactor.test in the test's DNS server would never be asked for, and the
+C library's lookup of that name fails with `enoname` ("DNS lookup failed" in ejabberd's log).
+That is the one deviation from a production setup, where the SRV target is a real host name.
 """
 
 from __future__ import annotations
@@ -248,9 +260,9 @@ modules:
 
 # For the federation tests (tests/integration/test_federation_ejabberd.py): c2s and s2s on
 # loopback, Mnesia, Server Dialback unless `dialback` is empty (certificates only: SASL EXTERNAL
-# with the CA file). ejabberd has no static s2s route, and its s2s resolver asks DNS only (not
-# the hosts file): the Erlang `inetrc` this module writes names one nameserver, the caller's DNS
-# server on a loopback port, which holds the peer's SRV and A records (tests/support/dns.py).
+# with the CA file). ejabberd has no static s2s route: its SRV lookups go to the one nameserver
+# the Erlang `inetrc` this module writes names, the caller's DNS server on a loopback port
+# (tests/support/dns.py), whose SRV records point at localhost (the module docstring says why).
 FEDERATION_CONFIG = """# written by bench/peers/ejabberd.py for the federation tests
 hosts: ["{domain}"]
 loglevel: info
@@ -284,11 +296,11 @@ modules:
   mod_version: {{}}
 {dialback}"""
 
-# Empty resolv_conf and hosts_file: Erlang's resolver would otherwise re-read the machine's
-# /etc/resolv.conf and put its nameservers back in place of this one.
+# Empty resolv_conf: Erlang's resolver would otherwise re-read the machine's /etc/resolv.conf
+# and put its nameservers back in place of this one. The hosts file stays first for the node's
+# own names (ejabberdctl's control node reaches the node at "localhost").
 FEDERATION_INETRC = """{{resolv_conf, ""}}.
-{{hosts_file, ""}}.
-{{lookup, [dns]}}.
+{{lookup, [file, dns]}}.
 {{nameserver, {{127,0,0,1}}, {dns_port}}}.
 """
 

@@ -1,9 +1,12 @@
 """Federation with a real ejabberd (Debian's package, 23.01): imactor.test <-> ejabberd.test.
 
 As with Prosody (test_federation.py), both servers start once per pair, on loopback: imactor
-(two workers) reaches ejabberd through `[s2s] routes`; ejabberd, which has no static s2s route
-and whose s2s resolver asks DNS only, has the test's DNS server on a loopback port as its only
-nameserver (tests/support/dns.py), holding imactor.test's SRV and A records. No real DNS. The
+(two workers) reaches ejabberd through `[s2s] routes`; ejabberd, which has no static s2s route,
+has the test's DNS server on a loopback port as its only nameserver (tests/support/dns.py),
+holding the SRV records of imactor.test and conference.imactor.test. Their target is
+`localhost.`: ejabberd looks the SRV target's address up with the C library, which reads
+/etc/hosts and the machine's resolv.conf, not Erlang's resolver configuration
+(bench/peers/ejabberd.py). No real DNS. The
 first pair authenticates with Server Dialback over STARTTLS (self-signed certificates); the
 second (`certified`) with certificates a test CA signed, SASL EXTERNAL both ways and no dialback
 on either side. ejabberd is installed by `scripts/install-peers.sh ejabberd` when missing.
@@ -23,9 +26,9 @@ import trio
 from bench.peers.common import free_ports
 from bench.peers.ejabberd import FederatedEjabberd, running_federated_ejabberd
 from tests.support.ca import TestCA
-from tests.support.dns import static_dns
+from tests.support.dns import StaticDns, static_dns
 from tests.support.muc import create_instant, heard, join, say
-from tests.support.peer import Peer, message, presence, subscribe
+from tests.support.peer import Peer, message, nothing_before_marker, presence, subscribe
 from tests.support.peer_install import ensure_peer
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
@@ -35,14 +38,16 @@ IMACTOR, EJABBERD = "imactor.test", "ejabberd.test"
 #: stanzas leave from their own domain (dialback checks each against its own server).
 IMACTOR_NAMES = (IMACTOR, f"conference.{IMACTOR}")
 PASSWORD = "federation password"
-IMACTOR_USERS = ["alice", "amy", "anna", "erin"]
-EJABBERD_USERS = [f"bench{i}" for i in range(4)]
+IMACTOR_USERS = ["alice", "amy", "anna", "abel", "erin"]
+EJABBERD_USERS = [f"bench{i}" for i in range(6)]
 
 
 @dataclass
 class Federation:
     imactor: ServerProcess
     ejabberd: FederatedEjabberd
+    #: ejabberd's only nameserver; `asked` shows it found imactor's names there.
+    dns: StaticDns
 
     async def imactor_user(self, name: str) -> Peer:
         return await Peer.online(self.imactor.c2s_port, name, PASSWORD, domain=IMACTOR)
@@ -84,14 +89,11 @@ def _pair(directory: Path, ca: TestCA | None) -> Iterator[Federation]:
                        workers=2) as imactor,
     ):  # fmt: skip
         for name in IMACTOR_NAMES:
-            dns.add(f"_xmpp-server._tcp.{name}", "SRV", f"0 0 {imactor.ports['s2s']} {name}.")
-            dns.add(name, "A", "127.0.0.1")
-        dns.add("localhost", "A", "127.0.0.1")
+            dns.add(f"_xmpp-server._tcp.{name}", "SRV", f"0 0 {imactor.ports['s2s']} localhost.")
         with running_federated_ejabberd(directory, [(name, PASSWORD) for name in EJABBERD_USERS],
                                         domain=EJABBERD, s2s_port=ejabberd_s2s, dns_port=dns.port,
                                         ca=peer_ca) as ejabberd:  # fmt: skip
-            yield Federation(imactor, ejabberd)
-        print("DNS asked", dns.asked)
+            yield Federation(imactor, ejabberd, dns)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,7 @@ async def test_chat_both_ways_with_dialback(federation: Federation) -> None:
         await bench0.send(f"<message to='{alice.bare}' type='chat' id='e2'><body>hi imactor</body></message>")
         back = await alice.expect(message(from_=bench0.jid, id_="e2"))
         assert back.findtext("{jabber:client}body") == "hi imactor"
+        assert (f"_xmpp-server._tcp.{IMACTOR}.", "SRV") in federation.dns.asked
 
 
 async def test_presence_subscriptions_both_ways(federation: Federation) -> None:
@@ -148,6 +151,22 @@ async def test_an_ejabberd_user_in_an_imactor_room(federation: Federation) -> No
         await heard(bench2, room, "welcome from imactor")
         await say(bench2, room, "thanks from ejabberd")
         await heard(erin, room, "thanks from ejabberd")
+        assert (f"_xmpp-server._tcp.conference.{IMACTOR}.", "SRV") in federation.dns.asked
+
+
+async def test_an_ejabberd_user_cannot_send_as_another_domain(federation: Federation) -> None:
+    """ejabberd ends a client's stream whose stanza claims someone else's address (here an
+    imactor user's), so the forgery never leaves it: nothing reaches imactor ahead of a message
+    from another ejabberd user over the same server-to-server stream. (imactor's own refusal of
+    a domain a stream did not authenticate is tested with a raw server in test_federation.py.)"""
+    with trio.fail_after(TIMEOUT):
+        abel = await federation.imactor_user("abel")
+        forger = await federation.ejabberd_user("bench4")
+        honest = await federation.ejabberd_user("bench5")
+        forged = f"<message from='alice@{IMACTOR}' to='{abel.jid}' id='forged'><body>x</body></message>"
+        await forger.send(forged)
+        assert await forger.raw.stream_error() == "invalid-from"
+        await nothing_before_marker(honest, abel, message(id_="forged"))
 
 
 async def test_chat_both_ways_with_certificates(certified: Federation) -> None:
