@@ -1,6 +1,7 @@
 """A DNS server on loopback that answers from a fixed table: a peer server's resolver is pointed
-at it so that federation tests need no real DNS (the peer finds the test's domains, their SRV
-records and addresses here, and nothing else)."""
+at it so that federation tests need no real DNS (the peer finds the test's domains' records
+here, and nothing else). ejabberd asks it for SRV records only: it looks the SRV target's
+address up with the C library, which never asks this server (bench/peers/ejabberd.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
