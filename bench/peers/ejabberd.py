@@ -27,6 +27,18 @@ Two configurations (bench/README.md, "Prosody and ejabberd side by side", lists 
   lite.sql, WAL like imactor's) or PostgreSQL (`store="pgsql"`).
 
 SCRAM: `auth_scram_hash` is `sha` for SCRAM-SHA-1 (ejabberd's default) or `sha256`.
+
+For the federation tests, `running_federated_ejabberd` (FEDERATION_CONFIG): an ordinary s2s setup
+(an `ejabberd_s2s_in` listener, STARTTLS required, dialback or certificates), pointed at a test
+DNS server. ejabberd has no static s2s route; it finds a peer as its own xmpp_stream_out does
+(p1_xmpp 1.6.1): the `_xmpps-server` and `_xmpp-server` SRV records through Erlang's resolver
+(`inet_res`, which the node's inetrc points at the test's DNS server alone), then the SRV
+target's address through the C library's getaddrinfo (`net:getaddrinfo`), which reads
+/etc/hosts and /etc/resolv.conf and never the inetrc. So the test's SRV records name
+`localhost.` as their target (the address the C library finds in /etc/hosts), not the peer's
+domain: an A record for imactor.test in the test's DNS server would never be asked for, and the
+C library's lookup of that name fails with `enoname` ("DNS lookup failed" in ejabberd's log).
+That is the one deviation from a production setup, where the SRV target is a real host name.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.loadgen.launcher import Target
@@ -245,6 +258,52 @@ modules:
   mod_version: {{}}
 """
 
+# For the federation tests (tests/integration/test_federation_ejabberd.py): c2s and s2s on
+# loopback, Mnesia, Server Dialback unless `dialback` is empty (certificates only: SASL EXTERNAL
+# with the CA file). ejabberd has no static s2s route: its SRV lookups go to the one nameserver
+# the Erlang `inetrc` this module writes names, the caller's DNS server on a loopback port
+# (tests/support/dns.py), whose SRV records point at localhost (the module docstring says why).
+FEDERATION_CONFIG = """# written by bench/peers/ejabberd.py for the federation tests
+hosts: ["{domain}"]
+loglevel: info
+certfiles: ["{cert}", "{key}"]
+{ca_file}define_macro: {{}}
+listen:
+  - port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: true
+    starttls_required: true
+  - port: {s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+auth_password_format: scram
+auth_scram_hash: sha256
+auth_method: [mnesia]
+default_db: mnesia
+s2s_access: all
+s2s_use_starttls: required
+s2s_dns_timeout: 2
+s2s_dns_retries: 1
+outgoing_s2s_families: [ipv4]
+outgoing_s2s_timeout: 20
+s2s_timeout: 60
+modules:
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_roster: {{}}
+  mod_offline: {{}}
+  mod_version: {{}}
+{dialback}"""
+
+# Empty resolv_conf: Erlang's resolver would otherwise re-read the machine's /etc/resolv.conf
+# and put its nameservers back in place of this one. The hosts file stays first for the node's
+# own names (ejabberdctl's control node reaches the node at "localhost").
+FEDERATION_INETRC = """{{resolv_conf, ""}}.
+{{lookup, [file, dns]}}.
+{{nameserver, {{127,0,0,1}}, {dns_port}}}.
+"""
+
 # The package's mod_mam block, enabled as its comment says once SQL is configured.
 DEFAULT_MAM = """  mod_mam:
     db_type: sql
@@ -409,9 +468,7 @@ def running_ejabberd(directory: Path, users: Sequence[tuple[str, str]], *, tls: 
                      sasl: str | None = None) -> Iterator[Target]:  # fmt: skip
     """ejabberd with `profile` on `store` (with "pgsql", on a throw-away PostgreSQL cluster
     started here, measured as part of the server); the accounts `users` registered."""
-    home = directory / "ejabberd"
-    for sub in ("spool", "logs"):
-        (home / sub).mkdir(parents=True)
+    home = _home(directory)
     port, dist_port = free_ports(2)
     (home / "inetrc").write_text("")  # ejabberdctl points ERL_INETRC here; empty: the defaults
     with ExitStack() as stack:
@@ -422,29 +479,80 @@ def running_ejabberd(directory: Path, users: Sequence[tuple[str, str]], *, tls: 
             database_pid = postgres.pid
         write_config(home, profile=profile, store=store, database=database, domain=domain, port=port,
                      tls=tls, sasl=sasl)  # fmt: skip
-        node = f"bench{os.getpid()}@localhost"
-        (home / "ejabberdctl.cfg").write_text(CTL_CONFIG.format(dist_port=dist_port, node=node))
-        env = dict(os.environ, HOME=str(home))
-        log = home / "stdout.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([*_ctl_args(home), "foreground"], stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, cwd=home, env=env)  # fmt: skip
+        with _started(home, port, dist_port, users, domain, SCRAM_HASHES[sasl]) as pid:
+            yield Target("127.0.0.1", port, domain, pid, database_pid)
+
+
+@dataclass(frozen=True)
+class FederatedEjabberd:
+    c2s_port: int
+    s2s_port: int
+    domain: str
+    home: Path
+    pid: int
+
+
+@contextmanager
+def running_federated_ejabberd(directory: Path, users: Sequence[tuple[str, str]], *, domain: str,
+                               s2s_port: int, dns_port: int, ca: tuple[Path, Path, Path] | None = None,
+                               ) -> Iterator[FederatedEjabberd]:  # fmt: skip
+    """ejabberd serving `domain`, federating on `s2s_port` (chosen by the caller, who pins it in
+    the peer's configuration first); it finds its peers through the DNS server on loopback
+    `dns_port` alone.
+
+    Without `ca`, a self-signed certificate and Server Dialback (mod_s2s_dialback). With `ca`
+    (certificate, key, CA file): that certificate, the CA to check peers' with, and no dialback,
+    so that only SASL EXTERNAL with a certificate the CA signed authenticates a stream."""
+    home = _home(directory)
+    port, dist_port = free_ports(2)
+    (home / "inetrc").write_text(FEDERATION_INETRC.format(dns_port=dns_port))
+    cert, key = write_certificate(home, domain) if ca is None else ca[:2]
+    config = FEDERATION_CONFIG.format(
+        domain=domain, cert=cert, key=key, port=port, s2s_port=s2s_port,
+        ca_file="" if ca is None else f'ca_file: "{ca[2]}"\n',
+        dialback="  mod_s2s_dialback: {}\n" if ca is None else "",
+    )  # fmt: skip
+    (home / "ejabberd.yml").write_text(config)
+    with _started(home, port, dist_port, users, domain, "sha256") as pid:
+        wait_for_port(s2s_port, None, home / "logs" / "ejabberd.log")
+        yield FederatedEjabberd(port, s2s_port, domain, home, pid)
+
+
+def _home(directory: Path) -> Path:
+    home = directory / "ejabberd"
+    for sub in ("spool", "logs"):
+        (home / sub).mkdir(parents=True)
+    return home
+
+
+@contextmanager
+def _started(home: Path, port: int, dist_port: int, users: Sequence[tuple[str, str]], domain: str,
+             scram_hash: str) -> Iterator[int]:  # fmt: skip
+    """Run ejabberd from `home` (its ejabberd.yml written) until the block ends; the accounts
+    `users` registered. Yields its pid."""
+    node = f"bench{os.getpid()}-{dist_port}@localhost"
+    (home / "ejabberdctl.cfg").write_text(CTL_CONFIG.format(dist_port=dist_port, node=node))
+    env = dict(os.environ, HOME=str(home))
+    log = home / "stdout.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*_ctl_args(home), "foreground"], stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL, cwd=home, env=env)  # fmt: skip
+    try:
+        wait_for_port(port, proc, log)
+        erl = ErlCall(home, dist_port)
+        wait_started(erl, proc, log)
         try:
-            wait_for_port(port, proc, log)
-            erl = ErlCall(home, dist_port)
-            wait_started(erl, proc, log)
+            add_users(erl, users, domain, scram_hash)
+        except (PeerError, OSError, subprocess.TimeoutExpired) as exc:
+            raise PeerError(f"{exc}\nejabberd log:\n{tail(home / 'logs' / 'ejabberd.log')}") from exc
+        yield proc.pid
+    finally:
+        # `ejabberdctl stop` lets the node close Mnesia cleanly; stop_tree ends what is left.
+        if proc.poll() is None:
             try:
-                add_users(erl, users, domain, SCRAM_HASHES[sasl])
-            except (PeerError, OSError, subprocess.TimeoutExpired) as exc:
-                raise PeerError(f"{exc}\nejabberd log:\n{tail(home / 'logs' / 'ejabberd.log')}") from exc
-            yield Target("127.0.0.1", port, domain, proc.pid, database_pid)
-        finally:
-            # `ejabberdctl stop` lets the node close Mnesia cleanly; stop_tree ends what is left.
-            if proc.poll() is None:
-                try:
-                    subprocess.run([*_ctl_args(home), "stop"], env=env, capture_output=True, timeout=30,
-                                   check=False)  # fmt: skip
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    pass
-            stop_tree(proc)
+                subprocess.run([*_ctl_args(home), "stop"], env=env, capture_output=True, timeout=30,
+                               check=False)  # fmt: skip
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        stop_tree(proc)
