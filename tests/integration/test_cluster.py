@@ -35,6 +35,7 @@ from imactor.cluster.endpoints import worker_id
 from imactor.xmpp.namespaces import NS_STREAM_ERRORS
 from tests.support.clients import make_slixmpp, run, slixmpp_client
 from tests.support.cluster import LEASE, NODES, Cluster, cluster_options, keygen, node_of, wait_for_members
+from tests.support.muc import create_instant, heard, join, say
 from tests.support.peer import Peer, message, presence, subscribe
 from tests.support.postgres import PostgresServer
 from tests.support.raw import HEADER, STREAM_NS, RawClient
@@ -144,6 +145,32 @@ async def test_chat_and_presence_between_users_on_three_nodes(cluster: Cluster) 
         away = await alice.expect(presence(from_=bob.jid))
         assert away.findtext("{jabber:client}show") == "away"
         for peer in (alice, bob, carol):
+            await peer.aclose()
+
+
+async def test_a_room_with_occupants_on_three_nodes(cluster: Cluster) -> None:
+    """One room, three occupants each logged in on another node (the room lives on one of them,
+    by placement): every occupant sees the others arrive and hears every message, in order."""
+    room = "council@conference.localhost"
+    ports = [node.server.c2s_port for node in cluster]
+    with trio.fail_after(TIMEOUT):
+        owner = await Peer.online(ports[0], "u5", PASSWORD)
+        await create_instant(owner, room, "ann")
+        second = await Peer.online(ports[1], "u6", PASSWORD)
+        await join(second, room, "ben")
+        await owner.expect(presence(from_=f"{room}/ben"))
+        third = await Peer.online(ports[2], "u7", PASSWORD)
+        joined = await join(third, room, "cat")
+        assert {p.get("from") for p in joined.presences} == {f"{room}/ann", f"{room}/ben"}
+        for peer in (owner, second):
+            await peer.expect(presence(from_=f"{room}/cat"))
+        occupants = [owner, second, third]
+        for speaker in occupants:
+            await say(speaker, room, f"from {speaker.username}")
+        for listener in occupants:
+            for speaker in occupants:
+                await heard(listener, room, f"from {speaker.username}")
+        for peer in occupants:
             await peer.aclose()
 
 
