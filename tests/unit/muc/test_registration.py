@@ -49,7 +49,8 @@ def test_the_form_then_registration_reserves_the_nick_and_makes_a_member() -> No
     (reply,) = received(ask(h, BOB), BOB)
     assert kind(reply) == "result"
     form = reply.find(f"{QUERY}/{{{NS_DATA_FORMS}}}x")
-    assert form is not None and form.get("type") == "form"
+    assert form is not None
+    assert form.get("type") == "form"
     fields = {f.get("var"): f for f in form.iter(f"{{{NS_DATA_FORMS}}}field")}
     assert fields["FORM_TYPE"].findtext(f"{{{NS_DATA_FORMS}}}value") == NS_MUC_REGISTER
     assert fields["muc#register_roomnick"].find(f"{{{NS_DATA_FORMS}}}required") is not None
@@ -67,7 +68,8 @@ def test_the_form_then_registration_reserves_the_nick_and_makes_a_member() -> No
 
     (again,) = received(ask(h, BOB), BOB)  # §7.10: already registered
     query = again.find(QUERY)
-    assert query is not None and query.find(f"{{{NS_REGISTER}}}registered") is not None
+    assert query is not None
+    assert query.find(f"{{{NS_REGISTER}}}registered") is not None
     assert query.findtext(f"{{{NS_REGISTER}}}username") == "bobby"
 
 
@@ -119,7 +121,8 @@ def test_who_may_register() -> None:
     assert [kind(e) for e in received(register(h, CAROL, "caro"), CAROL)] == ["result"]  # a member may
     opened = Harness(state(members_only=True, allow_registration=True))
     assert [kind(e) for e in received(register(opened, BOB, "bob"), BOB)] == ["result"]
-    assert opened.room.state is not None and opened.room.state.affiliation_of("bob@localhost") == "member"
+    assert opened.room.state is not None
+    assert opened.room.state.affiliation_of("bob@localhost") == "member"
     banned = Harness(state())
     banned.admin(ALICE, "<item affiliation='outcast' jid='bob@localhost'/>")
     assert only_error(register(banned, BOB, "bob"), BOB) == "not-allowed"
@@ -135,7 +138,8 @@ def test_unregistering_frees_the_nick_and_ends_the_membership() -> None:
     mine = received(outcome, BOB)
     assert kind(mine[-1]) == "result"
     assert any(kind(e) == "presence/unavailable" and "321" in codes(e) for e in mine)  # out of the room
-    assert h.room.state is not None and "bob@localhost" not in h.room.state.affiliations
+    assert h.room.state is not None
+    assert "bob@localhost" not in h.room.state.affiliations
     assert reserved_nick(h, BOB) is None
     assert [kind(e) for e in received(register(h, CAROL, "bob"), CAROL)] == ["result"]  # free again
     # an owner keeps the affiliation and loses only the nick
@@ -155,7 +159,8 @@ def test_bad_registrations() -> None:
         only_error(h.iq(BOB, "set", f"<query xmlns='{NS_REGISTER}'>{wrong_type}</query>"), BOB)
         == "bad-request"
     )
-    not_submit = f"<x xmlns='{NS_DATA_FORMS}' type='form'><field var='muc#register_roomnick'><value>b</value></field></x>"
+    nick_field = "<field var='muc#register_roomnick'><value>b</value></field>"
+    not_submit = f"<x xmlns='{NS_DATA_FORMS}' type='form'>{nick_field}</x>"
     assert (
         only_error(h.iq(BOB, "set", f"<query xmlns='{NS_REGISTER}'>{not_submit}</query>"), BOB)
         == "bad-request"
@@ -166,7 +171,8 @@ def test_bad_registrations() -> None:
     )
     assert only_error(register(h, BOB, "   "), BOB) == "not-acceptable"  # a blank nick
     assert only_error(register(h, BOB, ""), BOB) == "not-acceptable"
-    assert h.room.state is not None and "bob@localhost" not in h.room.state.affiliations
+    assert h.room.state is not None
+    assert "bob@localhost" not in h.room.state.affiliations
 
 
 def test_registration_in_a_room_that_does_not_exist() -> None:
