@@ -64,7 +64,7 @@ CORE: tuple[CoreSpec, ...] = (
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
     CoreSpec("XEP-0045", "",
              "complete: registration (§7.10) reserves the nick and makes a member at once, "
-             "with no approval by an admin; presence broadcast by role",
+             "with no approval by an admin, and presence broadcast by role",
              "muc/, rooms/actor.py, rooms/fanout.py"),
     CoreSpec("XEP-0249", "", "complete: passed through, the service announces jabber:x:conference",
              "rooms/service.py"),
