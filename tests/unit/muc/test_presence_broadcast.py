@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from imactor.muc.state import RoomState
@@ -117,3 +119,19 @@ def test_the_setting_is_stored_and_damaged_values_are_refused() -> None:
         RoomState.from_json(data)
     del data["config"]["presence_broadcast"]  # a document from before the setting
     assert RoomState.from_json(data).config.presence_broadcast == ("moderator", "participant", "visitor")
+
+
+def test_a_hidden_occupant_stays_hidden_when_the_room_moves() -> None:
+    old = Harness(state(moderated=True, presence_broadcast=("moderator", "participant")))
+    old.join(ALICE, "alice")
+    old.join(BOB, "bob")  # a visitor: hidden
+    assert old.room.state is not None
+    exported = json.loads(json.dumps(old.room.export_occupants()))  # it crosses as JSON
+    new = Harness(old.room.state)
+    new.room.import_occupants(exported)
+    joined = new.join(CAROL, "carol")
+    assert presences_from(received(joined, CAROL), "bob") == []
+    assert presences_from(received(joined, CAROL), "alice")
+    voiced = new.admin(ALICE, "<item nick='bob' role='participant'/>")
+    (shown,) = presences_from(received(voiced, CAROL), "bob")
+    assert kind(shown) == "presence"
