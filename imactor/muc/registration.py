@@ -5,7 +5,7 @@ already registered. A submitted form reserves `muc#register_roomnick` for the se
 (stored with the affiliation, so in the room's `RoomState`: it survives restarts and the room's
 moves between workers) and makes an unaffiliated user a member; `<remove/>` cancels it.
 
-Policy, where the XEP leaves it to the service (close to Prosody's and Openfire's):
+Policy, where the XEP leaves it to the service:
 - Anyone but an outcast may register with an open room. In a members-only room only users who
   already hold an affiliation may (to reserve a nick), unless the owner opened registration
   (`RoomConfig.allow_registration`, x-muc#roomconfig_registration): then registering is how one
