@@ -62,7 +62,9 @@ CORE: tuple[CoreSpec, ...] = (
              "complete: host-meta and host-meta.json, with every live node's endpoints in a cluster",
              "web/hostmeta.py"),
     CoreSpec("XEP-0206", "", "complete: stream restart, the same sessions as TCP", "web/bosh.py"),
-    CoreSpec("XEP-0045", "", "partial: no room registration or presence-broadcast setting",
+    CoreSpec("XEP-0045", "",
+             "complete: registration (§7.10) reserves the nick and makes a member at once, "
+             "with no approval by an admin, and presence broadcast by role",
              "muc/, rooms/actor.py, rooms/fanout.py"),
     CoreSpec("XEP-0249", "", "complete: passed through, the service announces jabber:x:conference",
              "rooms/service.py"),

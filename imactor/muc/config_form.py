@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from imactor.muc.state import ALLOW_PM, WHOIS, RoomConfig
+from imactor.muc.state import ALLOW_PM, BROADCAST_ROLES, WHOIS, RoomConfig
 from imactor.xmpp import dataforms
 from imactor.xmpp.dataforms import Field, FormError, SubmittedForm, boolean_value
 from imactor.xmpp.errors import StanzaError
@@ -27,6 +27,9 @@ _P = "muc#roomconfig_"
 MAX_USERS_CHOICES = ("10", "20", "30", "50", "100", "none")
 #: Upper bound of muc#maxhistoryfetch (the room keeps that many messages in memory).
 MAX_HISTORY = 200
+#: Not a field of XEP-0045's registry (the XEP leaves who may register to the service), hence
+#: the x- prefix of XEP-0068 §4.
+REGISTRATION = "x-muc#roomconfig_registration"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,19 @@ def config_form(parent: Element, config: RoomConfig, owners: list[str], admins: 
         ),
         boolean("enablelogging", "Archive messages", config.enable_logging),
         boolean("allowvoicerequests", "Visitors may request voice", config.allow_voice_requests),
+        Field(
+            _P + "presencebroadcast",
+            "list-multi",
+            "Roles whose presence is broadcast",
+            values=config.presence_broadcast,
+            options=tuple((v.capitalize(), v) for v in BROADCAST_ROLES),
+        ),
+        Field(
+            REGISTRATION,
+            "boolean",
+            "Anyone may register, and so become a member, in a members-only room",
+            values=(boolean_value(config.allow_registration),),
+        ),
         Field(_P + "roomowners", "jid-multi", "Owners", values=tuple(owners)),
         Field(_P + "roomadmins", "jid-multi", "Admins", values=tuple(admins)),
     ]
@@ -147,11 +163,31 @@ def _read(form: SubmittedForm, current: RoomConfig, max_occupants: int) -> Submi
         allow_pm=_choice(form, _P + "allowpm", ALLOW_PM, current.allow_pm),
         enable_logging=flag("enablelogging", current.enable_logging),
         allow_voice_requests=flag("allowvoicerequests", current.allow_voice_requests),
+        allow_registration=_boolean(form, REGISTRATION, current.allow_registration),
+        presence_broadcast=_roles(form, current.presence_broadcast),
     )
     owners = _jids(form, _P + "roomowners")
     if owners is not None and not owners:
         raise StanzaError("not-acceptable", "a room needs an owner")
     return Submission(config, owners, _jids(form, _P + "roomadmins"))
+
+
+def _boolean(form: SubmittedForm, var: str, now: bool) -> bool:
+    value = form.boolean(var, now)
+    assert value is not None
+    return value
+
+
+def _roles(form: SubmittedForm, now: tuple[str, ...]) -> tuple[str, ...]:
+    """muc#roomconfig_presencebroadcast: any of the roles, in their canonical order."""
+    var = _P + "presencebroadcast"
+    if var not in form:
+        return now
+    wanted = {value.strip() for value in form.texts(var) if value.strip()}
+    unknown = sorted(wanted - set(BROADCAST_ROLES))
+    if unknown:
+        raise FormError(f"field {var!r}: {', '.join(unknown)} is not one of {', '.join(BROADCAST_ROLES)}")
+    return tuple(role for role in BROADCAST_ROLES if role in wanted)
 
 
 def _choice(form: SubmittedForm, var: str, options: tuple[str, ...], now: str) -> str:

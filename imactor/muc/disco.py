@@ -15,7 +15,14 @@ from imactor.muc.stanzas import NS_OCCUPANT_ID, result
 from imactor.xmpp import stanza
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
-from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MUC_REQUEST, NS_SID
+from imactor.xmpp.namespaces import (
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_MUC,
+    NS_MUC_REQUEST,
+    NS_REGISTER,
+    NS_SID,
+)
 from imactor.xmpp.stanza import Element
 
 NS_SELF_PING_OPTIMIZATION = "http://jabber.org/protocol/muc#self-ping-optimization"
@@ -50,7 +57,7 @@ def disco_info(
     config = core.st.config
     _identity(answer, config.name or (core.jid.localpart or ""))
     features = [
-        NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC_REQUEST, NS_SID, NS_OCCUPANT_ID,
+        NS_MUC, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC_REQUEST, NS_SID, NS_OCCUPANT_ID, NS_REGISTER,
         *core.service.room_features,
         NS_SELF_PING_OPTIMIZATION,
         "muc_public" if config.public else "muc_hidden",
@@ -79,7 +86,7 @@ def disco_items(core: RoomCore, occupants: Occupants, request: Element, sender: 
     reply = result(request)
     answer = stanza.child(reply, NS_DISCO_ITEMS, "query")
     if core.st.config.public and occupants.occupant_of(sender) is not None:
-        for nick in [occ.nick for occ in occupants.all()]:
+        for nick in [occ.nick for occ in occupants.all() if occ.shown]:  # not the ones kept hidden
             item = stanza.child(answer, NS_DISCO_ITEMS, "item")
             item.set("jid", core.occupant_jid(nick))
             item.set("name", nick)

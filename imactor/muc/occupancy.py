@@ -79,7 +79,7 @@ class Occupancy:
     def export(self) -> list[dict[str, Any]]:
         """The occupants as JSON-ready values, for the room's next home (`take_over`)."""
         return [
-            {"nick": occ.nick, "bare": str(occ.bare), "role": occ.role,
+            {"nick": occ.nick, "bare": str(occ.bare), "role": occ.role, "shown": occ.shown,
              "sessions": [[str(jid), serialize(presence).decode()] for jid, presence in occ.sessions.items()]}
             for occ in self._by_nick.values()
         ]  # fmt: skip
@@ -96,6 +96,7 @@ class Occupancy:
             if nick in self._by_nick:
                 continue
             occupant = Occupant(nick, JID.parse(str(entry["bare"])), str(entry["role"]))
+            occupant.shown = bool(entry.get("shown", True))  # older exports: every role was shown
             for jid_text, presence in sessions:
                 jid = JID.parse(str(jid_text))
                 if jid not in self._by_session:
@@ -152,7 +153,7 @@ class Occupancy:
         occ.update(sender, presence_payload(element))
         self._by_session[sender] = occ
         for other in self._by_nick.values():
-            if other is not occ:
+            if other is not occ and other.shown:
                 core.emit(self.presence(other, None, with_jid=self.sees_jids(occ)), [sender])
         self.broadcast_presence(occ, skip=sender)
         codes = ["110"]
@@ -249,9 +250,10 @@ class Occupancy:
         """`occ`'s presence to every occupant: others by what they may see, its own sessions
         with 110; `skip` gets nothing."""
 
-        def build(with_jid: bool, status: Sequence[str]) -> Element:
-            return self.presence(occ, payload, with_jid=with_jid, codes=status, unavailable=unavailable,
-                                 role=role, affiliation=affiliation, nick=nick, reason=reason,
+        def build(with_jid: bool, status: Sequence[str], gone: bool = unavailable,
+                  as_role: str | None = role) -> Element:  # fmt: skip
+            return self.presence(occ, payload, with_jid=with_jid, codes=status, unavailable=gone,
+                                 role=as_role, affiliation=affiliation, nick=nick, reason=reason,
                                  actor=actor)  # fmt: skip
 
         seeing: list[JID] = []
@@ -259,13 +261,34 @@ class Occupancy:
         for other in self._by_nick.values():
             if other is not occ:
                 (seeing if self.sees_jids(other) else blind).extend(other.sessions)
+        others_gone, others_role, others_codes = unavailable, role, codes
+        if not unavailable and not self.broadcasts(role or occ.role):
+            # muc#roomconfig_presencebroadcast: the others do not see this role; if they saw
+            # the occupant before (a participant made a visitor), it is gone for them now.
+            others_gone, others_role, others_codes = True, "none", ()
+            if not occ.shown:
+                seeing, blind = [], []
+        elif unavailable and not occ.shown:
+            seeing, blind = [], []  # they never saw it come
         if seeing:
-            self._core.emit(build(True, codes), seeing)
+            self._core.emit(build(True, others_codes, others_gone, others_role), seeing)
         if blind:
-            self._core.emit(build(False, codes), blind)
+            self._core.emit(build(False, others_codes, others_gone, others_role), blind)
+        occ.shown = not others_gone
         own = [jid for jid in occ.sessions if jid != skip]
         if own:
             self._core.emit(build(self.sees_jids(occ), [*codes, *self_codes, "110"]), own)
+
+    def broadcasts(self, role: str) -> bool:
+        """Do the other occupants see the presence of an occupant with `role`?"""
+        return role in self._core.st.config.presence_broadcast
+
+    def refresh_visibility(self) -> None:
+        """After a configuration: show (or hide) the occupants whose role the room now
+        broadcasts (or no longer does)."""
+        for occ in list(self._by_nick.values()):
+            if occ.shown != self.broadcasts(occ.role):
+                self.broadcast_presence(occ)
 
     # ---- leaving --------------------------------------------------------------------------------
 

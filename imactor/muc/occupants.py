@@ -29,6 +29,9 @@ class Occupant:
     #: full JID → the payloads of its last available presence (a <presence/> with no
     #: addresses), oldest first: the last one is the current session.
     sessions: dict[JID, Element] = field(default_factory=dict)
+    #: the other occupants were last sent an available presence of it (not so for a role whose
+    #: presence the room does not broadcast: muc#roomconfig_presencebroadcast)
+    shown: bool = False
 
     @property
     def current(self) -> JID:

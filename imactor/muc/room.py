@@ -13,8 +13,9 @@ concern, each an object on the shared `core.RoomCore`:
 - `conversation.Conversation`: groupchat and private messages, the subject, voice requests, the
   history a newcomer gets;
 - `iq_relay.IqRelay`: IQs between occupants;
-- `admin`: muc#admin, muc#owner and invitations, and `disco`: service discovery on the room
-  (functions of the core and of the occupants, through the protocol each names).
+- `admin`: muc#admin, muc#owner and invitations, `registration`: jabber:iq:register (§7.10),
+  and `disco`: service discovery on the room (functions of the core and of the occupants,
+  through the protocol each names).
 
 Choices where XEP-0045 leaves room:
 - One nick, one bare JID, any number of its sessions (§7.2.x). The nick's presence is that of
@@ -46,6 +47,7 @@ from imactor.muc.history import History
 from imactor.muc.iq_relay import IqRelay
 from imactor.muc.occupancy import Occupancy
 from imactor.muc.occupants import OccupantInfo
+from imactor.muc.registration import is_register, register_iq
 from imactor.muc.stanzas import MUC_USER_X, error_from, result
 from imactor.muc.state import RoomState
 from imactor.muc.values import ArchiveItem, Outcome, ServiceInfo
@@ -207,6 +209,9 @@ class Room:
             finally:
                 # A configuration may have lowered muc#maxhistoryfetch; trimming is idempotent.
                 self._conversation.history.trim()
+                self._occupancy.refresh_visibility()  # muc#roomconfig_presencebroadcast may have changed
+        elif is_register(payload):
+            register_iq(core, occupancy, element, payload, sender)
         elif key == (NS_PING, "ping", "get"):
             core.emit(result(element), [sender])
         else:

@@ -20,6 +20,8 @@ ROLES = ("moderator", "participant", "visitor", "none")
 WHOIS = ("moderators", "anyone")
 #: muc#roomconfig_allowpm values: who may send private messages (XEP-0045 §15.5.3).
 ALLOW_PM = ("anyone", "participants", "moderators", "none")
+#: The roles whose presence a room may broadcast (muc#roomconfig_presencebroadcast).
+BROADCAST_ROLES = ("moderator", "participant", "visitor")
 
 
 @dataclass
@@ -42,6 +44,10 @@ class RoomConfig:
     allow_pm: str = "anyone"  #: who may send private messages to an occupant
     enable_logging: bool = True  #: the room's messages go to its archive (XEP-0313)
     allow_voice_requests: bool = True  #: visitors may ask for voice (XEP-0045 §7.13)
+    #: unaffiliated users may register (§7.10), and so become members, in a members-only room
+    allow_registration: bool = False
+    #: the roles whose presence the other occupants see (muc#roomconfig_presencebroadcast)
+    presence_broadcast: tuple[str, ...] = BROADCAST_ROLES
 
     @property
     def is_non_anonymous(self) -> bool:
@@ -121,6 +127,9 @@ class RoomState:
             ValueError: a value has the wrong type (a damaged document).
         """
         config = _known(RoomConfig, data.get("config", {}))
+        roles: Any = config.presence_broadcast
+        if isinstance(roles, list):  # JSON has no tuples
+            config.presence_broadcast = tuple(roles)
         affiliations: dict[str, Affiliation] = {}
         for jid, entry in dict(data.get("affiliations", {})).items():
             item = _known(Affiliation, entry)
@@ -158,6 +167,8 @@ def _check_types(config: RoomConfig) -> None:
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
         elif isinstance(spec.default, bool):
             ok = isinstance(value, bool)
+        elif spec.name == "presence_broadcast":
+            ok = isinstance(value, tuple) and all(role in BROADCAST_ROLES for role in value)
         elif spec.name == "history_length":
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
