@@ -12,13 +12,15 @@ from lxml import etree
 from imactor.actors import Registry
 from imactor.config import Config
 from imactor.server.contexts import Contexts
-from imactor.server.host_iqs import HostIqHandler
+from imactor.server.host_iqs import HostIqHandler, answer_host_iq
 from imactor.server.module_host import ModuleHost
 from imactor.server.modules import Scope
 from imactor.server.router import Router
 from imactor.server.server_api import ServerFacade
 from imactor.server.throttles import FailureThrottle
 from imactor.xmpp import stanza as st
+from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PING, NS_REGISTER, NS_VERSION
 from imactor.xmpp.stanza import Stanza
 
@@ -40,6 +42,7 @@ class Host:
     router: Router
     modules: ModuleHost
     federated: list[Stanza]
+    contexts: Contexts
 
     async def ask(self, xml: str) -> st.Element:
         """Route `xml` and return the one stanza that went back to the other server."""
@@ -56,7 +59,8 @@ def host() -> Host:
     throttle = FailureThrottle(5, 60.0)
     server = ServerFacade(domain=DOMAIN, router=router, modules=modules, registrations=throttle,
                           room_domain=None, started_at=time.time())  # fmt: skip
-    handler = HostIqHandler(DOMAIN, lambda: modules, Contexts(Source(server)), router)  # type: ignore[arg-type]
+    contexts = Contexts(Source(server))  # type: ignore[arg-type]
+    handler = HostIqHandler(DOMAIN, lambda: modules, contexts, router)
     router.serve_host(handler.handle)
     federated: list[Stanza] = []
 
@@ -64,7 +68,7 @@ def host() -> Host:
         federated.append(stanza)
 
     router.federate(federate)
-    return Host(router, modules, federated)
+    return Host(router, modules, federated, contexts)
 
 
 def iq(payload: str, *, type_: str = "get", sender: str = "juliet@remote.test/balcony") -> str:
@@ -124,3 +128,15 @@ async def test_answers_and_messages_to_the_server_get_nothing_back(host: Host) -
         host.federated.clear()
         await host.router.route(Stanza.from_element(etree.fromstring(xml)), wait=False)
         assert host.federated == []
+
+
+async def test_an_account_of_ours_reaches_every_host_handler(host: Host) -> None:
+    """The same dispatch as a session's: for our own accounts, XEP-0077 answers for the account."""
+    juliet, server = JID.parse(f"juliet@{DOMAIN}/balcony"), JID.parse(DOMAIN)
+    request = etree.fromstring(iq("<query xmlns='jabber:iq:register'/>", sender=str(juliet)))
+    reply = await answer_host_iq(host.modules, host.contexts, request, juliet, server, remote=False)
+    assert reply is not None
+    assert reply.findtext(f"{{{NS_REGISTER}}}query/{{{NS_REGISTER}}}username") == "juliet"
+    with pytest.raises(StanzaError) as refused:
+        await answer_host_iq(host.modules, host.contexts, request, juliet, server, remote=True)
+    assert refused.value.condition == "service-unavailable"
