@@ -343,6 +343,45 @@ def _routes(value: object) -> Mapping[str, tuple[str, int]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A token bucket's setting: `per_second` stanzas on average, `burst` at once (0: no limit)."""
+
+    per_second: float
+    burst: int
+
+
+#: Stanzas per second; 0: no limit.
+_rate = _check(
+    lambda v: type(v) in (int, float) and 0 <= v < float("inf"), "a non-negative number (0: no limit)", float
+)
+
+
+def _rate_overrides(value: object) -> Mapping[str, Rate]:
+    """`[s2s] rate_overrides`: remote domain = { rate = stanzas/s, burst = stanzas }; a burst left
+    out is five seconds' worth of the rate (at least 1)."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a table of domain = {{ rate = ..., burst = ... }}, got {_show(value)}")
+    overrides: dict[str, Rate] = {}
+    for domain, options in value.items():
+        if not re.fullmatch(_DOMAIN_PATTERN, domain):
+            raise _Invalid("expected a domain name", domain)
+        if not isinstance(options, dict) or "rate" not in options:
+            raise _Invalid(f"expected {{ rate = ..., burst = ... }}, got {_show(options)}", domain)
+        for key in options:
+            if key not in ("rate", "burst"):
+                raise _Invalid("unknown key", domain, key)
+        try:
+            per_second = float(_rate(options["rate"]))  # type: ignore[arg-type]
+        except _Invalid as exc:
+            raise _Invalid(exc.args[0], domain, "rate") from None
+        burst = options.get("burst", max(1, round(per_second * 5)))
+        if type(burst) is not int or burst < 1:
+            raise _Invalid(f"expected a positive integer, got {_show(burst)}", domain, "burst")
+        overrides[domain.lower().rstrip(".")] = Rate(per_second, burst)
+    return MappingProxyType(overrides)
+
+
+@dataclass(frozen=True, slots=True)
 class S2SConfig:  # federation: server-to-server streams (imactor/s2s, docs/federation.md)
     # Off by default: a company server talks to no other server unless the operator says so.
     enabled: bool = _opt(False, _bool)
@@ -364,6 +403,18 @@ class S2SConfig:  # federation: server-to-server streams (imactor/s2s, docs/fede
     handshake_timeout: float = _opt(30.0, _number)  # seconds an inbound peer has to authenticate
     idle_timeout: float = _opt(600.0, _number)  # an outbound stream with no stanza for this long closes
     max_queue: int = _opt(1000, _int())  # stanzas waiting for a remote domain's stream
+    # Stanzas per second that the servers of one remote domain may send us (across all their
+    # streams to this worker), and how many at once beyond it; 0: no limit. Over it, imactor
+    # reads that domain's streams more slowly: nothing is dropped (docs/federation.md).
+    rate: float = _opt(100.0, _rate)
+    burst: int = _opt(500, _int())
+    rate_overrides: Mapping[str, Rate] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"check": _rate_overrides}
+    )  # remote domain = { rate = ..., burst = ... }
+
+    def rate_of(self, domain: str) -> Rate:
+        """The inbound stanza rate allowed to `domain`'s servers (`rate_overrides`, else the default)."""
+        return self.rate_overrides.get(domain, Rate(self.rate, self.burst))
 
     def permits(self, domain: str) -> bool:
         """Whether federation with `domain` is allowed by `allow` and `deny`."""

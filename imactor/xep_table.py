@@ -44,8 +44,8 @@ class CoreSpec:
 CORE: tuple[CoreSpec, ...] = (
     CoreSpec("RFC 6120", "",
              "complete for client-to-server (see-other-host from a busy cluster node); partial for "
-             "server-to-server: STARTTLS, SASL EXTERNAL, dialback, SRV, no stanza rate limit per remote "
-             "domain yet",
+             "server-to-server: STARTTLS, SASL EXTERNAL, dialback, SRV, a stanza rate per remote domain "
+             "(backpressure), one domain per stream",
              "xmpp/stream.py, c2s/session.py, xmpp/s2s.py, s2s/, node/lease.py"),
     CoreSpec("RFC 6125", "", "complete for XMPP servers: DNS-ID, SRV-ID, XmppAddr (no CN-ID, §6.4.4)",
              "xmpp/certnames.py"),

@@ -52,6 +52,7 @@ from imactor.c2s.transport import FramedStream
 from imactor.c2s.writer import TRANSPORT_GONE, WRITE_TIMEOUT, ClientWriter
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
+from imactor.server.host_iqs import answer_host_iq
 from imactor.server.modules import Scope, storage_failure
 from imactor.storage.errors import StorageError
 from imactor.xmpp import events as ev
@@ -858,23 +859,17 @@ class SessionActor:
         a client matches an answer to a request without 'to' by: aioxmpp takes no 'from' or its
         bare JID, and one from the domain left it waiting until its timeout.
         """
-        iq_type = element.get("type", "")
-        if iq_type not in ("get", "set"):
+        if element.get("type", "") not in ("get", "set"):
             return
         if len(element) != 1:
             await self._error(element, StanzaError("bad-request"), from_=on_behalf_of)
             return
         if element.get("to") is None:
             element.set("to", str(to))
-        found = self.services.modules.iq_handler(iq_type, element[0], Scope.HOST)
-        if found is None:
-            await self._error(element, StanzaError("service-unavailable"), from_=on_behalf_of)
-            return
-        handler, options = found
         from_jid = self.jid or JID.make(None, self.services.domain)
-        ctx = self.services.contexts.iq(element, from_jid, to, options, remote_address=self.remote)
         try:
-            reply = await handler(ctx)
+            reply = await answer_host_iq(self.services.modules, self.services.contexts, element, from_jid, to,
+                                         remote=False, remote_address=self.remote)  # fmt: skip
         except StanzaError as error:
             await self._error(element, error, from_=on_behalf_of)
             return

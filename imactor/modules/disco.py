@@ -29,7 +29,7 @@ module = Module(
 )  # fmt: skip
 
 
-@module.iq("get", NS_DISCO_INFO, "query")
+@module.iq("get", NS_DISCO_INFO, "query", remote=True)
 async def server_info(ctx: IqContext) -> st.Element:
     node = ctx.payload.get("node")
     if node and node not in ctx.server.caps_nodes():
@@ -48,7 +48,7 @@ async def server_info(ctx: IqContext) -> st.Element:
     return reply
 
 
-@module.iq("get", NS_DISCO_ITEMS, "query")
+@module.iq("get", NS_DISCO_ITEMS, "query", remote=True)
 async def server_items(ctx: IqContext) -> st.Element:
     node = ctx.payload.get("node")
     if node:

@@ -15,7 +15,7 @@ module = Module(name="entity_time", summary="Entity Time", xeps=(Xep("0202", "2.
                 features=(NS_TIME,))  # fmt: skip
 
 
-@module.iq("get", NS_TIME, "time")
+@module.iq("get", NS_TIME, "time", remote=True)
 async def entity_time(ctx: IqContext) -> st.Element:
     now = time.time()
     offset = time.localtime(now).tm_gmtoff

@@ -20,7 +20,7 @@ module = Module(
 )
 
 
-@module.iq("get", NS_LAST, "query")
+@module.iq("get", NS_LAST, "query", remote=True)
 async def server_uptime(ctx: IqContext) -> st.Element:
     return _answer(ctx, int(time.time() - ctx.server.started_at), "")
 

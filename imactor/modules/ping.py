@@ -15,6 +15,6 @@ module = Module(
 )
 
 
-@module.iq("get", NS_PING, "ping")
+@module.iq("get", NS_PING, "ping", remote=True)
 async def pong(ctx: IqContext) -> st.Element:
     return st.iq_result(ctx.stanza)

@@ -59,7 +59,7 @@ async def vcard_set(ctx: IqContext) -> st.Element:
     return reply
 
 
-@module.iq("get", NS_VCARD, "vCard")
+@module.iq("get", NS_VCARD, "vCard", remote=True)
 async def server_vcard(ctx: IqContext) -> st.Element:
     reply = st.iq_result(ctx.stanza)
     st.child(reply, NS_VCARD, "vCard")

@@ -26,7 +26,7 @@ module = Module(
 )  # fmt: skip
 
 
-@module.iq("get", NS_VERSION, "query")
+@module.iq("get", NS_VERSION, "query", remote=True)
 async def software_version(ctx: IqContext) -> st.Element:
     reply = st.iq_result(ctx.stanza)
     query = st.child(reply, NS_VERSION, "query")

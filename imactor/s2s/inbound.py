@@ -4,7 +4,8 @@ Each connection runs `InboundStream` in one task (plus one task per dialback key
 since asking the authoritative server takes a round trip on another stream and the peer may
 go on talking meanwhile). A peer that has authenticated no domain within
 `[s2s] handshake_timeout` gets <connection-timeout/>. Stanzas enter the router as a local
-session's would (`wait=True`: a busy recipient slows this peer's stream, not the others).
+session's would (`wait=True`: a busy recipient slows this peer's stream, not the others), after
+the wait that its domain's rate asks for (`S2SWing.inbound`, `imactor.s2s.limits`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class InboundConnection:
                 log.warning("s2s from %s: refused a stanza from %r (%s)", self.remote, element.get("from"),
                             condition)  # fmt: skip
             case ev.StanzaReceived(element=element):
-                await self.wing.router.route(Stanza.from_element(element, hand_over=True), wait=True)
+                await self.wing.inbound(Stanza.from_element(element, hand_over=True))
             case ev.StreamClosed(condition=condition):
                 if condition is not None:
                     log.info("s2s from %s: stream error %s", self.remote, condition)

@@ -21,6 +21,7 @@ import trio
 
 from imactor import tls
 from imactor.s2s.inbound import serve_s2s
+from imactor.s2s.limits import InboundLimits, InboundStatistics
 from imactor.s2s.outbound import Outgoing
 from imactor.xmpp import s2s
 from imactor.xmpp.errors import StanzaError
@@ -76,6 +77,18 @@ class S2SWing:
         )  # fmt: skip
         self.server_context = self._server_context()
         self.client_context = self._client_context()
+        #: `[s2s] rate`: one token bucket per remote domain, shared by its streams to this worker.
+        self.limits = InboundLimits(self.config.rate_of)
+        services.status_records["s2s"] = self.statistics
+
+    def statistics(self) -> InboundStatistics:
+        now = trio.current_time()
+        limits = self.limits
+        return InboundStatistics(
+            stanzas_in=limits.stanzas_in, throttled=limits.throttled,
+            throttled_seconds=round(limits.throttled_seconds, 3), throttled_domains=limits.over(now),
+            outgoing=sum(1 for outgoing in self._outgoing.values() if not outgoing.closed),
+        )  # fmt: skip
 
     # ---- contexts ------------------------------------------------------------------------------
 
@@ -153,6 +166,21 @@ class S2SWing:
             )
             return
         self._stream_to(local, domain).send(stanza)
+
+    async def inbound(self, stanza: Stanza) -> None:
+        """A stanza from an authenticated inbound stream: into the router, once its domain's
+        rate allows. Waiting here stops the stream's reading (the caller's loop), so a flood
+        fills the peer's TCP window instead of our memory (`imactor.s2s.limits`)."""
+        domain = stanza.from_jid.domainpart
+        if self.protocol.serves(domain):
+            # Never authenticated for our own domains (dialback keys are ours to check); a
+            # guard all the same: such a stanza would speak for one of our accounts.
+            log.warning("s2s: dropped a stanza from our own domain %s", domain)
+            return
+        wait = self.limits.delay(domain, trio.current_time())
+        if wait > 0:
+            await trio.sleep(wait)
+        await self.router.route(stanza, wait=True)
 
     async def verify(self, originating: str, receiving: str, stream_id: str, key: str) -> bool:
         """Whether `originating`'s server confirms `key`, which it sent to our domain `receiving`

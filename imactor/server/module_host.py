@@ -77,6 +77,7 @@ class ModuleHost:
             if name not in self.loaded:
                 raise ModuleConfigError(f"{source}: modules.{name}: module is not enabled in server.modules")
         self._iq: dict[tuple[str, str, str, Scope], tuple[IqHandler, Any]] = {}
+        self._remote_iq: set[tuple[str, str, str, Scope]] = set()
         self.message_hooks: list[tuple[MessageHook, Any]] = []
         self.delivered_hooks: list[tuple[DeliveredHook, Any]] = []
         self.sent_hooks: list[tuple[MessageHook, Any]] = []
@@ -95,6 +96,7 @@ class ModuleHost:
                     raise ModuleConfigError(f"{source}: server.modules: {loaded.module.name} needs {dep!r}")
             for key, handler in loaded.module.iq_handlers.items():
                 self._iq[key] = (handler, loaded.options)
+            self._remote_iq |= loaded.module.remote_iqs
             self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
             self.delivered_hooks.extend((hook, loaded.options) for hook in loaded.module.delivered_hooks)
             self.sent_hooks.extend((hook, loaded.options) for hook in loaded.module.sent_hooks)
@@ -137,9 +139,16 @@ class ModuleHost:
                 return route
         return None
 
-    def iq_handler(self, iq_type: str, payload: Element, scope: Scope) -> tuple[IqHandler, Any] | None:
+    def iq_handler(
+        self, iq_type: str, payload: Element, scope: Scope, *, remote: bool = False
+    ) -> tuple[IqHandler, Any] | None:
+        """The handler of this IQ in `scope`; with `remote` (a sender of another domain), only
+        one its module opened to them (`Module.iq(..., remote=True)`)."""
         qn = etree.QName(payload)
-        return self._iq.get((iq_type, qn.namespace or "", qn.localname, scope))
+        key = (iq_type, qn.namespace or "", qn.localname, scope)
+        if remote and key not in self._remote_iq:
+            return None
+        return self._iq.get(key)
 
     def wants_sent(self, account: AccountApi) -> bool:
         """Whether `account`'s sessions must hand it the messages they send (`Module.wants_sent`)."""

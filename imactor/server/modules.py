@@ -6,7 +6,11 @@ registered by decorator. Nothing is registered at import time in any global: the
 collects the enabled modules' declarations when the worker starts.
 
 Scopes (Prosody's iq/host vs iq/self|bare, mapped onto actor ownership):
-- `HOST`: IQs to the server itself; they run in the sender's session, statelessly.
+- `HOST`: IQs to the server itself; they run in the sender's session, statelessly, or (from
+  other servers' users, from components) in the task that routes them (`imactor.server.host_iqs`).
+  Only the handlers registered with `remote=True` answer senders of other domains (ping, disco,
+  version, time...): an account's own features (XEP-0077 password change, XEP-0215 credentials,
+  ad-hoc commands) stay with the accounts of this server.
 - `ACCOUNT`: IQs to a bare JID (or with no `to`) that the server answers for the account; they run
   in that account's `UserActor`, which serializes every change to the account.
 - `ROOM`: IQs to a chat room's bare JID that a module answers for the room (XEP-0313 on the
@@ -166,6 +170,8 @@ class Module:
     #: disco nodes of the server's own JID the module answers (XEP-0050's commands)
     host_nodes: HostNodes | None = None
     iq_handlers: dict[tuple[str, str, str, Scope], IqHandler] = field(default_factory=dict)
+    #: The `HOST` handlers that answer senders of other domains too (`iq(..., remote=True)`).
+    remote_iqs: set[tuple[str, str, str, Scope]] = field(default_factory=set)
     message_hooks: list[MessageHook] = field(default_factory=list)
     hook_order: int = 0  #: message hooks of lower order run first (policy checks: negative)
     delivered_hooks: list[DeliveredHook] = field(default_factory=list)
@@ -191,12 +197,18 @@ class Module:
     background_tasks: list[BackgroundTask] = field(default_factory=list)
 
     def iq(
-        self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST
+        self, iq_type: str, namespace: str, tag: str, *, scope: Scope = Scope.HOST, remote: bool = False
     ) -> Callable[[IqHandler], IqHandler]:
-        """Register `handler` for `<iq type=iq_type><tag xmlns=namespace/></iq>` in `scope`."""
+        """Register `handler` for `<iq type=iq_type><tag xmlns=namespace/></iq>` in `scope`.
+
+        `remote` (HOST scope): other servers' users and components may ask it too; without it
+        they get service-unavailable, as if the handler did not exist.
+        """
 
         def register(handler: IqHandler) -> IqHandler:
             self.iq_handlers[(iq_type, namespace, tag, scope)] = handler
+            if remote:
+                self.remote_iqs.add((iq_type, namespace, tag, scope))
             return handler
 
         return register

@@ -12,7 +12,9 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
 | a component's domain     | its stream, on whichever worker holds it (`serve_components`, |
 | (and JIDs under it)      | `imactor.components`); bounced while it is not connected    |
-| the server's domain      | handled in the sender's session (host scope); never routed  |
+| the server's domain      | a client's own IQs: answered in its session (host scope);   |
+|                          | IQs that reach the router (other servers' users, components, |
+|                          | accounts' actors): `serve_host` (`host_iqs.HostIqHandler`)  |
 | any other domain         | the s2s wing (`federate`, [s2s] enabled); else bounced:     |
 |                          | `remote-server-not-found`                                   |
 """
@@ -73,6 +75,8 @@ class Router:
         self.component_domains: frozenset[str] = frozenset()
         self._components: Components | None = None
         self._connected_components: Callable[[], Iterable[str]] = tuple
+        #: Answers IQ get/set to the server's bare domain that reach the router (None: bounced).
+        self._host: ServiceHandler | None = None
 
     def starts(self, kind: str, starter: Starter) -> None:
         """How an actor of `kind` ("user", "room") starts on this worker (the root's to say)."""
@@ -85,6 +89,10 @@ class Router:
     def serve(self, domain: str, service: ServiceHandler) -> None:
         """Stanzas to `domain` (and to JIDs under it) go to `service`, in the routing task."""
         self._module_services[domain] = service
+
+    def serve_host(self, handler: ServiceHandler | None) -> None:
+        """IQ get/set to the server's bare domain go to `handler` (host scope; see the table)."""
+        self._host = handler
 
     def federate(self, federation: Federation | None) -> None:
         """Stanzas to domains not served here go to `federation` (None: they bounce)."""
@@ -169,8 +177,11 @@ class Router:
                 return
             if to.localpart is None:
                 if stanza.kind == "iq" and stanza.type in ("get", "set"):
-                    await self.bounce(stanza, StanzaError("service-unavailable"))
-                return
+                    if self._host is not None and to.resourcepart is None:
+                        await self._host(stanza)
+                    else:
+                        await self.bounce(stanza, StanzaError("service-unavailable"))
+                return  # messages and presence to the server, and answers to it, end here
             if await self.to_user(to.localpart, m.Route(stanza, completion, origin), stanza, wait=wait):
                 completion = None  # the user actor's to signal now
         finally:

@@ -55,6 +55,7 @@ from imactor.rooms import fanout
 from imactor.rooms.actor import RoomActor
 from imactor.rooms.service import MucService
 from imactor.s2s.wing import S2SWing
+from imactor.server.host_iqs import HostIqHandler
 from imactor.server.module_host import ModuleHost
 from imactor.server.module_services import ModuleServiceHandler
 from imactor.server.modules import TaskContext
@@ -176,6 +177,9 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
             "room", _starter(services.room_supervisor, lambda name: RoomActor(name, services, rooms))
         )
         router.serve_rooms(rooms.domain, rooms.handle_service_stanza)
+    router.serve_host(
+        HostIqHandler(services.domain, lambda: services.modules, services.contexts, router).handle
+    )
     for service in services.modules.services(services.domain):
         handler = ModuleServiceHandler(service.domain, services.domain, lambda: services.modules,
                                        services.contexts, router)  # fmt: skip

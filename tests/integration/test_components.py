@@ -43,6 +43,7 @@ HEADER = (
     " to='{to}'>"
 )
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+HOST_DOMAIN = "localhost"  #: the server's own domain (running_server's default)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +193,22 @@ def test_the_component_answers_a_users_disco_info(server: ServerProcess, account
     run(scenario())
 
 
+def test_the_component_asks_the_server_itself(server: ServerProcess) -> None:
+    """IQs from a component to the server's domain reach the server's own handlers (ping, disco,
+    version); those that act for the sender's account do not (the raw test below)."""
+
+    async def scenario() -> None:
+        async with component(server, "xep_0030", "xep_0199", "xep_0092") as gateway:
+            await gateway.plugin["xep_0199"].ping(jid=HOST_DOMAIN, ifrom=GATEWAY, timeout=TIMEOUT)
+            info = await gateway.plugin["xep_0030"].get_info(jid=HOST_DOMAIN, ifrom=GATEWAY, timeout=TIMEOUT)
+            assert ("server", "im", None, "imactor") in info["disco_info"]["identities"]
+            assert "urn:xmpp:ping" in info["disco_info"]["features"]
+            version = await gateway.plugin["xep_0092"].get_version(HOST_DOMAIN, ifrom=GATEWAY)
+            assert version["software_version"]["name"] == "imactor"
+
+    run(scenario())
+
+
 def test_presence_from_the_component_reaches_the_user(server: ServerProcess, accounts: Accounts) -> None:
     (name,) = accounts(1)
 
@@ -335,6 +352,25 @@ async def test_a_wrong_secret_is_not_authorized(server: ServerProcess) -> None:
         data = await raw.read_to_end()
         assert stream_error(data) == "not-authorized"
         assert b"<handshake/>" not in data
+
+
+async def test_account_iqs_of_a_component_to_the_server_are_refused(server: ServerProcess) -> None:
+    """XEP-0077 on the server acts for the sender's own account: not for a component's JIDs."""
+    with trio.fail_after(TIMEOUT):
+        raw = await RawComponent.connect(server)
+        await raw.authenticate(FILES, FILES_SECRET)
+        await raw.read_until(b"<handshake/>")
+        await raw.send(f"<iq type='get' id='r1' from='{FILES}' to='{HOST_DOMAIN}'>"
+                       "<query xmlns='jabber:iq:register'/></iq>")  # fmt: skip
+        reply = (await raw.read_until(b"</iq>")).split(b"<handshake/>", 1)[1]
+        assert b'type="error"' in reply
+        assert b"<service-unavailable" in reply
+        await raw.stream.aclose()
+        while True:  # gone from every worker's table: the next tests connect it again
+            workers = (await trio.to_thread.run_sync(server.status))["workers"]
+            if not any(FILES in w["components"]["here"] + w["components"]["elsewhere"] for w in workers):
+                break
+            await trio.sleep(0.05)
 
 
 async def test_an_unknown_domain_is_host_unknown(server: ServerProcess) -> None:

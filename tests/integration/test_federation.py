@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from lxml import etree
 from bench.peers.common import free_ports
 from bench.peers.prosody import FederatedProsody, running_federated_prosody
 from imactor.tls import generate_self_signed
+from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PING, NS_TIME, NS_VERSION
 from tests.support.ca import TestCA
 from tests.support.muc import create_instant, heard, join, say
 from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
@@ -37,9 +39,12 @@ from tests.support.timeouts import TIMEOUT
 
 IMACTOR, PROSODY = "imactor.test", "prosody.test"
 PASSWORD = "federation password"
-IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin"]
-RAW_DOMAINS = 3
-PROSODY_USERS = [f"bench{i}" for i in range(4)]
+IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin", "fay", "gina"]
+RAW_DOMAINS = 4
+PROSODY_USERS = [f"bench{i}" for i in range(6)]
+#: raw3.test's own inbound rate ([s2s] rate_overrides): low, for the flood test; every other
+#: domain (Prosody's too) has the default, so the other tests are not slowed down.
+FLOOD_RATE, FLOOD_BURST = 20, 10
 
 
 
@@ -86,7 +91,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     authority, silent = _listening(), _listening()
     routes |= {f"raw{n}.test": f"127.0.0.1:{authority.getsockname()[1]}" for n in range(RAW_DOMAINS)}
     routes |= {name: f"127.0.0.1:{silent.getsockname()[1]}" for name in ("silent.test", "silent2.test")}
-    extra = s2s_config(routes)
+    extra = s2s_config(
+        routes, f'rate_overrides = {{ "raw3.test" = {{ rate = {FLOOD_RATE}, burst = {FLOOD_BURST} }} }}\n'
+    )
     imactor_users = [(name, PASSWORD) for name in IMACTOR_USERS]
     prosody_users = [(name, PASSWORD) for name in PROSODY_USERS]
     home = _mkdir(directory / "imactor")
@@ -180,6 +187,66 @@ async def test_a_prosody_user_in_an_imactor_room(federation: Federation) -> None
         await heard(bench3, room, "welcome across")
         await say(bench3, room, "glad to be here")
         await heard(erin, room, "glad to be here")
+
+# ---- remote users ask the server itself (host IQs over s2s) --------------------------------------
+
+
+async def test_a_prosody_user_pings_the_server(federation: Federation) -> None:
+    with trio.fail_after(TIMEOUT):
+        bench0 = await federation.prosody_user("bench0")
+        reply = await bench0.iq(f"<ping xmlns='{NS_PING}'/>", to=IMACTOR)
+        assert (reply.get("type"), reply.get("from")) == ("result", IMACTOR)
+
+
+async def test_a_prosody_user_discovers_the_server(federation: Federation) -> None:
+    with trio.fail_after(TIMEOUT):
+        bench1 = await federation.prosody_user("bench1")
+        reply = await bench1.iq(f"<query xmlns='{NS_DISCO_INFO}'/>", to=IMACTOR)
+        assert reply.get("type") == "result", etree.tostring(reply)
+        identity = reply.find(f".//{{{NS_DISCO_INFO}}}identity")
+        assert identity is not None
+        assert (identity.get("category"), identity.get("type")) == ("server", "im")
+        features = {feature.get("var") for feature in reply.iter(f"{{{NS_DISCO_INFO}}}feature")}
+        assert {NS_DISCO_INFO, NS_PING, NS_VERSION, NS_TIME} <= features
+        items = await bench1.iq("<query xmlns='http://jabber.org/protocol/disco#items'/>", to=IMACTOR)
+        assert items.get("type") == "result"
+
+
+async def test_a_prosody_user_asks_version_and_time(federation: Federation) -> None:
+    with trio.fail_after(TIMEOUT):
+        bench2 = await federation.prosody_user("bench2")
+        version = await bench2.iq(f"<query xmlns='{NS_VERSION}'/>", to=IMACTOR)
+        assert version.get("type") == "result"
+        assert version.findtext(f".//{{{NS_VERSION}}}name") == "imactor"
+        clock = await bench2.iq(f"<time xmlns='{NS_TIME}'/>", to=IMACTOR)
+        assert clock.get("type") == "result"
+        assert clock.findtext(f".//{{{NS_TIME}}}utc", "").endswith("Z")
+
+
+async def test_account_features_of_the_server_stay_local(federation: Federation) -> None:
+    """XEP-0077 to the server speaks for the sender's own account: a remote user gets
+    service-unavailable (its <remove/> would otherwise name an account of ours)."""
+    with trio.fail_after(TIMEOUT):
+        bench3 = await federation.prosody_user("bench3")
+        reply = await bench3.iq("<query xmlns='jabber:iq:register'/>", to=IMACTOR)
+        assert error_condition(reply) == "service-unavailable"
+
+
+async def test_disco_of_an_account_needs_a_subscription(federation: Federation) -> None:
+    """disco#info of an account's bare JID: a remote contact is treated as a local one, answered
+    once it has a presence subscription (XEP-0030 §3.1, RFC 6121 §8.5.2.1.3)."""
+    with trio.fail_after(TIMEOUT):
+        gina = await federation.imactor_user("gina")
+        bench4 = await federation.prosody_user("bench4")
+        before = await bench4.iq(f"<query xmlns='{NS_DISCO_INFO}'/>", to=gina.bare)
+        assert error_condition(before) == "service-unavailable"
+        await subscribe(bench4, gina)
+        after = await bench4.iq(f"<query xmlns='{NS_DISCO_INFO}'/>", to=gina.bare)
+        assert after.get("type") == "result", etree.tostring(after)
+        identity = after.find(f".//{{{NS_DISCO_INFO}}}identity")
+        assert identity is not None
+        assert (identity.get("category"), identity.get("type")) == ("account", "registered")
+
 
 # ---- imactor's outbound streams that cannot be set up -------------------------------------------
 
@@ -318,6 +385,31 @@ async def test_a_dialback_key_that_does_not_verify(federation: Federation) -> No
         alice = await federation.imactor_user("alice")
         earlier = await marker(alice, dave)
         assert [e for e in earlier if str(e.get("id", "")).startswith("unverified")] == []
+
+
+async def test_a_flooding_server_is_read_slower_and_loses_nothing(federation: Federation) -> None:
+    """[s2s] rate_overrides gives raw3.test 20 stanzas/s with a burst of 10: 70 messages sent at
+    once all arrive, in order, and no sooner than the rate allows ((70 - 10) / 20 = 3 s)."""
+    count = 70
+    with trio.fail_after(TIMEOUT):
+        fay = await federation.imactor_user("fay")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(authoritative_server, federation, "raw3.test", "flood-key")
+            raw = await raw_server(federation, "raw3.test")
+            assert (await raw.dialback("flood-key")).get("type") == "valid"
+            started = time.monotonic()
+            flood = (f"<message from='x@raw3.test' to='{fay.bare}' id='f{n}'><body>{n}</body></message>"
+                     for n in range(count))  # fmt: skip
+            await raw.send("".join(flood))
+            received = [await fay.expect(message(id_=f"f{n}")) for n in range(count)]
+            elapsed = time.monotonic() - started
+            nursery.cancel_scope.cancel()
+        assert [m.findtext("{jabber:client}body") for m in received] == [str(n) for n in range(count)]
+        assert elapsed >= (count - FLOOD_BURST) / FLOOD_RATE * 0.99, elapsed
+        assert fay.inbox == []  # no error, nothing twice
+        workers = (await trio.to_thread.run_sync(federation.imactor.status))["workers"]
+        throttled = sum(worker["s2s"]["throttled"] for worker in workers)
+        assert throttled >= count - FLOOD_BURST
 
 
 async def test_a_peer_that_never_authenticates_times_out(federation: Federation) -> None:

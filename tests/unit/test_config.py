@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imactor.config import DEFAULT_MODULES, Config, ConfigError, LimitsConfig, load_config, parse_config
+from imactor.config import DEFAULT_MODULES, Config, ConfigError, LimitsConfig, Rate, load_config, parse_config
 
 HOSTS_EXPECTED = "expected a host name or address, or a list of them"
 
@@ -282,9 +282,40 @@ def test_s2s_defaults_routes_and_policy(tmp_path: Path) -> None:
     assert not only.permits("b.example")
 
 
+def test_s2s_rates(tmp_path: Path) -> None:
+    assert Config().s2s.rate_of("any.example") == Rate(100.0, 500)
+    path = _write(
+        tmp_path,
+        "[s2s]\nrate = 0\nburst = 20\n"
+        'rate_overrides = { "Slow.Example" = { rate = 2 }, "b.example" = { rate = 0.5, burst = 9 } }\n',
+    )
+    s2s = load_config(path).s2s
+    assert s2s.rate_of("other.example") == Rate(0.0, 20)  # 0: no limit
+    assert s2s.rate_of("slow.example") == Rate(2.0, 10)  # burst: five seconds' worth
+    assert s2s.rate_of("b.example") == Rate(0.5, 9)
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
+        ("rate = -1", "s2s.rate: expected a non-negative number (0: no limit), got -1"),
+        ("burst = 0", "s2s.burst: expected a positive integer, got 0"),
+        (
+            'rate_overrides = { "a.example" = 5 }',
+            "s2s.rate_overrides.a.example: expected { rate = ..., burst = ... }, got 5",
+        ),
+        (
+            'rate_overrides = { "a.example" = { rate = "fast" } }',
+            's2s.rate_overrides.a.example.rate: expected a non-negative number (0: no limit), got "fast"',
+        ),
+        (
+            'rate_overrides = { "a.example" = { rate = 1, burst = 0 } }',
+            "s2s.rate_overrides.a.example.burst: expected a positive integer, got 0",
+        ),
+        (
+            'rate_overrides = { "a.example" = { rate = 1, per = 2 } }',
+            "s2s.rate_overrides.a.example.per: unknown key",
+        ),
         ('routes = { "a.example" = "nohost" }', 's2s.routes.a.example: expected "host:port", got "nohost"'),
         (
             'routes = { "a.example" = "h:70000" }',
