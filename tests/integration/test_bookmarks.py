@@ -23,6 +23,12 @@ from tests.support.peer import Element, Peer, Peers, error_condition, show
 from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
 
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Bookmarks (private and PEP storage) are stored: these tests run on SQLite and on PostgreSQL."""
+    return server_on_each_backend
+
 pytestmark = pytest.mark.usefixtures("server_alive")
 
 NS_BOOKMARKS = "urn:xmpp:bookmarks:1"

@@ -14,6 +14,7 @@ import trio
 
 from tests.integration.conftest import PASSWORD, account_pool
 from tests.support.peer import C, Element, Match, Peer, Peers, error_condition, make_contacts, new_id, show
+from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import SLOW_TIMEOUT, TIMEOUT, WORKERS_TIMEOUT
 
@@ -31,10 +32,16 @@ MAX_ITEMS = 20  # [modules.pep] max_items of this module's server
 MAX_BYTES = 2000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory: Path = tmp_path_factory.mktemp("pep")
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """PEP nodes and items are stored: these tests run on SQLite and on PostgreSQL."""
+    directory: Path = tmp_path_factory.mktemp(f"pep-{request.param}")
     extra = f"\n[modules.pep]\nmax_items = {MAX_ITEMS}\nmax_item_bytes = {MAX_BYTES}\nmax_nodes = 8\n"
+    if request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        extra += f'\n[storage]\nurl = "{postgres.database_url("pep")}"\npartitions = 4\n'
     with running_server(directory, extra=extra) as process:
         yield process
 

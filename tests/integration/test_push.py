@@ -7,6 +7,7 @@ bare JID) reach that session, which reads and answers them like an app server wo
 
 from __future__ import annotations
 
+import pytest
 import trio
 from lxml import etree
 
@@ -14,6 +15,12 @@ from tests.integration.conftest import Accounts
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, new_id, presence, show
 from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Push registrations are stored: these tests run on SQLite and on PostgreSQL."""
+    return server_on_each_backend
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"

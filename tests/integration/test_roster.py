@@ -6,6 +6,7 @@ import asyncio
 
 import aioxmpp
 import aioxmpp.roster
+import pytest
 import trio
 
 from tests.integration.conftest import Accounts
@@ -19,7 +20,14 @@ from tests.support.peer import (
     roster_push,
     show,
 )
+from tests.support.server import ServerProcess
 from tests.support.timeouts import TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Rosters are stored: these tests run on SQLite and on PostgreSQL."""
+    return server_on_each_backend
 
 
 def groups_of(item: object) -> list[str]:

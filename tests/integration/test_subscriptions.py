@@ -11,6 +11,7 @@ import asyncio
 
 import aioxmpp
 import aioxmpp.roster
+import pytest
 import trio
 
 from tests.integration.conftest import PASSWORD, Accounts
@@ -30,6 +31,12 @@ from tests.support.peer import (
 )
 from tests.support.server import ServerProcess, add_users
 from tests.support.timeouts import TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def server(server_on_each_backend: ServerProcess) -> ServerProcess:
+    """Subscription states are stored: these tests run on SQLite and on PostgreSQL."""
+    return server_on_each_backend
 
 
 async def roster_state(peer: Peer, jid: str) -> tuple[str, str | None] | None:
