@@ -47,7 +47,7 @@ clean:
 # Coverage-guided fuzzing (atheris): every target for FUZZ_SECONDS each, one after the other on
 # one core; a crash stops its target and leaves the input in fuzz-work/TARGET/crashes/.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= xml_parser stream sasl jid data_forms bosh http mesh
+FUZZ_TARGETS ?= xml_parser stream sasl jid data_forms bosh http mesh socks5 component s2s_inbound
 fuzz: $(BIN)/.installed
 	@status=0; for target in $(FUZZ_TARGETS); do \
 		$(BIN)/python -m tests.fuzz $$target --seconds $(FUZZ_SECONDS) || status=1; \

@@ -158,12 +158,60 @@ def socks5_seeds() -> None:
         write("socks5", name, data)
 
 
+def component_seeds() -> None:
+    header = (
+        "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' "
+        "to='gateway.test'>"
+    )
+    digest = hashlib.sha1(b"fuzz" + targets.COMPONENT_SECRETS["gateway.test"].encode()).hexdigest()
+    session = (
+        f"{header}<handshake>{digest}</handshake>"
+        "<message from='bot@gateway.test' to='alice@localhost' id='m1'><body>hi</body></message>"
+        "<presence from='bot@gateway.test/r' to='alice@localhost'/>"
+        "<iq type='get' from='gateway.test' to='localhost' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>"
+        "<message from='bot@elsewhere.test' to='alice@localhost'/></stream:stream>"
+    )
+    for name, data in {
+        # The first byte picks the size of the reads (its value + 1).
+        "session": b"\xff" + session.encode(),
+        "session-bytewise": b"\x00" + session.encode(),
+        "wrong-secret": b"\x10" + f"{header}<handshake>{'0' * 40}</handshake>".encode(),
+        "unknown-domain": b"\xff" + header.replace("gateway.test", "other.test").encode(),
+    }.items():
+        write("component", name, data)
+
+
+def s2s_inbound_seeds() -> None:
+    header = (
+        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+        "xmlns:db='jabber:server:dialback' from='remote.test' to='localhost' version='1.0'>"
+    )
+    tls = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+    dialback = (
+        "<db:result from='remote.test' to='localhost'>good</db:result>"
+        "<message from='a@remote.test' to='alice@localhost' id='m1'><body>hi</body></message>"
+        "<presence from='a@remote.test/r' to='alice@localhost' type='subscribe'/>"
+        "<message from='a@forged.test' to='alice@localhost'/>"
+    )
+    # NUL separates the peer's writes: its header after TLS waits for <proceed/> (RFC 6120 §5.4.3.3).
+    for name, data in {
+        "dialback": b"\xff" + f"{header}{tls}\0{header}{dialback}</stream:stream>".encode(),
+        "dialback-bytewise": b"\x00" + f"{header}{tls}\0{header}{dialback}".encode(),
+        "bad-key": b"\xff" + f"{header}{tls}\0{header}".encode()
+        + b"<db:result from='remote.test' to='localhost'>bad</db:result><message to='x@localhost'/>",
+        "no-tls": b"\x20" + f"{header}<message from='a@remote.test' to='alice@localhost'/>".encode(),
+    }.items():
+        write("s2s_inbound", name, data)
+
+
 def main() -> None:
     stream_seeds()
     sasl_seeds()
     jid_seeds()
     mesh_seeds()
     socks5_seeds()
+    component_seeds()
+    s2s_inbound_seeds()
     for directory in sorted(CORPUS.iterdir()):
         digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(directory.iterdir()))).hexdigest()
         print(f"{directory.name}: {len(list(directory.iterdir()))} seeds ({digest[:8]})")

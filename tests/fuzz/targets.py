@@ -33,6 +33,7 @@ from imactor.web.messages import read_head
 from imactor.xmpp import dataforms, sm
 from imactor.xmpp import events as ev
 from imactor.xmpp.bosh import BoshError, client_number, parse_body, request_rid
+from imactor.xmpp.component import ComponentConfig, ComponentStream, HandshakeVerified
 from imactor.xmpp.errors import RemoteProtocolError, StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
 from imactor.xmpp.parser import (
@@ -43,6 +44,7 @@ from imactor.xmpp.parser import (
     _State,
 )
 from imactor.xmpp.pubsub import Limits, NodeConfig
+from imactor.xmpp.s2s import DialbackKeyReceived, InboundStream, S2SConfig
 from imactor.xmpp.sasl import (
     SaslChallenge,
     SaslFailure,
@@ -613,6 +615,64 @@ def socks5(data: bytes) -> None:
         raise InvariantBroken(f"wrote {written!r} for {outcome!r}")
 
 
+# ---- server-to-server and component streams -----------------------------------------------------
+
+COMPONENT_SECRETS = {"gateway.test": "s3cret"}
+S2S_CONFIG = S2SConfig("localhost", b"k" * 32, served_domains=frozenset({"conference.localhost"}))
+
+
+def _drive(
+    stream: InboundStream | ComponentStream, reads: list[bytes], decide: Callable[[object], None]
+) -> bytes:
+    """Feed `reads` then EOF, acting on each event with `decide`; the bytes the stream wrote.
+    Invariants: no exception escapes `next_event`, EOF ends the stream, the output is XML."""
+    output: list[bytes] = []
+
+    def pump() -> None:
+        while (event := stream.next_event()) is not NEED_DATA:
+            decide(event)
+        output.append(stream.data_to_send())
+
+    for piece in [*reads, b""]:
+        stream.receive_data(piece)
+        pump()
+        if stream.closed:
+            break
+    if not stream.closed:
+        raise InvariantBroken("EOF left the stream open")
+    return b"".join(output)
+
+
+def component(data: bytes) -> None:
+    """`ComponentStream` (XEP-0114) fed a component's bytes, accepted when its digest is right.
+    The stream id is fixed ("fuzz"), so a mutated handshake may hit the real digest."""
+    size, body = _chunks(data)
+    stream = ComponentStream(ComponentConfig(COMPONENT_SECRETS), stream_id_factory=lambda: "fuzz")
+
+    def decide(event: object) -> None:
+        if isinstance(event, HandshakeVerified):
+            stream.accept()
+
+    _check_output(_drive(stream, list(_cut(body, size)), decide))
+
+
+def s2s_inbound(data: bytes) -> None:
+    """`InboundStream` (RFC 6120 for servers, XEP-0220) fed a remote server's bytes. The shell
+    grants STARTTLS at once (with no certificate: only dialback may authenticate), and answers
+    each dialback key: valid when the key's text is "good"."""
+    size, body = _chunks(data)
+    stream = InboundStream(S2S_CONFIG, stream_id_factory=lambda: "fuzz")
+    reads = [read for write in body.split(b"\0") if write for read in _cut(write, size)]
+
+    def decide(event: object) -> None:
+        if isinstance(event, ev.StartTLSRequested):
+            stream.tls_established(None)
+        elif isinstance(event, DialbackKeyReceived):
+            stream.dialback_verified(event.originating, event.receiving, event.key == "good")
+
+    _check_output(_drive(stream, reads, decide))
+
+
 TARGETS: dict[str, Target] = {
     target.name: target
     for target in (
@@ -625,5 +685,7 @@ TARGETS: dict[str, Target] = {
         Target("http", http_request, 4096, "HTTP/1.1 request heads and BOSH POSTs"),
         Target("mesh", mesh, 4096, "inter-worker frames and actor message bodies"),
         Target("socks5", socks5, 600, "the XEP-0065 proxy's SOCKS5 greeting and request (RFC 1928)"),
+        Target("component", component, 4096, "XEP-0114 component streams: header, handshake, stanzas"),
+        Target("s2s_inbound", s2s_inbound, 8192, "inbound server-to-server streams: STARTTLS, dialback"),
     )
 }

@@ -26,7 +26,7 @@ from tests.fuzz.targets import TARGETS
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
-#: Inputs per target: one to two seconds of CPU each, start included (all nine: about 20 s).
+#: Inputs per target: one to two seconds of CPU each, start included (all eleven: about 25 s).
 RUNS = {
     "xml_parser": 2000,
     "stream": 1000,
@@ -37,6 +37,8 @@ RUNS = {
     "http": 2000,
     "mesh": 5000,
     "socks5": 5000,
+    "component": 1500,
+    "s2s_inbound": 1000,
 }
 #: A run that takes longer than this has hung somewhere libFuzzer's per-input limit does not see.
 TIMEOUT = 60
