@@ -21,6 +21,7 @@ import trio
 from imactor.ids import random_id
 from imactor.xmpp import component as c
 from imactor.xmpp import events as ev
+from imactor.xmpp.s2s import UnrepresentableNamespace, unrelayable
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
@@ -165,7 +166,10 @@ class ComponentConnection:
                     await self.wing.bounce_unavailable(each)
                 continue
             for each in batch:
-                self.stream.send_stanza(each.element())
+                try:
+                    self.stream.send_stanza(each.element())
+                except UnrepresentableNamespace:
+                    await self.wing.router.bounce(each, unrelayable())
             await self._flush()
 
     async def _say_goodbye(self) -> None:

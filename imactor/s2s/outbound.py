@@ -252,7 +252,10 @@ class Outgoing:
             if self.ready:
                 queued, self._queue = self._queue, []
                 for stanza in queued:
-                    stream.send_stanza(stanza.take_element())
+                    try:
+                        stream.send_stanza(stanza.take_element())
+                    except s2s.UnrepresentableNamespace:
+                        self.wing.bounce(stanza, s2s.unrelayable())
             await self._flush()
 
     async def _flush(self) -> None:

@@ -39,7 +39,7 @@ from imactor.xmpp.namespaces import NS_CLIENT, NS_STREAMS, qname
 from imactor.xmpp.parser import ElementReceived, ParserEvent, StreamOpened
 from imactor.xmpp.parser import StreamClosed as ParserStreamClosed
 from imactor.xmpp.pump import ParsingStream
-from imactor.xmpp.s2s import renamespace
+from imactor.xmpp.s2s import UnrepresentableNamespace, renamespace
 from imactor.xmpp.stream import NEED_DATA, STREAM_ERROR, stream_error
 
 NS_COMPONENT = "jabber:component:accept"
@@ -230,7 +230,10 @@ class ComponentStream(ParsingStream["ComponentEvent"]):
 
     def _on_stanza(self, element: etree._Element) -> None:
         assert self.domain is not None
-        stanza = to_client_namespace(element)
+        try:
+            stanza = to_client_namespace(element)
+        except UnrepresentableNamespace:
+            raise RemoteProtocolError("invalid-xml", "a namespace name that is not a URI") from None
         sender = stanza.get("from")
         if sender is None:
             stanza.set("from", self.domain)  # COMPAT: components written for lenient servers

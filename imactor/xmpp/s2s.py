@@ -32,7 +32,7 @@ from lxml import etree
 from imactor.xmpp import events as ev
 from imactor.xmpp.certnames import CertificateIdentities
 from imactor.xmpp.dialback import dialback_key, key_matches
-from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError, StanzaError
 from imactor.xmpp.jid import JID, InvalidJID, prep_domainpart
 from imactor.xmpp.namespaces import (
     NS_CLIENT,
@@ -170,7 +170,29 @@ def to_server_namespace(element: etree._Element) -> etree._Element:
     return renamespace(element, NS_CLIENT, NS_SERVER)
 
 
+class UnrepresentableNamespace(ValueError):
+    """A stanza names a namespace that lxml parses but will not create (not a URI reference,
+    e.g. ``urn:a]]>b``): it cannot be translated for another stream. Found by fuzzing."""
+
+
+def unrelayable() -> StanzaError:
+    """The bounce of a stanza that `UnrepresentableNamespace` stops on its way out."""
+    return StanzaError("bad-request", "the stanza names a namespace that is not a URI: it cannot be relayed")
+
+
 def renamespace(element: etree._Element, old: str, new: str) -> etree._Element:
+    """A copy of `element` with the namespace `old` replaced by `new`, its children too.
+
+    Raises:
+        UnrepresentableNamespace: a namespace of the stanza that lxml will not create.
+    """
+    try:
+        return _renamespace(element, old, new)
+    except ValueError as exc:
+        raise UnrepresentableNamespace(str(exc)) from None
+
+
+def _renamespace(element: etree._Element, old: str, new: str) -> etree._Element:
     # lxml cannot change the namespace a node's prefix is bound to; a copy with new tags and
     # nsmaps is the only clean way (renaming tags in place leaves "ns0:" prefixes behind).
     def swap(uri: str | None) -> str | None:
@@ -547,7 +569,11 @@ class InboundStream(_S2SStream):
         elif not self.config.serves(to_domain):
             self._offence(element, "host-unknown")
         else:
-            self._events.append(ev.StanzaReceived(to_client_namespace(element)))
+            try:
+                stanza = to_client_namespace(element)
+            except UnrepresentableNamespace:
+                raise RemoteProtocolError("invalid-xml", "a namespace name that is not a URI") from None
+            self._events.append(ev.StanzaReceived(stanza))
 
     def _offence(self, element: etree._Element, condition: str) -> None:
         """RFC 6120 §8.1.2.2 wants <invalid-from/> at once; one stray stanza (a race with a
@@ -640,7 +666,11 @@ class OutboundStream(_S2SStream):
         self._send_header(self.remote_domain, from_=self.local_domain)
 
     def send_stanza(self, element: etree._Element) -> None:
-        """Queue a `jabber:client` stanza (translated to `jabber:server`) once established."""
+        """Queue a `jabber:client` stanza (translated to `jabber:server`) once established.
+
+        Raises:
+            UnrepresentableNamespace: the stanza cannot be translated (bounce it).
+        """
         if self.state is not OutboundState.ESTABLISHED:
             raise LocalProtocolError("the stream is not established")
         self._out.append(etree.tostring(to_server_namespace(element), encoding="utf-8"))
@@ -784,7 +814,9 @@ __all__ = [
     "S2SConfig",
     "StanzaRefused",
     "TLSProceed",
+    "UnrepresentableNamespace",
     "VerifyAnswered",
     "to_client_namespace",
     "to_server_namespace",
+    "unrelayable",
 ]

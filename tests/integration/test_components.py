@@ -373,6 +373,24 @@ async def test_account_iqs_of_a_component_to_the_server_are_refused(server: Serv
             await trio.sleep(0.05)
 
 
+async def test_a_namespace_name_that_is_not_a_uri_is_not_well_formed(server: ServerProcess) -> None:
+    """Found by fuzzing: such a name (``urn:a]]>b``) once reached the translation to
+    jabber:client, where lxml's ValueError crashed the components' wing. It is refused as the
+    parser reads it now (a client's too: test_bad_input.py), and the wing goes on."""
+    with trio.fail_after(TIMEOUT):
+        raw = await RawComponent.connect(server)
+        await raw.authenticate(FILES, FILES_SECRET)
+        await raw.read_until(b"<handshake/>")
+        await raw.send(f"<message from='bot@{FILES}' to='someone@localhost'><x xmlns='urn:a]]>b'/></message>")
+        assert stream_error(await raw.read_to_end()) == "not-well-formed"
+        await trio.to_thread.run_sync(_wait_forgotten, server, FILES)
+        again = await RawComponent.connect(server)
+        await again.authenticate(FILES, FILES_SECRET)
+        await again.read_until(b"<handshake/>")
+        await again.stream.aclose()
+        await trio.to_thread.run_sync(_wait_forgotten, server, FILES)
+
+
 async def test_an_unknown_domain_is_host_unknown(server: ServerProcess) -> None:
     with trio.fail_after(TIMEOUT):
         raw = await RawComponent.connect(server)

@@ -11,6 +11,7 @@ from imactor.xmpp import component as c
 from imactor.xmpp import events as ev
 from imactor.xmpp.errors import LocalProtocolError
 from imactor.xmpp.namespaces import NS_CLIENT, NS_STANZA_ERRORS, NS_STREAM_ERRORS
+from imactor.xmpp.s2s import UnrepresentableNamespace
 from imactor.xmpp.stanza import make
 from imactor.xmpp.stream import NEED_DATA
 
@@ -219,3 +220,31 @@ def test_eof_ends_the_stream() -> None:
     s = authenticated()
     s.receive_data(b"")
     assert s.next_event() == ev.StreamClosed(None)
+
+
+#: A namespace name that is not a URI reference: found by fuzzing, it once escaped `next_event`
+#: as a ValueError from the translation to jabber:client (lxml creates no such element).
+ODD_NAMESPACE = "urn:xmp]]>ing"
+
+
+def test_a_namespace_name_that_is_not_a_uri_is_not_well_formed() -> None:
+    s = authenticated()
+    iq = f"<iq type='get' from='{DOMAIN}' to='localhost' id='i'><ping xmlns='{ODD_NAMESPACE}'/></iq>"
+    events = feed(s, iq)
+    assert events == [ev.StreamClosed("not-well-formed")]
+    assert b"<not-well-formed " in s.data_to_send()
+
+
+def test_an_untranslatable_stanza_for_the_component_is_refused_before_anything_is_written() -> None:
+    """The edge refuses such names now (above); the translation still refuses rather than
+    raising lxml's ValueError, should one come from elsewhere."""
+    s = authenticated()
+    # As a client's stream parses it (a pull parser lets the name through; fromstring would not).
+    parser = etree.XMLPullParser(events=("end",))
+    parser.feed(f"<message xmlns='jabber:client' from='a@localhost/r' to='bot@{DOMAIN}'>"
+                f"<x xmlns='{ODD_NAMESPACE}'/></message>")  # fmt: skip
+    *_, (_, stanza) = parser.read_events()  # the message's end: the last event
+    with pytest.raises(UnrepresentableNamespace):
+        s.send_stanza(stanza)
+    assert s.data_to_send() == b""
+    assert not s.closed

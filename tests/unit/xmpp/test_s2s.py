@@ -365,3 +365,22 @@ def test_db_verify_for_a_served_subdomain() -> None:
     drain(stream)
     (answer,) = elements(stream.data_to_send())
     assert answer.get("type") == "valid"
+
+
+def test_a_namespace_name_that_is_not_a_uri_ends_the_inbound_stream() -> None:
+    """Found by fuzzing: such a name (``urn:a]]>b``) once escaped `next_event` as a ValueError on
+    its way to jabber:client; the parser refuses it now, as every later parse of the bytes would."""
+    stream = _authenticated_inbound()
+    stream.receive_data(f"<message from='alice@{A}' to='bob@{B}'><x xmlns='urn:a]]>b'/></message>".encode())
+    assert drain(stream) == [ev.StreamClosed("not-well-formed")]
+    (error,) = (el for el in elements(stream.data_to_send()) if el.tag == f"{{{NS_STREAMS}}}error")
+    assert error[0].tag == f"{{{NS_STREAM_ERRORS}}}not-well-formed"
+
+
+def test_translate_refuses_a_namespace_lxml_will_not_create() -> None:
+    parser = etree.XMLPullParser(events=("end",))
+    parser.feed("<message xmlns='jabber:client' to='a@b'><x xmlns='urn:a]]>b'/></message>")
+    *_, (_, message) = parser.read_events()
+    with pytest.raises(s2s.UnrepresentableNamespace):
+        s2s.to_server_namespace(message)
+    assert s2s.unrelayable().condition == "bad-request"
