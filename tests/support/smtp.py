@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.policy
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -32,6 +33,13 @@ class _Handler:
     def __init__(self, relay: SmtpRelay) -> None:
         self._relay = relay
 
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:  # fmt: skip
+        if address in self._relay.refused:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         message = email.message_from_bytes(data, policy=email.policy.default)
@@ -41,14 +49,17 @@ class _Handler:
 
 
 class SmtpRelay:
-    """Accepts every mail; `stop()` closes the port (a relay that is down)."""
+    """Accepts every mail; `stop()` closes the port (a relay that is down). With `tls` (a server
+    context): STARTTLS, required before a mail (or, `implicit`, TLS from the first byte)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, tls: ssl.SSLContext | None = None, implicit: bool = False) -> None:
+        self._tls, self._implicit = tls, implicit
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self.mails: list[Mail] = []
+        self.refused: set[str] = set()  #: recipients answered with 550
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -58,8 +69,14 @@ class SmtpRelay:
         self._thread.start()
         handler = _Handler(self)
 
+        def protocol() -> SMTP:
+            if self._tls is None or self._implicit:
+                return SMTP(handler)
+            return SMTP(handler, tls_context=self._tls, require_starttls=True)
+
         async def serve() -> None:
-            self._server = await self._loop.create_server(lambda: SMTP(handler), sock=self._sock)
+            ssl_context = self._tls if self._implicit else None
+            self._server = await self._loop.create_server(protocol, sock=self._sock, ssl=ssl_context)
 
         asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
         return self

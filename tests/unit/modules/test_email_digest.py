@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from imactor.modules.email_digest import Options, relay
 from imactor.modules.email_digest.compose import MAX_TEXT, DigestMail, Entry, compose
 from imactor.server.modules import ModuleConfigError
+from tests.support.ca import TestCA
 from tests.support.smtp import SmtpRelay
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
@@ -155,3 +157,41 @@ def test_the_password_file_is_read_at_each_send(tmp_path: Path) -> None:
     assert relay._password(_relay(25, password_file=str(secret))) == "s3cret"
     secret.write_text("rotated\n")
     assert relay._password(_relay(25, password_file=str(secret))) == "rotated"
+
+
+@pytest.fixture(scope="module")
+def relay_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server context for "localhost" from a test CA, and that CA's file."""
+    ca = TestCA(tmp_path_factory.mktemp("smtp-ca"))
+    issued = ca.issue("localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(issued.certificate, issued.key)
+    return context, ca.path
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
+def test_tls_to_the_relay_with_its_certificate_checked(relay_tls: tuple[ssl.SSLContext, Path],
+                                                       implicit: bool) -> None:  # fmt: skip
+    context, ca_file = relay_tls
+    with SmtpRelay(tls=context, implicit=implicit) as smtp:
+        settings = {"host": "localhost", "tls": implicit, "starttls": "required"}
+        # A relay whose certificate the system does not trust is refused (transient: the bound
+        # on attempts ends it), and nothing is sent in clear.
+        with pytest.raises(relay.RelayError, match="CERTIFICATE_VERIFY_FAILED") as failure:
+            relay.send(_relay(smtp.port, **settings), _mail(), "chat@corp.example", "li@corp.ex")
+        assert not failure.value.permanent
+        assert smtp.mails == []
+        relay.send(_relay(smtp.port, ca_file=str(ca_file), **settings), _mail(), "chat@corp.example",
+                   "li@corp.ex")  # fmt: skip
+        (mail,) = smtp.mails
+    assert mail.message["Message-ID"] == "<digest.0123abcd@chat.example>"
+
+
+def test_a_refused_recipient_is_permanent() -> None:
+    """RFC 5321 §4.2.1: a 5yz reply is permanent."""
+    with SmtpRelay() as smtp:
+        smtp.refused.add("gone@corp.example")
+        with pytest.raises(relay.RelayError, match="550") as failure:
+            relay.send(_relay(smtp.port), _mail(), "chat@corp.example", "gone@corp.example")
+        assert failure.value.permanent
+        assert smtp.mails == []
