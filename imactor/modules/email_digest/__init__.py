@@ -8,7 +8,8 @@ later, and the later ones join it. When one of the account's resources sends ava
 before then (it logged in and got its offline messages), the digest is dropped: the user saw
 them. When it comes due, one mail goes to the account's address: the company directory's email
 of the person (the ``directory`` module's table), else the first address of the account's vCard
-(EMAIL/USERID); no address, or the account turned digests off, and nothing is sent.
+(EMAIL/USERID); no address, an account that turned digests off or that an administrator
+disabled (XEP-0133), and nothing is sent.
 
 The mail lists the senders (the directory's display names where known, else the bare JIDs) and
 how many messages each sent; the text of the messages only with ``include_text = true`` (default
@@ -43,7 +44,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -245,15 +246,36 @@ async def recipient(storage: Storage, username: str) -> tuple[str, str]:
     return "", name
 
 
+@dataclass
+class _People:
+    """The directory's people by username, re-read when its change counter moves."""
+
+    storage: Storage | None = None
+    version: int = -1
+    people: dict[str, Person] = field(default_factory=dict)
+
+
+_PEOPLE = _People()
+
+
+async def _people(storage: Storage) -> dict[str, Person]:
+    global _PEOPLE
+    if _PEOPLE.storage is not storage:  # another database (a test's second server in one process)
+        _PEOPLE = _People(storage)
+    version = await storage.org.version()
+    if version != _PEOPLE.version:
+        version, org = await storage.org.load()
+        _PEOPLE.version, _PEOPLE.people = version, {p.username: p for p in org.people}
+    return _PEOPLE.people
+
+
 async def _person(storage: Storage, username: str) -> Person | None:
-    _, org = await storage.org.load()
-    return next((p for p in org.people if p.username == username), None)
+    return (await _people(storage)).get(username)
 
 
 async def _names(storage: Storage, domain: str) -> dict[str, str]:
     """Display names of the directory's people, by bare JID."""
-    _, org = await storage.org.load()
-    return {f"{p.username}@{domain}": p.name for p in org.people if p.name}
+    return {f"{p.username}@{domain}": p.name for p in (await _people(storage)).values() if p.name}
 
 
 # ---- sending (a background task on each node's first worker) ---------------------------------------
@@ -278,8 +300,9 @@ async def send_digests(ctx: TaskContext) -> None:
 async def _send(ctx: TaskContext, options: Options, digest: Digest) -> None:
     storage, username = ctx.storage, digest.username
     address, name = await recipient(storage, username)
-    if not digest.entries or not address or not await storage.email.enabled(username):
-        log.debug("email digest: nothing to send for %s (no address, or turned off)", username)
+    if (not digest.entries or not address or not await storage.email.enabled(username)
+            or await storage.accounts.is_disabled(username)):  # fmt: skip
+        log.debug("email digest: nothing to send for %s (no address, turned off, or disabled)", username)
         await storage.email.finish(digest, quiet_period=options.quiet_period)
         return
     domain = ctx.config.server.domain
