@@ -111,9 +111,8 @@ async def test_digest_lists_senders_and_counts_without_text(
         alice, bob = await peers.online_users(2)
         await chat(alice, recipient, "the secret plan")
         await chat(alice, recipient, "second")
-        await alice.sync()  # alice's come first in the digest
+        await noted(alice, recipient)  # alice's come first in the digest
         await chat(bob, recipient, "third")
-        await bob.sync()
         mails = await relay.wait_for(address(recipient), QUIET + MARGIN)
     assert len(mails) == 1, mails
     mail = mails[0]
@@ -140,7 +139,7 @@ async def test_login_before_the_period_ends_sends_nothing(
         await offline_recipient(peers, recipient)
         (sender,) = await peers.online_users(1)
         await chat(sender, recipient, "are you there?")
-        await sender.sync()
+        await noted(sender, recipient)  # pending, then the user logs in
         reader = await peers.online(recipient)  # well within the 2 s: the user reads it
         await reader.expect(message(from_=sender.jid))
         await reader.aclose()
@@ -176,7 +175,7 @@ async def test_opt_out_from_the_client_and_back_on_with_the_cli(
                                 to=f"{recipient}@localhost")  # fmt: skip
         assert other.get("type") == "error", show(other)
         await chat(sender, recipient, "hello?")
-        await sender.sync()
+        await noted(sender, recipient)
         assert await relay.wait_for(address(recipient), QUIET + MARGIN) == []
         shown = await trio.to_thread.run_sync(notify_cli, server, recipient)
         assert shown.stdout.strip() == f"email digests of {recipient}@localhost: off", shown.stderr
