@@ -76,7 +76,11 @@ ENCRYPTED = frozenset({
     qname("eu.siacs.conversations.axolotl", "encrypted"), qname("urn:xmpp:omemo:2", "encrypted"),
     qname("urn:xmpp:openpgp:0", "openpgp"), qname("jabber:x:encrypted", "x"),
 })  # fmt: skip
-ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
+#: The addresses mailed to: an ASCII dot-atom addr-spec (RFC 5322 §3.4.1) with a dotted domain.
+#: Stricter than the directory's check: a value with a comma or quotes could name a second
+#: recipient or break the To header, so such an address counts as none.
+ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _PENDING = "email_digest.pending"  #: account state: a digest may be pending (unknown: True)
 
 
@@ -158,7 +162,7 @@ async def note_offline(ctx: DeliveredContext) -> None:
     options: Options = ctx.options
     text = ""
     if options.include_text:
-        text = body.text or "" if body is not None else "(an encrypted message)"
+        text = (body.text or "") if body is not None else "(an encrypted message)"
     try:
         await ctx.storage.email.add(ctx.account.username, str(sender), text,
                                     quiet_period=options.quiet_period)  # fmt: skip

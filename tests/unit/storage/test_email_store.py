@@ -98,3 +98,21 @@ async def test_a_version_9_database_gets_the_digest_tables(db_url: str) -> None:
         assert await storage.email.pending() == [("alice", 1)]
         assert await storage.email.set_enabled("alice", False)
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
+
+
+async def test_the_address_is_the_directorys_else_the_vcards(storage: Storage, alice: str) -> None:
+    from imactor.directory.org import Department, Org, Person
+    from imactor.modules.email_digest import recipient
+
+    assert await recipient(storage, alice) == ("", "")
+    await storage.vcards.set(alice, (
+        b"<vCard xmlns='vcard-temp'><FN>Alice A.</FN><EMAIL><USERID>not an address</USERID></EMAIL>"
+        b"<EMAIL><INTERNET/><USERID>alice@home.example</USERID></EMAIL></vCard>"
+    ))  # fmt: skip
+    assert await recipient(storage, alice) == ("alice@home.example", "Alice A.")
+    acme = Department("acme", "Acme", None)
+    await storage.org.replace(Org((acme,), (Person(alice, "爱丽丝", "acme", email="alice@corp.example"),)))
+    assert await recipient(storage, alice) == ("alice@corp.example", "爱丽丝")
+    # A directory value that could name a second recipient counts as none: the vCard's is used.
+    await storage.org.replace(Org((acme,), (Person(alice, "爱丽丝", "acme", email="a@x.example,b@y.example"),)))
+    assert await recipient(storage, alice) == ("alice@home.example", "爱丽丝")
