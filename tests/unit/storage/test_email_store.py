@@ -114,5 +114,6 @@ async def test_the_address_is_the_directorys_else_the_vcards(storage: Storage, a
     await storage.org.replace(Org((acme,), (Person(alice, "爱丽丝", "acme", email="alice@corp.example"),)))
     assert await recipient(storage, alice) == ("alice@corp.example", "爱丽丝")
     # A directory value that could name a second recipient counts as none: the vCard's is used.
-    await storage.org.replace(Org((acme,), (Person(alice, "爱丽丝", "acme", email="a@x.example,b@y.example"),)))
+    two = Person(alice, "爱丽丝", "acme", email="a@x.example,b@y.example")
+    await storage.org.replace(Org((acme,), (two,)))
     assert await recipient(storage, alice) == ("alice@home.example", "爱丽丝")
