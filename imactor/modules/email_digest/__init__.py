@@ -138,8 +138,9 @@ class Options:
         return 10 * self.timeout + 60
 
 
+# The digest counts what the offline module stores: without it nothing is ever stored offline.
 module = Module(name="email_digest", summary="Offline-message email digests", options=Options,
-                account_features=(NS_NOTIFY,))  # fmt: skip
+                depends=("offline",), account_features=(NS_NOTIFY,))  # fmt: skip
 
 
 # ---- noting messages and logins (in the account's actor) ------------------------------------------

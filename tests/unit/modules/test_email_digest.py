@@ -15,6 +15,7 @@ import pytest
 
 from imactor.modules.email_digest import Options, relay
 from imactor.modules.email_digest.compose import MAX_TEXT, DigestMail, Entry, compose
+from imactor.server.module_host import ModuleHost
 from imactor.server.modules import ModuleConfigError
 from tests.support.ca import TestCA
 from tests.support.smtp import SmtpRelay
@@ -109,6 +110,24 @@ def test_bad_options_name_their_key(options: dict[str, object], key: str) -> Non
         values = options
     with pytest.raises(ModuleConfigError, match=f"modules.email_digest.{key}:"):
         Options(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("names", "options", "message"),
+    [
+        (["email_digest"], {"email_digest": {"from_address": "a@b.example"}},
+         "f.toml: server.modules: email_digest needs 'offline'"),
+        (["offline", "email_digest"], {},
+         "f.toml: modules.email_digest.from_address: expected an email address"),
+        (["offline", "email_digest"], {"email_digest": {"from_address": "a@b.example", "smtp_tls": "yes"}},
+         "f.toml: modules.email_digest.smtp_tls: expected bool"),
+    ],
+)  # fmt: skip
+def test_the_config_file_and_key_are_named(names: list[str], options: dict[str, dict[str, object]],
+                                           message: str) -> None:  # fmt: skip
+    with pytest.raises(ModuleConfigError) as caught:
+        ModuleHost(names, options, "f.toml")
+    assert str(caught.value).startswith(message)
 
 
 def test_default_ports() -> None:
