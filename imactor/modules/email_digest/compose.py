@@ -19,6 +19,8 @@ from email.utils import format_datetime
 
 #: What one message shows at most, with ``include_text`` (the rest is cut, with "…").
 MAX_TEXT = 1000
+#: Messages whose text a mail shows at most (the oldest); the counts include every message.
+MAX_SHOWN = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +59,12 @@ def compose(mail: DigestMail, *, from_address: str, names: Mapping[str, str], in
         lines.append(f"  {who}: {_count(counts[sender])}")
     if include_text:
         lines += ["", "Messages:"]
-        for entry in mail.entries:
+        for entry in mail.entries[:MAX_SHOWN]:
             stamp = datetime.fromtimestamp(entry.stored_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
             lines += ["", f"[{stamp}] {names.get(entry.sender) or entry.sender}:"]
             lines += [f"  {line}" for line in _cut(entry.text).splitlines() or [""]]
+        if len(mail.entries) > MAX_SHOWN:
+            lines += ["", f"… and {len(mail.entries) - MAX_SHOWN} more."]
     lines += ["", "Sign in to your chat client to read and answer them.", "",
               "You get this mail because messages waited for you. To stop these mails, turn",
               "email notifications off from your client or ask your administrator.", ""]  # fmt: skip

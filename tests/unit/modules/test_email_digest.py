@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imactor.modules.email_digest import Options, relay
-from imactor.modules.email_digest.compose import MAX_TEXT, DigestMail, Entry, compose
+from imactor.modules.email_digest.compose import MAX_SHOWN, MAX_TEXT, DigestMail, Entry, compose
 from imactor.server.module_host import ModuleHost
 from imactor.server.modules import ModuleConfigError
 from tests.support.ca import TestCA
@@ -83,6 +83,17 @@ def test_the_text_with_include_text() -> None:
     assert "  lunch?" in text
     assert "x" * MAX_TEXT + "…" in text
     assert "second line" not in text  # cut
+
+
+def test_a_long_absence_shows_the_oldest_texts_and_counts_all() -> None:
+    entries = [Entry("bob@chat.example", f"message {n}", NOW) for n in range(MAX_SHOWN + 7)]
+    mail = DigestMail("id", "li@corp.example", "", "li@chat.example", entries)
+    text = body(parsed(compose(mail, from_address="chat@corp.example", names={}, include_text=True,
+                               domain="chat.example", now=NOW)))  # fmt: skip
+    assert f"bob@chat.example: {MAX_SHOWN + 7} new messages" in text
+    assert f"  message {MAX_SHOWN - 1}\n" in text
+    assert f"message {MAX_SHOWN}\n" not in text
+    assert "… and 7 more." in text
 
 
 def test_the_retry_schedule_doubles_up_to_its_cap() -> None:
