@@ -35,6 +35,8 @@ account's client, an IQ to its own bare JID in the namespace ``urn:imactor:email
       → <notify enabled='true|false' address='where digests go, if known'/>
 
 docs/email.md describes the options (the relay: host, port, STARTTLS, implicit TLS, login).
+The parts: `address.py` (where a digest goes, senders' names), `compose.py` (the mail),
+`relay.py` (SMTP in a thread, the retry schedule); the table: `imactor.storage.email`.
 """
 
 from __future__ import annotations
@@ -42,15 +44,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from imactor.directory.org import Person
 from imactor.modules.email_digest import relay as smtp
+from imactor.modules.email_digest.address import ADDRESS, names, recipient
 from imactor.modules.email_digest.compose import DigestMail, Entry, compose
 from imactor.server.modules import (
     DeliveredContext,
@@ -61,12 +62,12 @@ from imactor.server.modules import (
     Scope,
     TaskContext,
 )
-from imactor.storage import Storage, StorageError
+from imactor.storage import StorageError
 from imactor.storage.email import Digest
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
-from imactor.xmpp.namespaces import NS_CLIENT, NS_VCARD, qname
+from imactor.xmpp.namespaces import NS_CLIENT, qname
 
 log = logging.getLogger("imactor.modules.email_digest")
 
@@ -76,11 +77,6 @@ ENCRYPTED = frozenset({
     qname("eu.siacs.conversations.axolotl", "encrypted"), qname("urn:xmpp:omemo:2", "encrypted"),
     qname("urn:xmpp:openpgp:0", "openpgp"), qname("jabber:x:encrypted", "x"),
 })  # fmt: skip
-#: The addresses mailed to: an ASCII dot-atom addr-spec (RFC 5322 §3.4.1) with a dotted domain.
-#: Stricter than the directory's check: a value with a comma or quotes could name a second
-#: recipient or break the To header, so such an address counts as none.
-ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _PENDING = "email_digest.pending"  #: account state: a digest may be pending (unknown: True)
 
 
@@ -227,62 +223,6 @@ def _own(ctx: IqContext) -> str:
     return ctx.account.username
 
 
-# ---- where a digest goes ----------------------------------------------------------------------------
-
-
-async def recipient(storage: Storage, username: str) -> tuple[str, str]:
-    """(address, display name) for `username`'s digests: the directory's person, else the vCard;
-    ("", "") when neither has an address."""
-    person = await _person(storage, username)
-    if person is not None and ADDRESS.fullmatch(person.email):
-        return person.email, person.name
-    stored = await storage.vcards.get(username)
-    if stored is None:
-        return "", person.name if person else ""
-    try:
-        vcard = st.parse(stored)
-    except ValueError:
-        return "", ""
-    name = person.name if person else (vcard.findtext(qname(NS_VCARD, "FN")) or "").strip()
-    for email in vcard.iter(qname(NS_VCARD, "EMAIL")):
-        address = (email.findtext(qname(NS_VCARD, "USERID")) or "").strip()
-        if ADDRESS.fullmatch(address):
-            return address, name
-    return "", name
-
-
-@dataclass
-class _People:
-    """The directory's people by username, re-read when its change counter moves."""
-
-    storage: Storage | None = None
-    version: int = -1
-    people: dict[str, Person] = field(default_factory=dict)
-
-
-_PEOPLE = _People()
-
-
-async def _people(storage: Storage) -> dict[str, Person]:
-    global _PEOPLE
-    if _PEOPLE.storage is not storage:  # another database (a test's second server in one process)
-        _PEOPLE = _People(storage)
-    version = await storage.org.version()
-    if version != _PEOPLE.version:
-        version, org = await storage.org.load()
-        _PEOPLE.version, _PEOPLE.people = version, {p.username: p for p in org.people}
-    return _PEOPLE.people
-
-
-async def _person(storage: Storage, username: str) -> Person | None:
-    return (await _people(storage)).get(username)
-
-
-async def _names(storage: Storage, domain: str) -> dict[str, str]:
-    """Display names of the directory's people, by bare JID."""
-    return {f"{p.username}@{domain}": p.name for p in (await _people(storage)).values() if p.name}
-
-
 # ---- sending (a background task on each node's first worker) ---------------------------------------
 
 
@@ -313,7 +253,7 @@ async def _send(ctx: TaskContext, options: Options, digest: Digest) -> None:
     domain = ctx.config.server.domain
     mail = DigestMail(digest.digest_id, address, name, f"{username}@{domain}",
                       [Entry(e.sender, e.text, e.stored_at) for e in digest.entries])  # fmt: skip
-    message = compose(mail, from_address=options.from_address, names=await _names(storage, domain),
+    message = compose(mail, from_address=options.from_address, names=await names(storage, domain),
                       include_text=options.include_text, domain=domain, now=time.time())  # fmt: skip
     attempt = digest.attempts + 1
     try:
