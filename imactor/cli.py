@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     delete.set_defaults(handler=_user_del)
     listing = user.add_parser("list", parents=[common], help="list usernames")
     listing.set_defaults(handler=_user_list)
+    notify = user.add_parser("notify", parents=[common],
+                             help="turn an account's email digests on or off, or show them")  # fmt: skip
+    notify.add_argument("username")
+    notify.add_argument("state", nargs="?", choices=("on", "off"), help="omit to show the setting")
+    notify.set_defaults(handler=_user_notify)
 
     room = commands.add_parser("room", help="manage multi-user chat rooms").add_subparsers(
         title="room commands", required=True, metavar="ACTION"
@@ -390,6 +395,24 @@ def _user_list(args: argparse.Namespace, config_path: Path) -> int:
 
     for name in _with_storage(config, names):
         print(name)
+    return 0
+
+
+def _user_notify(args: argparse.Namespace, config_path: Path) -> int:
+    """The account's email digests (docs/email.md): on, off, or what they are."""
+    config = load_config(config_path)
+    username = _username(args.username)
+    jid = f"{username}@{config.server.domain}"
+
+    async def change(storage: Storage) -> bool | None:
+        if args.state is None:
+            return await storage.email.enabled(username) if await storage.accounts.exists(username) else None
+        return (args.state == "on") if await storage.email.set_enabled(username, args.state == "on") else None
+
+    enabled = _with_storage(config, change)
+    if enabled is None:
+        raise CommandError(f"no such account: {jid}")
+    print(f"email digests of {jid}: {'on' if enabled else 'off'}")
     return 0
 
 

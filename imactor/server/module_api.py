@@ -455,6 +455,7 @@ class TaskContext:
     config: Config
     server: ServerApi
     worker: int  #: the worker's index in its node
+    storage: Storage  #: the worker's database (the email digests' sender reads and writes it)
 
 
 BackgroundTask = Callable[[TaskContext], Awaitable[None]]

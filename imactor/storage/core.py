@@ -8,6 +8,7 @@ from types import TracebackType
 from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics, json_list
+from imactor.storage.email import EmailDigestStore
 from imactor.storage.motd import MotdStore
 from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
@@ -67,6 +68,7 @@ class Storage:
         self.xep0227 = Xep0227Store(db)
         self.word_lists = WordListStore(db)
         self.org = OrgStore(db)
+        self.email = EmailDigestStore(db)
 
     @classmethod
     async def open(cls, url: str, *, partitions: int = DEFAULT_PARTITIONS) -> Storage:

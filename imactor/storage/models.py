@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint, false
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
+from imactor.storage.email_tables import EmailDigestEntry, EmailDigestRow, EmailNotifyRow
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
@@ -281,6 +282,9 @@ TABLES: tuple[Table, ...] = tuple(
         OrgVersion,
         ClusterNodeRow,
         ClusterStateRow,
+        EmailDigestRow,
+        EmailDigestEntry,
+        EmailNotifyRow,
     )
 )
 

@@ -179,6 +179,15 @@ def _add_admin(conn: Connection) -> None:
         getattr(Motd, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_email(conn: Connection) -> None:
+    """Version 10: the offline-message email digests and the accounts' choice about them."""
+    from imactor.storage.email_tables import EmailDigestEntry, EmailDigestRow, EmailNotifyRow
+
+    for model in (EmailDigestRow, EmailDigestEntry, EmailNotifyRow):
+        if not inspect(conn).has_table(getattr(model, "__table__").name):  # noqa: B009 - untyped
+            getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -189,6 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "company directory: departments and people", _add_org),
     Migration(8, "cluster nodes and membership", _add_cluster),
     Migration(9, "disabled accounts and the message of the day (XEP-0133)", _add_admin),
+    Migration(10, "offline-message email digests", _add_email),
 )
 
 

@@ -91,6 +91,20 @@ def test_errors_are_one_line_with_status_1(config: Path) -> None:
     assert_one_line_error(imactor("user", "add", "--config", c), "give a USER or --file")
 
 
+def test_email_digests_on_and_off(config: Path) -> None:
+    """`imactor user notify` (docs/email.md): shown, turned off and on; an unknown account is an error."""
+    c = str(config)
+    assert imactor("user", "add", "alice", "--password", "pw", "--config", c).returncode == 0
+    shown = imactor("user", "notify", "Alice", "--config", c)  # a prepared name
+    assert shown.stdout == "email digests of alice@example.org: on\n"
+    off = imactor("user", "notify", "alice", "off", "--config", c)
+    assert (off.returncode, off.stdout) == (0, "email digests of alice@example.org: off\n")
+    assert imactor("user", "notify", "alice", "--config", c).stdout.endswith(": off\n")
+    assert imactor("user", "notify", "alice", "on", "--config", c).stdout.endswith(": on\n")
+    assert_one_line_error(imactor("user", "notify", "nobody", "off", "--config", c), "no such account")
+    assert imactor("user", "notify", "alice", "maybe", "--config", c).returncode == 2  # argparse
+
+
 def test_bad_or_missing_config(tmp_path: Path, config: Path) -> None:
     config.write_text('[limits]\nmax_stanza_size = "big"\n', encoding="utf-8")
     assert_one_line_error(
