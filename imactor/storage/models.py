@@ -17,6 +17,7 @@ from sqlmodel import Field, Session, SQLModel
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
+from imactor.storage.reminder_tables import ReminderRow
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
 
@@ -281,6 +282,7 @@ TABLES: tuple[Table, ...] = tuple(
         OrgVersion,
         ClusterNodeRow,
         ClusterStateRow,
+        ReminderRow,
     )
 )
 

@@ -297,7 +297,8 @@ async def _run_module_tasks(
         for task, options in services.modules.background_tasks:
             # The index in the node: a task that runs on one worker of each node asks for 0.
             context = TaskContext(
-                options, services.config, services.server, services.worker_index % NODE_STRIDE
+                options, services.config, services.server, services.worker_index % NODE_STRIDE,
+                services.storage, services.worker_index // NODE_STRIDE,
             )
             nursery.start_soon(task, context)
         task_status.started()
