@@ -37,12 +37,12 @@ Options (``[modules.adhoc]``): ``session_timeout`` (seconds, default 600).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imactor.modules.adhoc import admin, reminder_task, reminders
 from imactor.modules.adhoc.announce import motd_message
 from imactor.modules.adhoc.commands import Command, Done, Note
+from imactor.modules.adhoc.rights import is_admin
 from imactor.modules.adhoc.sessions import CommandSession, CommandSessions, bad_sessionid
 from imactor.server.modules import (
     IqContext,
@@ -124,11 +124,6 @@ COMMANDS: dict[str, Command] = {command.node: command for command in (*admin.COM
 _SESSIONS = CommandSessions()
 
 
-def is_admin(ctx: IqContext) -> bool:
-    """Whether the requester's bare JID is one of ``[server] admins``."""
-    return str(ctx.from_jid.bare) in _admins(ctx.config.server.admins)
-
-
 def may_run(ctx: IqContext, command: Command) -> bool:
     """Administrators run every command; the server's other accounts the ones for users."""
     if is_admin(ctx):
@@ -142,16 +137,6 @@ def refuse_unless_allowed(ctx: IqContext, command: Command) -> None:
         if command.admin_only:
             raise StanzaError("forbidden", "only the server's administrators may run this command")
         raise StanzaError("forbidden", "only the server's own accounts may run this command")
-
-
-def _admins(configured: Sequence[str]) -> frozenset[str]:
-    found = set()
-    for value in configured:
-        try:
-            found.add(str(JID.parse(value).bare))
-        except InvalidJID:
-            continue  # the config loader checked their shape; a JID it let through is ignored
-    return frozenset(found)
 
 
 @module.iq("set", NS_COMMANDS, "command")

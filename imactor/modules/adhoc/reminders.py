@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from imactor.modules.adhoc import reminder_task
 from imactor.modules.adhoc.admin import account_jids
 from imactor.modules.adhoc.commands import Command, Done, Stage
+from imactor.modules.adhoc.reminder_task import poke
+from imactor.modules.adhoc.rights import is_admin
 from imactor.modules.adhoc.schedule import REPEATS, format_time, parse_when
 from imactor.server.modules import IqContext
 from imactor.storage.errors import AccountNotFound
@@ -39,12 +40,6 @@ def _node(name: str) -> str:
     return f"{NS_REMINDERS}#{name}"
 
 
-def _is_admin(ctx: IqContext) -> bool:
-    from imactor.modules.adhoc import is_admin  # the engine imports this module
-
-    return is_admin(ctx)
-
-
 def _owner(ctx: IqContext) -> str:
     owner = ctx.from_jid.localpart
     assert owner is not None  # the engine lets only the server's accounts run these commands
@@ -60,7 +55,7 @@ async def _schedule_fields(ctx: IqContext) -> Sequence[Field]:
                        ("Every week", "weekly"))),
         Field("text", "text-multi", "Text", required=True),
     ]  # fmt: skip
-    if _is_admin(ctx):
+    if is_admin(ctx):
         fields += [
             Field("recipients", "list-single", "For", values=(RECIPIENTS[0],),
                   options=(("Myself", "self"), ("The accounts below", "accounts"), ("Every user", "all"))),
@@ -72,7 +67,7 @@ async def _schedule_fields(ctx: IqContext) -> Sequence[Field]:
 def _recipients(ctx: IqContext, form: SubmittedForm) -> tuple[str, ...]:
     chosen = form.choice("recipients", RECIPIENTS, "self")
     others = chosen != "self" or any(value.strip() for value in form.texts("accountjids"))
-    if others and not _is_admin(ctx):
+    if others and not is_admin(ctx):
         raise StanzaError("forbidden", "only the server's administrators may remind other users")
     if chosen == "all":
         return (ALL_USERS,)
@@ -103,7 +98,7 @@ async def schedule(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
                         "cancel one first") from None  # fmt: skip
     except AccountNotFound:  # deleted while the command ran
         raise StanzaError("forbidden", "the account no longer exists") from None
-    reminder_task.poke()
+    poke()
     again = "" if repeat == "none" else f", then {repeat}"
     return Done((("info", f"Reminder {reminder_id} is set for {format_time(due)}{again}"),),
                 (Field("id", "text-single", "Reminder", values=(str(reminder_id),)),
