@@ -68,7 +68,8 @@ Services, HTTP and background tasks (XEP-0363 HTTP upload is the first user of a
 - `Module.http`: a handler for the requests whose path starts with a prefix, on the web listeners
   of `imactor.web` (the same ports as BOSH and WebSocket). It reads the body itself, as a stream
   (`HttpRequest.body`), so a large upload never sits in memory, and may answer before reading it.
-- `Module.background`: a task that runs as long as the worker runs (clean-ups), in every worker.
+- `Module.background`: a task that runs as long as the worker runs (clean-ups, reminders), in
+  every worker; one that must run once per node returns at once unless `TaskContext.worker` is 0.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
     ├── https      the same over TLS, 5443
     ├── s2s        federation ([s2s] enabled): accept loop (5269) and the outgoing streams
     ├── components external components (XEP-0114, [components]): accept loop (5347), their streams
-    ├── module-tasks  the modules' background tasks (the HTTP upload clean-up)
+    ├── module-tasks  the modules' background tasks (the HTTP upload clean-up, reminders)
     ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
 
