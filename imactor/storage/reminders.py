@@ -150,6 +150,16 @@ class ReminderStore:
 
         await self._db.write_sql(clear)
 
+    async def renew(self, reminder_id: int, occurrence: float, claimant: str, now: float) -> None:
+        """The claimer is still delivering `occurrence` (to many recipients): its claim is fresh."""
+
+        def renew(sql: Sql) -> None:
+            sql.run("UPDATE reminder SET claimed_at = :now WHERE id = :id AND pending_at = :due "
+                    "AND claimed_by = :claimant", {"now": now, "id": reminder_id, "due": occurrence,
+                                                   "claimant": claimant})  # fmt: skip
+
+        await self._db.write_sql(renew)
+
     async def orphans(self, mine: str, claimant_prefix: str, stale_before: float) -> list[Reminder]:
         """Pending occurrences whose claimer is gone: claimed by an earlier incarnation of this
         worker (a claimant with `claimant_prefix` other than `mine`), or by anyone before

@@ -15,7 +15,11 @@ Once, and only once, per occurrence:
    waits until the recipient's actor has handled it durably (`ServerApi.deliver`): handed to
    its sessions, or, with no session available, stored offline (the server keeps its own
    headlines, `imactor.user.delivery`). If the recipient's worker dies first, it is routed again.
-3. **Record.** `ReminderStore.sent` clears the pending occurrence.
+3. **Record.** `ReminderStore.sent` clears the pending occurrence. If the database refuses
+   that write, the task records it again at its next look, and does not send it again.
+
+While one occurrence goes to many recipients (every account), the claim is renewed every
+`RENEW_EVERY` seconds, so that no other node takes it for an orphan.
 
 A crash between 1 and 3 leaves the occurrence pending under a claimer that no longer runs; the
 next incarnation of the node's first worker takes it over at once (a claimer of its own node
@@ -52,6 +56,8 @@ log = logging.getLogger("imactor.modules.adhoc.reminders")
 
 #: Seconds after which a pending occurrence claimed by another node is delivered by this one.
 ORPHAN_AFTER = 120.0
+#: Seconds between renewals of a claim while its occurrence is delivered (to many recipients).
+RENEW_EVERY = ORPHAN_AFTER / 4
 #: Seconds to wait for a recipient's actor to handle a reminder before going on without knowing.
 DELIVERY_PATIENCE = 30.0
 #: Times a message is routed again when the recipient's worker died before handling it.
@@ -91,11 +97,16 @@ async def deliver_reminders(ctx: TaskContext) -> None:
     storage = ctx.storage
     prefix = f"node{ctx.node}:"
     me = f"{prefix}{os.getpid()}"
+    #: Occurrences delivered whose record failed (the database): recorded again, not resent.
+    unrecorded: list[tuple[int, float]] = []
     while True:
         wake = _wake = trio.Event()  # before looking: a poke while we look is not lost
         recheck = float(ctx.options.reminder_recheck)
         try:
-            await _deliver_due(ctx, storage, me, prefix)
+            while unrecorded:
+                await storage.reminders.sent(*unrecorded[0], me)
+                del unrecorded[0]
+            await _deliver_due(ctx, storage, me, prefix, unrecorded)
             next_at = await storage.reminders.next_due()
         except StorageError as exc:
             log.warning("reminders: the database failed, trying again in %.0f s: %s", recheck, exc)
@@ -105,7 +116,9 @@ async def deliver_reminders(ctx: TaskContext) -> None:
             await wake.wait()
 
 
-async def _deliver_due(ctx: TaskContext, storage: Storage, me: str, prefix: str) -> None:
+async def _deliver_due(
+    ctx: TaskContext, storage: Storage, me: str, prefix: str, unrecorded: list[tuple[int, float]]
+) -> None:
     store = storage.reminders
     now = time.time()
     for orphan in await store.orphans(me, prefix, now - ORPHAN_AFTER):
@@ -113,22 +126,35 @@ async def _deliver_due(ctx: TaskContext, storage: Storage, me: str, prefix: str)
         if await store.reclaim(orphan, me, now):
             log.info("reminders: delivering reminder %d again (its claimer %s stopped)", orphan.id,
                      orphan.claimed_by)  # fmt: skip
-            await _send(ctx, storage, orphan, orphan.pending_at)
-            await store.sent(orphan.id, orphan.pending_at, me)
+            await _send(ctx, storage, orphan, orphan.pending_at, me)
+            await _record(storage, orphan.id, orphan.pending_at, me, unrecorded)
     for reminder in await store.due(now):
         if await store.claim(reminder, following(reminder.next_at, reminder.repeat, now), me, now):
-            await _send(ctx, storage, reminder, reminder.next_at)
-            await store.sent(reminder.id, reminder.next_at, me)
+            await _send(ctx, storage, reminder, reminder.next_at, me)
+            await _record(storage, reminder.id, reminder.next_at, me, unrecorded)
 
 
-async def _send(ctx: TaskContext, storage: Storage, reminder: Reminder, occurrence: float) -> None:
+async def _record(storage: Storage, reminder_id: int, occurrence: float, me: str,
+                  unrecorded: list[tuple[int, float]]) -> None:  # fmt: skip
+    try:
+        await storage.reminders.sent(reminder_id, occurrence, me)
+    except StorageError:
+        unrecorded.append((reminder_id, occurrence))
+        raise
+
+
+async def _send(ctx: TaskContext, storage: Storage, reminder: Reminder, occurrence: float, me: str) -> None:
     domain = ctx.server.domain
     if reminder.recipients == (ALL_USERS,):
         recipients = [f"{username}@{domain}" for username in await storage.accounts.list_usernames()]
     else:
         recipients = list(reminder.recipients)
     name = await _display_name(storage, reminder.owner)
+    renewed = time.monotonic()
     for to in recipients:
+        if time.monotonic() - renewed > RENEW_EVERY:  # other nodes must not take it over meanwhile
+            await storage.reminders.renew(reminder.id, occurrence, me, time.time())
+            renewed = time.monotonic()
         message = reminder_message(domain, to, reminder, occurrence, name)
         key = stanza_id(reminder.id, occurrence)
         for _ in range(REROUTES):

@@ -116,3 +116,16 @@ async def test_a_version_9_database_gets_the_table(db_url: str) -> None:
         assert len(await storage.reminders.of_owner("alice")) == 1
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
     assert schema.current_version() == 10
+
+
+async def test_a_renewed_claim_is_not_stale(storage: Storage, alice: str) -> None:
+    store = storage.reminders
+    rid = await store.add(alice, ("alice@localhost",), "x", NOW, "none", now=NOW - 10, limit=5)
+    (due,) = await store.due(NOW)
+    assert await store.claim(due, None, OTHER, NOW)
+    assert len(await store.orphans(ME, "node0:", NOW + 1)) == 1  # stale for node 0 after NOW
+    await store.renew(rid, NOW, "node2:1", NOW + 100)  # not the claimer: no effect
+    assert len(await store.orphans(ME, "node0:", NOW + 1)) == 1
+    await store.renew(rid, NOW, OTHER, NOW + 100)
+    assert await store.orphans(ME, "node0:", NOW + 1) == []
+    assert len(await store.orphans(ME, "node0:", NOW + 101)) == 1
