@@ -183,4 +183,3 @@ class ReminderStore:
             ) == 1  # fmt: skip
 
         return await self._db.write_sql(reclaim)
-

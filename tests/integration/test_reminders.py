@@ -393,7 +393,7 @@ def test_a_reminder_due_during_a_restart_arrives_once_after_it(tmp_path: Path) -
         nonlocal due
         user = await Peer.online(first.c2s_port, "ann", PASSWORD)
         try:
-            due = soon(2)
+            due = soon(3)
             return await schedule(user, stamp(due), "Survive the restart")
         finally:
             await user.aclose()

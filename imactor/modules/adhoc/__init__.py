@@ -128,8 +128,8 @@ def may_run(ctx: IqContext, command: Command) -> bool:
     """Administrators run every command; the server's other accounts the ones for users."""
     if is_admin(ctx):
         return True
-    return not command.admin_only and ctx.from_jid.localpart is not None and \
-        ctx.from_jid.domainpart == ctx.server.domain
+    local = ctx.from_jid.localpart is not None and ctx.from_jid.domainpart == ctx.server.domain
+    return local and not command.admin_only
 
 
 def refuse_unless_allowed(ctx: IqContext, command: Command) -> None:
