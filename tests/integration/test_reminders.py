@@ -483,3 +483,25 @@ def test_an_occurrence_left_pending_by_a_dead_worker_is_delivered_once(tmp_path:
 
     with own_server(tmp_path) as server:
         trio.run(_within, START_TIMEOUT, scenario)
+
+
+def test_a_reminder_scheduled_on_the_delivering_worker_wakes_it(tmp_path: Path) -> None:
+    """With the default ``reminder_recheck`` (30 s) the task sleeps while nothing is due; a
+    reminder scheduled from a session on worker 0 wakes it, and arrives on time."""
+    with running_server(tmp_path, workers=2) as server:
+        add_users(server.config_path, [("max", PASSWORD)])
+
+        async def scenario() -> None:
+            user = await land_on(
+                server.status_socket, 0, lambda: Peer.online(server.c2s_port, "max", PASSWORD), Peer.aclose
+            )
+            try:
+                due = soon(2)
+                await schedule(user, stamp(due), "Right on time")
+                with trio.fail_after(due - time.time() + 5):  # well before the next recheck
+                    got = await user.expect(reminder())
+                assert got.findtext(f"{C}body") == "Right on time"
+            finally:
+                await user.aclose()
+
+        trio.run(_within, WORKERS_TIMEOUT, scenario)
