@@ -351,6 +351,13 @@ class ServerApi(Protocol):
 
     async def route(self, element: Element) -> None: ...
 
+    async def deliver(self, element: Element, *, key: str = "") -> bool:
+        """Route `element` (a message from the server to a local account) and wait until the
+        recipient's actor handled it durably: handed it to sessions or stored it offline, or
+        decided to drop it. False when the recipient's worker died first: nothing is known of
+        it, route it again. `key` names the message across such repeats (`Completion.key`)."""
+        ...
+
     def features(self) -> Sequence[str]: ...
 
     def identities(self) -> Sequence[tuple[str, str, str]]: ...
@@ -455,7 +462,8 @@ class TaskContext:
     config: Config
     server: ServerApi
     worker: int  #: the worker's index in its node
-    storage: Storage  #: the worker's database (the email digests' sender reads and writes it)
+    storage: Storage  #: the worker's database (email digests, reminders)
+    node: int = 0  #: the node's id in the cluster (0 without one)
 
 
 BackgroundTask = Callable[[TaskContext], Awaitable[None]]

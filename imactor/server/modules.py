@@ -73,7 +73,9 @@ Services, HTTP and background tasks (XEP-0363 HTTP upload is the first user of a
   of `imactor.web` (the same ports as BOSH and WebSocket). It reads the body itself, as a stream
   (`HttpRequest.body`), so a large upload never sits in memory, and may answer before reading it.
 - `Module.background`: a task that runs as long as the worker runs (clean-ups, the email digests'
-  sender), in every worker; its `TaskContext` gives the worker's index and the database.
+  sender, reminders), in every worker; its `TaskContext` gives the worker's index, the node's id
+  and the database; one that must run once per node returns at once unless `TaskContext.worker`
+  is 0.
 """
 
 from __future__ import annotations

@@ -58,6 +58,14 @@ class ServerFacade:
     async def route(self, element: Element) -> None:
         await self._router.route(Stanza.from_element(element), wait=False)
 
+    async def deliver(self, element: Element, *, key: str = "") -> bool:
+        stanza = Stanza.from_element(element)
+        completion = m.Completion(stanza, key=key)
+        # A background task, not an actor: it may wait for room in a mailbox (back-pressure).
+        await self._router.route(stanza, wait=True, completion=completion)
+        await completion.wait()
+        return not completion.failed
+
     def features(self) -> Sequence[str]:
         return self._modules.features()
 

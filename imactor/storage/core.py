@@ -13,6 +13,7 @@ from imactor.storage.motd import MotdStore
 from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
 from imactor.storage.push import PushStore
+from imactor.storage.reminders import ReminderStore
 from imactor.storage.rooms import RoomStore
 from imactor.storage.roster import RosterItem, RosterStore
 from imactor.storage.schema import DEFAULT_PARTITIONS, SchemaChange
@@ -69,6 +70,7 @@ class Storage:
         self.word_lists = WordListStore(db)
         self.org = OrgStore(db)
         self.email = EmailDigestStore(db)
+        self.reminders = ReminderStore(db)
 
     @classmethod
     async def open(cls, url: str, *, partitions: int = DEFAULT_PARTITIONS) -> Storage:

@@ -188,6 +188,16 @@ def _add_email(conn: Connection) -> None:
             getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_reminders(conn: Connection) -> None:
+    """Version 11: scheduled reminders (the adhoc module's schedule-reminder command).
+
+    Idempotent, like `_add_admin`."""
+    from imactor.storage.reminder_tables import ReminderRow
+
+    if not inspect(conn).has_table("reminder"):
+        getattr(ReminderRow, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -199,6 +209,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "cluster nodes and membership", _add_cluster),
     Migration(9, "disabled accounts and the message of the day (XEP-0133)", _add_admin),
     Migration(10, "offline-message email digests", _add_email),
+    Migration(11, "scheduled reminders", _add_reminders),
 )
 
 

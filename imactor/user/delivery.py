@@ -75,6 +75,13 @@ class Delivery:
                 return
             stanza = hooked
         if stanza.type == "headline":
+            if not candidates and str(stanza.from_jid) == self._services.domain:
+                # A notice of the server itself (a reminder) waits offline for the user. RFC 6121
+                # §8.5.2.2.1 drops headlines to an account with no available resource; here the
+                # server is the sender and chooses to keep its own (docs/reminders.md).
+                await self._store_offline(stanza)
+                await self._delivered_hooks(stanza, (), offline=True)
+                return
             for resource in candidates:
                 resources.deliver(resource, stanza)
             await self._delivered_hooks(stanza, resources.names(candidates))

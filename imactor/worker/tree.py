@@ -12,7 +12,7 @@
     ├── https      the same over TLS, 5443
     ├── s2s        federation ([s2s] enabled): accept loop (5269) and the outgoing streams
     ├── components external components (XEP-0114, [components]): accept loop (5347), their streams
-    ├── module-tasks  the modules' background tasks (the HTTP upload clean-up)
+    ├── module-tasks  the modules' background tasks (the HTTP upload clean-up, reminders)
     ├── status     unix socket answering `imactor status` with JSON (imactor/node/status/)
     └── last-activity  writes the XEP-0012 stamps of logouts in batches (storage/stores.py)
 
@@ -302,7 +302,7 @@ async def _run_module_tasks(
             # The index in the node: a task that runs on one worker of each node asks for 0.
             context = TaskContext(
                 options, services.config, services.server, services.worker_index % NODE_STRIDE,
-                services.storage,
+                services.storage, services.worker_index // NODE_STRIDE,
             )
             nursery.start_soon(task, context)
         task_status.started()

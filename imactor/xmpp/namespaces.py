@@ -32,6 +32,8 @@ NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
 NS_DATA_FORMS = "jabber:x:data"
 NS_COMMANDS = "http://jabber.org/protocol/commands"  # XEP-0050
 NS_ADMIN = "http://jabber.org/protocol/admin"  # XEP-0133: its commands' nodes and FORM_TYPE
+#: imactor's own ad-hoc commands and form type for scheduled reminders (docs/reminders.md)
+NS_REMINDERS = "urn:imactor:reminders"
 NS_DELAY = "urn:xmpp:delay"
 NS_OFFLINE = "msgoffline"
 NS_SID = "urn:xmpp:sid:0"
@@ -55,6 +57,7 @@ NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 NS_AVATAR_DATA = "urn:xmpp:avatar:data"
 NS_AVATAR_METADATA = "urn:xmpp:avatar:metadata"
 NS_VCARD_UPDATE = "vcard-temp:x:update"
+NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172
 NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
 NS_BOOKMARKS_LEGACY = "storage:bookmarks"
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"  # RFC 7395 (XMPP over WebSocket)

@@ -37,12 +37,12 @@ Options (``[modules.adhoc]``): ``session_timeout`` (seconds, default 600).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from imactor.modules.adhoc import admin
+from imactor.modules.adhoc import admin, reminder_task, reminders
 from imactor.modules.adhoc.announce import motd_message
 from imactor.modules.adhoc.commands import Command, Done, Note
+from imactor.modules.adhoc.rights import is_admin
 from imactor.modules.adhoc.sessions import CommandSession, CommandSessions, bad_sessionid
 from imactor.server.modules import (
     IqContext,
@@ -69,12 +69,25 @@ MOTD_SENT = "adhoc.motd"
 @dataclass(frozen=True)
 class Options:
     session_timeout: float = 600.0  #: seconds a command session waits for its next stage
+    max_reminders: int = 50  #: active reminders an account may have
+    max_reminder_text: int = 2000  #: characters of a reminder's text
+    #: Seconds between looks for reminders scheduled on other workers or nodes.
+    reminder_recheck: float = 30.0
 
     def __post_init__(self) -> None:
         value: object = self.session_timeout  # TOML gives an int, a float, or anything else
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
             raise ModuleConfigError(f"modules.adhoc.session_timeout: expected seconds in (0, 86400], "
                                     f"got {self.session_timeout!r}")  # fmt: skip
+        for name, top in (("max_reminders", 100_000), ("max_reminder_text", 100_000)):
+            count: object = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= top:
+                raise ModuleConfigError(f"modules.adhoc.{name}: expected an integer in [1, {top}], "
+                                        f"got {count!r}")  # fmt: skip
+        recheck: object = self.reminder_recheck
+        if isinstance(recheck, bool) or not isinstance(recheck, int | float) or not 0.1 <= recheck <= 3600:
+            raise ModuleConfigError(f"modules.adhoc.reminder_recheck: expected seconds in [0.1, 3600], "
+                                    f"got {self.reminder_recheck!r}")  # fmt: skip
 
 
 class _Nodes:
@@ -83,9 +96,8 @@ class _Nodes:
     async def items(self, ctx: IqContext, node: str) -> list[tuple[str, str | None, str | None]] | None:
         if node != NS_COMMANDS:
             return None
-        if not is_admin(ctx):
-            return []
-        return [(ctx.server.domain, command.node, command.name) for command in COMMANDS.values()]
+        return [(ctx.server.domain, command.node, command.name) for command in COMMANDS.values()
+                if may_run(ctx, command)]  # fmt: skip
 
     async def info(self, ctx: IqContext, node: str) -> NodeInfo | None:
         if node == NS_COMMANDS:
@@ -93,37 +105,38 @@ class _Nodes:
         command = COMMANDS.get(node)
         if command is None:
             return None
-        if not is_admin(ctx):
-            raise StanzaError("forbidden", "only the server's administrators may run this command")
+        refuse_unless_allowed(ctx, command)
         return NodeInfo((("automation", "command-node", command.name),), (NS_COMMANDS, NS_DATA_FORMS))
 
 
 module = Module(
-    name="adhoc", summary="Ad-Hoc Commands: service administration",
+    name="adhoc", summary="Ad-Hoc Commands: service administration, reminders",
     xeps=(Xep("0050", "1.3.0", "complete"),
           Xep("0133", "1.3.1", "partial: users, sessions, counts and lists, announce, motd")),
     features=(NS_COMMANDS,), options=Options, host_nodes=_Nodes(),
 )  # fmt: skip
 
-COMMANDS: dict[str, Command] = {command.node: command for command in admin.COMMANDS}
+module.background(reminder_task.deliver_reminders)
+
+COMMANDS: dict[str, Command] = {command.node: command for command in (*admin.COMMANDS, *reminders.COMMANDS)}
 
 #: This worker's command sessions (the module docstring says why they may live here).
 _SESSIONS = CommandSessions()
 
 
-def is_admin(ctx: IqContext) -> bool:
-    """Whether the requester's bare JID is one of ``[server] admins``."""
-    return str(ctx.from_jid.bare) in _admins(ctx.config.server.admins)
+def may_run(ctx: IqContext, command: Command) -> bool:
+    """Administrators run every command; the server's other accounts the ones for users."""
+    if is_admin(ctx):
+        return True
+    local = ctx.from_jid.localpart is not None and ctx.from_jid.domainpart == ctx.server.domain
+    return local and not command.admin_only
 
 
-def _admins(configured: Sequence[str]) -> frozenset[str]:
-    found = set()
-    for value in configured:
-        try:
-            found.add(str(JID.parse(value).bare))
-        except InvalidJID:
-            continue  # the config loader checked their shape; a JID it let through is ignored
-    return frozenset(found)
+def refuse_unless_allowed(ctx: IqContext, command: Command) -> None:
+    if not may_run(ctx, command):
+        if command.admin_only:
+            raise StanzaError("forbidden", "only the server's administrators may run this command")
+        raise StanzaError("forbidden", "only the server's own accounts may run this command")
 
 
 @module.iq("set", NS_COMMANDS, "command")
@@ -133,8 +146,7 @@ async def execute(ctx: IqContext) -> st.Element:
     command = COMMANDS.get(node)
     if command is None:
         raise StanzaError("item-not-found", "no such command")
-    if not is_admin(ctx):
-        raise StanzaError("forbidden", "only the server's administrators may run this command")
+    refuse_unless_allowed(ctx, command)
     action = payload.get("action", "execute")
     if action not in ACTIONS:
         raise StanzaError("bad-request", f"unknown action {action!r}",
@@ -171,7 +183,7 @@ async def _go_on(ctx: IqContext, command: Command, session: CommandSession, acti
         return await _show(ctx, command, session)
     if (action == "next") != (session.stage < last):
         raise _bad_action(f"{action} is not one of this stage's actions")
-    form = read_submission(ctx.payload)
+    form = read_submission(ctx.payload, command.form_type)
     if form.type == "cancel":
         _SESSIONS.close(session)
         return _reply(ctx, session, "canceled")
@@ -195,7 +207,7 @@ async def _complete(ctx: IqContext, command: Command, session: CommandSession) -
         del session.forms[session.stage :]
         return await _show(ctx, command, session, (("error", str(exc)),))
     _SESSIONS.close(session)
-    return _reply(ctx, session, "completed", done)
+    return _reply(ctx, session, "completed", done, command.form_type)
 
 
 async def _show(
@@ -203,7 +215,7 @@ async def _show(
 ) -> st.Element:
     """The form of the session's current stage, with the actions it offers (§3.4)."""
     stage = command.stages[session.stage]
-    reply = _reply(ctx, session, "executing", Done(notes))
+    reply = _reply(ctx, session, "executing", Done(notes), command.form_type)
     element = reply[0]
     last = session.stage == len(command.stages) - 1
     actions = st.child(element, NS_COMMANDS, "actions")
@@ -213,12 +225,13 @@ async def _show(
     st.child(actions, NS_COMMANDS, "complete" if last else "next")
     element.remove(actions)
     element.insert(0, actions)  # §3.4: <actions/>, then the notes and the form
-    dataforms.build(element, "form", await stage.fields(ctx), namespace=NS_ADMIN, title=stage.title,
+    dataforms.build(element, "form", await stage.fields(ctx), namespace=command.form_type, title=stage.title,
                     instructions=stage.instructions)  # fmt: skip
     return reply
 
 
-def _reply(ctx: IqContext, session: CommandSession, status: str, done: Done | None = None) -> st.Element:
+def _reply(ctx: IqContext, session: CommandSession, status: str, done: Done | None = None,
+           form_type: str = NS_ADMIN) -> st.Element:  # fmt: skip
     reply = st.iq_result(ctx.stanza)
     element = st.child(reply, NS_COMMANDS, "command")
     element.set("node", session.node)
@@ -228,11 +241,11 @@ def _reply(ctx: IqContext, session: CommandSession, status: str, done: Done | No
     for kind, text in done.notes:
         st.child(element, NS_COMMANDS, "note", text).set("type", kind)
     if done.result:
-        dataforms.build(element, "result", done.result, namespace=NS_ADMIN)
+        dataforms.build(element, "result", done.result, namespace=form_type)
     return reply
 
 
-def read_submission(payload: st.Element) -> SubmittedForm:
+def read_submission(payload: st.Element, form_type: str = NS_ADMIN) -> SubmittedForm:
     """The stage's submitted form (§4.4), or ``bad-payload``."""
     found = dataforms.find_form(payload)
     if found is None:
@@ -243,7 +256,7 @@ def read_submission(payload: st.Element) -> SubmittedForm:
         raise _bad_payload(str(exc)) from None
     if form.type not in ("submit", "cancel"):
         raise _bad_payload(f"a form of type {form.type!r} is not a submission")
-    if form.form_type not in (None, NS_ADMIN):
+    if form.form_type not in (None, form_type):
         raise _bad_payload(f"a form of type {form.form_type} is not this command's")
     return form
 

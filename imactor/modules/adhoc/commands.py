@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from imactor.server.modules import IqContext
 from imactor.xmpp.dataforms import Field, SubmittedForm
+from imactor.xmpp.namespaces import NS_ADMIN
 
 __all__ = ["Command", "Done", "Note", "Run", "Stage"]
 
@@ -50,6 +51,9 @@ class Command:
     name: str  #: shown to people in disco#items
     run: Run
     stages: tuple[Stage, ...] = ()
+    #: Only for ``[server] admins``; False: any account of the server may run it (reminders).
+    admin_only: bool = True
+    form_type: str = NS_ADMIN  #: the FORM_TYPE of its forms and results
 
 
 def static(*fields: Field) -> Callable[[IqContext], Awaitable[Sequence[Field]]]:

@@ -142,6 +142,17 @@ def test_options_are_checked() -> None:
     for bad in (0, -1, 86401, "10", True):
         with pytest.raises(ModuleConfigError, match=r"modules\.adhoc\.session_timeout"):
             Options(session_timeout=bad)  # type: ignore[arg-type]
+    options = Options(max_reminders=3, max_reminder_text=10, reminder_recheck=0.5)
+    assert (options.max_reminders, options.max_reminder_text, options.reminder_recheck) == (3, 10, 0.5)
+    checks: tuple[tuple[str, tuple[object, ...]], ...] = (
+        ("max_reminders", (0, -1, 100_001, 2.5, "3", True)),
+        ("max_reminder_text", (0, 100_001, "10", False)),
+        ("reminder_recheck", (0, 0.05, 3601, "30", True)),
+    )
+    for name, values in checks:
+        for value in values:
+            with pytest.raises(ModuleConfigError, match=rf"modules\.adhoc\.{name}"):
+                Options(**{name: value})  # type: ignore[arg-type]
 
 
 # ---- the engine: stages and actions ------------------------------------------------------------
