@@ -128,8 +128,9 @@ def may_run(ctx: IqContext, command: Command) -> bool:
     """Administrators run every command; the server's other accounts the ones for users."""
     if is_admin(ctx):
         return True
-    local = ctx.from_jid.localpart is not None and ctx.from_jid.domainpart == ctx.server.domain
-    return local and not command.admin_only
+    if command.admin_only:
+        return False
+    return ctx.from_jid.localpart is not None and ctx.from_jid.domainpart == ctx.server.domain
 
 
 def refuse_unless_allowed(ctx: IqContext, command: Command) -> None:
