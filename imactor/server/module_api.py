@@ -161,7 +161,7 @@ class OutgoingContext:
     """A message an account's session is about to route to another server (or a component):
     its recipient has no actor here, so what the sender's side keeps of it is kept now."""
 
-    stanza: Element  #: the message as it will leave; hooks read it, they do not change it
+    stanza: Element  #: the message; what the hooks leave in it is what leaves (word filter masks)
     sender: JID  #: the full JID of the sending session
     options: Any
     storage: Storage

@@ -30,8 +30,10 @@ More hooks, for features that follow a message around (carbons, push):
   A sent hook that raises `StanzaError` stops the later ones (in `hook_order`); it bounces nothing.
 - `Module.on_outgoing` runs in the sender's session for each message to another server's JID (or
   a component's), before it is routed: such a message reaches no actor of this server, so the
-  sender's copy is kept here (XEP-0313's "out" row). A hook may refuse it (`StanzaError`: the
-  sender gets the error and nothing leaves).
+  sender's copy is kept here (XEP-0313's "out" row) and the policies are checked here. A hook
+  may change the message (what it leaves in it is what leaves: the word filter's masks) or
+  refuse it (`StanzaError`: the sender gets the error, later hooks do not run, nothing leaves).
+  They run in `hook_order`, as message hooks: policy checks before the archive.
 
 Presence hooks (`Module.on_presence`) run in an account's `UserActor` for the available and
 unavailable presence of its own resources (`own`, before it is broadcast: a hook may change it)
