@@ -121,7 +121,7 @@ Component "conference.{domain}" "muc"
 FEDERATION_CONFIG = """-- written by bench/peers/prosody.py for the federation tests
 {common}s2s_interfaces = {{ "127.0.0.1" }}
 modules_enabled = {{
-    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "admin_shell";
+    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "pep"; "admin_shell";
 }}
 authentication = "internal_hashed"
 s2s_require_encryption = true

@@ -768,8 +768,10 @@ class SessionActor:
             # XEP-0191 §3.6: nothing goes to a blocked JID; presence is dropped silently.
             if kind != "presence":
                 blocked = (NS_BLOCKING_ERRORS, "blocked")
-                await self._error(element, StanzaError("not-acceptable", "you blocked this contact",
-                                                       app_condition=blocked))  # fmt: skip
+                # type cancel: XEP-0191 §3.6's example (not RFC 6120's default, modify).
+                refusal = StanzaError("not-acceptable", "you blocked this contact", app_condition=blocked,
+                                      error_type="cancel")  # fmt: skip
+                await self._error(element, refusal)
             return
         await self._dispatch(kind, element, to)
 
@@ -816,6 +818,8 @@ class SessionActor:
                 element.set("to", str(own))  # RFC 6120 §10.3.1: to the sender's bare JID
             elif to.localpart is None and to.domainpart == domain:
                 return  # messages to the server itself are not processed
+            elif not await self._outgoing_hooks(element, to):
+                return
             # The element is ours no more: the recipient's account takes it instead of parsing.
             message = Stanza.from_element(element, hand_over=True)
             # XEP-0198: counted in `h` once the recipient's actor stored it (docs/design.md step 4).
@@ -827,6 +831,22 @@ class SessionActor:
                 await self._to_own_user(m.FromResource(message))  # e.g. XEP-0280 sent carbons
             return
         await self.services.router.route(Stanza.from_element(element), wait=True)
+
+    async def _outgoing_hooks(self, element: Element, to: JID) -> bool:
+        """Run the modules' hooks on a message to another server (`Module.on_outgoing`: the
+        archive keeps the sender's copy here, since no actor of ours sees it again); False: a
+        hook refused it and the client got the error."""
+        hooks = self.services.modules.outgoing_hooks
+        if not hooks or not self.services.router.is_external(to.domainpart):
+            return True
+        assert self.jid is not None
+        for hook, options in hooks:
+            try:
+                await hook(self.services.contexts.outgoing(element, self.jid, options))
+            except StanzaError as error:
+                await self._error(element, error)
+                return False
+        return True
 
     def _track_room(self, presence: Stanza) -> None:
         """Remember the rooms (XEP-0045) this client joined: if a room's worker dies, the client

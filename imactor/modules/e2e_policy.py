@@ -14,14 +14,16 @@ Encrypted payloads recognised: OMEMO (``eu.siacs.conversations.axolotl`` and ``u
 ``jabber:x:encrypted``). Exempt: messages from the server itself or a service (no localpart),
 headline, groupchat (not one-to-one), error messages, and messages without a body (chat states,
 receipts, markers). The check runs in the recipient's actor before every other message hook,
-and in the sender's actor before the XEP-0280 sent copies are made (a refused message has none).
+and in the sender's actor before the XEP-0280 sent copies are made (a refused message has none);
+a message to another server's user is checked by the sender's session before it leaves (and
+before the archive keeps the sender's copy), one from such a user by its recipient's actor.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imactor.server.modules import AccountApi, MessageContext, Module, ModuleConfigError
+from imactor.server.modules import AccountApi, MessageContext, Module, ModuleConfigError, OutgoingContext
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID, InvalidJID
@@ -87,21 +89,32 @@ def never_by_itself(account: AccountApi) -> bool:
     return False
 
 
+@module.on_outgoing
+async def enforce_outgoing(ctx: OutgoingContext) -> None:
+    """A message to another server's user: no actor of ours sees it on the recipient's side, so
+    the sender's session checks it (before the archive keeps its copy)."""
+    check(ctx.stanza, ctx.options.mode, ctx.server.domain)
+
+
 @module.on_message
 async def enforce(ctx: MessageContext) -> None:
-    mode = ctx.options.mode
-    if mode == "allow" or not is_subject(ctx.stanza):
+    check(ctx.stanza, ctx.options.mode, ctx.server.domain)
+
+
+def check(element: st.Element, mode: str, domain: str) -> None:
+    """Refuse (`StanzaError`) a message the domain's policy `mode` does not let through."""
+    if mode == "allow" or not is_subject(element):
         return
-    encrypted = is_encrypted(ctx.stanza)
+    encrypted = is_encrypted(element)
     if mode == "require" and not encrypted:
         raise StanzaError(
             "policy-violation",
-            f"{ctx.server.domain} requires end-to-end encryption (OMEMO or OpenPGP): "
+            f"{domain} requires end-to-end encryption (OMEMO or OpenPGP): "
             "the message was not delivered",
         )
     if mode == "off" and encrypted:
         raise StanzaError(
             "policy-violation",
-            f"{ctx.server.domain} does not permit end-to-end encrypted messages: "
+            f"{domain} does not permit end-to-end encrypted messages: "
             "the message was not delivered",
         )

@@ -4,9 +4,10 @@
 `answer_query` below.)
 
 What is archived (XEP-0313 §6): chat and normal messages with a <body/> between accounts of this
-server, unless they carry a XEP-0334 <no-store/> or <no-permanent-store/> hint; never groupchat,
-headline or error messages. Each such message goes to BOTH archives: the recipient's (direction
-"in") and, when the sender is another local account, the sender's own copy (direction "out").
+server, and between them and users of other servers (or components), unless they carry a
+XEP-0334 <no-store/> or <no-permanent-store/> hint; never groupchat, headline or error messages.
+Each such message goes to BOTH archives of ours: the recipient's (direction "in") and, when the
+sender is another local account, the sender's own copy (direction "out").
 
 Where both copies are written: in the recipient's `UserActor`, by a message hook that runs when
 that actor has accepted the message for delivery or offline storage (after the block list and
@@ -16,6 +17,9 @@ each account's preferences there, so no actor ever waits on another's mailbox, t
 cannot disagree, and a bounced message (unknown account, blocked, offline storage full) is in
 neither. The storage is shared by every worker, so this holds when sender and recipient live in
 different workers. A failed archive write refuses the message with `internal-server-error`.
+A message to another server's user reaches no actor of ours: the sender's copy is written in
+the sender's session before the message leaves (`archive_sent`, an `on_outgoing` hook), with an
+id of its own; one from such a user is archived by its recipient's actor as above ("in" only).
 
 Both copies share one stanza id, unique within each archive: the recipient's copy gets
 ``<stanza-id xmlns='urn:xmpp:sid:0' by='<recipient bare JID>' id='…'/>`` (the sender finds the
@@ -35,6 +39,7 @@ Preferences (§6): default always/roster/never with always/never lists, applied 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import hashlib
 import secrets
@@ -48,6 +53,7 @@ from imactor.server.modules import (
     MessageContext,
     Module,
     ModuleConfigError,
+    OutgoingContext,
     Scope,
     Xep,
     storage_failure,
@@ -128,6 +134,29 @@ async def archive(ctx: MessageContext) -> None:
         sid = st.child(element, NS_SID, "stanza-id")
         sid.set("by", str(account.jid))
         sid.set("id", stanza_id)
+
+
+@module.on_outgoing
+async def archive_sent(ctx: OutgoingContext) -> None:
+    """Archive a message to another server's user (or a component's) in the sender's archive.
+
+    No actor of ours sees it again (the recipient's archive, if any, is that server's), so the
+    sender's copy ("out") is written here, in its session, before the message leaves: as for
+    local chats, a message the archive cannot keep is refused, not sent unarchived."""
+    element = ctx.stanza
+    if not archivable(element):
+        return
+    recipient = JID.parse(element.get("to", ""))
+    if ctx.sender.localpart is None:
+        return
+    kept = copy.deepcopy(element)  # the archived copy: without stanza-ids claiming to be ours
+    _strip_our_stanza_ids(kept, ctx.server.domain)
+    entry = ArchiveEntry(ctx.sender.localpart, random_id(12), str(recipient.bare), "out", st.serialize(kept),
+                         recipient.resourcepart or "")  # fmt: skip
+    try:
+        await ctx.storage.archive.append_wanted([entry], ctx.options.default_mode)
+    except StorageError as exc:
+        raise storage_failure(exc, "the message") from exc
 
 
 def stable_id(key: str) -> str:

@@ -23,8 +23,10 @@ What is checked, where:
 - one-to-one messages (<body/>, <subject/>, <html/>): in the recipient's actor before delivery,
   offline storage and the archive (`on_message`), and in the sender's actor before its XEP-0280
   <sent/> copies (`on_sent`, masking or refusing the same way, so no carbon shows what the
-  recipient did not get). Exempt: error messages, messages from the server or a service (no
-  localpart: the alerts themselves), and messages from the chat service, already checked there;
+  recipient did not get); to another server's user, in the sender's session before it leaves
+  (`on_outgoing`: no actor of ours is on the recipient's side). Exempt: error messages,
+  messages from the server or a service (no localpart: the alerts themselves), and messages
+  from the chat service, already checked there;
 - chat rooms (XEP-0045), in the room's actor before the room sees the stanza (`on_room_stanza`):
   groupchat bodies and subject changes, private messages between occupants, nicknames (the
   resource of a presence to the room) and presence status texts. A nickname with a masked or
@@ -69,6 +71,7 @@ from imactor.server.modules import (
     MessageContext,
     Module,
     ModuleConfigError,
+    OutgoingContext,
     PresenceContext,
     ReloadContext,
     RoomStanzaContext,
@@ -312,7 +315,7 @@ def _account_sender(element: st.Element, config: Config) -> JID | None:
     return sender
 
 
-async def _check_message(ctx: MessageContext, *, alerts: bool) -> None:
+async def _check_message(ctx: MessageContext | OutgoingContext, *, alerts: bool) -> None:
     """`alerts`: the recipient's side, which also reports and logs (the sender's side only masks
     and refuses, for its carbons)."""
     element = ctx.stanza
@@ -362,6 +365,14 @@ async def filter_sent(ctx: MessageContext) -> None:
     what was delivered) and refusals (no copy of a refused message; the recipient's side bounces
     the error). Alerts go from the recipient's side only, once."""
     await _check_message(ctx, alerts=False)
+
+
+@module.on_outgoing
+async def filter_outgoing(ctx: OutgoingContext) -> None:
+    """A message to another server's user: no actor of ours is on its recipient's side, so the
+    sender's session masks, refuses and reports it before it leaves (and before the archive
+    keeps the sender's copy)."""
+    await _check_message(ctx, alerts=True)
 
 
 @module.wants_sent

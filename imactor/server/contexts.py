@@ -11,6 +11,7 @@ from imactor.server.modules import (
     DeliveredContext,
     IqContext,
     MessageContext,
+    OutgoingContext,
     PresenceContext,
     ReloadContext,
     RoomApi,
@@ -71,6 +72,13 @@ class Contexts:
         return MessageContext(
             stanza=stanza, account=account, options=options, storage=source.storage,
             config=source.config, server=source.server, message_key=key,
+        )  # fmt: skip
+
+    def outgoing(self, stanza: Element, sender: JID, options: Any) -> OutgoingContext:
+        source = self._source
+        return OutgoingContext(
+            stanza=stanza, sender=sender, options=options, storage=source.storage, config=source.config,
+            server=source.server,
         )  # fmt: skip
 
     def delivered(

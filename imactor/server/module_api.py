@@ -157,6 +157,22 @@ MessageHook = Callable[[MessageContext], Awaitable[None]]
 
 
 @dataclass
+class OutgoingContext:
+    """A message an account's session is about to route to another server (or a component):
+    its recipient has no actor here, so what the sender's side keeps of it is kept now."""
+
+    stanza: Element  #: the message; what the hooks leave in it is what leaves (word filter masks)
+    sender: JID  #: the full JID of the sending session
+    options: Any
+    storage: Storage
+    config: Config
+    server: ServerApi
+
+
+OutgoingHook = Callable[[OutgoingContext], Awaitable[None]]
+
+
+@dataclass
 class DeliveredContext:
     """A message the recipient's `UserActor` has just delivered or stored offline."""
 

@@ -25,6 +25,7 @@ from imactor.server.modules import (
     MessageHook,
     Module,
     ModuleConfigError,
+    OutgoingHook,
     PresenceHook,
     ReloadHook,
     RoomMessagesHook,
@@ -81,6 +82,7 @@ class ModuleHost:
         self.message_hooks: list[tuple[MessageHook, Any]] = []
         self.delivered_hooks: list[tuple[DeliveredHook, Any]] = []
         self.sent_hooks: list[tuple[MessageHook, Any]] = []
+        self.outgoing_hooks: list[tuple[OutgoingHook, Any]] = []
         self._sent_always = False
         self._sent_wanted: list[Callable[[AccountApi], bool]] = []
         self.presence_hooks: list[tuple[PresenceHook, Any]] = []
@@ -100,6 +102,7 @@ class ModuleHost:
             self.message_hooks.extend((hook, loaded.options) for hook in loaded.module.message_hooks)
             self.delivered_hooks.extend((hook, loaded.options) for hook in loaded.module.delivered_hooks)
             self.sent_hooks.extend((hook, loaded.options) for hook in loaded.module.sent_hooks)
+            self.outgoing_hooks.extend((hook, loaded.options) for hook in loaded.module.outgoing_hooks)
             if loaded.module.sent_hooks:
                 self._sent_always |= not loaded.module.sent_wanted
                 self._sent_wanted.extend(loaded.module.sent_wanted)

@@ -28,6 +28,12 @@ More hooks, for features that follow a message around (carbons, push):
 - `Module.on_sent` runs in the sender's `UserActor` for each message one of its resources sent
   (after the message was routed); the session hands it over only when some module has such a hook.
   A sent hook that raises `StanzaError` stops the later ones (in `hook_order`); it bounces nothing.
+- `Module.on_outgoing` runs in the sender's session for each message to another server's JID (or
+  a component's), before it is routed: such a message reaches no actor of this server, so the
+  sender's copy is kept here (XEP-0313's "out" row) and the policies are checked here. A hook
+  may change the message (what it leaves in it is what leaves: the word filter's masks) or
+  refuse it (`StanzaError`: the sender gets the error, later hooks do not run, nothing leaves).
+  They run in `hook_order`, as message hooks: policy checks before the archive.
 
 Presence hooks (`Module.on_presence`) run in an account's `UserActor` for the available and
 unavailable presence of its own resources (`own`, before it is broadcast: a hook may change it)
@@ -85,7 +91,8 @@ __all__ = [
     "NODE_EVENTS", "AccountApi", "AccountItems", "BackgroundTask", "DeliveredContext", "DeliveredHook",
     "EnabledModule", "HostNodes", "HttpBody", "HttpBodyError", "HttpContext", "HttpHandler", "HttpReply",
     "HttpRequest", "IqContext", "IqHandler", "MessageContext", "MessageHook", "Module", "ModuleConfigError",
-    "NoOptions", "NodeEvent", "NodeHook", "NodeInfo", "PresenceContext", "PresenceHook", "ReloadContext",
+    "NoOptions", "NodeEvent", "NodeHook", "NodeInfo", "OutgoingContext", "OutgoingHook", "PresenceContext",
+    "PresenceHook", "ReloadContext",
     "ReloadHook", "RoomApi", "RoomMessagesContext", "RoomMessagesHook", "RoomStanzaContext",
     "RoomStanzaHook", "Scope", "ServerApi", "ServiceSpec", "SessionFilter", "SharedRoster",
     "SharedRosterContext", "SharedRosterHook", "TaskContext", "Xep", "storage_failure",
@@ -118,6 +125,8 @@ from imactor.server.module_api import (
     NodeEvent,
     NodeHook,
     NodeInfo,
+    OutgoingContext,
+    OutgoingHook,
     PresenceContext,
     PresenceHook,
     ReloadContext,
@@ -179,6 +188,7 @@ class Module:
     hook_order: int = 0  #: message hooks of lower order run first (policy checks: negative)
     delivered_hooks: list[DeliveredHook] = field(default_factory=list)
     sent_hooks: list[MessageHook] = field(default_factory=list)
+    outgoing_hooks: list[OutgoingHook] = field(default_factory=list)
     #: When the account wants its sent messages (`wants_sent`); none: always, if `sent_hooks`.
     sent_wanted: list[Callable[[AccountApi], bool]] = field(default_factory=list)
     presence_hooks: list[PresenceHook] = field(default_factory=list)
@@ -234,6 +244,11 @@ class Module:
     def on_sent(self, hook: MessageHook) -> MessageHook:
         """Register `hook` to run in the sender's actor for each message its resources send."""
         self.sent_hooks.append(hook)
+        return hook
+
+    def on_outgoing(self, hook: OutgoingHook) -> OutgoingHook:
+        """Register `hook` to run in the sender's session for each message to another server."""
+        self.outgoing_hooks.append(hook)
         return hook
 
     def on_room_messages(self, hook: RoomMessagesHook) -> RoomMessagesHook:

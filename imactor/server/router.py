@@ -142,6 +142,11 @@ class Router:
 
         return await self._registry.get_or_start(kind, key, start)
 
+    def is_external(self, domain: str) -> bool:
+        """`domain` is none of this server's own (its accounts', its rooms', its modules'
+        services'): another server's or a component's, whose actors are not ours."""
+        return domain != self.domain and domain != self.room_domain and domain not in self._module_services
+
     async def route(
         self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None,
         origin: int | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from bench.peers.common import free_ports
 from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import C, Element, Peer, Peers, bare, error_condition, message, new_id, show
@@ -29,10 +30,31 @@ OMEMO2 = "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/><payload>eA==</pa
 OPENPGP = "<openpgp xmlns='urn:xmpp:openpgp:0'>LS0tLS1CRUdJTiBQR1A=</openpgp><body>encrypted</body>"
 
 
+#: A remote domain pinned to a port where nothing listens: a message that passes the policy
+#: bounces with remote-server-not-found, one refused never gets that far.
+REMOTE = "remote.test"
+
+
+def _policy(mode: str) -> str:
+    (closed,) = free_ports(1)
+    return f"""
+[modules.e2e_policy]
+mode = "{mode}"
+
+[listen.s2s]
+host = "127.0.0.1"
+port = 0
+
+[s2s]
+enabled = true
+routes = {{ "{REMOTE}" = "127.0.0.1:{closed}" }}
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("e2e-require")
-    with running_server(directory, extra='\n[modules.e2e_policy]\nmode = "require"\n') as process:
+    with running_server(directory, extra=_policy("require")) as process:
         yield process
 
 
@@ -69,6 +91,22 @@ async def test_require_refuses_plaintext_and_stores_nothing(server: ServerProces
         earlier = await b.before(message(id_=encrypted))
         assert all(e.get("id") != plain for e in earlier), [show(e) for e in earlier]
         assert await archived_ids(b) == [encrypted]
+        assert await archived_ids(a) == [encrypted]
+
+
+async def test_require_holds_for_messages_to_other_servers(server: ServerProcess, peers: Peers) -> None:
+    """No actor of ours sees a message to another server's user: the sender's session checks it
+    before it leaves, and before the archive keeps the sender's copy."""
+    with trio.fail_after(TIMEOUT):
+        (a,) = await peers.online_users(1)
+        plain = await send(a, f"someone@{REMOTE}", "<body>the launch code is 1234</body>")
+        bounce = await a.expect(message(id_=plain))
+        assert error_condition(bounce) == "policy-violation", show(bounce)
+        assert "requires end-to-end encryption" in refusal_text(bounce), show(bounce)
+        # An encrypted one passes the policy (and is archived): it bounces only for want of a server.
+        encrypted = await send(a, f"someone@{REMOTE}", OMEMO)
+        unreachable = await a.expect(message(id_=encrypted))
+        assert error_condition(unreachable) == "remote-server-not-found", show(unreachable)
         assert await archived_ids(a) == [encrypted]
 
 
@@ -129,7 +167,7 @@ def test_slixmpp_sender_gets_the_policy_error(clients: Clients, accounts: Accoun
 
 def test_off_refuses_encrypted_messages(tmp_path_factory: pytest.TempPathFactory) -> None:
     directory = tmp_path_factory.mktemp("e2e-off")
-    with running_server(directory, extra='\n[modules.e2e_policy]\nmode = "off"\n') as off:
+    with running_server(directory, extra=_policy("off")) as off:
         add_users(off.config_path, [("alice", PASSWORD), ("bob", PASSWORD)])
 
         async def scenario() -> None:
@@ -145,6 +183,11 @@ def test_off_refuses_encrypted_messages(tmp_path_factory: pytest.TempPathFactory
                     plain = await send(a, b.jid, "<body>readable</body>")
                     earlier = await b.before(message(id_=plain))
                     assert all(e.get("id") != encrypted for e in earlier), [show(e) for e in earlier]
+                    # To another server too: refused in the session, never archived.
+                    remote = await send(a, f"someone@{REMOTE}", OMEMO)
+                    bounce = await a.expect(message(id_=remote))
+                    assert error_condition(bounce) == "policy-violation", show(bounce)
+                    assert remote not in await archived_ids(a)
                 finally:
                     await logins.aclose()
 

@@ -14,6 +14,8 @@ Prosody's accounts are bench0, bench1, ... (the shared helper's naming).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
 import ssl
 import time
@@ -31,7 +33,24 @@ from imactor.tls import generate_self_signed
 from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PING, NS_TIME, NS_VERSION
 from tests.support.ca import TestCA
 from tests.support.muc import create_instant, heard, join, say
-from tests.support.peer import Peer, error_condition, marker, message, presence, subscribe
+from tests.support.peer import (
+    C,
+    Element,
+    Match,
+    Peer,
+    error_condition,
+    item_state,
+    marker,
+    message,
+    new_id,
+    presence,
+    push_until,
+    pushed_item,
+    roster_push,
+    show,
+    stanza_error,
+    subscribe,
+)
 from tests.support.peer_install import ensure_peer
 from tests.support.raw import DIALBACK_NS, RawClient, RawServer, client_context
 from tests.support.server import ServerProcess, running_server
@@ -39,9 +58,10 @@ from tests.support.timeouts import TIMEOUT
 
 IMACTOR, PROSODY = "imactor.test", "prosody.test"
 PASSWORD = "federation password"
-IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin", "fay", "gina"]
+IMACTOR_USERS = ["alice", "amy", "anna", "abel", "bob", "carol", "dave", "erin", "fay", "gina",
+                 "hana", "ivan", "jack", "kim", "lena", "mia", "nils", "omar"]
 RAW_DOMAINS = 4
-PROSODY_USERS = [f"bench{i}" for i in range(6)]
+PROSODY_USERS = [f"bench{i}" for i in range(14)]
 #: raw3.test's own inbound rate ([s2s] rate_overrides): low, for the flood test; every other
 #: domain (Prosody's too) has the default, so the other tests are not slowed down.
 FLOOD_RATE, FLOOD_BURST = 20, 10
@@ -56,11 +76,13 @@ class Federation:
     authority: socket.socket
     directory: Path
 
-    async def imactor_user(self, name: str) -> Peer:
-        return await Peer.online(self.imactor.c2s_port, name, PASSWORD, domain=IMACTOR)
+    async def imactor_user(self, name: str, presence_xml: str = "") -> Peer:
+        return await Peer.online(self.imactor.c2s_port, name, PASSWORD, presence_xml=presence_xml,
+                                 domain=IMACTOR)  # fmt: skip
 
-    async def prosody_user(self, name: str) -> Peer:
-        return await Peer.online(self.prosody.c2s_port, name, PASSWORD, domain=PROSODY)
+    async def prosody_user(self, name: str, presence_xml: str = "") -> Peer:
+        return await Peer.online(self.prosody.c2s_port, name, PASSWORD, presence_xml=presence_xml,
+                                 domain=PROSODY)  # fmt: skip
 
 
 def s2s_config(routes: dict[str, str], options: str = "") -> str:
@@ -187,6 +209,299 @@ async def test_a_prosody_user_in_an_imactor_room(federation: Federation) -> None
         await heard(bench3, room, "welcome across")
         await say(bench3, room, "glad to be here")
         await heard(erin, room, "glad to be here")
+
+# ---- what imactor does for its own users, with remote contacts (issue 17) -----------------------
+
+NS_MAM, NS_SID, NS_FORWARD = "urn:xmpp:mam:2", "urn:xmpp:sid:0", "urn:xmpp:forward:0"
+NS_BLOCKING = "urn:xmpp:blocking"
+NS_PUBSUB, NS_EVENT = "http://jabber.org/protocol/pubsub", "http://jabber.org/protocol/pubsub#event"
+NS_CAPS = "http://jabber.org/protocol/caps"
+
+
+def stanza_id(element: Element, by: str) -> str | None:
+    found = [sid.get("id") for sid in element.findall(f"{{{NS_SID}}}stanza-id") if sid.get("by") == by]
+    return found[0] if found else None
+
+
+async def archived(peer: Peer, with_: str) -> list[tuple[str, Element]]:
+    """The account's XEP-0313 archive of its chats with `with_`: (archive id, archived message)."""
+    query_id = new_id("q")
+    form = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{NS_MAM}</value></field>"
+            f"<field var='with'><value>{with_}</value></field></x>")  # fmt: skip
+    reply = await peer.iq(f"<query xmlns='{NS_MAM}' queryid='{query_id}'>{form}</query>", type_="set")
+    assert reply.get("type") == "result", show(reply)
+    results = []
+    for element in list(peer.inbox):
+        result = element.find(f"{{{NS_MAM}}}result")
+        if result is not None and result.get("queryid") == query_id:
+            peer.inbox.remove(element)
+            inner = result.find(f"{{{NS_FORWARD}}}forwarded/{C}message")
+            assert inner is not None, show(element)
+            results.append((result.get("id", ""), inner))
+    return results
+
+
+async def test_federated_chat_is_archived(federation: Federation) -> None:
+    """XEP-0313: both directions of a chat with a Prosody user are in the imactor user's
+    archive, in order, under the remote JID; the incoming one under the stanza-id it arrived with."""
+    with trio.fail_after(TIMEOUT):
+        hana = await federation.imactor_user("hana")
+        bench6 = await federation.prosody_user("bench6")
+        await hana.send(f"<message to='{bench6.jid}' type='chat' id='a1'><body>to Prosody</body></message>")
+        await bench6.expect(message(from_=hana.jid, id_="a1"))
+        await bench6.send(
+            f"<message to='{hana.bare}' type='chat' id='a2'><body>from Prosody</body></message>"
+        )
+        got = await hana.expect(message(from_=bench6.jid, id_="a2"))
+        incoming_id = stanza_id(got, hana.bare)
+        assert incoming_id is not None, show(got)
+        archive = await archived(hana, bench6.bare)
+        assert [(m.get("from"), m.get("to"), m.findtext(f"{C}body")) for _, m in archive] == [
+            (hana.jid, bench6.jid, "to Prosody"),
+            (bench6.jid, hana.bare, "from Prosody"),
+        ]
+        (outgoing_id, _), (archived_id, _) = archive
+        assert archived_id == incoming_id
+        assert outgoing_id
+        assert outgoing_id != incoming_id
+
+
+async def blocking(peer: Peer, action: str, jid: str) -> None:
+    reply = await peer.iq(f"<{action} xmlns='{NS_BLOCKING}'><item jid='{jid}'/></{action}>", type_="set")
+    assert reply.get("type") == "result", show(reply)
+
+
+def error_reply(id_: str) -> Match:
+    return lambda e: e.get("id") == id_ and e.get("type") == "error"
+
+
+async def test_blocking_a_remote_contact(federation: Federation) -> None:
+    """XEP-0191 with a Prosody contact: blocked, its messages bounce with service-unavailable
+    (§3.5) and its presence is not shown; ours to it are refused with <blocked/> (§3.6); the
+    blocked contact is told we went unavailable (§3.3); unblocked, messages flow again."""
+    with trio.fail_after(TIMEOUT):
+        ivan = await federation.imactor_user("ivan")
+        omar = await federation.imactor_user("omar")
+        bench7 = await federation.prosody_user("bench7")
+        await subscribe(ivan, bench7)
+        await subscribe(bench7, ivan)
+        await blocking(ivan, "block", bench7.bare)
+        await bench7.expect(presence(from_=ivan.jid, type_="unavailable"))
+        await bench7.send("<presence><show>dnd</show></presence>")
+        await bench7.send(f"<message to='{ivan.bare}' type='chat' id='b1'><body>hear me</body></message>")
+        bounce = await bench7.expect(error_reply("b1"))
+        assert stanza_error(bounce)[1] == "service-unavailable", show(bounce)
+        # The bounce left ivan's actor after the presence before it: a marker through that
+        # actor now proves that neither reached ivan.
+        earlier = await marker(omar, ivan)
+        from_bench7 = [e for e in earlier if e.get("from", "").startswith(bench7.bare)]
+        assert from_bench7 == [], [show(e) for e in from_bench7]
+        await ivan.send(f"<message to='{bench7.jid}' type='chat' id='b2'><body>psst</body></message>")
+        refused = await ivan.expect(error_reply("b2"))
+        assert stanza_error(refused) == ("cancel", "not-acceptable"), show(refused)
+        assert refused.find(f"{C}error/{{urn:xmpp:blocking:errors}}blocked") is not None, show(refused)
+
+        await blocking(ivan, "unblock", bench7.bare)
+        await bench7.send(f"<message to='{ivan.bare}' type='chat' id='b3'><body>again</body></message>")
+        got = await ivan.expect(message(from_=bench7.jid, id_="b3"))
+        assert got.findtext(f"{C}body") == "again"
+        await ivan.send(f"<message to='{bench7.jid}' type='chat' id='b4'><body>heard</body></message>")
+        await bench7.expect(message(from_=ivan.jid, id_="b4"))
+
+
+async def test_blocking_a_remote_domain(federation: Federation) -> None:
+    """XEP-0191 §3.1: a domain JID in the block list blocks every JID of that server."""
+    with trio.fail_after(TIMEOUT):
+        omar = await federation.imactor_user("omar")
+        bench13 = await federation.prosody_user("bench13")
+        await blocking(omar, "block", PROSODY)
+        await bench13.send(f"<message to='{omar.bare}' type='chat' id='d1'><body>hi</body></message>")
+        assert error_condition(await bench13.expect(error_reply("d1"))) == "service-unavailable"
+        await omar.send(f"<message to='{bench13.jid}' type='chat' id='d2'><body>hi</body></message>")
+        refused = await omar.expect(error_reply("d2"))
+        assert error_condition(refused) == "not-acceptable", show(refused)
+        await blocking(omar, "unblock", PROSODY)
+        await bench13.send(f"<message to='{omar.bare}' type='chat' id='d3'><body>now?</body></message>")
+        await omar.expect(message(from_=bench13.jid, id_="d3"))
+
+
+# XEP-0115 on the client side: the test's clients advertise +notify interests in their caps and
+# answer the disco#info queries about them, from whichever PEP service asks (their own server's
+# and the contact's, across s2s).
+
+
+def caps_ver(features: list[str]) -> str:
+    text = "client/pc//fed-test<" + "".join(f"{f}<" for f in sorted(features))
+    return base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+
+
+def caps(features: list[str]) -> str:
+    return f"<c xmlns='{NS_CAPS}' hash='sha-1' node='urn:test:fed' ver='{caps_ver(features)}'/>"
+
+
+def notify_features(node: str) -> list[str]:
+    # A feature of its own: no server has this ver in its caps cache, each one must ask.
+    return [NS_DISCO_INFO, NS_CAPS, f"urn:test:unique:{new_id()}", node + "+notify"]
+
+
+def is_caps_query(e: Element) -> bool:
+    query = e.find(f"{{{NS_DISCO_INFO}}}query")
+    return e.tag == f"{C}iq" and e.get("type") == "get" and query is not None and bool(query.get("node"))
+
+
+async def expect_answering(peer: Peer, features: list[str], match: Match, asked: set[str]) -> Element:
+    """`Peer.expect(match)`, answering every caps query that comes first; `asked`: who asked."""
+    while True:
+        found = await peer.expect(lambda e: match(e) or is_caps_query(e))
+        if not is_caps_query(found):
+            return found
+        node = found.find(f"{{{NS_DISCO_INFO}}}query").get("node", "")  # type: ignore[union-attr]
+        assert node == f"urn:test:fed#{caps_ver(features)}", show(found)
+        asked.add(found.get("from", ""))
+        body = "<identity category='client' type='pc' name='fed-test'/>"
+        body += "".join(f"<feature var='{f}'/>" for f in features)
+        await peer.send(f"<iq type='result' id='{found.get('id')}' to='{found.get('from')}'>"
+                        f"<query xmlns='{NS_DISCO_INFO}' node='{node}'>{body}</query></iq>")  # fmt: skip
+
+
+def event(owner: Peer, node: str, item_id: str) -> Match:
+    def match(e: Element) -> bool:
+        item = e.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
+        return (
+            e.tag == f"{C}message" and e.get("from") == owner.bare and item is not None
+            and item.getparent().get("node") == node and item.get("id") == item_id  # type: ignore[union-attr]
+        )  # fmt: skip
+
+    return match
+
+
+def publish_xml(node: str, item_id: str, text: str) -> str:
+    item = f"<item id='{item_id}'><entry xmlns='urn:test'>{text}</entry></item>"
+    return f"<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'>{item}</publish></pubsub>"
+
+
+async def test_pep_notifications_across_servers(federation: Federation) -> None:
+    """XEP-0163 both ways: imactor asks a Prosody client's caps over s2s and notifies it of its
+    user's publish; Prosody's PEP asks the imactor client's caps and notifies it of its own."""
+    ours, theirs = "urn:test:fed:tune", "urn:test:fed:mood"
+    with trio.fail_after(TIMEOUT):
+        jack = await federation.imactor_user("jack")
+        bench8 = await federation.prosody_user("bench8")
+        await subscribe(jack, bench8)
+        await subscribe(bench8, jack)
+        # The Prosody client now advertises +notify for `ours`: imactor's PEP of jack asks it.
+        remote_features = notify_features(ours)
+        await bench8.send(f"<presence>{caps(remote_features)}</presence>")
+        asked: set[str] = set()
+        reply = await jack.iq(publish_xml(ours, "t1", "across"), type_="set")
+        assert reply.get("type") == "result", show(reply)
+        # The notification, or (when the caps answer reaches jack's actor after the publish) the
+        # last item sent once the caps are known: the same item either way.
+        got = await expect_answering(bench8, remote_features, event(jack, ours, "t1"), asked)
+        assert got.findtext(".//{urn:test}entry") == "across"
+        assert jack.bare in asked, asked  # imactor asked the remote client's caps itself
+
+        # And back: the imactor client advertises +notify for `theirs`; Prosody's PEP asks.
+        local_features = notify_features(theirs)
+        await jack.send(f"<presence>{caps(local_features)}</presence>")
+        reply = await bench8.iq(publish_xml(theirs, "m1", "back"), type_="set")
+        assert reply.get("type") == "result", show(reply)
+        asked.clear()
+        got = await expect_answering(jack, local_features, event(bench8, theirs, "m1"), asked)
+        assert got.findtext(".//{urn:test}entry") == "back"
+        assert bench8.bare in asked, asked
+
+
+async def test_a_remote_subscription_request_denied(federation: Federation) -> None:
+    """RFC 6121 §3.2: a request refused with 'unsubscribed', each way; nothing stays pending."""
+    with trio.fail_after(TIMEOUT):
+        kim = await federation.imactor_user("kim")
+        bench9 = await federation.prosody_user("bench9")
+        await bench9.send(f"<presence to='{kim.bare}' type='subscribe'/>")
+        await kim.expect(presence(from_=bench9.bare, type_="subscribe"))
+        await kim.send(f"<presence to='{bench9.bare}' type='unsubscribed'/>")
+        await bench9.expect(presence(from_=kim.bare, type_="unsubscribed"))
+        # §3.1.3: a refused request leaves no trace in kim's roster.
+        assert bench9.bare not in await kim.roster_items()
+        assert item_state((await bench9.roster_items()).get(kim.bare)) in (None, ("none", None))
+        # Denied means denied: kim's presence does not reach bench9 (a later message overtakes nothing).
+        await kim.send("<presence><status>still private</status></presence>")
+        await kim.send(f"<message to='{bench9.jid}' type='chat' id='k1'><body>x</body></message>")
+        earlier = await bench9.before(message(from_=kim.jid, id_="k1"))
+        assert [e for e in earlier if presence(from_=kim.jid)(e)] == [], [show(e) for e in earlier]
+
+        await kim.send(f"<presence to='{bench9.bare}' type='subscribe'/>")
+        await push_until(kim, bench9.bare, ("none", "subscribe"))
+        await bench9.expect(presence(from_=kim.bare, type_="subscribe"))
+        await bench9.send(f"<presence to='{kim.bare}' type='unsubscribed'/>")
+        await kim.expect(presence(from_=bench9.bare, type_="unsubscribed"))
+        await push_until(kim, bench9.bare, ("none", None))
+        assert item_state((await kim.roster_items()).get(bench9.bare)) == ("none", None)
+
+
+async def test_remote_side_cancels_subscriptions(federation: Federation) -> None:
+    """RFC 6121 §3.3 from the Prosody side: its user's 'unsubscribe' ends its subscription to
+    ours, its 'unsubscribed' ends ours to it; both rosters follow, and ours is told the
+    contact went unavailable (§3.2.3)."""
+    with trio.fail_after(TIMEOUT):
+        lena = await federation.imactor_user("lena")
+        bench10 = await federation.prosody_user("bench10")
+        await subscribe(lena, bench10)
+        await subscribe(bench10, lena)
+        await bench10.send(f"<presence to='{lena.bare}' type='unsubscribe'/>")
+        await lena.expect(presence(from_=bench10.bare, type_="unsubscribe"))
+        await push_until(lena, bench10.bare, ("to", None))
+        await push_until(bench10, lena.bare, ("from", None))
+
+        await bench10.send(f"<presence to='{lena.bare}' type='unsubscribed'/>")
+        await lena.expect(presence(from_=bench10.bare, type_="unsubscribed"))
+        await push_until(lena, bench10.bare, ("none", None))
+        await push_until(bench10, lena.bare, ("none", None))
+        await lena.expect(presence(from_=bench10.jid, type_="unavailable"))
+        assert item_state((await lena.roster_items()).get(bench10.bare)) == ("none", None)
+
+
+async def test_imactor_side_cancels_subscriptions(federation: Federation) -> None:
+    """RFC 6121 §3.3 from imactor's side, as Prosody sees it."""
+    with trio.fail_after(TIMEOUT):
+        mia = await federation.imactor_user("mia")
+        bench11 = await federation.prosody_user("bench11")
+        await subscribe(mia, bench11)
+        await subscribe(bench11, mia)
+        await mia.send(f"<presence to='{bench11.bare}' type='unsubscribe'/>")
+        await push_until(mia, bench11.bare, ("from", None))
+        await bench11.expect(presence(from_=mia.bare, type_="unsubscribe"))
+        await push_until(bench11, mia.bare, ("to", None))
+
+        await mia.send(f"<presence to='{bench11.bare}' type='unsubscribed'/>")
+        await push_until(mia, bench11.bare, ("none", None))
+        await bench11.expect(presence(from_=mia.bare, type_="unsubscribed"))
+        await push_until(bench11, mia.bare, ("none", None))
+        await bench11.expect(presence(from_=mia.jid, type_="unavailable"))
+        assert item_state((await bench11.roster_items()).get(mia.bare)) == ("none", None)
+
+
+async def test_pre_approval_of_a_remote_contact(federation: Federation) -> None:
+    """RFC 6121 §3.4: an imactor user approves a Prosody user before it asks; its request is
+    then answered by imactor at once and never shown to our user."""
+    with trio.fail_after(TIMEOUT):
+        nils = await federation.imactor_user("nils")
+        bench12 = await federation.prosody_user("bench12")
+        await nils.send(f"<presence to='{bench12.bare}' type='subscribed'/>")
+        item = await nils.push_for(bench12.bare)
+        assert (item_state(item), item.get("approved")) == (("none", None), "true"), show(item)
+        await bench12.send(f"<presence to='{nils.bare}' type='subscribe'/>")
+        await bench12.expect(presence(from_=nils.bare, type_="subscribed"))
+        await bench12.expect(presence(from_=nils.jid))
+        await push_until(bench12, nils.bare, ("to", None))
+
+        def now_from(e: Element) -> bool:
+            return roster_push(e) and item_state(pushed_item(e)) == ("from", None)
+
+        earlier = await nils.before(now_from)
+        assert [e for e in earlier if presence(type_="subscribe")(e)] == [], [show(e) for e in earlier]
+
 
 # ---- remote users ask the server itself (host IQs over s2s) --------------------------------------
 

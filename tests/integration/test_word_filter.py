@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from bench.peers.common import free_ports
 from imactor.config import DEFAULT_MODULES
 from tests.integration.conftest import PASSWORD, Accounts, server_log
 from tests.support.clients import event_queue, run, slixmpp_client
@@ -50,6 +51,18 @@ OFFICER = "officer"
 ROOM = "filtered@conference.localhost"
 MODULES = "modules = [" + ", ".join(f'"{name}"' for name in (*DEFAULT_MODULES, "word_filter")) + "]\n"
 SETTINGS = f'\n[modules.word_filter]\nalert_to = ["{OFFICER}@localhost"]\ncheck_interval = 3600.0\n'
+#: A remote domain pinned to a port where nothing listens: a message that passes the filter
+#: bounces with remote-server-not-found, one refused never gets that far.
+REMOTE = "remote.test"
+FEDERATION = """
+[listen.s2s]
+host = "127.0.0.1"
+port = 0
+
+[s2s]
+enabled = true
+routes = {{ "{remote}" = "127.0.0.1:{port}" }}
+"""
 OMEMO = (
     "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'><key rid='2'>a2V5</key>"
     "<iv>aXY=</iv></header><payload>Y2lwaGVy</payload></encrypted>"
@@ -67,8 +80,10 @@ def filter_cli(server: ServerProcess, *args: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("word-filter")
+    (closed,) = free_ports(1)
+    extra = SETTINGS + FEDERATION.format(remote=REMOTE, port=closed)
     with running_server(
-        directory, server_options=MODULES, extra=SETTINGS, workers=2, log_level="info"
+        directory, server_options=MODULES, extra=extra, workers=2, log_level="info"
     ) as process:
         add_users(process.config_path, [(OFFICER, PASSWORD)])
         words = directory / "secrets.txt"
@@ -167,6 +182,22 @@ async def test_a_refused_word_bounces_and_is_neither_delivered_nor_archived(
         assert all(e.get("id") not in (refused, refused_cn) for e in earlier), [show(e) for e in earlier]
         assert await archived_bodies(b) == ["a clean one"]
         assert await archived_bodies(a) == ["a clean one"]
+
+
+async def test_messages_to_other_servers_are_filtered_before_they_leave(
+    server: ServerProcess, accounts: Accounts, peers: Peers
+) -> None:
+    """No actor of ours is on the recipient's side: the sender's session masks and refuses, and
+    the sender's archive keeps what left (the masked text), nothing of a refused message."""
+    (alice,) = accounts(1)
+    with trio.fail_after(TIMEOUT):
+        a = await peers.online(alice)
+        refused = await send(a, f"someone@{REMOTE}", "the VERBOTEN plan")
+        assert refusal(await a.expect(message(id_=refused)))[0] == "policy-violation"
+        masked = await send(a, f"someone@{REMOTE}", "well darn it")
+        unreachable = await a.expect(message(id_=masked))
+        assert error_condition(unreachable) == "remote-server-not-found", show(unreachable)
+        assert await archived_bodies(a) == ["well **** it"]
 
 
 async def test_a_refused_word_is_not_stored_for_an_offline_account(

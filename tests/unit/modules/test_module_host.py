@@ -114,3 +114,13 @@ def test_pep_announces_node_changes_to_the_modules_that_follow_them() -> None:
 
     assert {node for node, _ in avatar.module.node_hooks} == {NS_AVATAR_DATA, NS_AVATAR_METADATA}
     assert {node for node, _ in bookmarks.module.node_hooks} == {NS_BOOKMARKS}
+
+
+def test_the_archive_keeps_the_senders_copy_of_messages_to_other_servers() -> None:
+    """Messages to another server reach no actor of ours: the archive's `on_outgoing` hook, run
+    by the sender's session, keeps their "out" copy; without mam nothing runs there."""
+    from imactor.modules.mam import archive_sent
+
+    with_mam = ModuleHost(["disco", "mam"], {}, "f.toml")
+    assert [hook for hook, _ in with_mam.outgoing_hooks] == [archive_sent]
+    assert ModuleHost(["disco", "ping"], {}, "f.toml").outgoing_hooks == []
