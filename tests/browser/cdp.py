@@ -3,8 +3,9 @@
 `open_chromium` starts Debian's ``chromium`` on a page with ``--remote-debugging-port=0``, reads the
 port it chose from its stderr, finds the page's DevTools WebSocket and yields a `Page` that can
 evaluate JavaScript (awaiting promises), type and press keys as a user would (``Input`` domain,
-so the page sees trusted keyboard events), and take screenshots. What the page logs to its console
-is kept (`Page.console`), to explain a failure. The browser is killed at the end.
+so the page sees trusted keyboard events), pick files in a file input (``DOM.setFileInputFiles``),
+and take screenshots. What the page logs to its console is kept (`Page.console`), to explain a
+failure. The browser is killed at the end.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ class Page:
         key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13}
         await self.call("Input.dispatchKeyEvent", type="keyDown", text="\r", **key)
         await self.call("Input.dispatchKeyEvent", type="keyUp", **key)
+
+    async def set_files(self, selector: str, files: list[Path]) -> None:
+        """Choose `files` in the page's ``<input type=file>`` matching `selector`, as the file chooser
+        would: the input gets them and fires its ``change`` event (the page cannot tell the difference)."""
+        found = await self.call(
+            "Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})"
+        )
+        element = found.get("result", {})
+        if element.get("subtype") != "node":
+            raise JavaScriptError(f"no element {selector}")
+        await self.call("DOM.setFileInputFiles", files=[str(f) for f in files], objectId=element["objectId"])
 
     async def screenshot(self, path: Path) -> Path:
         data = await self.call("Page.captureScreenshot", format="png")

@@ -110,6 +110,35 @@
             );
         },
 
+        // Resolves with the selector of the chat's file input (Converse's "Choose a file to send"
+        // toolbar button clicks it), once shown: Converse shows it after its disco found an
+        // XEP-0363 upload service on the user's server.
+        async uploadInput(jid) {
+            const selector = `converse-chat[jid="${jid}"] converse-chat-toolbar input.fileupload[type="file"]`;
+            await waitFor(`the upload button in the chat with ${jid}`, () => document.querySelector(selector));
+            return selector;
+        },
+
+        // Resolves with {from, src, width, height} of the first image from `from` in the chat with
+        // `jid` that the browser loaded from an https: URL (an upload's GET URL), once it has loaded.
+        // Rejects at once when Converse shows an upload error instead.
+        async waitForImage(jid, from) {
+            const found = await waitFor(`an image from ${from} in the chat with ${jid}`, () => {
+                const view = chat(jid);
+                const failed = view?.querySelector(".chat-info.chat-error"); // "Sorry, could not..."
+                if (failed) return { error: failed.textContent.trim() };
+                for (const el of view?.querySelectorAll(`.chat-msg[data-from="${from}"]`) ?? []) {
+                    const img = el.querySelector('img[src^="https://"]');
+                    if (img && img.complete && img.naturalWidth > 0) {
+                        return { from, src: img.getAttribute("src"), width: img.naturalWidth, height: img.naturalHeight };
+                    }
+                }
+                return null;
+            });
+            if (found.error) throw new Error(`Converse shows an error: ${found.error}`);
+            return found;
+        },
+
         // Log out the way Converse's own logout button does; resolves once the login form is back.
         // Converse sets up OMEMO in the background after logging in (on a device the login form
         // calls trusted, its default): a logout in the middle of it breaks Converse, so it is
