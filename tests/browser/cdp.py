@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio_websocket
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 DEVTOOLS_LINE = re.compile(rb"DevTools listening on (ws://[^\s]+)")
 
@@ -113,16 +116,25 @@ class Page:
 
 @contextlib.asynccontextmanager
 async def open_chromium(
-    url: str, profile: Path, *, chromium: str = "chromium", size: tuple[int, int] = (1000, 700)
+    url: str,
+    profile: Path,
+    *,
+    chromium: str = "chromium",
+    size: tuple[int, int] = (1000, 700),
+    trust: Sequence[Path] = (),
 ) -> AsyncIterator[Page]:
-    """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block."""
+    """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block.
+
+    `trust`: PEM certificates (a test server's self-signed one) that Chromium accepts for any host
+    their names fit, besides the system's CAs; any other certificate error still fails the load."""
     argv = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
         f"--window-size={size[0]},{size[1]}", "--remote-debugging-port=0",
         "--remote-debugging-address=127.0.0.1",
-        # The test server's certificate is self-signed, made for the test.
-        "--ignore-certificate-errors",
+        # The test server's self-signed certificate: its key, and no other, gets past the checks
+        # that fail it (the unknown issuer). A key is named by the SHA-256 of its SubjectPublicKeyInfo.
+        f"--ignore-certificate-errors-spki-list={','.join(spki_hash(pem) for pem in trust)}",
         # Only loopback resolves: a page that reached for the internet (a CDN) fails here as it
         # would in an offline CI, instead of passing by luck.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
@@ -158,6 +170,13 @@ async def open_chromium(
             process.kill()
         with trio.move_on_after(5):
             await process.wait()
+
+
+def spki_hash(certificate: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: how Chromium's flags name a key."""
+    key = x509.load_pem_x509_certificate(certificate.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 async def _page_websocket(port: int) -> str:

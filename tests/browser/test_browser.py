@@ -1,5 +1,6 @@
 """End to end in a real browser: Converse.js in headless Chromium logs in over WebSocket (ws:// and
-wss://) and over BOSH, and chats with a slixmpp client on TCP.
+wss://) and over BOSH, and chats with a slixmpp client on TCP; and sends it a picture through
+XEP-0363 HTTP upload, and shows one slixmpp uploaded.
 
 The browser is Debian's ``chromium``, the client Converse.js from npm, the version pinned in
 ``scripts/install-browser.sh``, which installs both when they are missing (so a fresh machine and
@@ -8,7 +9,11 @@ loaded chunks: Converse's default ``assets_path`` is ``/dist``) and a page of it
 HTTP server on loopback; Chromium resolves no other host, so nothing comes from a CDN. The page's
 origin is that server's, another origin than the XMPP server's HTTP ports (the usual deployment:
 the page comes from the company's web server); the XMPP server runs with its default
-``[http] allowed_origins`` (empty: pages of any origin may connect).
+``[http] allowed_origins`` (empty: pages of any origin may connect) and default modules. One
+server, one site and one slixmpp user serve the module's tests (module fixtures); each test starts
+its browsers. Chromium accepts the server's self-signed certificate by its key and no other
+(``--ignore-certificate-errors-spki-list``, see `tests.browser.cdp.open_chromium`); Python's
+HTTPS clients verify it as their only trust anchor.
 
 For each transport, in a fresh browser profile: Converse starts with only that transport's URL
 (``websocket_url`` or ``bosh_service_url``); the test types the JID and password into Converse's
@@ -20,6 +25,19 @@ tmp dir, copied to ``artifacts/``; the test prints the paths. Then Converse logs
 server must drop that session (its status socket), log no error, and the page must have logged
 none either. A failure prints the page's last console lines (every stanza: Converse logs at
 debug level) and its text, and keeps ``converse-<transport>-failed.png``.
+
+The upload (``converse-upload.png``; Converse over ws://): the test picks a PNG of random pixels,
+written in its tmp dir, in the chat's file input (the one behind Converse's paperclip button,
+which Converse shows once its disco found ``upload.localhost``) with the DevTools protocol's
+``DOM.setFileInputFiles``, as the browser's file chooser would. Converse does the rest by
+itself: the slot request, the PUT to the HTTPS listener (another origin than the page's, so a
+CORS preflight first: ``Content-Type: image/png`` is not a "simple" header), and the message
+with the GET URL as its body and in a XEP-0066 ``jabber:x:oob`` element. slixmpp must receive
+both, and the GET must return the picture's bytes as ``image/png``; Converse's own chat view must
+show the picture, loaded from that URL. Then the other way: slixmpp's XEP-0363 plugin finds the
+service and gets a slot, aiohttp PUTs another picture, slixmpp sends its URL, and Converse must
+show it, loaded (its natural size is the picture's). Both end with Converse's logout and the same
+checks as the chats.
 """
 
 from __future__ import annotations
@@ -281,7 +299,11 @@ async def _scenario(
         url = f"{origin}/{transport}.html"
         with trio.fail_after(TIMEOUT_PER_TRANSPORT):
             async with open_chromium(
-                url, tmp_path / f"profile-{transport}", chromium=chromium, size=(1100, 720)
+                url,
+                tmp_path / f"profile-{transport}",
+                chromium=chromium,
+                size=(1100, 720),
+                trust=[_cert(server)],
             ) as page:
                 jid = f"{account}@localhost"
                 try:
@@ -393,7 +415,11 @@ async def _upload(
 ) -> Path:
     with trio.fail_after(TIMEOUT_PER_TRANSPORT):
         async with open_chromium(
-            f"{origin}/upload.html", tmp_path / "profile-upload", chromium=chromium, size=(1100, 720)
+            f"{origin}/upload.html",
+            tmp_path / "profile-upload",
+            chromium=chromium,
+            size=(1100, 720),
+            trust=[_cert(server)],
         ) as page:
             try:
                 return await _send_and_show_files(page, picture, tmp_path, server, desk)
@@ -420,7 +446,7 @@ async def _send_and_show_files(
     assert sent.body.startswith(base), sent
     assert sent.body.endswith("/from%20converse.png"), sent
     assert sent.oob_url == sent.body, sent  # XEP-0066, how clients know the body is a file
-    trusted = ssl.create_default_context(cafile=str(server.data_dir / "tls" / "localhost.crt"))
+    trusted = ssl.create_default_context(cafile=str(_cert(server)))
     content_type, data = await trio.to_thread.run_sync(_download, sent.body, trusted)
     assert content_type == "image/png"
     assert data == await trio.Path(picture).read_bytes()
@@ -458,6 +484,11 @@ def _png(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def _cert(server: ServerProcess) -> Path:
+    """The server's self-signed certificate (generated at its first start) for localhost."""
+    return server.data_dir / "tls" / "localhost.crt"
 
 
 def _server_errors(server: ServerProcess) -> list[str]:
