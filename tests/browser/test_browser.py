@@ -441,7 +441,11 @@ async def _send_and_show_files(
     # the slot request to the service its disco found, the cross-origin PUT, the message.
     selector = await page.evaluate(f"imactorTest.uploadInput({json.dumps(DESK)})")
     await page.set_files(selector, [picture])
-    sent = await trio.to_thread.run_sync(desk.expect_from, lambda m: m.sender == full_jid)
+    # Converse shows the picture once its PUT succeeded (loaded from the GET URL), or an error
+    # at once when the slot request or the PUT failed: that error is the test's failure.
+    mine = await page.evaluate(f"imactorTest.waitForImage({json.dumps(DESK)}, {json.dumps(full_jid)})")
+    # (Converse's chat states come from that JID too, without a body.)
+    sent = await trio.to_thread.run_sync(desk.expect_from, lambda m: m.sender == full_jid and bool(m.body))
     base = f"https://localhost:{server.https_port}/upload/"
     assert sent.body.startswith(base), sent
     assert sent.body.endswith("/from%20converse.png"), sent
@@ -450,7 +454,6 @@ async def _send_and_show_files(
     content_type, data = await trio.to_thread.run_sync(_download, sent.body, trusted)
     assert content_type == "image/png"
     assert data == await trio.Path(picture).read_bytes()
-    mine = await page.evaluate(f"imactorTest.waitForImage({json.dumps(DESK)}, {json.dumps(full_jid)})")
     assert mine == {"from": full_jid, "src": sent.body, "width": 160, "height": 90}, mine
 
     # The other way: slixmpp's XEP-0363 plugin finds the service and asks a slot, the PUT is
