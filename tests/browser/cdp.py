@@ -3,24 +3,28 @@
 `open_chromium` starts Debian's ``chromium`` on a page with ``--remote-debugging-port=0``, reads the
 port it chose from its stderr, finds the page's DevTools WebSocket and yields a `Page` that can
 evaluate JavaScript (awaiting promises), type and press keys as a user would (``Input`` domain,
-so the page sees trusted keyboard events), and take screenshots. What the page logs to its console
-is kept (`Page.console`), to explain a failure. The browser is killed at the end.
+so the page sees trusted keyboard events), pick files in a file input (``DOM.setFileInputFiles``),
+and take screenshots. What the page logs to its console is kept (`Page.console`), to explain a
+failure. The browser is killed at the end.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio_websocket
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 DEVTOOLS_LINE = re.compile(rb"DevTools listening on (ws://[^\s]+)")
 
@@ -93,6 +97,17 @@ class Page:
         await self.call("Input.dispatchKeyEvent", type="keyDown", text="\r", **key)
         await self.call("Input.dispatchKeyEvent", type="keyUp", **key)
 
+    async def set_files(self, selector: str, files: list[Path]) -> None:
+        """Choose `files` in the page's ``<input type=file>`` matching `selector`, as the file chooser
+        would: the input gets them and fires its ``change`` event (the page cannot tell the difference)."""
+        found = await self.call(
+            "Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})"
+        )
+        element = found.get("result", {})
+        if element.get("subtype") != "node":
+            raise JavaScriptError(f"no element {selector}")
+        await self.call("DOM.setFileInputFiles", files=[str(f) for f in files], objectId=element["objectId"])
+
     async def screenshot(self, path: Path) -> Path:
         data = await self.call("Page.captureScreenshot", format="png")
         await trio.Path(path).write_bytes(base64.b64decode(data["data"]))
@@ -101,16 +116,25 @@ class Page:
 
 @contextlib.asynccontextmanager
 async def open_chromium(
-    url: str, profile: Path, *, chromium: str = "chromium", size: tuple[int, int] = (1000, 700)
+    url: str,
+    profile: Path,
+    *,
+    chromium: str = "chromium",
+    size: tuple[int, int] = (1000, 700),
+    trust: Sequence[Path] = (),
 ) -> AsyncIterator[Page]:
-    """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block."""
+    """Headless Chromium showing `url` (loaded), its profile in `profile`, for the duration of the block.
+
+    `trust`: PEM certificates (a test server's self-signed one) that Chromium accepts for any host
+    their names fit, besides the system's CAs; any other certificate error still fails the load."""
     argv = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
         f"--window-size={size[0]},{size[1]}", "--remote-debugging-port=0",
         "--remote-debugging-address=127.0.0.1",
-        # The test server's certificate is self-signed, made for the test.
-        "--ignore-certificate-errors",
+        # The test server's self-signed certificate: its key, and no other, gets past the checks
+        # that fail it (the unknown issuer). A key is named by the SHA-256 of its SubjectPublicKeyInfo.
+        f"--ignore-certificate-errors-spki-list={','.join(spki_hash(pem) for pem in trust)}",
         # Only loopback resolves: a page that reached for the internet (a CDN) fails here as it
         # would in an offline CI, instead of passing by luck.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
@@ -146,6 +170,13 @@ async def open_chromium(
             process.kill()
         with trio.move_on_after(5):
             await process.wait()
+
+
+def spki_hash(certificate: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: how Chromium's flags name a key."""
+    key = x509.load_pem_x509_certificate(certificate.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 async def _page_websocket(port: int) -> str:

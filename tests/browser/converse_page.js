@@ -10,6 +10,7 @@
     const WAIT_MS = 30000;
     let api = null; // Converse's API, handed to our plugin (the documented way for tests)
     let omemoReady = false; // Converse published its OMEMO device and keys (PEP), on a trusted device
+    const chatModels = {}; // bare JID: the chat's model (Backbone-like), as api.chats.open gave it
 
     function waitFor(what, find, timeoutMs = WAIT_MS) {
         return new Promise((resolve, reject) => {
@@ -95,7 +96,7 @@
         // Open the chat with `jid` (Converse's API: the user would pick a roster contact) and focus
         // its message box; resolves once the box is on screen.
         async openChat(jid) {
-            await api.chats.open(jid, {}, true);
+            chatModels[jid] = await api.chats.open(jid, {}, true);
             const textarea = await waitFor(`the chat with ${jid}`, () =>
                 chat(jid)?.querySelector("textarea.chat-textarea"),
             );
@@ -108,6 +109,37 @@
             return waitFor(`"${text}" in the chat with ${jid}`, () =>
                 messages(jid).find((m) => m.text === text),
             );
+        },
+
+        // Resolves with the selector of the chat's file input (Converse's "Choose a file to send"
+        // toolbar button clicks it), once shown: Converse shows it after its disco found an
+        // XEP-0363 upload service on the user's server.
+        async uploadInput(jid) {
+            const selector = `converse-chat[jid="${jid}"] converse-chat-toolbar input.fileupload[type="file"]`;
+            await waitFor(`the upload button in the chat with ${jid}`, () => document.querySelector(selector));
+            return selector;
+        },
+
+        // Resolves with {from, src, width, height} of the first image from `from` in the chat with
+        // `jid` that the browser loaded from an https: URL (an upload's GET URL), once it has loaded.
+        // Rejects at once when the chat gets an error message instead (a failed upload: Converse
+        // turns the file's message into one, "Sorry, could not...", shown as the upload's progress
+        // a few seconds, then removed; so its model is read, not the DOM).
+        async waitForImage(jid, from) {
+            const found = await waitFor(`an image from ${from} in the chat with ${jid}`, () => {
+                const view = chat(jid);
+                const failed = chatModels[jid]?.messages.find((m) => m.get("type") === "error");
+                if (failed) return { error: failed.get("message") };
+                for (const el of view?.querySelectorAll(`.chat-msg[data-from="${from}"]`) ?? []) {
+                    const img = el.querySelector('img[src^="https://"]');
+                    if (img && img.complete && img.naturalWidth > 0) {
+                        return { from, src: img.getAttribute("src"), width: img.naturalWidth, height: img.naturalHeight };
+                    }
+                }
+                return null;
+            });
+            if (found.error) throw new Error(`Converse shows an error: ${found.error}`);
+            return found;
         },
 
         // Log out the way Converse's own logout button does; resolves once the login form is back.

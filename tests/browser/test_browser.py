@@ -1,5 +1,6 @@
 """End to end in a real browser: Converse.js in headless Chromium logs in over WebSocket (ws:// and
-wss://) and over BOSH, and chats with a slixmpp client on TCP.
+wss://) and over BOSH, and chats with a slixmpp client on TCP; and sends it a picture through
+XEP-0363 HTTP upload, and shows one slixmpp uploaded.
 
 The browser is Debian's ``chromium``, the client Converse.js from npm, the version pinned in
 ``scripts/install-browser.sh``, which installs both when they are missing (so a fresh machine and
@@ -8,7 +9,11 @@ loaded chunks: Converse's default ``assets_path`` is ``/dist``) and a page of it
 HTTP server on loopback; Chromium resolves no other host, so nothing comes from a CDN. The page's
 origin is that server's, another origin than the XMPP server's HTTP ports (the usual deployment:
 the page comes from the company's web server); the XMPP server runs with its default
-``[http] allowed_origins`` (empty: pages of any origin may connect).
+``[http] allowed_origins`` (empty: pages of any origin may connect) and default modules. One
+server, one site and one slixmpp user serve the module's tests (module fixtures); each test starts
+its browsers. Chromium accepts the server's self-signed certificate by its key and no other
+(``--ignore-certificate-errors-spki-list``, see `tests.browser.cdp.open_chromium`); Python's
+HTTPS clients verify it as their only trust anchor.
 
 For each transport, in a fresh browser profile: Converse starts with only that transport's URL
 (``websocket_url`` or ``bosh_service_url``); the test types the JID and password into Converse's
@@ -20,6 +25,19 @@ tmp dir, copied to ``artifacts/``; the test prints the paths. Then Converse logs
 server must drop that session (its status socket), log no error, and the page must have logged
 none either. A failure prints the page's last console lines (every stanza: Converse logs at
 debug level) and its text, and keeps ``converse-<transport>-failed.png``.
+
+The upload (``converse-upload.png``; Converse over ws://): the test picks a PNG of random pixels,
+written in its tmp dir, in the chat's file input (the one behind Converse's paperclip button,
+which Converse shows once its disco found ``upload.localhost``) with the DevTools protocol's
+``DOM.setFileInputFiles``, as the browser's file chooser would. Converse does the rest by
+itself: the slot request, the PUT to the HTTPS listener (another origin than the page's, so a
+CORS preflight first: ``Content-Type: image/png`` is not a "simple" header), and the message
+with the GET URL as its body and in a XEP-0066 ``jabber:x:oob`` element. slixmpp must receive
+both, and the GET must return the picture's bytes as ``image/png``; Converse's own chat view must
+show the picture, loaded from that URL. Then the other way: slixmpp's XEP-0363 plugin finds the
+service and gets a slot, aiohttp PUTs another picture, slixmpp sends its URL, and Converse must
+show it, loaded (its natural size is the picture's). Both end with Converse's logout and the same
+checks as the chats.
 """
 
 from __future__ import annotations
@@ -32,12 +50,17 @@ import json
 import os
 import queue
 import shutil
+import ssl
+import struct
 import subprocess
 import threading
-from collections.abc import Iterator
+import urllib.request
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
+import aiohttp
 import pytest
 import slixmpp
 import trio
@@ -45,6 +68,9 @@ import trio
 from tests.browser.cdp import Page, open_chromium
 from tests.support.clients import slixmpp_client
 from tests.support.server import ServerProcess, running_server
+from tests.support.timeouts import TIMEOUT
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("IMACTOR_BROWSER_CACHE", REPO / ".cache" / "browser"))
@@ -54,6 +80,9 @@ PASSWORD = "browser test password"
 DESK = "desk@localhost"  # the slixmpp user
 SPONSOR_LOGOS = "net::ERR_NAME_NOT_RESOLVED https://conversejs.org/media/logos/"
 TIMEOUT_PER_TRANSPORT = 40.0
+ACCOUNTS = {"ws": "webws", "bosh": "webbosh", "wss": "webwss"}  # transport: the account using it
+UPLOADER = "webupload"  # the account of the upload test (over ws://)
+UPLOAD_SERVICE = "upload.localhost"
 LOGOUT_SECONDS = 10.0  # for the server to end the session Converse closed
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>imactor: Converse.js over {transport}</title>
@@ -98,11 +127,49 @@ def static_site(root: Path) -> Iterator[str]:
             thread.join(10)
 
 
+@pytest.fixture(scope="module")
+def origin(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The site that serves Converse and the test's pages, for the module's tests; its origin."""
+    site = tmp_path_factory.mktemp("site")
+    # What the page loads: Converse's dist/ as published (a link, not a 24 MB copy) and our hooks.
+    (site / "dist").symlink_to(CONVERSE_DIST, target_is_directory=True)
+    shutil.copyfile(PAGE_JS, site / "converse_page.js")
+    for transport in ACCOUNTS:
+        (site / f"{transport}.html").write_text(PAGE.format(transport=transport))
+    (site / "upload.html").write_text(PAGE.format(transport="ws, sending a file"))
+    with static_site(site) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module's tests, with its default modules (XEP-0363 upload among them)."""
+    users = [(name, PASSWORD) for name in (*ACCOUNTS.values(), UPLOADER, "desk")]
+    with running_server(tmp_path_factory.mktemp("server"), users=users) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def desk(server: ServerProcess) -> Iterator[SlixmppThread]:
+    """The slixmpp user every Converse user chats with."""
+    client = SlixmppThread(f"{DESK}/desk", PASSWORD, server.c2s_port)
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+class Received(NamedTuple):
+    sender: str
+    body: str
+    oob_url: str | None  #: the XEP-0066 <x xmlns="jabber:x:oob"><url/> of the message, if any
+
+
 class SlixmppThread:
     """A slixmpp client on TCP, running its asyncio loop in a thread of its own."""
 
     def __init__(self, jid: str, password: str, port: int) -> None:
-        self.received: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.received: queue.Queue[Received] = queue.Queue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,10 +186,14 @@ class SlixmppThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            async with slixmpp_client(jid, password, port, send_presence=True) as xmpp:
+            plugins = ("xep_0030", "xep_0066", "xep_0128", "xep_0363")
+            async with slixmpp_client(jid, password, port, send_presence=True, plugins=plugins) as xmpp:
                 self._xmpp = xmpp
                 xmpp.add_event_handler(
-                    "message", lambda msg: self.received.put((str(msg["from"]), msg["body"]))
+                    "message",
+                    lambda msg: self.received.put(
+                        Received(str(msg["from"]), msg["body"], msg["oob"]["url"] or None)
+                    ),
                 )
                 self._ready.set()
                 await self._stop.wait()
@@ -139,10 +210,52 @@ class SlixmppThread:
 
     def expect(self, body: str, timeout: float = 30.0) -> str:
         """Wait for a message with this body; return its sender."""
+        return self.expect_from(lambda message: message.body == body, timeout).sender
+
+    def expect_from(self, wanted: Callable[[Received], bool], timeout: float = 30.0) -> Received:
+        """Wait for a message that is `wanted`; the ones before it are dropped."""
         while True:
-            sender, text = self.received.get(timeout=timeout)
-            if text == body:
-                return sender
+            message = self.received.get(timeout=timeout)
+            if wanted(message):
+                return message
+
+    def call(self, work: Callable[[slixmpp.ClientXMPP], Awaitable[T]], timeout: float = 30.0) -> T:
+        """Run ``work(client)`` on slixmpp's loop; its result (blocks this thread)."""
+        assert self._loop is not None
+        assert self._xmpp is not None
+        xmpp = self._xmpp
+
+        async def run() -> T:
+            return await work(xmpp)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def upload_and_send(self, to: str, name: str, data: bytes, context: ssl.SSLContext) -> str:
+        """Upload `data` through the server's XEP-0363 service, PUT verified with `context`, and
+        send its GET URL to `to` (body and XEP-0066 OOB, as Converse does); the URL."""
+
+        async def work(xmpp: slixmpp.ClientXMPP) -> str:
+            upload = xmpp.plugin["xep_0363"]
+            found = await upload.find_upload_service(timeout=TIMEOUT)
+            assert found is not None
+            assert str(found["from"]) == UPLOAD_SERVICE, found
+            slot = (await upload.request_slot(found["from"], name, len(data), "image/png", timeout=TIMEOUT))[
+                "http_upload_slot"
+            ]
+            headers = {"Content-Type": "image/png", "Content-Length": str(len(data))}
+            connector = aiohttp.TCPConnector(ssl=context)
+            async with (
+                aiohttp.ClientSession(connector=connector) as http,
+                http.put(slot["put"]["url"], data=data, headers=headers) as response,
+            ):
+                assert response.status == 201, response.status
+            url = str(slot["get"]["url"])
+            message = xmpp.make_message(mto=slixmpp.JID(to), mbody=url, mtype="chat")
+            message["oob"]["url"] = url
+            message.send()
+            return url
+
+        return self.call(work)
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -150,23 +263,14 @@ class SlixmppThread:
         self._thread.join(15)
 
 
-def test_converse_in_chromium_over_websocket_and_bosh(tmp_path: Path, chromium: str) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    # What the page loads: Converse's dist/ as published (a link, not a 24 MB copy) and our hooks.
-    (site / "dist").symlink_to(CONVERSE_DIST, target_is_directory=True)
-    shutil.copyfile(PAGE_JS, site / "converse_page.js")
-    accounts = {"ws": "webws", "bosh": "webbosh", "wss": "webwss"}
-    users = [(name, PASSWORD) for name in accounts.values()] + [("desk", PASSWORD)]
-    for transport in accounts:
-        (site / f"{transport}.html").write_text(PAGE.format(transport=transport))
-    (tmp_path / "server").mkdir()
-    with static_site(site) as origin, running_server(tmp_path / "server", users=users) as server:
-        desk = SlixmppThread(f"{DESK}/desk", PASSWORD, server.c2s_port)
-        try:
-            shots = trio.run(_scenario, chromium, origin, accounts, tmp_path, server, desk)
-        finally:
-            desk.stop()
+def test_converse_in_chromium_over_websocket_and_bosh(
+    tmp_path: Path, chromium: str, origin: str, server: ServerProcess, desk: SlixmppThread
+) -> None:
+    _keep(trio.run(_scenario, chromium, origin, ACCOUNTS, tmp_path, server, desk))
+
+
+def _keep(shots: list[Path]) -> None:
+    """Check the screenshots and copy them to artifacts/."""
     (REPO / "artifacts").mkdir(exist_ok=True)
     for shot in shots:
         assert shot.read_bytes().startswith(b"\x89PNG")
@@ -195,7 +299,11 @@ async def _scenario(
         url = f"{origin}/{transport}.html"
         with trio.fail_after(TIMEOUT_PER_TRANSPORT):
             async with open_chromium(
-                url, tmp_path / f"profile-{transport}", chromium=chromium, size=(1100, 720)
+                url,
+                tmp_path / f"profile-{transport}",
+                chromium=chromium,
+                size=(1100, 720),
+                trust=[_cert(server)],
             ) as page:
                 jid = f"{account}@localhost"
                 try:
@@ -218,27 +326,7 @@ async def _chat(
     tmp_path: Path,
 ) -> Path:
     """Log in through Converse's form over one transport, chat with slixmpp; the screenshot."""
-    config = {
-        **service,
-        "authentication": "login",
-        "discover_connection_methods": False,  # only the transport under test
-        "auto_reconnect": False,  # a dropped session must fail the test, not be papered over
-        "view_mode": "fullscreen",
-        "i18n": "en",
-        "loglevel": "debug",  # every stanza in the console: a failure prints the last ones
-        "use_system_emojis": True,  # the default fetches images from a CDN
-        "play_sounds": False,
-        "show_desktop_notifications": False,
-        "disable_effects": True,
-    }
-    await page.evaluate(f"imactorTest.start({json.dumps(config)})")  # focuses the JID field
-    await page.type_text(jid)
-    await page.evaluate("imactorTest.focus('converse-login-form input[name=\"password\"]')")
-    await page.type_text(PASSWORD)
-    await page.press_enter()
-    full_jid = await page.evaluate("imactorTest.loggedIn()")
-    assert full_jid.startswith(f"{jid}/"), full_jid
-
+    full_jid = await _log_in(page, jid, service)
     text = f"hello from Converse.js over {transport}"
     await page.evaluate(f"imactorTest.openChat({json.dumps(DESK)})")
     await page.type_text(text)
@@ -258,7 +346,38 @@ async def _chat(
         {"from": f"{DESK}/desk", "text": reply},
     ]
     shot = await page.screenshot(tmp_path / f"converse-{transport}.png")
+    await _log_out(page, server)
+    return shot
 
+
+async def _log_in(page: Page, jid: str, service: dict[str, str]) -> str:
+    """Start Converse with `service` (its transport's URL), log in as `jid` through its login form
+    (typed, Enter pressed); the full JID the server bound."""
+    config = {
+        **service,
+        "authentication": "login",
+        "discover_connection_methods": False,  # only the transport under test
+        "auto_reconnect": False,  # a dropped session must fail the test, not be papered over
+        "view_mode": "fullscreen",
+        "i18n": "en",
+        "loglevel": "debug",  # every stanza in the console: a failure prints the last ones
+        "use_system_emojis": True,  # the default fetches images from a CDN
+        "play_sounds": False,
+        "show_desktop_notifications": False,
+        "disable_effects": True,
+    }
+    await page.evaluate(f"imactorTest.start({json.dumps(config)})")  # focuses the JID field
+    await page.type_text(jid)
+    await page.evaluate("imactorTest.focus('converse-login-form input[name=\"password\"]')")
+    await page.type_text(PASSWORD)
+    await page.press_enter()
+    full_jid: str = await page.evaluate("imactorTest.loggedIn()")
+    assert full_jid.startswith(f"{jid}/"), full_jid
+    return full_jid
+
+
+async def _log_out(page: Page, server: ServerProcess) -> None:
+    """Log Converse out; the server must end its session and have logged no error, and the page too."""
     # Converse's logout ends the session (BOSH terminate, WebSocket <close/>): the server is left
     # with slixmpp's session alone. Its status socket is the only witness, so it is polled; a
     # server that logged an error meanwhile (a crashed listener, say) fails at once, with it.
@@ -281,7 +400,98 @@ async def _chat(
         if line.startswith(("console.error", "uncaught", "log.error")) and SPONSOR_LOGOS not in line
     ]
     assert not errors, errors
+
+
+def test_converse_sends_and_shows_files_through_http_upload(
+    tmp_path: Path, chromium: str, origin: str, server: ServerProcess, desk: SlixmppThread
+) -> None:
+    picture = tmp_path / "from converse.png"  # a space: the URLs quote the name
+    picture.write_bytes(_png(160, 90))
+    _keep([trio.run(_upload, chromium, origin, picture, tmp_path, server, desk)])
+
+
+async def _upload(
+    chromium: str, origin: str, picture: Path, tmp_path: Path, server: ServerProcess, desk: SlixmppThread
+) -> Path:
+    with trio.fail_after(TIMEOUT_PER_TRANSPORT):
+        async with open_chromium(
+            f"{origin}/upload.html",
+            tmp_path / "profile-upload",
+            chromium=chromium,
+            size=(1100, 720),
+            trust=[_cert(server)],
+        ) as page:
+            try:
+                return await _send_and_show_files(page, picture, tmp_path, server, desk)
+            except BaseException:
+                await _explain(page, tmp_path / "converse-upload-failed.png")
+                raise
+
+
+async def _send_and_show_files(
+    page: Page, picture: Path, tmp_path: Path, server: ServerProcess, desk: SlixmppThread
+) -> Path:
+    """Converse uploads a picture the user picked and sends its URL; slixmpp downloads the same
+    bytes. Then slixmpp uploads one, and Converse shows it. The screenshot of the conversation."""
+    websocket = {"websocket_url": f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"}
+    full_jid = await _log_in(page, f"{UPLOADER}@localhost", websocket)
+    await page.evaluate(f"imactorTest.openChat({json.dumps(DESK)})")
+    # The paperclip button's file input: the file chooser's choice, and its change event, come
+    # from the browser (DevTools), so Converse takes it as a user's; it does the rest on its own:
+    # the slot request to the service its disco found, the cross-origin PUT, the message.
+    selector = await page.evaluate(f"imactorTest.uploadInput({json.dumps(DESK)})")
+    await page.set_files(selector, [picture])
+    # Converse shows the picture once its PUT succeeded (loaded from the GET URL), or an error
+    # at once when the slot request or the PUT failed: that error is the test's failure.
+    mine = await page.evaluate(f"imactorTest.waitForImage({json.dumps(DESK)}, {json.dumps(full_jid)})")
+    # (Converse's chat states come from that JID too, without a body.)
+    sent = await trio.to_thread.run_sync(desk.expect_from, lambda m: m.sender == full_jid and bool(m.body))
+    base = f"https://localhost:{server.https_port}/upload/"
+    assert sent.body.startswith(base), sent
+    assert sent.body.endswith("/from%20converse.png"), sent
+    assert sent.oob_url == sent.body, sent  # XEP-0066, how clients know the body is a file
+    trusted = ssl.create_default_context(cafile=str(_cert(server)))
+    content_type, data = await trio.to_thread.run_sync(_download, sent.body, trusted)
+    assert content_type == "image/png"
+    assert data == await trio.Path(picture).read_bytes()
+    assert mine == {"from": full_jid, "src": sent.body, "width": 160, "height": 90}, mine
+
+    # The other way: slixmpp's XEP-0363 plugin finds the service and asks a slot, the PUT is
+    # aiohttp's; Converse loads the picture from the GET URL it got in the message.
+    theirs = _png(120, 120)
+    url = await trio.to_thread.run_sync(desk.upload_and_send, full_jid, "from slixmpp.png", theirs, trusted)
+    shown = await page.evaluate(f"imactorTest.waitForImage({json.dumps(DESK)}, {json.dumps(DESK + '/desk')})")
+    assert shown == {"from": f"{DESK}/desk", "src": url, "width": 120, "height": 120}, shown
+    shot = await page.screenshot(tmp_path / "converse-upload.png")
+    await _log_out(page, server)
     return shot
+
+
+def _download(url: str, context: ssl.SSLContext) -> tuple[str, bytes]:
+    """GET `url` (HTTPS, verified with `context`): its Content-Type and body."""
+    with urllib.request.urlopen(url, context=context, timeout=TIMEOUT) as response:
+        return str(response.headers["Content-Type"]), bytes(response.read())
+
+
+def _png(width: int, height: int) -> bytes:
+    """A PNG of random colours (so no two runs upload the same bytes), RGB, 8 bits a channel."""
+    rows = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(height))  # filter 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _cert(server: ServerProcess) -> Path:
+    """The server's self-signed certificate (generated at its first start) for localhost."""
+    return server.data_dir / "tls" / "localhost.crt"
 
 
 def _server_errors(server: ServerProcess) -> list[str]:

@@ -407,6 +407,41 @@ async def test_a_download_has_safe_headers(server: ServerProcess, peers: Peers, 
     assert head.headers["content-length"] == str(len(page))
 
 
+async def test_a_web_page_of_another_origin_may_upload_and_download(
+    server: ServerProcess, peers: Peers, user: str
+) -> None:
+    """CORS as a browser does it (the Fetch standard's checks) for a web client such as Converse.js,
+    whose page is on another origin than the HTTPS listener: its PUT, with a Content-Type that is
+    not a "simple" one, is preceded by a preflight OPTIONS, without the token's check or a body."""
+    data = b"\x89PNG not really"
+    put_url, get_url = await slot(peers, user, "shot.png", len(data), "image/png")
+    origin = {"Origin": "http://127.0.0.1:8080"}
+    preflight = await https(server, "OPTIONS", put_url, headers={
+        **origin, "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "content-type",
+        "Accept": "*/*", "Sec-Fetch-Mode": "cors",
+    })  # fmt: skip
+    assert 200 <= preflight.status < 300, preflight  # a "ok status"
+    assert preflight.headers["access-control-allow-origin"] in ("*", origin["Origin"]), preflight
+    methods = {m.strip() for m in preflight.headers["access-control-allow-methods"].split(",")}
+    assert "PUT" in methods, preflight  # matched case-sensitively
+    allowed = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert "content-type" in allowed, preflight
+    assert preflight.body == b""
+    # The PUT and the GET themselves: the page reads their status and bytes only if they allow it.
+    uploaded = await https(server, "PUT", put_url, data, headers={
+        **origin, "Content-Type": "image/png", "Content-Length": str(len(data)),
+    })  # fmt: skip
+    assert uploaded.status == 201, uploaded
+    assert uploaded.headers["access-control-allow-origin"] == "*", uploaded
+    downloaded = await https(server, "GET", get_url, headers=origin)
+    assert (downloaded.status, downloaded.body) == (200, data)
+    assert downloaded.headers["access-control-allow-origin"] == "*", downloaded
+    # A refusal too, so that the page can show the server's reason rather than a network error.
+    again = await put(server, put_url, data, content_type="image/png")
+    assert again.status == 409
+    assert again.headers["access-control-allow-origin"] == "*", again
+
+
 async def test_paths_outside_a_file_are_not_found(server: ServerProcess, peers: Peers, user: str) -> None:
     put_url, get_url = await slot(peers, user, "real.txt", 4)
     assert (await put(server, put_url, b"real")).status == 201
