@@ -724,7 +724,9 @@ async def test_a_flooding_server_is_read_slower_and_loses_nothing(federation: Fe
         assert fay.inbox == []  # no error, nothing twice
         workers = (await trio.to_thread.run_sync(federation.imactor.status))["workers"]
         throttled = sum(worker["s2s"]["throttled"] for worker in workers)
-        assert throttled >= count - FLOOD_BURST
+        # The limiter held some back. How many depends on how fast the server reads: on a busy
+        # machine it reads slower than the rate by itself, and fewer stanzas have to wait.
+        assert 0 < throttled <= count - FLOOD_BURST
 
 
 async def test_a_peer_that_never_authenticates_times_out(federation: Federation) -> None:
