@@ -17,6 +17,7 @@ from sqlmodel import Field, Session, SQLModel
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
+from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
 
@@ -281,6 +282,10 @@ TABLES: tuple[Table, ...] = tuple(
         OrgVersion,
         ClusterNodeRow,
         ClusterStateRow,
+        PubsubNode,
+        PubsubItem,
+        PubsubAffiliation,
+        PubsubSubscription,
     )
 )
 

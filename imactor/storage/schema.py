@@ -179,6 +179,15 @@ def _add_admin(conn: Connection) -> None:
         getattr(Motd, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_pubsub_service(conn: Connection) -> None:
+    """Version 10 (pubsub service): the nodes, items, affiliations and subscriptions of XEP-0060
+    services (``pubsub.<domain>``)."""
+    from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
+
+    for model in (PubsubNode, PubsubItem, PubsubAffiliation, PubsubSubscription):
+        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -189,6 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "company directory: departments and people", _add_org),
     Migration(8, "cluster nodes and membership", _add_cluster),
     Migration(9, "disabled accounts and the message of the day (XEP-0133)", _add_admin),
+    Migration(10, "publish-subscribe service nodes and items (XEP-0060)", _add_pubsub_service),
 )
 
 
