@@ -32,7 +32,7 @@ NS_EVENT = "http://jabber.org/protocol/pubsub#event"
 NS_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 NS_INFO = "http://jabber.org/protocol/disco#info"
 NS_ITEMS = "http://jabber.org/protocol/disco#items"
-P, O, EV = f"{{{NS_PUBSUB}}}", f"{{{NS_OWNER}}}", f"{{{NS_EVENT}}}"
+P, OWN, EV = f"{{{NS_PUBSUB}}}", f"{{{NS_OWNER}}}", f"{{{NS_EVENT}}}"
 MAX_ITEMS = 5
 MAX_BYTES = 1000
 MODULES = "modules = [" + ", ".join(f'"{name}"' for name in (*DEFAULT_MODULES, "pubsub")) + "]\n"
@@ -117,7 +117,8 @@ async def test_disco_info_items_and_node_info(peers: Peers) -> None:
         (alice,) = await peers.online_users(1)
         info = ok(await alice.iq(f"<query xmlns='{NS_INFO}'/>", to=SERVICE))
         identity = info.find(f"{{{NS_INFO}}}query/{{{NS_INFO}}}identity")
-        assert identity is not None and (identity.get("category"), identity.get("type")) == (
+        assert identity is not None
+        assert (identity.get("category"), identity.get("type")) == (
             "pubsub",
             "service",
         )
@@ -143,12 +144,14 @@ async def test_disco_info_items_and_node_info(peers: Peers) -> None:
         ok(await publish(alice, node, "n1", "first"))
         found = ok(await alice.iq(f"<query xmlns='{NS_ITEMS}'/>", to=SERVICE))
         entries = {i.get("node"): i for i in found.iter(f"{{{NS_ITEMS}}}item")}
-        assert entries[node].get("jid") == SERVICE and entries[node].get("name") == "News of the day"
+        assert entries[node].get("jid") == SERVICE
+        assert entries[node].get("name") == "News of the day"
         of_node = ok(await alice.iq(f"<query xmlns='{NS_ITEMS}' node='{node}'/>", to=SERVICE))
         assert [i.get("name") for i in of_node.iter(f"{{{NS_ITEMS}}}item")] == ["n1"]
         node_info = ok(await alice.iq(f"<query xmlns='{NS_INFO}' node='{node}'/>", to=SERVICE))
         identity = node_info.find(f"{{{NS_INFO}}}query/{{{NS_INFO}}}identity")
-        assert identity is not None and identity.get("type") == "leaf"
+        assert identity is not None
+        assert identity.get("type") == "leaf"
         owners = [
             v.text
             for f in node_info.iter("{jabber:x:data}field")
@@ -171,7 +174,8 @@ async def test_create_instant_conflict_and_default_config(peers: Peers) -> None:
         assert errors(await create(bob, node)) == ("conflict", None)
         instant = ok(await ps(alice, "<create/>"))
         made = instant.find(f"{P}pubsub/{P}create")
-        assert made is not None and made.get("node")
+        assert made is not None
+        assert made.get("node")
         configure = ok(await ps(alice, f"<configure node='{node}'/>", type_="get", ns=NS_OWNER))
         values = {f.get("var"): [v.text for v in f.findall("{jabber:x:data}value")]
                   for f in configure.iter("{jabber:x:data}field")}  # fmt: skip
@@ -190,12 +194,10 @@ async def test_create_instant_conflict_and_default_config(peers: Peers) -> None:
         assert errors(refused)[0] == "not-acceptable"
 
 
-async def test_remote_and_unknown_senders_may_not_create(peers: Peers) -> None:
-    """Creation is for the server's own accounts by default: an anonymous-looking JID cannot."""
+async def test_publish_to_a_missing_node(peers: Peers) -> None:
+    """No auto-create: publishing to a node that does not exist is item-not-found (§7.1.3.3)."""
     with trio.fail_after(TIMEOUT):
         (alice,) = await peers.online_users(1)
-        ok(await create(alice, new_id("mine")))
-        # A missing node on publish is item-not-found (no auto-create).
         assert errors(await publish(alice, new_id("nowhere"), "i", "x"))[0] == "item-not-found"
 
 
@@ -227,10 +229,11 @@ async def test_publish_retrieve_max_items_retract_purge(peers: Peers) -> None:
         assert item_texts(await items(bob, node, extra=" max_items='1'")) == [("i4", "4")]
         assert item_texts(await items(bob, node, "<item id='i3'/>")) == [("i3", "3")]
         assert errors(await items(bob, node, "<item id='i0'/>"))[0] == "item-not-found"
-        generated = ok(await ps(alice, f"<publish node='{node}'><item><entry xmlns='urn:test'>g</entry></item>"
-                                       "</publish>"))  # fmt: skip
+        bare_item = "<item><entry xmlns='urn:test'>g</entry></item>"
+        generated = ok(await ps(alice, f"<publish node='{node}'>{bare_item}</publish>"))
         item = generated.find(f"{P}pubsub/{P}publish/{P}item")
-        assert item is not None and item.get("id")
+        assert item is not None
+        assert item.get("id")
         # Publishers publish; others may not (publish_model publishers).
         assert errors(await publish(bob, node, "b", "x"))[0] == "forbidden"
         assert errors(await ps(bob, f"<retract node='{node}'><item id='i4'/></retract>"))[0] == "forbidden"
@@ -254,7 +257,8 @@ async def test_payload_checks_and_preconditions(peers: Peers) -> None:
             "payload-too-big",
         )
         assert errors(await ps(alice, f"<publish node='{node}'/>")) == ("bad-request", "item-required")
-        options = f"<publish-options>{form(NS_PUBSUB + '#publish-options', access_model='whitelist')}</publish-options>"
+        options = form(NS_PUBSUB + "#publish-options", access_model="whitelist")
+        options = f"<publish-options>{options}</publish-options>"
         assert errors(await publish(alice, node, "p", "x", options)) == ("conflict", "precondition-not-met")
         same = (
             f"<publish-options>{form(NS_PUBSUB + '#publish-options', access_model='open')}</publish-options>"
@@ -273,7 +277,9 @@ async def test_subscribe_notify_unsubscribe(peers: Peers) -> None:
         ok(await publish(alice, node, "old", "before"))
         reply = ok(await ps(bob, f"<subscribe node='{node}' jid='{bob.bare}'/>"))
         sub = reply.find(f"{P}pubsub/{P}subscription")
-        assert sub is not None and sub.get("subscription") == "subscribed" and sub.get("subid")
+        assert sub is not None
+        assert sub.get("subscription") == "subscribed"
+        assert sub.get("subid")
         last = await bob.expect(event(node))  # send_last_published_item on_sub
         assert last.findtext(f"{EV}event/{EV}items/{EV}item/{{urn:test}}entry") == "before"
         ok(await publish(alice, node, "new", "after"))
@@ -285,7 +291,7 @@ async def test_subscribe_notify_unsubscribe(peers: Peers) -> None:
         mine = ok(await ps(bob, "<subscriptions/>", type_="get"))
         assert [(s.get("node"), s.get("jid")) for s in mine.iter(f"{P}subscription")] == [(node, bob.bare)]
         managed = ok(await ps(alice, f"<subscriptions node='{node}'/>", type_="get", ns=NS_OWNER))
-        assert [s.get("jid") for s in managed.iter(f"{O}subscription")] == [bob.bare]
+        assert [s.get("jid") for s in managed.iter(f"{OWN}subscription")] == [bob.bare]
         # Another's JID is refused; unsubscribing twice is not-subscribed.
         refused = await ps(bob, f"<subscribe node='{node}' jid='{alice.bare}'/>")
         assert errors(refused) == ("bad-request", "invalid-jid")
@@ -320,7 +326,7 @@ async def test_whitelist_affiliations_and_outcasts(peers: Peers) -> None:
         got = await bob.expect(event(node))
         assert got.findtext(f"{EV}event/{EV}items/{EV}item/{{urn:test}}entry") == "from carol"
         listed = ok(await ps(alice, f"<affiliations node='{node}'/>", type_="get", ns=NS_OWNER))
-        assert {(a.get("jid"), a.get("affiliation")) for a in listed.iter(f"{O}affiliation")} == {
+        assert {(a.get("jid"), a.get("affiliation")) for a in listed.iter(f"{OWN}affiliation")} == {
             (alice.bare, "owner"),
             (bob.bare, "member"),
             (carol.bare, "publisher"),
@@ -330,11 +336,11 @@ async def test_whitelist_affiliations_and_outcasts(peers: Peers) -> None:
             (node, "publisher")
         ]
         # An outcast loses its subscription and its access.
-        ok(await ps(alice, f"<affiliations node='{node}'><affiliation jid='{bob.bare}' affiliation='outcast'/>"
-                           "</affiliations>", ns=NS_OWNER))  # fmt: skip
+        outcast = f"<affiliation jid='{bob.bare}' affiliation='outcast'/>"
+        ok(await ps(alice, f"<affiliations node='{node}'>{outcast}</affiliations>", ns=NS_OWNER))
         assert errors(await items(bob, node))[0] == "forbidden"
         managed = ok(await ps(alice, f"<subscriptions node='{node}'/>", type_="get", ns=NS_OWNER))
-        assert list(managed.iter(f"{O}subscription")) == []
+        assert list(managed.iter(f"{OWN}subscription")) == []
         # The last owner stays.
         alone = (
             f"<affiliations node='{node}'><affiliation jid='{alice.bare}' affiliation='none'/></affiliations>"
@@ -357,14 +363,16 @@ async def test_concurrent_publishes_keep_every_item(peers: Peers) -> None:
 
         async def burst(peer: Peer, n: int) -> None:
             for i in range(4):
-                replies.append(await publish(peer, node, f"p{n}-{i}", f"{n}.{i}"))
+                reply = await publish(peer, node, f"p{n}-{i}", f"{n}.{i}")
+                replies.append(reply)
 
         async with trio.open_nursery() as nursery:
             for n, peer in enumerate(publishers):
                 nursery.start_soon(burst, peer, n)
         assert all(r.get("type") == "result" for r in replies), [show(r) for r in replies]
         kept = item_texts(await items(owner, node))
-        assert len(kept) == MAX_ITEMS and len({i for i, _ in kept}) == MAX_ITEMS
+        assert len(kept) == MAX_ITEMS
+        assert len({i for i, _ in kept}) == MAX_ITEMS
 
 
 # ---- slixmpp's xep_0060 as a client application uses it ------------------------------------
@@ -376,8 +384,8 @@ def test_slixmpp_pubsub_flow(clients: Clients, accounts: Accounts) -> None:
 
     async def scenario() -> None:
         async with (
-            clients.slixmpp(owner, plugins=("xep_0004", "xep_0030", "xep_0060")) as alice,
-            clients.slixmpp(reader, plugins=("xep_0004", "xep_0030", "xep_0060")) as bob,
+            clients.slixmpp(owner, plugins=("xep_0004", "xep_0030", "xep_0060"), send_presence=True) as alice,
+            clients.slixmpp(reader, plugins=("xep_0004", "xep_0030", "xep_0060"), send_presence=True) as bob,
         ):
             pubsub_a, pubsub_b = alice.plugin["xep_0060"], bob.plugin["xep_0060"]
             config = alice.plugin["xep_0004"].make_form("submit")
@@ -403,11 +411,8 @@ def test_slixmpp_pubsub_flow(clients: Clients, accounts: Accounts) -> None:
             deletes = event_queue(bob, "pubsub_delete")
             await pubsub_a.delete_node(SERVICE, node)
             await asyncio.wait_for(deletes.get(), TIMEOUT)
-            try:
+            with pytest.raises(IqError) as gone:
                 await pubsub_b.get_items(SERVICE, node)
-            except IqError as error:
-                assert error.condition == "item-not-found"
-            else:
-                raise AssertionError("items of a deleted node")
+            assert gone.value.condition == "item-not-found"
 
     run(scenario())
