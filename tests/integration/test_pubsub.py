@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import slixmpp
@@ -17,7 +18,7 @@ import trio
 from slixmpp.exceptions import IqError
 
 from imactor.config import DEFAULT_MODULES
-from tests.integration.conftest import Accounts
+from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import C, Element, Peer, Peers, error_condition, new_id, show
 from tests.support.server import ServerProcess, running_server
@@ -373,6 +374,37 @@ async def test_concurrent_publishes_keep_every_item(peers: Peers) -> None:
         kept = item_texts(await items(owner, node))
         assert len(kept) == MAX_ITEMS
         assert len({i for i, _ in kept}) == MAX_ITEMS
+
+
+# ---- a server of its own: only admins create, and items survive a restart --------------------
+
+
+async def test_admins_create_and_nodes_survive_a_restart(tmp_path: Path) -> None:
+    options = MODULES + 'admins = ["boss@localhost"]\n'
+    extra = '\n[modules.pubsub]\ncreators = "admins"\n'
+    users = [("boss", PASSWORD), ("staff", PASSWORD)]
+    with running_server(tmp_path, users=users, server_options=options, extra=extra) as first:
+        with trio.fail_after(TIMEOUT):
+            boss = await Peer.login(first.c2s_port, "boss", PASSWORD)
+            staff = await Peer.online(first.c2s_port, "staff", PASSWORD)
+            assert errors(await create(staff, "staff-node"))[0] == "forbidden"
+            ok(await create(boss, "kept", title="Kept"))
+            ok(await publish(boss, "kept", "k1", "one"))
+            ok(await publish(boss, "kept", "k2", "two"))
+            ok(await ps(staff, f"<subscribe node='kept' jid='{staff.bare}'/>"))
+            await staff.expect(event("kept"))  # the last item
+            await boss.aclose()
+            await staff.aclose()
+    with running_server(tmp_path, server_options=options, extra=extra) as second:
+        with trio.fail_after(TIMEOUT):
+            boss = await Peer.login(second.c2s_port, "boss", PASSWORD)
+            staff = await Peer.online(second.c2s_port, "staff", PASSWORD)
+            assert item_texts(await items(staff, "kept")) == [("k1", "one"), ("k2", "two")]
+            ok(await publish(boss, "kept", "k3", "three"))
+            got = await staff.expect(event("kept"))
+            assert got.findtext(f"{EV}event/{EV}items/{EV}item/{{urn:test}}entry") == "three"
+            await boss.aclose()
+            await staff.aclose()
 
 
 # ---- slixmpp's xep_0060 as a client application uses it ------------------------------------
