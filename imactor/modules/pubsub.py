@@ -36,7 +36,7 @@ from imactor.xmpp import pubsub_service as service
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
-from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER, qname
+from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_ERRORS, NS_PUBSUB_OWNER, qname
 from imactor.xmpp.pubsub_service import ServiceConfig
 
 KEY = "modules.pubsub"
@@ -177,6 +177,13 @@ def _subscriber_jid(ctx: IqContext, op: st.Element) -> JID:
     return jid
 
 
+def _unsupported(feature: str) -> StanzaError:
+    """§6.3.2 and others: feature-not-implemented with <unsupported feature='...'/>."""
+    element = etree.Element(qname(NS_PUBSUB_ERRORS, "unsupported"), nsmap=st.default_ns(NS_PUBSUB_ERRORS))
+    element.set("feature", feature)
+    return StanzaError("feature-not-implemented", f"{feature} is not supported", app_element=element)
+
+
 def _may_create(ctx: IqContext) -> bool:
     options: Options = ctx.options
     if options.creators == "anyone":
@@ -196,7 +203,7 @@ async def pubsub_set(ctx: IqContext) -> st.Element:
     if name == "create":
         return await _create(ctx, op)
     if name == "options":
-        raise ps.pubsub_error("feature-not-implemented", "subscription-options")
+        raise _unsupported("subscription-options")
     node = ps.check_node_name(op.get("node"))
     if name == "publish":
         return await _publish(ctx, op, node)
@@ -326,7 +333,7 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
     name = etree.QName(op).localname
     jid = _service(ctx)
     if name in ("options", "default"):
-        raise ps.pubsub_error("feature-not-implemented", "subscription-options")
+        raise _unsupported("subscription-options")
     reply, pubsub = _reply(ctx, NS_PUBSUB)
     wanted = op.get("node")
     if name == "subscriptions":  # §5.6

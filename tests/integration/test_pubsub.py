@@ -297,6 +297,11 @@ async def test_subscribe_notify_unsubscribe(peers: Peers) -> None:
         refused = await ps(bob, f"<subscribe node='{node}' jid='{alice.bare}'/>")
         assert errors(refused) == ("bad-request", "invalid-jid")
         ok(await ps(bob, f"<unsubscribe node='{node}' jid='{bob.bare}'/>"))
+        options = await ps(bob, f"<options node='{node}' jid='{bob.bare}'/>", type_="get")
+        assert errors(options) == ("feature-not-implemented", "unsupported")
+        unsupported = options.find(f"{C}error/{{{NS_ERRORS}}}unsupported")
+        assert unsupported is not None
+        assert unsupported.get("feature") == "subscription-options"
         assert errors(await ps(bob, f"<unsubscribe node='{node}' jid='{bob.bare}'/>")) == (
             "unexpected-request",
             "not-subscribed",
