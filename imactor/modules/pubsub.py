@@ -58,7 +58,7 @@ class Options:
         if self.creators not in CREATORS:
             raise ModuleConfigError(f"{KEY}.creators: expected one of {list(CREATORS)}, "
                                     f"got {self.creators!r}")  # fmt: skip
-        for name in ("max_items", "max_item_bytes", "max_nodes"):
+        for name in ("max_items", "default_max_items", "max_item_bytes", "max_nodes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ModuleConfigError(f"{KEY}.{name}: expected a positive integer, got {value!r}")
