@@ -181,11 +181,14 @@ def _add_admin(conn: Connection) -> None:
 
 def _add_pubsub_service(conn: Connection) -> None:
     """Version 10 (pubsub service): the nodes, items, affiliations and subscriptions of XEP-0060
-    services (``pubsub.<domain>``)."""
+    services (``pubsub.<domain>``).
+
+    Idempotent: a database that has them from `models.py` (tests that roll the version back) is
+    left as it is."""
     from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
 
     for model in (PubsubNode, PubsubItem, PubsubAffiliation, PubsubSubscription):
-        getattr(model, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
+        getattr(model, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
 
 
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.

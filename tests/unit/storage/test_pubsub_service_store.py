@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import trio
 
-from imactor.storage import Storage
+from imactor.storage import Storage, schema
 from imactor.storage.pubsub_service import Subscription
+from tests.unit.storage.conftest import execute, table_names
 
 SVC = "pubsub.example"
 
@@ -97,3 +98,17 @@ async def test_concurrent_publishes_from_two_connections(db_url: str, storage: S
     assert len(set(kept)) == 20
     # The newest of each burst survived the trim.
     assert {"x14", "y14"} <= set(kept)
+
+
+async def test_a_version_9_database_gets_the_tables(db_url: str) -> None:
+    """Schema version 10 adds the pubsub service's tables to a database written before them."""
+    async with await Storage.open(db_url):
+        pass
+    for table in ("pubsub_subscription", "pubsub_affiliation", "pubsub_item", "pubsub_node"):
+        execute(db_url, f"DROP TABLE {table}")
+    execute(db_url, "UPDATE schema_version SET version = 9")
+    assert not {"pubsub_node", "pubsub_item"} & table_names(db_url)
+    async with await Storage.open(db_url) as storage:
+        assert await storage.pubsub.create_node(SVC, "n", {}, "a@example", 10) == "created"
+        assert await storage.pubsub.publish(SVC, "n", "i", b"<p/>", "a@example/r", 5)
+    assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
