@@ -21,6 +21,7 @@ from imactor.config import DEFAULT_MODULES
 from tests.integration.conftest import PASSWORD, Accounts
 from tests.support.clients import Clients, event_queue, run
 from tests.support.peer import C, Element, Peer, Peers, error_condition, new_id, show
+from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
 
@@ -42,10 +43,18 @@ SETTINGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("pubsub"), server_options=MODULES, extra=SETTINGS,
-                        workers=2) as process:  # fmt: skip
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The service's state is the database's: these tests run on SQLite and on PostgreSQL (where
+    the node's row lock orders concurrent publishes)."""
+    extra = SETTINGS
+    if request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        extra += f'\n[storage]\nurl = "{postgres.database_url("pubsub")}"\npartitions = 4\n'
+    with running_server(tmp_path_factory.mktemp(f"pubsub-{request.param}"), server_options=MODULES,
+                        extra=extra, workers=2) as process:  # fmt: skip
         yield process
 
 
@@ -384,9 +393,15 @@ async def test_concurrent_publishes_keep_every_item(peers: Peers) -> None:
 # ---- a server of its own: only admins create, and items survive a restart --------------------
 
 
-async def test_admins_create_and_nodes_survive_a_restart(tmp_path: Path) -> None:
+async def test_admins_create_and_nodes_survive_a_restart(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """On the backend of the module's server (its parameter)."""
     options = MODULES + 'admins = ["boss@localhost"]\n'
     extra = '\n[modules.pubsub]\ncreators = "admins"\n'
+    if request.node.callspec.params["server"] == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        extra += f'\n[storage]\nurl = "{postgres.database_url("pubsub_restart")}"\npartitions = 4\n'
     users = [("boss", PASSWORD), ("staff", PASSWORD)]
     with running_server(tmp_path, users=users, server_options=options, extra=extra) as first:
         with trio.fail_after(TIMEOUT):
