@@ -41,6 +41,7 @@ from imactor.xmpp.pubsub_service import ServiceConfig
 
 KEY = "modules.pubsub"
 CREATORS = ("local", "admins", "anyone")
+MAX_ID = 1024  #: the longest item id accepted (the node names' bound too)
 
 
 @dataclass(frozen=True)
@@ -243,9 +244,7 @@ async def _publish(ctx: IqContext, publish: st.Element, node: str) -> st.Element
     options: Options = ctx.options
     jid = _service(ctx)
     row, config, affiliation = await _node(ctx, node)
-    subscribed = affiliation not in ("owner", "publisher") and any(
-        s.jid in (str(ctx.from_jid), _bare(ctx)) for s in await ctx.storage.pubsub.subscriptions(jid, node)
-    )
+    subscribed = affiliation not in ("owner", "publisher") and await _subscribed(ctx, node)
     if not service.may_publish(config, affiliation, subscribed):
         raise StanzaError("forbidden", "you may not publish to this node")
     items = publish.findall(qname(NS_PUBSUB, "item"))
@@ -253,6 +252,8 @@ async def _publish(ctx: IqContext, publish: st.Element, node: str) -> st.Element
         raise ps.pubsub_error("bad-request", "item-required" if not items else "invalid-payload")
     payload = ps.check_payload(items[0], options.limits())
     item_id = items[0].get("id") or uuid.uuid4().hex
+    if len(item_id) > MAX_ID:
+        raise StanzaError("not-acceptable", f"an item id is at most {MAX_ID} characters")
     form = ps.parse_options_form(ctx.payload.find(qname(NS_PUBSUB, "publish-options")))
     if form is not None:
         if form.form_type != ps.PUBLISH_OPTIONS:
@@ -273,15 +274,28 @@ async def _publish(ctx: IqContext, publish: st.Element, node: str) -> st.Element
     return reply
 
 
+async def _subscribed(ctx: IqContext, node: str) -> bool:
+    """Whether the requester (its full or bare JID) is subscribed to the node."""
+    mine = (str(ctx.from_jid), _bare(ctx))
+    return any(s.jid in mine for s in await ctx.storage.pubsub.subscriptions(_service(ctx), node))
+
+
 async def _retract(ctx: IqContext, retract: st.Element, node: str) -> st.Element:
-    """§7.2: delete items; the subscribers hear of it with notify="true" and `notify_retract`."""
+    """§7.2: delete items; the subscribers hear of it with notify="true" and `notify_retract`.
+    Owners and publishers retract any item; those the publish model lets publish (open,
+    subscribers), only their own (§4.1's publish-only)."""
     row, config, affiliation = await _node(ctx, node)
+    by = None
     if not service.may_retract(affiliation):
-        raise StanzaError("forbidden", "only owners and publishers retract items")
+        if not service.may_publish(config, affiliation, await _subscribed(ctx, node)):
+            raise StanzaError("forbidden", "only owners and publishers retract items")
+        by = _bare(ctx)
     ids = [item.get("id") or "" for item in retract.findall(qname(NS_PUBSUB, "item"))]
     if not ids or not all(ids):
         raise ps.pubsub_error("bad-request", "item-required")
-    found = await ctx.storage.pubsub.retract(_service(ctx), node, ids)
+    found = await ctx.storage.pubsub.retract(_service(ctx), node, ids, by=by)
+    if found is None:
+        raise StanzaError("forbidden", "you may retract only the items you published")
     if not found:
         raise StanzaError("item-not-found", "no such item")
     if retract.get("notify") in ("true", "1") and config.base.notify_retract:

@@ -136,20 +136,28 @@ class PubsubServiceStore:
 
         return await self._db.write(upsert)
 
-    async def retract(self, service: str, node: str, item_ids: Sequence[str]) -> list[str]:
-        """Delete items by id; returns the ids that existed."""
+    async def retract(
+        self, service: str, node: str, item_ids: Sequence[str], *, by: str | None = None
+    ) -> list[str] | None:
+        """Delete items by id; returns the ids that existed. With `by` (a bare JID), only items
+        that JID published may go: if any other is among them, nothing is deleted and None is
+        returned."""
 
-        def remove(session: Session) -> list[str]:
-            found = [i for i in item_ids if session.get(PubsubItem, (service, node, i)) is not None]
-            if found:
+        def remove(session: Session) -> list[str] | None:
+            rows = [session.get(PubsubItem, (service, node, i)) for i in item_ids]
+            found = [row for row in rows if row is not None]
+            if by is not None and any(row.publisher.split("/")[0] != by for row in found):
+                return None
+            ids = [row.item_id for row in found]
+            if ids:
                 session.exec(
                     delete(PubsubItem).where(
                         col(PubsubItem.service) == service,
                         col(PubsubItem.node) == node,
-                        col(PubsubItem.item_id).in_(found),
+                        col(PubsubItem.item_id).in_(ids),
                     )
                 )
-            return found
+            return ids
 
         return await self._db.write(remove)
 

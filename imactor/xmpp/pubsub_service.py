@@ -144,7 +144,8 @@ def may_publish(config: ServiceConfig, affiliation: str, subscribed: bool) -> bo
 
 
 def may_retract(affiliation: str) -> bool:
-    """§7.2.3.1: the owner and publishers retract items."""
+    """§7.2.3.1: the owner and publishers retract any item (others whom the publish model lets
+    publish retract their own, which storage checks)."""
     return affiliation in ("owner", "publisher")
 
 

@@ -276,6 +276,23 @@ async def test_payload_checks_and_preconditions(peers: Peers) -> None:
         ok(await publish(alice, node, "p", "x", same))
 
 
+async def test_open_publish_model_and_own_retractions(peers: Peers) -> None:
+    """publish_model open: anyone publishes, and retracts only what it published."""
+    with trio.fail_after(TIMEOUT):
+        alice, bob, carol = await peers.online_users(3)
+        node = new_id("wall")
+        ok(await create(alice, node, publish_model="open"))
+        ok(await publish(bob, node, "by-bob", "b"))
+        ok(await publish(carol, node, "by-carol", "c"))
+        refused = await ps(bob, f"<retract node='{node}'><item id='by-carol'/></retract>")
+        assert errors(refused)[0] == "forbidden"
+        ok(await ps(bob, f"<retract node='{node}'><item id='by-bob'/></retract>"))
+        ok(await ps(alice, f"<retract node='{node}'><item id='by-carol'/></retract>"))  # the owner: any
+        assert item_texts(await items(carol, node)) == []
+        long_id = "x" * 1025
+        assert errors(await publish(bob, node, long_id, "x"))[0] == "not-acceptable"
+
+
 # ---- subscriptions, affiliations, access -----------------------------------------------------
 
 

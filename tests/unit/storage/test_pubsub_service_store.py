@@ -112,3 +112,13 @@ async def test_a_version_9_database_gets_the_tables(db_url: str) -> None:
         assert await storage.pubsub.create_node(SVC, "n", {}, "a@example", 10) == "created"
         assert await storage.pubsub.publish(SVC, "n", "i", b"<p/>", "a@example/r", 5)
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
+
+
+async def test_retract_by_a_publisher_of_its_own_items_only(storage: Storage) -> None:
+    await storage.pubsub.create_node(SVC, "n", {}, "a@example", 10)
+    await storage.pubsub.publish(SVC, "n", "mine", b"<p/>", "b@example/phone", 10)
+    await storage.pubsub.publish(SVC, "n", "theirs", b"<p/>", "c@example/pc", 10)
+    assert await storage.pubsub.retract(SVC, "n", ["mine", "theirs"], by="b@example") is None
+    assert await ids(storage, "n") == ["mine", "theirs"]
+    assert await storage.pubsub.retract(SVC, "n", ["mine", "nope"], by="b@example") == ["mine"]
+    assert await storage.pubsub.retract(SVC, "n", ["theirs"]) == ["theirs"]
