@@ -293,6 +293,31 @@ async def test_open_publish_model_and_own_retractions(peers: Peers) -> None:
         assert errors(await publish(bob, node, long_id, "x"))[0] == "not-acceptable"
 
 
+async def test_bad_requests(peers: Peers) -> None:
+    with trio.fail_after(TIMEOUT):
+        (alice,) = await peers.online_users(1)
+        node = new_id("bad")
+        ok(await create(alice, node))
+        assert errors(await ps(alice, ""))[0] == "bad-request"
+        both = f"<publish node='{node}'/><retract node='{node}'/>"
+        assert errors(await ps(alice, both))[0] == "bad-request"
+        assert errors(await ps(alice, "<publish/>")) == ("bad-request", "nodeid-required")
+        two = "<item id='a'><a xmlns='urn:test'/><b xmlns='urn:test'/></item>"
+        assert errors(await ps(alice, f"<publish node='{node}'>{two}</publish>")) == ("bad-request",
+                                                                                  "invalid-payload")
+        assert errors(await items(alice, node, extra=" max_items='many'"))[0] == "bad-request"
+        wrong = f"<affiliation jid='{alice.bare}' affiliation='king'/>"
+        wrong = f"<affiliations node='{node}'>{wrong}</affiliations>"
+        assert errors(await ps(alice, wrong, ns=NS_OWNER))[0] == "bad-request"
+        other_form = f"<configure node='{node}'>{form('urn:other', title='x')}</configure>"
+        assert errors(await ps(alice, other_form, ns=NS_OWNER))[0] == "bad-request"
+        nobody = await alice.iq(f"<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'/></pubsub>",
+                                to=f"someone@{SERVICE}")  # fmt: skip
+        assert errors(nobody)[0] == "service-unavailable"
+        # After all of it, the node still answers.
+        assert item_texts(await items(alice, node)) == []
+
+
 # ---- subscriptions, affiliations, access -----------------------------------------------------
 
 
