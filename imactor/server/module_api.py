@@ -420,6 +420,13 @@ class ServiceSpec:
     features: tuple[str, ...] = ()  #: disco#info features of the service (not of the server)
     #: XEP-0128 extended information (data forms) of its disco#info, from the module's options
     forms: Callable[[Any], Sequence[Element]] = lambda options: ()
+    #: disco#items of the service (node None) or of one of its nodes (XEP-0030 §4, XEP-0060
+    #: §5.2, §5.5): (jid, node, name) items, or None for a node it does not have. Without it the
+    #: service lists nothing.
+    items: AccountItems | None = None
+    #: disco#info of one of the service's nodes (XEP-0060 §5.3): the whole <query/> reply
+    #: payload, or None for a node it does not have.
+    node_info: Callable[[IqContext, str], Awaitable[Element | None]] | None = None
 
 
 class HttpBody(Protocol):

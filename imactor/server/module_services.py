@@ -4,8 +4,10 @@ The router hands every stanza to such a JID to its `ModuleServiceHandler`, in th
 it (the sender's session): IQ get/set are answered, statelessly, as the MUC service answers its
 own JID; other stanzas are dropped (RFC 6120 §8.2.3: a service need not answer messages and
 presence). disco#info (XEP-0030 §3.1) gives the service's identities, features and its XEP-0128
-forms; disco#items is empty; any other IQ goes to the module's `Scope.SERVICE` handler, or gets
-service-unavailable (RFC 6120 §8.4). The reply is routed back like any stanza.
+forms; disco#items and the disco#info of a node are the module's (`ServiceSpec.items` and
+`node_info`: a pubsub service's nodes), or empty and item-not-found; any other IQ goes to the
+module's `Scope.SERVICE` handler, or gets service-unavailable (RFC 6120 §8.4). The reply is
+routed back like any stanza.
 
 The module host is read per stanza (`modules`), so a SIGHUP reload's new options apply at once;
 a service whose JID the reload changed stops answering (the router keeps the JIDs it was given
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from imactor.server.router import Router
 
 __all__ = ["ModuleServiceHandler"]
+
+_ITEMS, _INFO = f"{{{NS_DISCO_ITEMS}}}query", f"{{{NS_DISCO_INFO}}}query"
 
 
 class ModuleServiceHandler:
@@ -67,10 +71,8 @@ class ModuleServiceHandler:
         payload = request[0]
         if stanza.type == "get" and payload.tag == f"{{{NS_DISCO_INFO}}}query" and not payload.get("node"):
             return self._info(request, service)
-        if stanza.type == "get" and payload.tag == f"{{{NS_DISCO_ITEMS}}}query" and not payload.get("node"):
-            reply = st.iq_result(request)
-            st.child(reply, NS_DISCO_ITEMS, "query")
-            return reply
+        if stanza.type == "get" and payload.tag in (_ITEMS, _INFO):
+            return await self._node(stanza, request, service)
         found = modules.iq_handler(stanza.type, payload, Scope.SERVICE)
         if found is None:
             raise StanzaError("service-unavailable")
@@ -78,6 +80,36 @@ class ModuleServiceHandler:
         ctx = self._contexts.iq(request, stanza.from_jid, to, options)
         answer = await handler(ctx)
         return answer if answer is not None else st.iq_result(request)
+
+    async def _node(self, stanza: Stanza, request: Element, service: ModuleService) -> Element:
+        """disco#items of the service or a node, disco#info of a node (module docstring)."""
+        payload, spec = request[0], service.spec
+        node = payload.get("node")
+        ctx = self._contexts.iq(request, stanza.from_jid, stanza.to_jid, service.options)
+        reply = st.iq_result(request)
+        if payload.tag == _INFO:
+            assert node is not None
+            info = None if spec.node_info is None else await spec.node_info(ctx, node)
+            if info is None:
+                raise StanzaError("item-not-found")
+            reply.append(info)
+            return reply
+        query = st.child(reply, NS_DISCO_ITEMS, "query")
+        if node is not None:
+            query.set("node", node)
+        found: list[tuple[str, str | None, str | None]] | None = [] if node is None else None
+        if spec.items is not None:
+            found = await spec.items(ctx, node)
+        if found is None:
+            raise StanzaError("item-not-found")
+        for jid, item_node, name in found:
+            item = st.child(query, NS_DISCO_ITEMS, "item")
+            item.set("jid", jid)
+            if item_node is not None:
+                item.set("node", item_node)
+            if name is not None:
+                item.set("name", name)
+        return reply
 
     def _info(self, request: Element, service: ModuleService) -> Element:
         spec, options = service.spec, service.options

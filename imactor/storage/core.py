@@ -12,6 +12,7 @@ from imactor.storage.email import EmailDigestStore
 from imactor.storage.motd import MotdStore
 from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
+from imactor.storage.pubsub_service import PubsubServiceStore
 from imactor.storage.push import PushStore
 from imactor.storage.reminders import ReminderStore
 from imactor.storage.rooms import RoomStore
@@ -64,6 +65,7 @@ class Storage:
         self.last_activity = LastActivityStore(db)
         self.archive = ArchiveStore(db)
         self.pep = PepStore(db)
+        self.pubsub = PubsubServiceStore(db)
         self.push = PushStore(db)
         self.rooms = RoomStore(db)
         self.xep0227 = Xep0227Store(db)

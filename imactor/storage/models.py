@@ -18,6 +18,7 @@ from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.email_tables import EmailDigestEntry, EmailDigestRow, EmailNotifyRow
 from imactor.storage.errors import AccountNotFound
 from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
+from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
 from imactor.storage.reminder_tables import ReminderRow
 from imactor.storage.word_list_tables import WordFilterVersion, WordListRow, WordListWord
 
@@ -287,6 +288,10 @@ TABLES: tuple[Table, ...] = tuple(
         EmailDigestEntry,
         EmailNotifyRow,
         ReminderRow,
+        PubsubNode,
+        PubsubItem,
+        PubsubAffiliation,
+        PubsubSubscription,
     )
 )
 

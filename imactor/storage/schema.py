@@ -198,6 +198,18 @@ def _add_reminders(conn: Connection) -> None:
         getattr(ReminderRow, "__table__").create(conn)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_pubsub_service(conn: Connection) -> None:
+    """Version 12: the nodes, items, affiliations and subscriptions of XEP-0060
+    services (``pubsub.<domain>``).
+
+    Idempotent: a database that has them from `models.py` (tests that roll the version back) is
+    left as it is."""
+    from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
+
+    for model in (PubsubNode, PubsubItem, PubsubAffiliation, PubsubSubscription):
+        getattr(model, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -210,6 +222,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "disabled accounts and the message of the day (XEP-0133)", _add_admin),
     Migration(10, "offline-message email digests", _add_email),
     Migration(11, "scheduled reminders", _add_reminders),
+    Migration(12, "publish-subscribe service nodes and items (XEP-0060)", _add_pubsub_service),
 )
 
 
