@@ -115,7 +115,6 @@ async def test_a_version_10_database_gets_the_table(db_url: str) -> None:
         await storage.reminders.add("alice", ("alice@localhost",), "x", NOW, "none", now=NOW, limit=1)
         assert len(await storage.reminders.of_owner("alice")) == 1
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
-    assert schema.current_version() == 11
 
 
 async def test_a_renewed_claim_is_not_stale(storage: Storage, alice: str) -> None:
