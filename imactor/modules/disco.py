@@ -70,11 +70,7 @@ async def _module_node_info(ctx: IqContext, node: str) -> st.Element:
         query = st.child(reply, NS_DISCO_INFO, "query")
         query.set("node", node)
         for category, kind, name in info.identities:
-            identity = st.child(query, NS_DISCO_INFO, "identity")
-            identity.set("category", category)
-            identity.set("type", kind)
-            if name:
-                identity.set("name", name)
+            st.disco_identity(query, category, kind, name)
         for feature in info.features:
             st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
         return reply
@@ -90,13 +86,7 @@ async def _module_node_items(ctx: IqContext, node: str) -> st.Element:
         reply = st.iq_result(ctx.stanza)
         query = st.child(reply, NS_DISCO_ITEMS, "query")
         query.set("node", node)
-        for jid, item_node, name in items:
-            item = st.child(query, NS_DISCO_ITEMS, "item")
-            item.set("jid", jid)
-            if item_node is not None:
-                item.set("node", item_node)
-            if name is not None:
-                item.set("name", name)
+        st.disco_items(query, items)
         return reply
     raise StanzaError("item-not-found")
 
@@ -109,16 +99,10 @@ async def account_info(ctx: IqContext) -> st.Element:
         raise StanzaError("service-unavailable")
     reply = st.iq_result(ctx.stanza)
     query = st.child(reply, NS_DISCO_INFO, "query")
-    identity = st.child(query, NS_DISCO_INFO, "identity")
-    identity.set("category", "account")
-    identity.set("type", "registered")
+    st.disco_identity(query, "account", "registered")
     for enabled in ctx.server.modules():  # e.g. XEP-0163 §6.1: pubsub/pep
         for category, kind, name in enabled.account_identities:
-            extra = st.child(query, NS_DISCO_INFO, "identity")
-            extra.set("category", category)
-            extra.set("type", kind)
-            if name:
-                extra.set("name", name)
+            st.disco_identity(query, category, kind, name)
     features = {NS_DISCO_INFO}
     for enabled in ctx.server.modules():
         features.update(enabled.account_features)
@@ -146,11 +130,5 @@ async def account_items(ctx: IqContext) -> st.Element:
     query = st.child(reply, NS_DISCO_ITEMS, "query")
     if node is not None:
         query.set("node", node)
-    for jid, item_node, name in found:
-        item = st.child(query, NS_DISCO_ITEMS, "item")
-        item.set("jid", jid)
-        if item_node is not None:
-            item.set("node", item_node)
-        if name is not None:
-            item.set("name", name)
+    st.disco_items(query, found)
     return reply

@@ -103,9 +103,7 @@ async def _node_info(ctx: IqContext, node: str) -> st.Element | None:
         return None
     query = etree.Element(qname(NS_DISCO_INFO, "query"), nsmap=st.default_ns(NS_DISCO_INFO))
     query.set("node", node)
-    identity = st.child(query, NS_DISCO_INFO, "identity")
-    identity.set("category", "pubsub")
-    identity.set("type", "leaf")
+    st.disco_identity(query, "pubsub", "leaf")
     st.child(query, NS_DISCO_INFO, "feature").set("var", NS_PUBSUB)
     owners = sorted(jid for jid, affiliation in row.affiliations.items() if affiliation == "owner")
     service.meta_data(query, ServiceConfig.from_json(row.config), owners)

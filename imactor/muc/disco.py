@@ -74,11 +74,7 @@ def disco_info(
 
 
 def _identity(query: Element, name: str) -> None:
-    identity = stanza.child(query, NS_DISCO_INFO, "identity")
-    identity.set("category", "conference")
-    identity.set("type", "text")
-    if name:
-        identity.set("name", name)
+    stanza.disco_identity(query, "conference", "text", name)
 
 
 def disco_items(core: RoomCore, occupants: Occupants, request: Element, sender: JID) -> Element:

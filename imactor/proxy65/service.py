@@ -102,10 +102,7 @@ class ProxyService:
         reply.set("from", self.domain)
         if payload.tag == f"{{{NS_DISCO_INFO}}}query" and not payload.get("node"):
             query = st.child(reply, NS_DISCO_INFO, "query")
-            identity = st.child(query, NS_DISCO_INFO, "identity")
-            identity.set("category", "proxy")
-            identity.set("type", "bytestreams")
-            identity.set("name", self._services.config.proxy65.name)
+            st.disco_identity(query, "proxy", "bytestreams", self._services.config.proxy65.name)
             for feature in (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_BYTESTREAMS):
                 st.child(query, NS_DISCO_INFO, "feature").set("var", feature)
         elif payload.tag == f"{{{NS_DISCO_ITEMS}}}query" and not payload.get("node"):

@@ -83,10 +83,7 @@ class MucService:
     def _info(self, request: st.Element) -> st.Element:
         reply = st.iq_result(request)
         query = st.child(reply, NS_DISCO_INFO, "query")
-        identity = st.child(query, NS_DISCO_INFO, "identity")
-        identity.set("category", "conference")
-        identity.set("type", "text")
-        identity.set("name", "Chat rooms")
+        st.disco_identity(query, "conference", "text", "Chat rooms")
         features = (*SERVICE_FEATURES[:3], *self.room_features, *SERVICE_FEATURES[3:])
         for feature in features:
             st.child(query, NS_DISCO_INFO, "feature").set("var", feature)

@@ -102,13 +102,7 @@ class ModuleServiceHandler:
             found = await spec.items(ctx, node)
         if found is None:
             raise StanzaError("item-not-found")
-        for jid, item_node, name in found:
-            item = st.child(query, NS_DISCO_ITEMS, "item")
-            item.set("jid", jid)
-            if item_node is not None:
-                item.set("node", item_node)
-            if name is not None:
-                item.set("name", name)
+        st.disco_items(query, found)
         return reply
 
     def _info(self, request: Element, service: ModuleService) -> Element:

@@ -8,6 +8,7 @@ An actor that must look inside parses its own private copy with `Stanza.element(
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from lxml import etree
 
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
-from imactor.xmpp.namespaces import NS_CLIENT, NS_STANZA_ERRORS, qname
+from imactor.xmpp.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_STANZA_ERRORS, qname
 
 Element = etree._Element
 
@@ -107,6 +108,27 @@ def child(parent: Element, namespace: str, tag: str, text: str | None = None) ->
     if text is not None:
         element.text = text
     return element
+
+
+def disco_identity(query: Element, category: str, kind: str, name: str | None = None) -> Element:
+    """An XEP-0030 <identity/> in the disco#info `query`; `name` only when there is one."""
+    identity = child(query, NS_DISCO_INFO, "identity")
+    identity.set("category", category)
+    identity.set("type", kind)
+    if name:
+        identity.set("name", name)
+    return identity
+
+
+def disco_items(query: Element, items: Iterable[tuple[str, str | None, str | None]]) -> None:
+    """XEP-0030 <item/>s, each (jid, node, name), in the disco#items `query`."""
+    for jid, node, name in items:
+        item = child(query, NS_DISCO_ITEMS, "item")
+        item.set("jid", jid)
+        if node is not None:
+            item.set("node", node)
+        if name is not None:
+            item.set("name", name)
 
 
 def iq_result(request: Element, payload: Element | None = None) -> Element:
