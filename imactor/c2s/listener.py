@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -87,6 +87,21 @@ async def accept(listener: trio.SocketListener) -> tuple[trio.SocketStream, str]
             await stream.aclose()
             continue
         return stream, str(remote)
+
+
+async def serve_each(
+    listener: trio.SocketListener,
+    handle: Callable[[trio.SocketStream, str], Awaitable[object]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections forever (`accept`), each handled by `handle(stream, remote)` in a task
+    of its own (the accept loops of federation and external components)."""
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            stream, remote = await accept(listener)
+            nursery.start_soon(handle, stream, remote)
 
 
 async def serve_c2s(

@@ -27,7 +27,7 @@ import trio
 
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone
-from imactor.c2s.listener import accept
+from imactor.c2s.listener import serve_each
 from imactor.cluster.placement import Membership
 from imactor.components.connection import ComponentConnection
 from imactor.components.table import ComponentTable
@@ -111,11 +111,10 @@ class ComponentWing:
     async def _serve(
         self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                tcp, remote = await accept(listener)
-                nursery.start_soon(ComponentConnection(self, tcp, remote).run)
+        async def handle(tcp: trio.SocketStream, remote: str) -> None:
+            await ComponentConnection(self, tcp, remote).run()
+
+        await serve_each(listener, handle, task_status=task_status)
 
     # ---- the router's side ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from imactor.c2s.listener import accept
+from imactor.c2s.listener import serve_each
 from imactor.ids import random_id
 from imactor.xmpp import events as ev
 from imactor.xmpp import s2s
@@ -39,11 +39,11 @@ async def serve_s2s(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept server-to-server connections forever, each in a task of its own."""
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            tcp, remote = await accept(listener)
-            nursery.start_soon(InboundConnection(wing, tcp, remote).run)
+
+    async def handle(tcp: trio.SocketStream, remote: str) -> None:
+        await InboundConnection(wing, tcp, remote).run()
+
+    await serve_each(listener, handle, task_status=task_status)
 
 
 class InboundConnection:
