@@ -32,7 +32,6 @@ WORKER_GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("imactor_mailbox_depth_max", "The deepest session mailbox of the worker.", ("mailboxes", "max")),
     ("imactor_mailbox_depth", "Messages waiting in the worker's session mailboxes.", ("mailboxes", "total")),
     ("imactor_worker_resident_bytes", "Resident memory of the worker process.", ("rss_bytes",)),
-    ("imactor_worker_up", "1 when the worker runs and answered the status request.", ()),
 )
 WORKER_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("imactor_stanzas_received", "Stanzas received from clients.", ("stanzas", "in_total")),
@@ -53,6 +52,9 @@ WORKER_HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 
 
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
 def render(document: Mapping[str, Any]) -> bytes:
     """The metrics of a node status document, in Prometheus' text format."""
     registry = CollectorRegistry(auto_describe=False)
@@ -67,20 +69,14 @@ class _DocumentCollector:
     def collect(self) -> Iterator[Metric]:
         workers: Sequence[Mapping[str, Any]] = self._document.get("workers", [])
         for name, text, path in WORKER_GAUGES:
-            gauge = GaugeMetricFamily(name, text, labels=["worker"])
-            for worker in workers:
-                running = 1.0 if worker.get("state") == "running" else 0.0
-                value = _number(worker, path) if path else running  # no path: imactor_worker_up
-                if value is not None:
-                    gauge.add_metric([str(worker["index"])], value)
-            yield gauge
+            yield _per_worker(GaugeMetricFamily(name, text, labels=["worker"]), workers, path)
+        up = GaugeMetricFamily("imactor_worker_up", "1 when the worker runs and answered the status request.",
+                               labels=["worker"])  # fmt: skip
+        for worker in workers:
+            up.add_metric([str(worker["index"])], 1.0 if worker.get("state") == "running" else 0.0)
+        yield up
         for name, text, path in WORKER_COUNTERS:
-            counter = CounterMetricFamily(name, text, labels=["worker"])
-            for worker in workers:
-                value = _number(worker, path)
-                if value is not None:
-                    counter.add_metric([str(worker["index"])], value)
-            yield counter
+            yield _per_worker(CounterMetricFamily(name, text, labels=["worker"]), workers, path)
         for name, text, key in WORKER_HISTOGRAMS:
             histogram = HistogramMetricFamily(name, text, labels=["worker"])
             for worker in workers:
@@ -113,6 +109,15 @@ class _DocumentCollector:
             for node in nodes:
                 age.add_metric([str(node["name"])], float(node.get("lease_age", 0.0)))
             yield age
+
+
+def _per_worker(family: Family, workers: Sequence[Mapping[str, Any]], path: tuple[str, ...]) -> Family:
+    """`family` with a sample per worker whose entry has a number at `path`."""
+    for worker in workers:
+        value = _number(worker, path)
+        if value is not None:
+            family.add_metric([str(worker["index"])], value)
+    return family
 
 
 def _number(entry: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
