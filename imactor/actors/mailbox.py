@@ -225,6 +225,9 @@ class Mailbox(Generic[M]):
             return
         self._closed = True
         self._queue = None
+        # Usually a bound method of the owner, which holds the mailbox: a reference cycle that
+        # would keep an ended actor for the cyclic collector instead of freeing it now.
+        self.on_queued = None
         senders, self._senders = self._senders, None
         if senders is not None:
             for task in senders:

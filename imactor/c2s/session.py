@@ -270,11 +270,14 @@ class SessionActor:
             self._mailbox.close()
             self.services.sessions.closed(self)
             self._forget_resumption()
-            if not self.resumption.handed_over:
-                with trio.CancelScope(shield=True):
-                    await self._undelivered()
-                    await self._unbind()
-                    await self.writer.close()
+            try:
+                if not self.resumption.handed_over:
+                    with trio.CancelScope(shield=True):
+                        await self._undelivered()
+                        await self._unbind()
+                        await self.writer.close()
+            finally:
+                self.writer.detach()
 
     async def _serve(self) -> bool:
         """Read the current transport until it or the stream ends; True: wait for a resumption."""

@@ -182,6 +182,13 @@ class ClientWriter:
 
     # ---- the end -------------------------------------------------------------------------------
 
+    def detach(self) -> None:
+        """The session ended: tell it nothing more. `on_lost` is the session's bound method, and
+        the session holds this writer: a reference cycle that would leave the ended session, its
+        stream and everything it references to the cyclic collector, which a worker runs rarely
+        (`imactor.worker.process.tune_gc`)."""
+        self._on_lost = _ignore_loss
+
     async def close(self) -> None:
         """Send what is queued, within `CLOSE_PATIENCE`, and close the transport."""
         transport = self.transport
@@ -206,3 +213,7 @@ class ClientWriter:
         with trio.move_on_after(1):
             with contextlib.suppress(*TRANSPORT_GONE):
                 await transport.aclose()
+
+
+def _ignore_loss(_exc: BaseException) -> None:
+    """A detached writer's `on_lost`: its session has ended already."""

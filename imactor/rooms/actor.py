@@ -33,6 +33,7 @@ import copy
 import json
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -79,7 +80,9 @@ class RoomActor(Actor[m.RoomMessage]):
         self.jid = JID.make(name, muc.domain)
         #: Where each occupant's session lives (real full JID → worker), from its presence.
         self._workers: dict[JID, int] = {}
-        self._may_create = False
+        #: The answer for the creator of a room that does not exist yet, read by the room's
+        #: `ServiceInfo.may_create` (a holder, not the actor: no reference cycle through the room).
+        self._may_create = _CreationAnswer()
         self._handed_off = False
         self._retiring: Retiring | None = None  # from the decision to stop until the end
         #: Storage is behind the room in memory: a write that could not be undone failed (a
@@ -102,7 +105,8 @@ class RoomActor(Actor[m.RoomMessage]):
                             st.parse(entry.stanza))
                 for entry in await storage.rooms.recent(self.name, keep)
             ]  # fmt: skip
-        info = self.muc.service_info(lambda _creator: self._may_create)
+        answer = self._may_create
+        info = self.muc.service_info(lambda _creator: answer.allowed)
         self.room = Room(self.jid, state, info, history=history, new_id=_new_id)
 
     def before_stop(self) -> None:
@@ -166,7 +170,7 @@ class RoomActor(Actor[m.RoomMessage]):
         if stanza.kind != "iq" and stanza.type != "error" and not await self._stanza_hooks(stanza, element):
             return
         if stanza.kind == "presence" and not self.room.exists and stanza.type == "":
-            self._may_create = await self.muc.creation_allowed(stanza.from_jid)
+            self._may_create.allowed = await self.muc.creation_allowed(stanza.from_jid)
         # A copy to go back to if the change cannot be stored; only for the stanzas that may
         # change the state, so that the room's busiest stanzas (groupchat, presence) copy nothing.
         before = copy.deepcopy(self.room) if self._may_change_state(stanza, element) else None
@@ -341,11 +345,22 @@ class RoomActor(Actor[m.RoomMessage]):
         return True
 
 
+class _CreationAnswer:
+    """May the first occupant create the room (`RoomActor._may_create`)?"""
+
+    __slots__ = ("allowed",)
+
+    def __init__(self) -> None:
+        self.allowed = False
+
+
 class _RoomApi:
     """The `RoomApi` of one room: what its modules may see and do (`imactor.server.modules`)."""
 
     def __init__(self, actor: RoomActor) -> None:
-        self._actor = actor
+        # A weak proxy: the actor holds this view, and a strong reference back would make a
+        # cycle that keeps an ended room for the cyclic collector (`imactor.worker.process.tune_gc`).
+        self._actor: RoomActor = weakref.proxy(actor)
         self.name = actor.name
         self.jid = actor.jid
 

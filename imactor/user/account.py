@@ -8,8 +8,9 @@ mailbox) stays out of their reach.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from imactor.server.modules import AccountApi
@@ -26,7 +27,9 @@ class Account:
     __slots__ = ("_actor",)
 
     def __init__(self, actor: AccountApi) -> None:
-        self._actor = actor
+        # A weak proxy: the actor holds this view, and a strong reference back would make a
+        # cycle that keeps an ended account for the cyclic collector (`imactor.worker.process.tune_gc`).
+        self._actor = cast("AccountApi", weakref.proxy(actor))
 
     @property
     def username(self) -> str:

@@ -70,10 +70,11 @@ class UserActor(Actor[m.UserMessage]):
         #: What modules see of this account (never the actor itself).
         self.account = Account(self)
         self.exists = False
-        self.resources = Resources(address, self.jid, services.sessions)
+        self.resources = resources = Resources(address, self.jid, services.sessions)
         self.roster = Roster(
             username, services.storage.roster, new_id=services.new_id,
-            push=lambda element: self.resources.push(element, interested_only=True),
+            # The resources, not the actor: no reference cycle through the roster.
+            push=lambda element: resources.push(element, interested_only=True),
         )  # fmt: skip
         self.blocked = Blocklist()
         self.out = Outbound(services.router, self.jid)

@@ -225,7 +225,7 @@ class ParserPool:
 
     def give(self, key: NamespaceKey, parser: etree.XMLPullParser, root: etree._Element, uses: int) -> None:
         if uses >= self.max_uses or len(parser.feed_error_log) > _LOG_ROLLOVER:
-            _close_quietly(parser)
+            _end_document(parser, root)
             return
         idle = self._idle.get(key)
         if idle is None:
@@ -233,7 +233,10 @@ class ParserPool:
                 self.clear()
             idle = self._idle[key] = []
         if len(idle) >= self.per_key:
-            _close_quietly(parser)  # its stream root is still open: not reusable (`give_closed`)
+            # More streams between elements than the key keeps: the parser ends its document and
+            # waits for the next stream header instead (a login parses three).
+            if _end_document(parser, root):
+                self._keep_fresh(parser, uses)
             return
         idle.append((parser, root, uses))
 
@@ -251,17 +254,19 @@ class ParserPool:
         per restart, two restarts per login, until the parser retired after `max_uses` elements.
         """
         _close_quietly(parser)
-        if uses >= self.max_uses or len(self._fresh) >= self.per_key:
-            return
         for _event in parser.read_events():  # what close() completed belongs to the old document
             pass
-        self._fresh.append((parser, uses))
+        self._keep_fresh(parser, uses)
+
+    def _keep_fresh(self, parser: etree.XMLPullParser, uses: int) -> None:
+        if uses < self.max_uses and len(self._fresh) < self.per_key:
+            self._fresh.append((parser, uses))
 
     def clear(self) -> None:
         """Close every idle parser."""
         for idle in self._idle.values():
-            for parser, _root, _uses in idle:
-                _close_quietly(parser)
+            for parser, root, _uses in idle:
+                _end_document(parser, root)
         self._idle.clear()
         self._fresh.clear()
 
@@ -413,14 +418,22 @@ class XMLStreamParser:
         self._release()
 
     def _release(self) -> None:
-        parser = self._parser
+        parser, root = self._parser, self._root
         if parser is not None:
             self._parser = None
             self._root = None
-            if self._pool is not None and self._state is _State.STREAM_CLOSED:
-                self._pool.give_closed(parser, self._uses)
+            if self._state is _State.STREAM_CLOSED:
+                if self._pool is not None:
+                    self._pool.give_closed(parser, self._uses)
+                else:
+                    _close_quietly(parser)
+            elif self._state is _State.BETWEEN and root is not None:
+                _end_document(parser, root)  # a stream without a pool, restarted or dropped
             else:
-                _close_quietly(parser)  # failed, or its stream root still open (`give_closed`)
+                # Failed, or dropped inside an element: lxml keeps the open elements, and with
+                # them a reference cycle that only the cyclic collector frees (`_end_document`).
+                # Rare (bad input, a connection cut mid-stanza), so not worth more.
+                _close_quietly(parser)
 
     def _lxml(self) -> etree.XMLPullParser:
         """The lxml parser: once the stream is open, one from the pool with the same namespace
@@ -689,6 +702,35 @@ def _new_lxml_parser() -> etree.XMLPullParser:
         collect_ids=False,  # xml:id values would pile up in the long-lived document's ID table
         recover=False,
     )
+
+
+def _end_document(parser: etree.XMLPullParser, root: etree._Element) -> bool:
+    """End `parser`'s document with its open stream root's end tag, close it and drain its events.
+
+    lxml keeps each element whose start it reported on its parser until the element's end comes,
+    and the element's document keeps the parser: a stream root left open (a stream restarted by
+    STARTTLS or SASL, dropped, or a parser the pool has no room for) is a reference cycle that only
+    the cyclic collector frees, with the parser's libxml2 buffers. A worker runs a full collection
+    rarely (`tune_gc`), so such parsers piled up between collections by the thousand (docs/
+    hardening.md, "Reference cycles"). Ended this way, the parser goes with its last reference.
+
+    Returns:
+        True if the document ended cleanly: the parser can take a new one (`ParserPool.take_fresh`).
+    """
+    tag: str = root.tag
+    local = tag[tag.rfind("}") + 1 :]
+    prefix: str | None = root.prefix
+    end_tag = f"</{prefix}:{local}>" if prefix else f"</{local}>"
+    try:
+        parser.feed(end_tag.encode())
+        parser.close()
+    except etree.XMLSyntaxError:
+        _close_quietly(parser)
+        return False
+    finally:
+        for _event in parser.read_events():
+            pass
+    return True
 
 
 def _close_quietly(parser: etree.XMLPullParser) -> None:

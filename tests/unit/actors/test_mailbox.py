@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import trio
 import trio.testing
@@ -198,3 +201,28 @@ async def test_sealing_hands_the_last_message_to_a_waiting_receiver(
         await trio.testing.wait_all_tasks_blocked()
         mailbox.seal("last")
     assert got == ["last"]
+
+
+def test_a_closed_mailbox_lets_its_owner_go_without_the_cyclic_collector() -> None:
+    """An actor gives its mailbox a bound method of its own (`on_queued`): a reference cycle. A
+    worker runs a full collection rarely (`imactor.worker.process.tune_gc`), so an ended actor
+    kept by such a cycle, and all it references, waited for one; closing the mailbox breaks it."""
+
+    class Owner:
+        def __init__(self) -> None:
+            self.mailbox: Mailbox[int] = Mailbox(4)
+            self.mailbox.on_queued = self.wake
+
+        def wake(self) -> None:
+            pass
+
+    gc.collect()
+    gc.disable()
+    try:
+        owner = Owner()
+        gone = weakref.ref(owner)
+        owner.mailbox.close()
+        del owner
+        assert gone() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
