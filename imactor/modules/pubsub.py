@@ -18,6 +18,10 @@ Who may create nodes (``creators``): "local" (the server's own accounts, the def
 and node, always "subscribed" (no authorize access model). Not implemented: collection nodes,
 subscription options, presence and roster access models, auto-create, item expiry.
 
+Circles (`imactor.modules.circles`): when that module runs, the requests about its nodes (names
+under ``circles/`` and their comments and like nodes) go to `imactor.modules.circles.feed`, and
+nobody may create such a name by hand.
+
 Options (`[modules.pubsub]`): `subdomain`, `creators`, `max_items` (most items a node may keep),
 `default_max_items` (a new node's), `max_item_bytes`, `max_nodes` (nodes of the service).
 """
