@@ -139,6 +139,7 @@ TITLES: dict[str, str] = {
     "XEP-0215": "External Service Discovery",
     "XEP-0223": "Persistent Storage of Private Data via PubSub",
     "XEP-0237": "Roster Versioning",
+    "XEP-0277": "Microblogging over XMPP",
     "XEP-0280": "Message Carbons",
     "XEP-0297": "Stanza Forwarding",
     "XEP-0313": "Message Archive Management",
@@ -153,6 +154,8 @@ TITLES: dict[str, str] = {
     "XEP-0402": "PEP Native Bookmarks",
     "XEP-0410": "MUC Self-Ping",
     "XEP-0440": "SASL Channel-Binding Type Capability",
+    "XEP-0470": "Pubsub Attachments",
+    "XEP-0472": "Pubsub Social Feed",
     "XEP-0478": "Stream Limits Advertisement",
 }
 
@@ -195,6 +198,7 @@ FEATURES: dict[str, str | None] = {
     "0223": "http://jabber.org/protocol/pubsub#publish-options",
     "0237": None,  # a stream feature
     "0249": None,  # the MUC service's disco#info (jabber:x:conference)
+    "0277": None,  # the circles' nodes at the pubsub service (their pubsub#type meta-data)
     "0280": "urn:xmpp:carbons:2",
     "0297": "urn:xmpp:forward:0",
     "0313": "urn:xmpp:mam:2",
@@ -209,6 +213,8 @@ FEATURES: dict[str, str | None] = {
     "0402": "urn:xmpp:bookmarks:1#compat",
     "0410": None,  # answered by the MUC service
     "0440": None,  # a stream feature
+    "0470": None,  # the circles' like nodes at the pubsub service
+    "0472": None,  # the circles' nodes at the pubsub service (their pubsub#type meta-data)
     "0478": None,  # a stream feature
 }
 

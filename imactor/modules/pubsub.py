@@ -18,6 +18,10 @@ Who may create nodes (``creators``): "local" (the server's own accounts, the def
 and node, always "subscribed" (no authorize access model). Not implemented: collection nodes,
 subscription options, presence and roster access models, auto-create, item expiry.
 
+Circles (`imactor.modules.circles`): when that module runs, the requests about its nodes (names
+under ``circles/`` and their comments and like nodes) go to `imactor.modules.circles.feed`, and
+nobody may create such a name by hand.
+
 Options (`[modules.pubsub]`): `subdomain`, `creators`, `max_items` (most items a node may keep),
 `default_max_items` (a new node's), `max_item_bytes`, `max_nodes` (nodes of the service).
 """
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from imactor.modules.circles import feed as circles
 from imactor.server.modules import IqContext, Module, ModuleConfigError, Scope, ServiceSpec, Xep
 from imactor.storage.pubsub_service import NodeRow
 from imactor.xmpp import pubsub as ps
@@ -36,7 +41,14 @@ from imactor.xmpp import pubsub_service as service
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.jid import JID
-from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_ERRORS, NS_PUBSUB_OWNER, qname
+from imactor.xmpp.namespaces import (
+    NS_DATA_FORMS,
+    NS_DISCO_INFO,
+    NS_PUBSUB,
+    NS_PUBSUB_ERRORS,
+    NS_PUBSUB_OWNER,
+    qname,
+)
 from imactor.xmpp.pubsub_service import ServiceConfig
 
 KEY = "modules.pubsub"
@@ -75,6 +87,9 @@ async def _items(ctx: IqContext, node: str | None) -> list[tuple[str, str | None
     """disco#items: the nodes the asker may see (§5.2), or a node's item ids (§5.5)."""
     jid = _service(ctx)
     asker = str(ctx.from_jid.bare)
+    circle = circles.target(ctx, node)
+    if circle is not None:
+        return await circles.item_ids(ctx, circle)
     if node is None:
         nodes = await ctx.storage.pubsub.nodes(jid)
         mine = dict(await ctx.storage.pubsub.affiliations_of(jid, asker))
@@ -86,6 +101,8 @@ async def _items(ctx: IqContext, node: str | None) -> list[tuple[str, str | None
             except StanzaError:
                 continue
             shown.append((jid, name, config.base.title or None))
+        if circles.running(ctx):
+            shown.extend(await circles.listed(ctx))
         return shown
     row = await ctx.storage.pubsub.node(jid, node)
     if row is None:
@@ -98,15 +115,31 @@ async def _items(ctx: IqContext, node: str | None) -> list[tuple[str, str | None
 
 async def _node_info(ctx: IqContext, node: str) -> st.Element | None:
     """disco#info of a node (§5.3): a leaf node, with its meta-data (§5.4)."""
+    circle = circles.target(ctx, node)
+    if circle is not None:
+        info = await circles.node_info(ctx, circle)
+        if info is None:
+            return None
+        query = _leaf_info(node)
+        form = service.meta_data(query, info[0], [_service(ctx)])
+        field = st.child(form, NS_DATA_FORMS, "field")
+        field.set("var", "pubsub#type")
+        st.child(field, NS_DATA_FORMS, "value", info[1])
+        return query
     row = await ctx.storage.pubsub.node(_service(ctx), node)
     if row is None:
         return None
+    query = _leaf_info(node)
+    owners = sorted(jid for jid, affiliation in row.affiliations.items() if affiliation == "owner")
+    service.meta_data(query, ServiceConfig.from_json(row.config), owners)
+    return query
+
+
+def _leaf_info(node: str) -> st.Element:
     query = etree.Element(qname(NS_DISCO_INFO, "query"), nsmap=st.default_ns(NS_DISCO_INFO))
     query.set("node", node)
     st.disco_identity(query, "pubsub", "leaf")
     st.child(query, NS_DISCO_INFO, "feature").set("var", NS_PUBSUB)
-    owners = sorted(jid for jid, affiliation in row.affiliations.items() if affiliation == "owner")
-    service.meta_data(query, ServiceConfig.from_json(row.config), owners)
     return query
 
 
@@ -183,6 +216,12 @@ def _unsupported(feature: str) -> StanzaError:
     return StanzaError("feature-not-implemented", f"{feature} is not supported", app_element=element)
 
 
+def _not_a_circle(ctx: IqContext, node: str) -> None:
+    """A circle's nodes are the service's: nobody configures, purges or deletes them."""
+    if circles.is_reserved(ctx, node):
+        raise StanzaError("forbidden", "a circle's nodes are the service's to manage")
+
+
 def _may_create(ctx: IqContext) -> bool:
     options: Options = ctx.options
     if options.creators == "anyone":
@@ -204,6 +243,9 @@ async def pubsub_set(ctx: IqContext) -> st.Element:
     if name == "options":
         raise _unsupported("subscription-options")
     node = ps.check_node_name(op.get("node"))
+    circle = circles.target(ctx, node)
+    if circle is not None:
+        return await circles.pubsub_set(ctx, op, circle)
     if name == "publish":
         return await _publish(ctx, op, node)
     if name == "retract":
@@ -222,6 +264,8 @@ async def _create(ctx: IqContext, create: st.Element) -> st.Element:
     node = create.get("node")
     instant = not node
     node = uuid.uuid4().hex if instant else ps.check_node_name(node)
+    if circles.is_reserved(ctx, node):
+        raise StanzaError("not-allowed", "circle nodes are the service's own: they exist for every circle")
     config = ServiceConfig.default(options.default_max_items)
     form = ps.parse_options_form(ctx.payload.find(qname(NS_PUBSUB, "configure")))
     if form is not None:
@@ -353,6 +397,10 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
         for sub in await ctx.storage.pubsub.subscriptions_of(jid, _bare(ctx)):
             if wanted is None or sub.node == wanted:
                 _subscription(listing, NS_PUBSUB, sub.node, sub.jid, sub.subid)
+        if circles.running(ctx):
+            for node in await circles.subscriptions(ctx):
+                if wanted is None or node == wanted:
+                    _subscription(listing, NS_PUBSUB, node, _bare(ctx), "")
         return reply
     if name == "affiliations":  # §5.7
         listing = st.child(pubsub, NS_PUBSUB, "affiliations")
@@ -361,8 +409,17 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
                 entry = st.child(listing, NS_PUBSUB, "affiliation")
                 entry.set("node", node)
                 entry.set("affiliation", affiliation)
+        if circles.running(ctx):
+            for node in await circles.subscriptions(ctx):
+                if wanted is None or node == wanted:
+                    entry = st.child(listing, NS_PUBSUB, "affiliation")
+                    entry.set("node", node)
+                    entry.set("affiliation", "publisher")
         return reply
     node = ps.check_node_name(wanted)  # §6.5 items
+    circle = circles.target(ctx, node)
+    if circle is not None:
+        return await circles.items(ctx, op, circle)
     _, config, affiliation = await _node(ctx, node)
     service.check_access(config, affiliation)
     limit = config.base.max_items
@@ -398,6 +455,7 @@ async def owner_get(ctx: IqContext) -> st.Element:
         default.form(st.child(pubsub, NS_PUBSUB_OWNER, "default"), options.limits())
         return reply
     node = ps.check_node_name(op.get("node"))
+    _not_a_circle(ctx, node)
     row, config, affiliation = await _node(ctx, node)
     _owner(affiliation)
     answer = st.child(pubsub, NS_PUBSUB_OWNER, name)
@@ -422,6 +480,7 @@ async def owner_set(ctx: IqContext) -> st.Element:
     op = _single_op(ctx, ("configure", "delete", "purge", "subscriptions", "affiliations"))
     name = etree.QName(op).localname
     node = ps.check_node_name(op.get("node"))
+    _not_a_circle(ctx, node)
     row, config, affiliation = await _node(ctx, node)
     _owner(affiliation)
     if name == "configure":  # §8.2.4

@@ -20,7 +20,7 @@ from imactor.storage.db import Database
 from imactor.storage.pubsub import StoredItem
 from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
 
-__all__ = ["NodeRow", "PubsubServiceStore", "StoredItem", "Subscription"]
+__all__ = ["ItemPage", "NodeRow", "PubsubServiceStore", "StoredItem", "Subscription"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,16 @@ class Subscription:
     node: str
     jid: str  #: as subscribed (bare or full)
     subid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """A page of a node's items, newest first (XEP-0059 on items retrieval)."""
+
+    items: list[StoredItem]
+    publishers: list[str]  #: the bare JID that published each item
+    first_index: int  #: how many items of the node are newer than the page's first
+    count: int  #: items of the node
 
 
 class PubsubServiceStore:
@@ -182,6 +192,56 @@ class PubsubServiceStore:
                 statement = statement.where(col(PubsubItem.item_id).in_(list(item_ids)))
             rows = session.exec(statement.order_by(col(PubsubItem.seq).desc()).limit(limit)).all()
             return [StoredItem(r.item_id, r.payload, r.published_at) for r in reversed(rows)]
+
+        return await self._db.read(query)
+
+    async def page(
+        self, service: str, node: str, *, limit: int, after: str | None = None, before: str | None = None
+    ) -> ItemPage | None:
+        """Up to `limit` items, newest first: the newest, those older than the item `after`, or
+        those just newer than the item `before` ("": the oldest, XEP-0059 §2.5's last page).
+        None when `after` or `before` names no item of the node."""
+
+        def query(session: Session) -> ItemPage | None:
+            of_node = (col(PubsubItem.service) == service, col(PubsubItem.node) == node)
+            seq = col(PubsubItem.seq)
+            statement = select(PubsubItem).where(*of_node)
+            newest_first = True
+            for anchor, older in ((after, True), (before or None, False)):
+                if anchor is None:
+                    continue
+                row = session.get(PubsubItem, (service, node, anchor))
+                if row is None:
+                    return None
+                statement = statement.where(seq < row.seq if older else seq > row.seq)
+                newest_first = older
+            if before == "":
+                newest_first = False
+            order = seq.desc() if newest_first else seq.asc()
+            rows = list(session.exec(statement.order_by(order).limit(limit)).all())
+            if not newest_first:
+                rows.reverse()
+            count = session.exec(select(func.count()).select_from(PubsubItem).where(*of_node)).one()
+            newer = 0
+            if rows:
+                newer = session.exec(
+                    select(func.count()).select_from(PubsubItem).where(*of_node, seq > rows[0].seq)
+                ).one()
+            return ItemPage(
+                [StoredItem(r.item_id, r.payload, r.published_at) for r in rows],
+                [r.publisher.split("/")[0] for r in rows],
+                newer,
+                count,
+            )
+
+        return await self._db.read(query)
+
+    async def item_publisher(self, service: str, node: str, item_id: str) -> str | None:
+        """The bare JID that published an item; None when there is no such item."""
+
+        def query(session: Session) -> str | None:
+            row = session.get(PubsubItem, (service, node, item_id))
+            return None if row is None else row.publisher.split("/")[0]
 
         return await self._db.read(query)
 

@@ -122,3 +122,33 @@ async def test_retract_by_a_publisher_of_its_own_items_only(storage: Storage) ->
     assert await ids(storage, "n") == ["mine", "theirs"]
     assert await storage.pubsub.retract(SVC, "n", ["mine", "nope"], by="b@example") == ["mine"]
     assert await storage.pubsub.retract(SVC, "n", ["theirs"]) == ["theirs"]
+
+
+async def test_pages_newest_first_after_and_before_an_item(storage: Storage) -> None:
+    """XEP-0059 on a node's items (circles): newest first, `after` pages back in time, `before`
+    forward ("": the oldest page); an anchor that is no item of the node gives None."""
+    await storage.pubsub.create_node(SVC, "feed", {}, SVC, 10)
+    for n in range(7):
+        await storage.pubsub.publish(SVC, "feed", f"p{n}", b"<p/>", f"u{n % 2}@example/r", 100)
+
+    async def page(**anchor: str) -> tuple[list[str], int, int] | None:
+        found = await storage.pubsub.page(SVC, "feed", limit=3, **anchor)
+        return None if found is None else ([i.item_id for i in found.items], found.first_index, found.count)
+
+    assert await page() == (["p6", "p5", "p4"], 0, 7)
+    assert await page(after="p4") == (["p3", "p2", "p1"], 3, 7)
+    assert await page(after="p1") == (["p0"], 6, 7)
+    assert await page(after="p0") == ([], 0, 7)
+    assert await page(before="p3") == (["p6", "p5", "p4"], 0, 7)
+    assert await page(before="p5") == (["p6"], 0, 7)
+    assert await page(before="") == (["p2", "p1", "p0"], 4, 7)
+    assert await page(after="nope") is None
+    assert await page(before="nope") is None
+    publishers = await storage.pubsub.page(SVC, "feed", limit=2)
+    assert publishers is not None
+    assert publishers.publishers == ["u0@example", "u1@example"]
+    assert await storage.pubsub.item_publisher(SVC, "feed", "p3") == "u1@example"
+    assert await storage.pubsub.item_publisher(SVC, "feed", "nope") is None
+    empty = await storage.pubsub.page(SVC, "no-such-node", limit=3)
+    assert empty is not None
+    assert (empty.items, empty.count) == ([], 0)
