@@ -82,7 +82,9 @@ async def roster_set(ctx: IqContext) -> st.Element:
             raise StanzaError("not-allowed", "roster is full")
         base = existing or RosterItem(jid=key)
         # Clients cannot set subscription or ask (§2.1.2.5): only name and groups change here.
-        await account.set_roster_item(replace(base, name=name, groups=tuple(groups)), key)
+        # The user puts the contact on the roster: it stays listed, even if it only held the
+        # contact's request so far and the set gives it no name or group (`RosterItem.listed`).
+        await account.set_roster_item(replace(base, name=name, groups=tuple(groups), listed=True), key)
     reply = st.iq_result(ctx.stanza)
     reply.set("to", str(ctx.from_jid))
     return reply

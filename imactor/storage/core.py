@@ -31,7 +31,7 @@ from imactor.storage.xep0227 import Xep0227Store
 #: What a user actor reads when it starts: the account, its roster and its blocklist.
 _ACCOUNT_SNAPSHOT = (
     "SELECT roster_version FROM account WHERE username = :username",
-    "SELECT jid, name, subscription, ask, pending_in, approved, groups FROM roster_item "
+    "SELECT jid, name, subscription, ask, pending_in, approved, groups, listed FROM roster_item "
     "WHERE username = :username ORDER BY jid",
     "SELECT jid FROM blocked_jid WHERE username = :username ORDER BY jid",
 )
@@ -118,8 +118,9 @@ class Storage:
                 pending_in=bool(pending_in),
                 approved=bool(approved),
                 groups=json_list(groups),
+                listed=bool(listed),
             )
-            for jid, name, subscription, ask, pending_in, approved, groups in roster
+            for jid, name, subscription, ask, pending_in, approved, groups, listed in roster
         ]
         return AccountSnapshot(account[0][0], items, [jid for (jid,) in blocked])
 

@@ -82,6 +82,7 @@ class RosterEntry(SQLModel, table=True):
     approved: bool = False
     # Groups are only ever read together with their item, so a JSON list beats a join table.
     groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    listed: bool = False  # `RosterItem.listed` (schema version 13)
 
 
 class OfflineMessage(SQLModel, table=True):

@@ -73,6 +73,7 @@ class RosterStore:
             row.pending_in = item.pending_in
             row.approved = item.approved
             row.groups = list(item.groups)
+            row.listed = item.listed
             account.roster_version += 1
             return account.roster_version
 
@@ -108,4 +109,5 @@ def _to_item(row: RosterEntry) -> RosterItem:
         pending_in=row.pending_in,
         approved=row.approved,
         groups=tuple(row.groups),
+        listed=row.listed,
     )

@@ -210,6 +210,18 @@ def _add_pubsub_service(conn: Connection) -> None:
         getattr(model, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_roster_listed(conn: Connection) -> None:
+    """Version 13: `roster_item.listed`, set once the user has had the item on their roster, so a
+    contact's subscription request no longer takes a bare item (no name, no group) off it.
+
+    Rows stored before keep the flag unset: their visibility stays as it was, and the roster sets
+    the flag at the next change of a visible item. Idempotent, like `_add_admin`."""
+    columns = {column["name"] for column in inspect(conn).get_columns("roster_item")}
+    if "listed" not in columns:
+        false = "FALSE" if conn.dialect.name == "postgresql" else "0"
+        conn.execute(text(f"ALTER TABLE roster_item ADD COLUMN listed BOOLEAN NOT NULL DEFAULT {false}"))
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -223,6 +235,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "offline-message email digests", _add_email),
     Migration(11, "scheduled reminders", _add_reminders),
     Migration(12, "publish-subscribe service nodes and items (XEP-0060)", _add_pubsub_service),
+    Migration(13, "roster items the user has listed stay listed (RFC 6121 §3.1.3)", _add_roster_listed),
 )
 
 

@@ -101,7 +101,7 @@ def _read(session: Session, username: str) -> StoredAccount | None:
                               .order_by(col(Credential.hash_name)))
     ]  # fmt: skip
     roster = [
-        RosterItem(r.jid, r.name, r.subscription, r.ask, r.pending_in, r.approved, tuple(r.groups))
+        RosterItem(r.jid, r.name, r.subscription, r.ask, r.pending_in, r.approved, tuple(r.groups), r.listed)
         for r in session.exec(select(RosterEntry).where(col(RosterEntry.username) == username)
                               .order_by(col(RosterEntry.jid)))
     ]  # fmt: skip
@@ -176,6 +176,7 @@ def _put_roster(session: Session, account: Account, items: Sequence[RosterItem])
             session.add(row)
         row.name, row.subscription, row.ask = item.name, item.subscription, item.ask
         row.pending_in, row.approved, row.groups = item.pending_in, item.approved, list(item.groups)
+        row.listed = item.listed
     # RFC 6121 §2.6: a client holding an older version must get the imported roster in full.
     account.roster_version += 1
 

@@ -134,18 +134,21 @@ class Roster:
             item = self._personal_part(item, jid)
             if item == RosterItem(jid=jid):
                 item = None  # nothing of the user's own left to keep
+        previous = self.items.get(jid)
         if item is None:
             self.version = await self._store.remove(self._username, jid)
             self.items.pop(jid, None)
             pushed = RosterItem(jid=jid, subscription="remove")
         else:
+            if item.is_visible and not item.listed:
+                item = replace(item, listed=True)
             self.version = await self._store.put(self._username, item)
             self.items[jid] = item
             pushed = item
         if jid in self.shared:
             self.push_current(jid)
             return
-        if item is not None and not item.is_visible:
+        if item is not None and (not item.is_visible or _shown_alike(previous, item)):
             return
         self._push_item(pushed)
 
@@ -164,6 +167,10 @@ class Roster:
             return
         item = self.items.get(key)
         base = item or RosterItem(jid=key, name=None)
+        if item is not None and item.is_visible:
+            # On the user's roster: a contact's request from now on does not take it off
+            # (`RosterItem.listed`; rows stored before the flag existed have it unset).
+            base = replace(base, listed=True)
         new = replace(base, subscription=state.subscription, ask=state.pending_out,
                       pending_in=state.pending_in, approved=state.approved)  # fmt: skip
         if (item is None or not item.is_visible) and state == subs.SubState():
@@ -176,6 +183,15 @@ class Roster:
         if item is None and not hidden_ok and not state.pending_out and not state.approved:
             return
         await self.set_item(new, key)
+
+
+def _shown_alike(before: RosterItem | None, after: RosterItem) -> bool:
+    """A client sees no difference between the two (§2.1.2: a pending inbound request is not
+    part of an item's XML): no roster push."""
+    return (
+        before is not None and before.is_visible
+        and replace(before, pending_in=False, listed=True) == replace(after, pending_in=False, listed=True)
+    )  # fmt: skip
 
 
 class _MergedView(Mapping[str, RosterItem]):

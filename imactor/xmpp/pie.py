@@ -195,7 +195,7 @@ def decode_user(user: Element, domain: str) -> Account:
     for contact in pending:
         item = roster.get(contact, RosterItem(contact))
         roster[contact] = RosterItem(item.jid, item.name, item.subscription, item.ask, True, item.approved,
-                                     item.groups)  # fmt: skip
+                                     item.groups, item.listed)  # fmt: skip
     roster.pop(self_jid, None)
     account.roster = [roster[jid] for jid in sorted(roster)]
     return account
@@ -327,7 +327,7 @@ def _roster(query: Element, self_jid: str) -> Iterator[RosterItem]:
         groups = sorted({(g.text or "").strip() for g in item.iterchildren(f"{{{NS_ROSTER}}}group")} - {""})
         yield RosterItem(jid=jid, name=item.get("name") or None, subscription=subscription,
                          ask=item.get("ask") == "subscribe", approved=item.get("approved") in ("true", "1"),
-                         groups=tuple(groups))  # fmt: skip
+                         groups=tuple(groups), listed=True)  # fmt: skip
 
 
 def parse_stamp(element: Element, stamp: str | None) -> float:

@@ -21,11 +21,15 @@ class RosterItem:
     pending_in: bool = False  # contact asked to subscribe to us, not yet answered
     approved: bool = False  # pre-approved (RFC 6121 §3.4)
     groups: tuple[str, ...] = ()
+    #: The user has seen the item on their roster (`Roster` sets it when it stores a visible item):
+    #: it stays there, whatever state the subscription takes, until the user removes it.
+    listed: bool = False
 
     @property
     def is_visible(self) -> bool:
-        """False for an item that only records an unanswered inbound request (§3.1.3)."""
-        return not (
+        """False for an item that only records an unanswered inbound request (§3.1.3): the
+        contact asked, and the user never had them on the roster."""
+        return self.listed or not (
             self.subscription == "none" and not self.ask and not self.approved and self.pending_in
             and self.name is None and not self.groups
         )  # fmt: skip

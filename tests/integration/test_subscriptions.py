@@ -142,6 +142,36 @@ async def test_unsubscribed_denies_a_request(peers: Peers) -> None:
         await b.expect(presence(from_=a.bare, type_="subscribe"))
 
 
+async def test_a_request_leaves_a_listed_contact_on_the_roster(peers: Peers) -> None:
+    """An item the user put on the roster with no name and no group (subscription none) stays
+    there when the contact then asks to subscribe: only an item that holds nothing but the
+    contact's request is hidden (RFC 6121 §3.1.3). It used to vanish from roster gets, without a
+    push, as soon as the request arrived; likewise an item left at none by a refused request."""
+    with trio.fail_after(TIMEOUT):
+        a, b, c = await peers.online_users(3)
+        # A lists B by a bare roster set; A's own request to C is refused.
+        result = await a.roster_set(f"<item jid='{b.bare}'/>")
+        assert result.get("type") == "result", show(result)
+        assert item_state(await a.push_for(b.bare)) == ("none", None)
+        await a.send(f"<presence to='{c.bare}' type='subscribe'/>")
+        assert item_state(await a.push_for(c.bare)) == ("none", "subscribe")
+        await c.expect(presence(from_=a.bare, type_="subscribe"))
+        await c.send(f"<presence to='{a.bare}' type='unsubscribed'/>")
+        assert item_state(await a.push_for(c.bare)) == ("none", None)
+
+        # Now both ask A.
+        for contact in (b, c):
+            await contact.send(f"<presence to='{a.bare}' type='subscribe'/>")
+            await a.expect(presence(from_=contact.bare, type_="subscribe"))
+        items = await a.roster_items()
+        assert item_state(items.get(b.bare)) == ("none", None), "B left the roster"
+        assert item_state(items.get(c.bare)) == ("none", None), "C left the roster"
+
+        # And approving one is pushed as the item it is.
+        await a.send(f"<presence to='{b.bare}' type='subscribed'/>")
+        assert item_state(await a.push_for(b.bare)) == ("from", None)
+
+
 async def test_pre_approval(peers: Peers) -> None:
     with trio.fail_after(TIMEOUT):
         a, b = await peers.online_users(2)

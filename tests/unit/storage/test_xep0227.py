@@ -60,7 +60,7 @@ def test_prosody_export_decodes() -> None:
     assert (creds.hash_name, creds.iterations) == ("SHA-1", 10000)
     assert verify_password(prep_password(PASSWORDS["alice"]), creds)  # the old password still fits
     assert alice.roster == [
-        RosterItem("bob@localhost", "Bob", "both", groups=("Friends", "Work")),
+        RosterItem("bob@localhost", "Bob", "both", groups=("Friends", "Work"), listed=True),
         RosterItem("carol@localhost", pending_in=True),  # Prosody's <presence/> has no xmlns
     ]
     assert [m.timestamp for m in alice.archive] == [1796622947.0] * 3
@@ -226,7 +226,7 @@ def test_openfire_export_plugin_shape(tmp_path: Path) -> None:
     )
     [frank] = decode_files([path], "localhost", lambda _: None)
     assert (frank.name, frank.password) == ("frank", "secret")
-    assert frank.roster == [RosterItem("alice@localhost", "Alice", "both", groups=("Friends",))]
+    assert frank.roster == [RosterItem("alice@localhost", "Alice", "both", groups=("Friends",), listed=True)]
     assert frank.vcard == b'<vCard xmlns="vcard-temp"><FN>Frank</FN></vCard>'
     [message] = frank.offline
     assert b"<body>hello</body>" in message
