@@ -196,7 +196,9 @@ class Console:
             headers.append(("Set-Cookie", _cookie(LOGIN_COOKIE, token, tls)))
         fields = html.field(
             "Administrator JID", "jid", value=jid, required=True, placeholder=f"admin@{self.domain}"
-        ) + html.field("Password", "password", kind="password", required=True)
+        ) + html.field(
+            "Password", "password", kind="password", required=True, autocomplete="current-password"
+        )
         body = (
             '<div class="card login">'
             + html.form("/login", "login", fields, "Log in", token)

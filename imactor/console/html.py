@@ -26,12 +26,14 @@ HTML = "text/html; charset=utf-8"
 SECURITY_HEADERS = [
     (
         "Content-Security-Policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; "
         "base-uri 'none'",
     ),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not no-referrer: under it browsers send "Origin: null" with the forms, which the origin check refuses.
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ]
 
@@ -107,11 +109,14 @@ def field(
     required: bool = False,
     placeholder: str = "",
     size: str = "",
+    autocomplete: str = "",
 ) -> str:
     attributes = f' value="{esc(value)}"' if value else ""
     attributes += " required" if required else ""
     attributes += f' placeholder="{esc(placeholder)}"' if placeholder else ""
-    attributes += ' autocomplete="new-password"' if kind == "password" else ""
+    # A password field sets a new password unless said otherwise (the login's is the current one).
+    autocomplete = autocomplete or ("new-password" if kind == "password" else "")
+    attributes += f' autocomplete="{esc(autocomplete)}"' if autocomplete else ""
     width = f' class="{esc(size)}"' if size else ""
     return (
         f"<label{width}><span>{esc(label)}</span>"
@@ -185,7 +190,7 @@ th { text-align: left; font-weight: 600; color: var(--muted); font-size: .8rem; 
 td { border-bottom: 1px solid var(--line); padding: .5rem; vertical-align: middle; }
 tr:last-child td { border-bottom: 0; }
 form { display: flex; flex-wrap: wrap; align-items: flex-end; gap: .6rem; margin: 0; }
-form.inline { display: inline-flex; margin-right: .3rem; }
+form.inline { display: inline-flex; margin-right: .3rem; vertical-align: bottom; }
 td form { gap: .35rem; }
 label { display: flex; flex-direction: column; gap: .2rem; font-size: .82rem; color: var(--muted); }
 label.wide { flex: 1 1 100%; }
@@ -215,6 +220,7 @@ td .button { padding: .28rem .65rem; font-size: .86rem; }
 .pager { display: flex; gap: .8rem; align-items: center; margin-top: .8rem; color: var(--muted); }
 .pager a { color: var(--accent); }
 .login { max-width: 24rem; margin: 4rem auto; }
+main:has(.login) > h1 { text-align: center; margin-top: 3rem; }
 .login form { flex-direction: column; align-items: stretch; }
 .login input { width: 100%; }
 .person { display: inline-flex; align-items: center; gap: .25rem; background: #eef1f6; border-radius: 99px;

@@ -51,10 +51,10 @@ async def view(context: Context) -> str:
     for department in departments:
         depth = len(directory.ancestors(department.key)) - 1
         key = html.hidden("key", department.key)
-        name = (
-            f"{'&nbsp;' * 4 * depth}<b>{esc(department.name)}</b><br>"
-            f'{"&nbsp;" * 4 * depth}<small class="note">{esc(department.key)}</small>'
-        )
+        indent = "&nbsp;" * 4 * depth
+        name = f"{indent}<b>{esc(department.name)}</b>"
+        if department.key != department.name:  # the key people and files name, when it says more
+            name += f'<br>{indent}<small class="note">{esc(department.key)}</small>'
         people = (
             "".join(
                 f'<span class="person">{esc(p.name)} <small>{esc(p.username)}</small>'
