@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
@@ -36,7 +37,10 @@ from imactor.console.pages import PAGES
 from imactor.console.pages.base import Context, Invalid, Page
 from imactor.modules.adhoc.rights import admin_jids
 from imactor.server.throttles import FailureThrottle, LoginThrottle
+from imactor.storage import StorageError
 from imactor.web.messages import Request, Response, text_response
+
+log = logging.getLogger("imactor.console")
 
 #: Fields a form may have; more is not a form of this console.
 MAX_FIELDS = 64
@@ -59,6 +63,19 @@ class Console:
         self.pages: dict[str, Page] = {page.path: page for page in PAGES}
 
     async def handle(self, request: Request, remote: str, tls: bool) -> Response:
+        """Answer one request (the module doc).
+
+        Error handling: a database that refuses a read or a write (`StorageError`: a full disk,
+        a PostgreSQL that is down) is a 503 page that says so; the change did not happen.
+        """
+        try:
+            return await self._route(request, remote, tls)
+        except StorageError as exc:
+            log.warning("console: %s %s: the database failed: %s", request.method, request.path, exc)
+            body = f"<p>The database did not answer as it should: {html.esc(exc)}. Nothing was changed.</p>"
+            return self._frame("Database unavailable", body, ("error", "try again later"), status=503)
+
+    async def _route(self, request: Request, remote: str, tls: bool) -> Response:
         if request.method not in ("GET", "HEAD", "POST"):
             return Response(405, b"GET, HEAD or POST\n", headers=[("Allow", "GET, HEAD, POST")])
         if request.path == "/console.css":

@@ -16,6 +16,7 @@ of the node logs everyone out, which is the safe direction. A session ends at lo
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from collections import OrderedDict
@@ -26,7 +27,7 @@ import trio
 from imactor.server.throttles import LoginThrottle
 from imactor.storage import Storage
 from imactor.xmpp.jid import JID, InvalidJID, prep_password
-from imactor.xmpp.scram import verify_password
+from imactor.xmpp.scram import DEFAULT_ITERATIONS, ScramCredentials, derive_credentials, verify_password
 
 #: The cookie that carries a session's token (and, before login, the login form's token).
 COOKIE = "imactor_console"
@@ -83,6 +84,16 @@ class Sessions:
         return len(self._by_token)
 
 
+@functools.cache
+def _stand_in() -> ScramCredentials:
+    """A verifier no password matches (its salt is fixed, its key random), for a login that
+    names no administrator."""
+    stand_in = derive_credentials(
+        HASH_NAME, secrets.token_urlsafe(32), salt=bytes(16), iterations=DEFAULT_ITERATIONS
+    )
+    return stand_in
+
+
 def same_token(given: str | None, expected: str) -> bool:
     """Whether a form's token is the expected one (in constant time)."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
@@ -115,28 +126,26 @@ async def check_login(
     username = jid.localpart if jid is not None else None
     if throttle.is_blocked(username or "", remote):
         raise LoginRefused("too many failed logins: wait a few minutes")
-    if (
-        jid is None
-        or username is None
-        or jid.resourcepart is not None
-        or jid.domainpart != domain
-        or str(jid) not in admins
-    ):
-        throttle.record_failure(username, remote)
-        raise LoginRefused("wrong JID or password, or not an administrator of this server")
-    credentials, disabled = await storage.accounts.get_login(username)
-    verifier = credentials.get(HASH_NAME) if credentials else None
+    is_admin = (
+        jid is not None
+        and username is not None
+        and jid.resourcepart is None
+        and jid.domainpart == domain
+        and str(jid) in admins
+    )
+    verifier, disabled = None, False
+    if is_admin and username is not None:
+        credentials, disabled = await storage.accounts.get_login(username)
+        verifier = credentials.get(HASH_NAME) if credentials else None
     try:
         prepared = prep_password(password)
     except (InvalidJID, ValueError):
-        prepared = None
-    # PBKDF2 takes milliseconds: off the event loop, which also serves the status socket.
-    matches = (
-        verifier is not None
-        and prepared is not None
-        and await trio.to_thread.run_sync(verify_password, prepared, verifier)
-    )
-    if not matches or disabled:
+        prepared = ""
+    # Every refusal costs the same derivation, so the time taken does not tell an administrator's
+    # JID from another's. PBKDF2 takes milliseconds: off the event loop, which serves the status
+    # socket too.
+    matches = await trio.to_thread.run_sync(lambda: verify_password(prepared, verifier or _stand_in()))
+    if not (matches and verifier is not None and prepared) or disabled:
         throttle.record_failure(username, remote)
         raise LoginRefused("wrong JID or password, or not an administrator of this server")
     return str(jid)
