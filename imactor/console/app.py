@@ -34,7 +34,7 @@ from imactor.console.auth import (
     same_token,
 )
 from imactor.console.pages import PAGES
-from imactor.console.pages.base import Context, Invalid, Page
+from imactor.console.pages.base import Confirm, Context, Invalid, Page
 from imactor.modules.adhoc.rights import admin_jids
 from imactor.server.throttles import FailureThrottle, LoginThrottle
 from imactor.storage import StorageError
@@ -120,6 +120,8 @@ class Console:
             done = await page.change(context, form.get("action", ""))
         except Invalid as exc:
             return await self._show(page, session, request, ("error", str(exc)), status=400, form=form)
+        except Confirm as ask:
+            return self._confirm(page, session, form, ask)
         session.flash = ("ok", done)
         return html.redirect(page.path + (f"?{request.query}" if request.query else ""))
 
@@ -145,6 +147,29 @@ class Console:
             current=page.path,
             notice=notice,
             status=status,
+        )
+
+    def _confirm(self, page: Page, session: AdminSession, form: Mapping[str, str], ask: Confirm) -> Response:
+        """The question, a button that sends the same form again confirmed, and a way back."""
+        fields = "".join(
+            html.hidden(name, value)
+            for name, value in form.items()
+            if name not in ("csrf", "action", "confirm")
+        )
+        button = html.form(
+            page.path,
+            form.get("action", ""),
+            fields + html.hidden("confirm", "yes"),
+            ask.button,
+            session.csrf,
+            style="inline danger",
+        )
+        body = html.section(
+            "Are you sure?",
+            f'<p>{html.esc(ask.question)}</p>{button}<a class="back" href="{html.esc(page.path)}">Cancel</a>',
+        )
+        return html.document(
+            page.title, body, domain=self.domain, admin=session.jid, csrf=session.csrf, current=page.path
         )
 
     def _frame(

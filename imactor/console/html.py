@@ -218,7 +218,8 @@ td .button { padding: .28rem .65rem; font-size: .86rem; }
 .tree { list-style: none; padding-left: 1.2rem; margin: .2rem 0; }
 .tree > li { margin: .35rem 0; }
 .pager { display: flex; gap: .8rem; align-items: center; margin-top: .8rem; color: var(--muted); }
-.pager a { color: var(--accent); }
+.pager a, a.back { color: var(--accent); }
+a.back { margin-left: .6rem; }
 .login { max-width: 24rem; margin: 4rem auto; }
 main:has(.login) > h1 { text-align: center; margin-top: 3rem; }
 .login form { flex-direction: column; align-items: stretch; }

@@ -6,8 +6,9 @@ key events), chooses options, and clicks the buttons with the mouse; the page ha
 It logs in as the server's administrator, adds a department, adds a word to a new word list,
 and sends an announcement to everyone online, which a slixmpp client connected over TCP must
 receive. Each step's page is checked (the console says what it did, and shows it) and kept as a
-screenshot, ``console-<step>.png``, in the test's tmp dir and copied to ``artifacts/``. The page
-must log no error (a stylesheet refused by the Content-Security-Policy would be one).
+screenshot, ``console-<step>.png`` (the accounts and reminders pages too), in the test's tmp dir
+and copied to ``artifacts/``. The page must log no error (a stylesheet refused by the
+Content-Security-Policy would be one).
 """
 
 from __future__ import annotations
@@ -162,6 +163,12 @@ async def test_an_admin_adds_a_department_and_a_word_and_announces_in_chromium(
             await shot(page, "announcement")
             sender = await trio.to_thread.run_sync(desk.expect, "Everyone out at 15:00")
             assert sender == "localhost"
+            await page.goto(f"{base}/accounts")  # two more pages, for the record
+            assert "desk@localhost" in await text_of(page)
+            await shot(page, "accounts")
+            await page.goto(f"{base}/reminders")
+            assert "No pending reminders." in await text_of(page)
+            await shot(page, "reminders")
             errors = [line for line in page.console if "error" in line.lower()]
             assert not errors, errors
     (REPO / "artifacts").mkdir(exist_ok=True)

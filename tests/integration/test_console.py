@@ -460,7 +460,15 @@ async def test_accounts_add_disable_enable_password_delete(
         with pytest.raises(PermissionError):
             await Peer.login(server.c2s_port, "carol", "first pw")
         carol = await Peer.online(server.c2s_port, "carol", "second pw")
-        deleted = await in_thread(lambda: console.act("/accounts", "delete", username="carol"))
+        asked = await in_thread(lambda: console.act("/accounts", "delete", username="carol"))
+        assert "Delete carol@localhost and everything stored for it" in asked.text
+        assert await in_thread(lambda: account_state(server, "carol")) == (True, False)  # not yet
+        confirm = re.search(
+            r'<form method="post" action="/accounts" class="inline danger">.*?</form>', asked.text
+        )
+        assert confirm is not None
+        assert 'name="confirm" value="yes"' in confirm.group(0)
+        deleted = await in_thread(lambda: console.act("/accounts", "delete", username="carol", confirm="yes"))
         assert "Deleted carol@localhost" in deleted.text
         await carol.raw.wait_closed()
         assert await in_thread(lambda: account_state(server, "carol")) == (False, False)
@@ -549,7 +557,7 @@ async def test_a_word_added_in_the_console_is_masked_in_the_next_message(
         await sender.send(chat % ("w3", "绝密"))
         bounced = await sender.expect(message(id_="w3", type_="error"))
         assert bounced.find(f"{C}error") is not None
-        await in_thread(lambda: console.act("/words", "drop", name="console"))
+        await in_thread(lambda: console.act("/words", "drop", name="console", confirm="yes"))
         assert "console:" not in (await in_thread(lambda: console.get("/words").text))
 
 

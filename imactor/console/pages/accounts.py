@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from imactor.console import html
 from imactor.console.html import esc
-from imactor.console.pages.base import Context, Invalid, Page, unknown
+from imactor.console.pages.base import Context, Invalid, Page, confirmed, unknown
 from imactor.storage import AccountExists, AccountNotFound
 from imactor.xmpp.jid import InvalidJID, prep_localpart, prep_password
 
@@ -95,6 +95,14 @@ async def change(context: Context, action: str) -> str:
         if action in ("delete", "disable") and jid == context.session.jid:
             raise Invalid("you cannot delete or disable your own account while logged in with it")
         if action == "delete":
+            if not await storage.accounts.exists(username):
+                raise AccountNotFound(username)
+            confirmed(
+                context,
+                f"Delete {jid} and everything stored for it (roster, archive, offline "
+                "messages)? This cannot be undone.",
+                "Delete the account",
+            )
             await storage.accounts.delete(username)
             await context.access.command("end-sessions", user=username, removed=True)
             return f"Deleted {jid}"

@@ -19,6 +19,21 @@ class Invalid(Exception):
     the message is shown on the page."""
 
 
+class Confirm(Exception):
+    """A change that destroys data asks first: the page shows `question` and a button that
+    submits the same form again with ``confirm=yes``. Nothing was changed yet."""
+
+    def __init__(self, question: str, button: str) -> None:
+        super().__init__(question)
+        self.question, self.button = question, button
+
+
+def confirmed(context: Context, question: str, button: str) -> None:
+    """Raise `Confirm` unless the form says the administrator confirmed."""
+    if context.form.get("confirm") != "yes":
+        raise Confirm(question, button)
+
+
 @dataclass(frozen=True)
 class Context:
     access: NodeAccess

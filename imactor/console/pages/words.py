@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from imactor.console import html
 from imactor.console.html import esc
-from imactor.console.pages.base import Context, Invalid, Page, tell_workers, unknown
+from imactor.console.pages.base import Context, Invalid, Page, confirmed, tell_workers, unknown
 from imactor.storage.word_lists import NoSuchList, check_name, parse_scope
 from imactor.wordmatch import ACTIONS, BadWord
 
@@ -106,6 +106,7 @@ async def change(context: Context, action: str) -> str:
             await store.configure(name, scope=_scope(context), action=_action(context))
             done = f"{name}: saved"
         elif action == "drop":
+            confirmed(context, f"Delete the word list {name} and its words?", "Delete the list")
             if not await store.drop(name):
                 raise NoSuchList(name)
             done = f"{name}: deleted"
