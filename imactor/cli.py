@@ -472,30 +472,17 @@ def _room_destroy(args: argparse.Namespace, config_path: Path) -> int:
 
 
 def filter_scope(raw: str, config: Config) -> str:
-    """A list's scope as stored: "server", "domain:<domain>", "room:<room bare JID>".
+    """A list's scope as stored (`imactor.storage.word_lists.parse_scope`).
 
     Raises:
         CommandError: not one of those forms, or not a valid domain or room.
     """
-    from imactor.xmpp.jid import JID, InvalidJID, prep_localpart
+    from imactor.storage.word_lists import parse_scope
 
-    kind, _, value = raw.partition(":")
-    if kind == "server" and not value:
-        return "server"
     try:
-        if kind == "domain" and value:
-            jid = JID.parse(value)
-            if jid.localpart is None and jid.resourcepart is None:
-                return f"domain:{jid}"
-        elif kind == "room" and value:
-            if "@" not in value:
-                return f"room:{prep_localpart(value)}@{config.muc.subdomain}.{config.server.domain}"
-            jid = JID.parse(value)
-            if jid.localpart is not None and jid.resourcepart is None:
-                return f"room:{jid}"
-    except (InvalidJID, ValueError) as exc:
-        raise CommandError(f"--scope {raw}: {exc}") from None
-    raise CommandError(f'--scope {raw}: expected "server", "domain:DOMAIN" or "room:ROOM"')
+        return parse_scope(raw, config.server.domain, f"{config.muc.subdomain}.{config.server.domain}")
+    except ValueError as exc:
+        raise CommandError(f"--scope {exc}") from None
 
 
 def parse_word_file(lines: Iterable[str], source: str) -> list[str]:

@@ -195,6 +195,17 @@ class MetricsListenerConfig:  # Prometheus metrics of the whole node, served by 
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleListenerConfig:  # the web admin console (imactor/console), served by the node supervisor
+    enabled: bool = _opt(False, _bool)
+    host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)  # another host needs tls = true
+    port: int = _opt(5290, _int(0, 65535))
+    tls: bool = _opt(False, _bool)  # HTTPS with the server's certificate ([tls]); the cookie is then Secure
+    # Who may open it (the others get 403), on top of the host it listens on.
+    allow: tuple[str, ...] = _opt(("127.0.0.0/8", "::1/128"), _networks)
+    session_timeout: float = _opt(1800.0, _number)  # idle seconds before an administrator logs in again
+
+
+@dataclass(frozen=True, slots=True)
 class Proxy65ListenerConfig:  # XEP-0065 SOCKS5 bytestreams proxy, bound only when [proxy65] enabled
     host: tuple[str, ...] = _opt(_LOOPBACK, _hosts)
     port: int = _opt(7777, _int(0, 65535))
@@ -217,6 +228,7 @@ class ListenConfig:
     s2s: S2SListenerConfig = _table(S2SListenerConfig)
     proxy65: Proxy65ListenerConfig = _table(Proxy65ListenerConfig)
     metrics: MetricsListenerConfig = _table(MetricsListenerConfig)
+    console: ConsoleListenerConfig = _table(ConsoleListenerConfig)
     component: ComponentListenerConfig = _table(ComponentListenerConfig)
 
 
@@ -579,6 +591,7 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
         raise ConfigError(f"{source}: {missing}: certificate and key must be set together")
     cert, key = (p and _resolve(base_dir, p) for p in (tls.certificate, tls.key))
     cluster = _checked_cluster(config, str(source))
+    _check_console(config, str(source))
     components = _read_component_secrets(config, str(source), base_dir)
     return dataclasses.replace(
         config,
@@ -641,6 +654,24 @@ def _checked_cluster(config: Config, source: str) -> ClusterConfig:
         raise ConfigError(f"{source}: cluster.heartbeat: at most a third of cluster.lease "
                           f"({cluster.lease:g} s), so that a lease survives a lost renewal")  # fmt: skip
     return cluster
+
+
+def _check_console(config: Config, source: str) -> None:
+    """An administrator's password must not cross a network in clear: the console listens on
+    loopback only, unless it speaks TLS."""
+    console = config.listen.console
+    if not console.enabled or console.tls:
+        return
+    for host in console.host:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ConfigError(
+                f"{source}: listen.console.host: {host} is not a loopback address; "
+                "set listen.console.tls = true to serve the console beyond this host"
+            )
 
 
 def _build(cls: type[Any], raw: object, source: str, prefix: str) -> Any:

@@ -221,3 +221,124 @@ def _describe(value: Department | Person) -> str:
         return f"{value.name!r} under {value.parent!r} (#{value.position})"
     fields = (value.name, value.department, value.title, value.phone, value.email)
     return ", ".join(repr(field) for field in fields) + f" (#{value.position})"
+
+
+# ---- one change at a time (the admin console; an import replaces the whole) ----------------------
+
+#: Characters of a department's or person's name, title, phone or e-mail (as in import files).
+MAX_NAME = 256
+
+
+def _clean(text: str, what: str, *, required: bool = True) -> str:
+    """`text` stripped; `OrgError` when it is empty (and `required`), too long or has control
+    characters, naming `what`."""
+    value = text.strip()
+    if required and not value:
+        raise OrgError(f"{what}: empty")
+    if len(value) > MAX_NAME:
+        raise OrgError(f"{what}: longer than {MAX_NAME} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise OrgError(f"{what}: contains a control character")
+    return value
+
+
+def _replaced(org: Org, departments: Iterable[Department] | None = None,
+              people: Iterable[Person] | None = None) -> Org:  # fmt: skip
+    new = Org(org.departments if departments is None else tuple(departments),
+              org.people if people is None else tuple(people))  # fmt: skip
+    check(new)
+    return new
+
+
+def _department(org: Org, key: str) -> Department:
+    for department in org.departments:
+        if department.key == key:
+            return department
+    raise OrgError(f"no department {key!r}")
+
+
+def _last_position(items: Iterable[Department] | Iterable[Person]) -> int:
+    return max((item.position + 1 for item in items), default=0)
+
+
+def add_department(org: Org, name: str, parent: str | None) -> tuple[Org, str]:
+    """`org` with a new department `name` last under `parent` (None: at the top), and its key:
+    the path of names, as an import file's would be ("Sales/EMEA").
+
+    Raises:
+        OrgError: a bad name (empty, a "/", too long), an unknown parent, or a sibling of that name.
+    """
+    name = _clean(name, "department name")
+    if "/" in name:
+        raise OrgError("department name: a '/' separates departments in a path; use another character")
+    if parent is not None:
+        _department(org, parent)
+    key = f"{parent}/{name}" if parent is not None else name
+    if any(d.key == key for d in org.departments):
+        raise OrgError(f"department {key!r} exists already")
+    siblings = [d for d in org.departments if d.parent == parent]
+    added = Department(key, name, parent, _last_position(siblings))
+    return _replaced(org, [*org.departments, added]), key
+
+
+def rename_department(org: Org, key: str, name: str) -> Org:
+    """`org` with the department `key` shown as `name` (its key, which people and import files
+    name, stays)."""
+    name = _clean(name, "department name")
+    _department(org, key)
+    return _replaced(org, [Department(d.key, name, d.parent, d.position) if d.key == key else d
+                           for d in org.departments])  # fmt: skip
+
+
+def move_department(org: Org, key: str, parent: str | None) -> Org:
+    """`org` with the department `key` (and everything under it) last under `parent`.
+
+    Raises:
+        OrgError: an unknown department or parent, or a move under itself or its own subtree
+            (a cycle).
+    """
+    _department(org, key)
+    if parent is not None:
+        _department(org, parent)
+    siblings = [d for d in org.departments if d.parent == parent and d.key != key]
+    position = _last_position(siblings)
+    return _replaced(org, [Department(d.key, d.name, parent, position) if d.key == key else d
+                           for d in org.departments])  # fmt: skip
+
+
+def delete_department(org: Org, key: str) -> Org:
+    """`org` without the department `key`, which must be empty: no department under it and
+    nobody in it (move or remove them first, so that nothing goes by accident)."""
+    _department(org, key)
+    children = [d.key for d in org.departments if d.parent == key]
+    if children:
+        raise OrgError(f"department {key!r} has departments under it ({', '.join(children)}): "
+                       "move or delete them first")  # fmt: skip
+    members = [p.username for p in org.people if p.department == key]
+    if members:
+        raise OrgError(f"department {key!r} has people in it ({', '.join(members)}): "
+                       "move or remove them first")  # fmt: skip
+    return _replaced(org, [d for d in org.departments if d.key != key])
+
+
+def place_person(org: Org, person: Person) -> Org:
+    """`org` with `person` (a username already prepared) in their department: added, or
+    replacing what the directory had for that username (moved: last in the new department)."""
+    _department(org, person.department)
+    fields = {"name": person.name, "title": person.title, "phone": person.phone, "email": person.email}
+    cleaned = {field: _clean(value, field, required=field == "name") for field, value in fields.items()}
+    before = next((p for p in org.people if p.username == person.username), None)
+    if before is not None and before.department == person.department:
+        position = before.position
+    else:
+        position = _last_position(p for p in org.people if p.department == person.department)
+    placed = Person(person.username, cleaned["name"], person.department, cleaned["title"],
+                    cleaned["phone"], cleaned["email"], position)  # fmt: skip
+    return _replaced(org, people=[*(p for p in org.people if p.username != person.username), placed])
+
+
+def remove_person(org: Org, username: str) -> Org:
+    """`org` without `username` (their account stays: only the directory forgets them)."""
+    if not any(p.username == username for p in org.people):
+        raise OrgError(f"{username!r} is not in the directory")
+    return _replaced(org, people=[p for p in org.people if p.username != username])

@@ -43,9 +43,12 @@ from typing import TYPE_CHECKING
 import psycopg
 import trio
 
+from imactor import tls
 from imactor.c2s.listener import open_listeners
 from imactor.cluster.endpoints import MASTER, master_endpoint, worker_endpoint
 from imactor.cluster.zmq_link import ZmqLink
+from imactor.console.access import NodeAccess
+from imactor.console.app import Console
 from imactor.log import setup_logging
 from imactor.node.cluster_node import cluster_member
 from imactor.node.lease import ClusterMember, Fenced
@@ -56,7 +59,8 @@ from imactor.node.proctitle import SUPERVISOR_TITLE, set_title
 from imactor.node.rundir import create_run_dir, remove_run_dir
 from imactor.node.startup import is_start_error, prepare_node, sole_cause
 from imactor.node.status.server import StatusServer
-from imactor.storage import StorageError
+from imactor.storage import Storage, StorageError
+from imactor.web.console_server import serve_console
 from imactor.web.metrics_endpoint import serve_metrics
 from supervisors import (
     ChildFailedToStart,
@@ -252,6 +256,8 @@ async def _run(
     await status.bind()  # here: a path another server answers on fails the start, not a child
     metrics = config.listen.metrics
     metrics_listeners = await open_listeners(metrics.host, metrics.port) if metrics.enabled else []
+    console = config.listen.console
+    console_listeners = await open_listeners(console.host, console.port) if console.enabled else []
     outcome = _Outcome()
     async with trio.open_nursery() as nursery:
         await nursery.start(link.run)
@@ -261,6 +267,8 @@ async def _run(
                 return render(await node_status.document())
 
             await nursery.start(serve_metrics, metrics_listeners, render_metrics, metrics.allow)
+        if console_listeners:
+            await nursery.start(_serve_console, config, node_status, console_listeners)
         nursery.start_soon(_drain, link)
         await nursery.start(status.run)
         nursery.start_soon(_handle_signals, signals, supervisor, nursery.cancel_scope)
@@ -275,8 +283,31 @@ async def _run(
             nursery.start_soon(_count_sessions, membership, node_status)
         else:
             nursery.start_soon(membership.run)
-        _announce({**listeners, **({"metrics": metrics_listeners} if metrics_listeners else {})}, count)
+        extra = {"metrics": metrics_listeners, "console": console_listeners}
+        _announce({**listeners, **{name: bound for name, bound in extra.items() if bound}}, count)
     return outcome
+
+
+async def _serve_console(
+    config: Config,
+    node_status: NodeStatus,
+    listeners: list[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The admin console (`imactor.console`) on its own connection to the database; it sees the
+    node through the same status document and commands as the status socket."""
+    if not config.server.admins:
+        log.warning("[listen.console] is enabled but [server] admins lists nobody: no one can log in")
+    context = (
+        tls.make_server_context(config.tls_certificate, config.tls_key, config.tls.min_version)
+        if config.listen.console.tls
+        else None
+    )
+    async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
+        access = NodeAccess(config, storage, node_status.document, node_status.commands())
+        await serve_console(listeners, Console(access).handle, config.listen.console.allow, context,
+                            task_status=task_status)  # fmt: skip
 
 
 async def _serve_cluster(

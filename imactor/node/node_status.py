@@ -79,7 +79,8 @@ class NodeStatus:
     def commands(self) -> dict[str, CommandHandler]:
         """Administrative commands, forwarded to the worker that owns their object: a room's
         commands to the room's home worker under the announced membership; ``reload-modules``
-        to every live worker (their answers in a list)."""
+        to every live worker (their answers in a list); ``announce`` and ``end-sessions`` to
+        one live worker, which reaches the others; ``wake-reminders`` to worker 0."""
 
         async def to_room_home(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
             room = arguments.get("room")
@@ -109,7 +110,25 @@ class NodeStatus:
                     nursery.start_soon(ask, index)
             return {"workers": sorted(answers, key=lambda answer: int(answer.get("worker", -1)))}
 
-        return {"destroy-room": to_room_home, "reload-modules": to_every_worker}
+        async def to_one_worker(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            # Any worker reaches every worker's sessions (its admin wing): the first live one.
+            live = sorted(self._membership.live)
+            return await to_worker(live[0] if live else None, arguments)
+
+        async def to_first_worker(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            # The node's background tasks (reminders) run on its worker 0.
+            return await to_worker(0 if 0 in self._membership.live else None, arguments)
+
+        async def to_worker(index: int | None, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            if index is None:
+                return {"error": "no worker of this node is running"}
+            try:
+                return await fetch_command(worker_status_path(self._run_dir, index), arguments)
+            except StatusUnavailable as exc:
+                return {"error": str(exc)}
+
+        return {"destroy-room": to_room_home, "reload-modules": to_every_worker, "announce": to_one_worker,
+                "end-sessions": to_one_worker, "wake-reminders": to_first_worker}  # fmt: skip
 
     async def document(self) -> dict[str, Any]:
         stats = self._supervisor.statistics()

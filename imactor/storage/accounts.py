@@ -120,6 +120,23 @@ class AccountStore:
             params["limit"] = limit
         return [str(row[0]) for row in await self._db.select(sql, params)]
 
+    async def search(
+        self, text: str = "", *, offset: int = 0, limit: int = 50
+    ) -> tuple[int, list[tuple[str, bool]]]:
+        """One page of accounts whose username contains `text` (all when empty; usernames are
+        lower case), sorted: how many match, and ``(username, disabled)`` from `offset`."""
+        where, match = "", {}
+        if text:
+            # A literal substring: LIKE's wildcards in `text` are escaped.
+            escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where, match = " WHERE username LIKE :pattern ESCAPE '\\'", {"pattern": f"%{escaped}%"}
+        page = f"SELECT username, disabled FROM account{where} ORDER BY username LIMIT :limit OFFSET :offset"
+        count, rows = await self._db.select_many([
+            (f"SELECT COUNT(*) FROM account{where}", match),
+            (page, {**match, "limit": limit, "offset": offset}),
+        ])  # fmt: skip
+        return int(count[0][0]), [(str(name), bool(disabled)) for name, disabled in rows]
+
     async def exists(self, username: str) -> bool:
         """Whether an account with this username exists."""
         name = _prep_or_none(username)

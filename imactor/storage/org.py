@@ -27,6 +27,11 @@ _BUMP = (
 )
 
 
+class OrgChanged(Exception):
+    """The directory changed since the version a change was made against (another
+    administrator, an import): nothing was written; read it again."""
+
+
 class OrgStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -47,16 +52,22 @@ class OrgStore:
         )
         return (int(version[0][0]) if version else 0), org
 
-    async def replace(self, org: Org) -> int:
+    async def replace(self, org: Org, *, expected_version: int | None = None) -> int:
         """Make `org` the directory (the old one is dropped in the same transaction); returns
-        the new change counter.
+        the new change counter. With `expected_version`, only if the counter still has that
+        value (a change made against what one read, as the admin console's are).
 
         Raises:
             OrgError: `org` is not a tree (`imactor.org.check`); nothing was changed.
+            OrgChanged: the counter is not `expected_version`; nothing was changed.
         """
         check(org)
 
         def write(sql: Sql) -> int:
+            if expected_version is not None:
+                rows = sql.rows(_VERSION, {})
+                if (int(rows[0][0]) if rows else 0) != expected_version:
+                    raise OrgChanged("the directory changed meanwhile")
             for statement in _CLEAR:
                 sql.run(statement, {})
             if org.departments:

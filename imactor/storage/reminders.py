@@ -93,6 +93,12 @@ class ReminderStore:
                                      {"owner": owner})  # fmt: skip
         return [_reminder(row) for row in rows]
 
+    async def active(self, limit: int = 500) -> list[Reminder]:
+        """Every owner's active reminders, the soonest first (the first `limit`)."""
+        rows = await self._db.select(f"SELECT {_COLUMNS} FROM reminder WHERE state = 'active' "
+                                     "ORDER BY next_at, id LIMIT :limit", {"limit": limit})  # fmt: skip
+        return [_reminder(row) for row in rows]
+
     async def cancel(self, owner: str, reminder_id: int) -> bool:
         """Cancel one of the owner's active reminders; False when it has none by that id. An
         occurrence being delivered right now still arrives."""

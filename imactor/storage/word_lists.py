@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from imactor.storage.db import Database, Sql
 from imactor.wordmatch import ACTIONS, fold_word
+from imactor.xmpp.jid import JID, InvalidJID, prep_localpart
 
 #: A list's name: short, for commands and alerts.
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -72,6 +73,33 @@ def check_action(action: str) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: expected one of {', '.join(ACTIONS)}")
     return action
+
+
+def parse_scope(raw: str, domain: str, room_domain: str) -> str:
+    """A list's scope as stored, from what an administrator typed: "server", "domain:<domain>"
+    or "room:<room>" (a bare room name is a room of `room_domain`, the rooms of `domain`).
+
+    Raises:
+        ValueError: not one of those forms, or not a valid domain or room (the message starts
+            with `raw`).
+    """
+    kind, _, value = raw.partition(":")
+    if kind == "server" and not value:
+        return "server"
+    try:
+        if kind == "domain" and value:
+            jid = JID.parse(value)
+            if jid.localpart is None and jid.resourcepart is None:
+                return f"domain:{jid}"
+        elif kind == "room" and value:
+            if "@" not in value:
+                return f"room:{prep_localpart(value)}@{room_domain}"
+            jid = JID.parse(value)
+            if jid.localpart is not None and jid.resourcepart is None:
+                return f"room:{jid}"
+    except (InvalidJID, ValueError) as exc:
+        raise ValueError(f"{raw}: {exc}") from None
+    raise ValueError(f'{raw}: expected "server", "domain:DOMAIN" or "room:ROOM"')
 
 
 class WordListStore:

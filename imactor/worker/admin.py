@@ -9,6 +9,13 @@ stored (a full disk) an error: the room lives on, its occupants told nothing.
 ``reload-modules``: run the modules' reload hooks (`imactor.worker.reload.reload_modules`), as
 SIGHUP does after the config: `imactor filter ...` sends it to every worker (through the node
 supervisor) after changing the word lists, and answers once every worker has the new lists.
+
+The admin console's (`imactor.console`), sent to one worker, which reaches every worker's
+sessions through the module API's server view (`ServerApi`, as the XEP-0133 commands do):
+``announce`` (``subject``, ``body``, ``type``: headline or normal) to every online session;
+``end-sessions`` (``user``; ``removed``: the account was deleted, else disabled) ends the
+account's sessions on every worker as the XEP-0133 delete-user and disable-user commands do;
+``wake-reminders`` (to the node's first worker) makes its reminder task look at once.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from imactor import messages as m
 from imactor.actors import ask
+from imactor.modules.adhoc.announce import ANNOUNCE_TYPES, announcement
+from imactor.modules.adhoc.reminder_task import poke
 from imactor.node.status import CommandHandler
 from imactor.storage.errors import StorageError
 from imactor.worker.reload import reload_modules
@@ -55,4 +64,26 @@ def commands(services: Services, rooms: MucService | None) -> dict[str, CommandH
     async def reload(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
         return {"worker": services.worker_index, "hooks": await reload_modules(services)}
 
-    return {"destroy-room": destroy_room, "reload-modules": reload}
+    async def announce(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        subject, body, kind = arguments.get("subject", ""), arguments.get("body"), arguments.get("type")
+        if not (isinstance(subject, str) and isinstance(body, str) and body and kind in ANNOUNCE_TYPES):
+            return {"error": "announce needs a text body, a text subject and a type (headline or normal)"}
+        await services.server.announce(announcement(services.domain, str(kind), subject, body))
+        return {"announced": True}
+
+    async def end_sessions(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        user = arguments.get("user")
+        if not isinstance(user, str) or not user:
+            return {"error": "end-sessions needs a user"}
+        if arguments.get("removed"):
+            await services.server.account_removed(user)  # its sessions end, its actor forgets it
+        else:
+            await services.server.end_sessions(user, condition="not-authorized", text="account disabled")
+        return {"ended": True}
+
+    async def wake_reminders(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        poke()
+        return {"worker": services.worker_index}
+
+    return {"destroy-room": destroy_room, "reload-modules": reload, "announce": announce,
+            "end-sessions": end_sessions, "wake-reminders": wake_reminders}  # fmt: skip

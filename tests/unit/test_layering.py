@@ -84,6 +84,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.migration",),  # imactor export / import (XEP-0227), over storage; asks the node's status socket
     ("imactor.worker",),  # a worker's composition root: capabilities wired to the wings
     ("imactor.node",),  # the node supervisor, its status server and start-up checks
+    ("imactor.console",),  # the web admin console the node supervisor serves, over storage and modules
     ("imactor.web",),  # HTTP: WebSocket and BOSH transports for client sessions
     # federation, the XEP-0065 proxy, external components (all use the c2s accept loop)
     ("imactor.s2s", "imactor.proxy65", "imactor.components"),

@@ -20,8 +20,8 @@ from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
 from imactor.xmpp.namespaces import NS_CLIENT
 
 __all__ = [
-    "ANNOUNCE_FIELDS", "MOTD_FIELD", "announce", "check_announcement", "current_motd", "delete_motd",
-    "motd_message", "set_motd",
+    "ANNOUNCE_FIELDS", "ANNOUNCE_TYPES", "MOTD_FIELD", "MOTD_SUBJECT", "announce", "announcement",
+    "check_announcement", "current_motd", "delete_motd", "motd_message", "set_motd",
 ]  # fmt: skip
 
 MOTD_SUBJECT = "Message of the day"
@@ -49,7 +49,13 @@ def _multiline(form: SubmittedForm, var: str) -> str:
 
 
 def _message(ctx: IqContext, kind: str, subject: str, body: str) -> st.Element:
-    message = st.make("message", from_=ctx.server.domain, type_=kind)
+    return announcement(ctx.server.domain, kind, subject, body)
+
+
+def announcement(domain: str, kind: str, subject: str, body: str) -> st.Element:
+    """An announcement from the server's JID, without `to` (`ServerApi.announce` addresses it);
+    also what the admin console sends (through the status socket's ``announce`` command)."""
+    message = st.make("message", from_=domain, type_=kind)
     if subject:
         st.child(message, NS_CLIENT, "subject", subject)
     st.child(message, NS_CLIENT, "body", body)

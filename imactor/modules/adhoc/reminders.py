@@ -30,7 +30,7 @@ from imactor.xmpp.dataforms import Field, FormError, SubmittedForm
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.namespaces import NS_REMINDERS
 
-__all__ = ["COMMANDS", "describe"]
+__all__ = ["COMMANDS", "RECIPIENTS", "checked_reminder", "describe"]
 
 #: Who an administrator's reminder is for (the value of ``recipients``).
 RECIPIENTS = ("self", "accounts", "all")
@@ -80,16 +80,9 @@ async def schedule(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     (form,) = forms
     now = time.time()
     recipients = _recipients(ctx, form)
-    text = "\n".join(form.texts("text")).strip()
-    if not text:
-        raise FormError("the text is empty")
-    limit = int(ctx.options.max_reminder_text)
-    if len(text) > limit:
-        raise FormError(f"the text has {len(text)} characters; at most {limit} are allowed")
+    text, due = checked_reminder("\n".join(form.texts("text")), form.text("when") or "", now,
+                                 int(ctx.options.max_reminder_text))  # fmt: skip
     repeat = form.choice("repeat", REPEATS, REPEATS[0]) or REPEATS[0]
-    due = parse_when(form.text("when") or "", now)
-    if due <= now:
-        raise FormError(f"{format_time(due)} is in the past")
     try:
         reminder_id = await ctx.storage.reminders.add(_owner(ctx), recipients, text, due, repeat, now=now,
                                                       limit=int(ctx.options.max_reminders))  # fmt: skip
@@ -103,6 +96,24 @@ async def schedule(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     return Done((("info", f"Reminder {reminder_id} is set for {format_time(due)}{again}"),),
                 (Field("id", "text-single", "Reminder", values=(str(reminder_id),)),
                  Field("next", "text-single", "Next time (UTC)", values=(format_time(due),))))  # fmt: skip
+
+
+def checked_reminder(text: str, when: str, now: float, max_text: int) -> tuple[str, float]:
+    """A reminder's text and due time from what was typed (also the admin console's).
+
+    Raises:
+        FormError: the text is empty or longer than `max_text`; `when` is not a time
+            (`parse_when`) or is in the past.
+    """
+    text = text.strip()
+    if not text:
+        raise FormError("the text is empty")
+    if len(text) > max_text:
+        raise FormError(f"the text has {len(text)} characters; at most {max_text} are allowed")
+    due = parse_when(when, now)
+    if due <= now:
+        raise FormError(f"{format_time(due)} is in the past")
+    return text, due
 
 
 def describe(reminder: Reminder) -> str:

@@ -12,10 +12,11 @@ __all__ = ["is_admin"]
 
 def is_admin(ctx: IqContext) -> bool:
     """Whether the requester's bare JID is one of ``[server] admins``."""
-    return str(ctx.from_jid.bare) in _admins(ctx.config.server.admins)
+    return str(ctx.from_jid.bare) in admin_jids(ctx.config.server.admins)
 
 
-def _admins(configured: Sequence[str]) -> frozenset[str]:
+def admin_jids(configured: Sequence[str]) -> frozenset[str]:
+    """The bare JIDs of ``[server] admins``, prepared as JIDs are compared (also the console's)."""
     found = set()
     for value in configured:
         try:

@@ -159,3 +159,15 @@ async def test_create_many_two_thousand_accounts(storage: Storage) -> None:
             return list(pool.map(check, zip((p for _, p in accounts), creds, strict=True)))
 
     assert all(await trio.to_thread.run_sync(verify_all))
+
+
+async def test_search_pages_through_a_literal_part_of_the_username(storage: Storage) -> None:
+    names = ["ann", "anna_b", "annaxb", "bob", "joanna", "zed"]
+    await storage.accounts.create_many([(name, "pw") for name in names], iterations=FAST_ITERATIONS)
+    await storage.accounts.set_disabled("joanna", True)
+    assert await storage.accounts.search() == (6, [(name, name == "joanna") for name in sorted(names)])
+    page = await storage.accounts.search("ANN", offset=1, limit=2)
+    assert page == (4, [("anna_b", False), ("annaxb", False)])
+    assert await storage.accounts.search("a_b") == (1, [("anna_b", False)])  # "_" is no wildcard
+    assert await storage.accounts.search("%") == (0, [])
+    assert await storage.accounts.search("nobody") == (0, [])

@@ -55,3 +55,16 @@ async def test_a_version_6_database_gets_the_tables(db_url: str) -> None:
         assert await storage.org.replace(ORG) == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.current_version(),)]
+
+
+async def test_a_replace_against_an_older_version_changes_nothing(storage: Storage) -> None:
+    from imactor.storage.org import OrgChanged
+
+    version = await storage.org.replace(ORG)
+    edited = Org(ORG.departments, ORG.people[:1])
+    assert await storage.org.replace(edited, expected_version=version) == version + 1
+    with pytest.raises(OrgChanged):  # another administrator's change, made against `version`
+        await storage.org.replace(ORG, expected_version=version)
+    now, loaded = await storage.org.load()
+    assert now == version + 1
+    assert changes(loaded, edited) == []

@@ -128,3 +128,14 @@ async def test_a_renewed_claim_is_not_stale(storage: Storage, alice: str) -> Non
     await store.renew(rid, NOW, OTHER, NOW + 100)
     assert await store.orphans(ME, "node0:", NOW + 1) == []
     assert len(await store.orphans(ME, "node0:", NOW + 101)) == 1
+
+
+async def test_every_owners_active_reminders_soonest_first(storage: Storage, alice: str) -> None:
+    await storage.accounts.create("bob", "pw", iterations=FAST_ITERATIONS)
+    store = storage.reminders
+    late = await store.add(alice, (ALL_USERS,), "late", NOW + 900, "none", now=NOW, limit=3)
+    early = await store.add("bob", ("alice@localhost",), "early", NOW + 60, "weekly", now=NOW, limit=3)
+    gone = await store.add("bob", ("bob@localhost",), "cancelled", NOW + 30, "none", now=NOW, limit=3)
+    assert await store.cancel("bob", gone)
+    assert [(r.id, r.owner) for r in await store.active()] == [(early, "bob"), (late, alice)]
+    assert [r.id for r in await store.active(limit=1)] == [early]
