@@ -109,7 +109,9 @@ class NodeStatus:
                     nursery.start_soon(ask, index)
             return {"workers": sorted(answers, key=lambda answer: int(answer.get("worker", -1)))}
 
-        return {"destroy-room": to_room_home, "reload-modules": to_every_worker}
+        return {
+            "destroy-room": to_room_home, "reload-modules": to_every_worker, "logout-user": to_every_worker,
+        }  # fmt: skip
 
     async def document(self) -> dict[str, Any]:
         stats = self._supervisor.statistics()

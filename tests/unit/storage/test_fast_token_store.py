@@ -74,7 +74,9 @@ async def test_clients_are_apart_and_revocation_takes_them_all(storage: Storage,
 
 
 async def test_tokens_go_with_their_account(storage: Storage, alice: str) -> None:
-    await storage.fast_tokens.issue(alice, PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW + 60, now=NOW)
+    await storage.fast_tokens.issue(
+        alice, PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW + 60, now=NOW
+    )
     await storage.accounts.delete(alice)
     assert await storage.fast_tokens.tokens(alice, PHONE) == []
 
@@ -85,6 +87,8 @@ async def test_a_version_12_database_gets_the_table(db_url: str) -> None:
     execute(db_url, "DROP TABLE fast_token")
     execute(db_url, "UPDATE schema_version SET version = 12")
     async with await Storage.open(db_url) as storage:
-        await storage.fast_tokens.issue("alice", PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW, now=NOW)
+        await storage.fast_tokens.issue(
+            "alice", PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW, now=NOW
+        )
         assert len(await storage.fast_tokens.tokens("alice", PHONE)) == 1
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
