@@ -31,7 +31,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from imactor.xmpp import events as ev
 from imactor.xmpp import fast, sasl2
@@ -41,11 +41,36 @@ from imactor.xmpp.namespaces import NS_CARBONS, NS_CSI, NS_SM
 from imactor.xmpp.sasl import SaslFailure, SaslSuccess
 
 if TYPE_CHECKING:
-    from imactor.c2s.session import SessionActor
+    from lxml import etree
+
+    from imactor.c2s.resumption import ResumedAnswer
     from imactor.server.module_host import ModuleHost
+    from imactor.server.services import Services
+    from imactor.xmpp.sm import StreamManagement
+    from imactor.xmpp.stream import ServerStream
 
 #: The module state key of XEP-0280 (`imactor.modules.carbons.ENABLED`): Bind 2 sets it at bind.
 CARBONS_ENABLED = "carbons.enabled"
+
+
+class SessionActor(Protocol):
+    """What of `imactor.c2s.session.SessionActor` a login uses (the session imports this module)."""
+
+    services: Services
+    remote: str
+    fast_login: FastLogin | None
+    sm: StreamManagement
+
+    @property
+    def stream(self) -> ServerStream: ...
+
+    async def resume(self, element: etree._Element, answer: ResumedAnswer | None = None) -> bytes | None: ...
+
+    async def bind_resource(
+        self, resource: str | None, state: tuple[tuple[str, str], ...] = ()
+    ) -> JID | StanzaError: ...
+
+    def inline_nonza(self, element: etree._Element) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
