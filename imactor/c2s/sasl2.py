@@ -94,15 +94,15 @@ async def check_token(session: SessionActor, event: ev.TokenNeeded) -> None:
     client = agent.id
     store = services.storage.fast_tokens
     count = None if request.fast is None else request.fast.count
+    tokens, disabled = await store.login(username, client)
     try:
         accepted = fast.check(
-            await store.tokens(username, client), mechanism=request.mechanism, proof=event.proof,
-            cb_data=event.cb_data, count=count, now=time.time(),
+            tokens, mechanism=request.mechanism, proof=event.proof, cb_data=event.cb_data, count=count,
+            now=time.time(),
         )  # fmt: skip
     except fast.FastError as exc:
         stream.token_checked(SaslFailure(exc.condition, exc.text))
         return
-    _credentials, disabled = await services.storage.accounts.get_login(username)
     if disabled:
         stream.token_checked(SaslFailure("account-disabled", "this account is disabled"))
         return

@@ -24,14 +24,23 @@ class FastTokenStore:
 
     async def tokens(self, username: str, client: str) -> list[StoredToken]:
         """The client's stored tokens (none, one or two slots)."""
+        return (await self.login(username, client))[0]
+
+    async def login(self, username: str, client: str) -> tuple[list[StoredToken], bool]:
+        """What a FAST login needs, in one read: the client's tokens (none, one or two slots),
+        and whether the account is disabled (no account: no tokens)."""
         rows = await self._db.select(
-            f"SELECT slot, token_hash, mechanism, expires_at, last_count FROM fast_token {_WHERE}",
+            "SELECT a.disabled, t.slot, t.token_hash, t.mechanism, t.expires_at, t.last_count FROM account a "
+            "LEFT JOIN fast_token t ON t.username = a.username AND t.client = :client "
+            "WHERE a.username = :username",
             {"username": username, "client": client},
         )
-        return [
+        tokens = [
             StoredToken(str(slot), bytes.fromhex(str(key)), str(mechanism), float(expires), int(count))
-            for slot, key, mechanism, expires, count in rows
+            for _disabled, slot, key, mechanism, expires, count in rows
+            if slot is not None
         ]
+        return tokens, bool(rows[0][0]) if rows else False
 
     async def issue(self, username: str, client: str, key: bytes, mechanism: str, *, expires_at: float,
                     now: float) -> None:  # fmt: skip

@@ -92,3 +92,13 @@ async def test_a_version_12_database_gets_the_table(db_url: str) -> None:
         )
         assert len(await storage.fast_tokens.tokens("alice", PHONE)) == 1
     assert execute(db_url, "SELECT version FROM schema_version") == [(schema.current_version(),)]
+
+
+async def test_a_login_read_says_whether_the_account_is_disabled(storage: Storage, alice: str) -> None:
+    store = storage.fast_tokens
+    await store.issue(alice, PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW + 60, now=NOW)
+    tokens, disabled = await store.login(alice, PHONE)
+    assert (len(tokens), disabled) == (1, False)
+    await storage.accounts.set_disabled(alice, True)
+    assert (await store.login(alice, PHONE))[1] is True
+    assert await store.login("nobody", PHONE) == ([], False)
