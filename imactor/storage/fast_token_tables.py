@@ -1,6 +1,6 @@
 """The table of XEP-0484 FAST tokens (`imactor.storage.fast_tokens` reads and writes it).
 
-Kept apart from `models.py`, which lists it in `TABLES` for fresh databases; schema version 13
+Kept apart from `models.py`, which lists it in `TABLES` for fresh databases; schema version 14
 adds it to older ones (`schema.py`). Times are UTC seconds since the epoch.
 """
 

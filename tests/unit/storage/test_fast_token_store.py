@@ -1,5 +1,5 @@
 """XEP-0484 FAST tokens (`FastTokenStore`) on each backend: stored hashed, two slots per client,
-rotation, the replay guard of `use`, revocation, and schema version 13."""
+rotation, the replay guard of `use`, revocation, and schema version 14."""
 
 from __future__ import annotations
 
@@ -81,11 +81,11 @@ async def test_tokens_go_with_their_account(storage: Storage, alice: str) -> Non
     assert await storage.fast_tokens.tokens(alice, PHONE) == []
 
 
-async def test_a_version_12_database_gets_the_table(db_url: str) -> None:
+async def test_a_version_13_database_gets_the_table(db_url: str) -> None:
     async with await Storage.open(db_url) as storage:
         await storage.accounts.create("alice", "secret", iterations=FAST_ITERATIONS)
     execute(db_url, "DROP TABLE fast_token")
-    execute(db_url, "UPDATE schema_version SET version = 12")
+    execute(db_url, "UPDATE schema_version SET version = 13")
     async with await Storage.open(db_url) as storage:
         await storage.fast_tokens.issue(
             "alice", PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW, now=NOW
