@@ -24,7 +24,7 @@ import trio
 from lxml import etree
 
 from tests.integration.conftest import PASSWORD, Accounts
-from tests.support.clients import ScramClient, event_queue, run, slixmpp_client
+from tests.support.clients import ScramClient, event_queue, run, slixmpp_client, tls_channel_binding
 from tests.support.raw import STREAM_NS, RawClient
 from tests.support.server import ServerProcess, imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
@@ -74,13 +74,14 @@ async def sasl2_stream(server: ServerProcess) -> tuple[RawClient, etree._Element
     return client, await client.starttls()
 
 
-async def scram_login(client: RawClient, username: str, inner: str = "", *,
-                      password: str = PASSWORD) -> etree._Element:  # fmt: skip
-    """SCRAM-SHA-256 in SASL2 (XEP-0388 §2.3-§2.6, its example's shape); the final element
-    (<success/> with its server-final checked, or <failure/>)."""
-    scram = ScramClient("SCRAM-SHA-256", username, password)
+async def scram_login(client: RawClient, username: str, inner: str = "", *, password: str = PASSWORD,
+                      mechanism: str = "SCRAM-SHA-256", cb_data: bytes = b"") -> etree._Element:  # fmt: skip
+    """SCRAM in SASL2 (XEP-0388 §2.3-§2.6, its example's shape); the final element (<success/>
+    with its server-final checked, or <failure/>). -PLUS binds to tls-server-end-point."""
+    cb_type = "tls-server-end-point" if mechanism.endswith("-PLUS") else None
+    scram = ScramClient(mechanism, username, password, cb_type=cb_type, cb_data=cb_data)
     await client.send(
-        f"<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'>"
+        f"<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>"
         f"<initial-response>{b64(scram.client_first())}</initial-response>{inner}</authenticate>"
     )
     challenge = await client.next_element()
@@ -94,21 +95,23 @@ async def scram_login(client: RawClient, username: str, inner: str = "", *,
     return outcome
 
 
-def ht_message(username: str, token: str) -> tuple[bytes, bytes]:
-    """HT-SHA-256-NONE: the initiator message and the responder message to expect."""
-    initiator = hmac.new(token.encode(), b"Initiator", hashlib.sha256).digest()
-    responder = hmac.new(token.encode(), b"Responder", hashlib.sha256).digest()
+def ht_message(username: str, token: str, cb_data: bytes = b"") -> tuple[bytes, bytes]:
+    """An HT-SHA-256 mechanism: the initiator message and the responder message to expect."""
+    initiator = hmac.new(token.encode(), b"Initiator" + cb_data, hashlib.sha256).digest()
+    responder = hmac.new(token.encode(), b"Responder" + cb_data, hashlib.sha256).digest()
     return username.encode() + b"\x00" + initiator, responder
 
 
 async def fast_login(client: RawClient, username: str, agent: Agent, token: str, inner: str = "", *,
-                     count: int | None = None) -> etree._Element:  # fmt: skip
+                     count: int | None = None, mechanism: str = HT,
+                     cb_data: bytes = b"") -> etree._Element:  # fmt: skip
     """A FAST login (XEP-0484 §4.4): <success/> (its responder checked) or <failure/>."""
     agent.count += 1
     used = agent.count if count is None else count
-    initial, responder = ht_message(username, token)
+    initial, responder = ht_message(username, token, cb_data)
     await client.send(
-        f"<authenticate xmlns='{SASL2}' mechanism='{HT}'><initial-response>{b64(initial)}</initial-response>"
+        f"<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>"
+        f"<initial-response>{b64(initial)}</initial-response>"
         f"{agent.element()}<fast xmlns='{FAST}' count='{used}'/>{inner}</authenticate>"
     )
     outcome = await client.next_element()
@@ -512,4 +515,37 @@ async def test_logout_everywhere_revokes_tokens_and_ends_sessions(
             rows = db.execute("SELECT COUNT(*) FROM fast_token WHERE username = ?", (bob,)).fetchone()
         assert rows == (1,)
         assert bob_token
+        await client.aclose()
+
+
+async def test_channel_binding_in_sasl2_scram_plus_and_ht_endp(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    """-PLUS and the HT mechanisms with a channel binding, bound to tls-server-end-point (the one
+    the client side can compute with the standard library under TLS 1.3)."""
+    (alice,) = accounts(1)
+    agent = Agent()
+    with trio.fail_after(TIMEOUT):
+        client, features = await sasl2_stream(server)
+        authentication = features.find(q(SASL2, "authentication"))
+        assert authentication is not None
+        assert "SCRAM-SHA-256-PLUS" in [m.text for m in authentication.iterfind(q(SASL2, "mechanism"))]
+        fast_offer = [m.text for m in authentication.iterfind(f"{q(SASL2, 'inline')}/{q(FAST, 'fast')}/*")]
+        assert "HT-SHA-256-ENDP" in fast_offer
+        cb = tls_channel_binding(client, "tls-server-end-point")
+        wrong = await scram_login(client, alice, mechanism="SCRAM-SHA-256-PLUS", cb_data=b"\x00" * len(cb))
+        assert failure_condition(wrong) == "not-authorized"
+        token_request = f"{agent.element()}<request-token xmlns='{FAST}' mechanism='HT-SHA-256-ENDP'/>"
+        success = await scram_login(client, alice, token_request, mechanism="SCRAM-SHA-256-PLUS", cb_data=cb)
+        assert success.tag == q(SASL2, "success"), etree.tostring(success)
+        token = new_token(success)
+        assert token is not None
+        await client.aclose()
+
+        client, _ = await sasl2_stream(server)
+        cb = tls_channel_binding(client, "tls-server-end-point")
+        # A token is bound to the mechanism it was issued for (XEP-0484 §4.4): not -NONE.
+        assert failure_condition(await fast_login(client, alice, agent, token)) == "not-authorized"
+        ok = await fast_login(client, alice, agent, token, mechanism="HT-SHA-256-ENDP", cb_data=cb)
+        assert ok.tag == q(SASL2, "success"), etree.tostring(ok)
         await client.aclose()
