@@ -554,7 +554,7 @@ class ServerStream:
         self._on_sasl_step(data if isinstance(data, SaslFailure) else sasl.respond(data or b""))
 
     def _on_abort(self, element: etree._Element) -> None:
-        if self._sasl is None or not self._sasl_in_progress or self._awaiting_shell:
+        if self._sasl is None or not self._sasl_in_progress:
             raise RemoteProtocolError("policy-violation", "<abort/> outside a SASL exchange")
         if (element.tag == sasl2.ABORT) != self._sasl2_exchange:
             raise RemoteProtocolError("policy-violation", "<abort/> of another SASL profile")

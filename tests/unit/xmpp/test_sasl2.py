@@ -7,6 +7,7 @@ expected values are computed here from RFC 2104 HMAC directly, independently of 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 
@@ -36,6 +37,7 @@ from tests.unit.xmpp.test_stream import (
     CREDENTIALS,
     DOMAIN,
     JULIET,
+    Client,
     ScramClient,
     at_sasl,
     b64,
@@ -108,7 +110,7 @@ def test_authenticate_before_tls_is_a_policy_violation() -> None:
 # ---- authentication ----------------------------------------------------------------------------
 
 
-def sasl2_at_sasl(bindings: dict[str, bytes] | None = None):  # type: ignore[no-untyped-def]
+def sasl2_at_sasl(bindings: dict[str, bytes] | None = None) -> Client:
     return at_sasl(SASL2_CONFIG, bindings)
 
 
@@ -121,8 +123,6 @@ def test_scram_in_sasl2_challenge_response_and_success_without_restart() -> None
     client.stream.provide_credentials(CREDENTIALS)
     (challenge,) = client.read()
     assert challenge.tag == qname(NS_SASL2, "challenge")
-    import base64
-
     final = scram.final(base64.b64decode(challenge.text or ""))
     events = client.send(f"<response xmlns='{NS_SASL2}'>{b64(final)}</response>".encode())
     assert len(events) == 1
