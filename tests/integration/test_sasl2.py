@@ -40,9 +40,15 @@ HT = "HT-SHA-256-NONE"
 pytestmark = pytest.mark.usefixtures("server_alive")
 
 
+#: Failed logins per account before the throttle (per address: four times as many). Above what
+#: one test fails for one account, below what the module's tests fail from 127.0.0.1 in total.
+LOGIN_FAILURES = 10
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("sasl2-server")) as process:
+    extra = f"\n[limits]\nlogin_failures = {LOGIN_FAILURES}\n"
+    with running_server(tmp_path_factory.mktemp("sasl2-server"), extra=extra) as process:
         yield process
 
 
@@ -548,4 +554,28 @@ async def test_channel_binding_in_sasl2_scram_plus_and_ht_endp(
         assert failure_condition(await fast_login(client, alice, agent, token)) == "not-authorized"
         ok = await fast_login(client, alice, agent, token, mechanism="HT-SHA-256-ENDP", cb_data=cb)
         assert ok.tag == q(SASL2, "success"), etree.tostring(ok)
+        await client.aclose()
+
+
+async def test_sasl2_and_fast_share_the_login_throttle(server: ServerProcess, accounts: Accounts) -> None:
+    """[limits] login_failures counts SASL2 and FAST failures with the RFC 6120 ones, and holds
+    back a correct password or a valid token alike (RFC 6120 §13.7.1 advice)."""
+    (alice,) = accounts(1)
+    agent = Agent()
+    with trio.fail_after(TIMEOUT):
+        token = await request_token(server, alice, agent)
+        failures = 0
+        while failures < LOGIN_FAILURES:
+            client, _ = await sasl2_stream(server)
+            for _ in range(4):  # [auth] sasl_retries = 3: the fourth failure ends the stream
+                if failures == LOGIN_FAILURES:
+                    break
+                bad = await (fast_login(client, alice, agent, "0" * 128) if failures % 2
+                             else scram_login(client, alice, password="wrong"))  # fmt: skip
+                assert failure_condition(bad) == "not-authorized"
+                failures += 1
+            await client.aclose()
+        client, _ = await sasl2_stream(server)
+        assert failure_condition(await scram_login(client, alice)) == "temporary-auth-failure"
+        assert failure_condition(await fast_login(client, alice, agent, token)) == "temporary-auth-failure"
         await client.aclose()
