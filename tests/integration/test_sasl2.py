@@ -579,3 +579,29 @@ async def test_sasl2_and_fast_share_the_login_throttle(server: ServerProcess, ac
         assert failure_condition(await scram_login(client, alice)) == "temporary-auth-failure"
         assert failure_condition(await fast_login(client, alice, agent, token)) == "temporary-auth-failure"
         await client.aclose()
+
+
+async def test_carbons_enabled_inline_copy_messages_to_the_bind2_session(
+    server: ServerProcess, accounts: Accounts
+) -> None:
+    alice, bob = accounts(2)
+    with trio.fail_after(TIMEOUT):
+        client, _ = await sasl2_stream(server)
+        bind = f"<bind xmlns='{BIND2}'><tag>Tablet</tag><enable xmlns='urn:xmpp:carbons:2'/></bind>"
+        assert (await scram_login(client, alice, Agent().element() + bind)).tag == q(SASL2, "success")
+        await after_success(client)
+        phone = await RawClient.connect(server.c2s_port)
+        await phone.login(alice, PASSWORD, "phone")
+        sender = await RawClient.connect(server.c2s_port)
+        await sender.login(bob, PASSWORD, "desk")
+        await sender.send(
+            f"<message to='{alice}@localhost/phone' type='chat'><body>to the phone</body></message>"
+        )
+        carbon = await client.next_element(lambda e: e.tag == f"{C}message")
+        forwarded = carbon.find(
+            "{urn:xmpp:carbons:2}received/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+        )
+        assert forwarded is not None, etree.tostring(carbon)
+        assert forwarded.findtext(f"{C}body") == "to the phone"
+        for c in (client, phone, sender):
+            await c.aclose()
