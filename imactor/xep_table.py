@@ -98,7 +98,7 @@ CORE: tuple[CoreSpec, ...] = (
              "c2s/sasl2.py, xmpp/sasl2.py"),
     CoreSpec("XEP-0388", "1.0.4",
              "complete but for <continue/> tasks and hash upgrades: the same mechanisms, retries and "
-             "throttle as RFC 6120 SASL, after TLS, no restart",
+             "throttle as RFC 6120 SASL, offered where it is (after TLS by default), no restart",
              "xmpp/stream.py, xmpp/sasl2.py, c2s/sasl2.py"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),

@@ -471,9 +471,12 @@ class ServerStream:
             return _features_bytes(self.config, bound=False, tls_active=False, mechanisms=(), cb_types=())
         self._sasl = self._new_sasl()
         inline: tuple[bytes, ...] | None = None
-        if self.config.sasl2 and self.tls_active:
-            # XEP-0388 §2.1: only where legacy SASL is offered (after TLS), with the same mechanisms.
-            fast_mechanisms = tuple(fast.offered(self._channel_bindings)) if self.config.fast else ()
+        if self.config.sasl2:
+            # XEP-0388 beside RFC 6120 SASL, where it is offered (after TLS when TLS is required),
+            # with the same mechanisms. FAST only under TLS: a token is replayable in clear
+            # (XEP-0484 §7).
+            secure_fast = self.config.fast and self.tls_active
+            fast_mechanisms = tuple(fast.offered(self._channel_bindings)) if secure_fast else ()
             self._sasl2_offer = sasl2.Offer(True, True, fast_mechanisms, self.config.bind2_features)
             inline = sasl2.inline_features(self._sasl2_offer)
         return _features_bytes(

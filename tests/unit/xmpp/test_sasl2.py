@@ -95,6 +95,19 @@ def test_sasl2_is_offered_beside_sasl_only_after_tls() -> None:
     assert [m.text for m in fast_el] == ["HT-SHA-256-EXPR", "HT-SHA-256-NONE"]
 
 
+def test_where_tls_is_optional_sasl2_goes_with_sasl_but_fast_waits_for_tls() -> None:
+    config = StreamConfig(domain=DOMAIN, tls_required=False, sasl2=True, fast=True,
+                          bind2_features=sasl2.BIND2_FEATURES)  # fmt: skip
+    features = opened(config).out.elements[-1]
+    assert features.find(qname(NS_SASL, "mechanisms")) is not None  # RFC 6120 SASL before TLS here
+    authentication = features.find(qname(NS_SASL2, "authentication"))
+    assert authentication is not None
+    assert authentication.find(f"{qname(NS_SASL2, 'inline')}/{qname(NS_FAST, 'fast')}") is None
+    client = opened(config)
+    events = client.send(authenticate("HT-SHA-256-NONE", b"juliet\x00" + b"x" * 32, AGENT))
+    assert events == [ev.AuthFailed(None, "invalid-mechanism")]
+
+
 def test_sasl2_is_not_offered_unless_configured() -> None:
     features = at_sasl().out.elements[-1]
     assert features.find(qname(NS_SASL2, "authentication")) is None
