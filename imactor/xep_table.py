@@ -92,9 +92,10 @@ CORE: tuple[CoreSpec, ...] = (
              "service-unavailable while it is away",
              "xmpp/component.py, components/"),
     CoreSpec("XEP-0386", "1.0.1",
-             "complete: tag/server part resources stable per client (a reconnecting client replaces "
-             "its old session), carbons, CSI and XEP-0198 inline; offline messages are still "
-             "delivered at initial presence, as with RFC 6120 binding; no MAM <metadata/>",
+             "partial: no MAM <metadata/> in <bound/>, offline messages delivered at initial presence "
+             "as with RFC 6120 binding (not left to MAM), with carbons, CSI and XEP-0198 inline and "
+             "resources of the tag and a server part stable per client (a reconnecting client "
+             "replaces its old session)",
              "c2s/sasl2.py, xmpp/sasl2.py"),
     CoreSpec("XEP-0388", "1.0.4",
              "complete but for <continue/> tasks and hash upgrades: the same mechanisms, retries and "
