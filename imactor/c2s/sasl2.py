@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 CARBONS_ENABLED = "carbons.enabled"
 
 
-class SessionActor(Protocol):
+class LoginSession(Protocol):
     """What of `imactor.c2s.session.SessionActor` a login uses (the session imports this module)."""
 
     services: Services
@@ -81,7 +81,7 @@ class FastLogin:
     token: fast.StoredToken
 
 
-async def check_token(session: SessionActor, event: ev.TokenNeeded) -> None:
+async def check_token(session: LoginSession, event: ev.TokenNeeded) -> None:
     """Decide an HT login and tell the stream (`ServerStream.token_checked` / `refuse_auth`)."""
     services, stream = session.services, session.stream
     username, request = event.username, event.request
@@ -114,7 +114,7 @@ async def check_token(session: SessionActor, event: ev.TokenNeeded) -> None:
     stream.token_checked(SaslSuccess(username, None, accepted.responder))
 
 
-async def complete(session: SessionActor, event: ev.Sasl2Authenticated) -> None:
+async def complete(session: LoginSession, event: ev.Sasl2Authenticated) -> None:
     """Act on the inline requests of a successful SASL2 login and answer it (module docstring)."""
     stream, request = session.stream, event.request
     extra: list[bytes] = []
@@ -145,7 +145,7 @@ async def complete(session: SessionActor, event: ev.Sasl2Authenticated) -> None:
 
 
 async def _bind(
-    session: SessionActor, bind: sasl2.BindRequest, user_agent: sasl2.UserAgent | None
+    session: LoginSession, bind: sasl2.BindRequest, user_agent: sasl2.UserAgent | None
 ) -> tuple[JID, list[bytes]] | StanzaError:
     """XEP-0386 §3.2: bind, then enable the inline features asked for; the answers for <bound/>."""
     services = session.services
@@ -176,7 +176,7 @@ async def _bind(
     return full_jid, answers
 
 
-async def _tokens(session: SessionActor, username: str, request: sasl2.Authenticate) -> bytes | None:
+async def _tokens(session: LoginSession, username: str, request: sasl2.Authenticate) -> bytes | None:
     """XEP-0484 after authentication: invalidate, issue or rotate; the <token/> to send, if any."""
     lifetime = session.services.config.auth.fast_token_lifetime
     store = session.services.storage.fast_tokens
