@@ -136,6 +136,9 @@ def parse_authenticate(element: etree._Element, offer: Offer) -> Authenticate:
     mechanism = element.get("mechanism", "")
     if not mechanism:
         raise Sasl2Error("invalid-mechanism", "the mechanism attribute is required")
+    if element.get("upgrade") is not None:
+        # §2.3: an upgrade not announced fails; this server announces no <upgrade/> tasks.
+        raise Sasl2Error("invalid-mechanism", "no upgrade task is offered")
     initial: bytes | None = None
     user_agent: UserAgent | None = None
     bind: BindRequest | None = None

@@ -224,6 +224,12 @@ def test_unknown_or_bad_inline_requests_fail_before_the_mechanism_runs(
     assert client.send(authenticate("PLAIN", b"\x00juliet\x00pencil")) == [ev.CredentialsNeeded("juliet")]
 
 
+def test_an_upgrade_that_was_not_offered_fails() -> None:
+    client = sasl2_at_sasl()
+    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN' upgrade='SCRAM-SHA-256'/>".encode())
+    assert sasl2_failure(client.read()[0]) == ("invalid-mechanism", "no upgrade task is offered")
+
+
 def test_incorrect_base64_is_incorrect_encoding() -> None:
     client = sasl2_at_sasl()
     client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'><initial-response>!!</initial-response>"
