@@ -19,8 +19,9 @@ did not take, XEP-0198's count of what was sent), `Resumption` (`imactor.c2s.res
 detached or not, the deliveries held meanwhile, the hand-over to a resuming connection or worker),
 `DurableAcks` (`imactor.c2s.durable`: what `h` may count), `ClientPolicy` (`imactor.c2s.policy`:
 the stanza rate and the block list). A XEP-0388 SASL2 login's FAST tokens, inline resumption and
-Bind 2 are `imactor.c2s.sasl2`'s, through `resume`, `bind_resource` and `inline_nonza` here. The transport itself is `imactor.c2s.socket_stream`,
-`imactor.c2s.tls_stream`, or a web `FramedStream`.
+Bind 2 are `imactor.c2s.sasl2`'s, through `resume`, `bind_resource` and `inline_nonza` here.
+The transport itself is `imactor.c2s.socket_stream`, `imactor.c2s.tls_stream`, or a web
+`FramedStream`.
 
 Why this file is still over 450 lines: what is left is the session's own work, one reader's
 events in order: the stream's events (STARTTLS, credentials, bind, XEP-0198 nonzas), the checks
