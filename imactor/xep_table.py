@@ -103,7 +103,7 @@ CORE: tuple[CoreSpec, ...] = (
              "xmpp/stream.py, xmpp/sasl2.py, c2s/sasl2.py"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
-    CoreSpec("XEP-0484", "0.2.0",
+    CoreSpec("XEP-0484", "0.1.0",
              "complete but for TLS 0-RTT: HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR (as the TLS layer gives "
              "their channel bindings), tokens stored hashed, two per client, rotated, revocable "
              "(imactor user logout-everywhere), count-based replay guard",
