@@ -130,6 +130,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logins", type=int,
                         help="login: this many logins, each with an account not used before in the "
                         "run (a cold user), instead of timed loops (company: 4000)")  # fmt: skip
+    parser.add_argument("--login-methods", default="scram", metavar="M,N,...",
+                        help="login with --logins: scram, sasl2 (XEP-0388 SASL2 + Bind 2) and/or fast "
+                        "(XEP-0484 tokens, fetched in an unmeasured warm-up), one measured phase "
+                        "each over the same accounts, compared with the first (imactor)")  # fmt: skip
     parser.add_argument("--login-concurrency", type=int,
                         help="login with --logins: simultaneous logins over all generator "
                         "processes (50)")  # fmt: skip
@@ -235,6 +239,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--accounts {args.accounts}: the scenario uses {needed}")
 
 
+def _login_methods(text: str) -> list[str]:
+    methods = [m for m in str(text).split(",") if m]
+    unknown = set(methods) - {"scram", "sasl2", "fast"}
+    if unknown or not methods:
+        raise SystemExit(f"--login-methods: expected scram, sasl2 or fast, got {text!r}")
+    return methods
+
+
 def _numbers(text: str, kind: Callable[[str], Any]) -> list[Any]:
     return [kind(value) for value in str(text).split(",") if value]
 
@@ -246,6 +258,7 @@ def options_from(args: argparse.Namespace) -> Options:
                    drain=args.drain, occupants=args.occupants, senders=args.senders, room=args.room,
                    warmup=args.warmup, io=args.io, sasl=args.sasl, logins=args.logins,
                    login_concurrency=args.login_concurrency, idle=args.idle,
+                   login_methods=_login_methods(args.login_methods),
                    cpu_users=_numbers(args.cpu_users, int),
                    cpu_user_rates=_numbers(args.cpu_user_rates, float))  # fmt: skip
 

@@ -133,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     delete.set_defaults(handler=_user_del)
     listing = user.add_parser("list", parents=[common], help="list usernames")
     listing.set_defaults(handler=_user_list)
+    logout = user.add_parser("logout-everywhere", parents=[common],
+                             help="revoke an account's FAST tokens and end its sessions")  # fmt: skip
+    logout.add_argument("username")
+    logout.set_defaults(handler=_user_logout_everywhere)
     notify = user.add_parser("notify", parents=[common],
                              help="turn an account's email digests on or off, or show them")  # fmt: skip
     notify.add_argument("username")
@@ -395,6 +399,40 @@ def _user_list(args: argparse.Namespace, config_path: Path) -> int:
 
     for name in _with_storage(config, names):
         print(name)
+    return 0
+
+
+def _user_logout_everywhere(args: argparse.Namespace, config_path: Path) -> int:
+    """Revoke every XEP-0484 FAST token of the account (in the database, running server or not),
+    then end its sessions on every worker of the running node, if one runs."""
+    from imactor.node.status.client import ServerNotRunning, StatusUnavailable, request_command
+
+    config = load_config(config_path)
+    username = _username(args.username)
+    jid = f"{username}@{config.server.domain}"
+
+    async def revoke(storage: Storage) -> int | None:
+        if not await storage.accounts.exists(username):
+            return None
+        return await storage.fast_tokens.revoke_all(username)
+
+    revoked = _with_storage(config, revoke)
+    if revoked is None:
+        raise CommandError(f"no such account: {jid}")
+    try:
+        answer = request_command(config.status_socket, {"command": "logout-user", "user": username})
+    except ServerNotRunning:
+        print(f"revoked {revoked} FAST token(s) of {jid}; the server is not running")
+        return 0
+    except StatusUnavailable as exc:
+        raise CommandError(f"revoked {revoked} FAST token(s) of {jid}; sessions not ended: {exc}") from None
+    workers = answer.get("workers", [])
+    errors = [w["error"] for w in workers if isinstance(w, dict) and "error" in w]
+    ended = sum(int(w.get("sessions", 0)) for w in workers if isinstance(w, dict))
+    print(f"revoked {revoked} FAST token(s) of {jid}; ended {ended} session(s)")
+    if errors:
+        print(f"imactor: error: some workers did not answer: {'; '.join(map(str, errors))}", file=sys.stderr)
+        return 1
     return 0
 
 

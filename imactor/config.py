@@ -291,6 +291,8 @@ class AuthConfig:
     scram_iterations: int = _opt(4096, _int(4096))  # RFC 7677 §4: at least 4096
     allow_plain: bool = _opt(True, _bool)  # offered only over TLS
     sasl_retries: int = _opt(3, _int(2, 5))  # RFC 6120 §6.4.5: failed SASL exchanges retried per stream
+    sasl2: bool = _opt(True, _bool)  # XEP-0388 SASL2 (with XEP-0386 Bind 2) beside RFC 6120 SASL
+    fast_token_lifetime: int = _opt(1209600, _int(0))  # XEP-0484 FAST token lifetime, seconds (0: no FAST)
 
 
 @dataclass(frozen=True, slots=True)

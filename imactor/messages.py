@@ -95,6 +95,8 @@ class Bind:
     resource: str | None
     session: ActorRef[SessionMessage]
     reply: Reply[Bound]
+    #: The modules' state the resource starts with (XEP-0386 Bind 2 enables carbons inline).
+    state: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

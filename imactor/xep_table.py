@@ -91,8 +91,23 @@ CORE: tuple[CoreSpec, ...] = (
              "complete: one stream per component domain on any worker, <conflict/> for a second, "
              "service-unavailable while it is away",
              "xmpp/component.py, components/"),
+    CoreSpec("XEP-0386", "1.0.1",
+             "partial: no MAM <metadata/> in <bound/>, offline messages delivered at initial presence "
+             "as with RFC 6120 binding (not left to MAM), with carbons, CSI and XEP-0198 inline and "
+             "resources of the tag and a server part stable per client (a reconnecting client "
+             "replaces its old session)",
+             "c2s/sasl2.py, xmpp/sasl2.py"),
+    CoreSpec("XEP-0388", "1.0.4",
+             "complete but for <continue/> tasks and hash upgrades: the same mechanisms, retries and "
+             "throttle as RFC 6120 SASL, offered where it is (after TLS by default), no restart",
+             "xmpp/stream.py, xmpp/sasl2.py, c2s/sasl2.py"),
     CoreSpec("XEP-0440", "", "complete", "xmpp/stream.py"),
     CoreSpec("XEP-0478", "", "complete", "xmpp/stream.py"),
+    CoreSpec("XEP-0484", "0.1.0",
+             "complete but for TLS 0-RTT: HT-SHA-256-NONE/-ENDP/-UNIQ/-EXPR (as the TLS layer gives "
+             "their channel bindings), tokens stored hashed, two per client, rotated, revocable "
+             "(imactor user logout-everywhere), count-based replay guard",
+             "xmpp/fast.py, c2s/sasl2.py, storage/fast_tokens.py"),
 )  # fmt: skip
 
 TITLES: dict[str, str] = {
@@ -153,10 +168,13 @@ TITLES: dict[str, str] = {
     "XEP-0398": "User Avatar to vCard-Based Avatars Conversion",
     "XEP-0402": "PEP Native Bookmarks",
     "XEP-0410": "MUC Self-Ping",
+    "XEP-0386": "Bind 2",
+    "XEP-0388": "Extensible SASL Profile (SASL2)",
     "XEP-0440": "SASL Channel-Binding Type Capability",
     "XEP-0470": "Pubsub Attachments",
     "XEP-0472": "Pubsub Social Feed",
     "XEP-0478": "Stream Limits Advertisement",
+    "XEP-0484": "Fast Authentication Streamlining Tokens (FAST)",
 }
 
 #: XEP number → the disco#info feature that announces it (None: announced some other way).
@@ -190,6 +208,8 @@ FEATURES: dict[str, str | None] = {
     "0163": None,  # the account's pubsub/pep identity
     "0191": "urn:xmpp:blocking",
     "0198": None,  # a stream feature
+    "0386": None,  # inline in the SASL2 stream feature
+    "0388": None,  # a stream feature
     "0199": "urn:xmpp:ping",
     "0202": "urn:xmpp:time",
     "0203": "urn:xmpp:delay",
@@ -216,6 +236,7 @@ FEATURES: dict[str, str | None] = {
     "0470": None,  # the circles' like nodes at the pubsub service
     "0472": None,  # the circles' nodes at the pubsub service (their pubsub#type meta-data)
     "0478": None,  # a stream feature
+    "0484": None,  # inline in the SASL2 stream feature
 }
 
 

@@ -3,7 +3,9 @@
 Only what the scenarios need: stream open, STARTTLS (optional), SASL SCRAM-SHA-256 or SCRAM-SHA-1
 (the one asked for, `bench.run --sasl`, or else the first the server offers: Prosody 0.12's
 hashed store has SCRAM-SHA-1 only), bind, presence, IQ round trips,
-and sending/receiving messages. It keeps no object per stanza beyond the
+and sending/receiving messages. The login scenario can also log in with XEP-0388 SASL2 and
+XEP-0386 Bind 2 in one exchange (`login_sasl2`), asking for a XEP-0484 FAST token, and with that
+token (`login_fast`, HT-SHA-256-NONE). It keeps no object per stanza beyond the
 lxml element and parses nothing it does not use.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hmac
 import os
 import ssl
 from collections.abc import Callable
@@ -26,6 +29,10 @@ STREAM_NS = "http://etherx.jabber.org/streams"
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SASL2_NS = "urn:xmpp:sasl:2"
+BIND2_NS = "urn:xmpp:bind:0"
+FAST_NS = "urn:xmpp:fast:0"
+FAST_MECHANISM = "HT-SHA-256-NONE"
 CLIENT_NS = "jabber:client"
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -224,6 +231,77 @@ class LoadClient:
         jid = await self.bind(resource)
         await self.send("<presence/>")
         return jid
+
+    async def _secure_features(self, context: ssl.SSLContext | None) -> etree._Element:
+        features = await self.open_stream()
+        if context is not None:
+            if features.find(f"{{{TLS_NS}}}starttls") is None:
+                raise LoginError("server does not offer STARTTLS")
+            features = await self.starttls(context)
+        if features.find(f"{{{SASL2_NS}}}authentication") is None:
+            raise LoginError("server does not offer SASL2")
+        return features
+
+    async def _sasl2_success(self, reply: etree._Element) -> etree._Element:
+        """<success/> of a SASL2 login with Bind 2; the full JID kept, initial presence sent."""
+        if reply.tag != f"{{{SASL2_NS}}}success":
+            raise LoginError(f"SASL2: {etree.tostring(reply)[:200]!r}")
+        await self.expect(f"{{{STREAM_NS}}}features")  # no restart: the features follow at once
+        self.jid = reply.findtext(f"{{{SASL2_NS}}}authorization-identifier") or ""
+        await self.send("<presence/>")
+        return reply
+
+    async def login_sasl2(
+        self, username: str, password: str, resource: str, context: ssl.SSLContext | None,
+        mechanism: str | None, agent: str, request_token: bool = False,
+    ) -> str | None:  # fmt: skip
+        """STARTTLS, SCRAM in SASL2 with Bind 2 (tag `resource`), initial presence; the FAST
+        token received when `request_token`."""
+        features = await self._secure_features(context)
+        chosen = choose_mechanism(features, mechanism)
+        scram = ScramClient(username, password, MECHANISMS[chosen])
+        token = f"<request-token xmlns='{FAST_NS}' mechanism='{FAST_MECHANISM}'/>" if request_token else ""
+        await self.send(
+            f"<authenticate xmlns='{SASL2_NS}' mechanism='{chosen}'>"
+            f"<initial-response>{base64.b64encode(scram.first()).decode()}</initial-response>"
+            f"<user-agent id='{agent}'><software>bench</software></user-agent>"
+            f"<bind xmlns='{BIND2_NS}'><tag>{resource}</tag></bind>{token}</authenticate>"
+        )
+        challenge = await self.next_element()
+        if challenge.tag != f"{{{SASL2_NS}}}challenge":
+            raise LoginError(f"SASL2: {etree.tostring(challenge)[:200]!r}")
+        final = scram.final(base64.b64decode(challenge.text or ""))
+        await self.send(f"<response xmlns='{SASL2_NS}'>{base64.b64encode(final).decode()}</response>")
+        success = await self._sasl2_success(await self.next_element())
+        scram.verify(base64.b64decode(success.findtext(f"{{{SASL2_NS}}}additional-data") or ""))
+        token_element = success.find(f"{{{FAST_NS}}}token")
+        if not request_token:
+            return None
+        if token_element is None:
+            raise LoginError("FAST: no token in <success/>")
+        return token_element.get("token")
+
+    async def login_fast(self, username: str, token: str, resource: str, context: ssl.SSLContext | None,
+                         agent: str, count: int) -> str | None:  # fmt: skip
+        """STARTTLS, a FAST login (HT-SHA-256-NONE) with Bind 2, initial presence: one round
+        trip and no PBKDF2 on either side. The rotated token, if the server sent one."""
+        await self._secure_features(context)
+        key = token.encode()
+        proof = hmac.digest(key, b"Initiator", "sha256")
+        initial = base64.b64encode(username.encode() + b"\x00" + proof).decode()
+        await self.send(
+            f"<authenticate xmlns='{SASL2_NS}' mechanism='{FAST_MECHANISM}'>"
+            f"<initial-response>{initial}</initial-response>"
+            f"<user-agent id='{agent}'><software>bench</software></user-agent>"
+            f"<fast xmlns='{FAST_NS}' count='{count}'/><bind xmlns='{BIND2_NS}'><tag>{resource}</tag></bind>"
+            "</authenticate>"
+        )
+        success = await self._sasl2_success(await self.next_element())
+        responder = base64.b64decode(success.findtext(f"{{{SASL2_NS}}}additional-data") or "")
+        if not hmac.compare_digest(responder, hmac.digest(key, b"Responder", "sha256")):
+            raise LoginError("FAST: bad responder message")
+        rotated = success.find(f"{{{FAST_NS}}}token")
+        return None if rotated is None else rotated.get("token")
 
     async def ping(self, iq_id: str = "p1") -> None:
         await self.send(f"<iq type='get' id='{iq_id}' to='{self.domain}'><ping xmlns='urn:xmpp:ping'/></iq>")

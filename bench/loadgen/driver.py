@@ -64,6 +64,9 @@ class Options:
     sasl: str | None = None  # SCRAM-SHA-1 or SCRAM-SHA-256; None: the first the server offers
     logins: int = 0  # login: this many logins over distinct accounts (0: timed loops)
     login_concurrency: int = 50  # login with `logins`: simultaneous logins over all processes
+    #: login with `logins`: the ways to log in, each a measured phase over the same accounts, in
+    #: this order: scram (RFC 6120), sasl2 (XEP-0388 + Bind 2), fast (XEP-0484 token + Bind 2)
+    login_methods: list[str] = field(default_factory=lambda: ["scram"])
     cpu_users: list[int] = field(default_factory=lambda: [1000, 20])  # cpu: users per phase
     cpu_user_rates: list[float] = field(default_factory=lambda: [0.5, 60.0])  # cpu: msg/s per user
     idle: float = 0.0  # chat: seconds measured with every user online and nothing sent, first
@@ -230,6 +233,8 @@ class Driver:
         return getattr(self, f"run_{self.options.scenario}")()  # type: ignore[no-any-return]
 
     def run_login(self) -> dict[str, Any]:
+        if self.options.logins and self.options.login_methods != ["scram"]:
+            return self._run_login_methods()
         if self.options.logins:
             return self._run_distinct_logins()
         started = time.monotonic()
@@ -243,11 +248,34 @@ class Driver:
                 "concurrency": self.options.concurrency * self.options.processes,
                 "errors": [e for a in answers for e in a["errors"]][:10], "cpu": cpu}  # fmt: skip
 
-    def _run_distinct_logins(self) -> dict[str, Any]:
+    def _run_login_methods(self) -> dict[str, Any]:
+        """One distinct-logins phase per login method over the same accounts, after a warm-up
+        that logs each in once with SASL2 and fetches its FAST token (not measured; it also
+        activates every account, so no phase meets colder users than another). The first
+        method's figures are the run's; every method's are under "methods", with the others'
+        logins/s and server CPU per login against the first's."""
+        total, n = self.options.login_concurrency, len(self.conns)
+        warm = self.command("fast_tokens", [{"concurrency": total // n + (k < total % n)} for k in range(n)])
+        tokens = sum(a["tokens"] for a in warm)
+        methods = {method: self._run_distinct_logins(method) for method in self.options.login_methods}
+        first_name = self.options.login_methods[0]
+        first = methods[first_name]
+        ratios: dict[str, Any] = {}
+        for name, result in methods.items():
+            cpu, base_cpu = result.get("server_cpu_ms_per_login"), first.get("server_cpu_ms_per_login")
+            ratios[name] = {
+                "logins_per_second": round(result["logins_per_second"] / first["logins_per_second"], 2)
+                if first["logins_per_second"] else None,
+                "server_cpu_ms_per_login": round(cpu / base_cpu, 2) if cpu and base_cpu else None,
+            }  # fmt: skip
+        return {**first, "methods": methods, "against": first_name, "ratios": ratios, "warmup_tokens": tokens,
+                "warmup_errors": [e for a in warm for e in a["errors"]][:10]}  # fmt: skip
+
+    def _run_distinct_logins(self, method: str = "scram") -> dict[str, Any]:
         """Every account of the run logs in once (a cold user each time), `login_concurrency`
         logins at a time over all generator processes."""
         total, n = self.options.login_concurrency, len(self.conns)
-        per_process = [{"concurrency": total // n + (k < total % n)} for k in range(n)]
+        per_process = [{"concurrency": total // n + (k < total % n), "method": method} for k in range(n)]
         started = time.monotonic()
         answers, cpu = self.measured("distinct", per_process)
         elapsed = time.monotonic() - started

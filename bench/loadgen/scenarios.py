@@ -89,7 +89,46 @@ _LOGIN_FAILURES = (LoginError, OSError, ssl.SSLError, trio.TooSlowError, trio.Br
 class Login(Scenario):
     """Full logins, each session closed after its ping. `run`: concurrent loops, each logging in
     again and again with its own account for a while; `distinct`: every account of this process
-    logs in once (each login a user the server has not seen in this run: a cold user)."""
+    logs in once (each login a user the server has not seen in this run: a cold user).
+
+    `distinct`'s `method`: ``scram`` (RFC 6120 SASL, a stream restart, a bind IQ), ``sasl2``
+    (SCRAM in XEP-0388 SASL2 with XEP-0386 Bind 2: no restart, no bind round trip) or ``fast``
+    (a XEP-0484 token, HT-SHA-256-NONE, with Bind 2: one round trip, no SCRAM), with the tokens
+    that `fast_tokens` fetched beforehand (a SASL2 login per account, not measured)."""
+
+    def __init__(self, spec: dict[str, Any], nursery: trio.Nursery) -> None:
+        super().__init__(spec, nursery)
+        #: username → (user-agent id, FAST token, the last count used).
+        self.tokens: dict[str, tuple[str, str, int]] = {}
+
+    async def fast_tokens(self, concurrency: int) -> dict[str, Any]:
+        """Log every account of this process in once with SASL2, asking for a FAST token."""
+        limiter = trio.CapacityLimiter(max(concurrency, 1))
+        failed = 0
+
+        async def one(index: int, user: tuple[str, str]) -> None:
+            nonlocal failed
+            agent = f"bench-agent-{user[0]}"
+            async with limiter:
+                client = await LoadClient.connect(self.host, self.port, self.domain)
+                try:
+                    with trio.fail_after(30):
+                        token = await client.login_sasl2(
+                            user[0], user[1], f"warm{index}", self.context, self.mechanism, agent,
+                            request_token=True,
+                        )  # fmt: skip
+                    if token is not None:
+                        self.tokens[user[0]] = (agent, token, 0)
+                except _LOGIN_FAILURES as exc:
+                    self.error(exc)
+                    failed += 1
+                finally:
+                    await client.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for index, user in enumerate(self.users):
+                nursery.start_soon(one, index, user)
+        return {"tokens": len(self.tokens), "failed": failed, "errors": self.errors}
 
     async def run(self, duration: float) -> dict[str, Any]:
         latencies: list[float] = []
@@ -109,7 +148,7 @@ class Login(Scenario):
                 nursery.start_soon(loop, index, user)
         return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors}
 
-    async def distinct(self, concurrency: int) -> dict[str, Any]:
+    async def distinct(self, concurrency: int, method: str = "scram") -> dict[str, Any]:
         """Log every account of this process in once, `concurrency` logins at a time."""
         latencies: list[float] = []
         failed = 0
@@ -119,7 +158,7 @@ class Login(Scenario):
         async def one(index: int, user: tuple[str, str]) -> None:
             nonlocal failed
             async with limiter:
-                if not await self._timed_login(user, f"login{index}", latencies):
+                if not await self._timed_login(user, f"login{index}", latencies, method):
                     failed += 1
 
         async with trio.open_nursery() as nursery:
@@ -128,18 +167,37 @@ class Login(Scenario):
         return {"ok": len(latencies), "failed": failed, "latencies": latencies, "errors": self.errors,
                 "seconds": time.monotonic() - started}  # fmt: skip
 
-    async def _timed_login(self, user: tuple[str, str], resource: str, latencies: list[float]) -> bool:
+    async def _timed_login(self, user: tuple[str, str], resource: str, latencies: list[float],
+                           method: str = "scram") -> bool:  # fmt: skip
         """One login as `user`, its time appended to `latencies`; False (the error kept) if it failed."""
         start = time.perf_counter()
         try:
             with trio.fail_after(30):
-                client = await self.open(user, resource)
+                client = await (self.open(user, resource) if method == "scram"
+                                else self._open_sasl2(user, resource, fast=method == "fast"))  # fmt: skip
             latencies.append(time.perf_counter() - start)
             await client.aclose()
-        except _LOGIN_FAILURES as exc:
+        except (*_LOGIN_FAILURES, KeyError) as exc:
             self.error(exc)
             return False
         return True
+
+    async def _open_sasl2(self, user: tuple[str, str], resource: str, *, fast: bool) -> LoadClient:
+        """`open` with SASL2 and Bind 2, by password (SCRAM) or by FAST token."""
+        client = await LoadClient.connect(self.host, self.port, self.domain)
+        try:
+            if fast:
+                agent, token, count = self.tokens[user[0]]
+                rotated = await client.login_fast(user[0], token, resource, self.context, agent, count + 1)
+                self.tokens[user[0]] = (agent, rotated or token, 0 if rotated else count + 1)
+            else:
+                await client.login_sasl2(user[0], user[1], resource, self.context, self.mechanism,
+                                         f"bench-agent-{user[0]}")  # fmt: skip
+            await client.ping()
+        except BaseException:
+            await client.aclose(graceful=False)
+            raise
+        return client
 
 
 async def _drain(client: LoadClient, on_message: Callable[[etree._Element], None] | None = None) -> None:

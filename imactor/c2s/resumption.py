@@ -40,6 +40,11 @@ MOVE_SETTLE = 4.0
 TAKE_OVER_TIMEOUT = 10.0
 
 
+#: Writes <resumed/> (the bytes) for the session of this full JID, the way the request came: a
+#: XEP-0388 <success/> with the features after it, for a resumption inline in SASL2.
+ResumedAnswer = Callable[[JID, bytes], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Handover:
     """What a resuming connection gives the detached session: its transport and stream."""
@@ -48,6 +53,8 @@ class Handover:
     stream: ServerStream
     h: int
     remote: str
+    #: How to answer <resumed/>; None: as a nonza (XEP-0198 §5).
+    answer: ResumedAnswer | None = None
 
 
 class Resumption:
@@ -146,7 +153,11 @@ class Resumption:
                 return handover.remote, None
             assert writer.sm.id is not None
             stream.resumed(jid)
-            stream.send_nonza(writer.sm.resumed(writer.sm.id))
+            resumed = writer.sm.resumed(writer.sm.id)
+            if handover.answer is None:
+                stream.send_nonza(resumed)
+            else:
+                handover.answer(jid, resumed)
             for data in resend:
                 stream.send_nonza(data)  # counted when first sent
             held = self.take_held(release())
@@ -187,11 +198,18 @@ class Resumption:
         return True
 
 
-async def resume_moved(writer: ClientWriter, previd: str, moved: m.MovedSession) -> None:
-    """§5, the resuming side across workers: answer <resumed/> and send what the old session
-    had sent unacknowledged and what it held, once the session adopted `moved`'s state."""
+async def resume_moved(
+    writer: ClientWriter, previd: str, moved: m.MovedSession, answer: ResumedAnswer | None = None
+) -> None:
+    """§5, the resuming side across workers: answer <resumed/> (with `answer`, as `Handover`'s)
+    and send what the old session had sent unacknowledged and what it held, once the session
+    adopted `moved`'s state."""
     async with writer.lock:
-        writer.stream.send_nonza(writer.sm.resumed(previd))
+        resumed = writer.sm.resumed(previd)
+        if answer is None:
+            writer.stream.send_nonza(resumed)
+        else:
+            answer(moved.full_jid, resumed)
         for data in moved.unacked:
             writer.stream.send_nonza(data)  # counted when first sent
         for data in moved.held:

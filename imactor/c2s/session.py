@@ -18,8 +18,10 @@ session: `ClientWriter` (`imactor.c2s.writer`: the transport, the write lock, th
 did not take, XEP-0198's count of what was sent), `Resumption` (`imactor.c2s.resumption`:
 detached or not, the deliveries held meanwhile, the hand-over to a resuming connection or worker),
 `DurableAcks` (`imactor.c2s.durable`: what `h` may count), `ClientPolicy` (`imactor.c2s.policy`:
-the stanza rate and the block list). The transport itself is `imactor.c2s.socket_stream`,
-`imactor.c2s.tls_stream`, or a web `FramedStream`.
+the stanza rate and the block list). A XEP-0388 SASL2 login's FAST tokens, inline resumption and
+Bind 2 are `imactor.c2s.sasl2`'s, through `resume`, `bind_resource` and `inline_nonza` here.
+The transport itself is `imactor.c2s.socket_stream`, `imactor.c2s.tls_stream`, or a web
+`FramedStream`.
 
 Why this file is still over 450 lines: what is left is the session's own work, one reader's
 events in order: the stream's events (STARTTLS, credentials, bind, XEP-0198 nonzas), the checks
@@ -43,9 +45,10 @@ from lxml import etree
 from imactor import messages as m
 from imactor.actors import ActorAddress, ActorGone, AskTimeout, LocalRef, ask
 from imactor.actors.mailbox import Mailbox, MailboxStatistics
+from imactor.c2s import sasl2 as sasl2_login
 from imactor.c2s.durable import COMPLETION_TIMEOUT, DurableAcks
 from imactor.c2s.policy import ClientPolicy
-from imactor.c2s.resumption import TAKE_OVER_TIMEOUT, Handover, Resumption, resume_moved
+from imactor.c2s.resumption import TAKE_OVER_TIMEOUT, Handover, ResumedAnswer, Resumption, resume_moved
 from imactor.c2s.socket_stream import SocketStream
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
@@ -144,6 +147,7 @@ class SessionActor:
         "acks",
         "address",
         "direct_tls",
+        "fast_login",
         "jid",
         "joined_rooms",
         "policy",
@@ -186,6 +190,9 @@ class SessionActor:
             prebind_nonzas=PREBIND_NONZAS,
             bound_features=services.bound_features,
             fake_salt_secret=services.fake_salt_secret,
+            sasl2=config.auth.sasl2,
+            fast=config.auth.fast_token_lifetime > 0,
+            bind2_features=sasl2_login.bind2_features(services.modules),
         )
         stream = ServerStream(
             _shared_config(stream_config),
@@ -242,6 +249,8 @@ class SessionActor:
         self._resource_state: tuple[tuple[str, str], ...] = ()
         #: The account wants the messages we send (`m.SentHooks`; sent carbons).
         self._sent_wanted = False
+        #: The XEP-0484 token this connection logged in with, until its SASL2 login completes.
+        self.fast_login: sasl2_login.FastLogin | None = None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -378,7 +387,9 @@ class SessionActor:
             self.services.sessions.moved(self.address.key, self.sm.id, moved_to)
         log.debug("%s: moved to %s", self.address, moved_to.address)
 
-    async def _resume_elsewhere(self, previd: str, worker: int, h: int) -> None:
+    async def _resume_elsewhere(
+        self, previd: str, worker: int, h: int, answer: ResumedAnswer | None
+    ) -> bytes | None:
         """§5 across workers: the detached session lives on `worker`; it hands its state over."""
         mesh = self.services.mesh
         username = self.stream.username or ""
@@ -392,11 +403,9 @@ class SessionActor:
             )
         except StanzaError as error:
             stale = int(error.text) if error.text.isdigit() else None
-            self.stream.send_nonza(sm.failed("item-not-found", stale))
-            return
+            return sm.failed("item-not-found", stale)
         except (AskTimeout, ActorGone):
-            self.stream.send_nonza(sm.failed("item-not-found"))
-            return
+            return sm.failed("item-not-found")
         self.jid = moved.full_jid
         self.services.sessions.bound(self)
         self.policy.blocklist = moved.blocklist
@@ -411,9 +420,10 @@ class SessionActor:
         self.stream.track_sent = True
         self.services.sessions.resumable[previd] = self
         mesh.count("resumed_here")
-        await resume_moved(self.writer, previd, moved)
+        await resume_moved(self.writer, previd, moved, answer)
         await self._rebind()
         log.debug("%s: resumed %s from w%d", self.address, moved.full_jid, worker)
+        return None
 
     def _forget_resumption(self) -> None:
         if self.sm.id is None:
@@ -605,6 +615,10 @@ class SessionActor:
                 self.services.login_throttle.record_failure(username, self.remote)
             case ev.Authenticated():
                 pass
+            case ev.TokenNeeded():
+                await sasl2_login.check_token(self, event)
+            case ev.Sasl2Authenticated():
+                await sasl2_login.complete(self, event)
             case ev.BindRequested(resource=resource):
                 await self._bind(resource)
             case ev.PreAuthIqReceived(element=element):
@@ -635,32 +649,45 @@ class SessionActor:
         self.stream.tls_established(self.services.channel_bindings(tls.ssl_object))
 
     async def _bind(self, resource: str | None) -> None:
+        """RFC 6120 §7: the bind IQ's answer."""
+        bound = await self.bind_resource(resource)
+        if isinstance(bound, StanzaError):
+            self.stream.bind_failed(bound.condition, bound.error_type)
+        else:
+            self.stream.bind_succeeded(bound)
+
+    async def bind_resource(
+        self, resource: str | None, state: tuple[tuple[str, str], ...] = ()
+    ) -> JID | StanzaError:
+        """Bind `resource` (None: the server chooses) in the account's actor, starting with the
+        modules' `state`; the full JID, or why not. RFC 6120 binding and XEP-0386 Bind 2 alike."""
         username = self.stream.username or ""
         mesh = self.services.mesh
         for attempt in range(1, BIND_ATTEMPTS + 1):
             home = None if mesh is None else mesh.home("user", username)
             try:
                 user = await self.services.router.user(username)
-                bound: m.Bound = await ask(user, lambda reply: m.Bind(resource, self.ref, reply), timeout=10)
+                bound: m.Bound = await ask(
+                    user, lambda reply: m.Bind(resource, self.ref, reply, state), timeout=10
+                )
             except StanzaError as error:
-                self.stream.bind_failed(error.condition, error.error_type)
-                return
+                return error
             except (AskTimeout, ActorGone) as error:
                 # ActorGone: the account's home worker died as we asked (the mesh fails the ask
                 # when the membership changes): ask its new home.
                 if isinstance(error, ActorGone) and attempt < BIND_ATTEMPTS:
                     continue
-                self.stream.bind_failed("internal-server-error")
-                return
+                return StanzaError("internal-server-error")
             break
         self.jid = bound.full_jid
+        self._resource_state = state
         self.services.sessions.bound(self)
         self.policy.blocklist = bound.blocklist
-        self.stream.bind_succeeded(bound.full_jid)
         if mesh is not None and mesh.home("user", username) != home:
             # The membership changed while we asked: the actor that bound us may have handed off
             # before the mesh saw us bound (no `Rehome` for us then): register with the new home.
             await self._rebind()
+        return bound.full_jid
 
     # ---- XEP-0198 -------------------------------------------------------------------------
 
@@ -674,14 +701,20 @@ class SessionActor:
         finally:
             self.acks.processed(seq)
 
+    def inline_nonza(self, element: etree._Element) -> None:
+        """A module's nonza (XEP-0352 <inactive/>), sent on its own or inline in Bind 2."""
+        for session_filter in self._filters:
+            for data in session_filter.nonza(element):
+                self.stream.send(data)  # released stanzas, in their order
+
     async def _on_nonza(self, element: etree._Element) -> None:
         if element.tag in self.services.modules.nonzas:
-            for session_filter in self._filters:
-                for data in session_filter.nonza(element):
-                    self.stream.send(data)  # released stanzas, in their order
+            self.inline_nonza(element)
             return
         if element.tag == sm.RESUME and self.stream.state is State.WAIT_FOR_BIND:
-            await self._resume(element)
+            refusal = await self.resume(element)
+            if refusal is not None:
+                self.stream.send_nonza(refusal)
             return
         if element.tag == sm.R:
             self.acks.collect()  # §4: answer at once with what is handled so far
@@ -711,27 +744,29 @@ class SessionActor:
             self.stream.send_nonza(sm.ack(self.sm.h_in))
             await self.writer.flush()
 
-    async def _resume(self, element: etree._Element) -> None:
-        """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session."""
+    async def resume(self, element: etree._Element, answer: ResumedAnswer | None = None) -> bytes | None:
+        """§5: a fresh, authenticated stream asks to carry on a detached (or half-open) session.
+
+        Returns the <failed/> to send, or None once the session was resumed (this actor's
+        connection then belongs to it). `answer` writes <resumed/> the way the request came (a
+        XEP-0388 <success/> for one inline in SASL2); without it, as a nonza."""
         username = self.stream.username
         previd = element.get("previd", "")
         h = sm.parse_h(element)
         if h is None or not previd:
-            self.stream.send_nonza(sm.failed("bad-request"))
-            return
+            return sm.failed("bad-request")
         old = self.services.sessions.resumable.get(previd)
         elsewhere = self.services.sessions.resumption_worker(previd)
         if old is None and elsewhere is not None and self.services.mesh is not None:
-            await self._resume_elsewhere(previd, elsewhere, h)
-            return
+            return await self._resume_elsewhere(previd, elsewhere, h, answer)
         if old is None or old is self or not old.can_resume(username):
             # Unknown, expired, or another account's id: all look the same to the client.
             stale = self.services.sessions.expired_resumption(previd, username or "")
-            self.stream.send_nonza(sm.failed("item-not-found", stale))
-            return
+            return sm.failed("item-not-found", stale)
         await self.writer.flush()
-        old.take_over(Handover(self.transport, self.stream, h, self.remote))
+        old.take_over(Handover(self.transport, self.stream, h, self.remote, answer))
         self.resumption.handed_over = True
+        return None
 
     # ---- stanzas from the client ---------------------------------------------------------
 

@@ -128,7 +128,8 @@ class NodeStatus:
                 return {"error": str(exc)}
 
         return {"destroy-room": to_room_home, "reload-modules": to_every_worker, "announce": to_one_worker,
-                "end-sessions": to_one_worker, "wake-reminders": to_first_worker}  # fmt: skip
+                "end-sessions": to_one_worker, "wake-reminders": to_first_worker,
+                "logout-user": to_every_worker}  # fmt: skip
 
     async def document(self) -> dict[str, Any]:
         stats = self._supervisor.statistics()

@@ -9,6 +9,7 @@ from imactor.storage.accounts import AccountStore
 from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database, StorageStatistics, json_list
 from imactor.storage.email import EmailDigestStore
+from imactor.storage.fast_tokens import FastTokenStore
 from imactor.storage.motd import MotdStore
 from imactor.storage.org import OrgStore
 from imactor.storage.pubsub import PepStore
@@ -73,6 +74,7 @@ class Storage:
         self.org = OrgStore(db)
         self.email = EmailDigestStore(db)
         self.reminders = ReminderStore(db)
+        self.fast_tokens = FastTokenStore(db)
 
     @classmethod
     async def open(cls, url: str, *, partitions: int = DEFAULT_PARTITIONS) -> Storage:

@@ -17,6 +17,7 @@ from sqlmodel import Field, Session, SQLModel
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
 from imactor.storage.email_tables import EmailDigestEntry, EmailDigestRow, EmailNotifyRow
 from imactor.storage.errors import AccountNotFound
+from imactor.storage.fast_token_tables import FastTokenRow
 from imactor.storage.org_tables import OrgDepartment, OrgPerson, OrgVersion
 from imactor.storage.pubsub_tables import PubsubAffiliation, PubsubItem, PubsubNode, PubsubSubscription
 from imactor.storage.reminder_tables import ReminderRow
@@ -289,6 +290,7 @@ TABLES: tuple[Table, ...] = tuple(
         EmailDigestEntry,
         EmailNotifyRow,
         ReminderRow,
+        FastTokenRow,
         PubsubNode,
         PubsubItem,
         PubsubAffiliation,

@@ -222,6 +222,15 @@ def _add_roster_listed(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE roster_item ADD COLUMN listed BOOLEAN NOT NULL DEFAULT {false}"))
 
 
+def _add_fast_tokens(conn: Connection) -> None:
+    """Version 14: the XEP-0484 FAST tokens of clients (stored hashed).
+
+    Idempotent, like `_add_pubsub_service`."""
+    from imactor.storage.fast_token_tables import FastTokenRow
+
+    getattr(FastTokenRow, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -236,6 +245,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "scheduled reminders", _add_reminders),
     Migration(12, "publish-subscribe service nodes and items (XEP-0060)", _add_pubsub_service),
     Migration(13, "roster items the user has listed stay listed (RFC 6121 §3.1.3)", _add_roster_listed),
+    Migration(14, "FAST authentication tokens (XEP-0484)", _add_fast_tokens),
 )
 
 

@@ -384,7 +384,9 @@ class UserActor(Actor[m.UserMessage]):
         elif len(self.resources) >= limits.max_sessions_per_user:
             request.reply.fail(StanzaError("resource-constraint", "too many sessions"))
             return
-        self.resources[resource] = Resource(session=request.session, epoch=membership_epoch(self.services))
+        self.resources[resource] = Resource(
+            session=request.session, epoch=membership_epoch(self.services), state=dict(request.state)
+        )
         log.debug("%s: bound %s to %s", self.address, resource, request.session.address)
         request.reply.send(m.Bound(self.jid.with_resource(resource), self.blocked.jids))
 

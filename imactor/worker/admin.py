@@ -6,6 +6,10 @@ the room's home worker (the node supervisor forwards it there), where the room's
 a room that does not exist answers ``{"destroyed": false}``, and one whose deletion could not be
 stored (a full disk) an error: the room lives on, its occupants told nothing.
 
+``logout-user``: end every session of an account on this worker (detached ones waiting for a
+XEP-0198 resumption too), with the stream error ``not-authorized``: ``imactor user
+logout-everywhere`` sends it to every worker after revoking the account's FAST tokens.
+
 ``reload-modules``: run the modules' reload hooks (`imactor.worker.reload.reload_modules`), as
 SIGHUP does after the config: `imactor filter ...` sends it to every worker (through the node
 supervisor) after changing the word lists, and answers once every worker has the new lists.
@@ -85,5 +89,17 @@ def commands(services: Services, rooms: MucService | None) -> dict[str, CommandH
         poke()
         return {"worker": services.worker_index}
 
+    async def logout_user(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        username = arguments.get("user")
+        if not isinstance(username, str) or not username:
+            return {"error": "logout-user needs a username"}
+        ended = 0
+        for session in list(services.sessions):
+            if session.authenticated_as == username:
+                session.kick("not-authorized", "logged out by an administrator")
+                ended += 1
+        return {"worker": services.worker_index, "sessions": ended}
+
     return {"destroy-room": destroy_room, "reload-modules": reload, "announce": announce,
-            "end-sessions": end_sessions, "wake-reminders": wake_reminders}  # fmt: skip
+            "end-sessions": end_sessions, "wake-reminders": wake_reminders,
+            "logout-user": logout_user}  # fmt: skip

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from imactor.xmpp.sasl2 import Authenticate
+
 
 @dataclass(frozen=True, slots=True)
 class StartTLSRequested:
@@ -24,6 +26,28 @@ class Authenticated:
     """SASL succeeded; <success/> is queued and the stream waits for the client's restart."""
 
     username: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenNeeded:
+    """A XEP-0484 FAST login: check `proof` (the HT initiator's HMAC over `cb_data`) against the
+    tokens of `username` and `request.user_agent`, then call `token_checked` (or `refuse_auth`)."""
+
+    username: str
+    request: Authenticate
+    proof: bytes
+    cb_data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sasl2Authenticated:
+    """XEP-0388 SASL2 succeeded; act on `request`'s inline requests (resumption, Bind 2, FAST
+    tokens), then call `sasl2_succeeded` with `additional_data` (SCRAM's server-final, the HT
+    responder). Nothing is read meanwhile; the stream is not restarted."""
+
+    username: str
+    request: Authenticate
+    additional_data: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +95,6 @@ class StreamClosed:
 
 
 Event = (
-    StartTLSRequested | CredentialsNeeded | Authenticated | AuthFailed | BindRequested
-    | PreAuthIqReceived | StanzaReceived | NonzaReceived | StreamClosed
+    StartTLSRequested | CredentialsNeeded | Authenticated | TokenNeeded | Sasl2Authenticated | AuthFailed
+    | BindRequested | PreAuthIqReceived | StanzaReceived | NonzaReceived | StreamClosed
 )  # fmt: skip

@@ -24,9 +24,10 @@ from typing import Final
 from lxml import etree
 
 from imactor.xmpp import events as ev
+from imactor.xmpp import fast, sasl2
 from imactor.xmpp.errors import LocalProtocolError, RemoteProtocolError
 from imactor.xmpp.framing import CLOSE_FRAME, open_frame, parse_frame
-from imactor.xmpp.jid import JID, InvalidJID, prep_resource
+from imactor.xmpp.jid import JID, InvalidJID, prep_localpart, prep_resource
 from imactor.xmpp.namespaces import (
     NS_BIND,
     NS_CLIENT,
@@ -122,6 +123,12 @@ class StreamConfig:
     #: RFC 7395 framing (WebSocket, BOSH): each `receive_data` call is one whole message, and
     #: <open/> / <close/> stand for the stream header and its end (`imactor.xmpp.framing`).
     framed: bool = False
+    #: XEP-0388 SASL2 offered beside RFC 6120 SASL, with XEP-0386 Bind 2 and XEP-0198 inline.
+    sasl2: bool = False
+    #: XEP-0484 FAST tokens offered inline in SASL2.
+    fast: bool = False
+    #: Bind 2's inline features the server's modules provide (`imactor.xmpp.sasl2.BIND2_FEATURES`).
+    bind2_features: tuple[str, ...] = ()
 
 
 class ServerStream:
@@ -162,6 +169,12 @@ class ServerStream:
         self._sasl_in_progress = False
         self._sasl_username: str | None = None
         self._sasl_failures = 0
+        #: The exchange in progress is XEP-0388 SASL2 (its elements are answered in its namespace).
+        self._sasl2_exchange = False
+        #: What the current SASL2 exchange asked for, once read.
+        self._sasl2_request: sasl2.Authenticate | None = None
+        #: What this stream's SASL2 feature offered inline (None: SASL2 is not offered).
+        self._sasl2_offer: sasl2.Offer | None = None
         self._awaiting_shell = False
         self._pending_bind_id: str | None = None
         #: Stanzas received once bound (including those the stream answers itself).
@@ -261,6 +274,40 @@ class ServerStream:
             raise LocalProtocolError("no SASL exchange in progress")
         self._awaiting_shell = False
         self._on_sasl_step(SaslFailure(condition, text))
+
+    def token_checked(self, step: SaslSuccess | SaslFailure) -> None:
+        """The shell's verdict on a FAST token (`ev.TokenNeeded`): success carries the HT
+        responder message as additional data."""
+        if self.state is State.CLOSED:
+            return
+        if not self._sasl_in_progress or not self._awaiting_shell:
+            raise LocalProtocolError("no FAST token is being checked")
+        self._awaiting_shell = False
+        self._on_sasl_step(step)
+
+    def sasl2_succeeded(
+        self, identity: JID, additional_data: bytes | None, extra: tuple[bytes, ...] = (), *,
+        bound: bool = False,
+    ) -> None:  # fmt: skip
+        """Answer a SASL2 authentication (`ev.Sasl2Authenticated`) once the shell acted on its
+        inline requests: <success/> with `extra` (Bind 2's <bound/>, XEP-0198's <resumed/> or
+        <failed/>, a FAST <token/>), then the features of the authenticated stream, which is not
+        restarted (XEP-0388 §2.6.1). `bound`: Bind 2 or a resumption gave it the full JID
+        `identity` (a resumption has already made the stream established: `resumed`)."""
+        if self.state is State.CLOSED:
+            return
+        if self.username is None or self._sasl2_request is None:
+            raise LocalProtocolError("no SASL2 authentication awaits its answer")
+        self._awaiting_shell = False
+        self._sasl2_request = None
+        self._out.append(sasl2.success(str(identity), additional_data, extra))
+        if bound and self.state is not State.ESTABLISHED:
+            self.jid = identity
+            self.state = State.ESTABLISHED
+        self._out.append(
+            _features_bytes(self.config, bound=True, tls_active=self.tls_active, mechanisms=(), cb_types=(),
+                            bind_offered=not bound)
+        )  # fmt: skip
 
     def bind_succeeded(self, full_jid: JID) -> None:
         if self.state is State.CLOSED:
@@ -423,12 +470,22 @@ class ServerStream:
         if self.config.tls_available and not self.tls_active and self.config.tls_required:
             return _features_bytes(self.config, bound=False, tls_active=False, mechanisms=(), cb_types=())
         self._sasl = self._new_sasl()
+        inline: tuple[bytes, ...] | None = None
+        if self.config.sasl2:
+            # XEP-0388 beside RFC 6120 SASL, where it is offered (after TLS when TLS is required),
+            # with the same mechanisms. FAST only under TLS: a token is replayable in clear
+            # (XEP-0484 §7).
+            secure_fast = self.config.fast and self.tls_active
+            fast_mechanisms = tuple(fast.offered(self._channel_bindings)) if secure_fast else ()
+            self._sasl2_offer = sasl2.Offer(True, True, fast_mechanisms, self.config.bind2_features)
+            inline = sasl2.inline_features(self._sasl2_offer)
         return _features_bytes(
             self.config,
             bound=False,
             tls_active=self.tls_active,
             mechanisms=tuple(self._sasl.mechanisms()),
             cb_types=tuple(self._sasl.channel_binding_types()),
+            sasl2_inline=inline,
         )
 
     def _restart(self) -> None:
@@ -478,6 +535,7 @@ class ServerStream:
             raise RemoteProtocolError("policy-violation", "a SASL exchange is already in progress")
         mechanism = element.get("mechanism", "")
         self._sasl_in_progress = True
+        self._sasl2_exchange = False
         data = _b64(element.text)
         if isinstance(data, SaslFailure):
             self._on_sasl_step(data)
@@ -485,15 +543,66 @@ class ServerStream:
             self._on_sasl_step(self._sasl.start(mechanism, data))
 
     def _on_response(self, element: etree._Element) -> None:
-        if self._sasl is None or self._sasl.state is not SaslState.AWAITING_RESPONSE:
+        sasl = self._sasl
+        is_sasl2 = element.tag == sasl2.RESPONSE
+        if sasl is None or sasl.state is not SaslState.AWAITING_RESPONSE or is_sasl2 != self._sasl2_exchange:
             raise RemoteProtocolError("policy-violation", "<response/> outside a SASL exchange")
-        data = _b64(element.text)
-        self._on_sasl_step(data if isinstance(data, SaslFailure) else self._sasl.respond(data or b""))
+        if is_sasl2:
+            try:
+                data: bytes | SaslFailure | None = sasl2.decode(element.text)
+            except sasl2.Sasl2Error as exc:
+                data = SaslFailure(exc.condition, exc.text)
+        else:
+            data = _b64(element.text)
+        self._on_sasl_step(data if isinstance(data, SaslFailure) else sasl.respond(data or b""))
 
     def _on_abort(self, element: etree._Element) -> None:
         if self._sasl is None or not self._sasl_in_progress:
             raise RemoteProtocolError("policy-violation", "<abort/> outside a SASL exchange")
+        if (element.tag == sasl2.ABORT) != self._sasl2_exchange:
+            raise RemoteProtocolError("policy-violation", "<abort/> of another SASL profile")
         self._on_sasl_step(self._sasl.abort())
+
+    def _on_authenticate(self, element: etree._Element) -> None:
+        """XEP-0388 §2.3: <authenticate/>, with its inline requests read before the mechanism runs."""
+        if self._sasl is None or self._sasl2_offer is None:
+            raise RemoteProtocolError("policy-violation", "SASL2 is not offered on this stream")
+        if self._sasl_in_progress:
+            raise RemoteProtocolError("policy-violation", "a SASL exchange is already in progress")
+        self._sasl_in_progress = True
+        self._sasl2_exchange = True
+        try:
+            request = sasl2.parse_authenticate(element, self._sasl2_offer)
+        except sasl2.Sasl2Error as exc:
+            self._on_sasl_step(SaslFailure(exc.condition, exc.text))
+            return
+        self._sasl2_request = request
+        if request.mechanism in self._sasl2_offer.fast_mechanisms:
+            self._start_fast(request)
+        else:
+            self._on_sasl_step(self._sasl.start(request.mechanism, request.initial_response))
+
+    def _start_fast(self, request: sasl2.Authenticate) -> None:
+        """An HT mechanism (XEP-0484): one message; the shell checks the token (`ev.TokenNeeded`)."""
+        try:
+            message = fast.parse_initiator(request.initial_response)
+        except fast.FastError as exc:
+            self._on_sasl_step(SaslFailure(exc.condition, exc.text))
+            return
+        try:
+            username = prep_localpart(message.authcid)
+        except InvalidJID:
+            self._on_sasl_step(SaslFailure("not-authorized", "invalid-username-encoding"))
+            return
+        cb_type = fast.MECHANISMS[request.mechanism]
+        cb_data = b"" if cb_type is None else self._channel_bindings.get(cb_type, b"")
+        self._awaiting_shell = True
+        self._sasl_username = username
+        self._events.append(ev.TokenNeeded(username, request, message.proof, cb_data))
+
+    def _on_second_auth(self, element: etree._Element) -> None:
+        # XEP-0388 and RFC 6120 §6.4.6: one authentication per stream.
+        raise RemoteProtocolError("policy-violation", "the stream is already authenticated")
 
     def _on_sasl_step(self, step: SaslStep) -> None:
         if isinstance(step, SaslNeedCredentials):
@@ -501,19 +610,30 @@ class ServerStream:
             self._sasl_username = step.username
             self._events.append(ev.CredentialsNeeded(step.username))
         elif isinstance(step, SaslChallenge):
-            self._out.append(_sasl_el("challenge", step.data))
+            challenge = sasl2.challenge if self._sasl2_exchange else functools.partial(_sasl_el, "challenge")
+            self._out.append(challenge(step.data))
         elif isinstance(step, SaslSuccess):
             self._sasl_in_progress = False
             # Never needed again on this stream (no second authentication, RFC 6120 §6.4.6),
             # and an idle session would carry the exchange's state for hours.
             self._sasl = None
             self._channel_bindings = {}
+            self._sasl2_offer = None
             self.username = step.username
+            request = self._sasl2_request
+            if self._sasl2_exchange and request is not None:
+                # No restart (XEP-0388 §2.6.1): the shell acts on the inline requests, then
+                # answers with `sasl2_succeeded`; until then nothing more is read.
+                self.state = State.WAIT_FOR_BIND
+                self._awaiting_shell = True
+                self._events.append(ev.Sasl2Authenticated(step.username, request, step.data))
+                return
             self._out.append(_sasl_el("success", step.data))
             self._events.append(ev.Authenticated(step.username))
             self._restart()
         else:
             self._sasl_in_progress = False
+            self._sasl2_request = None
             self._write_sasl_failure(step)
             self._events.append(ev.AuthFailed(self._sasl_username, step.condition))
             self._sasl_username = None
@@ -545,6 +665,9 @@ class ServerStream:
         )
 
     def _write_sasl_failure(self, failure: SaslFailure) -> None:
+        if self._sasl2_exchange:
+            self._out.append(sasl2.failure(failure.condition, failure.text))
+            return
         element = _el(NS_SASL, "failure")
         _sub(element, NS_SASL, failure.condition)
         if failure.text:
@@ -621,6 +744,11 @@ TRANSITIONS: dict[tuple[State, str], _Handler] = {
     (State.WAIT_FOR_SASL, AUTH): ServerStream._on_auth,
     (State.WAIT_FOR_SASL, RESPONSE): ServerStream._on_response,
     (State.WAIT_FOR_SASL, ABORT): ServerStream._on_abort,
+    (State.WAIT_FOR_SASL, sasl2.AUTHENTICATE): ServerStream._on_authenticate,
+    (State.WAIT_FOR_SASL, sasl2.RESPONSE): ServerStream._on_response,
+    (State.WAIT_FOR_SASL, sasl2.ABORT): ServerStream._on_abort,
+    (State.WAIT_FOR_BIND, sasl2.AUTHENTICATE): ServerStream._on_second_auth,
+    (State.ESTABLISHED, sasl2.AUTHENTICATE): ServerStream._on_second_auth,
     (State.WAIT_FOR_SASL, ANY_STANZA): ServerStream._on_preauth_iq,
     (State.WAIT_FOR_STARTTLS, ANY_STANZA): ServerStream._on_stanza_before_tls,
     (State.WAIT_FOR_BIND, ANY_STANZA): ServerStream._on_bind_iq,
@@ -664,6 +792,8 @@ def _features_bytes(
     tls_active: bool,
     mechanisms: tuple[str, ...],
     cb_types: tuple[str, ...],
+    sasl2_inline: tuple[bytes, ...] | None = None,
+    bind_offered: bool = True,
 ) -> bytes:
     """The <stream:features/> offered in one situation, serialized once per listener and situation.
 
@@ -672,8 +802,9 @@ def _features_bytes(
     """
     features = etree.Element(qname(NS_STREAMS, "features"), nsmap={"stream": NS_STREAMS})
     if bound:
-        _sub(features, NS_BIND, "bind")
-        _sub(_sub(features, NS_SESSION, "session"), NS_SESSION, "optional")
+        if bind_offered:  # not once Bind 2 or a resumption bound the stream
+            _sub(features, NS_BIND, "bind")
+            _sub(_sub(features, NS_SESSION, "session"), NS_SESSION, "optional")
         _sub(features, NS_ROSTER_VER, "ver")
         _sub(features, NS_PRE_APPROVAL, "sub")
         _limits(features, config)
@@ -688,6 +819,8 @@ def _features_bytes(
     sasl_mechanisms = _sub(features, NS_SASL, "mechanisms")
     for name in mechanisms:
         _sub(sasl_mechanisms, NS_SASL, "mechanism").text = name
+    if sasl2_inline is not None:
+        features.append(sasl2.feature(mechanisms, sasl2_inline))
     if cb_types:
         cb = _sub(features, NS_SASL_CB, "sasl-channel-binding")
         for cb_type in cb_types:

@@ -202,6 +202,23 @@ def test_company_logins_over_distinct_accounts_all_succeed(tmp_path: Path, trans
     assert result["cpu"]["generator"]["processes"] == 2
 
 
+def test_logins_with_sasl2_and_fast_tokens_against_scram(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path, "--shape", "company", "--scenario", "login", "--accounts", "20", "--logins", "20",
+        "--login-concurrency", "4", "--login-methods", "scram,sasl2,fast",
+    )  # fmt: skip
+    result = report["result"]
+    assert result["warmup_tokens"] == 20, result["warmup_errors"]
+    assert list(result["methods"]) == ["scram", "sasl2", "fast"]
+    for method, figures in result["methods"].items():
+        assert figures["failed"] == 0, (method, figures["errors"])
+        assert figures["logins"] == 20
+        assert figures["server_cpu_ms_per_login"] > 0
+    assert result["against"] == "scram"
+    assert result["ratios"]["scram"] == {"logins_per_second": 1.0, "server_cpu_ms_per_login": 1.0}
+    assert result["ratios"]["fast"]["server_cpu_ms_per_login"] > 0
+
+
 def test_cpu_per_message_reports_both_phases_and_their_ratio(tmp_path: Path) -> None:
     report = run_bench(
         tmp_path, "--shape", "company", "--scenario", "cpu", "--accounts", "40", "--cpu-users", "20,4",

@@ -24,6 +24,7 @@ from imactor.cluster.placement import home
 from imactor.cluster.wire import ActorMessage, MembershipChanged
 from imactor.cluster.zmq_link import ZmqLink
 from tests.integration.conftest import PASSWORD
+from tests.integration.test_sasl2 import BIND2, SASL2, SM, Agent, after_success, q, sasl2_stream, scram_login
 from tests.integration.test_stream_management import (
     ack,
     drop_connection,
@@ -51,7 +52,7 @@ def _homed(per_worker: int) -> dict[int, list[str]]:
     return homed
 
 
-HOMED = _homed(3)
+HOMED = _homed(4)
 USERS = HOMED[0] + HOMED[1]
 
 
@@ -168,6 +169,46 @@ def test_resumption_works_whichever_worker_the_new_connection_lands_on(server: S
                 await message(client, jid(sender), f"after resume {attempt}")
                 assert await messages(other, 1) == [f"after resume {attempt}"]
                 assert await ack(client, until=attempt + 1) == attempt + 1
+                if sum(c["resumed_here"] for c in mesh_counters(server).values()) > moved_before:
+                    return attempt
+            return -1
+
+    attempt = trio.run(scenario)
+    assert attempt >= 0, "no resumption landed on the other worker in 12 tries"
+
+
+def test_sasl2_inline_resumption_works_whichever_worker_the_new_connection_lands_on(
+    server: ServerProcess,
+) -> None:
+    """As above, with XEP-0198 enabled inside Bind 2 and resumed inside a SASL2 <authenticate/>:
+    when the detached session lives on the other worker, its state comes over the mesh and the
+    <success/> that carries <resumed/> is written here."""
+    sender, receiver = HOMED[0][3], HOMED[1][3]
+    agent = Agent()
+    moved_before = sum(c["resumed_here"] for c in mesh_counters(server).values())
+
+    async def scenario() -> int:
+        with trio.fail_after(TIMEOUT * 2):
+            other = await available(server, sender)
+            client, _ = await sasl2_stream(server)
+            bind = f"<bind xmlns='{BIND2}'><tag>Phone</tag><enable xmlns='{SM}' resume='true'/></bind>"
+            success = await scram_login(client, receiver, agent.element() + bind)
+            full = success.findtext(q(SASL2, "authorization-identifier")) or ""
+            enabled = success.find(f"{q(BIND2, 'bound')}/{q(SM, 'enabled')}")
+            assert enabled is not None, etree.tostring(success)
+            previd = enabled.get("id")
+            await after_success(client)
+            for attempt in range(12):
+                drop_connection(client)
+                await message(other, full, f"while detached {attempt}")
+                client, _ = await sasl2_stream(server)
+                resume_inline = f"<resume xmlns='{SM}' previd='{previd}' h='{attempt}'/>"
+                success = await scram_login(client, receiver, agent.element() + resume_inline)
+                resumed = success.find(q(SM, "resumed"))
+                assert resumed is not None, etree.tostring(success)
+                assert success.findtext(q(SASL2, "authorization-identifier")) == full
+                await after_success(client)
+                assert await messages(client, 1) == [f"while detached {attempt}"]
                 if sum(c["resumed_here"] for c in mesh_counters(server).values()) > moved_before:
                     return attempt
             return -1

@@ -105,6 +105,31 @@ def test_email_digests_on_and_off(config: Path) -> None:
     assert imactor("user", "notify", "alice", "maybe", "--config", c).returncode == 2  # argparse
 
 
+async def test_logout_everywhere_without_a_running_server_revokes_the_tokens(config: Path) -> None:
+    """`imactor user logout-everywhere` (docs/operations.md): the tokens go from the database
+    even when no server runs (the running server's sessions: tests/integration/test_sasl2.py)."""
+    c = str(config)
+    assert imactor("user", "add", "alice", "--password", "pw", "--config", c).returncode == 0
+    url = f"sqlite:///{config.parent.parent / 'data' / 'imactor.sqlite3'}"
+    async with await Storage.open(url) as storage:
+        for client in ("phone", "laptop"):
+            await storage.fast_tokens.issue(
+                "alice", client, b"k" * 32, "HT-SHA-256-NONE", expires_at=2e9, now=1e9
+            )
+    result = await trio.to_thread.run_sync(
+        lambda: imactor("user", "logout-everywhere", "Alice", "--config", c)
+    )
+    assert (result.returncode, result.stdout) == (
+        0, "revoked 2 FAST token(s) of alice@example.org; the server is not running\n",
+    )  # fmt: skip
+    async with await Storage.open(url) as storage:
+        assert await storage.fast_tokens.tokens("alice", "phone") == []
+    nobody = await trio.to_thread.run_sync(
+        lambda: imactor("user", "logout-everywhere", "nobody", "--config", c)
+    )
+    assert_one_line_error(nobody, "no such account")
+
+
 def test_bad_or_missing_config(tmp_path: Path, config: Path) -> None:
     config.write_text('[limits]\nmax_stanza_size = "big"\n', encoding="utf-8")
     assert_one_line_error(

@@ -28,6 +28,7 @@ from imactor.xmpp.namespaces import (
     NS_REGISTER_FEATURE,
     NS_ROSTER_VER,
     NS_SASL,
+    NS_SASL2,
     NS_SASL_CB,
     NS_SESSION,
     NS_SM,
@@ -1392,6 +1393,53 @@ def _stanza() -> Client:
     return client
 
 
+SASL2 = StreamConfig(domain=DOMAIN, sasl2=True)
+SASL2_AUTH = f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'/>".encode()
+
+
+def _sasl2_at(state: State) -> Client:
+    """At `state` after a SASL2 login (tests/unit/xmpp/test_sasl2.py covers SASL2 itself)."""
+    client = at_sasl(SASL2)
+    initial = b64(b"\x00juliet\x00" + PASSWORD.encode())
+    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'><initial-response>{initial}"
+                "</initial-response></authenticate>".encode())  # fmt: skip
+    client.stream.provide_credentials(CREDENTIALS)
+    client.events()
+    client.stream.sasl2_succeeded(JULIET, None, bound=state is State.ESTABLISHED)
+    client.read()
+    assert client.stream.state is state
+    return client
+
+
+def _sasl2_authenticate() -> Client:
+    client = at_sasl(SASL2)
+    assert client.send(SASL2_AUTH) == []  # an empty challenge asks for the initial response
+    return client
+
+
+def _sasl2_response() -> Client:
+    client = _sasl2_authenticate()
+    payload = b64(b"\x00juliet\x00" + PASSWORD.encode())
+    events = client.send(f"<response xmlns='{NS_SASL2}'>{payload}</response>".encode())
+    assert events == [ev.CredentialsNeeded("juliet")]
+    return client
+
+
+def _sasl2_abort() -> Client:
+    client = _sasl2_authenticate()
+    assert client.send(f"<abort xmlns='{NS_SASL2}'/>".encode()) == [ev.AuthFailed(None, "aborted")]
+    return client
+
+
+def _second_authenticate(state: State) -> Callable[[], Client]:
+    def second() -> Client:
+        client = _sasl2_at(state)
+        assert client.send(SASL2_AUTH) == [ev.StreamClosed("policy-violation")]
+        return client
+
+    return second
+
+
 #: One scenario per entry of `TRANSITIONS`; the detailed behaviour is tested above.
 TRANSITION_CASES: dict[tuple[State, str], Callable[[], Client]] = {
     (State.WAIT_FOR_STARTTLS, stream_module.STARTTLS): _starttls_required,
@@ -1403,6 +1451,11 @@ TRANSITION_CASES: dict[tuple[State, str], Callable[[], Client]] = {
     (State.WAIT_FOR_STARTTLS, ANY_STANZA): _stanza_before_tls,
     (State.WAIT_FOR_BIND, ANY_STANZA): _bind_iq,
     (State.ESTABLISHED, ANY_STANZA): _stanza,
+    (State.WAIT_FOR_SASL, stream_module.sasl2.AUTHENTICATE): _sasl2_authenticate,
+    (State.WAIT_FOR_SASL, stream_module.sasl2.RESPONSE): _sasl2_response,
+    (State.WAIT_FOR_SASL, stream_module.sasl2.ABORT): _sasl2_abort,
+    (State.WAIT_FOR_BIND, stream_module.sasl2.AUTHENTICATE): _second_authenticate(State.WAIT_FOR_BIND),
+    (State.ESTABLISHED, stream_module.sasl2.AUTHENTICATE): _second_authenticate(State.ESTABLISHED),
 }
 
 
