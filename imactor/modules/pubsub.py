@@ -198,17 +198,6 @@ def _owner(affiliation: str) -> None:
         raise StanzaError("forbidden", "only an owner of the node may do that")
 
 
-def _subscriber_jid(ctx: IqContext, op: st.Element) -> JID:
-    """§6.1.3.1 / §6.2.3.3: the `jid` of a (un)subscribe must be the requester's (bare or full)."""
-    try:
-        jid = JID.parse(op.get("jid", ""))
-    except ValueError:
-        raise ps.pubsub_error("bad-request", "invalid-jid", "the jid is not a JID") from None
-    if jid.bare != ctx.from_jid.bare:
-        raise ps.pubsub_error("bad-request", "invalid-jid", "you may only subscribe yourself")
-    return jid
-
-
 def _unsupported(feature: str) -> StanzaError:
     """§6.3.2 and others: feature-not-implemented with <unsupported feature='...'/>."""
     element = etree.Element(qname(NS_PUBSUB_ERRORS, "unsupported"), nsmap=st.default_ns(NS_PUBSUB_ERRORS))
@@ -347,7 +336,7 @@ async def _retract(ctx: IqContext, retract: st.Element, node: str) -> st.Element
 
 async def _subscribe(ctx: IqContext, subscribe: st.Element, node: str) -> st.Element:
     """§6.1: one subscription per JID; the last item follows unless the node says never (§6.1.7)."""
-    jid = _subscriber_jid(ctx, subscribe)
+    jid = ps.subscriber_jid(subscribe, ctx.from_jid)
     _, config, affiliation = await _node(ctx, node)
     service.check_access(config, affiliation)
     subid = await ctx.storage.pubsub.subscribe(_service(ctx), node, str(jid), str(jid.bare), uuid.uuid4().hex)
@@ -365,7 +354,7 @@ async def _subscribe(ctx: IqContext, subscribe: st.Element, node: str) -> st.Ele
 
 async def _unsubscribe(ctx: IqContext, unsubscribe: st.Element, node: str) -> st.Element:
     """§6.2: end the JID's subscription (§6.2.3.2: unexpected-request if it has none)."""
-    jid = _subscriber_jid(ctx, unsubscribe)
+    jid = ps.subscriber_jid(unsubscribe, ctx.from_jid)
     await _node(ctx, node)
     if not await ctx.storage.pubsub.unsubscribe(_service(ctx), node, str(jid)):
         raise ps.pubsub_error("unexpected-request", "not-subscribed")

@@ -19,6 +19,7 @@ from lxml import etree
 
 from imactor.xmpp import dataforms as forms
 from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import (
     NS_PUBSUB,
     NS_PUBSUB_ERRORS,
@@ -50,6 +51,17 @@ FEATURES = tuple(
 def pubsub_error(condition: str, app: str | None = None, text: str = "") -> StanzaError:
     """A stanza error with XEP-0060's application condition (`pubsub#errors` namespace)."""
     return StanzaError(condition, text, app_condition=None if app is None else (NS_PUBSUB_ERRORS, app))
+
+
+def subscriber_jid(op: Element, requester: JID) -> JID:
+    """§6.1.3.1 / §6.2.3.3: the `jid` of a (un)subscribe `op` must be the requester's (bare or full)."""
+    try:
+        jid = JID.parse(op.get("jid", ""))
+    except ValueError:
+        raise pubsub_error("bad-request", "invalid-jid", "the jid is not a JID") from None
+    if jid.bare != requester.bare:
+        raise pubsub_error("bad-request", "invalid-jid", "you may only subscribe yourself")
+    return jid
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,9 +97,10 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
     ("imactor.directory",),  # the company directory and its import files (pure, over the core)
     # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core);
-    # `imactor.histogram`: the latency histograms the status carries
+    # `imactor.histogram`: the latency histograms the status carries; `imactor.humanize`: figures
+    # in words for the status command and the console
     ("imactor.xmpp", "imactor.actors", "imactor.config", "imactor.ids", "imactor.log", "imactor.wordmatch",
-     "imactor.histogram", "imactor"),
+     "imactor.histogram", "imactor.humanize", "imactor"),
     ("supervisors",),
 )
 

@@ -8,6 +8,7 @@ from typing import Any
 from imactor.console import html
 from imactor.console.html import esc
 from imactor.console.pages.base import Context, Page, no_change
+from imactor.humanize import duration, size
 
 
 async def view(context: Context) -> str:
@@ -24,7 +25,7 @@ async def view(context: Context) -> str:
         (f"{stanzas['in_per_second']:.1f} / {stanzas['out_per_second']:.1f}", "stanzas per second in / out"),
         (f"{registered}", f"accounts ({disabled} disabled)"),
         (f"{totals['users']} / {totals['rooms']}", "user and room actors"),
-        (_size(totals["rss_bytes"]), "memory (resident)"),
+        (size(totals["rss_bytes"]), "memory (resident)"),
     ]
     cards = "".join(
         f'<div class="stat"><b>{esc(value)}</b><span>{esc(label)}</span></div>' for value, label in stats
@@ -32,7 +33,7 @@ async def view(context: Context) -> str:
     membership = supervisor.get("membership", {})
     node_line = (
         f"{esc(node['domain'])} · imactor {esc(node['version'])} · pid {esc(node['pid'])} · "
-        f"up {esc(_duration(node['uptime']))} · restarts {esc(supervisor.get('restarts_total', 0))} · "
+        f"up {esc(duration(node['uptime']))} · restarts {esc(supervisor.get('restarts_total', 0))} · "
         f"membership epoch {esc(membership.get('epoch', 0))}"
     )
     rows = [
@@ -40,13 +41,13 @@ async def view(context: Context) -> str:
             esc(worker["index"]),
             html.badge(worker["state"], "ok" if worker["state"] == "running" else "bad"),
             esc("-" if worker["pid"] is None else worker["pid"]),
-            esc(_duration(worker["uptime"])),
+            esc(duration(worker["uptime"])),
             esc(worker["restarts"]),
             esc(worker["sessions"]["count"]),
             esc(f"{worker['users']} / {worker['rooms']}"),
             esc(f"{worker['stanzas']['in_per_second']:.1f} / {worker['stanzas']['out_per_second']:.1f}"),
             esc(f"{worker['mailboxes']['max']}"),
-            esc(_size(worker["rss_bytes"])),
+            esc(size(worker["rss_bytes"])),
         ]
         for worker in workers
     ]
@@ -86,26 +87,6 @@ async def view(context: Context) -> str:
             "Cluster", html.table(["Node", "Id", "Live workers", "Sessions", "Lease age"], cluster_rows)
         )
     return body
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 PAGE = Page("/", "Overview", view, no_change)

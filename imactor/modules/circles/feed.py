@@ -25,7 +25,6 @@ from imactor.xmpp import microblog, rsm
 from imactor.xmpp import pubsub as ps
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
-from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_PUBSUB, NS_PUBSUB_EVENT, qname
 from imactor.xmpp.pubsub_service import ServiceConfig
 
@@ -83,7 +82,7 @@ async def pubsub_set(ctx: IqContext, op: st.Element, node: Target) -> st.Element
         return await _publish(ctx, op, node, circle, options)
     if action == "retract":
         return await _retract(ctx, op, node, circle)
-    _subscriber(ctx, op)
+    ps.subscriber_jid(op, ctx.from_jid)
     if action == "subscribe":
         _may_read(ctx, circle)
         reply, pubsub = _reply(ctx)
@@ -282,16 +281,6 @@ def _is_member(ctx: IqContext, circle: Circle) -> bool:
 def _may_read(ctx: IqContext, circle: Circle) -> None:
     if not _is_member(ctx, circle):
         raise ps.pubsub_error("not-allowed", "closed-node", "the circle is for its members")
-
-
-def _subscriber(ctx: IqContext, op: st.Element) -> None:
-    """§6.1.3.1 / §6.2.3.3: one may (un)subscribe only one's own JID."""
-    try:
-        jid = JID.parse(op.get("jid", ""))
-    except ValueError:
-        raise ps.pubsub_error("bad-request", "invalid-jid", "the jid is not a JID") from None
-    if jid.bare != ctx.from_jid.bare:
-        raise ps.pubsub_error("bad-request", "invalid-jid", "you may only subscribe yourself")
 
 
 def _subscription(parent: st.Element, node: str, jid: str) -> None:

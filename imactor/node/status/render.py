@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from imactor.humanize import duration, size
+
 
 def format_status(document: Mapping[str, Any]) -> str:
     """The status document as a short readable tree: the node, its supervisor and workers, then
     the totals. A worker's own document (no ``supervisor`` entry) hangs its workers off the node."""
     node, totals = document["node"], document["totals"]
     lines = [
-        f"node {node['domain']}  imactor {node['version']}  pid {node['pid']}  up {_duration(node['uptime'])}"
+        f"node {node['domain']}  imactor {node['version']}  pid {node['pid']}  up {duration(node['uptime'])}"
     ]
     indent = ""
     supervisor = document.get("supervisor")
@@ -19,7 +21,7 @@ def format_status(document: Mapping[str, Any]) -> str:
         membership = supervisor.get("membership", {})
         live = ", ".join(map(str, membership.get("live_workers", []))) or "none"
         lines.append(
-            f"└── {supervisor['title']}  pid {supervisor['pid']}  rss {_size(supervisor['rss_bytes'])}"
+            f"└── {supervisor['title']}  pid {supervisor['pid']}  rss {size(supervisor['rss_bytes'])}"
             f"  restarts {supervisor['restarts_total']}"
             f"  membership epoch {membership.get('epoch', 0)}: live {live}"
         )
@@ -30,8 +32,8 @@ def format_status(document: Mapping[str, Any]) -> str:
         pid = "-" if worker["pid"] is None else worker["pid"]
         lines.append(
             f"{indent}{branch} worker {worker['index']}  {worker['state']}  pid {pid}"
-            f"  up {_duration(worker['uptime'])}  restarts {worker['restarts']}"
-            f"  rss {_size(worker['rss_bytes'])}  sessions {worker['sessions']['count']}"
+            f"  up {duration(worker['uptime'])}  restarts {worker['restarts']}"
+            f"  rss {size(worker['rss_bytes'])}  sessions {worker['sessions']['count']}"
             f"  users {worker['users']}  rooms {worker['rooms']}"
         )
     if supervisor is not None:
@@ -48,7 +50,7 @@ def format_status(document: Mapping[str, Any]) -> str:
     lines += [
         f"totals: {totals['workers']} worker(s)  sessions {totals['sessions']}"
         + (f" ({states})" if states else "")
-        + f"  users {totals['users']}  rooms {totals['rooms']}  rss {_size(totals['rss_bytes'])}",
+        + f"  users {totals['users']}  rooms {totals['rooms']}  rss {size(totals['rss_bytes'])}",
         f"  stanzas in {stanzas['in_total']} ({stanzas['in_per_second']:.1f}/s)"
         f"  out {stanzas['out_total']} ({stanzas['out_per_second']:.1f}/s)"
         f"  routed {routed}  bounced {bounced}",
@@ -59,7 +61,7 @@ def format_status(document: Mapping[str, Any]) -> str:
             lines.append(
                 f"  file transfer proxy (worker {worker['index']}): pending {proxy['pending']}"
                 f"  active {proxy['active']}  streams {proxy['streams_total']}"
-                f"  relayed {_size(proxy['bytes_total'])}  refused {proxy['refused_total']}"
+                f"  relayed {size(proxy['bytes_total'])}  refused {proxy['refused_total']}"
             )
     return "\n".join(lines)
 
@@ -98,26 +100,3 @@ def _component_lines(workers: list[dict[str, Any]]) -> list[str]:
     )
     return [f"components: {listed}"]
 
-
-def _duration(seconds: float) -> str:
-    """``3d 4h``, ``2h 5m``, ``5m 12s``, ``42s``."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
-
-
-def _size(count: int) -> str:
-    """Bytes in binary units: ``812 B``, ``48.1 MiB``."""
-    if count < 1024:
-        return f"{count} B"
-    value = count / 1024
-    for unit in ("KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            break
-        value /= 1024
-    return f"{value:.1f} {unit}"

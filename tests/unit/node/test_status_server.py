@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio.testing
 
+from imactor import humanize
 from imactor.node.status import (
     MAX_CLIENTS,
     REQUEST_TIMEOUT,
@@ -37,7 +38,6 @@ from imactor.node.status import (
     rss_bytes,
     sum_workers,
 )
-from imactor.node.status import render as status_render
 
 TIMEOUT = 10
 
@@ -459,9 +459,9 @@ def test_plain_and_rss() -> None:
     assert plain({"a": (1, Mode.FAST), 2: float("nan")}) == {"a": [1, "fast"], "2": None}
     assert rss_bytes(os.getpid()) > 0
     assert rss_bytes(2**22 + 12345) == 0  # no such process
-    assert status_render._size(5) == "5 B"
-    assert status_render._size(50 * 2**20) == "50.0 MiB"
-    assert status_render._duration(3725) == "1h 2m"
+    assert humanize.size(5) == "5 B"
+    assert humanize.size(50 * 2**20) == "50.0 MiB"
+    assert humanize.duration(3725) == "1h 2m"
 
 
 def test_format_status_shows_the_file_transfer_proxy() -> None:
