@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from imactor.storage.db import Database
 from imactor.storage.errors import AccountExists, AccountNotFound
+from imactor.storage.fast_token_tables import FastTokenRow
 from imactor.storage.models import Account, Credential
 from imactor.xmpp.jid import prep_localpart, prep_password
 from imactor.xmpp.scram import DEFAULT_ITERATIONS, ScramCredentials, derive_credentials
@@ -166,7 +167,9 @@ class AccountStore:
     async def set_password(
         self, username: str, password: str, *, iterations: int = DEFAULT_ITERATIONS
     ) -> None:
-        """Replace the account's verifiers with ones derived from a new password (fresh salt).
+        """Replace the account's verifiers with ones derived from a new password (fresh salt), and
+        revoke its XEP-0484 FAST tokens in the same transaction: a token stands for the old
+        password, and a changed password must lock out whoever held it.
 
         Raises:
             AccountNotFound: No such account.
@@ -180,6 +183,8 @@ class AccountStore:
                 raise AccountNotFound(name)
             for row in session.exec(select(Credential).where(col(Credential.username) == name)):
                 session.delete(row)
+            for token in session.exec(select(FastTokenRow).where(col(FastTokenRow.username) == name)):
+                session.delete(token)
             session.flush()
             session.add_all(_to_rows(name, credentials))
 

@@ -102,3 +102,14 @@ async def test_a_login_read_says_whether_the_account_is_disabled(storage: Storag
     await storage.accounts.set_disabled(alice, True)
     assert (await store.login(alice, PHONE))[1] is True
     assert await store.login("nobody", PHONE) == ([], False)
+
+
+async def test_a_new_password_revokes_every_token(storage: Storage, alice: str) -> None:
+    """A token stands for the password it was issued under: changing the password (the CLI, the
+    console, XEP-0077, the XEP-0133 command all come here) locks out whoever held one."""
+    store = storage.fast_tokens
+    await store.issue(alice, PHONE, token(1)[1], "HT-SHA-256-NONE", expires_at=NOW + 60, now=NOW)
+    await store.issue(alice, LAPTOP, token(2)[1], "HT-SHA-256-NONE", expires_at=NOW + 60, now=NOW)
+    await storage.accounts.set_password(alice, "a new password", iterations=FAST_ITERATIONS)
+    assert await store.tokens(alice, PHONE) == []
+    assert await store.tokens(alice, LAPTOP) == []
