@@ -312,24 +312,24 @@ def _user_add(args: argparse.Namespace, config_path: Path) -> int:
     if args.username is None:
         raise CommandError("user add: give a USER or --file FILE")
     config = load_config(config_path)  # first: do not ask for a password only to fail on the config
-    username = _username(args.username)
+    username = _username(args.username, config)
     password = _password(args.password)
 
     async def add(storage: Storage) -> None:
         await storage.accounts.create(username, password, iterations=config.auth.scram_iterations)
 
     _with_storage(config, add)
-    print(f"created {username}@{config.server.domain}")
+    print(f"created {_jid(username, config)}")
     return 0
 
 
 def _user_add_file(path: Path, config_path: Path) -> int:
     config = load_config(config_path)
     if str(path) == "-":
-        accounts = parse_accounts(sys.stdin, "<stdin>")
+        accounts = parse_accounts(sys.stdin, "<stdin>", config)
     else:
         with open(path, encoding="utf-8") as f:
-            accounts = parse_accounts(f, str(path))
+            accounts = parse_accounts(f, str(path), config)
     unique = len({name for name, _ in accounts})
 
     async def add(storage: Storage) -> int:
@@ -340,12 +340,13 @@ def _user_add_file(path: Path, config_path: Path) -> int:
     return 0
 
 
-def parse_accounts(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
+def parse_accounts(lines: Iterable[str], source: str, config: Config | None = None) -> list[tuple[str, str]]:
     """Parse bulk account lines into prepared ``(username, password)`` pairs.
 
     Each line is ``username:password`` or ``username<TAB>password``, split at the first colon or
     tab (a username cannot contain either); the password is everything after it, spaces
-    included. Blank lines and lines starting with ``#`` are skipped.
+    included. A username may be a bare JID of one of `config`'s domains (`imactor.hosts`). Blank
+    lines and lines starting with ``#`` are skipped.
 
     Raises:
         CommandError: A line is malformed, naming the source and the line number.
@@ -360,7 +361,7 @@ def parse_accounts(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
             raise CommandError(f"{source}:{number}: expected username:password or username<TAB>password")
         user, password = line[: min(cuts)].strip(), line[min(cuts) + 1 :]
         try:
-            accounts.append((_username(user), _check_password(password)))
+            accounts.append((_username(user, config or Config()), _check_password(password)))
         except CommandError as exc:
             raise CommandError(f"{source}:{number}: {exc}") from None
     return accounts
@@ -368,26 +369,26 @@ def parse_accounts(lines: Iterable[str], source: str) -> list[tuple[str, str]]:
 
 def _user_passwd(args: argparse.Namespace, config_path: Path) -> int:
     config = load_config(config_path)
-    username = _username(args.username)
+    username = _username(args.username, config)
     password = _password(args.password)
 
     async def change(storage: Storage) -> None:
         await storage.accounts.set_password(username, password, iterations=config.auth.scram_iterations)
 
     _with_storage(config, change)
-    print(f"changed the password of {username}@{config.server.domain}")
+    print(f"changed the password of {_jid(username, config)}")
     return 0
 
 
 def _user_del(args: argparse.Namespace, config_path: Path) -> int:
-    username = _username(args.username)
     config = load_config(config_path)
+    username = _username(args.username, config)
 
     async def delete(storage: Storage) -> None:
         await storage.accounts.delete(username)
 
     _with_storage(config, delete)
-    print(f"deleted {username}@{config.server.domain}")
+    print(f"deleted {_jid(username, config)}")
     return 0
 
 
@@ -408,8 +409,8 @@ def _user_logout_everywhere(args: argparse.Namespace, config_path: Path) -> int:
     from imactor.node.status.client import ServerNotRunning, StatusUnavailable, request_command
 
     config = load_config(config_path)
-    username = _username(args.username)
-    jid = f"{username}@{config.server.domain}"
+    username = _username(args.username, config)
+    jid = _jid(username, config)
 
     async def revoke(storage: Storage) -> int | None:
         if not await storage.accounts.exists(username):
@@ -439,8 +440,8 @@ def _user_logout_everywhere(args: argparse.Namespace, config_path: Path) -> int:
 def _user_notify(args: argparse.Namespace, config_path: Path) -> int:
     """The account's email digests (docs/email.md): on, off, or what they are."""
     config = load_config(config_path)
-    username = _username(args.username)
-    jid = f"{username}@{config.server.domain}"
+    username = _username(args.username, config)
+    jid = _jid(username, config)
 
     async def change(storage: Storage) -> bool | None:
         if args.state is None:
@@ -780,13 +781,22 @@ def _with_storage(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:
     return trio.run(run)
 
 
-def _username(raw: str) -> str:
-    from imactor.xmpp.jid import prep_localpart
+def _username(raw: str, config: Config) -> str:
+    """The account key of USER: ``alice`` on the primary domain, or a bare JID of any served
+    domain (``alice@other.example``, [[hosts]])."""
+    from imactor.hosts import Hosts
 
     try:
-        return prep_localpart(raw)
+        return Hosts.of(config).parse_account(raw)
     except ValueError as exc:
         raise CommandError(f"invalid username {raw!r}: {exc}") from None
+
+
+def _jid(username: str, config: Config) -> str:
+    """The bare JID of the account `username` (an account key)."""
+    from imactor.hosts import Hosts
+
+    return str(Hosts.of(config).jid(username))
 
 
 def _check_password(raw: str) -> str:

@@ -472,6 +472,25 @@ def _components(value: object) -> Mapping[str, ComponentConfig]:
     return MappingProxyType(components)
 
 
+_DOMAIN_NAME = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
+_domain = _str(_DOMAIN_NAME, "a domain name", str.lower)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:  # one more domain this server serves: [[hosts]] (a virtual host, docs/hosts.md)
+    domain: str = _opt("", _domain)  # required
+    # The host's certificate and key, chosen by the TLS client's SNI; none: the [tls] ones.
+    certificate: Path | None = _opt(None, _path)
+    key: Path | None = _opt(None, _path)
+    # Modules of [server] modules this host does without, and modules only this host has.
+    modules_disabled: tuple[str, ...] = _opt((), _strings())
+    modules_enabled: tuple[str, ...] = _opt((), _strings())
+    # [hosts.modules.<name>]: options overriding [modules.<name>] for this host, key by key.
+    modules: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"check": lambda v: _module_tables(v)}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StatusConfig:
     socket: Path = _opt(Path("imactor.sock"), _required_path)  # relative to data_dir
@@ -545,6 +564,50 @@ class Config:
     modules: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), metadata={"check": _module_tables}
     )
+    #: [[hosts]]: the domains served besides `server.domain` (parsed by `_parse_hosts`).
+    hosts: tuple[HostConfig, ...] = ()
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Every domain whose accounts live here: `server.domain` (the primary) first."""
+        return (self.server.domain, *(host.domain for host in self.hosts))
+
+    def host(self, domain: str) -> HostConfig | None:
+        """The [[hosts]] entry of `domain`; None for the primary domain and any other."""
+        return next((host for host in self.hosts if host.domain == domain), None)
+
+    def modules_of(self, domain: str) -> tuple[str, ...]:
+        """The modules enabled for `domain`: [server] modules, less and plus the host's own."""
+        host = self.host(domain)
+        if host is None:
+            return self.server.modules
+        kept = tuple(name for name in self.server.modules if name not in host.modules_disabled)
+        return kept + tuple(name for name in host.modules_enabled if name not in kept)
+
+    def module_options_of(self, domain: str) -> Mapping[str, Mapping[str, object]]:
+        """[modules.*] with `domain`'s [hosts.modules.*] laid over them, key by key."""
+        host = self.host(domain)
+        if host is None or not host.modules:
+            return self.modules
+        merged = {name: dict(options) for name, options in self.modules.items()}
+        for name, options in host.modules.items():
+            merged.setdefault(name, {}).update(options)
+        return MappingProxyType({name: MappingProxyType(options) for name, options in merged.items()})
+
+    def certificate_of(self, domain: str) -> tuple[Path, Path]:
+        """The certificate and key presented for `domain`: [tls]'s for `server.domain`, a host's
+        own, else one generated for the host under ``data_dir/tls`` (as [tls]'s is)."""
+        host = self.host(domain)
+        if host is None:
+            return self.tls_certificate, self.tls_key
+        if host.certificate is not None and host.key is not None:
+            return host.certificate, host.key
+        return self.server.data_dir / "tls" / f"{domain}.crt", self.server.data_dir / "tls" / f"{domain}.key"
+
+    @property
+    def certificates(self) -> dict[str, tuple[Path, Path]]:
+        """Every served domain's certificate and key (`certificate_of`)."""
+        return {domain: self.certificate_of(domain) for domain in self.domains}
 
     @property
     def storage_url(self) -> str:
@@ -586,7 +649,9 @@ def load_config(path: Path) -> Config:
 
 def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> Config:
     """Validate an already-parsed TOML document; relative paths are resolved against `base_dir`."""
-    config: Config = _build(Config, dict(raw), str(source), "")
+    raw = dict(raw)
+    raw_hosts = raw.pop("hosts", [])
+    config: Config = _build(Config, raw, str(source), "")
     tls = config.tls
     if (tls.certificate is None) != (tls.key is None):
         missing = "tls.key" if tls.key is None else "tls.certificate"
@@ -608,7 +673,45 @@ def parse_config(raw: Mapping[str, object], *, source: Path, base_dir: Path) -> 
             cluster, key_file=cluster.key_file and _resolve(base_dir, cluster.key_file)
         ),
         components=components,
+        hosts=_parse_hosts(raw_hosts, config, str(source), base_dir),
     )
+
+
+def _parse_hosts(raw: object, config: Config, source: str, base_dir: Path) -> tuple[HostConfig, ...]:
+    """`[[hosts]]`: each entry a `HostConfig` whose domain no other part of the server serves;
+    keys are named ``hosts."<domain>".<key>`` (``hosts[N]`` until the domain is known)."""
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError(f"{source}: hosts: expected an array of tables ([[hosts]]), got {_show(raw)}")
+    taken = {config.server.domain: "server.domain"}
+    for subdomain, what in ((config.muc.subdomain, "muc"), (config.proxy65.subdomain, "proxy65")):
+        if getattr(config, what).enabled:
+            taken[f"{subdomain}.{config.server.domain}"] = f"{what}.subdomain"
+    taken.update((domain, f'components."{domain}"') for domain in config.components)
+    hosts: list[HostConfig] = []
+    for number, item in enumerate(raw, 1):
+        domain = item.get("domain")
+        where = f"hosts[{number}]"
+        if domain is None:
+            raise ConfigError(f"{source}: {where}.domain: a host needs its domain")
+        if not (isinstance(domain, str) and re.fullmatch(_DOMAIN_NAME, domain) and ".." not in domain):
+            raise ConfigError(f"{source}: {where}.domain: expected a domain name, got {_show(domain)}")
+        if domain.lower() in taken:
+            raise ConfigError(f"{source}: {where}.domain: {_show(domain)} is already served "
+                              f"(by {taken[domain.lower()]}; domains are case-insensitive)")  # fmt: skip
+        prefix = f'hosts."{domain.lower()}"'
+        host: HostConfig = _build(HostConfig, item, source, prefix)
+        taken[host.domain] = prefix
+        if (host.certificate is None) != (host.key is None):
+            missing = "key" if host.key is None else "certificate"
+            raise ConfigError(f"{source}: {prefix}.{missing}: certificate and key must be set together")
+        for name in host.modules_disabled:
+            if name not in config.server.modules:
+                raise ConfigError(
+                    f"{source}: {prefix}.modules_disabled: {_show(name)} is not in server.modules"
+                )
+        cert, key = (p and _resolve(base_dir, p) for p in (host.certificate, host.key))
+        hosts.append(dataclasses.replace(host, certificate=cert, key=key))
+    return tuple(hosts)
 
 
 def _read_component_secrets(config: Config, source: str, base_dir: Path) -> Mapping[str, ComponentConfig]:

@@ -13,6 +13,8 @@ import hashlib
 import ipaddress
 import os
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -135,6 +137,51 @@ def make_server_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols([ALPN_XMPP_CLIENT])
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class HostContexts:
+    """The server contexts of every served domain, and each one's `tls-server-end-point`."""
+
+    #: Handed to every TLS listener: the primary domain's, switching by SNI (`make_host_contexts`).
+    default: ssl.SSLContext
+    #: Context → the channel binding of its certificate (SCRAM-*-PLUS must see the one it got).
+    bindings: Mapping[ssl.SSLContext, bytes]
+
+
+def make_host_contexts(
+    certificates: Mapping[str, tuple[Path, Path]], primary: str, min_version: str = "1.2"
+) -> HostContexts:
+    """One server context per domain (virtual hosts), the primary's chosen unless the client's
+    Server Name Indication (RFC 6066 §3) names another served domain: then that domain's.
+
+    A client that sends no SNI, or a name we do not serve, gets the primary domain's certificate;
+    the XMPP stream header that follows may still name another host, whose clients should send
+    SNI (every current client library does).
+
+    Args:
+        certificates: Domain → (certificate, key), the primary domain's among them.
+        primary: The domain whose context is the default.
+        min_version: As `make_server_context`.
+
+    Raises:
+        As `make_server_context`, and ValueError from `server_end_point_binding`.
+    """
+    contexts = {
+        domain: make_server_context(cert, key, min_version=min_version)
+        for domain, (cert, key) in certificates.items()
+    }
+    default = contexts[primary]
+    bindings = {contexts[domain]: server_end_point_binding(pair[0]) for domain, pair in certificates.items()}
+    if len(contexts) > 1:
+
+        def by_name(connection: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+            chosen = contexts.get((server_name or "").lower().rstrip("."))
+            if chosen is not None and chosen is not default:
+                connection.context = chosen
+
+        default.sni_callback = by_name
+    return HostContexts(default, bindings)
 
 
 def server_end_point_binding(cert_path: Path) -> bytes:

@@ -31,6 +31,7 @@ from imactor.xmpp.errors import StanzaError
 
 if TYPE_CHECKING:
     from imactor.c2s.session import SessionActor
+    from imactor.hosts import Hosts
     from imactor.mesh.mesh import Mesh
     from imactor.server.sessions import SessionTable
 
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 class SessionWing:
     """What the mesh hands to the sessions of this worker."""
 
-    def __init__(self, mesh: Mesh, sessions: SessionTable[SessionActor]) -> None:
-        self._mesh, self._sessions = mesh, sessions
+    def __init__(self, mesh: Mesh, sessions: SessionTable[SessionActor], hosts: Hosts) -> None:
+        self._mesh, self._sessions, self._hosts = mesh, sessions, hosts
 
     def install(self) -> None:
         mesh = self._mesh
@@ -65,10 +66,11 @@ class SessionWing:
                 except trio.WouldBlock:
                     session.kick("policy-violation", "not reading")
             return
-        if isinstance(message, m.Deliver) and message.stanza.to_jid.localpart is not None:
+        account = self._hosts.key(message.stanza.to_jid) if isinstance(message, m.Deliver) else None
+        if account is not None:
             # Its account still thinks it is bound here: tell it (the resource goes unavailable).
             gone = GoneRef[m.SessionMessage](ActorAddress("session", key, self._mesh.index))
-            self._mesh.to_hosted("user", message.stanza.to_jid.localpart, m.SessionLost(gone))
+            self._mesh.to_hosted("user", account, m.SessionLost(gone))
 
     def resume(self, resumption_id: str, request: Any) -> None:
         """XEP-0198 resumption of a session of this worker from another worker."""

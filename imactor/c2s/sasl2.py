@@ -72,6 +72,8 @@ class LoginSession(Protocol):
 
     def inline_nonza(self, element: etree._Element) -> None: ...
 
+    def account_key(self, localpart: str) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class FastLogin:
@@ -84,7 +86,8 @@ class FastLogin:
 async def check_token(session: LoginSession, event: ev.TokenNeeded) -> None:
     """Decide an HT login and tell the stream (`ServerStream.token_checked` / `refuse_auth`)."""
     services, stream = session.services, session.stream
-    username, request = event.username, event.request
+    # The account of the host the stream named (`imactor.hosts`): its tokens, its throttle.
+    username, request = session.account_key(event.username), event.request
     if services.login_throttle.is_blocked(username, session.remote):
         stream.refuse_auth("temporary-auth-failure", "too many failed attempts; wait")
         return
@@ -111,14 +114,14 @@ async def check_token(session: LoginSession, event: ev.TokenNeeded) -> None:
         stream.token_checked(SaslFailure("not-authorized", "replayed: count is not above the last one used"))
         return
     session.fast_login = FastLogin(client, accepted.token)
-    stream.token_checked(SaslSuccess(username, None, accepted.responder))
+    stream.token_checked(SaslSuccess(event.username, None, accepted.responder))
 
 
 async def complete(session: LoginSession, event: ev.Sasl2Authenticated) -> None:
     """Act on the inline requests of a successful SASL2 login and answer it (module docstring)."""
     stream, request = session.stream, event.request
     extra: list[bytes] = []
-    token = await _tokens(session, event.username, request)
+    token = await _tokens(session, session.account_key(event.username), request)
     if token is not None:
         extra.append(token)
     session.fast_login = None
@@ -131,7 +134,7 @@ async def complete(session: LoginSession, event: ev.Sasl2Authenticated) -> None:
         if refusal is None:
             return  # the resumed session answered, and owns this connection now
         extra.insert(0, refusal)
-    bare = JID.make(event.username, session.services.domain)
+    bare = JID.make(event.username, stream.domain)  # on the host the stream named
     if request.bind is None:
         stream.sasl2_succeeded(bare, event.additional_data, tuple(extra))
         return
@@ -149,7 +152,7 @@ async def _bind(
 ) -> tuple[JID, list[bytes]] | StanzaError:
     """XEP-0386 §3.2: bind, then enable the inline features asked for; the answers for <bound/>."""
     services = session.services
-    username = session.stream.username or ""
+    username = session.account_key(session.stream.username or "")
     if user_agent is not None and user_agent.id is not None:
         seed = f"bind2\x00{username}\x00{user_agent.id}".encode()
         unique = hmac.new(services.fake_salt_secret, seed, hashlib.sha256).hexdigest()[:12]

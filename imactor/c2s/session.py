@@ -53,6 +53,7 @@ from imactor.c2s.socket_stream import SocketStream
 from imactor.c2s.tls_stream import TLSSocketStream
 from imactor.c2s.transport import FramedStream
 from imactor.c2s.writer import TRANSPORT_GONE, WRITE_TIMEOUT, ClientWriter
+from imactor.hosts import account_key
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
 from imactor.server.host_iqs import answer_host_iq
@@ -178,6 +179,7 @@ class SessionActor:
         framed = isinstance(transport, FramedStream)
         stream_config = StreamConfig(
             domain=services.domain,
+            hosts=services.hosts.domains - {services.domain},
             tls_available=not framed,
             tls_required=config.listen.c2s.starttls_required and not framed,
             framed=framed,
@@ -334,11 +336,12 @@ class SessionActor:
 
     async def _tell_detached(self, detached: bool) -> None:
         """Tell the account whether this session reaches its client (`m.Detached`)."""
-        if self.jid is None or self.jid.localpart is None or self._ended:
+        account = self.username
+        if self.jid is None or account is None or self._ended:
             return
         notice = m.Detached(self.jid.resourcepart or "", self.ref, detached)
         with trio.move_on_after(5):
-            await self.services.router.to_user(self.jid.localpart, notice, None, wait=True)
+            await self.services.router.to_user(account, notice, None, wait=True)
 
     def _release_filters(self) -> list[bytes]:
         """What the modules' filters held back, in order (a new transport starts unfiltered)."""
@@ -351,7 +354,7 @@ class SessionActor:
             and not self.resumption.pending
             and self.sm.resumable
             and self.jid is not None
-            and self.jid.localpart == username
+            and self.username == username
         )
 
     def take_over(self, handover: Handover) -> None:
@@ -392,7 +395,7 @@ class SessionActor:
     ) -> bytes | None:
         """§5 across workers: the detached session lives on `worker`; it hands its state over."""
         mesh = self.services.mesh
-        username = self.stream.username or ""
+        username = self.authenticated_as or ""
         assert mesh is not None
         target = mesh.remote("resume", previd, worker)
         try:
@@ -430,9 +433,10 @@ class SessionActor:
             return
         if self.services.sessions.resumable.get(self.sm.id) is self:
             del self.services.sessions.resumable[self.sm.id]
-        if self.resumption.moved_to is None and self.jid is not None and self.jid.localpart is not None:
+        account = self.username
+        if self.resumption.moved_to is None and account is not None:
             self.acks.collect()
-            self.services.sessions.remember_expired(self.sm.id, self.jid.localpart, self.sm.h_in)
+            self.services.sessions.remember_expired(self.sm.id, account, self.sm.h_in)
 
     def _drain_mailbox(self) -> None:
         """A managed session keeps what was delivered after its last batch, for `_undelivered`."""
@@ -454,20 +458,22 @@ class SessionActor:
             if etree.QName(element).localname == "message":
                 with contextlib.suppress(InvalidJID):
                     undelivered.append(Stanza.from_element(element))
-        if undelivered and self.jid is not None and self.jid.localpart is not None:
+        account = self.username
+        if undelivered and account is not None:
             with trio.move_on_after(5):
                 await self.services.router.to_user(
-                    self.jid.localpart, m.Undelivered(tuple(undelivered)), None, wait=True
+                    account, m.Undelivered(tuple(undelivered)), None, wait=True
                 )
 
     async def _unbind(self) -> None:
-        if self.jid is not None and self.jid.localpart is not None:
+        account = self.username
+        if self.jid is not None and account is not None:
             message = m.Unbind(self.jid.resourcepart or "", self.ref)
             # Nearly always the account's mailbox has room: no timer for the common case.
-            if await self.services.router.to_user(self.jid.localpart, message, None, wait=False):
+            if await self.services.router.to_user(account, message, None, wait=False):
                 return
             with trio.move_on_after(5):
-                await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
+                await self.services.router.to_user(account, message, None, wait=True)
 
     @property
     def stream(self) -> ServerStream:
@@ -599,7 +605,8 @@ class SessionActor:
         match event:
             case ev.StartTLSRequested():
                 await self._start_tls()
-            case ev.CredentialsNeeded(username=username):
+            case ev.CredentialsNeeded(username=localpart):
+                username = self.account_key(localpart)  # alice@a and alice@b are two accounts
                 throttle = self.services.login_throttle
                 if throttle.is_blocked(username, self.remote):
                     self.stream.refuse_auth("temporary-auth-failure", "too many failed attempts; wait")
@@ -611,8 +618,9 @@ class SessionActor:
                         self.stream.refuse_auth("account-disabled", "this account is disabled")
                     else:
                         self.stream.provide_credentials(credentials)
-            case ev.AuthFailed(username=username):
-                self.services.login_throttle.record_failure(username, self.remote)
+            case ev.AuthFailed(username=localpart):
+                account = None if localpart is None else self.account_key(localpart)
+                self.services.login_throttle.record_failure(account, self.remote)
             case ev.Authenticated():
                 pass
             case ev.TokenNeeded():
@@ -622,7 +630,7 @@ class SessionActor:
             case ev.BindRequested(resource=resource):
                 await self._bind(resource)
             case ev.PreAuthIqReceived(element=element):
-                await self._host_iq(element, JID.make(None, self.services.domain))
+                await self._host_iq(element, JID.make(None, self.stream.domain))
             case ev.StanzaReceived(element=element):
                 await self._on_counted_stanza(element)
             case ev.NonzaReceived(element=element):
@@ -661,7 +669,7 @@ class SessionActor:
     ) -> JID | StanzaError:
         """Bind `resource` (None: the server chooses) in the account's actor, starting with the
         modules' `state`; the full JID, or why not. RFC 6120 binding and XEP-0386 Bind 2 alike."""
-        username = self.stream.username or ""
+        username = self.authenticated_as or ""
         mesh = self.services.mesh
         for attempt in range(1, BIND_ATTEMPTS + 1):
             home = None if mesh is None else mesh.home("user", username)
@@ -750,7 +758,7 @@ class SessionActor:
         Returns the <failed/> to send, or None once the session was resumed (this actor's
         connection then belongs to it). `answer` writes <resumed/> the way the request came (a
         XEP-0388 <success/> for one inline in SASL2); without it, as a nonza."""
-        username = self.stream.username
+        username = self.authenticated_as
         previd = element.get("previd", "")
         h = sm.parse_h(element)
         if h is None or not previd:
@@ -816,7 +824,7 @@ class SessionActor:
     async def _dispatch(self, kind: str, element: Element, to: JID | None) -> None:
         assert self.jid is not None
         own = self.jid.bare
-        domain = self.services.domain
+        domain = self.jid.domainpart  # the session's host
         if kind == "presence":
             element.set("to", str(to or own))
             presence = Stanza.from_element(element)
@@ -924,7 +932,7 @@ class SessionActor:
             return
         if element.get("to") is None:
             element.set("to", str(to))
-        from_jid = self.jid or JID.make(None, self.services.domain)
+        from_jid = self.jid or JID.make(None, self.stream.domain)
         try:
             reply = await answer_host_iq(self.services.modules, self.services.contexts, element, from_jid, to,
                                          remote=False, remote_address=self.remote)  # fmt: skip
@@ -940,9 +948,9 @@ class SessionActor:
             await self._write_element(reply)
 
     async def _to_own_user(self, message: m.UserMessage) -> None:
-        assert self.jid is not None
-        assert self.jid.localpart is not None
-        await self.services.router.to_user(self.jid.localpart, message, None, wait=True)
+        account = self.username
+        assert account is not None
+        await self.services.router.to_user(account, message, None, wait=True)
 
     async def _error(self, element: Element, error: StanzaError, *, from_: JID | None = None) -> None:
         """Bounce `element` with `error` to the client (from its 'to', or from `from_`)."""
@@ -960,7 +968,7 @@ class SessionActor:
     def _ping_client(self) -> None:
         """XEP-0199 §4.2: a quiet client is pinged; one that does not answer is cut off (`tick`)."""
         assert self.jid is not None
-        iq = st.make("iq", from_=self.services.domain, to=self.jid, type_="get", id_=self.services.new_id())
+        iq = st.make("iq", from_=self.jid.domainpart, to=self.jid, type_="get", id_=self.services.new_id())
         st.child(iq, NS_PING, "ping")
         self._to_self(m.Deliver(Stanza.from_element(iq)))
 
@@ -1137,23 +1145,31 @@ class SessionActor:
 
     async def _rebind(self) -> None:
         """Register with the account's new home after a membership change (see `m.Rebind`)."""
-        if self.jid is None or self.jid.localpart is None or self._ended:
+        account = self.username
+        if self.jid is None or account is None or self._ended:
             return
         rebind = m.Rebind(
             self.jid.resourcepart or "", self.ref, self._presence, self._interested, self._resource_state
         )
         with trio.move_on_after(REBIND_TIMEOUT):
-            await self.services.router.to_user(self.jid.localpart, rebind, None, wait=True)
+            await self.services.router.to_user(account, rebind, None, wait=True)
 
     @property
     def username(self) -> str | None:
-        """The account this session is bound to, if it is bound."""
-        return None if self.jid is None else self.jid.localpart
+        """The account key (`imactor.hosts`) this session is bound to, if it is bound."""
+        return None if self.jid is None else self.services.hosts.key(self.jid)
 
     @property
     def authenticated_as(self) -> str | None:
-        """The account this session authenticated as, bound yet or not (SASL succeeded)."""
-        return self.jid.localpart if self.jid is not None else self.stream.username
+        """The account key this session authenticated as, bound yet or not (SASL succeeded)."""
+        if self.jid is not None:
+            return self.services.hosts.key(self.jid)
+        localpart = self.stream.username
+        return None if localpart is None else self.account_key(localpart)
+
+    def account_key(self, localpart: str) -> str:
+        """The account key of `localpart` on the host this stream's header named."""
+        return account_key(localpart, self.stream.domain, self.services.domain)
 
     def kick(self, condition: str, text: str = "") -> None:
         try:

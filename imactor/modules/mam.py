@@ -121,9 +121,10 @@ async def archive(ctx: MessageContext) -> None:
     data = st.serialize(element)
     sender_resource = sender.resourcepart or ""
     entries = [ArchiveEntry(account.username, stanza_id, str(sender.bare), "in", data, sender_resource)]
-    if sender.domainpart == domain and sender.localpart is not None and sender.bare != account.jid:
+    sender_account = ctx.server.account_of(sender)  # a local sender: its own copy too
+    if sender_account is not None and sender.bare != account.jid:
         to_resource = recipient.resourcepart or ""
-        entries.append(ArchiveEntry(sender.localpart, stanza_id, str(account.jid), "out", data, to_resource))
+        entries.append(ArchiveEntry(sender_account, stanza_id, str(account.jid), "out", data, to_resource))
     try:
         kept = await ctx.storage.archive.append_wanted(entries, ctx.options.default_mode)
     except StorageError as exc:
@@ -147,11 +148,12 @@ async def archive_sent(ctx: OutgoingContext) -> None:
     if not archivable(element):
         return
     recipient = JID.parse(element.get("to", ""))
-    if ctx.sender.localpart is None:
+    sender_account = ctx.server.account_of(ctx.sender)
+    if sender_account is None:
         return
     kept = copy.deepcopy(element)  # the archived copy: without stanza-ids claiming to be ours
     _strip_our_stanza_ids(kept, ctx.server.domain)
-    entry = ArchiveEntry(ctx.sender.localpart, random_id(12), str(recipient.bare), "out", st.serialize(kept),
+    entry = ArchiveEntry(sender_account, random_id(12), str(recipient.bare), "out", st.serialize(kept),
                          recipient.resourcepart or "")  # fmt: skip
     try:
         await ctx.storage.archive.append_wanted([entry], ctx.options.default_mode)

@@ -13,7 +13,7 @@ from imactor.server.modules import IqContext, Module, Xep
 from imactor.storage import AccountExists, AccountNotFound
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
-from imactor.xmpp.jid import InvalidJID, prep_localpart, prep_password
+from imactor.xmpp.jid import JID, InvalidJID, prep_localpart, prep_password
 from imactor.xmpp.namespaces import NS_REGISTER, qname
 
 module = Module(name="register", summary="In-Band Registration", xeps=(Xep("0077", "2.4", "complete"),),
@@ -53,17 +53,22 @@ async def register(ctx: IqContext) -> st.Element:
     except InvalidJID as exc:
         raise StanzaError("jid-malformed", "the username or password is not acceptable") from exc
     iterations = ctx.config.auth.scram_iterations
+    # The account of the host the client's stream named (its JID's domain, or the `to` of its
+    # stream before it logs in): alice@a and alice@b are two accounts ([[hosts]]).
+    account = ctx.server.account_of(JID.make(username, ctx.from_jid.domainpart))
+    if account is None:
+        raise StanzaError("not-allowed", "this domain has no accounts here")
     if authenticated:
         if username != ctx.from_jid.localpart:
             raise StanzaError("not-allowed", "you can only change your own password")
-        await ctx.storage.accounts.set_password(username, password, iterations=iterations)
+        await ctx.storage.accounts.set_password(account, password, iterations=iterations)
         return st.iq_result(ctx.stanza)
     if not ctx.config.registration.enabled:
         raise StanzaError("not-allowed", "registration is disabled")
     if not ctx.server.registration_allowed(ctx.remote_address or ""):
         raise StanzaError("resource-constraint", "too many registrations from your address; try later")
     try:
-        await ctx.storage.accounts.create(username, password, iterations=iterations)
+        await ctx.storage.accounts.create(account, password, iterations=iterations)
     except AccountExists as exc:
         raise StanzaError("conflict", "that username is taken") from exc
     reply = st.iq_result(ctx.stanza)
@@ -73,7 +78,7 @@ async def register(ctx: IqContext) -> st.Element:
 
 
 async def _remove(ctx: IqContext) -> st.Element:
-    username = ctx.from_jid.localpart
+    username = ctx.server.account_of(ctx.from_jid)
     assert username is not None
     try:
         await ctx.storage.accounts.delete(username)

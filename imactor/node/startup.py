@@ -41,7 +41,8 @@ async def prepare_node(config: Config) -> None:
         OSError, ModuleConfigError, StorageError: The node cannot start; `is_start_error` is true.
     """
     private_directory(config.server.data_dir)
-    tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
+    for domain, (cert, key) in config.certificates.items():
+        tls.ensure_certificate(cert, key, domain)
     ModuleHost(config.server.modules, config.modules, str(config.source))
     storage = await Storage.open(config.storage_url, partitions=config.storage.partitions)
     await storage.aclose()
@@ -52,6 +53,8 @@ def private_paths(config: Config) -> dict[Path, str]:
     """The files and directories only the server's user should read, with what each holds."""
     data = "account credentials (SCRAM verifiers) and messages"
     paths = {config.server.data_dir: f"the data directory: {data}", config.tls_key: "the TLS private key"}
+    for domain, (_cert, key) in config.certificates.items():
+        paths.setdefault(key, f"the TLS private key of {domain}")
     database = sqlite_path(config.storage_url)
     if database is not None:
         paths.setdefault(database.parent, f"the database's directory: {data}")

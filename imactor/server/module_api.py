@@ -367,6 +367,11 @@ class ServerApi(Protocol):
 
     async def route(self, element: Element) -> None: ...
 
+    def account_of(self, jid: JID) -> str | None:
+        """The account key (the username of the storage's rows) of `jid`'s account, when `jid`
+        names one of a served domain: ``alice``, or ``alice@other.example`` on a [[hosts]] one."""
+        ...
+
     async def deliver(self, element: Element, *, key: str = "") -> bool:
         """Route `element` (a message from the server to a local account) and wait until the
         recipient's actor handled it durably: handed it to sessions or stored it offline, or

@@ -6,13 +6,14 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | `to`                     | goes to                                                     |
 |--------------------------|-------------------------------------------------------------|
 | local user (bare/full)   | that user's `UserActor` at its home worker, activated on demand |
+| (of any served domain)   | (keyed by its account key, `imactor.hosts`)                 |
 | room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand; |
 |                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
 | a component's domain     | its stream, on whichever worker holds it (`serve_components`, |
 | (and JIDs under it)      | `imactor.components`); bounced while it is not connected    |
-| the server's domain      | a client's own IQs: answered in its session (host scope);   |
+| a served domain          | a client's own IQs: answered in its session (host scope);   |
 |                          | IQs that reach the router (other servers' users, components, |
 |                          | accounts' actors): `serve_host` (`host_iqs.HostIqHandler`)  |
 | any other domain         | the s2s wing (`federate`, [s2s] enabled); else bounced:     |
@@ -30,6 +31,7 @@ import trio
 
 from imactor import messages as m
 from imactor.actors import ActorGone, ActorRef, Registry
+from imactor.hosts import Hosts
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
@@ -56,8 +58,10 @@ class RouterStatistics:
 
 
 class Router:
-    def __init__(self, domain: str, registry: Registry) -> None:
+    def __init__(self, domain: str, registry: Registry, hosts: Hosts | None = None) -> None:
         self.domain = domain
+        #: Every domain whose accounts are ours ([server] domain and [[hosts]]): all local.
+        self.hosts = hosts or Hosts(domain, frozenset({domain}))
         self._registry = registry
         self._starters: dict[str, Starter] = {}
         #: The room service's domain and its own handler ([muc] enabled; see `serve_rooms`).
@@ -145,7 +149,9 @@ class Router:
     def is_external(self, domain: str) -> bool:
         """`domain` is none of this server's own (its accounts', its rooms', its modules'
         services'): another server's or a component's, whose actors are not ours."""
-        return domain != self.domain and domain != self.room_domain and domain not in self._module_services
+        return not (
+            self.hosts.is_local(domain) or domain == self.room_domain or domain in self._module_services
+        )
 
     async def route(
         self, stanza: Stanza, *, wait: bool = True, completion: m.Completion | None = None,
@@ -177,7 +183,7 @@ class Router:
             if to.domainpart in self.component_domains:
                 await self._to_component(stanza)
                 return
-            if to.domainpart != self.domain:
+            if not self.hosts.is_local(to.domainpart):
                 await self._to_remote(stanza)
                 return
             if to.localpart is None:
@@ -187,7 +193,9 @@ class Router:
                     else:
                         await self.bounce(stanza, StanzaError("service-unavailable"))
                 return  # messages and presence to the server, and answers to it, end here
-            if await self.to_user(to.localpart, m.Route(stanza, completion, origin), stanza, wait=wait):
+            key = self.hosts.key(to)
+            assert key is not None
+            if await self.to_user(key, m.Route(stanza, completion, origin), stanza, wait=wait):
                 completion = None  # the user actor's to signal now
         finally:
             if completion is not None:
@@ -281,8 +289,9 @@ class Router:
         if reply.get("from") is None:
             reply.set("from", self.domain)
         back = Stanza.from_element(reply)
-        if back.to_jid.localpart is not None and back.to_jid.domainpart == self.domain:
-            await self.to_user(back.to_jid.localpart, m.Route(back), None, wait=False)
+        key = self.hosts.key(back.to_jid)
+        if key is not None:
+            await self.to_user(key, m.Route(back), None, wait=False)
         elif (
             back.to_jid.localpart is not None
             and self.room_domain is not None
@@ -292,7 +301,11 @@ class Router:
         elif back.to_jid.domainpart in self.component_domains:
             if self._components is not None:
                 await self._components(back)  # an error about what a component sent
-        elif back.to_jid.domainpart not in (self.domain, self.room_domain) and self._federation is not None:
+        elif (
+            not self.hosts.is_local(back.to_jid.domainpart)
+            and back.to_jid.domainpart != self.room_domain
+            and self._federation is not None
+        ):
             await self._federation(back)  # the sender is on another server: the error goes back there
 
 

@@ -58,6 +58,9 @@ class ServerFacade:
     async def route(self, element: Element) -> None:
         await self._router.route(Stanza.from_element(element), wait=False)
 
+    def account_of(self, jid: JID) -> str | None:
+        return self._router.hosts.key(jid)
+
     async def deliver(self, element: Element, *, key: str = "") -> bool:
         stanza = Stanza.from_element(element)
         completion = m.Completion(stanza, key=key)

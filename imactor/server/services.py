@@ -23,12 +23,13 @@ import hashlib
 import secrets
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imactor.actors import Registry
 from imactor.histogram import LatencyHistogram
+from imactor.hosts import Hosts
 from imactor.server.contexts import Contexts
 from imactor.server.module_host import ModuleHost
 from imactor.server.router import Router
@@ -54,6 +55,9 @@ class Services:
     endpoint_binding: bytes
     tls_key_bytes: bytes
     worker_index: int = 0
+    #: Each virtual host's context (chosen by SNI) → its certificate's binding; the default
+    #: context's is `endpoint_binding`.
+    endpoint_bindings: Mapping[ssl.SSLContext, bytes] = field(default_factory=dict)
     registry: Registry = field(default_factory=Registry)
     user_supervisor: DynamicSupervisor | None = None
     room_supervisor: DynamicSupervisor | None = None
@@ -71,9 +75,11 @@ class Services:
         config = self.config
         limits = config.limits
         self.domain = config.server.domain
+        #: Every domain whose accounts live here ([server] domain and [[hosts]]) and their keys.
+        self.hosts = Hosts.of(config)
         #: The multi-user chat service's domain ([muc] enabled), else None.
         self.room_domain = f"{config.muc.subdomain}.{self.domain}" if config.muc.enabled else None
-        self.router = Router(self.domain, self.registry)
+        self.router = Router(self.domain, self.registry, self.hosts)
         #: The client sessions of this worker: the c2s wing's (`imactor.c2s.session.SessionActor`);
         #: the table sits below the wing and knows them only as `LocalSession`.
         self.sessions: SessionTable[Any] = SessionTable(self.worker_index)
@@ -110,7 +116,8 @@ class Services:
 
     def channel_bindings(self, ssl_object: ssl.SSLSocket | ssl.SSLObject) -> dict[str, bytes]:
         """RFC 5929 bindings this TLS session supports (tls-unique is undefined for TLS 1.3)."""
-        bindings = {"tls-server-end-point": self.endpoint_binding}
+        binding = self.endpoint_bindings.get(ssl_object.context, self.endpoint_binding)
+        bindings = {"tls-server-end-point": binding}
         if ssl_object.version() == "TLSv1.2":
             unique = ssl_object.get_channel_binding("tls-unique")
             if unique:

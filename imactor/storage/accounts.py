@@ -1,6 +1,7 @@
 """Accounts and their SCRAM verifiers.
 
-Usernames are PRECIS-prepared localparts (RFC 7622 §3.3) and passwords are prepared with the
+Usernames are account keys (`imactor.hosts`): PRECIS-prepared localparts (RFC 7622 §3.3), as
+bare JIDs for the accounts of domains other than the primary one; passwords are prepared with the
 OpaqueString profile (RFC 8265 §4.2) before deriving, so "Alice" and "alice" are one account and a
 password typed with a different Unicode normalisation still matches. Only the salted SCRAM
 verifiers of `HASH_NAMES` are stored, never the password.
@@ -22,11 +23,12 @@ from typing import Any
 import trio
 from sqlmodel import Session, col, select
 
+from imactor.hosts import prep_account_key
 from imactor.storage.db import Database
 from imactor.storage.errors import AccountExists, AccountNotFound
 from imactor.storage.fast_token_tables import FastTokenRow
 from imactor.storage.models import Account, Credential
-from imactor.xmpp.jid import prep_localpart, prep_password
+from imactor.xmpp.jid import prep_password
 from imactor.xmpp.scram import DEFAULT_ITERATIONS, ScramCredentials, derive_credentials
 
 #: The SCRAM hash functions every account has a verifier for.
@@ -153,7 +155,7 @@ class AccountStore:
             ValueError: The username or password fails PRECIS preparation (`InvalidJID` for the
                 username).
         """
-        name = prep_localpart(username)
+        name = prep_account_key(username)
         credentials = await trio.to_thread.run_sync(_derive_all, prep_password(password), iterations)
 
         def insert(session: Session) -> None:
@@ -175,7 +177,7 @@ class AccountStore:
             AccountNotFound: No such account.
             ValueError: The username or password fails PRECIS preparation.
         """
-        name = prep_localpart(username)
+        name = prep_account_key(username)
         credentials = await trio.to_thread.run_sync(_derive_all, prep_password(password), iterations)
 
         def replace(session: Session) -> None:
@@ -230,7 +232,7 @@ class AccountStore:
         """
         wanted: dict[str, str] = {}
         for username, password in accounts:
-            wanted.setdefault(prep_localpart(username), prep_password(password))
+            wanted.setdefault(prep_account_key(username), prep_password(password))
         existing = await self._db.read(lambda session: _existing(session, list(wanted)))
         todo = [(name, password) for name, password in wanted.items() if name not in existing]
         if not todo:
@@ -275,7 +277,7 @@ def _credentials(rows: Sequence[Sequence[Any]]) -> dict[str, ScramCredentials]:
 
 def _prep_or_none(username: str) -> str | None:
     try:
-        return prep_localpart(username)
+        return prep_account_key(username)
     except ValueError:
         return None
 

@@ -43,7 +43,6 @@ from imactor.user.resources import Resource, Resources
 from imactor.user.roster import Roster
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
-from imactor.xmpp.jid import JID
 from imactor.xmpp.namespaces import NS_ROSTER
 from imactor.xmpp.roster import RosterItem
 from imactor.xmpp.stanza import Element, Stanza
@@ -66,7 +65,7 @@ class UserActor(Actor[m.UserMessage]):
         super().__init__(address, services.config.limits.mailbox_size)
         self.username = username
         self.services = services
-        self.jid = JID.make(username, services.domain)
+        self.jid = services.hosts.jid(username)  # an account key: alice, or alice@other.example
         #: What modules see of this account (never the actor itself).
         self.account = Account(self)
         self.exists = False

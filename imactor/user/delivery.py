@@ -133,7 +133,7 @@ class Delivery:
             stanza = hooked
         el = stanza.element()
         delay = st.child(el, NS_DELAY, "delay")
-        delay.set("from", services.domain)
+        delay.set("from", services.hosts.jid(self._username).domainpart)  # the account's host
         delay.set("stamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         delay.text = "Offline Storage"
         await offline.store(self._username, st.serialize(el))

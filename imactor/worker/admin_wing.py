@@ -125,7 +125,7 @@ class AdminWing:
         for session in list(self._services.sessions):
             jid = session.jid
             if message.resource:
-                if jid is not None and (jid.localpart, jid.resourcepart) == wanted:
+                if jid is not None and (self._services.hosts.key(jid), jid.resourcepart) == wanted:
                     session.kick(message.condition, message.text)
             elif session.authenticated_as == message.username:
                 # Sessions that authenticated but have not bound yet end too: a login that read

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("imactor.reload")
 
 #: Config sections a running worker cannot change (the running value is kept).
-RESTART_ONLY = ("server", "listen", "storage", "status", "supervision", "log", "proxy65", "components")
+RESTART_ONLY = (
+    "server", "listen", "storage", "status", "supervision", "log", "proxy65", "components", "hosts",
+)  # fmt: skip
 
 
 def reload_config(services: Services) -> bool:
@@ -64,8 +66,8 @@ def reload_config(services: Services) -> bool:
         log.warning("reload: [%s] changed; that takes effect at the next start", "], [".join(fixed))
     merged = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
     try:
-        context = tls.make_server_context(merged.tls_certificate, merged.tls_key, merged.tls.min_version)
-        binding = tls.server_end_point_binding(merged.tls_certificate)
+        contexts = tls.make_host_contexts(merged.certificates, merged.server.domain, merged.tls.min_version)
+        context, binding = contexts.default, contexts.bindings[contexts.default]
         modules = _modules(services, merged)
     except (OSError, ssl.SSLError, ValueError) as exc:  # ModuleConfigError is a ValueError
         log.error("reload failed, keeping the running configuration: %s", exc)
@@ -73,6 +75,7 @@ def reload_config(services: Services) -> bool:
     services.config = merged
     services.ssl_context = context
     services.endpoint_binding = binding
+    services.endpoint_bindings = contexts.bindings
     services.modules = modules
     limits = merged.limits
     for throttle, limit in (

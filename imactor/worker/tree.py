@@ -120,14 +120,18 @@ async def run_worker(
     a standalone worker too; under a node supervisor it is the supervisor's (Ctrl-C reaches the
     whole process group, and the supervisor stops the workers in order).
     """
-    cert, key = tls.ensure_certificate(config.tls_certificate, config.tls_key, config.server.domain)
-    ssl_context = tls.make_server_context(cert, key, min_version=config.tls.min_version)
+    for domain, (cert, key) in config.certificates.items():
+        tls.ensure_certificate(cert, key, domain)
+    cert, key = config.tls_certificate, config.tls_key
+    contexts = tls.make_host_contexts(config.certificates, config.server.domain, config.tls.min_version)
+    ssl_context = contexts.default
     modules = ModuleHost(config.server.modules, config.modules, str(config.source))
     storage = await Storage.open(config.storage_url, partitions=config.storage.partitions)
     try:
         services = Services(
             config=config, storage=storage, modules=modules, ssl_context=ssl_context,
-            endpoint_binding=tls.server_end_point_binding(cert), tls_key_bytes=key.read_bytes(),
+            endpoint_binding=contexts.bindings[ssl_context], tls_key_bytes=key.read_bytes(),
+            endpoint_bindings=contexts.bindings,
             worker_index=placement.worker_id,
             node_started_at=placement.node_started,
         )  # fmt: skip
@@ -189,7 +193,7 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
                     activate=router.local, bounce=router.bounce)  # fmt: skip
         mesh.host("user", "room")
         services.mesh = router.mesh = mesh
-        SessionWing(mesh, services.sessions).install()
+        SessionWing(mesh, services.sessions, services.hosts).install()
         fanout.install(services)
     AdminWing(services).install()
     return rooms

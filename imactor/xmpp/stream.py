@@ -102,6 +102,9 @@ class StreamConfig:
     """What the shell decides once per listener; the stream reads it and never changes it."""
 
     domain: str
+    #: The other domains served ([[hosts]]): a stream's `to` may name any of them, and the stream
+    #: then speaks for that domain (`ServerStream.domain`).
+    hosts: frozenset[str] = frozenset()
     tls_available: bool = True
     tls_required: bool = True
     max_stanza_size: int = 262144
@@ -147,6 +150,9 @@ class ServerStream:
         self.tls_active = tls_active
         self.username: str | None = None
         self.jid: JID | None = None
+        #: The domain the client's first stream header named (`config.domain` or one of
+        #: `config.hosts`): the host whose accounts it logs into.
+        self.domain = config.domain
         self.stream_id: str | None = None
         #: Where to send a new client instead (``host`` or ``host:port``, RFC 6120 §4.9.3.19),
         #: set by the shell before the first bytes: a busy node of a cluster (docs/cluster.md).
@@ -390,6 +396,9 @@ class ServerStream:
         if self.state is not State.WAIT_FOR_STREAM:
             raise RemoteProtocolError("not-well-formed", "a second stream header")
         first, self._header_seen = not self._header_seen, True
+        named = (opened.attributes.get("to") or "").lower().rstrip(".")
+        if first and named in self.config.hosts:
+            self.domain = named  # our header's `from` names the host the client asked for
         self._open_stream()
         if opened.tag != qname(NS_STREAMS, "stream"):
             raise RemoteProtocolError("invalid-namespace", "the root must be <stream:stream/>")
@@ -413,8 +422,12 @@ class ServerStream:
             # attributes on a WebSocket <open/>; a BOSH session's 'to' comes from its creation request
             # (XEP-0124 §7.1 requires it there), so its restarts carry it too.
             raise RemoteProtocolError("improper-addressing", "the stream header needs a 'to' attribute")
-        if to.lower().rstrip(".") != self.config.domain:
+        if named != self.config.domain and named not in self.config.hosts:
             raise RemoteProtocolError("host-unknown", f"this server does not serve {to!r}")
+        if named != self.domain:
+            # A restart (after TLS or SASL) names the domain the stream began with: the
+            # certificate and the account were that host's.
+            raise RemoteProtocolError("host-unknown", f"this stream is for {self.domain!r}, not {to!r}")
         if first and self.redirect:
             # §4.9.3.19: this node serves the domain but sends new clients to another node of
             # the same service; only at the first header, before any credentials are exchanged.
@@ -431,9 +444,9 @@ class ServerStream:
     def _open_stream(self) -> None:
         self.stream_id = self._stream_id_factory()
         if self.config.framed:
-            self._out.append(open_frame(self.stream_id, self.config.domain))
+            self._out.append(open_frame(self.stream_id, self.domain))
             return
-        self._out.append(STREAM_HEADER.format(id=self.stream_id, domain=self.config.domain).encode())
+        self._out.append(STREAM_HEADER.format(id=self.stream_id, domain=self.domain).encode())
 
     def _end_of_stream(self) -> bytes:
         return CLOSE_FRAME if self.config.framed else b"</stream:stream>"
@@ -661,7 +674,7 @@ class ServerStream:
             allow_plain=self.config.allow_plain,
             nonce_factory=self._nonce_factory,
             fake_salt_secret=self.config.fake_salt_secret,
-            domain=self.config.domain,
+            domain=self.domain,
         )
 
     def _write_sasl_failure(self, failure: SaslFailure) -> None:

@@ -406,7 +406,7 @@ def test_shipped_config_loads_with_every_key(tmp_path: Path) -> None:
     # Every key of every table is present in the file (so it documents them all).
     text = path.read_text(encoding="utf-8")
     for table in dataclasses.fields(Config):
-        if table.name in ("source", "modules", "components"):
+        if table.name in ("source", "modules", "components", "hosts"):
             continue
         section = getattr(config, table.name)
         for sub in dataclasses.fields(section):

@@ -95,6 +95,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("imactor.mesh",),  # transport between workers: frames, epochs, remote references, hand-off
     ("imactor.messages",),  # the vocabulary of messages between actors
     ("imactor.muc", "imactor.storage", "imactor.cluster", "imactor.tls"),
+    ("imactor.hosts",),  # the served domains ([[hosts]]) and account keys (pure, over the core)
     ("imactor.directory",),  # the company directory and its import files (pure, over the core)
     # the core; `imactor.wordmatch`: the word filter's matcher (pure, like the protocol core);
     # `imactor.histogram`: the latency histograms the status carries; `imactor.humanize`: figures
