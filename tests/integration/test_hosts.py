@@ -1,0 +1,273 @@
+"""Virtual hosts ([[hosts]]): two domains on one server, each with its own accounts and certificate.
+
+One server for the module: the primary domain `alpha.test` and the host `beta.test`, each with a
+certificate of the module's test CA; clients verify them against that CA (SNI picks the host's).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import slixmpp
+import trio
+from cryptography import x509
+
+from tests.integration.conftest import PASSWORD
+from tests.support.ca import TestCA
+from tests.support.clients import AuthFailed, aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.raw import HEADER, RawClient
+from tests.support.server import ServerProcess, imactor_cli, running_server
+from tests.support.timeouts import TIMEOUT
+
+ALPHA, BETA = "alpha.test", "beta.test"
+OTHER_PASSWORD = "a different secret"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[ServerProcess]:
+    alpha, beta = ca.issue(ALPHA), ca.issue(BETA)
+    extra = (
+        f'\n[tls]\ncertificate = "{alpha.certificate}"\nkey = "{alpha.key}"\n'
+        f'\n[[hosts]]\ndomain = "{BETA}"\ncertificate = "{beta.certificate}"\nkey = "{beta.key}"\n'
+    )
+    users = [
+        ("alice", PASSWORD), (f"alice@{BETA}", OTHER_PASSWORD),  # one name, two people
+        ("anna", PASSWORD), (f"bob@{BETA}", PASSWORD), (f"bert@{BETA}", PASSWORD),
+    ]  # fmt: skip
+    with running_server(tmp_path_factory.mktemp("hosts"), domain=ALPHA, extra=extra, users=users) as process:
+        yield process
+
+
+def _names(der: bytes | None) -> list[str]:
+    assert der is not None
+    certificate = x509.load_der_x509_certificate(der)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return names.get_values_for_type(x509.DNSName)
+
+
+def _verifying(ca: TestCA) -> ssl.SSLContext:
+    """A client context that trusts only the test CA and checks the name it asked for."""
+    return ssl.create_default_context(cafile=str(ca.path))
+
+
+# ---- TLS: SNI picks the host's certificate ----------------------------------------------------
+
+
+@pytest.mark.parametrize("domain", [ALPHA, BETA])
+async def test_starttls_presents_the_certificate_of_the_named_host(
+    server: ServerProcess, ca: TestCA, domain: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.c2s_port, domain)
+        await client.starttls(_verifying(ca))  # verification by name fails on the other certificate
+        assert isinstance(client.stream, trio.SSLStream)
+        assert _names(client.stream.getpeercert(binary_form=True)) == [domain]
+        assert client.header is not None
+        assert client.header.get("from") == domain
+        await client.stream.aclose()
+
+
+@pytest.mark.parametrize("domain", [ALPHA, BETA])
+async def test_direct_tls_presents_the_certificate_of_the_named_host(
+    server: ServerProcess, ca: TestCA, domain: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.c2s_tls_port, domain, direct_tls=True, context=_verifying(ca))
+        assert isinstance(client.stream, trio.SSLStream)
+        assert _names(client.stream.getpeercert(binary_form=True)) == [domain]
+        await client.stream.aclose()
+
+
+async def test_without_sni_the_primary_certificate(server: ServerProcess) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with trio.fail_after(TIMEOUT):
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.c2s_tls_port)
+        tls = trio.SSLStream(tcp, context, server_hostname=None)
+        await tls.do_handshake()
+        assert _names(tls.getpeercert(binary_form=True)) == [ALPHA]
+        await tls.aclose()
+
+
+async def test_a_third_name_is_host_unknown(server: ServerProcess) -> None:
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.c2s_port, "gamma.test")
+        await client.send(HEADER.format(domain="gamma.test"))
+        assert await client.stream_error() == "host-unknown"
+
+
+# ---- accounts: one localpart, two people ------------------------------------------------------
+
+
+def test_the_same_localpart_on_two_hosts_is_two_accounts(server: ServerProcess, ca: TestCA) -> None:
+    async def scenario() -> None:
+        async with slixmpp_client(f"alice@{ALPHA}/pc", PASSWORD, server.c2s_port) as xmpp:
+            assert str(xmpp.boundjid) == f"alice@{ALPHA}/pc"
+            peer = xmpp.transport.get_extra_info("ssl_object")
+            assert _names(peer.getpeercert(binary_form=True)) == [ALPHA]
+        async with slixmpp_client(f"alice@{BETA}/pc", OTHER_PASSWORD, server.c2s_port) as xmpp:
+            assert str(xmpp.boundjid) == f"alice@{BETA}/pc"
+            peer = xmpp.transport.get_extra_info("ssl_object")
+            assert _names(peer.getpeercert(binary_form=True)) == [BETA]
+        # Each password opens only its own account.
+        for jid, password in ((f"alice@{BETA}/x", PASSWORD), (f"alice@{ALPHA}/x", OTHER_PASSWORD)):
+            with pytest.raises(AuthFailed) as failed:
+                async with slixmpp_client(jid, password, server.c2s_port):
+                    pass
+            assert failed.value.condition == "not-authorized"
+        # A user of one host does not exist on the other.
+        with pytest.raises(AuthFailed):
+            async with slixmpp_client(f"bob@{ALPHA}/x", PASSWORD, server.c2s_port):
+                pass
+
+    run(scenario())
+
+
+def test_scram_plus_binds_to_the_hosts_own_certificate(server: ServerProcess) -> None:
+    """tls-server-end-point is the hash of the certificate the client got: the host's."""
+
+    async def scenario() -> None:
+        async with aioxmpp_client(f"bob@{BETA}/plus", PASSWORD, server.c2s_port,
+                                  mechanism="SCRAM-SHA-256-PLUS") as client:  # fmt: skip
+            assert str(client.local_jid) == f"bob@{BETA}/plus"
+
+    run(scenario())
+
+
+# ---- routing between the hosts: local, no federation ------------------------------------------
+
+
+def test_chat_between_the_hosts(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with (
+            slixmpp_client(f"anna@{ALPHA}/pc", PASSWORD, server.c2s_port, send_presence=True) as anna,
+            slixmpp_client(f"bob@{BETA}/pc", PASSWORD, server.c2s_port, send_presence=True) as bob,
+        ):
+            to_bob, to_anna = event_queue(bob, "message"), event_queue(anna, "message")
+            anna.send_message(mto=f"bob@{BETA}", mbody="hello from alpha", mtype="chat")
+            message = await to_bob.get()
+            assert (str(message["from"]), message["body"]) == (f"anna@{ALPHA}/pc", "hello from alpha")
+            bob.send_message(mto=f"anna@{ALPHA}/pc", mbody="hello from beta", mtype="chat")
+            message = await to_anna.get()
+            assert (str(message["from"]), message["body"]) == (f"bob@{BETA}/pc", "hello from beta")
+
+    run(scenario())
+
+
+def test_a_message_to_an_offline_user_of_the_other_host_waits_for_them(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with slixmpp_client(f"anna@{ALPHA}/pc", PASSWORD, server.c2s_port,
+                                  plugins=("xep_0199",)) as anna:  # fmt: skip
+            anna.send_message(mto=f"bert@{BETA}", mbody="while you were out", mtype="chat")
+            # A ping answered after it: the session has routed the message to bert's account.
+            await anna.plugin["xep_0199"].ping(ALPHA)
+        async with slixmpp_client(f"bert@{BETA}/pc", PASSWORD, server.c2s_port,
+                                  plugins=("xep_0203",)) as bert:  # fmt: skip
+            messages = event_queue(bert, "message")
+            bert.send_presence()
+            message = await messages.get()
+            assert (str(message["from"]), message["body"]) == (f"anna@{ALPHA}/pc", "while you were out")
+            assert message["delay"]["from"] == BETA  # stored by bert's host
+
+    run(scenario())
+
+
+def test_presence_subscription_between_the_hosts(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with (
+            slixmpp_client(f"alice@{ALPHA}/pc", PASSWORD, server.c2s_port) as alice,
+            slixmpp_client(f"bob@{BETA}/sub", PASSWORD, server.c2s_port) as bob,
+        ):
+            await alice.get_roster()
+            await bob.get_roster()
+            bob.auto_authorize = None  # answered below
+            requests = event_queue(bob, "presence_subscribe")
+            approved = event_queue(alice, "presence_subscribed")
+            available = event_queue(alice, "presence_available")
+            bob.send_presence()
+            alice.send_presence()
+            alice.send_presence_subscription(pto=f"bob@{BETA}", ptype="subscribe")
+            request = await requests.get()
+            assert str(request["from"]) == f"alice@{ALPHA}"
+            bob.send_presence_subscription(pto=f"alice@{ALPHA}", ptype="subscribed")
+            assert str((await approved.get())["from"]) == f"bob@{BETA}"
+            while str((presence := await available.get())["from"]) != f"bob@{BETA}/sub":
+                pass
+            assert presence["from"].bare == f"bob@{BETA}"
+            # Both rosters are stored on their own host: a new session reads them.
+            assert await _subscriptions(alice) == {f"bob@{BETA}": "to"}
+            assert await _subscriptions(bob) == {f"alice@{ALPHA}": "from"}
+
+    run(scenario())
+
+
+async def _subscriptions(xmpp: slixmpp.ClientXMPP) -> dict[str, str]:
+    """contact → subscription, from a roster get without a version (the whole stored roster)."""
+    iq = xmpp.make_iq_get(queryxmlns="jabber:iq:roster")
+    result = await iq.send()
+    query = result.xml.find("{jabber:iq:roster}query")
+    return {item.get("jid"): item.get("subscription") for item in query}
+
+
+def test_disco_of_the_host_answers_from_the_host(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with slixmpp_client(f"bob@{BETA}/disco", PASSWORD, server.c2s_port,
+                                  plugins=("xep_0030",)) as bob:  # fmt: skip
+            info = await bob.plugin["xep_0030"].get_info(jid=BETA)
+            assert str(info["from"]) == BETA
+            assert "urn:xmpp:ping" in info["disco_info"]["features"]
+
+    run(scenario())
+
+
+# ---- imactor user with a full JID -------------------------------------------------------------
+
+
+def test_user_commands_take_a_full_jid(server: ServerProcess) -> None:
+    config = server.config_path
+    added = imactor_cli(config, "user", "add", f"carol@{BETA}", "--password", "carol's secret")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"created carol@{BETA}"
+    plain = imactor_cli(config, "user", "add", "carol", "--password", "the other carol")
+    assert plain.stdout.strip() == f"created carol@{ALPHA}"  # a bare name: the primary domain
+    listing = imactor_cli(config, "user", "list").stdout.split()
+    assert "carol" in listing
+    assert f"carol@{BETA}" in listing
+    unknown = imactor_cli(config, "user", "add", "carol@gamma.test", "--password", "x")
+    assert unknown.returncode != 0
+    assert "'gamma.test' is not a domain of this server" in unknown.stderr
+
+    async def scenario() -> None:
+        async with slixmpp_client(f"carol@{BETA}/pc", "carol's secret", server.c2s_port) as xmpp:
+            assert str(xmpp.boundjid) == f"carol@{BETA}/pc"
+        with pytest.raises(AuthFailed):
+            async with slixmpp_client(f"carol@{BETA}/pc", "the other carol", server.c2s_port):
+                pass
+
+    run(scenario())
+    deleted = imactor_cli(config, "user", "del", f"carol@{BETA}")
+    assert deleted.stdout.strip() == f"deleted carol@{BETA}", deleted.stderr
+    listing = imactor_cli(config, "user", "list").stdout.split()
+    assert "carol" in listing
+    assert f"carol@{BETA}" not in listing
+
+
+def test_bulk_accounts_of_a_host(server: ServerProcess, tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text(f"dora@{BETA}:{PASSWORD}\n")
+    result = imactor_cli(server.config_path, "user", "add", "--file", str(accounts))
+    assert result.returncode == 0, result.stderr
+
+    async def scenario() -> None:
+        async with slixmpp_client(f"dora@{BETA}/pc", PASSWORD, server.c2s_port) as xmpp:
+            assert str(xmpp.boundjid) == f"dora@{BETA}/pc"
+
+    run(scenario())
