@@ -469,13 +469,15 @@ def _room_list(args: argparse.Namespace, config_path: Path) -> int:
     for room in _with_storage(config, rooms):
         raw = room.state.get("config")
         settings = raw if isinstance(raw, dict) else {}
+        # A [[hosts]] host's room is stored under its bare JID (rooms/service.py: `MucService.key`).
+        jid = room.name if "@" in room.name else f"{room.name}@{domain}"
         if args.json:
-            print(json.dumps({"jid": f"{room.name}@{domain}", "name": settings.get("name", ""),
+            print(json.dumps({"jid": jid, "name": settings.get("name", ""),
                               "public": room.public, "persistent": room.persistent,
                               "creator": room.creator}))  # fmt: skip
         else:
             kind = ("public" if room.public else "hidden") + (", persistent" if room.persistent else "")
-            print(f"{room.name}@{domain}\t{kind}\t{settings.get('name', '')}")
+            print(f"{jid}\t{kind}\t{settings.get('name', '')}")
     return 0
 
 

@@ -57,6 +57,7 @@ from imactor.hosts import account_key
 from imactor.rooms.actor import removed_presence
 from imactor.rooms.fanout import addressed
 from imactor.server.host_iqs import answer_host_iq
+from imactor.server.host_view import HostView
 from imactor.server.modules import Scope, storage_failure
 from imactor.storage.errors import StorageError
 from imactor.xmpp import events as ev
@@ -844,7 +845,7 @@ class SessionActor:
                     return  # answers to our keepalive pings
                 if (
                     to is None
-                    and self.services.modules.iq_handler(iq_type, element[0], Scope.ACCOUNT) is None
+                    and self._host.modules.iq_handler(iq_type, element[0], Scope.ACCOUNT) is None
                 ):
                     # RFC 6120 §10.3.3: handled by the server on behalf of the account, so the
                     # answer comes from the account's bare JID (§8.1.2.1).
@@ -882,13 +883,14 @@ class SessionActor:
         """Run the modules' hooks on a message to another server (`Module.on_outgoing`: the
         archive keeps the sender's copy here, since no actor of ours sees it again); False: a
         hook refused it and the client got the error."""
-        hooks = self.services.modules.outgoing_hooks
+        host = self._host
+        hooks = host.modules.outgoing_hooks
         if not hooks or not self.services.router.is_external(to.domainpart):
             return True
         assert self.jid is not None
         for hook, options in hooks:
             try:
-                await hook(self.services.contexts.outgoing(element, self.jid, options))
+                await hook(host.contexts.outgoing(element, self.jid, options))
             except StanzaError as error:
                 await self._error(element, error)
                 return False
@@ -897,8 +899,10 @@ class SessionActor:
     def _track_room(self, presence: Stanza) -> None:
         """Remember the rooms (XEP-0045) this client joined: if a room's worker dies, the client
         is told it left (status 333) and joins again at the room's new home."""
-        to, rooms = presence.to_jid, self.services.room_domain
-        if rooms is None or to.domainpart != rooms or to.localpart is None or to.resourcepart is None:
+        to = presence.to_jid
+        if to.localpart is None or to.resourcepart is None:
+            return
+        if not self.services.router.is_room_domain(to.domainpart):
             return
         if presence.type == "":
             mesh = self.services.mesh
@@ -934,7 +938,8 @@ class SessionActor:
             element.set("to", str(to))
         from_jid = self.jid or JID.make(None, self.stream.domain)
         try:
-            reply = await answer_host_iq(self.services.modules, self.services.contexts, element, from_jid, to,
+            host = self._host
+            reply = await answer_host_iq(host.modules, host.contexts, element, from_jid, to,
                                          remote=False, remote_address=self.remote)  # fmt: skip
         except StanzaError as error:
             await self._error(element, error, from_=on_behalf_of)
@@ -1098,7 +1103,8 @@ class SessionActor:
         for room, (occupant, joined_at) in list(self.joined_rooms.items()):
             if joined_at > before.epoch:
                 continue  # joined once the change was known: at the room's new home
-            if room.localpart is None or before.home("room", room.localpart) not in lost:
+            key = self.services.router.room_key(room)
+            if key is None or before.home("room", key) not in lost:
                 continue
             del self.joined_rooms[room]
             self._deliver(m.Deliver(addressed(removed_presence(occupant), self.jid)))
@@ -1166,6 +1172,11 @@ class SessionActor:
             return self.services.hosts.key(self.jid)
         localpart = self.stream.username
         return None if localpart is None else self.account_key(localpart)
+
+    @property
+    def _host(self) -> HostView:
+        """The modules of this session's host (the domain its stream named, `HostView`)."""
+        return self.services.view(self.jid.domainpart if self.jid is not None else self.stream.domain)
 
     def account_key(self, localpart: str) -> str:
         """The account key of `localpart` on the host this stream's header named."""

@@ -44,6 +44,8 @@ async def prepare_node(config: Config) -> None:
     for domain, (cert, key) in config.certificates.items():
         tls.ensure_certificate(cert, key, domain)
     ModuleHost(config.server.modules, config.modules, str(config.source))
+    for domain in config.domains[1:]:  # each [[hosts]] host: its modules and its options over [modules.*]
+        ModuleHost(config.modules_of(domain), config.module_options_of(domain), str(config.source))
     storage = await Storage.open(config.storage_url, partitions=config.storage.partitions)
     await storage.aclose()
     warn_loose_modes(config)

@@ -77,7 +77,7 @@ class RoomActor(Actor[m.RoomMessage]):
         self.name = name
         self.services = services
         self.muc = muc
-        self.jid = JID.make(name, muc.domain)
+        self.jid = muc.room_jid(name)  # `name` is the room's key: see `MucService.key`
         #: Where each occupant's session lives (real full JID → worker), from its presence.
         self._workers: dict[JID, int] = {}
         #: The answer for the creator of a room that does not exist yet, read by the room's

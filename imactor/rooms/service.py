@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from imactor.hosts import account_key, split_account_key
 from imactor.muc.values import ServiceInfo
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
@@ -30,17 +31,38 @@ SERVICE_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, "urn:xmpp:sid:0", "ja
 
 
 class MucService:
-    def __init__(self, services: Services) -> None:
+    """The chat service of one served domain: ``conference.<host>`` for each [[hosts]] host too.
+
+    A room's key (its actor's, its rows') is its name on the primary domain's service, and its
+    bare JID on a host's (`key`), as account keys are (`imactor.hosts`).
+    """
+
+    def __init__(self, services: Services, host: str | None = None) -> None:
         config = services.config.muc
         self._services = services
-        self.domain = f"{config.subdomain}.{services.domain}"
+        #: The served domain whose service this is (its accounts may create rooms).
+        self.host = host or services.domain
+        self.domain = f"{config.subdomain}.{self.host}"
         self.jid = JID.make(None, self.domain)
+        self._primary = f"{config.subdomain}.{services.domain}"
         self.admins = frozenset(services.config.server.admins)
         #: disco#info features the enabled modules add to rooms (and to the service)
-        self.room_features = tuple(services.modules.room_features())
+        self.room_features = tuple(services.view(self.host).modules.room_features())
         # XEP-0421 occupant ids: derived from the TLS key, so every worker (and every restart)
         # gives one account the same id in a room, and no client can compute another's.
         self._occupant_id_key = hashlib.sha256(b"imactor-occupant-id\0" + services.tls_key_bytes).digest()
+
+    def key(self, name: str) -> str:
+        """The key of the room `name` of this service."""
+        return account_key(name, self.domain, self._primary)
+
+    def room_jid(self, key: str) -> JID:
+        """The bare JID of the room whose key is `key`."""
+        return JID.make(split_account_key(key, self._primary)[0], self.domain)
+
+    def holds(self, key: str) -> bool:
+        """Whether the room key `key` is one of this service's."""
+        return split_account_key(key, self._primary)[1] == self.domain
 
     def service_info(self, may_create: Callable[[JID], bool]) -> ServiceInfo:
         """What a room needs to know of its service; `may_create` answers for its creator."""
@@ -55,7 +77,7 @@ class MucService:
         bare = str(creator.bare)
         if bare in self.admins:
             return True
-        if config.create_rooms == "admins" or creator.domainpart != self._services.domain:
+        if config.create_rooms == "admins" or creator.domainpart != self.host:
             return False
         return await self._services.storage.rooms.count_created_by(bare) < config.max_rooms_per_user
 
@@ -93,9 +115,12 @@ class MucService:
         reply = st.iq_result(request)
         query = st.child(reply, NS_DISCO_ITEMS, "query")
         for room in await self._services.storage.rooms.listing(public_only=True):
+            if not self.holds(room.name):
+                continue  # another host's service's
+            jid = self.room_jid(room.name)
             item = st.child(query, NS_DISCO_ITEMS, "item")
-            item.set("jid", f"{room.name}@{self.domain}")
+            item.set("jid", str(jid))
             config = room.state.get("config")
             name = config.get("name") if isinstance(config, dict) else None
-            item.set("name", name if isinstance(name, str) and name else room.name)
+            item.set("name", name if isinstance(name, str) and name else jid.localpart or "")
         return reply

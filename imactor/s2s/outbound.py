@@ -165,7 +165,8 @@ class Outgoing:
                 continue
             self._transport = tcp
             if target.direct_tls:
-                tls = trio.SSLStream(tcp, self.wing.client_context, server_hostname=self.domain)
+                context = self.wing.client_context_for(self.local_domain)
+                tls = trio.SSLStream(tcp, context, server_hostname=self.domain)
                 self._transport = tls
                 try:
                     await tls.do_handshake()
@@ -226,7 +227,8 @@ class Outgoing:
     async def _start_tls(self, stream: s2s.OutboundStream) -> None:
         async with self._lock:
             assert self._transport is not None
-            tls = trio.SSLStream(self._transport, self.wing.client_context, server_hostname=self.domain)
+            context = self.wing.client_context_for(self.local_domain)
+            tls = trio.SSLStream(self._transport, context, server_hostname=self.domain)
             self._transport = tls
             await tls.do_handshake()
         stream.tls_established(self._peer_certificate())

@@ -28,6 +28,8 @@ from imactor.xmpp.errors import StanzaError
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from imactor.server.services import Services
 
 log = logging.getLogger("imactor.s2s")
@@ -58,12 +60,12 @@ class S2SWing:
         self._outgoing: dict[tuple[str, str], Outgoing] = {}
         self._backoff: dict[tuple[str, str], _Backoff] = {}
         self._nursery: trio.Nursery | None = None
-        served = {
-            services.domain,
-            *(service.domain for service in services.modules.services(services.domain)),
-        }
-        if services.room_domain is not None:
-            served.add(services.room_domain)
+        served: set[str] = set()
+        for domain, view in services.host_views.items():  # the primary domain and each [[hosts]] host
+            served.add(domain)
+            served.update(service.domain for service in view.modules.services(domain))
+            if services.config.muc.enabled:
+                served.add(f"{services.config.muc.subdomain}.{domain}")
         served.update(services.config.components)  # external components: reachable from other servers
         secret = (
             self.config.dialback_secret.encode()
@@ -75,8 +77,16 @@ class S2SWing:
             dialback_allowed=not self.config.require_valid_certificates,
             max_stanza_size=services.config.limits.max_stanza_size,
         )  # fmt: skip
-        self.server_context = self._server_context()
-        self.client_context = self._client_context()
+        # Per served domain ([[hosts]]): its certificate, to the peer that names it (SNI) and on
+        # the streams we open for it (the peer's SASL EXTERNAL checks it against our 'from').
+        certificates = services.config.certificates
+        self.server_context = self._server_context(*certificates[services.domain])
+        self._server_contexts = {domain: self._server_context(*pair) for domain, pair in certificates.items()}
+        self._server_contexts[services.domain] = self.server_context
+        if len(certificates) > 1:
+            self.server_context.sni_callback = self._by_name
+        self.client_context = self._client_context(*certificates[services.domain])
+        self._client_contexts = {domain: self._client_context(*pair) for domain, pair in certificates.items()}
         #: `[s2s] rate`: one token bucket per remote domain, shared by its streams to this worker.
         self.limits = InboundLimits(self.config.rate_of)
         services.status_records["s2s"] = self.statistics
@@ -92,9 +102,26 @@ class S2SWing:
 
     # ---- contexts ------------------------------------------------------------------------------
 
-    def _server_context(self) -> ssl.SSLContext:
+    def _by_name(self, connection: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+        chosen = self._server_contexts.get(self._host_of((server_name or "").lower().rstrip(".")))
+        if chosen is not None and chosen is not self.server_context:
+            connection.context = chosen
+
+    def _host_of(self, domain: str) -> str:
+        """The served domain whose certificate speaks for `domain`: itself, or the host it is a
+        service of (conference.<host>, upload.<host>); the primary domain otherwise."""
+        for host in self.services.config.domains:
+            if domain == host or domain.endswith(f".{host}"):
+                return host
+        return self.services.domain
+
+    def client_context_for(self, local_domain: str) -> ssl.SSLContext:
+        """The context of a stream we open for `local_domain` (its host's certificate)."""
+        return self._client_contexts.get(self._host_of(local_domain), self.client_context)
+
+    def _server_context(self, certificate: Path, key: Path) -> ssl.SSLContext:
         config = self.services.config
-        context = tls.make_server_context(config.tls_certificate, config.tls_key, config.tls.min_version)
+        context = tls.make_server_context(certificate, key, config.tls.min_version)
         context.set_alpn_protocols([ALPN_XMPP_SERVER])  # XEP-0368 §4, for direct TLS
         if self.config.require_valid_certificates:
             # Ask for the peer's certificate and let OpenSSL check its chain; the names are ours
@@ -105,12 +132,11 @@ class S2SWing:
             self._load_trust(context)
         return context
 
-    def _client_context(self) -> ssl.SSLContext:
-        config = self.services.config
+    def _client_context(self, certificate: Path, key: Path) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = False  # RFC 6125 matching is ours (SRV-ID, XmppAddr too)
-        context.load_cert_chain(config.tls_certificate, config.tls_key)  # for the peer's SASL EXTERNAL
+        context.load_cert_chain(certificate, key)  # for the peer's SASL EXTERNAL
         context.set_alpn_protocols([ALPN_XMPP_SERVER])
         if self.config.require_valid_certificates:
             context.verify_mode = ssl.CERT_REQUIRED

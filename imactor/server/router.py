@@ -8,6 +8,7 @@ stanza of the worker queue through a single task. Routing table (ARCHITECTURE.md
 | local user (bare/full)   | that user's `UserActor` at its home worker, activated on demand |
 | (of any served domain)   | (keyed by its account key, `imactor.hosts`)                 |
 | room@<muc domain>[/nick] | that room's `RoomActor` at its home worker, activated on demand; |
+| (conference.<each host>) | (keyed by `room_key`)                                       |
 |                          | a session's presence too (see `to_user`), in order with its IQs |
 | the MUC service's domain | answered here (`MucService.handle_service_stanza`)          |
 | a module's service JID   | answered here (`module_services.ModuleServiceHandler`)      |
@@ -31,9 +32,10 @@ import trio
 
 from imactor import messages as m
 from imactor.actors import ActorGone, ActorRef, Registry
-from imactor.hosts import Hosts
+from imactor.hosts import Hosts, account_key
 from imactor.xmpp import stanza as st
 from imactor.xmpp.errors import StanzaError
+from imactor.xmpp.jid import JID
 from imactor.xmpp.stanza import Stanza
 
 if TYPE_CHECKING:
@@ -64,9 +66,10 @@ class Router:
         self.hosts = hosts or Hosts(domain, frozenset({domain}))
         self._registry = registry
         self._starters: dict[str, Starter] = {}
-        #: The room service's domain and its own handler ([muc] enabled; see `serve_rooms`).
+        #: The primary domain's room service ([muc] enabled; see `serve_rooms`), and every served
+        #: domain's (conference.<host>) with its own handler.
         self.room_domain: str | None = None
-        self._room_service: ServiceHandler | None = None
+        self._room_services: dict[str, ServiceHandler] = {}
         #: The modules' own service domains (`Module.service`: upload.<domain>), see `serve`.
         self._module_services: dict[str, ServiceHandler] = {}
         self.routed_total = 0
@@ -79,24 +82,44 @@ class Router:
         self.component_domains: frozenset[str] = frozenset()
         self._components: Components | None = None
         self._connected_components: Callable[[], Iterable[str]] = tuple
-        #: Answers IQ get/set to the server's bare domain that reach the router (None: bounced).
-        self._host: ServiceHandler | None = None
+        #: Answers IQ get/set to a served bare domain that reach the router (none: bounced).
+        self._host_handlers: dict[str, ServiceHandler] = {}
 
     def starts(self, kind: str, starter: Starter) -> None:
         """How an actor of `kind` ("user", "room") starts on this worker (the root's to say)."""
         self._starters[kind] = starter
 
     def serve_rooms(self, domain: str, service: ServiceHandler) -> None:
-        """Stanzas to `domain` go to room actors; to the bare domain, to `service`."""
-        self.room_domain, self._room_service = domain, service
+        """Stanzas to `domain` go to room actors; to the bare domain, to `service`. The first
+        call names the primary domain's service, whose rooms keep their bare names as keys."""
+        if self.room_domain is None:
+            self.room_domain = domain
+        self._room_services[domain] = service
+
+    def room_key(self, jid: JID) -> str | None:
+        """The key of the room `jid` names (its actor, its rows), or None if it names none: the
+        room's name on the primary domain's service, ``name@conference.<host>`` on a host's
+        (as account keys are, `imactor.hosts`)."""
+        if jid.localpart is None or jid.domainpart not in self._room_services or self.room_domain is None:
+            return None
+        return account_key(jid.localpart, jid.domainpart, self.room_domain)
+
+    def is_room_domain(self, domain: str) -> bool:
+        """Whether `domain` is one of the served chat services."""
+        return domain in self._room_services
 
     def serve(self, domain: str, service: ServiceHandler) -> None:
         """Stanzas to `domain` (and to JIDs under it) go to `service`, in the routing task."""
         self._module_services[domain] = service
 
-    def serve_host(self, handler: ServiceHandler | None) -> None:
-        """IQ get/set to the server's bare domain go to `handler` (host scope; see the table)."""
-        self._host = handler
+    def serve_host(self, handler: ServiceHandler | None, domain: str | None = None) -> None:
+        """IQ get/set to the bare `domain` (the primary's by default; a [[hosts]] host's) go to
+        `handler` (host scope; see the table); None: they bounce."""
+        domain = domain or self.domain
+        if handler is None:
+            self._host_handlers.pop(domain, None)
+        else:
+            self._host_handlers[domain] = handler
 
     def federate(self, federation: Federation | None) -> None:
         """Stanzas to domains not served here go to `federation` (None: they bounce)."""
@@ -150,7 +173,7 @@ class Router:
         """`domain` is none of this server's own (its accounts', its rooms', its modules'
         services'): another server's or a component's, whose actors are not ours."""
         return not (
-            self.hosts.is_local(domain) or domain == self.room_domain or domain in self._module_services
+            self.hosts.is_local(domain) or domain in self._room_services or domain in self._module_services
         )
 
     async def route(
@@ -169,10 +192,12 @@ class Router:
         """
         try:
             to = stanza.to_jid
-            if self._room_service is not None and to.domainpart == self.room_domain:
-                if to.localpart is None:
-                    await self._room_service(stanza)
-                elif await self.to_actor("room", to.localpart, m.Route(stanza, completion, origin), stanza,
+            room_service = self._room_services.get(to.domainpart)
+            if room_service is not None:
+                room = self.room_key(to)
+                if room is None:
+                    await room_service(stanza)
+                elif await self.to_actor("room", room, m.Route(stanza, completion, origin), stanza,
                                          wait=wait):  # fmt: skip
                     completion = None  # the room's to signal now
                 return
@@ -188,8 +213,9 @@ class Router:
                 return
             if to.localpart is None:
                 if stanza.kind == "iq" and stanza.type in ("get", "set"):
-                    if self._host is not None and to.resourcepart is None:
-                        await self._host(stanza)
+                    host = self._host_handlers.get(to.domainpart)
+                    if host is not None and to.resourcepart is None:
+                        await host(stanza)
                     else:
                         await self.bounce(stanza, StanzaError("service-unavailable"))
                 return  # messages and presence to the server, and answers to it, end here
@@ -227,18 +253,13 @@ class Router:
         demand each keep their order.
         """
         presence = message.stanza
-        to = presence.to_jid
-        if (
-            message.routed
-            or presence.kind != "presence"
-            or presence.type not in ("", "unavailable")
-            or self.room_domain is None
-            or to.domainpart != self.room_domain
-            or to.localpart is None
-        ):
+        room = self.room_key(presence.to_jid)
+        if message.routed or presence.kind != "presence" or presence.type not in ("", "unavailable"):
+            return False
+        if room is None:
             return False
         origin = self.mesh.index if self.mesh is not None else None  # the session's worker: this one
-        await self.to_actor("room", to.localpart, m.Route(presence, None, origin), presence, wait=wait)
+        await self.to_actor("room", room, m.Route(presence, None, origin), presence, wait=wait)
         return True
 
     async def to_actor(self, kind: str, key: str, message: Any, stanza: Stanza | None, *, wait: bool) -> bool:
@@ -289,21 +310,17 @@ class Router:
         if reply.get("from") is None:
             reply.set("from", self.domain)
         back = Stanza.from_element(reply)
-        key = self.hosts.key(back.to_jid)
+        key, room = self.hosts.key(back.to_jid), self.room_key(back.to_jid)
         if key is not None:
             await self.to_user(key, m.Route(back), None, wait=False)
-        elif (
-            back.to_jid.localpart is not None
-            and self.room_domain is not None
-            and (back.to_jid.domainpart == self.room_domain)
-        ):
-            await self.to_actor("room", back.to_jid.localpart, m.Route(back), None, wait=False)
+        elif room is not None:
+            await self.to_actor("room", room, m.Route(back), None, wait=False)
         elif back.to_jid.domainpart in self.component_domains:
             if self._components is not None:
                 await self._components(back)  # an error about what a component sent
         elif (
             not self.hosts.is_local(back.to_jid.domainpart)
-            and back.to_jid.domainpart != self.room_domain
+            and back.to_jid.domainpart not in self._room_services
             and self._federation is not None
         ):
             await self._federation(back)  # the sender is on another server: the error goes back there

@@ -12,6 +12,7 @@ its consumers:
 | `server`              | `imactor.server.server_api` | modules (the module API)              |
 | `router`              | `imactor.server.router`     | every actor                           |
 | `modules`             | `imactor.server.modules`    | sessions, accounts, rooms             |
+| `host_views`          | `imactor.server.host_view`  | the same, per served domain ([[hosts]]) |
 | `mesh`                | `imactor.mesh`              | the wings (None: a worker alone)      |
 
 It holds no per-account state (that lives in user actors) and nothing that needs a lock.
@@ -31,6 +32,7 @@ from imactor.actors import Registry
 from imactor.histogram import LatencyHistogram
 from imactor.hosts import Hosts
 from imactor.server.contexts import Contexts
+from imactor.server.host_view import HostView
 from imactor.server.module_host import ModuleHost
 from imactor.server.router import Router
 from imactor.server.server_api import ServerFacade
@@ -98,6 +100,8 @@ class Services:
         )  # fmt: skip
         #: Builds every context handed to modules (`imactor.server.modules.Contexts`).
         self.contexts = Contexts(self)
+        #: Each served domain's modules (`HostView`): the primary's are the three above.
+        self.host_views = {domain: HostView(self, domain) for domain in config.domains}
         self.bound_features = (*self.server.stream_features(), sm.FEATURE, *self.modules.stream_features)
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
@@ -107,6 +111,15 @@ class Services:
         self.stanzas_in_total = self.stanzas_out_total = 0
         #: Seconds a session's routing of a message takes (to the recipient's mailbox or link).
         self.route_latency = LatencyHistogram()
+
+    def view(self, domain: str) -> HostView:
+        """The modules of the served `domain` (the primary domain's for any other name)."""
+        return self.host_views.get(domain) or self.host_views[self.domain]
+
+    @property
+    def facades(self) -> list[ServerFacade]:
+        """Every served domain's server API, for what the worker wires into all of them."""
+        return [view.facade for view in self.host_views.values()]
 
     def new_id(self) -> str:
         return secrets.token_hex(8)

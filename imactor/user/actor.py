@@ -66,6 +66,8 @@ class UserActor(Actor[m.UserMessage]):
         self.username = username
         self.services = services
         self.jid = services.hosts.jid(username)  # an account key: alice, or alice@other.example
+        #: The modules of the account's domain (`HostView`: a [[hosts]] host may differ).
+        self.host = services.view(self.jid.domainpart)
         #: What modules see of this account (never the actor itself).
         self.account = Account(self)
         self.exists = False
@@ -102,13 +104,13 @@ class UserActor(Actor[m.UserMessage]):
         """Ask the modules for the shared contacts (`Module.shared_roster`). A module that cannot
         read what it shares leaves the previous ones in place (none at start): the roster still
         serves, and the next reload tries again. Returns the contacts whose item changed."""
-        hooks = self.services.modules.shared_roster_hooks
+        hooks = self.host.modules.shared_roster_hooks
         if not hooks and not self.roster.shared:
             return []
         revision, items = 0, dict[str, RosterItem]()
         try:
             for hook, options in hooks:
-                shared = await hook(self.services.contexts.shared_roster(self.username, options))
+                shared = await hook(self.host.contexts.shared_roster(self.username, options))
                 revision += shared.revision
                 for key, item in shared.items.items():
                     if key != str(self.jid):
@@ -221,9 +223,9 @@ class UserActor(Actor[m.UserMessage]):
     def _tell_sent_wanted(self) -> None:
         """Tell each session whether to hand us the messages it sends (`m.SentHooks`), when
         that changed for it (a resource bound, went, or switched XEP-0280 carbons)."""
-        if not self.services.modules.sent_hooks or self._handed_off:
+        if not self.host.modules.sent_hooks or self._handed_off:
             return
-        wanted = self.services.modules.wants_sent(self)
+        wanted = self.host.modules.wants_sent(self)
         for resource in self.resources.values():
             if resource.sent_wanted != wanted:
                 resource.sent_wanted = wanted
@@ -459,7 +461,7 @@ class UserActor(Actor[m.UserMessage]):
         if len(element) != 1:
             await self.out.reply(element, StanzaError("bad-request", "an IQ get/set has exactly one payload"))
             return
-        found = self.services.modules.iq_handler(stanza.type, element[0], Scope.ACCOUNT)
+        found = self.host.modules.iq_handler(stanza.type, element[0], Scope.ACCOUNT)
         if found is None:
             await self.out.reply(element, StanzaError("service-unavailable"))
             return
@@ -469,7 +471,7 @@ class UserActor(Actor[m.UserMessage]):
             asking = self.resources.get(stanza.from_jid.resourcepart or "")
             if asking is not None:
                 asking.interested = True
-        contexts = self.services.contexts
+        contexts = self.host.contexts
         ctx = contexts.iq(element, stanza.from_jid, stanza.to_jid, options, account=self.account)
         try:
             result = await handler(ctx)

@@ -32,13 +32,14 @@ log = logging.getLogger("imactor.user")
 
 
 class Delivery:
-    __slots__ = ("_account", "_jid", "_out", "_resources", "_services", "_username")
+    __slots__ = ("_account", "_host", "_jid", "_out", "_resources", "_services", "_username")
 
     def __init__(self, services: Services, account: AccountApi, resources: Resources, out: Outbound) -> None:
         self._services = services
         self._account = account
         self._username = account.username
         self._jid: JID = account.jid
+        self._host = services.view(account.jid.domainpart)  # the modules of the account's domain
         self._resources = resources
         self._out = out
 
@@ -143,12 +144,12 @@ class Delivery:
     async def _message_hooks(self, stanza: Stanza, key: str = "") -> Stanza | None:
         """Run the modules' message hooks (e.g. the archive) on a message about to be delivered
         or stored; None: a hook refused it and the sender got the error."""
-        hooks = self._services.modules.message_hooks
+        hooks = self._host.modules.message_hooks
         if not hooks:
             return stanza
         element = stanza.take_element()
         for hook, options in hooks:
-            ctx = self._services.contexts.message(element, self._account, options, key)
+            ctx = self._host.contexts.message(element, self._account, options, key)
             try:
                 await hook(ctx)
             except StanzaError as error:
@@ -160,11 +161,11 @@ class Delivery:
         self, stanza: Stanza, names: tuple[str, ...], *, offline: bool = False
     ) -> None:
         """Run the modules' after-delivery hooks (carbons, push); they refuse nothing."""
-        hooks = self._services.modules.delivered_hooks
+        hooks = self._host.modules.delivered_hooks
         if not hooks:
             return
         for hook, options in hooks:
-            ctx = self._services.contexts.delivered(
+            ctx = self._host.contexts.delivered(
                 stanza, self._account, options, delivered_to=names, offline=offline
             )
             try:
@@ -174,12 +175,12 @@ class Delivery:
 
     async def sent(self, stanza: Stanza) -> None:
         """Run the modules' hooks on a message one of our resources sent (carbons)."""
-        hooks = self._services.modules.sent_hooks
+        hooks = self._host.modules.sent_hooks
         if not hooks or stanza.from_jid.resourcepart not in self._resources:
             return
         element = stanza.element()
         for hook, options in hooks:
-            ctx = self._services.contexts.message(element, self._account, options)
+            ctx = self._host.contexts.message(element, self._account, options)
             try:
                 await hook(ctx)
             except StanzaError as error:

@@ -52,7 +52,7 @@ def priority(stanza: Stanza) -> int:
 
 class AccountPresence:
     __slots__ = (
-        "_account", "_blocklist", "_contact_workers", "_delivery", "_jid", "_out", "_resources",
+        "_account", "_blocklist", "_contact_workers", "_delivery", "_host", "_jid", "_out", "_resources",
         "_roster", "_services", "_username",
     )  # fmt: skip
 
@@ -71,6 +71,7 @@ class AccountPresence:
         self._account = account
         self._username = account.username
         self._jid: JID = account.jid
+        self._host = services.view(account.jid.domainpart)  # the modules of the account's domain
         self._resources = resources
         self._roster = roster
         self._blocklist = blocklist
@@ -288,11 +289,11 @@ class AccountPresence:
 
     async def hooks(self, stanza: Stanza, *, own: bool) -> Stanza:
         """Run the modules' presence hooks; for `own` presence, return what they leave in it."""
-        hooks = self._services.modules.presence_hooks
+        hooks = self._host.modules.presence_hooks
         if not hooks:
             return stanza
         element = stanza.element()
         for hook, options in hooks:
-            ctx = self._services.contexts.presence(element, self._account, options, own=own)
+            ctx = self._host.contexts.presence(element, self._account, options, own=own)
             await hook(ctx)
         return Stanza.from_element(element) if own else stanza

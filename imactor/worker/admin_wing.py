@@ -51,7 +51,8 @@ class AdminWing:
 
     def install(self) -> None:
         """Answer the other workers' frames (with a mesh), and serve the server API."""
-        self._services.server.sessions_admin = self
+        for facade in self._services.facades:
+            facade.sessions_admin = self
         if self._services.mesh is not None:
             self._services.mesh.handle(KIND, self._on_frame)
 

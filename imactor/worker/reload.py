@@ -69,6 +69,8 @@ def reload_config(services: Services) -> bool:
         contexts = tls.make_host_contexts(merged.certificates, merged.server.domain, merged.tls.min_version)
         context, binding = contexts.default, contexts.bindings[contexts.default]
         modules = _modules(services, merged)
+        for domain in merged.domains[1:]:  # each [[hosts]] host's options over the new [modules.*]
+            ModuleHost(merged.modules_of(domain), merged.module_options_of(domain), str(merged.source))
     except (OSError, ssl.SSLError, ValueError) as exc:  # ModuleConfigError is a ValueError
         log.error("reload failed, keeping the running configuration: %s", exc)
         return False
@@ -76,7 +78,10 @@ def reload_config(services: Services) -> bool:
     services.ssl_context = context
     services.endpoint_binding = binding
     services.endpoint_bindings = contexts.bindings
-    services.modules = modules
+    if modules is not services.modules:
+        services.modules = modules
+        for view in services.host_views.values():
+            view.reload()
     limits = merged.limits
     for throttle, limit in (
         (services.login_throttle.per_account, limits.login_failures),

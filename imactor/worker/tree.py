@@ -139,7 +139,8 @@ async def run_worker(
         rooms = _assemble(services, placement, budget)
         listeners = await _open_listeners(config, placement)
         if listeners.get("https"):  # the URLs modules hand out (XEP-0363 slots) name the real port
-            services.server.https_port = listeners["https"][0].socket.getsockname()[1]
+            for facade in services.facades:
+                facade.https_port = listeners["https"][0].socket.getsockname()[1]
         proxy = _proxy65(services, listeners)
         status = await _bind_status(services, placement, rooms, proxy)
         children = _children(services, listeners, status, proxy)
@@ -177,17 +178,21 @@ def _assemble(services: Services, placement: WorkerPlacement, budget: RestartBud
     router.starts("user", _starter(services.user_supervisor, lambda name: UserActor(name, services)))
     rooms = MucService(services) if services.config.muc.enabled else None
     if rooms is not None:
-        router.starts(
-            "room", _starter(services.room_supervisor, lambda name: RoomActor(name, services, rooms))
-        )
-        router.serve_rooms(rooms.domain, rooms.handle_service_stanza)
-    router.serve_host(
-        HostIqHandler(services.domain, lambda: services.modules, services.contexts, router).handle
-    )
-    for service in services.modules.services(services.domain):
-        handler = ModuleServiceHandler(service.domain, services.domain, lambda: services.modules,
-                                       services.contexts, router)  # fmt: skip
-        router.serve(service.domain, handler.handle)
+        # One service per served domain (conference.<host>), the primary's first (`serve_rooms`).
+        muc = [rooms, *(MucService(services, host) for host in services.config.domains[1:])]
+        for chat in muc:
+            router.serve_rooms(chat.domain, chat.handle_service_stanza)
+
+        def room(key: str) -> RoomActor:
+            return RoomActor(key, services, next((chat for chat in muc if chat.holds(key)), rooms))
+
+        router.starts("room", _starter(services.room_supervisor, room))
+    for domain, view in services.host_views.items():  # the primary domain and each [[hosts]] host
+        modules = view.current_modules  # read per IQ: a reload replaces it
+        router.serve_host(HostIqHandler(domain, modules, view.contexts, router).handle, domain)
+        for service in view.modules.services(domain):
+            handler = ModuleServiceHandler(service.domain, domain, modules, view.contexts, router)
+            router.serve(service.domain, handler.handle)
     if placement.run_dir is not None:
         mesh = Mesh(placement.worker_id, _mesh_addressing(services, placement), registry=services.registry,
                     activate=router.local, bounce=router.bounce)  # fmt: skip

@@ -2,6 +2,7 @@
 
 One server for the module: the primary domain `alpha.test` and the host `beta.test`, each with a
 certificate of the module's test CA; clients verify them against that CA (SNI picks the host's).
+beta.test does without the `version` module and has its own upload size limit.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import slixmpp
 import trio
 from cryptography import x509
 
+from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from tests.integration.conftest import PASSWORD
 from tests.support.ca import TestCA
 from tests.support.clients import AuthFailed, aioxmpp_client, event_queue, run, slixmpp_client
+from tests.support.muc import create_instant, heard, join, join_error, say
+from tests.support.peer import Element, Peer, error_condition, show
 from tests.support.raw import HEADER, RawClient
 from tests.support.server import ServerProcess, imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
 
 ALPHA, BETA = "alpha.test", "beta.test"
+BETA_UPLOAD_LIMIT = 1234
 OTHER_PASSWORD = "a different secret"
 
 
@@ -37,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[Ser
     extra = (
         f'\n[tls]\ncertificate = "{alpha.certificate}"\nkey = "{alpha.key}"\n'
         f'\n[[hosts]]\ndomain = "{BETA}"\ncertificate = "{beta.certificate}"\nkey = "{beta.key}"\n'
+        'modules_disabled = ["version"]\n'
+        f"[hosts.modules.http_upload]\nmax_file_size = {BETA_UPLOAD_LIMIT}\n"
     )
     users = [
         ("alice", PASSWORD), (f"alice@{BETA}", OTHER_PASSWORD),  # one name, two people
@@ -271,3 +278,84 @@ def test_bulk_accounts_of_a_host(server: ServerProcess, tmp_path: Path) -> None:
             assert str(xmpp.boundjid) == f"dora@{BETA}/pc"
 
     run(scenario())
+
+
+# ---- each host's chat service -----------------------------------------------------------------
+
+
+async def _online(server: ServerProcess, username: str, domain: str, resource: str = "r") -> Peer:
+    return await Peer.online(server.c2s_port, username, PASSWORD, resource, domain=domain)
+
+
+def _items(reply: Element) -> list[str]:
+    assert reply.get("type") == "result", show(reply)
+    return sorted(item.get("jid", "") for item in reply.iter(f"{{{NS_DISCO_ITEMS}}}item"))
+
+
+async def test_each_host_has_its_own_chat_service(server: ServerProcess) -> None:
+    alpha_room, beta_room = f"lobby@conference.{ALPHA}", f"lobby@conference.{BETA}"
+    with trio.fail_after(TIMEOUT):
+        anna = await _online(server, "anna", ALPHA, "muc")
+        bob = await _online(server, "bob", BETA, "muc")
+        # One name on both services: two rooms, each created by a user of its host.
+        await create_instant(anna, alpha_room, "anna")
+        await create_instant(bob, beta_room, "bob")
+        # A user of one host may join the other's room (it is local: no federation) ...
+        await join(bob, alpha_room, "bob")
+        await say(bob, alpha_room, "hello alpha room")
+        got = await heard(anna, alpha_room, "hello alpha room")
+        assert got.get("from") == f"{alpha_room}/bob"
+        # ... and a message in one room does not reach the other.
+        await say(bob, beta_room, "only in beta")
+        await heard(bob, beta_room, "only in beta")
+        assert [e for e in anna.inbox if "only in beta" in show(e)] == []
+        # Each service lists its own rooms.
+        items = f"<query xmlns='{NS_DISCO_ITEMS}'/>"
+        assert _items(await bob.iq(items, to=f"conference.{BETA}")) == [beta_room]
+        assert _items(await anna.iq(items, to=f"conference.{ALPHA}")) == [alpha_room]
+        # Rooms on a host's service are created by that host's users (as on the primary one).
+        assert await join_error(anna, f"new@conference.{BETA}", "anna") == "not-allowed"
+
+
+# ---- modules per host -------------------------------------------------------------------------
+
+
+async def test_a_module_disabled_on_one_host_is_absent_there_only(server: ServerProcess) -> None:
+    version = f"<query xmlns='{NS_VERSION}'/>"
+    with trio.fail_after(TIMEOUT):
+        anna = await _online(server, "anna", ALPHA, "mod")
+        bob = await _online(server, "bob", BETA, "mod")
+        info = await bob.iq(f"<query xmlns='{NS_DISCO_INFO}'/>", to=BETA)
+        assert NS_VERSION not in _features(info)
+        assert NS_PING in _features(info)  # the modules it keeps
+        assert error_condition(await bob.iq(version, to=BETA)) == "service-unavailable"
+        assert NS_VERSION in _features(await anna.iq(f"<query xmlns='{NS_DISCO_INFO}'/>", to=ALPHA))
+        answer = await anna.iq(version, to=ALPHA)
+        assert answer.get("type") == "result", show(answer)
+        assert answer.findtext(f"{{{NS_VERSION}}}query/{{{NS_VERSION}}}name") == "imactor"
+
+
+async def test_module_options_and_services_per_host(server: ServerProcess) -> None:
+    with trio.fail_after(TIMEOUT):
+        anna = await _online(server, "anna", ALPHA, "opt")
+        bob = await _online(server, "bob", BETA, "opt")
+        beta_items = _items(await bob.iq(f"<query xmlns='{NS_DISCO_ITEMS}'/>", to=BETA))
+        assert beta_items == [f"conference.{BETA}", f"upload.{BETA}"]
+        alpha_items = _items(await anna.iq(f"<query xmlns='{NS_DISCO_ITEMS}'/>", to=ALPHA))
+        assert alpha_items == [f"conference.{ALPHA}", f"upload.{ALPHA}"]
+        info = f"<query xmlns='{NS_DISCO_INFO}'/>"
+        assert _upload_limit(await bob.iq(info, to=f"upload.{BETA}")) == str(BETA_UPLOAD_LIMIT)
+        assert _upload_limit(await anna.iq(info, to=f"upload.{ALPHA}")) == "104857600"  # the default
+
+
+def _features(reply: Element) -> list[str]:
+    assert reply.get("type") == "result", show(reply)
+    return [feature.get("var", "") for feature in reply.iter(f"{{{NS_DISCO_INFO}}}feature")]
+
+
+def _upload_limit(reply: Element) -> str | None:
+    assert reply.get("type") == "result", show(reply)
+    for field in reply.iter("{jabber:x:data}field"):
+        if field.get("var") == "max-file-size":
+            return field.findtext("{jabber:x:data}value")
+    return None

@@ -43,6 +43,7 @@ class FakeServices:
         self.endpoint_binding = b""
         self.login_throttle = LoginThrottle(FailureThrottle(5, 300.0), FailureThrottle(20, 300.0))
         self.registration_throttle = FailureThrottle(5, 3600.0)
+        self.host_views: dict[str, object] = {}  # [[hosts]]: none here
 
 
 def write(path: Path, *, domain: str = "localhost", size: int = 1000, page: int = 50) -> None:
