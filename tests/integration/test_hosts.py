@@ -7,26 +7,31 @@ beta.test does without the `version` module and has its own upload size limit.
 
 from __future__ import annotations
 
+import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import slixmpp
 import trio
 from cryptography import x509
+from lxml import etree
 
+from imactor.tls import generate_self_signed
 from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from tests.integration.conftest import PASSWORD
 from tests.support.ca import TestCA
 from tests.support.clients import AuthFailed, aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.muc import create_instant, heard, join, join_error, say
 from tests.support.peer import Element, Peer, error_condition, show
-from tests.support.raw import HEADER, RawClient
+from tests.support.raw import DIALBACK_NS, HEADER, RawClient, RawServer
 from tests.support.server import ServerProcess, imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
 
 ALPHA, BETA = "alpha.test", "beta.test"
+#: Fake remote servers: one that talks to our domains, one that our domains talk to.
+REMOTE_IN, REMOTE_OUT = "remote-in.test", "remote-out.test"
 BETA_UPLOAD_LIMIT = 1234
 OTHER_PASSWORD = "a different secret"
 
@@ -37,10 +42,26 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[ServerProcess]:
+def remote_servers() -> Iterator[dict[str, socket.socket]]:
+    """Where imactor reaches the fake remote servers of the federation tests ([s2s] routes)."""
+    sockets = {domain: socket.create_server(("127.0.0.1", 0)) for domain in (REMOTE_IN, REMOTE_OUT)}
+    yield sockets
+    for listening in sockets.values():
+        listening.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, ca: TestCA, remote_servers: dict[str, socket.socket]
+) -> Iterator[ServerProcess]:
     alpha, beta = ca.issue(ALPHA), ca.issue(BETA)
+    routes = ", ".join(f'"{domain}" = "127.0.0.1:{listening.getsockname()[1]}"'
+                       for domain, listening in remote_servers.items())  # fmt: skip
     extra = (
+        f'\n[listen.s2s]\nhost = "127.0.0.1"\nport = 0\n[s2s]\nenabled = true\nroutes = {{ {routes} }}\n'
         f'\n[tls]\ncertificate = "{alpha.certificate}"\nkey = "{alpha.key}"\n'
+    )
+    extra += (
         f'\n[[hosts]]\ndomain = "{BETA}"\ncertificate = "{beta.certificate}"\nkey = "{beta.key}"\n'
         'modules_disabled = ["version"]\n'
         f"[hosts.modules.http_upload]\nmax_file_size = {BETA_UPLOAD_LIMIT}\n"
@@ -359,3 +380,136 @@ def _upload_limit(reply: Element) -> str | None:
         if field.get("var") == "max-file-size":
             return field.findtext("{jabber:x:data}value")
     return None
+
+
+# ---- federation: a remote server talks to each of our domains ---------------------------------
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+PEER_HEADER = (
+    "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"
+    " xmlns:db='jabber:server:dialback' from='{origin}' to='{to}' id='{id}' version='1.0'>"
+)
+
+
+class FakeRemoteServer:
+    """The remote server `origin` at the other end of the streams imactor opens to it (XEP-0220):
+    it takes each, does STARTTLS and dialback, answers imactor's <db:verify/> questions (valid for
+    `good_key` only), checks imactor's own key by asking imactor back on its s2s port, and hands
+    on the stanzas it receives, with the domain each stream came from."""
+
+    def __init__(self, listening: socket.socket, origin: str, s2s_port: int, directory: Path) -> None:
+        self._listening, self.origin, self._s2s_port = listening, origin, s2s_port
+        cert, key = directory / f"{origin}.crt", directory / f"{origin}.key"
+        cert_pem, key_pem = generate_self_signed(origin)
+        cert.write_bytes(cert_pem)
+        key.write_bytes(key_pem)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self.good_key = "the real key"
+        self._receive, self.received = trio.open_memory_channel[tuple[str, Element]](100)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._listening.dup()))
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                nursery.start_soon(self._stream, await listener.accept())
+
+    async def _stream(self, stream: trio.SocketStream) -> None:
+        peer = RawClient(stream, "")
+        await _header(peer)
+        assert peer.header is not None
+        ours = peer.header.get("from", "")  # the domain of ours the stream speaks for
+        starttls = f"<stream:features><starttls xmlns='{TLS_NS}'><required/></starttls></stream:features>"
+        await peer.send(PEER_HEADER.format(origin=self.origin, to=ours, id="in1") + starttls)
+        await peer.expect(f"{{{TLS_NS}}}starttls")
+        await peer.send(f"<proceed xmlns='{TLS_NS}'/>")
+        tls = trio.SSLStream(peer.stream, self._context, server_side=True)
+        await tls.do_handshake()
+        peer.stream = tls
+        peer._new_parser()
+        await _header(peer)
+        dialback = "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>"
+        await peer.send(PEER_HEADER.format(origin=self.origin, to=ours, id="in2") + dialback)
+        while True:
+            element = await peer.next_element()
+            name = etree.QName(element).localname
+            if name == "verify":  # imactor checks a key we "sent" to it (the inbound test)
+                verdict = "valid" if (element.text or "").strip() == self.good_key else "invalid"
+                await peer.send(f"<db:verify xmlns:db='{DIALBACK_NS}' from='{self.origin}' to='{ours}' "
+                                f"id='{element.get('id')}' type='{verdict}'/>")  # fmt: skip
+            elif name == "result":  # imactor's own key for `ours`: asked back (XEP-0220 §2.3)
+                verdict = await self._verify_back(ours, (element.text or "").strip(), "in2")
+                await peer.send(f"<db:result xmlns:db='{DIALBACK_NS}' from='{self.origin}' to='{ours}' "
+                                f"type='{verdict}'/>")  # fmt: skip
+            else:
+                await self._receive.send((ours, element))
+
+    async def _verify_back(self, ours: str, key: str, stream_id: str) -> str:
+        raw = await RawServer.connect_to(self._s2s_port, ours, self.origin)
+        await raw.starttls()
+        await raw.send(f"<db:verify xmlns:db='{DIALBACK_NS}' from='{self.origin}' to='{ours}' "
+                       f"id='{stream_id}'>{key}</db:verify>")  # fmt: skip
+        answer = await raw.expect(f"{{{DIALBACK_NS}}}verify")
+        await raw.stream.aclose()
+        return answer.get("type", "")
+
+
+async def _header(peer: RawClient) -> None:
+    while peer.header is None:
+        assert await peer._read(), "imactor closed the stream"
+
+
+@pytest.fixture
+async def remote(
+    server: ServerProcess, remote_servers: dict[str, socket.socket], tmp_path: Path
+) -> AsyncIterator[dict[str, FakeRemoteServer]]:
+    fakes = {domain: FakeRemoteServer(listening, domain, server.ports["s2s"], tmp_path)
+             for domain, listening in remote_servers.items()}  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        for fake in fakes.values():
+            await nursery.start(fake.serve)
+        yield fakes
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("domain", "user"), [(ALPHA, "anna"), (BETA, "bob")])
+async def test_a_remote_server_talks_to_each_of_our_domains(
+    server: ServerProcess, remote: dict[str, FakeRemoteServer], domain: str, user: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        local = await _online(server, user, domain, f"s2s-{domain}")
+        raw = await RawServer.connect_to(server.ports["s2s"], domain, REMOTE_IN)
+        features = await raw.starttls()  # SNI: `domain`
+        assert isinstance(raw.stream, trio.SSLStream)
+        assert _names(raw.stream.getpeercert(binary_form=True)) == [domain]
+        assert raw.header is not None
+        assert raw.header.get("from") == domain
+        assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+        # imactor asks REMOTE_IN's server (the fake) whether the key is good, on a stream of its
+        # own from `domain`.
+        verdict = await raw.dialback(remote[REMOTE_IN].good_key)
+        assert verdict.get("type") == "valid", show(verdict)
+        await raw.send(f"<message from='someone@{REMOTE_IN}/x' to='{local.bare}' type='chat' "
+                       f"id='in-{domain}'><body>from afar</body></message>")  # fmt: skip
+        got = await local.expect(lambda e: e.get("id") == f"in-{domain}")
+        assert got.get("from") == f"someone@{REMOTE_IN}/x"
+        await raw.stream.aclose()
+
+
+@pytest.mark.parametrize(("domain", "user"), [(ALPHA, "anna"), (BETA, "bob")])
+async def test_each_of_our_domains_dials_out_for_itself(
+    server: ServerProcess, remote: dict[str, FakeRemoteServer], domain: str, user: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        local = await _online(server, user, domain, f"out-{domain}")
+        await local.send(f"<message to='someone@{REMOTE_OUT}' type='chat' id='out-{domain}'>"
+                         "<body>to afar</body></message>")  # fmt: skip
+        # The stream that carried it speaks for `domain` and passed dialback for it: the fake
+        # asked imactor back, on its s2s port, whether the key `domain` sent was good.
+        while True:
+            ours, element = await remote[REMOTE_OUT].received.receive()
+            if element.get("id") == f"out-{domain}":
+                break
+        assert ours == domain
+        assert element.get("from") == local.jid
