@@ -250,8 +250,9 @@ class RoomActor(Actor[m.RoomMessage]):
     async def _publish(self, outcome: Outcome) -> None:
         """Hand the messages the room keeps to its archive (`muc_mam`), then send the stanzas."""
         if outcome.archive and self.room.state is not None and self.room.state.config.enable_logging:
-            contexts = self.services.contexts
-            for hook, options in self.services.modules.room_hooks:
+            host = self.services.view(self.muc.host)  # the modules of the service's domain
+            contexts = host.contexts
+            for hook, options in host.modules.room_hooks:
                 await hook(contexts.room_messages(self._api, outcome.archive, options))
         for outgoing in outcome.out:
             await self._send(outgoing.element, outgoing.recipients)
@@ -315,10 +316,10 @@ class RoomActor(Actor[m.RoomMessage]):
         """Run the modules' room stanza hooks (`Module.on_room_stanza`: the word filter) on a
         message or presence before the room sees it; False: a hook refused it, and the sender
         got the error (nothing was broadcast, kept or archived)."""
-        services = self.services
-        for hook, options in services.modules.room_stanza_hooks:
+        services, host = self.services, self.services.view(self.muc.host)
+        for hook, options in host.modules.room_stanza_hooks:
             try:
-                await hook(services.contexts.room_stanza(element, self._api, options))
+                await hook(host.contexts.room_stanza(element, self._api, options))
             except StanzaError as error:
                 await services.router.bounce(stanza, error)
                 return False
@@ -329,12 +330,12 @@ class RoomActor(Actor[m.RoomMessage]):
         and route its answer (or bounce its error). False: no module claims it."""
         if stanza.type not in ("get", "set") or not len(request) or not isinstance(request[0].tag, str):
             return False
-        services = self.services
-        found = services.modules.iq_handler(stanza.type, request[0], Scope.ROOM)
+        services, host = self.services, self.services.view(self.muc.host)
+        found = host.modules.iq_handler(stanza.type, request[0], Scope.ROOM)
         if found is None:
             return False
         handler, options = found
-        ctx = services.contexts.iq(request, stanza.from_jid, stanza.to_jid, options, room=self._api)
+        ctx = host.contexts.iq(request, stanza.from_jid, stanza.to_jid, options, room=self._api)
         try:
             reply = await handler(ctx)
         except StanzaError as error:

@@ -142,7 +142,10 @@ class HttpConnection:
             if upgrade and request.path == config.websocket_path:
                 await serve_websocket(self, request, bytes(self._raw))
                 return
-            route = self.endpoints.services.modules.http_route(request.path)
+            # A module's route of the host the request names ([[hosts]]: its upload URLs name it).
+            services = self.endpoints.services
+            named = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+            route = services.view(named).modules.http_route(request.path)
             if route is not None:
                 await self._serve_module(route, request)
                 if not self._next_cycle():

@@ -159,6 +159,24 @@ def test_the_same_localpart_on_two_hosts_is_two_accounts(server: ServerProcess, 
     run(scenario())
 
 
+async def test_one_localpart_two_actors(server: ServerProcess) -> None:
+    """alice@alpha.test and alice@beta.test are two accounts and two actors: a message to one
+    reaches only her sessions, a presence only her contacts."""
+    with trio.fail_after(TIMEOUT):
+        alpha_alice = await Peer.online(server.c2s_port, "alice", PASSWORD, "one", domain=ALPHA)
+        beta_alice = await Peer.online(server.c2s_port, "alice", OTHER_PASSWORD, "one", domain=BETA)
+        anna = await _online(server, "anna", ALPHA, "two-alices")
+        for target, other in ((beta_alice, alpha_alice), (alpha_alice, beta_alice)):
+            await anna.send(f"<message to='{target.bare}' type='chat' id='for-{target.bare}'><body>hi</body>"
+                            "</message>")  # fmt: skip
+            got = await target.expect(lambda e, target=target: e.get("id") == f"for-{target.bare}")
+            assert got.get("from") == anna.jid
+            # A marker sent after it to the other alice arrives with nothing of the first before it.
+            await anna.send(f"<message to='{other.bare}' type='chat' id='marker-{target.bare}'/>")
+            earlier = await other.before(lambda e, target=target: e.get("id") == f"marker-{target.bare}")
+            assert [e for e in earlier if e.get("id") == f"for-{target.bare}"] == []
+
+
 def test_scram_plus_binds_to_the_hosts_own_certificate(server: ServerProcess) -> None:
     """tls-server-end-point is the hash of the certificate the client got: the host's."""
 
