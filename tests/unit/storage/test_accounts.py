@@ -53,14 +53,35 @@ async def test_usernames_are_prepared(storage: Storage) -> None:
         await storage.accounts.create("bob", "other", iterations=FAST_ITERATIONS)
 
 
-async def test_invalid_username_is_rejected_and_unknown_everywhere(storage: Storage) -> None:
+@pytest.mark.parametrize("name", ["bad name", "@name", "bad@", "bad@name@twice"])
+async def test_invalid_username_is_rejected_and_unknown_everywhere(storage: Storage, name: str) -> None:
     with pytest.raises(ValueError, match=r"."):
-        await storage.accounts.create("bad@name", "pw", iterations=FAST_ITERATIONS)
-    assert await storage.accounts.get_credentials("bad@name") is None
-    assert not await storage.accounts.exists("bad@name")
+        await storage.accounts.create(name, "pw", iterations=FAST_ITERATIONS)
+    assert await storage.accounts.get_credentials(name) is None
+    assert not await storage.accounts.exists(name)
     with pytest.raises(AccountNotFound):
-        await storage.accounts.delete("bad@name")
+        await storage.accounts.delete(name)
     assert await storage.accounts.list_usernames() == []
+
+
+async def test_accounts_of_two_domains_share_a_localpart(storage: Storage) -> None:
+    """A [[hosts]] host's account is keyed by its bare JID (imactor.hosts): no schema change, and
+    each has its own verifiers and its own rows, on SQLite and PostgreSQL alike."""
+    await storage.accounts.create("alice", "primary pw", iterations=FAST_ITERATIONS)
+    await storage.accounts.create("Alice@Other.Example", "host pw", iterations=FAST_ITERATIONS)
+    assert await storage.accounts.list_usernames() == ["alice", "alice@other.example"]
+    primary = await storage.accounts.get_credentials("alice")
+    host = await storage.accounts.get_credentials("alice@other.example")
+    assert primary is not None
+    assert host is not None
+    assert verify_password("primary pw", primary["SHA-256"])
+    assert not verify_password("host pw", primary["SHA-256"])
+    assert verify_password("host pw", host["SHA-256"])
+    await storage.roster.put("alice@other.example", RosterItem("bob@example.com", name="Bob"))
+    assert (await storage.roster.get("alice"))[1] == []
+    assert [item.jid for item in (await storage.roster.get("alice@other.example"))[1]] == ["bob@example.com"]
+    await storage.accounts.delete("alice@other.example")
+    assert await storage.accounts.list_usernames() == ["alice"]
 
 
 async def test_unknown_account(storage: Storage) -> None:
