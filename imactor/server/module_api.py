@@ -372,6 +372,10 @@ class ServerApi(Protocol):
         names one of a served domain: ``alice``, or ``alice@other.example`` on a [[hosts]] one."""
         ...
 
+    def account_jid(self, username: str) -> JID:
+        """The bare JID of the account key `username` (the inverse of `account_of`)."""
+        ...
+
     async def deliver(self, element: Element, *, key: str = "") -> bool:
         """Route `element` (a message from the server to a local account) and wait until the
         recipient's actor handled it durably: handed it to sessions or stored it offline, or

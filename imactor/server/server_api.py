@@ -61,6 +61,9 @@ class ServerFacade:
     def account_of(self, jid: JID) -> str | None:
         return self._router.hosts.key(jid)
 
+    def account_jid(self, username: str) -> JID:
+        return self._router.hosts.jid(username)
+
     async def deliver(self, element: Element, *, key: str = "") -> bool:
         stanza = Stanza.from_element(element)
         completion = m.Completion(stanza, key=key)

@@ -105,7 +105,7 @@ async def _add_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     if form.text("password-verify") != form.text("password"):
         raise FormError("the two passwords differ")
     try:
-        await ctx.storage.accounts.create(jid.localpart or "", password,
+        await ctx.storage.accounts.create(ctx.server.account_of(jid) or "", password,
                                           iterations=ctx.config.auth.scram_iterations)  # fmt: skip
     except AccountExists:
         raise FormError(f"{jid} exists already") from None
@@ -115,7 +115,7 @@ async def _add_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
 async def _delete_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     deleted, missing = [], []
     for jid in account_jids(ctx.server.domain, forms[0]):
-        username = jid.localpart or ""
+        username = ctx.server.account_of(jid) or ""
         try:
             await ctx.storage.accounts.delete(username)
         except AccountNotFound:
@@ -129,7 +129,7 @@ async def _delete_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
 async def _disable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     disabled, missing = [], []
     for jid in account_jids(ctx.server.domain, forms[0]):
-        username = jid.localpart or ""
+        username = ctx.server.account_of(jid) or ""
         try:
             await ctx.storage.accounts.set_disabled(username, True)
         except AccountNotFound:
@@ -144,7 +144,7 @@ async def _reenable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done
     enabled, missing = [], []
     for jid in account_jids(ctx.server.domain, forms[0]):
         try:
-            await ctx.storage.accounts.set_disabled(jid.localpart or "", False)
+            await ctx.storage.accounts.set_disabled(ctx.server.account_of(jid) or "", False)
         except AccountNotFound:
             missing.append(str(jid))
             continue
@@ -155,7 +155,8 @@ async def _reenable_user(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done
 async def _end_user_session(ctx: IqContext, forms: Sequence[SubmittedForm]) -> Done:
     ended = []
     for jid in account_jids(ctx.server.domain, forms[0], full=True):
-        await ctx.server.end_sessions(jid.localpart or "", jid.resourcepart, condition="policy-violation",
+        account = ctx.server.account_of(jid) or ""
+        await ctx.server.end_sessions(account, jid.resourcepart, condition="policy-violation",
                                       text="session ended by an administrator")  # fmt: skip
         ended.append(str(jid))
     return Done((("info", f"Ended the sessions of {', '.join(ended)}"),))
@@ -166,7 +167,7 @@ async def _change_user_password(ctx: IqContext, forms: Sequence[SubmittedForm]) 
     jid = account_jid(ctx.server.domain, form.text("accountjid"))
     password = password_of(form)
     try:
-        await ctx.storage.accounts.set_password(jid.localpart or "", password,
+        await ctx.storage.accounts.set_password(ctx.server.account_of(jid) or "", password,
                                                 iterations=ctx.config.auth.scram_iterations)  # fmt: skip
     except AccountNotFound:
         raise FormError(f"no such account: {jid}") from None
@@ -206,7 +207,7 @@ async def _stored_list(ctx: IqContext, form: SubmittedForm, *, disabled: bool, v
         total = await ctx.storage.accounts.count(disabled=disabled)
         if total > limit:
             notes = (("info", f"the first {limit} of {total}"),)
-    jids = [f"{name}@{ctx.server.domain}" for name in names]
+    jids = [str(ctx.server.account_jid(name)) for name in names]  # every host's accounts
     return Done(notes, (Field(var, "jid-multi", label, values=jids),))
 
 

@@ -146,7 +146,7 @@ async def _record(storage: Storage, reminder_id: int, occurrence: float, me: str
 async def _send(ctx: TaskContext, storage: Storage, reminder: Reminder, occurrence: float, me: str) -> None:
     domain = ctx.server.domain
     if reminder.recipients == (ALL_USERS,):
-        recipients = [f"{username}@{domain}" for username in await storage.accounts.list_usernames()]
+        recipients = [str(ctx.server.account_jid(name)) for name in await storage.accounts.list_usernames()]
     else:
         recipients = list(reminder.recipients)
     name = await _display_name(storage, reminder.owner)

@@ -41,7 +41,7 @@ def _node(name: str) -> str:
 
 
 def _owner(ctx: IqContext) -> str:
-    owner = ctx.from_jid.localpart
+    owner = ctx.server.account_of(ctx.from_jid)  # alice, or alice@<host> ([[hosts]])
     assert owner is not None  # the engine lets only the server's accounts run these commands
     return owner
 

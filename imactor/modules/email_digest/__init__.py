@@ -251,7 +251,7 @@ async def _send(ctx: TaskContext, options: Options, digest: Digest) -> None:
         await storage.email.finish(digest, quiet_period=options.quiet_period)
         return
     domain = ctx.config.server.domain
-    mail = DigestMail(digest.digest_id, address, name, f"{username}@{domain}",
+    mail = DigestMail(digest.digest_id, address, name, str(ctx.server.account_jid(username)),
                       [Entry(e.sender, e.text, e.stored_at) for e in digest.entries])  # fmt: skip
     message = compose(mail, from_address=options.from_address, names=await names(storage, domain),
                       include_text=options.include_text, domain=domain, now=time.time())  # fmt: skip
