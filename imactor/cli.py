@@ -15,6 +15,9 @@
     imactor backup DEST                    online backup of the SQLite database (file or directory)
     imactor restore SRC                    replace the database with a backup (server stopped)
 
+USER is a name on ``[server] domain`` (``alice``) or a bare JID of any served domain
+(``alice@other.example``, ``[[hosts]]``); ``user list`` prints them the same way.
+
 ``imactor worker ...`` is internal: the node supervisor runs one per worker process (see
 `imactor.worker.process`); it is left out of the help listing.
 
@@ -118,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         title="user commands", required=True, metavar="ACTION"
     )
     add = user.add_parser("add", parents=[common], help="create one account, or many with --file")
-    add.add_argument("username", nargs="?")
+    add.add_argument("username", nargs="?", help="alice (the primary domain) or alice@<a [[hosts]] domain>")
     add.add_argument("--password", help="the password (default: read from stdin or prompt)")
     add.add_argument(
         "--file", type=Path, help='bulk: "user:password" or "user<TAB>password" lines; - for stdin'
