@@ -15,7 +15,8 @@ An import reads files of Prosody, ejabberd, Openfire or imactor:
 - what a file holds wins over what is stored for the same key (a roster item's JID, a private
   element's name, the vCard, the credentials); offline and archived messages are added when not
   there yet (archive: by id; offline: by content); nothing is deleted;
-- hosts other than the server's domain are skipped, and said so (§4.1).
+- hosts other than the server's domain are skipped, and said so (§4.1); an export, likewise,
+  holds the primary domain's accounts only, not those of [[hosts]] domains.
 """
 
 from __future__ import annotations
@@ -53,9 +54,13 @@ FLAVOURS = ("xep0227", "ejabberd", "prosody")
 
 
 async def export_accounts(storage: Storage, limits: ps.Limits) -> list[pie.Account]:
-    """Every account, as the format's values."""
+    """Every account of the primary domain, as the format's values. The accounts of [[hosts]]
+    domains (keyed by their bare JID, `imactor.hosts`) belong to another <host/> and are left
+    out: `other_host_accounts` counts them."""
     accounts = []
     for name in await storage.accounts.list_usernames():
+        if "@" in name:
+            continue
         stored = await storage.xep0227.read(name)
         if stored is not None:
             accounts.append(_to_pie(stored, limits))
@@ -299,14 +304,17 @@ async def import_accounts(storage: Storage, config: Config, accounts: Sequence[p
 def export_command(config: Config, path: Path, flavour: str = "xep0227") -> int:
     """`imactor export [--for FLAVOUR] FILE`."""
 
-    async def run() -> list[pie.Account]:
+    async def run() -> tuple[list[pie.Account], int]:
         async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
-            return await export_accounts(storage, pep_limits(config))
+            others = sum("@" in name for name in await storage.accounts.list_usernames())
+            return await export_accounts(storage, pep_limits(config)), others
 
-    accounts = trio.run(run)
+    accounts, others = trio.run(run)
     written = export_files(accounts, config.server.domain, path, flavour)
     where = path if len(written) == 1 or flavour != "prosody" else f"{len(written)} files in {path}"
     print(f"exported {len(accounts)} accounts of {config.server.domain} to {where}")
+    if others:
+        print(f"left out {others} accounts of [[hosts]] domains: only {config.server.domain} is exported")
     return 0
 
 

@@ -55,3 +55,18 @@ def test_dry_run_import_export_file_mode(tmp_path: Path, config: Path) -> None:
     assert result.stdout == f"exported 3 accounts of localhost to {out}\n", result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600  # XEP-0227 §6: it holds credentials
     assert out.read_bytes().startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<server-data")
+
+
+def test_export_leaves_out_the_accounts_of_other_hosts(tmp_path: Path) -> None:
+    config = tmp_path / "imactor.toml"
+    text = '[server]\ndomain = "localhost"\ndata_dir = "data"\n[[hosts]]\ndomain = "other.example"\n'
+    config.write_text(text, encoding="utf-8")
+    for user in ("alice", "alice@other.example"):
+        assert imactor(config, "user", "add", user, "--password", "pw").returncode == 0
+    out = tmp_path / "export.xml"
+    result = imactor(config, "export", str(out))
+    assert result.stdout.splitlines() == [
+        f"exported 1 accounts of localhost to {out}",
+        "left out 1 accounts of [[hosts]] domains: only localhost is exported",
+    ], result.stderr
+    assert b"other.example" not in out.read_bytes()
