@@ -108,6 +108,8 @@ class BoshTransport(FramedStream):
         config = manager.services.config.http
         self.manager = manager
         self.sid = sid
+        #: The served domain the creation request named (a [[hosts]] host or the primary one).
+        self.domain = manager.services.domain
         self.secure = secure
         self.wait = wait
         self.hold = hold
@@ -240,7 +242,7 @@ class BoshTransport(FramedStream):
             # (or to be: still held, it is answered empty by this one).
             raise BoshError("policy-violation", f"empty requests at most every {self.polling} s")
         if attributes.get(XMPP_RESTART) == "true":
-            await self._feed(open_for(attributes, self.manager.services.domain))
+            await self._feed(open_for(attributes, self.domain))
         for child in body.children:
             await self._feed(child)
         if attributes.get("type") == "terminate":
@@ -396,7 +398,8 @@ class BoshSessions:
         config = self.services.config.http
         attributes = body.attributes
         to = attributes.get("to", "")
-        if to.lower() != self.services.domain:
+        domain = to.lower().rstrip(".")
+        if not self.services.hosts.is_local(domain):
             raise BoshError("host-unknown", f"this server does not serve {to!r}")
         if XMPP_VERSION not in attributes:
             raise BoshError("bad-request", "XEP-0206: xmpp:version is required")
@@ -404,6 +407,7 @@ class BoshSessions:
         hold = client_number(attributes.get("hold"), config.bosh_max_hold, low=0)
         sid = f"{self.services.worker_index}.{secrets.token_urlsafe(18)}"
         transport = BoshTransport(self, sid, rid, wait=wait, hold=hold, secure=secure)
+        transport.domain = domain
         self.sessions[sid] = transport
         supervisor = self.services.session_supervisor
         assert supervisor is not None
@@ -416,7 +420,7 @@ class BoshSessions:
         params = (
             f" sid='{sid}' wait='{wait}' hold='{hold}' requests='{transport.requests}'"
             f" inactivity='{transport.inactivity}' polling='{transport.polling}' maxpause='{MAX_PAUSE}'"
-            f" ver='1.11' from='{self.services.domain}' xmpp:version='1.0' xmpp:restartlogic='true'"
+            f" ver='1.11' from='{domain}' xmpp:version='1.0' xmpp:restartlogic='true'"
         )
         return await transport.request(rid, ParsedBody({**opening, XMPP_RESTART: "true"}, []), params)
 

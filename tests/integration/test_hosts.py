@@ -28,6 +28,7 @@ from tests.support.peer import Element, Peer, error_condition, show
 from tests.support.raw import DIALBACK_NS, HEADER, RawClient, RawServer
 from tests.support.server import ServerProcess, imactor_cli, running_server
 from tests.support.timeouts import TIMEOUT
+from tests.support.web_clients import BoshClient, ws_client
 
 ALPHA, BETA = "alpha.test", "beta.test"
 #: Fake remote servers: one that talks to our domains, one that our domains talk to.
@@ -186,6 +187,20 @@ def test_scram_plus_binds_to_the_hosts_own_certificate(server: ServerProcess) ->
             assert str(client.local_jid) == f"bob@{BETA}/plus"
 
     run(scenario())
+
+
+# ---- web clients name the host too ------------------------------------------------------------
+
+
+async def test_websocket_and_bosh_clients_log_in_to_a_host(server: ServerProcess) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with ws_client(server.http_port, domain=BETA) as ws:
+            assert await ws.login("alice", OTHER_PASSWORD, "ws") == f"alice@{BETA}/ws"
+        bosh = BoshClient(server.http_port, domain=BETA)
+        assert await bosh.login("alice", OTHER_PASSWORD, "bosh") == f"alice@{BETA}/bosh"
+        unknown = BoshClient(server.http_port, domain="gamma.test")
+        answer = await unknown.post(to="gamma.test", wait="5", hold="1", xmpp_version="1.0", ver="1.11")
+        assert (answer.get("type"), answer.get("condition")) == ("terminate", "host-unknown")
 
 
 # ---- routing between the hosts: local, no federation ------------------------------------------
