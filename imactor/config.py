@@ -701,6 +701,11 @@ def _parse_hosts(raw: object, config: Config, source: str, base_dir: Path) -> tu
         prefix = f'hosts."{domain.lower()}"'
         host: HostConfig = _build(HostConfig, item, source, prefix)
         taken[host.domain] = prefix
+        rooms = f"{config.muc.subdomain}.{host.domain}"  # the host's own chat service
+        if config.muc.enabled and rooms in taken:
+            raise ConfigError(f"{source}: {where}.domain: its chat service {rooms} is already served "
+                              f"(by {taken[rooms]})")  # fmt: skip
+        taken[rooms] = f"{prefix} (its chat service)"
         if (host.certificate is None) != (host.key is None):
             missing = "key" if host.key is None else "certificate"
             raise ConfigError(f"{source}: {prefix}.{missing}: certificate and key must be set together")
