@@ -2,7 +2,8 @@
 
 One server for the module: the primary domain `alpha.test` and the host `beta.test`, each with a
 certificate of the module's test CA; clients verify them against that CA (SNI picks the host's).
-beta.test does without the `version` module and has its own upload size limit.
+beta.test does without the `version` module and has its own upload size limit. Two workers, so
+that the accounts of both hosts are homed on both and reach each other over the mesh.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import trio
 from cryptography import x509
 from lxml import etree
 
+from imactor.cluster.placement import home
 from imactor.tls import generate_self_signed
 from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from tests.integration.conftest import PASSWORD
@@ -71,7 +73,9 @@ def server(
         ("alice", PASSWORD), (f"alice@{BETA}", OTHER_PASSWORD),  # one name, two people
         ("anna", PASSWORD), (f"bob@{BETA}", PASSWORD), (f"bert@{BETA}", PASSWORD),
     ]  # fmt: skip
-    with running_server(tmp_path_factory.mktemp("hosts"), domain=ALPHA, extra=extra, users=users) as process:
+    # Two workers: accounts of both hosts are spread over them, and reach each other over the mesh.
+    with running_server(tmp_path_factory.mktemp("hosts"), domain=ALPHA, extra=extra, users=users,
+                        workers=2) as process:  # fmt: skip
         yield process
 
 
@@ -163,6 +167,8 @@ def test_the_same_localpart_on_two_hosts_is_two_accounts(server: ServerProcess, 
 async def test_one_localpart_two_actors(server: ServerProcess) -> None:
     """alice@alpha.test and alice@beta.test are two accounts and two actors: a message to one
     reaches only her sessions, a presence only her contacts."""
+    # Their keys place them on different workers of the two (and anna, who writes, with one).
+    assert home("user", "alice", (0, 1)) != home("user", f"alice@{BETA}", (0, 1))
     with trio.fail_after(TIMEOUT):
         alpha_alice = await Peer.online(server.c2s_port, "alice", PASSWORD, "one", domain=ALPHA)
         beta_alice = await Peer.online(server.c2s_port, "alice", OTHER_PASSWORD, "one", domain=BETA)
