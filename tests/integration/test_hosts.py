@@ -166,7 +166,7 @@ def test_the_same_localpart_on_two_hosts_is_two_accounts(server: ServerProcess, 
 
 async def test_one_localpart_two_actors(server: ServerProcess) -> None:
     """alice@alpha.test and alice@beta.test are two accounts and two actors: a message to one
-    reaches only her sessions, a presence only her contacts."""
+    reaches only her sessions."""
     # Their keys place them on different workers of the two (and anna, who writes, with one).
     assert home("user", "alice", (0, 1)) != home("user", f"alice@{BETA}", (0, 1))
     with trio.fail_after(TIMEOUT):
