@@ -52,6 +52,9 @@ check_interval = 3600.0
 
 [modules.directory]
 check_interval = 3600.0
+
+[[hosts]]
+domain = "other.test"
 """
 pytestmark = pytest.mark.usefixtures("server_alive")
 
@@ -472,6 +475,27 @@ async def test_accounts_add_disable_enable_password_delete(
         assert "Deleted carol@localhost" in deleted.text
         await carol.raw.wait_closed()
         assert await in_thread(lambda: account_state(server, "carol")) == (False, False)
+
+
+async def test_accounts_of_another_served_domain(server: ServerProcess, console: ConsoleClient) -> None:
+    """A [[hosts]] domain's account is named in full; it is another person than the primary
+    domain's account of the same name."""
+    with trio.fail_after(TIMEOUT):
+        added = await in_thread(
+            lambda: console.act("/accounts", "add", username="Dora@Other.Test", password="pw", password2="pw")
+        )
+        assert "Created dora@other.test" in added.text
+        assert "dora@other.test" in await in_thread(lambda: console.get("/accounts?q=dora").text)
+        assert await in_thread(lambda: account_state(server, "dora")) == (False, False)
+        dora = await Peer.online(server.c2s_port, "dora", "pw", domain="other.test")
+        assert dora.jid.startswith("dora@other.test/")
+        done = await in_thread(lambda: console.act("/accounts", "disable", username="dora@other.test"))
+        assert "Disabled dora@other.test" in done.text
+        assert await dora.raw.stream_error() == "not-authorized"
+        refused = await in_thread(
+            lambda: console.act("/accounts", "add", username="eve@nowhere.test", password="p", password2="p")
+        )
+        assert "is not a domain of this server" in refused.text
 
 
 async def test_departments_tree_people_and_the_rosters_of_people_online(

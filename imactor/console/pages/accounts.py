@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from imactor.config import Config
 from imactor.console import html
 from imactor.console.html import esc
 from imactor.console.pages.base import Context, Invalid, Page, confirmed, unknown
+from imactor.hosts import Hosts
 from imactor.storage import AccountExists, AccountNotFound
-from imactor.xmpp.jid import InvalidJID, prep_localpart, prep_password
+from imactor.xmpp.jid import InvalidJID, prep_password
 
 PAGE_SIZE = 50
 PATH = "/accounts"
@@ -20,6 +22,7 @@ PATH = "/accounts"
 
 async def view(context: Context) -> str:
     csrf, domain = context.session.csrf, context.access.config.server.domain
+    hosts = Hosts.of(context.access.config)
     search = context.query.get("q", "").strip()[:64]
     page = _page_number(context.query.get("page", "1"))
     total, accounts = await context.access.storage.accounts.search(
@@ -27,7 +30,7 @@ async def view(context: Context) -> str:
     )
     rows = []
     for username, disabled in accounts:
-        jid = f"{username}@{domain}"
+        jid = str(hosts.jid(username))  # an account key: alice, or alice@<a [[hosts]] domain>
         who = html.hidden("username", username)
         toggle = (
             html.form(PATH, "enable", who, "Enable", csrf, style="inline")
@@ -66,7 +69,10 @@ async def view(context: Context) -> str:
         "Add account",
         csrf,
     )
-    return html.section("Add an account", add, note=f"The account is created on {domain}.") + html.section(
+    note = f"The account is created on {domain}."
+    if context.access.config.hosts:
+        note = f"The account is created on {domain}, or on another served domain named in full (alice@host)."
+    return html.section("Add an account", add, note=note) + html.section(
         "Accounts",
         finder + html.table(["Account", "State", "", "Password"], rows, empty="No account matches.") + pager,
     )
@@ -75,8 +81,8 @@ async def view(context: Context) -> str:
 async def change(context: Context, action: str) -> str:
     storage, config = context.access.storage, context.access.config
     iterations = config.auth.scram_iterations
-    username = _username(context.value("username"))
-    jid = f"{username}@{config.server.domain}"
+    username = _username(context.value("username"), config)
+    jid = str(Hosts.of(config).jid(username))
     try:
         if action == "add":
             password = _password(context.form.get("password", ""))
@@ -116,11 +122,12 @@ async def change(context: Context, action: str) -> str:
     raise unknown(action)
 
 
-def _username(raw: str) -> str:
+def _username(raw: str, config: Config) -> str:
+    """The account key of `raw`: a name on the primary domain, or a bare JID of a served one."""
     if not raw:
         raise Invalid("name an account")
     try:
-        return prep_localpart(raw)
+        return Hosts.of(config).parse_account(raw)
     except (InvalidJID, ValueError) as exc:
         raise Invalid(f"invalid username {raw!r}: {exc}") from None
 
