@@ -23,6 +23,7 @@ from imactor.cluster.placement import home
 from imactor.tls import generate_self_signed
 from imactor.xmpp.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION
 from tests.integration.conftest import PASSWORD
+from tests.integration.test_sasl2 import BIND2, FAST, HT, SASL2, Agent, fast_login, new_token, q, scram_login
 from tests.support.ca import TestCA
 from tests.support.clients import AuthFailed, aioxmpp_client, event_queue, run, slixmpp_client
 from tests.support.muc import create_instant, heard, join, join_error, say
@@ -207,6 +208,28 @@ async def test_websocket_and_bosh_clients_log_in_to_a_host(server: ServerProcess
         unknown = BoshClient(server.http_port, domain="gamma.test")
         answer = await unknown.post(to="gamma.test", wait="5", hold="1", xmpp_version="1.0", ver="1.11")
         assert (answer.get("type"), answer.get("condition")) == ("terminate", "host-unknown")
+
+
+async def test_sasl2_and_fast_tokens_are_per_host_account(server: ServerProcess) -> None:
+    """XEP-0388 with Bind 2 and a XEP-0484 token on beta.test: the JID is the host's, and the
+    token opens alice@beta.test only, not alice@alpha.test."""
+    agent = Agent()
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.c2s_port, BETA)
+        await client.starttls()
+        inner = agent.element() + f"<request-token xmlns='{FAST}' mechanism='{HT}'/><bind xmlns='{BIND2}'/>"
+        success = await scram_login(client, "alice", inner, password=OTHER_PASSWORD)
+        assert success.tag == q(SASL2, "success"), etree.tostring(success)
+        assert (success.findtext(q(SASL2, "authorization-identifier")) or "").startswith(f"alice@{BETA}/")
+        token = new_token(success)
+        assert token is not None
+        await client.aclose()
+        for domain, outcome in ((BETA, "success"), (ALPHA, "failure")):
+            client = await RawClient.connect(server.c2s_port, domain)
+            await client.starttls()
+            answer = await fast_login(client, "alice", agent, token)
+            assert answer.tag == q(SASL2, outcome), (domain, etree.tostring(answer))
+            await client.aclose()
 
 
 # ---- routing between the hosts: local, no federation ------------------------------------------
