@@ -10,7 +10,8 @@ What changes at once, for what comes next (open sessions keep what they started 
   new `ModuleHost` answers the next IQ and message hooks.
 
 The rest (``[server]``, ``[listen.*]``, ``[storage]``, ``[status]``, ``[supervision]``, ``[log]``,
-``[proxy65]``: its relay and its listener are built once; ``[components]``)
+``[proxy65]``: its relay and its listener are built once; ``[components]``; ``[[hosts]]``, whose
+certificate files are re-read with ``[tls]``'s and whose modules take new ``[modules.*]`` options)
 is fixed by the node supervisor or by open resources: a change is logged as needing a restart
 and the running value is kept.
 
