@@ -192,6 +192,7 @@ class SessionActor:
             nonzas=sm.NONZAS | services.modules.nonzas,
             prebind_nonzas=PREBIND_NONZAS,
             bound_features=services.bound_features,
+            host_bound_features=services.host_bound_features,
             fake_salt_secret=services.fake_salt_secret,
             sasl2=config.auth.sasl2,
             fast=config.auth.fast_token_lifetime > 0,

@@ -102,7 +102,12 @@ class Services:
         self.contexts = Contexts(self)
         #: Each served domain's modules (`HostView`): the primary's are the three above.
         self.host_views = {domain: HostView(self, domain) for domain in config.domains}
-        self.bound_features = (*self.server.stream_features(), sm.FEATURE, *self.modules.stream_features)
+        self.bound_features = _bound_features(self.server, self.modules)
+        #: The other served domains' own (their modules differ: `[[hosts]] modules_disabled`).
+        self.host_bound_features = tuple(
+            (domain, _bound_features(view.facade, view.modules))
+            for domain, view in self.host_views.items() if domain != self.domain
+        )  # fmt: skip
         # Derived from the TLS key: stable across restarts and identical in every worker.
         self.fake_salt_secret = hashlib.sha256(b"imactor-fake-salt\0" + self.tls_key_bytes).digest()
         #: The link to the node's other workers; None for a standalone worker (no peers).
@@ -139,3 +144,8 @@ class Services:
 
     def presence_changed(self, jid: JID, resource: str, available: bool) -> None:
         """Hook for statistics; per-resource availability is owned by the user actor."""
+
+
+def _bound_features(server: ServerFacade, modules: ModuleHost) -> tuple[bytes, ...]:
+    """The stream features a domain offers its clients once bound: caps, XEP-0198, the modules'."""
+    return (*server.stream_features(), sm.FEATURE, *modules.stream_features)

@@ -117,6 +117,8 @@ class StreamConfig:
     prebind_nonzas: frozenset[str] = frozenset()
     #: Extra stream features offered once bound, as serialized elements.
     bound_features: tuple[bytes, ...] = ()
+    #: The same for each of `hosts` (domain, features): a host's own modules offer their own.
+    host_bound_features: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
     #: Failed SASL exchanges a client may retry on one stream before it is closed (RFC 6120
     #: §6.4.5: "at least 2 and no more than 5").
     sasl_retries: int = 3
@@ -310,10 +312,7 @@ class ServerStream:
         if bound and self.state is not State.ESTABLISHED:
             self.jid = identity
             self.state = State.ESTABLISHED
-        self._out.append(
-            _features_bytes(self.config, bound=True, tls_active=self.tls_active, mechanisms=(), cb_types=(),
-                            bind_offered=not bound)
-        )  # fmt: skip
+        self._out.append(self._bound_features(bind_offered=not bound))
 
     def bind_succeeded(self, full_jid: JID) -> None:
         if self.state is State.CLOSED:
@@ -477,9 +476,7 @@ class ServerStream:
 
     def _features(self) -> bytes:
         if self.username is not None:
-            return _features_bytes(
-                self.config, bound=True, tls_active=self.tls_active, mechanisms=(), cb_types=()
-            )
+            return self._bound_features(bind_offered=True)
         if self.config.tls_available and not self.tls_active and self.config.tls_required:
             return _features_bytes(self.config, bound=False, tls_active=False, mechanisms=(), cb_types=())
         self._sasl = self._new_sasl()
@@ -500,6 +497,15 @@ class ServerStream:
             cb_types=tuple(self._sasl.channel_binding_types()),
             sasl2_inline=inline,
         )
+
+    def _bound_features(self, *, bind_offered: bool) -> bytes:
+        """The features after authentication: the stream's host's own (`host_bound_features`)."""
+        hosts = self.config.host_bound_features
+        extra = dict(hosts).get(self.domain) if hosts else None
+        return _features_bytes(
+            self.config, bound=True, tls_active=self.tls_active, mechanisms=(), cb_types=(),
+            bind_offered=bind_offered, extra=extra,
+        )  # fmt: skip
 
     def _restart(self) -> None:
         """Stream restart (RFC 6120 §5.4.3.3, §6.4.6): fresh parser, wait for a new header.
@@ -807,6 +813,7 @@ def _features_bytes(
     cb_types: tuple[str, ...],
     sasl2_inline: tuple[bytes, ...] | None = None,
     bind_offered: bool = True,
+    extra: tuple[bytes, ...] | None = None,
 ) -> bytes:
     """The <stream:features/> offered in one situation, serialized once per listener and situation.
 
@@ -821,8 +828,8 @@ def _features_bytes(
         _sub(features, NS_ROSTER_VER, "ver")
         _sub(features, NS_PRE_APPROVAL, "sub")
         _limits(features, config)
-        for extra in config.bound_features:
-            features.append(etree.fromstring(extra))
+        for feature in config.bound_features if extra is None else extra:
+            features.append(etree.fromstring(feature))
         return etree.tostring(features)
     if config.tls_available and not tls_active:
         starttls = _sub(features, NS_TLS, "starttls")

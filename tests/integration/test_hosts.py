@@ -8,6 +8,8 @@ that the accounts of both hosts are homed on both and reach each other over the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -416,6 +418,50 @@ async def test_a_module_disabled_on_one_host_is_absent_there_only(server: Server
         answer = await anna.iq(version, to=ALPHA)
         assert answer.get("type") == "result", show(answer)
         assert answer.findtext(f"{{{NS_VERSION}}}query/{{{NS_VERSION}}}name") == "imactor"
+
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+
+
+async def test_each_host_offers_its_own_modules_stream_features(server: ServerProcess) -> None:
+    """The features a client is offered once authenticated come from its host's modules: the
+    XEP-0115 caps feature there hashes the host's own disco#info (beta has no software version),
+    so a client that trusts the hash does not cache the other host's features."""
+
+    def caps_ver(info: Element) -> str:
+        # XEP-0115 §5.1: identities and features sorted, '<'-terminated, SHA-1, base64.
+        lang = "{http://www.w3.org/XML/1998/namespace}lang"
+        identities = sorted(
+            "/".join((i.get("category", ""), i.get("type", ""), i.get(lang, ""), i.get("name", "")))
+            for i in info.iter(f"{{{NS_DISCO_INFO}}}identity")
+        )
+        text = "".join(f"{item}<" for item in [*identities, *sorted(_features(info))])
+        return base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+
+    async def offered_ver(domain: str, username: str, password: str) -> str:
+        client = await RawClient.connect(server.c2s_port, domain)
+        try:
+            await client.starttls()
+            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+            sasl = "urn:ietf:params:xml:ns:xmpp-sasl"
+            await client.send(f"<auth xmlns='{sasl}' mechanism='PLAIN'>{token}</auth>")
+            await client.expect(f"{{{sasl}}}success")
+            features = await client.open_stream()
+            caps = features.find(f"{{{NS_CAPS}}}c")
+            assert caps is not None, etree.tostring(features)
+            return caps.get("ver", "")
+        finally:
+            await client.aclose()
+
+    with trio.fail_after(TIMEOUT):
+        anna = await _online(server, "anna", ALPHA, "caps")
+        bob = await _online(server, "bob", BETA, "caps")
+        info = f"<query xmlns='{NS_DISCO_INFO}'/>"
+        alpha_ver = caps_ver(await anna.iq(info, to=ALPHA))
+        beta_ver = caps_ver(await bob.iq(info, to=BETA))
+        assert alpha_ver != beta_ver
+        assert await offered_ver(ALPHA, "anna", PASSWORD) == alpha_ver
+        assert await offered_ver(BETA, "bob", PASSWORD) == beta_ver
 
 
 async def test_module_options_and_services_per_host(server: ServerProcess) -> None:
