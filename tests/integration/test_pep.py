@@ -217,13 +217,20 @@ async def test_node_with_thousands_of_items_is_bounded(peers: Peers, user: str) 
         alice = await peers.login(user)
         opts = publish_options(max_items="max")
         ids = [new_id("flood") for _ in range(1000)]
-        for n, item_id in enumerate(ids):  # pipelined: all sent, then all answers read
-            await alice.send(
-                f"<iq type='set' id='{item_id}'>{publish_xml('urn:test:flood', f'f{n}', str(n), opts)}</iq>"
-            )
-        for item_id in ids:
-            reply = await alice.expect(lambda e, i=item_id: e.get("id") == i)  # type: ignore[misc]
-            ok(reply)
+
+        async def read_answers() -> None:
+            for item_id in ids:
+                reply = await alice.expect(lambda e, i=item_id: e.get("id") == i)  # type: ignore[misc]
+                ok(reply)
+
+        # Pipelined, with the answers read as they come: a client that sent everything before
+        # reading anything could fill both directions' socket buffers, and a server rightly cuts
+        # off a client that does not read its answers (the write timeout).
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_answers)
+            for n, item_id in enumerate(ids):
+                payload = publish_xml("urn:test:flood", f"f{n}", str(n), opts)
+                await alice.send(f"<iq type='set' id='{item_id}'>{payload}</iq>")
         got = item_texts(await items(alice, alice.bare, "urn:test:flood"))
         assert [i for i, _ in got] == [f"f{n}" for n in range(1000 - MAX_ITEMS, 1000)]
         # More than the service allows cannot be configured.
