@@ -15,14 +15,15 @@ An import reads files of Prosody, ejabberd, Openfire or imactor:
 - what a file holds wins over what is stored for the same key (a roster item's JID, a private
   element's name, the vCard, the credentials); offline and archived messages are added when not
   there yet (archive: by id; offline: by content); nothing is deleted;
-- hosts other than the server's domain are skipped, and said so (§4.1); an export, likewise,
-  holds the primary domain's accounts only, not those of [[hosts]] domains.
+- every <host/> of a domain this server serves ([server] domain and [[hosts]]) is imported into
+  that domain's accounts (a [[hosts]] domain's keyed by their bare JID, `imactor.hosts`); other
+  hosts are skipped, and said so (§4.1). An export writes one <host/> per served domain.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import trio
 from lxml import etree
 
 from imactor.config import Config
+from imactor.hosts import account_key, split_account_key
 from imactor.storage import Storage
 from imactor.storage.xep0227 import AccountChanges, StoredAccount, StoredNode
 from imactor.tls import write_atomically
@@ -54,13 +56,10 @@ FLAVOURS = ("xep0227", "ejabberd", "prosody")
 
 
 async def export_accounts(storage: Storage, limits: ps.Limits) -> list[pie.Account]:
-    """Every account of the primary domain, as the format's values. The accounts of [[hosts]]
-    domains (keyed by their bare JID, `imactor.hosts`) belong to another <host/> and are left
-    out: `other_host_accounts` counts them."""
+    """Every account, as the format's values, named by its account key (`imactor.hosts`: the
+    localpart on the primary domain, the bare JID on a [[hosts]] domain)."""
     accounts = []
     for name in await storage.accounts.list_usernames():
-        if "@" in name:
-            continue
         stored = await storage.xep0227.read(name)
         if stored is not None:
             accounts.append(_to_pie(stored, limits))
@@ -68,29 +67,41 @@ async def export_accounts(storage: Storage, limits: ps.Limits) -> list[pie.Accou
 
 
 async def export_document(storage: Storage, domain: str, limits: ps.Limits) -> tuple[bytes, int]:
-    """The XEP-0227 document of every account, and how many there are."""
+    """The XEP-0227 document of every account (`domain`: the primary), and how many there are."""
     accounts = await export_accounts(storage, limits)
-    return pie_write.encode(domain, accounts), len(accounts)
+    return pie_write.encode_hosts(by_host(accounts, domain)), len(accounts)
+
+
+def by_host(accounts: Sequence[pie.Account], primary: str) -> dict[str, list[pie.Account]]:
+    """`accounts` (named by account key) grouped by domain, each named by its localpart, as a
+    <host/> holds its users; the primary domain first."""
+    hosts: dict[str, list[pie.Account]] = {primary: []}
+    for account in accounts:
+        localpart, domain = split_account_key(account.name, primary)
+        hosts.setdefault(domain, []).append(replace(account, name=localpart))
+    return hosts
 
 
 def export_files(accounts: Sequence[pie.Account], domain: str, path: Path, flavour: str) -> list[Path]:
-    """Write `accounts` for `flavour` (`FLAVOURS`):
+    """Write `accounts` (named by account key; `domain`: the primary) for `flavour` (`FLAVOURS`):
 
-    - "xep0227": one document, `path`;
-    - "ejabberd": one document for `ejabberdctl import_piefxis`, SCRAM values encoded as
-      ejabberd 23.01 expects (`pie_write.encode`);
+    - "xep0227": one document, `path`, with a <host/> per domain;
+    - "ejabberd": the same for `ejabberdctl import_piefxis`, SCRAM values encoded as ejabberd
+      23.01 expects (`pie_write.encode`);
     - "prosody": `path` is a directory; one document per user, named ``user@domain.xml``, as
       Prosody's `xep0227` storage module reads them (its data path; `prosody-migrator`).
     """
+    hosts = by_host(accounts, domain)
     if flavour != "prosody":
-        write_private(path, pie_write.encode(domain, accounts, scram_base64_twice=flavour == "ejabberd"))
+        write_private(path, pie_write.encode_hosts(hosts, scram_base64_twice=flavour == "ejabberd"))
         return [path]
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
-    for account in accounts:
-        target = path / f"{account.name}@{domain}.xml"
-        write_private(target, pie_write.encode(domain, [account]))
-        written.append(target)
+    for host, users in hosts.items():
+        for account in users:
+            target = path / f"{account.name}@{host}.xml"
+            write_private(target, pie_write.encode(host, [account]))
+            written.append(target)
     return written
 
 
@@ -171,18 +182,23 @@ def _include(include: etree._Element, directory: Path, depth: int) -> etree._Ele
 # ---- import ------------------------------------------------------------------------------------
 
 
-def decode_files(paths: Sequence[Path], domain: str, say: Say) -> list[pie.Account]:
-    """Every account of `domain` in the files (the last one wins for a name given twice)."""
+def decode_files(
+    paths: Sequence[Path], domain: str, say: Say, *, hosts: Collection[str] = ()
+) -> list[pie.Account]:
+    """Every account in the files of `domain` (the primary) and of the other served `hosts`, named
+    by its account key (`imactor.hosts`); the last one wins for an account given twice."""
     accounts: dict[str, pie.Account] = {}
+    served = {domain, *hosts}
     for path in paths:
         root = read_document(path)
         for host in pie.hosts(root):
             jid = pie.host_jid(host)
-            if jid != domain:
-                say(f"skipped host {jid} ({path}): this server's domain is {domain}")
+            if jid not in served:
+                say(f"skipped host {jid} ({path}): this server serves {', '.join(sorted(served))}")
                 continue
             for account in pie.decode_host(host):
-                accounts[account.name] = account
+                key = account_key(account.name, jid, domain)
+                accounts[key] = replace(account, name=key)
     return list(accounts.values())
 
 
@@ -304,23 +320,23 @@ async def import_accounts(storage: Storage, config: Config, accounts: Sequence[p
 def export_command(config: Config, path: Path, flavour: str = "xep0227") -> int:
     """`imactor export [--for FLAVOUR] FILE`."""
 
-    async def run() -> tuple[list[pie.Account], int]:
+    async def run() -> list[pie.Account]:
         async with await Storage.open(config.storage_url, partitions=config.storage.partitions) as storage:
-            others = sum("@" in name for name in await storage.accounts.list_usernames())
-            return await export_accounts(storage, pep_limits(config)), others
+            return await export_accounts(storage, pep_limits(config))
 
-    accounts, others = trio.run(run)
+    accounts = trio.run(run)
     written = export_files(accounts, config.server.domain, path, flavour)
     where = path if len(written) == 1 or flavour != "prosody" else f"{len(written)} files in {path}"
-    print(f"exported {len(accounts)} accounts of {config.server.domain} to {where}")
-    if others:
-        print(f"left out {others} accounts of [[hosts]] domains: only {config.server.domain} is exported")
+    hosts = by_host(accounts, config.server.domain)
+    of = ", ".join(f"{len(users)} of {host}" for host, users in hosts.items())
+    print(f"exported {len(accounts)} accounts of {config.server.domain} to {where}" if len(hosts) == 1
+          else f"exported {len(accounts)} accounts ({of}) to {where}")  # fmt: skip
     return 0
 
 
 def import_command(config: Config, paths: Sequence[Path], *, dry_run: bool) -> int:
     """`imactor import [--dry-run] FILE...`; raises `PieError` for malformed input, before any write."""
-    accounts = decode_files(paths, config.server.domain, print)
+    accounts = decode_files(paths, config.server.domain, print, hosts=config.domains)
     if _server_running(config):
         print("note: the server is running; an account logged in now sees the imported roster only "
               "after it logs in again (import with the server stopped to move a whole server)")  # fmt: skip

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, func, select
 
+from imactor.hosts import split_account_key
 from imactor.storage.db import Database
 from imactor.storage.models import (
     Account,
@@ -88,7 +89,8 @@ class Xep0227Store:
         return await self._db.read(lambda session: _read(session, username))
 
     async def apply(self, changes: AccountChanges, domain: str) -> None:
-        """Write `changes` in one transaction (`domain`: this server's, for the archive's peers)."""
+        """Write `changes` in one transaction (`domain`: this server's primary domain, which with
+        the account key gives the account's own JID, for the archive's peers)."""
         await self._db.write(lambda session: _apply(session, changes, domain))
 
 
@@ -162,8 +164,8 @@ def _apply(session: Session, changes: AccountChanges, domain: str) -> None:
             found.data = data
     now = time.time()
     session.add_all(OfflineMessage(username=name, stanza=stanza, stored_at=now) for stanza in changes.offline)
-    own = JID.make(name, domain)
-    session.add_all(_archive_row(own, message) for message in changes.archive)
+    own = JID.make(*split_account_key(name, domain))
+    session.add_all(_archive_row(name, own, message) for message in changes.archive)
     for node, max_items in changes.pep:
         _put_node(session, name, node, max_items)
 
@@ -181,15 +183,16 @@ def _put_roster(session: Session, account: Account, items: Sequence[RosterItem])
     account.roster_version += 1
 
 
-def _archive_row(own: JID, message: pie.Archived) -> ArchivedMessage:
-    """The row of an archived message: the other party and the direction come from the
-    message's `from` and `to` (the archive of `own`: a message from `own` was sent, "out")."""
+def _archive_row(name: str, own: JID, message: pie.Archived) -> ArchivedMessage:
+    """The row of an archived message of the account `name` (its key), whose JID is `own`: the
+    other party and the direction come from the message's `from` and `to` (a message from `own`
+    was sent, "out")."""
     element = parse(message.message)
     sender, recipient = _jid(element.get("from")), _jid(element.get("to"))
     outgoing = sender is not None and sender.bare == own.bare
     peer = recipient if outgoing else sender
     return ArchivedMessage(
-        username=own.localpart or "", stanza_id=message.stanza_id, timestamp=round(message.timestamp, 6),
+        username=name, stanza_id=message.stanza_id, timestamp=round(message.timestamp, 6),
         peer="" if peer is None else str(peer.bare),
         peer_resource="" if peer is None else peer.resourcepart or "",
         direction="out" if outgoing else "in", stanza=message.message,

@@ -9,7 +9,7 @@ data (a vCard, a message, a private element) is written as it is, without added 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from lxml import etree
 
@@ -43,10 +43,16 @@ def encode(domain: str, accounts: Iterable[Account], *, scram_base64_twice: bool
 
     `scram_base64_twice`: COMPAT ejabberd (23.01 at least), whose import expects the base64 of
     the base64 text it keeps, as its export writes (`_scram` reads both)."""
+    return encode_hosts({domain: accounts}, scram_base64_twice=scram_base64_twice)
+
+
+def encode_hosts(hosts: Mapping[str, Iterable[Account]], *, scram_base64_twice: bool = False) -> bytes:
+    """`encode` with a <host/> per domain of `hosts`, in the mapping's order."""
     root = etree.Element(f"{{{NS_PIE}}}server-data", nsmap=default_ns(NS_PIE))
-    host = etree.SubElement(root, f"{{{NS_PIE}}}host", jid=domain)
-    for account in sorted(accounts, key=lambda a: a.name):
-        host.append(encode_user(account, scram_base64_twice=scram_base64_twice))
+    for domain, accounts in hosts.items():
+        host = etree.SubElement(root, f"{{{NS_PIE}}}host", jid=domain)
+        for account in sorted(accounts, key=lambda a: a.name):
+            host.append(encode_user(account, scram_base64_twice=scram_base64_twice))
     _indent(root, 0)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8") + b"\n"
 

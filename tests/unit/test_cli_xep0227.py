@@ -57,16 +57,19 @@ def test_dry_run_import_export_file_mode(tmp_path: Path, config: Path) -> None:
     assert out.read_bytes().startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<server-data")
 
 
-def test_export_leaves_out_the_accounts_of_other_hosts(tmp_path: Path) -> None:
-    config = tmp_path / "imactor.toml"
-    text = '[server]\ndomain = "localhost"\ndata_dir = "data"\n[[hosts]]\ndomain = "other.example"\n'
-    config.write_text(text, encoding="utf-8")
+def test_each_hosts_accounts_are_exported_under_their_host_and_imported_back(tmp_path: Path) -> None:
+    text = '[server]\ndomain = "localhost"\ndata_dir = "{}"\n[[hosts]]\ndomain = "other.example"\n'
+    config, copy = tmp_path / "imactor.toml", tmp_path / "copy.toml"
+    config.write_text(text.format("data"), encoding="utf-8")
+    copy.write_text(text.format("copy-data"), encoding="utf-8")
     for user in ("alice", "alice@other.example"):
         assert imactor(config, "user", "add", user, "--password", "pw").returncode == 0
     out = tmp_path / "export.xml"
     result = imactor(config, "export", str(out))
     assert result.stdout.splitlines() == [
-        f"exported 1 accounts of localhost to {out}",
-        "left out 1 accounts of [[hosts]] domains: only localhost is exported",
+        f"exported 2 accounts (1 of localhost, 1 of other.example) to {out}",
     ], result.stderr
-    assert b"other.example" not in out.read_bytes()
+    assert b'<host jid="other.example">' in out.read_bytes()
+    imported = imactor(copy, "import", str(out))
+    assert imported.stdout.splitlines()[-1] == "changed 2 of 2 accounts", imported.stderr
+    assert sorted(imactor(copy, "user", "list").stdout.split()) == ["alice", "alice@other.example"]

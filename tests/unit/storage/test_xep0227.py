@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -191,7 +192,49 @@ def test_other_hosts_are_skipped_and_said(tmp_path: Path) -> None:
                     "<host jid='localhost'><user name='y'/></host></server-data>")  # fmt: skip
     said: list[str] = []
     assert [a.name for a in decode_files([path], "localhost", said.append)] == ["y"]
-    assert said == [f"skipped host example.org ({path}): this server's domain is localhost"]
+    assert said == [f"skipped host example.org ({path}): this server serves localhost"]
+    # A domain this server serves as a [[hosts]] domain: its users are imported, keyed by bare JID.
+    names = [a.name for a in decode_files([path], "localhost", said.append, hosts=["example.org"])]
+    assert names == ["x@example.org", "y"]
+
+
+async def test_each_served_domain_is_its_own_host_in_a_round_trip(tmp_path: Path, config: Config) -> None:
+    """A [[hosts]] domain's accounts (keyed by bare JID) are exported under their own <host/>,
+    named by localpart, and come back as the same accounts; the same localpart on two domains
+    stays two accounts, each with its own roster and archive."""
+    limits = pep_limits(config)
+    async with await Storage.open(f"sqlite:///{tmp_path / 'one.sqlite3'}") as one:
+        for key in ("erin", "erin@beta.test"):
+            await one.accounts.create(key, f"{key}'s password", iterations=FAST_ITERATIONS)
+        await one.roster.put("erin@beta.test", RosterItem("erin@localhost", "The other Erin", "both"))
+        await one.archive.append([ArchiveEntry("erin@beta.test", "b1", "erin@localhost", "in",
+                                               b"<message xmlns='jabber:client' from='erin@localhost/l' "
+                                               b"to='erin@beta.test'><body>hello</body></message>",
+                                               "l", 1796622947.5)])  # fmt: skip
+        first, count = await export_document(one, "localhost", limits)
+    assert count == 2
+    hosts = re.findall(rb'<host jid="([^"]+)">\s*<user name="([^"]+)"', first)
+    assert hosts == [(b"localhost", b"erin"), (b"beta.test", b"erin")]
+    (tmp_path / "first.xml").write_bytes(first)
+
+    async with await Storage.open(f"sqlite:///{tmp_path / 'two.sqlite3'}") as two:
+        accounts = decode_files([tmp_path / "first.xml"], "localhost", lambda _: None, hosts=["beta.test"])
+        await import_accounts(two, config, accounts, dry_run=False, say=lambda _: None)
+        assert sorted(await two.accounts.list_usernames()) == ["erin", "erin@beta.test"]
+        stored = await two.xep0227.read("erin@beta.test")
+        assert stored is not None
+        assert [item.jid for item in stored.roster] == ["erin@localhost"]
+        assert [archived.stanza_id for archived in stored.archive] == ["b1"]
+        credentials = await two.accounts.get_credentials("erin@beta.test")
+        assert credentials is not None
+        password = prep_password("erin@beta.test's password")
+        assert all(verify_password(password, c) for c in credentials.values())
+        second, _ = await export_document(two, "localhost", limits)
+    assert second == first
+    # The archive's own side is the host's account: the message came in from the other Erin.
+    with sqlite3.connect(tmp_path / "two.sqlite3") as db:
+        rows = db.execute("SELECT username, peer, direction FROM archive").fetchall()
+    assert rows == [("erin@beta.test", "erin@localhost", "in")]
 
 
 def test_includes_below_a_user_are_user_data(tmp_path: Path) -> None:
