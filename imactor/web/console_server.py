@@ -14,7 +14,6 @@ bug may end it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ import h11
 import trio
 
 from imactor.web.messages import Request, Response, read_head, text_response
+from imactor.web.node_listeners import Network, allowed, networks_of, serve_until_cancelled
 
 log = logging.getLogger("imactor.console")
 
@@ -41,7 +41,6 @@ TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 #: The application: a request, the peer's address, and whether the connection is TLS.
 Handler = Callable[[Request, str, bool], Awaitable[Response]]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 async def serve_console(
@@ -53,7 +52,7 @@ async def serve_console(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on `listeners` to the networks in `allow` (HTTPS with `ssl_context`)."""
-    networks = [ipaddress.ip_network(network) for network in allow]
+    networks = networks_of(allow)
     slots = trio.Semaphore(MAX_CONNECTIONS)
 
     async def handle(tcp: trio.SocketStream) -> None:
@@ -73,22 +72,7 @@ async def serve_console(
             with trio.move_on_after(1, shield=True), contextlib.suppress(*TRANSPORT_GONE, ssl.SSLError):
                 await stream.aclose()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(trio.serve_listeners, handle, [listener])
-            task_status.started()
-    finally:
-        with trio.CancelScope(shield=True):
-            for listener in listeners:
-                await listener.aclose()
-
-
-def _allowed(remote: str, networks: list[Network]) -> bool:
-    address = ipaddress.ip_address(remote.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    await serve_until_cancelled(handle, listeners, task_status=task_status)
 
 
 class _Connection:
@@ -111,7 +95,7 @@ class _Connection:
             return
         if isinstance(request, Response):
             await self.answer(request)
-        elif not _allowed(self.remote, networks):
+        elif not allowed(self.remote, networks):
             log.info("console: refused a request from %s (not in [listen.console] allow)", self.remote)
             await self.answer(text_response(403, "forbidden"))
         elif slots.value == 0:

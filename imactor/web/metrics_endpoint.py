@@ -11,7 +11,6 @@ is dropped, and malformed HTTP gets h11's status (400 mostly). No request can st
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -20,6 +19,7 @@ import h11
 import trio
 
 from imactor.web.messages import read_head
+from imactor.web.node_listeners import Network, allowed, networks_of, serve_until_cancelled
 
 log = logging.getLogger("imactor.metrics")
 
@@ -33,7 +33,6 @@ MAX_HEADER_SIZE = 16384
 CONCURRENT_SCRAPES = 4
 
 Render = Callable[[], Awaitable[bytes]]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 async def serve_metrics(
@@ -44,7 +43,7 @@ async def serve_metrics(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `render()`'s bytes at /metrics on `listeners`, to the networks in `allow`."""
-    networks = [ipaddress.ip_network(network) for network in allow]
+    networks = networks_of(allow)
     limiter = trio.CapacityLimiter(CONCURRENT_SCRAPES)
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -52,22 +51,7 @@ async def serve_metrics(
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await _one_request(stream, render, networks, limiter)  # (or the client went away)
 
-    try:
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(trio.serve_listeners, handle, [listener])
-            task_status.started()
-    finally:
-        with trio.CancelScope(shield=True):
-            for listener in listeners:
-                await listener.aclose()
-
-
-def _allowed(stream: trio.SocketStream, networks: list[Network]) -> bool:
-    address = ipaddress.ip_address(stream.socket.getpeername()[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    await serve_until_cancelled(handle, listeners, task_status=task_status)
 
 
 async def _one_request(
@@ -90,7 +74,7 @@ async def _one_request(
     if waited.cancelled_caught or event is None:
         return  # silent or gone: nothing to answer
     request = read_head(event)
-    if not _allowed(stream, networks):
+    if not allowed(str(stream.socket.getpeername()[0]), networks):
         log.info("metrics: refused a request from %s (not in [listen.metrics] allow)",
                  stream.socket.getpeername()[0])  # fmt: skip
         await _send(stream, connection, 403, b"forbidden\n")
