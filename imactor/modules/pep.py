@@ -158,21 +158,13 @@ def _result(ctx: IqContext, namespace: str | None = None) -> tuple[st.Element, s
     return reply, st.child(reply, namespace, "pubsub")
 
 
-def _single_op(ctx: IqContext, allowed: tuple[str, ...]) -> st.Element:
-    """The one action element of a <pubsub/> request (<publish-options/> and <configure/> ride along)."""
-    ops = [c for c in ctx.payload if isinstance(c.tag, str) and etree.QName(c).localname in allowed]
-    if len(ops) != 1:
-        raise StanzaError("bad-request", "one pubsub action expected")
-    return ops[0]
-
-
 # ---- publish, retract, create (pubsub namespace) --------------------------------------------
 
 
 @module.iq("set", NS_PUBSUB, "pubsub", scope=Scope.ACCOUNT)
 async def pubsub_set(ctx: IqContext) -> st.Element:
     known = ("publish", "retract", "create", "subscribe", "unsubscribe", "options")
-    op = _single_op(ctx, known)
+    op = ps.single_op(ctx.payload, known)
     name = etree.QName(op).localname
     if name in ("subscribe", "unsubscribe", "options"):
         # XEP-0163 §4: subscriptions to PEP nodes are implicit (presence and +notify).
@@ -274,7 +266,7 @@ async def _create(ctx: IqContext, create: st.Element) -> st.Element:
 
 @module.iq("get", NS_PUBSUB, "pubsub", scope=Scope.ACCOUNT)
 async def pubsub_get(ctx: IqContext) -> st.Element:
-    op = _single_op(ctx, ("items", "subscriptions", "affiliations", "options", "default"))
+    op = ps.single_op(ctx.payload, ("items", "subscriptions", "affiliations", "options", "default"))
     name = etree.QName(op).localname
     account = _owner(ctx)
     if name in ("subscriptions", "affiliations"):
@@ -294,17 +286,8 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
     config = await _config(ctx, node)
     if not ps.may_access(config, _relation(account, ctx.from_jid)):
         raise ps.access_error(config)
-    limit = config.max_items
-    wanted = op.get("max_items")
-    if wanted is not None:
-        try:
-            limit = min(limit, int(wanted))
-        except ValueError:
-            raise StanzaError("bad-request", "max_items must be an integer") from None
-        if limit < 1:
-            raise StanzaError("bad-request", "max_items must be positive")
-    ids = [item.get("id") or "" for item in op.findall(qname(NS_PUBSUB, "item"))]
-    stored = await ctx.storage.pep.items(account.username, node, limit=limit, item_ids=[i for i in ids if i])
+    limit = ps.max_items(op, config.max_items)
+    stored = await ctx.storage.pep.items(account.username, node, limit=limit, item_ids=ps.requested_ids(op))
     reply, pubsub = _result(ctx, NS_PUBSUB)
     assert pubsub is not None
     items = st.child(pubsub, NS_PUBSUB, "items")
@@ -320,7 +303,7 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
 @module.iq("get", NS_PUBSUB_OWNER, "pubsub", scope=Scope.ACCOUNT)
 async def owner_get(ctx: IqContext) -> st.Element:
     _only_owner(ctx)
-    op = _single_op(ctx, ("configure", "default", "affiliations", "subscriptions"))
+    op = ps.single_op(ctx.payload, ("configure", "default", "affiliations", "subscriptions"))
     name = etree.QName(op).localname
     limits = ctx.options.limits()
     reply, pubsub = _result(ctx, NS_PUBSUB_OWNER)
@@ -345,7 +328,7 @@ async def owner_get(ctx: IqContext) -> st.Element:
 async def owner_set(ctx: IqContext) -> st.Element:
     _only_owner(ctx)
     account = _owner(ctx)
-    op = _single_op(ctx, ("configure", "delete", "purge"))
+    op = ps.single_op(ctx.payload, ("configure", "delete", "purge"))
     name = etree.QName(op).localname
     node = ps.check_node_name(op.get("node"))
     config = await _config(ctx, node)

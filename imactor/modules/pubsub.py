@@ -171,15 +171,6 @@ def _bare(ctx: IqContext) -> str:
     return str(ctx.from_jid.bare)
 
 
-def _single_op(ctx: IqContext, allowed: tuple[str, ...]) -> st.Element:
-    """The one action element of a <pubsub/> request (<configure/>, <publish-options/> and
-    <options/> may ride along)."""
-    ops = [c for c in ctx.payload if isinstance(c.tag, str) and etree.QName(c).localname in allowed]
-    if len(ops) != 1:
-        raise StanzaError("bad-request", "one pubsub action expected")
-    return ops[0]
-
-
 def _reply(ctx: IqContext, namespace: str) -> tuple[st.Element, st.Element]:
     reply = st.iq_result(ctx.stanza)
     return reply, st.child(reply, namespace, "pubsub")
@@ -225,7 +216,7 @@ def _may_create(ctx: IqContext) -> bool:
 
 @module.iq("set", NS_PUBSUB, "pubsub", scope=Scope.SERVICE)
 async def pubsub_set(ctx: IqContext) -> st.Element:
-    op = _single_op(ctx, ("create", "publish", "retract", "subscribe", "unsubscribe", "options"))
+    op = ps.single_op(ctx.payload, ("create", "publish", "retract", "subscribe", "unsubscribe", "options"))
     name = etree.QName(op).localname
     if name == "create":
         return await _create(ctx, op)
@@ -374,7 +365,7 @@ def _subscription(parent: st.Element, namespace: str, node: str | None, jid: str
 
 @module.iq("get", NS_PUBSUB, "pubsub", scope=Scope.SERVICE)
 async def pubsub_get(ctx: IqContext) -> st.Element:
-    op = _single_op(ctx, ("items", "subscriptions", "affiliations", "options", "default"))
+    op = ps.single_op(ctx.payload, ("items", "subscriptions", "affiliations", "options", "default"))
     name = etree.QName(op).localname
     jid = _service(ctx)
     if name in ("options", "default"):
@@ -411,15 +402,8 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
         return await circles.items(ctx, op, circle)
     _, config, affiliation = await _node(ctx, node)
     service.check_access(config, affiliation)
-    limit = config.base.max_items
-    if op.get("max_items") is not None:
-        try:
-            limit = min(limit, int(op.get("max_items", "")))
-        except ValueError:
-            raise StanzaError("bad-request", "max_items must be an integer") from None
-        if limit < 1:
-            raise StanzaError("bad-request", "max_items must be positive")
-    ids = [i for i in (item.get("id") for item in op.findall(qname(NS_PUBSUB, "item"))) if i]
+    limit = ps.max_items(op, config.base.max_items)
+    ids = ps.requested_ids(op)
     stored = await ctx.storage.pubsub.items(jid, node, limit=limit, item_ids=ids)
     if ids and not stored:
         raise StanzaError("item-not-found", "no such item")
@@ -436,7 +420,7 @@ async def pubsub_get(ctx: IqContext) -> st.Element:
 @module.iq("get", NS_PUBSUB_OWNER, "pubsub", scope=Scope.SERVICE)
 async def owner_get(ctx: IqContext) -> st.Element:
     options: Options = ctx.options
-    op = _single_op(ctx, ("configure", "default", "subscriptions", "affiliations"))
+    op = ps.single_op(ctx.payload, ("configure", "default", "subscriptions", "affiliations"))
     name = etree.QName(op).localname
     reply, pubsub = _reply(ctx, NS_PUBSUB_OWNER)
     if name == "default":  # §8.3
@@ -466,7 +450,7 @@ async def owner_get(ctx: IqContext) -> st.Element:
 async def owner_set(ctx: IqContext) -> st.Element:
     options: Options = ctx.options
     jid = _service(ctx)
-    op = _single_op(ctx, ("configure", "delete", "purge", "subscriptions", "affiliations"))
+    op = ps.single_op(ctx.payload, ("configure", "delete", "purge", "subscriptions", "affiliations"))
     name = etree.QName(op).localname
     node = ps.check_node_name(op.get("node"))
     _not_a_circle(ctx, node)

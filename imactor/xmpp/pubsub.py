@@ -53,6 +53,34 @@ def pubsub_error(condition: str, app: str | None = None, text: str = "") -> Stan
     return StanzaError(condition, text, app_condition=None if app is None else (NS_PUBSUB_ERRORS, app))
 
 
+def single_op(payload: Element, allowed: tuple[str, ...]) -> Element:
+    """The one action element of a <pubsub/> request among `allowed` (<configure/>,
+    <publish-options/> and <options/> may ride along)."""
+    ops = [c for c in payload if isinstance(c.tag, str) and etree.QName(c).localname in allowed]
+    if len(ops) != 1:
+        raise StanzaError("bad-request", "one pubsub action expected")
+    return ops[0]
+
+
+def requested_ids(op: Element) -> list[str]:
+    """§6.5.8: the ids of the <item/> children of an <items/> request (empty ones left out)."""
+    return [i for i in (item.get("id") for item in op.iterchildren(qname(NS_PUBSUB, "item"))) if i]
+
+
+def max_items(op: Element, most: int) -> int:
+    """§6.5.7: how many items an <items/> request asks for, at most `most` (at least 1)."""
+    text = op.get("max_items")
+    if text is None:
+        return most
+    try:
+        limit = int(text)
+    except ValueError:
+        raise StanzaError("bad-request", "max_items must be an integer") from None
+    if limit < 1:
+        raise StanzaError("bad-request", "max_items must be positive")
+    return min(limit, most)
+
+
 def subscriber_jid(op: Element, requester: JID) -> JID:
     """§6.1.3.1 / §6.2.3.3: the `jid` of a (un)subscribe `op` must be the requester's (bare or full)."""
     try:

@@ -105,7 +105,7 @@ async def items(ctx: IqContext, op: st.Element, node: Target) -> st.Element:
     reply, pubsub = _reply(ctx)
     listing = st.child(pubsub, NS_PUBSUB, "items")
     listing.set("node", node_name)
-    ids = [i for i in (item.get("id") for item in op.findall(qname(NS_PUBSUB, "item"))) if i]
+    ids = ps.requested_ids(op)
     if ids:
         found = await store.items(service, node_name, limit=len(ids), item_ids=ids)
         if not found:
@@ -113,7 +113,7 @@ async def items(ctx: IqContext, op: st.Element, node: Target) -> st.Element:
         for item in found:
             ps.item_element(listing, NS_PUBSUB, item.item_id, item.payload)
         return reply
-    limit = _max_items(op, options.max_posts)
+    limit = ps.max_items(op, options.max_posts)
     paging = rsm.read(ctx.payload, limit, options.max_posts)
     request = paging or rsm.Request(limit)
     page = await store.page(service, node_name, limit=request.max, after=request.after, before=request.before)
@@ -295,19 +295,6 @@ async def _require_post(ctx: IqContext, node: Target) -> None:
     assert node.post is not None
     if await ctx.storage.pubsub.item_publisher(_service(ctx), node.feed, node.post) is None:
         raise StanzaError("item-not-found", "no such post")
-
-
-def _max_items(op: st.Element, most: int) -> int:
-    text = op.get("max_items")
-    if text is None:
-        return most
-    try:
-        limit = int(text)
-    except ValueError:
-        raise StanzaError("bad-request", "max_items must be an integer") from None
-    if limit < 1:
-        raise StanzaError("bad-request", "max_items must be positive")
-    return min(limit, most)
 
 
 async def _display_name(ctx: IqContext, bare: str) -> str:
