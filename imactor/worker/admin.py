@@ -33,6 +33,7 @@ from imactor.modules.adhoc.announce import ANNOUNCE_TYPES, announcement
 from imactor.modules.adhoc.reminder_task import poke
 from imactor.node.status import CommandHandler
 from imactor.storage.errors import StorageError
+from imactor.worker.admin_wing import end_sessions_here
 from imactor.worker.reload import reload_modules
 from imactor.xmpp.jid import JID, InvalidJID
 
@@ -93,11 +94,8 @@ def commands(services: Services, rooms: MucService | None) -> dict[str, CommandH
         username = arguments.get("user")
         if not isinstance(username, str) or not username:
             return {"error": "logout-user needs a username"}
-        ended = 0
-        for session in list(services.sessions):
-            if session.authenticated_as == username:
-                session.kick("not-authorized", "logged out by an administrator")
-                ended += 1
+        ended = end_sessions_here(services, m.EndSessions(username, "", "not-authorized",
+                                                          "logged out by an administrator"))  # fmt: skip
         return {"worker": services.worker_index, "sessions": ended}
 
     return {"destroy-room": destroy_room, "reload-modules": reload, "announce": announce,

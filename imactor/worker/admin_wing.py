@@ -88,7 +88,7 @@ class AdminWing:
 
     async def end_sessions(self, username: str, resource: str, condition: str, text: str) -> None:
         message = m.EndSessions(username, resource, condition, text)
-        self._end_here(message)
+        end_sessions_here(self._services, message)
         mesh = self._services.mesh
         for worker in self._peers():
             assert mesh is not None
@@ -104,7 +104,7 @@ class AdminWing:
             case m.Announce(template):
                 self._announce_here(template)
             case m.EndSessions():
-                self._end_here(message)
+                end_sessions_here(self._services, message)
             case _:
                 raise BodyError(f"a {type(message).__name__} for the administration")
 
@@ -121,14 +121,20 @@ class AdminWing:
         # Every recipient is a session of this worker: nothing is left for another route.
         deliver_here(self._services, template, self._bound_here())
 
-    def _end_here(self, message: m.EndSessions) -> None:
-        wanted = (message.username, message.resource)
-        for session in list(self._services.sessions):
-            jid = session.jid
-            if message.resource:
-                if jid is not None and (self._services.hosts.key(jid), jid.resourcepart) == wanted:
-                    session.kick(message.condition, message.text)
-            elif session.authenticated_as == message.username:
-                # Sessions that authenticated but have not bound yet end too: a login that read
-                # the account before it was disabled must not slip in after this.
-                session.kick(message.condition, message.text)
+
+def end_sessions_here(services: Services, message: m.EndSessions) -> int:
+    """End the sessions `message` names among this worker's; how many there were."""
+    wanted = (message.username, message.resource)
+    ended = 0
+    for session in list(services.sessions):
+        jid = session.jid
+        if message.resource:
+            if jid is None or (services.hosts.key(jid), jid.resourcepart) != wanted:
+                continue
+        elif session.authenticated_as != message.username:
+            continue
+        # Without a resource, sessions that authenticated but have not bound yet end too: a
+        # login that read the account before it was disabled must not slip in after this.
+        session.kick(message.condition, message.text)
+        ended += 1
+    return ended
