@@ -44,6 +44,10 @@ WORKER_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("imactor_mesh_dropped", "Frames the mesh could not deliver.", ("mesh", "dropped")),
     ("imactor_mesh_decode_errors", "Frames that did not decode.", ("mesh", "decode_errors")),
     ("imactor_activations", "Actors started on demand.", ("registry", "activations_total")),
+    ("imactor_storage_transactions", "Write transactions run (group commits).", ("storage", "transactions")),
+    ("imactor_storage_writes", "Writes run in those transactions.", ("storage", "writes")),
+    ("imactor_storage_deferred_batches", "SQLite: write batches that found another process writing "
+     "and waited for their turn in a thread.", ("storage", "deferred_batches")),
 )
 WORKER_HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
     ("imactor_route_seconds", "Time a session takes to route a client's message to its recipient "

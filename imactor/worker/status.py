@@ -53,6 +53,7 @@ class WorkerStatusSource:
     def _records(self, registry: object) -> dict[str, object]:
         services = self._services
         records: dict[str, object] = {"router": services.router.statistics(), "registry": registry}
+        records["storage"] = services.storage.statistics()  # the group commit's batches
         records["latency"] = {
             "route_seconds": services.route_latency.snapshot(),
             "storage_commit_seconds": services.storage.commit_latency(),

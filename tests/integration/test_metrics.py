@@ -89,6 +89,12 @@ async def test_a_scrape_shows_both_workers_sessions_stanzas_and_latencies(server
     assert total(routes, "imactor_route_seconds_sum") > 0
     # Logins write (last activity, presence state...): some batches committed.
     assert total(families["imactor_storage_commit_seconds"], "imactor_storage_commit_seconds_count") > 0
+    # Every message was archived (one write for both copies), in group commits of one or more.
+    transactions = total(families["imactor_storage_transactions"], "imactor_storage_transactions_total")
+    writes = total(families["imactor_storage_writes"], "imactor_storage_writes_total")
+    assert 0 < transactions <= writes
+    assert writes >= MESSAGES
+    assert {s.labels["worker"] for s in families["imactor_storage_deferred_batches"]} == {"0", "1"}
     assert total(families["imactor_node_restarts"], "imactor_node_restarts_total") == 0
     assert total(families["imactor_membership_epoch"], "imactor_membership_epoch") == 1
 
