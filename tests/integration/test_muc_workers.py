@@ -186,12 +186,21 @@ async def test_occupants_stay_when_the_room_moves_back_to_its_home(tmp_path: Pat
             await wait_for_workers(path, WORKERS)
             first, second = [await peer_on(server, 0, name) for name in names]
             worker = (await wait_for_workers(path, WORKERS))[1]
+            # Worker 0 hands nothing off while worker 1 is down (everything then lives at home
+            # on 0): the count now is the one before the room's move.
+            handoffs = await mesh_counter(path, 0, "handoffs")
             os.kill(int(worker["pid"]), signal.SIGKILL)
             await wait_membership(path, [0])
-            # While its home is down, the room lives on the survivor (created there now).
-            await create_instant(first, room, "first")
-            await join(second, room, "second")
-            handoffs = await mesh_counter(path, 0, "handoffs")
+            # The node supervisor starts worker 1 again at once; on a loaded machine the room's
+            # creation could take longer than that start, and the room would then be made at its
+            # home with nothing to move. So the supervisor waits, stopped, until the room lives
+            # on the survivor (worker 0 needs nothing from it meanwhile).
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                await create_instant(first, room, "first")
+                await join(second, room, "second")
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
             await wait_membership(path, [0, 1])
             await wait_counter(path, 0, "handoffs", handoffs + 1)
             await say(first, room, "after the move")
