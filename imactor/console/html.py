@@ -96,6 +96,20 @@ def form(path: str, action: str, fields: str, button: str, csrf: str, *, style: 
     )
 
 
+def removable(path: str, action: str, csrf: str, chips: Iterable[tuple[str, str]], *, empty: str) -> str:
+    """A row of chips, each its label (HTML) and a "×" form posting `action` with its own hidden
+    fields (HTML); the note `empty` when there are none."""
+    return (
+        "".join(
+            f'<span class="person">{label}'
+            + form(path, action, fields, "×", csrf, style="inline remove")
+            + "</span>"
+            for label, fields in chips
+        )
+        or f'<span class="note">{esc(empty)}</span>'
+    )
+
+
 def hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
 

@@ -55,21 +55,15 @@ async def view(context: Context) -> str:
         name = f"{indent}<b>{esc(department.name)}</b>"
         if department.key != department.name:  # the key people and files name, when it says more
             name += f'<br>{indent}<small class="note">{esc(department.key)}</small>'
-        people = (
-            "".join(
-                f'<span class="person">{esc(p.name)} <small>{esc(p.username)}</small>'
-                + html.form(
-                    PATH,
-                    "remove-person",
-                    html.hidden("username", p.username),
-                    "×",
-                    csrf,
-                    style="inline remove",
-                )
-                + "</span>"
+        people = html.removable(
+            PATH,
+            "remove-person",
+            csrf,
+            (
+                (f"{esc(p.name)} <small>{esc(p.username)}</small>", html.hidden("username", p.username))
                 for p in directory.members(department.key)
-            )
-            or '<span class="note">nobody</span>'
+            ),
+            empty="nobody",
         )
         rename = html.form(
             PATH,

@@ -52,16 +52,12 @@ async def view(context: Context) -> str:
         ) + body
     for word_list in lists:
         name = html.hidden("name", word_list.name)
-        words = (
-            "".join(
-                f'<span class="person"><code>{esc(word)}</code>'
-                + html.form(
-                    PATH, "remove", name + html.hidden("word", word), "×", csrf, style="inline remove"
-                )
-                + "</span>"
-                for word in word_list.words
-            )
-            or '<span class="note">no words</span>'
+        words = html.removable(
+            PATH,
+            "remove",
+            csrf,
+            ((f"<code>{esc(word)}</code>", name + html.hidden("word", word)) for word in word_list.words),
+            empty="no words",
         )
         add = html.form(
             PATH,
