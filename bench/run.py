@@ -85,12 +85,16 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "idle": {"sessions": 10000, "concurrency": 32},
         # 1,000 users in 500 pairs; per user 0.1 to 5 msg/s
-        "chat": {"pairs": 500, "rates": "100,200,300,500,700,1000,1500,2000,3000,4000,5000", "warmup": 10.0},
-        # 100 occupants, every one a sender; 500 to 30,000 deliveries/s
+        "chat": {
+            "pairs": 500,
+            "rates": "100,200,300,500,700,1000,1500,2000,2500,3000,4000,5000",
+            "warmup": 10.0,
+        },
+        # 100 occupants, every one a sender; 500 to 50,000 deliveries/s
         "muc": {
             "occupants": 100,
             "senders": 100,
-            "rates": "5,10,20,30,50,70,100,150,200,300",
+            "rates": "5,10,20,30,50,70,100,150,200,300,400,500",
             "warmup": 10.0,
         },
         # 4,000 cold users, 50 logins at a time over all generator processes

@@ -99,10 +99,11 @@ def archiving_wanted(prefs: ArchivePrefs, peer: str, in_roster: bool) -> bool:
     return prefs.default == "always"
 
 
-#: The account (if it exists) and its archiving preferences (if it has any), in one lookup.
-_ACCOUNT_PREFS = (
-    "SELECT p.default_mode, p.always, p.never FROM account AS a "
-    "LEFT JOIN archive_prefs AS p ON p.username = a.username WHERE a.username = :username"
+#: Each account that exists and its archiving preferences (if it has any), in one lookup: the
+#: ``IN`` list is filled with one parameter per account (`_accounts_and_prefs`).
+_ACCOUNTS_PREFS = (
+    "SELECT a.username, p.default_mode, p.always, p.never FROM account AS a "
+    "LEFT JOIN archive_prefs AS p ON p.username = a.username WHERE a.username IN ({})"
 )
 #: A contact's subscription and pending "ask", for the "roster" archiving mode.
 _ROSTER_STATE = "SELECT subscription, ask FROM roster_item WHERE username = :username AND jid = :jid"
@@ -141,15 +142,10 @@ class ArchiveStore:
         rows = list(entries)
 
         def insert(sql: Sql) -> list[ArchiveEntry]:
-            # On every chat message's path: one small statement per account and one executemany
-            # INSERT on the lean write path (`Database.write_sql`), rather than ORM objects.
-            prefs_of: dict[str, ArchivePrefs | None] = {}
-            for username in {entry.username for entry in rows}:
-                found = sql.rows(_ACCOUNT_PREFS, {"username": username})
-                if found:
-                    [(mode, always, never)] = found
-                    stored = None if mode is None else ArchivePrefs(mode, json_list(always), json_list(never))
-                    prefs_of[username] = stored
+            # On every chat message's path: one small statement for the accounts' preferences
+            # and one executemany INSERT on the lean write path (`Database.write_sql`), rather
+            # than ORM objects.
+            prefs_of = _accounts_and_prefs(sql, {entry.username for entry in rows})
             kept: list[ArchiveEntry] = []
             for entry in rows:
                 if entry.username not in prefs_of:
@@ -236,6 +232,19 @@ class ArchiveStore:
                 row.never = list(prefs.never)
 
         await self._db.write(upsert)
+
+
+def _accounts_and_prefs(sql: Sql, usernames: set[str]) -> dict[str, ArchivePrefs | None]:
+    """The stored preferences of each of `usernames` that is an account (None: it has none)."""
+    # One statement for a chat message's two accounts (sender and recipient): one fewer per message.
+    if not usernames:
+        return {}
+    params = {f"u{i}": username for i, username in enumerate(sorted(usernames))}
+    statement = _ACCOUNTS_PREFS.format(", ".join(f":{name}" for name in params))
+    return {
+        username: None if mode is None else ArchivePrefs(mode, json_list(always), json_list(never))
+        for username, mode, always, never in sql.rows(statement, params)
+    }
 
 
 def _row(entry: ArchiveEntry) -> ArchivedMessage:

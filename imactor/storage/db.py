@@ -523,8 +523,7 @@ class Database:
         with self._writer_turn(), _driver_cursor(self._write_engine) as (connection, cursor):
             _begin_immediate(cursor)
             try:
-                _run_lean_jobs(batch, cursor)
-                cursor.execute("COMMIT")
+                cursor.execute("COMMIT" if _run_lean_jobs(batch, cursor) else "ROLLBACK")
             except BaseException:
                 if connection.driver_connection.in_transaction:  # type: ignore[union-attr]
                     cursor.execute("ROLLBACK")
@@ -586,12 +585,17 @@ def _should_retry(exc: Exception, deadline: float) -> bool:
     return True
 
 
-def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
+def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
     """The jobs of a lean batch inside an open SQLite transaction, each under a SAVEPOINT: a
-    failing job is rolled back alone and keeps its error; the others go on."""
+    failing job is rolled back alone and keeps its error; the others go on. True: commit.
+
+    A batch of one job (a quiet user's message arrives alone) needs no SAVEPOINT: if it fails,
+    the caller rolls the whole transaction back (False), which saves two statements."""
     sql = Sql(cursor=cursor)
+    alone = len(batch) == 1
     for job in batch:
-        cursor.execute("SAVEPOINT job")
+        if not alone:
+            cursor.execute("SAVEPOINT job")
         try:
             job.value = job.fn(sql)
             job.ran = True
@@ -603,9 +607,11 @@ def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> None:
                 raise
         except Exception as exc:
             job.error = exc
-        if job.error is not None:
-            cursor.execute("ROLLBACK TO job")
-        cursor.execute("RELEASE job")
+        if not alone:
+            if job.error is not None:
+                cursor.execute("ROLLBACK TO job")
+            cursor.execute("RELEASE job")
+    return not alone or batch[0].error is None
 
 
 def _run_nested(session: Session, job: _Job[Any]) -> None:

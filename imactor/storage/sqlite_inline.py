@@ -108,8 +108,9 @@ class InlineWriter:
         self.inline_batches = 0
         self.deferred_batches = 0
 
-    def run(self, body: Callable[[sqlite3.Cursor], None]) -> bool:
-        """Run `body` in one write transaction (BEGIN IMMEDIATE ... COMMIT) on the loop's thread.
+    def run(self, body: Callable[[sqlite3.Cursor], bool]) -> bool:
+        """Run `body` in one write transaction (BEGIN IMMEDIATE ... COMMIT) on the loop's thread;
+        when `body` returns False the transaction is rolled back instead.
 
         Returns False, having run nothing, when another process holds the writer turn or
         SQLite's write lock: the caller then writes in a thread, which may wait.
@@ -132,8 +133,7 @@ class InlineWriter:
                         return False
                     raise
                 try:
-                    body(cursor)
-                    cursor.execute("COMMIT")
+                    cursor.execute("COMMIT" if body(cursor) else "ROLLBACK")
                 except BaseException:
                     if self._connection is not None and self._connection.in_transaction:
                         cursor.execute("ROLLBACK")

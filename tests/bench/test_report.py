@@ -116,7 +116,7 @@ def test_company_shape_fills_what_is_not_given_and_an_explicit_option_wins() -> 
         "SCRAM-SHA-1",
         "default",
     )
-    assert args.rates == "100,200,300,500,700,1000,1500,2000,3000,4000,5000"
+    assert args.rates == "100,200,300,500,700,1000,1500,2000,2500,3000,4000,5000"
     args = parse_args(
         ["--shape", "company", "--scenario", "login", "--sasl", "SCRAM-SHA-256", "--accounts", "5000"]
     )

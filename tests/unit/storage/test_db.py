@@ -6,7 +6,7 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from imactor.storage import AccountExists, RosterItem, Storage, StorageError, StorageFull, schema
+from imactor.storage.db import Sql
 from imactor.storage.schema import Migration
 from tests.support.disk import fill, small_tmpfs
 from tests.unit.storage.conftest import execute, sqlite_only, table_names
@@ -285,14 +286,20 @@ async def test_select_when_sqlite_is_busy_retries_in_a_thread(
         holder.close()
 
 
-async def test_lean_writes_fail_alone_and_roll_back_their_own_changes(storage: Storage, alice: str) -> None:
-    from imactor.storage import AccountNotFound
-    from imactor.storage.db import Sql
+def _delete_then_fail(username: str) -> Callable[[Sql], None]:
+    """A lean write that changes rows, then fails: its changes must not stand."""
 
-    def half_then_fail(sql: Sql) -> None:
-        sql.run("DELETE FROM offline_message WHERE username = :u", {"u": alice})  # undone below
+    def write(sql: Sql) -> None:
+        sql.run("DELETE FROM offline_message WHERE username = :u", {"u": username})
         sql.run("INSERT INTO no_such_table VALUES (1)", {})
 
+    return write
+
+
+async def test_lean_writes_fail_alone_and_roll_back_their_own_changes(storage: Storage, alice: str) -> None:
+    from imactor.storage import AccountNotFound
+
+    half_then_fail = _delete_then_fail(alice)
     await storage.offline.store(alice, b"<kept/>")
     outcomes: list[str] = []
 
@@ -320,6 +327,18 @@ async def test_lean_writes_fail_alone_and_roll_back_their_own_changes(storage: S
     assert storage.statistics().transactions - before == 1  # one lean batch, on the driver connection
     assert await storage.offline.count(alice) == 11  # the failed DELETEs were rolled back
     assert await storage.offline.count("nobody") == 0
+
+
+async def test_a_lean_write_alone_that_fails_leaves_nothing(storage: Storage, alice: str) -> None:
+    # A batch of one job runs without a SAVEPOINT: its failure rolls the whole transaction back.
+    await storage.offline.store(alice, b"<kept/>")
+    before = storage.statistics().transactions
+    with pytest.raises(StorageError, match=NO_SUCH_TABLE):
+        await storage._db.write_sql(_delete_then_fail(alice))
+    assert storage.statistics().transactions - before == 1  # it was a batch of its own
+    assert await storage.offline.count(alice) == 1  # the DELETE was rolled back
+    await storage.offline.store(alice, b"<next/>")  # and the writer is not left mid-transaction
+    assert await storage.offline.count(alice) == 2
 
 
 async def test_lean_and_orm_writes_share_a_batch(storage: Storage, alice: str) -> None:
