@@ -78,10 +78,19 @@ class Page:
             pass
 
     async def evaluate(self, expression: str) -> Any:
-        """The value of `expression` in the page (a promise is awaited)."""
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        """The value of `expression` in the page (a promise is awaited).
+
+        The promise is kept in a page global until it settles: the protocol holds the promise it
+        awaits only weakly, and Debian's Chromium 150 failed the call with "Promise was
+        collected" while the page was still waiting on it (a login's wait, in three runs of the
+        browser tests out of four; none in five since it is kept)."""
+        kept = (
+            "(() => { const kept = (globalThis.__imactorAwaited ??= new Set());"
+            f" const awaited = Promise.resolve(({expression}));"
+            " kept.add(awaited); awaited.finally(() => kept.delete(awaited)).catch(() => {});"
+            " return awaited; })()"
         )
+        result = await self.call("Runtime.evaluate", expression=kept, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             raise JavaScriptError(details.get("exception", {}).get("description") or details.get("text"))

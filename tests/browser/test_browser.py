@@ -42,13 +42,11 @@ checks as the chats.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import http.server
 import json
 import os
-import queue
 import shutil
 import ssl
 import struct
@@ -56,28 +54,23 @@ import subprocess
 import threading
 import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
-import aiohttp
 import pytest
-import slixmpp
 import trio
 
 from tests.browser.cdp import Page, open_chromium
-from tests.support.clients import slixmpp_client
+from tests.browser.desk import DESK, DESK_PASSWORD, SlixmppThread
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("IMACTOR_BROWSER_CACHE", REPO / ".cache" / "browser"))
 CONVERSE_DIST = CACHE / "node_modules" / "converse.js" / "dist"
 PAGE_JS = Path(__file__).with_name("converse_page.js")
 PASSWORD = "browser test password"
-DESK = "desk@localhost"  # the slixmpp user
 SPONSOR_LOGOS = "net::ERR_NAME_NOT_RESOLVED https://conversejs.org/media/logos/"
 TIMEOUT_PER_TRANSPORT = 40.0
 ACCOUNTS = {"ws": "webws", "bosh": "webbosh", "wss": "webwss"}  # transport: the account using it
@@ -144,123 +137,9 @@ def origin(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module's tests, with its default modules (XEP-0363 upload among them)."""
-    users = [(name, PASSWORD) for name in (*ACCOUNTS.values(), UPLOADER, "desk")]
+    users = [(name, PASSWORD) for name in (*ACCOUNTS.values(), UPLOADER)] + [("desk", DESK_PASSWORD)]
     with running_server(tmp_path_factory.mktemp("server"), users=users) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def desk(server: ServerProcess) -> Iterator[SlixmppThread]:
-    """The slixmpp user every Converse user chats with."""
-    client = SlixmppThread(f"{DESK}/desk", PASSWORD, server.c2s_port)
-    try:
-        yield client
-    finally:
-        client.stop()
-
-
-class Received(NamedTuple):
-    sender: str
-    body: str
-    oob_url: str | None  #: the XEP-0066 <x xmlns="jabber:x:oob"><url/> of the message, if any
-
-
-class SlixmppThread:
-    """A slixmpp client on TCP, running its asyncio loop in a thread of its own."""
-
-    def __init__(self, jid: str, password: str, port: int) -> None:
-        self.received: queue.Queue[Received] = queue.Queue()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._xmpp: slixmpp.ClientXMPP | None = None
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main(jid, password, port)), daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(30) or self._error is not None:
-            raise RuntimeError(f"slixmpp did not log in: {self._error!r}")
-
-    async def _main(self, jid: str, password: str, port: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            plugins = ("xep_0030", "xep_0066", "xep_0128", "xep_0363")
-            async with slixmpp_client(jid, password, port, send_presence=True, plugins=plugins) as xmpp:
-                self._xmpp = xmpp
-                xmpp.add_event_handler(
-                    "message",
-                    lambda msg: self.received.put(
-                        Received(str(msg["from"]), msg["body"], msg["oob"]["url"] or None)
-                    ),
-                )
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            raise
-
-    def send(self, to: str, body: str) -> None:
-        assert self._loop is not None
-        assert self._xmpp is not None
-        xmpp, jid = self._xmpp, slixmpp.JID(to)
-        self._loop.call_soon_threadsafe(lambda: xmpp.send_message(mto=jid, mbody=body, mtype="chat"))
-
-    def expect(self, body: str, timeout: float = 30.0) -> str:
-        """Wait for a message with this body; return its sender."""
-        return self.expect_from(lambda message: message.body == body, timeout).sender
-
-    def expect_from(self, wanted: Callable[[Received], bool], timeout: float = 30.0) -> Received:
-        """Wait for a message that is `wanted`; the ones before it are dropped."""
-        while True:
-            message = self.received.get(timeout=timeout)
-            if wanted(message):
-                return message
-
-    def call(self, work: Callable[[slixmpp.ClientXMPP], Awaitable[T]], timeout: float = 30.0) -> T:
-        """Run ``work(client)`` on slixmpp's loop; its result (blocks this thread)."""
-        assert self._loop is not None
-        assert self._xmpp is not None
-        xmpp = self._xmpp
-
-        async def run() -> T:
-            return await work(xmpp)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
-
-    def upload_and_send(self, to: str, name: str, data: bytes, context: ssl.SSLContext) -> str:
-        """Upload `data` through the server's XEP-0363 service, PUT verified with `context`, and
-        send its GET URL to `to` (body and XEP-0066 OOB, as Converse does); the URL."""
-
-        async def work(xmpp: slixmpp.ClientXMPP) -> str:
-            upload = xmpp.plugin["xep_0363"]
-            found = await upload.find_upload_service(timeout=TIMEOUT)
-            assert found is not None
-            assert str(found["from"]) == UPLOAD_SERVICE, found
-            slot = (await upload.request_slot(found["from"], name, len(data), "image/png", timeout=TIMEOUT))[
-                "http_upload_slot"
-            ]
-            headers = {"Content-Type": "image/png", "Content-Length": str(len(data))}
-            connector = aiohttp.TCPConnector(ssl=context)
-            async with (
-                aiohttp.ClientSession(connector=connector) as http,
-                http.put(slot["put"]["url"], data=data, headers=headers) as response,
-            ):
-                assert response.status == 201, response.status
-            url = str(slot["get"]["url"])
-            message = xmpp.make_message(mto=slixmpp.JID(to), mbody=url, mtype="chat")
-            message["oob"]["url"] = url
-            message.send()
-            return url
-
-        return self.call(work)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
 
 
 def test_converse_in_chromium_over_websocket_and_bosh(
@@ -459,7 +338,9 @@ async def _send_and_show_files(
     # The other way: slixmpp's XEP-0363 plugin finds the service and asks a slot, the PUT is
     # aiohttp's; Converse loads the picture from the GET URL it got in the message.
     theirs = _png(120, 120)
-    url = await trio.to_thread.run_sync(desk.upload_and_send, full_jid, "from slixmpp.png", theirs, trusted)
+    url = await trio.to_thread.run_sync(
+        desk.upload_and_send, UPLOAD_SERVICE, full_jid, "from slixmpp.png", theirs, trusted
+    )
     shown = await page.evaluate(f"imactorTest.waitForImage({json.dumps(DESK)}, {json.dumps(DESK + '/desk')})")
     assert shown == {"from": f"{DESK}/desk", "src": url, "width": 120, "height": 120}, shown
     shot = await page.screenshot(tmp_path / "converse-upload.png")

@@ -24,13 +24,12 @@ import trio
 
 from imactor.config import DEFAULT_MODULES
 from tests.browser.cdp import JavaScriptError, Page, open_chromium
-from tests.browser.test_browser import SlixmppThread
+from tests.browser.desk import DESK_PASSWORD, SlixmppThread
 from tests.support.server import ServerProcess, running_server
 from tests.support.timeouts import TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN, PASSWORD = "boss", "browser console password"
-DESK = "desk@localhost"
 MODULES = "modules = [" + ", ".join(f'"{m}"' for m in (*DEFAULT_MODULES, "word_filter", "directory")) + "]\n"
 CONSOLE = '\n[listen.console]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n'
 #: Seconds for the page that a click asks for to be there.
@@ -50,7 +49,7 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     admins = f'admins = ["{ADMIN}@localhost"]\n'
-    users = [(ADMIN, PASSWORD), ("desk", PASSWORD)]
+    users = [(ADMIN, PASSWORD), ("desk", DESK_PASSWORD)]
     with running_server(
         tmp_path_factory.mktemp("console-browser"),
         users=users,
@@ -58,15 +57,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         extra=CONSOLE,
     ) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def desk(server: ServerProcess) -> Iterator[SlixmppThread]:
-    client = SlixmppThread(f"{DESK}/desk", PASSWORD, server.c2s_port)
-    try:
-        yield client
-    finally:
-        client.stop()
 
 
 async def fill(page: Page, selector: str, text: str) -> None:

@@ -8,21 +8,15 @@ from pathlib import Path
 import pytest
 
 from imactor.config import DEFAULT_MODULES, Config, ConfigError, LimitsConfig, Rate, load_config, parse_config
+from tests.support.config_file import config_file
 
 HOSTS_EXPECTED = "expected a host name or address, or a list of them"
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "conf" / "imactor.toml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def test_empty_file_gives_every_default(tmp_path: Path) -> None:
-    path = _write(tmp_path, "")
+    path = config_file(tmp_path, "")
     config = load_config(path)
     conf_dir = tmp_path / "conf"
     assert config.source == path
@@ -57,7 +51,7 @@ def test_empty_file_gives_every_default(tmp_path: Path) -> None:
 
 
 def test_values_are_read_and_typed(tmp_path: Path) -> None:
-    path = _write(
+    path = config_file(
         tmp_path,
         """
         [server]
@@ -109,7 +103,7 @@ def test_values_are_read_and_typed(tmp_path: Path) -> None:
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, ""))
+    config = load_config(config_file(tmp_path, ""))
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.server.domain = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -117,7 +111,7 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    path = _write(
+    path = config_file(
         tmp_path,
         """
         [server]
@@ -141,13 +135,13 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
 def test_absolute_and_non_sqlite_urls_are_kept(tmp_path: Path) -> None:
     for url in ("sqlite:////srv/imactor.sqlite3", "postgresql+psycopg://u:p@db/imactor"):
-        assert load_config(_write(tmp_path, f'[storage]\nurl = "{url}"\n')).storage_url == url
+        assert load_config(config_file(tmp_path, f'[storage]\nurl = "{url}"\n')).storage_url == url
 
 
 def test_relative_config_path_still_gives_absolute_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(tmp_path, "")
+    config_file(tmp_path, "")
     monkeypatch.chdir(tmp_path)
     config = load_config(Path("conf/imactor.toml"))
     assert config.server.data_dir == tmp_path / "conf" / "data"
@@ -229,7 +223,7 @@ def test_relative_config_path_still_gives_absolute_paths(
     ],
 )
 def test_validation_errors_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
-    path = _write(tmp_path, toml)
+    path = config_file(tmp_path, toml)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: {message}")
@@ -249,7 +243,7 @@ def test_validation_errors_name_file_and_key(tmp_path: Path, toml: str, message:
     ],
 )
 def test_unknown_keys_are_errors(tmp_path: Path, toml: str, key: str) -> None:
-    path = _write(tmp_path, toml)
+    path = config_file(tmp_path, toml)
     with pytest.raises(ConfigError, match=r".") as info:
         load_config(path)
     assert str(info.value) == f"{path}: {key}: unknown key"
@@ -259,7 +253,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError, match=rf"^{missing}: cannot read: No such file or directory$"):
         load_config(missing)
-    broken = _write(tmp_path, "[server\n")
+    broken = config_file(tmp_path, "[server\n")
     with pytest.raises(ConfigError, match=rf"^{broken}: invalid TOML: "):
         load_config(broken)
 
@@ -267,7 +261,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 def test_s2s_defaults_routes_and_policy(tmp_path: Path) -> None:
     assert Config().s2s.enabled is False  # a closed deployment federates only when told to
     assert Config().listen.s2s.port == 5269
-    path = _write(
+    path = config_file(
         tmp_path,
         '[s2s]\nenabled = true\nca_file = "cas.pem"\ndeny = ["evil.example"]\n'
         'routes = { "Partner.Example" = "127.0.0.1:5270", "v6.example" = "[::1]:5269" }\n',
@@ -277,14 +271,14 @@ def test_s2s_defaults_routes_and_policy(tmp_path: Path) -> None:
     assert s2s.ca_file == tmp_path / "conf" / "cas.pem"
     assert s2s.permits("partner.example")
     assert not s2s.permits("evil.example")
-    only = load_config(_write(tmp_path, '[s2s]\nallow = ["a.example"]\n')).s2s
+    only = load_config(config_file(tmp_path, '[s2s]\nallow = ["a.example"]\n')).s2s
     assert only.permits("a.example")
     assert not only.permits("b.example")
 
 
 def test_s2s_rates(tmp_path: Path) -> None:
     assert Config().s2s.rate_of("any.example") == Rate(100.0, 500)
-    path = _write(
+    path = config_file(
         tmp_path,
         "[s2s]\nrate = 0\nburst = 20\n"
         'rate_overrides = { "Slow.Example" = { rate = 2 }, "b.example" = { rate = 0.5, burst = 9 } }\n',
@@ -328,7 +322,7 @@ def test_s2s_rates(tmp_path: Path) -> None:
     ],
 )
 def test_s2s_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
-    path = _write(tmp_path, f"[s2s]\n{toml}\n")
+    path = config_file(tmp_path, f"[s2s]\n{toml}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == f"{path}: {message}"
@@ -338,7 +332,7 @@ def test_components_secrets_and_files(tmp_path: Path) -> None:
     secret_file = tmp_path / "conf" / "bot.secret"
     secret_file.parent.mkdir()
     secret_file.write_text("from a file\n")
-    path = _write(tmp_path, '[listen.component]\nport = 0\n'
+    path = config_file(tmp_path, '[listen.component]\nport = 0\n'
                             '[components."Gateway.example"]\nsecret = "s"\n'
                             '[components."bot.example"]\nsecret_file = "bot.secret"\n')  # fmt: skip
     config = load_config(path)
@@ -347,7 +341,7 @@ def test_components_secrets_and_files(tmp_path: Path) -> None:
     assert config.components["gateway.example"].secret == "s"
     assert config.components["bot.example"].secret == "from a file"
     assert config.components["bot.example"].secret_file == secret_file
-    assert load_config(_write(tmp_path, "")).components == {}
+    assert load_config(config_file(tmp_path, "")).components == {}
 
 
 @pytest.mark.parametrize(
@@ -371,7 +365,7 @@ def test_components_secrets_and_files(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_component_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
-    path = _write(tmp_path, toml)
+    path = config_file(tmp_path, toml)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: {message}")

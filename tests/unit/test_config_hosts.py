@@ -9,15 +9,9 @@ import pytest
 from imactor.config import ConfigError, load_config
 from imactor.hosts import Hosts, account_key, prep_account_key, split_account_key
 from imactor.xmpp.jid import JID, InvalidJID
+from tests.support.config_file import config_file
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "conf" / "imactor.toml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 TWO_HOSTS = """
@@ -40,7 +34,7 @@ domain = "c.example"
 
 
 def test_hosts_are_read_with_their_certificates_and_modules(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, TWO_HOSTS))
+    config = load_config(config_file(tmp_path, TWO_HOSTS))
     conf = tmp_path / "conf"
     assert config.domains == ("a.example", "b.example", "c.example")  # lower-cased
     b, _c = config.hosts
@@ -61,7 +55,7 @@ def test_hosts_are_read_with_their_certificates_and_modules(tmp_path: Path) -> N
 
 
 def test_without_hosts_nothing_changes(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, '[server]\ndomain = "a.example"\n'))
+    config = load_config(config_file(tmp_path, '[server]\ndomain = "a.example"\n'))
     assert config.hosts == ()
     assert config.domains == ("a.example",)
     assert config.certificates == {"a.example": (config.tls_certificate, config.tls_key)}
@@ -98,7 +92,7 @@ def test_without_hosts_nothing_changes(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_bad_hosts_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
-    path = _write(tmp_path, text + '[server]\ndomain = "a.example"\n')
+    path = config_file(tmp_path, text + '[server]\ndomain = "a.example"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: "), caught.value
