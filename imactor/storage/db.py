@@ -17,7 +17,8 @@ of a `Session` in a worker thread.
   `Database.write_sql` is the lean form for the writes on the message path (archive rows,
   offline messages, last activity): a function of `Sql` (plain statements with ``:name``
   parameters) instead of a `Session`. A batch made only of those runs, on SQLite, straight on the
-  driver's connection (BEGIN IMMEDIATE, a SAVEPOINT per write, COMMIT) without SQLAlchemy's
+  driver's connection (BEGIN IMMEDIATE, a SAVEPOINT per write when there are several, COMMIT;
+  a write alone that fails rolls the transaction back) without SQLAlchemy's
   session and statement machinery, which a profile of chat traffic showed to be about half of the
   writer thread's time.
 
