@@ -83,7 +83,7 @@ class Page:
         The promise is kept in a page global until it settles: the protocol holds the promise it
         awaits only weakly, and Debian's Chromium 150 failed the call with "Promise was
         collected" while the page was still waiting on it (a login's wait, in three runs of the
-        browser tests out of four; none in five since it is kept)."""
+        browser tests out of four; in none since it is kept)."""
         kept = (
             "(() => { const kept = (globalThis.__imactorAwaited ??= new Set());"
             f" const awaited = Promise.resolve(({expression}));"
