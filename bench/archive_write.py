@@ -39,16 +39,17 @@ from typing import Any
 import trio
 
 from imactor.storage import Storage
+
+# The server's own INSERT and row values, so that "plain rows" differs from it only in the
+# machinery around them.
+from imactor.storage.archive import _INSERT_ARCHIVED as INSERT_ROW
 from imactor.storage.archive import ArchiveEntry
+from imactor.storage.archive import _values as archive_row
 
 #: A chat message's stanza as stored (about the size of the load generator's).
 STANZA = (
     b"<message xmlns='jabber:client' from='bench1@localhost/r' to='bench2@localhost' type='chat'"
     b" id='a1b2c3d4e5f6'><body>" + b"x" * 60 + b"</body></message>"
-)
-_INSERT_ROW = (
-    "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _JOURNAL = (
     "CREATE TABLE journal (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, "
@@ -57,8 +58,6 @@ _JOURNAL = (
 _INSERT_JOURNAL = (
     "INSERT INTO journal (sender, recipient, stanza_id, timestamp, stanza) VALUES (?, ?, ?, ?, ?)"
 )
-
-Row = tuple[str, str, float, str, str, str, bytes]
 
 
 class Messages:
@@ -83,11 +82,9 @@ class Messages:
             ArchiveEntry(sender, stanza_id, f"{recipient}@localhost", "out", STANZA, ""),
         ]
 
-    def rows(self) -> list[Row]:
-        """The next message's two rows of the archive table."""
-        now = time.time()
-        return [(e.username, e.stanza_id, now, e.peer, e.peer_resource, e.direction, e.stanza)
-                for e in self.entries()]  # fmt: skip
+    def rows(self) -> list[dict[str, Any]]:
+        """The next message's two rows of the archive table, as the server binds them."""
+        return [archive_row(entry) for entry in self.entries()]
 
 
 def cpu_per_message(work: Callable[[], None], messages: int) -> float:
@@ -139,7 +136,7 @@ def plain_rows(connection: sqlite3.Connection, users: int, messages: int, batch:
     def work() -> None:
         for _ in range(messages // batch):
             cursor.execute("BEGIN IMMEDIATE")
-            cursor.executemany(_INSERT_ROW, [row for _ in range(batch) for row in source.rows()])
+            cursor.executemany(INSERT_ROW, [row for _ in range(batch) for row in source.rows()])
             cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages // batch * batch)
@@ -161,12 +158,12 @@ def journal(connection: sqlite3.Connection, users: int, messages: int, batch: in
 
 def bulk_sorted(connection: sqlite3.Connection, users: int, messages: int) -> float:
     source = Messages(users, seed=999)
-    rows = sorted((row for _ in range(messages) for row in source.rows()), key=lambda row: row[0])
+    rows = sorted((row for _ in range(messages) for row in source.rows()), key=lambda row: row["username"])
     cursor = connection.cursor()
 
     def work() -> None:
         cursor.execute("BEGIN IMMEDIATE")
-        cursor.executemany(_INSERT_ROW, rows)
+        cursor.executemany(INSERT_ROW, rows)
         cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages)
