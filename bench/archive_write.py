@@ -1,4 +1,4 @@
-"""What a chat message's archive write costs, and what cheaper layouts would cost (issue 14):
+"""What a chat message's archive write costs, and what the layouts around it cost (issue 14):
 not a test, figures for docs/benchmarks.md.
 
     python -m bench.archive_write [--messages 6000] [--users 1000] [--batches 1,8] [--json out.json]
@@ -9,18 +9,22 @@ archived twice (the recipient's copy and the sender's), as `imactor.modules.mam`
 microseconds per message (`time.process_time`) for each group-commit batch size of `--batches`:
 
 - ``append_wanted``: the server's own call (`ArchiveStore.append_wanted` through `Storage`: the
-  group commit, both accounts' preferences, the INSERT of two rows, COMMIT on the loop's thread),
-  each batch's messages written by concurrent tasks, as the user actors write them;
-- ``plain rows``: the same two rows per message into the same table and indexes with the sqlite3
-  module alone (BEGIN IMMEDIATE, one executemany, COMMIT): SQLite's share of the above;
-- ``journal``: one row per message into a table without a secondary index (a layout the server
-  does not have: an append-only journal that would be indexed later);
+  group commit, both accounts' preferences, the INSERT of two rows into the archive's journal,
+  COMMIT on the loop's thread), each batch's messages written by concurrent tasks, as the user
+  actors write them;
+- ``move_journal``: the server's own move of those rows into the indexed archive, afterwards, in
+  one call (a worker moves the journal every quarter of a second);
+- ``indexed rows``: the same two rows per message straight into the indexed archive with the
+  sqlite3 module alone (BEGIN IMMEDIATE, one executemany, COMMIT): what SQLite alone spent when
+  the server wrote there, before it had a journal;
+- ``journal``: one row per message into a table without a secondary index (the sqlite3 module
+  alone; the server's journal takes two, one per archive);
 - ``bulk sorted``: `--messages` messages' two rows into the indexed table in one transaction,
-  sorted by account (how a journal would be moved into the archive): each index leaf is touched
-  once per account instead of once per row;
+  sorted by account (the sqlite3 module alone, what a move does inside SQLite): each index leaf
+  is touched once per account instead of once per row;
 - the WAL checkpoint of each layout, per message, measured apart (`PRAGMA wal_checkpoint`);
-  ``append_wanted``'s own checkpoints run in the server's checkpoint thread, in this process, and
-  are in its figures.
+  the server's own checkpoints run in its checkpoint thread, in this process, and are in its
+  figures.
 """
 
 from __future__ import annotations
@@ -39,17 +43,22 @@ from typing import Any
 import trio
 
 from imactor.storage import Storage
-
-# The server's own INSERT and row values, so that "plain rows" differs from it only in the
-# machinery around them.
-from imactor.storage.archive import _INSERT_ARCHIVED as INSERT_ROW
 from imactor.storage.archive import ArchiveEntry
+
+# The server's row values, so that "indexed rows" binds what the server binds.
 from imactor.storage.archive import _values as archive_row
 
 #: A chat message's stanza as stored (about the size of the load generator's).
 STANZA = (
     b"<message xmlns='jabber:client' from='bench1@localhost/r' to='bench2@localhost' type='chat'"
     b" id='a1b2c3d4e5f6'><body>" + b"x" * 60 + b"</body></message>"
+)
+#: A chat message's two rows straight into the indexed archive, as the server wrote them before
+#: it had a journal (the archive's table and indexes are the server's own).
+_INSERT_INDEXED = (
+    "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
+    "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza) "
+    "ON CONFLICT DO NOTHING"
 )
 _JOURNAL = (
     "CREATE TABLE journal (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, "
@@ -94,22 +103,31 @@ def cpu_per_message(work: Callable[[], None], messages: int) -> float:
     return round(1e6 * (time.process_time() - started) / messages, 1)
 
 
-async def through_storage(path: Path, users: int, messages: int, batches: Sequence[int]) -> dict[int, float]:
-    """`append_wanted` per message at each batch size (the server's code, its group commit)."""
+async def through_storage(
+    path: Path, users: int, messages: int, batches: Sequence[int]
+) -> tuple[dict[int, float], dict[int, float]]:
+    """`append_wanted` per message at each batch size (the server's code, its group commit), and
+    `move_journal` of those messages afterwards, in one move (a worker moves every quarter of a
+    second, so a few hundred to a few thousand rows at a time)."""
     storage = await Storage.open(f"sqlite:///{path}")
     try:
         source = Messages(users)
         # One PBKDF2 round: the accounts only have to exist.
         await storage.accounts.create_many([(name, "password") for name in source.names], iterations=1)
-        result: dict[int, float] = {}
+        appends: dict[int, float] = {}
+        moves: dict[int, float] = {}
         for batch in batches:
+            written = messages // batch * batch
             started = time.process_time()
             for _ in range(messages // batch):
                 async with trio.open_nursery() as nursery:
                     for _ in range(batch):
                         nursery.start_soon(storage.archive.append_wanted, source.entries(), "always")
-            result[batch] = round(1e6 * (time.process_time() - started) / (messages // batch * batch), 1)
-        return result
+            appends[batch] = round(1e6 * (time.process_time() - started) / written, 1)
+            started = time.process_time()
+            await storage.archive.move_journal()
+            moves[batch] = round(1e6 * (time.process_time() - started) / written, 1)
+        return appends, moves
     finally:
         await storage.aclose()
 
@@ -129,14 +147,14 @@ def checkpoint(connection: sqlite3.Connection, messages: int) -> float:
     return cpu_per_message(lambda: connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").close(), messages)
 
 
-def plain_rows(connection: sqlite3.Connection, users: int, messages: int, batch: int) -> float:
+def indexed_rows(connection: sqlite3.Connection, users: int, messages: int, batch: int) -> float:
     source = Messages(users, seed=batch)
     cursor = connection.cursor()
 
     def work() -> None:
         for _ in range(messages // batch):
             cursor.execute("BEGIN IMMEDIATE")
-            cursor.executemany(INSERT_ROW, [row for _ in range(batch) for row in source.rows()])
+            cursor.executemany(_INSERT_INDEXED, [row for _ in range(batch) for row in source.rows()])
             cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages // batch * batch)
@@ -163,7 +181,7 @@ def bulk_sorted(connection: sqlite3.Connection, users: int, messages: int) -> fl
 
     def work() -> None:
         cursor.execute("BEGIN IMMEDIATE")
-        cursor.executemany(INSERT_ROW, rows)
+        cursor.executemany(_INSERT_INDEXED, rows)
         cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages)
@@ -172,13 +190,15 @@ def bulk_sorted(connection: sqlite3.Connection, users: int, messages: int) -> fl
 def measure(directory: Path, users: int, messages: int, batches: Sequence[int]) -> dict[str, Any]:
     database = directory / "archive.sqlite3"
     report: dict[str, Any] = {"users": users, "messages": messages, "batches": list(batches)}
-    report["append_wanted"] = trio.run(through_storage, database, users, messages, batches)
+    appends, moves = trio.run(through_storage, database, users, messages, batches)
+    report["append_wanted"], report["move_journal"] = appends, moves
     connection = connect(database)
     try:
         # The server's checkpoint thread ran in this process: its CPU is in append_wanted's figures.
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
-        report["plain_rows"] = {batch: plain_rows(connection, users, messages, batch) for batch in batches}
-        report["plain_rows_checkpoint"] = checkpoint(connection, messages * len(batches))
+        report["indexed_rows"] = {batch: indexed_rows(connection, users, messages, batch)
+                                  for batch in batches}  # fmt: skip
+        report["indexed_rows_checkpoint"] = checkpoint(connection, messages * len(batches))
         connection.execute(_JOURNAL)
         report["journal"] = {batch: journal(connection, users, messages, batch) for batch in batches}
         report["journal_checkpoint"] = checkpoint(connection, messages * len(batches))
@@ -197,15 +217,16 @@ def table(report: dict[str, Any]) -> str:
         "|---|" + "---|" * (len(report["batches"]) + 1),
     ]
     layouts = (
-        ("append_wanted", "the server's append_wanted"),
-        ("plain_rows", "plain rows (sqlite3 alone)"),
-        ("journal", "journal, one row, no index"),
+        ("append_wanted", "the server's append_wanted (two rows into the journal)"),
+        ("move_journal", "the server's move_journal (those rows into the archive, one move)"),
+        ("indexed_rows", "before the journal: two rows into the indexed archive (sqlite3 alone)"),
+        ("journal", "one row into a journal (sqlite3 alone)"),
     )
     for key, name in layouts:
         cells = " | ".join(str(report[key][batch]) for batch in report["batches"])
         lines.append(f"| {name} | {cells} | {report.get(key + '_checkpoint', 'included')} |")
     blanks = " | ".join("" for _ in report["batches"][1:])
-    lines.append(f"| bulk sorted move into the archive (all at once) | {report['bulk_sorted']} | {blanks} | "
+    lines.append(f"| a bulk sorted move (sqlite3 alone, all at once) | {report['bulk_sorted']} | {blanks} | "
                  f"{report['bulk_sorted_checkpoint']} |")  # fmt: skip
     return "\n".join(lines)
 

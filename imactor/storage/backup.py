@@ -28,8 +28,9 @@ from imactor.storage.db import sqlite_path
 from imactor.storage.errors import StorageError
 from imactor.storage.files import PRIVATE_FILE_MODE, private_directory, sqlite_files
 
-#: Tables counted in a backup's summary: what an administrator checks first.
-_SUMMARY_TABLES = ("account", "archive", "offline_message", "muc_room")
+#: Tables counted in a backup's summary: what an administrator checks first. The newest archived
+#: messages are in the archive's journal until a worker moves them (`imactor.storage.archive`).
+_SUMMARY_TABLES = ("account", "archive", "archive_journal", "offline_message", "muc_room")
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ class Storage:
         self.pubsub = PubsubServiceStore(db)
         self.push = PushStore(db)
         self.rooms = RoomStore(db)
-        self.xep0227 = Xep0227Store(db)
+        self.xep0227 = Xep0227Store(db, self.archive)
         self.word_lists = WordListStore(db)
         self.org = OrgStore(db)
         self.email = EmailDigestStore(db)

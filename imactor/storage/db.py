@@ -13,7 +13,8 @@ of a `Session` in a worker thread.
   anyway and a second one would only wait on the lock. Writes are *group-committed*: the tasks
   that ask to write while a transaction is running are batched into the next transaction, each
   under its own SAVEPOINT, so one failing write does not undo the others and a burst of offline
-  messages costs one commit rather than one each (docs/design.md "Storage").
+  messages costs one commit rather than one each (docs/design.md "Storage"). A batch holds
+  writes of one kind (`write` or `write_sql`, below), the oldest queued ones.
   `Database.write_sql` is the lean form for the writes on the message path (archive rows,
   offline messages, last activity): a function of `Sql` (plain statements with ``:name``
   parameters) instead of a `Session`. A batch made only of those runs, on SQLite, straight on the
@@ -258,6 +259,11 @@ class Database:
         )
 
     @property
+    def dialect(self) -> str:
+        """The database's SQL dialect: ``sqlite`` or ``postgresql``."""
+        return self._write_engine.dialect.name
+
+    @property
     def writes_failing(self) -> bool:
         """Whether the last write batch failed because of the database (already logged)."""
         return self._faults.failing
@@ -448,8 +454,7 @@ class Database:
                 if self._closed and not job.taken:
                     raise StorageError("storage is closed")
                 while not job.taken:
-                    batch = self._pending[:MAX_BATCH]
-                    del self._pending[:MAX_BATCH]
+                    batch = self._next_batch()
                     for queued in batch:
                         queued.taken = True
                     self._transactions += 1
@@ -465,6 +470,18 @@ class Database:
                 self._pending.remove(job)
             raise
         return job.unwrap()
+
+    def _next_batch(self) -> list[_Job[Any]]:
+        """The oldest queued jobs of one kind, lean or not (at most `MAX_BATCH`): a batch with one
+        `Session` job runs every job of it through the ORM in a thread, and a lean write caught
+        in it (a chat message's archive rows) would cost several times its own path."""
+        lean = self._pending[0].lean
+        size = 1
+        while size < min(MAX_BATCH, len(self._pending)) and self._pending[size].lean == lean:
+            size += 1
+        batch = self._pending[:size]
+        del self._pending[:size]
+        return batch
 
     def _run_inline(self, batch: list[_Job[Any]]) -> bool:
         """A batch of lean writes on SQLite, on the loop's thread if no other process is writing

@@ -11,7 +11,7 @@ leave the writer or reader thread, so no ORM object ever reaches Trio code.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Table, UniqueConstraint, false
 from sqlmodel import Field, Session, SQLModel
 
 from imactor.storage.cluster_tables import ClusterNodeRow, ClusterStateRow
@@ -164,6 +164,33 @@ class ArchivedMessage(SQLModel, table=True):
     stanza: bytes
 
 
+class ArchiveJournalRow(SQLModel, table=True):
+    """XEP-0313: a message appended to an account's archive and not yet moved into `archive`
+    (schema version 15).
+
+    The message path appends here: a table without secondary indexes takes a row for a fraction
+    of what the indexed archive costs (docs/benchmarks.md), and `imactor.storage.archive` moves
+    the rows into `archive` in large batches sorted by account, on the writer's thread, and
+    before every read of an archive. The table stays small (a few seconds of messages), so it has
+    no index on `username`: an account's deletion scans it for the cascade.
+    """
+
+    __tablename__ = "archive_journal"
+
+    # BIGINT on PostgreSQL (a sequence that never restarts: billions of rows over the years);
+    # SQLite's INTEGER PRIMARY KEY is its rowid, already 64-bit.
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    username: str = Field(foreign_key="account.username", ondelete="CASCADE")
+    stanza_id: str
+    timestamp: float
+    peer: str
+    peer_resource: str = ""
+    direction: str
+    stanza: bytes
+
+
 class ArchivePrefsRow(SQLModel, table=True):
     """XEP-0313 §6 archiving preferences of an account (schema version 2); no row: defaults."""
 
@@ -272,6 +299,7 @@ TABLES: tuple[Table, ...] = tuple(
         BlockedJid,
         LastActivity,
         ArchivedMessage,
+        ArchiveJournalRow,
         ArchivePrefsRow,
         RoomRow,
         RoomMessage,

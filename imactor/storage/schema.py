@@ -231,6 +231,13 @@ def _add_fast_tokens(conn: Connection) -> None:
     getattr(FastTokenRow, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
 
 
+def _add_archive_journal(conn: Connection) -> None:
+    """Version 15: the archive's journal, where the message path appends (`ArchiveJournalRow`)."""
+    from imactor.storage.models import ArchiveJournalRow
+
+    getattr(ArchiveJournalRow, "__table__").create(conn, checkfirst=True)  # noqa: B009 - SQLModel declares it untyped
+
+
 #: Upgrade steps; version 1 is the schema created by `models.py` before any step existed.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "message archive (XEP-0313)", _add_archive),
@@ -246,6 +253,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "publish-subscribe service nodes and items (XEP-0060)", _add_pubsub_service),
     Migration(13, "roster items the user has listed stay listed (RFC 6121 §3.1.3)", _add_roster_listed),
     Migration(14, "FAST authentication tokens (XEP-0484)", _add_fast_tokens),
+    Migration(15, "the message archive's journal of recent messages", _add_archive_journal),
 )
 
 

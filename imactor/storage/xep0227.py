@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, col, func, select
 
 from imactor.hosts import split_account_key
+from imactor.storage.archive import ArchiveStore
 from imactor.storage.db import Database
 from imactor.storage.models import (
     Account,
@@ -81,11 +82,13 @@ class AccountChanges:
 class Xep0227Store:
     """Whole accounts in and out, for `imactor export` and `imactor import`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, archive: ArchiveStore) -> None:
         self._db = db
+        self._archive = archive
 
     async def read(self, username: str) -> StoredAccount | None:
         """The account's data, or None if there is no such account."""
+        await self._archive.settle()  # the archive's newest messages wait in its journal
         return await self._db.read(lambda session: _read(session, username))
 
     async def apply(self, changes: AccountChanges, domain: str) -> None:

@@ -19,11 +19,11 @@ def test_reports_every_layout_at_every_batch_size(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     assert main(["--messages", "24", "--users", "10", "--batches", "1,4", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for layout in ("append_wanted", "plain_rows", "journal"):
+    for layout in ("append_wanted", "move_journal", "indexed_rows", "journal"):
         assert set(report[layout]) == {"1", "4"}, report[layout]  # JSON keys
         assert all(value > 0 for value in report[layout].values()), report[layout]
     assert report["bulk_sorted"] > 0
-    assert {"plain_rows_checkpoint", "journal_checkpoint", "bulk_sorted_checkpoint"} <= set(report)
+    assert {"indexed_rows_checkpoint", "journal_checkpoint", "bulk_sorted_checkpoint"} <= set(report)
 
 
 def test_refuses_batches_larger_than_the_run() -> None:

@@ -97,7 +97,7 @@ async def test_status_counts_sessions_users_and_stanzas(fresh_server: ServerProc
         supervisors = {record["name"]: record for record in worker["supervisors"]}
         assert set(supervisors) == {"worker", "users", "sessions"}
         children = supervisors["worker"]["children"]
-        assert [child["id"] for child in children][-2:] == ["status", "last-activity"]
+        assert [child["id"] for child in children][-3:] == ["status", "archive-journal", "last-activity"]
         assert {child["state"] for child in children} == {"running"}
         assert supervisors["users"]["active"] == 2
         assert supervisors["sessions"]["active"] == 2

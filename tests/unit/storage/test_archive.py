@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import trio
 from sqlalchemy import create_engine
 
 from imactor.storage import (
@@ -20,7 +21,8 @@ from imactor.storage import (
     models,
     schema,
 )
-from tests.unit.storage.conftest import FAST_ITERATIONS, sqlite_only
+from imactor.storage import archive as archive_module
+from tests.unit.storage.conftest import FAST_ITERATIONS, execute, sqlite_only
 
 
 def entry(username: str, n: int, peer: str = "bob@localhost", direction: str = "in") -> ArchiveEntry:
@@ -176,3 +178,89 @@ async def test_a_version_1_database_is_upgraded(db_url: str) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {t.name for t in models.TABLES} <= tables  # every later step ran
     assert {"ix_archive_username_timestamp", "ix_archive_username_peer"} <= indexes
+
+
+# ---- the journal: appends land there, moves and reads take them into the archive ----------------
+
+
+def _journal_and_archive(db_url: str) -> tuple[int, int]:
+    """Rows in the journal and in the archive, read outside imactor."""
+    ((journal,),) = execute(db_url, "SELECT count(*) FROM archive_journal")
+    ((archive,),) = execute(db_url, "SELECT count(*) FROM archive")
+    return int(journal), int(archive)  # type: ignore[call-overload]
+
+
+async def test_appends_wait_in_the_journal_and_a_read_moves_them(
+    storage: Storage, alice: str, db_url: str
+) -> None:
+    await storage.accounts.create("bob", "pw", iterations=FAST_ITERATIONS)
+    for n in range(3):
+        chat = [entry(alice, n, "bob@localhost", "in"), entry("bob", n, "alice@localhost", "out")]
+        assert await storage.archive.append_wanted(chat, "always") == chat
+    assert _journal_and_archive(db_url) == (6, 0)  # durable in the journal, not yet indexed
+    page = await storage.archive.query(alice)
+    assert ids(page.items) == ["id0", "id1", "id2"]
+    assert _journal_and_archive(db_url) == (0, 6)
+    assert await storage.archive.count("bob") == 3
+
+
+async def test_moves_keep_each_accounts_order_and_drop_a_second_copy(
+    storage: Storage, alice: str, db_url: str
+) -> None:
+    """Moved rows are sorted by account; within one account they keep the order they were
+    appended in, across moves, and a message routed twice keeps its first row."""
+    await storage.accounts.create("bob", "pw", iterations=FAST_ITERATIONS)
+    for n in range(4):
+        await storage.archive.append_wanted([entry("bob", n), entry(alice, n)], "always")
+    assert await storage.archive.move_journal() == 8
+    again = ArchiveEntry(alice, "id3", "bob@localhost", "in", b"<message id='2nd'/>")
+    for n in (4, 5):
+        await storage.archive.append_wanted([entry(alice, n), entry("bob", n)], "always")
+    await storage.archive.append_wanted([again], "always")
+    assert await storage.archive.move_journal() == 5  # left the journal; the second copy dropped
+    assert await storage.archive.move_journal() == 0
+    for name in (alice, "bob"):
+        page = await storage.archive.query(name)
+        assert ids(page.items) == [f"id{n}" for n in range(6)]
+    kept = "SELECT stanza FROM archive WHERE username = 'alice' AND stanza_id = 'id3'"
+    ((stanza,),) = execute(db_url, kept)
+    assert bytes(stanza) == b"<message id='3'/>"  # type: ignore[arg-type]
+    assert _journal_and_archive(db_url) == (0, 12)
+
+
+async def test_a_deleted_accounts_journal_rows_go_with_it(storage: Storage, alice: str, db_url: str) -> None:
+    """Not moved later into an account of the same name created meanwhile."""
+    await storage.archive.append_wanted([entry(alice, 1)], "always")
+    await storage.accounts.delete(alice)
+    assert _journal_and_archive(db_url) == (0, 0)
+    await storage.accounts.create(alice, "pw", iterations=FAST_ITERATIONS)
+    assert await storage.archive.count(alice) == 0
+
+
+async def test_deleting_an_archive_empties_its_journal_rows(
+    storage: Storage, alice: str, db_url: str
+) -> None:
+    await storage.accounts.create("bob", "pw", iterations=FAST_ITERATIONS)
+    await storage.archive.append_wanted([entry(alice, 1), entry("bob", 1)], "always")
+    await storage.archive.delete(alice)
+    assert _journal_and_archive(db_url) == (1, 0)  # bob's row stays
+    assert await storage.archive.count("bob") == 1
+
+
+async def test_run_moves_at_its_row_mark_and_what_is_left_when_it_stops(
+    storage: Storage, alice: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The interval far away: only the row mark can start a move while the test watches.
+    monkeypatch.setattr(archive_module, "MOVE_INTERVAL", 3600.0)
+    monkeypatch.setattr(archive_module, "MOVE_ROWS", 4)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(storage.archive.run)
+            await storage.archive.append_wanted([entry(alice, n) for n in range(4)], "always")
+            # The move commits in the writer's thread and no event tells the test: watch the table.
+            while _journal_and_archive(db_url) != (0, 4):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await storage.archive.append_wanted([entry(alice, 4)], "always")  # under the mark
+            assert _journal_and_archive(db_url) == (1, 4)
+            nursery.cancel_scope.cancel()
+    assert _journal_and_archive(db_url) == (0, 5)  # moved as it stopped

@@ -341,13 +341,31 @@ async def test_a_lean_write_alone_that_fails_leaves_nothing(storage: Storage, al
     assert await storage.offline.count(alice) == 2
 
 
-async def test_lean_and_orm_writes_share_a_batch(storage: Storage, alice: str) -> None:
+async def test_lean_and_orm_writes_queued_together_all_commit(storage: Storage, alice: str) -> None:
     async with trio.open_nursery() as nursery:
         for i in range(10):
             nursery.start_soon(storage.offline.store, alice, b"<m%d/>" % i)
             nursery.start_soon(storage.roster.put, alice, RosterItem(f"c{i}@localhost"))
     assert await storage.offline.count(alice) == 10
     assert len((await storage.roster.get(alice))[1]) == 10
+
+
+@sqlite_only
+async def test_a_batch_holds_writes_of_one_kind(storage: Storage, alice: str) -> None:
+    """An ORM write queued between lean ones is a batch of its own: the lean writes before and
+    after it stay on their own path (on SQLite, the loop's thread), not the ORM's in a thread."""
+    before = storage.statistics()
+    async with trio.open_nursery() as nursery:
+        # Queued in this order in one scheduler round (the leader's lock is a checkpoint).
+        for i in range(2):
+            nursery.start_soon(storage.offline.store, alice, b"<before%d/>" % i)
+        nursery.start_soon(storage.roster.put, alice, RosterItem("c@localhost"))
+        for i in range(2):
+            nursery.start_soon(storage.offline.store, alice, b"<after%d/>" % i)
+    after = storage.statistics()
+    assert after.transactions - before.transactions == 3
+    assert after.inline_batches - before.inline_batches == 2
+    assert await storage.offline.count(alice) == 4
 
 
 # ---- lean writes on the event loop's thread (imactor.storage.sqlite_inline) --------------------

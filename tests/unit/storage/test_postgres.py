@@ -58,6 +58,7 @@ async def test_archive_and_offline_messages_are_partitioned_by_user(pg_url: str)
             for i in range(2)
         ]
         await storage.archive.append(entries)
+        await storage.archive.move_journal()  # from the journal into the partitioned archive
         for name in USERS:
             await storage.offline.store(name, b"<offline/>")
         for table in ("archive", "offline_message"):
@@ -86,6 +87,34 @@ async def test_archive_and_offline_messages_are_partitioned_by_user(pg_url: str)
         assert await storage.archive.count("user3") == 0
         assert await storage.offline.count("user3") == 0
         assert await storage.archive.count("user4") == 2
+
+
+async def test_nodes_moving_the_journal_at_once_keep_every_message_once_in_order(pg_url: str) -> None:
+    """Two nodes (two storages on one database) append to the archive's journal and move it at
+    the same time: each message ends in its archive once, and each node's messages to one
+    account keep the order they were appended in."""
+    users = USERS[:4]
+    async with await Storage.open(pg_url) as one, await Storage.open(pg_url) as two:
+        await one.accounts.create_many([(name, "pw") for name in users], iterations=FAST_ITERATIONS)
+
+        async def node(storage: Storage, tag: str) -> None:
+            for i in range(48):
+                entry = ArchiveEntry(users[i % 4], f"{tag}-{i}", "peer@localhost", "in", b"<m/>")
+                await storage.archive.append_wanted([entry], "always")
+                if i % 3 == 0:
+                    await storage.archive.move_journal()
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node, one, "a")
+                nursery.start_soon(node, two, "b")
+        for k, name in enumerate(users):
+            page = await two.archive.query(name, limit=100)
+            ids = [item.stanza_id for item in page.items]
+            for tag in ("a", "b"):
+                assert [i for i in ids if i.startswith(tag)] == [f"{tag}-{i}" for i in range(k, 48, 4)]
+            assert len(ids) == 24
+        assert execute(pg_url, "SELECT count(*) FROM archive_journal") == [(0,)]
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
