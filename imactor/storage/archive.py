@@ -230,7 +230,9 @@ class ArchiveStore:
 
     async def move_journal(self) -> int:
         """Move every row the journal holds now into the archive; how many rows left the journal
-        (a second copy of a message is dropped, not moved).
+        (a second copy of a message is dropped, not moved). On PostgreSQL, rows another node is
+        moving at the same moment are left to it: this call waits for them only up to its first
+        `MOVE_LIMIT` rows.
 
         Raises:
             StorageError: The database failed; the rows stay in the journal.
