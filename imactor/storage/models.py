@@ -170,8 +170,8 @@ class ArchiveJournalRow(SQLModel, table=True):
 
     The message path appends here: a table without secondary indexes takes a row for a fraction
     of what the indexed archive costs (docs/benchmarks.md), and `imactor.storage.archive` moves
-    the rows into `archive` in large batches sorted by account, on the writer's thread, and
-    before every read of an archive. The table stays small (a few seconds of messages), so it has
+    the rows into `archive` in batches sorted by account, four times a second, and before every
+    read of an archive. The table stays small (a few seconds of messages), so it has
     no index on `username`: an account's deletion scans it for the cascade.
     """
 

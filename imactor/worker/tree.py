@@ -282,8 +282,8 @@ def _children(
           if services.modules.background_tasks else []),
         ChildSpec("status", status.run),
         # Moves the archive's journal into the archive (`imactor.storage.archive`). Near the end:
-        # a restart of it restarts nothing else; what sessions append after it stopped waits in
-        # the journal for the next read or start.
+        # a restart of it restarts only last-activity; what sessions append after it stopped
+        # waits in the journal for the next read or start.
         ChildSpec("archive-journal", services.storage.archive.run),
         # Last: it is the first to stop, and the logouts of the shutdown are then written at once.
         ChildSpec("last-activity", services.storage.last_activity.run),
