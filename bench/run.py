@@ -125,6 +125,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int,
                         help="accounts provisioned (bench0..N-1); the scenario uses a subset spread "
                         "over them (company: 10000; hot: just those it uses)")  # fmt: skip
+    parser.add_argument("--archive-prefill", type=int, default=0, metavar="N",
+                        help="imactor started here: N archived messages in each account's archive "
+                        "before the start (a working company's archive is not empty)")  # fmt: skip
     parser.add_argument("--processes", type=int, default=2, help="generator OS processes")
     parser.add_argument("--duration", type=float,
                         help="login: run time; chat, muc: per step; cpu: per phase (s)")  # fmt: skip
@@ -215,6 +218,11 @@ def _any_default(name: str) -> Any:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.server_config == "default" and (args.server_workers != 1 or args.server_modules):
         parser.error("--server-workers/--server-modules need --server-config bench")
+    if args.archive_prefill < 0:
+        parser.error("--archive-prefill: expected a count, 0 or more")
+    if args.archive_prefill and (args.port is not None or args.compare_nodes):
+        parser.error("--archive-prefill fills the SQLite file of an imactor started here: no --port, "
+                     "no --compare-nodes")  # fmt: skip
     if args.compare_workers and (args.port is not None or args.server != "imactor"):
         parser.error("--compare-workers starts imactor itself: no --port, no other --server")
     if args.compare_workers and args.server_config != "bench":
@@ -627,6 +635,7 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
     users = spread(provisioned, options.accounts_needed())
     count = args.server_workers if workers is None else workers
     name = server or args.server
+    prefill = args.archive_prefill if name == "imactor" else 0  # the peers' archives: as they start
     with ExitStack() as stack:
         if cluster is not None and nodes is not None:
             node_start = time.monotonic()
@@ -640,7 +649,8 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
                                                         domain=args.domain, workers=count,
                                                         modules=modules, peer_store=args.peer_store,
                                                         config=args.server_config,
-                                                        sasl=args.sasl))  # fmt: skip
+                                                        sasl=args.sasl,
+                                                        archive_prefill=prefill))  # fmt: skip
             start_seconds = round(time.monotonic() - provision_started, 1)
         else:
             target = Target(args.host, args.port, args.domain, args.server_pid)
@@ -653,6 +663,7 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
             "server_workers": count if name == "imactor" and args.server_config == "bench" else None,
             "peer_store": None if name == "imactor" or args.server_config == "default" else args.peer_store,
             "server_modules": args.server_modules, "nodes": nodes,
+            "archive_prefill": args.archive_prefill if name == "imactor" else None,
             "accounts": len(provisioned), "users": len(users),
             "user_sample": [name for name, _ in users[:3] + users[-1:]],
             "start_and_provision_seconds": start_seconds,

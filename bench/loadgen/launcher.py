@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.loadgen.archive_prefill import prefill_archive
+
 START_TIMEOUT = 30.0
 
 CONFIG = """
@@ -111,17 +113,23 @@ def write_config(directory: Path, *, tls: bool = True, domain: str = "localhost"
 def running_imactor(directory: Path, users: Sequence[tuple[str, str]], *, tls: bool = True,
                     domain: str = "localhost", workers: int = 1, modules: Sequence[str] | None = None,
                     config_name: str = "bench", host: str = "127.0.0.1",
-                    extra: str = "") -> Iterator[Target]:  # fmt: skip
+                    extra: str = "", archive_prefill: int = 0) -> Iterator[Target]:  # fmt: skip
     """Run `imactor supervise` until the block ends; its stderr goes to `directory/server.log`.
 
     `config_name`: "default" or "bench" (the module's docstring); with "bench", `workers` and
     `modules` (the `[server] modules` list; None: the server's default list). `host`: the
     loopback address every listener binds; `extra`: more TOML tables (e.g. `[storage]` and
-    `[cluster]` for a node of a cluster)."""
+    `[cluster]` for a node of a cluster); `archive_prefill`: archived messages written into
+    each account's archive before the start (`archive_prefill.py`; the default SQLite file only)."""
     config = write_config(directory, tls=tls, domain=domain, workers=workers, modules=modules,
                           config_name=config_name, host=host, extra=extra)  # fmt: skip
     if users:
         add_users(config, users)
+    if archive_prefill:
+        if "[storage]" in extra:
+            raise ValueError("archive_prefill writes the default SQLite file: no [storage] url")
+        prefill_archive(directory / "data" / "imactor.sqlite3", [name for name, _ in users], domain,
+                        archive_prefill)  # fmt: skip
     log_path = directory / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -26,8 +26,8 @@ CONFIGS = ("default", "bench")
 def running_server(name: str, directory: Path, users: Sequence[tuple[str, str]], *, tls: bool,
                    domain: str = "localhost", workers: int = 1,
                    modules: Sequence[str] | None = None, peer_store: str = "native",
-                   config: str = "bench",
-                   sasl: str | None = None) -> AbstractContextManager[Target]:  # fmt: skip
+                   config: str = "bench", sasl: str | None = None,
+                   archive_prefill: int = 0) -> AbstractContextManager[Target]:  # fmt: skip
     """Start the server `name` (one of SERVERS) in its configuration `config`:
 
     - "default": each server as its own defaults have it (imactor: conf/imactor.toml's defaults;
@@ -37,12 +37,15 @@ def running_server(name: str, directory: Path, users: Sequence[tuple[str, str]],
       Prosody in the minimal profile with the archive on, on `peer_store` ("native": Mnesia,
       internal files; "sqlite") or, for the `-pg` names, on PostgreSQL.
 
-    `sasl` (SCRAM-SHA-1, SCRAM-SHA-256 or None) picks ejabberd's stored SCRAM hash."""
+    `sasl` (SCRAM-SHA-1, SCRAM-SHA-256 or None) picks ejabberd's stored SCRAM hash;
+    `archive_prefill` (imactor only): archived messages per account before the start."""
     if config not in CONFIGS:
         raise ValueError(f"unknown configuration {config!r}: one of {', '.join(CONFIGS)}")
     if name == "imactor":
         return running_imactor(directory, users, tls=tls, domain=domain, workers=workers, modules=modules,
-                               config_name=config)  # fmt: skip
+                               config_name=config, archive_prefill=archive_prefill)  # fmt: skip
+    if archive_prefill:
+        raise ValueError("archive_prefill: imactor only")
     base, _, variant = name.partition("-")
     if variant not in ("", "pg") or base not in ("ejabberd", "prosody"):
         raise ValueError(f"unknown server {name!r}: one of {', '.join(SERVERS)}")
