@@ -58,8 +58,8 @@ ARCHIVE_MODES = frozenset({"always", "roster", "never"})
 MOVE_INTERVAL = 0.25
 #: Rows this process appends before `ArchiveStore.run` moves the journal without waiting for
 #: the interval: a move holds the writer, and on SQLite the loop's thread, for 8 ms (a small
-#: archive) to 45 ms (180,000 rows) per thousand rows; larger moves cost less a row (fewer
-#: index pages written per row) but hold the loop longer.
+#: archive) to 50 ms (4 M rows) per thousand rows; larger moves cost less a row on a small
+#: archive (fewer index pages written per row), hardly on a large one, and hold the loop longer.
 MOVE_ROWS = 1_000
 #: Most rows one move transaction takes: a journal that grew while moves failed (a full disk) is
 #: moved in turns, with other work between them.
