@@ -604,24 +604,36 @@ def _should_retry(exc: Exception, deadline: float) -> bool:
 
 
 def _run_lean_jobs(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
-    """The jobs of a lean batch inside an open SQLite transaction, each under a SAVEPOINT: a
-    failing job is rolled back alone and keeps its error; the others go on. True: commit.
+    """The jobs of a lean batch inside an open SQLite transaction (`_run_jobs_in_transaction`)."""
+    # SQLite rolls the whole transaction back itself on a full disk or an I/O error: nothing
+    # of the batch stands, and there is no savepoint left to roll back to.
+    return _run_jobs_in_transaction(batch, cursor, Sql(cursor=cursor), sqlite3.Error,
+                                    lambda: not cursor.connection.in_transaction)  # fmt: skip
+
+
+def _run_jobs_in_transaction(
+    batch: Sequence[_Job[Any]], cursor: Any, sql: Sql, driver_error: type[Exception],
+    transaction_lost: Callable[[], bool],
+) -> bool:  # fmt: skip
+    """The jobs of a lean batch inside an open transaction on the driver's `cursor`, each under a
+    SAVEPOINT: a failing job is rolled back alone and keeps its error; the others go on. True:
+    commit. A `driver_error` after which `transaction_lost()` re-raises: nothing of the batch
+    stands.
 
     A batch of one job (a quiet user's message arrives alone) needs no SAVEPOINT: if it fails,
-    the caller rolls the whole transaction back (False), which saves two statements."""
-    sql = Sql(cursor=cursor)
+    the caller rolls the whole transaction back (False), which saves two statements (on
+    PostgreSQL, two round trips to the server)."""
     alone = len(batch) == 1
     for job in batch:
+        job.ran, job.error = False, None  # a batch run again after a deadlock starts afresh
         if not alone:
             cursor.execute("SAVEPOINT job")
         try:
             job.value = job.fn(sql)
             job.ran = True
-        except sqlite3.Error as exc:
+        except driver_error as exc:
             job.error = storage_error("database write failed", exc)
-            if not cursor.connection.in_transaction:
-                # SQLite rolled the whole transaction back (a full disk, an I/O error): nothing
-                # of the batch stands, and there is no savepoint left to roll back to.
+            if transaction_lost():
                 raise
         except Exception as exc:
             job.error = exc
@@ -681,29 +693,9 @@ def _must_retry(batch: Sequence[_Job[Any]]) -> bool:
 
 
 def _run_lean_jobs_pg(batch: Sequence[_Job[Any]], cursor: Any) -> bool:
-    """`_run_lean_jobs` on PostgreSQL; True: commit. A batch of one job (most chat messages
-    arrive alone) needs no SAVEPOINT: if it fails, the whole transaction is rolled back, which
-    saves two round trips to the server per message."""
-    sql = Sql(cursor=cursor, convert=postgres.pyformat)
-    alone = len(batch) == 1
-    for job in batch:
-        job.ran, job.error = False, None
-        if not alone:
-            cursor.execute("SAVEPOINT job")
-        try:
-            job.value = job.fn(sql)
-            job.ran = True
-        except psycopg.Error as exc:
-            job.error = storage_error("database write failed", exc)
-            if cursor.connection.broken:
-                raise  # nothing of the batch stands
-        except Exception as exc:
-            job.error = exc
-        if not alone:
-            if job.error is not None:
-                cursor.execute("ROLLBACK TO job")
-            cursor.execute("RELEASE job")
-    return not alone or batch[0].error is None
+    """The jobs of a lean batch inside an open PostgreSQL transaction (`_run_jobs_in_transaction`)."""
+    return _run_jobs_in_transaction(batch, cursor, Sql(cursor=cursor, convert=postgres.pyformat),
+                                    psycopg.Error, lambda: bool(cursor.connection.broken))  # fmt: skip
 
 
 def _fail_batch(batch: Sequence[_Job[Any]], exc: Exception) -> None:
