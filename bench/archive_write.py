@@ -42,6 +42,7 @@ from typing import Any
 
 import trio
 
+from bench.loadgen.archive_prefill import INSERT_ARCHIVED
 from imactor.storage import Storage
 from imactor.storage.archive import ArchiveEntry
 
@@ -52,13 +53,6 @@ from imactor.storage.archive import _values as archive_row
 STANZA = (
     b"<message xmlns='jabber:client' from='bench1@localhost/r' to='bench2@localhost' type='chat'"
     b" id='a1b2c3d4e5f6'><body>" + b"x" * 60 + b"</body></message>"
-)
-#: A chat message's two rows straight into the indexed archive, as the server wrote them before
-#: it had a journal (the archive's table and indexes are the server's own).
-_INSERT_INDEXED = (
-    "INSERT INTO archive (username, stanza_id, timestamp, peer, peer_resource, direction, stanza) "
-    "VALUES (:username, :stanza_id, :timestamp, :peer, :peer_resource, :direction, :stanza) "
-    "ON CONFLICT DO NOTHING"
 )
 _JOURNAL = (
     "CREATE TABLE journal (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, "
@@ -154,7 +148,7 @@ def indexed_rows(connection: sqlite3.Connection, users: int, messages: int, batc
     def work() -> None:
         for _ in range(messages // batch):
             cursor.execute("BEGIN IMMEDIATE")
-            cursor.executemany(_INSERT_INDEXED, [row for _ in range(batch) for row in source.rows()])
+            cursor.executemany(INSERT_ARCHIVED, [row for _ in range(batch) for row in source.rows()])
             cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages // batch * batch)
@@ -181,7 +175,7 @@ def bulk_sorted(connection: sqlite3.Connection, users: int, messages: int) -> fl
 
     def work() -> None:
         cursor.execute("BEGIN IMMEDIATE")
-        cursor.executemany(_INSERT_INDEXED, rows)
+        cursor.executemany(INSERT_ARCHIVED, rows)
         cursor.execute("COMMIT")
 
     return cpu_per_message(work, messages)
