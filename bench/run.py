@@ -663,7 +663,7 @@ def run(args: argparse.Namespace, workers: int | None = None, server: str | None
             "server_workers": count if name == "imactor" and args.server_config == "bench" else None,
             "peer_store": None if name == "imactor" or args.server_config == "default" else args.peer_store,
             "server_modules": args.server_modules, "nodes": nodes,
-            "archive_prefill": args.archive_prefill if name == "imactor" else None,
+            "archive_prefill": prefill if name == "imactor" else None,
             "accounts": len(provisioned), "users": len(users),
             "user_sample": [name for name, _ in users[:3] + users[-1:]],
             "start_and_provision_seconds": start_seconds,
